@@ -1,0 +1,106 @@
+//! Assembly: config → Pingora `Server` with the proxy, admin and background services.
+
+use crate::admin::AdminApp;
+use crate::config::Config;
+use crate::observability::logger;
+use crate::proxy::Gateway;
+use crate::state::GatewayState;
+use crate::upstream::PoolsService;
+use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use std::sync::Arc;
+
+/// Command-line switches that shape the process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Launch {
+    /// `-d`: fork into the background.
+    pub daemon: bool,
+    /// `-u`: take over the listeners of a running instance.
+    pub upgrade: bool,
+}
+
+/// Map our `server:` section onto Pingora's ServerConf.
+pub fn server_conf(config: &Config, launch: Launch) -> ServerConf {
+    let s = &config.server;
+    // Connect failures are retried by us (bounded per service); Pingora's cap must not be lower.
+    let max_retries = config.services.iter().map(|s| s.retries as usize + 1).max().unwrap_or(1).max(2);
+    ServerConf {
+        version: 1,
+        daemon: launch.daemon,
+        threads: s.threads,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        error_log: s.error_log.clone(),
+        user: s.user.clone(),
+        group: s.group.clone(),
+        grace_period_seconds: Some(s.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout.as_secs().max(1)),
+        work_stealing: s.work_stealing,
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        max_retries,
+        ..ServerConf::default()
+    }
+}
+
+/// Starts buffered logging once the process is in its final form (after the daemon fork).
+struct LogWriter;
+
+#[async_trait]
+impl BackgroundService for LogWriter {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        logger::start_writer();
+        let _ = shutdown.changed().await;
+        logger::flush();
+    }
+}
+
+/// Build and run the server until it shuts down (SIGTERM, SIGINT or an upgrade hand-over).
+pub fn run(config: Config, launch: Launch) {
+    let conf = server_conf(&config, launch);
+    let opt = Opt { upgrade: launch.upgrade, daemon: launch.daemon, nocapture: false, test: false, conf: None };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // Receive inherited listeners first: the old process waits only a few seconds (§6.4).
+    server.bootstrap();
+
+    let state = Arc::new(GatewayState::new(config));
+    let cfg = &state.config;
+
+    server.add_service(background_service("log writer", LogWriter));
+    server.add_service(background_service("upstream pools", PoolsService::new(&state.pools)));
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(state.clone()), "siger proxy");
+    let mut options = HttpServerOptions::default();
+    options.keepalive_request_limit = cfg.limits.keepalive_requests;
+    if let Some(app) = proxy.app_logic_mut() {
+        app.server_options = Some(options);
+    }
+    for listener in &cfg.listeners {
+        match &listener.tls {
+            None => proxy.add_tcp(&listener.addr),
+            Some(tls) => {
+                if let Err(e) = proxy.add_tls(&listener.addr, &tls.cert.to_string_lossy(), &tls.key.to_string_lossy()) {
+                    log::error!("TLS listener {}: {e}", listener.addr);
+                    logger::flush();
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+    server.add_service(proxy);
+
+    if let Some(admin) = &cfg.admin {
+        let mut service = Service::new("siger admin".to_string(), AdminApp::new(state.clone()));
+        service.add_tcp(&admin.listen);
+        service.threads = Some(1);
+        server.add_service(service);
+    }
+
+    server.run(RunArgs::default());
+    log::info!("siger stopped");
+    logger::flush();
+}

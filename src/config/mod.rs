@@ -1,0 +1,202 @@
+//! Configuration: one YAML file (ARCHITECTURE.md §3) parsed once into the validated [`Config`].
+//!
+//! Loading order: read the file → YAML tree → `${VAR}` interpolation → typed raw structs (unknown
+//! keys rejected) → `validate` (semantic checks and cross-references). Every error carries the key
+//! path and, where the file has it, the line.
+
+mod model;
+mod raw;
+mod source;
+mod units;
+mod validate;
+
+pub use model::*;
+pub use source::{Environment, ProcessEnv};
+pub use units::{parse_duration, parse_size};
+pub use validate::subject_matches;
+
+use source::LineIndex;
+use std::fmt;
+use std::path::Path;
+
+/// One problem in the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Key path such as `routes[2].service`; empty for whole-file problems.
+    pub path: String,
+    /// 1-based line in the file, when known.
+    pub line: Option<usize>,
+    /// Why it is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.path.is_empty(), self.line) {
+            (true, Some(line)) => write!(f, "line {line}: {}", self.message),
+            (true, None) => write!(f, "{}", self.message),
+            (false, Some(line)) => write!(f, "{} (line {line}): {}", self.path, self.message),
+            (false, None) => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors {
+    /// The file that was loaded.
+    pub file: String,
+    /// Problems, in file order where lines are known.
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        writeln!(f, "{}: {n} configuration error{}", self.file, if n == 1 { "" } else { "s" })?;
+        for e in &self.errors {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Load and validate a config file, with the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_env(path, &ProcessEnv)
+}
+
+/// Load and validate a config file with an explicit environment (tests).
+pub fn load_with_env(path: &Path, env: &dyn Environment) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        file: file.clone(),
+        errors: vec![ConfigError { path: String::new(), line: None, message: format!("cannot read the file: {e}") }],
+    })?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    parse(&text, base, env).map_err(|errors| ConfigErrors { file, errors })
+}
+
+/// Parse config text; relative file paths in it resolve against `base`.
+pub fn parse(text: &str, base: &Path, env: &dyn Environment) -> Result<Config, Vec<ConfigError>> {
+    let lines = LineIndex::build(text);
+    let located = |path: String, message: String| ConfigError { line: lines.line_of(&path), path, message };
+
+    let mut tree: serde_yaml::Value = match serde_yaml::from_str(text) {
+        Ok(serde_yaml::Value::Null) => return Err(vec![ConfigError { path: String::new(), line: None, message: "the file is empty".into() }]),
+        Ok(v) => v,
+        Err(e) => {
+            return Err(vec![ConfigError {
+                path: String::new(),
+                line: e.location().map(|l| l.line()),
+                message: format!("not valid YAML: {e}"),
+            }])
+        }
+    };
+    let env_errors = source::interpolate(&mut tree, env);
+    if !env_errors.is_empty() {
+        return Err(env_errors.into_iter().map(|(p, m)| located(p, m)).collect());
+    }
+    let raw: raw::RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let message = e.inner().to_string();
+        // For an unknown key, point at the key itself.
+        let key_path = unknown_field(&message).map(|f| if path.is_empty() { f.to_string() } else { format!("{path}.{f}") });
+        let line = key_path.as_deref().and_then(|k| lines.line_of(k)).or_else(|| lines.line_of(&path));
+        vec![ConfigError { path, line, message }]
+    })?;
+    validate::validate(raw, base).map_err(|problems| {
+        let mut errors: Vec<ConfigError> = problems.0.into_iter().map(|(p, m)| located(p, m)).collect();
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        errors
+    })
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env() -> HashMap<String, String> {
+        HashMap::from([("SECRET".to_string(), "0123456789abcdef0123456789abcdef".to_string())])
+    }
+
+    fn errors(text: &str) -> Vec<ConfigError> {
+        parse(text, Path::new("."), &env()).expect_err("config must be rejected")
+    }
+
+    const MINIMAL: &str = "listen: [\"127.0.0.1:8080\"]\nservices:\n  echo:\n    targets: [\"127.0.0.1:9001\"]\nroutes:\n  - path: /\n    service: echo\n    auth: public\n";
+
+    #[test]
+    fn minimal_config_loads_with_defaults() {
+        let c = parse(MINIMAL, Path::new("."), &env()).expect("valid");
+        assert_eq!(c.routes[0].path, "/");
+        assert_eq!(c.services[0].lb, LbAlgorithm::RoundRobin);
+        assert_eq!(c.limits.max_body, 10 << 20);
+        assert_eq!(c.server.grace_period, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_line() {
+        let e = errors(&format!("{MINIMAL}limitz: {{}}\n"));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].message.contains("limitz"), "{e:?}");
+        assert_eq!(e[0].line, Some(9));
+    }
+
+    #[test]
+    fn unknown_service_names_route_key_and_line() {
+        let e = errors(&MINIMAL.replace("service: echo", "service: nope"));
+        assert_eq!(e[0].path, "routes[0].service");
+        assert_eq!(e[0].line, Some(7));
+        assert!(e[0].message.contains("nope"));
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let text = MINIMAL.replace("    targets:", "    connect_timeout: 5\n    targets:");
+        let e = errors(&text);
+        assert_eq!(e[0].path, "services.echo.connect_timeout");
+        assert!(e[0].message.contains("no unit"), "{e:?}");
+    }
+
+    #[test]
+    fn collects_several_semantic_errors() {
+        let text = "listen: [\"127.0.0.1:8080\", \"nope\"]\nservices:\n  echo:\n    targets: [\"127.0.0.1:9001\"]\n    lb: fastest\nroutes:\n  - path: /a/../b\n    service: echo\n    auth: public\n";
+        let e = errors(text);
+        let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["listen[1]", "services.echo.lb", "routes[0].path"]);
+    }
+
+    #[test]
+    fn env_interpolation_and_missing_variable() {
+        let text = MINIMAL.replace("routes:", "auth:\n  jwt:\n    algorithms: [HS256]\n    secret: ${SECRET}\nroutes:");
+        let c = parse(&text, Path::new("."), &env()).expect("valid");
+        assert_eq!(c.auth.expect("auth").secret.as_deref(), Some("0123456789abcdef0123456789abcdef"));
+        let e = errors(&text.replace("${SECRET}", "${UNSET_VAR}"));
+        assert_eq!(e[0].path, "auth.jwt.secret");
+        assert!(e[0].message.contains("UNSET_VAR"));
+    }
+
+    #[test]
+    fn duplicate_routes_are_rejected_per_method_and_host() {
+        let dup = format!("{MINIMAL}  - path: /\n    service: echo\n    auth: public\n");
+        assert_eq!(errors(&dup)[0].path, "routes[1].path");
+        let distinct = format!("{MINIMAL}  - path: /\n    host: a.example\n    service: echo\n    auth: public\n");
+        assert!(parse(&distinct, Path::new("."), &env()).is_ok());
+    }
+
+    #[test]
+    fn jobs_need_nats_and_auth() {
+        let text = format!("{MINIMAL}jobs:\n  subject: jobs.submitted\n  stream: {{name: JOBS, subjects: [\"jobs.>\"]}}\n");
+        let e = errors(&text);
+        assert!(e.iter().any(|e| e.path == "jobs" && e.message.contains("nats")), "{e:?}");
+        assert!(e.iter().any(|e| e.path == "jobs" && e.message.contains("auth")), "{e:?}");
+    }
+}

@@ -1,0 +1,515 @@
+//! The validated configuration every other module reads. Built only by `validate`; nothing
+//! downstream re-checks strings: addresses are `SocketAddr`, durations are `Duration`, services
+//! are referred to by index.
+
+use http::{HeaderName, Method};
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Index of a service in [`Config::services`].
+pub type ServiceId = usize;
+/// Index of a route in [`Config::routes`].
+pub type RouteId = usize;
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Pingora process settings.
+    pub server: ServerSettings,
+    /// Public listeners (plain or TLS).
+    pub listeners: Vec<Listener>,
+    /// The admin listener (`/health`, `/ready`, `/metrics`), if configured.
+    pub admin: Option<AdminSettings>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Request size and connection limits.
+    pub limits: Limits,
+    /// Whether one JSON access-log line is written per request.
+    pub access_log: bool,
+    /// JWT verification; `None` when no route needs it.
+    pub auth: Option<JwtSettings>,
+    /// Rate-limit store and default rule.
+    pub rate_limit: RateLimitSettings,
+    /// Consul connection, needed by services with `discovery.consul` and by registration.
+    pub consul: Option<ConsulSettings>,
+    /// NATS connection, needed by jobs.
+    pub nats: Option<NatsSettings>,
+    /// The `/jobs/submit` short-circuit.
+    pub jobs: Option<JobsSettings>,
+    /// Upstream services, addressed by [`ServiceId`].
+    pub services: Vec<ServiceSettings>,
+    /// Routes in file order, addressed by [`RouteId`].
+    pub routes: Vec<RouteSettings>,
+}
+
+impl Config {
+    /// The service with this name.
+    pub fn service_id(&self, name: &str) -> Option<ServiceId> {
+        self.services.iter().position(|s| s.name == name)
+    }
+}
+
+/// Settings mapped onto Pingora's `ServerConf`.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// Written when daemonised (`-d`).
+    pub pid_file: String,
+    /// Unix socket used to hand listeners over during an upgrade (`-u`).
+    pub upgrade_sock: String,
+    /// stderr is redirected here when daemonised.
+    pub error_log: Option<String>,
+    /// Drop privileges to this user after daemonising.
+    pub user: Option<String>,
+    /// Drop privileges to this group after daemonising.
+    pub group: Option<String>,
+    /// Pingora's fixed wait after SIGTERM / upgrade before in-flight requests get their timeout.
+    pub grace_period: Duration,
+    /// How long in-flight requests may still run after the grace period.
+    pub graceful_shutdown_timeout: Duration,
+    /// Tokio work-stealing runtime (Pingora default) or one runtime per thread.
+    pub work_stealing: bool,
+    /// Idle upstream connections kept per worker thread.
+    pub upstream_keepalive_pool_size: usize,
+}
+
+/// One public listener.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// The address exactly as written: Pingora matches inherited sockets by this string.
+    pub addr: String,
+    /// The parsed address.
+    pub socket: SocketAddr,
+    /// Certificate and key for TLS listeners.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of a TLS listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Address as written (kept verbatim for socket hand-over).
+    pub listen: String,
+    /// The parsed address.
+    pub socket: SocketAddr,
+}
+
+/// CIDRs of proxies in front of us whose `X-Forwarded-For` we believe.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Whether `ip` is one of the trusted proxies.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        let ip = canonical_ip(*ip);
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// True when no proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) compare as IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// Request size and connection limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Default request body limit in bytes (413 beyond).
+    pub max_body: u64,
+    /// Request header limit in bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Idle keep-alive downstream connections are closed after this.
+    pub idle_timeout: Duration,
+    /// Requests served on one downstream connection before it is closed; `None` = unlimited.
+    pub keepalive_requests: Option<u32>,
+}
+
+/// JWT algorithms a deployment may pin.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl JwtAlgorithm {
+    /// Parse the JOSE name (`HS256`, `EdDSA`, …).
+    pub fn parse(name: &str) -> Option<Self> {
+        use JwtAlgorithm::*;
+        Some(match name {
+            "HS256" => HS256,
+            "HS384" => HS384,
+            "HS512" => HS512,
+            "RS256" => RS256,
+            "RS384" => RS384,
+            "RS512" => RS512,
+            "PS256" => PS256,
+            "PS384" => PS384,
+            "PS512" => PS512,
+            "ES256" => ES256,
+            "ES384" => ES384,
+            "EdDSA" => EdDSA,
+            _ => return None,
+        })
+    }
+
+    /// HMAC algorithms use the shared secret; the others a public key.
+    pub fn is_hmac(self) -> bool {
+        matches!(self, JwtAlgorithm::HS256 | JwtAlgorithm::HS384 | JwtAlgorithm::HS512)
+    }
+}
+
+/// JWT verification settings.
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    /// Allowed algorithms; anything else, `none` included, is rejected.
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// HMAC secret.
+    pub secret: Option<String>,
+    /// PEM public key for asymmetric algorithms.
+    pub public_key_file: Option<PathBuf>,
+    /// Local JWKS file (re-read every `jwks_refresh`).
+    pub jwks_file: Option<PathBuf>,
+    /// Remote JWKS URL.
+    pub jwks_url: Option<String>,
+    /// How often JWKS sources are refreshed.
+    pub jwks_refresh: Duration,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Dotted path of the roles claim.
+    pub roles_claim: String,
+    /// Claim → upstream header; client-sent copies are always removed.
+    pub forward: Vec<(String, HeaderName)>,
+    /// Entries in the validation cache.
+    pub cache_size: usize,
+    /// Longest accepted token.
+    pub max_token_bytes: usize,
+}
+
+/// Where rate-limit counters live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimitStore {
+    /// In-process estimators (per instance).
+    Local,
+    /// Shared through Redis.
+    Redis {
+        /// `redis://` URL.
+        url: String,
+        /// Per-check timeout.
+        timeout: Duration,
+    },
+}
+
+/// What to do when the shared store cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Let the request through (logged and counted).
+    Allow,
+    /// Answer 503.
+    Deny,
+}
+
+/// Rate-limit settings.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// Counter store.
+    pub store: RateLimitStore,
+    /// Policy when the store fails.
+    pub on_store_error: OnStoreError,
+    /// Rule for routes without their own.
+    pub default: Option<LimitRule>,
+}
+
+/// `requests` per `per`, counted by `key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitRule {
+    /// Allowed requests per window.
+    pub requests: u64,
+    /// Window length.
+    pub per: Duration,
+    /// What identifies a client.
+    pub key: LimitKey,
+}
+
+/// What a rate limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// JWT `sub` when authenticated, else the client IP.
+    Consumer,
+    /// The client IP.
+    Ip,
+    /// One bucket for the whole route.
+    Route,
+    /// A request header; absent → the client IP.
+    Header(HeaderName),
+}
+
+/// Consul connection and registration.
+#[derive(Debug, Clone)]
+pub struct ConsulSettings {
+    /// Base URL, e.g. `http://127.0.0.1:8500`, without trailing slash.
+    pub address: String,
+    /// `X-Consul-Token`.
+    pub token: Option<String>,
+    /// `dc` query parameter.
+    pub datacenter: Option<String>,
+    /// Blocking-query wait.
+    pub wait: Duration,
+    /// Directory for last-known-good instance files.
+    pub state_dir: Option<PathBuf>,
+    /// Self-registration of this gateway.
+    pub register: Option<ConsulRegistration>,
+}
+
+/// How this instance registers itself.
+#[derive(Debug, Clone)]
+pub struct ConsulRegistration {
+    /// Service name.
+    pub name: String,
+    /// Advertised address.
+    pub address: String,
+    /// Advertised port.
+    pub port: u16,
+    /// Service tags.
+    pub tags: Vec<String>,
+    /// HTTP check URL (normally the admin `/health`).
+    pub check_http: Option<String>,
+    /// Check interval.
+    pub check_interval: Duration,
+    /// Check timeout.
+    pub check_timeout: Duration,
+    /// `DeregisterCriticalServiceAfter`.
+    pub deregister_after: Duration,
+}
+
+impl ConsulRegistration {
+    /// `<name>-<address>-<port>` (ARCHITECTURE.md §6).
+    pub fn service_id(&self) -> String {
+        format!("{}-{}-{}", self.name, self.address, self.port)
+    }
+}
+
+/// NATS connection.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    /// Server URL(s), comma separated.
+    pub url: String,
+    /// `.creds` file.
+    pub credentials_file: Option<PathBuf>,
+    /// Token auth.
+    pub token: Option<String>,
+    /// User/password auth.
+    pub user_password: Option<(String, String)>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Messages buffered while disconnected.
+    pub pending_buffer: usize,
+}
+
+/// JetStream storage type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStorage {
+    /// Durable on disk.
+    File,
+    /// In memory.
+    Memory,
+}
+
+/// The jobs stream.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// Stream name.
+    pub name: String,
+    /// Subjects the stream captures.
+    pub subjects: Vec<String>,
+    /// Create or verify the stream at start-up.
+    pub create: bool,
+    /// Storage.
+    pub storage: StreamStorage,
+    /// Replicas.
+    pub replicas: usize,
+    /// Message max age.
+    pub max_age: Duration,
+    /// De-duplication window for `Nats-Msg-Id`.
+    pub duplicate_window: Duration,
+}
+
+/// The `/jobs/submit` short-circuit.
+#[derive(Debug, Clone)]
+pub struct JobsSettings {
+    /// Reserved path.
+    pub path: String,
+    /// Subject jobs are published to.
+    pub subject: String,
+    /// Stream settings.
+    pub stream: StreamSettings,
+    /// Roles allowed to submit (any of); empty = any authenticated user.
+    pub roles: Vec<String>,
+    /// Body limit.
+    pub max_body: u64,
+    /// Longest wait for the JetStream ack.
+    pub ack_timeout: Duration,
+}
+
+/// Load-balancing algorithm of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LbAlgorithm {
+    /// Weighted round robin (Pingora).
+    RoundRobin,
+    /// Weighted random (Pingora).
+    Random,
+    /// Fewest in-flight requests relative to weight (ours: power of two choices).
+    LeastConn,
+    /// Ketama consistent hashing (Pingora) on a request key.
+    ConsistentHash(HashKey),
+}
+
+/// What `consistent_hash` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// A verified JWT claim; anonymous requests fall back to the client IP.
+    Claim(String),
+    /// A client-sent header.
+    Header(HeaderName),
+    /// The client IP.
+    Ip,
+    /// The normalised path.
+    Path,
+}
+
+/// Active health checking of a service's backends.
+#[derive(Debug, Clone)]
+pub struct HealthCheckSettings {
+    /// HTTP GET of this path (200 = healthy), or a TCP connect when `None`.
+    pub path: Option<String>,
+    /// Host header of HTTP checks.
+    pub host: String,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Connect + response timeout of one check.
+    pub timeout: Duration,
+    /// Consecutive successes to become healthy.
+    pub healthy: usize,
+    /// Consecutive failures to become unhealthy.
+    pub unhealthy: usize,
+}
+
+/// A static backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Address.
+    pub addr: SocketAddr,
+    /// Relative weight (≥ 1).
+    pub weight: u32,
+}
+
+/// Consul-backed membership.
+#[derive(Debug, Clone)]
+pub struct ConsulDiscovery {
+    /// Consul service name.
+    pub service: String,
+    /// Required tags.
+    pub tags: Vec<String>,
+}
+
+/// One upstream service.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// Name used by routes.
+    pub name: String,
+    /// Static backends (empty with discovery).
+    pub targets: Vec<Target>,
+    /// Consul discovery.
+    pub discovery: Option<ConsulDiscovery>,
+    /// Balancing.
+    pub lb: LbAlgorithm,
+    /// Active health checks.
+    pub health_check: Option<HealthCheckSettings>,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Longest wait for one upstream read.
+    pub read_timeout: Duration,
+    /// Longest wait for one upstream write.
+    pub write_timeout: Duration,
+    /// Idle pooled upstream connections are closed after this.
+    pub idle_timeout: Duration,
+    /// Connect failures retried on another backend.
+    pub retries: u32,
+    /// Weight ramp for new backends.
+    pub slow_start: Option<Duration>,
+}
+
+/// Authentication requirement of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// A valid token is required.
+    Required,
+    /// Anonymous allowed; a present token must be valid.
+    Optional,
+    /// No authentication.
+    Public,
+}
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// Optional name.
+    pub name: Option<String>,
+    /// Metrics/log label: the name, else the path.
+    pub label: String,
+    /// Normalised prefix (no trailing slash except `/`).
+    pub path: String,
+    /// Allowed methods; `None` = any.
+    pub methods: Option<Vec<Method>>,
+    /// Lower-case host without port; `None` = any.
+    pub host: Option<String>,
+    /// Target service.
+    pub service: ServiceId,
+    /// Authentication.
+    pub auth: AuthMode,
+    /// Roles, any of which grants access.
+    pub roles: Vec<String>,
+    /// Remove the prefix before proxying.
+    pub strip_prefix: bool,
+    /// Route rate limit (else the default).
+    pub rate_limit: Option<LimitRule>,
+    /// Body limit in bytes.
+    pub max_body: u64,
+    /// Longest wait for the upstream response headers.
+    pub timeout: Option<Duration>,
+    /// Send the client's `Authorization` header upstream.
+    pub forward_authorization: bool,
+}

@@ -1,0 +1,322 @@
+//! Every failure a client can see, and the one place that turns it into an HTTP answer:
+//! `{"error": code, "message": text, "request_id": id}` with the right status and headers
+//! (ARCHITECTURE.md §4).
+
+use crate::routing::PathError;
+use bytes::Bytes;
+use http::Method;
+use pingora::http::ResponseHeader;
+use pingora::{Error as PingoraError, ErrorSource, ErrorType};
+use std::time::Duration;
+
+/// A request failure, named as the fact that caused it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    /// The path was refused before routing.
+    #[error("{0}")]
+    BadPath(#[from] PathError),
+    /// Some other malformed request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No route owns the path.
+    #[error("no route for this path")]
+    NoRoute,
+    /// A route owns the path but not the method.
+    #[error("method not allowed here")]
+    MethodNotAllowed {
+        /// Accepted methods (for `Allow`).
+        allow: Vec<Method>,
+    },
+    /// No bearer token on a route that needs one.
+    #[error("a bearer token is required")]
+    MissingToken,
+    /// A token was presented but failed a check.
+    #[error("invalid token: {reason}")]
+    InvalidToken {
+        /// Which check failed (never the token).
+        reason: String,
+    },
+    /// Authenticated, but without a required role.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Over a rate limit.
+    #[error("rate limit exceeded")]
+    RateLimited {
+        /// Seconds until a slot frees.
+        retry_after: u64,
+    },
+    /// Body larger than allowed.
+    #[error("request body exceeds {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// Headers larger than allowed.
+    #[error("request headers exceed {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Wrong `Content-Type`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The client was too slow sending its request.
+    #[error("timed out reading the request")]
+    RequestTimeout,
+    /// Every backend of the service is unhealthy (or it has none).
+    #[error("service {service} has no healthy backend")]
+    NoHealthyBackend {
+        /// Service name.
+        service: String,
+    },
+    /// A dependency (NATS, the rate-limit store, …) is unavailable.
+    #[error("{message}")]
+    Unavailable {
+        /// What is unavailable.
+        message: String,
+        /// Suggested retry delay in seconds.
+        retry_after: u64,
+    },
+    /// The upstream could not be reached or broke the connection.
+    #[error("upstream {}: {detail}", kind.label())]
+    BadGateway {
+        /// Failure class (metrics `kind`).
+        kind: UpstreamErrorKind,
+        /// Short description.
+        detail: String,
+    },
+    /// The upstream did not answer in time.
+    #[error("upstream did not answer within {after:?}")]
+    GatewayTimeout {
+        /// The timeout that fired, when known.
+        after: Option<Duration>,
+    },
+    /// A bug or resource problem on our side.
+    #[error("internal error")]
+    Internal,
+}
+
+/// Upstream failure classes (the `kind` label of `siger_upstream_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// Connection refused / unreachable.
+    Connect,
+    /// Connect or read timeout.
+    Timeout,
+    /// Connection reset or closed mid-exchange.
+    Reset,
+    /// TLS handshake failure.
+    Tls,
+    /// The upstream answered 5xx.
+    Status5xx,
+    /// Anything else.
+    Other,
+}
+
+impl UpstreamErrorKind {
+    /// Every kind, in label order.
+    pub const ALL: [UpstreamErrorKind; 6] = [Self::Connect, Self::Timeout, Self::Reset, Self::Tls, Self::Status5xx, Self::Other];
+
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Reset => "reset",
+            Self::Tls => "tls",
+            Self::Status5xx => "status_5xx",
+            Self::Other => "other",
+        }
+    }
+
+    /// Classify a Pingora error raised while talking to an upstream.
+    pub fn of(e: &PingoraError) -> Self {
+        use ErrorType::*;
+        match &e.etype {
+            ConnectTimedout | ReadTimedout | WriteTimedout => Self::Timeout,
+            ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError | ConnectProxyFailure => Self::Connect,
+            TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError | TLSWantX509Lookup => Self::Tls,
+            ConnectionClosed | ReadError | WriteError | H2Error | InvalidH2 | H2Downgrade => Self::Reset,
+            HTTPStatus(code) if *code >= 500 => Self::Status5xx,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl GatewayError {
+    /// HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadPath(_) | Self::BadRequest(_) => 400,
+            Self::MissingToken | Self::InvalidToken { .. } => 401,
+            Self::Forbidden(_) => 403,
+            Self::NoRoute => 404,
+            Self::MethodNotAllowed { .. } => 405,
+            Self::RequestTimeout => 408,
+            Self::PayloadTooLarge { .. } => 413,
+            Self::UnsupportedMediaType(_) => 415,
+            Self::RateLimited { .. } => 429,
+            Self::HeadersTooLarge { .. } => 431,
+            Self::Internal => 500,
+            Self::BadGateway { .. } => 502,
+            Self::NoHealthyBackend { .. } | Self::Unavailable { .. } => 503,
+            Self::GatewayTimeout { .. } => 504,
+        }
+    }
+
+    /// Machine-readable code of the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadPath(_) | Self::BadRequest(_) => "bad_request",
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken { .. } => "invalid_token",
+            Self::Forbidden(_) => "forbidden",
+            Self::NoRoute => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::HeadersTooLarge { .. } => "request_header_fields_too_large",
+            Self::Internal => "internal_error",
+            Self::BadGateway { .. } => "bad_gateway",
+            Self::NoHealthyBackend { .. } | Self::Unavailable { .. } => "service_unavailable",
+            Self::GatewayTimeout { .. } => "gateway_timeout",
+        }
+    }
+
+    /// Whether the connection should be closed after answering: the request body may be
+    /// unread (and could be large) or the request framing is suspect.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, Self::BadPath(_) | Self::BadRequest(_) | Self::PayloadTooLarge { .. } | Self::HeadersTooLarge { .. } | Self::RequestTimeout)
+    }
+
+    /// Map a Pingora error that reached `fail_to_proxy`. `None` when nothing can be written
+    /// (the client is gone).
+    pub fn from_pingora(e: &PingoraError, read_timeout: Option<Duration>) -> Option<Self> {
+        use ErrorType::*;
+        match e.esource {
+            ErrorSource::Downstream => match &e.etype {
+                ReadError | WriteError | ConnectionClosed => None,
+                ReadTimedout => Some(Self::RequestTimeout),
+                HTTPStatus(code) => Some(Self::from_status(*code)),
+                _ => Some(Self::BadRequest("malformed request".into())),
+            },
+            ErrorSource::Upstream => Some(match &e.etype {
+                ConnectTimedout | ReadTimedout | WriteTimedout => Self::GatewayTimeout { after: if e.etype == ConnectTimedout { None } else { read_timeout } },
+                HTTPStatus(code) => Self::from_status(*code),
+                _ => Self::BadGateway { kind: UpstreamErrorKind::of(e), detail: e.etype.as_str().to_string() },
+            }),
+            _ => Some(match &e.etype {
+                HTTPStatus(code) => Self::from_status(*code),
+                _ => Self::Internal,
+            }),
+        }
+    }
+
+    fn from_status(code: u16) -> Self {
+        match code {
+            400 => Self::BadRequest("malformed request".into()),
+            404 => Self::NoRoute,
+            408 => Self::RequestTimeout,
+            413 => Self::PayloadTooLarge { limit: 0 },
+            502 => Self::BadGateway { kind: UpstreamErrorKind::Other, detail: "upstream failure".into() },
+            503 => Self::Unavailable { message: "service unavailable".into(), retry_after: 1 },
+            504 => Self::GatewayTimeout { after: None },
+            _ => Self::Internal,
+        }
+    }
+
+    /// The human message of the JSON body; never includes secrets or raw tokens.
+    pub fn message(&self) -> String {
+        match self {
+            Self::MethodNotAllowed { allow } if !allow.is_empty() => {
+                format!("method not allowed here; allowed: {}", join_methods(allow))
+            }
+            Self::PayloadTooLarge { limit: 0 } => "request body too large".into(),
+            Self::GatewayTimeout { after: None } => "upstream did not answer in time".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The full response: status line, headers and JSON body.
+    pub fn to_response(&self, request_id: &str) -> (ResponseHeader, Bytes) {
+        let body = serde_json::json!({
+            "error": self.code(),
+            "message": self.message(),
+            "request_id": request_id,
+        });
+        let mut body = serde_json::to_vec(&body).unwrap_or_default();
+        body.push(b'\n');
+        let status = self.status();
+        #[allow(clippy::expect_used)]
+        let mut resp = ResponseHeader::build(status, Some(8))
+            .or_else(|_| ResponseHeader::build(500, Some(8)))
+            .expect("500 is a valid status");
+        let _ = resp.insert_header("Content-Type", "application/json");
+        let _ = resp.insert_header("Content-Length", body.len());
+        let _ = resp.insert_header("Cache-Control", "no-store");
+        if !request_id.is_empty() {
+            let _ = resp.insert_header("X-Request-Id", request_id);
+        }
+        match self {
+            Self::MethodNotAllowed { allow } => {
+                let _ = resp.insert_header("Allow", join_methods(allow));
+            }
+            Self::MissingToken => {
+                let _ = resp.insert_header("WWW-Authenticate", "Bearer realm=\"siger\"");
+            }
+            Self::InvalidToken { reason } => {
+                let value = format!("Bearer realm=\"siger\", error=\"invalid_token\", error_description=\"{}\"", reason.replace(['"', '\\'], "'"));
+                let _ = resp.insert_header("WWW-Authenticate", value);
+            }
+            Self::RateLimited { retry_after } | Self::Unavailable { retry_after, .. } => {
+                let _ = resp.insert_header("Retry-After", (*retry_after).max(1));
+            }
+            Self::NoHealthyBackend { .. } => {
+                let _ = resp.insert_header("Retry-After", 1);
+            }
+            _ => {}
+        }
+        if self.closes_connection() {
+            let _ = resp.insert_header("Connection", "close");
+        }
+        (resp, Bytes::from(body))
+    }
+}
+
+fn join_methods(methods: &[Method]) -> String {
+    methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_body_and_headers() {
+        let (resp, body) = GatewayError::MethodNotAllowed { allow: vec![Method::GET, Method::PUT] }.to_response("rid-1");
+        assert_eq!(resp.status.as_u16(), 405);
+        assert_eq!(resp.headers.get("allow").map(|v| v.as_bytes()), Some(&b"GET, PUT"[..]));
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["error"], "method_not_allowed");
+        assert_eq!(v["request_id"], "rid-1");
+        let (resp, _) = GatewayError::InvalidToken { reason: "token \"expired\"".into() }.to_response("r");
+        let www = resp.headers.get("www-authenticate").expect("header").to_str().expect("ascii");
+        assert!(www.contains("error=\"invalid_token\"") && www.contains("'expired'"), "{www}");
+    }
+
+    #[test]
+    fn upstream_errors_map_to_502_and_504() {
+        let refused = PingoraError::explain(ErrorType::ConnectRefused, "x");
+        let mut refused = *refused;
+        refused.esource = ErrorSource::Upstream;
+        assert_eq!(GatewayError::from_pingora(&refused, None).map(|e| e.status()), Some(502));
+        let mut slow = *PingoraError::explain(ErrorType::ReadTimedout, "x");
+        slow.esource = ErrorSource::Upstream;
+        assert_eq!(GatewayError::from_pingora(&slow, None).map(|e| e.status()), Some(504));
+        let mut gone = *PingoraError::explain(ErrorType::ConnectionClosed, "x");
+        gone.esource = ErrorSource::Downstream;
+        assert!(GatewayError::from_pingora(&gone, None).is_none());
+    }
+}

@@ -1,0 +1,21 @@
+//! Siger: an API gateway and edge proxy on Cloudflare's Pingora.
+//!
+//! A request's journey (ARCHITECTURE.md §1): [`proxy`] runs Pingora's phases and calls, in
+//! order, [`forwarding`] (request id, client IP), [`routing`] (normalised path → route),
+//! [`upstream`] (pool and backend), and [`errors`] for every failure; [`observability`] writes
+//! the access log and metrics. [`config`] is parsed once into validated types; [`app`]
+//! assembles the Pingora server; [`admin`] serves `/health`, `/ready` and `/metrics`.
+
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod errors;
+pub mod forwarding;
+pub mod observability;
+pub mod proxy;
+pub mod routing;
+pub mod state;
+pub mod upstream;

@@ -1,0 +1,35 @@
+use clap::Parser;
+use siger::cli::{Cli, Command};
+use siger::{app, config, observability::logger};
+use std::process::ExitCode;
+
+/// sysexits.h EX_CONFIG: what `-t` and start-up return for an invalid configuration.
+const EX_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Token { .. }) = &cli.command {
+        eprintln!("siger token: not available in this build");
+        return ExitCode::from(2);
+    }
+    let config = match config::load(&cli.conf) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if cli.test {
+        eprintln!(
+            "{}: configuration OK ({} listeners, {} services, {} routes)",
+            cli.conf.display(),
+            config.listeners.len(),
+            config.services.len(),
+            config.routes.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    logger::init();
+    app::run(config, app::Launch { daemon: cli.daemon, upgrade: cli.upgrade });
+    ExitCode::SUCCESS
+}

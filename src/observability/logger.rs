@@ -1,0 +1,153 @@
+//! The process logger: `log` records filtered by `RUST_LOG` (default `info`), written as one JSON
+//! object per line to stderr (which Pingora redirects to `server.error_log` when daemonised).
+//!
+//! Requests must not pay a write syscall each: lines are appended to a shared buffer that a
+//! writer thread flushes every 100 ms or at 64 KiB. The buffer is bounded (8 MiB); if stderr
+//! stalls, further lines are dropped and counted rather than blocking the proxy. Until
+//! [`start_writer`] runs (from a Pingora service, i.e. after the daemon fork, which would lose a
+//! thread started earlier) lines are written synchronously. [`flush`] drains it at exit.
+
+use log::{Level, Log, Metadata, Record};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+const FLUSH_AT: usize = 64 << 10;
+const MAX_BUFFER: usize = 8 << 20;
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// Log target of access-log lines; their message is already a JSON object.
+pub const ACCESS_TARGET: &str = "access";
+
+struct Sink {
+    buffer: Mutex<Vec<u8>>,
+    wake: Condvar,
+    dropped: AtomicU64,
+    buffered: AtomicBool,
+}
+
+static SINK: Sink = Sink { buffer: Mutex::new(Vec::new()), wake: Condvar::new(), dropped: AtomicU64::new(0), buffered: AtomicBool::new(false) };
+static LOGGER: OnceLock<JsonLogger> = OnceLock::new();
+
+struct JsonLogger {
+    filter: env_filter::Filter,
+}
+
+/// Lines dropped because stderr could not keep up.
+pub fn dropped_lines() -> u64 {
+    SINK.dropped.load(Ordering::Relaxed)
+}
+
+/// Install the logger (idempotent). `RUST_LOG` overrides the default level `info`.
+pub fn init() {
+    let logger = LOGGER.get_or_init(|| {
+        let mut builder = env_filter::Builder::new();
+        match std::env::var("RUST_LOG") {
+            Ok(spec) if !spec.trim().is_empty() => builder.parse(&spec),
+            _ => builder.parse("info"),
+        };
+        JsonLogger { filter: builder.build() }
+    });
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(logger.filter.filter());
+    }
+}
+
+/// Switch to buffered writing with a writer thread. Call after the daemon fork; idempotent.
+pub fn start_writer() {
+    if SINK.buffered.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("siger-log".into()).spawn(|| loop {
+        let chunk = {
+            let Ok(mut buf) = SINK.buffer.lock() else { return };
+            if buf.len() < FLUSH_AT {
+                buf = match SINK.wake.wait_timeout(buf, FLUSH_EVERY) {
+                    Ok((b, _)) => b,
+                    Err(_) => return,
+                };
+            }
+            std::mem::take(&mut *buf)
+        };
+        if !chunk.is_empty() {
+            let _ = std::io::stderr().lock().write_all(&chunk);
+        }
+    });
+    if spawned.is_err() {
+        SINK.buffered.store(false, Ordering::Release);
+    }
+}
+
+fn append(line: &[u8]) {
+    if !SINK.buffered.load(Ordering::Acquire) {
+        let _ = std::io::stderr().lock().write_all(line);
+        return;
+    }
+    let Ok(mut buf) = SINK.buffer.lock() else { return };
+    if buf.len() + line.len() > MAX_BUFFER {
+        SINK.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    buf.extend_from_slice(line);
+    if buf.len() >= FLUSH_AT {
+        SINK.wake.notify_one();
+    }
+}
+
+/// Write everything buffered to stderr now (call before the process exits).
+pub fn flush() {
+    let chunk = match SINK.buffer.lock() {
+        Ok(mut buf) => std::mem::take(&mut *buf),
+        Err(_) => return,
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(&chunk);
+    let _ = err.flush();
+}
+
+/// Current UTC time as RFC 3339 with milliseconds.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    now.format(&fmt).unwrap_or_default()
+}
+
+#[derive(serde::Serialize)]
+struct LogLine<'a> {
+    time: String,
+    level: &'a str,
+    target: &'a str,
+    msg: &'a str,
+}
+
+impl Log for JsonLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.filter.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.filter.matches(record) {
+            return;
+        }
+        let mut line = if record.target() == ACCESS_TARGET {
+            record.args().to_string().into_bytes()
+        } else {
+            let level = match record.level() {
+                Level::Error => "error",
+                Level::Warn => "warn",
+                Level::Info => "info",
+                Level::Debug => "debug",
+                Level::Trace => "trace",
+            };
+            let msg = record.args().to_string();
+            serde_json::to_vec(&LogLine { time: now_rfc3339(), level, target: record.target(), msg: &msg }).unwrap_or_default()
+        };
+        line.push(b'\n');
+        append(&line);
+    }
+
+    fn flush(&self) {
+        flush();
+    }
+}

@@ -1,0 +1,335 @@
+//! The Pingora `ProxyHttp` implementation. Each phase reads what it needs from the session,
+//! calls one module (routing, forwarding, upstream, errors, observability) and acts on the
+//! answer. Phase order: ARCHITECTURE.md §1.
+
+mod ctx;
+
+pub use ctx::RequestCtx;
+
+use crate::config::{HashKey, LbAlgorithm};
+use crate::errors::{GatewayError, UpstreamErrorKind};
+use crate::forwarding;
+use crate::observability::{access, logger};
+use crate::routing::{self, RouteMatch};
+use crate::state::GatewayState;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST};
+use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+use pingora::upstreams::peer::Peer;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The gateway's proxy logic.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    state: Arc<GatewayState>,
+}
+
+impl Gateway {
+    /// Wrap shared state.
+    pub fn new(state: Arc<GatewayState>) -> Self {
+        Gateway { state }
+    }
+}
+
+/// Write a JSON error response and remember it for the access log.
+async fn respond(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayError) -> Result<()> {
+    let (resp, body) = err.to_response(&ctx.request_id);
+    ctx.error_code = Some(err.code());
+    if err.closes_connection() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// Answer `GET /health` on public listeners (for a balancer in front).
+async fn respond_health(session: &mut Session, ctx: &RequestCtx) -> Result<()> {
+    let body = Bytes::from_static(b"{\"status\":\"ok\"}\n");
+    let mut resp = ResponseHeader::build(200, Some(4))?;
+    resp.insert_header("Content-Type", "application/json")?;
+    resp.insert_header("Content-Length", body.len())?;
+    resp.insert_header("Cache-Control", "no-store")?;
+    resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(resp), head_only).await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Bytes of the request head as received (request line + header lines), for `max_header_bytes`.
+fn request_head_bytes(req: &RequestHeader) -> usize {
+    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    req.headers.iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
+/// What `request_filter` decided.
+enum Decision {
+    /// Proxy to the matched route.
+    Proxy,
+    /// Answer the public health check.
+    Health,
+}
+
+impl Gateway {
+    /// Route the request and enforce the pre-proxy checks. Pure apart from `ctx`.
+    fn decide(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> std::result::Result<Decision, GatewayError> {
+        let raw_path = req.uri.path();
+        let path = routing::normalize_path(raw_path)?;
+        if path == "/health" && (req.method == http::Method::GET || req.method == http::Method::HEAD) {
+            return Ok(Decision::Health);
+        }
+        let host = req
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .map(routing::host_without_port);
+        let id = match self.state.routes.lookup(host.as_deref(), &req.method, &path) {
+            RouteMatch::Found(id) => id,
+            RouteMatch::MethodNotAllowed { allow } => return Err(GatewayError::MethodNotAllowed { allow }),
+            RouteMatch::NotFound => return Err(GatewayError::NoRoute),
+        };
+        ctx.route = Some(id);
+        let route = self.state.route(id);
+        if let Some(len) = req.headers.get(CONTENT_LENGTH) {
+            let len: u64 = len
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| GatewayError::BadRequest("invalid Content-Length".into()))?;
+            if len > route.max_body {
+                return Err(GatewayError::PayloadTooLarge { limit: route.max_body });
+            }
+        }
+        let upstream_path = routing::upstream_path(&path, &route.path, route.strip_prefix);
+        let uri = match req.uri.query() {
+            Some(q) => format!("{upstream_path}?{q}"),
+            None => upstream_path.to_string(),
+        };
+        ctx.upstream_uri = Some(uri.parse().map_err(|_| GatewayError::BadRequest("request target cannot be forwarded".into()))?);
+        Ok(Decision::Proxy)
+    }
+
+    /// Bytes consistent hashing hashes for this request.
+    fn hash_key(&self, key: &HashKey, session: &Session, ctx: &RequestCtx) -> Vec<u8> {
+        let ip = || ctx.client_ip.to_string().into_bytes();
+        match key {
+            HashKey::Ip => ip(),
+            HashKey::Path => ctx.upstream_uri.as_ref().map(|u| u.path().as_bytes().to_vec()).unwrap_or_else(ip),
+            HashKey::Header(name) => session.req_header().headers.get(name).map(|v| v.as_bytes().to_vec()).unwrap_or_else(ip),
+            // Identity arrives with authentication; until then anonymous requests use the IP.
+            HashKey::Claim(_) => ip(),
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx::new()
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
+        let req = session.req_header();
+        ctx.request_id = match req.headers.get("x-request-id") {
+            Some(id) if forwarding::is_sane_request_id(id.as_bytes()) => String::from_utf8_lossy(id.as_bytes()).into_owned(),
+            _ => forwarding::new_request_id(),
+        };
+        if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
+            ctx.peer_ip = peer.ip();
+        }
+        let xff = session.req_header().headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        ctx.client_ip = forwarding::client_ip(ctx.peer_ip, xff, &self.state.config.trusted_proxies);
+        let limits = &self.state.config.limits;
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(limits.idle_timeout.as_secs()));
+        }
+        if request_head_bytes(session.req_header()) > limits.max_header_bytes {
+            let err = GatewayError::HeadersTooLarge { limit: limits.max_header_bytes };
+            ctx.error = Some(err.clone());
+            return Error::e_explain(HTTPStatus(err.status()), "request headers too large");
+        }
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        match self.decide(session.req_header(), ctx) {
+            Ok(Decision::Proxy) => Ok(false),
+            Ok(Decision::Health) => respond_health(session, ctx).await.map(|_| true),
+            Err(err) => respond(session, ctx, &err).await.map(|_| true),
+        }
+    }
+
+    async fn request_body_filter(&self, _session: &mut Session, body: &mut Option<Bytes>, _end: bool, ctx: &mut Self::CTX) -> Result<()> {
+        if let (Some(chunk), Some(route)) = (body.as_ref(), ctx.route) {
+            ctx.body_bytes += chunk.len() as u64;
+            let limit = self.state.route(route).max_body;
+            if ctx.body_bytes > limit {
+                ctx.error = Some(GatewayError::PayloadTooLarge { limit });
+                return Error::e_explain(HTTPStatus(413), "request body over max_body");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+        let Some(route_id) = ctx.route else {
+            ctx.error = Some(GatewayError::Internal);
+            return Error::e_explain(InternalError, "upstream_peer without a route");
+        };
+        let route = self.state.route(route_id);
+        let pool = self.state.pools.get(route.service);
+        let key = match &pool.settings.lb {
+            LbAlgorithm::ConsistentHash(k) => self.hash_key(k, session, ctx),
+            _ => Vec::new(),
+        };
+        ctx.inflight = None;
+        ctx.error_counted = false;
+        match pool.select(&key, &ctx.tried) {
+            Some(selected) => {
+                ctx.backend = Some(selected.addr);
+                ctx.inflight = selected.guard;
+                ctx.upstream_started = Some(Instant::now());
+                Ok(Box::new(pool.peer(selected.addr, route.timeout)))
+            }
+            None if ctx.tried.is_empty() => {
+                let err = GatewayError::NoHealthyBackend { service: pool.settings.name.clone() };
+                ctx.error = Some(err);
+                Error::e_explain(HTTPStatus(503), "no healthy backend")
+            }
+            None => {
+                // Every healthy backend refused the connection: report the last failure.
+                ctx.error_counted = true;
+                if ctx.error.is_none() {
+                    ctx.error = Some(GatewayError::BadGateway { kind: UpstreamErrorKind::Connect, detail: "no backend accepted the connection".into() });
+                }
+                Error::e_explain(HTTPStatus(502), "all backends failed to connect")
+            }
+        }
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, peer: &HttpPeer, ctx: &mut Self::CTX, mut e: Box<Error>) -> Box<Error> {
+        let Some(route) = ctx.route.map(|r| self.state.route(r)) else { return e };
+        if let Some(addr) = peer.address().as_inet() {
+            ctx.tried.push(*addr);
+        }
+        let kind = UpstreamErrorKind::of(&e);
+        self.state.metrics.upstream_error(route.service, kind);
+        ctx.error_counted = true;
+        ctx.error = GatewayError::from_pingora(&e, None);
+        // Nothing was sent upstream yet, so another backend is safe for any method.
+        let retries = self.state.pools.get(route.service).settings.retries as usize;
+        if ctx.tried.len() <= retries {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut Self::CTX) -> Result<()> {
+        if let Some(uri) = ctx.upstream_uri.clone() {
+            upstream.set_uri(uri);
+        }
+        let trusted = &self.state.config.trusted_proxies;
+        let from_trusted = trusted.contains(&ctx.peer_ip);
+        let existing = upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let xff = forwarding::forwarded_for(ctx.peer_ip, existing, trusted);
+        upstream.insert_header("X-Forwarded-For", xff)?;
+        upstream.insert_header("X-Real-IP", ctx.client_ip.to_string())?;
+        upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if !(from_trusted && upstream.headers.contains_key("x-forwarded-proto")) {
+            let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+            upstream.insert_header("X-Forwarded-Proto", if tls { "https" } else { "http" })?;
+        }
+        if !(from_trusted && upstream.headers.contains_key("x-forwarded-host")) {
+            match upstream.headers.get(HOST).cloned() {
+                Some(host) => upstream.insert_header("X-Forwarded-Host", host)?,
+                None => {
+                    upstream.remove_header("X-Forwarded-Host");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(&self, _session: &mut Session, upstream: &mut ResponseHeader, ctx: &mut Self::CTX) -> Result<()> {
+        ctx.upstream_duration = ctx.upstream_started.map(|t| t.elapsed());
+        if upstream.status.is_server_error() {
+            if let Some(route) = ctx.route {
+                self.state.metrics.upstream_error(self.state.route(route).service, UpstreamErrorKind::Status5xx);
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, upstream: &mut ResponseHeader, ctx: &mut Self::CTX) -> Result<()> {
+        upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
+        if let Some(sent) = session.response_written() {
+            // Headers are out: the body was cut; nothing else can be said to this client.
+            return FailToProxy { error_code: sent.status.as_u16(), can_reuse_downstream: false };
+        }
+        let read_timeout = ctx.route.and_then(|r| {
+            let route = self.state.route(r);
+            let pool = self.state.pools.get(route.service);
+            Some(route.timeout.map_or(pool.settings.read_timeout, |t| t.min(pool.settings.read_timeout)))
+        });
+        let err = ctx.error.take().or_else(|| GatewayError::from_pingora(e, read_timeout));
+        match err {
+            Some(err) => {
+                let code = err.status();
+                let _ = respond(session, ctx, &err).await;
+                FailToProxy { error_code: code, can_reuse_downstream: false }
+            }
+            None => FailToProxy { error_code: 0, can_reuse_downstream: false },
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, e: &Error) -> bool {
+        // Our own refusals (413, 431, …) are answered and access-logged; not gateway errors.
+        ctx.error_code.is_some() && e.esource != ErrorSource::Upstream
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        ctx.inflight = None;
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let (Some(e), Some(route), false) = (e, ctx.route, ctx.error_counted) {
+            if e.esource == ErrorSource::Upstream {
+                self.state.metrics.upstream_error(self.state.route(route).service, UpstreamErrorKind::of(e));
+            }
+        }
+        let elapsed = ctx.started.elapsed();
+        let req = session.req_header();
+        self.state.metrics.observe_request(ctx.route, &req.method, status, elapsed.as_secs_f64());
+        if !self.state.config.access_log {
+            return;
+        }
+        let route = ctx.route.map(|r| self.state.route(r));
+        let line = access::AccessLine {
+            time: logger::now_rfc3339(),
+            request_id: &ctx.request_id,
+            client_ip: ctx.client_ip.to_string(),
+            method: req.method.as_str(),
+            path: access::truncate_path(req.uri.path()),
+            route: route.map_or("-", |r| r.label.as_str()),
+            service: route.map_or("-", |r| self.state.pools.get(r.service).settings.name.as_str()),
+            backend: ctx.backend.map_or_else(|| "-".to_string(), |b| b.to_string()),
+            status,
+            bytes_in: session.body_bytes_read(),
+            bytes_out: session.body_bytes_sent(),
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            upstream_duration_ms: ctx.upstream_duration.map(|d| d.as_secs_f64() * 1000.0),
+            error: ctx.error_code,
+        };
+        access::write(&line);
+    }
+}

@@ -1,0 +1,57 @@
+//! Routing: normalise the request path, then find the route by longest prefix, host and method.
+//! Pure functions over plain types; the proxy calls [`Router::route`].
+
+mod normalize;
+mod table;
+
+pub use normalize::{normalize_path, PathError};
+pub use table::{RouteMatch, RouteTable};
+
+/// The host of a `Host` header or URI authority: lower-case, without port.
+pub fn host_without_port(host: &str) -> String {
+    let h = host.trim();
+    let bare = if let Some(rest) = h.strip_prefix('[') {
+        // IPv6 literal: keep the brackets, drop the port.
+        match rest.find(']') {
+            Some(end) => &h[..end + 2],
+            None => h,
+        }
+    } else {
+        h.rsplit_once(':').map_or(h, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { h })
+    };
+    bare.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The path sent upstream: the normalised path, minus the route prefix when `strip_prefix`.
+pub fn upstream_path<'a>(normalized: &'a str, prefix: &str, strip_prefix: bool) -> &'a str {
+    if !strip_prefix || prefix == "/" {
+        return normalized;
+    }
+    match normalized.strip_prefix(prefix) {
+        Some("") => "/",
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => normalized,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(host_without_port("API.Example.com:8080"), "api.example.com");
+        assert_eq!(host_without_port("api.example.com."), "api.example.com");
+        assert_eq!(host_without_port("[::1]:8080"), "[::1]");
+        assert_eq!(host_without_port("10.0.0.1"), "10.0.0.1");
+    }
+
+    #[test]
+    fn strip() {
+        assert_eq!(upstream_path("/billing/wallets/1", "/billing", true), "/wallets/1");
+        assert_eq!(upstream_path("/billing", "/billing", true), "/");
+        assert_eq!(upstream_path("/billing/", "/billing", true), "/");
+        assert_eq!(upstream_path("/billing/x", "/billing", false), "/billing/x");
+        assert_eq!(upstream_path("/x", "/", true), "/x");
+    }
+}

@@ -1,0 +1,166 @@
+//! Path normalisation (ARCHITECTURE.md §6): the gateway routes on the path the backend will
+//! resolve, so `.`/`..`, `//` and escaped dots cannot reach a route other than the one matched.
+
+use std::borrow::Cow;
+
+/// Why a request path was refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Not an absolute path.
+    #[error("the request path must start with `/`")]
+    NotAbsolute,
+    /// `%2F`, `%5C` or `%00`: a backend might decode it into a separator or terminator.
+    #[error("encoded `/`, `\\` or NUL in the path")]
+    EncodedSeparator,
+    /// A raw backslash, which some backends treat as `/`.
+    #[error("backslash in the path")]
+    Backslash,
+    /// `%` not followed by two hex digits.
+    #[error("malformed percent-escape in the path")]
+    BadEscape,
+    /// `..` above the root.
+    #[error("`..` climbs above the root")]
+    AboveRoot,
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Normalise an absolute request path (without the query string).
+///
+/// Decodes percent-escapes of unreserved characters once (other escapes are kept, upper-cased),
+/// collapses `//`, resolves `.` and `..`. A trailing slash is kept.
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let needs_work = bytes.windows(2).any(|w| w == b"//" || w == b"/.")
+        || bytes.iter().any(|b| matches!(b, b'%' | b'\\'));
+    if !needs_work {
+        return Ok(Cow::Borrowed(path));
+    }
+
+    // Pass 1: escapes.
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(PathError::BadEscape);
+                };
+                let value = h << 4 | l;
+                if matches!(value, b'/' | b'\\' | 0) {
+                    return Err(PathError::EncodedSeparator);
+                }
+                if is_unreserved(value) {
+                    decoded.push(value as char);
+                } else {
+                    decoded.push('%');
+                    decoded.push(char::from(b"0123456789ABCDEF"[(value >> 4) as usize]));
+                    decoded.push(char::from(b"0123456789ABCDEF"[(value & 15) as usize]));
+                }
+                i += 3;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            _ => {
+                // Copy the run up to the next special byte in one go (keeps UTF-8 intact).
+                let end = bytes[i..]
+                    .iter()
+                    .position(|b| matches!(b, b'%' | b'\\'))
+                    .map_or(bytes.len(), |p| i + p);
+                decoded.push_str(&path[i..end]);
+                i = end;
+            }
+        }
+    }
+
+    // Pass 2: segments.
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in decoded.split('/').skip(1) {
+        trailing_slash = false;
+        match segment {
+            "" => trailing_slash = true,
+            "." => trailing_slash = true,
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+                trailing_slash = true;
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if segments.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(p: &str) -> Result<String, PathError> {
+        normalize_path(p).map(|c| c.into_owned())
+    }
+
+    #[test]
+    fn clean_paths_are_borrowed_unchanged() {
+        for p in ["/", "/a", "/a/b/", "/a.b/c-d_e~f", "/ü"] {
+            assert!(matches!(normalize_path(p), Ok(Cow::Borrowed(x)) if x == p), "{p}");
+        }
+    }
+
+    #[test]
+    fn dots_slashes_and_escapes() {
+        assert_eq!(n("/a/../b").as_deref(), Ok("/b"));
+        assert_eq!(n("/a/./b").as_deref(), Ok("/a/b"));
+        assert_eq!(n("//a///b").as_deref(), Ok("/a/b"));
+        assert_eq!(n("/a/%2e%2e/b").as_deref(), Ok("/b"));
+        assert_eq!(n("/a/%2E./b").as_deref(), Ok("/b"));
+        assert_eq!(n("/%61pi/x").as_deref(), Ok("/api/x"));
+        assert_eq!(n("/a/b/..").as_deref(), Ok("/a/"));
+        assert_eq!(n("/a/.").as_deref(), Ok("/a/"));
+        assert_eq!(n("/a/b/").as_deref(), Ok("/a/b/"));
+        assert_eq!(n("/a/..").as_deref(), Ok("/"));
+        assert_eq!(n("/a%20b").as_deref(), Ok("/a%20b"));
+        assert_eq!(n("/a%3fb").as_deref(), Ok("/a%3Fb"));
+        assert_eq!(n("/a%25%32e").as_deref(), Ok("/a%252e"), "decoded once only");
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(n("/a%2Fb"), Err(PathError::EncodedSeparator));
+        assert_eq!(n("/a%2fb"), Err(PathError::EncodedSeparator));
+        assert_eq!(n("/a%5Cb"), Err(PathError::EncodedSeparator));
+        assert_eq!(n("/a%00"), Err(PathError::EncodedSeparator));
+        assert_eq!(n("/a\\b"), Err(PathError::Backslash));
+        assert_eq!(n("/a%2"), Err(PathError::BadEscape));
+        assert_eq!(n("/a%zz"), Err(PathError::BadEscape));
+        assert_eq!(n("/.."), Err(PathError::AboveRoot));
+        assert_eq!(n("/a/../../b"), Err(PathError::AboveRoot));
+        assert_eq!(n("a/b"), Err(PathError::NotAbsolute));
+        assert_eq!(n("*"), Err(PathError::NotAbsolute));
+    }
+}

@@ -1,0 +1,181 @@
+//! The route table: a trie over path segments built once at start-up, so a lookup costs one
+//! hash probe per segment of the request path however many routes there are.
+
+use crate::config::{RouteId, RouteSettings};
+use http::Method;
+use std::collections::HashMap;
+
+/// Outcome of matching a request against the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMatch {
+    /// The route to use.
+    Found(RouteId),
+    /// A route owns the path but not the method; `allow` lists what it accepts.
+    MethodNotAllowed {
+        /// Methods accepted at this path.
+        allow: Vec<Method>,
+    },
+    /// No route owns the path.
+    NotFound,
+}
+
+#[derive(Debug, Clone)]
+struct Candidate {
+    id: RouteId,
+    host: Option<String>,
+    methods: Option<Vec<Method>>,
+}
+
+impl Candidate {
+    fn allows(&self, method: &Method) -> bool {
+        match &self.methods {
+            None => true,
+            Some(ms) => ms.contains(method) || (method == Method::HEAD && ms.contains(&Method::GET)),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    /// Routes ending at this node, most specific first (host, then methods).
+    routes: Vec<Candidate>,
+}
+
+/// Prefix routes organised for O(path length) lookup.
+#[derive(Debug, Default, Clone)]
+pub struct RouteTable {
+    root: Node,
+}
+
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+impl RouteTable {
+    /// Build the table from validated routes.
+    pub fn new(routes: &[RouteSettings]) -> Self {
+        let mut root = Node::default();
+        for (id, r) in routes.iter().enumerate() {
+            let mut node = &mut root;
+            for seg in segments(&r.path) {
+                node = node.children.entry(seg.into()).or_default();
+            }
+            node.routes.push(Candidate { id, host: r.host.clone(), methods: r.methods.clone() });
+            node.routes.sort_by_key(|c| (c.host.is_none(), c.methods.is_none(), c.id));
+        }
+        RouteTable { root }
+    }
+
+    /// Match a normalised path. `host` must be lower-case without port.
+    pub fn lookup(&self, host: Option<&str>, method: &Method, path: &str) -> RouteMatch {
+        // Nodes that own routes along the path, shallowest first.
+        let mut owners: Vec<&Node> = Vec::new();
+        let mut node = &self.root;
+        if !node.routes.is_empty() {
+            owners.push(node);
+        }
+        for seg in segments(path) {
+            match node.children.get(seg) {
+                Some(child) => {
+                    node = child;
+                    if !node.routes.is_empty() {
+                        owners.push(node);
+                    }
+                }
+                None => break,
+            }
+        }
+        let host_ok = |c: &&Candidate| c.host.as_deref().is_none_or(|h| Some(h) == host);
+        for owner in owners.iter().rev() {
+            let mut host_matched = false;
+            for c in owner.routes.iter().filter(host_ok) {
+                host_matched = true;
+                if c.allows(method) {
+                    return RouteMatch::Found(c.id);
+                }
+            }
+            if host_matched {
+                // The longest prefix owns this path: falling back to a shorter, possibly less
+                // protected route for another method would be a bypass.
+                let mut allow: Vec<Method> = Vec::new();
+                for m in owner.routes.iter().filter(host_ok).flat_map(|c| c.methods.iter().flatten()) {
+                    if !allow.contains(m) {
+                        allow.push(m.clone());
+                    }
+                }
+                return RouteMatch::MethodNotAllowed { allow };
+            }
+        }
+        RouteMatch::NotFound
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AuthMode;
+
+    fn route(path: &str, host: Option<&str>, methods: Option<&[Method]>) -> RouteSettings {
+        RouteSettings {
+            name: None,
+            label: path.into(),
+            path: path.into(),
+            methods: methods.map(|m| m.to_vec()),
+            host: host.map(str::to_string),
+            service: 0,
+            auth: AuthMode::Public,
+            roles: vec![],
+            strip_prefix: false,
+            rate_limit: None,
+            max_body: 0,
+            timeout: None,
+            forward_authorization: true,
+        }
+    }
+
+    #[test]
+    fn longest_prefix_on_segment_boundaries() {
+        let t = RouteTable::new(&[route("/", None, None), route("/api", None, None), route("/api/admin", None, None)]);
+        let get = Method::GET;
+        assert_eq!(t.lookup(None, &get, "/api"), RouteMatch::Found(1));
+        assert_eq!(t.lookup(None, &get, "/api/"), RouteMatch::Found(1));
+        assert_eq!(t.lookup(None, &get, "/api/x"), RouteMatch::Found(1));
+        assert_eq!(t.lookup(None, &get, "/apix"), RouteMatch::Found(0));
+        assert_eq!(t.lookup(None, &get, "/api/admin/users"), RouteMatch::Found(2));
+        assert_eq!(t.lookup(None, &get, "/other"), RouteMatch::Found(0));
+    }
+
+    #[test]
+    fn host_and_method_specificity() {
+        let t = RouteTable::new(&[
+            route("/b", None, None),
+            route("/b", Some("api.example.com"), Some(&[Method::GET])),
+            route("/b", None, Some(&[Method::POST])),
+        ]);
+        assert_eq!(t.lookup(Some("api.example.com"), &Method::GET, "/b/1"), RouteMatch::Found(1));
+        assert_eq!(t.lookup(Some("api.example.com"), &Method::HEAD, "/b/1"), RouteMatch::Found(1));
+        assert_eq!(t.lookup(Some("api.example.com"), &Method::POST, "/b/1"), RouteMatch::Found(2));
+        assert_eq!(t.lookup(Some("other"), &Method::GET, "/b/1"), RouteMatch::Found(0));
+        assert_eq!(t.lookup(None, &Method::DELETE, "/b"), RouteMatch::Found(0));
+    }
+
+    #[test]
+    fn method_mismatch_is_405_not_a_fallback() {
+        let t = RouteTable::new(&[route("/", None, None), route("/admin", None, Some(&[Method::GET, Method::PUT]))]);
+        assert_eq!(
+            t.lookup(None, &Method::POST, "/admin/x"),
+            RouteMatch::MethodNotAllowed { allow: vec![Method::GET, Method::PUT] }
+        );
+        let only_host = RouteTable::new(&[route("/a", Some("h"), None)]);
+        assert_eq!(only_host.lookup(Some("x"), &Method::GET, "/a"), RouteMatch::NotFound);
+    }
+
+    #[test]
+    fn hundreds_of_routes() {
+        let routes: Vec<RouteSettings> = (0..500).map(|i| route(&format!("/svc{i}/v1"), None, None)).collect();
+        let t = RouteTable::new(&routes);
+        assert_eq!(t.lookup(None, &Method::GET, "/svc499/v1/items"), RouteMatch::Found(499));
+        assert_eq!(t.lookup(None, &Method::GET, "/svc499/v2"), RouteMatch::NotFound);
+    }
+}

@@ -1,0 +1,49 @@
+//! Everything built once from the config and shared by the proxy and admin services.
+
+use crate::config::{Config, RouteSettings};
+use crate::observability::Metrics;
+use crate::routing::RouteTable;
+use crate::upstream::Pools;
+
+/// Immutable per-process state.
+#[derive(Debug)]
+pub struct GatewayState {
+    /// The validated config.
+    pub config: Config,
+    /// Route lookup structure.
+    pub routes: RouteTable,
+    /// Upstream pools by service id.
+    pub pools: Pools,
+    /// Metrics registry and handles.
+    pub metrics: Metrics,
+}
+
+impl GatewayState {
+    /// Build state from a config, with static pools.
+    pub fn new(config: Config) -> Self {
+        let pools = Pools::new(&config);
+        Self::with_pools(config, pools)
+    }
+
+    /// Build state with pools made elsewhere (e.g. with discovery).
+    pub fn with_pools(config: Config, pools: Pools) -> Self {
+        GatewayState { routes: RouteTable::new(&config.routes), metrics: Metrics::new(&config), pools, config }
+    }
+
+    /// A route by id.
+    pub fn route(&self, id: usize) -> &RouteSettings {
+        &self.config.routes[id]
+    }
+
+    /// Problems that make the gateway not ready (empty when ready).
+    pub fn readiness_problems(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        for pool in self.pools.iter() {
+            let (healthy, _) = pool.health_counts();
+            if healthy == 0 {
+                missing.push(format!("service {}: no healthy backend", pool.settings.name));
+            }
+        }
+        missing
+    }
+}

@@ -1,0 +1,105 @@
+//! Least-connections selection, which Pingora does not provide: per-backend in-flight counters
+//! (kept outside the selector, which Pingora rebuilds on every membership change) and a pick of
+//! the backend with the fewest in-flight requests per unit of weight.
+
+use super::Selected;
+use dashmap::DashMap;
+use pingora::lb::Backend;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Releases one in-flight slot of a backend when dropped (the request ended or was retried).
+#[derive(Debug)]
+pub struct InflightGuard(Arc<AtomicUsize>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// In-flight counters of one service.
+#[derive(Debug, Default)]
+pub struct LeastConn {
+    inflight: DashMap<SocketAddr, Arc<AtomicUsize>>,
+    /// Rotates the scan start so equally loaded backends share the traffic.
+    cursor: AtomicUsize,
+}
+
+impl LeastConn {
+    fn counter(&self, addr: SocketAddr) -> Arc<AtomicUsize> {
+        if let Some(c) = self.inflight.get(&addr) {
+            return c.clone();
+        }
+        self.inflight.entry(addr).or_default().clone()
+    }
+
+    /// Choose among `candidates` (already filtered to healthy, untried backends).
+    pub fn select<'a>(&self, candidates: impl Iterator<Item = &'a Backend>) -> Option<Selected> {
+        let list: Vec<(SocketAddr, usize)> = candidates
+            .filter_map(|b| b.addr.as_inet().map(|a| (*a, b.weight.max(1))))
+            .collect();
+        if list.is_empty() {
+            return None;
+        }
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed) % list.len();
+        let mut best: Option<(SocketAddr, Arc<AtomicUsize>, u128)> = None;
+        for i in 0..list.len() {
+            let (addr, weight) = list[(start + i) % list.len()];
+            let counter = self.counter(addr);
+            // Compare load/weight without division: a/wa < b/wb  ⇔  a·wb < b·wa.
+            let load = counter.load(Ordering::Relaxed) as u128;
+            let better = match &best {
+                None => true,
+                Some((_, _, best_scaled)) => {
+                    let (best_load, best_weight) = (*best_scaled >> 64, *best_scaled & u64::MAX as u128);
+                    load * best_weight < best_load * weight as u128
+                }
+            };
+            if better {
+                best = Some((addr, counter, load << 64 | weight as u128));
+            }
+        }
+        let (addr, counter, _) = best?;
+        counter.fetch_add(1, Ordering::Relaxed);
+        Some(Selected { addr, guard: Some(InflightGuard(counter)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(port: u16, weight: usize) -> Backend {
+        Backend::new_with_weight(&format!("127.0.0.1:{port}"), weight).expect("addr")
+    }
+
+    #[test]
+    fn prefers_the_least_loaded_per_weight() {
+        let lc = LeastConn::default();
+        let a = backend(1, 1);
+        let b = backend(2, 1);
+        let held: Vec<Selected> = (0..3).map(|_| lc.select([&a].into_iter()).expect("a")).collect();
+        for _ in 0..10 {
+            let s = lc.select([&a, &b].into_iter()).expect("pick");
+            assert_eq!(s.addr.port(), 2, "b has fewer in flight");
+            drop(s);
+        }
+        drop(held);
+        let heavy = backend(3, 3);
+        let picks: Vec<Selected> = (0..8).map(|_| lc.select([&a, &heavy].into_iter()).expect("pick")).collect();
+        let on_heavy = picks.iter().filter(|s| s.addr.port() == 3).count();
+        assert_eq!(on_heavy, 6, "weight 3 carries three times the in-flight load");
+    }
+
+    #[test]
+    fn guard_releases_slot() {
+        let lc = LeastConn::default();
+        let a = backend(1, 1);
+        let s = lc.select([&a].into_iter()).expect("a");
+        assert_eq!(lc.counter(s.addr).load(Ordering::Relaxed), 1);
+        drop(s);
+        assert_eq!(lc.counter("127.0.0.1:1".parse().expect("addr")).load(Ordering::Relaxed), 0);
+    }
+}
