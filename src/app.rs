@@ -73,7 +73,8 @@ pub fn run(config: Config, launch: Launch) {
     server.add_service(background_service("log writer", LogWriter));
     server.add_service(background_service("upstream pools", PoolsService::new(&state.pools)));
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(state.clone()), "siger proxy");
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(state.clone()), "siger proxy");
     let mut options = HttpServerOptions::default();
     options.keepalive_request_limit = cfg.limits.keepalive_requests;
     if let Some(app) = proxy.app_logic_mut() {

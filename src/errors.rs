@@ -115,7 +115,8 @@ pub enum UpstreamErrorKind {
 
 impl UpstreamErrorKind {
     /// Every kind, in label order.
-    pub const ALL: [UpstreamErrorKind; 6] = [Self::Connect, Self::Timeout, Self::Reset, Self::Tls, Self::Status5xx, Self::Other];
+    pub const ALL: [UpstreamErrorKind; 6] =
+        [Self::Connect, Self::Timeout, Self::Reset, Self::Tls, Self::Status5xx, Self::Other];
 
     /// Metric label.
     pub fn label(self) -> &'static str {
@@ -134,7 +135,9 @@ impl UpstreamErrorKind {
         use ErrorType::*;
         match &e.etype {
             ConnectTimedout | ReadTimedout | WriteTimedout => Self::Timeout,
-            ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError | ConnectProxyFailure => Self::Connect,
+            ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError | ConnectProxyFailure => {
+                Self::Connect
+            }
             TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError | TLSWantX509Lookup => Self::Tls,
             ConnectionClosed | ReadError | WriteError | H2Error | InvalidH2 | H2Downgrade => Self::Reset,
             HTTPStatus(code) if *code >= 500 => Self::Status5xx,
@@ -188,7 +191,14 @@ impl GatewayError {
     /// Whether the connection should be closed after answering: the request body may be
     /// unread (and could be large) or the request framing is suspect.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Self::BadPath(_) | Self::BadRequest(_) | Self::PayloadTooLarge { .. } | Self::HeadersTooLarge { .. } | Self::RequestTimeout)
+        matches!(
+            self,
+            Self::BadPath(_)
+                | Self::BadRequest(_)
+                | Self::PayloadTooLarge { .. }
+                | Self::HeadersTooLarge { .. }
+                | Self::RequestTimeout
+        )
     }
 
     /// Map a Pingora error that reached `fail_to_proxy`. `None` when nothing can be written
@@ -203,7 +213,9 @@ impl GatewayError {
                 _ => Some(Self::BadRequest("malformed request".into())),
             },
             ErrorSource::Upstream => Some(match &e.etype {
-                ConnectTimedout | ReadTimedout | WriteTimedout => Self::GatewayTimeout { after: if e.etype == ConnectTimedout { None } else { read_timeout } },
+                ConnectTimedout | ReadTimedout | WriteTimedout => {
+                    Self::GatewayTimeout { after: if e.etype == ConnectTimedout { None } else { read_timeout } }
+                }
                 HTTPStatus(code) => Self::from_status(*code),
                 _ => Self::BadGateway { kind: UpstreamErrorKind::of(e), detail: e.etype.as_str().to_string() },
             }),
@@ -267,7 +279,10 @@ impl GatewayError {
                 let _ = resp.insert_header("WWW-Authenticate", "Bearer realm=\"siger\"");
             }
             Self::InvalidToken { reason } => {
-                let value = format!("Bearer realm=\"siger\", error=\"invalid_token\", error_description=\"{}\"", reason.replace(['"', '\\'], "'"));
+                let value = format!(
+                    "Bearer realm=\"siger\", error=\"invalid_token\", error_description=\"{}\"",
+                    reason.replace(['"', '\\'], "'")
+                );
                 let _ = resp.insert_header("WWW-Authenticate", value);
             }
             Self::RateLimited { retry_after } | Self::Unavailable { retry_after, .. } => {
@@ -295,7 +310,8 @@ mod tests {
 
     #[test]
     fn json_body_and_headers() {
-        let (resp, body) = GatewayError::MethodNotAllowed { allow: vec![Method::GET, Method::PUT] }.to_response("rid-1");
+        let (resp, body) =
+            GatewayError::MethodNotAllowed { allow: vec![Method::GET, Method::PUT] }.to_response("rid-1");
         assert_eq!(resp.status.as_u16(), 405);
         assert_eq!(resp.headers.get("allow").map(|v| v.as_bytes()), Some(&b"GET, PUT"[..]));
         let v: serde_json::Value = serde_json::from_slice(&body).expect("json");

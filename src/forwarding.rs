@@ -6,7 +6,8 @@ use std::net::IpAddr;
 
 /// A client-sent `X-Request-Id` is kept when it is 1–128 characters of `[A-Za-z0-9._:-]`.
 pub fn is_sane_request_id(id: &[u8]) -> bool {
-    (1..=128).contains(&id.len()) && id.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    (1..=128).contains(&id.len())
+        && id.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// A fresh request id (UUIDv7: time-ordered, so ids sort by arrival in logs).

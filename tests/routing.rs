@@ -57,10 +57,18 @@ fn method_and_host_matching() {
     assert_eq!(backend_of(&r), "admin");
 
     let billing = |method: &str, host: &str| {
-        raw_request(gw.addr, format!("{method} /billing/1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").as_bytes())
+        raw_request(
+            gw.addr,
+            format!("{method} /billing/1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+                .as_bytes(),
+        )
     };
     assert_eq!(backend_of(&billing("GET", "billing.example.com")), "admin");
-    assert_eq!(backend_of(&billing("GET", "BILLING.example.com:8080")), "admin", "host is case-insensitive and ignores the port");
+    assert_eq!(
+        backend_of(&billing("GET", "BILLING.example.com:8080")),
+        "admin",
+        "host is case-insensitive and ignores the port"
+    );
     assert_eq!(backend_of(&billing("POST", "billing.example.com")), "api", "the route naming methods wins for POST");
     let other = billing("GET", "other.example.com");
     assert_eq!(backend_of(&other), "api", "other hosts fall back to /");
@@ -72,14 +80,23 @@ fn normalised_paths_route_like_the_backend_resolves_them() {
     let (_a, _b, gw) = two_services();
     // Each of these reaches the admin route, whose GET-only rule must apply: a DELETE is 405,
     // never a DELETE to the catch-all.
-    for path in ["/api/x/../admin/y", "/api/%2e%2e/api/admin/y", "/api/x/%2E%2e/admin/y", "//api//admin/y", "/api/./admin/y", "/%61pi/admin/y"] {
+    for path in [
+        "/api/x/../admin/y",
+        "/api/%2e%2e/api/admin/y",
+        "/api/x/%2E%2e/admin/y",
+        "//api//admin/y",
+        "/api/./admin/y",
+        "/%61pi/admin/y",
+    ] {
         let r = request(gw.addr, "DELETE", path, &[], b"");
         assert_eq!(r.status, 405, "{path} must be matched as /api/admin/y");
         let r = get(gw.addr, path);
         assert_eq!(backend_of(&r), "admin", "{path}");
         assert_eq!(r.json()["path"], "/api/admin/y", "{path}: the backend sees the normalised path");
     }
-    for path in ["/api%2Fadmin/y", "/api/..%2Fadmin", "/api%5cadmin", "/api/%00", "/..", "/a/../../admin", "/api\\admin"] {
+    for path in
+        ["/api%2Fadmin/y", "/api/..%2Fadmin", "/api%5cadmin", "/api/%00", "/..", "/a/../../admin", "/api\\admin"]
+    {
         let r = get(gw.addr, path);
         assert_eq!(r.status, 400, "{path} must be refused");
         let body = r.json();

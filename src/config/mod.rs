@@ -83,7 +83,9 @@ pub fn parse(text: &str, base: &Path, env: &dyn Environment) -> Result<Config, V
     let located = |path: String, message: String| ConfigError { line: lines.line_of(&path), path, message };
 
     let mut tree: serde_yaml::Value = match serde_yaml::from_str(text) {
-        Ok(serde_yaml::Value::Null) => return Err(vec![ConfigError { path: String::new(), line: None, message: "the file is empty".into() }]),
+        Ok(serde_yaml::Value::Null) => {
+            return Err(vec![ConfigError { path: String::new(), line: None, message: "the file is empty".into() }])
+        }
         Ok(v) => v,
         Err(e) => {
             return Err(vec![ConfigError {
@@ -102,7 +104,8 @@ pub fn parse(text: &str, base: &Path, env: &dyn Environment) -> Result<Config, V
         let path = if path == "." { String::new() } else { path };
         let message = e.inner().to_string();
         // For an unknown key, point at the key itself.
-        let key_path = unknown_field(&message).map(|f| if path.is_empty() { f.to_string() } else { format!("{path}.{f}") });
+        let key_path =
+            unknown_field(&message).map(|f| if path.is_empty() { f.to_string() } else { format!("{path}.{f}") });
         let line = key_path.as_deref().and_then(|k| lines.line_of(k)).or_else(|| lines.line_of(&path));
         vec![ConfigError { path, line, message }]
     })?;
@@ -194,7 +197,8 @@ mod tests {
 
     #[test]
     fn jobs_need_nats_and_auth() {
-        let text = format!("{MINIMAL}jobs:\n  subject: jobs.submitted\n  stream: {{name: JOBS, subjects: [\"jobs.>\"]}}\n");
+        let text =
+            format!("{MINIMAL}jobs:\n  subject: jobs.submitted\n  stream: {{name: JOBS, subjects: [\"jobs.>\"]}}\n");
         let e = errors(&text);
         assert!(e.iter().any(|e| e.path == "jobs" && e.message.contains("nats")), "{e:?}");
         assert!(e.iter().any(|e| e.path == "jobs" && e.message.contains("auth")), "{e:?}");

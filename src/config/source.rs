@@ -86,9 +86,7 @@ pub fn substitute(input: &str, env: &dyn Environment) -> Result<String, String> 
             out.push_str("${");
             rest = stripped;
         } else if let Some(body) = after.strip_prefix("${") {
-            let end = body
-                .find('}')
-                .ok_or_else(|| format!("unterminated `${{` in `{input}`"))?;
+            let end = body.find('}').ok_or_else(|| format!("unterminated `${{` in `{input}`"))?;
             let name = &body[..end];
             let valid = !name.is_empty()
                 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -96,9 +94,7 @@ pub fn substitute(input: &str, env: &dyn Environment) -> Result<String, String> 
             if !valid {
                 return Err(format!("`${{{name}}}` is not a valid environment variable name"));
             }
-            let value = env
-                .var(name)
-                .ok_or_else(|| format!("environment variable `{name}` is not set"))?;
+            let value = env.var(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
             out.push_str(&value);
             rest = &body[end + 1..];
         } else {

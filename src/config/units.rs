@@ -25,9 +25,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("empty duration; write e.g. `500ms`, `5s`, `1m30s`".into());
     }
     if s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "`{s}` has no unit; write e.g. `{s}s` or `{s}ms` (units: ms, s, m, h, d)"
-        ));
+        return Err(format!("`{s}` has no unit; write e.g. `{s}s` or `{s}ms` (units: ms, s, m, h, d)"));
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
@@ -36,9 +34,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         if digits == 0 {
             return Err(format!("`{s}` is not a duration (expected <number><unit>, e.g. `5s`)"));
         }
-        let value: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("`{s}`: number too large"))?;
+        let value: u64 = rest[..digits].parse().map_err(|_| format!("`{s}`: number too large"))?;
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = &rest[..unit_len];
@@ -50,15 +46,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => Duration::from_secs(value.saturating_mul(3600)),
             "d" => Duration::from_secs(value.saturating_mul(86_400)),
             "" => return Err(format!("`{s}`: `{value}` has no unit (units: ms, s, m, h, d)")),
-            other => {
-                return Err(format!(
-                    "`{s}`: unknown unit `{other}` (units: ms, s, m, h, d)"
-                ))
-            }
+            other => return Err(format!("`{s}`: unknown unit `{other}` (units: ms, s, m, h, d)")),
         };
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| format!("`{s}`: duration too large"))?;
+        total = total.checked_add(part).ok_or_else(|| format!("`{s}`: duration too large"))?;
     }
     Ok(total)
 }
@@ -70,9 +60,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     if digits == 0 {
         return Err(format!("`{s}` is not a size (expected e.g. `512KiB`, `10MiB`, `1048576`)"));
     }
-    let value: u64 = s[..digits]
-        .parse()
-        .map_err(|_| format!("`{s}`: number too large"))?;
+    let value: u64 = s[..digits].parse().map_err(|_| format!("`{s}`: number too large"))?;
     let multiplier: u64 = match s[digits..].trim_start() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -81,15 +69,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "KB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        other => {
-            return Err(format!(
-                "`{s}`: unknown unit `{other}` (units: B, KiB, MiB, GiB, KB, MB, GB)"
-            ))
-        }
+        other => return Err(format!("`{s}`: unknown unit `{other}` (units: B, KiB, MiB, GiB, KB, MB, GB)")),
     };
-    value
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("`{s}`: size too large"))
+    value.checked_mul(multiplier).ok_or_else(|| format!("`{s}`: size too large"))
 }
 
 impl<'de> Deserialize<'de> for ConfDuration {
@@ -104,9 +86,7 @@ impl<'de> Deserialize<'de> for ConfDuration {
                 parse_duration(v).map(ConfDuration).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Err(E::custom(format!(
-                    "`{v}` has no unit; write e.g. `{v}s` or `{v}ms` (units: ms, s, m, h, d)"
-                )))
+                Err(E::custom(format!("`{v}` has no unit; write e.g. `{v}s` or `{v}ms` (units: ms, s, m, h, d)")))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
                 Err(E::custom(format!("`{v}` is not a duration")))
@@ -134,9 +114,7 @@ impl<'de> Deserialize<'de> for ByteSize {
                 Ok(ByteSize(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom(format!("`{v}`: a size cannot be negative")))
+                u64::try_from(v).map(ByteSize).map_err(|_| E::custom(format!("`{v}`: a size cannot be negative")))
             }
         }
         d.deserialize_any(V)

@@ -81,15 +81,17 @@ fn dur(d: &Option<super::units::ConfDuration>, default: Duration) -> Duration {
 }
 
 fn check_server(raw: &RawServer, p: &mut Problems) -> ServerSettings {
-    let threads = raw.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-    });
+    let threads = raw.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     if threads == 0 || threads > 1024 {
         p.add("server.threads", "must be between 1 and 1024");
     }
     let grace_period = dur(&raw.grace_period, Duration::from_secs(5));
     let graceful_shutdown_timeout = dur(&raw.graceful_shutdown_timeout, Duration::from_secs(10));
-    for (key, value) in [("server.pid_file", &raw.pid_file), ("server.upgrade_sock", &raw.upgrade_sock), ("server.error_log", &raw.error_log)] {
+    for (key, value) in [
+        ("server.pid_file", &raw.pid_file),
+        ("server.upgrade_sock", &raw.upgrade_sock),
+        ("server.error_log", &raw.error_log),
+    ] {
         if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
             p.add(key, "must not be empty");
         }
@@ -161,7 +163,10 @@ fn check_listeners(raw: &[RawListener], base: &Path, p: &mut Problems) -> Vec<Li
             (Some(cert), Some(key)) => {
                 let cert_ok = read_file(&format!("listen[{i}].cert"), base, &cert, p).map(|(path_buf, text)| {
                     if !text.contains("-----BEGIN CERTIFICATE-----") {
-                        p.add(format!("listen[{i}].cert"), format!("`{}` holds no PEM certificate", path_buf.display()));
+                        p.add(
+                            format!("listen[{i}].cert"),
+                            format!("`{}` holds no PEM certificate", path_buf.display()),
+                        );
                     }
                     path_buf
                 });
@@ -224,9 +229,22 @@ fn check_limits(raw: &RawLimits, p: &mut Problems) -> Limits {
 
 /// Headers a claim may never be forwarded as: they define framing, routing or the client.
 const RESERVED_HEADERS: &[&str] = &[
-    "host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer",
-    "keep-alive", "proxy-connection", "authorization", "cookie", "x-forwarded-for",
-    "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "x-request-id",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "authorization",
+    "cookie",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-request-id",
 ];
 
 fn check_header_name(path: &str, name: &str, p: &mut Problems) -> Option<HeaderName> {
@@ -253,7 +271,9 @@ fn check_jwt(raw: &RawJwt, base: &Path, p: &mut Problems) -> Option<JwtSettings>
             }
             None => p.add(
                 format!("auth.jwt.algorithms[{i}]"),
-                format!("unknown algorithm `{a}` (HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)"),
+                format!(
+                    "unknown algorithm `{a}` (HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)"
+                ),
             ),
         }
     }
@@ -271,10 +291,8 @@ fn check_jwt(raw: &RawJwt, base: &Path, p: &mut Problems) -> Option<JwtSettings>
     } else if raw.secret.is_some() {
         p.add("auth.jwt.secret", "set, but no HS* algorithm is allowed: remove it or add the algorithm");
     }
-    let key_sources = [raw.public_key_file.is_some(), raw.jwks_file.is_some(), raw.jwks_url.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let key_sources =
+        [raw.public_key_file.is_some(), raw.jwks_file.is_some(), raw.jwks_url.is_some()].iter().filter(|b| **b).count();
     if has_asym && key_sources == 0 {
         p.add("auth.jwt", "asymmetric algorithms need `public_key_file`, `jwks_file` or `jwks_url`");
     }
@@ -380,10 +398,9 @@ fn check_rate_limit(raw: Option<&RawRateLimit>, p: &mut Problems) -> RateLimitSe
             RateLimitStore::Local
         }
         "redis" => match &raw.redis_url {
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => RateLimitStore::Redis {
-                url: url.clone(),
-                timeout: dur(&raw.redis_timeout, Duration::from_millis(50)),
-            },
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                RateLimitStore::Redis { url: url.clone(), timeout: dur(&raw.redis_timeout, Duration::from_millis(50)) }
+            }
             Some(url) => {
                 p.add("rate_limit.redis_url", format!("`{url}` is not a redis:// URL"));
                 RateLimitStore::Local
@@ -411,7 +428,8 @@ fn check_rate_limit(raw: Option<&RawRateLimit>, p: &mut Problems) -> RateLimitSe
 }
 
 fn check_http_url(path: &str, url: &str, p: &mut Problems) -> bool {
-    let ok = (url.starts_with("http://") || url.starts_with("https://")) && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
     if !ok {
         p.add(path, format!("`{url}` is not an http(s) URL"));
     }
@@ -446,7 +464,9 @@ fn check_consul(raw: &RawConsul, p: &mut Problems) -> Option<ConsulSettings> {
             check_http: check.map(|c| c.http.clone()),
             check_interval: check.map(|c| dur(&c.interval, Duration::from_secs(10))).unwrap_or(Duration::from_secs(10)),
             check_timeout: check.map(|c| dur(&c.timeout, Duration::from_secs(2))).unwrap_or(Duration::from_secs(2)),
-            deregister_after: check.map(|c| dur(&c.deregister_after, Duration::from_secs(60))).unwrap_or(Duration::from_secs(60)),
+            deregister_after: check
+                .map(|c| dur(&c.deregister_after, Duration::from_secs(60)))
+                .unwrap_or(Duration::from_secs(60)),
         }
     });
     Some(ConsulSettings {
@@ -482,10 +502,11 @@ fn check_nats(raw: &RawNats, base: &Path, p: &mut Problems) -> Option<NatsSettin
             None
         }
     };
-    let methods = [credentials_file.is_some() || raw.credentials_file.is_some(), raw.token.is_some(), user_password.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let methods =
+        [credentials_file.is_some() || raw.credentials_file.is_some(), raw.token.is_some(), user_password.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
     if methods > 1 {
         p.add("nats", "choose one of `credentials_file`, `token`, `user`+`password`");
     }
@@ -597,11 +618,18 @@ fn parse_target(path: &str, addr: &str, p: &mut Problems) -> Option<SocketAddr> 
             return Some(SocketAddr::from(([127, 0, 0, 1], port)));
         }
     }
-    p.add(path, format!("`{addr}` is not an IP:port address (hostnames are not resolved; use Consul discovery for names)"));
+    p.add(
+        path,
+        format!("`{addr}` is not an IP:port address (hostnames are not resolved; use Consul discovery for names)"),
+    );
     None
 }
 
-fn check_services(raw: &std::collections::BTreeMap<String, RawService>, have_consul: bool, p: &mut Problems) -> Vec<ServiceSettings> {
+fn check_services(
+    raw: &std::collections::BTreeMap<String, RawService>,
+    have_consul: bool,
+    p: &mut Problems,
+) -> Vec<ServiceSettings> {
     let mut out = Vec::new();
     for (name, s) in raw {
         let base = format!("services.{name}");
@@ -616,7 +644,9 @@ fn check_services(raw: &std::collections::BTreeMap<String, RawService>, have_con
             for (i, t) in list.iter().enumerate() {
                 let (addr, weight, path) = match t {
                     RawTarget::Plain(a) => (a.as_str(), 1, format!("{base}.targets[{i}]")),
-                    RawTarget::Weighted(w) => (w.addr.as_str(), w.weight.unwrap_or(1), format!("{base}.targets[{i}].addr")),
+                    RawTarget::Weighted(w) => {
+                        (w.addr.as_str(), w.weight.unwrap_or(1), format!("{base}.targets[{i}].addr"))
+                    }
                 };
                 if weight == 0 || weight > 1000 {
                     p.add(format!("{base}.targets[{i}].weight"), "must be between 1 and 1000");
@@ -660,7 +690,10 @@ fn check_services(raw: &std::collections::BTreeMap<String, RawService>, have_con
                                 None => HashKey::Ip,
                             }
                         } else {
-                            p.add(format!("{base}.hash_key"), format!("`{other}` is not one of claim:<name>, header:<Name>, ip, path"));
+                            p.add(
+                                format!("{base}.hash_key"),
+                                format!("`{other}` is not one of claim:<name>, header:<Name>, ip, path"),
+                            );
                             HashKey::Ip
                         }
                     }
@@ -668,7 +701,10 @@ fn check_services(raw: &std::collections::BTreeMap<String, RawService>, have_con
                 LbAlgorithm::ConsistentHash(key)
             }
             other => {
-                p.add(format!("{base}.lb"), format!("`{other}` is not one of round_robin, least_conn, random, consistent_hash"));
+                p.add(
+                    format!("{base}.lb"),
+                    format!("`{other}` is not one of round_robin, least_conn, random, consistent_hash"),
+                );
                 LbAlgorithm::RoundRobin
             }
         };
@@ -710,7 +746,12 @@ fn check_services(raw: &std::collections::BTreeMap<String, RawService>, have_con
         let read_timeout = dur(&s.read_timeout, Duration::from_secs(30));
         let write_timeout = dur(&s.write_timeout, Duration::from_secs(30));
         let idle_timeout = dur(&s.idle_timeout, Duration::from_secs(60));
-        for (k, v) in [("connect_timeout", connect_timeout), ("read_timeout", read_timeout), ("write_timeout", write_timeout), ("idle_timeout", idle_timeout)] {
+        for (k, v) in [
+            ("connect_timeout", connect_timeout),
+            ("read_timeout", read_timeout),
+            ("write_timeout", write_timeout),
+            ("idle_timeout", idle_timeout),
+        ] {
             if v.is_zero() {
                 p.add(format!("{base}.{k}"), "must be positive");
             }
@@ -721,7 +762,10 @@ fn check_services(raw: &std::collections::BTreeMap<String, RawService>, have_con
         }
         if let Some(ss) = s.slow_start {
             if matches!(lb, LbAlgorithm::ConsistentHash(_)) {
-                p.add(format!("{base}.slow_start"), "ramping weights would move consistent-hash keys; use it with round_robin, least_conn or random");
+                p.add(
+                    format!("{base}.slow_start"),
+                    "ramping weights would move consistent-hash keys; use it with round_robin, least_conn or random",
+                );
             }
             if ss.0 < Duration::from_secs(1) {
                 p.add(format!("{base}.slow_start"), "must be at least 1s");
@@ -744,7 +788,13 @@ fn check_services(raw: &std::collections::BTreeMap<String, RawService>, have_con
     out
 }
 
-fn check_routes(raw: &[RawRoute], services: &[ServiceSettings], limits: &Limits, have_auth: bool, p: &mut Problems) -> Vec<RouteSettings> {
+fn check_routes(
+    raw: &[RawRoute],
+    services: &[ServiceSettings],
+    limits: &Limits,
+    have_auth: bool,
+    p: &mut Problems,
+) -> Vec<RouteSettings> {
     let index: HashMap<&str, usize> = services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
     let mut out: Vec<RouteSettings> = Vec::new();
     let mut names = HashSet::new();
@@ -752,7 +802,11 @@ fn check_routes(raw: &[RawRoute], services: &[ServiceSettings], limits: &Limits,
         let base = format!("routes[{i}]");
         let path = match normalize_path(&r.path) {
             Ok(n) if r.path.starts_with('/') && (n == r.path || format!("{n}/") == r.path) => {
-                if n.len() > 1 { n.trim_end_matches('/').to_string() } else { n.into_owned() }
+                if n.len() > 1 {
+                    n.trim_end_matches('/').to_string()
+                } else {
+                    n.into_owned()
+                }
             }
             _ => {
                 p.add(format!("{base}.path"), format!("`{}` must be an absolute, normalised path (no `.`/`..` segments, `//` or %-escapes of unreserved characters)", r.path));
@@ -768,7 +822,9 @@ fn check_routes(raw: &[RawRoute], services: &[ServiceSettings], limits: &Limits,
                 let upper = m.to_ascii_uppercase();
                 match Method::from_bytes(upper.as_bytes()) {
                     Ok(method) if upper == *m && !out.contains(&method) => out.push(method),
-                    Ok(_) if upper != *m => p.add(format!("{base}.methods[{j}]"), format!("write methods in upper case: `{upper}`")),
+                    Ok(_) if upper != *m => {
+                        p.add(format!("{base}.methods[{j}]"), format!("write methods in upper case: `{upper}`"))
+                    }
                     Ok(_) => p.add(format!("{base}.methods[{j}]"), format!("`{m}` is listed twice")),
                     Err(_) => p.add(format!("{base}.methods[{j}]"), format!("`{m}` is not an HTTP method")),
                 }
@@ -777,7 +833,10 @@ fn check_routes(raw: &[RawRoute], services: &[ServiceSettings], limits: &Limits,
         });
         let host = r.host.as_ref().map(|h| {
             let h = h.trim().to_ascii_lowercase();
-            let valid = !h.is_empty() && !h.contains(['/', ' ', '@']) && h.parse::<http::uri::Authority>().is_ok() && !h.contains(':');
+            let valid = !h.is_empty()
+                && !h.contains(['/', ' ', '@'])
+                && h.parse::<http::uri::Authority>().is_ok()
+                && !h.contains(':');
             if !valid {
                 p.add(format!("{base}.host"), format!("`{h}` is not a host name (no port, scheme or path)"));
             }
@@ -787,7 +846,14 @@ fn check_routes(raw: &[RawRoute], services: &[ServiceSettings], limits: &Limits,
             Some(id) => *id,
             None => {
                 let known: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-                p.add(format!("{base}.service"), format!("unknown service `{}` (defined: {})", r.service, if known.is_empty() { "none".into() } else { known.join(", ") }));
+                p.add(
+                    format!("{base}.service"),
+                    format!(
+                        "unknown service `{}` (defined: {})",
+                        r.service,
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    ),
+                );
                 0
             }
         };
@@ -834,7 +900,10 @@ fn check_routes(raw: &[RawRoute], services: &[ServiceSettings], limits: &Limits,
             forward_authorization: r.forward_authorization.unwrap_or(true),
         };
         if let Some((j, _)) = out.iter().enumerate().find(|(_, o)| overlaps(o, &route)) {
-            p.add(format!("{base}.path"), format!("`{}` duplicates routes[{j}] for the same host and method", route.path));
+            p.add(
+                format!("{base}.path"),
+                format!("`{}` duplicates routes[{j}] for the same host and method", route.path),
+            );
         }
         out.push(route);
     }

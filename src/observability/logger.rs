@@ -27,7 +27,12 @@ struct Sink {
     buffered: AtomicBool,
 }
 
-static SINK: Sink = Sink { buffer: Mutex::new(Vec::new()), wake: Condvar::new(), dropped: AtomicU64::new(0), buffered: AtomicBool::new(false) };
+static SINK: Sink = Sink {
+    buffer: Mutex::new(Vec::new()),
+    wake: Condvar::new(),
+    dropped: AtomicU64::new(0),
+    buffered: AtomicBool::new(false),
+};
 static LOGGER: OnceLock<JsonLogger> = OnceLock::new();
 
 struct JsonLogger {
@@ -141,7 +146,8 @@ impl Log for JsonLogger {
                 Level::Trace => "trace",
             };
             let msg = record.args().to_string();
-            serde_json::to_vec(&LogLine { time: now_rfc3339(), level, target: record.target(), msg: &msg }).unwrap_or_default()
+            serde_json::to_vec(&LogLine { time: now_rfc3339(), level, target: record.target(), msg: &msg })
+                .unwrap_or_default()
         };
         line.push(b'\n');
         append(&line);

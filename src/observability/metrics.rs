@@ -80,13 +80,20 @@ impl Metrics {
         route_labels.push("-".into());
         let requests = register(
             &registry,
-            IntCounterVec::new(Opts::new("siger_requests_total", "Requests answered, by route, method and status"), &["route", "method", "status"])
-                .expect("valid metric"),
+            IntCounterVec::new(
+                Opts::new("siger_requests_total", "Requests answered, by route, method and status"),
+                &["route", "method", "status"],
+            )
+            .expect("valid metric"),
         );
         let duration_vec = register(
             &registry,
             prometheus::HistogramVec::new(
-                HistogramOpts::new("siger_request_duration_seconds", "Time from request start to the last response byte").buckets(BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "siger_request_duration_seconds",
+                    "Time from request start to the last response byte",
+                )
+                .buckets(BUCKETS.to_vec()),
                 &["route"],
             )
             .expect("valid metric"),
@@ -94,50 +101,83 @@ impl Metrics {
         let durations = route_labels.iter().map(|r| duration_vec.with_label_values(&[r.as_str()])).collect();
         let rl_vec = register(
             &registry,
-            IntCounterVec::new(Opts::new("siger_rate_limited_total", "Requests refused by a rate limit"), &["route"]).expect("valid metric"),
+            IntCounterVec::new(Opts::new("siger_rate_limited_total", "Requests refused by a rate limit"), &["route"])
+                .expect("valid metric"),
         );
         let rate_limited = route_labels.iter().map(|r| rl_vec.with_label_values(&[r.as_str()])).collect();
         let ue_vec = register(
             &registry,
-            IntCounterVec::new(Opts::new("siger_upstream_errors_total", "Failed upstream attempts by service and kind"), &["service", "kind"])
-                .expect("valid metric"),
+            IntCounterVec::new(
+                Opts::new("siger_upstream_errors_total", "Failed upstream attempts by service and kind"),
+                &["service", "kind"],
+            )
+            .expect("valid metric"),
         );
         let service_names: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
         let upstream_errors = service_names
             .iter()
-            .map(|s| UpstreamErrorKind::ALL.iter().map(|k| ue_vec.with_label_values(&[s.as_str(), k.label()])).collect())
+            .map(|s| {
+                UpstreamErrorKind::ALL.iter().map(|k| ue_vec.with_label_values(&[s.as_str(), k.label()])).collect()
+            })
             .collect();
         let auth_failures = register(
             &registry,
-            IntCounterVec::new(Opts::new("siger_auth_failures_total", "Authentication and authorization failures by reason"), &["reason"])
-                .expect("valid metric"),
+            IntCounterVec::new(
+                Opts::new("siger_auth_failures_total", "Authentication and authorization failures by reason"),
+                &["reason"],
+            )
+            .expect("valid metric"),
         );
-        let jobs_published = register(&registry, IntCounter::new("siger_jobs_published_total", "Jobs acknowledged by JetStream").expect("valid metric"));
+        let jobs_published = register(
+            &registry,
+            IntCounter::new("siger_jobs_published_total", "Jobs acknowledged by JetStream").expect("valid metric"),
+        );
         let jobs_failed = register(
             &registry,
-            IntCounterVec::new(Opts::new("siger_jobs_failed_total", "Job submissions that failed, by reason"), &["reason"]).expect("valid metric"),
+            IntCounterVec::new(
+                Opts::new("siger_jobs_failed_total", "Job submissions that failed, by reason"),
+                &["reason"],
+            )
+            .expect("valid metric"),
         );
         let jobs_publish_seconds = register(
             &registry,
-            Histogram::with_opts(HistogramOpts::new("siger_jobs_publish_seconds", "JetStream publish-to-ack latency").buckets(BUCKETS.to_vec()))
-                .expect("valid metric"),
+            Histogram::with_opts(
+                HistogramOpts::new("siger_jobs_publish_seconds", "JetStream publish-to-ack latency")
+                    .buckets(BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
         );
         let backends = register(
             &registry,
-            IntGaugeVec::new(Opts::new("siger_backends", "Backends per service and health state"), &["service", "state"]).expect("valid metric"),
+            IntGaugeVec::new(
+                Opts::new("siger_backends", "Backends per service and health state"),
+                &["service", "state"],
+            )
+            .expect("valid metric"),
         );
-        let consul_errors = register(&registry, IntCounter::new("siger_consul_errors_total", "Failed Consul requests").expect("valid metric"));
+        let consul_errors = register(
+            &registry,
+            IntCounter::new("siger_consul_errors_total", "Failed Consul requests").expect("valid metric"),
+        );
         let consul_sync_age = register(
             &registry,
-            IntGaugeVec::new(Opts::new("siger_consul_last_sync_age_seconds", "Seconds since the last successful Consul sync"), &["service"])
-                .expect("valid metric"),
+            IntGaugeVec::new(
+                Opts::new("siger_consul_last_sync_age_seconds", "Seconds since the last successful Consul sync"),
+                &["service"],
+            )
+            .expect("valid metric"),
         );
         let build_info = register(
             &registry,
             IntGaugeVec::new(Opts::new("siger_build_info", "Build information"), &["version"]).expect("valid metric"),
         );
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let log_dropped = register(&registry, IntGauge::new("siger_log_lines_dropped_total", "Log lines dropped because stderr could not keep up").expect("valid metric"));
+        let log_dropped = register(
+            &registry,
+            IntGauge::new("siger_log_lines_dropped_total", "Log lines dropped because stderr could not keep up")
+                .expect("valid metric"),
+        );
         #[cfg(target_os = "linux")]
         let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         for reason in AUTH_REASONS {

@@ -111,7 +111,8 @@ impl Gateway {
             Some(q) => format!("{upstream_path}?{q}"),
             None => upstream_path.to_string(),
         };
-        ctx.upstream_uri = Some(uri.parse().map_err(|_| GatewayError::BadRequest("request target cannot be forwarded".into()))?);
+        ctx.upstream_uri =
+            Some(uri.parse().map_err(|_| GatewayError::BadRequest("request target cannot be forwarded".into()))?);
         Ok(Decision::Proxy)
     }
 
@@ -121,7 +122,9 @@ impl Gateway {
         match key {
             HashKey::Ip => ip(),
             HashKey::Path => ctx.upstream_uri.as_ref().map(|u| u.path().as_bytes().to_vec()).unwrap_or_else(ip),
-            HashKey::Header(name) => session.req_header().headers.get(name).map(|v| v.as_bytes().to_vec()).unwrap_or_else(ip),
+            HashKey::Header(name) => {
+                session.req_header().headers.get(name).map(|v| v.as_bytes().to_vec()).unwrap_or_else(ip)
+            }
             // Identity arrives with authentication; until then anonymous requests use the IP.
             HashKey::Claim(_) => ip(),
         }
@@ -139,7 +142,9 @@ impl ProxyHttp for Gateway {
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
         let req = session.req_header();
         ctx.request_id = match req.headers.get("x-request-id") {
-            Some(id) if forwarding::is_sane_request_id(id.as_bytes()) => String::from_utf8_lossy(id.as_bytes()).into_owned(),
+            Some(id) if forwarding::is_sane_request_id(id.as_bytes()) => {
+                String::from_utf8_lossy(id.as_bytes()).into_owned()
+            }
             _ => forwarding::new_request_id(),
         };
         if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
@@ -167,7 +172,13 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn request_body_filter(&self, _session: &mut Session, body: &mut Option<Bytes>, _end: bool, ctx: &mut Self::CTX) -> Result<()> {
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
         if let (Some(chunk), Some(route)) = (body.as_ref(), ctx.route) {
             ctx.body_bytes += chunk.len() as u64;
             let limit = self.state.route(route).max_body;
@@ -208,14 +219,23 @@ impl ProxyHttp for Gateway {
                 // Every healthy backend refused the connection: report the last failure.
                 ctx.error_counted = true;
                 if ctx.error.is_none() {
-                    ctx.error = Some(GatewayError::BadGateway { kind: UpstreamErrorKind::Connect, detail: "no backend accepted the connection".into() });
+                    ctx.error = Some(GatewayError::BadGateway {
+                        kind: UpstreamErrorKind::Connect,
+                        detail: "no backend accepted the connection".into(),
+                    });
                 }
                 Error::e_explain(HTTPStatus(502), "all backends failed to connect")
             }
         }
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, peer: &HttpPeer, ctx: &mut Self::CTX, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         let Some(route) = ctx.route.map(|r| self.state.route(r)) else { return e };
         if let Some(addr) = peer.address().as_inet() {
             ctx.tried.push(*addr);
@@ -232,7 +252,12 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut Self::CTX) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
         if let Some(uri) = ctx.upstream_uri.clone() {
             upstream.set_uri(uri);
         }
@@ -258,7 +283,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn upstream_response_filter(&self, _session: &mut Session, upstream: &mut ResponseHeader, ctx: &mut Self::CTX) -> Result<()> {
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
         ctx.upstream_duration = ctx.upstream_started.map(|t| t.elapsed());
         if upstream.status.is_server_error() {
             if let Some(route) = ctx.route {
@@ -268,7 +298,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, upstream: &mut ResponseHeader, ctx: &mut Self::CTX) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
         upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         Ok(())
     }
@@ -278,10 +313,10 @@ impl ProxyHttp for Gateway {
             // Headers are out: the body was cut; nothing else can be said to this client.
             return FailToProxy { error_code: sent.status.as_u16(), can_reuse_downstream: false };
         }
-        let read_timeout = ctx.route.and_then(|r| {
+        let read_timeout = ctx.route.map(|r| {
             let route = self.state.route(r);
             let pool = self.state.pools.get(route.service);
-            Some(route.timeout.map_or(pool.settings.read_timeout, |t| t.min(pool.settings.read_timeout)))
+            route.timeout.map_or(pool.settings.read_timeout, |t| t.min(pool.settings.read_timeout))
         });
         let err = ctx.error.take().or_else(|| GatewayError::from_pingora(e, read_timeout));
         match err {

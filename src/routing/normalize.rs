@@ -45,8 +45,8 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
-    let needs_work = bytes.windows(2).any(|w| w == b"//" || w == b"/.")
-        || bytes.iter().any(|b| matches!(b, b'%' | b'\\'));
+    let needs_work =
+        bytes.windows(2).any(|w| w == b"//" || w == b"/.") || bytes.iter().any(|b| matches!(b, b'%' | b'\\'));
     if !needs_work {
         return Ok(Cow::Borrowed(path));
     }
@@ -57,10 +57,9 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let (Some(h), Some(l)) = (
-                    bytes.get(i + 1).copied().and_then(hex),
-                    bytes.get(i + 2).copied().and_then(hex),
-                ) else {
+                let (Some(h), Some(l)) =
+                    (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+                else {
                     return Err(PathError::BadEscape);
                 };
                 let value = h << 4 | l;
@@ -79,10 +78,7 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
             b'\\' => return Err(PathError::Backslash),
             _ => {
                 // Copy the run up to the next special byte in one go (keeps UTF-8 intact).
-                let end = bytes[i..]
-                    .iter()
-                    .position(|b| matches!(b, b'%' | b'\\'))
-                    .map_or(bytes.len(), |p| i + p);
+                let end = bytes[i..].iter().position(|b| matches!(b, b'%' | b'\\')).map_or(bytes.len(), |p| i + p);
                 decoded.push_str(&path[i..end]);
                 i = end;
             }

@@ -37,9 +37,8 @@ impl LeastConn {
 
     /// Choose among `candidates` (already filtered to healthy, untried backends).
     pub fn select<'a>(&self, candidates: impl Iterator<Item = &'a Backend>) -> Option<Selected> {
-        let list: Vec<(SocketAddr, usize)> = candidates
-            .filter_map(|b| b.addr.as_inet().map(|a| (*a, b.weight.max(1))))
-            .collect();
+        let list: Vec<(SocketAddr, usize)> =
+            candidates.filter_map(|b| b.addr.as_inet().map(|a| (*a, b.weight.max(1)))).collect();
         if list.is_empty() {
             return None;
         }
