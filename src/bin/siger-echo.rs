@@ -9,7 +9,7 @@
 //! - `/status/<code>` → that status with the echo body
 //! - anything else → echo; `?delay_ms=N` delays the answer, `?fixed` returns a tiny fixed body
 //!
-//! Usage: `siger-echo --listen 127.0.0.1:0 --name b1`; prints `listening on <addr>` on stdout.
+//! Usage: `siger-echo --listen 127.0.0.1:0 --name b1 [--delay-ms N]`; prints `listening on <addr>` on stdout.
 
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message, WebSocketUpgrade};
@@ -27,6 +27,8 @@ use std::time::Duration;
 
 struct Echo {
     name: String,
+    /// Added to every answer except `/health` (a uniformly slow backend).
+    delay: Duration,
 }
 
 /// The byte at offset `i` of `/bytes/<n>` (tests recompute it to check integrity).
@@ -104,6 +106,9 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
 
 async fn echo_with_status(echo: Arc<Echo>, req: Request, status: StatusCode) -> Response {
     let query = req.uri().query().unwrap_or("").to_string();
+    if !echo.delay.is_zero() {
+        tokio::time::sleep(echo.delay).await;
+    }
     if let Some(ms) = query_param(&query, "delay_ms").and_then(|v| v.parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -144,14 +149,15 @@ fn arg(args: &[String], flag: &str) -> Option<String> {
 async fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: siger-echo [--listen 127.0.0.1:0] [--name NAME]");
+        println!("usage: siger-echo [--listen 127.0.0.1:0] [--name NAME] [--delay-ms N]");
         return Ok(());
     }
     let listen = arg(&args, "--listen").unwrap_or_else(|| "127.0.0.1:0".into());
     let name = arg(&args, "--name").unwrap_or_else(|| "echo".into());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     let addr = listener.local_addr()?;
-    let state = Arc::new(Echo { name });
+    let delay = Duration::from_millis(arg(&args, "--delay-ms").and_then(|d| d.parse().ok()).unwrap_or(0));
+    let state = Arc::new(Echo { name, delay });
     let app = Router::new()
         .route("/health", get(health))
         .route("/bytes/{n}", get(bytes))

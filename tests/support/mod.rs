@@ -46,8 +46,14 @@ impl Echo {
 
     /// Start on a given address (e.g. to restart on the same port).
     pub fn start_on(name: &str, listen: &str) -> Echo {
+        Self::start_with(name, listen, &[])
+    }
+
+    /// Start with extra arguments (e.g. `--delay-ms 300`).
+    pub fn start_with(name: &str, listen: &str, extra: &[&str]) -> Echo {
         let mut child = Command::new(ECHO)
             .args(["--listen", listen, "--name", name])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -342,4 +348,26 @@ pub fn backend_of(resp: &RawResponse) -> String {
 /// Byte `i` of siger-echo's `/bytes/<n>` pattern.
 pub fn echo_pattern(i: u64) -> u8 {
     (i.wrapping_mul(31).wrapping_add(7) % 256) as u8
+}
+
+/// Value of one sample in a Prometheus text exposition, e.g.
+/// `metric(&text, "siger_backends{service=\"s\",state=\"unhealthy\"}")`.
+pub fn metric(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+}
+
+/// The admin `/metrics` text.
+pub fn scrape(gw: &Gateway) -> String {
+    String::from_utf8_lossy(&get(gw.admin, "/metrics").body).into_owned()
+}
+
+/// Count how many of `n` sequential GETs each backend answered.
+pub fn spread(addr: SocketAddr, path: &str, n: usize) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..n {
+        let r = get(addr, path);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        *counts.entry(backend_of(&r)).or_insert(0) += 1;
+    }
+    counts
 }
