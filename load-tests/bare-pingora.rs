@@ -32,7 +32,12 @@ fn main() {
         }
     };
     let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(1);
-    let conf = ServerConf { threads, grace_period_seconds: Some(0), graceful_shutdown_timeout_seconds: Some(1), ..Default::default() };
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..Default::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let lb = LoadBalancer::try_from_iter([backend.as_str()]).unwrap_or_else(|e| {

@@ -61,6 +61,7 @@ impl ServeHttp for AdminApp {
                     let (healthy, unhealthy) = pool.health_counts();
                     self.state.metrics.set_backends(id, healthy, unhealthy);
                 }
+                self.state.metrics.set_in_flight(self.state.lifecycle.inflight());
                 text(StatusCode::OK, "text/plain; version=0.0.4", self.state.metrics.render())
             }
             _ => json(

@@ -2,6 +2,7 @@
 
 use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::lifecycle::Drain;
 use crate::observability::logger;
 use crate::proxy::Gateway;
 use crate::state::GatewayState;
@@ -38,8 +39,10 @@ pub fn server_conf(config: &Config, launch: Launch) -> ServerConf {
         error_log: s.error_log.clone(),
         user: s.user.clone(),
         group: s.group.clone(),
-        grace_period_seconds: Some(s.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout.as_secs().max(1)),
+        // Pingora sleeps this long unconditionally; `lifecycle::Drain` exits as soon as the
+        // requests in flight are done, so this is only the upper bound.
+        grace_period_seconds: Some((s.grace_period + s.graceful_shutdown_timeout).as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
         work_stealing: s.work_stealing,
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
         max_retries,
@@ -71,6 +74,8 @@ pub fn run(config: Config, launch: Launch) {
     let cfg = &state.config;
 
     server.add_service(background_service("log writer", LogWriter));
+    let drain = Drain::new(state.lifecycle.clone(), cfg.server.grace_period, cfg.server.graceful_shutdown_timeout);
+    server.add_service(background_service("drain", drain));
     server.add_service(background_service("upstream pools", PoolsService::new(&state.pools)));
 
     let mut proxy =

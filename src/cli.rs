@@ -34,6 +34,13 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Replace the running instance with a new process (new binary and/or config) without
+    /// dropping requests: checks the config, starts `siger -u -d`, then hands the sockets over.
+    Upgrade {
+        /// PID of the running instance (default: read `server.pid_file`).
+        #[arg(long)]
+        pid: Option<i32>,
+    },
     /// Mint an HS* token with the configured secret (for demos and load tests).
     Token {
         /// `sub` claim.

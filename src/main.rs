@@ -8,6 +8,23 @@ const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Upgrade { pid }) = &cli.command {
+        return match siger::upgrade::upgrade(&cli.conf, *pid) {
+            Ok(new) => {
+                eprintln!("siger upgraded: new main PID {new}");
+                ExitCode::SUCCESS
+            }
+            Err(siger::upgrade::UpgradeError::Config(errors)) => {
+                eprint!("{errors}");
+                eprintln!("upgrade refused: the running instance keeps serving");
+                ExitCode::from(EX_CONFIG)
+            }
+            Err(e) => {
+                eprintln!("siger upgrade: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Token { .. }) = &cli.command {
         eprintln!("siger token: not available in this build");
         return ExitCode::from(2);

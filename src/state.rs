@@ -1,9 +1,11 @@
 //! Everything built once from the config and shared by the proxy and admin services.
 
 use crate::config::{Config, RouteSettings};
+use crate::lifecycle::Lifecycle;
 use crate::observability::Metrics;
 use crate::routing::RouteTable;
 use crate::upstream::Pools;
+use std::sync::Arc;
 
 /// Immutable per-process state.
 #[derive(Debug)]
@@ -16,6 +18,8 @@ pub struct GatewayState {
     pub pools: Pools,
     /// Metrics registry and handles.
     pub metrics: Metrics,
+    /// In-flight requests and shutdown tasks (graceful drain).
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 impl GatewayState {
@@ -27,7 +31,13 @@ impl GatewayState {
 
     /// Build state with pools made elsewhere (e.g. with discovery).
     pub fn with_pools(config: Config, pools: Pools) -> Self {
-        GatewayState { routes: RouteTable::new(&config.routes), metrics: Metrics::new(&config), pools, config }
+        GatewayState {
+            routes: RouteTable::new(&config.routes),
+            metrics: Metrics::new(&config),
+            lifecycle: Lifecycle::new(),
+            pools,
+            config,
+        }
     }
 
     /// A route by id.

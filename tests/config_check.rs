@@ -56,7 +56,11 @@ fn broken_configs_name_the_key_and_exit_78() {
         ("unknown top-level key", format!("{GOOD}listeners: []\n"), "listeners"),
         ("typo in a service key", GOOD.replace("    targets:", "    target:"), "services.s"),
         ("route to an unknown service", GOOD.replace("service: s", "service: nope"), "routes[0].service"),
-        ("duration without unit", GOOD.replace("    targets:", "    connect_timeout: 5\n    targets:"), "services.s.connect_timeout"),
+        (
+            "duration without unit",
+            GOOD.replace("    targets:", "    connect_timeout: 5\n    targets:"),
+            "services.s.connect_timeout",
+        ),
         ("bad listen address", GOOD.replace("127.0.0.1:8080", "localhost"), "listen[0]"),
         ("bad CIDR", format!("trusted_proxies: [10.0.0.0/33]\n{GOOD}"), "trusted_proxies[0]"),
         ("unknown lb", GOOD.replace("    targets:", "    lb: fastest\n    targets:"), "services.s.lb"),
@@ -65,7 +69,9 @@ fn broken_configs_name_the_key_and_exit_78() {
         ("duplicate route", format!("{GOOD}  - path: /\n    service: s\n    auth: public\n"), "routes[1].path"),
         (
             "alg none",
-            format!("auth:\n  jwt:\n    algorithms: [none]\n    secret: 0123456789abcdef0123456789abcdef\n{secret_route}"),
+            format!(
+                "auth:\n  jwt:\n    algorithms: [none]\n    secret: 0123456789abcdef0123456789abcdef\n{secret_route}"
+            ),
             "auth.jwt.algorithms[0]",
         ),
         (
@@ -74,7 +80,11 @@ fn broken_configs_name_the_key_and_exit_78() {
             "auth.jwt.secret",
         ),
         ("route needs auth but none configured", secret_route.clone(), "routes[0].auth"),
-        ("discovery without consul", GOOD.replace("    targets: [\"127.0.0.1:9001\"]", "    discovery: {consul: users}"), "services.s.discovery"),
+        (
+            "discovery without consul",
+            GOOD.replace("    targets: [\"127.0.0.1:9001\"]", "    discovery: {consul: users}"),
+            "services.s.discovery",
+        ),
         (
             "jobs without nats",
             format!("{GOOD}jobs:\n  subject: jobs.submitted\n  stream: {{name: JOBS, subjects: [\"jobs.>\"]}}\n"),

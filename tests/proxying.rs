@@ -138,14 +138,24 @@ fn request_ids_are_kept_or_replaced_and_sent_both_ways() {
     let r = get(gw.addr, "/");
     let id = r.header("x-request-id").unwrap().to_string();
     assert_eq!(r.json()["headers"]["x-request-id"][0], id.as_str());
-    let logged = eventually(Duration::from_secs(2), || gw.access_lines().iter().any(|l| l["request_id"] == id.as_str()));
+    let logged =
+        eventually(Duration::from_secs(2), || gw.access_lines().iter().any(|l| l["request_id"] == id.as_str()));
     assert!(logged, "the access log carries the same id");
 }
 
 #[test]
 fn forwarded_headers_from_an_untrusted_peer() {
     let (_e, gw) = one_backend("");
-    let r = get_with(gw.addr, "/", &[("X-Forwarded-For", "6.6.6.6"), ("X-Real-IP", "6.6.6.6"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "evil.example")]);
+    let r = get_with(
+        gw.addr,
+        "/",
+        &[
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Real-IP", "6.6.6.6"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "evil.example"),
+        ],
+    );
     let h = &r.json()["headers"];
     assert_eq!(h["x-forwarded-for"], serde_json::json!(["127.0.0.1"]), "a spoofed chain is not passed on");
     assert_eq!(h["x-real-ip"], serde_json::json!(["127.0.0.1"]));

@@ -55,6 +55,7 @@ pub struct Metrics {
     /// Seconds since the last successful Consul sync, per service.
     pub consul_sync_age: IntGaugeVec,
     log_dropped: IntGauge,
+    in_flight: IntGauge,
     service_names: Vec<String>,
 }
 
@@ -178,6 +179,10 @@ impl Metrics {
             IntGauge::new("siger_log_lines_dropped_total", "Log lines dropped because stderr could not keep up")
                 .expect("valid metric"),
         );
+        let in_flight = register(
+            &registry,
+            IntGauge::new("siger_requests_in_flight", "Requests being processed").expect("valid metric"),
+        );
         #[cfg(target_os = "linux")]
         let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         for reason in AUTH_REASONS {
@@ -204,6 +209,7 @@ impl Metrics {
             consul_errors,
             consul_sync_age,
             log_dropped,
+            in_flight,
             service_names,
         }
     }
@@ -256,6 +262,11 @@ impl Metrics {
             self.backends.with_label_values(&[name.as_str(), "healthy"]).set(healthy as i64);
             self.backends.with_label_values(&[name.as_str(), "unhealthy"]).set(unhealthy as i64);
         }
+    }
+
+    /// Update the in-flight gauge (called at scrape time).
+    pub fn set_in_flight(&self, n: usize) {
+        self.in_flight.set(n as i64);
     }
 
     /// Prometheus text exposition of everything.

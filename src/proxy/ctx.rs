@@ -1,6 +1,7 @@
 //! Per-request state carried between Pingora's phases.
 
 use crate::errors::GatewayError;
+use crate::lifecycle::InflightRequest;
 use crate::upstream::InflightGuard;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -38,6 +39,8 @@ pub struct RequestCtx {
     pub error_counted: bool,
     /// Error code sent, for the access log.
     pub error_code: Option<&'static str>,
+    /// `new_ctx`: counts this request as in flight for graceful shutdown.
+    pub in_flight: Option<InflightRequest>,
 }
 
 impl RequestCtx {
@@ -59,6 +62,7 @@ impl RequestCtx {
             error: None,
             error_counted: false,
             error_code: None,
+            in_flight: None,
         }
     }
 }

@@ -136,7 +136,9 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestCtx::new()
+        let mut ctx = RequestCtx::new();
+        ctx.in_flight = Some(self.state.lifecycle.request());
+        ctx
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {

@@ -150,6 +150,13 @@ impl Gateway {
             http_get_status(admin, "/health") == Some(200)
         });
         assert!(ok, "siger did not come up:\n{}", self.logs());
+        // Pingora installs its SIGTERM/SIGQUIT handlers after the services start; a signal
+        // before that would kill the process outright.
+        let pid = self.pid();
+        assert!(
+            eventually(Duration::from_secs(5), || catches_signal(pid, 15) && catches_signal(pid, 3)),
+            "signal handlers"
+        );
     }
 
     pub fn pid(&self) -> u32 {
@@ -219,6 +226,16 @@ impl Drop for Gateway {
             eprintln!("---- siger log ----\n{}", self.logs());
         }
     }
+}
+
+/// Whether the process has a handler installed for signal `sig` (SigCgt in /proc/<pid>/status).
+pub fn catches_signal(pid: u32, sig: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
 }
 
 /// A field of /proc/<pid>/status in KiB.

@@ -1,0 +1,136 @@
+//! Graceful shutdown that waits only as long as it must.
+//!
+//! Pingora's shutdown (SIGTERM, or SIGQUIT after handing the listeners to a new process) stops
+//! accepting, then sleeps a fixed grace period and then drops whatever is still running. We tell
+//! Pingora to sleep the longest allowed time (`grace_period + graceful_shutdown_timeout`) and
+//! watch the requests in flight ourselves: once `grace_period` has passed and nothing is in
+//! flight (or the timeout is up), shutdown tasks have finished and the logs are flushed, the
+//! process exits 0. A drained gateway therefore stops in about `grace_period`, and a request
+//! in flight gets up to `graceful_shutdown_timeout` to finish.
+
+use crate::observability::logger;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Process-wide counters the drain logic waits on.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    inflight: AtomicUsize,
+    cleanups: AtomicUsize,
+}
+
+/// Held by a request while it is in flight.
+#[derive(Debug)]
+pub struct InflightRequest(Arc<Lifecycle>);
+
+impl Drop for InflightRequest {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Held by a shutdown task (deregistration, flushing a client) until it is done.
+#[derive(Debug)]
+pub struct CleanupGuard(Arc<Lifecycle>);
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        self.0.cleanups.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Lifecycle {
+    /// A new, shareable lifecycle.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Lifecycle::default())
+    }
+
+    /// Count one request in flight until the guard drops.
+    pub fn request(self: &Arc<Self>) -> InflightRequest {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        InflightRequest(self.clone())
+    }
+
+    /// Requests in flight now.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Register a shutdown task; exit waits (bounded) until its guard drops.
+    pub fn cleanup(self: &Arc<Self>) -> CleanupGuard {
+        self.cleanups.fetch_add(1, Ordering::AcqRel);
+        CleanupGuard(self.clone())
+    }
+
+    fn cleanups_pending(&self) -> usize {
+        self.cleanups.load(Ordering::Acquire)
+    }
+}
+
+/// The background service that ends the process once drained.
+#[derive(Debug)]
+pub struct Drain {
+    lifecycle: Arc<Lifecycle>,
+    grace_period: Duration,
+    timeout: Duration,
+}
+
+impl Drain {
+    /// Drain with the configured grace period and in-flight timeout.
+    pub fn new(lifecycle: Arc<Lifecycle>, grace_period: Duration, timeout: Duration) -> Self {
+        Drain { lifecycle, grace_period, timeout }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Drain {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        let began = Instant::now();
+        log::info!(
+            "shutting down: {} request(s) in flight; waiting up to {:?}",
+            self.lifecycle.inflight(),
+            self.grace_period + self.timeout
+        );
+        tokio::time::sleep(self.grace_period).await;
+        let deadline = began + self.grace_period + self.timeout;
+        while (self.lifecycle.inflight() > 0 || self.lifecycle.cleanups_pending() > 0) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.lifecycle.inflight();
+        if left > 0 {
+            log::warn!("shutdown timeout reached with {left} request(s) still in flight; they are cut");
+        } else {
+            log::info!("drained after {:?}; exiting", began.elapsed());
+        }
+        logger::flush();
+        std::process::exit(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_count() {
+        let l = Lifecycle::new();
+        let a = l.request();
+        let b = l.request();
+        assert_eq!(l.inflight(), 2);
+        drop(a);
+        assert_eq!(l.inflight(), 1);
+        let c = l.cleanup();
+        assert_eq!(l.cleanups_pending(), 1);
+        drop((b, c));
+        assert_eq!((l.inflight(), l.cleanups_pending()), (0, 0));
+    }
+}
