@@ -137,3 +137,48 @@ fn systemd_unit_verifies() {
     let problems: Vec<&str> = stderr.lines().filter(|l| l.contains("siger.service")).collect();
     assert!(out.status.success() && problems.is_empty(), "systemd-analyze verify:\n{stderr}");
 }
+
+/// Every `siger_*` metric named in `text`, without histogram suffixes.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = text[i..].find("siger_") {
+        let start = i + pos;
+        let end = bytes[start..]
+            .iter()
+            .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+            .map_or(text.len(), |p| start + p);
+        let name = &text[start..end];
+        let base = ["_bucket", "_count", "_sum"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+        names.insert(base.to_string());
+        i = end;
+    }
+    names
+}
+
+#[test]
+fn dashboard_and_alerts_use_real_metric_names() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let defined = metric_names(&std::fs::read_to_string(format!("{root}/src/observability/metrics.rs")).unwrap());
+    let alerts = std::fs::read_to_string(format!("{root}/conf/observability/alerts.yml")).unwrap();
+    let dashboard = std::fs::read_to_string(format!("{root}/conf/observability/grafana-dashboard.json")).unwrap();
+    let _: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    let rules: serde_yaml::Value = serde_yaml::from_str(&alerts).expect("alerts are YAML");
+    assert!(rules["groups"][0]["rules"].as_sequence().is_some_and(|r| r.len() >= 5));
+    for (file, text) in [("alerts.yml", &alerts), ("grafana-dashboard.json", &dashboard)] {
+        let used = metric_names(text);
+        assert!(!used.is_empty());
+        let unknown: Vec<_> = used.difference(&defined).collect();
+        assert!(unknown.is_empty(), "{file} uses metrics that do not exist: {unknown:?}");
+    }
+    for needed in [
+        "siger_requests_total",
+        "siger_backends",
+        "siger_consul_errors_total",
+        "siger_jobs_failed_total",
+        "siger_request_duration_seconds",
+    ] {
+        assert!(metric_names(&alerts).contains(needed), "alerts should cover {needed}");
+    }
+}

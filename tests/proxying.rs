@@ -197,3 +197,25 @@ fn hop_by_hop_headers_are_not_forwarded() {
     }
     assert_eq!(h["x-kept"], serde_json::json!(["yes"]));
 }
+
+#[test]
+fn idle_keepalive_connections_are_closed_after_idle_timeout() {
+    let echo = Echo::start("e");
+    let gw = Gateway::start(&format!(
+        "limits: {{idle_timeout: 1s}}\nservices:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: s, auth: public}}\n",
+        echo.addr
+    ));
+    let mut conn = std::net::TcpStream::connect(gw.addr).unwrap();
+    use std::io::Write;
+    conn.write_all(format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr).as_bytes()).unwrap();
+    let r = read_response(&mut conn).unwrap();
+    assert_eq!(r.status, 200);
+    assert_ne!(r.header("connection"), Some("close"));
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let idle_from = Instant::now();
+    let mut buf = [0u8; 1];
+    let n = conn.read(&mut buf).unwrap_or(0);
+    let idle = idle_from.elapsed();
+    assert_eq!(n, 0, "the gateway closes the idle connection");
+    assert!(idle >= Duration::from_millis(900) && idle < Duration::from_millis(2500), "closed after {idle:?}");
+}
