@@ -2,7 +2,7 @@
 //!
 //! A request's journey (ARCHITECTURE.md §1): [`proxy`] runs Pingora's phases and calls, in
 //! order, [`forwarding`] (request id, client IP), [`routing`] (normalised path → route),
-//! [`upstream`] (pool and backend), and [`errors`] for every failure; [`observability`] writes
+//! [`upstream`] (pool and backend; membership from config or [`discovery`]), and [`errors`] for every failure; [`observability`] writes
 //! the access log and metrics. [`config`] is parsed once into validated types; [`app`]
 //! assembles the Pingora server; [`admin`] serves `/health`, `/ready` and `/metrics`.
 
@@ -12,6 +12,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod errors;
 pub mod forwarding;
 pub mod observability;
