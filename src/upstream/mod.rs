@@ -30,7 +30,6 @@ use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::prelude::HttpPeer;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -214,21 +213,36 @@ impl Pool {
         if let Balancer::LeastConn(lb, least) = &self.balancer {
             return select_least_conn(lb, least, usable);
         }
-        // A ramping backend is accepted with probability = its factor; when the dice reject
-        // every candidate (e.g. the only healthy one is ramping) take it anyway.
-        let held_back = Cell::new(false);
-        let ramped = |b: &Backend, healthy: bool| match usable(b, healthy) {
-            Some(f) if f < 1.0 && rand::random::<f64>() >= f => {
-                held_back.set(true);
-                false
-            }
-            Some(_) => true,
-            None => false,
-        };
-        match self.select_with(key, ramped) {
-            None if held_back.get() => self.select_with(key, |b, healthy| usable(b, healthy).is_some()),
-            picked => picked,
+        let picked = self.select_with(key, |b, healthy| usable(b, healthy).is_some())?;
+        let factor = view.factor(&picked.addr).unwrap_or(1.0);
+        if factor >= 1.0 || rand::random::<f64>() < factor {
+            return Some(picked);
         }
+        // Held back this time. The stand-in is drawn here (by weight among the other usable
+        // backends) rather than by asking the balancer again: a second round-robin step would
+        // shift the rotation and bring the ramping backend's next turn early, giving it more
+        // than `factor` of its share.
+        Some(self.stand_in(picked.addr, &usable).unwrap_or(picked))
+    }
+
+    /// A weighted-random usable backend other than `skip` (ramping ones by weight × factor).
+    fn stand_in(&self, skip: SocketAddr, usable: &impl Fn(&Backend, bool) -> Option<f64>) -> Option<Selected> {
+        let backends = self.backends();
+        let members = backends.get_backend();
+        let weight = |b: &Backend| match inet(b) {
+            Some(addr) if addr != skip => usable(b, backends.ready(b)).map_or(0.0, |f| b.weight as f64 * f),
+            _ => 0.0,
+        };
+        let total: f64 = members.iter().map(weight).sum();
+        let mut point = rand::random::<f64>() * total;
+        for b in members.iter() {
+            let w = weight(b);
+            if w > 0.0 && point < w {
+                return inet(b).map(|addr| Selected { addr, guard: None });
+            }
+            point -= w;
+        }
+        None
     }
 
     fn select_with(&self, key: &[u8], accept: impl Fn(&Backend, bool) -> bool) -> Option<Selected> {
@@ -463,5 +477,90 @@ impl BackgroundService for PoolsService {
     async fn start(&self, shutdown: ShutdownWatch) {
         let runs = self.pools.iter().map(|p| p.run(shutdown.clone()));
         futures::future::join_all(runs).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConsulDiscovery, Target};
+
+    fn settings(lb: LbAlgorithm, slow_start: Option<Duration>) -> ServiceSettings {
+        ServiceSettings {
+            name: "web".into(),
+            targets: Vec::new(),
+            discovery: Some(ConsulDiscovery { service: "web".into(), tags: Vec::new() }),
+            lb,
+            health_check: None,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            retries: 1,
+            slow_start,
+        }
+    }
+
+    fn t(port: u16) -> Target {
+        Target { addr: SocketAddr::from(([127, 0, 0, 1], port)), weight: 1 }
+    }
+
+    /// Share of picks landing on port 3 after it joined 1 and 2 (ramp factor ≈ 0.1 for the
+    /// whole run: the window is far longer than the test).
+    fn ramping_share(lb: LbAlgorithm, slow_start: Option<Duration>) -> f64 {
+        let feed = MembershipFeed::new();
+        let pool = Pool::with_feed(&settings(lb, slow_start), feed.clone());
+        assert!(pool.select(b"", &[]).is_none(), "empty before anything is published");
+        feed.publish(vec![t(1), t(2)]);
+        pool.refresh_now();
+        feed.publish(vec![t(1), t(2), t(3)]);
+        pool.refresh_now();
+        let n = 30_000;
+        let on_new = (0..n).filter(|_| pool.select(b"", &[]).expect("pick").addr.port() == 3).count();
+        on_new as f64 / n as f64
+    }
+
+    #[test]
+    fn slow_start_scales_the_share_of_a_new_backend() {
+        let ramp = Some(Duration::from_secs(3600));
+        for lb in [LbAlgorithm::RoundRobin, LbAlgorithm::Random, LbAlgorithm::LeastConn] {
+            let full = ramping_share(lb.clone(), None);
+            assert!((full - 1.0 / 3.0).abs() < 0.02, "{lb:?} without slow start: {full}");
+            let ratio = ramping_share(lb.clone(), ramp) / full;
+            assert!((0.07..=0.13).contains(&ratio), "{lb:?}: share ratio {ratio} while at 10 %");
+        }
+    }
+
+    #[test]
+    fn a_lone_ramping_backend_still_serves_and_retries_avoid_tried_ones() {
+        let feed = MembershipFeed::new();
+        let pool = Pool::with_feed(&settings(LbAlgorithm::RoundRobin, Some(Duration::from_secs(3600))), feed.clone());
+        feed.publish(vec![]);
+        pool.refresh_now();
+        feed.publish(vec![t(1)]);
+        pool.refresh_now();
+        for _ in 0..50 {
+            assert_eq!(pool.select(b"", &[]).expect("the only backend").addr.port(), 1);
+        }
+        feed.publish(vec![t(1), t(2)]);
+        pool.refresh_now();
+        let tried = [t(1).addr];
+        for _ in 0..50 {
+            assert_eq!(pool.select(b"", &tried).expect("other").addr.port(), 2);
+        }
+    }
+
+    #[test]
+    fn readiness_of_a_discovered_pool() {
+        let feed = MembershipFeed::new();
+        let pool = Pool::with_feed(&settings(LbAlgorithm::RoundRobin, None), feed.clone());
+        assert!(pool.readiness_problem().is_some_and(|p| p.contains("no answer from discovery")));
+        feed.publish(vec![]);
+        pool.refresh_now();
+        assert!(pool.readiness_problem().is_some_and(|p| p.contains("no healthy backend")));
+        feed.publish(vec![t(1)]);
+        pool.refresh_now();
+        assert_eq!(pool.readiness_problem(), None);
+        assert_eq!(pool.health_counts(), (1, 0));
     }
 }

@@ -3,6 +3,8 @@
 //! would normalise away).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod consul;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -85,9 +87,12 @@ pub struct Gateway {
     pub config_path: PathBuf,
 }
 
-/// Replace `{{LISTEN}}`, `{{ADMIN}}` and `{{DIR}}` in a config template.
+/// Replace `{{LISTEN}}`, `{{ADMIN}}`, `{{DIR}}` (and `{{LISTEN_PORT}}`, `{{ADMIN_PORT}}`) in a
+/// config template.
 pub fn render(template: &str, listen: SocketAddr, admin: SocketAddr, dir: &Path) -> String {
     template
+        .replace("{{LISTEN_PORT}}", &listen.port().to_string())
+        .replace("{{ADMIN_PORT}}", &admin.port().to_string())
         .replace("{{LISTEN}}", &listen.to_string())
         .replace("{{ADMIN}}", &admin.to_string())
         .replace("{{DIR}}", &dir.display().to_string())
@@ -148,6 +153,11 @@ impl Gateway {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Detach the running process (e.g. the old one of an upgrade); the caller reaps it.
+    pub fn take_child(&mut self) -> Child {
+        self.child.take().expect("a running gateway")
     }
 
     pub fn child_mut(&mut self) -> &mut Child {

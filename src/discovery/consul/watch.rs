@@ -19,8 +19,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Queries sent back to back before pacing starts.
-const BURST: u32 = 3;
+/// Queries sent back to back before pacing starts (absorbs the few changes of a small
+/// rolling deploy without delay).
+const BURST: u32 = 5;
 /// Sustained query rate when the index churns: one per second keeps a change within the 1 s
 /// target while bounding the load a flapping service can cause (see docs/consul.md).
 const SUSTAINED_EVERY: Duration = Duration::from_secs(1);
@@ -28,6 +29,8 @@ const SUSTAINED_EVERY: Duration = Duration::from_secs(1);
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 /// Longest retry delay: how long a recovered Consul may go unnoticed at worst.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Instances named in a membership log line (the count is always given).
+const LOG_INSTANCES: usize = 20;
 /// While Consul keeps failing, a reminder is logged this often (each failure is counted).
 const REMIND_EVERY: Duration = Duration::from_secs(60);
 
@@ -142,8 +145,7 @@ impl Watch {
             let targets = resolve(&self.name, &found, &mut resolved).await;
             self.feed.mark_synced();
             if self.feed.publish(targets.clone()) {
-                let list: Vec<String> = targets.iter().map(|t| format!("{}×{}", t.addr, t.weight)).collect();
-                log::info!("service {}: Consul instances now [{}]", self.name, list.join(", "));
+                log::info!("service {}: Consul instances now [{}]", self.name, describe(&targets));
                 self.save(targets).await;
             }
         }
@@ -183,6 +185,16 @@ impl Watch {
             Err(e) => log::warn!("service {name}: could not save the instances: {e}"),
         }
     }
+}
+
+/// `addr×weight, …` for a log line, at most [`LOG_INSTANCES`] of them.
+fn describe(targets: &[Target]) -> String {
+    let mut list: Vec<String> =
+        targets.iter().take(LOG_INSTANCES).map(|t| format!("{}×{}", t.addr, t.weight)).collect();
+    if targets.len() > LOG_INSTANCES {
+        list.push(format!("… {} more", targets.len() - LOG_INSTANCES));
+    }
+    list.join(", ")
 }
 
 /// Addresses for the candidates. IP literals are used as they are; host names are resolved,
