@@ -383,8 +383,12 @@ async fn drive<S>(
     };
     let probes = async {
         let (Some(check), Some(hc)) = (&dynamic.probe, hc) else { return std::future::pending::<()>().await };
+        // Consecutive successful probes per pending backend: `healthy` of them admit it, as
+        // they would turn an unhealthy backend healthy.
+        let mut streaks: HashMap<SocketAddr, usize> = HashMap::new();
         loop {
             let pending = dynamic.admission.pending();
+            streaks.retain(|addr, _| pending.contains(addr));
             let results = futures::future::join_all(pending.iter().map(|addr| async move {
                 let backend = Backend {
                     addr: pingora::protocols::l4::socket::SocketAddr::Inet(*addr),
@@ -397,9 +401,12 @@ async fn drive<S>(
             .await;
             let mut still_pending = false;
             for (addr, ok) in results {
-                if ok {
+                let streak = streaks.entry(addr).or_default();
+                *streak = if ok { *streak + 1 } else { 0 };
+                if *streak >= hc.healthy.max(1) {
+                    streaks.remove(&addr);
                     dynamic.admission.admit(addr, Instant::now());
-                    log::info!("service {}: backend {addr} passed its first probe", name);
+                    log::info!("service {name}: new backend {addr} passed its health check; taking traffic");
                 } else {
                     still_pending = true;
                 }

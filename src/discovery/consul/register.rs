@@ -55,20 +55,17 @@ pub struct Registrar {
 
 /// Where Consul should check us: the configured URL, else the admin `/health` (on the
 /// registration address when the admin listener is bound to a wildcard address).
-fn check_url(reg: &ConsulRegistration, config: &Config) -> String {
+fn check_url(reg: &ConsulRegistration, admin: Option<SocketAddr>) -> String {
     if let Some(url) = &reg.check_http {
         return url.clone();
     }
-    let Some(admin) = &config.admin else { return format!("http://{}/health", reg.address) };
-    let host = if admin.socket.ip().is_unspecified() {
-        reg.address.clone()
-    } else {
-        match admin.socket.ip() {
-            IpAddr::V6(ip) => format!("[{ip}]"),
-            ip => ip.to_string(),
-        }
+    let Some(admin) = admin else { return format!("http://{}/health", reg.address) };
+    let host = match admin.ip() {
+        ip if ip.is_unspecified() => reg.address.clone(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
     };
-    format!("http://{host}:{}/health", admin.socket.port())
+    format!("http://{host}:{}/health", admin.port())
 }
 
 /// The address to probe for a listener bound to `addr` (wildcards are probed on loopback).
@@ -109,7 +106,7 @@ impl Registrar {
         listeners.extend(config.admin.as_ref().map(|a| reachable(a.socket)));
         Registrar {
             settings: settings.clone(),
-            body: register_body(reg, check_url(reg, config)),
+            body: register_body(reg, check_url(reg, config.admin.as_ref().map(|a| a.socket))),
             listeners,
             stopped: AtomicBool::new(false),
             wake: Notify::new(),
@@ -344,6 +341,17 @@ mod tests {
             body.meta[META_DIGEST],
             "a changed check changes the digest"
         );
+    }
+
+    #[test]
+    fn the_check_defaults_to_the_admin_health_endpoint() {
+        let admin = |a: &str| Some(a.parse::<SocketAddr>().expect("addr"));
+        assert_eq!(check_url(&reg(), admin("10.0.0.5:9901")), "http://10.0.0.5:9901/health");
+        assert_eq!(check_url(&reg(), admin("0.0.0.0:9901")), "http://10.0.0.5:9901/health", "wildcard → advertised");
+        assert_eq!(check_url(&reg(), admin("[fd00::1]:9901")), "http://[fd00::1]:9901/health");
+        let mut explicit = reg();
+        explicit.check_http = Some("http://lb.internal/health".into());
+        assert_eq!(check_url(&explicit, admin("10.0.0.5:9901")), "http://lb.internal/health");
     }
 
     #[test]
