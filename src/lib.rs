@@ -2,9 +2,10 @@
 //!
 //! A request's journey (ARCHITECTURE.md §1): [`proxy`] runs Pingora's phases and calls, in
 //! order, [`forwarding`] (request id, client IP), [`routing`] (normalised path → route),
-//! [`upstream`] (pool and backend; membership from config or [`discovery`]), and [`errors`] for every failure; [`observability`] writes
+//! [`upstream`] (pool and backend), and [`errors`] for every failure; [`observability`] writes
 //! the access log and metrics. [`config`] is parsed once into validated types; [`app`]
-//! assembles the Pingora server; [`admin`] serves `/health`, `/ready` and `/metrics`.
+//! assembles the Pingora server; [`admin`] serves `/health`, `/ready` and `/metrics`;
+//! [`discovery`] (Consul) feeds pool membership and registers the gateway.
 
 #![warn(missing_docs)]
 

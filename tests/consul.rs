@@ -498,7 +498,12 @@ fn upgrade_hands_the_registration_over() {
     gw.spawn(&["-u"], &[]);
     let status = std::process::Command::new("kill").args(["-QUIT", &old.id().to_string()]).status().unwrap();
     assert!(status.success());
-    assert!(eventually(Duration::from_secs(30), || old.try_wait().unwrap().is_some()), "old process did not exit");
+    let exited = eventually(Duration::from_secs(30), || old.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = old.kill();
+        let _ = old.wait();
+    }
+    assert!(exited, "old process did not exit after SIGQUIT");
     assert_eq!(get(gw.addr, "/health").status, 200, "the new process serves");
     assert!(
         !consul.requests().iter().any(|r| r.path.starts_with("/v1/agent/service/deregister/")),

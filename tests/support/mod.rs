@@ -149,6 +149,12 @@ impl Gateway {
             http_get_status(admin, "/health") == Some(200)
         });
         assert!(ok, "siger did not come up:\n{}", self.logs());
+        // The admin listener can be up a moment before the public one; a template without a
+        // public listener at {{LISTEN}} only costs this bounded wait.
+        let public = self.addr;
+        let _ = eventually(Duration::from_secs(5), || {
+            TcpStream::connect_timeout(&public, Duration::from_millis(200)).is_ok()
+        });
     }
 
     pub fn pid(&self) -> u32 {
