@@ -21,6 +21,10 @@
 //!   `X-Consul-Results-Filtered-By-ACLs: true` — and may not register (403).
 //! - Wrong method on an agent endpoint → 405.
 //!
+//! Not implemented (Siger does not use them): `filter`, `near`, `node-meta`, consistency modes
+//! (`stale`, `consistent`), hash-based blocking on agent endpoints, namespaces/partitions,
+//! multiple checks per service, and real leader election (`fail_with(500)` stands in for it).
+//!
 //! Control from tests: register/deregister catalog instances, flip checks, change weights,
 //! go down (connections refused, open ones cut) and come back on the same port, answer every
 //! request with an error status, and inspect every request received.
