@@ -60,6 +60,9 @@ impl ServeHttp for AdminApp {
                 for (id, pool) in self.state.pools.iter().enumerate() {
                     let (healthy, unhealthy) = pool.health_counts();
                     self.state.metrics.set_backends(id, healthy, unhealthy);
+                    if let Some(age) = pool.discovery_sync_age() {
+                        self.state.metrics.set_consul_sync_age(&pool.settings.name, age);
+                    }
                 }
                 self.state.metrics.set_in_flight(self.state.lifecycle.inflight());
                 text(StatusCode::OK, "text/plain; version=0.0.4", self.state.metrics.render())

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, ShutdownWatch};
+use pingora::server::ShutdownWatch;
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use std::sync::Arc;
@@ -106,7 +106,10 @@ pub fn run(config: Config, launch: Launch) {
         server.add_service(service);
     }
 
-    server.run(RunArgs::default());
+    // Consul: seed discovered pools from their state files, add the discovery and
+    // registration services; the run arguments deregister on SIGTERM but not on upgrade.
+    let run_args = crate::discovery::consul::install(&mut server, &state);
+    server.run(run_args);
     log::info!("siger stopped");
     logger::flush();
 }

@@ -4,7 +4,8 @@
 //! order, [`forwarding`] (request id, client IP), [`routing`] (normalised path → route),
 //! [`upstream`] (pool and backend), and [`errors`] for every failure; [`observability`] writes
 //! the access log and metrics. [`config`] is parsed once into validated types; [`app`]
-//! assembles the Pingora server; [`admin`] serves `/health`, `/ready` and `/metrics`.
+//! assembles the Pingora server; [`admin`] serves `/health`, `/ready` and `/metrics`;
+//! [`discovery`] (Consul) feeds pool membership and registers the gateway.
 
 #![warn(missing_docs)]
 
@@ -12,6 +13,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod errors;
 pub mod forwarding;
 pub mod lifecycle;

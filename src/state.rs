@@ -48,12 +48,7 @@ impl GatewayState {
     /// Problems that make the gateway not ready (empty when ready).
     pub fn readiness_problems(&self) -> Vec<String> {
         let mut missing = Vec::new();
-        for pool in self.pools.iter() {
-            let (healthy, _) = pool.health_counts();
-            if healthy == 0 {
-                missing.push(format!("service {}: no healthy backend", pool.settings.name));
-            }
-        }
+        missing.extend(self.pools.iter().filter_map(|pool| pool.readiness_problem()));
         missing
     }
 }

@@ -275,6 +275,11 @@ impl Metrics {
         self.in_flight.set(n as i64);
     }
 
+    /// Seconds since Consul last answered for a service (called at scrape time).
+    pub fn set_consul_sync_age(&self, service: &str, age: std::time::Duration) {
+        self.consul_sync_age.with_label_values(&[service]).set(age.as_secs() as i64);
+    }
+
     /// Prometheus text exposition of everything.
     pub fn render(&self) -> Vec<u8> {
         self.log_dropped.set(super::logger::dropped_lines() as i64);

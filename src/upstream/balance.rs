@@ -4,7 +4,6 @@
 
 use super::Selected;
 use dashmap::DashMap;
-use pingora::lb::Backend;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -35,10 +34,16 @@ impl LeastConn {
         self.inflight.entry(addr).or_default().clone()
     }
 
-    /// Choose among `candidates` (already filtered to healthy, untried backends).
-    pub fn select<'a>(&self, candidates: impl Iterator<Item = &'a Backend>) -> Option<Selected> {
-        let list: Vec<(SocketAddr, usize)> =
-            candidates.filter_map(|b| b.addr.as_inet().map(|a| (*a, b.weight.max(1)))).collect();
+    /// Forget counters of backends that left the pool once nothing is in flight to them, so
+    /// address churn cannot grow the table without bound.
+    pub fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
+        self.inflight.retain(|addr, count| keep(addr) || count.load(Ordering::Relaxed) > 0);
+    }
+
+    /// Choose among `candidates` (already filtered to healthy, untried backends), given as
+    /// (address, weight); slow start passes scaled-down weights.
+    pub fn select(&self, candidates: impl Iterator<Item = (SocketAddr, u64)>) -> Option<Selected> {
+        let list: Vec<(SocketAddr, u64)> = candidates.map(|(a, w)| (a, w.max(1))).collect();
         if list.is_empty() {
             return None;
         }
@@ -70,8 +75,8 @@ impl LeastConn {
 mod tests {
     use super::*;
 
-    fn backend(port: u16, weight: usize) -> Backend {
-        Backend::new_with_weight(&format!("127.0.0.1:{port}"), weight).expect("addr")
+    fn backend(port: u16, weight: u64) -> (SocketAddr, u64) {
+        (SocketAddr::from(([127, 0, 0, 1], port)), weight)
     }
 
     #[test]
@@ -79,15 +84,15 @@ mod tests {
         let lc = LeastConn::default();
         let a = backend(1, 1);
         let b = backend(2, 1);
-        let held: Vec<Selected> = (0..3).map(|_| lc.select([&a].into_iter()).expect("a")).collect();
+        let held: Vec<Selected> = (0..3).map(|_| lc.select([a].into_iter()).expect("a")).collect();
         for _ in 0..10 {
-            let s = lc.select([&a, &b].into_iter()).expect("pick");
+            let s = lc.select([a, b].into_iter()).expect("pick");
             assert_eq!(s.addr.port(), 2, "b has fewer in flight");
             drop(s);
         }
         drop(held);
         let heavy = backend(3, 3);
-        let picks: Vec<Selected> = (0..8).map(|_| lc.select([&a, &heavy].into_iter()).expect("pick")).collect();
+        let picks: Vec<Selected> = (0..8).map(|_| lc.select([a, heavy].into_iter()).expect("pick")).collect();
         let on_heavy = picks.iter().filter(|s| s.addr.port() == 3).count();
         assert_eq!(on_heavy, 6, "weight 3 carries three times the in-flight load");
     }
@@ -96,7 +101,7 @@ mod tests {
     fn guard_releases_slot() {
         let lc = LeastConn::default();
         let a = backend(1, 1);
-        let s = lc.select([&a].into_iter()).expect("a");
+        let s = lc.select([a].into_iter()).expect("a");
         assert_eq!(lc.counter(s.addr).load(Ordering::Relaxed), 1);
         drop(s);
         assert_eq!(lc.counter("127.0.0.1:1".parse().expect("addr")).load(Ordering::Relaxed), 0);

@@ -3,6 +3,8 @@
 //! would normalise away).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod consul;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -91,9 +93,12 @@ pub struct Gateway {
     pub config_path: PathBuf,
 }
 
-/// Replace `{{LISTEN}}`, `{{ADMIN}}` and `{{DIR}}` in a config template.
+/// Replace `{{LISTEN}}`, `{{ADMIN}}`, `{{DIR}}` (and `{{LISTEN_PORT}}`, `{{ADMIN_PORT}}`) in a
+/// config template.
 pub fn render(template: &str, listen: SocketAddr, admin: SocketAddr, dir: &Path) -> String {
     template
+        .replace("{{LISTEN_PORT}}", &listen.port().to_string())
+        .replace("{{ADMIN_PORT}}", &admin.port().to_string())
         .replace("{{LISTEN}}", &listen.to_string())
         .replace("{{ADMIN}}", &admin.to_string())
         .replace("{{DIR}}", &dir.display().to_string())
@@ -150,17 +155,30 @@ impl Gateway {
             http_get_status(admin, "/health") == Some(200)
         });
         assert!(ok, "siger did not come up:\n{}", self.logs());
+        // The admin listener can be up a moment before the public one; a template without a
+        // public listener at {{LISTEN}} only costs this bounded wait.
+        let public = self.addr;
+        let _ = eventually(Duration::from_secs(5), || {
+            TcpStream::connect_timeout(&public, Duration::from_millis(200)).is_ok()
+        });
         // Pingora installs its SIGTERM/SIGQUIT handlers after the services start; a signal
         // before that would kill the process outright.
         let pid = self.pid();
+        // An upgrading process (`-u`) is still waiting for the old one's sockets here.
+        let upgrading = args.contains(&"-u");
         assert!(
-            eventually(Duration::from_secs(5), || catches_signal(pid, 15) && catches_signal(pid, 3)),
+            upgrading || eventually(Duration::from_secs(5), || catches_signal(pid, 15) && catches_signal(pid, 3)),
             "signal handlers"
         );
     }
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Detach the running process (e.g. the old one of an upgrade); the caller reaps it.
+    pub fn take_child(&mut self) -> Child {
+        self.child.take().expect("a running gateway")
     }
 
     pub fn child_mut(&mut self) -> &mut Child {
