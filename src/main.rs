@@ -3,6 +3,12 @@ use siger::cli::{Cli, Command};
 use siger::{app, config, observability::logger};
 use std::process::ExitCode;
 
+// glibc malloc/free was ~20% of a request's instructions in a callgrind profile; mimalloc's
+// thread-local free lists make them a fraction of that.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// sysexits.h EX_CONFIG: what `-t` and start-up return for an invalid configuration.
 const EX_CONFIG: u8 = 78;
 

@@ -14,7 +14,7 @@ pub struct AccessLine<'a> {
     /// The request id returned to the client.
     pub request_id: &'a str,
     /// Client IP after `trusted_proxies` rules.
-    pub client_ip: String,
+    pub client_ip: &'a str,
     /// Request method.
     pub method: &'a str,
     /// Request path as received (query excluded, truncated).

@@ -113,9 +113,29 @@ pub fn flush() {
 
 /// Current UTC time as RFC 3339 with milliseconds.
 pub fn now_rfc3339() -> String {
+    thread_local! {
+        // The formatted second ("2026-11-22T17:05:54") only changes once a second.
+        static SECOND: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
     let now = time::OffsetDateTime::now_utc();
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    now.format(&fmt).unwrap_or_default()
+    let unix = now.unix_timestamp();
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != unix {
+            let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+            cached.1 = now.format(&fmt).unwrap_or_default();
+            cached.0 = unix;
+        }
+        let mut out = String::with_capacity(24);
+        out.push_str(&cached.1);
+        let ms = now.millisecond();
+        out.push('.');
+        out.push(char::from(b'0' + (ms / 100) as u8));
+        out.push(char::from(b'0' + (ms / 10 % 10) as u8));
+        out.push(char::from(b'0' + (ms % 10) as u8));
+        out.push('Z');
+        out
+    })
 }
 
 #[derive(serde::Serialize)]

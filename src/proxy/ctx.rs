@@ -17,6 +17,8 @@ pub struct RequestCtx {
     pub peer_ip: IpAddr,
     /// `early_request_filter`: the client after `trusted_proxies` rules.
     pub client_ip: IpAddr,
+    /// `early_request_filter`: `client_ip` as text (used in headers, logs and hashing).
+    pub client_ip_text: String,
     /// `request_filter`: the matched route.
     pub route: Option<usize>,
     /// `request_filter`: path and query to send upstream.
@@ -51,6 +53,7 @@ impl RequestCtx {
             request_id: String::new(),
             peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            client_ip_text: String::new(),
             route: None,
             upstream_uri: None,
             body_bytes: 0,

@@ -63,7 +63,9 @@ async fn respond_health(session: &mut Session, ctx: &RequestCtx) -> Result<()> {
 
 /// Bytes of the request head as received (request line + header lines), for `max_header_bytes`.
 fn request_head_bytes(req: &RequestHeader) -> usize {
-    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    let target = req.uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + req.uri.authority().map_or(0, |a| a.as_str().len() + 8);
+    let line = req.method.as_str().len() + target + 12;
     req.headers.iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }
 
@@ -83,12 +85,16 @@ impl Gateway {
         if path == "/health" && (req.method == http::Method::GET || req.method == http::Method::HEAD) {
             return Ok(Decision::Health);
         }
-        let host = req
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .map(routing::host_without_port);
+        // Lower-casing the host costs an allocation; only pay it when a route names a host.
+        let host = if self.state.routes.has_host_routes() {
+            req.headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri.authority().map(|a| a.as_str()))
+                .map(routing::host_without_port)
+        } else {
+            None
+        };
         let id = match self.state.routes.lookup(host.as_deref(), &req.method, &path) {
             RouteMatch::Found(id) => id,
             RouteMatch::MethodNotAllowed { allow } => return Err(GatewayError::MethodNotAllowed { allow }),
@@ -107,21 +113,28 @@ impl Gateway {
             }
         }
         let upstream_path = routing::upstream_path(&path, &route.path, route.strip_prefix);
-        let uri = match req.uri.query() {
-            Some(q) => format!("{upstream_path}?{q}"),
-            None => upstream_path.to_string(),
-        };
-        ctx.upstream_uri =
-            Some(uri.parse().map_err(|_| GatewayError::BadRequest("request target cannot be forwarded".into()))?);
+        // Rewrite the request target only when it changes: a prefix was stripped, the path was
+        // normalised, or the client used the absolute form (`GET http://host/path`).
+        if upstream_path != raw_path || req.uri.scheme().is_some() {
+            let uri = match req.uri.query() {
+                Some(q) => format!("{upstream_path}?{q}"),
+                None => upstream_path.to_string(),
+            };
+            ctx.upstream_uri =
+                Some(uri.parse().map_err(|_| GatewayError::BadRequest("request target cannot be forwarded".into()))?);
+        }
         Ok(Decision::Proxy)
     }
 
     /// Bytes consistent hashing hashes for this request.
     fn hash_key(&self, key: &HashKey, session: &Session, ctx: &RequestCtx) -> Vec<u8> {
-        let ip = || ctx.client_ip.to_string().into_bytes();
+        let ip = || ctx.client_ip_text.as_bytes().to_vec();
         match key {
             HashKey::Ip => ip(),
-            HashKey::Path => ctx.upstream_uri.as_ref().map(|u| u.path().as_bytes().to_vec()).unwrap_or_else(ip),
+            HashKey::Path => ctx
+                .upstream_uri
+                .as_ref()
+                .map_or_else(|| session.req_header().uri.path().as_bytes().to_vec(), |u| u.path().as_bytes().to_vec()),
             HashKey::Header(name) => {
                 session.req_header().headers.get(name).map(|v| v.as_bytes().to_vec()).unwrap_or_else(ip)
             }
@@ -134,6 +147,11 @@ impl Gateway {
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
+
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
+        // Pingora's default adds a (disabled) response-compression module that still runs on
+        // every request; the gateway passes bodies through as the upstream sent them.
+    }
 
     fn new_ctx(&self) -> Self::CTX {
         let mut ctx = RequestCtx::new();
@@ -154,6 +172,7 @@ impl ProxyHttp for Gateway {
         }
         let xff = session.req_header().headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
         ctx.client_ip = forwarding::client_ip(ctx.peer_ip, xff, &self.state.config.trusted_proxies);
+        ctx.client_ip_text = ctx.client_ip.to_string();
         let limits = &self.state.config.limits;
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(limits.idle_timeout.as_secs()));
@@ -268,7 +287,7 @@ impl ProxyHttp for Gateway {
         let existing = upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
         let xff = forwarding::forwarded_for(ctx.peer_ip, existing, trusted);
         upstream.insert_header("X-Forwarded-For", xff)?;
-        upstream.insert_header("X-Real-IP", ctx.client_ip.to_string())?;
+        upstream.insert_header("X-Real-IP", ctx.client_ip_text.as_str())?;
         upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         if !(from_trusted && upstream.headers.contains_key("x-forwarded-proto")) {
             let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
@@ -354,7 +373,7 @@ impl ProxyHttp for Gateway {
         let line = access::AccessLine {
             time: logger::now_rfc3339(),
             request_id: &ctx.request_id,
-            client_ip: ctx.client_ip.to_string(),
+            client_ip: &ctx.client_ip_text,
             method: req.method.as_str(),
             path: access::truncate_path(req.uri.path()),
             route: route.map_or("-", |r| r.label.as_str()),

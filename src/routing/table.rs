@@ -46,6 +46,7 @@ struct Node {
 #[derive(Debug, Default, Clone)]
 pub struct RouteTable {
     root: Node,
+    has_host_routes: bool,
 }
 
 fn segments(path: &str) -> impl Iterator<Item = &str> {
@@ -64,7 +65,12 @@ impl RouteTable {
             node.routes.push(Candidate { id, host: r.host.clone(), methods: r.methods.clone() });
             node.routes.sort_by_key(|c| (c.host.is_none(), c.methods.is_none(), c.id));
         }
-        RouteTable { root }
+        RouteTable { root, has_host_routes: routes.iter().any(|r| r.host.is_some()) }
+    }
+
+    /// Whether any route names a host (otherwise the Host header need not be examined).
+    pub fn has_host_routes(&self) -> bool {
+        self.has_host_routes
     }
 
     /// Match a normalised path. `host` must be lower-case without port.
