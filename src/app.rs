@@ -2,6 +2,7 @@
 
 use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::jobs::NatsService;
 use crate::observability::logger;
 use crate::proxy::Gateway;
 use crate::state::GatewayState;
@@ -72,6 +73,9 @@ pub fn run(config: Config, launch: Launch) {
 
     server.add_service(background_service("log writer", LogWriter));
     server.add_service(background_service("upstream pools", PoolsService::new(&state.pools)));
+    if let Some(jobs) = &state.jobs {
+        server.add_service(background_service("nats", NatsService::new(jobs.clone())));
+    }
 
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(state.clone()), "siger proxy");

@@ -3,8 +3,10 @@
 //! A request's journey (ARCHITECTURE.md §1): [`proxy`] runs Pingora's phases and calls, in
 //! order, [`forwarding`] (request id, client IP), [`routing`] (normalised path → route),
 //! [`upstream`] (pool and backend), and [`errors`] for every failure; [`observability`] writes
-//! the access log and metrics. [`config`] is parsed once into validated types; [`app`]
-//! assembles the Pingora server; [`admin`] serves `/health`, `/ready` and `/metrics`.
+//! the access log and metrics. [`jobs`] answers the reserved jobs path itself (JetStream
+//! publish-with-ack) for callers [`identity`] verified. [`config`] is parsed once into
+//! validated types; [`app`] assembles the Pingora server; [`admin`] serves `/health`, `/ready`
+//! and `/metrics`.
 
 #![warn(missing_docs)]
 
@@ -14,6 +16,8 @@ pub mod cli;
 pub mod config;
 pub mod errors;
 pub mod forwarding;
+pub mod identity;
+pub mod jobs;
 pub mod observability;
 pub mod proxy;
 pub mod routing;

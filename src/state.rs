@@ -1,9 +1,11 @@
 //! Everything built once from the config and shared by the proxy and admin services.
 
 use crate::config::{Config, RouteSettings};
+use crate::jobs::Jobs;
 use crate::observability::Metrics;
 use crate::routing::RouteTable;
 use crate::upstream::Pools;
+use std::sync::Arc;
 
 /// Immutable per-process state.
 #[derive(Debug)]
@@ -16,6 +18,8 @@ pub struct GatewayState {
     pub pools: Pools,
     /// Metrics registry and handles.
     pub metrics: Metrics,
+    /// The `/jobs/submit` short-circuit, when `jobs` is configured.
+    pub jobs: Option<Arc<Jobs>>,
 }
 
 impl GatewayState {
@@ -27,7 +31,14 @@ impl GatewayState {
 
     /// Build state with pools made elsewhere (e.g. with discovery).
     pub fn with_pools(config: Config, pools: Pools) -> Self {
-        GatewayState { routes: RouteTable::new(&config.routes), metrics: Metrics::new(&config), pools, config }
+        let jobs = match (&config.jobs, &config.nats) {
+            (Some(jobs), Some(nats)) => {
+                let wait = config.server.grace_period + config.server.graceful_shutdown_timeout;
+                Some(Arc::new(Jobs::new(jobs.clone(), nats.clone(), wait)))
+            }
+            _ => None,
+        };
+        GatewayState { routes: RouteTable::new(&config.routes), metrics: Metrics::new(&config), pools, jobs, config }
     }
 
     /// A route by id.
@@ -43,6 +54,9 @@ impl GatewayState {
             if healthy == 0 {
                 missing.push(format!("service {}: no healthy backend", pool.settings.name));
             }
+        }
+        if let Some(jobs) = &self.jobs {
+            missing.extend(jobs.readiness_problems());
         }
         missing
     }

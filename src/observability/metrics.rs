@@ -23,6 +23,19 @@ const METHODS: [&str; 10] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "O
 /// Reasons of `siger_auth_failures_total`.
 pub const AUTH_REASONS: &[&str] = &["missing_token", "invalid_token", "expired", "forbidden", "jwks_refresh"];
 
+/// Reasons of `siger_jobs_failed_total` (pre-registered so they export as 0).
+pub const JOB_FAILURE_REASONS: &[&str] = &[
+    "nats_disconnected",
+    "ack_timeout",
+    "no_stream",
+    "too_large",
+    "overloaded",
+    "publish_error",
+    "invalid_request",
+    "unsupported_media_type",
+    "body_timeout",
+];
+
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
 thread_local! {
@@ -182,6 +195,9 @@ impl Metrics {
         let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         for reason in AUTH_REASONS {
             auth_failures.with_label_values(&[reason]);
+        }
+        for reason in JOB_FAILURE_REASONS {
+            jobs_failed.with_label_values(&[reason]);
         }
         for s in &service_names {
             for state in ["healthy", "unhealthy"] {

@@ -1,6 +1,7 @@
 //! Per-request state carried between Pingora's phases.
 
 use crate::errors::GatewayError;
+use crate::identity::Identity;
 use crate::upstream::InflightGuard;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -18,6 +19,8 @@ pub struct RequestCtx {
     pub client_ip: IpAddr,
     /// `request_filter`: the matched route.
     pub route: Option<usize>,
+    /// `request_filter`: the verified caller, once authenticated.
+    pub identity: Option<Identity>,
     /// `request_filter`: path and query to send upstream.
     pub upstream_uri: Option<http::Uri>,
     /// `request_body_filter`: body bytes seen so far (for `max_body`).
@@ -49,6 +52,7 @@ impl RequestCtx {
             peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             route: None,
+            identity: None,
             upstream_uri: None,
             body_bytes: 0,
             tried: Vec::new(),

@@ -3,6 +3,8 @@
 //! would normalise away).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod nats;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
