@@ -2,7 +2,7 @@
 
 use crate::admin::AdminApp;
 use crate::config::Config;
-use crate::jobs::NatsService;
+use crate::jobs::service::{NatsService, WithNats};
 use crate::observability::logger;
 use crate::proxy::Gateway;
 use crate::state::GatewayState;
@@ -73,9 +73,6 @@ pub fn run(config: Config, launch: Launch) {
 
     server.add_service(background_service("log writer", LogWriter));
     server.add_service(background_service("upstream pools", PoolsService::new(&state.pools)));
-    if let Some(jobs) = &state.jobs {
-        server.add_service(background_service("nats", NatsService::new(jobs.clone())));
-    }
 
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(state.clone()), "siger proxy");
@@ -96,7 +93,8 @@ pub fn run(config: Config, launch: Launch) {
             }
         }
     }
-    server.add_service(proxy);
+    // The NATS client lives on the proxy's runtime (see `WithNats`).
+    server.add_service(WithNats::new(proxy, state.jobs.clone().map(NatsService::new)));
 
     if let Some(admin) = &cfg.admin {
         let mut service = Service::new("siger admin".to_string(), AdminApp::new(state.clone()));

@@ -67,6 +67,18 @@ const JOB: &str =
 struct Totals {
     ok: AtomicU64,
     errors: AtomicU64,
+    /// Successful submissions including the warm-up (for CPU per job).
+    all: AtomicU64,
+}
+
+/// CPU seconds this process used so far (utime + stime from /proc; 0 where unavailable).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -177,6 +189,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
         "max_ms": pct(1.0),
+        "total_ok": totals.all.load(Ordering::Relaxed),
+        "client_cpu_s": cpu_seconds(),
     });
     println!("{out}");
     Ok(())
@@ -184,6 +198,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 
 fn record(totals: &Totals, lat: &mut Vec<u32>, t: Instant, from: Instant, until: Instant, ok: bool) {
     let done = Instant::now();
+    if ok {
+        totals.all.fetch_add(1, Ordering::Relaxed);
+    }
     if t < from || done > until {
         return;
     }

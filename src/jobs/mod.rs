@@ -3,9 +3,9 @@
 //!
 //! * [`request`] — the pure rules: content type, `Idempotency-Key`, body, job id, envelope.
 //! * [`stream`] — stream bootstrap (create or verify, never change).
-//! * [`service`] — the NATS connection, owned by a Pingora background service (it must be
-//!   created after Pingora's daemon fork), with reconnect, stream bootstrap and drain on
-//!   shutdown.
+//! * [`service`] — the NATS connection: one shared client, made after Pingora's daemon fork by
+//!   a task started with the proxy service ([`service::WithNats`]), with reconnect, stream
+//!   bootstrap and drain on shutdown.
 //! * [`Jobs`] — what the proxy holds: settings, the shared client once connected, readiness,
 //!   and [`Jobs::publish`], which never waits longer than `jobs.ack_timeout`.
 //!
@@ -221,7 +221,15 @@ impl Jobs {
         let result = self.publish_inner(job_id, user_id, request_id, payload, job_len, metrics).await;
         if let Err(f) = &result {
             metrics.job_failed(f.reason());
-            log::warn!("job {job_id} (request {request_id}) not accepted: {f}");
+            match f {
+                // The connection's own events already say so, once rather than per request.
+                PublishFailure::Disconnected => log::debug!("job {job_id} (request {request_id}) not accepted: {f}"),
+                _ => log::warn!("job {job_id} (request {request_id}) not accepted: {f}"),
+            }
+            if *f == PublishFailure::NoStream {
+                // The stream vanished under us: verify (and, if allowed, recreate) it now.
+                self.connected.notify_one();
+            }
         }
         result
     }

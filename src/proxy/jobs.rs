@@ -73,11 +73,7 @@ async fn submit(
     })?;
     if !identity.has_any_role(&jobs.settings.roles) {
         state.metrics.auth_failure("forbidden");
-        return Err(GatewayError::Forbidden(format!(
-            "submitting jobs requires one of the roles: {}",
-            jobs.settings.roles.join(", ")
-        ))
-        .into());
+        return Err(GatewayError::Forbidden("the token has no role allowed to submit jobs".into()).into());
     }
     ctx.identity = Some(identity);
     request::check_content_type(req.headers.get(CONTENT_TYPE).map(|v| v.as_bytes()))?;
@@ -88,14 +84,14 @@ async fn submit(
         return Err(GatewayError::PayloadTooLarge { limit }.into());
     }
     let expects_continue = req.headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects_continue {
-        // Every check that does not need the body passed: now the client may send it.
-        session.write_continue_response().await.map_err(Failure::Gone)?;
-    }
     if !jobs.is_connected() {
         // No point in receiving a body that cannot be published.
         state.metrics.job_failed(PublishFailure::Disconnected.reason());
         return Err(Failure::Counted(PublishFailure::Disconnected.into()));
+    }
+    if expects_continue {
+        // Every check that does not need the body passed: now the client may send it.
+        session.write_continue_response().await.map_err(Failure::Gone)?;
     }
     let body = read_body(session, limit, declared, jobs.settings.body_timeout).await?;
     let job = request::parse_job(&body)?;
