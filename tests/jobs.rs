@@ -542,3 +542,57 @@ fn a_job_over_the_servers_max_payload_is_413_not_503() {
     assert_eq!(submit(&gw, r#"{"small": true}"#).status, 202);
     assert_eq!(metric(&gw, "siger_jobs_failed_total{reason=\"too_large\"}"), 1.0);
 }
+
+#[test]
+fn a_deleted_stream_gives_503_and_is_recreated() {
+    let nats = NatsServer::start();
+    let (_echo, gw) = start(&nats);
+    assert_eq!(submit(&gw, "{}").status, 202);
+    nats.delete_stream("JOBS");
+    let r = submit(&gw, r#"{"lost": false}"#);
+    assert_eq!(r.status, 503, "no 202 when nothing stores the job");
+    assert_eq!(r.json()["error"], "service_unavailable");
+    let ok = eventually(Duration::from_secs(10), || submit(&gw, r#"{"again": true}"#).status == 202);
+    assert!(ok, "the stream is recreated (jobs.stream.create) without a restart");
+    assert!(nats.stream_config("JOBS").is_some());
+    assert!(metric(&gw, "siger_jobs_failed_total{reason=\"no_stream\"}") >= 1.0);
+}
+
+/// Kills a daemonised gateway (by the PID in its pid file) even if the test fails.
+struct Daemon(std::path::PathBuf);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+#[test]
+fn daemonised_gateway_connects_after_the_fork() {
+    let nats = NatsServer::start();
+    let echo = Echo::start("echo");
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, admin): (SocketAddr, SocketAddr) =
+        (format!("127.0.0.1:{}", free_port()).parse().unwrap(), format!("127.0.0.1:{}", free_port()).parse().unwrap());
+    let text = render(&format!("{HEAD}{}", config(&nats.url(), echo.addr, "", "")), addr, admin, dir.path());
+    let conf = dir.path().join("siger.yaml");
+    std::fs::write(&conf, text).unwrap();
+    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let status = std::process::Command::new(SIGER).arg("-d").arg("-c").arg(&conf).stderr(log).status().unwrap();
+    assert!(status.success(), "the launcher exits 0 after forking");
+    let _daemon = Daemon(dir.path().join("siger.pid"));
+    let ready = eventually(Duration::from_secs(15), || http_get_status(admin, "/ready") == Some(200));
+    let logs = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(ready, "the daemon's NATS client connected after the fork:\n{}", logs());
+    let r = request(
+        addr,
+        "POST",
+        "/jobs/submit",
+        &[("Authorization", &token("alice", &["user"])), ("Content-Type", "application/json")],
+        br#"{"daemon": true}"#,
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(nats.messages("JOBS").len(), 1);
+}

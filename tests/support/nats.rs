@@ -193,6 +193,14 @@ impl NatsServer {
         self.with_js(async move |js| js.get_stream(&stream).await.ok().map(|s| s.cached_info().config.clone()))
     }
 
+    /// Delete a stream behind everybody's back.
+    pub fn delete_stream(&self, stream: &str) {
+        let stream = stream.to_string();
+        self.with_js(async move |js| {
+            js.delete_stream(&stream).await.expect("delete stream");
+        })
+    }
+
     /// Create a stream directly (to set up a conflicting one).
     pub fn create_stream(&self, config: jetstream::stream::Config) {
         self.with_js(async move |js| {
