@@ -2,6 +2,7 @@
 
 use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::jobs::service::{NatsService, WithNats};
 use crate::lifecycle::Drain;
 use crate::observability::logger;
 use crate::proxy::Gateway;
@@ -97,7 +98,8 @@ pub fn run(config: Config, launch: Launch) {
             }
         }
     }
-    server.add_service(proxy);
+    // The NATS client lives on the proxy's runtime (see `WithNats`).
+    server.add_service(WithNats::new(proxy, state.jobs.clone().map(NatsService::new), state.lifecycle.clone()));
 
     if let Some(admin) = &cfg.admin {
         let mut service = Service::new("siger admin".to_string(), AdminApp::new(state.clone()));

@@ -3,9 +3,11 @@
 //! A request's journey (ARCHITECTURE.md §1): [`proxy`] runs Pingora's phases and calls, in
 //! order, [`forwarding`] (request id, client IP), [`routing`] (normalised path → route),
 //! [`upstream`] (pool and backend), and [`errors`] for every failure; [`observability`] writes
-//! the access log and metrics. [`config`] is parsed once into validated types; [`app`]
-//! assembles the Pingora server; [`admin`] serves `/health`, `/ready` and `/metrics`;
-//! [`discovery`] (Consul) feeds pool membership and registers the gateway.
+//! the access log and metrics. [`jobs`] answers the reserved jobs path itself (JetStream
+//! publish-with-ack) for callers [`identity`] verified. [`config`] is parsed once into
+//! validated types; [`app`] assembles the Pingora server; [`admin`] serves `/health`, `/ready`
+//! and `/metrics`; [`discovery`] (Consul) feeds pool membership and registers the gateway;
+//! [`lifecycle`] drains in-flight requests on shutdown.
 
 #![warn(missing_docs)]
 
@@ -16,6 +18,8 @@ pub mod config;
 pub mod discovery;
 pub mod errors;
 pub mod forwarding;
+pub mod identity;
+pub mod jobs;
 pub mod lifecycle;
 pub mod observability;
 pub mod proxy;

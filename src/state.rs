@@ -1,6 +1,7 @@
 //! Everything built once from the config and shared by the proxy and admin services.
 
 use crate::config::{Config, RouteSettings};
+use crate::jobs::Jobs;
 use crate::lifecycle::Lifecycle;
 use crate::observability::Metrics;
 use crate::routing::RouteTable;
@@ -20,6 +21,8 @@ pub struct GatewayState {
     pub metrics: Metrics,
     /// In-flight requests and shutdown tasks (graceful drain).
     pub lifecycle: Arc<Lifecycle>,
+    /// The `/jobs/submit` short-circuit, when `jobs` is configured.
+    pub jobs: Option<Arc<Jobs>>,
 }
 
 impl GatewayState {
@@ -31,11 +34,19 @@ impl GatewayState {
 
     /// Build state with pools made elsewhere (e.g. with discovery).
     pub fn with_pools(config: Config, pools: Pools) -> Self {
+        let jobs = match (&config.jobs, &config.nats) {
+            (Some(jobs), Some(nats)) => {
+                let wait = config.server.grace_period + config.server.graceful_shutdown_timeout;
+                Some(Arc::new(Jobs::new(jobs.clone(), nats.clone(), wait)))
+            }
+            _ => None,
+        };
         GatewayState {
             routes: RouteTable::new(&config.routes),
             metrics: Metrics::new(&config),
             lifecycle: Lifecycle::new(),
             pools,
+            jobs,
             config,
         }
     }
@@ -49,6 +60,9 @@ impl GatewayState {
     pub fn readiness_problems(&self) -> Vec<String> {
         let mut missing = Vec::new();
         missing.extend(self.pools.iter().filter_map(|pool| pool.readiness_problem()));
+        if let Some(jobs) = &self.jobs {
+            missing.extend(jobs.readiness_problems());
+        }
         missing
     }
 }

@@ -203,4 +203,31 @@ mod tests {
         assert!(e.iter().any(|e| e.path == "jobs" && e.message.contains("nats")), "{e:?}");
         assert!(e.iter().any(|e| e.path == "jobs" && e.message.contains("auth")), "{e:?}");
     }
+
+    const JOBS: &str = "auth:\n  jwt:\n    algorithms: [HS256]\n    secret: ${SECRET}\nnats:\n  url: nats://127.0.0.1:4222\njobs:\n  subject: jobs.submitted\n  stream: {name: JOBS, subjects: [\"jobs.>\"]}\n";
+
+    #[test]
+    fn jobs_defaults() {
+        let c = parse(&format!("{MINIMAL}{JOBS}"), Path::new("."), &env()).expect("valid");
+        let j = c.jobs.expect("jobs");
+        assert_eq!(j.path, "/jobs/submit");
+        assert_eq!(j.body_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(j.stream.storage, StreamStorage::File);
+        assert_eq!(j.stream.duplicate_window, std::time::Duration::from_secs(120));
+        assert_eq!(c.nats.expect("nats").pending_buffer, 1024);
+    }
+
+    #[test]
+    fn jobs_key_errors_are_named() {
+        let text = format!("{MINIMAL}{JOBS}")
+            .replace(
+                "  subject: jobs.submitted\n",
+                "  subject: jobs.submitted\n  path: /health\n  body_timeout: 1ms\n  roles: [\"\"]\n",
+            )
+            .replace("  url: nats://127.0.0.1:4222\n", "  url: nats://127.0.0.1:4222\n  pending_buffer: 0\n");
+        let paths: Vec<String> = errors(&text).into_iter().map(|e| e.path).collect();
+        for key in ["jobs.path", "jobs.body_timeout", "jobs.roles[0]", "nats.pending_buffer"] {
+            assert!(paths.iter().any(|p| p == key), "{key} not in {paths:?}");
+        }
+    }
 }

@@ -382,6 +382,8 @@ pub struct JobsSettings {
     pub max_body: u64,
     /// Longest wait for the JetStream ack.
     pub ack_timeout: Duration,
+    /// Longest time to receive the whole request body (408 beyond).
+    pub body_timeout: Duration,
 }
 
 /// Load-balancing algorithm of a service.

@@ -177,6 +177,7 @@ pub struct RawJobs {
     pub roles: Vec<String>,
     pub max_body: Option<ByteSize>,
     pub ack_timeout: Option<ConfDuration>,
+    pub body_timeout: Option<ConfDuration>,
 }
 
 #[derive(Debug, Deserialize)]

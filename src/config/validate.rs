@@ -510,13 +510,17 @@ fn check_nats(raw: &RawNats, base: &Path, p: &mut Problems) -> Option<NatsSettin
     if methods > 1 {
         p.add("nats", "choose one of `credentials_file`, `token`, `user`+`password`");
     }
+    let pending_buffer = raw.pending_buffer.unwrap_or(1024);
+    if !(1..=1_000_000).contains(&pending_buffer) {
+        p.add("nats.pending_buffer", "must be between 1 and 1000000 messages");
+    }
     Some(NatsSettings {
         url: raw.url.clone(),
         credentials_file,
         token: raw.token.clone(),
         user_password,
         connect_timeout: dur(&raw.connect_timeout, Duration::from_secs(2)),
-        pending_buffer: raw.pending_buffer.unwrap_or(1024),
+        pending_buffer,
     })
 }
 
@@ -544,6 +548,9 @@ fn check_jobs(raw: &RawJobs, p: &mut Problems) -> Option<JobsSettings> {
     match normalize_path(&path) {
         Ok(n) if n == path && path != "/" => {}
         _ => p.add("jobs.path", format!("`{path}` must be a normalised absolute path other than `/`")),
+    }
+    if path == "/health" {
+        p.add("jobs.path", "`/health` is the public health check");
     }
     if !valid_subject(&raw.subject) || raw.subject.contains(['*', '>']) {
         p.add("jobs.subject", format!("`{}` is not a concrete NATS subject (no wildcards)", raw.subject));
@@ -591,6 +598,15 @@ fn check_jobs(raw: &RawJobs, p: &mut Problems) -> Option<JobsSettings> {
     if max_body == 0 {
         p.add("jobs.max_body", "must be at least 1 byte");
     }
+    let body_timeout = dur(&raw.body_timeout, Duration::from_secs(10));
+    if body_timeout < Duration::from_millis(100) || body_timeout > Duration::from_secs(300) {
+        p.add("jobs.body_timeout", "must be between 100ms and 5m");
+    }
+    for (i, role) in raw.roles.iter().enumerate() {
+        if role.trim().is_empty() {
+            p.add(format!("jobs.roles[{i}]"), "role names cannot be empty");
+        }
+    }
     Some(JobsSettings {
         path,
         subject: raw.subject.clone(),
@@ -606,6 +622,7 @@ fn check_jobs(raw: &RawJobs, p: &mut Problems) -> Option<JobsSettings> {
         roles: raw.roles.clone(),
         max_body,
         ack_timeout,
+        body_timeout,
     })
 }
 

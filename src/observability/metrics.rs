@@ -23,8 +23,18 @@ const METHODS: [&str; 10] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "O
 /// Reasons of `siger_auth_failures_total`.
 pub const AUTH_REASONS: &[&str] = &["missing_token", "invalid_token", "expired", "forbidden", "jwks_refresh"];
 
-/// Reasons of `siger_jobs_failed_total`.
-pub const JOB_FAILURE_REASONS: &[&str] = &["nats_unavailable", "ack_timeout", "publish_error", "invalid_request"];
+/// Reasons of `siger_jobs_failed_total` (pre-registered so they export as 0).
+pub const JOB_FAILURE_REASONS: &[&str] = &[
+    "nats_disconnected",
+    "ack_timeout",
+    "no_stream",
+    "too_large",
+    "overloaded",
+    "publish_error",
+    "invalid_request",
+    "unsupported_media_type",
+    "body_timeout",
+];
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 

@@ -1,6 +1,7 @@
 //! Per-request state carried between Pingora's phases.
 
 use crate::errors::GatewayError;
+use crate::identity::Identity;
 use crate::lifecycle::InflightRequest;
 use crate::upstream::InflightGuard;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -21,6 +22,8 @@ pub struct RequestCtx {
     pub client_ip_text: String,
     /// `request_filter`: the matched route.
     pub route: Option<usize>,
+    /// `request_filter`: the verified caller, once authenticated.
+    pub identity: Option<Identity>,
     /// `request_filter`: path and query to send upstream.
     pub upstream_uri: Option<http::Uri>,
     /// `request_body_filter`: body bytes seen so far (for `max_body`).
@@ -55,6 +58,7 @@ impl RequestCtx {
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             client_ip_text: String::new(),
             route: None,
+            identity: None,
             upstream_uri: None,
             body_bytes: 0,
             tried: Vec::new(),

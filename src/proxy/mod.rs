@@ -3,6 +3,7 @@
 //! answer. Phase order: ARCHITECTURE.md §1.
 
 mod ctx;
+mod jobs;
 
 pub use ctx::RequestCtx;
 
@@ -75,6 +76,8 @@ enum Decision {
     Proxy,
     /// Answer the public health check.
     Health,
+    /// The reserved jobs path: answered here, never proxied (checked before routing).
+    Job,
 }
 
 impl Gateway {
@@ -84,6 +87,9 @@ impl Gateway {
         let path = routing::normalize_path(raw_path)?;
         if path == "/health" && (req.method == http::Method::GET || req.method == http::Method::HEAD) {
             return Ok(Decision::Health);
+        }
+        if self.state.jobs.as_ref().is_some_and(|j| j.owns_path(&path)) {
+            return Ok(Decision::Job);
         }
         // Lower-casing the host costs an allocation; only pay it when a route names a host.
         let host = if self.state.routes.has_host_routes() {
@@ -189,6 +195,10 @@ impl ProxyHttp for Gateway {
         match self.decide(session.req_header(), ctx) {
             Ok(Decision::Proxy) => Ok(false),
             Ok(Decision::Health) => respond_health(session, ctx).await.map(|_| true),
+            Ok(Decision::Job) => match &self.state.jobs {
+                Some(j) => jobs::handle(&self.state, j, session, ctx).await,
+                None => respond(session, ctx, &GatewayError::NoRoute).await.map(|_| true),
+            },
             Err(err) => respond(session, ctx, &err).await.map(|_| true),
         }
     }

@@ -1,0 +1,187 @@
+//! The HTTP side of `/jobs/submit`, run from `request_filter`: method, authentication, roles,
+//! headers, the body (read here, so it is consumed — fine, jobs never reach a backend), then
+//! [`Jobs::publish`]. The rules themselves live in `crate::jobs`.
+
+use super::{respond, RequestCtx};
+use crate::errors::GatewayError;
+use crate::identity;
+use crate::jobs::{rejection_reason, request, Accepted, Jobs, PublishFailure};
+use crate::observability::logger;
+use crate::state::GatewayState;
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, EXPECT, TRANSFER_ENCODING};
+use http::Method;
+use pingora::prelude::*;
+use std::time::Duration;
+
+/// How a submission ended before a 202.
+enum Failure {
+    /// Answer with this error.
+    Answer(GatewayError),
+    /// Answer with this error; `siger_jobs_failed_total` already counts it (publish failures).
+    Counted(GatewayError),
+    /// The client is gone; nothing can be written.
+    Gone(Box<Error>),
+}
+
+impl From<GatewayError> for Failure {
+    fn from(e: GatewayError) -> Self {
+        Failure::Answer(e)
+    }
+}
+
+/// Answer a request for the jobs path. Always returns `Ok(true)` unless the client vanished.
+pub(super) async fn handle(
+    state: &GatewayState,
+    jobs: &Jobs,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<bool> {
+    let _inflight = jobs.begin();
+    let err = match submit(state, jobs, session, ctx).await {
+        Ok((job_id, accepted)) => return respond_accepted(jobs, session, ctx, &job_id, &accepted).await.map(|_| true),
+        Err(Failure::Gone(e)) => return Err(e),
+        Err(Failure::Counted(err)) => err,
+        Err(Failure::Answer(err)) => {
+            if let Some(reason) = rejection_reason(&err) {
+                state.metrics.job_failed(reason);
+            }
+            err
+        }
+    };
+    // An unread body would be drained before the connection could be reused; a refused
+    // client gets a clean close instead.
+    if !session.is_body_done() && !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    respond(session, ctx, &err).await.map(|_| true)
+}
+
+async fn submit(
+    state: &GatewayState,
+    jobs: &Jobs,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> std::result::Result<(String, Accepted), Failure> {
+    let req = session.req_header();
+    if req.method != Method::POST {
+        return Err(GatewayError::MethodNotAllowed { allow: vec![Method::POST] }.into());
+    }
+    let identity = identity::authenticate(&req.headers, state.config.auth.as_ref()).map_err(|f| {
+        state.metrics.auth_failure(f.reason);
+        f.error
+    })?;
+    if !identity.has_any_role(&jobs.settings.roles) {
+        state.metrics.auth_failure("forbidden");
+        return Err(GatewayError::Forbidden("the token has no role allowed to submit jobs".into()).into());
+    }
+    ctx.identity = Some(identity);
+    request::check_content_type(req.headers.get(CONTENT_TYPE).map(|v| v.as_bytes()))?;
+    let key = request::idempotency_key(req.headers.get("idempotency-key").map(|v| v.as_bytes()))?;
+    let limit = jobs.settings.max_body;
+    let declared = declared_length(req)?;
+    if declared.is_some_and(|len| len > limit) {
+        return Err(GatewayError::PayloadTooLarge { limit }.into());
+    }
+    let expects_continue = req.headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !jobs.is_connected() {
+        // No point in receiving a body that cannot be published.
+        state.metrics.job_failed(PublishFailure::Disconnected.reason());
+        return Err(Failure::Counted(PublishFailure::Disconnected.into()));
+    }
+    if expects_continue {
+        // Every check that does not need the body passed: now the client may send it.
+        session.write_continue_response().await.map_err(Failure::Gone)?;
+    }
+    let body = read_body(session, limit, declared, jobs.settings.body_timeout).await?;
+    let job = request::parse_job(&body)?;
+
+    let user = ctx.identity.as_ref().map_or("", |i| i.subject.as_str());
+    let job_id = request::job_id(user, key.as_deref()).hyphenated().to_string();
+    let submitted_at = logger::now_rfc3339();
+    let envelope = request::Envelope {
+        job_id: &job_id,
+        user_id: user,
+        submitted_at: &submitted_at,
+        request_id: &ctx.request_id,
+        job,
+    };
+    let payload = envelope.to_bytes();
+    let accepted = jobs
+        .publish(&job_id, user, &ctx.request_id, payload, job.get().len(), &state.metrics)
+        .await
+        .map_err(|f| Failure::Counted(f.into()))?;
+    Ok((job_id, accepted))
+}
+
+/// `Content-Length`, when the body is not chunked (Transfer-Encoding wins, RFC 9112).
+fn declared_length(req: &RequestHeader) -> std::result::Result<Option<u64>, GatewayError> {
+    if req.headers.contains_key(TRANSFER_ENCODING) {
+        return Ok(None);
+    }
+    req.headers
+        .get(CONTENT_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| GatewayError::BadRequest("invalid Content-Length".into()))
+        })
+        .transpose()
+}
+
+/// Read the whole body, refusing at the first byte over `limit` (the rest is never read: the
+/// connection is closed) and anything slower than `timeout` in total.
+async fn read_body(
+    session: &mut Session,
+    limit: u64,
+    declared: Option<u64>,
+    timeout: Duration,
+) -> std::result::Result<Bytes, Failure> {
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Err(_) => return Err(GatewayError::RequestTimeout.into()),
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Err(e)) => {
+                return Err(match e.etype {
+                    ErrorType::ReadTimedout => GatewayError::RequestTimeout.into(),
+                    ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => Failure::Gone(e),
+                    _ => GatewayError::BadRequest("malformed request body".into()).into(),
+                })
+            }
+        };
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(GatewayError::PayloadTooLarge { limit }.into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+async fn respond_accepted(
+    jobs: &Jobs,
+    session: &mut Session,
+    ctx: &RequestCtx,
+    job_id: &str,
+    accepted: &Accepted,
+) -> Result<()> {
+    let body = serde_json::json!({
+        "job_id": job_id,
+        "stream": accepted.stream,
+        "seq": accepted.seq,
+        "duplicate": accepted.duplicate,
+    });
+    let mut body = serde_json::to_vec(&body).unwrap_or_default();
+    body.push(b'\n');
+    let mut resp = ResponseHeader::build(202, Some(6))?;
+    resp.insert_header("Content-Type", "application/json")?;
+    resp.insert_header("Content-Length", body.len())?;
+    resp.insert_header("Cache-Control", "no-store")?;
+    resp.insert_header("Location", format!("{}/{job_id}", jobs.settings.path))?;
+    resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(Bytes::from(body)), true).await
+}
