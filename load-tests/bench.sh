@@ -10,6 +10,8 @@
 #   load-tests/bench.sh                 # defaults: DURATION=10 CONNS=64 ROUNDS=3
 #   DURATION=20 ROUNDS=5 load-tests/bench.sh
 #   SIGER_CONFIG_EXTRA=path.yaml ...    # extra YAML appended to Siger's bench config
+#   SIGER_SERVER_EXTRA="work_stealing: false" ...   # extra keys in Siger's server: section
+#   SIGER_BIN=/path/to/siger ...        # compare another build (e.g. --no-default-features)
 #
 # Everything listens on 127.0.0.1; every process started here is stopped by PID on exit.
 set -euo pipefail
@@ -27,6 +29,7 @@ ADMIN_PORT=$((BASE_PORT + 5))
 ./scripts/install-deps nginx wrk
 for tool in taskset nginx wrk; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
 
+SIGER_BIN=${SIGER_BIN:-./target/release/siger}   # e.g. a build with other features
 echo "building release binaries..." >&2
 cargo build --release --quiet --bin siger --example bare-pingora
 
@@ -100,7 +103,7 @@ PIDS+=($BARE_PID)
 # Siger: one worker, a proxied route with routing, request ids, forwarded headers, access log
 # (to a file) and metrics — everything a production request pays for.
 cat > "$WORK/siger.yaml" <<YAML
-server: {threads: 1, pid_file: $WORK/siger.pid, upgrade_sock: $WORK/siger.sock, grace_period: 0s, graceful_shutdown_timeout: 1s}
+server: {threads: 1, pid_file: $WORK/siger.pid, upgrade_sock: $WORK/siger.sock, grace_period: 0s, graceful_shutdown_timeout: 1s${SIGER_SERVER_EXTRA:+, $SIGER_SERVER_EXTRA}}
 listen: ["127.0.0.1:${PORT[siger]}"]
 admin: {listen: "127.0.0.1:$ADMIN_PORT"}
 limits: {idle_timeout: 60s}
@@ -110,7 +113,7 @@ routes:
   - {name: bench, path: /, service: backend, auth: public}
 YAML
 if [ -n "${SIGER_CONFIG_EXTRA:-}" ]; then cat "$SIGER_CONFIG_EXTRA" >> "$WORK/siger.yaml"; fi
-taskset -c 1 ./target/release/siger -c "$WORK/siger.yaml" 2>"$WORK/siger.log" &
+taskset -c 1 "$SIGER_BIN" -c "$WORK/siger.yaml" 2>"$WORK/siger.log" &
 SIGER_PID=$!
 PIDS+=($SIGER_PID)
 
