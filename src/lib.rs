@@ -2,6 +2,7 @@
 //!
 //! A request's journey (ARCHITECTURE.md §1): [`proxy`] runs Pingora's phases and calls, in
 //! order, [`forwarding`] (request id, client IP), [`routing`] (normalised path → route),
+//! [`auth`] (JWT, roles) and [`ratelimit`] (per-route limits, local or Redis),
 //! [`upstream`] (pool and backend), and [`errors`] for every failure; [`observability`] writes
 //! the access log and metrics. [`config`] is parsed once into validated types; [`app`]
 //! assembles the Pingora server; [`admin`] serves `/health`, `/ready` and `/metrics`.
@@ -10,12 +11,14 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod errors;
 pub mod forwarding;
 pub mod observability;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routing;
 pub mod state;
 pub mod upstream;

@@ -1,6 +1,6 @@
 use clap::Parser;
 use siger::cli::{Cli, Command};
-use siger::{app, config, observability::logger};
+use siger::{app, auth, config, observability::logger};
 use std::process::ExitCode;
 
 /// sysexits.h EX_CONFIG: what `-t` and start-up return for an invalid configuration.
@@ -8,10 +8,6 @@ const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Token { .. }) = &cli.command {
-        eprintln!("siger token: not available in this build");
-        return ExitCode::from(2);
-    }
     let config = match config::load(&cli.conf) {
         Ok(c) => c,
         Err(errors) => {
@@ -19,6 +15,19 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    if let Some(Command::Token { sub, roles, ttl }) = &cli.command {
+        // Only the token goes to stdout, so `TOKEN=$(siger token …)` just works.
+        return match auth::mint::from_cli(config.auth.as_ref(), sub, roles, ttl) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("siger token: {e}");
+                ExitCode::from(EX_CONFIG)
+            }
+        };
+    }
     if cli.test {
         eprintln!(
             "{}: configuration OK ({} listeners, {} services, {} routes)",

@@ -1,7 +1,9 @@
 //! Everything built once from the config and shared by the proxy and admin services.
 
+use crate::auth::Authenticator;
 use crate::config::{Config, RouteSettings};
 use crate::observability::Metrics;
+use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::upstream::Pools;
 
@@ -16,6 +18,11 @@ pub struct GatewayState {
     pub pools: Pools,
     /// Metrics registry and handles.
     pub metrics: Metrics,
+    /// JWT verification; `None` without `auth.jwt` (or when its keys failed to load: routes
+    /// needing auth then fail closed with 503).
+    pub auth: Option<Authenticator>,
+    /// Route rate limits and their store.
+    pub limiter: RateLimiter,
 }
 
 impl GatewayState {
@@ -27,7 +34,21 @@ impl GatewayState {
 
     /// Build state with pools made elsewhere (e.g. with discovery).
     pub fn with_pools(config: Config, pools: Pools) -> Self {
-        GatewayState { routes: RouteTable::new(&config.routes), metrics: Metrics::new(&config), pools, config }
+        let auth = config.auth.as_ref().and_then(|s| match Authenticator::new(s) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                log::error!("auth.jwt: {e}; routes that need authentication will answer 503");
+                None
+            }
+        });
+        GatewayState {
+            routes: RouteTable::new(&config.routes),
+            metrics: Metrics::new(&config),
+            limiter: RateLimiter::new(&config),
+            auth,
+            pools,
+            config,
+        }
     }
 
     /// A route by id.
@@ -43,6 +64,11 @@ impl GatewayState {
             if healthy == 0 {
                 missing.push(format!("service {}: no healthy backend", pool.settings.name));
             }
+        }
+        if let Some(auth) = &self.auth {
+            missing.extend(auth.readiness_problems());
+        } else if self.config.auth.is_some() {
+            missing.push("auth: verification keys failed to load".into());
         }
         missing
     }
