@@ -3,6 +3,9 @@
 //! would normalise away).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod jwt;
+pub mod redis_server;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -12,9 +15,18 @@ use std::time::{Duration, Instant};
 pub const SIGER: &str = env!("CARGO_BIN_EXE_siger");
 pub const ECHO: &str = env!("CARGO_BIN_EXE_siger-echo");
 
-/// A free TCP port on 127.0.0.1 (bind :0, read, release).
+/// A free TCP port on 127.0.0.1 (bind :0, read, release), never the same one twice in this
+/// test process (tests run in parallel; the kernel may hand a just-released port out again).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Poll `check` every 20 ms until it holds or `timeout` passes.
@@ -144,6 +156,12 @@ impl Gateway {
             http_get_status(admin, "/health") == Some(200)
         });
         assert!(ok, "siger did not come up:\n{}", self.logs());
+        // Pingora starts its services independently: the admin listener can answer before the
+        // public one accepts.
+        let addr = self.addr;
+        let ok =
+            eventually(Duration::from_secs(10), || TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok());
+        assert!(ok, "siger's public listener did not come up:\n{}", self.logs());
     }
 
     pub fn pid(&self) -> u32 {
@@ -342,4 +360,13 @@ pub fn backend_of(resp: &RawResponse) -> String {
 /// Byte `i` of siger-echo's `/bytes/<n>` pattern.
 pub fn echo_pattern(i: u64) -> u8 {
     (i.wrapping_mul(31).wrapping_add(7) % 256) as u8
+}
+
+/// The value of one Prometheus series (exact name with labels) from the admin `/metrics`; 0 when absent.
+pub fn metric(gw: &Gateway, series: &str) -> f64 {
+    let text = client().get(gw.admin_url("/metrics")).send().unwrap().text().unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
