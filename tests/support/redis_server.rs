@@ -16,8 +16,12 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::start_on(format!("127.0.0.1:{}", free_port()).parse().unwrap())
+    }
+
+    /// Start on a given address (e.g. to restart on the same port).
+    pub fn start_on(addr: SocketAddr) -> RedisServer {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = Command::new("redis-server")
             .args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
