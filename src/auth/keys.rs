@@ -93,7 +93,15 @@ pub fn parse_pem(text: &[u8], algorithms: &[Algorithm]) -> Result<VerifyKey, Key
             return Ok(VerifyKey { kid: None, family: *family, alg: None, key });
         }
     }
-    let names: Vec<String> = families.iter().map(|f| format!("{f:?}")).collect();
+    let names: Vec<&str> = families
+        .iter()
+        .map(|f| match f {
+            AlgorithmFamily::Rsa => "RSA",
+            AlgorithmFamily::Ec => "EC",
+            AlgorithmFamily::Ed => "Ed25519",
+            AlgorithmFamily::Hmac => "HMAC",
+        })
+        .collect();
     Err(KeyError::Pem(format!("no {} public key in PEM (is it the public key?)", names.join("/"))))
 }
 

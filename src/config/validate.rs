@@ -984,4 +984,37 @@ mod tests {
         assert!(!subject_matches("jobs", "jobs.submitted"));
         assert!(!subject_matches("jobs.>", "jobs"));
     }
+
+    fn problems(yaml: &str, base: &Path) -> Vec<String> {
+        match super::super::parse(yaml, base, &HashMap::new()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| format!("{}: {}", e.path, e.message)).collect(),
+        }
+    }
+
+    const JWT: &str = "auth:\n  jwt:\n    algorithms: [HS256]\n    secret: 0123456789abcdef0123456789abcdef\n    forward: {sub: X-User-Id}\n";
+
+    #[test]
+    fn identity_headers_cannot_key_hashing_or_limits() {
+        let yaml = format!(
+            "listen: [\"127.0.0.1:1\"]\n{JWT}rate_limit:\n  default: {{requests: 5, per: 1s, key: \"header:X-User-Id\"}}\nservices:\n  s: {{targets: [\"127.0.0.1:2\"], lb: consistent_hash, hash_key: \"header:x-user-id\"}}\nroutes:\n  - {{path: /, service: s, rate_limit: {{requests: 1, per: 1s, key: \"header:X-User-Id\"}}}}\n"
+        );
+        let found = problems(&yaml, Path::new("."));
+        for key in ["services.s.hash_key", "rate_limit.default.key", "routes[0].rate_limit.key"] {
+            assert!(found.iter().any(|p| p.starts_with(key) && p.contains("claim")), "{key}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn redis_url_and_key_files_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("bad.pem"), "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+            .expect("write");
+        std::fs::write(dir.path().join("empty.json"), r#"{"keys":[{"kty":"oct","k":"AAAA"}]}"#).expect("write");
+        let yaml = "listen: [\"127.0.0.1:1\"]\nauth:\n  jwt:\n    algorithms: [RS256]\n    public_key_file: bad.pem\n    jwks_file: empty.json\nrate_limit:\n  store: redis\n  redis_url: rediss://cache:6380\nservices:\n  s: {targets: [\"127.0.0.1:2\"]}\nroutes:\n  - {path: /, service: s}\n";
+        let found = problems(yaml, dir.path());
+        assert!(found.iter().any(|p| p.starts_with("auth.jwt.public_key_file") && p.contains("RSA")), "{found:?}");
+        assert!(found.iter().any(|p| p.starts_with("auth.jwt.jwks_file") && p.contains("no usable")), "{found:?}");
+        assert!(found.iter().any(|p| p.starts_with("rate_limit.redis_url") && p.contains("rediss")), "{found:?}");
+    }
 }
