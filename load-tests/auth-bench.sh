@@ -7,11 +7,14 @@
 #
 #   load-tests/auth-bench.sh                 # 10 s per scenario, 64 connections
 #   DURATION=20 CONNECTIONS=128 load-tests/auth-bench.sh
+#   MODE=callgrind load-tests/auth-bench.sh  # instructions per request under valgrind: exact and
+#                                            # immune to other load on the machine, but ~50x slower
 #
 # Needs: wrk, openssl, python3 (token signing), cargo (builds the release binaries if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+MODE=${MODE:-wrk}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -28,18 +31,24 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-pin() { # core, command...
-  local core=$1; shift
-  if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then taskset -c "$core" "$@"; else "$@"; fi
-}
+# Command prefixes pinning to core 0 (siger) and core 1 (wrk, echo). Background processes are
+# started directly (not through a function) so $! is the process itself and cleanup reaches it.
+PIN0=() PIN1=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PIN0=(taskset -c 0) PIN1=(taskset -c 1); fi
+if [ "$MODE" = callgrind ]; then
+  command -v valgrind >/dev/null || ./scripts/install-deps valgrind
+  PIN0+=(valgrind --tool=callgrind "--callgrind-out-file=$work/cg.%p" --dump-instr=no)
+  CONNECTIONS=${CONNECTIONS_CALLGRIND:-8}
+fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+wait_port() { for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
-pin 1 "$ECHO" --listen 127.0.0.1:0 --name bench >"$work/echo.out" 2>/dev/null &
+"${PIN1[@]}" "$ECHO" --listen 127.0.0.1:0 --name bench >"$work/echo.out" 2>/dev/null &
 pids+=($!)
 for _ in $(seq 50); do grep -q listening "$work/echo.out" 2>/dev/null && break; sleep 0.1; done
 backend=$(sed -n 's/^listening on //p' "$work/echo.out")
@@ -68,7 +77,7 @@ routes:
   - {path: /plain, service: echo, auth: public}
   - {path: /jwt, service: echo, rate_limit: {requests: 1000000000, per: 1s, key: consumer}}
 YAML
-  pin 0 "$SIGER" -c "$work/$name.yaml" 2>"$work/$name.log" &
+  "${PIN0[@]}" "$SIGER" -c "$work/$name.yaml" 2>"$work/$name.log" &
   pids+=($!)
   wait_port "$port"
 }
@@ -92,19 +101,42 @@ print(base64.urlsafe_b64encode(raw).decode().rstrip("="))')
   printf '%s.%s.%s' "$h" "$p" "$sig"
 }
 
-run() { # url [header] -> req/s
-  local url=$1; shift
-  pin 1 wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "$@" "$url" >/dev/null
-  pin 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "$@" "$url" | tee -a "$work/wrk.txt" | awk '/Requests\/sec/ {print $2}'
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Instructions executed by siger while one wrk run lasts (callgrind counters zeroed, then dumped).
+instructions() { # pid, wrk args... -> "requests instructions"
+  local pid=$1; shift
+  callgrind_control -z "$pid" >/dev/null
+  "${PIN1[@]}" wrk -t1 -c"$CONNECTIONS" --timeout 30s -d"${DURATION}s" "$@" >"$work/wrk.txt"
+  callgrind_control -d "$pid" >/dev/null
+  local dump; dump=$(ls -t "$work"/cg."$pid".* | head -1)
+  echo "$(awk '/requests in/ {print $1}' "$work/wrk.txt") $(awk '/^(summary|totals):/ {print $2; exit}' "$dump")"
+}
+run() { # siger pid, url [wrk args] -> "req/s cpu-µs-per-request" (siger's own CPU time)
+  local pid=$1 url=$2; shift 2
+  "${PIN1[@]}" wrk -t1 -c"$CONNECTIONS" --timeout 30s -d"${WARMUP}s" "$@" "$url" >/dev/null
+  if [ "$MODE" = callgrind ]; then
+    local counts; counts=$(instructions "$pid" "$@" "$url")
+    # Columns stay "throughput cost": here instructions per request, twice.
+    python3 -c "r, i = map(float, '$counts'.split()); print(i / r, i / r / 1000)"
+    return
+  fi
+  local before; before=$(cpu_ticks "$pid")
+  "${PIN1[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "$@" "$url" >"$work/wrk.txt"
+  local after; after=$(cpu_ticks "$pid")
+  local requests rps
+  requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
+  rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
+  if grep -q "Non-2xx" "$work/wrk.txt"; then echo "non-2xx answers:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
+  echo "$rps $(python3 -c "print(($after - $before) / $(getconf CLK_TCK) * 1e6 / $requests)")"
 }
 check() { # url header -> status
-  curl -s -o /dev/null -w '%{http_code}' -H "$2" "$1"
+  curl -s -m 30 -o /dev/null -w '%{http_code}' -H "$2" "$1"
 }
 
 start_gateway cached 10000
-cached_port=$port
+cached_port=$port cached_pid=${pids[-1]}
 start_gateway uncached 0
-uncached_port=$port
+uncached_port=$port uncached_pid=${pids[-1]}
 hs=$("$SIGER" token -c "$work/cached.yaml" --sub bench --ttl 1h)
 es=$(es256_token)
 for p in $cached_port $uncached_port; do
@@ -114,14 +146,42 @@ for p in $cached_port $uncached_port; do
   done
 done
 
-echo "siger auth benchmark: ${DURATION}s per scenario, ${CONNECTIONS} connections, 1 worker thread, $(nproc) cores"
-printf '%-34s %12s %10s\n' scenario "req/s" overhead
-plain=$(run "http://127.0.0.1:$cached_port/plain?fixed")
-printf '%-34s %12.0f %10s\n' "plain route (public)" "$plain" "-"
-row() { # label value
-  printf '%-34s %12.0f %9.1f%%\n' "$1" "$2" "$(python3 -c "print((1 - $2 / $plain) * 100)")"
-}
-row "HS256 + rate limit, cache on" "$(run "http://127.0.0.1:$cached_port/jwt?fixed" -H "Authorization: Bearer $hs")"
-row "ES256 + rate limit, cache on" "$(run "http://127.0.0.1:$cached_port/jwt?fixed" -H "Authorization: Bearer $es")"
-row "HS256 + rate limit, cache off" "$(run "http://127.0.0.1:$uncached_port/jwt?fixed" -H "Authorization: Bearer $hs")"
-row "ES256 + rate limit, cache off" "$(run "http://127.0.0.1:$uncached_port/jwt?fixed" -H "Authorization: Bearer $es")"
+# Scenarios are interleaved over ROUNDS rounds so a burst of load from elsewhere on the machine
+# hits all of them alike; the table shows medians. CPU µs per request (siger's utime + stime
+# over the run / requests) is the steadier figure on a shared machine.
+ROUNDS=${ROUNDS:-3}
+(( ROUNDS <= 10 )) || { echo "ROUNDS is capped at 10" >&2; exit 2; }
+names=("plain route (public)" "HS256 + rate limit, cache on" "ES256 + rate limit, cache on"
+       "HS256 + rate limit, cache off" "ES256 + rate limit, cache off")
+: >"$work/results"
+for round in $(seq "$ROUNDS"); do
+  echo "0 $(run "$cached_pid" "http://127.0.0.1:$cached_port/plain?fixed")" >>"$work/results"
+  echo "1 $(run "$cached_pid" "http://127.0.0.1:$cached_port/jwt?fixed" -H "Authorization: Bearer $hs")" >>"$work/results"
+  echo "2 $(run "$cached_pid" "http://127.0.0.1:$cached_port/jwt?fixed" -H "Authorization: Bearer $es")" >>"$work/results"
+  echo "3 $(run "$uncached_pid" "http://127.0.0.1:$uncached_port/jwt?fixed" -H "Authorization: Bearer $hs")" >>"$work/results"
+  echo "4 $(run "$uncached_pid" "http://127.0.0.1:$uncached_port/jwt?fixed" -H "Authorization: Bearer $es")" >>"$work/results"
+  echo "round $round/$ROUNDS done" >&2
+done
+
+echo "siger auth benchmark: ${DURATION}s x ${ROUNDS} rounds per scenario, ${CONNECTIONS} connections, 1 worker thread (pinned), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$work/results" "$MODE" "${names[@]}" <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+mode = sys.argv[2]
+names = sys.argv[3:]
+if mode == "callgrind":
+    base = statistics.median(float(r[1]) for r in rows if r[0] == "0")
+    print(f"{'scenario':32} {'instructions/req':>17} {'cost':>9}")
+    for i, name in enumerate(names):
+        v = statistics.median(float(r[1]) for r in rows if int(r[0]) == i)
+        print(f"{name:32} {v:17.0f} {'-' if i == 0 else f'+{(v / base - 1) * 100:.1f}%':>9}")
+    sys.exit(0)
+by = {i: ([float(r[1]) for r in rows if int(r[0]) == i], [float(r[2]) for r in rows if int(r[0]) == i]) for i in range(len(names))}
+base_rps = statistics.median(by[0][0]); base_cpu = statistics.median(by[0][1])
+print(f"{'scenario':32} {'req/s (median)':>15} {'req/s cost':>11} {'CPU µs/req':>11} {'CPU cost':>9}")
+for i, name in enumerate(names):
+    rps = statistics.median(by[i][0]); cpu = statistics.median(by[i][1])
+    cost = '-' if i == 0 else f"{(1 - rps / base_rps) * 100:.1f}%"
+    ccost = '-' if i == 0 else f"+{(cpu / base_cpu - 1) * 100:.1f}%"
+    print(f"{name:32} {rps:15.0f} {cost:>11} {cpu:11.1f} {ccost:>9}")
+PY
