@@ -147,7 +147,7 @@ for p in $cached_port $uncached_port; do
 done
 
 # Scenarios are interleaved over ROUNDS rounds so a burst of load from elsewhere on the machine
-# hits all of them alike; the table shows medians. CPU µs per request (siger's utime + stime
+# hits all of them alike; costs are medians of per-round ratios against that round's plain run. CPU µs per request (siger's utime + stime
 # over the run / requests) is the steadier figure on a shared machine.
 ROUNDS=${ROUNDS:-3}
 (( ROUNDS <= 10 )) || { echo "ROUNDS is capped at 10" >&2; exit 2; }
@@ -155,11 +155,11 @@ names=("plain route (public)" "HS256 + rate limit, cache on" "ES256 + rate limit
        "HS256 + rate limit, cache off" "ES256 + rate limit, cache off")
 : >"$work/results"
 for round in $(seq "$ROUNDS"); do
-  echo "0 $(run "$cached_pid" "http://127.0.0.1:$cached_port/plain?fixed")" >>"$work/results"
-  echo "1 $(run "$cached_pid" "http://127.0.0.1:$cached_port/jwt?fixed" -H "Authorization: Bearer $hs")" >>"$work/results"
-  echo "2 $(run "$cached_pid" "http://127.0.0.1:$cached_port/jwt?fixed" -H "Authorization: Bearer $es")" >>"$work/results"
-  echo "3 $(run "$uncached_pid" "http://127.0.0.1:$uncached_port/jwt?fixed" -H "Authorization: Bearer $hs")" >>"$work/results"
-  echo "4 $(run "$uncached_pid" "http://127.0.0.1:$uncached_port/jwt?fixed" -H "Authorization: Bearer $es")" >>"$work/results"
+  echo "0 $round $(run "$cached_pid" "http://127.0.0.1:$cached_port/plain?fixed")" >>"$work/results"
+  echo "1 $round $(run "$cached_pid" "http://127.0.0.1:$cached_port/jwt?fixed" -H "Authorization: Bearer $hs")" >>"$work/results"
+  echo "2 $round $(run "$cached_pid" "http://127.0.0.1:$cached_port/jwt?fixed" -H "Authorization: Bearer $es")" >>"$work/results"
+  echo "3 $round $(run "$uncached_pid" "http://127.0.0.1:$uncached_port/jwt?fixed" -H "Authorization: Bearer $hs")" >>"$work/results"
+  echo "4 $round $(run "$uncached_pid" "http://127.0.0.1:$uncached_port/jwt?fixed" -H "Authorization: Bearer $es")" >>"$work/results"
   echo "round $round/$ROUNDS done" >&2
 done
 
@@ -169,19 +169,21 @@ import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
 mode = sys.argv[2]
 names = sys.argv[3:]
+# rows: scenario round throughput cost-per-request
+val = {(int(r[0]), int(r[1])): (float(r[2]), float(r[3])) for r in rows}
+rounds = sorted({k[1] for k in val})
+def med(i, col):
+    return statistics.median(val[(i, r)][col] for r in rounds)
+def ratio(i, col):
+    return statistics.median(val[(i, r)][col] / val[(0, r)][col] for r in rounds)
 if mode == "callgrind":
-    base = statistics.median(float(r[1]) for r in rows if r[0] == "0")
     print(f"{'scenario':32} {'instructions/req':>17} {'cost':>9}")
     for i, name in enumerate(names):
-        v = statistics.median(float(r[1]) for r in rows if int(r[0]) == i)
-        print(f"{name:32} {v:17.0f} {'-' if i == 0 else f'+{(v / base - 1) * 100:.1f}%':>9}")
+        print(f"{name:32} {med(i, 0):17.0f} {'-' if i == 0 else f'+{(ratio(i, 0) - 1) * 100:.1f}%':>9}")
     sys.exit(0)
-by = {i: ([float(r[1]) for r in rows if int(r[0]) == i], [float(r[2]) for r in rows if int(r[0]) == i]) for i in range(len(names))}
-base_rps = statistics.median(by[0][0]); base_cpu = statistics.median(by[0][1])
 print(f"{'scenario':32} {'req/s (median)':>15} {'req/s cost':>11} {'CPU µs/req':>11} {'CPU cost':>9}")
 for i, name in enumerate(names):
-    rps = statistics.median(by[i][0]); cpu = statistics.median(by[i][1])
-    cost = '-' if i == 0 else f"{(1 - rps / base_rps) * 100:.1f}%"
-    ccost = '-' if i == 0 else f"+{(cpu / base_cpu - 1) * 100:.1f}%"
-    print(f"{name:32} {rps:15.0f} {cost:>11} {cpu:11.1f} {ccost:>9}")
+    cost = '-' if i == 0 else f"{(1 - ratio(i, 0)) * 100:.1f}%"
+    ccost = '-' if i == 0 else f"{(ratio(i, 1) - 1) * 100:+.1f}%"
+    print(f"{name:32} {med(i, 0):15.0f} {cost:>11} {med(i, 1):11.1f} {ccost:>9}")
 PY
