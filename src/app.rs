@@ -1,6 +1,7 @@
 //! Assembly: config → Pingora `Server` with the proxy, admin and background services.
 
 use crate::admin::AdminApp;
+use crate::auth::KeyRefreshService;
 use crate::config::Config;
 use crate::jobs::service::{NatsService, WithNats};
 use crate::lifecycle::Drain;
@@ -78,6 +79,9 @@ pub fn run(config: Config, launch: Launch) {
     let drain = Drain::new(state.lifecycle.clone(), cfg.server.grace_period, cfg.server.graceful_shutdown_timeout);
     server.add_service(background_service("drain", drain));
     server.add_service(background_service("upstream pools", PoolsService::new(&state.pools)));
+    if state.auth.as_ref().and_then(|a| a.keys()).is_some_and(|k| k.has_dynamic_source()) {
+        server.add_service(background_service("jwks refresh", KeyRefreshService::new(state.clone())));
+    }
 
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(state.clone()), "siger proxy");

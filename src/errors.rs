@@ -44,6 +44,8 @@ pub enum GatewayError {
     RateLimited {
         /// Seconds until a slot frees.
         retry_after: u64,
+        /// The limit's request count (`RateLimit-Limit`).
+        limit: u64,
     },
     /// Body larger than allowed.
     #[error("request body exceeds {limit} bytes")]
@@ -285,7 +287,14 @@ impl GatewayError {
                 );
                 let _ = resp.insert_header("WWW-Authenticate", value);
             }
-            Self::RateLimited { retry_after } | Self::Unavailable { retry_after, .. } => {
+            Self::RateLimited { retry_after, limit } => {
+                let reset = (*retry_after).max(1);
+                let _ = resp.insert_header("Retry-After", reset);
+                let _ = resp.insert_header("RateLimit-Limit", *limit);
+                let _ = resp.insert_header("RateLimit-Remaining", 0);
+                let _ = resp.insert_header("RateLimit-Reset", reset);
+            }
+            Self::Unavailable { retry_after, .. } => {
                 let _ = resp.insert_header("Retry-After", (*retry_after).max(1));
             }
             Self::NoHealthyBackend { .. } => {

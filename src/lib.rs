@@ -2,9 +2,10 @@
 //!
 //! A request's journey (ARCHITECTURE.md §1): [`proxy`] runs Pingora's phases and calls, in
 //! order, [`forwarding`] (request id, client IP), [`routing`] (normalised path → route),
+//! [`auth`] (JWT, roles) and [`ratelimit`] (per-route limits, local or Redis),
 //! [`upstream`] (pool and backend), and [`errors`] for every failure; [`observability`] writes
 //! the access log and metrics. [`jobs`] answers the reserved jobs path itself (JetStream
-//! publish-with-ack) for callers [`identity`] verified. [`config`] is parsed once into
+//! publish-with-ack) for callers [`auth`] verified. [`config`] is parsed once into
 //! validated types; [`app`] assembles the Pingora server; [`admin`] serves `/health`, `/ready`
 //! and `/metrics`; [`discovery`] (Consul) feeds pool membership and registers the gateway;
 //! [`lifecycle`] drains in-flight requests on shutdown.
@@ -13,16 +14,17 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod errors;
 pub mod forwarding;
-pub mod identity;
 pub mod jobs;
 pub mod lifecycle;
 pub mod observability;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routing;
 pub mod state;
 pub mod upgrade;

@@ -42,6 +42,9 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Problems> {
     let jobs = raw.jobs.as_ref().and_then(|j| check_jobs(j, &mut p));
     let services = check_services(&raw.services, consul.is_some(), &mut p);
     let routes = check_routes(&raw.routes, &services, &limits, auth.is_some(), &mut p);
+    if let Some(auth) = &auth {
+        check_identity_headers(auth, &services, &routes, &rate_limit, &mut p);
+    }
 
     if let Some(jobs) = &jobs {
         if nats.is_none() {
@@ -299,19 +302,20 @@ fn check_jwt(raw: &RawJwt, base: &Path, p: &mut Problems) -> Option<JwtSettings>
     if !has_asym && key_sources > 0 {
         p.add("auth.jwt", "a public key or JWKS is configured but only HS* algorithms are allowed");
     }
+    let jose: Vec<jsonwebtoken::Algorithm> = algorithms.iter().map(|a| crate::auth::jwt_algorithm(*a)).collect();
     let public_key_file = raw.public_key_file.as_ref().and_then(|f| {
         let (path, text) = read_file("auth.jwt.public_key_file", base, f, p)?;
         if !text.contains("-----BEGIN") {
             p.add("auth.jwt.public_key_file", format!("`{}` is not a PEM file", path.display()));
+        } else if let Err(e) = crate::auth::keys::parse_pem(text.as_bytes(), &jose) {
+            p.add("auth.jwt.public_key_file", format!("`{}`: {e}", path.display()));
         }
         Some(path)
     });
     let jwks_file = raw.jwks_file.as_ref().and_then(|f| {
         let (path, text) = read_file("auth.jwt.jwks_file", base, f, p)?;
-        match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(v) if v.get("keys").is_some_and(|k| k.is_array()) => {}
-            Ok(_) => p.add("auth.jwt.jwks_file", format!("`{}` has no `keys` array", path.display())),
-            Err(e) => p.add("auth.jwt.jwks_file", format!("`{}` is not JSON: {e}", path.display())),
+        if let Err(e) = crate::auth::keys::parse_jwks(text.as_bytes()) {
+            p.add("auth.jwt.jwks_file", format!("`{}`: {e}", path.display()));
         }
         Some(path)
     });
@@ -364,6 +368,44 @@ fn check_jwt(raw: &RawJwt, base: &Path, p: &mut Problems) -> Option<JwtSettings>
     })
 }
 
+/// A header that `forward` overwrites carries the gateway's word upstream, but the client's word
+/// before that: hashing or rate-limiting on it would trust the client. Point at the claim.
+fn check_identity_headers(
+    auth: &JwtSettings,
+    services: &[ServiceSettings],
+    routes: &[RouteSettings],
+    rate_limit: &RateLimitSettings,
+    p: &mut Problems,
+) {
+    let claim_of = |h: &HeaderName| auth.forward.iter().find(|(_, fh)| fh == h).map(|(c, _)| c.clone());
+    for s in services {
+        if let LbAlgorithm::ConsistentHash(HashKey::Header(h)) = &s.lb {
+            if let Some(claim) = claim_of(h) {
+                p.add(
+                    format!("services.{}.hash_key", s.name),
+                    format!("`{h}` is an identity header set from claim `{claim}`; hash `claim:{claim}` instead"),
+                );
+            }
+        }
+    }
+    let rules = rate_limit.default.iter().map(|r| ("rate_limit.default.key".to_string(), r)).chain(
+        routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.rate_limit.as_ref().map(|l| (format!("routes[{i}].rate_limit.key"), l))),
+    );
+    for (path, rule) in rules {
+        if let LimitKey::Header(h) = &rule.key {
+            if let Some(claim) = claim_of(h) {
+                p.add(
+                    path,
+                    format!("`{h}` is an identity header set from claim `{claim}`; use `key: consumer` instead"),
+                );
+            }
+        }
+    }
+}
+
 fn check_rule(path: &str, raw: &RawLimitRule, p: &mut Problems) -> Option<LimitRule> {
     if raw.requests == 0 {
         p.add(format!("{path}.requests"), "must be at least 1 (remove the limit to disable it)");
@@ -398,7 +440,11 @@ fn check_rate_limit(raw: Option<&RawRateLimit>, p: &mut Problems) -> RateLimitSe
             RateLimitStore::Local
         }
         "redis" => match &raw.redis_url {
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            Some(url) if url.starts_with("rediss://") => {
+                p.add("rate_limit.redis_url", "TLS to Redis (`rediss://`) is not supported by this build; use `redis://` on a trusted network or a local TLS tunnel");
+                RateLimitStore::Local
+            }
+            Some(url) if url.starts_with("redis://") && redis::Client::open(url.as_str()).is_ok() => {
                 RateLimitStore::Redis { url: url.clone(), timeout: dur(&raw.redis_timeout, Duration::from_millis(50)) }
             }
             Some(url) => {
@@ -954,5 +1000,38 @@ mod tests {
         assert!(subject_matches("jobs.submitted", "jobs.submitted"));
         assert!(!subject_matches("jobs", "jobs.submitted"));
         assert!(!subject_matches("jobs.>", "jobs"));
+    }
+
+    fn problems(yaml: &str, base: &Path) -> Vec<String> {
+        match super::super::parse(yaml, base, &HashMap::new()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| format!("{}: {}", e.path, e.message)).collect(),
+        }
+    }
+
+    const JWT: &str = "auth:\n  jwt:\n    algorithms: [HS256]\n    secret: 0123456789abcdef0123456789abcdef\n    forward: {sub: X-User-Id}\n";
+
+    #[test]
+    fn identity_headers_cannot_key_hashing_or_limits() {
+        let yaml = format!(
+            "listen: [\"127.0.0.1:1\"]\n{JWT}rate_limit:\n  default: {{requests: 5, per: 1s, key: \"header:X-User-Id\"}}\nservices:\n  s: {{targets: [\"127.0.0.1:2\"], lb: consistent_hash, hash_key: \"header:x-user-id\"}}\nroutes:\n  - {{path: /, service: s, rate_limit: {{requests: 1, per: 1s, key: \"header:X-User-Id\"}}}}\n"
+        );
+        let found = problems(&yaml, Path::new("."));
+        for key in ["services.s.hash_key", "rate_limit.default.key", "routes[0].rate_limit.key"] {
+            assert!(found.iter().any(|p| p.starts_with(key) && p.contains("claim")), "{key}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn redis_url_and_key_files_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("bad.pem"), "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+            .expect("write");
+        std::fs::write(dir.path().join("empty.json"), r#"{"keys":[{"kty":"oct","k":"AAAA"}]}"#).expect("write");
+        let yaml = "listen: [\"127.0.0.1:1\"]\nauth:\n  jwt:\n    algorithms: [RS256]\n    public_key_file: bad.pem\n    jwks_file: empty.json\nrate_limit:\n  store: redis\n  redis_url: rediss://cache:6380\nservices:\n  s: {targets: [\"127.0.0.1:2\"]}\nroutes:\n  - {path: /, service: s}\n";
+        let found = problems(yaml, dir.path());
+        assert!(found.iter().any(|p| p.starts_with("auth.jwt.public_key_file") && p.contains("RSA")), "{found:?}");
+        assert!(found.iter().any(|p| p.starts_with("auth.jwt.jwks_file") && p.contains("no usable")), "{found:?}");
+        assert!(found.iter().any(|p| p.starts_with("rate_limit.redis_url") && p.contains("rediss")), "{found:?}");
     }
 }

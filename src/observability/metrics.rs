@@ -55,6 +55,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     durations: Vec<Histogram>,
     rate_limited: Vec<IntCounter>,
+    /// Rate-limit checks the shared store could not answer (`on_store_error` applied).
+    pub rate_limit_store_errors: IntCounter,
     upstream_errors: Vec<Vec<IntCounter>>,
     auth_failures: IntCounterVec,
     /// Jobs acknowledged by JetStream.
@@ -119,6 +121,14 @@ impl Metrics {
                 .expect("valid metric"),
         );
         let rate_limited = route_labels.iter().map(|r| rl_vec.with_label_values(&[r.as_str()])).collect();
+        let rate_limit_store_errors = register(
+            &registry,
+            IntCounter::new(
+                "siger_rate_limit_store_errors_total",
+                "Rate-limit checks the shared store (Redis) could not answer",
+            )
+            .expect("valid metric"),
+        );
         let ue_vec = register(
             &registry,
             IntCounterVec::new(
@@ -216,6 +226,7 @@ impl Metrics {
             requests,
             durations,
             rate_limited,
+            rate_limit_store_errors,
             upstream_errors,
             auth_failures,
             jobs_published,

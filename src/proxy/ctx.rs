@@ -1,10 +1,12 @@
 //! Per-request state carried between Pingora's phases.
 
+use crate::auth::Identity;
 use crate::errors::GatewayError;
-use crate::identity::Identity;
 use crate::lifecycle::InflightRequest;
+use crate::ratelimit;
 use crate::upstream::InflightGuard;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What one request has learned so far. Each field names the phase that sets it.
@@ -22,10 +24,13 @@ pub struct RequestCtx {
     pub client_ip_text: String,
     /// `request_filter`: the matched route.
     pub route: Option<usize>,
-    /// `request_filter`: the verified caller, once authenticated.
-    pub identity: Option<Identity>,
     /// `request_filter`: path and query to send upstream.
     pub upstream_uri: Option<http::Uri>,
+    /// `request_filter`: the verified caller (`None` = anonymous); read by `upstream_peer`
+    /// (`claim:` hash keys) and `upstream_request_filter` (claim headers).
+    pub identity: Option<Arc<Identity>>,
+    /// `request_filter`: the rate-limit verdict; `response_filter` turns it into headers.
+    pub rate_limit: Option<ratelimit::Decision>,
     /// `request_body_filter`: body bytes seen so far (for `max_body`).
     pub body_bytes: u64,
     /// `upstream_peer`: backends that failed to connect (never picked again for this request).
@@ -60,6 +65,7 @@ impl RequestCtx {
             route: None,
             identity: None,
             upstream_uri: None,
+            rate_limit: None,
             body_bytes: 0,
             tried: Vec::new(),
             backend: None,

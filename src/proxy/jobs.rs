@@ -3,8 +3,9 @@
 //! [`Jobs::publish`]. The rules themselves live in `crate::jobs`.
 
 use super::{respond, RequestCtx};
+use crate::auth;
+use crate::config::AuthMode;
 use crate::errors::GatewayError;
-use crate::identity;
 use crate::jobs::{rejection_reason, request, Accepted, Jobs, PublishFailure};
 use crate::observability::logger;
 use crate::state::GatewayState;
@@ -67,14 +68,28 @@ async fn submit(
     if req.method != Method::POST {
         return Err(GatewayError::MethodNotAllowed { allow: vec![Method::POST] }.into());
     }
-    let identity = identity::authenticate(&req.headers, state.config.auth.as_ref()).map_err(|f| {
-        state.metrics.auth_failure(f.reason);
-        f.error
+    // Submitting always needs a verified caller, whatever route the path falls under.
+    let Some(authenticator) = &state.auth else {
+        return Err(
+            GatewayError::Unavailable { message: "authentication is unavailable".into(), retry_after: 1 }.into()
+        );
+    };
+    let verdict = match authenticator.authenticate(&req.headers, AuthMode::Required, &state.metrics).await {
+        Ok(Some(identity)) if identity.sub.as_deref().is_some_and(|s| !s.is_empty()) => {
+            auth::authorize(Some(&identity), &jobs.settings.roles).map(|_| identity)
+        }
+        Ok(_) => {
+            state.metrics.auth_failure("invalid_token");
+            return Err(
+                GatewayError::InvalidToken { reason: "the token has no `sub` claim to own the job".into() }.into()
+            );
+        }
+        Err(e) => Err(e),
+    };
+    let identity = verdict.map_err(|e| {
+        state.metrics.auth_failure(e.metric_reason());
+        GatewayError::from(e)
     })?;
-    if !identity.has_any_role(&jobs.settings.roles) {
-        state.metrics.auth_failure("forbidden");
-        return Err(GatewayError::Forbidden("the token has no role allowed to submit jobs".into()).into());
-    }
     ctx.identity = Some(identity);
     request::check_content_type(req.headers.get(CONTENT_TYPE).map(|v| v.as_bytes()))?;
     let key = request::idempotency_key(req.headers.get("idempotency-key").map(|v| v.as_bytes()))?;
@@ -96,7 +111,7 @@ async fn submit(
     let body = read_body(session, limit, declared, jobs.settings.body_timeout).await?;
     let job = request::parse_job(&body)?;
 
-    let user = ctx.identity.as_ref().map_or("", |i| i.subject.as_str());
+    let user = ctx.identity.as_ref().and_then(|i| i.sub.as_deref()).unwrap_or("");
     let job_id = request::job_id(user, key.as_deref()).hyphenated().to_string();
     let submitted_at = logger::now_rfc3339();
     let envelope = request::Envelope {

@@ -7,15 +7,17 @@ mod jobs;
 
 pub use ctx::RequestCtx;
 
-use crate::config::{HashKey, LbAlgorithm};
+use crate::auth;
+use crate::config::{AuthMode, HashKey, LbAlgorithm};
 use crate::errors::{GatewayError, UpstreamErrorKind};
 use crate::forwarding;
 use crate::observability::{access, logger};
+use crate::ratelimit::{self, Outcome, StoreError};
 use crate::routing::{self, RouteMatch};
 use crate::state::GatewayState;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::Peer;
@@ -37,13 +39,42 @@ impl Gateway {
 
 /// Write a JSON error response and remember it for the access log.
 async fn respond(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayError) -> Result<()> {
-    let (resp, body) = err.to_response(&ctx.request_id);
+    let (mut resp, body) = err.to_response(&ctx.request_id);
+    if !matches!(err, GatewayError::RateLimited { .. }) {
+        add_rate_limit_headers(&mut resp, ctx.rate_limit.as_ref());
+    }
     ctx.error_code = Some(err.code());
     if err.closes_connection() {
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
+}
+
+/// `RateLimit-*` headers of an admitted request (ARCHITECTURE.md §4).
+fn add_rate_limit_headers(resp: &mut ResponseHeader, decision: Option<&ratelimit::Decision>) {
+    if let Some(d) = decision.filter(|d| d.allowed) {
+        let _ = resp.insert_header("RateLimit-Limit", d.limit);
+        let _ = resp.insert_header("RateLimit-Remaining", d.remaining);
+        let _ = resp.insert_header("RateLimit-Reset", d.reset);
+    }
+}
+
+/// The body length announced by `Content-Length`. Pingora already refused differing values;
+/// identical repeats (`5, 5`) are one length.
+fn content_length(req: &RequestHeader) -> std::result::Result<Option<u64>, GatewayError> {
+    let mut length = None;
+    for value in req.headers.get_all(CONTENT_LENGTH) {
+        let text = value.to_str().map_err(|_| GatewayError::BadRequest("invalid Content-Length".into()))?;
+        for part in text.split(',') {
+            let n: u64 = part.trim().parse().map_err(|_| GatewayError::BadRequest("invalid Content-Length".into()))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(GatewayError::BadRequest("conflicting Content-Length values".into()));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length)
 }
 
 /// Answer `GET /health` on public listeners (for a balancer in front).
@@ -108,15 +139,8 @@ impl Gateway {
         };
         ctx.route = Some(id);
         let route = self.state.route(id);
-        if let Some(len) = req.headers.get(CONTENT_LENGTH) {
-            let len: u64 = len
-                .to_str()
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| GatewayError::BadRequest("invalid Content-Length".into()))?;
-            if len > route.max_body {
-                return Err(GatewayError::PayloadTooLarge { limit: route.max_body });
-            }
+        if content_length(req)?.is_some_and(|len| len > route.max_body) {
+            return Err(GatewayError::PayloadTooLarge { limit: route.max_body });
         }
         let upstream_path = routing::upstream_path(&path, &route.path, route.strip_prefix);
         // Rewrite the request target only when it changes: a prefix was stripped, the path was
@@ -132,6 +156,24 @@ impl Gateway {
         Ok(Decision::Proxy)
     }
 
+    /// Claim headers: client-sent copies are dropped on every route, public ones included, so
+    /// upstream identity headers can only come from a verified token.
+    fn identity_headers(&self, upstream: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
+        // From the config, not the authenticator: stripping must not depend on keys loading.
+        for (_, name) in self.state.config.auth.iter().flat_map(|a| a.forward.iter()) {
+            upstream.remove_header(name);
+        }
+        if let Some(identity) = &ctx.identity {
+            for (name, value) in &identity.forward {
+                upstream.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        if ctx.route.is_some_and(|r| !self.state.route(r).forward_authorization) {
+            upstream.remove_header(&AUTHORIZATION);
+        }
+        Ok(())
+    }
+
     /// Bytes consistent hashing hashes for this request.
     fn hash_key(&self, key: &HashKey, session: &Session, ctx: &RequestCtx) -> Vec<u8> {
         let ip = || ctx.client_ip_text.as_bytes().to_vec();
@@ -144,8 +186,62 @@ impl Gateway {
             HashKey::Header(name) => {
                 session.req_header().headers.get(name).map(|v| v.as_bytes().to_vec()).unwrap_or_else(ip)
             }
-            // Identity arrives with authentication; until then anonymous requests use the IP.
-            HashKey::Claim(_) => ip(),
+            // A verified claim only; anonymous requests (or tokens without it) use the IP.
+            HashKey::Claim(name) => {
+                ctx.identity.as_ref().and_then(|i| i.claim_text(name)).map(String::into_bytes).unwrap_or_else(ip)
+            }
+        }
+    }
+
+    /// Authentication, roles and the rate limit of the matched route (in that order).
+    async fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> std::result::Result<(), GatewayError> {
+        let Some(route_id) = ctx.route else { return Ok(()) };
+        let route = self.state.route(route_id);
+        let metrics = &self.state.metrics;
+        if route.auth != AuthMode::Public {
+            let Some(authenticator) = &self.state.auth else {
+                // Keys failed to load at start-up: fail closed.
+                return Err(GatewayError::Unavailable {
+                    message: "authentication is unavailable".into(),
+                    retry_after: 1,
+                });
+            };
+            let verdict = match authenticator.authenticate(&req.headers, route.auth, metrics).await {
+                Ok(identity) => auth::authorize(identity.as_deref(), &route.roles).map(|_| identity),
+                Err(e) => Err(e),
+            };
+            match verdict {
+                Ok(identity) => ctx.identity = identity,
+                Err(e) => {
+                    metrics.auth_failure(e.metric_reason());
+                    return Err(e.into());
+                }
+            }
+        }
+        let Some(rule) = self.state.limiter.rule(route_id) else { return Ok(()) };
+        let key = ratelimit::client_key(&rule.key, ctx.identity.as_deref(), ctx.client_ip, &req.headers);
+        match self.state.limiter.check(route_id, &key).await {
+            Outcome::Unlimited => Ok(()),
+            Outcome::Checked(d) => {
+                ctx.rate_limit = Some(d);
+                if d.allowed {
+                    return Ok(());
+                }
+                metrics.rate_limited(Some(route_id));
+                Err(GatewayError::RateLimited { retry_after: d.reset, limit: d.limit })
+            }
+            Outcome::StoreFailed { allow, error } => {
+                metrics.rate_limit_store_errors.inc();
+                // While cooling down the failure was already logged.
+                if !matches!(error, StoreError::CoolingDown) {
+                    log::warn!("rate limit store failed ({}): {error}", if allow { "allowing" } else { "denying" });
+                }
+                if allow {
+                    Ok(())
+                } else {
+                    Err(GatewayError::Unavailable { message: "rate limit store unavailable".into(), retry_after: 1 })
+                }
+            }
         }
     }
 }
@@ -192,7 +288,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        match self.decide(session.req_header(), ctx) {
+        let decision = match self.decide(session.req_header(), ctx) {
+            Ok(Decision::Proxy) => self.admit(session.req_header(), ctx).await.map(|_| Decision::Proxy),
+            other => other,
+        };
+        match decision {
             Ok(Decision::Proxy) => Ok(false),
             Ok(Decision::Health) => respond_health(session, ctx).await.map(|_| true),
             Ok(Decision::Job) => match &self.state.jobs {
@@ -299,6 +399,7 @@ impl ProxyHttp for Gateway {
         upstream.insert_header("X-Forwarded-For", xff)?;
         upstream.insert_header("X-Real-IP", ctx.client_ip_text.as_str())?;
         upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        self.identity_headers(upstream, ctx)?;
         if !(from_trusted && upstream.headers.contains_key("x-forwarded-proto")) {
             let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
             upstream.insert_header("X-Forwarded-Proto", if tls { "https" } else { "http" })?;
@@ -336,6 +437,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        add_rate_limit_headers(upstream, ctx.rate_limit.as_ref());
         Ok(())
     }
 

@@ -4,7 +4,9 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod consul;
+pub mod jwt;
 pub mod nats;
+pub mod redis_server;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,9 +17,18 @@ use std::time::{Duration, Instant};
 pub const SIGER: &str = env!("CARGO_BIN_EXE_siger");
 pub const ECHO: &str = env!("CARGO_BIN_EXE_siger-echo");
 
-/// A free TCP port on 127.0.0.1 (bind :0, read, release).
+/// A free TCP port on 127.0.0.1 (bind :0, read, release), never the same one twice in this
+/// test process (tests run in parallel; the kernel may hand a just-released port out again).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Poll `check` every 20 ms until it holds or `timeout` passes.
@@ -156,12 +167,12 @@ impl Gateway {
             http_get_status(admin, "/health") == Some(200)
         });
         assert!(ok, "siger did not come up:\n{}", self.logs());
-        // The admin listener can be up a moment before the public one; a template without a
-        // public listener at {{LISTEN}} only costs this bounded wait.
-        let public = self.addr;
-        let _ = eventually(Duration::from_secs(5), || {
-            TcpStream::connect_timeout(&public, Duration::from_millis(200)).is_ok()
-        });
+        // Pingora starts its services independently: the admin listener can answer before the
+        // public one accepts.
+        let addr = self.addr;
+        let ok =
+            eventually(Duration::from_secs(10), || TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok());
+        assert!(ok, "siger's public listener did not come up:\n{}", self.logs());
         // Pingora installs its SIGTERM/SIGQUIT handlers after the services start; a signal
         // before that would kill the process outright.
         let pid = self.pid();
@@ -406,4 +417,9 @@ pub fn spread(addr: SocketAddr, path: &str, n: usize) -> std::collections::HashM
         *counts.entry(backend_of(&r)).or_insert(0) += 1;
     }
     counts
+}
+
+/// The value of one Prometheus series (exact name with labels) from the admin `/metrics`; 0 when absent.
+pub fn metric_of(gw: &Gateway, series: &str) -> f64 {
+    metric(&scrape(gw), series).unwrap_or(0.0)
 }

@@ -1,0 +1,157 @@
+//! Rate limiting (ARCHITECTURE.md §6 "Rate limits"): each route's limit (its own, else
+//! `rate_limit.default`) counted per client key in a sliding window, locally or in Redis.
+//! Buckets are namespaced by route and limit, so routes never share one. What a client key is:
+//! `consumer` = the verified `sub` (else the client IP), `ip`, `route` (one bucket), or
+//! `header:<Name>` (absent → the client IP, never "unlimited").
+
+mod local;
+mod redis;
+mod window;
+
+pub use local::LocalStore;
+pub use redis::{RedisStore, StoreError};
+pub use window::{Decision, Usage};
+
+use crate::auth::Identity;
+use crate::config::{canonical_ip, Config, LimitKey, LimitRule, OnStoreError, RateLimitStore, RouteId};
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Result of a check.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The route has no limit.
+    Unlimited,
+    /// Counted; `allowed` says whether the request passes.
+    Checked(Decision),
+    /// The shared store failed; the policy says whether the request passes.
+    StoreFailed {
+        /// `on_store_error: allow`.
+        allow: bool,
+        /// What failed.
+        error: StoreError,
+    },
+}
+
+/// A route's effective limit and its bucket namespace.
+#[derive(Debug, Clone)]
+struct RouteLimit {
+    rule: LimitRule,
+    /// `<route label>:<requests>/<per ms>`: stable across instances sharing Redis.
+    namespace: String,
+}
+
+/// All limits of the config and their store.
+#[derive(Debug)]
+pub struct RateLimiter {
+    routes: Vec<Option<RouteLimit>>,
+    local: LocalStore,
+    redis: Option<RedisStore>,
+    on_store_error: OnStoreError,
+}
+
+/// Longest client key kept verbatim in a Redis key; longer ones are hashed.
+const MAX_PLAIN_KEY: usize = 96;
+
+impl RateLimiter {
+    /// Resolve every route's limit.
+    pub fn new(config: &Config) -> Self {
+        let routes: Vec<Option<RouteLimit>> = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.rate_limit.clone().or_else(|| config.rate_limit.default.clone()).map(|rule| RouteLimit {
+                    namespace: format!("{}:{}/{}", r.label, rule.requests, rule.per.as_millis()),
+                    rule,
+                })
+            })
+            .collect();
+        let redis = match &config.rate_limit.store {
+            RateLimitStore::Redis { url, timeout } => Some(RedisStore::new(url, *timeout)),
+            RateLimitStore::Local => None,
+        };
+        let windows: Vec<Duration> =
+            if redis.is_some() { Vec::new() } else { routes.iter().flatten().map(|l| l.rule.per).collect() };
+        RateLimiter { local: LocalStore::new(windows), routes, redis, on_store_error: config.rate_limit.on_store_error }
+    }
+
+    /// The limit rule of a route, if any.
+    pub fn rule(&self, route: RouteId) -> Option<&LimitRule> {
+        self.routes.get(route).and_then(|r| r.as_ref()).map(|r| &r.rule)
+    }
+
+    /// Count one request of `route` for the client `key` (see [`client_key`]).
+    pub async fn check(&self, route: RouteId, key: &str) -> Outcome {
+        let Some(limit) = self.routes.get(route).and_then(|r| r.as_ref()) else { return Outcome::Unlimited };
+        let (requests, per) = (limit.rule.requests, limit.rule.per);
+        match &self.redis {
+            None => match self.local.check(&(route, key), requests, per) {
+                Some(d) => Outcome::Checked(d),
+                None => Outcome::Unlimited,
+            },
+            Some(store) => match store.check(&redis_key(&limit.namespace, key), requests, per).await {
+                Ok(d) => Outcome::Checked(d),
+                Err(e) => Outcome::StoreFailed { allow: self.on_store_error == OnStoreError::Allow, error: e },
+            },
+        }
+    }
+}
+
+/// `siger:rl:<route>:<limit>:<client>`, the client part hashed when long.
+fn redis_key(namespace: &str, key: &str) -> String {
+    if key.len() <= MAX_PLAIN_KEY && key.bytes().all(|b| b.is_ascii_graphic()) {
+        format!("siger:rl:{namespace}:{key}")
+    } else {
+        let digest = Sha256::digest(key.as_bytes());
+        format!("siger:rl:{namespace}:h:{}", hex::encode(&digest[..16]))
+    }
+}
+
+/// The client key a rule counts by. Kinds are prefixed so a `sub` can never collide with an
+/// IP address or a header value.
+pub fn client_key(key: &LimitKey, identity: Option<&Identity>, ip: IpAddr, headers: &HeaderMap) -> String {
+    let ip_key = || format!("ip:{}", canonical_ip(ip));
+    match key {
+        LimitKey::Consumer => identity.and_then(|i| i.sub.as_deref()).map_or_else(ip_key, |s| format!("sub:{s}")),
+        LimitKey::Ip => ip_key(),
+        LimitKey::Route => "route".to_string(),
+        LimitKey::Header(name) => match headers.get(name) {
+            Some(v) if !v.as_bytes().trim_ascii().is_empty() => {
+                format!("hdr:{}", String::from_utf8_lossy(v.as_bytes().trim_ascii()))
+            }
+            _ => ip_key(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderName;
+
+    #[test]
+    fn client_keys() {
+        let ip: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
+        let mut headers = HeaderMap::new();
+        let alice = Identity { sub: Some("alice".into()), ..Identity::default() };
+        assert_eq!(client_key(&LimitKey::Consumer, Some(&alice), ip, &headers), "sub:alice");
+        assert_eq!(client_key(&LimitKey::Consumer, None, ip, &headers), "ip:10.0.0.1");
+        assert_eq!(client_key(&LimitKey::Route, None, ip, &headers), "route");
+        let name = HeaderName::from_static("x-api-key");
+        assert_eq!(client_key(&LimitKey::Header(name.clone()), None, ip, &headers), "ip:10.0.0.1", "absent header");
+        headers.insert(name.clone(), " ".parse().expect("value"));
+        assert_eq!(client_key(&LimitKey::Header(name.clone()), None, ip, &headers), "ip:10.0.0.1", "blank header");
+        headers.insert(name.clone(), "k1".parse().expect("value"));
+        assert_eq!(client_key(&LimitKey::Header(name), None, ip, &headers), "hdr:k1");
+    }
+
+    #[test]
+    fn redis_keys_are_namespaced_and_bounded() {
+        assert_eq!(redis_key("/api:20/10000", "sub:alice"), "siger:rl:/api:20/10000:sub:alice");
+        let long = redis_key("/api:20/10000", &"x".repeat(500));
+        assert!(long.len() < 80 && long.contains(":h:"), "{long}");
+        assert!(redis_key("r", "hdr:a b").contains(":h:"), "spaces are hashed away");
+    }
+}
