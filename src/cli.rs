@@ -52,5 +52,15 @@ pub enum Command {
         /// Lifetime, e.g. `1h`.
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// Sign with this PEM private key instead of the config's secret (asymmetric
+        /// algorithms, e.g. to exercise a JWKS setup).
+        #[arg(long)]
+        private_key: Option<PathBuf>,
+        /// Algorithm for `--private-key` (default ES256); must be allowed by the config.
+        #[arg(long, requires = "private_key")]
+        alg: Option<String>,
+        /// `kid` header for `--private-key` tokens.
+        #[arg(long, requires = "private_key")]
+        kid: Option<String>,
     },
 }

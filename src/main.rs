@@ -38,9 +38,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    if let Some(Command::Token { sub, roles, ttl }) = &cli.command {
+    if let Some(Command::Token { sub, roles, ttl, private_key, alg, kid }) = &cli.command {
+        let signer =
+            auth::mint::Signer { private_key: private_key.as_deref(), alg: alg.as_deref(), kid: kid.as_deref() };
         // Only the token goes to stdout, so `TOKEN=$(siger token …)` just works.
-        return match auth::mint::from_cli(config.auth.as_ref(), sub, roles, ttl) {
+        return match auth::mint::from_cli(config.auth.as_ref(), &signer, sub, roles, ttl) {
             Ok(token) => {
                 println!("{token}");
                 ExitCode::SUCCESS

@@ -426,3 +426,30 @@ fn consistent_hash_uses_the_verified_claim() {
     }
     assert_eq!(seen.len(), 2, "subs spread over both backends");
 }
+
+#[test]
+fn siger_token_signs_with_a_private_key_for_jwks_setups() {
+    let echo = Echo::start("api");
+    let gw = Gateway::start(&format!(
+        "auth:\n  jwt:\n    algorithms: [ES256]\n    jwks_file: {}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api}}\n",
+        fixture("jwks-ec1.json").display(),
+        echo.addr
+    ));
+    let mint = |extra: &[&str]| {
+        std::process::Command::new(SIGER)
+            .args(["token", "--sub", "dave", "--ttl", "5m", "-c"])
+            .arg(&gw.config_path)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let key = fixture("ec1.key.pem");
+    let out = mint(&["--private-key", key.to_str().unwrap(), "--kid", "ec1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(get_token(&gw, "/x", token.trim()).status, 200);
+    let refused = mint(&["--private-key", key.to_str().unwrap(), "--alg", "RS256"]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("--alg RS256"));
+    let no_secret = mint(&[]);
+    assert!(!no_secret.status.success(), "HS tokens need a secret in the config");
+}

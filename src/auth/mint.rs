@@ -29,6 +29,23 @@ pub enum MintError {
     /// Signing failed.
     #[error("signing failed: {0}")]
     Sign(String),
+    /// `--alg` names no asymmetric algorithm the config allows.
+    #[error("--alg {0}: not an asymmetric algorithm listed in auth.jwt.algorithms")]
+    BadAlgorithm(String),
+    /// The private key could not be read or parsed for the algorithm.
+    #[error("--private-key: {0}")]
+    BadKey(String),
+}
+
+/// How to sign with a private key instead of the config's secret (`--private-key`).
+#[derive(Debug, Clone, Default)]
+pub struct Signer<'a> {
+    /// PEM private key file.
+    pub private_key: Option<&'a std::path::Path>,
+    /// Algorithm name (`ES256`, `RS256`, `EdDSA`, …).
+    pub alg: Option<&'a str>,
+    /// `kid` header (selects the key in a JWKS).
+    pub kid: Option<&'a str>,
 }
 
 /// Claims of a minted token, issued at `now` (unix seconds).
@@ -73,11 +90,52 @@ pub fn mint(s: &JwtSettings, sub: &str, roles: &[String], ttl: Duration, now: u6
         .map_err(|e| MintError::Sign(e.to_string()))
 }
 
-/// `siger token --sub … --roles a,b --ttl 1h`, issued now.
-pub fn from_cli(s: Option<&JwtSettings>, sub: &str, roles: &str, ttl: &str) -> Result<String, MintError> {
+/// A token signed with an asymmetric private key (for testing JWKS / public-key setups).
+pub fn mint_with_key(
+    s: &JwtSettings,
+    signer: &Signer<'_>,
+    sub: &str,
+    roles: &[String],
+    ttl: Duration,
+    now: u64,
+) -> Result<String, MintError> {
+    if sub.trim().is_empty() {
+        return Err(MintError::EmptySubject);
+    }
+    if ttl.as_secs() == 0 {
+        return Err(MintError::ZeroTtl);
+    }
+    let name = signer.alg.unwrap_or("ES256");
+    let alg = crate::config::JwtAlgorithm::parse(name)
+        .filter(|a| !a.is_hmac() && s.algorithms.contains(a))
+        .ok_or_else(|| MintError::BadAlgorithm(name.to_string()))?;
+    let path = signer.private_key.ok_or_else(|| MintError::BadKey("missing".into()))?;
+    let pem = std::fs::read(path).map_err(|e| MintError::BadKey(format!("{}: {e}", path.display())))?;
+    let key = match jwt::algorithm(alg) {
+        jsonwebtoken::Algorithm::ES256 | jsonwebtoken::Algorithm::ES384 => EncodingKey::from_ec_pem(&pem),
+        jsonwebtoken::Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+        _ => EncodingKey::from_rsa_pem(&pem),
+    }
+    .map_err(|e| MintError::BadKey(format!("{}: {e}", path.display())))?;
+    let mut header = Header::new(jwt::algorithm(alg));
+    header.kid = signer.kid.map(str::to_string);
+    jsonwebtoken::encode(&header, &claims(s, sub, roles, ttl, now), &key).map_err(|e| MintError::Sign(e.to_string()))
+}
+
+/// `siger token --sub … --roles a,b --ttl 1h [--private-key K --alg ES256 --kid ID]`, issued now.
+pub fn from_cli(
+    s: Option<&JwtSettings>,
+    signer: &Signer<'_>,
+    sub: &str,
+    roles: &str,
+    ttl: &str,
+) -> Result<String, MintError> {
     let s = s.ok_or(MintError::NoAuth)?;
     let ttl = crate::config::parse_duration(ttl).map_err(MintError::BadTtl)?;
     let roles: Vec<String> = roles.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    mint(s, sub, &roles, ttl, now)
+    match signer.private_key {
+        Some(_) => mint_with_key(s, signer, sub, &roles, ttl, now),
+        None => mint(s, sub, &roles, ttl, now),
+    }
 }

@@ -1,0 +1,84 @@
+# shellcheck shell=bash
+# Shared by the load-test scripts: process bookkeeping (everything started is stopped by PID on
+# exit), ports, readiness, CPU accounting and a fixed-response nginx backend. Loopback only.
+
+PIDS=()
+WORK=$(mktemp -d /tmp/siger-load.XXXXXX)
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A port nothing listens on now (the bind happens later, so collisions are only unlikely).
+free_port() {
+  local p
+  for p in $(shuf -i 20000-60999 -n 200); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  echo "no free port found" >&2
+  return 1
+}
+
+wait_port() {
+  local _
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "port $1 never opened" >&2
+  exit 1
+}
+
+# Wait for Siger's admin /ready (200) on port $1.
+wait_ready() {
+  local _
+  for _ in $(seq 1 200); do
+    if curl -fsS "http://127.0.0.1:$1/ready" >/dev/null 2>&1; then return 0; fi
+    sleep 0.05
+  done
+  echo "siger (admin port $1) never became ready" >&2
+  exit 1
+}
+
+# utime+stime in clock ticks, summed over the given PIDs (all threads included).
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$@"; do
+    if [ -r "/proc/$pid/stat" ]; then
+      total=$((total + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")))
+    fi
+  done
+  echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+
+# Fixed-response backend: nginx `return 200 "ok"`, one worker. Args: port [cpu].
+# Call directly (not in $(…)) so the PID lands in PIDS.
+start_nginx_backend() {
+  local port=$1 cpu=${2:-}
+  mkdir -p "$WORK/backend-$port"
+  cat > "$WORK/backend-$port/nginx.conf" <<NGX
+worker_processes 1;
+daemon off;
+pid $WORK/backend-$port/nginx.pid;
+error_log $WORK/backend-$port/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$port;
+    keepalive_requests 1000000;
+    location / { return 200 "ok\n"; }
+  }
+}
+NGX
+  if [ -n "$cpu" ]; then
+    taskset -c "$cpu" nginx -p "$WORK/backend-$port" -c "$WORK/backend-$port/nginx.conf" &
+  else
+    nginx -p "$WORK/backend-$port" -c "$WORK/backend-$port/nginx.conf" &
+  fi
+  PIDS+=($!)
+}
