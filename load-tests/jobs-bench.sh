@@ -27,19 +27,12 @@ if [ -z "${SKIP_BUILD:-}" ]; then
 fi
 BIN=${BIN:-target/release}
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+source load-tests/lib.sh
 NATS_PORT=$(free_port); HTTP_PORT=$(free_port); ADMIN_PORT=$(free_port)
-TMP=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+TMP=$WORK
 
 ${PIN_SHARED[@]+"${PIN_SHARED[@]}"} nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$TMP/js" -l "$TMP/nats.log" &
-pids+=($!)
+PIDS+=($!)
 
 cat > "$TMP/siger.yaml" <<YAML
 server:
@@ -65,19 +58,15 @@ routes:
   - {path: /other, service: none, auth: public}
 YAML
 RUST_LOG=warn ${PIN_GATEWAY[@]+"${PIN_GATEWAY[@]}"} "$BIN/siger" -c "$TMP/siger.yaml" 2> "$TMP/siger.log" &
-pids+=($!)
+PIDS+=($!)
 
 # Ready = NATS connected and the stream created (the raw run needs it too).
-for _ in $(seq 1 100); do
-  if curl -sf "http://127.0.0.1:$ADMIN_PORT/ready" >/dev/null 2>&1; then break; fi
-  sleep 0.1
-done
-curl -sf "http://127.0.0.1:$ADMIN_PORT/ready" >/dev/null || { cat "$TMP/siger.log"; echo "gateway not ready" >&2; exit 1; }
+wait_ready "$ADMIN_PORT"
 
 # CPU seconds (utime + stime) a process has used; sampled around each run.
 TCK=$(getconf CLK_TCK)
 cpu() { awk -v t="$TCK" '{ sub(/.*\) /, ""); print ($12 + $13) / t }' "/proc/$1/stat"; }
-NATS_PID=${pids[0]}; SIGER_PID=${pids[1]}
+NATS_PID=${PIDS[0]}; SIGER_PID=${PIDS[1]}
 
 common=(--concurrency "$C" --duration "$D" --threads "$BENCH_THREADS")
 n0=$(cpu "$NATS_PID"); g0=$(cpu "$SIGER_PID")

@@ -10,33 +10,14 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-600}
 IDLE=${IDLE:-2000}
 IDLE_TIMEOUT=${IDLE_TIMEOUT:-30s}
-BASE_PORT=${BASE_PORT:-19200}
-BACKEND=$((BASE_PORT + 1)); GW=$((BASE_PORT + 2)); ADMIN=$((BASE_PORT + 3))
+source load-tests/lib.sh
+BACKEND=$(free_port); GW=$(free_port); ADMIN=$(free_port)
 
 ./scripts/install-deps nginx wrk
 cargo build --release --quiet --bin siger --example idle-conns
 ulimit -n 65536 2>/dev/null || true
 
-WORK=$(mktemp -d /tmp/siger-soak.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-mkdir -p "$WORK/backend"
-cat > "$WORK/backend/nginx.conf" <<NGX
-worker_processes 1;
-daemon off;
-pid $WORK/backend/nginx.pid;
-error_log $WORK/backend/error.log warn;
-events { worker_connections 8192; }
-http { access_log off; server { listen 127.0.0.1:$BACKEND; keepalive_requests 1000000; location / { return 200 "ok\n"; } } }
-NGX
-nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf" &
-PIDS+=($!)
+start_nginx_backend "$BACKEND"
 
 cat > "$WORK/siger.yaml" <<YAML
 server: {threads: 2, pid_file: $WORK/siger.pid, upgrade_sock: $WORK/siger.sock, grace_period: 0s, graceful_shutdown_timeout: 1s}
@@ -51,7 +32,7 @@ YAML
 ./target/release/siger -c "$WORK/siger.yaml" 2>"$WORK/siger.log" &
 SIGER=$!
 PIDS+=($SIGER)
-for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$ADMIN/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_ready "$ADMIN"
 
 rss() { awk '/VmRSS/ {print $2}' "/proc/$SIGER/status"; }
 echo "soak: ${DURATION}s, wrk keep-alive + wrk new-connection + $IDLE idle connections (idle_timeout $IDLE_TIMEOUT)"
