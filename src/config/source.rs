@@ -3,7 +3,7 @@
 //! Interpolation runs on the parsed YAML tree, never on the raw text, so a variable's value can
 //! never change the document's structure (a secret containing `: ` or a newline stays a string).
 //! A string that is exactly `${VAR}` is re-read as a YAML scalar so `port: ${PORT}` is a number.
-//! `$${` writes a literal `${`.
+//! `${VAR:-fallback}` uses the fallback when VAR is unset or empty. `$${` writes a literal `${`.
 
 use serde_yaml::Value;
 use std::collections::HashMap;
@@ -87,14 +87,23 @@ pub fn substitute(input: &str, env: &dyn Environment) -> Result<String, String> 
             rest = stripped;
         } else if let Some(body) = after.strip_prefix("${") {
             let end = body.find('}').ok_or_else(|| format!("unterminated `${{` in `{input}`"))?;
-            let name = &body[..end];
+            let expr = &body[..end];
+            // `${NAME:-fallback}` uses the fallback when NAME is unset or empty.
+            let (name, fallback) = match expr.split_once(":-") {
+                Some((n, f)) => (n, Some(f)),
+                None => (expr, None),
+            };
             let valid = !name.is_empty()
                 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 && !name.as_bytes()[0].is_ascii_digit();
             if !valid {
                 return Err(format!("`${{{name}}}` is not a valid environment variable name"));
             }
-            let value = env.var(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
+            let value = match (env.var(name).filter(|v| !v.is_empty() || fallback.is_none()), fallback) {
+                (Some(v), _) => v,
+                (None, Some(f)) => f.to_string(),
+                (None, None) => return Err(format!("environment variable `{name}` is not set")),
+            };
             out.push_str(&value);
             rest = &body[end + 1..];
         } else {
@@ -217,6 +226,9 @@ mod tests {
         assert!(substitute("${MISSING}", &e).unwrap_err().contains("MISSING"));
         assert!(substitute("${A", &e).is_err());
         assert!(substitute("${1A}", &e).is_err());
+        assert_eq!(substitute("${MISSING:-}", &e).as_deref(), Ok(""));
+        assert_eq!(substitute("${MISSING:-x:y}", &e).as_deref(), Ok("x:y"));
+        assert_eq!(substitute("${A:-fallback}", &e).as_deref(), Ok("x"));
     }
 
     #[test]
