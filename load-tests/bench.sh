@@ -151,7 +151,7 @@ run_one() {
     "${RPS[$target,$round]}" "${P50[$target,$round]}" "${P99[$target,$round]}" "${CPU[$target,$round]}" "${ERRS[$target,$round]}" >&2
 }
 
-median() { tr ' ' '\n' | grep -v '^-*$' | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else print a[int((NR + 1) / 2)]}'; }
+median() { tr ' ' '\n' | { grep -v '^-*$' || true; } | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else print a[int((NR + 1) / 2)]}'; }
 
 read -r -a TLIST <<<"$TARGETS"
 echo "warm-up..." >&2

@@ -1,30 +1,35 @@
-//! One JSON access-log line per request, emitted through `log` with target `access` so
-//! `RUST_LOG=access=off` silences it.
+//! One JSON access-log line per request. `RUST_LOG=access=off` (or `access_log.enabled: false`)
+//! silences it.
+//!
+//! Every request pays for this line, so it is written straight into a reused per-thread buffer
+//! and handed to the log sink in one piece: no intermediate strings, no `log` formatting.
 
-use serde::Serialize;
+use super::logger;
+use std::cell::RefCell;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Longest path written to the log; longer ones are cut (an attacker controls its length).
 const MAX_LOGGED_PATH: usize = 1024;
 
 /// The fields of one access-log line.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct AccessLine<'a> {
-    /// RFC 3339 UTC, milliseconds.
-    pub time: String,
     /// The request id returned to the client.
     pub request_id: &'a str,
     /// Client IP after `trusted_proxies` rules.
     pub client_ip: &'a str,
     /// Request method.
     pub method: &'a str,
-    /// Request path as received (query excluded, truncated).
+    /// Request path as received (query excluded; cut at 1 KiB).
     pub path: &'a str,
     /// Route label, `-` when unmatched.
     pub route: &'a str,
     /// Service name, `-` when not proxied.
     pub service: &'a str,
-    /// Backend address, `-` when none was used.
-    pub backend: String,
+    /// Backend of the last attempt.
+    pub backend: Option<SocketAddr>,
     /// Status sent to the client (0 when none could be sent).
     pub status: u16,
     /// Request body bytes read.
@@ -32,12 +37,10 @@ pub struct AccessLine<'a> {
     /// Response body bytes sent.
     pub bytes_out: usize,
     /// Whole request time.
-    pub duration_ms: f64,
+    pub duration: Duration,
     /// Time from the upstream request to its response headers.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream_duration_ms: Option<f64>,
+    pub upstream_duration: Option<Duration>,
     /// Error code, when the gateway answered with an error.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
 }
 
@@ -53,11 +56,131 @@ pub fn truncate_path(path: &str) -> &str {
     &path[..end]
 }
 
-/// Emit the line.
-pub fn write(line: &AccessLine<'_>) {
-    if log::log_enabled!(target: super::logger::ACCESS_TARGET, log::Level::Info) {
-        if let Ok(json) = serde_json::to_string(line) {
-            log::info!(target: super::logger::ACCESS_TARGET, "{json}");
+/// Append `s` as a JSON string (quotes included).
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f | 0x7f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
         }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+fn push_ms(out: &mut String, d: Duration) {
+    // Microsecond resolution is plenty and keeps the number short.
+    let _ = write!(out, "{}.{:03}", d.as_micros() / 1000, d.as_micros() % 1000);
+}
+
+impl AccessLine<'_> {
+    /// The JSON object, one line, appended to `out`.
+    pub fn render(&self, out: &mut String) {
+        out.push_str("{\"time\":\"");
+        logger::push_rfc3339_now(out);
+        out.push_str("\",\"request_id\":");
+        push_json_str(out, self.request_id);
+        out.push_str(",\"client_ip\":");
+        push_json_str(out, self.client_ip);
+        out.push_str(",\"method\":");
+        push_json_str(out, self.method);
+        out.push_str(",\"path\":");
+        push_json_str(out, truncate_path(self.path));
+        out.push_str(",\"route\":");
+        push_json_str(out, self.route);
+        out.push_str(",\"service\":");
+        push_json_str(out, self.service);
+        match self.backend {
+            Some(b) => {
+                let _ = write!(out, ",\"backend\":\"{b}\"");
+            }
+            None => out.push_str(",\"backend\":\"-\""),
+        }
+        let _ = write!(
+            out,
+            ",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":",
+            self.status, self.bytes_in, self.bytes_out
+        );
+        push_ms(out, self.duration);
+        if let Some(u) = self.upstream_duration {
+            out.push_str(",\"upstream_duration_ms\":");
+            push_ms(out, u);
+        }
+        if let Some(e) = self.error {
+            out.push_str(",\"error\":");
+            push_json_str(out, e);
+        }
+        out.push_str("}\n");
+    }
+}
+
+/// Emit the line (unless the access log is filtered out by `RUST_LOG`).
+pub fn write(line: &AccessLine<'_>) {
+    thread_local! {
+        static BUFFER: RefCell<String> = RefCell::new(String::with_capacity(512));
+    }
+    if !logger::access_enabled() {
+        return;
+    }
+    BUFFER.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        line.render(&mut buf);
+        logger::append_line(buf.as_bytes());
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_valid_json_with_escapes() {
+        let line = AccessLine {
+            request_id: "r-1",
+            client_ip: "127.0.0.1",
+            method: "GET",
+            path: "/a\"b\\c\u{1}\n",
+            route: "r",
+            service: "s",
+            backend: Some("127.0.0.1:80".parse().expect("addr")),
+            status: 200,
+            bytes_in: 1,
+            bytes_out: 2,
+            duration: Duration::from_micros(1_234_567),
+            upstream_duration: Some(Duration::from_micros(999)),
+            error: Some("bad_gateway"),
+        };
+        let mut out = String::new();
+        line.render(&mut out);
+        assert!(out.ends_with("}\n"));
+        let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+        assert_eq!(v["path"], "/a\"b\\c\u{1}\n");
+        assert_eq!(v["duration_ms"], 1234.567);
+        assert_eq!(v["upstream_duration_ms"], 0.999);
+        assert_eq!(v["backend"], "127.0.0.1:80");
+        assert_eq!(v["status"], 200);
+        assert!(v["time"].as_str().is_some_and(|t| t.len() == 24 && t.ends_with('Z')));
+    }
+
+    #[test]
+    fn long_paths_are_cut_on_char_boundaries() {
+        let long = "é".repeat(1000);
+        let cut = truncate_path(&long);
+        assert!(cut.len() <= MAX_LOGGED_PATH && cut.chars().all(|c| c == 'é'));
     }
 }

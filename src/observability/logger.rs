@@ -17,7 +17,7 @@ const FLUSH_AT: usize = 64 << 10;
 const MAX_BUFFER: usize = 8 << 20;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
-/// Log target of access-log lines; their message is already a JSON object.
+/// Log target that `RUST_LOG` uses to switch access-log lines (written by `access`) on or off.
 pub const ACCESS_TARGET: &str = "access";
 
 struct Sink {
@@ -34,6 +34,8 @@ static SINK: Sink = Sink {
     buffered: AtomicBool::new(false),
 };
 static LOGGER: OnceLock<JsonLogger> = OnceLock::new();
+/// Whether `RUST_LOG` lets access lines through; decided once at start-up.
+static ACCESS_ENABLED: AtomicBool = AtomicBool::new(true);
 
 struct JsonLogger {
     filter: env_filter::Filter,
@@ -57,6 +59,8 @@ pub fn init() {
     if log::set_logger(logger).is_ok() {
         log::set_max_level(logger.filter.filter());
     }
+    let access = log::Metadata::builder().level(log::Level::Info).target(ACCESS_TARGET).build();
+    ACCESS_ENABLED.store(logger.filter.enabled(&access), Ordering::Relaxed);
 }
 
 /// Switch to buffered writing with a writer thread. Call after the daemon fork; idempotent.
@@ -82,6 +86,16 @@ pub fn start_writer() {
     if spawned.is_err() {
         SINK.buffered.store(false, Ordering::Release);
     }
+}
+
+/// Whether access-log lines are wanted (`RUST_LOG` may turn the `access` target off).
+pub fn access_enabled() -> bool {
+    ACCESS_ENABLED.load(Ordering::Relaxed)
+}
+
+/// Queue one complete line (ending in `\n`) for stderr.
+pub fn append_line(line: &[u8]) {
+    append(line);
 }
 
 fn append(line: &[u8]) {
@@ -113,6 +127,13 @@ pub fn flush() {
 
 /// Current UTC time as RFC 3339 with milliseconds.
 pub fn now_rfc3339() -> String {
+    let mut out = String::with_capacity(24);
+    push_rfc3339_now(&mut out);
+    out
+}
+
+/// Append the current UTC time as RFC 3339 with milliseconds (`2026-11-22T17:05:54.601Z`).
+pub fn push_rfc3339_now(out: &mut String) {
     thread_local! {
         // The formatted second ("2026-11-22T17:05:54") only changes once a second.
         static SECOND: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
@@ -126,7 +147,6 @@ pub fn now_rfc3339() -> String {
             cached.1 = now.format(&fmt).unwrap_or_default();
             cached.0 = unix;
         }
-        let mut out = String::with_capacity(24);
         out.push_str(&cached.1);
         let ms = now.millisecond();
         out.push('.');
@@ -134,7 +154,6 @@ pub fn now_rfc3339() -> String {
         out.push(char::from(b'0' + (ms / 10 % 10) as u8));
         out.push(char::from(b'0' + (ms % 10) as u8));
         out.push('Z');
-        out
     })
 }
 
@@ -155,20 +174,16 @@ impl Log for JsonLogger {
         if !self.filter.matches(record) {
             return;
         }
-        let mut line = if record.target() == ACCESS_TARGET {
-            record.args().to_string().into_bytes()
-        } else {
-            let level = match record.level() {
-                Level::Error => "error",
-                Level::Warn => "warn",
-                Level::Info => "info",
-                Level::Debug => "debug",
-                Level::Trace => "trace",
-            };
-            let msg = record.args().to_string();
-            serde_json::to_vec(&LogLine { time: now_rfc3339(), level, target: record.target(), msg: &msg })
-                .unwrap_or_default()
+        let level = match record.level() {
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Info => "info",
+            Level::Debug => "debug",
+            Level::Trace => "trace",
         };
+        let msg = record.args().to_string();
+        let mut line = serde_json::to_vec(&LogLine { time: now_rfc3339(), level, target: record.target(), msg: &msg })
+            .unwrap_or_default();
         line.push(b'\n');
         append(&line);
     }

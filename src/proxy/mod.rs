@@ -11,7 +11,7 @@ use crate::auth;
 use crate::config::{AuthMode, HashKey, LbAlgorithm};
 use crate::errors::{GatewayError, UpstreamErrorKind};
 use crate::forwarding;
-use crate::observability::{access, logger};
+use crate::observability::access;
 use crate::ratelimit::{self, Outcome, StoreError};
 use crate::routing::{self, RouteMatch};
 use crate::state::GatewayState;
@@ -483,19 +483,18 @@ impl ProxyHttp for Gateway {
         }
         let route = ctx.route.map(|r| self.state.route(r));
         let line = access::AccessLine {
-            time: logger::now_rfc3339(),
             request_id: &ctx.request_id,
             client_ip: &ctx.client_ip_text,
             method: req.method.as_str(),
-            path: access::truncate_path(req.uri.path()),
+            path: req.uri.path(),
             route: route.map_or("-", |r| r.label.as_str()),
             service: route.map_or("-", |r| self.state.pools.get(r.service).settings.name.as_str()),
-            backend: ctx.backend.map_or_else(|| "-".to_string(), |b| b.to_string()),
+            backend: ctx.backend,
             status,
             bytes_in: session.body_bytes_read(),
             bytes_out: session.body_bytes_sent(),
-            duration_ms: elapsed.as_secs_f64() * 1000.0,
-            upstream_duration_ms: ctx.upstream_duration.map(|d| d.as_secs_f64() * 1000.0),
+            duration: elapsed,
+            upstream_duration: ctx.upstream_duration,
             error: ctx.error_code,
         };
         access::write(&line);
