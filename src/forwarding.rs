@@ -10,6 +10,33 @@ pub fn is_sane_request_id(id: &[u8]) -> bool {
         && id.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
+/// An IP address as text; IPv4 (the common case on every request) without the formatting
+/// machinery of `Display`.
+pub fn ip_text(ip: IpAddr) -> String {
+    let mut out = String::with_capacity(15);
+    push_ip(&mut out, ip);
+    out
+}
+
+/// Append an IP address as text.
+pub fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(digits.format(*octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// A fresh request id (UUIDv7: time-ordered, so ids sort by arrival in logs).
 pub fn new_request_id() -> String {
     uuid::Uuid::now_v7().hyphenated().to_string()
@@ -73,6 +100,14 @@ mod tests {
         assert!(!is_sane_request_id(&[b'a'; 129]));
         assert!(is_sane_request_id(&[b'a'; 128]));
         assert_eq!(new_request_id().len(), 36);
+    }
+
+    #[test]
+    fn ip_text_matches_display() {
+        for ip in ["0.0.0.0", "127.0.0.1", "255.255.255.255", "10.20.30.4", "::1", "2001:db8::8a2e:370:7334"] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
     }
 
     #[test]

@@ -464,10 +464,14 @@ pub struct ServiceSettings {
     pub connect_timeout: Duration,
     /// Longest wait for one upstream read.
     pub read_timeout: Duration,
-    /// Longest wait for one upstream write.
-    pub write_timeout: Duration,
-    /// Idle pooled upstream connections are closed after this.
-    pub idle_timeout: Duration,
+    /// Longest wait for one upstream write. `None` (the default) relies on `read_timeout`:
+    /// the response is read while the request body is written, so a stalled upload still ends
+    /// when the upstream stays silent for `read_timeout`; it saves a timer per write.
+    pub write_timeout: Option<Duration>,
+    /// Idle pooled upstream connections are closed after this; `None` keeps them until the
+    /// backend closes them or the pool (`server.upstream_keepalive_pool_size`) evicts them,
+    /// which saves a timer per request.
+    pub idle_timeout: Option<Duration>,
     /// Connect failures retried on another backend.
     pub retries: u32,
     /// Weight ramp for new backends.

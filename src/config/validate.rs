@@ -807,13 +807,13 @@ fn check_services(
         });
         let connect_timeout = dur(&s.connect_timeout, Duration::from_secs(1));
         let read_timeout = dur(&s.read_timeout, Duration::from_secs(30));
-        let write_timeout = dur(&s.write_timeout, Duration::from_secs(30));
-        let idle_timeout = dur(&s.idle_timeout, Duration::from_secs(60));
+        let write_timeout = s.write_timeout.map(|d| d.0);
+        let idle_timeout = s.idle_timeout.map(|d| d.0);
         for (k, v) in [
             ("connect_timeout", connect_timeout),
             ("read_timeout", read_timeout),
-            ("write_timeout", write_timeout),
-            ("idle_timeout", idle_timeout),
+            ("write_timeout", write_timeout.unwrap_or(Duration::from_secs(1))),
+            ("idle_timeout", idle_timeout.unwrap_or(Duration::from_secs(1))),
         ] {
             if v.is_zero() {
                 p.add(format!("{base}.{k}"), "must be positive");

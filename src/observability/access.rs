@@ -7,7 +7,7 @@
 use super::logger;
 use std::cell::RefCell;
 use std::fmt::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Longest path written to the log; longer ones are cut (an attacker controls its length).
@@ -56,8 +56,18 @@ pub fn truncate_path(path: &str) -> &str {
     &path[..end]
 }
 
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
+}
+
 /// Append `s` as a JSON string (quotes included).
 fn push_json_str(out: &mut String, s: &str) {
+    if !s.bytes().any(needs_escape) {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     out.push('"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
@@ -82,9 +92,19 @@ fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+fn push_u64(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
 fn push_ms(out: &mut String, d: Duration) {
     // Microsecond resolution is plenty and keeps the number short.
-    let _ = write!(out, "{}.{:03}", d.as_micros() / 1000, d.as_micros() % 1000);
+    let micros = d.as_micros() as u64;
+    push_u64(out, micros / 1000);
+    let frac = micros % 1000;
+    out.push('.');
+    out.push(char::from(b'0' + (frac / 100) as u8));
+    out.push(char::from(b'0' + (frac / 10 % 10) as u8));
+    out.push(char::from(b'0' + (frac % 10) as u8));
 }
 
 impl AccessLine<'_> {
@@ -105,16 +125,25 @@ impl AccessLine<'_> {
         out.push_str(",\"service\":");
         push_json_str(out, self.service);
         match self.backend {
+            Some(SocketAddr::V4(b)) => {
+                out.push_str(",\"backend\":\"");
+                crate::forwarding::push_ip(out, IpAddr::V4(*b.ip()));
+                out.push(':');
+                push_u64(out, u64::from(b.port()));
+                out.push('"');
+            }
             Some(b) => {
                 let _ = write!(out, ",\"backend\":\"{b}\"");
             }
             None => out.push_str(",\"backend\":\"-\""),
         }
-        let _ = write!(
-            out,
-            ",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":",
-            self.status, self.bytes_in, self.bytes_out
-        );
+        out.push_str(",\"status\":");
+        push_u64(out, u64::from(self.status));
+        out.push_str(",\"bytes_in\":");
+        push_u64(out, self.bytes_in as u64);
+        out.push_str(",\"bytes_out\":");
+        push_u64(out, self.bytes_out as u64);
+        out.push_str(",\"duration_ms\":");
         push_ms(out, self.duration);
         if let Some(u) = self.upstream_duration {
             out.push_str(",\"upstream_duration_ms\":");

@@ -274,7 +274,7 @@ impl ProxyHttp for Gateway {
         }
         let xff = session.req_header().headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
         ctx.client_ip = forwarding::client_ip(ctx.peer_ip, xff, &self.state.config.trusted_proxies);
-        ctx.client_ip_text = ctx.client_ip.to_string();
+        ctx.client_ip_text = forwarding::ip_text(ctx.client_ip);
         let limits = &self.state.config.limits;
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(limits.idle_timeout.as_secs()));
@@ -394,9 +394,14 @@ impl ProxyHttp for Gateway {
         }
         let trusted = &self.state.config.trusted_proxies;
         let from_trusted = trusted.contains(&ctx.peer_ip);
-        let existing = upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        let xff = forwarding::forwarded_for(ctx.peer_ip, existing, trusted);
-        upstream.insert_header("X-Forwarded-For", xff)?;
+        if from_trusted {
+            let existing = upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+            let chain = forwarding::forwarded_for(ctx.peer_ip, existing, trusted);
+            upstream.insert_header("X-Forwarded-For", chain)?;
+        } else {
+            // From an untrusted peer the chain is just the peer, which is the client.
+            upstream.insert_header("X-Forwarded-For", ctx.client_ip_text.as_str())?;
+        }
         upstream.insert_header("X-Real-IP", ctx.client_ip_text.as_str())?;
         upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         self.identity_headers(upstream, ctx)?;

@@ -271,8 +271,8 @@ impl Pool {
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(s.connect_timeout);
         peer.options.read_timeout = Some(response_timeout.map_or(s.read_timeout, |t| t.min(s.read_timeout)));
-        peer.options.write_timeout = Some(s.write_timeout);
-        peer.options.idle_timeout = Some(s.idle_timeout);
+        peer.options.write_timeout = s.write_timeout;
+        peer.options.idle_timeout = s.idle_timeout;
         peer
     }
 
@@ -501,8 +501,8 @@ mod tests {
             health_check: None,
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
-            write_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(1),
+            write_timeout: None,
+            idle_timeout: None,
             retries: 1,
             slow_start,
         }
