@@ -102,11 +102,6 @@ impl Load {
     }
 }
 
-fn metric(gw: &Gateway, prefix: &str) -> Option<f64> {
-    let text = String::from_utf8(get(gw.admin, "/metrics").body).unwrap();
-    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
-}
-
 #[test]
 fn discovered_instances_share_traffic_by_consul_weight() {
     let (a, b) = (Echo::start("a"), Echo::start("b"));
@@ -125,7 +120,7 @@ fn discovered_instances_share_traffic_by_consul_weight() {
     let queries = consul.health_queries("web");
     assert!(queries.iter().all(|q| q.params("passing") == ["true"]), "only passing instances are asked for");
     assert!(queries.iter().skip(1).any(|q| !q.params("index").is_empty() && q.params("wait") == [WAIT]));
-    assert_eq!(metric(&gw, "siger_backends{service=\"web\",state=\"healthy\"}"), Some(2.0));
+    assert_eq!(metric(&scrape(&gw), "siger_backends{service=\"web\",state=\"healthy\"}"), Some(2.0));
 }
 
 #[test]
@@ -227,9 +222,9 @@ fn token_is_sent_and_acl_problems_never_empty_a_pool() {
     // flagged as ACL-filtered) are errors, not "no instances".
     for extra in ["  token: wrong\n", ""] {
         let other = Gateway::start(&web_config(&consul, extra, ""));
-        assert!(
-            eventually(Duration::from_secs(5), || metric(&other, "siger_consul_errors_total").unwrap_or(0.0) >= 1.0)
-        );
+        assert!(eventually(Duration::from_secs(5), || metric(&scrape(&other), "siger_consul_errors_total")
+            .unwrap_or(0.0)
+            >= 1.0));
         let r = get(other.admin, "/ready");
         assert_eq!(r.status, 503);
         let missing = r.json()["missing"].to_string();
@@ -267,8 +262,8 @@ fn consul_outage_keeps_the_last_known_instances_and_recovers() {
         .into_iter()
         .collect();
     assert_eq!(last_second, ["a", "b"], "both known instances serve for the whole outage");
-    assert!(metric(&gw, "siger_consul_errors_total").unwrap() >= 2.0);
-    assert!(metric(&gw, "siger_consul_last_sync_age_seconds{service=\"web\"}").unwrap() >= 4.0);
+    assert!(metric(&scrape(&gw), "siger_consul_errors_total").unwrap() >= 2.0);
+    assert!(metric(&scrape(&gw), "siger_consul_last_sync_age_seconds{service=\"web\"}").unwrap() >= 4.0);
 
     // Consul recovers and a change made meanwhile arrives.
     consul.fail_with(None);
@@ -277,7 +272,7 @@ fn consul_outage_keeps_the_last_known_instances_and_recovers() {
         time_until_seen(gw.addr, "/x", "c", Duration::from_secs(15)).is_some(),
         "the gateway follows Consul again after the outage"
     );
-    assert!(metric(&gw, "siger_consul_last_sync_age_seconds{service=\"web\"}").unwrap() <= 3.0);
+    assert!(metric(&scrape(&gw), "siger_consul_last_sync_age_seconds{service=\"web\"}").unwrap() <= 3.0);
 }
 
 #[test]
@@ -383,7 +378,7 @@ fn unprobed_instances_get_no_traffic() {
     for _ in 0..30 {
         assert_eq!(get(gw.addr, "/x").status, 200, "no request may be sent to the unprobed instance");
     }
-    assert_eq!(metric(&gw, "siger_backends{service=\"web\",state=\"unhealthy\"}"), Some(1.0));
+    assert_eq!(metric(&scrape(&gw), "siger_backends{service=\"web\",state=\"unhealthy\"}"), Some(1.0));
 }
 
 #[test]

@@ -76,15 +76,6 @@ fn submit(gw: &Gateway, body: &str) -> RawResponse {
     submit_with(gw, &token("alice", &["user"]), body.as_bytes(), &[])
 }
 
-fn metric(gw: &Gateway, line_prefix: &str) -> f64 {
-    let text = String::from_utf8(get(gw.admin, "/metrics").body).unwrap();
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn is_rfc3339_utc_millis(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 24
@@ -129,8 +120,8 @@ fn accepted_job_is_stored_once_with_envelope_and_headers() {
     assert_eq!(env["job"], serde_json::from_str::<serde_json::Value>(body).unwrap());
     assert_eq!(env.as_object().unwrap().len(), 5, "envelope has exactly the contract fields: {env}");
 
-    assert_eq!(metric(&gw, "siger_jobs_published_total"), 1.0);
-    assert_eq!(metric(&gw, "siger_jobs_publish_seconds_count"), 1.0);
+    assert_eq!(metric_of(&gw, "siger_jobs_published_total"), 1.0);
+    assert_eq!(metric_of(&gw, "siger_jobs_publish_seconds_count"), 1.0);
     // The access log is written in batches.
     let mut line = None;
     eventually(Duration::from_secs(5), || {
@@ -201,9 +192,9 @@ fn refusals_are_json_with_the_right_status_and_nothing_is_published() {
     check(submit(&gw, &big), 413, "payload_too_large");
 
     assert!(nats.messages("JOBS").is_empty(), "no refused request was published");
-    assert_eq!(metric(&gw, "siger_jobs_failed_total{reason=\"invalid_request\"}"), 4.0);
-    assert_eq!(metric(&gw, "siger_jobs_failed_total{reason=\"unsupported_media_type\"}"), 2.0);
-    assert_eq!(metric(&gw, "siger_auth_failures_total{reason=\"missing_token\"}"), 1.0);
+    assert_eq!(metric_of(&gw, "siger_jobs_failed_total{reason=\"invalid_request\"}"), 4.0);
+    assert_eq!(metric_of(&gw, "siger_jobs_failed_total{reason=\"unsupported_media_type\"}"), 2.0);
+    assert_eq!(metric_of(&gw, "siger_auth_failures_total{reason=\"missing_token\"}"), 1.0);
 }
 
 fn chunked_head(gw: &Gateway, auth: &str) -> String {
@@ -295,7 +286,7 @@ fn same_idempotency_key_gives_same_job_and_one_message() {
     let stored = nats.messages("JOBS");
     assert_eq!(stored.len(), 2, "{stored:?}");
     assert_eq!(stored[0].payload["job"], serde_json::json!({"n": 1}), "the first body wins");
-    assert_eq!(metric(&gw, "siger_jobs_published_total"), 2.0, "duplicates are not counted as published");
+    assert_eq!(metric_of(&gw, "siger_jobs_published_total"), 2.0, "duplicates are not counted as published");
 }
 
 #[test]
@@ -398,8 +389,12 @@ fn nats_outage_gives_fast_503_and_recovers_without_restarting_the_gateway() {
     for id in &accepted {
         assert!(stored.contains(id), "202'd job {id} missing after the restart");
     }
-    assert!(metric(&gw, "siger_jobs_failed_total{reason=\"nats_disconnected\"}") >= 6.0);
-    assert_eq!(metric(&gw, "siger_jobs_failed_total{reason=\"invalid_request\"}"), 0.0, "counted once, by its reason");
+    assert!(metric_of(&gw, "siger_jobs_failed_total{reason=\"nats_disconnected\"}") >= 6.0);
+    assert_eq!(
+        metric_of(&gw, "siger_jobs_failed_total{reason=\"invalid_request\"}"),
+        0.0,
+        "counted once, by its reason"
+    );
 }
 
 #[test]
@@ -425,8 +420,12 @@ fn frozen_nats_times_out_within_ack_timeout_and_a_keyed_retry_stays_exactly_once
     assert!(ok);
     let stored = nats.messages("JOBS");
     assert_eq!(stored.len(), 1, "{stored:?}");
-    assert_eq!(metric(&gw, "siger_jobs_failed_total{reason=\"ack_timeout\"}"), 1.0);
-    assert_eq!(metric(&gw, "siger_jobs_failed_total{reason=\"invalid_request\"}"), 0.0, "counted once, by its reason");
+    assert_eq!(metric_of(&gw, "siger_jobs_failed_total{reason=\"ack_timeout\"}"), 1.0);
+    assert_eq!(
+        metric_of(&gw, "siger_jobs_failed_total{reason=\"invalid_request\"}"),
+        0.0,
+        "counted once, by its reason"
+    );
 }
 
 #[test]
@@ -540,7 +539,7 @@ fn a_job_over_the_servers_max_payload_is_413_not_503() {
     let limit: u64 = r.json()["message"].as_str().unwrap().split_whitespace().find_map(|w| w.parse().ok()).unwrap();
     assert!(limit < 2048, "the message names what fits: {limit}");
     assert_eq!(submit(&gw, r#"{"small": true}"#).status, 202);
-    assert_eq!(metric(&gw, "siger_jobs_failed_total{reason=\"too_large\"}"), 1.0);
+    assert_eq!(metric_of(&gw, "siger_jobs_failed_total{reason=\"too_large\"}"), 1.0);
 }
 
 #[test]
@@ -555,7 +554,7 @@ fn a_deleted_stream_gives_503_and_is_recreated() {
     let ok = eventually(Duration::from_secs(10), || submit(&gw, r#"{"again": true}"#).status == 202);
     assert!(ok, "the stream is recreated (jobs.stream.create) without a restart");
     assert!(nats.stream_config("JOBS").is_some());
-    assert!(metric(&gw, "siger_jobs_failed_total{reason=\"no_stream\"}") >= 1.0);
+    assert!(metric_of(&gw, "siger_jobs_failed_total{reason=\"no_stream\"}") >= 1.0);
 }
 
 /// Kills a daemonised gateway (by the PID in its pid file) even if the test fails.
