@@ -13,9 +13,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # A port nothing listens on now (the bind happens later, so collisions are only unlikely).
+# Picked below the kernel's ephemeral range: after a run that opened millions of client
+# connections, ports in that range can still be held by TIME_WAIT sockets and fail to bind.
 free_port() {
-  local p
-  for p in $(shuf -i 20000-60999 -n 200); do
+  local p low
+  low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  for p in $(shuf -i "10000-$((low - 1))" -n 200); do
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
   done
   echo "no free port found" >&2
@@ -39,7 +42,8 @@ wait_ready() {
     if curl -fsS "http://127.0.0.1:$1/ready" >/dev/null 2>&1; then return 0; fi
     sleep 0.05
   done
-  echo "siger (admin port $1) never became ready" >&2
+  echo "siger (admin port $1) never became ready; /ready says: $(curl -sS "http://127.0.0.1:$1/ready" 2>&1)" >&2
+  tail -n 20 "$WORK"/siger*.log >&2 2>/dev/null || true
   exit 1
 }
 
