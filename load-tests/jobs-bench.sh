@@ -4,7 +4,7 @@
 #
 #   load-tests/jobs-bench.sh [concurrency] [seconds]      (defaults: 32 10)
 #
-# Env: SIGER_THREADS (gateway worker threads, default 2), BENCH_THREADS (load-generator
+# Env: SIGER_THREADS (gateway worker threads, default 2; 1 with PIN, one per core it gets), BENCH_THREADS (load-generator
 # threads, default 1), ACCESS_LOG (true|false, default true), SKIP_BUILD=1, BIN (binaries dir),
 # PIN=1 (taskset: nats-server and the load generator share CPU 0, the gateway gets CPU 1 —
 # the gateway on its own core, as in production, instead of all three fighting over two).
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 C=${1:-32}
 D=${2:-10}
-SIGER_THREADS=${SIGER_THREADS:-2}
+if [ -n "${PIN:-}" ]; then SIGER_THREADS=${SIGER_THREADS:-1}; else SIGER_THREADS=${SIGER_THREADS:-2}; fi
 BENCH_THREADS=${BENCH_THREADS:-1}
 ACCESS_LOG=${ACCESS_LOG:-true}
 PIN_SHARED=(); PIN_GATEWAY=()
