@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::jobs::service::{NatsService, WithNats};
 use crate::lifecycle::Drain;
 use crate::observability::logger;
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, IdleLimited};
 use crate::state::GatewayState;
 use crate::upstream::PoolsService;
 use async_trait::async_trait;
@@ -83,13 +83,12 @@ pub fn run(config: Config, launch: Launch) {
         server.add_service(background_service("jwks refresh", KeyRefreshService::new(state.clone())));
     }
 
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(state.clone()), "siger proxy");
+    let mut gateway = pingora::proxy::http_proxy(&server.configuration, Gateway::new(state.clone()));
     let mut options = HttpServerOptions::default();
     options.keepalive_request_limit = cfg.limits.keepalive_requests;
-    if let Some(app) = proxy.app_logic_mut() {
-        app.server_options = Some(options);
-    }
+    gateway.server_options = Some(options);
+    let downstream = IdleLimited::new(gateway, cfg.limits.idle_timeout.as_secs());
+    let mut proxy = Service::new("siger proxy".to_string(), downstream);
     for listener in &cfg.listeners {
         match &listener.tls {
             None => proxy.add_tcp(&listener.addr),

@@ -217,3 +217,35 @@ fn keeps_serving_after_200_malformed_requests() {
     }
     assert_eq!(http_get_status(gw.admin, "/health"), Some(200));
 }
+
+/// Pingora waits 60 s for a new connection's first request head whatever the config says;
+/// Siger applies `limits.idle_timeout` to it as to idle keep-alive connections, so a client
+/// that connects and stays silent, or stops halfway through a head, is cut off just as fast.
+#[test]
+fn silent_and_half_sent_connections_close_after_the_idle_timeout() {
+    let echo = Echo::start("api");
+    let gw = Gateway::start(&format!(
+        "limits: {{idle_timeout: 1s}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
+        echo.addr
+    ));
+    let cases: [(&str, &[u8]); 3] = [
+        ("silent", b""),
+        ("half-sent head", b"GET /x HTTP/1.1\r\nHost: a\r\n"),
+        ("idle after a request", b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ];
+    for (what, sent) in cases {
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(sent).unwrap();
+        let started = Instant::now();
+        let ex = read_all(&mut s);
+        let took = started.elapsed();
+        assert!(ex.closed, "{what}: still open after {took:?}");
+        assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{what}: closed after {took:?}");
+        if what == "idle after a request" {
+            assert_eq!(ex.statuses(), [200], "{what}");
+        } else {
+            assert!(ex.text.is_empty(), "{what}: {}", ex.text);
+        }
+    }
+}

@@ -3,9 +3,11 @@
 //! answer. Phase order: ARCHITECTURE.md §1.
 
 mod ctx;
+mod downstream;
 mod jobs;
 
 pub use ctx::RequestCtx;
+pub use downstream::IdleLimited;
 
 use crate::auth;
 use crate::config::{AuthMode, HashKey, LbAlgorithm};
@@ -276,9 +278,6 @@ impl ProxyHttp for Gateway {
         ctx.client_ip = forwarding::client_ip(ctx.peer_ip, xff, &self.state.config.trusted_proxies);
         ctx.client_ip_text = forwarding::ip_text(ctx.client_ip);
         let limits = &self.state.config.limits;
-        if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(limits.idle_timeout.as_secs()));
-        }
         if request_head_bytes(session.req_header()) > limits.max_header_bytes {
             let err = GatewayError::HeadersTooLarge { limit: limits.max_header_bytes };
             ctx.error = Some(err.clone());
