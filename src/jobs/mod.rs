@@ -61,6 +61,21 @@ pub struct Jobs {
     pub(crate) shutdown_wait: Duration,
 }
 
+/// One job to publish: the envelope and what its headers and errors need.
+#[derive(Debug)]
+pub struct Submission<'a> {
+    /// `Nats-Msg-Id`, so a retried submission is stored once.
+    pub job_id: &'a str,
+    /// `Siger-User-Id` header.
+    pub user_id: &'a str,
+    /// `Siger-Request-Id` header.
+    pub request_id: &'a str,
+    /// The serialised envelope.
+    pub payload: Bytes,
+    /// Length of the client's job inside it (to tell the envelope's overhead in a 413).
+    pub job_len: usize,
+}
+
 /// A job JetStream acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
@@ -209,16 +224,9 @@ impl Jobs {
 
     /// Publish one envelope and wait for JetStream's ack, at most `jobs.ack_timeout` in total
     /// (pending-buffer wait included). Records the jobs metrics.
-    pub async fn publish(
-        &self,
-        job_id: &str,
-        user_id: &str,
-        request_id: &str,
-        payload: Bytes,
-        job_len: usize,
-        metrics: &Metrics,
-    ) -> Result<Accepted, PublishFailure> {
-        let result = self.publish_inner(job_id, user_id, request_id, payload, job_len, metrics).await;
+    pub async fn publish(&self, submission: Submission<'_>, metrics: &Metrics) -> Result<Accepted, PublishFailure> {
+        let (job_id, request_id) = (submission.job_id, submission.request_id);
+        let result = self.publish_inner(submission, metrics).await;
         if let Err(f) = &result {
             metrics.job_failed(f.reason());
             match f {
@@ -234,15 +242,8 @@ impl Jobs {
         result
     }
 
-    async fn publish_inner(
-        &self,
-        job_id: &str,
-        user_id: &str,
-        request_id: &str,
-        payload: Bytes,
-        job_len: usize,
-        metrics: &Metrics,
-    ) -> Result<Accepted, PublishFailure> {
+    async fn publish_inner(&self, submission: Submission<'_>, metrics: &Metrics) -> Result<Accepted, PublishFailure> {
+        let Submission { job_id, user_id, request_id, payload, job_len } = submission;
         let link = self.link.get().ok_or(PublishFailure::Disconnected)?;
         // Queuing into a dead connection would hold the client until the timeout and might
         // still publish later; answering now is clearer.
@@ -370,7 +371,18 @@ mod tests {
         let config = crate::config::parse(text, std::path::Path::new("."), &env).expect("config");
         let metrics = Metrics::new(&config);
         let started = Instant::now();
-        let r = j.publish("id", "u", "r", Bytes::from_static(b"{}"), 2, &metrics).await;
+        let r = j
+            .publish(
+                Submission {
+                    job_id: "id",
+                    user_id: "u",
+                    request_id: "r",
+                    payload: Bytes::from_static(b"{}"),
+                    job_len: 2,
+                },
+                &metrics,
+            )
+            .await;
         assert_eq!(r, Err(PublishFailure::Disconnected));
         assert!(started.elapsed() < Duration::from_millis(100));
     }

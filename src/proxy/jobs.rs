@@ -6,7 +6,7 @@ use super::{respond, RequestCtx};
 use crate::auth;
 use crate::config::AuthMode;
 use crate::errors::GatewayError;
-use crate::jobs::{rejection_reason, request, Accepted, Jobs, PublishFailure};
+use crate::jobs::{rejection_reason, request, Accepted, Jobs, PublishFailure, Submission};
 use crate::observability::logger;
 use crate::state::GatewayState;
 use bytes::{Bytes, BytesMut};
@@ -121,11 +121,14 @@ async fn submit(
         request_id: &ctx.request_id,
         job,
     };
-    let payload = envelope.to_bytes();
-    let accepted = jobs
-        .publish(&job_id, user, &ctx.request_id, payload, job.get().len(), &state.metrics)
-        .await
-        .map_err(|f| Failure::Counted(f.into()))?;
+    let submission = Submission {
+        job_id: &job_id,
+        user_id: user,
+        request_id: &ctx.request_id,
+        payload: envelope.to_bytes(),
+        job_len: job.get().len(),
+    };
+    let accepted = jobs.publish(submission, &state.metrics).await.map_err(|f| Failure::Counted(f.into()))?;
     Ok((job_id, accepted))
 }
 
