@@ -83,6 +83,12 @@ fn dur(d: &Option<super::units::ConfDuration>, default: Duration) -> Duration {
     d.map(|d| d.0).unwrap_or(default)
 }
 
+/// Default place for the pid file and upgrade socket when the config names none: the system
+/// temp dir (`TMPDIR`), as Pingora does. Production configs set both (systemd `RuntimeDirectory`).
+fn runtime_file(name: &str) -> String {
+    std::env::temp_dir().join(name).to_string_lossy().into_owned()
+}
+
 fn check_server(raw: &RawServer, p: &mut Problems) -> ServerSettings {
     let threads = raw.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     if threads == 0 || threads > 1024 {
@@ -104,8 +110,8 @@ fn check_server(raw: &RawServer, p: &mut Problems) -> ServerSettings {
     }
     ServerSettings {
         threads: threads.max(1),
-        pid_file: raw.pid_file.clone().unwrap_or_else(|| "/tmp/siger.pid".into()),
-        upgrade_sock: raw.upgrade_sock.clone().unwrap_or_else(|| "/tmp/siger_upgrade.sock".into()),
+        pid_file: raw.pid_file.clone().unwrap_or_else(|| runtime_file("siger.pid")),
+        upgrade_sock: raw.upgrade_sock.clone().unwrap_or_else(|| runtime_file("siger_upgrade.sock")),
         error_log: raw.error_log.clone(),
         user: raw.user.clone(),
         group: raw.group.clone(),
