@@ -65,12 +65,21 @@ impl ServeHttp for AdminApp {
                     }
                 }
                 self.state.metrics.set_in_flight(self.state.lifecycle.inflight());
+                let (tracked, overflowed) = self.state.limiter.local_usage();
+                self.state.metrics.set_rate_limit_usage(tracked, overflowed);
                 text(StatusCode::OK, "text/plain; version=0.0.4", self.state.metrics.render())
             }
-            _ => json(
-                StatusCode::NOT_FOUND,
-                &serde_json::json!({"error": "not_found", "message": "admin endpoints: /health /ready /metrics", "request_id": ""}),
-            ),
+            _ => {
+                let request_id = crate::forwarding::new_request_id();
+                let mut resp = json(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({"error": "not_found", "message": "admin endpoints: /health /ready /metrics", "request_id": request_id}),
+                );
+                if let Ok(v) = request_id.parse() {
+                    resp.headers_mut().insert("x-request-id", v);
+                }
+                resp
+            }
         }
     }
 }

@@ -57,6 +57,8 @@ pub struct Metrics {
     rate_limited: Vec<IntCounter>,
     /// Rate-limit checks the shared store could not answer (`on_store_error` applied).
     pub rate_limit_store_errors: IntCounter,
+    rate_limit_tracked_keys: IntGauge,
+    rate_limit_overflow: IntCounter,
     upstream_errors: Vec<Vec<IntCounter>>,
     auth_failures: IntCounterVec,
     /// Jobs acknowledged by JetStream.
@@ -126,6 +128,19 @@ impl Metrics {
             IntCounter::new(
                 "siger_rate_limit_store_errors_total",
                 "Rate-limit checks the shared store (Redis) could not answer",
+            )
+            .expect("valid metric"),
+        );
+        let rate_limit_tracked_keys = register(
+            &registry,
+            IntGauge::new("siger_rate_limit_tracked_keys", "Client keys the local rate-limit tables count exactly")
+                .expect("valid metric"),
+        );
+        let rate_limit_overflow = register(
+            &registry,
+            IntCounter::new(
+                "siger_rate_limit_keys_overflow_total",
+                "Local rate-limit checks counted approximately because the key budget was spent",
             )
             .expect("valid metric"),
         );
@@ -227,6 +242,8 @@ impl Metrics {
             durations,
             rate_limited,
             rate_limit_store_errors,
+            rate_limit_tracked_keys,
+            rate_limit_overflow,
             upstream_errors,
             auth_failures,
             jobs_published,
@@ -288,6 +305,16 @@ impl Metrics {
         if let Some(name) = self.service_names.get(service) {
             self.backends.with_label_values(&[name.as_str(), "healthy"]).set(healthy as i64);
             self.backends.with_label_values(&[name.as_str(), "unhealthy"]).set(unhealthy as i64);
+        }
+    }
+
+    /// Local rate-limit table usage (called at scrape time): keys tracked now, and the total of
+    /// checks that overflowed the key budget so far.
+    pub fn set_rate_limit_usage(&self, tracked: usize, overflowed: u64) {
+        self.rate_limit_tracked_keys.set(tracked as i64);
+        let seen = self.rate_limit_overflow.get();
+        if overflowed > seen {
+            self.rate_limit_overflow.inc_by(overflowed - seen);
         }
     }
 

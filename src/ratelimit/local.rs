@@ -1,58 +1,186 @@
-//! Per-instance counters: pingora-limits `Rate` estimators (count–min sketches over the current
-//! and previous window). Memory is fixed whatever the number of clients: one sketch per
-//! distinct window length, shared by all routes (keys carry the route). Collisions can only
-//! over-count, by about (all requests in the window) / [`SLOTS`] for a given key.
+//! Per-instance counters: exact sliding-window counts, one table per limit (a route's rule), so
+//! no amount of traffic on one route or from other clients changes what a quiet client sees.
+//!
+//! A table maps a keyed 64-bit hash of the client key to the counts of its current and previous
+//! fixed window. The hash is SipHash with a per-process random key, so clients cannot aim
+//! collisions at each other (and by chance two keys share a slot with probability ~n²/2⁶⁵).
+//! Entries older than the previous window are swept as a shard grows, so memory follows the
+//! number of clients active in the last two windows. A process-wide budget bounds that too:
+//! once [`KeyBudget`] is spent, keys not already tracked are counted in a per-table count–min
+//! sketch (pingora-limits `Rate`) instead, which can only over-count — a flood can make the
+//! limit stricter for newcomers, never looser — and the overflow is counted in metrics.
 
 use super::window::{self, Decision, Usage};
 use pingora_limits::rate::Rate;
 use std::collections::HashMap;
-use std::hash::Hash;
-use std::time::Duration;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-/// Sketch rows.
-const HASHES: usize = 4;
-/// Sketch columns: 4 × 8192 × 2 windows × 8 B = 512 KiB per distinct window length.
-pub const SLOTS: usize = 8192;
+/// Shards per table: enough that worker threads rarely meet on one lock.
+const SHARDS: usize = 32;
+/// A shard is swept when it has doubled since its last sweep (and holds at least this many).
+const SWEEP_FLOOR: usize = 64;
+/// Overflow sketch: 4 rows × 16384 columns × 2 windows × 8 B = 1 MiB, made only when needed.
+const SKETCH_HASHES: usize = 4;
+const SKETCH_SLOTS: usize = 16_384;
 
-/// The local store.
-pub struct LocalStore {
-    rates: HashMap<Duration, Rate>,
+/// How many client keys all local tables together may track exactly.
+#[derive(Debug)]
+pub struct KeyBudget {
+    limit: usize,
+    used: AtomicUsize,
+    /// Checks counted in an overflow sketch because the budget was spent.
+    pub overflowed: AtomicU64,
 }
 
-impl std::fmt::Debug for LocalStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalStore").field("windows", &self.rates.keys().collect::<Vec<_>>()).finish()
+impl KeyBudget {
+    /// A budget of `limit` keys.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(KeyBudget { limit, used: AtomicUsize::new(0), overflowed: AtomicU64::new(0) })
+    }
+
+    /// Keys tracked now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn take(&self) -> bool {
+        self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.limit).then_some(n + 1)).is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
-impl LocalStore {
-    /// One estimator per window length in `windows`.
-    pub fn new(windows: impl IntoIterator<Item = Duration>) -> Self {
-        let mut rates = HashMap::new();
-        for per in windows {
-            rates.entry(per).or_insert_with(|| Rate::new_with_estimator_config(per, HASHES, SLOTS));
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    /// Window number of `curr`.
+    window: u64,
+    curr: u64,
+    prev: u64,
+}
+
+impl Counts {
+    /// The counts as of window `now`.
+    fn rolled(self, now: u64) -> Counts {
+        match now.saturating_sub(self.window) {
+            0 => self,
+            1 => Counts { window: now, curr: 0, prev: self.curr },
+            _ => Counts { window: now, curr: 0, prev: 0 },
         }
-        LocalStore { rates }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    counts: HashMap<u64, Counts>,
+    swept_at: usize,
+}
+
+/// The exact counters of one limit.
+pub struct LocalTable {
+    per: Duration,
+    epoch: Instant,
+    hasher: RandomState,
+    shards: Box<[Mutex<Shard>]>,
+    budget: Arc<KeyBudget>,
+    overflow: OnceLock<Rate>,
+}
+
+impl std::fmt::Debug for LocalTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalTable").field("per", &self.per).finish()
+    }
+}
+
+impl Drop for LocalTable {
+    fn drop(&mut self) {
+        let tracked: usize = self.shards.iter().map(|s| s.lock().map_or(0, |s| s.counts.len())).sum();
+        self.budget.give_back(tracked);
+    }
+}
+
+impl LocalTable {
+    /// A table for windows of `per`, drawing tracked keys from `budget`.
+    pub fn new(per: Duration, budget: Arc<KeyBudget>) -> Self {
+        LocalTable {
+            per: per.max(Duration::from_millis(1)),
+            epoch: Instant::now(),
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            budget,
+            overflow: OnceLock::new(),
+        }
     }
 
-    /// Count one request for `key` if it fits in `limit` per `per`. Unknown windows (not
-    /// declared at construction) are never limited.
-    pub fn check<K: Hash>(&self, key: &K, limit: u64, per: Duration) -> Option<Decision> {
-        let rate = self.rates.get(&per)?;
-        // Count first, so concurrent requests see each other; a refusal takes its count back.
-        rate.observe(key, 1);
-        let usage = rate.rate_with(key, |c| Usage {
+    /// Window number and elapsed fraction of the current window at `now`.
+    fn clock(&self, now: Instant) -> (u64, f64) {
+        let elapsed = now.saturating_duration_since(self.epoch).as_nanos();
+        let per = self.per.as_nanos();
+        ((elapsed / per) as u64, (elapsed % per) as f64 / per as f64)
+    }
+
+    /// Count one request for `key` if it fits in `limit`.
+    pub fn check<K: Hash + ?Sized>(&self, key: &K, limit: u64) -> Decision {
+        self.check_at(key, limit, Instant::now())
+    }
+
+    fn check_at<K: Hash + ?Sized>(&self, key: &K, limit: u64, now: Instant) -> Decision {
+        let (window, fraction) = self.clock(now);
+        let hash = self.hasher.hash_one(key);
+        let mut shard = self.shards[(hash % SHARDS as u64) as usize].lock().unwrap_or_else(|p| p.into_inner());
+        let counts = match shard.counts.get(&hash) {
+            Some(c) => c.rolled(window),
+            None => {
+                if !self.budget.take() {
+                    drop(shard);
+                    self.budget.overflowed.fetch_add(1, Ordering::Relaxed);
+                    return self.check_sketch(hash, limit);
+                }
+                Counts { window, curr: 0, prev: 0 }
+            }
+        };
+        let before = Usage { prev: counts.prev, curr: counts.curr, fraction };
+        let admitted = window::admits(limit, before);
+        let counts = if admitted { Counts { curr: counts.curr + 1, ..counts } } else { counts };
+        shard.counts.insert(hash, counts);
+        if shard.counts.len() >= SWEEP_FLOOR.max(shard.swept_at * 2) {
+            let before = shard.counts.len();
+            shard.counts.retain(|_, c| window.saturating_sub(c.window) <= 1);
+            self.budget.give_back(before - shard.counts.len());
+            shard.swept_at = shard.counts.len();
+        }
+        if admitted {
+            window::decide(true, limit, self.per, Usage { curr: counts.curr, ..before })
+        } else {
+            window::decide(false, limit, self.per, before)
+        }
+    }
+
+    /// The over-budget path: a count–min sketch that can only over-count.
+    fn check_sketch(&self, hash: u64, limit: u64) -> Decision {
+        let rate = self.overflow.get_or_init(|| Rate::new_with_estimator_config(self.per, SKETCH_HASHES, SKETCH_SLOTS));
+        rate.observe(&hash, 1);
+        let usage = rate.rate_with(&hash, |c| Usage {
             prev: c.prev_samples.max(0) as u64,
             curr: c.curr_samples.max(0) as u64,
             fraction: c.current_interval_fraction,
         });
         let before = Usage { curr: usage.curr.saturating_sub(1), ..usage };
         if window::admits(limit, before) {
-            Some(window::decide(true, limit, per, usage))
+            window::decide(true, limit, self.per, usage)
         } else {
-            rate.observe(key, -1);
-            Some(window::decide(false, limit, per, before))
+            rate.observe(&hash, -1);
+            window::decide(false, limit, self.per, before)
         }
+    }
+
+    /// Keys tracked exactly by this table now.
+    pub fn tracked(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map_or(0, |s| s.counts.len())).sum()
     }
 }
 
@@ -63,16 +191,63 @@ mod tests {
     #[test]
     fn limits_per_key_and_recovers() {
         let per = Duration::from_secs(1);
-        let store = LocalStore::new([per]);
-        let allowed = (0..30).filter(|_| store.check(&("r", "alice"), 20, per).is_some_and(|d| d.allowed)).count();
+        let table = LocalTable::new(per, KeyBudget::new(1000));
+        let t0 = Instant::now();
+        let allowed = (0..30).filter(|_| table.check_at("alice", 20, t0).allowed).count();
         assert_eq!(allowed, 20);
-        assert!(store.check(&("r", "bob"), 20, per).is_some_and(|d| d.allowed), "keys are independent");
-        let refused = store.check(&("r", "alice"), 20, per).expect("known window");
+        assert!(table.check_at("bob", 20, t0).allowed, "keys are independent");
+        let refused = table.check_at("alice", 20, t0);
         assert!(!refused.allowed && refused.remaining == 0 && refused.reset >= 1);
-        assert!(store.check(&"x", 1, Duration::from_secs(7)).is_none(), "undeclared window");
-        // After two windows everything is forgotten.
-        std::thread::sleep(Duration::from_millis(2100));
-        let d = store.check(&("r", "alice"), 20, per).expect("known window");
+        // Two windows later everything is forgotten.
+        let d = table.check_at("alice", 20, t0 + Duration::from_millis(2100));
         assert!(d.allowed && d.remaining == 19, "{d:?}");
+    }
+
+    #[test]
+    fn the_previous_window_is_weighted() {
+        let per = Duration::from_secs(10);
+        let table = LocalTable::new(per, KeyBudget::new(1000));
+        let t0 = table.epoch;
+        assert_eq!((0..10).filter(|_| table.check_at("k", 10, t0).allowed).count(), 10);
+        // Half-way through the next window half of the previous one still counts: 5 more fit.
+        let mid = t0 + Duration::from_secs(15);
+        assert_eq!((0..10).filter(|_| table.check_at("k", 10, mid).allowed).count(), 5);
+    }
+
+    #[test]
+    fn a_flood_of_other_keys_leaves_a_quiet_key_exact() {
+        let per = Duration::from_secs(30);
+        let table = LocalTable::new(per, KeyBudget::new(1_000_000));
+        let t0 = Instant::now();
+        for i in 0..100_000u32 {
+            table.check_at(&i, 3, t0);
+        }
+        let allowed = (0..10).filter(|_| table.check_at("quiet", 3, t0).allowed).count();
+        assert_eq!(allowed, 3);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_sweeps_and_the_budget() {
+        let per = Duration::from_millis(100);
+        let budget = KeyBudget::new(1_000_000);
+        let table = LocalTable::new(per, budget.clone());
+        let t0 = Instant::now();
+        for round in 0..20u64 {
+            let at = t0 + per * (round as u32 * 3);
+            for i in 0..5_000u64 {
+                table.check_at(&(round, i), 5, at);
+            }
+        }
+        // Old windows were swept: far fewer than the 100,000 keys ever seen remain.
+        assert!(table.tracked() <= 15_000, "{}", table.tracked());
+        assert_eq!(budget.used(), table.tracked());
+        // Past the budget new keys still get answers (from the sketch), and it is counted.
+        let full = LocalTable::new(per, KeyBudget::new(10));
+        for i in 0..50u64 {
+            assert!(full.check_at(&i, 5, t0).allowed);
+        }
+        assert_eq!(full.budget.overflowed.load(Ordering::Relaxed), 40);
+        drop(table);
+        assert_eq!(budget.used(), 0, "a dropped table returns its keys");
     }
 }

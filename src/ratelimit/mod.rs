@@ -8,16 +8,16 @@ mod local;
 mod redis;
 mod window;
 
-pub use local::LocalStore;
+pub use local::{KeyBudget, LocalTable};
 pub use redis::{RedisStore, StoreError};
 pub use window::{Decision, Usage};
 
 use crate::auth::Identity;
-use crate::config::{canonical_ip, Config, LimitKey, LimitRule, OnStoreError, RateLimitStore, RouteId};
+use crate::config::{canonical_ip, Config, LimitKey, LimitRule, OnStoreError, RateLimitStore, RouteId, RouteSettings};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::Arc;
 
 /// Result of a check.
 #[derive(Debug, Clone)]
@@ -39,17 +39,39 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 struct RouteLimit {
     rule: LimitRule,
-    /// `<route label>:<requests>/<per ms>`: stable across instances sharing Redis.
+    /// `<route label>[@host][ methods]:<requests>/<per ms>`: names this route's buckets, the
+    /// same on every instance sharing Redis.
     namespace: String,
+    /// The exact local counters of this limit (local store only).
+    table: Option<Arc<LocalTable>>,
 }
 
 /// All limits of the config and their store.
 #[derive(Debug)]
 pub struct RateLimiter {
     routes: Vec<Option<RouteLimit>>,
-    local: LocalStore,
     redis: Option<RedisStore>,
     on_store_error: OnStoreError,
+    budget: Arc<KeyBudget>,
+}
+
+/// Client keys tracked exactly by all local tables together (≈ 48 B each): beyond it new keys
+/// are counted approximately (see `local`).
+pub const DEFAULT_MAX_TRACKED_KEYS: usize = 1_000_000;
+
+/// The bucket namespace of a route's limit: routes sharing a path but not host or methods
+/// never share buckets.
+fn namespace(route: &RouteSettings, rule: &LimitRule) -> String {
+    let mut ns = route.label.clone();
+    if let Some(host) = &route.host {
+        ns.push('@');
+        ns.push_str(host);
+    }
+    if let Some(methods) = &route.methods {
+        ns.push(' ');
+        ns.push_str(&methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","));
+    }
+    format!("{ns}:{}/{}", rule.requests, rule.per.as_millis())
 }
 
 /// Longest client key kept verbatim in a Redis key; longer ones are hashed.
@@ -58,23 +80,28 @@ const MAX_PLAIN_KEY: usize = 96;
 impl RateLimiter {
     /// Resolve every route's limit.
     pub fn new(config: &Config) -> Self {
+        let budget = KeyBudget::new(DEFAULT_MAX_TRACKED_KEYS);
+        let redis = match &config.rate_limit.store {
+            RateLimitStore::Redis { url, timeout } => Some(RedisStore::new(url, *timeout)),
+            RateLimitStore::Local => None,
+        };
         let routes: Vec<Option<RouteLimit>> = config
             .routes
             .iter()
             .map(|r| {
                 r.rate_limit.clone().or_else(|| config.rate_limit.default.clone()).map(|rule| RouteLimit {
-                    namespace: format!("{}:{}/{}", r.label, rule.requests, rule.per.as_millis()),
+                    namespace: namespace(r, &rule),
+                    table: redis.is_none().then(|| Arc::new(LocalTable::new(rule.per, budget.clone()))),
                     rule,
                 })
             })
             .collect();
-        let redis = match &config.rate_limit.store {
-            RateLimitStore::Redis { url, timeout } => Some(RedisStore::new(url, *timeout)),
-            RateLimitStore::Local => None,
-        };
-        let windows: Vec<Duration> =
-            if redis.is_some() { Vec::new() } else { routes.iter().flatten().map(|l| l.rule.per).collect() };
-        RateLimiter { local: LocalStore::new(windows), routes, redis, on_store_error: config.rate_limit.on_store_error }
+        RateLimiter { routes, redis, on_store_error: config.rate_limit.on_store_error, budget }
+    }
+
+    /// Keys tracked exactly by the local tables, and checks that overflowed that budget.
+    pub fn local_usage(&self) -> (usize, u64) {
+        (self.budget.used(), self.budget.overflowed.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The limit rule of a route, if any.
@@ -87,8 +114,8 @@ impl RateLimiter {
         let Some(limit) = self.routes.get(route).and_then(|r| r.as_ref()) else { return Outcome::Unlimited };
         let (requests, per) = (limit.rule.requests, limit.rule.per);
         match &self.redis {
-            None => match self.local.check(&(route, key), requests, per) {
-                Some(d) => Outcome::Checked(d),
+            None => match &limit.table {
+                Some(table) => Outcome::Checked(table.check(key, requests)),
                 None => Outcome::Unlimited,
             },
             Some(store) => match store.check(&redis_key(&limit.namespace, key), requests, per).await {
