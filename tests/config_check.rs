@@ -92,6 +92,20 @@ fn broken_configs_name_the_key_and_exit_78() {
         ),
         ("size with a bad unit", format!("limits: {{max_body: 10MB/s}}\n{GOOD}"), "limits.max_body"),
         ("YAML syntax error", format!("{GOOD}  - path: [\n"), "line"),
+        (
+            "health-check interval that would overflow a timer",
+            GOOD.replace("    targets:", "    health_check: {interval: 99999999999999d}\n    targets:"),
+            "services.s.health_check.interval",
+        ),
+        (
+            "nested default whose variable is unset too",
+            format!(
+                "auth:\n  jwt:\n    algorithms: [HS256]\n    secret: \"${{UNSET_A:-${{UNSET_B}}}}\"\n{secret_route}"
+            ),
+            "environment variable `UNSET_B` is not set",
+        ),
+        ("route path with parameters", GOOD.replace("path: /", "path: /a;b"), "routes[0].path"),
+        ("nesting beyond any schema", format!("{GOOD}x: {}{}\n", "[".repeat(40), "]".repeat(40)), "nests deeper"),
     ];
     assert!(cases.len() >= 8);
     for (what, text, key) in cases {
@@ -99,6 +113,14 @@ fn broken_configs_name_the_key_and_exit_78() {
         assert_eq!(code, 78, "{what}: exit code ({stderr})");
         assert!(stderr.contains(key), "{what}: stderr must name `{key}`:\n{stderr}");
     }
+}
+
+#[test]
+fn an_oversized_file_is_refused_before_parsing() {
+    let routes = "  - {path: /x, service: s, auth: public}\n".repeat(120_000);
+    let (code, stderr) = check(&format!("{GOOD}{routes}"), &[]);
+    assert_eq!(code, 78);
+    assert!(stderr.contains("at most 4MiB"), "{stderr}");
 }
 
 #[test]

@@ -66,13 +66,23 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     load_with_env(path, &ProcessEnv)
 }
 
+/// The largest config file accepted (a large real one is a few hundred KiB).
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+/// The deepest nesting accepted (the schema itself needs fewer than ten levels).
+pub const MAX_NESTING: usize = 32;
+
 /// Load and validate a config file with an explicit environment (tests).
 pub fn load_with_env(path: &Path, env: &dyn Environment) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+    let whole = |message: String| ConfigErrors {
         file: file.clone(),
-        errors: vec![ConfigError { path: String::new(), line: None, message: format!("cannot read the file: {e}") }],
-    })?;
+        errors: vec![ConfigError { path: String::new(), line: None, message }],
+    };
+    let size = std::fs::metadata(path).map_err(|e| whole(format!("cannot read the file: {e}")))?.len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(whole(format!("the file has {size} bytes; a config may have at most 4MiB")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| whole(format!("cannot read the file: {e}")))?;
     let base = path.parent().unwrap_or_else(|| Path::new("."));
     parse(&text, base, env).map_err(|errors| ConfigErrors { file, errors })
 }
@@ -81,6 +91,10 @@ pub fn load_with_env(path: &Path, env: &dyn Environment) -> Result<Config, Confi
 pub fn parse(text: &str, base: &Path, env: &dyn Environment) -> Result<Config, Vec<ConfigError>> {
     let lines = LineIndex::build(text);
     let located = |path: String, message: String| ConfigError { line: lines.line_of(&path), path, message };
+    if lines.max_depth > MAX_NESTING {
+        let message = format!("the file nests deeper than {MAX_NESTING} levels");
+        return Err(vec![ConfigError { path: String::new(), line: None, message }]);
+    }
 
     let mut tree: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(serde_yaml::Value::Null) => {

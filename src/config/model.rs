@@ -141,6 +141,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Requests served on one downstream connection before it is closed; `None` = unlimited.
     pub keepalive_requests: Option<u32>,
+    /// Pass request headers whose names contain `_` upstream (default false: they are dropped,
+    /// as nginx does, because CGI-style servers read `X_User_Id` as `X-User-Id`). Underscore
+    /// spellings of headers the gateway sets are dropped either way.
+    pub underscores_in_headers: bool,
 }
 
 /// JWT algorithms a deployment may pin.

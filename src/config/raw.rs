@@ -73,6 +73,7 @@ pub struct RawLimits {
     pub max_header_bytes: Option<ByteSize>,
     pub idle_timeout: Option<ConfDuration>,
     pub keepalive_requests: Option<u32>,
+    pub underscores_in_headers: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

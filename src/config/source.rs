@@ -2,8 +2,9 @@
 //!
 //! Interpolation runs on the parsed YAML tree, never on the raw text, so a variable's value can
 //! never change the document's structure (a secret containing `: ` or a newline stays a string).
-//! A string that is exactly `${VAR}` is re-read as a YAML scalar so `port: ${PORT}` is a number.
-//! `${VAR:-fallback}` uses the fallback when VAR is unset or empty. `$${` writes a literal `${`.
+//! A string that is exactly `${VAR}` becomes a number or boolean when its value is exactly one,
+//! so `port: ${PORT}` works; it is never re-read as YAML. `${VAR:-fallback}` uses the fallback
+//! (itself expanded: `${A:-${B}}`) when VAR is unset or empty. `$${` writes a literal `${`.
 
 use serde_yaml::Value;
 use std::collections::HashMap;
@@ -43,15 +44,9 @@ fn walk(value: &mut Value, path: String, env: &dyn Environment, errors: &mut Vec
     match value {
         Value::String(s) if s.contains('$') => match substitute(s, env) {
             Ok(replaced) => {
-                let whole = s.trim().starts_with("${") && s.trim().ends_with('}') && s.matches("${").count() == 1;
-                *value = if whole {
-                    serde_yaml::from_str::<Value>(&replaced)
-                        .ok()
-                        .filter(|v| !matches!(v, Value::Mapping(_) | Value::Sequence(_) | Value::Tagged(_)))
-                        .unwrap_or(Value::String(replaced))
-                } else {
-                    Value::String(replaced)
-                };
+                // `port: ${PORT}` must still be a number, but the value is never re-read as YAML:
+                // a secret such as `#x`, `'a'`, `~` or `*anchor` stays exactly that string.
+                *value = if is_single_expression(s.trim()) { typed_scalar(replaced) } else { Value::String(replaced) };
             }
             Err(msg) => errors.push((path, msg)),
         },
@@ -75,19 +70,80 @@ fn walk(value: &mut Value, path: String, env: &dyn Environment, errors: &mut Vec
     }
 }
 
-/// Substitute `${NAME}` occurrences in one string.
+/// A whole-value substitution becomes a number or boolean only when it reads as exactly one
+/// (`8080`, `-1`, `0.5`, `true`, `false`); anything else stays a string.
+fn typed_scalar(text: String) -> Value {
+    let t = text.as_str();
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let unsigned = t.strip_prefix('-').unwrap_or(t);
+    if digits(unsigned) {
+        if let Ok(n) = t.parse::<i64>() {
+            return Value::Number(n.into());
+        }
+        if let Ok(n) = t.parse::<u64>() {
+            return Value::Number(n.into());
+        }
+    }
+    if let Some((whole, frac)) = unsigned.split_once('.') {
+        if digits(whole) && digits(frac) {
+            if let Ok(f) = t.parse::<f64>() {
+                return Value::Number(f.into());
+            }
+        }
+    }
+    match t {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => Value::String(text),
+    }
+}
+
+/// Whether `s` is one `${…}` expression and nothing else.
+fn is_single_expression(s: &str) -> bool {
+    s.starts_with("${") && matching_brace(s, 2) == Some(s.len() - 1)
+}
+
+/// Index of the `}` closing the expression whose body starts at `from`, counting nested `${`.
+fn matching_brace(s: &str, from: usize) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let mut depth = 0usize;
+    let mut i = from;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'$' if bytes.get(i + 1) == Some(&b'{') => {
+                depth += 1;
+                i += 2;
+                continue;
+            }
+            b'}' if depth == 0 => return Some(i),
+            b'}' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Substitute `${NAME}` and `${NAME:-fallback}` occurrences in one string. Fallbacks are
+/// expanded in turn (`${A:-${B}}`), so no `${` is ever left in a value unexpanded; `$${` is the
+/// way to write a literal `${`.
 pub fn substitute(input: &str, env: &dyn Environment) -> Result<String, String> {
     let mut out = String::with_capacity(input.len());
-    let mut rest = input;
+    expand(input, env, &mut out, input)?;
+    Ok(out)
+}
+
+fn expand(text: &str, env: &dyn Environment, out: &mut String, whole: &str) -> Result<(), String> {
+    let mut rest = text;
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos..];
         if let Some(stripped) = after.strip_prefix("$${") {
             out.push_str("${");
             rest = stripped;
-        } else if let Some(body) = after.strip_prefix("${") {
-            let end = body.find('}').ok_or_else(|| format!("unterminated `${{` in `{input}`"))?;
-            let expr = &body[..end];
+        } else if after.starts_with("${") {
+            let end = matching_brace(after, 2).ok_or_else(|| format!("unterminated `${{` in `{whole}`"))?;
+            let expr = &after[2..end];
             // `${NAME:-fallback}` uses the fallback when NAME is unset or empty.
             let (name, fallback) = match expr.split_once(":-") {
                 Some((n, f)) => (n, Some(f)),
@@ -99,26 +155,27 @@ pub fn substitute(input: &str, env: &dyn Environment) -> Result<String, String> 
             if !valid {
                 return Err(format!("`${{{name}}}` is not a valid environment variable name"));
             }
-            let value = match (env.var(name).filter(|v| !v.is_empty() || fallback.is_none()), fallback) {
-                (Some(v), _) => v,
-                (None, Some(f)) => f.to_string(),
+            match (env.var(name).filter(|v| !v.is_empty() || fallback.is_none()), fallback) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(f)) => expand(f, env, out, whole)?,
                 (None, None) => return Err(format!("environment variable `{name}` is not set")),
-            };
-            out.push_str(&value);
-            rest = &body[end + 1..];
+            }
+            rest = &after[end + 1..];
         } else {
             out.push('$');
             rest = &after[1..];
         }
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(())
 }
 
 /// Maps key paths (`routes[2].service`, `services.users.lb`) to 1-based line numbers.
 #[derive(Debug, Default, Clone)]
 pub struct LineIndex {
     lines: HashMap<String, usize>,
+    /// Deepest nesting of mappings and sequences seen.
+    pub max_depth: usize,
 }
 
 impl LineIndex {
@@ -127,7 +184,7 @@ impl LineIndex {
         let mut builder = IndexBuilder::default();
         let mut parser = Parser::new_from_str(text);
         let _ = parser.load(&mut builder, false);
-        LineIndex { lines: builder.lines }
+        LineIndex { lines: builder.lines, max_depth: builder.max_depth }
     }
 
     /// The line of `path`, or of its nearest ancestor that has one.
@@ -152,6 +209,7 @@ enum Frame {
 struct IndexBuilder {
     stack: Vec<Frame>,
     lines: HashMap<String, usize>,
+    max_depth: usize,
 }
 
 impl IndexBuilder {
@@ -197,10 +255,12 @@ impl MarkedEventReceiver for IndexBuilder {
             Event::MappingStart(..) => {
                 let path = self.enter(mark, false, None).unwrap_or_default();
                 self.stack.push(Frame::Map { path, pending_key: None });
+                self.max_depth = self.max_depth.max(self.stack.len());
             }
             Event::SequenceStart(..) => {
                 let path = self.enter(mark, false, None).unwrap_or_default();
                 self.stack.push(Frame::Seq { path, next: 0 });
+                self.max_depth = self.max_depth.max(self.stack.len());
             }
             Event::MappingEnd | Event::SequenceEnd => {
                 self.stack.pop();
@@ -229,6 +289,32 @@ mod tests {
         assert_eq!(substitute("${MISSING:-}", &e).as_deref(), Ok(""));
         assert_eq!(substitute("${MISSING:-x:y}", &e).as_deref(), Ok("x:y"));
         assert_eq!(substitute("${A:-fallback}", &e).as_deref(), Ok("x"));
+    }
+
+    #[test]
+    fn nested_fallbacks_are_expanded() {
+        let e = env(&[("B", "secret-b")]);
+        assert_eq!(substitute("${A:-${B}}", &e).as_deref(), Ok("secret-b"));
+        assert_eq!(substitute("x${A:-${C:-d}}y", &e).as_deref(), Ok("xdy"));
+        assert!(substitute("${A:-${C}}", &e).unwrap_err().contains("`C` is not set"));
+        assert!(substitute("${A:-${B}", &e).unwrap_err().contains("unterminated"));
+        assert_eq!(substitute("${A:-$${B}}", &e).as_deref(), Ok("${B}"), "an explicit literal");
+    }
+
+    #[test]
+    fn whole_value_substitution_is_not_reparsed_as_yaml() {
+        let e =
+            env(&[("S", "#not-a-comment"), ("Q", "'quoted'"), ("T", "~"), ("N", "42"), ("F", "false"), ("X", "*a")]);
+        let mut v: Value =
+            serde_yaml::from_str("s: ${S}\nq: ${Q}\nt: ${T}\nn: ${N}\nf: ${F}\nx: ${X}\nm: ${MISSING:-${N}}").unwrap();
+        assert!(interpolate(&mut v, &e).is_empty());
+        assert_eq!(v["s"], Value::String("#not-a-comment".into()));
+        assert_eq!(v["q"], Value::String("'quoted'".into()));
+        assert_eq!(v["t"], Value::String("~".into()));
+        assert_eq!(v["n"], Value::Number(42.into()));
+        assert_eq!(v["f"], Value::Bool(false));
+        assert_eq!(v["x"], Value::String("*a".into()));
+        assert_eq!(v["m"], Value::Number(42.into()));
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub struct ConfDuration(pub Duration);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
+/// The longest duration any setting accepts. Timers add durations to "now"; an absurd value
+/// would overflow that sum inside a background task instead of failing here, at `-t`.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
 /// Parse a duration such as `1m30s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
@@ -49,6 +53,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             other => return Err(format!("`{s}`: unknown unit `{other}` (units: ms, s, m, h, d)")),
         };
         total = total.checked_add(part).ok_or_else(|| format!("`{s}`: duration too large"))?;
+    }
+    if total > MAX_DURATION {
+        return Err(format!("`{s}` is longer than 3650d, the longest duration a setting accepts"));
     }
     Ok(total)
 }
@@ -132,7 +139,8 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_duration("1h1ms"), Ok(Duration::from_millis(3_600_001)));
-        for bad in ["", "30", "5 s", "s", "5x", "1.5s", "-1s", "5sec"] {
+        assert_eq!(parse_duration("3650d"), Ok(MAX_DURATION));
+        for bad in ["", "30", "5 s", "s", "5x", "1.5s", "-1s", "5sec", "3651d", "99999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} must be rejected");
         }
     }

@@ -233,6 +233,7 @@ fn check_limits(raw: &RawLimits, p: &mut Problems) -> Limits {
         max_header_bytes: max_header_bytes as usize,
         idle_timeout,
         keepalive_requests: raw.keepalive_requests,
+        underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
     }
 }
 
@@ -867,9 +868,18 @@ fn check_routes(
     let index: HashMap<&str, usize> = services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
     let mut out: Vec<RouteSettings> = Vec::new();
     let mut names = HashSet::new();
+    // Routes by (path, host): only those can conflict, so the check stays linear in routes.
+    let mut same_place: HashMap<(String, Option<String>), Vec<usize>> = HashMap::new();
     for (i, r) in raw.iter().enumerate() {
         let base = format!("routes[{i}]");
         let path = match normalize_path(&r.path) {
+            Ok(_) if r.path.contains(';') => {
+                p.add(
+                    format!("{base}.path"),
+                    format!("`{}`: routes match paths without their `;` parameters; remove them", r.path),
+                );
+                r.path.clone()
+            }
             Ok(n) if r.path.starts_with('/') && (n == r.path || format!("{n}/") == r.path) => {
                 if n.len() > 1 {
                     n.trim_end_matches('/').to_string()
@@ -968,12 +978,14 @@ fn check_routes(
             timeout: r.timeout.map(|t| t.0),
             forward_authorization: r.forward_authorization.unwrap_or(true),
         };
-        if let Some((j, _)) = out.iter().enumerate().find(|(_, o)| overlaps(o, &route)) {
+        let peers = same_place.entry((route.path.clone(), route.host.clone())).or_default();
+        if let Some(j) = peers.iter().copied().find(|j| overlaps(&out[*j], &route)) {
             p.add(
                 format!("{base}.path"),
                 format!("`{}` duplicates routes[{j}] for the same host and method", route.path),
             );
         }
+        peers.push(out.len());
         out.push(route);
     }
     out
