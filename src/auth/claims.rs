@@ -1,7 +1,79 @@
 //! Reading claims: a name is first looked up as-is (claims like `https://example.com/roles`
 //! contain dots), then as a dotted path into nested objects (`realm_access.roles`).
 
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+use std::fmt;
+
+/// Parse a JSON object, refusing duplicate member names at any depth. Two `roles` (or `sub`)
+/// members mean two parsers can disagree on which one counts (RFC 7519 §4 lets a consumer
+/// reject such tokens; we do, for every claim alike).
+pub fn strict_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice::<Strict>(bytes).map_err(|e| e.to_string())?.0 {
+        Value::Object(map) => Ok(map),
+        _ => Err("not a JSON object".into()),
+    }
+}
+
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+        Ok(Strict(Value::Bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+        Ok(Strict(Value::String(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+        Ok(Strict(Value::String(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict(Value::Null))
+    }
+    fn visit_none<E>(self) -> Result<Strict, E> {
+        Ok(Strict(Value::Null))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Strict(Value::Array(items)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Strict, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            if map.contains_key(&key) {
+                return Err(de::Error::custom(format!("duplicate member `{key}`")));
+            }
+            let Strict(v) = access.next_value()?;
+            map.insert(key, v);
+        }
+        Ok(Strict(Value::Object(map)))
+    }
+}
 
 /// The claim called `name`, or found by walking `name` as a dotted path.
 pub fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
@@ -53,6 +125,15 @@ mod tests {
 
     fn claims(v: Value) -> Map<String, Value> {
         v.as_object().cloned().expect("object")
+    }
+
+    #[test]
+    fn duplicate_members_are_refused_at_any_depth() {
+        assert!(strict_object(br#"{"sub":"a","roles":["x"],"n":1.5,"o":{"k":null}}"#).is_ok());
+        let dup = strict_object(br#"{"roles":["user"],"roles":["admin"]}"#).unwrap_err();
+        assert!(dup.contains("duplicate member `roles`"), "{dup}");
+        assert!(strict_object(br#"{"o":{"a":1,"a":2}}"#).is_err());
+        assert!(strict_object(br#"[1]"#).is_err());
     }
 
     #[test]

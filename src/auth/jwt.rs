@@ -107,8 +107,17 @@ impl Verifier {
         self.rules.iter().map(|(a, _)| *a).collect()
     }
 
-    /// Read the header and check `alg` against the allowed list.
+    /// Read the header and check `alg` against the allowed list. A `crit` member names
+    /// extensions the token says must be understood; we understand none, so such a token is
+    /// refused (RFC 7515 §4.1.11), as is a header with a member twice.
     pub fn header(&self, token: &str) -> Result<TokenHeader, Rejection> {
+        let fields = segment(token, 0).and_then(|bytes| {
+            claims::strict_object(&bytes)
+                .map_err(|_| Rejection::Malformed("token header is not a JSON object without duplicate members"))
+        });
+        if fields.as_ref().is_ok_and(|f| f.contains_key("crit")) {
+            return Err(Rejection::CriticalExtension);
+        }
         match jsonwebtoken::decode_header(token) {
             Ok(h) if self.rules.iter().any(|(a, _)| *a == h.alg) => Ok(TokenHeader { alg: h.alg, kid: h.kid }),
             Ok(h) => Err(Rejection::AlgorithmNotAllowed(format!("{:?}", h.alg))),
@@ -123,7 +132,7 @@ impl Verifier {
         };
         if header.alg.family() == jsonwebtoken::AlgorithmFamily::Hmac {
             let key = self.hmac.as_ref().ok_or(Rejection::NoKey)?;
-            return decode(token, key, rules);
+            return decode(token, key, rules).and_then(|_| strict_claims(token));
         }
         let candidates = match keys.candidates(header.kid.as_deref(), header.alg) {
             Candidates::Keys(k) => k,
@@ -133,7 +142,7 @@ impl Verifier {
         let mut last = Rejection::BadSignature;
         for key in candidates {
             match decode(token, &key.key, rules) {
-                Ok(claims) => return Ok(claims),
+                Ok(_) => return strict_claims(token),
                 // Only a signature mismatch means "try the next key"; a claim failure is final.
                 Err(Rejection::BadSignature) => last = Rejection::BadSignature,
                 Err(other) => return Err(other),
@@ -143,25 +152,42 @@ impl Verifier {
     }
 
     /// The identity carried by verified claims, with the unix time its cache entry must die.
-    pub fn identity(&self, claims: Map<String, Value>) -> (Identity, u64) {
+    /// A forwarded claim whose text cannot be a header value (CR, LF, NUL or another control
+    /// character) refuses the token: leaving the header out would let the upstream read the
+    /// caller as someone without that claim.
+    pub fn identity(&self, claims: Map<String, Value>) -> Result<(Identity, u64), Rejection> {
         let sub = claims::lookup(&claims, "sub").and_then(claims::scalar_string);
         let roles = claims::lookup(&claims, &self.roles_claim).map(claims::roles).unwrap_or_default();
         let mut forward = Vec::with_capacity(self.forward.len());
         for (claim, header) in &self.forward {
             let Some(text) = claims::lookup(&claims, claim).and_then(claims::header_text) else { continue };
-            match HeaderValue::from_str(&text) {
+            // UTF-8 is passed as is (obs-text); only control characters are refused.
+            match HeaderValue::from_bytes(text.as_bytes()) {
                 Ok(v) => forward.push((header.clone(), v)),
-                // Control characters or non-ASCII: not forwarded, never sent mangled.
-                Err(_) => log::debug!("claim `{claim}` is not a valid header value; `{header}` not sent"),
+                Err(_) => return Err(Rejection::BadClaim(claim.clone())),
             }
         }
         let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-        (Identity { sub, roles, claims, forward }, exp.saturating_add(self.leeway))
+        Ok((Identity { sub, roles, claims, forward }, exp.saturating_add(self.leeway)))
     }
 }
 
-fn decode(token: &str, key: &DecodingKey, rules: &Validation) -> Result<Map<String, Value>, Rejection> {
-    jsonwebtoken::decode::<Map<String, Value>>(token, key, rules).map(|t| t.claims).map_err(|e| match e.kind() {
+/// The base64url-decoded `index`th segment of a compact JWS.
+fn segment(token: &str, index: usize) -> Result<Vec<u8>, Rejection> {
+    let part = token.split('.').nth(index).ok_or(Rejection::Malformed("token is not a compact JWS"))?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .map_err(|_| Rejection::Malformed("token segment is not base64url"))
+}
+
+/// The claims of a token whose signature and time claims were verified, parsed again with
+/// duplicate members refused (jsonwebtoken keeps the last of two).
+fn strict_claims(token: &str) -> Result<Map<String, Value>, Rejection> {
+    claims::strict_object(&segment(token, 1)?).map_err(|_| Rejection::DuplicateClaim)
+}
+
+fn decode(token: &str, key: &DecodingKey, rules: &Validation) -> Result<(), Rejection> {
+    jsonwebtoken::decode::<serde::de::IgnoredAny>(token, key, rules).map(|_| ()).map_err(|e| match e.kind() {
         ErrorKind::InvalidSignature
         | ErrorKind::InvalidEcdsaKey
         | ErrorKind::InvalidRsaKey(_)

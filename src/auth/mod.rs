@@ -98,9 +98,15 @@ pub enum Rejection {
     /// A required claim is absent.
     #[error("missing required claim `{0}`")]
     MissingClaim(String),
-    /// A claim has the wrong type.
+    /// A claim has the wrong type, or a forwarded claim cannot be a header value.
     #[error("claim `{0}` has an invalid format")]
     BadClaim(String),
+    /// A claim (or header member) appears twice.
+    #[error("a claim appears more than once")]
+    DuplicateClaim,
+    /// The header has `crit`: extensions that must be understood, and none are.
+    #[error("critical header extensions (crit) are not supported")]
+    CriticalExtension,
 }
 
 /// An authentication or authorization failure.
@@ -261,7 +267,7 @@ impl Authenticator {
             }
             Err(r) => return Err(r.into()),
         };
-        let (identity, expires_at) = self.verifier.identity(claims);
+        let (identity, expires_at) = self.verifier.identity(claims)?;
         let identity = Arc::new(identity);
         let generation = keyset.map_or(0, |k| k.generation);
         self.cache.insert(digest, identity.clone(), expires_at, generation);
