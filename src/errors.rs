@@ -2,7 +2,7 @@
 //! `{"error": code, "message": text, "request_id": id}` with the right status and headers
 //! (ARCHITECTURE.md §4).
 
-use crate::routing::PathError;
+use crate::routing::{PathError, TargetError};
 use bytes::Bytes;
 use http::Method;
 use pingora::http::ResponseHeader;
@@ -15,9 +15,15 @@ pub enum GatewayError {
     /// The path was refused before routing.
     #[error("{0}")]
     BadPath(#[from] PathError),
+    /// The request target or host was refused before routing.
+    #[error("{0}")]
+    BadTarget(#[from] TargetError),
     /// Some other malformed request.
     #[error("{0}")]
     BadRequest(String),
+    /// A transfer coding other than `chunked` (RFC 9112 §6.1: 501).
+    #[error("only the chunked transfer coding is supported")]
+    UnsupportedTransferCoding,
     /// No route owns the path.
     #[error("no route for this path")]
     NoRoute,
@@ -88,7 +94,7 @@ pub enum GatewayError {
         detail: String,
     },
     /// The upstream did not answer in time.
-    #[error("upstream did not answer within {after:?}")]
+    #[error("upstream did not answer within {}", after.map(human_duration).unwrap_or_else(|| "its timeout".into()))]
     GatewayTimeout {
         /// The timeout that fired, when known.
         after: Option<Duration>,
@@ -152,7 +158,8 @@ impl GatewayError {
     /// HTTP status.
     pub fn status(&self) -> u16 {
         match self {
-            Self::BadPath(_) | Self::BadRequest(_) => 400,
+            Self::BadPath(_) | Self::BadTarget(_) | Self::BadRequest(_) => 400,
+            Self::UnsupportedTransferCoding => 501,
             Self::MissingToken | Self::InvalidToken { .. } => 401,
             Self::Forbidden(_) => 403,
             Self::NoRoute => 404,
@@ -172,7 +179,8 @@ impl GatewayError {
     /// Machine-readable code of the JSON body.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::BadPath(_) | Self::BadRequest(_) => "bad_request",
+            Self::BadPath(_) | Self::BadTarget(_) | Self::BadRequest(_) => "bad_request",
+            Self::UnsupportedTransferCoding => "not_implemented",
             Self::MissingToken => "missing_token",
             Self::InvalidToken { .. } => "invalid_token",
             Self::Forbidden(_) => "forbidden",
@@ -196,7 +204,9 @@ impl GatewayError {
         matches!(
             self,
             Self::BadPath(_)
+                | Self::BadTarget(_)
                 | Self::BadRequest(_)
+                | Self::UnsupportedTransferCoding
                 | Self::PayloadTooLarge { .. }
                 | Self::HeadersTooLarge { .. }
                 | Self::RequestTimeout
@@ -309,6 +319,17 @@ impl GatewayError {
     }
 }
 
+/// `2s`, `1.5s`, `250ms`: how a person writes a timeout.
+fn human_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
 fn join_methods(methods: &[Method]) -> String {
     methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ")
 }
@@ -343,5 +364,14 @@ mod tests {
         let mut gone = *PingoraError::explain(ErrorType::ConnectionClosed, "x");
         gone.esource = ErrorSource::Downstream;
         assert!(GatewayError::from_pingora(&gone, None).is_none());
+    }
+
+    #[test]
+    fn timeout_messages_read_as_durations() {
+        let m = |after| GatewayError::GatewayTimeout { after }.message();
+        assert_eq!(m(Some(Duration::from_secs(2))), "upstream did not answer within 2s");
+        assert_eq!(m(Some(Duration::from_millis(250))), "upstream did not answer within 250ms");
+        assert_eq!(m(Some(Duration::from_millis(1500))), "upstream did not answer within 1.5s");
+        assert_eq!(m(None), "upstream did not answer in time");
     }
 }

@@ -2,7 +2,64 @@
 //! trusted proxies, and the `X-Forwarded-*` values (ARCHITECTURE.md §6).
 
 use crate::config::{canonical_ip, TrustedProxies};
+use http::header::{GetAll, HeaderMap, HeaderName, HeaderValue};
+use std::borrow::Cow;
 use std::net::IpAddr;
+
+/// All lines of a list-valued header as one comma-separated value (RFC 9110 §5.3), so a
+/// chain split over several `X-Forwarded-For` lines is read whole. `None` without any line; a
+/// line that is not text becomes `?`, which no parser accepts, so nothing left of it is believed.
+pub fn combined_lines(values: GetAll<'_, HeaderValue>) -> Option<Cow<'_, str>> {
+    let mut lines = values.iter();
+    let first = lines.next()?;
+    let text = |v: &'_ HeaderValue| v.to_str().unwrap_or("?").to_string();
+    match lines.next() {
+        None => Some(first.to_str().map_or(Cow::Borrowed("?"), Cow::Borrowed)),
+        Some(second) => {
+            let mut all = text(first);
+            for v in std::iter::once(second).chain(lines) {
+                all.push_str(", ");
+                all.push_str(&text(v));
+            }
+            Some(Cow::Owned(all))
+        }
+    }
+}
+
+/// Request headers whose names contain `_`, to remove before the request goes upstream. CGI-style
+/// servers (PHP, WSGI, Rack) turn `X_User_Id` and `X-User-Id` into the same variable, so an
+/// underscore spelling would smuggle past the removal of a protected header (nginx drops them
+/// too: `underscores_in_headers off`). With `allow`, only underscore spellings of `protected`
+/// names are removed.
+pub fn underscore_headers(headers: &HeaderMap, allow: bool, protected: &[HeaderName]) -> Vec<HeaderName> {
+    // Almost every request has none: check before allocating anything.
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return Vec::new();
+    }
+    headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .filter(|k| {
+            !allow || {
+                let dashed = k.as_str().replace('_', "-");
+                protected.iter().any(|p| p.as_str() == dashed)
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+/// The headers the gateway itself sets upstream: the forwarding headers and `identity` (the
+/// claim headers of `auth.jwt.forward`).
+pub fn protected_headers(identity: impl IntoIterator<Item = HeaderName>) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> =
+        ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "x-request-id"]
+            .into_iter()
+            .map(HeaderName::from_static)
+            .collect();
+    names.extend(identity);
+    names
+}
 
 /// A client-sent `X-Request-Id` is kept when it is 1–128 characters of `[A-Za-z0-9._:-]`.
 pub fn is_sane_request_id(id: &[u8]) -> bool {
@@ -89,6 +146,36 @@ mod tests {
 
     fn trusted(nets: &[&str]) -> TrustedProxies {
         TrustedProxies(nets.iter().map(|n| n.parse().expect("cidr")).collect())
+    }
+
+    #[test]
+    fn several_lines_are_one_list() {
+        let mut h = HeaderMap::new();
+        assert!(combined_lines(h.get_all("x-forwarded-for")).is_none());
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        assert_eq!(combined_lines(h.get_all("x-forwarded-for")).as_deref(), Some("1.1.1.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2, 10.0.0.2"));
+        assert_eq!(combined_lines(h.get_all("x-forwarded-for")).as_deref(), Some("1.1.1.1, 2.2.2.2, 10.0.0.2"));
+        let t = trusted(&["10.0.0.0/8"]);
+        let peer: IpAddr = "10.0.0.1".parse().expect("ip");
+        let chain = combined_lines(h.get_all("x-forwarded-for"));
+        assert_eq!(client_ip(peer, chain.as_deref(), &t).to_string(), "2.2.2.2");
+    }
+
+    #[test]
+    fn underscore_spellings() {
+        let mut h = HeaderMap::new();
+        h.insert("x_user_id", HeaderValue::from_static("admin"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        h.insert("my_header", HeaderValue::from_static("2"));
+        let protected = [HeaderName::from_static("x-user-id")];
+        assert_eq!(underscore_headers(&h, true, &protected), vec![HeaderName::from_static("x_user_id")]);
+        let mut all = underscore_headers(&h, false, &protected);
+        all.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        assert_eq!(all, vec![HeaderName::from_static("my_header"), HeaderName::from_static("x_user_id")]);
+        h.remove("x_user_id");
+        h.remove("my_header");
+        assert!(underscore_headers(&h, false, &protected).is_empty());
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod config;
 pub mod discovery;
 pub mod errors;
 pub mod forwarding;
+pub mod framing;
 pub mod jobs;
 pub mod lifecycle;
 pub mod observability;

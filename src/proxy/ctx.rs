@@ -35,6 +35,8 @@ pub struct RequestCtx {
     pub body_bytes: u64,
     /// `upstream_peer`: backends that failed to connect (never picked again for this request).
     pub tried: Vec<SocketAddr>,
+    /// `proxy_upstream_filter`: the peer of the first attempt, handed to `upstream_peer`.
+    pub first_peer: Option<Box<pingora::upstreams::peer::HttpPeer>>,
     /// `upstream_peer`: the backend of the current attempt.
     pub backend: Option<SocketAddr>,
     /// `upstream_peer`: least_conn slot, released when the request ends or is retried.
@@ -68,6 +70,7 @@ impl RequestCtx {
             rate_limit: None,
             body_bytes: 0,
             tried: Vec::new(),
+            first_peer: None,
             backend: None,
             inflight: None,
             upstream_started: None,

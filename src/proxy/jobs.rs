@@ -10,7 +10,7 @@ use crate::jobs::{rejection_reason, request, Accepted, Jobs, PublishFailure, Sub
 use crate::observability::logger;
 use crate::state::GatewayState;
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, EXPECT, TRANSFER_ENCODING};
+use http::header::{CONTENT_TYPE, EXPECT};
 use http::Method;
 use pingora::prelude::*;
 use std::time::Duration;
@@ -94,7 +94,7 @@ async fn submit(
     request::check_content_type(req.headers.get(CONTENT_TYPE).map(|v| v.as_bytes()))?;
     let key = request::idempotency_key(req.headers.get("idempotency-key").map(|v| v.as_bytes()))?;
     let limit = jobs.settings.max_body;
-    let declared = declared_length(req)?;
+    let declared = crate::framing::declared_length(req)?;
     if declared.is_some_and(|len| len > limit) {
         return Err(GatewayError::PayloadTooLarge { limit }.into());
     }
@@ -130,22 +130,6 @@ async fn submit(
     };
     let accepted = jobs.publish(submission, &state.metrics).await.map_err(|f| Failure::Counted(f.into()))?;
     Ok((job_id, accepted))
-}
-
-/// `Content-Length`, when the body is not chunked (Transfer-Encoding wins, RFC 9112).
-fn declared_length(req: &RequestHeader) -> std::result::Result<Option<u64>, GatewayError> {
-    if req.headers.contains_key(TRANSFER_ENCODING) {
-        return Ok(None);
-    }
-    req.headers
-        .get(CONTENT_LENGTH)
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| GatewayError::BadRequest("invalid Content-Length".into()))
-        })
-        .transpose()
 }
 
 /// Read the whole body, refusing at the first byte over `limit` (the rest is never read: the

@@ -19,7 +19,7 @@ use crate::routing::{self, RouteMatch};
 use crate::state::GatewayState;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST};
+use http::header::{AUTHORIZATION, HOST};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::Peer;
@@ -30,12 +30,17 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct Gateway {
     state: Arc<GatewayState>,
+    /// Headers only the gateway sets upstream; no client spelling of them (`X_User_Id`) passes.
+    protected: Vec<http::HeaderName>,
 }
 
 impl Gateway {
     /// Wrap shared state.
     pub fn new(state: Arc<GatewayState>) -> Self {
-        Gateway { state }
+        let protected = forwarding::protected_headers(
+            state.config.auth.iter().flat_map(|a| a.forward.iter().map(|(_, h)| h.clone())),
+        );
+        Gateway { state, protected }
     }
 }
 
@@ -60,23 +65,6 @@ fn add_rate_limit_headers(resp: &mut ResponseHeader, decision: Option<&ratelimit
         let _ = resp.insert_header("RateLimit-Remaining", d.remaining);
         let _ = resp.insert_header("RateLimit-Reset", d.reset);
     }
-}
-
-/// The body length announced by `Content-Length`. Pingora already refused differing values;
-/// identical repeats (`5, 5`) are one length.
-fn content_length(req: &RequestHeader) -> std::result::Result<Option<u64>, GatewayError> {
-    let mut length = None;
-    for value in req.headers.get_all(CONTENT_LENGTH) {
-        let text = value.to_str().map_err(|_| GatewayError::BadRequest("invalid Content-Length".into()))?;
-        for part in text.split(',') {
-            let n: u64 = part.trim().parse().map_err(|_| GatewayError::BadRequest("invalid Content-Length".into()))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(GatewayError::BadRequest("conflicting Content-Length values".into()));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length)
 }
 
 /// Answer `GET /health` on public listeners (for a balancer in front).
@@ -118,10 +106,12 @@ impl Gateway {
     fn decide(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> std::result::Result<Decision, GatewayError> {
         let raw_path = req.uri.path();
         let path = routing::normalize_path(raw_path)?;
-        if path == "/health" && (req.method == http::Method::GET || req.method == http::Method::HEAD) {
+        // Routes match without `;` path parameters, as servlet containers resolve them.
+        let route_path = routing::route_path(&path);
+        if route_path == "/health" && (req.method == http::Method::GET || req.method == http::Method::HEAD) {
             return Ok(Decision::Health);
         }
-        if self.state.jobs.as_ref().is_some_and(|j| j.owns_path(&path)) {
+        if self.state.jobs.as_ref().is_some_and(|j| j.owns_path(&route_path)) {
             return Ok(Decision::Job);
         }
         // Lower-casing the host costs an allocation; only pay it when a route names a host.
@@ -134,20 +124,21 @@ impl Gateway {
         } else {
             None
         };
-        let id = match self.state.routes.lookup(host.as_deref(), &req.method, &path) {
+        let id = match self.state.routes.lookup(host.as_deref(), &req.method, &route_path) {
             RouteMatch::Found(id) => id,
             RouteMatch::MethodNotAllowed { allow } => return Err(GatewayError::MethodNotAllowed { allow }),
             RouteMatch::NotFound => return Err(GatewayError::NoRoute),
         };
         ctx.route = Some(id);
         let route = self.state.route(id);
-        if content_length(req)?.is_some_and(|len| len > route.max_body) {
+        if crate::framing::declared_length(req)?.is_some_and(|len| len > route.max_body) {
             return Err(GatewayError::PayloadTooLarge { limit: route.max_body });
         }
         let upstream_path = routing::upstream_path(&path, &route.path, route.strip_prefix);
         // Rewrite the request target only when it changes: a prefix was stripped, the path was
-        // normalised, or the client used the absolute form (`GET http://host/path`).
-        if upstream_path != raw_path || req.uri.scheme().is_some() {
+        // normalised, or the client used the absolute form (`GET http://host/path`, whose
+        // authority became the Host header in `early_request_filter`).
+        if upstream_path != raw_path || req.raw_path().first() != Some(&b'/') {
             let uri = match req.uri.query() {
                 Some(q) => format!("{upstream_path}?{q}"),
                 None => upstream_path.to_string(),
@@ -191,6 +182,36 @@ impl Gateway {
             // A verified claim only; anonymous requests (or tokens without it) use the IP.
             HashKey::Claim(name) => {
                 ctx.identity.as_ref().and_then(|i| i.claim_text(name)).map(String::into_bytes).unwrap_or_else(ip)
+            }
+        }
+    }
+
+    /// The peer of the next attempt: a usable backend of the route's service not tried yet.
+    fn next_peer(&self, session: &Session, ctx: &mut RequestCtx) -> std::result::Result<Box<HttpPeer>, GatewayError> {
+        let route_id = ctx.route.ok_or(GatewayError::Internal)?;
+        let route = self.state.route(route_id);
+        let pool = self.state.pools.get(route.service);
+        let key = match &pool.settings.lb {
+            LbAlgorithm::ConsistentHash(k) => self.hash_key(k, session, ctx),
+            _ => Vec::new(),
+        };
+        ctx.inflight = None;
+        ctx.error_counted = false;
+        match pool.select(&key, &ctx.tried) {
+            Some(selected) => {
+                ctx.backend = Some(selected.addr);
+                ctx.inflight = selected.guard;
+                ctx.upstream_started = Some(Instant::now());
+                Ok(Box::new(pool.peer(selected.addr, route.timeout)))
+            }
+            None if ctx.tried.is_empty() => Err(GatewayError::NoHealthyBackend { service: pool.settings.name.clone() }),
+            None => {
+                // Every healthy backend refused the connection: report the last failure.
+                ctx.error_counted = true;
+                Err(ctx.error.take().unwrap_or(GatewayError::BadGateway {
+                    kind: UpstreamErrorKind::Connect,
+                    detail: "no backend accepted the connection".into(),
+                }))
             }
         }
     }
@@ -274,16 +295,37 @@ impl ProxyHttp for Gateway {
         if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
             ctx.peer_ip = peer.ip();
         }
-        let xff = session.req_header().headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        ctx.client_ip = forwarding::client_ip(ctx.peer_ip, xff, &self.state.config.trusted_proxies);
+        let xff = forwarding::combined_lines(req.headers.get_all("x-forwarded-for"));
+        ctx.client_ip = forwarding::client_ip(ctx.peer_ip, xff.as_deref(), &self.state.config.trusted_proxies);
         ctx.client_ip_text = forwarding::ip_text(ctx.client_ip);
         let limits = &self.state.config.limits;
-        if request_head_bytes(session.req_header()) > limits.max_header_bytes {
-            let err = GatewayError::HeadersTooLarge { limit: limits.max_header_bytes };
-            ctx.error = Some(err.clone());
-            return Error::e_explain(HTTPStatus(err.status()), "request headers too large");
+        let checked = if request_head_bytes(req) > limits.max_header_bytes {
+            Err(GatewayError::HeadersTooLarge { limit: limits.max_header_bytes })
+        } else {
+            crate::framing::check_transfer_coding(req).and_then(|_| {
+                let requires_host = req.version != http::Version::HTTP_10 && req.version != http::Version::HTTP_09;
+                let host = req.headers.get(HOST).map(|h| h.as_bytes());
+                routing::request_host(req.raw_path(), req.uri.authority().map(|a| a.as_str()), host, requires_host)
+                    .map_err(GatewayError::from)
+            })
+        };
+        match checked {
+            // An absolute-form target's authority replaces the missing Host (RFC 9112 §3.2.2):
+            // routing, auth and the upstream all see that one host.
+            Ok(host) if host.add_host_header => {
+                let authority = host.authority.map(str::to_string);
+                if let Some(authority) = authority {
+                    session.req_header_mut().insert_header(HOST, authority)?;
+                }
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let status = err.status();
+                ctx.error = Some(err);
+                Error::e_explain(HTTPStatus(status), "request refused before routing")
+            }
         }
-        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
@@ -320,41 +362,36 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
-        let Some(route_id) = ctx.route else {
-            ctx.error = Some(GatewayError::Internal);
-            return Error::e_explain(InternalError, "upstream_peer without a route");
-        };
-        let route = self.state.route(route_id);
-        let pool = self.state.pools.get(route.service);
-        let key = match &pool.settings.lb {
-            LbAlgorithm::ConsistentHash(k) => self.hash_key(k, session, ctx),
-            _ => Vec::new(),
-        };
-        ctx.inflight = None;
-        ctx.error_counted = false;
-        match pool.select(&key, &ctx.tried) {
-            Some(selected) => {
-                ctx.backend = Some(selected.addr);
-                ctx.inflight = selected.guard;
-                ctx.upstream_started = Some(Instant::now());
-                Ok(Box::new(pool.peer(selected.addr, route.timeout)))
+    async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        // The first backend is chosen here rather than in `upstream_peer`: when there is none,
+        // the 503 answered from this hook keeps the client's connection (Pingora closes it after
+        // any error raised in its upstream loop).
+        match self.next_peer(session, ctx) {
+            Ok(peer) => {
+                ctx.first_peer = Some(peer);
+                Ok(true)
             }
-            None if ctx.tried.is_empty() => {
-                let err = GatewayError::NoHealthyBackend { service: pool.settings.name.clone() };
-                ctx.error = Some(err);
-                Error::e_explain(HTTPStatus(503), "no healthy backend")
-            }
-            None => {
-                // Every healthy backend refused the connection: report the last failure.
-                ctx.error_counted = true;
-                if ctx.error.is_none() {
-                    ctx.error = Some(GatewayError::BadGateway {
-                        kind: UpstreamErrorKind::Connect,
-                        detail: "no backend accepted the connection".into(),
-                    });
+            Err(err) => {
+                if !session.is_body_empty() && !session.is_body_done() {
+                    // An unread body would be drained before reuse: close instead.
+                    session.set_keepalive(None);
                 }
-                Error::e_explain(HTTPStatus(502), "all backends failed to connect")
+                respond(session, ctx, &err).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+        if let Some(peer) = ctx.first_peer.take() {
+            return Ok(peer);
+        }
+        match self.next_peer(session, ctx) {
+            Ok(peer) => Ok(peer),
+            Err(err) => {
+                let status = err.status();
+                ctx.error = Some(err);
+                Error::e_explain(HTTPStatus(status), "no backend left to try")
             }
         }
     }
@@ -391,11 +428,17 @@ impl ProxyHttp for Gateway {
         if let Some(uri) = ctx.upstream_uri.clone() {
             upstream.set_uri(uri);
         }
-        let trusted = &self.state.config.trusted_proxies;
+        let config = &self.state.config;
+        for name in
+            forwarding::underscore_headers(&upstream.headers, config.limits.underscores_in_headers, &self.protected)
+        {
+            upstream.remove_header(&name);
+        }
+        let trusted = &config.trusted_proxies;
         let from_trusted = trusted.contains(&ctx.peer_ip);
         if from_trusted {
-            let existing = upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-            let chain = forwarding::forwarded_for(ctx.peer_ip, existing, trusted);
+            let existing = forwarding::combined_lines(upstream.headers.get_all("x-forwarded-for"));
+            let chain = forwarding::forwarded_for(ctx.peer_ip, existing.as_deref(), trusted);
             upstream.insert_header("X-Forwarded-For", chain)?;
         } else {
             // From an untrusted peer the chain is just the peer, which is the client.
@@ -459,8 +502,12 @@ impl ProxyHttp for Gateway {
         match err {
             Some(err) => {
                 let code = err.status();
-                let _ = respond(session, ctx, &err).await;
-                FailToProxy { error_code: code, can_reuse_downstream: false }
+                let written = respond(session, ctx, &err).await.is_ok();
+                // A 502/503/504 to a request whose body was read whole leaves the connection
+                // in a clean state: keep it, so clients of a failing service do not pay a new
+                // connection (and the gateway a new session) for every error.
+                let body_done = session.is_body_empty() || session.is_body_done();
+                FailToProxy { error_code: code, can_reuse_downstream: written && body_done && !err.closes_connection() }
             }
             None => FailToProxy { error_code: 0, can_reuse_downstream: false },
         }

@@ -3,9 +3,11 @@
 
 mod normalize;
 mod table;
+mod target;
 
-pub use normalize::{normalize_path, PathError};
+pub use normalize::{normalize_path, route_path, PathError};
 pub use table::{RouteMatch, RouteTable};
+pub use target::{is_valid_authority, request_host, RequestHost, TargetError};
 
 /// The host of a `Host` header or URI authority: lower-case, without port.
 pub fn host_without_port(host: &str) -> String {
@@ -23,14 +25,39 @@ pub fn host_without_port(host: &str) -> String {
 }
 
 /// The path sent upstream: the normalised path, minus the route prefix when `strip_prefix`.
+/// The prefix was matched on the [`route_path`]; with path parameters the same number of
+/// named segments is removed, parameters and all.
 pub fn upstream_path<'a>(normalized: &'a str, prefix: &str, strip_prefix: bool) -> &'a str {
     if !strip_prefix || prefix == "/" {
         return normalized;
+    }
+    if normalized.contains(';') {
+        return strip_segments(normalized, prefix.split('/').filter(|s| !s.is_empty()).count());
     }
     match normalized.strip_prefix(prefix) {
         Some("") => "/",
         Some(rest) if rest.starts_with('/') => rest,
         _ => normalized,
+    }
+}
+
+/// `path` without its first `n` named segments (segments whose name before `;` is empty do
+/// not count, as [`route_path`] drops them).
+fn strip_segments(path: &str, mut n: usize) -> &str {
+    let mut rest = path;
+    while n > 0 {
+        let Some(after_slash) = rest.strip_prefix('/') else { break };
+        let end = after_slash.find('/').map_or(after_slash.len(), |i| i);
+        let segment = &after_slash[..end];
+        if !segment.split(';').next().unwrap_or_default().is_empty() {
+            n -= 1;
+        }
+        rest = &after_slash[end..];
+    }
+    if rest.is_empty() {
+        "/"
+    } else {
+        rest
     }
 }
 
@@ -53,5 +80,9 @@ mod tests {
         assert_eq!(upstream_path("/billing/", "/billing", true), "/");
         assert_eq!(upstream_path("/billing/x", "/billing", false), "/billing/x");
         assert_eq!(upstream_path("/x", "/", true), "/x");
+        assert_eq!(upstream_path("/billing;v=1/wallets;a/1", "/billing", true), "/wallets;a/1");
+        assert_eq!(upstream_path("/;x/billing;v=1/w", "/billing", true), "/w");
+        assert_eq!(upstream_path("/a;p/b;q", "/a/b", true), "/");
+        assert_eq!(upstream_path("/a;p/b;q/", "/a/b", true), "/");
     }
 }

@@ -21,6 +21,10 @@ pub enum PathError {
     /// `..` above the root.
     #[error("`..` climbs above the root")]
     AboveRoot,
+    /// `..;x` or `.;x`: Java servlet containers resolve these as dot segments, other servers as
+    /// names, so no route choice can match both.
+    #[error("a `.` or `..` segment with parameters (`;`) is ambiguous")]
+    DotSegmentParameters,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -90,6 +94,11 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     let mut trailing_slash = false;
     for segment in decoded.split('/').skip(1) {
         trailing_slash = false;
+        if let Some((name, _)) = segment.split_once(';') {
+            if name == "." || name == ".." {
+                return Err(PathError::DotSegmentParameters);
+            }
+        }
         match segment {
             "" => trailing_slash = true,
             "." => trailing_slash = true,
@@ -111,6 +120,27 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
         out.push('/');
     }
     Ok(Cow::Owned(out))
+}
+
+/// The path routes are matched on: path parameters (`;…` in a segment, RFC 3986 §3.3) removed
+/// and the segments they leave empty dropped, because servlet containers resolve
+/// `/admin;x=1/users` as `/admin/users`. Borrowed when the path has no `;`.
+pub fn route_path(normalized: &str) -> Cow<'_, str> {
+    if !normalized.contains(';') {
+        return Cow::Borrowed(normalized);
+    }
+    let mut out = String::with_capacity(normalized.len());
+    for segment in normalized.split('/').skip(1) {
+        let name = segment.split_once(';').map_or(segment, |(name, _)| name);
+        if !name.is_empty() {
+            out.push('/');
+            out.push_str(name);
+        }
+    }
+    if out.is_empty() || normalized.ends_with('/') {
+        out.push('/');
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -158,5 +188,20 @@ mod tests {
         assert_eq!(n("/a/../../b"), Err(PathError::AboveRoot));
         assert_eq!(n("a/b"), Err(PathError::NotAbsolute));
         assert_eq!(n("*"), Err(PathError::NotAbsolute));
+        assert_eq!(n("/..;/admin/x"), Err(PathError::DotSegmentParameters));
+        assert_eq!(n("/api/..;x=1/admin"), Err(PathError::DotSegmentParameters));
+        assert_eq!(n("/api/%2e%2e;/admin"), Err(PathError::DotSegmentParameters));
+        assert_eq!(n("/api/.;/admin"), Err(PathError::DotSegmentParameters));
+    }
+
+    #[test]
+    fn path_parameters_are_kept_upstream_and_ignored_for_routing() {
+        assert_eq!(n("/admin;x=1/x").as_deref(), Ok("/admin;x=1/x"));
+        assert_eq!(route_path("/admin;x=1/x"), "/admin/x");
+        assert_eq!(route_path("/;x=1/admin"), "/admin");
+        assert_eq!(route_path("/a;jsessionid=1"), "/a");
+        assert_eq!(route_path("/a;b/"), "/a/");
+        assert_eq!(route_path("/;x"), "/");
+        assert!(matches!(route_path("/plain/path"), Cow::Borrowed(_)));
     }
 }

@@ -53,6 +53,16 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty())
 }
 
+/// Most specific first at every node (host, then methods, then file order); once, after all
+/// routes are in, so building stays O(routes × depth).
+fn sort_candidates(root: &mut Node) {
+    let mut pending = vec![root];
+    while let Some(node) = pending.pop() {
+        node.routes.sort_by_key(|c| (c.host.is_none(), c.methods.is_none(), c.id));
+        pending.extend(node.children.values_mut());
+    }
+}
+
 impl RouteTable {
     /// Build the table from validated routes.
     pub fn new(routes: &[RouteSettings]) -> Self {
@@ -63,8 +73,8 @@ impl RouteTable {
                 node = node.children.entry(seg.into()).or_default();
             }
             node.routes.push(Candidate { id, host: r.host.clone(), methods: r.methods.clone() });
-            node.routes.sort_by_key(|c| (c.host.is_none(), c.methods.is_none(), c.id));
         }
+        sort_candidates(&mut root);
         RouteTable { root, has_host_routes: routes.iter().any(|r| r.host.is_some()) }
     }
 

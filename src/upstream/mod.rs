@@ -482,8 +482,26 @@ impl PoolsService {
 #[async_trait]
 impl BackgroundService for PoolsService {
     async fn start(&self, shutdown: ShutdownWatch) {
-        let runs = self.pools.iter().map(|p| p.run(shutdown.clone()));
+        let runs = self.pools.iter().map(|p| supervise(p.clone(), shutdown.clone()));
         futures::future::join_all(runs).await;
+    }
+}
+
+/// Run a pool's discovery and health checks in a task of its own, restarted a second after a
+/// panic: one pool's bug must not freeze the health of every service.
+async fn supervise(pool: Arc<Pool>, mut shutdown: ShutdownWatch) {
+    loop {
+        let (task_pool, task_shutdown) = (pool.clone(), shutdown.clone());
+        match tokio::spawn(async move { task_pool.run(task_shutdown).await }).await {
+            Err(e) if e.is_panic() => {
+                log::error!("service {}: its health-check task panicked; restarting it in 1s", pool.settings.name);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+            _ => return,
+        }
     }
 }
 
