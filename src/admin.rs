@@ -1,85 +1,125 @@
-//! The admin listener: `/health` (process alive), `/ready` (every service has a healthy backend,
-//! dependencies connected), `/metrics` (Prometheus text). Never served on public listeners.
+//! The admin listener (never served on public listeners): `/health` (process alive), `/ready`
+//! (every service has a healthy backend, dependencies connected), `/metrics` (Prometheus text),
+//! `GET /config` (the generation in force, the file's sha256, when it was loaded and how the
+//! last reload ended; never a secret) and `POST /config/reload`.
 
-use crate::state::GatewayState;
+use crate::answer::LocalAnswer;
+use crate::runtime::Runtime;
 use async_trait::async_trait;
-use http::{Response, StatusCode};
+use bytes::Bytes;
+use http::{Method, Response};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use serde_json::json;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-/// Admin endpoints over shared state.
+/// Admin endpoints over the runtime.
 #[derive(Debug)]
-pub struct AdminApp {
-    state: Arc<GatewayState>,
+pub(crate) struct AdminApp {
+    runtime: Arc<Runtime>,
 }
 
 impl AdminApp {
-    /// Serve admin endpoints for this state.
-    pub fn new(state: Arc<GatewayState>) -> Self {
-        AdminApp { state }
+    /// Serve admin endpoints for this runtime.
+    pub(crate) fn new(runtime: Arc<Runtime>) -> Self {
+        AdminApp { runtime }
+    }
+
+    fn ready(&self) -> LocalAnswer {
+        let missing = self.runtime.current().readiness_problems(self.runtime.jobs.as_deref());
+        if missing.is_empty() {
+            LocalAnswer::json(200, &json!({"ready": true}))
+        } else {
+            LocalAnswer::json(503, &json!({"ready": false, "missing": missing}))
+        }
+    }
+
+    fn metrics(&self) -> LocalAnswer {
+        let snap = self.runtime.current();
+        let metrics = &self.runtime.metrics;
+        for pool in &snap.pools {
+            let (healthy, unhealthy) = pool.health_counts();
+            metrics.set_backends(pool.name(), healthy, unhealthy);
+            if let Some(age) = pool.discovery_sync_age() {
+                metrics.set_consul_sync_age(pool.name(), age);
+            }
+        }
+        metrics.set_in_flight(self.runtime.lifecycle.inflight());
+        let (tracked, overflowed) = snap.limiter.local_usage();
+        metrics.set_rate_limit_usage(tracked, overflowed);
+        LocalAnswer::bytes(200, "text/plain; version=0.0.4", Bytes::from(metrics.render()))
+    }
+
+    fn config(&self) -> LocalAnswer {
+        let snap = self.runtime.current();
+        let last = self.runtime.last_reload().map(|r| {
+            let (result, errors) = match &r.result {
+                Ok(_) => ("ok", Vec::new()),
+                Err(errors) => ("failed", errors.clone()),
+            };
+            json!({"result": result, "trigger": r.trigger, "at": rfc3339(r.at), "errors": errors})
+        });
+        LocalAnswer::json(
+            200,
+            &json!({
+                "generation": snap.generation,
+                "file": snap.source.path.display().to_string(),
+                "sha256": snap.source.sha256,
+                "loaded_at": rfc3339(snap.source.loaded_at),
+                "watch_config": snap.config.server.watch_config,
+                "last_reload": last,
+            }),
+        )
+    }
+
+    async fn reload(&self) -> LocalAnswer {
+        match self.runtime.reload("admin").await {
+            Ok(generation) => LocalAnswer::json(200, &json!({"generation": generation})),
+            Err(errors) => LocalAnswer::json(422, &json!({"errors": errors})),
+        }
     }
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Vec<u8>> {
-    let mut body = serde_json::to_vec(value).unwrap_or_default();
-    body.push(b'\n');
-    text(status, "application/json", body)
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
-fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
-    let mut resp = Response::new(body);
-    *resp.status_mut() = status;
-    let len = resp.body().len();
-    let headers = resp.headers_mut();
-    if let Ok(v) = content_type.parse() {
-        headers.insert(http::header::CONTENT_TYPE, v);
-    }
-    headers.insert(http::header::CONTENT_LENGTH, len.into());
-    if let Ok(v) = "no-store".parse() {
-        resp.headers_mut().insert(http::header::CACHE_CONTROL, v);
-    }
-    resp
+fn not_found(allowed: &str) -> LocalAnswer {
+    let request_id = crate::forwarding::new_request_id();
+    LocalAnswer::json(
+        404,
+        &json!({"error": "not_found", "message": format!("admin endpoints: {allowed}"), "request_id": request_id}),
+    )
+    .header("X-Request-Id", request_id)
+}
+
+fn method_not_allowed(allow: &'static str) -> LocalAnswer {
+    let request_id = crate::forwarding::new_request_id();
+    LocalAnswer::json(
+        405,
+        &json!({"error": "method_not_allowed", "message": format!("method not allowed here; allowed: {allow}"), "request_id": request_id}),
+    )
+    .header("Allow", allow)
+    .header("X-Request-Id", request_id)
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
-        match path.as_str() {
-            "/health" => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
-            "/ready" => {
-                let missing = self.state.readiness_problems();
-                if missing.is_empty() {
-                    json(StatusCode::OK, &serde_json::json!({"ready": true}))
-                } else {
-                    json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"ready": false, "missing": missing}))
-                }
-            }
-            "/metrics" => {
-                for (id, pool) in self.state.pools.iter().enumerate() {
-                    let (healthy, unhealthy) = pool.health_counts();
-                    self.state.metrics.set_backends(id, healthy, unhealthy);
-                    if let Some(age) = pool.discovery_sync_age() {
-                        self.state.metrics.set_consul_sync_age(&pool.settings.name, age);
-                    }
-                }
-                self.state.metrics.set_in_flight(self.state.lifecycle.inflight());
-                let (tracked, overflowed) = self.state.limiter.local_usage();
-                self.state.metrics.set_rate_limit_usage(tracked, overflowed);
-                text(StatusCode::OK, "text/plain; version=0.0.4", self.state.metrics.render())
-            }
-            _ => {
-                let request_id = crate::forwarding::new_request_id();
-                let mut resp = json(
-                    StatusCode::NOT_FOUND,
-                    &serde_json::json!({"error": "not_found", "message": "admin endpoints: /health /ready /metrics", "request_id": request_id}),
-                );
-                if let Ok(v) = request_id.parse() {
-                    resp.headers_mut().insert("x-request-id", v);
-                }
-                resp
-            }
-        }
+        let method = session.req_header().method.clone();
+        let read = method == Method::GET || method == Method::HEAD;
+        let answer = match (path.as_str(), read) {
+            ("/health", true) => LocalAnswer::json(200, &json!({"status": "ok"})),
+            ("/ready", true) => self.ready(),
+            ("/metrics", true) => self.metrics(),
+            ("/config", true) => self.config(),
+            ("/config/reload", _) if method == Method::POST => self.reload().await,
+            ("/config/reload", _) => method_not_allowed("POST"),
+            ("/health" | "/ready" | "/metrics" | "/config", false) => method_not_allowed("GET, HEAD"),
+            _ => not_found("GET /health /ready /metrics /config, POST /config/reload"),
+        };
+        answer.into_http()
     }
 }

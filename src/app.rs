@@ -7,7 +7,8 @@ use crate::jobs::service::{NatsService, WithNats};
 use crate::lifecycle::Drain;
 use crate::observability::logger;
 use crate::proxy::{Gateway, IdleLimited};
-use crate::state::GatewayState;
+use crate::reload::{ConfigWatcher, HangupReload};
+use crate::runtime::Runtime;
 use crate::upstream::PoolsService;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
@@ -16,7 +17,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
-use std::sync::Arc;
+use std::path::Path;
 
 /// Command-line switches that shape the process.
 #[derive(Debug, Clone, Copy, Default)]
@@ -65,29 +66,31 @@ impl BackgroundService for LogWriter {
 }
 
 /// Build and run the server until it shuts down (SIGTERM, SIGINT or an upgrade hand-over).
-pub fn run(config: Config, launch: Launch) {
+/// `path` is the config file `config` was read from (reloads read it again).
+pub fn run(config: Config, path: &Path, launch: Launch) {
     let conf = server_conf(&config, launch);
     let opt = Opt { upgrade: launch.upgrade, daemon: launch.daemon, nocapture: false, test: false, conf: None };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     // Receive inherited listeners first: the old process waits only a few seconds (§6.4).
     server.bootstrap();
 
-    let state = Arc::new(GatewayState::new(config));
-    let cfg = &state.config;
+    let runtime = Runtime::start(config, path);
+    let snap = runtime.current();
+    let cfg = &snap.config;
 
     server.add_service(background_service("log writer", LogWriter));
-    let drain = Drain::new(state.lifecycle.clone(), cfg.server.grace_period, cfg.server.graceful_shutdown_timeout);
+    let drain = Drain::new(runtime.lifecycle.clone(), cfg.server.grace_period, cfg.server.graceful_shutdown_timeout);
     server.add_service(background_service("drain", drain));
-    server.add_service(background_service("upstream pools", PoolsService::new(&state.pools)));
-    if state.auth.as_ref().and_then(|a| a.keys()).is_some_and(|k| k.has_dynamic_source()) {
-        server.add_service(background_service("jwks refresh", KeyRefreshService::new(state.clone())));
-    }
+    server.add_service(background_service("upstream pools", PoolsService::new(&runtime.upstreams)));
+    server.add_service(background_service("jwks refresh", KeyRefreshService::new(runtime.clone())));
+    server.add_service(background_service("reload on SIGHUP", HangupReload::new(runtime.clone())));
+    server.add_service(background_service("config watcher", ConfigWatcher::new(runtime.clone())));
 
-    let mut gateway = pingora::proxy::http_proxy(&server.configuration, Gateway::new(state.clone()));
+    let mut gateway = pingora::proxy::http_proxy(&server.configuration, Gateway::new(runtime.clone()));
     let mut options = HttpServerOptions::default();
     options.keepalive_request_limit = cfg.limits.keepalive_requests;
     gateway.server_options = Some(options);
-    let downstream = IdleLimited::new(gateway, cfg.limits.idle_timeout.as_secs());
+    let downstream = IdleLimited::new(gateway, runtime.idle_secs.clone());
     let mut proxy = Service::new("siger proxy".to_string(), downstream);
     for listener in &cfg.listeners {
         match &listener.tls {
@@ -102,18 +105,19 @@ pub fn run(config: Config, launch: Launch) {
         }
     }
     // The NATS client lives on the proxy's runtime (see `WithNats`).
-    server.add_service(WithNats::new(proxy, state.jobs.clone().map(NatsService::new), state.lifecycle.clone()));
+    server.add_service(WithNats::new(proxy, runtime.jobs.clone().map(NatsService::new), runtime.lifecycle.clone()));
 
     if let Some(admin) = &cfg.admin {
-        let mut service = Service::new("siger admin".to_string(), AdminApp::new(state.clone()));
+        let mut service = Service::new("siger admin".to_string(), AdminApp::new(runtime.clone()));
         service.add_tcp(&admin.listen);
         service.threads = Some(1);
         server.add_service(service);
     }
 
-    // Consul: seed discovered pools from their state files, add the discovery and
-    // registration services; the run arguments deregister on SIGTERM but not on upgrade.
-    let run_args = crate::discovery::consul::install(&mut server, &state);
+    // Consul: the discovery and registration services; the run arguments deregister on
+    // SIGTERM but not on upgrade.
+    let run_args = crate::discovery::consul::install(&mut server, &runtime);
+    drop(snap);
     server.run(run_args);
     log::info!("siger stopped");
     logger::flush();

@@ -2,16 +2,15 @@
 //! `{"error": code, "message": text, "request_id": id}` with the right status and headers
 //! (ARCHITECTURE.md §4).
 
+use crate::answer::LocalAnswer;
 use crate::routing::{PathError, TargetError};
-use bytes::Bytes;
 use http::Method;
-use pingora::http::ResponseHeader;
 use pingora::{Error as PingoraError, ErrorSource, ErrorType};
 use std::time::Duration;
 
 /// A request failure, named as the fact that caused it.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     /// The path was refused before routing.
     #[error("{0}")]
     BadPath(#[from] PathError),
@@ -106,7 +105,7 @@ pub enum GatewayError {
 
 /// Upstream failure classes (the `kind` label of `siger_upstream_errors_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamErrorKind {
+pub(crate) enum UpstreamErrorKind {
     /// Connection refused / unreachable.
     Connect,
     /// Connect or read timeout.
@@ -123,11 +122,11 @@ pub enum UpstreamErrorKind {
 
 impl UpstreamErrorKind {
     /// Every kind, in label order.
-    pub const ALL: [UpstreamErrorKind; 6] =
+    pub(crate) const ALL: [UpstreamErrorKind; 6] =
         [Self::Connect, Self::Timeout, Self::Reset, Self::Tls, Self::Status5xx, Self::Other];
 
     /// Metric label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Connect => "connect",
             Self::Timeout => "timeout",
@@ -139,7 +138,7 @@ impl UpstreamErrorKind {
     }
 
     /// Classify a Pingora error raised while talking to an upstream.
-    pub fn of(e: &PingoraError) -> Self {
+    pub(crate) fn of(e: &PingoraError) -> Self {
         use ErrorType::*;
         match &e.etype {
             ConnectTimedout | ReadTimedout | WriteTimedout => Self::Timeout,
@@ -156,7 +155,7 @@ impl UpstreamErrorKind {
 
 impl GatewayError {
     /// HTTP status.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             Self::BadPath(_) | Self::BadTarget(_) | Self::BadRequest(_) => 400,
             Self::UnsupportedTransferCoding => 501,
@@ -177,7 +176,7 @@ impl GatewayError {
     }
 
     /// Machine-readable code of the JSON body.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::BadPath(_) | Self::BadTarget(_) | Self::BadRequest(_) => "bad_request",
             Self::UnsupportedTransferCoding => "not_implemented",
@@ -200,7 +199,7 @@ impl GatewayError {
 
     /// Whether the connection should be closed after answering: the request body may be
     /// unread (and could be large) or the request framing is suspect.
-    pub fn closes_connection(&self) -> bool {
+    pub(crate) fn closes_connection(&self) -> bool {
         matches!(
             self,
             Self::BadPath(_)
@@ -215,7 +214,7 @@ impl GatewayError {
 
     /// Map a Pingora error that reached `fail_to_proxy`. `None` when nothing can be written
     /// (the client is gone).
-    pub fn from_pingora(e: &PingoraError, read_timeout: Option<Duration>) -> Option<Self> {
+    pub(crate) fn from_pingora(e: &PingoraError, read_timeout: Option<Duration>) -> Option<Self> {
         use ErrorType::*;
         match e.esource {
             ErrorSource::Downstream => match &e.etype {
@@ -252,7 +251,7 @@ impl GatewayError {
     }
 
     /// The human message of the JSON body; never includes secrets or raw tokens.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             Self::MethodNotAllowed { allow } if !allow.is_empty() => {
                 format!("method not allowed here; allowed: {}", join_methods(allow))
@@ -263,59 +262,41 @@ impl GatewayError {
         }
     }
 
-    /// The full response: status line, headers and JSON body.
-    pub fn to_response(&self, request_id: &str) -> (ResponseHeader, Bytes) {
+    /// The answer: status, JSON body and the headers this failure calls for.
+    pub(crate) fn answer(&self, request_id: &str) -> LocalAnswer {
         let body = serde_json::json!({
             "error": self.code(),
             "message": self.message(),
             "request_id": request_id,
         });
-        let mut body = serde_json::to_vec(&body).unwrap_or_default();
-        body.push(b'\n');
-        let status = self.status();
-        #[allow(clippy::expect_used)]
-        let mut resp = ResponseHeader::build(status, Some(8))
-            .or_else(|_| ResponseHeader::build(500, Some(8)))
-            .expect("500 is a valid status");
-        let _ = resp.insert_header("Content-Type", "application/json");
-        let _ = resp.insert_header("Content-Length", body.len());
-        let _ = resp.insert_header("Cache-Control", "no-store");
-        if !request_id.is_empty() {
-            let _ = resp.insert_header("X-Request-Id", request_id);
-        }
-        match self {
-            Self::MethodNotAllowed { allow } => {
-                let _ = resp.insert_header("Allow", join_methods(allow));
-            }
-            Self::MissingToken => {
-                let _ = resp.insert_header("WWW-Authenticate", "Bearer realm=\"siger\"");
-            }
-            Self::InvalidToken { reason } => {
-                let value = format!(
+        let answer = LocalAnswer::json(self.status(), &body);
+        let answer = match self {
+            Self::MethodNotAllowed { allow } => answer.header("Allow", join_methods(allow)),
+            Self::MissingToken => answer.header("WWW-Authenticate", "Bearer realm=\"siger\""),
+            Self::InvalidToken { reason } => answer.header(
+                "WWW-Authenticate",
+                format!(
                     "Bearer realm=\"siger\", error=\"invalid_token\", error_description=\"{}\"",
                     reason.replace(['"', '\\'], "'")
-                );
-                let _ = resp.insert_header("WWW-Authenticate", value);
-            }
+                ),
+            ),
             Self::RateLimited { retry_after, limit } => {
                 let reset = (*retry_after).max(1);
-                let _ = resp.insert_header("Retry-After", reset);
-                let _ = resp.insert_header("RateLimit-Limit", *limit);
-                let _ = resp.insert_header("RateLimit-Remaining", 0);
-                let _ = resp.insert_header("RateLimit-Reset", reset);
+                answer
+                    .header("Retry-After", reset)
+                    .header("RateLimit-Limit", *limit)
+                    .header("RateLimit-Remaining", 0)
+                    .header("RateLimit-Reset", reset)
             }
-            Self::Unavailable { retry_after, .. } => {
-                let _ = resp.insert_header("Retry-After", (*retry_after).max(1));
-            }
-            Self::NoHealthyBackend { .. } => {
-                let _ = resp.insert_header("Retry-After", 1);
-            }
-            _ => {}
-        }
+            Self::Unavailable { retry_after, .. } => answer.header("Retry-After", (*retry_after).max(1)),
+            Self::NoHealthyBackend { .. } => answer.header("Retry-After", 1),
+            _ => answer,
+        };
         if self.closes_connection() {
-            let _ = resp.insert_header("Connection", "close");
+            answer.closing()
+        } else {
+            answer
         }
-        (resp, Bytes::from(body))
     }
 }
 
@@ -340,14 +321,14 @@ mod tests {
 
     #[test]
     fn json_body_and_headers() {
-        let (resp, body) =
-            GatewayError::MethodNotAllowed { allow: vec![Method::GET, Method::PUT] }.to_response("rid-1");
+        let answer = GatewayError::MethodNotAllowed { allow: vec![Method::GET, Method::PUT] }.answer("rid-1");
+        let resp = answer.response_header();
         assert_eq!(resp.status.as_u16(), 405);
         assert_eq!(resp.headers.get("allow").map(|v| v.as_bytes()), Some(&b"GET, PUT"[..]));
-        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let v: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
         assert_eq!(v["error"], "method_not_allowed");
         assert_eq!(v["request_id"], "rid-1");
-        let (resp, _) = GatewayError::InvalidToken { reason: "token \"expired\"".into() }.to_response("r");
+        let resp = GatewayError::InvalidToken { reason: "token \"expired\"".into() }.answer("r").response_header();
         let www = resp.headers.get("www-authenticate").expect("header").to_str().expect("ascii");
         assert!(www.contains("error=\"invalid_token\"") && www.contains("'expired'"), "{www}");
     }

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 /// All lines of a list-valued header as one comma-separated value (RFC 9110 §5.3), so a
 /// chain split over several `X-Forwarded-For` lines is read whole. `None` without any line; a
 /// line that is not text becomes `?`, which no parser accepts, so nothing left of it is believed.
-pub fn combined_lines(values: GetAll<'_, HeaderValue>) -> Option<Cow<'_, str>> {
+pub(crate) fn combined_lines(values: GetAll<'_, HeaderValue>) -> Option<Cow<'_, str>> {
     let mut lines = values.iter();
     let first = lines.next()?;
     let text = |v: &'_ HeaderValue| v.to_str().unwrap_or("?").to_string();
@@ -31,7 +31,7 @@ pub fn combined_lines(values: GetAll<'_, HeaderValue>) -> Option<Cow<'_, str>> {
 /// underscore spelling would smuggle past the removal of a protected header (nginx drops them
 /// too: `underscores_in_headers off`). With `allow`, only underscore spellings of `protected`
 /// names are removed.
-pub fn underscore_headers(headers: &HeaderMap, allow: bool, protected: &[HeaderName]) -> Vec<HeaderName> {
+pub(crate) fn underscore_headers(headers: &HeaderMap, allow: bool, protected: &[HeaderName]) -> Vec<HeaderName> {
     // Almost every request has none: check before allocating anything.
     if !headers.keys().any(|k| k.as_str().contains('_')) {
         return Vec::new();
@@ -51,7 +51,7 @@ pub fn underscore_headers(headers: &HeaderMap, allow: bool, protected: &[HeaderN
 
 /// The headers the gateway itself sets upstream: the forwarding headers and `identity` (the
 /// claim headers of `auth.jwt.forward`).
-pub fn protected_headers(identity: impl IntoIterator<Item = HeaderName>) -> Vec<HeaderName> {
+pub(crate) fn protected_headers(identity: impl IntoIterator<Item = HeaderName>) -> Vec<HeaderName> {
     let mut names: Vec<HeaderName> =
         ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "x-request-id"]
             .into_iter()
@@ -62,21 +62,21 @@ pub fn protected_headers(identity: impl IntoIterator<Item = HeaderName>) -> Vec<
 }
 
 /// A client-sent `X-Request-Id` is kept when it is 1–128 characters of `[A-Za-z0-9._:-]`.
-pub fn is_sane_request_id(id: &[u8]) -> bool {
+pub(crate) fn is_sane_request_id(id: &[u8]) -> bool {
     (1..=128).contains(&id.len())
         && id.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// An IP address as text; IPv4 (the common case on every request) without the formatting
 /// machinery of `Display`.
-pub fn ip_text(ip: IpAddr) -> String {
+pub(crate) fn ip_text(ip: IpAddr) -> String {
     let mut out = String::with_capacity(15);
     push_ip(&mut out, ip);
     out
 }
 
 /// Append an IP address as text.
-pub fn push_ip(out: &mut String, ip: IpAddr) {
+pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             let mut digits = itoa::Buffer::new();
@@ -95,13 +95,13 @@ pub fn push_ip(out: &mut String, ip: IpAddr) {
 }
 
 /// A fresh request id (UUIDv7: time-ordered, so ids sort by arrival in logs).
-pub fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     uuid::Uuid::now_v7().hyphenated().to_string()
 }
 
 /// The client IP: the TCP peer, unless the peer is a trusted proxy; then `X-Forwarded-For` is
 /// walked from the right, skipping trusted addresses, and the first untrusted one is the client.
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &TrustedProxies) -> IpAddr {
+pub(crate) fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &TrustedProxies) -> IpAddr {
     let peer = canonical_ip(peer);
     if trusted.is_empty() || !trusted.contains(&peer) {
         return peer;
@@ -132,7 +132,7 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 
 /// The `X-Forwarded-For` sent upstream: a trusted peer's chain plus the peer; from an untrusted
 /// peer only the peer itself (a client-written chain is not passed on as if we vouched for it).
-pub fn forwarded_for(peer: IpAddr, existing: Option<&str>, trusted: &TrustedProxies) -> String {
+pub(crate) fn forwarded_for(peer: IpAddr, existing: Option<&str>, trusted: &TrustedProxies) -> String {
     let peer = canonical_ip(peer);
     match existing {
         Some(chain) if !chain.trim().is_empty() && trusted.contains(&peer) => format!("{}, {peer}", chain.trim()),

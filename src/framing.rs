@@ -12,7 +12,7 @@ use http::Version;
 use pingora::http::RequestHeader;
 
 /// Refuse transfer codings the gateway does not apply: only a single `chunked` is accepted.
-pub fn check_transfer_coding(req: &RequestHeader) -> Result<(), GatewayError> {
+pub(crate) fn check_transfer_coding(req: &RequestHeader) -> Result<(), GatewayError> {
     let mut codings = req.headers.get_all(TRANSFER_ENCODING).iter().peekable();
     if codings.peek().is_none() {
         return Ok(());
@@ -41,7 +41,7 @@ pub fn check_transfer_coding(req: &RequestHeader) -> Result<(), GatewayError> {
 /// The body length announced by `Content-Length`, or `None` when there is none or the body
 /// is chunked (`Transfer-Encoding` wins, RFC 9112 §6.3). Identical repeats (`5, 5`) are one
 /// length; Pingora already refused differing ones.
-pub fn declared_length(req: &RequestHeader) -> Result<Option<u64>, GatewayError> {
+pub(crate) fn declared_length(req: &RequestHeader) -> Result<Option<u64>, GatewayError> {
     if req.headers.contains_key(TRANSFER_ENCODING) {
         return Ok(None);
     }

@@ -10,23 +10,27 @@
 //! and `/metrics`; [`discovery`] (Consul) feeds pool membership and registers the gateway;
 //! [`lifecycle`] drains in-flight requests on shutdown.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
-pub mod admin;
+pub(crate) mod admin;
+pub(crate) mod answer;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod discovery;
-pub mod errors;
-pub mod forwarding;
-pub mod framing;
+pub(crate) mod discovery;
+pub(crate) mod errors;
+pub(crate) mod forwarding;
+pub(crate) mod framing;
 pub mod jobs;
-pub mod lifecycle;
+pub(crate) mod jose;
+pub(crate) mod lifecycle;
 pub mod observability;
-pub mod proxy;
-pub mod ratelimit;
-pub mod routing;
-pub mod state;
+pub(crate) mod proxy;
+pub(crate) mod ratelimit;
+pub(crate) mod reload;
+pub(crate) mod routing;
+pub(crate) mod runtime;
+pub(crate) mod snapshot;
 pub mod upgrade;
-pub mod upstream;
+pub(crate) mod upstream;

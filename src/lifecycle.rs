@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 
 /// Process-wide counters the drain logic waits on.
 #[derive(Debug, Default)]
-pub struct Lifecycle {
+pub(crate) struct Lifecycle {
     inflight: AtomicUsize,
     cleanups: AtomicUsize,
 }
 
 /// Held by a request while it is in flight.
 #[derive(Debug)]
-pub struct InflightRequest(Arc<Lifecycle>);
+pub(crate) struct InflightRequest(Arc<Lifecycle>);
 
 impl Drop for InflightRequest {
     fn drop(&mut self) {
@@ -35,7 +35,7 @@ impl Drop for InflightRequest {
 
 /// Held by a shutdown task (deregistration, flushing a client) until it is done.
 #[derive(Debug)]
-pub struct CleanupGuard(Arc<Lifecycle>);
+pub(crate) struct CleanupGuard(Arc<Lifecycle>);
 
 impl Drop for CleanupGuard {
     fn drop(&mut self) {
@@ -45,23 +45,23 @@ impl Drop for CleanupGuard {
 
 impl Lifecycle {
     /// A new, shareable lifecycle.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Lifecycle::default())
     }
 
     /// Count one request in flight until the guard drops.
-    pub fn request(self: &Arc<Self>) -> InflightRequest {
+    pub(crate) fn request(self: &Arc<Self>) -> InflightRequest {
         self.inflight.fetch_add(1, Ordering::Relaxed);
         InflightRequest(self.clone())
     }
 
     /// Requests in flight now.
-    pub fn inflight(&self) -> usize {
+    pub(crate) fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Relaxed)
     }
 
     /// Register a shutdown task; exit waits (bounded) until its guard drops.
-    pub fn cleanup(self: &Arc<Self>) -> CleanupGuard {
+    pub(crate) fn cleanup(self: &Arc<Self>) -> CleanupGuard {
         self.cleanups.fetch_add(1, Ordering::AcqRel);
         CleanupGuard(self.clone())
     }
@@ -73,7 +73,7 @@ impl Lifecycle {
 
 /// The background service that ends the process once drained.
 #[derive(Debug)]
-pub struct Drain {
+pub(crate) struct Drain {
     lifecycle: Arc<Lifecycle>,
     grace_period: Duration,
     timeout: Duration,
@@ -81,7 +81,7 @@ pub struct Drain {
 
 impl Drain {
     /// Drain with the configured grace period and in-flight timeout.
-    pub fn new(lifecycle: Arc<Lifecycle>, grace_period: Duration, timeout: Duration) -> Self {
+    pub(crate) fn new(lifecycle: Arc<Lifecycle>, grace_period: Duration, timeout: Duration) -> Self {
         Drain { lifecycle, grace_period, timeout }
     }
 }

@@ -53,6 +53,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    for warning in &config.warnings {
+        eprintln!("{}: warning: {warning}", cli.conf.display());
+    }
     if cli.test {
         eprintln!(
             "{}: configuration OK ({} listeners, {} services, {} routes)",
@@ -64,6 +67,6 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logger::init();
-    app::run(config, app::Launch { daemon: cli.daemon, upgrade: cli.upgrade });
+    app::run(config, &cli.conf, app::Launch { daemon: cli.daemon, upgrade: cli.upgrade });
     ExitCode::SUCCESS
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 const SHARDS: usize = 16;
 
 /// Cache key: SHA-256 of the raw token.
-pub type TokenDigest = [u8; 32];
+pub(crate) type TokenDigest = [u8; 32];
 
 struct Entry {
     identity: Arc<Identity>,
@@ -22,7 +22,7 @@ struct Entry {
 }
 
 /// The validation cache; capacity 0 disables it.
-pub struct TokenCache {
+pub(crate) struct TokenCache {
     shards: Vec<Mutex<LruCache<TokenDigest, Entry>>>,
 }
 
@@ -34,7 +34,7 @@ impl std::fmt::Debug for TokenCache {
 
 impl TokenCache {
     /// A cache holding at most about `capacity` tokens.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         let shards = match NonZeroUsize::new(capacity.div_ceil(SHARDS)) {
             Some(per_shard) => (0..SHARDS).map(|_| Mutex::new(LruCache::new(per_shard))).collect(),
             None => Vec::new(),
@@ -50,7 +50,7 @@ impl TokenCache {
     }
 
     /// The identity of a token verified before, if still valid at `now` under `generation`.
-    pub fn get(&self, key: &TokenDigest, now: u64, generation: u64) -> Option<Arc<Identity>> {
+    pub(crate) fn get(&self, key: &TokenDigest, now: u64, generation: u64) -> Option<Arc<Identity>> {
         let mut shard = self.shard(key)?.lock().ok()?;
         match shard.get(key) {
             Some(e) if e.expires_at >= now && e.generation == generation => Some(e.identity.clone()),
@@ -63,7 +63,7 @@ impl TokenCache {
     }
 
     /// Remember a successful verification.
-    pub fn insert(&self, key: TokenDigest, identity: Arc<Identity>, expires_at: u64, generation: u64) {
+    pub(crate) fn insert(&self, key: TokenDigest, identity: Arc<Identity>, expires_at: u64, generation: u64) {
         if let Some(mut shard) = self.shard(&key).and_then(|s| s.lock().ok()) {
             shard.put(key, Entry { identity, expires_at, generation });
         }
@@ -71,13 +71,13 @@ impl TokenCache {
 
     /// Entries currently held.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.shards.iter().filter_map(|s| s.lock().ok().map(|s| s.len())).sum()
     }
 
     /// True when nothing is cached.
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

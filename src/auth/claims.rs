@@ -8,7 +8,7 @@ use std::fmt;
 /// Parse a JSON object, refusing duplicate member names at any depth. Two `roles` (or `sub`)
 /// members mean two parsers can disagree on which one counts (RFC 7519 §4 lets a consumer
 /// reject such tokens; we do, for every claim alike).
-pub fn strict_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
+pub(crate) fn strict_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
     match serde_json::from_slice::<Strict>(bytes).map_err(|e| e.to_string())?.0 {
         Value::Object(map) => Ok(map),
         _ => Err("not a JSON object".into()),
@@ -76,7 +76,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
 }
 
 /// The claim called `name`, or found by walking `name` as a dotted path.
-pub fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+pub(crate) fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     if let Some(v) = claims.get(name) {
         return Some(v);
     }
@@ -89,7 +89,7 @@ pub fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Valu
 }
 
 /// Roles from an array of strings or a space-separated string; anything else is no role.
-pub fn roles(v: &Value) -> Vec<String> {
+pub(crate) fn roles(v: &Value) -> Vec<String> {
     match v {
         Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
         Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
@@ -98,7 +98,7 @@ pub fn roles(v: &Value) -> Vec<String> {
 }
 
 /// A string, number or boolean claim as text.
-pub fn scalar_string(v: &Value) -> Option<String> {
+pub(crate) fn scalar_string(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -109,7 +109,7 @@ pub fn scalar_string(v: &Value) -> Option<String> {
 
 /// A claim as a header value: scalars as text, arrays of scalars comma-joined, objects as
 /// compact JSON. `None` for null.
-pub fn header_text(v: &Value) -> Option<String> {
+pub(crate) fn header_text(v: &Value) -> Option<String> {
     match v {
         Value::Null => None,
         Value::Array(items) => Some(items.iter().filter_map(scalar_string).collect::<Vec<_>>().join(",")),

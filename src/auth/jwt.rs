@@ -6,41 +6,23 @@
 use super::claims;
 use super::keys::{Candidates, KeySet};
 use super::{Identity, Rejection};
-use crate::config::{JwtAlgorithm, JwtSettings};
+use crate::config::JwtSettings;
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-/// The jsonwebtoken algorithm for a configured one.
-pub fn algorithm(a: JwtAlgorithm) -> Algorithm {
-    match a {
-        JwtAlgorithm::HS256 => Algorithm::HS256,
-        JwtAlgorithm::HS384 => Algorithm::HS384,
-        JwtAlgorithm::HS512 => Algorithm::HS512,
-        JwtAlgorithm::RS256 => Algorithm::RS256,
-        JwtAlgorithm::RS384 => Algorithm::RS384,
-        JwtAlgorithm::RS512 => Algorithm::RS512,
-        JwtAlgorithm::PS256 => Algorithm::PS256,
-        JwtAlgorithm::PS384 => Algorithm::PS384,
-        JwtAlgorithm::PS512 => Algorithm::PS512,
-        JwtAlgorithm::ES256 => Algorithm::ES256,
-        JwtAlgorithm::ES384 => Algorithm::ES384,
-        JwtAlgorithm::EdDSA => Algorithm::EdDSA,
-    }
-}
-
 /// What a token's header says, read before any key is chosen.
-pub struct TokenHeader {
+pub(crate) struct TokenHeader {
     /// Signing algorithm (already checked against the allowed list).
-    pub alg: Algorithm,
+    pub(crate) alg: Algorithm,
     /// Key id.
-    pub kid: Option<String>,
+    pub(crate) kid: Option<String>,
 }
 
 /// Verifies signatures and claims, and turns claims into an [`Identity`].
-pub struct Verifier {
+pub(crate) struct Verifier {
     /// Allowed algorithms with their ready-made validation rules.
     rules: Vec<(Algorithm, Validation)>,
     hmac: Option<DecodingKey>,
@@ -58,7 +40,7 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     /// Build from validated settings.
-    pub fn new(s: &JwtSettings) -> Self {
+    pub(crate) fn new(s: &JwtSettings) -> Self {
         let mut required = vec!["exp"];
         if s.issuer.is_some() {
             required.push("iss");
@@ -70,7 +52,7 @@ impl Verifier {
             .algorithms
             .iter()
             .map(|a| {
-                let alg = algorithm(*a);
+                let alg = a.jose();
                 let mut v = Validation::new(alg);
                 v.leeway = s.leeway.as_secs();
                 v.validate_exp = true;
@@ -103,14 +85,14 @@ impl Verifier {
     }
 
     /// Algorithms allowed, in config order.
-    pub fn algorithms(&self) -> Vec<Algorithm> {
+    pub(crate) fn algorithms(&self) -> Vec<Algorithm> {
         self.rules.iter().map(|(a, _)| *a).collect()
     }
 
     /// Read the header and check `alg` against the allowed list. A `crit` member names
     /// extensions the token says must be understood; we understand none, so such a token is
     /// refused (RFC 7515 §4.1.11), as is a header with a member twice.
-    pub fn header(&self, token: &str) -> Result<TokenHeader, Rejection> {
+    pub(crate) fn header(&self, token: &str) -> Result<TokenHeader, Rejection> {
         let fields = segment(token, 0).and_then(|bytes| {
             claims::strict_object(&bytes)
                 .map_err(|_| Rejection::Malformed("token header is not a JSON object without duplicate members"))
@@ -126,7 +108,12 @@ impl Verifier {
     }
 
     /// Verify `token` against candidate keys; returns the claims.
-    pub fn verify(&self, token: &str, header: &TokenHeader, keys: &KeySet) -> Result<Map<String, Value>, Rejection> {
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        header: &TokenHeader,
+        keys: &KeySet,
+    ) -> Result<Map<String, Value>, Rejection> {
         let Some((_, rules)) = self.rules.iter().find(|(a, _)| *a == header.alg) else {
             return Err(Rejection::AlgorithmNotAllowed(format!("{:?}", header.alg)));
         };
@@ -155,7 +142,7 @@ impl Verifier {
     /// A forwarded claim whose text cannot be a header value (CR, LF, NUL or another control
     /// character) refuses the token: leaving the header out would let the upstream read the
     /// caller as someone without that claim.
-    pub fn identity(&self, claims: Map<String, Value>) -> Result<(Identity, u64), Rejection> {
+    pub(crate) fn identity(&self, claims: Map<String, Value>) -> Result<(Identity, u64), Rejection> {
         let sub = claims::lookup(&claims, "sub").and_then(claims::scalar_string);
         let roles = claims::lookup(&claims, &self.roles_claim).map(claims::roles).unwrap_or_default();
         let mut forward = Vec::with_capacity(self.forward.len());

@@ -5,172 +5,36 @@
 //! cool-down. HMAC secrets never live here: `oct` JWKs are ignored, so a JWKS can never turn an
 //! HS-signed token into a valid one.
 
+pub(crate) use crate::jose::{parse_jwks, parse_pem, KeyError, VerifyKey};
 use arc_swap::ArcSwap;
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::Algorithm;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Shortest time between two on-demand refetches triggered by unknown `kid`s.
-pub const REFETCH_COOLDOWN: Duration = Duration::from_secs(10);
+pub(crate) const REFETCH_COOLDOWN: Duration = Duration::from_secs(10);
 /// Longest wait for a JWKS URL to answer.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest JWKS document accepted (a real one is a few KiB).
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
-/// Why keys could not be loaded.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum KeyError {
-    /// A file could not be read.
-    #[error("cannot read {path}: {reason}")]
-    Read {
-        /// The file.
-        path: String,
-        /// OS error text.
-        reason: String,
-    },
-    /// A PEM file holds no public key usable with the allowed algorithms.
-    #[error("{0}")]
-    Pem(String),
-    /// A JWKS document is not usable.
-    #[error("{0}")]
-    Jwks(String),
-    /// The JWKS URL could not be fetched.
-    #[error("fetching {url}: {reason}")]
-    Fetch {
-        /// The URL.
-        url: String,
-        /// What went wrong.
-        reason: String,
-    },
-}
-
-/// One public key and what it may verify.
-pub struct VerifyKey {
-    /// `kid` from the JWKS; `None` for a PEM key.
-    pub kid: Option<String>,
-    /// Key family (RSA keys verify RS* and PS*).
-    pub family: AlgorithmFamily,
-    /// The JWK's `alg`, when it pins one.
-    pub alg: Option<Algorithm>,
-    /// The key.
-    pub key: DecodingKey,
-}
-
-impl std::fmt::Debug for VerifyKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyKey").field("kid", &self.kid).field("family", &self.family).finish()
-    }
-}
-
-impl VerifyKey {
-    /// Whether this key may verify a token signed with `alg`.
-    pub fn accepts(&self, alg: Algorithm) -> bool {
-        self.family == alg.family() && self.alg.is_none_or(|a| a == alg)
-    }
-}
-
-/// Parse a PEM public key, trying the key types of the allowed algorithms.
-pub fn parse_pem(text: &[u8], algorithms: &[Algorithm]) -> Result<VerifyKey, KeyError> {
-    let mut families: Vec<AlgorithmFamily> = Vec::new();
-    for a in algorithms {
-        if a.family() != AlgorithmFamily::Hmac && !families.contains(&a.family()) {
-            families.push(a.family());
-        }
-    }
-    for family in &families {
-        let key = match family {
-            AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(text),
-            AlgorithmFamily::Ec => DecodingKey::from_ec_pem(text),
-            AlgorithmFamily::Ed => DecodingKey::from_ed_pem(text),
-            AlgorithmFamily::Hmac => continue,
-        };
-        if let Ok(key) = key {
-            return Ok(VerifyKey { kid: None, family: *family, alg: None, key });
-        }
-    }
-    let names: Vec<&str> = families
-        .iter()
-        .map(|f| match f {
-            AlgorithmFamily::Rsa => "RSA",
-            AlgorithmFamily::Ec => "EC",
-            AlgorithmFamily::Ed => "Ed25519",
-            AlgorithmFamily::Hmac => "HMAC",
-        })
-        .collect();
-    Err(KeyError::Pem(format!("no {} public key in PEM (is it the public key?)", names.join("/"))))
-}
-
-/// Parse a JWKS document. Keys that cannot verify signatures (`use: enc`, `oct`, unknown
-/// types) are skipped and named in the second list; a document without any usable key is an
-/// error.
-pub fn parse_jwks(text: &[u8]) -> Result<(Vec<VerifyKey>, Vec<String>), KeyError> {
-    let doc: serde_json::Value =
-        serde_json::from_slice(text).map_err(|e| KeyError::Jwks(format!("JWKS is not JSON: {e}")))?;
-    let Some(list) = doc.get("keys").and_then(|k| k.as_array()) else {
-        return Err(KeyError::Jwks("JWKS has no `keys` array".into()));
-    };
-    let mut keys = Vec::new();
-    let mut skipped = Vec::new();
-    for (i, raw) in list.iter().enumerate() {
-        let label = raw.get("kid").and_then(|k| k.as_str()).map_or_else(|| format!("keys[{i}]"), |k| k.to_string());
-        match jwk_key(raw) {
-            Ok(key) => keys.push(key),
-            Err(why) => skipped.push(format!("{label}: {why}")),
-        }
-    }
-    if keys.is_empty() {
-        let detail = if skipped.is_empty() { "it is empty".to_string() } else { skipped.join("; ") };
-        return Err(KeyError::Jwks(format!("JWKS has no usable signature key ({detail})")));
-    }
-    Ok((keys, skipped))
-}
-
-fn jwk_key(raw: &serde_json::Value) -> Result<VerifyKey, String> {
-    let jwk: Jwk = serde_json::from_value(raw.clone()).map_err(|e| format!("not a JWK: {e}"))?;
-    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-        return Err("use is `enc`".into());
-    }
-    let family = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
-        AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
-        AlgorithmParameters::OctetKeyPair(_) => AlgorithmFamily::Ed,
-        // Symmetric keys in a JWKS would let anyone holding the document mint tokens.
-        AlgorithmParameters::OctetKey(_) => return Err("symmetric (`oct`) keys are never used".into()),
-        _ => return Err("unsupported key type".into()),
-    };
-    let alg = match &jwk.common.key_algorithm {
-        Some(a) => {
-            let alg = Algorithm::from_str(&a.to_string()).map_err(|_| format!("`alg` {a} is not a JWS algorithm"))?;
-            if alg.family() != family {
-                return Err(format!("`alg` {a} does not match the key type"));
-            }
-            Some(alg)
-        }
-        None => None,
-    };
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("invalid key: {e}"))?;
-    Ok(VerifyKey { kid: jwk.common.key_id.clone(), family, alg, key })
-}
-
 /// The keys in force, by source.
 #[derive(Debug, Default)]
-pub struct KeySet {
+pub(crate) struct KeySet {
     pem: Vec<Arc<VerifyKey>>,
     file: Vec<Arc<VerifyKey>>,
     url: Vec<Arc<VerifyKey>>,
     file_digest: Option<[u8; 32]>,
     url_digest: Option<[u8; 32]>,
     /// Bumped whenever the keys change, so cached verifications made with removed keys die.
-    pub generation: u64,
+    pub(crate) generation: u64,
 }
 
 /// Keys that may verify one token.
-pub enum Candidates {
+pub(crate) enum Candidates {
     /// Try these (at most [`MAX_CANDIDATES`]).
     Keys(Vec<Arc<VerifyKey>>),
     /// The token names a `kid` no key has.
@@ -180,7 +44,7 @@ pub enum Candidates {
 }
 
 /// Keys tried for a token without `kid` (bounds the work one request can cause).
-pub const MAX_CANDIDATES: usize = 4;
+pub(crate) const MAX_CANDIDATES: usize = 4;
 
 impl KeySet {
     fn all(&self) -> impl Iterator<Item = &Arc<VerifyKey>> {
@@ -188,7 +52,7 @@ impl KeySet {
     }
 
     /// Keys for a token signed with `alg`, naming `kid` or not.
-    pub fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Candidates {
+    pub(crate) fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Candidates {
         if let Some(kid) = kid {
             let named: Vec<_> = self.all().filter(|k| k.kid.as_deref() == Some(kid)).cloned().collect();
             if !named.is_empty() {
@@ -209,39 +73,36 @@ impl KeySet {
     }
 
     /// Number of keys.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.pem.len() + self.file.len() + self.url.len()
-    }
-
-    /// True when there is no key at all.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
 /// Where keys come from.
 #[derive(Debug, Clone, Default)]
-pub struct KeySources {
+pub(crate) struct KeySources {
     /// PEM public key file.
-    pub public_key_file: Option<PathBuf>,
+    pub(crate) public_key_file: Option<PathBuf>,
     /// JWKS file.
-    pub jwks_file: Option<PathBuf>,
+    pub(crate) jwks_file: Option<PathBuf>,
     /// JWKS URL.
-    pub jwks_url: Option<String>,
+    pub(crate) jwks_url: Option<String>,
 }
 
 /// Result of one refresh: what changed and what failed (failed sources kept their keys).
 #[derive(Debug, Default)]
-pub struct Refresh {
+pub(crate) struct Refresh {
     /// The key set changed.
-    pub changed: bool,
+    pub(crate) changed: bool,
     /// Sources that failed.
-    pub errors: Vec<KeyError>,
+    pub(crate) errors: Vec<KeyError>,
 }
 
 /// The live key set and its refresh machinery.
-pub struct KeyStore {
+pub(crate) struct KeyStore {
     sources: KeySources,
+    /// sha256 of the PEM file as loaded.
+    pem_digest: Option<[u8; 32]>,
     current: ArcSwap<KeySet>,
     url_loaded: AtomicBool,
     /// Serialises refreshes; holds the time of the last on-demand refetch.
@@ -262,12 +123,14 @@ fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
 
 impl KeyStore {
     /// Load the PEM key and the JWKS file now (start-up); the URL is fetched by [`Self::refresh`].
-    pub fn new(sources: KeySources, algorithms: &[Algorithm]) -> Result<Self, KeyError> {
+    pub(crate) fn new(sources: KeySources, algorithms: &[Algorithm]) -> Result<Self, KeyError> {
         let mut set = KeySet::default();
+        let mut pem_digest = None;
         if let Some(path) = &sources.public_key_file {
-            let key =
-                parse_pem(&read(path)?, algorithms).map_err(|e| KeyError::Pem(format!("{}: {e}", path.display())))?;
+            let text = read(path)?;
+            let key = parse_pem(&text, algorithms).map_err(|e| KeyError::Pem(format!("{}: {e}", path.display())))?;
             set.pem.push(Arc::new(key));
+            pem_digest = Some(Sha256::digest(&text).into());
         }
         if let Some(path) = &sources.jwks_file {
             let text = read(path)?;
@@ -279,6 +142,7 @@ impl KeyStore {
             set.file_digest = Some(Sha256::digest(&text).into());
         }
         Ok(KeyStore {
+            pem_digest,
             url_loaded: AtomicBool::new(sources.jwks_url.is_none()),
             sources,
             current: ArcSwap::from_pointee(set),
@@ -289,17 +153,53 @@ impl KeyStore {
     }
 
     /// The keys in force.
-    pub fn current(&self) -> arc_swap::Guard<Arc<KeySet>> {
+    pub(crate) fn current(&self) -> arc_swap::Guard<Arc<KeySet>> {
         self.current.load()
     }
 
+    /// The JWKS URL, when one is configured.
+    pub(crate) fn url(&self) -> Option<&String> {
+        self.sources.jwks_url.as_ref()
+    }
+
+    /// sha256 of `path` as these keys were read from it (the PEM file or the JWKS file).
+    pub(crate) fn file_digest(&self, path: &Path) -> Option<[u8; 32]> {
+        if self.sources.public_key_file.as_deref() == Some(path) {
+            self.pem_digest
+        } else if self.sources.jwks_file.as_deref() == Some(path) {
+            self.current().file_digest
+        } else {
+            None
+        }
+    }
+
+    /// Take over the keys `previous` fetched from the same JWKS URL (a reload rebuilt the
+    /// store for other reasons): no request waits for a refetch.
+    pub(crate) fn adopt_url_keys(&self, previous: &KeyStore) {
+        if self.sources.jwks_url.is_none() || self.sources.jwks_url != previous.sources.jwks_url {
+            return;
+        }
+        let theirs = previous.current();
+        let mine = self.current.load_full();
+        let next = KeySet {
+            pem: mine.pem.clone(),
+            file: mine.file.clone(),
+            url: theirs.url.clone(),
+            file_digest: mine.file_digest,
+            url_digest: theirs.url_digest,
+            generation: self.generation.fetch_add(1, Ordering::AcqRel) + 1,
+        };
+        self.current.store(Arc::new(next));
+        self.url_loaded.store(previous.url_loaded(), Ordering::Release);
+    }
+
     /// Whether some source is re-read periodically.
-    pub fn has_dynamic_source(&self) -> bool {
+    pub(crate) fn has_dynamic_source(&self) -> bool {
         self.sources.jwks_file.is_some() || self.sources.jwks_url.is_some()
     }
 
     /// False until a configured JWKS URL has answered once.
-    pub fn url_loaded(&self) -> bool {
+    pub(crate) fn url_loaded(&self) -> bool {
         self.url_loaded.load(Ordering::Acquire)
     }
 
@@ -337,7 +237,7 @@ impl KeyStore {
     }
 
     /// Re-read the JWKS file and fetch the JWKS URL. Sources that fail keep their keys.
-    pub async fn refresh(&self) -> Refresh {
+    pub(crate) async fn refresh(&self) -> Refresh {
         let _flight = self.refetch.lock().await;
         self.refresh_locked().await
     }
@@ -412,7 +312,7 @@ impl KeyStore {
     /// A token named a `kid` we do not know: refresh once, unless another request is already
     /// doing it (then wait for that one) or the last on-demand refresh is younger than
     /// [`REFETCH_COOLDOWN`]. Returns the refresh outcome, or `None` when none was done.
-    pub async fn refetch_for_unknown_kid(&self, kid: &str) -> Option<Refresh> {
+    pub(crate) async fn refetch_for_unknown_kid(&self, kid: &str) -> Option<Refresh> {
         if !self.has_dynamic_source() {
             return None;
         }

@@ -2,7 +2,6 @@
 //! (ARCHITECTURE.md §6 "`siger token`"): `sub`, roles at `roles_claim`, `iss`/`aud` when
 //! configured, `iat`, and `exp` = now + ttl.
 
-use super::jwt;
 use crate::config::JwtSettings;
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Map, Value};
@@ -85,7 +84,7 @@ pub fn mint(s: &JwtSettings, sub: &str, roles: &[String], ttl: Duration, now: u6
     }
     let alg = s.algorithms.iter().copied().find(|a| a.is_hmac()).ok_or(MintError::NoSecret)?;
     let secret = s.secret.as_ref().ok_or(MintError::NoSecret)?;
-    let header = Header::new(jwt::algorithm(alg));
+    let header = Header::new(alg.jose());
     jsonwebtoken::encode(&header, &claims(s, sub, roles, ttl, now), &EncodingKey::from_secret(secret.as_bytes()))
         .map_err(|e| MintError::Sign(e.to_string()))
 }
@@ -111,13 +110,13 @@ pub fn mint_with_key(
         .ok_or_else(|| MintError::BadAlgorithm(name.to_string()))?;
     let path = signer.private_key.ok_or_else(|| MintError::BadKey("missing".into()))?;
     let pem = std::fs::read(path).map_err(|e| MintError::BadKey(format!("{}: {e}", path.display())))?;
-    let key = match jwt::algorithm(alg) {
+    let key = match alg.jose() {
         jsonwebtoken::Algorithm::ES256 | jsonwebtoken::Algorithm::ES384 => EncodingKey::from_ec_pem(&pem),
         jsonwebtoken::Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
         _ => EncodingKey::from_rsa_pem(&pem),
     }
     .map_err(|e| MintError::BadKey(format!("{}: {e}", path.display())))?;
-    let mut header = Header::new(jwt::algorithm(alg));
+    let mut header = Header::new(alg.jose());
     header.kid = signer.kid.map(str::to_string);
     jsonwebtoken::encode(&header, &claims(s, sub, roles, ttl, now), &key).map_err(|e| MintError::Sign(e.to_string()))
 }

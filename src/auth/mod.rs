@@ -9,16 +9,14 @@
 mod cache;
 mod claims;
 mod jwt;
-pub mod keys;
+pub(crate) mod keys;
 pub mod mint;
 mod token;
-
-pub use jwt::algorithm as jwt_algorithm;
 
 use crate::config::{AuthMode, JwtSettings};
 use crate::errors::GatewayError;
 use crate::observability::Metrics;
-use crate::state::GatewayState;
+use crate::runtime::Runtime;
 use async_trait::async_trait;
 use cache::{TokenCache, TokenDigest};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -32,27 +30,27 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Who a verified token says the caller is.
 #[derive(Debug, Default)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// `sub` claim.
-    pub sub: Option<String>,
+    pub(crate) sub: Option<String>,
     /// Roles from `roles_claim`.
-    pub roles: Vec<String>,
+    pub(crate) roles: Vec<String>,
     /// All claims (for `claim:<name>` hash keys).
-    pub claims: Map<String, Value>,
+    pub(crate) claims: Map<String, Value>,
     /// Headers sent upstream, from `auth.jwt.forward`.
-    pub forward: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) forward: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Identity {
     /// A claim as text (dotted paths allowed), e.g. for consistent hashing.
-    pub fn claim_text(&self, name: &str) -> Option<String> {
+    pub(crate) fn claim_text(&self, name: &str) -> Option<String> {
         claims::lookup(&self.claims, name).and_then(claims::header_text)
     }
 }
 
 /// Why a presented token was refused. The text names the failed check, never the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     /// Two or more `Authorization` headers.
     #[error("more than one Authorization header")]
     MultipleHeaders,
@@ -111,7 +109,7 @@ pub enum Rejection {
 
 /// An authentication or authorization failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     /// No token where one is required.
     #[error("a bearer token is required")]
     Missing,
@@ -128,7 +126,7 @@ pub enum AuthError {
 
 impl AuthError {
     /// `reason` label of `siger_auth_failures_total`.
-    pub fn metric_reason(&self) -> &'static str {
+    pub(crate) fn metric_reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing_token",
             AuthError::Invalid(Rejection::Expired) => "expired",
@@ -154,7 +152,7 @@ impl From<AuthError> for GatewayError {
 
 /// Any of `required` roles (none required = allowed). An anonymous caller on a route with
 /// roles is asked to authenticate rather than refused.
-pub fn authorize(identity: Option<&Identity>, required: &[String]) -> Result<(), AuthError> {
+pub(crate) fn authorize(identity: Option<&Identity>, required: &[String]) -> Result<(), AuthError> {
     if required.is_empty() {
         return Ok(());
     }
@@ -171,18 +169,17 @@ fn now_secs() -> u64 {
 
 /// Token verification with its keys and cache.
 #[derive(Debug)]
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     verifier: jwt::Verifier,
     keys: Option<KeyStore>,
     cache: TokenCache,
     max_token_bytes: usize,
     refresh_every: Duration,
-    forward_names: Vec<HeaderName>,
 }
 
 impl Authenticator {
     /// Build from validated settings; loads the PEM key and JWKS file now.
-    pub fn new(s: &JwtSettings) -> Result<Self, keys::KeyError> {
+    pub(crate) fn new(s: &JwtSettings) -> Result<Self, keys::KeyError> {
         let verifier = jwt::Verifier::new(s);
         let asymmetric = s.algorithms.iter().any(|a| !a.is_hmac());
         let keys = if asymmetric {
@@ -201,22 +198,21 @@ impl Authenticator {
             cache: TokenCache::new(s.cache_size),
             max_token_bytes: s.max_token_bytes,
             refresh_every: s.jwks_refresh,
-            forward_names: s.forward.iter().map(|(_, h)| h.clone()).collect(),
         })
     }
 
-    /// Header names that only a verified token may set upstream.
-    pub fn forwarded_header_names(&self) -> &[HeaderName] {
-        &self.forward_names
-    }
-
     /// The key store, when asymmetric algorithms are allowed.
-    pub fn keys(&self) -> Option<&KeyStore> {
+    pub(crate) fn keys(&self) -> Option<&KeyStore> {
         self.keys.as_ref()
     }
 
+    /// sha256 of a key file as this authenticator read it (`None` for files it does not use).
+    pub(crate) fn file_digest(&self, path: &std::path::Path) -> Option<[u8; 32]> {
+        self.keys.as_ref().and_then(|k| k.file_digest(path))
+    }
+
     /// Problems that make the gateway not ready.
-    pub fn readiness_problems(&self) -> Vec<String> {
+    pub(crate) fn readiness_problems(&self) -> Vec<String> {
         match &self.keys {
             Some(k) if !k.url_loaded() => vec!["auth: JWKS URL not loaded yet".into()],
             _ => Vec::new(),
@@ -225,7 +221,7 @@ impl Authenticator {
 
     /// Authenticate a request for a route in `mode`. `Ok(None)` = anonymous (public routes, or
     /// optional ones without a token).
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         headers: &HeaderMap,
         mode: AuthMode,
@@ -283,32 +279,42 @@ fn report_refresh(refresh: &Refresh, metrics: &Metrics) {
 }
 
 /// Re-reads the JWKS file and fetches the JWKS URL every `jwks_refresh` (sooner while the URL
-/// has never answered). Runs after Pingora's daemon fork, like every client.
-pub struct KeyRefreshService {
-    state: Arc<GatewayState>,
+/// has never answered), for the authenticator of the configuration in force (a reload may
+/// replace it). Runs after Pingora's daemon fork, like every client.
+pub(crate) struct KeyRefreshService {
+    runtime: Arc<Runtime>,
 }
 
 impl KeyRefreshService {
-    /// Refresh the keys of `state.auth`.
-    pub fn new(state: Arc<GatewayState>) -> Self {
-        KeyRefreshService { state }
+    /// Refresh the keys of the runtime's configuration in force.
+    pub(crate) fn new(runtime: Arc<Runtime>) -> Self {
+        KeyRefreshService { runtime }
     }
 }
 
 #[async_trait]
 impl BackgroundService for KeyRefreshService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(auth) = self.state.auth.as_ref() else { return };
-        let Some(store) = auth.keys().filter(|k| k.has_dynamic_source()) else { return };
         // The file was read at start-up; the URL is fetched right away.
-        let mut delay = if store.url_loaded() { auth.refresh_every } else { Duration::ZERO };
+        let mut delay = Duration::ZERO;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => return,
             }
-            let refresh = store.refresh().await;
-            report_refresh(&refresh, &self.state.metrics);
+            let snap = self.runtime.current();
+            let Some(auth) = snap.auth.as_ref() else {
+                delay = Duration::from_secs(5);
+                continue;
+            };
+            let Some(store) = auth.keys().filter(|k| k.has_dynamic_source()) else {
+                delay = Duration::from_secs(5);
+                continue;
+            };
+            if delay > Duration::ZERO || !store.url_loaded() {
+                let refresh = store.refresh().await;
+                report_refresh(&refresh, &self.runtime.metrics);
+            }
             delay =
                 if store.url_loaded() { auth.refresh_every } else { auth.refresh_every.min(Duration::from_secs(2)) };
         }

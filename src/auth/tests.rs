@@ -38,7 +38,7 @@ fn run<T>(f: impl std::future::Future<Output = T>) -> T {
 
 fn check(cfg: &Config, token: &str) -> Result<Option<Arc<Identity>>, AuthError> {
     let auth = Authenticator::new(cfg.auth.as_ref().expect("jwt")).expect("auth");
-    let metrics = Metrics::new(cfg);
+    let metrics = Metrics::new();
     run(auth.authenticate(&headers(token), AuthMode::Required, &metrics))
 }
 
@@ -116,7 +116,7 @@ fn forged_tokens() {
 fn cache_serves_repeat_tokens_and_honours_expiry() {
     let cfg = config("");
     let auth = Authenticator::new(cfg.auth.as_ref().expect("jwt")).expect("auth");
-    let metrics = Metrics::new(&cfg);
+    let metrics = Metrics::new();
     let token = sign(good_claims());
     let first = run(auth.authenticate(&headers(&token), AuthMode::Required, &metrics)).expect("ok").expect("id");
     let second = run(auth.authenticate(&headers(&token), AuthMode::Required, &metrics)).expect("ok").expect("id");
@@ -131,7 +131,7 @@ fn cache_serves_repeat_tokens_and_honours_expiry() {
 fn modes() {
     let cfg = config("");
     let auth = Authenticator::new(cfg.auth.as_ref().expect("jwt")).expect("auth");
-    let metrics = Metrics::new(&cfg);
+    let metrics = Metrics::new();
     let none = HeaderMap::new();
     assert_eq!(run(auth.authenticate(&none, AuthMode::Required, &metrics)).map(|_| ()), Err(AuthError::Missing));
     assert!(run(auth.authenticate(&none, AuthMode::Optional, &metrics)).expect("anonymous").is_none());

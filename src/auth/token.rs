@@ -7,7 +7,7 @@ use http::header::AUTHORIZATION;
 use http::HeaderMap;
 
 /// The token of the request, `Ok(None)` when there is no `Authorization` header at all.
-pub fn bearer(headers: &HeaderMap, max_bytes: usize) -> Result<Option<&str>, Rejection> {
+pub(crate) fn bearer(headers: &HeaderMap, max_bytes: usize) -> Result<Option<&str>, Rejection> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else { return Ok(None) };
     if values.next().is_some() {

@@ -11,9 +11,9 @@ mod units;
 mod validate;
 
 pub use model::*;
-pub use source::{Environment, ProcessEnv};
-pub use units::{parse_duration, parse_size};
-pub use validate::subject_matches;
+pub(crate) use source::{Environment, ProcessEnv};
+pub(crate) use units::parse_duration;
+pub(crate) use validate::subject_matches;
 
 use source::LineIndex;
 use std::fmt;
@@ -72,7 +72,7 @@ pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
 pub const MAX_NESTING: usize = 32;
 
 /// Load and validate a config file with an explicit environment (tests).
-pub fn load_with_env(path: &Path, env: &dyn Environment) -> Result<Config, ConfigErrors> {
+pub(crate) fn load_with_env(path: &Path, env: &dyn Environment) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let whole = |message: String| ConfigErrors {
         file: file.clone(),
@@ -88,7 +88,7 @@ pub fn load_with_env(path: &Path, env: &dyn Environment) -> Result<Config, Confi
 }
 
 /// Parse config text; relative file paths in it resolve against `base`.
-pub fn parse(text: &str, base: &Path, env: &dyn Environment) -> Result<Config, Vec<ConfigError>> {
+pub(crate) fn parse(text: &str, base: &Path, env: &dyn Environment) -> Result<Config, Vec<ConfigError>> {
     let lines = LineIndex::build(text);
     let located = |path: String, message: String| ConfigError { line: lines.line_of(&path), path, message };
     if lines.max_depth > MAX_NESTING {
@@ -123,11 +123,18 @@ pub fn parse(text: &str, base: &Path, env: &dyn Environment) -> Result<Config, V
         let line = key_path.as_deref().and_then(|k| lines.line_of(k)).or_else(|| lines.line_of(&path));
         vec![ConfigError { path, line, message }]
     })?;
-    validate::validate(raw, base).map_err(|problems| {
-        let mut errors: Vec<ConfigError> = problems.0.into_iter().map(|(p, m)| located(p, m)).collect();
-        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
-        errors
-    })
+    let in_file_order = |list: Vec<(String, String)>| {
+        let mut out: Vec<ConfigError> = list.into_iter().map(|(p, m)| located(p, m)).collect();
+        out.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        out
+    };
+    match validate::validate(raw, base) {
+        Ok((mut config, problems)) => {
+            config.warnings = in_file_order(problems.warnings);
+            Ok(config)
+        }
+        Err(problems) => Err(in_file_order(problems.errors)),
+    }
 }
 
 fn unknown_field(message: &str) -> Option<&str> {

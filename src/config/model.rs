@@ -13,8 +13,19 @@ pub type ServiceId = usize;
 /// Index of a route in [`Config::routes`].
 pub type RouteId = usize;
 
+/// Where a matched route's requests go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// Proxied to a service's pool.
+    Service(ServiceId),
+    /// The reserved jobs path (`jobs.path`): answered by publishing to JetStream, never
+    /// proxied. Added by validation after the file's routes, so it shares their matching,
+    /// authentication, roles and rate limits.
+    Jobs,
+}
+
 /// The whole, validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Pingora process settings.
     pub server: ServerSettings,
@@ -40,8 +51,13 @@ pub struct Config {
     pub jobs: Option<JobsSettings>,
     /// Upstream services, addressed by [`ServiceId`].
     pub services: Vec<ServiceSettings>,
-    /// Routes in file order, addressed by [`RouteId`].
+    /// Routes in file order, addressed by [`RouteId`]; the jobs route, when jobs are on, last.
     pub routes: Vec<RouteSettings>,
+    /// Settings that parse but have no effect (e.g. `redis_url` with `store: local`): printed
+    /// by `siger -t` and logged on load, never refused.
+    pub warnings: Vec<super::ConfigError>,
+    /// Every file the config names (keys, certificates, credentials), for `watch_config`.
+    pub files: Vec<PathBuf>,
 }
 
 impl Config {
@@ -52,7 +68,7 @@ impl Config {
 }
 
 /// Settings mapped onto Pingora's `ServerConf`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     /// Worker threads of the proxy service.
     pub threads: usize,
@@ -74,10 +90,12 @@ pub struct ServerSettings {
     pub work_stealing: bool,
     /// Idle upstream connections kept per worker thread.
     pub upstream_keepalive_pool_size: usize,
+    /// Reload when the config file or a file it names changes (checked every 250 ms).
+    pub watch_config: bool,
 }
 
 /// One public listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Listener {
     /// The address exactly as written: Pingora matches inherited sockets by this string.
     pub addr: String,
@@ -88,7 +106,7 @@ pub struct Listener {
 }
 
 /// PEM files of a TLS listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
     /// Certificate chain (PEM).
     pub cert: PathBuf,
@@ -97,7 +115,7 @@ pub struct TlsFiles {
 }
 
 /// The admin listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminSettings {
     /// Address as written (kept verbatim for socket hand-over).
     pub listen: String,
@@ -106,7 +124,7 @@ pub struct AdminSettings {
 }
 
 /// CIDRs of proxies in front of us whose `X-Forwarded-For` we believe.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TrustedProxies(pub Vec<IpNet>);
 
 impl TrustedProxies {
@@ -131,7 +149,7 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 }
 
 /// Request size and connection limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Default request body limit in bytes (413 beyond).
     pub max_body: u64,
@@ -186,6 +204,25 @@ impl JwtAlgorithm {
         })
     }
 
+    /// The same algorithm as jsonwebtoken names it.
+    pub fn jose(self) -> jsonwebtoken::Algorithm {
+        use jsonwebtoken::Algorithm;
+        match self {
+            Self::HS256 => Algorithm::HS256,
+            Self::HS384 => Algorithm::HS384,
+            Self::HS512 => Algorithm::HS512,
+            Self::RS256 => Algorithm::RS256,
+            Self::RS384 => Algorithm::RS384,
+            Self::RS512 => Algorithm::RS512,
+            Self::PS256 => Algorithm::PS256,
+            Self::PS384 => Algorithm::PS384,
+            Self::PS512 => Algorithm::PS512,
+            Self::ES256 => Algorithm::ES256,
+            Self::ES384 => Algorithm::ES384,
+            Self::EdDSA => Algorithm::EdDSA,
+        }
+    }
+
     /// HMAC algorithms use the shared secret; the others a public key.
     pub fn is_hmac(self) -> bool {
         matches!(self, JwtAlgorithm::HS256 | JwtAlgorithm::HS384 | JwtAlgorithm::HS512)
@@ -193,7 +230,7 @@ impl JwtAlgorithm {
 }
 
 /// JWT verification settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JwtSettings {
     /// Allowed algorithms; anything else, `none` included, is rejected.
     pub algorithms: Vec<JwtAlgorithm>,
@@ -247,7 +284,7 @@ pub enum OnStoreError {
 }
 
 /// Rate-limit settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitSettings {
     /// Counter store.
     pub store: RateLimitStore,
@@ -282,7 +319,7 @@ pub enum LimitKey {
 }
 
 /// Consul connection and registration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConsulSettings {
     /// Base URL, e.g. `http://127.0.0.1:8500`, without trailing slash.
     pub address: String,
@@ -299,7 +336,7 @@ pub struct ConsulSettings {
 }
 
 /// How this instance registers itself.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConsulRegistration {
     /// Service name.
     pub name: String,
@@ -327,7 +364,7 @@ impl ConsulRegistration {
 }
 
 /// NATS connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NatsSettings {
     /// Server URL(s), comma separated.
     pub url: String,
@@ -353,7 +390,7 @@ pub enum StreamStorage {
 }
 
 /// The jobs stream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StreamSettings {
     /// Stream name.
     pub name: String,
@@ -372,7 +409,7 @@ pub struct StreamSettings {
 }
 
 /// The `/jobs/submit` short-circuit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobsSettings {
     /// Reserved path.
     pub path: String,
@@ -388,6 +425,8 @@ pub struct JobsSettings {
     pub ack_timeout: Duration,
     /// Longest time to receive the whole request body (408 beyond).
     pub body_timeout: Duration,
+    /// Limit on submissions (else `rate_limit.default`).
+    pub rate_limit: Option<LimitRule>,
 }
 
 /// Load-balancing algorithm of a service.
@@ -417,7 +456,7 @@ pub enum HashKey {
 }
 
 /// Active health checking of a service's backends.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheckSettings {
     /// HTTP GET of this path (200 = healthy), or a TCP connect when `None`.
     pub path: Option<String>,
@@ -443,7 +482,7 @@ pub struct Target {
 }
 
 /// Consul-backed membership.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsulDiscovery {
     /// Consul service name.
     pub service: String,
@@ -452,7 +491,7 @@ pub struct ConsulDiscovery {
 }
 
 /// One upstream service.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSettings {
     /// Name used by routes.
     pub name: String,
@@ -494,7 +533,7 @@ pub enum AuthMode {
 }
 
 /// One route.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteSettings {
     /// Optional name.
     pub name: Option<String>,
@@ -506,8 +545,8 @@ pub struct RouteSettings {
     pub methods: Option<Vec<Method>>,
     /// Lower-case host without port; `None` = any.
     pub host: Option<String>,
-    /// Target service.
-    pub service: ServiceId,
+    /// Where matched requests go.
+    pub target: RouteTarget,
     /// Authentication.
     pub auth: AuthMode,
     /// Roles, any of which grants access.

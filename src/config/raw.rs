@@ -8,254 +8,256 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     #[serde(default)]
-    pub server: RawServer,
-    pub listen: Vec<RawListener>,
-    pub admin: Option<RawAdmin>,
+    pub(crate) server: RawServer,
+    pub(crate) listen: Vec<RawListener>,
+    pub(crate) admin: Option<RawAdmin>,
     #[serde(default)]
-    pub trusted_proxies: Vec<String>,
+    pub(crate) trusted_proxies: Vec<String>,
     #[serde(default)]
-    pub limits: RawLimits,
+    pub(crate) limits: RawLimits,
     #[serde(default)]
-    pub access_log: RawAccessLog,
-    pub auth: Option<RawAuth>,
-    pub rate_limit: Option<RawRateLimit>,
-    pub consul: Option<RawConsul>,
-    pub nats: Option<RawNats>,
-    pub jobs: Option<RawJobs>,
+    pub(crate) access_log: RawAccessLog,
+    pub(crate) auth: Option<RawAuth>,
+    pub(crate) rate_limit: Option<RawRateLimit>,
+    pub(crate) consul: Option<RawConsul>,
+    pub(crate) nats: Option<RawNats>,
+    pub(crate) jobs: Option<RawJobs>,
     #[serde(default)]
-    pub services: BTreeMap<String, RawService>,
+    pub(crate) services: BTreeMap<String, RawService>,
     #[serde(default)]
-    pub routes: Vec<RawRoute>,
+    pub(crate) routes: Vec<RawRoute>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawServer {
-    pub threads: Option<usize>,
-    pub pid_file: Option<String>,
-    pub upgrade_sock: Option<String>,
-    pub error_log: Option<String>,
-    pub user: Option<String>,
-    pub group: Option<String>,
-    pub grace_period: Option<ConfDuration>,
-    pub graceful_shutdown_timeout: Option<ConfDuration>,
-    pub work_stealing: Option<bool>,
-    pub upstream_keepalive_pool_size: Option<usize>,
+pub(crate) struct RawServer {
+    pub(crate) threads: Option<usize>,
+    pub(crate) pid_file: Option<String>,
+    pub(crate) upgrade_sock: Option<String>,
+    pub(crate) error_log: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) group: Option<String>,
+    pub(crate) grace_period: Option<ConfDuration>,
+    pub(crate) graceful_shutdown_timeout: Option<ConfDuration>,
+    pub(crate) work_stealing: Option<bool>,
+    pub(crate) upstream_keepalive_pool_size: Option<usize>,
+    pub(crate) watch_config: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged, expecting = "an address string like \"0.0.0.0:8080\" or {addr, cert, key}")]
-pub enum RawListener {
+pub(crate) enum RawListener {
     Plain(String),
     Detailed(RawListenerDetail),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawListenerDetail {
-    pub addr: String,
-    pub cert: Option<String>,
-    pub key: Option<String>,
+pub(crate) struct RawListenerDetail {
+    pub(crate) addr: String,
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAdmin {
-    pub listen: String,
+pub(crate) struct RawAdmin {
+    pub(crate) listen: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimits {
-    pub max_body: Option<ByteSize>,
-    pub max_header_bytes: Option<ByteSize>,
-    pub idle_timeout: Option<ConfDuration>,
-    pub keepalive_requests: Option<u32>,
-    pub underscores_in_headers: Option<bool>,
+pub(crate) struct RawLimits {
+    pub(crate) max_body: Option<ByteSize>,
+    pub(crate) max_header_bytes: Option<ByteSize>,
+    pub(crate) idle_timeout: Option<ConfDuration>,
+    pub(crate) keepalive_requests: Option<u32>,
+    pub(crate) underscores_in_headers: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAccessLog {
-    pub enabled: Option<bool>,
+pub(crate) struct RawAccessLog {
+    pub(crate) enabled: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAuth {
-    pub jwt: RawJwt,
+pub(crate) struct RawAuth {
+    pub(crate) jwt: RawJwt,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawJwt {
-    pub algorithms: Vec<String>,
-    pub secret: Option<String>,
-    pub public_key_file: Option<String>,
-    pub jwks_file: Option<String>,
-    pub jwks_url: Option<String>,
-    pub jwks_refresh: Option<ConfDuration>,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-    pub leeway: Option<ConfDuration>,
-    pub roles_claim: Option<String>,
+pub(crate) struct RawJwt {
+    pub(crate) algorithms: Vec<String>,
+    pub(crate) secret: Option<String>,
+    pub(crate) public_key_file: Option<String>,
+    pub(crate) jwks_file: Option<String>,
+    pub(crate) jwks_url: Option<String>,
+    pub(crate) jwks_refresh: Option<ConfDuration>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) audience: Option<String>,
+    pub(crate) leeway: Option<ConfDuration>,
+    pub(crate) roles_claim: Option<String>,
     #[serde(default)]
-    pub forward: BTreeMap<String, String>,
-    pub cache_size: Option<usize>,
-    pub max_token_bytes: Option<ByteSize>,
+    pub(crate) forward: BTreeMap<String, String>,
+    pub(crate) cache_size: Option<usize>,
+    pub(crate) max_token_bytes: Option<ByteSize>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRateLimit {
-    pub store: Option<String>,
-    pub redis_url: Option<String>,
-    pub redis_timeout: Option<ConfDuration>,
-    pub on_store_error: Option<String>,
-    pub default: Option<RawLimitRule>,
+pub(crate) struct RawRateLimit {
+    pub(crate) store: Option<String>,
+    pub(crate) redis_url: Option<String>,
+    pub(crate) redis_timeout: Option<ConfDuration>,
+    pub(crate) on_store_error: Option<String>,
+    pub(crate) default: Option<RawLimitRule>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimitRule {
-    pub requests: u64,
-    pub per: ConfDuration,
-    pub key: Option<String>,
+pub(crate) struct RawLimitRule {
+    pub(crate) requests: u64,
+    pub(crate) per: ConfDuration,
+    pub(crate) key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConsul {
-    pub address: String,
-    pub token: Option<String>,
-    pub datacenter: Option<String>,
-    pub wait: Option<ConfDuration>,
-    pub state_dir: Option<String>,
-    pub register: Option<RawConsulRegister>,
+pub(crate) struct RawConsul {
+    pub(crate) address: String,
+    pub(crate) token: Option<String>,
+    pub(crate) datacenter: Option<String>,
+    pub(crate) wait: Option<ConfDuration>,
+    pub(crate) state_dir: Option<String>,
+    pub(crate) register: Option<RawConsulRegister>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConsulRegister {
-    pub name: String,
-    pub address: String,
-    pub port: u16,
+pub(crate) struct RawConsulRegister {
+    pub(crate) name: String,
+    pub(crate) address: String,
+    pub(crate) port: u16,
     #[serde(default)]
-    pub tags: Vec<String>,
-    pub check: Option<RawConsulCheck>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) check: Option<RawConsulCheck>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConsulCheck {
-    pub http: String,
-    pub interval: Option<ConfDuration>,
-    pub timeout: Option<ConfDuration>,
-    pub deregister_after: Option<ConfDuration>,
+pub(crate) struct RawConsulCheck {
+    pub(crate) http: String,
+    pub(crate) interval: Option<ConfDuration>,
+    pub(crate) timeout: Option<ConfDuration>,
+    pub(crate) deregister_after: Option<ConfDuration>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawNats {
-    pub url: String,
-    pub credentials_file: Option<String>,
-    pub token: Option<String>,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub connect_timeout: Option<ConfDuration>,
-    pub pending_buffer: Option<usize>,
+pub(crate) struct RawNats {
+    pub(crate) url: String,
+    pub(crate) credentials_file: Option<String>,
+    pub(crate) token: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) connect_timeout: Option<ConfDuration>,
+    pub(crate) pending_buffer: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawJobs {
-    pub path: Option<String>,
-    pub subject: String,
-    pub stream: RawStream,
+pub(crate) struct RawJobs {
+    pub(crate) path: Option<String>,
+    pub(crate) subject: String,
+    pub(crate) stream: RawStream,
     #[serde(default)]
-    pub roles: Vec<String>,
-    pub max_body: Option<ByteSize>,
-    pub ack_timeout: Option<ConfDuration>,
-    pub body_timeout: Option<ConfDuration>,
+    pub(crate) roles: Vec<String>,
+    pub(crate) max_body: Option<ByteSize>,
+    pub(crate) ack_timeout: Option<ConfDuration>,
+    pub(crate) body_timeout: Option<ConfDuration>,
+    pub(crate) rate_limit: Option<RawLimitRule>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawStream {
-    pub name: String,
-    pub subjects: Vec<String>,
-    pub create: Option<bool>,
-    pub storage: Option<String>,
-    pub replicas: Option<usize>,
-    pub max_age: Option<ConfDuration>,
-    pub duplicate_window: Option<ConfDuration>,
+pub(crate) struct RawStream {
+    pub(crate) name: String,
+    pub(crate) subjects: Vec<String>,
+    pub(crate) create: Option<bool>,
+    pub(crate) storage: Option<String>,
+    pub(crate) replicas: Option<usize>,
+    pub(crate) max_age: Option<ConfDuration>,
+    pub(crate) duplicate_window: Option<ConfDuration>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawService {
-    pub targets: Option<Vec<RawTarget>>,
-    pub discovery: Option<RawDiscovery>,
-    pub lb: Option<String>,
-    pub hash_key: Option<String>,
-    pub health_check: Option<RawHealthCheck>,
-    pub connect_timeout: Option<ConfDuration>,
-    pub read_timeout: Option<ConfDuration>,
-    pub write_timeout: Option<ConfDuration>,
-    pub idle_timeout: Option<ConfDuration>,
-    pub retries: Option<u32>,
-    pub slow_start: Option<ConfDuration>,
+pub(crate) struct RawService {
+    pub(crate) targets: Option<Vec<RawTarget>>,
+    pub(crate) discovery: Option<RawDiscovery>,
+    pub(crate) lb: Option<String>,
+    pub(crate) hash_key: Option<String>,
+    pub(crate) health_check: Option<RawHealthCheck>,
+    pub(crate) connect_timeout: Option<ConfDuration>,
+    pub(crate) read_timeout: Option<ConfDuration>,
+    pub(crate) write_timeout: Option<ConfDuration>,
+    pub(crate) idle_timeout: Option<ConfDuration>,
+    pub(crate) retries: Option<u32>,
+    pub(crate) slow_start: Option<ConfDuration>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged, expecting = "a target \"host:port\" or {addr, weight}")]
-pub enum RawTarget {
+pub(crate) enum RawTarget {
     Plain(String),
     Weighted(RawWeightedTarget),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawWeightedTarget {
-    pub addr: String,
-    pub weight: Option<u32>,
+pub(crate) struct RawWeightedTarget {
+    pub(crate) addr: String,
+    pub(crate) weight: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDiscovery {
-    pub consul: String,
+pub(crate) struct RawDiscovery {
+    pub(crate) consul: String,
     #[serde(default)]
-    pub tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawHealthCheck {
-    pub path: Option<String>,
-    pub host: Option<String>,
-    pub interval: Option<ConfDuration>,
-    pub timeout: Option<ConfDuration>,
-    pub healthy: Option<usize>,
-    pub unhealthy: Option<usize>,
+pub(crate) struct RawHealthCheck {
+    pub(crate) path: Option<String>,
+    pub(crate) host: Option<String>,
+    pub(crate) interval: Option<ConfDuration>,
+    pub(crate) timeout: Option<ConfDuration>,
+    pub(crate) healthy: Option<usize>,
+    pub(crate) unhealthy: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRoute {
-    pub name: Option<String>,
-    pub path: String,
-    pub methods: Option<Vec<String>>,
-    pub host: Option<String>,
-    pub service: String,
-    pub auth: Option<String>,
+pub(crate) struct RawRoute {
+    pub(crate) name: Option<String>,
+    pub(crate) path: String,
+    pub(crate) methods: Option<Vec<String>>,
+    pub(crate) host: Option<String>,
+    pub(crate) service: String,
+    pub(crate) auth: Option<String>,
     #[serde(default)]
-    pub roles: Vec<String>,
-    pub strip_prefix: Option<bool>,
-    pub rate_limit: Option<RawLimitRule>,
-    pub max_body: Option<ByteSize>,
-    pub timeout: Option<ConfDuration>,
-    pub forward_authorization: Option<bool>,
+    pub(crate) roles: Vec<String>,
+    pub(crate) strip_prefix: Option<bool>,
+    pub(crate) rate_limit: Option<RawLimitRule>,
+    pub(crate) max_body: Option<ByteSize>,
+    pub(crate) timeout: Option<ConfDuration>,
+    pub(crate) forward_authorization: Option<bool>,
 }

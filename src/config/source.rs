@@ -12,14 +12,14 @@ use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
 /// Where the environment comes from; tests pass a map instead of touching the process env.
-pub trait Environment {
+pub(crate) trait Environment {
     /// The variable's value, if set.
     fn var(&self, name: &str) -> Option<String>;
 }
 
 /// The real process environment.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessEnv;
+pub(crate) struct ProcessEnv;
 
 impl Environment for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
@@ -34,7 +34,7 @@ impl Environment for HashMap<String, String> {
 }
 
 /// Replace `${VAR}` in every string of the tree. Returns (path, message) for each failure.
-pub fn interpolate(value: &mut Value, env: &dyn Environment) -> Vec<(String, String)> {
+pub(crate) fn interpolate(value: &mut Value, env: &dyn Environment) -> Vec<(String, String)> {
     let mut errors = Vec::new();
     walk(value, String::new(), env, &mut errors);
     errors
@@ -127,7 +127,7 @@ fn matching_brace(s: &str, from: usize) -> Option<usize> {
 /// Substitute `${NAME}` and `${NAME:-fallback}` occurrences in one string. Fallbacks are
 /// expanded in turn (`${A:-${B}}`), so no `${` is ever left in a value unexpanded; `$${` is the
 /// way to write a literal `${`.
-pub fn substitute(input: &str, env: &dyn Environment) -> Result<String, String> {
+pub(crate) fn substitute(input: &str, env: &dyn Environment) -> Result<String, String> {
     let mut out = String::with_capacity(input.len());
     expand(input, env, &mut out, input)?;
     Ok(out)
@@ -172,15 +172,15 @@ fn expand(text: &str, env: &dyn Environment, out: &mut String, whole: &str) -> R
 
 /// Maps key paths (`routes[2].service`, `services.users.lb`) to 1-based line numbers.
 #[derive(Debug, Default, Clone)]
-pub struct LineIndex {
+pub(crate) struct LineIndex {
     lines: HashMap<String, usize>,
     /// Deepest nesting of mappings and sequences seen.
-    pub max_depth: usize,
+    pub(crate) max_depth: usize,
 }
 
 impl LineIndex {
     /// Index a YAML document. A document that does not parse yields an empty index.
-    pub fn build(text: &str) -> Self {
+    pub(crate) fn build(text: &str) -> Self {
         let mut builder = IndexBuilder::default();
         let mut parser = Parser::new_from_str(text);
         let _ = parser.load(&mut builder, false);
@@ -188,7 +188,7 @@ impl LineIndex {
     }
 
     /// The line of `path`, or of its nearest ancestor that has one.
-    pub fn line_of(&self, path: &str) -> Option<usize> {
+    pub(crate) fn line_of(&self, path: &str) -> Option<usize> {
         let mut p = path;
         loop {
             if let Some(line) = self.lines.get(p) {

@@ -12,18 +12,18 @@ use std::time::Duration;
 
 /// A duration written as `250ms`, `5s`, `1m30s`, `7d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ConfDuration(pub Duration);
+pub(crate) struct ConfDuration(pub Duration);
 
 /// A byte size written as `512KiB`, `10MiB`, `1MB` or a plain integer of bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteSize(pub u64);
+pub(crate) struct ByteSize(pub u64);
 
 /// The longest duration any setting accepts. Timers add durations to "now"; an absurd value
 /// would overflow that sum inside a background task instead of failing here, at `-t`.
-pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
 
 /// Parse a duration such as `1m30s`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err("empty duration; write e.g. `500ms`, `5s`, `1m30s`".into());
@@ -61,7 +61,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Parse a size such as `10MiB`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let s = text.trim();
     let digits = s.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {

@@ -16,10 +16,11 @@ mod persist;
 mod register;
 mod watch;
 
-pub use register::{Registrar, ShutdownSignals};
+pub(crate) use persist::Store;
+pub(crate) use register::{Registrar, ShutdownSignals};
 
 use crate::config::{ConsulSettings, Target};
-use crate::state::GatewayState;
+use crate::runtime::Runtime;
 use async_trait::async_trait;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -38,7 +39,7 @@ const MAX_ERROR_BODY: usize = 200;
 
 /// A failed Consul request.
 #[derive(Debug, thiserror::Error)]
-pub enum ConsulError {
+pub(crate) enum ConsulError {
     /// No HTTP answer: connection refused, timeout, TLS, …
     #[error("cannot reach Consul at {url}: {reason}")]
     Transport {
@@ -82,135 +83,135 @@ pub enum ConsulError {
 /// One entry of `/v1/health/service/<name>` (fields we use; Consul sends many more).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ServiceEntry {
+pub(crate) struct ServiceEntry {
     /// The node the instance runs on.
-    pub node: EntryNode,
+    pub(crate) node: EntryNode,
     /// The service instance.
-    pub service: EntryService,
+    pub(crate) service: EntryService,
     /// Node and service checks.
     #[serde(default)]
-    pub checks: Option<Vec<EntryCheck>>,
+    pub(crate) checks: Option<Vec<EntryCheck>>,
 }
 
 /// `Node` of a health entry.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub struct EntryNode {
+pub(crate) struct EntryNode {
     /// Node name.
-    pub node: String,
+    pub(crate) node: String,
     /// Node address (used when the service has none).
-    pub address: String,
+    pub(crate) address: String,
 }
 
 /// `Service` of a health entry.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub struct EntryService {
+pub(crate) struct EntryService {
     /// Instance id.
     #[serde(rename = "ID")]
-    pub id: String,
+    pub(crate) id: String,
     /// Service name.
-    pub service: String,
+    pub(crate) service: String,
     /// Tags (Consul may send `null`).
-    pub tags: Option<Vec<String>>,
+    pub(crate) tags: Option<Vec<String>>,
     /// Instance address; empty means "the node's address".
-    pub address: String,
+    pub(crate) address: String,
     /// Port.
-    pub port: u32,
+    pub(crate) port: u32,
     /// Load-balancing weights.
-    pub weights: Option<EntryWeights>,
+    pub(crate) weights: Option<EntryWeights>,
 }
 
 /// `Service.Weights`.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct EntryWeights {
+pub(crate) struct EntryWeights {
     /// Weight while all checks pass.
     #[serde(default)]
-    pub passing: i64,
+    pub(crate) passing: i64,
 }
 
 /// One check of a health entry.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub struct EntryCheck {
+pub(crate) struct EntryCheck {
     /// Check id (`serfHealth`, `service:<id>`, …).
     #[serde(rename = "CheckID")]
-    pub check_id: String,
+    pub(crate) check_id: String,
     /// `passing`, `warning`, `critical` or `maintenance`.
-    pub status: String,
+    pub(crate) status: String,
 }
 
 /// A `/v1/health/service` answer.
 #[derive(Debug, Clone)]
-pub struct HealthAnswer {
+pub(crate) struct HealthAnswer {
     /// `X-Consul-Index`, if present and numeric.
-    pub index: Option<u64>,
+    pub(crate) index: Option<u64>,
     /// Instances.
-    pub entries: Vec<ServiceEntry>,
+    pub(crate) entries: Vec<ServiceEntry>,
     /// `X-Consul-Results-Filtered-By-ACLs: true`.
-    pub filtered_by_acls: bool,
+    pub(crate) filtered_by_acls: bool,
 }
 
 /// `/v1/agent/service/<id>` (fields we compare).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub struct AgentService {
+pub(crate) struct AgentService {
     /// Instance id.
     #[serde(rename = "ID")]
-    pub id: String,
+    pub(crate) id: String,
     /// Service name.
-    pub service: String,
+    pub(crate) service: String,
     /// Tags.
-    pub tags: Option<Vec<String>>,
+    pub(crate) tags: Option<Vec<String>>,
     /// Address.
-    pub address: String,
+    pub(crate) address: String,
     /// Port.
-    pub port: u32,
+    pub(crate) port: u32,
     /// Metadata.
-    pub meta: Option<HashMap<String, String>>,
+    pub(crate) meta: Option<HashMap<String, String>>,
 }
 
 /// Body of `PUT /v1/agent/service/register`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct RegisterBody {
+pub(crate) struct RegisterBody {
     /// Instance id.
     #[serde(rename = "ID")]
-    pub id: String,
+    pub(crate) id: String,
     /// Service name.
-    pub name: String,
+    pub(crate) name: String,
     /// Advertised address.
-    pub address: String,
+    pub(crate) address: String,
     /// Advertised port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Tags.
-    pub tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
     /// Metadata.
-    pub meta: HashMap<String, String>,
+    pub(crate) meta: HashMap<String, String>,
     /// The HTTP check Consul runs against us.
-    pub check: CheckBody,
+    pub(crate) check: CheckBody,
 }
 
 /// The check of a registration.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct CheckBody {
+pub(crate) struct CheckBody {
     /// Check name.
-    pub name: String,
+    pub(crate) name: String,
     /// URL Consul GETs (2xx = passing).
     #[serde(rename = "HTTP")]
-    pub http: String,
+    pub(crate) http: String,
     /// Go duration between checks.
-    pub interval: String,
+    pub(crate) interval: String,
     /// Go duration a check may take.
-    pub timeout: String,
+    pub(crate) timeout: String,
     /// Go duration after which Consul removes the instance while critical.
-    pub deregister_critical_service_after: String,
+    pub(crate) deregister_critical_service_after: String,
 }
 
 /// A Consul duration (Go syntax): whole seconds as `30s`, otherwise milliseconds.
-pub fn go_duration(d: Duration) -> String {
+pub(crate) fn go_duration(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs())
     } else {
@@ -220,7 +221,7 @@ pub fn go_duration(d: Duration) -> String {
 
 /// A small Consul HTTP API client (agent address, token, datacenter from the config).
 #[derive(Debug, Clone)]
-pub struct ConsulClient {
+pub(crate) struct ConsulClient {
     http: reqwest::Client,
     base: Url,
     token: Option<String>,
@@ -229,7 +230,7 @@ pub struct ConsulClient {
 
 impl ConsulClient {
     /// Build a client. Call only inside a running service (after the daemon fork).
-    pub fn new(settings: &ConsulSettings) -> Result<Self, ConsulError> {
+    pub(crate) fn new(settings: &ConsulSettings) -> Result<Self, ConsulError> {
         let base = Url::parse(&settings.address).map_err(|_| ConsulError::BadAddress(settings.address.clone()))?;
         if base.cannot_be_a_base() {
             return Err(ConsulError::BadAddress(settings.address.clone()));
@@ -272,7 +273,7 @@ impl ConsulClient {
 
     /// Healthy instances of `service` carrying every tag in `tags`: a blocking query when
     /// `index > 0` (Consul holds it up to `wait` plus its own jitter of up to `wait/16`).
-    pub async fn health_service(
+    pub(crate) async fn health_service(
         &self,
         service: &str,
         tags: &[String],
@@ -311,7 +312,7 @@ impl ConsulClient {
     }
 
     /// The local agent's registration with this id, if any.
-    pub async fn agent_service(&self, id: &str) -> Result<Option<AgentService>, ConsulError> {
+    pub(crate) async fn agent_service(&self, id: &str) -> Result<Option<AgentService>, ConsulError> {
         let url = self.url(&["agent", "service", id]);
         let resp = self.send(self.request(reqwest::Method::GET, url.clone()).timeout(REQUEST_TIMEOUT), &url).await?;
         if resp.status() == StatusCode::NOT_FOUND {
@@ -321,7 +322,7 @@ impl ConsulClient {
     }
 
     /// Register (or replace) a service on the local agent.
-    pub async fn register(&self, body: &RegisterBody) -> Result<(), ConsulError> {
+    pub(crate) async fn register(&self, body: &RegisterBody) -> Result<(), ConsulError> {
         let url = self.url(&["agent", "service", "register"]);
         let req = self.request(reqwest::Method::PUT, url.clone()).timeout(REQUEST_TIMEOUT).json(body);
         let resp = self.send(req, &url).await?;
@@ -332,7 +333,7 @@ impl ConsulClient {
     }
 
     /// Remove a service from the local agent (a no-op in Consul if it is not registered).
-    pub async fn deregister(&self, id: &str) -> Result<(), ConsulError> {
+    pub(crate) async fn deregister(&self, id: &str) -> Result<(), ConsulError> {
         let url = self.url(&["agent", "service", "deregister", id]);
         self.send(self.request(reqwest::Method::PUT, url.clone()).timeout(REQUEST_TIMEOUT), &url).await.map(|_| ())
     }
@@ -357,46 +358,72 @@ fn truncate(s: &str) -> String {
     }
 }
 
-/// Wire Consul into the server: seed discovered pools from their state files (so a gateway
-/// started during a Consul outage routes at once), add the discovery and registration
-/// background services, and return run arguments whose signal handling deregisters on
-/// shutdown but not on upgrade. Without a `consul` section this only returns the defaults.
-pub fn install(server: &mut Server, state: &Arc<GatewayState>) -> RunArgs {
-    let Some(settings) = state.config.consul.clone() else { return RunArgs::default() };
-    let watches = watch::prepare(&settings, state);
-    if !watches.is_empty() {
-        let service = DiscoveryService { settings: settings.clone(), watches, state: state.clone() };
-        server.add_service(background_service("consul discovery", service));
-    }
-    let registrar = settings.register.as_ref().map(|r| Arc::new(Registrar::new(&settings, r, &state.config)));
+/// Wire Consul into the server: add the discovery and registration background services, and
+/// return run arguments whose signal handling deregisters on shutdown but not on upgrade.
+/// Without a `consul` section this only returns the defaults. (Discovered pools were seeded
+/// from their state files when the runtime was built.)
+pub(crate) fn install(server: &mut Server, runtime: &Arc<Runtime>) -> RunArgs {
+    let Some(settings) = runtime.discovery.settings().cloned() else { return RunArgs::default() };
+    let service = DiscoveryService { settings: settings.clone(), runtime: runtime.clone() };
+    server.add_service(background_service("consul discovery", service));
+    let current = runtime.current();
+    let registrar = settings.register.as_ref().map(|r| Arc::new(Registrar::new(&settings, r, &current.config)));
     if let Some(registrar) = &registrar {
-        let service = register::RegistrationService::new(registrar.clone(), state.clone());
+        let service = register::RegistrationService::new(registrar.clone(), runtime.clone());
         server.add_service(background_service("consul registration", service));
     }
     RunArgs { shutdown_signal: Box::new(ShutdownSignals::new(registrar)) }
 }
 
-/// Runs every service's watch loop on one client (one connection per blocking query).
+/// Runs the watch of every discovered service the configuration in force wants, on one
+/// client (one connection per blocking query); a reload starts and stops watches, and leaves
+/// those of unchanged services running.
 struct DiscoveryService {
     settings: ConsulSettings,
-    watches: Vec<watch::Watch>,
-    state: Arc<GatewayState>,
+    runtime: Arc<Runtime>,
 }
 
 #[async_trait]
 impl BackgroundService for DiscoveryService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let client = match ConsulClient::new(&self.settings) {
-            Ok(c) => c,
+            Ok(c) => Arc::new(c),
             Err(e) => {
                 log::error!("consul discovery disabled: {e}");
                 return;
             }
         };
-        let loops = self.watches.iter().map(|w| w.run(&client, self.settings.wait, &self.state.metrics));
-        tokio::select! {
-            _ = futures::future::join_all(loops) => {}
-            _ = async { while !*shutdown.borrow_and_update() { if shutdown.changed().await.is_err() { break } } } => {}
+        let mut wanted = self.runtime.discovery.subscribe();
+        let mut running: HashMap<String, (watch::WatchKey, tokio::task::JoinHandle<()>)> = HashMap::new();
+        loop {
+            let specs = wanted.borrow_and_update().clone();
+            let mut keep = HashMap::new();
+            for spec in specs.iter() {
+                let key = watch::WatchKey::of(spec);
+                let task = match running.remove(&spec.name) {
+                    Some((k, task)) if k == key => task,
+                    other => {
+                        if let Some((_, task)) = other {
+                            task.abort();
+                        }
+                        let w = watch::Watch::new(spec, self.runtime.discovery.store(spec));
+                        let (client, runtime, wait) = (client.clone(), self.runtime.clone(), self.settings.wait);
+                        tokio::spawn(async move { w.run(&client, wait, &runtime.metrics).await })
+                    }
+                };
+                keep.insert(spec.name.clone(), (key, task));
+            }
+            for (_, (_, task)) in running.drain() {
+                task.abort();
+            }
+            running = keep;
+            tokio::select! {
+                changed = wanted.changed() => if changed.is_err() { break },
+                _ = shutdown.changed() => break,
+            }
+        }
+        for (_, (_, task)) in running.drain() {
+            task.abort();
         }
     }
 }
@@ -405,7 +432,7 @@ impl BackgroundService for DiscoveryService {
 /// `Service.Weights.Passing` (missing → 1, clamped to 1..=[`MAX_WEIGHT`]). Entries with a
 /// non-passing check (Consul already filters with `passing=true`; this guards against an
 /// agent or proxy that ignores it), no address or no port are skipped, with a reason.
-pub fn candidates(entries: &[ServiceEntry]) -> (Vec<Candidate>, Vec<String>) {
+pub(crate) fn candidates(entries: &[ServiceEntry]) -> (Vec<Candidate>, Vec<String>) {
     let mut out = Vec::with_capacity(entries.len());
     let mut skipped = Vec::new();
     for e in entries {
@@ -439,22 +466,22 @@ pub fn candidates(entries: &[ServiceEntry]) -> (Vec<Candidate>, Vec<String>) {
 
 /// Largest weight taken from Consul: Pingora expands each backend `weight` times into its
 /// selection table, so an absurd weight would cost memory, not precision.
-pub const MAX_WEIGHT: u32 = 1000;
+pub(crate) const MAX_WEIGHT: u32 = 1000;
 
 /// An instance before address resolution.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     /// IP literal or host name.
-    pub host: String,
+    pub(crate) host: String,
     /// Port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Weight (1..=1000).
-    pub weight: u32,
+    pub(crate) weight: u32,
 }
 
 impl Candidate {
     /// The target when `host` is an IP literal.
-    pub fn literal(&self) -> Option<Target> {
+    pub(crate) fn literal(&self) -> Option<Target> {
         let ip: std::net::IpAddr = self.host.parse().ok()?;
         Some(Target { addr: std::net::SocketAddr::new(ip, self.port), weight: self.weight })
     }

@@ -1,5 +1,125 @@
 //! Service discovery beyond static `targets`: Consul ([`consul`]) publishes each discovered
 //! service's instances into its pool's [`MembershipFeed`](crate::upstream::MembershipFeed);
 //! the pool (in [`upstream`](crate::upstream)) does the rest.
+//!
+//! [`DiscoveryControl`] is how a configuration generation says which services it wants
+//! watched: the Consul background service follows that wish, starting a watch for each new
+//! discovered service (seeded from its state file first) and stopping the watches of services
+//! that left, while the watches of unchanged services keep running across reloads.
 
-pub mod consul;
+pub(crate) mod consul;
+
+use crate::config::{ConsulDiscovery, ConsulSettings};
+use crate::snapshot::Snapshot;
+use crate::upstream::MembershipFeed;
+use consul::Store;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// One discovered service to follow.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchSpec {
+    /// Siger service name (logs, state file).
+    pub(crate) name: String,
+    /// What to ask Consul.
+    pub(crate) query: ConsulDiscovery,
+    /// Where to publish the answer.
+    pub(crate) feed: MembershipFeed,
+}
+
+/// The watches the configuration in force wants.
+#[derive(Debug)]
+pub(crate) struct DiscoveryControl {
+    settings: Option<ConsulSettings>,
+    wanted: watch::Sender<Arc<Vec<WatchSpec>>>,
+}
+
+impl DiscoveryControl {
+    /// Control for the process's `consul` section (changing it needs a new process).
+    pub(crate) fn new(settings: Option<ConsulSettings>) -> Self {
+        DiscoveryControl { settings, wanted: watch::channel(Arc::new(Vec::new())).0 }
+    }
+
+    /// The `consul` section the process runs with.
+    pub(crate) fn settings(&self) -> Option<&ConsulSettings> {
+        self.settings.as_ref()
+    }
+
+    /// Follow these watches (the Consul service reacts).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<Vec<WatchSpec>>> {
+        self.wanted.subscribe()
+    }
+
+    fn specs(snapshot: &Snapshot) -> Vec<WatchSpec> {
+        snapshot
+            .config
+            .services
+            .iter()
+            .zip(&snapshot.pools)
+            .filter_map(|(s, pool)| {
+                let query = s.discovery.clone()?;
+                Some(WatchSpec { name: s.name.clone(), query, feed: pool.feed()?.clone() })
+            })
+            .collect()
+    }
+
+    /// The state file of a watched service, when `consul.state_dir` is set.
+    pub(crate) fn store(&self, spec: &WatchSpec) -> Option<Store> {
+        let settings = self.settings.as_ref()?;
+        let dir = settings.state_dir.as_deref()?;
+        Some(Store::new(dir, &spec.name, &spec.query, settings.datacenter.as_deref()))
+    }
+
+    /// Load the saved instances of every discovered service nothing is known about yet, so
+    /// routing works before Consul answers (or while it is down).
+    pub(crate) fn seed(&self, snapshot: &Snapshot) {
+        for (spec, pool) in Self::specs(snapshot).iter().zip(snapshot.pools.iter().filter(|p| p.feed().is_some())) {
+            if spec.feed.current().is_some() {
+                continue;
+            }
+            match self.store(spec).as_ref().map(Store::load) {
+                Some(Ok(Some(targets))) => {
+                    log::info!(
+                        "service {}: {} instance(s) loaded from its state file until Consul answers",
+                        spec.name,
+                        targets.len()
+                    );
+                    spec.feed.publish(targets);
+                    pool.refresh_now();
+                }
+                Some(Ok(None)) => {}
+                Some(Err(e)) => log::warn!("service {}: state file not used: {e}", spec.name),
+                None => log::info!(
+                    "service {}: consul.state_dir not set; instances are not kept across restarts",
+                    spec.name
+                ),
+            }
+        }
+    }
+
+    /// Watch exactly the discovered services of `snapshot`.
+    pub(crate) fn want(&self, snapshot: &Snapshot) {
+        self.wanted.send_replace(Arc::new(Self::specs(snapshot)));
+    }
+
+    /// Before `snapshot` is swapped in: seed its new discovered services, start their watches
+    /// and wait (at most `prime`) for Consul's first answer, so a service that moved to Consul
+    /// does not answer 503 while its first query is on the way.
+    pub(crate) async fn prepare(&self, snapshot: &Snapshot, prime: Duration) {
+        self.seed(snapshot);
+        let fresh: Vec<MembershipFeed> =
+            Self::specs(snapshot).into_iter().filter(|s| s.feed.current().is_none()).map(|s| s.feed).collect();
+        if fresh.is_empty() || self.settings.is_none() {
+            return;
+        }
+        self.want(snapshot);
+        let deadline = Instant::now() + prime;
+        while fresh.iter().any(|f| f.current().is_none()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for pool in snapshot.pools.iter().filter(|p| p.feed().is_some()) {
+            pool.refresh_now();
+        }
+    }
+}

@@ -12,8 +12,8 @@
 //! The HTTP side (reading the body from the Pingora session) lives in `proxy::jobs`.
 
 pub mod request;
-pub mod service;
-pub mod stream;
+pub(crate) mod service;
+pub(crate) mod stream;
 
 use crate::config::{JobsSettings, NatsSettings};
 use crate::errors::GatewayError;
@@ -26,8 +26,6 @@ use bytes::Bytes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-pub use service::NatsService;
 
 /// `Retry-After` when NATS is disconnected: the reconnect back-off tops out at 2 s.
 const RETRY_DISCONNECTED: u64 = 2;
@@ -45,9 +43,9 @@ pub(crate) struct Link {
 
 /// Jobs state shared by the proxy, the admin listener and the NATS background service.
 #[derive(Debug)]
-pub struct Jobs {
+pub(crate) struct Jobs {
     /// `jobs:` settings.
-    pub settings: JobsSettings,
+    pub(crate) settings: JobsSettings,
     pub(crate) nats: NatsSettings,
     pub(crate) subject: Subject,
     pub(crate) link: OnceLock<Link>,
@@ -63,33 +61,35 @@ pub struct Jobs {
 
 /// One job to publish: the envelope and what its headers and errors need.
 #[derive(Debug)]
-pub struct Submission<'a> {
+pub(crate) struct Submission<'a> {
     /// `Nats-Msg-Id`, so a retried submission is stored once.
-    pub job_id: &'a str,
+    pub(crate) job_id: &'a str,
     /// `Siger-User-Id` header.
-    pub user_id: &'a str,
+    pub(crate) user_id: &'a str,
     /// `Siger-Request-Id` header.
-    pub request_id: &'a str,
+    pub(crate) request_id: &'a str,
     /// The serialised envelope.
-    pub payload: Bytes,
+    pub(crate) payload: Bytes,
     /// Length of the client's job inside it (to tell the envelope's overhead in a 413).
-    pub job_len: usize,
+    pub(crate) job_len: usize,
+    /// The `jobs` settings of the request's config generation (subject, ack timeout).
+    pub(crate) settings: &'a JobsSettings,
 }
 
 /// A job JetStream acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     /// Stream that stored it.
-    pub stream: String,
+    pub(crate) stream: String,
     /// Its sequence in the stream (the original one for a duplicate).
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// JetStream recognised the `Nats-Msg-Id` within the duplicate window: nothing new stored.
-    pub duplicate: bool,
+    pub(crate) duplicate: bool,
 }
 
 /// Why a publish did not end in an ack.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PublishFailure {
+pub(crate) enum PublishFailure {
     /// No connection to NATS right now.
     #[error("the job queue is unavailable (NATS disconnected)")]
     Disconnected,
@@ -117,7 +117,7 @@ pub enum PublishFailure {
 
 impl PublishFailure {
     /// `siger_jobs_failed_total` reason.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::Disconnected => "nats_disconnected",
             Self::Timeout(_) => "ack_timeout",
@@ -143,7 +143,7 @@ impl From<PublishFailure> for GatewayError {
 
 /// `siger_jobs_failed_total` reason for a submission refused before publishing; `None` for
 /// refusals that are not about the job (authentication, method), counted elsewhere.
-pub fn rejection_reason(e: &GatewayError) -> Option<&'static str> {
+pub(crate) fn rejection_reason(e: &GatewayError) -> Option<&'static str> {
     match e {
         GatewayError::MissingToken
         | GatewayError::InvalidToken { .. }
@@ -158,7 +158,7 @@ pub fn rejection_reason(e: &GatewayError) -> Option<&'static str> {
 
 /// Counts a submission as in flight until dropped (shutdown waits for these).
 #[derive(Debug)]
-pub struct InflightGuard<'a>(&'a AtomicUsize);
+pub(crate) struct InflightGuard<'a>(&'a AtomicUsize);
 
 impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
@@ -169,7 +169,7 @@ impl Drop for InflightGuard<'_> {
 impl Jobs {
     /// Jobs state for a config with `jobs` and `nats` sections. Connects nothing: the client is
     /// made by [`NatsService`] once Pingora runs.
-    pub fn new(settings: JobsSettings, nats: NatsSettings, shutdown_wait: Duration) -> Self {
+    pub(crate) fn new(settings: JobsSettings, nats: NatsSettings, shutdown_wait: Duration) -> Self {
         let subject = Subject::from(settings.subject.as_str());
         Jobs {
             settings,
@@ -183,14 +183,8 @@ impl Jobs {
         }
     }
 
-    /// Whether `path` (normalised) is the reserved jobs path.
-    pub fn owns_path(&self, path: &str) -> bool {
-        let p = self.settings.path.as_str();
-        path == p || path.strip_prefix(p) == Some("/")
-    }
-
     /// Mark a submission in flight for the life of the guard.
-    pub fn begin(&self) -> InflightGuard<'_> {
+    pub(crate) fn begin(&self) -> InflightGuard<'_> {
         self.inflight.fetch_add(1, Ordering::AcqRel);
         InflightGuard(&self.inflight)
     }
@@ -200,7 +194,7 @@ impl Jobs {
     }
 
     /// Whether the shared client is connected right now.
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.link.get().is_some_and(|l| l.client.connection_state() == State::Connected)
     }
 
@@ -211,7 +205,7 @@ impl Jobs {
     }
 
     /// What keeps jobs from being ready (`/ready`'s `missing` entries).
-    pub fn readiness_problems(&self) -> Vec<String> {
+    pub(crate) fn readiness_problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         if !self.is_connected() {
             out.push("nats: disconnected".to_string());
@@ -224,7 +218,11 @@ impl Jobs {
 
     /// Publish one envelope and wait for JetStream's ack, at most `jobs.ack_timeout` in total
     /// (pending-buffer wait included). Records the jobs metrics.
-    pub async fn publish(&self, submission: Submission<'_>, metrics: &Metrics) -> Result<Accepted, PublishFailure> {
+    pub(crate) async fn publish(
+        &self,
+        submission: Submission<'_>,
+        metrics: &Metrics,
+    ) -> Result<Accepted, PublishFailure> {
         let (job_id, request_id) = (submission.job_id, submission.request_id);
         let result = self.publish_inner(submission, metrics).await;
         if let Err(f) = &result {
@@ -243,7 +241,7 @@ impl Jobs {
     }
 
     async fn publish_inner(&self, submission: Submission<'_>, metrics: &Metrics) -> Result<Accepted, PublishFailure> {
-        let Submission { job_id, user_id, request_id, payload, job_len } = submission;
+        let Submission { job_id, user_id, request_id, payload, job_len, settings } = submission;
         let link = self.link.get().ok_or(PublishFailure::Disconnected)?;
         // Queuing into a dead connection would hold the client until the timeout and might
         // still publish later; answering now is clearer.
@@ -255,10 +253,16 @@ impl Jobs {
         headers.insert("Siger-Request-Id", request::header_value(request_id).as_ref());
         let envelope_overhead = (payload.len() - job_len.min(payload.len())) as u64;
         let message = PublishMessage::build().payload(payload).headers(headers).message_id(job_id);
-        let timeout = self.settings.ack_timeout;
+        let timeout = settings.ack_timeout;
+        // A reload may have changed the subject (validation keeps it inside the stream).
+        let subject = if settings.subject == self.settings.subject {
+            self.subject.clone()
+        } else {
+            Subject::from(settings.subject.as_str())
+        };
         let started = Instant::now();
         let attempt = async {
-            let ack = link.js.send_publish(self.subject.clone(), message).await?;
+            let ack = link.js.send_publish(subject, message).await?;
             ack.await
         };
         let ack = match tokio::time::timeout(timeout, attempt).await {
@@ -294,6 +298,7 @@ mod tests {
 
     fn jobs() -> Jobs {
         let settings = JobsSettings {
+            rate_limit: None,
             path: "/jobs/submit".into(),
             subject: "jobs.submitted".into(),
             stream: StreamSettings {
@@ -322,16 +327,6 @@ mod tests {
     }
 
     #[test]
-    fn reserved_path() {
-        let j = jobs();
-        assert!(j.owns_path("/jobs/submit"));
-        assert!(j.owns_path("/jobs/submit/"));
-        assert!(!j.owns_path("/jobs/submitted"));
-        assert!(!j.owns_path("/jobs/submit/x"));
-        assert!(!j.owns_path("/jobs"));
-    }
-
-    #[test]
     fn not_ready_until_connected_and_verified() {
         let j = jobs();
         let p = j.readiness_problems();
@@ -357,7 +352,7 @@ mod tests {
         let e: GatewayError = PublishFailure::Timeout(Duration::from_secs(5)).into();
         assert_eq!((e.status(), e.code()), (503, "service_unavailable"));
         assert!(e.message().contains("Idempotency-Key"));
-        let (resp, _) = GatewayError::from(PublishFailure::Disconnected).to_response("r");
+        let resp = GatewayError::from(PublishFailure::Disconnected).answer("r").response_header();
         assert_eq!(resp.headers.get("retry-after").map(|v| v.as_bytes()), Some(&b"2"[..]));
         let e: GatewayError = PublishFailure::TooLarge { limit: 1000 }.into();
         assert_eq!(e.status(), 413);
@@ -369,7 +364,8 @@ mod tests {
         let text = "listen: [\"127.0.0.1:8080\"]\nservices:\n  s:\n    targets: [\"127.0.0.1:9\"]\nroutes:\n  - path: /\n    service: s\n    auth: public\n";
         let env = std::collections::HashMap::<String, String>::new();
         let config = crate::config::parse(text, std::path::Path::new("."), &env).expect("config");
-        let metrics = Metrics::new(&config);
+        let _ = config;
+        let metrics = Metrics::new();
         let started = Instant::now();
         let r = j
             .publish(
@@ -379,6 +375,7 @@ mod tests {
                     request_id: "r",
                     payload: Bytes::from_static(b"{}"),
                     job_len: 2,
+                    settings: &j.settings,
                 },
                 &metrics,
             )

@@ -18,7 +18,7 @@ const JOB_ID_CONTEXT: &[u8] = b"siger/jobs/idempotency/v1\0";
 
 /// `Content-Type` must be `application/json`, optionally with parameters; a `charset`, when
 /// given, must be UTF-8 (the body is embedded into a UTF-8 envelope as is).
-pub fn check_content_type(value: Option<&[u8]>) -> Result<(), GatewayError> {
+pub(crate) fn check_content_type(value: Option<&[u8]>) -> Result<(), GatewayError> {
     let refuse = |got: &str| {
         Err(GatewayError::UnsupportedMediaType(format!("Content-Type must be application/json (got {got})")))
     };
@@ -47,7 +47,7 @@ pub fn check_content_type(value: Option<&[u8]>) -> Result<(), GatewayError> {
 }
 
 /// The `Idempotency-Key` header: absent, or 1–128 visible ASCII characters.
-pub fn idempotency_key(value: Option<&[u8]>) -> Result<Option<String>, GatewayError> {
+pub(crate) fn idempotency_key(value: Option<&[u8]>) -> Result<Option<String>, GatewayError> {
     let Some(value) = value else { return Ok(None) };
     if value.is_empty() || value.len() > MAX_IDEMPOTENCY_KEY {
         return Err(GatewayError::BadRequest(format!(
@@ -62,7 +62,7 @@ pub fn idempotency_key(value: Option<&[u8]>) -> Result<Option<String>, GatewayEr
 }
 
 /// The client's job: a JSON object, kept byte for byte (numbers, key order) in the envelope.
-pub fn parse_job(body: &[u8]) -> Result<&RawValue, GatewayError> {
+pub(crate) fn parse_job(body: &[u8]) -> Result<&RawValue, GatewayError> {
     let text = std::str::from_utf8(body).map_err(|e| {
         GatewayError::BadRequest(format!("request body is not UTF-8 (invalid byte at offset {})", e.valid_up_to()))
     })?;

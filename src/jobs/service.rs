@@ -33,7 +33,7 @@ const ERROR_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// Owns the jobs NATS connection.
 #[derive(Debug)]
-pub struct NatsService {
+pub(crate) struct NatsService {
     jobs: Arc<Jobs>,
     /// The max_payload warning is worth one line per process, not one per reconnect.
     payload_warned: AtomicBool,
@@ -41,7 +41,7 @@ pub struct NatsService {
 
 impl NatsService {
     /// A service for this jobs state.
-    pub fn new(jobs: Arc<Jobs>) -> Self {
+    pub(crate) fn new(jobs: Arc<Jobs>) -> Self {
         NatsService { jobs, payload_warned: AtomicBool::new(false) }
     }
 }
@@ -83,7 +83,7 @@ impl EventLog {
 
 /// Reconnect back-off: immediately, then 100 ms doubling to [`MAX_RECONNECT_DELAY`], with
 /// ±20 % jitter so a fleet of gateways does not reconnect in lock-step.
-pub fn reconnect_delay(attempts: usize) -> Duration {
+pub(crate) fn reconnect_delay(attempts: usize) -> Duration {
     if attempts <= 1 {
         return Duration::ZERO;
     }
@@ -93,7 +93,7 @@ pub fn reconnect_delay(attempts: usize) -> Duration {
 }
 
 /// Server list from `nats.url` (comma separated).
-pub fn server_addrs(url: &str) -> Result<Vec<ServerAddr>, String> {
+pub(crate) fn server_addrs(url: &str) -> Result<Vec<ServerAddr>, String> {
     url.split(',')
         .map(str::trim)
         .filter(|u| !u.is_empty())
@@ -102,7 +102,7 @@ pub fn server_addrs(url: &str) -> Result<Vec<ServerAddr>, String> {
 }
 
 /// `nats.url` for logs: credentials in the URL (`nats://user:pass@host`) are masked.
-pub fn redact(urls: &str) -> String {
+pub(crate) fn redact(urls: &str) -> String {
     urls.split(',')
         .map(|u| {
             let u = u.trim();
@@ -276,7 +276,7 @@ impl BackgroundService for NatsService {
 
 /// Starts [`NatsService`] on the runtime of the service it wraps (the proxy) and otherwise
 /// behaves exactly like that service (name, threads, listeners for upgrades, readiness).
-pub struct WithNats<S> {
+pub(crate) struct WithNats<S> {
     inner: S,
     nats: Option<Arc<NatsService>>,
     lifecycle: Arc<Lifecycle>,
@@ -285,7 +285,7 @@ pub struct WithNats<S> {
 impl<S> WithNats<S> {
     /// Wrap `inner`; `nats` (if any) starts with it, after Pingora's fork. The process does not
     /// exit before the NATS service has flushed and drained (see `lifecycle::Drain`).
-    pub fn new(inner: S, nats: Option<NatsService>, lifecycle: Arc<Lifecycle>) -> Self {
+    pub(crate) fn new(inner: S, nats: Option<NatsService>, lifecycle: Arc<Lifecycle>) -> Self {
         WithNats { inner, nats: nats.map(Arc::new), lifecycle }
     }
 }

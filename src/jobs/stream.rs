@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// What bootstrap found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamCheck {
+pub(crate) enum StreamCheck {
     /// The stream exists and matches.
     Matches,
     /// The stream was missing and has been created.
@@ -25,7 +25,7 @@ pub enum StreamCheck {
 }
 
 /// The stream config Siger creates.
-pub fn desired_config(s: &StreamSettings) -> Config {
+pub(crate) fn desired_config(s: &StreamSettings) -> Config {
     Config {
         name: s.name.clone(),
         subjects: s.subjects.clone(),
@@ -76,7 +76,7 @@ fn human(d: Duration) -> String {
 /// How an existing stream's config differs from `jobs` (empty when it matches). With
 /// `create: false` only what publishing depends on is checked: that the stream captures
 /// `jobs.subject`.
-pub fn differences(jobs: &JobsSettings, have: &Config) -> Vec<String> {
+pub(crate) fn differences(jobs: &JobsSettings, have: &Config) -> Vec<String> {
     let want = &jobs.stream;
     let mut out = Vec::new();
     if !have.subjects.iter().any(|p| subject_matches(p, &jobs.subject)) {
@@ -115,7 +115,7 @@ pub fn differences(jobs: &JobsSettings, have: &Config) -> Vec<String> {
 
 /// Look the stream up; create it when missing and allowed. Errors are transport or API
 /// failures worth retrying.
-pub async fn ensure(js: &Context, jobs: &JobsSettings) -> Result<StreamCheck, String> {
+pub(crate) async fn ensure(js: &Context, jobs: &JobsSettings) -> Result<StreamCheck, String> {
     let name = &jobs.stream.name;
     match js.get_stream(name).await {
         Ok(stream) => {
@@ -149,6 +149,7 @@ mod tests {
 
     fn jobs(create: bool) -> JobsSettings {
         JobsSettings {
+            rate_limit: None,
             path: "/jobs/submit".into(),
             subject: "jobs.submitted".into(),
             stream: StreamSettings {

@@ -15,37 +15,37 @@ const MAX_LOGGED_PATH: usize = 1024;
 
 /// The fields of one access-log line.
 #[derive(Debug)]
-pub struct AccessLine<'a> {
+pub(crate) struct AccessLine<'a> {
     /// The request id returned to the client.
-    pub request_id: &'a str,
+    pub(crate) request_id: &'a str,
     /// Client IP after `trusted_proxies` rules.
-    pub client_ip: &'a str,
+    pub(crate) client_ip: &'a str,
     /// Request method.
-    pub method: &'a str,
+    pub(crate) method: &'a str,
     /// Request path as received (query excluded; cut at 1 KiB).
-    pub path: &'a str,
+    pub(crate) path: &'a str,
     /// Route label, `-` when unmatched.
-    pub route: &'a str,
+    pub(crate) route: &'a str,
     /// Service name, `-` when not proxied.
-    pub service: &'a str,
+    pub(crate) service: &'a str,
     /// Backend of the last attempt.
-    pub backend: Option<SocketAddr>,
+    pub(crate) backend: Option<SocketAddr>,
     /// Status sent to the client (0 when none could be sent).
-    pub status: u16,
+    pub(crate) status: u16,
     /// Request body bytes read.
-    pub bytes_in: usize,
+    pub(crate) bytes_in: usize,
     /// Response body bytes sent.
-    pub bytes_out: usize,
+    pub(crate) bytes_out: usize,
     /// Whole request time.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// Time from the upstream request to its response headers.
-    pub upstream_duration: Option<Duration>,
+    pub(crate) upstream_duration: Option<Duration>,
     /// Error code, when the gateway answered with an error.
-    pub error: Option<&'a str>,
+    pub(crate) error: Option<&'a str>,
 }
 
 /// Cut a path to the logged length on a char boundary.
-pub fn truncate_path(path: &str) -> &str {
+pub(crate) fn truncate_path(path: &str) -> &str {
     if path.len() <= MAX_LOGGED_PATH {
         return path;
     }
@@ -109,7 +109,7 @@ fn push_ms(out: &mut String, d: Duration) {
 
 impl AccessLine<'_> {
     /// The JSON object, one line, appended to `out`.
-    pub fn render(&self, out: &mut String) {
+    pub(crate) fn render(&self, out: &mut String) {
         out.push_str("{\"time\":\"");
         logger::push_rfc3339_now(out);
         out.push_str("\",\"request_id\":");
@@ -158,7 +158,7 @@ impl AccessLine<'_> {
 }
 
 /// Emit the line (unless the access log is filtered out by `RUST_LOG`).
-pub fn write(line: &AccessLine<'_>) {
+pub(crate) fn write(line: &AccessLine<'_>) {
     thread_local! {
         static BUFFER: RefCell<String> = RefCell::new(String::with_capacity(512));
     }

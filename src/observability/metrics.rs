@@ -1,18 +1,23 @@
-//! Prometheus metrics (names are contract, ARCHITECTURE.md §5). Label values come from the
+//! Prometheus metrics (names are contract, ARCHITECTURE.md §5, §7). Label values come from the
 //! config (route name/path, service name) or small fixed sets, never from the raw request, so
-//! cardinality is bounded by the config. Per-route and per-service handles are resolved at
-//! start-up; `siger_requests_total` children are cached per thread so the hot path touches only
-//! the counters' atomics after a thread's first request of a kind.
+//! cardinality is bounded by the config.
+//!
+//! [`Metrics`] is the process's registry and metric families; it outlives config reloads.
+//! [`ConfigMetrics`] holds one config generation's handles (per route and per service),
+//! resolved when the generation is built so the hot path touches only counters' atomics;
+//! `siger_requests_total` children are cached per thread on top. When a reload removes a route
+//! or service, its series are removed from the scrape.
 
 use crate::config::Config;
 use crate::errors::UpstreamErrorKind;
 use http::Method;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 /// Latency buckets, 0.5 ms … 10 s.
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -21,10 +26,10 @@ const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 const METHODS: [&str; 10] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "other"];
 
 /// Reasons of `siger_auth_failures_total`.
-pub const AUTH_REASONS: &[&str] = &["missing_token", "invalid_token", "expired", "forbidden", "jwks_refresh"];
+pub(crate) const AUTH_REASONS: &[&str] = &["missing_token", "invalid_token", "expired", "forbidden", "jwks_refresh"];
 
 /// Reasons of `siger_jobs_failed_total` (pre-registered so they export as 0).
-pub const JOB_FAILURE_REASONS: &[&str] = &[
+pub(crate) const JOB_FAILURE_REASONS: &[&str] = &[
     "nats_disconnected",
     "ack_timeout",
     "no_stream",
@@ -36,49 +41,74 @@ pub const JOB_FAILURE_REASONS: &[&str] = &[
     "body_timeout",
 ];
 
-static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+/// The unmatched-request route label.
+const NO_ROUTE: &str = "-";
+
+/// `siger_requests_total` children by (route index, method index, status).
+type RequestCounters = HashMap<(u32, u8, u16), IntCounter>;
 
 thread_local! {
-    static REQUESTS: RefCell<HashMap<(u32, u32, u8, u16), IntCounter>> = RefCell::new(HashMap::new());
+    /// `siger_requests_total` children of this thread, for one config generation at a time.
+    static REQUESTS: RefCell<(u64, RequestCounters)> = RefCell::new((0, HashMap::new()));
 }
 
 fn method_index(m: &Method) -> u8 {
     METHODS.iter().position(|x| *x == m.as_str()).unwrap_or(METHODS.len() - 1) as u8
 }
 
-/// All gateway metrics.
-pub struct Metrics {
-    id: u32,
+/// The process's metrics.
+pub(crate) struct Metrics {
     registry: Registry,
-    /// Route labels, plus `-` for unmatched requests at the end.
-    route_labels: Vec<String>,
     requests: IntCounterVec,
-    durations: Vec<Histogram>,
-    rate_limited: Vec<IntCounter>,
+    /// `(route, method, status)` series of `siger_requests_total` created so far, so a reload
+    /// can remove those of routes that are gone.
+    request_series: Mutex<HashSet<(String, &'static str, u16)>>,
+    durations: HistogramVec,
+    rate_limited: IntCounterVec,
     /// Rate-limit checks the shared store could not answer (`on_store_error` applied).
-    pub rate_limit_store_errors: IntCounter,
+    pub(crate) rate_limit_store_errors: IntCounter,
     rate_limit_tracked_keys: IntGauge,
     rate_limit_overflow: IntCounter,
-    upstream_errors: Vec<Vec<IntCounter>>,
+    upstream_errors: IntCounterVec,
     auth_failures: IntCounterVec,
     /// Jobs acknowledged by JetStream.
-    pub jobs_published: IntCounter,
+    pub(crate) jobs_published: IntCounter,
     jobs_failed: IntCounterVec,
     /// Publish-to-ack latency of jobs.
-    pub jobs_publish_seconds: Histogram,
+    pub(crate) jobs_publish_seconds: Histogram,
     backends: IntGaugeVec,
     /// Failed Consul requests.
-    pub consul_errors: IntCounter,
+    pub(crate) consul_errors: IntCounter,
     /// Seconds since the last successful Consul sync, per service.
-    pub consul_sync_age: IntGaugeVec,
+    pub(crate) consul_sync_age: IntGaugeVec,
+    reloads: IntCounterVec,
+    generation: IntGauge,
+    last_reload: Gauge,
     log_dropped: IntGauge,
     in_flight: IntGauge,
-    service_names: Vec<String>,
 }
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").field("routes", &self.route_labels.len()).finish()
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// One config generation's metric handles.
+pub(crate) struct ConfigMetrics {
+    generation: u64,
+    requests: IntCounterVec,
+    /// Route labels, plus `-` for unmatched requests at the end.
+    route_labels: Vec<String>,
+    durations: Vec<Histogram>,
+    rate_limited: Vec<IntCounter>,
+    upstream_errors: Vec<Vec<IntCounter>>,
+    service_names: Vec<String>,
+}
+
+impl std::fmt::Debug for ConfigMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigMetrics").field("generation", &self.generation).finish_non_exhaustive()
     }
 }
 
@@ -89,24 +119,41 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registr
     metric
 }
 
+#[allow(clippy::expect_used)]
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
+#[allow(clippy::expect_used)]
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("valid metric"))
+}
+
+#[allow(clippy::expect_used)]
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    /// Create and register every metric for this config.
+    /// Create and register every metric family.
     #[allow(clippy::expect_used)]
-    pub fn new(config: &Config) -> Self {
+    pub(crate) fn new() -> Self {
         let registry = Registry::new();
-        let mut route_labels: Vec<String> = config.routes.iter().map(|r| r.label.clone()).collect();
-        route_labels.push("-".into());
-        let requests = register(
+        let requests = counter_vec(
             &registry,
-            IntCounterVec::new(
-                Opts::new("siger_requests_total", "Requests answered, by route, method and status"),
-                &["route", "method", "status"],
-            )
-            .expect("valid metric"),
+            "siger_requests_total",
+            "Requests answered, by route, method and status",
+            &["route", "method", "status"],
         );
-        let duration_vec = register(
+        let durations = register(
             &registry,
-            prometheus::HistogramVec::new(
+            HistogramVec::new(
                 HistogramOpts::new(
                     "siger_request_duration_seconds",
                     "Time from request start to the last response byte",
@@ -116,69 +163,35 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
-        let durations = route_labels.iter().map(|r| duration_vec.with_label_values(&[r.as_str()])).collect();
-        let rl_vec = register(
+        let rate_limited =
+            counter_vec(&registry, "siger_rate_limited_total", "Requests refused by a rate limit", &["route"]);
+        let rate_limit_store_errors = counter(
             &registry,
-            IntCounterVec::new(Opts::new("siger_rate_limited_total", "Requests refused by a rate limit"), &["route"])
-                .expect("valid metric"),
+            "siger_rate_limit_store_errors_total",
+            "Rate-limit checks the shared store (Redis) could not answer",
         );
-        let rate_limited = route_labels.iter().map(|r| rl_vec.with_label_values(&[r.as_str()])).collect();
-        let rate_limit_store_errors = register(
+        let rate_limit_tracked_keys =
+            gauge(&registry, "siger_rate_limit_tracked_keys", "Client keys the local rate-limit tables count exactly");
+        let rate_limit_overflow = counter(
             &registry,
-            IntCounter::new(
-                "siger_rate_limit_store_errors_total",
-                "Rate-limit checks the shared store (Redis) could not answer",
-            )
-            .expect("valid metric"),
+            "siger_rate_limit_keys_overflow_total",
+            "Local rate-limit checks counted approximately because the key budget was spent",
         );
-        let rate_limit_tracked_keys = register(
+        let upstream_errors = counter_vec(
             &registry,
-            IntGauge::new("siger_rate_limit_tracked_keys", "Client keys the local rate-limit tables count exactly")
-                .expect("valid metric"),
+            "siger_upstream_errors_total",
+            "Failed upstream attempts by service and kind",
+            &["service", "kind"],
         );
-        let rate_limit_overflow = register(
+        let auth_failures = counter_vec(
             &registry,
-            IntCounter::new(
-                "siger_rate_limit_keys_overflow_total",
-                "Local rate-limit checks counted approximately because the key budget was spent",
-            )
-            .expect("valid metric"),
+            "siger_auth_failures_total",
+            "Authentication and authorization failures by reason",
+            &["reason"],
         );
-        let ue_vec = register(
-            &registry,
-            IntCounterVec::new(
-                Opts::new("siger_upstream_errors_total", "Failed upstream attempts by service and kind"),
-                &["service", "kind"],
-            )
-            .expect("valid metric"),
-        );
-        let service_names: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
-        let upstream_errors = service_names
-            .iter()
-            .map(|s| {
-                UpstreamErrorKind::ALL.iter().map(|k| ue_vec.with_label_values(&[s.as_str(), k.label()])).collect()
-            })
-            .collect();
-        let auth_failures = register(
-            &registry,
-            IntCounterVec::new(
-                Opts::new("siger_auth_failures_total", "Authentication and authorization failures by reason"),
-                &["reason"],
-            )
-            .expect("valid metric"),
-        );
-        let jobs_published = register(
-            &registry,
-            IntCounter::new("siger_jobs_published_total", "Jobs acknowledged by JetStream").expect("valid metric"),
-        );
-        let jobs_failed = register(
-            &registry,
-            IntCounterVec::new(
-                Opts::new("siger_jobs_failed_total", "Job submissions that failed, by reason"),
-                &["reason"],
-            )
-            .expect("valid metric"),
-        );
+        let jobs_published = counter(&registry, "siger_jobs_published_total", "Jobs acknowledged by JetStream");
+        let jobs_failed =
+            counter_vec(&registry, "siger_jobs_failed_total", "Job submissions that failed, by reason", &["reason"]);
         let jobs_publish_seconds = register(
             &registry,
             Histogram::with_opts(
@@ -195,10 +208,7 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
-        let consul_errors = register(
-            &registry,
-            IntCounter::new("siger_consul_errors_total", "Failed Consul requests").expect("valid metric"),
-        );
+        let consul_errors = counter(&registry, "siger_consul_errors_total", "Failed Consul requests");
         let consul_sync_age = register(
             &registry,
             IntGaugeVec::new(
@@ -207,20 +217,25 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let reloads =
+            counter_vec(&registry, "siger_config_reloads_total", "Configuration reloads by result", &["result"]);
+        for result in ["ok", "failed"] {
+            reloads.with_label_values(&[result]);
+        }
+        let generation = gauge(&registry, "siger_config_generation", "Generation of the configuration in force");
+        let last_reload = register(
+            &registry,
+            Gauge::new("siger_config_last_reload_timestamp_seconds", "Unix time the configuration in force was loaded")
+                .expect("valid metric"),
+        );
         let build_info = register(
             &registry,
             IntGaugeVec::new(Opts::new("siger_build_info", "Build information"), &["version"]).expect("valid metric"),
         );
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let log_dropped = register(
-            &registry,
-            IntGauge::new("siger_log_lines_dropped_total", "Log lines dropped because stderr could not keep up")
-                .expect("valid metric"),
-        );
-        let in_flight = register(
-            &registry,
-            IntGauge::new("siger_requests_in_flight", "Requests being processed").expect("valid metric"),
-        );
+        let log_dropped =
+            gauge(&registry, "siger_log_lines_dropped_total", "Log lines dropped because stderr could not keep up");
+        let in_flight = gauge(&registry, "siger_requests_in_flight", "Requests being processed");
         #[cfg(target_os = "linux")]
         let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         for reason in AUTH_REASONS {
@@ -229,16 +244,10 @@ impl Metrics {
         for reason in JOB_FAILURE_REASONS {
             jobs_failed.with_label_values(&[reason]);
         }
-        for s in &service_names {
-            for state in ["healthy", "unhealthy"] {
-                backends.with_label_values(&[s.as_str(), state]);
-            }
-        }
         Metrics {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registry,
-            route_labels,
             requests,
+            request_series: Mutex::new(HashSet::new()),
             durations,
             rate_limited,
             rate_limit_store_errors,
@@ -252,65 +261,102 @@ impl Metrics {
             backends,
             consul_errors,
             consul_sync_age,
+            reloads,
+            generation,
+            last_reload,
             log_dropped,
             in_flight,
+        }
+    }
+
+    /// The handles of config generation `generation`.
+    pub(crate) fn for_config(&self, config: &Config, generation: u64) -> ConfigMetrics {
+        let mut route_labels: Vec<String> = config.routes.iter().map(|r| r.label.clone()).collect();
+        route_labels.push(NO_ROUTE.into());
+        let service_names: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
+        for s in &service_names {
+            for state in ["healthy", "unhealthy"] {
+                self.backends.with_label_values(&[s.as_str(), state]);
+            }
+        }
+        ConfigMetrics {
+            generation,
+            requests: self.requests.clone(),
+            durations: route_labels.iter().map(|r| self.durations.with_label_values(&[r.as_str()])).collect(),
+            rate_limited: route_labels.iter().map(|r| self.rate_limited.with_label_values(&[r.as_str()])).collect(),
+            upstream_errors: service_names
+                .iter()
+                .map(|s| {
+                    UpstreamErrorKind::ALL
+                        .iter()
+                        .map(|k| self.upstream_errors.with_label_values(&[s.as_str(), k.label()]))
+                        .collect()
+                })
+                .collect(),
+            route_labels,
             service_names,
         }
     }
 
-    fn route_index(&self, route: Option<usize>) -> usize {
-        route.filter(|r| *r + 1 < self.route_labels.len()).unwrap_or(self.route_labels.len() - 1)
-    }
-
-    /// Record one finished request.
-    pub fn observe_request(&self, route: Option<usize>, method: &Method, status: u16, seconds: f64) {
-        let r = self.route_index(route);
-        let m = method_index(method);
-        REQUESTS.with(|cache| {
-            let mut cache = cache.borrow_mut();
-            let counter = cache.entry((self.id, r as u32, m, status)).or_insert_with(|| {
-                let status = status.to_string();
-                self.requests.with_label_values(&[self.route_labels[r].as_str(), METHODS[m as usize], status.as_str()])
+    /// A new generation is in force: remove the series of routes and services it no longer
+    /// has, and record the reload.
+    pub(crate) fn retire(&self, old: &ConfigMetrics, new: &ConfigMetrics) {
+        for label in old.route_labels.iter().filter(|l| !new.route_labels.contains(l)) {
+            let _ = self.durations.remove_label_values(&[label.as_str()]);
+            let _ = self.rate_limited.remove_label_values(&[label.as_str()]);
+            let mut series = self.request_series.lock().unwrap_or_else(|p| p.into_inner());
+            series.retain(|(route, method, status)| {
+                if route != label {
+                    return true;
+                }
+                let _ = self.requests.remove_label_values(&[route.as_str(), method, status.to_string().as_str()]);
+                false
             });
-            counter.inc();
-        });
-        self.durations[r].observe(seconds);
-    }
-
-    /// A request refused by a rate limit.
-    pub fn rate_limited(&self, route: Option<usize>) {
-        self.rate_limited[self.route_index(route)].inc();
-    }
-
-    /// A failed upstream attempt.
-    pub fn upstream_error(&self, service: usize, kind: UpstreamErrorKind) {
-        if let Some(per_kind) = self.upstream_errors.get(service) {
-            let i = UpstreamErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(5);
-            per_kind[i].inc();
+        }
+        for name in old.service_names.iter().filter(|n| !new.service_names.contains(n)) {
+            for state in ["healthy", "unhealthy"] {
+                let _ = self.backends.remove_label_values(&[name.as_str(), state]);
+            }
+            for kind in UpstreamErrorKind::ALL {
+                let _ = self.upstream_errors.remove_label_values(&[name.as_str(), kind.label()]);
+            }
+            let _ = self.consul_sync_age.remove_label_values(&[name.as_str()]);
         }
     }
 
+    /// A reload attempt ended (`ok` or not); on success `generation` is now in force.
+    pub(crate) fn reloaded(&self, ok: bool, generation: u64, at_unix: f64) {
+        self.reloads.with_label_values(&[if ok { "ok" } else { "failed" }]).inc();
+        if ok {
+            self.loaded(generation, at_unix);
+        }
+    }
+
+    /// `generation` is in force since `at_unix`.
+    pub(crate) fn loaded(&self, generation: u64, at_unix: f64) {
+        self.generation.set(generation as i64);
+        self.last_reload.set(at_unix);
+    }
+
     /// An authentication or authorization failure (`reason` from [`AUTH_REASONS`]).
-    pub fn auth_failure(&self, reason: &str) {
+    pub(crate) fn auth_failure(&self, reason: &str) {
         self.auth_failures.with_label_values(&[reason]).inc();
     }
 
     /// A failed job submission.
-    pub fn job_failed(&self, reason: &str) {
+    pub(crate) fn job_failed(&self, reason: &str) {
         self.jobs_failed.with_label_values(&[reason]).inc();
     }
 
-    /// Update backend gauges (called at scrape time).
-    pub fn set_backends(&self, service: usize, healthy: usize, unhealthy: usize) {
-        if let Some(name) = self.service_names.get(service) {
-            self.backends.with_label_values(&[name.as_str(), "healthy"]).set(healthy as i64);
-            self.backends.with_label_values(&[name.as_str(), "unhealthy"]).set(unhealthy as i64);
-        }
+    /// Update a service's backend gauges (called at scrape time).
+    pub(crate) fn set_backends(&self, service: &str, healthy: usize, unhealthy: usize) {
+        self.backends.with_label_values(&[service, "healthy"]).set(healthy as i64);
+        self.backends.with_label_values(&[service, "unhealthy"]).set(unhealthy as i64);
     }
 
     /// Local rate-limit table usage (called at scrape time): keys tracked now, and the total of
     /// checks that overflowed the key budget so far.
-    pub fn set_rate_limit_usage(&self, tracked: usize, overflowed: u64) {
+    pub(crate) fn set_rate_limit_usage(&self, tracked: usize, overflowed: u64) {
         self.rate_limit_tracked_keys.set(tracked as i64);
         let seen = self.rate_limit_overflow.get();
         if overflowed > seen {
@@ -319,20 +365,70 @@ impl Metrics {
     }
 
     /// Update the in-flight gauge (called at scrape time).
-    pub fn set_in_flight(&self, n: usize) {
+    pub(crate) fn set_in_flight(&self, n: usize) {
         self.in_flight.set(n as i64);
     }
 
     /// Seconds since Consul last answered for a service (called at scrape time).
-    pub fn set_consul_sync_age(&self, service: &str, age: std::time::Duration) {
+    pub(crate) fn set_consul_sync_age(&self, service: &str, age: std::time::Duration) {
         self.consul_sync_age.with_label_values(&[service]).set(age.as_secs() as i64);
     }
 
     /// Prometheus text exposition of everything.
-    pub fn render(&self) -> Vec<u8> {
+    pub(crate) fn render(&self) -> Vec<u8> {
         self.log_dropped.set(super::logger::dropped_lines() as i64);
         let mut out = Vec::with_capacity(16 << 10);
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+
+    fn note_series(&self, route: &str, method: &'static str, status: u16) {
+        let mut series = self.request_series.lock().unwrap_or_else(|p| p.into_inner());
+        series.insert((route.to_string(), method, status));
+    }
+}
+
+impl ConfigMetrics {
+    fn route_index(&self, route: Option<usize>) -> usize {
+        route.filter(|r| *r + 1 < self.route_labels.len()).unwrap_or(self.route_labels.len() - 1)
+    }
+
+    /// Record one finished request.
+    pub(crate) fn observe_request(
+        &self,
+        metrics: &Metrics,
+        route: Option<usize>,
+        method: &Method,
+        status: u16,
+        seconds: f64,
+    ) {
+        let r = self.route_index(route);
+        let m = method_index(method);
+        REQUESTS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.0 != self.generation {
+                *cache = (self.generation, HashMap::new());
+            }
+            let counter = cache.1.entry((r as u32, m, status)).or_insert_with(|| {
+                let label = self.route_labels[r].as_str();
+                metrics.note_series(label, METHODS[m as usize], status);
+                self.requests.with_label_values(&[label, METHODS[m as usize], status.to_string().as_str()])
+            });
+            counter.inc();
+        });
+        self.durations[r].observe(seconds);
+    }
+
+    /// A request refused by a rate limit.
+    pub(crate) fn rate_limited(&self, route: Option<usize>) {
+        self.rate_limited[self.route_index(route)].inc();
+    }
+
+    /// A failed upstream attempt.
+    pub(crate) fn upstream_error(&self, service: usize, kind: UpstreamErrorKind) {
+        if let Some(per_kind) = self.upstream_errors.get(service) {
+            let i = UpstreamErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(5);
+            per_kind[i].inc();
+        }
     }
 }

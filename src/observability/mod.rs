@@ -1,7 +1,7 @@
 //! What operators see: the process logger, the per-request access log line and metrics.
 
-pub mod access;
+pub(crate) mod access;
 pub mod logger;
-pub mod metrics;
+pub(crate) mod metrics;
 
-pub use metrics::Metrics;
+pub(crate) use metrics::{ConfigMetrics, Metrics};

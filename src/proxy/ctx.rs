@@ -1,90 +1,110 @@
 //! Per-request state carried between Pingora's phases.
 
 use crate::auth::Identity;
+use crate::config::RouteId;
 use crate::errors::GatewayError;
 use crate::lifecycle::InflightRequest;
 use crate::ratelimit;
+use crate::snapshot::Snapshot;
 use crate::upstream::InflightGuard;
+use pingora::upstreams::peer::HttpPeer;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A request's context: the configuration it runs on and what it has learned so far. The two
+/// halves are separate fields so a phase can read the snapshot while it updates the state.
+#[derive(Debug)]
+pub(crate) struct RequestCtx {
+    /// `new_ctx`: the configuration generation in force when the request started; it finishes
+    /// on it whatever reloads happen meanwhile.
+    pub(crate) snapshot: Arc<Snapshot>,
+    /// What the phases learned.
+    pub(crate) state: RequestState,
+}
+
 /// What one request has learned so far. Each field names the phase that sets it.
 #[derive(Debug)]
-pub struct RequestCtx {
+pub(crate) struct RequestState {
     /// `new_ctx`: when the request started.
-    pub started: Instant,
+    pub(crate) started: Instant,
+    /// `new_ctx`: counts this request as in flight for graceful shutdown (held for its drop).
+    #[allow(dead_code)]
+    pub(crate) drain_guard: Option<InflightRequest>,
     /// `early_request_filter`: the id returned to the client and sent upstream.
-    pub request_id: String,
+    pub(crate) request_id: String,
     /// `early_request_filter`: the TCP peer.
-    pub peer_ip: IpAddr,
+    pub(crate) peer_ip: IpAddr,
     /// `early_request_filter`: the client after `trusted_proxies` rules.
-    pub client_ip: IpAddr,
+    pub(crate) client_ip: IpAddr,
     /// `early_request_filter`: `client_ip` as text (used in headers, logs and hashing).
-    pub client_ip_text: String,
+    pub(crate) client_ip_text: String,
     /// `request_filter`: the matched route.
-    pub route: Option<usize>,
-    /// `request_filter`: path and query to send upstream.
-    pub upstream_uri: Option<http::Uri>,
+    pub(crate) route: Option<RouteId>,
+    /// `request_filter`: path and query to send upstream, when they differ from the client's.
+    pub(crate) upstream_uri: Option<http::Uri>,
     /// `request_filter`: the verified caller (`None` = anonymous); read by `upstream_peer`
     /// (`claim:` hash keys) and `upstream_request_filter` (claim headers).
-    pub identity: Option<Arc<Identity>>,
+    pub(crate) identity: Option<Arc<Identity>>,
     /// `request_filter`: the rate-limit verdict; `response_filter` turns it into headers.
-    pub rate_limit: Option<ratelimit::Decision>,
+    pub(crate) rate_limit: Option<ratelimit::Decision>,
     /// `request_body_filter`: body bytes seen so far (for `max_body`).
-    pub body_bytes: u64,
-    /// `upstream_peer`: backends that failed to connect (never picked again for this request).
-    pub tried: Vec<SocketAddr>,
+    pub(crate) body_bytes: u64,
     /// `proxy_upstream_filter`: the peer of the first attempt, handed to `upstream_peer`.
-    pub first_peer: Option<Box<pingora::upstreams::peer::HttpPeer>>,
-    /// `upstream_peer`: the backend of the current attempt.
-    pub backend: Option<SocketAddr>,
-    /// `upstream_peer`: least_conn slot, released when the request ends or is retried.
-    pub inflight: Option<InflightGuard>,
-    /// `upstream_peer`: start of the current upstream attempt.
-    pub upstream_started: Option<Instant>,
+    pub(crate) first_peer: Option<Box<HttpPeer>>,
+    /// `fail_to_connect`: backends that failed to connect (never picked again for this request).
+    pub(crate) tried: Vec<SocketAddr>,
+    /// `upstream_peer`: the current upstream attempt, reset for each one.
+    pub(crate) attempt: Attempt,
     /// `upstream_response_filter`: time to the upstream's response headers.
-    pub upstream_duration: Option<Duration>,
-    /// Any phase: the failure to answer with (read by `fail_to_proxy`).
-    pub error: Option<GatewayError>,
-    /// `fail_to_connect`: the current attempt's error is already counted in metrics.
-    pub error_counted: bool,
-    /// Error code sent, for the access log.
-    pub error_code: Option<&'static str>,
-    /// `new_ctx`: counts this request as in flight for graceful shutdown.
-    pub in_flight: Option<InflightRequest>,
+    pub(crate) upstream_duration: Option<Duration>,
+    /// Any phase: a refusal decided by the gateway (not an upstream failure), answered by
+    /// `fail_to_proxy`.
+    pub(crate) refusal: Option<GatewayError>,
+    /// The error code answered, for the access log.
+    pub(crate) error_code: Option<&'static str>,
+}
+
+/// One upstream attempt. A retry starts a fresh one, so a connect failure on the first
+/// backend never colours how a timeout on the second is answered.
+#[derive(Debug, Default)]
+pub(crate) struct Attempt {
+    /// The backend.
+    pub(crate) backend: Option<SocketAddr>,
+    /// least_conn in-flight slot, released when the attempt ends.
+    pub(crate) slot: Option<InflightGuard>,
+    /// When it started.
+    pub(crate) started: Option<Instant>,
+    /// How it failed to connect (`fail_to_connect`); answered if no backend is left to try.
+    pub(crate) connect_error: Option<GatewayError>,
+    /// Its failure is already counted in `siger_upstream_errors_total`.
+    pub(crate) error_counted: bool,
 }
 
 impl RequestCtx {
-    /// A fresh context; the clock starts now.
-    pub fn new() -> Self {
+    /// A fresh context on `snapshot`; the clock starts now.
+    pub(crate) fn new(snapshot: Arc<Snapshot>, drain_guard: InflightRequest) -> Self {
         RequestCtx {
-            started: Instant::now(),
-            request_id: String::new(),
-            peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            client_ip_text: String::new(),
-            route: None,
-            identity: None,
-            upstream_uri: None,
-            rate_limit: None,
-            body_bytes: 0,
-            tried: Vec::new(),
-            first_peer: None,
-            backend: None,
-            inflight: None,
-            upstream_started: None,
-            upstream_duration: None,
-            error: None,
-            error_counted: false,
-            error_code: None,
-            in_flight: None,
+            snapshot,
+            state: RequestState {
+                started: Instant::now(),
+                drain_guard: Some(drain_guard),
+                request_id: String::new(),
+                peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                client_ip_text: String::new(),
+                route: None,
+                upstream_uri: None,
+                identity: None,
+                rate_limit: None,
+                body_bytes: 0,
+                first_peer: None,
+                tried: Vec::new(),
+                attempt: Attempt::default(),
+                upstream_duration: None,
+                refusal: None,
+                error_code: None,
+            },
         }
-    }
-}
-
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self::new()
     }
 }

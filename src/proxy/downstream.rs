@@ -12,17 +12,19 @@ use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// An HTTP app whose sessions wait at most `idle_secs` for each read of a request head.
-pub struct IdleLimited<A> {
+pub(crate) struct IdleLimited<A> {
     inner: Arc<A>,
-    idle_secs: u64,
+    idle_secs: Arc<AtomicU64>,
 }
 
 impl<A> IdleLimited<A> {
-    /// Wrap `inner`; `idle_secs` is `limits.idle_timeout` (validated ≥ 1 s).
-    pub fn new(inner: A, idle_secs: u64) -> Self {
+    /// Wrap `inner`; `idle_secs` is `limits.idle_timeout` (validated ≥ 1 s), which a config
+    /// reload may change.
+    pub(crate) fn new(inner: A, idle_secs: Arc<AtomicU64>) -> Self {
         IdleLimited { inner: Arc::new(inner), idle_secs }
     }
 }
@@ -36,7 +38,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for IdleLimited<A> 
     ) -> Option<ReusedHttpStream> {
         // Keep-alive off means the connection is closing (shutdown, `Connection: close`): leave it.
         if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(self.idle_secs));
+            session.set_keepalive(Some(self.idle_secs.load(Ordering::Relaxed)));
         }
         self.inner.process_new_http(session, shutdown).await
     }

@@ -28,21 +28,21 @@ const SKETCH_SLOTS: usize = 16_384;
 
 /// How many client keys all local tables together may track exactly.
 #[derive(Debug)]
-pub struct KeyBudget {
+pub(crate) struct KeyBudget {
     limit: usize,
     used: AtomicUsize,
     /// Checks counted in an overflow sketch because the budget was spent.
-    pub overflowed: AtomicU64,
+    pub(crate) overflowed: AtomicU64,
 }
 
 impl KeyBudget {
     /// A budget of `limit` keys.
-    pub fn new(limit: usize) -> Arc<Self> {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
         Arc::new(KeyBudget { limit, used: AtomicUsize::new(0), overflowed: AtomicU64::new(0) })
     }
 
     /// Keys tracked now.
-    pub fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
 
@@ -81,7 +81,7 @@ struct Shard {
 }
 
 /// The exact counters of one limit.
-pub struct LocalTable {
+pub(crate) struct LocalTable {
     per: Duration,
     epoch: Instant,
     hasher: RandomState,
@@ -105,7 +105,7 @@ impl Drop for LocalTable {
 
 impl LocalTable {
     /// A table for windows of `per`, drawing tracked keys from `budget`.
-    pub fn new(per: Duration, budget: Arc<KeyBudget>) -> Self {
+    pub(crate) fn new(per: Duration, budget: Arc<KeyBudget>) -> Self {
         LocalTable {
             per: per.max(Duration::from_millis(1)),
             epoch: Instant::now(),
@@ -124,7 +124,7 @@ impl LocalTable {
     }
 
     /// Count one request for `key` if it fits in `limit`.
-    pub fn check<K: Hash + ?Sized>(&self, key: &K, limit: u64) -> Decision {
+    pub(crate) fn check<K: Hash + ?Sized>(&self, key: &K, limit: u64) -> Decision {
         self.check_at(key, limit, Instant::now())
     }
 
@@ -179,7 +179,8 @@ impl LocalTable {
     }
 
     /// Keys tracked exactly by this table now.
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.shards.iter().map(|s| s.lock().map_or(0, |s| s.counts.len())).sum()
     }
 }

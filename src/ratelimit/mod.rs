@@ -8,20 +8,22 @@ mod local;
 mod redis;
 mod window;
 
-pub use local::{KeyBudget, LocalTable};
-pub use redis::{RedisStore, StoreError};
-pub use window::{Decision, Usage};
+pub(crate) use local::{KeyBudget, LocalTable};
+pub(crate) use redis::{RedisStore, StoreError};
+pub(crate) use window::Decision;
 
 use crate::auth::Identity;
 use crate::config::{canonical_ip, Config, LimitKey, LimitRule, OnStoreError, RateLimitStore, RouteId, RouteSettings};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Result of a check.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The route has no limit.
     Unlimited,
     /// Counted; `allowed` says whether the request passes.
@@ -46,18 +48,88 @@ struct RouteLimit {
     table: Option<Arc<LocalTable>>,
 }
 
-/// All limits of the config and their store.
+/// All limits of one config generation and their store.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     routes: Vec<Option<RouteLimit>>,
-    redis: Option<RedisStore>,
+    redis: Option<Arc<RedisStore>>,
     on_store_error: OnStoreError,
     budget: Arc<KeyBudget>,
 }
 
+/// What outlives a config generation: the local tables (a route whose limit did not change
+/// keeps its counters across a reload) and the Redis store (its connections).
+#[derive(Debug)]
+pub(crate) struct LimitStores {
+    budget: Arc<KeyBudget>,
+    tables: Mutex<HashMap<String, Arc<LocalTable>>>,
+    redis: Mutex<Option<(String, Duration, Arc<RedisStore>)>>,
+}
+
+impl Default for LimitStores {
+    fn default() -> Self {
+        LimitStores {
+            budget: KeyBudget::new(DEFAULT_MAX_TRACKED_KEYS),
+            tables: Mutex::new(HashMap::new()),
+            redis: Mutex::new(None),
+        }
+    }
+}
+
+impl LimitStores {
+    /// The limits of `config`, reusing the tables of unchanged limits and the Redis store when
+    /// its URL and timeout are the same. Changes nothing yet (see [`LimitStores::commit`]).
+    pub(crate) fn plan(&self, config: &Config) -> RateLimiter {
+        let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        let redis = match &config.rate_limit.store {
+            RateLimitStore::Redis { url, timeout } => {
+                let current = self.redis.lock().unwrap_or_else(|p| p.into_inner());
+                Some(match current.as_ref() {
+                    Some((u, t, store)) if u == url && t == timeout => store.clone(),
+                    _ => Arc::new(RedisStore::new(url, *timeout)),
+                })
+            }
+            RateLimitStore::Local => None,
+        };
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.rate_limit.clone().or_else(|| config.rate_limit.default.clone()).map(|rule| {
+                    let namespace = namespace(r, &rule);
+                    let table = redis.is_none().then(|| {
+                        tables
+                            .get(&namespace)
+                            .cloned()
+                            .unwrap_or_else(|| Arc::new(LocalTable::new(rule.per, self.budget.clone())))
+                    });
+                    RouteLimit { namespace, table, rule }
+                })
+            })
+            .collect();
+        RateLimiter { routes, redis, on_store_error: config.rate_limit.on_store_error, budget: self.budget.clone() }
+    }
+
+    /// Keep exactly the tables and store `limiter` uses (it is now in force).
+    pub(crate) fn commit(&self, limiter: &RateLimiter, config: &Config) {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        tables.clear();
+        for limit in limiter.routes.iter().flatten() {
+            if let Some(table) = &limit.table {
+                tables.insert(limit.namespace.clone(), table.clone());
+            }
+        }
+        let mut redis = self.redis.lock().unwrap_or_else(|p| p.into_inner());
+        *redis = match (&config.rate_limit.store, &limiter.redis) {
+            (RateLimitStore::Redis { url, timeout }, Some(store)) => Some((url.clone(), *timeout, store.clone())),
+            _ => None,
+        };
+    }
+}
+
 /// Client keys tracked exactly by all local tables together (≈ 48 B each): beyond it new keys
 /// are counted approximately (see `local`).
-pub const DEFAULT_MAX_TRACKED_KEYS: usize = 1_000_000;
+pub(crate) const DEFAULT_MAX_TRACKED_KEYS: usize = 1_000_000;
 
 /// The bucket namespace of a route's limit: routes sharing a path but not host or methods
 /// never share buckets.
@@ -78,39 +150,18 @@ fn namespace(route: &RouteSettings, rule: &LimitRule) -> String {
 const MAX_PLAIN_KEY: usize = 96;
 
 impl RateLimiter {
-    /// Resolve every route's limit.
-    pub fn new(config: &Config) -> Self {
-        let budget = KeyBudget::new(DEFAULT_MAX_TRACKED_KEYS);
-        let redis = match &config.rate_limit.store {
-            RateLimitStore::Redis { url, timeout } => Some(RedisStore::new(url, *timeout)),
-            RateLimitStore::Local => None,
-        };
-        let routes: Vec<Option<RouteLimit>> = config
-            .routes
-            .iter()
-            .map(|r| {
-                r.rate_limit.clone().or_else(|| config.rate_limit.default.clone()).map(|rule| RouteLimit {
-                    namespace: namespace(r, &rule),
-                    table: redis.is_none().then(|| Arc::new(LocalTable::new(rule.per, budget.clone()))),
-                    rule,
-                })
-            })
-            .collect();
-        RateLimiter { routes, redis, on_store_error: config.rate_limit.on_store_error, budget }
-    }
-
     /// Keys tracked exactly by the local tables, and checks that overflowed that budget.
-    pub fn local_usage(&self) -> (usize, u64) {
+    pub(crate) fn local_usage(&self) -> (usize, u64) {
         (self.budget.used(), self.budget.overflowed.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The limit rule of a route, if any.
-    pub fn rule(&self, route: RouteId) -> Option<&LimitRule> {
+    pub(crate) fn rule(&self, route: RouteId) -> Option<&LimitRule> {
         self.routes.get(route).and_then(|r| r.as_ref()).map(|r| &r.rule)
     }
 
     /// Count one request of `route` for the client `key` (see [`client_key`]).
-    pub async fn check(&self, route: RouteId, key: &str) -> Outcome {
+    pub(crate) async fn check(&self, route: RouteId, key: &str) -> Outcome {
         let Some(limit) = self.routes.get(route).and_then(|r| r.as_ref()) else { return Outcome::Unlimited };
         let (requests, per) = (limit.rule.requests, limit.rule.per);
         match &self.redis {
@@ -138,7 +189,7 @@ fn redis_key(namespace: &str, key: &str) -> String {
 
 /// The client key a rule counts by. Kinds are prefixed so a `sub` can never collide with an
 /// IP address or a header value.
-pub fn client_key(key: &LimitKey, identity: Option<&Identity>, ip: IpAddr, headers: &HeaderMap) -> String {
+pub(crate) fn client_key(key: &LimitKey, identity: Option<&Identity>, ip: IpAddr, headers: &HeaderMap) -> String {
     let ip_key = || format!("ip:{}", canonical_ip(ip));
     match key {
         LimitKey::Consumer => identity.and_then(|i| i.sub.as_deref()).map_or_else(ip_key, |s| format!("sub:{s}")),

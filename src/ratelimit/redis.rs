@@ -50,7 +50,7 @@ return {admitted, p, c, elapsed}
 
 /// Why Redis gave no answer.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     /// The URL or client could not be set up.
     #[error("redis client: {0}")]
     Client(String),
@@ -66,7 +66,7 @@ pub enum StoreError {
 }
 
 /// The Redis store.
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     url: String,
     timeout: Duration,
     pool: OnceLock<Result<Vec<ConnectionManager>, String>>,
@@ -88,7 +88,7 @@ fn now_ms() -> u64 {
 
 impl RedisStore {
     /// A store for `url`; nothing connects until the first check.
-    pub fn new(url: &str, timeout: Duration) -> Self {
+    pub(crate) fn new(url: &str, timeout: Duration) -> Self {
         RedisStore {
             url: url.to_string(),
             timeout,
@@ -124,7 +124,7 @@ impl RedisStore {
     }
 
     /// Count one request for `key` if it fits in `limit` per `per`.
-    pub async fn check(&self, key: &str, limit: u64, per: Duration) -> Result<Decision, StoreError> {
+    pub(crate) async fn check(&self, key: &str, limit: u64, per: Duration) -> Result<Decision, StoreError> {
         if now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
             return Err(StoreError::CoolingDown);
         }

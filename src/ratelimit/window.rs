@@ -7,34 +7,34 @@ use std::time::Duration;
 
 /// Counters of one key at the moment of a check.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Usage {
+pub(crate) struct Usage {
     /// Requests admitted in the previous window.
-    pub prev: u64,
+    pub(crate) prev: u64,
     /// Requests admitted in the current window, this one included when it was admitted.
-    pub curr: u64,
+    pub(crate) curr: u64,
     /// Elapsed fraction of the current window, in `[0, 1)`.
-    pub fraction: f64,
+    pub(crate) fraction: f64,
 }
 
 impl Usage {
     /// Estimated requests in the last window length.
-    pub fn estimate(&self) -> f64 {
+    pub(crate) fn estimate(&self) -> f64 {
         self.prev as f64 * (1.0 - self.fraction.clamp(0.0, 1.0)) + self.curr as f64
     }
 }
 
 /// The answer to one check, with everything the `RateLimit-*` headers need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// Whether the request may pass.
-    pub allowed: bool,
+    pub(crate) allowed: bool,
     /// `RateLimit-Limit`.
-    pub limit: u64,
+    pub(crate) limit: u64,
     /// `RateLimit-Remaining`.
-    pub remaining: u64,
+    pub(crate) remaining: u64,
     /// `RateLimit-Reset` (and `Retry-After` when refused): whole seconds until one more request
     /// would be admitted, at least 1.
-    pub reset: u64,
+    pub(crate) reset: u64,
 }
 
 /// Seconds until the estimate falls to `target` or below, if no request is admitted meanwhile.
@@ -60,7 +60,7 @@ fn seconds_until(u: Usage, per: Duration, target: f64) -> f64 {
 /// Judge a request from the counters. For an admitted request `usage` includes it; for a
 /// refused one it does not (refusals are not counted, so a client that keeps hammering is
 /// limited to the rate, not locked out).
-pub fn decide(allowed: bool, limit: u64, per: Duration, usage: Usage) -> Decision {
+pub(crate) fn decide(allowed: bool, limit: u64, per: Duration, usage: Usage) -> Decision {
     let estimate = usage.estimate();
     let (remaining, target) = if allowed {
         ((limit as f64 - estimate).floor().max(0.0) as u64, estimate - 1.0)
@@ -72,7 +72,7 @@ pub fn decide(allowed: bool, limit: u64, per: Duration, usage: Usage) -> Decisio
 }
 
 /// Whether one more request fits on top of `usage` (which does not include it yet).
-pub fn admits(limit: u64, usage: Usage) -> bool {
+pub(crate) fn admits(limit: u64, usage: Usage) -> bool {
     usage.estimate() + 1.0 <= limit as f64 + 1e-9
 }
 

@@ -5,12 +5,12 @@ mod normalize;
 mod table;
 mod target;
 
-pub use normalize::{normalize_path, route_path, PathError};
-pub use table::{RouteMatch, RouteTable};
-pub use target::{is_valid_authority, request_host, RequestHost, TargetError};
+pub(crate) use normalize::{normalize_path, route_path, PathError};
+pub(crate) use table::{RouteMatch, RouteTable};
+pub(crate) use target::{request_host, TargetError};
 
 /// The host of a `Host` header or URI authority: lower-case, without port.
-pub fn host_without_port(host: &str) -> String {
+pub(crate) fn host_without_port(host: &str) -> String {
     let h = host.trim();
     let bare = if let Some(rest) = h.strip_prefix('[') {
         // IPv6 literal: keep the brackets, drop the port.
@@ -27,7 +27,7 @@ pub fn host_without_port(host: &str) -> String {
 /// The path sent upstream: the normalised path, minus the route prefix when `strip_prefix`.
 /// The prefix was matched on the [`route_path`]; with path parameters the same number of
 /// named segments is removed, parameters and all.
-pub fn upstream_path<'a>(normalized: &'a str, prefix: &str, strip_prefix: bool) -> &'a str {
+pub(crate) fn upstream_path<'a>(normalized: &'a str, prefix: &str, strip_prefix: bool) -> &'a str {
     if !strip_prefix || prefix == "/" {
         return normalized;
     }

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 /// Why a request path was refused (400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
+pub(crate) enum PathError {
     /// Not an absolute path.
     #[error("the request path must start with `/`")]
     NotAbsolute,
@@ -44,7 +44,7 @@ fn hex(b: u8) -> Option<u8> {
 ///
 /// Decodes percent-escapes of unreserved characters once (other escapes are kept, upper-cased),
 /// collapses `//`, resolves `.` and `..`. A trailing slash is kept.
-pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+pub(crate) fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
@@ -125,7 +125,7 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
 /// The path routes are matched on: path parameters (`;…` in a segment, RFC 3986 §3.3) removed
 /// and the segments they leave empty dropped, because servlet containers resolve
 /// `/admin;x=1/users` as `/admin/users`. Borrowed when the path has no `;`.
-pub fn route_path(normalized: &str) -> Cow<'_, str> {
+pub(crate) fn route_path(normalized: &str) -> Cow<'_, str> {
     if !normalized.contains(';') {
         return Cow::Borrowed(normalized);
     }

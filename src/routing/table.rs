@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 /// Outcome of matching a request against the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteMatch {
+pub(crate) enum RouteMatch {
     /// The route to use.
     Found(RouteId),
     /// A route owns the path but not the method; `allow` lists what it accepts.
@@ -44,7 +44,7 @@ struct Node {
 
 /// Prefix routes organised for O(path length) lookup.
 #[derive(Debug, Default, Clone)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     root: Node,
     has_host_routes: bool,
 }
@@ -65,7 +65,7 @@ fn sort_candidates(root: &mut Node) {
 
 impl RouteTable {
     /// Build the table from validated routes.
-    pub fn new(routes: &[RouteSettings]) -> Self {
+    pub(crate) fn new(routes: &[RouteSettings]) -> Self {
         let mut root = Node::default();
         for (id, r) in routes.iter().enumerate() {
             let mut node = &mut root;
@@ -79,12 +79,12 @@ impl RouteTable {
     }
 
     /// Whether any route names a host (otherwise the Host header need not be examined).
-    pub fn has_host_routes(&self) -> bool {
+    pub(crate) fn has_host_routes(&self) -> bool {
         self.has_host_routes
     }
 
     /// Match a normalised path. `host` must be lower-case without port.
-    pub fn lookup(&self, host: Option<&str>, method: &Method, path: &str) -> RouteMatch {
+    pub(crate) fn lookup(&self, host: Option<&str>, method: &Method, path: &str) -> RouteMatch {
         // Nodes that own routes along the path, shallowest first.
         let mut owners: Vec<&Node> = Vec::new();
         let mut node = &self.root;
@@ -139,7 +139,7 @@ mod tests {
             path: path.into(),
             methods: methods.map(|m| m.to_vec()),
             host: host.map(str::to_string),
-            service: 0,
+            target: crate::config::RouteTarget::Service(0),
             auth: AuthMode::Public,
             roles: vec![],
             strip_prefix: false,

@@ -10,7 +10,7 @@
 
 /// Why a request target or host was refused (400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TargetError {
+pub(crate) enum TargetError {
     /// Neither `/path` nor `http(s)://authority/path`.
     #[error("the request target must be an absolute path (`/…`) or an absolute URI")]
     NotOriginOrAbsolute,
@@ -31,12 +31,12 @@ pub enum TargetError {
 
 /// The host a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestHost<'a> {
+pub(crate) struct RequestHost<'a> {
     /// `host[:port]` as the client wrote it; `None` only for HTTP/1.0 requests that name none.
-    pub authority: Option<&'a str>,
+    pub(crate) authority: Option<&'a str>,
     /// The authority came from an absolute-form target and the request has no `Host` header:
     /// the gateway adds one, so the upstream is told the host that was routed.
-    pub add_host_header: bool,
+    pub(crate) add_host_header: bool,
 }
 
 /// Check the target form and find the request's host.
@@ -44,7 +44,7 @@ pub struct RequestHost<'a> {
 /// `raw_target` is the request target as received; `uri_authority` the authority Pingora parsed
 /// from it (absolute form, or HTTP/2 `:authority`); `host` the `Host` header (Pingora refuses a
 /// second one); `requires_host` is true for HTTP/1.1 and later.
-pub fn request_host<'a>(
+pub(crate) fn request_host<'a>(
     raw_target: &'a [u8],
     uri_authority: Option<&'a str>,
     host: Option<&'a [u8]>,
@@ -103,7 +103,7 @@ fn absolute_authority(target: &[u8]) -> &[u8] {
 /// `host[:port]` where host is a DNS name, an IPv4 address or a bracketed IPv6 literal, and
 /// port is 1–5 digits. Stricter than RFC 3986's reg-name (no `,`, `;`, `%`, spaces…): nothing
 /// a real host name needs, and each of those has been used to confuse one hop or another.
-pub fn is_valid_authority(value: &[u8]) -> bool {
+pub(crate) fn is_valid_authority(value: &[u8]) -> bool {
     let (host, port) = if value.first() == Some(&b'[') {
         let Some(end) = value.iter().position(|b| *b == b']') else { return false };
         let literal = &value[1..end];

@@ -36,7 +36,7 @@ struct Entry {
 
 /// The admission table of one pool.
 #[derive(Debug)]
-pub struct Admission {
+pub(crate) struct Admission {
     slow_start: Option<Duration>,
     needs_probe: bool,
     entries: ArcSwap<HashMap<SocketAddr, Entry>>,
@@ -47,7 +47,7 @@ pub struct Admission {
 
 /// A point-in-time view used for one selection.
 #[derive(Debug)]
-pub struct AdmissionView {
+pub(crate) struct AdmissionView {
     entries: Arc<HashMap<SocketAddr, Entry>>,
     slow_start: Option<Duration>,
     now: Instant,
@@ -55,7 +55,7 @@ pub struct AdmissionView {
 
 impl Admission {
     /// `needs_probe`: health checks are configured, so new backends wait for a first probe.
-    pub fn new(slow_start: Option<Duration>, needs_probe: bool) -> Self {
+    pub(crate) fn new(slow_start: Option<Duration>, needs_probe: bool) -> Self {
         Admission {
             slow_start,
             needs_probe,
@@ -65,9 +65,19 @@ impl Admission {
         }
     }
 
+    /// A table for a rebuilt pool of the same service (its settings changed on a config
+    /// reload): backends keep their admission and ramp, and the pool counts as already seeded,
+    /// so members that were taking traffic keep taking it.
+    pub(crate) fn continue_from(previous: &Admission, slow_start: Option<Duration>, needs_probe: bool) -> Self {
+        let table = Admission::new(slow_start, needs_probe);
+        table.entries.store(previous.entries.load_full());
+        table.seeded.store(previous.seeded.load(Ordering::Relaxed), Ordering::Relaxed);
+        table
+    }
+
     /// Take note of the current membership: new addresses are added (pending their probe),
     /// vanished ones forgotten. `None` (nothing known yet) leaves the table alone.
-    pub fn observe(&self, members: Option<&[SocketAddr]>, now: Instant) {
+    pub(crate) fn observe(&self, members: Option<&[SocketAddr]>, now: Instant) {
         let Some(members) = members else { return };
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let ramps = self.seeded.swap(true, Ordering::Relaxed);
@@ -86,12 +96,12 @@ impl Admission {
     }
 
     /// Backends waiting for their first successful probe.
-    pub fn pending(&self) -> Vec<SocketAddr> {
+    pub(crate) fn pending(&self) -> Vec<SocketAddr> {
         self.entries.load().iter().filter(|(_, e)| e.admitted_at.is_none()).map(|(a, _)| *a).collect()
     }
 
     /// A probe of `addr` succeeded: it may take traffic from now on (its ramp starts now).
-    pub fn admit(&self, addr: SocketAddr, now: Instant) {
+    pub(crate) fn admit(&self, addr: SocketAddr, now: Instant) {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.entries.load();
         if let Some(entry) = old.get(&addr).filter(|e| e.admitted_at.is_none()) {
@@ -102,12 +112,12 @@ impl Admission {
     }
 
     /// Whether `addr` may take traffic at all.
-    pub fn is_admitted(&self, addr: &SocketAddr) -> bool {
+    pub(crate) fn is_admitted(&self, addr: &SocketAddr) -> bool {
         self.entries.load().get(addr).is_some_and(|e| e.admitted_at.is_some())
     }
 
     /// A snapshot for one selection.
-    pub fn view(&self, now: Instant) -> AdmissionView {
+    pub(crate) fn view(&self, now: Instant) -> AdmissionView {
         AdmissionView { entries: self.entries.load_full(), slow_start: self.slow_start, now }
     }
 }
@@ -115,7 +125,7 @@ impl Admission {
 impl AdmissionView {
     /// `None`: not admitted (unknown or awaiting its first probe). `Some(f)`: the fraction of
     /// its weight the backend gets now, `0.1 ≤ f ≤ 1`.
-    pub fn factor(&self, addr: &SocketAddr) -> Option<f64> {
+    pub(crate) fn factor(&self, addr: &SocketAddr) -> Option<f64> {
         let entry = self.entries.get(addr)?;
         let since = entry.admitted_at?;
         Some(match self.slow_start {
@@ -126,7 +136,7 @@ impl AdmissionView {
 }
 
 /// Linear ramp from [`RAMP_FLOOR`] at `elapsed = 0` to 1 at `elapsed = window`.
-pub fn ramp(elapsed: Duration, window: Duration) -> f64 {
+pub(crate) fn ramp(elapsed: Duration, window: Duration) -> f64 {
     if window.is_zero() || elapsed >= window {
         return 1.0;
     }
@@ -198,6 +208,18 @@ mod tests {
         assert!(f < 0.2, "a returning backend ramps again");
         adm.admit(a(9), t0);
         assert!(!adm.is_admitted(&a(9)), "probe results for non-members are ignored");
+    }
+
+    #[test]
+    fn a_rebuilt_pool_continues_the_table() {
+        let adm = Admission::new(Some(Duration::from_secs(10)), true);
+        let t0 = Instant::now();
+        adm.observe(Some(&[a(1), a(2)]), t0);
+        adm.admit(a(1), t0);
+        let next = Admission::continue_from(&adm, None, true);
+        assert!(next.is_admitted(&a(1)) && !next.is_admitted(&a(2)));
+        next.observe(Some(&[a(1), a(2), a(3)]), t0);
+        assert_eq!(next.pending().len(), 2, "the new member waits for its probe; the seeded pool does not reset");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 /// Releases one in-flight slot of a backend when dropped (the request ended or was retried).
 #[derive(Debug)]
-pub struct InflightGuard(Arc<AtomicUsize>);
+pub(crate) struct InflightGuard(Arc<AtomicUsize>);
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
@@ -20,7 +20,7 @@ impl Drop for InflightGuard {
 
 /// In-flight counters of one service.
 #[derive(Debug, Default)]
-pub struct LeastConn {
+pub(crate) struct LeastConn {
     inflight: DashMap<SocketAddr, Arc<AtomicUsize>>,
     /// Rotates the scan start so equally loaded backends share the traffic.
     cursor: AtomicUsize,
@@ -36,13 +36,13 @@ impl LeastConn {
 
     /// Forget counters of backends that left the pool once nothing is in flight to them, so
     /// address churn cannot grow the table without bound.
-    pub fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
+    pub(crate) fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
         self.inflight.retain(|addr, count| keep(addr) || count.load(Ordering::Relaxed) > 0);
     }
 
     /// Choose among `candidates` (already filtered to healthy, untried backends), given as
     /// (address, weight); slow start passes scaled-down weights.
-    pub fn select(&self, candidates: impl Iterator<Item = (SocketAddr, u64)>) -> Option<Selected> {
+    pub(crate) fn select(&self, candidates: impl Iterator<Item = (SocketAddr, u64)>) -> Option<Selected> {
         let list: Vec<(SocketAddr, u64)> = candidates.map(|(a, w)| (a, w.max(1))).collect();
         if list.is_empty() {
             return None;

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Members as published: `None` until the source has said anything (no answer, no state file).
-pub type Members = Option<Arc<Vec<Target>>>;
+pub(crate) type Members = Option<Arc<Vec<Target>>>;
 
 /// A shared, cloneable handle on one service's dynamic membership.
 #[derive(Clone)]
-pub struct MembershipFeed(Arc<Inner>);
+pub(crate) struct MembershipFeed(Arc<Inner>);
 
 struct Inner {
     tx: watch::Sender<Members>,
@@ -39,7 +39,7 @@ impl Default for MembershipFeed {
 
 impl MembershipFeed {
     /// A feed that has not heard anything yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (tx, _) = watch::channel(None);
         MembershipFeed(Arc::new(Inner { tx, created: Instant::now(), synced_ms: AtomicU64::new(0) }))
     }
@@ -47,7 +47,7 @@ impl MembershipFeed {
     /// Replace the member list. Order and duplicates do not matter (an address listed twice
     /// keeps its highest weight). Returns whether the membership changed; the pool is woken
     /// only then.
-    pub fn publish(&self, members: Vec<Target>) -> bool {
+    pub(crate) fn publish(&self, members: Vec<Target>) -> bool {
         let members = normalize(members);
         self.0.tx.send_if_modified(|current| {
             if current.as_deref() == Some(&members) {
@@ -59,27 +59,33 @@ impl MembershipFeed {
     }
 
     /// The current member list (`None` = never known).
-    pub fn current(&self) -> Members {
+    pub(crate) fn current(&self) -> Members {
         self.0.tx.borrow().clone()
     }
 
     /// The source answered successfully (whether or not anything changed).
-    pub fn mark_synced(&self) {
+    pub(crate) fn mark_synced(&self) {
         let ms = self.0.created.elapsed().as_millis() as u64 + 1;
         self.0.synced_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Time since the source last answered, or since start-up when it never has (so an alert
     /// on a large age also fires for a source that never answered).
-    pub fn sync_age(&self) -> Duration {
+    pub(crate) fn sync_age(&self) -> Duration {
         let synced = self.0.synced_ms.load(Ordering::Relaxed);
         let since = Duration::from_millis(synced.saturating_sub(1));
         self.0.created.elapsed().saturating_sub(if synced == 0 { Duration::ZERO } else { since })
     }
 
     /// Whether the source has ever answered.
-    pub fn ever_synced(&self) -> bool {
+    #[cfg(test)]
+    fn ever_synced(&self) -> bool {
         self.0.synced_ms.load(Ordering::Relaxed) != 0
+    }
+
+    /// Identity of the feed (clones share it).
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
     }
 
     pub(super) fn subscribe(&self) -> watch::Receiver<Members> {

@@ -5,7 +5,7 @@ use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::prelude::*;
 
 /// A check as configured: HTTP GET of `path` (any 2xx is healthy) or a TCP connect.
-pub fn build(settings: &HealthCheckSettings) -> Box<dyn HealthCheck + Send + Sync> {
+pub(crate) fn build(settings: &HealthCheckSettings) -> Box<dyn HealthCheck + Send + Sync> {
     match &settings.path {
         Some(path) => {
             let mut check = HttpHealthCheck::new(&settings.host, false);

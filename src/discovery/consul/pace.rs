@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// - an index of 0 is never blocked on: 1 is always safe;
 /// - no index at all (not Consul, or a broken proxy) cannot block: 0, and the token bucket
 ///   keeps the loop at its sustained rate.
-pub fn next_index(sent: u64, received: Option<u64>) -> u64 {
+pub(crate) fn next_index(sent: u64, received: Option<u64>) -> u64 {
     match received {
         None => 0,
         Some(r) if r < sent => 0,
@@ -23,7 +23,7 @@ pub fn next_index(sent: u64, received: Option<u64>) -> u64 {
 /// (changes seconds apart) it never delays a query; a flapping index degrades into polling
 /// at the sustained rate instead of hammering Consul.
 #[derive(Debug)]
-pub struct Pace {
+pub(crate) struct Pace {
     tokens: f64,
     burst: f64,
     every: Duration,
@@ -32,12 +32,12 @@ pub struct Pace {
 
 impl Pace {
     /// A full bucket.
-    pub fn new(burst: u32, every: Duration, now: Instant) -> Self {
+    pub(crate) fn new(burst: u32, every: Duration, now: Instant) -> Self {
         Pace { tokens: burst as f64, burst: burst as f64, every, last: now }
     }
 
     /// Take a token for a query about to be sent at `now`; returns how long to wait first.
-    pub fn take(&mut self, now: Instant) -> Duration {
+    pub(crate) fn take(&mut self, now: Instant) -> Duration {
         let elapsed = now.saturating_duration_since(self.last);
         self.tokens = (self.tokens + elapsed.as_secs_f64() / self.every.as_secs_f64()).min(self.burst);
         self.last = now.max(self.last);
@@ -56,7 +56,7 @@ impl Pace {
 /// Exponential back-off with jitter: the n-th consecutive failure waits a random time in
 /// `[cap/2, cap]` with `cap = min(base·2ⁿ, max)`, so a fleet does not retry in lock-step.
 #[derive(Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     failures: u32,
     base: Duration,
     max: Duration,
@@ -64,29 +64,29 @@ pub struct Backoff {
 
 impl Backoff {
     /// Back-off starting at `base`, never above `max`.
-    pub fn new(base: Duration, max: Duration) -> Self {
+    pub(crate) fn new(base: Duration, max: Duration) -> Self {
         Backoff { failures: 0, base, max }
     }
 
     /// Delay before the next attempt; `unit` ∈ [0, 1) is the jitter draw.
-    pub fn next_with(&mut self, unit: f64) -> Duration {
+    pub(crate) fn next_with(&mut self, unit: f64) -> Duration {
         let cap = self.base.saturating_mul(1u32 << self.failures.min(16)).min(self.max);
         self.failures = self.failures.saturating_add(1);
         cap / 2 + cap.mul_f64(unit.clamp(0.0, 1.0) / 2.0)
     }
 
     /// Delay before the next attempt, randomly jittered.
-    pub fn next(&mut self) -> Duration {
+    pub(crate) fn next(&mut self) -> Duration {
         self.next_with(rand::random::<f64>())
     }
 
     /// Consecutive failures so far.
-    pub fn failures(&self) -> u32 {
+    pub(crate) fn failures(&self) -> u32 {
         self.failures
     }
 
     /// A success: start over.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.failures = 0;
     }
 }

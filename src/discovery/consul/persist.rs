@@ -17,7 +17,7 @@ const FORMAT_VERSION: u32 = 1;
 
 /// Why a state file could not be used or written.
 #[derive(Debug, thiserror::Error)]
-pub enum PersistError {
+pub(crate) enum PersistError {
     /// Reading, writing or renaming failed.
     #[error("{path}: {source}")]
     Io {
@@ -64,7 +64,7 @@ struct Instance {
 
 /// The state file of one service.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub(crate) struct Store {
     path: PathBuf,
     service: String,
     tags: Vec<String>,
@@ -81,7 +81,7 @@ fn file_name(service: &str) -> String {
 
 impl Store {
     /// The file for Siger service `name` (discovered as `query`) under `dir`.
-    pub fn new(dir: &Path, name: &str, query: &ConsulDiscovery, datacenter: Option<&str>) -> Self {
+    pub(crate) fn new(dir: &Path, name: &str, query: &ConsulDiscovery, datacenter: Option<&str>) -> Self {
         let mut tags = query.tags.clone();
         tags.sort();
         tags.dedup();
@@ -93,17 +93,18 @@ impl Store {
         }
     }
 
-    /// Where the file lives.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn describe(service: &str, tags: &[String], dc: &Option<String>) -> String {
         format!("service `{service}` tags {tags:?} dc {}", dc.as_deref().unwrap_or("(agent's)"))
     }
 
+    /// Where the file lives.
+    #[cfg(test)]
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The saved instances; `Ok(None)` when there is no file yet.
-    pub fn load(&self) -> Result<Option<Vec<Target>>, PersistError> {
+    pub(crate) fn load(&self) -> Result<Option<Vec<Target>>, PersistError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -131,7 +132,7 @@ impl Store {
     }
 
     /// Replace the file with `targets`, atomically.
-    pub fn save(&self, targets: &[Target]) -> Result<(), PersistError> {
+    pub(crate) fn save(&self, targets: &[Target]) -> Result<(), PersistError> {
         let saved_at =
             time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         let file = StateFile {

@@ -17,7 +17,7 @@
 use super::pace::Backoff;
 use super::{go_duration, CheckBody, ConsulClient, RegisterBody};
 use crate::config::{Config, ConsulRegistration, ConsulSettings};
-use crate::state::GatewayState;
+use crate::runtime::Runtime;
 use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch, UnixShutdownSignalWatch};
 use pingora::services::background::BackgroundService;
@@ -40,7 +40,7 @@ const META_DIGEST: &str = "siger_registration";
 
 /// This instance's registration and its lifecycle.
 #[derive(Debug)]
-pub struct Registrar {
+pub(crate) struct Registrar {
     settings: ConsulSettings,
     body: RegisterBody,
     /// Addresses that must accept connections before registering.
@@ -101,7 +101,7 @@ fn register_body(reg: &ConsulRegistration, check: String) -> RegisterBody {
 
 impl Registrar {
     /// The registration described by the config.
-    pub fn new(settings: &ConsulSettings, reg: &ConsulRegistration, config: &Config) -> Self {
+    pub(crate) fn new(settings: &ConsulSettings, reg: &ConsulRegistration, config: &Config) -> Self {
         let mut listeners: Vec<SocketAddr> = config.listeners.iter().map(|l| reachable(l.socket)).collect();
         listeners.extend(config.admin.as_ref().map(|a| reachable(a.socket)));
         Registrar {
@@ -112,11 +112,6 @@ impl Registrar {
             wake: Notify::new(),
             ops: Mutex::new(()),
         }
-    }
-
-    /// The Consul service ID.
-    pub fn id(&self) -> &str {
-        &self.body.id
     }
 
     fn is_stopped(&self) -> bool {
@@ -223,7 +218,7 @@ impl Registrar {
 
     /// Graceful terminate: stop maintaining, then deregister (bounded in time; on failure
     /// Consul's check turns critical and `DeregisterCriticalServiceAfter` cleans up).
-    pub async fn deregister(&self) {
+    pub(crate) async fn deregister(&self) {
         self.stop();
         let _op = tokio::time::timeout(STOP_LOCK_WAIT, self.ops.lock()).await;
         // A fresh client: this runs on Pingora's signal runtime, not the registration one.
@@ -247,22 +242,22 @@ impl Registrar {
     }
 
     /// Graceful upgrade: the new process keeps the registration; only stop maintaining it.
-    pub fn hand_over(&self) {
+    pub(crate) fn hand_over(&self) {
         self.stop();
         log::info!("upgrade: leaving Consul registration {} to the new process", self.body.id);
     }
 }
 
 /// Background service keeping the registration alive.
-pub struct RegistrationService {
+pub(crate) struct RegistrationService {
     registrar: Arc<Registrar>,
-    state: Arc<GatewayState>,
+    runtime: Arc<Runtime>,
 }
 
 impl RegistrationService {
     /// Maintain `registrar` (metrics from `state`).
-    pub fn new(registrar: Arc<Registrar>, state: Arc<GatewayState>) -> Self {
-        RegistrationService { registrar, state }
+    pub(crate) fn new(registrar: Arc<Registrar>, runtime: Arc<Runtime>) -> Self {
+        RegistrationService { registrar, runtime }
     }
 }
 
@@ -270,7 +265,7 @@ impl RegistrationService {
 impl BackgroundService for RegistrationService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         tokio::select! {
-            _ = self.registrar.maintain(&self.state.metrics) => {}
+            _ = self.registrar.maintain(&self.runtime.metrics) => {}
             _ = async { while !*shutdown.borrow_and_update() { if shutdown.changed().await.is_err() { break } } } => {}
         }
     }
@@ -279,13 +274,13 @@ impl BackgroundService for RegistrationService {
 /// Pingora's Unix signal handling plus Consul deregistration: SIGTERM and SIGINT deregister
 /// before the shutdown starts; SIGQUIT (upgrade) leaves the registration to the new process.
 #[derive(Debug)]
-pub struct ShutdownSignals {
+pub(crate) struct ShutdownSignals {
     registrar: Option<Arc<Registrar>>,
 }
 
 impl ShutdownSignals {
     /// Signals for a process with (or without) a registration.
-    pub fn new(registrar: Option<Arc<Registrar>>) -> Self {
+    pub(crate) fn new(registrar: Option<Arc<Registrar>>) -> Self {
         ShutdownSignals { registrar }
     }
 }

@@ -11,9 +11,9 @@
 use super::pace::{next_index, Backoff, Pace};
 use super::persist::Store;
 use super::{candidates, Candidate, ConsulClient, ConsulError};
-use crate::config::{ConsulDiscovery, ConsulSettings, Target};
+use crate::config::{ConsulDiscovery, Target};
+use crate::discovery::WatchSpec;
 use crate::observability::Metrics;
-use crate::state::GatewayState;
 use crate::upstream::MembershipFeed;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,7 +35,7 @@ const LOG_INSTANCES: usize = 20;
 const REMIND_EVERY: Duration = Duration::from_secs(60);
 
 /// The watch of one service.
-pub struct Watch {
+pub(crate) struct Watch {
     /// Siger service name (for logs).
     name: String,
     query: ConsulDiscovery,
@@ -43,38 +43,25 @@ pub struct Watch {
     store: Option<Store>,
 }
 
-/// Build the watches of every Consul-backed service and seed their pools from the state
-/// files, so routing works before Consul has answered (or while it is down).
-pub fn prepare(settings: &ConsulSettings, state: &GatewayState) -> Vec<Watch> {
-    let mut watches = Vec::new();
-    for (id, service) in state.config.services.iter().enumerate() {
-        let Some(query) = &service.discovery else { continue };
-        let pool = state.pools.get(id);
-        let Some(feed) = pool.feed() else { continue };
-        let store = settings
-            .state_dir
-            .as_deref()
-            .map(|dir| Store::new(dir, &service.name, query, settings.datacenter.as_deref()));
-        match store.as_ref().map(Store::load) {
-            Some(Ok(Some(targets))) => {
-                log::info!(
-                    "service {}: {} instance(s) loaded from {} until Consul answers",
-                    service.name,
-                    targets.len(),
-                    store.as_ref().map_or_else(String::new, |s| s.path().display().to_string())
-                );
-                feed.publish(targets);
-                pool.refresh_now();
-            }
-            Some(Ok(None)) => {}
-            Some(Err(e)) => log::warn!("service {}: state file not used: {e}", service.name),
-            None => {
-                log::info!("service {}: consul.state_dir not set; instances are not kept across restarts", service.name)
-            }
-        }
-        watches.push(Watch { name: service.name.clone(), query: query.clone(), feed: feed.clone(), store });
+/// What identifies a running watch: a reload that keeps all three keeps the watch running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WatchKey {
+    query: ConsulDiscovery,
+    feed: usize,
+}
+
+impl WatchKey {
+    /// The key of a wanted watch.
+    pub(crate) fn of(spec: &WatchSpec) -> Self {
+        WatchKey { query: spec.query.clone(), feed: spec.feed.id() }
     }
-    watches
+}
+
+impl Watch {
+    /// The watch of one discovered service, saving its answers to `store`.
+    pub(crate) fn new(spec: &WatchSpec, store: Option<Store>) -> Self {
+        Watch { name: spec.name.clone(), query: spec.query.clone(), feed: spec.feed.clone(), store }
+    }
 }
 
 /// Failures in a row, for logging.
@@ -86,7 +73,7 @@ struct Streak {
 
 impl Watch {
     /// Follow the service until the future is dropped (at shutdown).
-    pub async fn run(&self, client: &ConsulClient, wait: Duration, metrics: &Metrics) {
+    pub(crate) async fn run(&self, client: &ConsulClient, wait: Duration, metrics: &Metrics) {
         let mut index = 0u64;
         let mut pace = Pace::new(BURST, SUSTAINED_EVERY, Instant::now());
         let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);

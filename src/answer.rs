@@ -1,0 +1,111 @@
+//! Every answer the gateway writes itself — errors, the public health check, the jobs 202, the
+//! admin endpoints — is built here as a [`LocalAnswer`], so what every such answer carries
+//! (JSON framing, `Cache-Control`, the request id, a closing connection) is decided once, and
+//! headers that later policies add to every answer are added in one place.
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
+
+/// A complete response the gateway answers with, without an upstream.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalAnswer {
+    /// Status code.
+    pub(crate) status: u16,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// The body (always sent with `Content-Length`).
+    pub(crate) body: Bytes,
+    /// Close the connection after this answer (unread body, suspect framing).
+    pub(crate) close: bool,
+}
+
+impl LocalAnswer {
+    /// A JSON answer: `value` plus a newline, `Content-Type: application/json`, never cached.
+    pub(crate) fn json(status: u16, value: &serde_json::Value) -> Self {
+        let mut body = serde_json::to_vec(value).unwrap_or_default();
+        body.push(b'\n');
+        Self::bytes(status, "application/json", Bytes::from(body))
+    }
+
+    /// A body of `content_type`, never cached.
+    pub(crate) fn bytes(status: u16, content_type: &'static str, body: Bytes) -> Self {
+        LocalAnswer {
+            status,
+            headers: vec![
+                (http::header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+                (http::header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+            body,
+            close: false,
+        }
+    }
+
+    /// Add a header (values that are not valid header text are left out: they come from our
+    /// own formatting, never from a client).
+    pub(crate) fn header(mut self, name: impl TryInto<HeaderName>, value: impl TryInto<HeaderValue>) -> Self {
+        if let (Ok(name), Ok(value)) = (name.try_into(), value.try_into()) {
+            self.headers.push((name, value));
+        }
+        self
+    }
+
+    /// Close the connection after this answer.
+    pub(crate) fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    /// Whether a header of this name is set.
+    pub(crate) fn has_header(&self, name: &str) -> bool {
+        self.headers.iter().any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// The response head for a Pingora session.
+    pub(crate) fn response_header(&self) -> ResponseHeader {
+        #[allow(clippy::expect_used)]
+        let mut resp = ResponseHeader::build(self.status, Some(self.headers.len() + 2))
+            .or_else(|_| ResponseHeader::build(500, None))
+            .expect("500 is a valid status");
+        for (name, value) in &self.headers {
+            let _ = resp.append_header(name.clone(), value.clone());
+        }
+        let _ = resp.insert_header(http::header::CONTENT_LENGTH, self.body.len());
+        if self.close {
+            let _ = resp.insert_header(http::header::CONNECTION, "close");
+        }
+        resp
+    }
+
+    /// The same answer as an `http::Response` (for Pingora's `ServeHttp` apps).
+    pub(crate) fn into_http(self) -> http::Response<Vec<u8>> {
+        let mut resp = http::Response::new(self.body.to_vec());
+        *resp.status_mut() = http::StatusCode::from_u16(self.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = resp.headers_mut();
+        for (name, value) in self.headers {
+            headers.append(name, value);
+        }
+        headers.insert(http::header::CONTENT_LENGTH, self.body.len().into());
+        if self.close {
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_answers_are_framed_and_uncached() {
+        let a = LocalAnswer::json(202, &serde_json::json!({"ok": true})).header("Location", "/x").closing();
+        let head = a.response_header();
+        assert_eq!(head.status.as_u16(), 202);
+        assert_eq!(head.headers.get("content-length").map(|v| v.as_bytes()), Some(&b"12"[..]));
+        assert_eq!(head.headers.get("cache-control").map(|v| v.as_bytes()), Some(&b"no-store"[..]));
+        assert_eq!(head.headers.get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
+        let http = a.into_http();
+        assert_eq!(http.headers()["location"], "/x");
+        assert_eq!(http.body(), b"{\"ok\":true}\n");
+    }
+}

@@ -1,0 +1,91 @@
+//! `consul` and `nats`: the servers the gateway talks to.
+
+use super::*;
+
+pub(super) fn check_consul(raw: &RawConsul, p: &mut Problems) -> Option<ConsulSettings> {
+    check_http_url("consul.address", &raw.address, p);
+    let wait = dur(&raw.wait, Duration::from_secs(30));
+    if wait < Duration::from_secs(1) || wait > Duration::from_secs(600) {
+        p.add("consul.wait", "must be between 1s and 10m (Consul caps blocking queries at 10m)");
+    }
+    let register = raw.register.as_ref().map(|r| {
+        if r.name.trim().is_empty() {
+            p.add("consul.register.name", "must not be empty");
+        }
+        if r.address.parse::<IpAddr>().is_err() && r.address.trim().is_empty() {
+            p.add("consul.register.address", "must not be empty");
+        }
+        if r.port == 0 {
+            p.add("consul.register.port", "must not be 0");
+        }
+        let check = r.check.as_ref();
+        if let Some(c) = check {
+            check_http_url("consul.register.check.http", &c.http, p);
+        }
+        ConsulRegistration {
+            name: r.name.clone(),
+            address: r.address.clone(),
+            port: r.port,
+            tags: r.tags.clone(),
+            check_http: check.map(|c| c.http.clone()),
+            check_interval: check.map(|c| dur(&c.interval, Duration::from_secs(10))).unwrap_or(Duration::from_secs(10)),
+            check_timeout: check.map(|c| dur(&c.timeout, Duration::from_secs(2))).unwrap_or(Duration::from_secs(2)),
+            deregister_after: check
+                .map(|c| dur(&c.deregister_after, Duration::from_secs(60)))
+                .unwrap_or(Duration::from_secs(60)),
+        }
+    });
+    Some(ConsulSettings {
+        address: raw.address.trim_end_matches('/').to_string(),
+        token: raw.token.clone().filter(|t| !t.is_empty()),
+        datacenter: raw.datacenter.clone().filter(|d| !d.is_empty()),
+        wait,
+        state_dir: raw.state_dir.as_ref().map(PathBuf::from),
+        register,
+    })
+}
+
+pub(super) fn check_nats(raw: &RawNats, base: &Path, p: &mut Problems) -> Option<NatsSettings> {
+    for (i, url) in raw.url.split(',').enumerate() {
+        let url = url.trim();
+        let scheme_ok = ["nats://", "tls://", "ws://", "wss://"].iter().any(|s| url.starts_with(s));
+        if !scheme_ok {
+            p.add("nats.url", format!("`{url}` (entry {i}) is not a nats:// or tls:// URL"));
+        }
+    }
+    let credentials_file = raw.credentials_file.as_ref().and_then(|f| {
+        let (path, text) = read_file("nats.credentials_file", base, f, p)?;
+        if !text.contains("BEGIN NATS USER JWT") {
+            p.add("nats.credentials_file", format!("`{}` is not a NATS .creds file", path.display()));
+        }
+        Some(path)
+    });
+    let user_password = match (&raw.user, &raw.password) {
+        (Some(u), Some(pw)) => Some((u.clone(), pw.clone())),
+        (None, None) => None,
+        _ => {
+            p.add("nats", "`user` and `password` go together");
+            None
+        }
+    };
+    let methods =
+        [credentials_file.is_some() || raw.credentials_file.is_some(), raw.token.is_some(), user_password.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+    if methods > 1 {
+        p.add("nats", "choose one of `credentials_file`, `token`, `user`+`password`");
+    }
+    let pending_buffer = raw.pending_buffer.unwrap_or(1024);
+    if !(1..=1_000_000).contains(&pending_buffer) {
+        p.add("nats.pending_buffer", "must be between 1 and 1000000 messages");
+    }
+    Some(NatsSettings {
+        url: raw.url.clone(),
+        credentials_file,
+        token: raw.token.clone(),
+        user_password,
+        connect_timeout: dur(&raw.connect_timeout, Duration::from_secs(2)),
+        pending_buffer,
+    })
+}

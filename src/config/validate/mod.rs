@@ -1,0 +1,257 @@
+//! Raw file → validated model. Every `check_*` step records problems with their key path and
+//! keeps going, so one run of `siger -t` shows all of them.
+
+use super::model::*;
+use super::raw::*;
+use crate::routing::normalize_path;
+use http::{HeaderName, Method};
+use ipnet::IpNet;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod auth;
+mod dependencies;
+mod jobs;
+mod limits;
+mod routes;
+mod server;
+mod services;
+
+use auth::{check_identity_headers, check_jwt};
+use dependencies::{check_consul, check_nats};
+use jobs::check_jobs;
+pub(crate) use jobs::subject_matches;
+use limits::{check_rate_limit, check_rule};
+use routes::check_routes;
+use server::{check_limits, check_listeners, check_server, check_trusted};
+use services::check_services;
+
+/// What checking the file found: errors and warnings as (key path, reason), and every file
+/// the config names (read while checking).
+#[derive(Debug, Default)]
+pub(crate) struct Problems {
+    /// Contradictions and unusable values: the config is refused.
+    pub(crate) errors: Vec<(String, String)>,
+    /// Settings that have no effect: reported, not refused.
+    pub(crate) warnings: Vec<(String, String)>,
+    /// Files named by the config that were read.
+    pub(crate) files: Vec<PathBuf>,
+}
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.errors.push((path.into(), msg.into()));
+    }
+
+    fn warn(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.warnings.push((path.into(), msg.into()));
+    }
+}
+
+/// Turn the raw file into the model (with its warnings and named files in `Problems`), or
+/// every problem found.
+pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems), Problems> {
+    let mut p = Problems::default();
+    let server = check_server(&raw.server, &mut p);
+    let listeners = check_listeners(&raw.listen, base, &mut p);
+    let admin = raw.admin.as_ref().and_then(|a| {
+        let socket = parse_socket("admin.listen", &a.listen, &mut p)?;
+        if listeners.iter().any(|l| l.socket == socket) {
+            p.add("admin.listen", "must differ from every public listener: admin endpoints are never served publicly");
+        }
+        Some(AdminSettings { listen: a.listen.clone(), socket })
+    });
+    let trusted_proxies = check_trusted(&raw.trusted_proxies, &mut p);
+    let limits = check_limits(&raw.limits, &mut p);
+    let auth = raw.auth.as_ref().and_then(|a| check_jwt(&a.jwt, base, &mut p));
+    let rate_limit = check_rate_limit(raw.rate_limit.as_ref(), &mut p);
+    let consul = raw.consul.as_ref().and_then(|c| check_consul(c, &mut p));
+    let nats = raw.nats.as_ref().and_then(|n| check_nats(n, base, &mut p));
+    let jobs = raw.jobs.as_ref().and_then(|j| check_jobs(j, &mut p));
+    let services = check_services(&raw.services, consul.is_some(), &mut p);
+    let mut routes = check_routes(&raw.routes, &services, &limits, auth.is_some(), &mut p);
+    if let Some(jobs) = &jobs {
+        routes.push(jobs_route(jobs, &routes, &rate_limit, &mut p));
+    }
+    if let Some(auth) = &auth {
+        check_identity_headers(auth, &services, &routes, &rate_limit, &mut p);
+    }
+
+    if let Some(jobs) = &jobs {
+        if nats.is_none() {
+            p.add("jobs", "needs a `nats` section to publish to");
+        }
+        if auth.is_none() {
+            p.add("jobs", "job submission always requires authentication; configure `auth.jwt`");
+        }
+        let _ = jobs;
+    }
+    if consul.as_ref().is_some_and(|c| c.register.is_some()) && admin.is_none() {
+        p.add("consul.register", "registration's health check targets the admin listener; configure `admin.listen`");
+    }
+    if nats.is_some() && jobs.is_none() {
+        p.warn("nats", "configured, but only `jobs` uses NATS and there is no `jobs` section");
+    }
+    if consul.as_ref().is_some_and(|c| c.register.is_none()) && services.iter().all(|s| s.discovery.is_none()) {
+        p.warn("consul", "configured, but no service uses `discovery.consul` and there is no `register`");
+    }
+
+    if !p.errors.is_empty() {
+        return Err(p);
+    }
+    let config = Config {
+        server,
+        listeners,
+        admin,
+        trusted_proxies,
+        limits,
+        access_log: raw.access_log.enabled.unwrap_or(true),
+        auth,
+        rate_limit,
+        consul,
+        nats,
+        jobs,
+        services,
+        routes,
+        warnings: Vec::new(),
+        files: p.files.clone(),
+    };
+    Ok((config, p))
+}
+
+/// The reserved jobs path as a route: matched like any route (other methods get 405 with
+/// `Allow: POST`, even under a catch-all), authenticated, role-checked and rate-limited like
+/// one, and answered by publishing instead of proxying.
+fn jobs_route(
+    jobs: &JobsSettings,
+    routes: &[RouteSettings],
+    rate_limit: &RateLimitSettings,
+    p: &mut Problems,
+) -> RouteSettings {
+    if let Some(i) = routes.iter().position(|r| r.path == jobs.path && r.host.is_none()) {
+        p.add("jobs.path", format!("`{}` is also routes[{i}].path: the jobs path is reserved", jobs.path));
+    }
+    RouteSettings {
+        name: None,
+        label: jobs.path.clone(),
+        path: jobs.path.clone(),
+        methods: Some(vec![Method::POST]),
+        host: None,
+        target: RouteTarget::Jobs,
+        auth: AuthMode::Required,
+        roles: jobs.roles.clone(),
+        strip_prefix: false,
+        rate_limit: jobs.rate_limit.clone().or_else(|| rate_limit.default.clone()),
+        max_body: jobs.max_body,
+        timeout: None,
+        forward_authorization: false,
+    }
+}
+
+fn dur(d: &Option<super::units::ConfDuration>, default: Duration) -> Duration {
+    d.map(|d| d.0).unwrap_or(default)
+}
+
+fn parse_socket(path: &str, text: &str, p: &mut Problems) -> Option<SocketAddr> {
+    match text.parse::<SocketAddr>() {
+        Ok(s) => Some(s),
+        Err(_) => {
+            p.add(path, format!("`{text}` is not an IP:port address (e.g. \"0.0.0.0:8080\", \"[::1]:8080\")"));
+            None
+        }
+    }
+}
+
+fn resolve_file(base: &Path, file: &str) -> PathBuf {
+    let path = Path::new(file);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+/// The file must exist and be readable; returns its text (and remembers it for
+/// `watch_config`).
+fn read_file(path: &str, base: &Path, file: &str, p: &mut Problems) -> Option<(PathBuf, String)> {
+    let resolved = resolve_file(base, file);
+    match std::fs::read_to_string(&resolved) {
+        Ok(text) => {
+            p.files.push(resolved.clone());
+            Some((resolved, text))
+        }
+        Err(e) => {
+            p.add(path, format!("cannot read `{}`: {e}", resolved.display()));
+            None
+        }
+    }
+}
+
+fn check_header_name(path: &str, name: &str, p: &mut Problems) -> Option<HeaderName> {
+    match HeaderName::from_bytes(name.as_bytes()) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            p.add(path, format!("`{name}` is not a valid header name"));
+            None
+        }
+    }
+}
+
+fn check_http_url(path: &str, url: &str, p: &mut Problems) -> bool {
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+    if !ok {
+        p.add(path, format!("`{url}` is not an http(s) URL"));
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects() {
+        assert!(subject_matches("jobs.>", "jobs.submitted"));
+        assert!(subject_matches("jobs.*", "jobs.submitted"));
+        assert!(!subject_matches("jobs.*", "jobs.a.b"));
+        assert!(subject_matches("jobs.submitted", "jobs.submitted"));
+        assert!(!subject_matches("jobs", "jobs.submitted"));
+        assert!(!subject_matches("jobs.>", "jobs"));
+    }
+
+    fn problems(yaml: &str, base: &Path) -> Vec<String> {
+        match super::super::parse(yaml, base, &HashMap::new()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| format!("{}: {}", e.path, e.message)).collect(),
+        }
+    }
+
+    const JWT: &str = "auth:\n  jwt:\n    algorithms: [HS256]\n    secret: 0123456789abcdef0123456789abcdef\n    forward: {sub: X-User-Id}\n";
+
+    #[test]
+    fn identity_headers_cannot_key_hashing_or_limits() {
+        let yaml = format!(
+            "listen: [\"127.0.0.1:1\"]\n{JWT}rate_limit:\n  default: {{requests: 5, per: 1s, key: \"header:X-User-Id\"}}\nservices:\n  s: {{targets: [\"127.0.0.1:2\"], lb: consistent_hash, hash_key: \"header:x-user-id\"}}\nroutes:\n  - {{path: /, service: s, rate_limit: {{requests: 1, per: 1s, key: \"header:X-User-Id\"}}}}\n"
+        );
+        let found = problems(&yaml, Path::new("."));
+        for key in ["services.s.hash_key", "rate_limit.default.key", "routes[0].rate_limit.key"] {
+            assert!(found.iter().any(|p| p.starts_with(key) && p.contains("claim")), "{key}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn redis_url_and_key_files_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("bad.pem"), "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+            .expect("write");
+        std::fs::write(dir.path().join("empty.json"), r#"{"keys":[{"kty":"oct","k":"AAAA"}]}"#).expect("write");
+        let yaml = "listen: [\"127.0.0.1:1\"]\nauth:\n  jwt:\n    algorithms: [RS256]\n    public_key_file: bad.pem\n    jwks_file: empty.json\nrate_limit:\n  store: redis\n  redis_url: rediss://cache:6380\nservices:\n  s: {targets: [\"127.0.0.1:2\"]}\nroutes:\n  - {path: /, service: s}\n";
+        let found = problems(yaml, dir.path());
+        assert!(found.iter().any(|p| p.starts_with("auth.jwt.public_key_file") && p.contains("RSA")), "{found:?}");
+        assert!(found.iter().any(|p| p.starts_with("auth.jwt.jwks_file") && p.contains("no usable")), "{found:?}");
+        assert!(found.iter().any(|p| p.starts_with("rate_limit.redis_url") && p.contains("rediss")), "{found:?}");
+    }
+}

@@ -1,0 +1,151 @@
+//! `routes[]`: paths, methods, hosts, targets and per-route policy.
+
+use super::*;
+
+pub(super) fn check_routes(
+    raw: &[RawRoute],
+    services: &[ServiceSettings],
+    limits: &Limits,
+    have_auth: bool,
+    p: &mut Problems,
+) -> Vec<RouteSettings> {
+    let index: HashMap<&str, usize> = services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let mut out: Vec<RouteSettings> = Vec::new();
+    let mut names = HashSet::new();
+    // Routes by (path, host): only those can conflict, so the check stays linear in routes.
+    let mut same_place: HashMap<(String, Option<String>), Vec<usize>> = HashMap::new();
+    for (i, r) in raw.iter().enumerate() {
+        let base = format!("routes[{i}]");
+        let path = match normalize_path(&r.path) {
+            Ok(_) if r.path.contains(';') => {
+                p.add(
+                    format!("{base}.path"),
+                    format!("`{}`: routes match paths without their `;` parameters; remove them", r.path),
+                );
+                r.path.clone()
+            }
+            Ok(n) if r.path.starts_with('/') && (n == r.path || format!("{n}/") == r.path) => {
+                if n.len() > 1 {
+                    n.trim_end_matches('/').to_string()
+                } else {
+                    n.into_owned()
+                }
+            }
+            _ => {
+                p.add(format!("{base}.path"), format!("`{}` must be an absolute, normalised path (no `.`/`..` segments, `//` or %-escapes of unreserved characters)", r.path));
+                r.path.clone()
+            }
+        };
+        let methods = r.methods.as_ref().map(|ms| {
+            if ms.is_empty() {
+                p.add(format!("{base}.methods"), "list at least one method, or remove the key to allow all");
+            }
+            let mut out: Vec<Method> = Vec::new();
+            for (j, m) in ms.iter().enumerate() {
+                let upper = m.to_ascii_uppercase();
+                match Method::from_bytes(upper.as_bytes()) {
+                    Ok(method) if upper == *m && !out.contains(&method) => out.push(method),
+                    Ok(_) if upper != *m => {
+                        p.add(format!("{base}.methods[{j}]"), format!("write methods in upper case: `{upper}`"))
+                    }
+                    Ok(_) => p.add(format!("{base}.methods[{j}]"), format!("`{m}` is listed twice")),
+                    Err(_) => p.add(format!("{base}.methods[{j}]"), format!("`{m}` is not an HTTP method")),
+                }
+            }
+            out
+        });
+        let host = r.host.as_ref().map(|h| {
+            let h = h.trim().to_ascii_lowercase();
+            let valid = !h.is_empty()
+                && !h.contains(['/', ' ', '@'])
+                && h.parse::<http::uri::Authority>().is_ok()
+                && !h.contains(':');
+            if !valid {
+                p.add(format!("{base}.host"), format!("`{h}` is not a host name (no port, scheme or path)"));
+            }
+            h
+        });
+        let service = match index.get(r.service.as_str()) {
+            Some(id) => *id,
+            None => {
+                let known: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+                p.add(
+                    format!("{base}.service"),
+                    format!(
+                        "unknown service `{}` (defined: {})",
+                        r.service,
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    ),
+                );
+                0
+            }
+        };
+        let auth = match r.auth.as_deref().unwrap_or("required") {
+            "required" => AuthMode::Required,
+            "optional" => AuthMode::Optional,
+            "public" => AuthMode::Public,
+            other => {
+                p.add(format!("{base}.auth"), format!("`{other}` is not one of required, optional, public"));
+                AuthMode::Required
+            }
+        };
+        if auth != AuthMode::Public && !have_auth {
+            p.add(format!("{base}.auth"), format!("route is `{}` (the default is required) but no `auth.jwt` is configured; set `auth: public` or configure JWT", r.auth.as_deref().unwrap_or("required")));
+        }
+        if !r.roles.is_empty() && auth == AuthMode::Public {
+            p.add(format!("{base}.roles"), "a public route has no identity to check roles against");
+        }
+        if let Some(name) = &r.name {
+            if !names.insert(name.clone()) {
+                p.add(format!("{base}.name"), format!("route name `{name}` is used twice"));
+            }
+        }
+        let rate_limit = r.rate_limit.as_ref().and_then(|rl| check_rule(&format!("{base}.rate_limit"), rl, p));
+        let max_body = r.max_body.map(|b| b.0).unwrap_or(limits.max_body);
+        if let Some(t) = r.timeout {
+            if t.0.is_zero() {
+                p.add(format!("{base}.timeout"), "must be positive");
+            }
+        }
+        let route = RouteSettings {
+            name: r.name.clone(),
+            label: r.name.clone().unwrap_or_else(|| r.path.clone()),
+            path,
+            methods,
+            host,
+            target: RouteTarget::Service(service),
+            auth,
+            roles: r.roles.clone(),
+            strip_prefix: r.strip_prefix.unwrap_or(false),
+            rate_limit,
+            max_body,
+            timeout: r.timeout.map(|t| t.0),
+            forward_authorization: r.forward_authorization.unwrap_or(true),
+        };
+        let peers = same_place.entry((route.path.clone(), route.host.clone())).or_default();
+        if let Some(j) = peers.iter().copied().find(|j| overlaps(&out[*j], &route)) {
+            p.add(
+                format!("{base}.path"),
+                format!("`{}` duplicates routes[{j}] for the same host and method", route.path),
+            );
+        }
+        peers.push(out.len());
+        out.push(route);
+    }
+    out
+}
+
+/// Two routes conflict when the same request could match both with equal specificity.
+pub(super) fn overlaps(a: &RouteSettings, b: &RouteSettings) -> bool {
+    if a.path != b.path || a.host != b.host {
+        return false;
+    }
+    match (&a.methods, &b.methods) {
+        (None, None) => true,
+        (Some(x), Some(y)) => {
+            let x: BTreeSet<&str> = x.iter().map(Method::as_str).collect();
+            y.iter().any(|m| x.contains(m.as_str()))
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,182 @@
+//! `services.<name>`: membership, balancing, health checks and timeouts.
+
+use super::*;
+
+pub(super) fn parse_target(path: &str, addr: &str, p: &mut Problems) -> Option<SocketAddr> {
+    if let Ok(s) = addr.parse::<SocketAddr>() {
+        return Some(s);
+    }
+    if let Some(port) = addr.strip_prefix("localhost:") {
+        if let Ok(port) = port.parse::<u16>() {
+            return Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+    }
+    p.add(
+        path,
+        format!("`{addr}` is not an IP:port address (hostnames are not resolved; use Consul discovery for names)"),
+    );
+    None
+}
+
+pub(super) fn check_services(
+    raw: &std::collections::BTreeMap<String, RawService>,
+    have_consul: bool,
+    p: &mut Problems,
+) -> Vec<ServiceSettings> {
+    let mut out = Vec::new();
+    for (name, s) in raw {
+        let base = format!("services.{name}");
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            p.add(&base, format!("service name `{name}` may only use letters, digits, `-`, `_`, `.`"));
+        }
+        let mut targets = Vec::new();
+        if let Some(list) = &s.targets {
+            if list.is_empty() {
+                p.add(format!("{base}.targets"), "list at least one target");
+            }
+            for (i, t) in list.iter().enumerate() {
+                let (addr, weight, path) = match t {
+                    RawTarget::Plain(a) => (a.as_str(), 1, format!("{base}.targets[{i}]")),
+                    RawTarget::Weighted(w) => {
+                        (w.addr.as_str(), w.weight.unwrap_or(1), format!("{base}.targets[{i}].addr"))
+                    }
+                };
+                if weight == 0 || weight > 1000 {
+                    p.add(format!("{base}.targets[{i}].weight"), "must be between 1 and 1000");
+                }
+                if let Some(addr) = parse_target(&path, addr, p) {
+                    if targets.iter().any(|t: &Target| t.addr == addr) {
+                        p.add(&path, format!("`{addr}` is listed twice"));
+                    }
+                    targets.push(Target { addr, weight: weight.clamp(1, 1000) });
+                }
+            }
+        }
+        let discovery = s.discovery.as_ref().map(|d| {
+            if !have_consul {
+                p.add(format!("{base}.discovery"), "Consul discovery needs a top-level `consul` section");
+            }
+            if d.consul.trim().is_empty() {
+                p.add(format!("{base}.discovery.consul"), "must name the Consul service");
+            }
+            ConsulDiscovery { service: d.consul.clone(), tags: d.tags.clone() }
+        });
+        match (&s.targets, &discovery) {
+            (None, None) => p.add(&base, "needs `targets` or `discovery`"),
+            (Some(_), Some(_)) => p.add(&base, "has both `targets` and `discovery`; choose one"),
+            _ => {}
+        }
+        let lb = match s.lb.as_deref().unwrap_or("round_robin") {
+            "round_robin" => LbAlgorithm::RoundRobin,
+            "random" => LbAlgorithm::Random,
+            "least_conn" => LbAlgorithm::LeastConn,
+            "consistent_hash" => {
+                let key = match s.hash_key.as_deref().unwrap_or("ip") {
+                    "ip" => HashKey::Ip,
+                    "path" => HashKey::Path,
+                    other => {
+                        if let Some(claim) = other.strip_prefix("claim:").filter(|c| !c.is_empty()) {
+                            HashKey::Claim(claim.to_string())
+                        } else if let Some(h) = other.strip_prefix("header:") {
+                            match check_header_name(&format!("{base}.hash_key"), h, p) {
+                                Some(h) => HashKey::Header(h),
+                                None => HashKey::Ip,
+                            }
+                        } else {
+                            p.add(
+                                format!("{base}.hash_key"),
+                                format!("`{other}` is not one of claim:<name>, header:<Name>, ip, path"),
+                            );
+                            HashKey::Ip
+                        }
+                    }
+                };
+                LbAlgorithm::ConsistentHash(key)
+            }
+            other => {
+                p.add(
+                    format!("{base}.lb"),
+                    format!("`{other}` is not one of round_robin, least_conn, random, consistent_hash"),
+                );
+                LbAlgorithm::RoundRobin
+            }
+        };
+        if s.hash_key.is_some() && !matches!(lb, LbAlgorithm::ConsistentHash(_)) {
+            p.warn(format!("{base}.hash_key"), "has no effect without `lb: consistent_hash`");
+        }
+        let health_check = s.health_check.as_ref().map(|h| {
+            if let Some(path) = &h.path {
+                if !path.starts_with('/') {
+                    p.add(format!("{base}.health_check.path"), "must start with `/`");
+                }
+            }
+            let interval = dur(&h.interval, Duration::from_secs(5));
+            let timeout = dur(&h.timeout, Duration::from_secs(1));
+            if interval < Duration::from_millis(100) {
+                p.add(format!("{base}.health_check.interval"), "must be at least 100ms");
+            }
+            if timeout.is_zero() || timeout > interval {
+                p.add(format!("{base}.health_check.timeout"), "must be positive and not longer than the interval");
+            }
+            let healthy = h.healthy.unwrap_or(1);
+            let unhealthy = h.unhealthy.unwrap_or(2);
+            if healthy == 0 || healthy > 100 {
+                p.add(format!("{base}.health_check.healthy"), "must be between 1 and 100");
+            }
+            if unhealthy == 0 || unhealthy > 100 {
+                p.add(format!("{base}.health_check.unhealthy"), "must be between 1 and 100");
+            }
+            HealthCheckSettings {
+                path: h.path.clone(),
+                host: h.host.clone().unwrap_or_else(|| name.clone()),
+                interval,
+                timeout,
+                healthy: healthy.max(1),
+                unhealthy: unhealthy.max(1),
+            }
+        });
+        let connect_timeout = dur(&s.connect_timeout, Duration::from_secs(1));
+        let read_timeout = dur(&s.read_timeout, Duration::from_secs(30));
+        let write_timeout = s.write_timeout.map(|d| d.0);
+        let idle_timeout = s.idle_timeout.map(|d| d.0);
+        for (k, v) in [
+            ("connect_timeout", connect_timeout),
+            ("read_timeout", read_timeout),
+            ("write_timeout", write_timeout.unwrap_or(Duration::from_secs(1))),
+            ("idle_timeout", idle_timeout.unwrap_or(Duration::from_secs(1))),
+        ] {
+            if v.is_zero() {
+                p.add(format!("{base}.{k}"), "must be positive");
+            }
+        }
+        let retries = s.retries.unwrap_or(1);
+        if retries > 10 {
+            p.add(format!("{base}.retries"), "must be at most 10");
+        }
+        if let Some(ss) = s.slow_start {
+            if matches!(lb, LbAlgorithm::ConsistentHash(_)) {
+                p.warn(
+                    format!("{base}.slow_start"),
+                    "has no effect with consistent_hash (ramping weights would move keys); it applies to round_robin, least_conn and random",
+                );
+            }
+            if ss.0 < Duration::from_secs(1) {
+                p.add(format!("{base}.slow_start"), "must be at least 1s");
+            }
+        }
+        out.push(ServiceSettings {
+            name: name.clone(),
+            targets,
+            discovery,
+            lb,
+            health_check,
+            connect_timeout,
+            read_timeout,
+            write_timeout,
+            idle_timeout,
+            retries,
+            slow_start: s.slow_start.map(|d| d.0),
+        });
+    }
+    out
+}

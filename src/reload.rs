@@ -1,0 +1,177 @@
+//! What triggers a configuration reload besides the admin endpoint: `SIGHUP` (Pingora traps
+//! QUIT, TERM and INT, not HUP) and, with `server.watch_config`, a change to the config file or
+//! any file it names (ARCHITECTURE.md §7.1). The reload itself is
+//! [`Runtime::reload`](crate::runtime::Runtime::reload).
+//!
+//! The watcher polls rather than subscribing to inotify: inotify misses bind-mounted single
+//! files and the symlink swaps of Kubernetes ConfigMaps, and a stat of a handful of files every
+//! 250 ms costs nothing. A change is applied only once the files have stopped changing for two
+//! polls, so an editor's rename-into-place or a copy in progress is read whole; a file read
+//! mid-write that does not validate is refused like any bad edit (the old config keeps
+//! serving) and the finished write, a change of its own, is applied next.
+
+use crate::runtime::Runtime;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the watched files are looked at.
+const POLL: Duration = Duration::from_millis(250);
+/// Polls the files must stay unchanged before a change is applied.
+const SETTLE_POLLS: u32 = 2;
+/// Every this many polls the contents are hashed too, in case a change kept size and mtime.
+const HASH_EVERY: u32 = 20;
+
+/// Reloads on `SIGHUP`.
+pub(crate) struct HangupReload {
+    runtime: Arc<Runtime>,
+}
+
+impl HangupReload {
+    /// Reload `runtime` on every `SIGHUP`.
+    pub(crate) fn new(runtime: Arc<Runtime>) -> Self {
+        HangupReload { runtime }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HangupReload {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot catch SIGHUP ({e}); reload with `POST /config/reload` instead");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                got = hangups.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    log::info!("SIGHUP: reloading the configuration");
+                    let _ = self.runtime.reload("SIGHUP").await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// What a file looks like from the outside: changes when it is written or replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stamp {
+    Missing,
+    Present { len: u64, modified_ns: i128, inode: u64 },
+}
+
+fn stamp(path: &Path) -> Stamp {
+    match std::fs::metadata(path) {
+        Ok(m) => Stamp::Present {
+            len: m.len(),
+            modified_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            inode: m.ino(),
+        },
+        Err(_) => Stamp::Missing,
+    }
+}
+
+/// sha256 over the contents of every file (a missing file hashes as such).
+fn contents_digest(files: &[PathBuf]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for f in files {
+        hasher.update(f.as_os_str().as_encoded_bytes());
+        match std::fs::read(f) {
+            Ok(bytes) => {
+                hasher.update(b"\x01");
+                hasher.update(&bytes);
+            }
+            Err(_) => hasher.update(b"\x00"),
+        }
+    }
+    hasher.finalize().into()
+}
+
+/// Reloads when the config file or a file it names changes (`server.watch_config`).
+pub(crate) struct ConfigWatcher {
+    runtime: Arc<Runtime>,
+}
+
+impl ConfigWatcher {
+    /// Watch the files of `runtime`'s configuration in force.
+    pub(crate) fn new(runtime: Arc<Runtime>) -> Self {
+        ConfigWatcher { runtime }
+    }
+}
+
+/// The watcher's view of one generation's files.
+struct Watched {
+    generation: u64,
+    files: Vec<PathBuf>,
+    /// The contents the generation was loaded from (or last tried).
+    digest: [u8; 32],
+    stamps: Vec<Stamp>,
+}
+
+#[async_trait]
+impl BackgroundService for ConfigWatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut watched: Option<Watched> = None;
+        let mut unchanged_polls = 0u32;
+        let mut changing = false;
+        let mut polls = 0u32;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = shutdown.changed() => return,
+            }
+            let snap = self.runtime.current();
+            if !snap.config.server.watch_config {
+                watched = None;
+                continue;
+            }
+            let w = match watched.as_mut().filter(|w| w.generation == snap.generation) {
+                Some(w) => w,
+                None => {
+                    let mut files = vec![snap.source.path.clone()];
+                    files.extend(snap.config.files.iter().cloned());
+                    let stamps = files.iter().map(|f| stamp(f)).collect();
+                    let digest = contents_digest(&files);
+                    unchanged_polls = 0;
+                    changing = false;
+                    watched.insert(Watched { generation: snap.generation, files, digest, stamps })
+                }
+            };
+            polls = polls.wrapping_add(1);
+            let stamps: Vec<Stamp> = w.files.iter().map(|f| stamp(f)).collect();
+            if stamps != w.stamps {
+                // Still being written (or just replaced): wait until it settles.
+                w.stamps = stamps;
+                changing = true;
+                unchanged_polls = 0;
+                continue;
+            }
+            unchanged_polls += 1;
+            let settled = changing && unchanged_polls >= SETTLE_POLLS;
+            if !settled && polls % HASH_EVERY != 0 {
+                continue;
+            }
+            changing = false;
+            let digest = contents_digest(&w.files);
+            if digest == w.digest {
+                continue;
+            }
+            // Whatever the outcome, these contents were tried: a refused edit is not retried
+            // every poll, and the next edit changes the stamps again.
+            w.digest = digest;
+            log::info!("watch_config: {} changed; reloading", w.files[0].display());
+            let _ = self.runtime.reload("watch_config").await;
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! What lives as long as the process — metrics, the drain counters, the NATS link, each
+//! service's health and counters, the limit tables, the Consul watches — and the
+//! configuration snapshot in force, swapped atomically by a reload (ARCHITECTURE.md §7.1).
+//!
+//! A reload is all or nothing: the file is read, parsed and validated exactly as `siger -t`
+//! does, every file it names is loaded, changes that can only apply to a new process are
+//! refused, and only then is the new [`Snapshot`] built and swapped in. On any error the old
+//! snapshot keeps serving; the error is logged, counted and reported to whoever asked.
+
+use crate::auth::Authenticator;
+use crate::config::{self, Config, ConfigError};
+use crate::discovery::DiscoveryControl;
+use crate::forwarding;
+use crate::jobs::Jobs;
+use crate::lifecycle::Lifecycle;
+use crate::observability::Metrics;
+use crate::ratelimit::LimitStores;
+use crate::routing::RouteTable;
+use crate::snapshot::{Snapshot, Source};
+use crate::upstream::Upstreams;
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Longest wait for a new `jwks_url` to answer during a reload.
+const JWKS_PREFETCH: Duration = Duration::from_secs(5);
+/// Longest wait for a newly discovered service's first Consul answer during a reload.
+const DISCOVERY_PRIME: Duration = Duration::from_secs(2);
+
+/// How the last reload attempt ended.
+#[derive(Debug, Clone)]
+pub(crate) struct ReloadReport {
+    /// When it ended.
+    pub(crate) at: SystemTime,
+    /// What asked for it (`SIGHUP`, `watch_config`, `admin`).
+    pub(crate) trigger: &'static str,
+    /// The new generation, or why nothing changed.
+    pub(crate) result: Result<u64, Vec<String>>,
+}
+
+/// The process's lasting state and the snapshot in force.
+pub(crate) struct Runtime {
+    current: ArcSwap<Snapshot>,
+    /// Metrics registry and families.
+    pub(crate) metrics: Metrics,
+    /// In-flight requests and shutdown tasks (graceful drain).
+    pub(crate) lifecycle: Arc<Lifecycle>,
+    /// The NATS link of `/jobs/submit`, when the process started with jobs configured.
+    pub(crate) jobs: Option<Arc<Jobs>>,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) limits: LimitStores,
+    pub(crate) discovery: DiscoveryControl,
+    /// `limits.idle_timeout` in seconds, read by every new downstream session.
+    pub(crate) idle_secs: Arc<AtomicU64>,
+    reloading: tokio::sync::Mutex<()>,
+    last_reload: Mutex<Option<ReloadReport>>,
+    generations: AtomicU64,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("generation", &self.current.load().generation).finish_non_exhaustive()
+    }
+}
+
+/// Read the config file's bytes and describe them.
+fn source_of(path: &Path) -> Source {
+    let sha256 = std::fs::read(path).map(|bytes| hex::encode(Sha256::digest(&bytes))).unwrap_or_default();
+    Source { path: path.to_path_buf(), sha256, loaded_at: SystemTime::now() }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Runtime {
+    /// The runtime of a process started with `config` (read from `path`). Keys that fail to
+    /// load leave authentication unavailable (503) rather than stopping the start.
+    pub(crate) fn start(config: Config, path: &Path) -> Arc<Runtime> {
+        let jobs = match (&config.jobs, &config.nats) {
+            (Some(jobs), Some(nats)) => {
+                let wait = config.server.grace_period + config.server.graceful_shutdown_timeout;
+                Some(Arc::new(Jobs::new(jobs.clone(), nats.clone(), wait)))
+            }
+            _ => None,
+        };
+        let auth = config.auth.as_ref().and_then(|s| match Authenticator::new(s) {
+            Ok(a) => Some(Arc::new(a)),
+            Err(e) => {
+                log::error!("auth.jwt: {e}; routes that need authentication will answer 503");
+                None
+            }
+        });
+        let discovery = DiscoveryControl::new(config.consul.clone());
+        let metrics = Metrics::new();
+        let upstreams = Upstreams::default();
+        let limits = LimitStores::default();
+        let snapshot = build_snapshot(1, config, source_of(path), auth, &upstreams, &limits, &metrics, &[]);
+        discovery.seed(&snapshot);
+        upstreams.commit(&snapshot.config.services, &snapshot.pools);
+        limits.commit(&snapshot.limiter, &snapshot.config);
+        discovery.want(&snapshot);
+        metrics.loaded(1, unix_seconds(snapshot.source.loaded_at));
+        Arc::new(Runtime {
+            idle_secs: Arc::new(AtomicU64::new(snapshot.config.limits.idle_timeout.as_secs())),
+            current: ArcSwap::from_pointee(snapshot),
+            metrics,
+            lifecycle: Lifecycle::new(),
+            jobs,
+            upstreams,
+            limits,
+            discovery,
+            reloading: tokio::sync::Mutex::new(()),
+            last_reload: Mutex::new(None),
+            generations: AtomicU64::new(1),
+        })
+    }
+
+    /// The snapshot in force, pinned: what a request holds from start to end.
+    pub(crate) fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// How the last reload attempt ended, if there was one.
+    pub(crate) fn last_reload(&self) -> Option<ReloadReport> {
+        self.last_reload.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reload the config file: build a new snapshot and swap it in, or change nothing.
+    /// Returns the new generation, or every reason it was refused (the same messages as
+    /// `siger -t`). Reloads run one at a time.
+    pub(crate) async fn reload(&self, trigger: &'static str) -> Result<u64, Vec<String>> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let result = self.try_reload().await;
+        let at = SystemTime::now();
+        match &result {
+            Ok(generation) => {
+                self.metrics.reloaded(true, *generation, unix_seconds(at));
+                log::info!("configuration reloaded ({trigger}): generation {generation} in force");
+            }
+            Err(errors) => {
+                self.metrics.reloaded(false, 0, 0.0);
+                log::error!(
+                    "configuration reload ({trigger}) refused; generation {} keeps serving:\n  {}",
+                    self.current.load().generation,
+                    errors.join("\n  ")
+                );
+            }
+        }
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(ReloadReport { at, trigger, result: result.clone() });
+        result
+    }
+
+    async fn try_reload(&self) -> Result<u64, Vec<String>> {
+        let previous = self.current();
+        let path = previous.source.path.clone();
+        let source = source_of(&path);
+        let config =
+            config::load(&path).map_err(|e| e.errors.iter().map(ConfigError::to_string).collect::<Vec<_>>())?;
+        let refused = self.upgrade_only_changes(&previous.config, &config);
+        if !refused.is_empty() {
+            return Err(refused);
+        }
+        for w in &config.warnings {
+            log::warn!("{}: {w}", path.display());
+        }
+        let auth = plan_auth(&config, &previous).await.map_err(|e| vec![e])?;
+        let generation = self.generations.load(Ordering::Relaxed) + 1;
+        let snapshot = build_snapshot(
+            generation,
+            config,
+            source,
+            auth,
+            &self.upstreams,
+            &self.limits,
+            &self.metrics,
+            &previous.pools,
+        );
+        self.discovery.prepare(&snapshot, DISCOVERY_PRIME).await;
+        // Everything is built: from here on nothing can fail.
+        self.generations.store(generation, Ordering::Relaxed);
+        self.upstreams.commit(&snapshot.config.services, &snapshot.pools);
+        self.limits.commit(&snapshot.limiter, &snapshot.config);
+        self.discovery.want(&snapshot);
+        self.metrics.retire(&previous.metrics, &snapshot.metrics);
+        self.idle_secs.store(snapshot.config.limits.idle_timeout.as_secs(), Ordering::Relaxed);
+        log_changes(&previous.config, &snapshot.config);
+        self.current.store(Arc::new(snapshot));
+        Ok(generation)
+    }
+
+    /// Changes a running process cannot apply: each is refused with the way to apply it.
+    fn upgrade_only_changes(&self, old: &Config, new: &Config) -> Vec<String> {
+        let hint = "applies only to a new process: run `siger upgrade` (the running configuration keeps serving)";
+        let mut refused = Vec::new();
+        let mut check = |key: &str, same: bool| {
+            if !same {
+                refused.push(format!("{key}: changed; {hint}"));
+            }
+        };
+        let (mut old_server, mut new_server) = (old.server.clone(), new.server.clone());
+        // The only server setting read while running.
+        old_server.watch_config = false;
+        new_server.watch_config = false;
+        check("server", old_server == new_server);
+        check("listen", old.listeners == new.listeners);
+        check("admin", old.admin == new.admin);
+        check("limits.keepalive_requests", old.limits.keepalive_requests == new.limits.keepalive_requests);
+        check("consul", old.consul == new.consul);
+        check("nats", old.nats == new.nats);
+        match (&self.jobs, &new.jobs) {
+            (None, Some(_)) => refused.push(format!("jobs: enabled; the NATS connection it needs {hint}")),
+            (Some(running), Some(jobs)) => check("jobs.stream", running.settings.stream == jobs.stream),
+            _ => {}
+        }
+        refused
+    }
+}
+
+/// The authenticator of a reloaded config: the same one when `auth.jwt` and the key files it
+/// names did not change (its validation cache stays warm), else a new one whose keys are all
+/// loaded before it is used — the JWKS URL's included (taken over when the URL is the same,
+/// fetched now when it is new).
+async fn plan_auth(config: &Config, previous: &Snapshot) -> Result<Option<Arc<Authenticator>>, String> {
+    let Some(settings) = &config.auth else { return Ok(None) };
+    let files = [settings.public_key_file.as_deref(), settings.jwks_file.as_deref()];
+    let files_same = files.iter().flatten().all(|f| file_digest(f) == previous_digest(previous, f));
+    if let Some(auth) = previous.auth.as_ref().filter(|_| previous.config.auth.as_ref() == Some(settings) && files_same)
+    {
+        return Ok(Some(auth.clone()));
+    }
+    let auth = Authenticator::new(settings).map_err(|e| format!("auth.jwt: {e}"))?;
+    if let (Some(url), Some(keys)) = (&settings.jwks_url, auth.keys()) {
+        let old = previous.auth.as_ref().and_then(|a| a.keys()).filter(|k| k.url() == Some(url) && k.url_loaded());
+        match old {
+            Some(old) => keys.adopt_url_keys(old),
+            None => {
+                let fetched = tokio::time::timeout(JWKS_PREFETCH, keys.refresh()).await;
+                if !keys.url_loaded() {
+                    let why = match fetched {
+                        Err(_) => format!("no answer within {JWKS_PREFETCH:?}"),
+                        Ok(refresh) => refresh.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "),
+                    };
+                    return Err(format!("auth.jwt.jwks_url: cannot load keys from `{url}`: {why}"));
+                }
+            }
+        }
+    }
+    Ok(Some(Arc::new(auth)))
+}
+
+fn file_digest(path: &Path) -> Option<[u8; 32]> {
+    std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
+}
+
+/// The digest of a key file as the previous generation's authenticator read it.
+fn previous_digest(previous: &Snapshot, path: &Path) -> Option<[u8; 32]> {
+    previous.auth.as_ref().and_then(|a| a.file_digest(path))
+}
+
+/// Build a snapshot (nothing is swapped or committed here).
+#[allow(clippy::too_many_arguments)]
+fn build_snapshot(
+    generation: u64,
+    config: Config,
+    source: Source,
+    auth: Option<Arc<Authenticator>>,
+    upstreams: &Upstreams,
+    limits: &LimitStores,
+    metrics: &Metrics,
+    previous_pools: &[Arc<crate::upstream::Pool>],
+) -> Snapshot {
+    let pools = upstreams.plan(&config.services, previous_pools);
+    let limiter = limits.plan(&config);
+    let protected_headers =
+        forwarding::protected_headers(config.auth.iter().flat_map(|a| a.forward.iter().map(|(_, h)| h.clone())));
+    Snapshot {
+        generation,
+        routes: RouteTable::new(&config.routes),
+        metrics: metrics.for_config(&config, generation),
+        pools,
+        auth,
+        limiter,
+        protected_headers,
+        source,
+        config,
+    }
+}
+
+/// Log what a reload changed, by route label and service name.
+fn log_changes(old: &Config, new: &Config) {
+    let names = |c: &Config| c.services.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    let (before, after) = (names(old), names(new));
+    let added: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+    let removed: Vec<&String> = before.iter().filter(|n| !after.contains(n)).collect();
+    let changed: Vec<&String> = after
+        .iter()
+        .filter(|n| {
+            let find = |c: &Config| c.services.iter().find(|s| &&s.name == n).cloned();
+            find(old).is_some_and(|o| Some(o) != find(new))
+        })
+        .collect();
+    let routes = |c: &Config| {
+        c.routes.iter().map(|r| format!("{} {}", r.label, r.host.as_deref().unwrap_or("*"))).collect::<Vec<_>>()
+    };
+    let (r_before, r_after) = (routes(old), routes(new));
+    let r_added = r_after.iter().filter(|r| !r_before.contains(r)).count();
+    let r_removed = r_before.iter().filter(|r| !r_after.contains(r)).count();
+    log::info!(
+        "reload: services added {added:?}, removed {removed:?}, changed {changed:?}; routes {} → {} ({r_added} added, {r_removed} removed)",
+        old.routes.len(),
+        new.routes.len()
+    );
+}
