@@ -57,12 +57,13 @@ fn main() -> ExitCode {
         eprintln!("{}: warning: {warning}", cli.conf.display());
     }
     if cli.test {
+        let jobs = config.jobs.as_ref().map(|j| format!(", jobs at {}", j.path)).unwrap_or_default();
         eprintln!(
-            "{}: configuration OK ({} listeners, {} services, {} routes)",
+            "{}: configuration OK ({} listeners, {} services, {} routes{jobs})",
             cli.conf.display(),
             config.listeners.len(),
             config.services.len(),
-            config.routes.len()
+            config.routes.len() - usize::from(config.jobs.is_some()),
         );
         return ExitCode::SUCCESS;
     }

@@ -10,13 +10,14 @@
 //! mid-write that does not validate is refused like any bad edit (the old config keeps
 //! serving) and the finished write, a change of its own, is applied next.
 
+use crate::config::FileDigest;
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,20 +83,12 @@ fn stamp(path: &Path) -> Stamp {
     }
 }
 
-/// sha256 over the contents of every file (a missing file hashes as such).
-fn contents_digest(files: &[PathBuf]) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    for f in files {
-        hasher.update(f.as_os_str().as_encoded_bytes());
-        match std::fs::read(f) {
-            Ok(bytes) => {
-                hasher.update(b"\x01");
-                hasher.update(&bytes);
-            }
-            Err(_) => hasher.update(b"\x00"),
-        }
-    }
-    hasher.finalize().into()
+/// Whether any file's contents differ from the digest the configuration was read with (a
+/// missing file differs).
+fn contents_changed(files: &[FileDigest]) -> bool {
+    files
+        .iter()
+        .any(|f| std::fs::read(&f.path).map_or(true, |bytes| <[u8; 32]>::from(Sha256::digest(&bytes)) != f.sha256))
 }
 
 /// Reloads when the config file or a file it names changes (`server.watch_config`).
@@ -113,10 +106,10 @@ impl ConfigWatcher {
 /// The watcher's view of one generation's files.
 struct Watched {
     generation: u64,
-    files: Vec<PathBuf>,
-    /// The contents the generation was loaded from (or last tried).
-    digest: [u8; 32],
+    files: Vec<FileDigest>,
     stamps: Vec<Stamp>,
+    /// These contents were tried already (a refused edit is not retried every poll).
+    tried: bool,
 }
 
 #[async_trait]
@@ -139,38 +132,36 @@ impl BackgroundService for ConfigWatcher {
             let w = match watched.as_mut().filter(|w| w.generation == snap.generation) {
                 Some(w) => w,
                 None => {
-                    let mut files = vec![snap.source.path.clone()];
-                    files.extend(snap.config.files.iter().cloned());
-                    let stamps = files.iter().map(|f| stamp(f)).collect();
-                    let digest = contents_digest(&files);
-                    unchanged_polls = 0;
-                    changing = false;
-                    watched.insert(Watched { generation: snap.generation, files, digest, stamps })
+                    let files = snap.config.files.clone();
+                    let stamps = files.iter().map(|f| stamp(&f.path)).collect();
+                    // A change made while the generation was being loaded is caught by the
+                    // first content check.
+                    changing = true;
+                    unchanged_polls = SETTLE_POLLS;
+                    watched.insert(Watched { generation: snap.generation, files, stamps, tried: false })
                 }
             };
             polls = polls.wrapping_add(1);
-            let stamps: Vec<Stamp> = w.files.iter().map(|f| stamp(f)).collect();
+            let stamps: Vec<Stamp> = w.files.iter().map(|f| stamp(&f.path)).collect();
             if stamps != w.stamps {
                 // Still being written (or just replaced): wait until it settles.
                 w.stamps = stamps;
+                w.tried = false;
                 changing = true;
                 unchanged_polls = 0;
                 continue;
             }
-            unchanged_polls += 1;
+            unchanged_polls = unchanged_polls.saturating_add(1);
             let settled = changing && unchanged_polls >= SETTLE_POLLS;
-            if !settled && polls % HASH_EVERY != 0 {
+            if !(settled || polls % HASH_EVERY == 0) || w.tried {
                 continue;
             }
             changing = false;
-            let digest = contents_digest(&w.files);
-            if digest == w.digest {
+            if !contents_changed(&w.files) {
                 continue;
             }
-            // Whatever the outcome, these contents were tried: a refused edit is not retried
-            // every poll, and the next edit changes the stamps again.
-            w.digest = digest;
-            log::info!("watch_config: {} changed; reloading", w.files[0].display());
+            w.tried = true;
+            log::info!("watch_config: {} (or a file it names) changed; reloading", snap.source.path.display());
             let _ = self.runtime.reload("watch_config").await;
         }
     }

@@ -66,9 +66,9 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// Read the config file's bytes and describe them.
-fn source_of(path: &Path) -> Source {
-    let sha256 = std::fs::read(path).map(|bytes| hex::encode(Sha256::digest(&bytes))).unwrap_or_default();
+/// Where `config` came from: `path`, whose digest `config::load` recorded first in `files`.
+fn source_of(path: &Path, config: &Config) -> Source {
+    let sha256 = config.files.first().map(|f| hex::encode(f.sha256)).unwrap_or_default();
     Source { path: path.to_path_buf(), sha256, loaded_at: SystemTime::now() }
 }
 
@@ -98,7 +98,8 @@ impl Runtime {
         let metrics = Metrics::new();
         let upstreams = Upstreams::default();
         let limits = LimitStores::default();
-        let snapshot = build_snapshot(1, config, source_of(path), auth, &upstreams, &limits, &metrics, &[]);
+        let source = source_of(path, &config);
+        let snapshot = build_snapshot(1, config, source, auth, &upstreams, &limits, &metrics, &[]);
         discovery.seed(&snapshot);
         upstreams.commit(&snapshot.config.services, &snapshot.pools);
         limits.commit(&snapshot.limiter, &snapshot.config);
@@ -158,9 +159,9 @@ impl Runtime {
     async fn try_reload(&self) -> Result<u64, Vec<String>> {
         let previous = self.current();
         let path = previous.source.path.clone();
-        let source = source_of(&path);
         let config =
             config::load(&path).map_err(|e| e.errors.iter().map(ConfigError::to_string).collect::<Vec<_>>())?;
+        let source = source_of(&path, &config);
         let refused = self.upgrade_only_changes(&previous.config, &config);
         if !refused.is_empty() {
             return Err(refused);

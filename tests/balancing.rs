@@ -134,3 +134,22 @@ fn all_backends_down() {
     assert_eq!(ready.status, 503);
     assert_eq!(ready.json()["missing"][0], "service s: no healthy backend");
 }
+
+#[test]
+fn a_timeout_after_a_retried_connect_failure_is_504() {
+    // Each attempt is judged on its own: the first backend's connect failure must not turn
+    // the second one's timeout into a 502.
+    let slow = Echo::start_with("slow", "127.0.0.1:0", &["--delay-ms", "2000"]);
+    let dead = format!("127.0.0.1:{}", free_port());
+    let targets = format!("\"{dead}\", \"{}\"", slow.addr);
+    let gw = Gateway::start(&format!(
+        "services:\n  s:\n    targets: [{targets}]\n    retries: 1\nroutes:\n  - {{path: /, service: s, auth: public, timeout: 300ms}}\n"
+    ));
+    for _ in 0..6 {
+        let r = get(gw.addr, "/");
+        assert_eq!(r.status, 504, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["error"], "gateway_timeout");
+    }
+    let errors = metric(&scrape(&gw), "siger_upstream_errors_total{kind=\"connect\",service=\"s\"}").unwrap_or(0.0);
+    assert!(errors >= 2.0, "round robin sent some first attempts to the dead port: {errors}");
+}

@@ -124,6 +124,37 @@ fn discovered_instances_share_traffic_by_consul_weight() {
 }
 
 #[test]
+fn a_reload_moves_a_service_to_consul_and_back_and_keeps_other_watches_running() {
+    let (a, b, c) = (Echo::start("a"), Echo::start("b"), Echo::start("c"));
+    let consul = FakeConsul::start();
+    consul.register(Instance::new("web", "web-a", a.addr));
+    consul.register(Instance::new("api-svc", "api-b", b.addr));
+    let config = |api: &str| {
+        format!(
+            "{}services:\n  web: {{discovery: {{consul: web}}}}\n  api: {api}\nroutes:\n  - {{path: /, service: web, auth: public}}\n  - {{path: /api, service: api, auth: public}}\n",
+            consul_head(&consul, "")
+        )
+    };
+    let gw = Gateway::start(&config(&format!("{{targets: [\"{}\"]}}", c.addr)));
+    assert!(eventually(Duration::from_secs(5), || ready(&gw)));
+    assert_eq!(backend_of(&get(gw.addr, "/api")), "c");
+    // Let web's watch settle into its blocking query, then count its fresh (index-less) reads.
+    assert!(eventually(Duration::from_secs(5), || consul.health_queries("web").len() >= 2));
+    let fresh_reads = || consul.health_queries("web").iter().filter(|q| q.params("index").is_empty()).count();
+    let before = fresh_reads();
+    // To Consul: the reload waits for the first answer, so the next request already uses it.
+    gw.rewrite(&format!("{HEAD}{}", config("{discovery: {consul: api-svc}}")));
+    assert_eq!(gw.reload().status, 200);
+    assert_eq!(hits(gw.addr, "/api", 10).get("b"), Some(&10));
+    // And back to static targets.
+    gw.rewrite(&format!("{HEAD}{}", config(&format!("{{targets: [\"{}\"]}}", c.addr))));
+    assert_eq!(gw.reload().status, 200);
+    assert_eq!(hits(gw.addr, "/api", 10).get("c"), Some(&10));
+    assert_eq!(hits(gw.addr, "/x", 5).get("a"), Some(&5));
+    assert_eq!(fresh_reads(), before, "web's watch kept its blocking query across both reloads");
+}
+
+#[test]
 fn added_instance_gets_traffic_and_removed_one_drains_without_errors() {
     let (a, b, c) = (Echo::start("a"), Echo::start("b"), Echo::start("c"));
     let consul = FakeConsul::start();
@@ -142,6 +173,7 @@ fn added_instance_gets_traffic_and_removed_one_drains_without_errors() {
     let load = Load::start(gw.addr, "/x");
     let removed_at = Instant::now();
     consul.deregister("web-b");
+    // Not a poll: the requests in flight on b (1.5 s long) must end before b stops below.
     std::thread::sleep(Duration::from_millis(1500));
     let after = hits(gw.addr, "/x", 60);
     assert!(!after.contains_key("b"), "b still gets traffic 1.5 s after leaving: {after:?}");
@@ -168,7 +200,7 @@ fn critical_check_removes_the_instance_and_passing_brings_it_back() {
     assert_eq!(hits(gw.addr, "/x", 20).len(), 2);
 
     consul.set_check("web-b", "critical");
-    std::thread::sleep(Duration::from_millis(1500));
+    assert!(eventually(Duration::from_millis(1500), || !hits(gw.addr, "/x", 10).contains_key("b")));
     let seen = hits(gw.addr, "/x", 40);
     assert_eq!(seen.keys().collect::<Vec<_>>(), ["a"], "{seen:?}");
 
@@ -374,7 +406,8 @@ fn unprobed_instances_get_no_traffic() {
     assert!(eventually(Duration::from_secs(5), || ready(&gw)));
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     consul.register(Instance::new("web", "web-dead", dead));
-    std::thread::sleep(Duration::from_millis(500));
+    let series = "siger_backends{service=\"web\",state=\"unhealthy\"}";
+    assert!(eventually(Duration::from_secs(2), || metric_of(&gw, series) == 1.0), "the new instance is known");
     for _ in 0..30 {
         assert_eq!(get(gw.addr, "/x").status, 200, "no request may be sent to the unprobed instance");
     }

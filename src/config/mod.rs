@@ -84,7 +84,11 @@ pub(crate) fn load_with_env(path: &Path, env: &dyn Environment) -> Result<Config
     }
     let text = std::fs::read_to_string(path).map_err(|e| whole(format!("cannot read the file: {e}")))?;
     let base = path.parent().unwrap_or_else(|| Path::new("."));
-    parse(&text, base, env).map_err(|errors| ConfigErrors { file, errors })
+    let mut config = parse(&text, base, env).map_err(|errors| ConfigErrors { file, errors })?;
+    use sha2::Digest;
+    let own = FileDigest { path: path.to_path_buf(), sha256: sha2::Sha256::digest(text.as_bytes()).into() };
+    config.files.insert(0, own);
+    Ok(config)
 }
 
 /// Parse config text; relative file paths in it resolve against `base`.

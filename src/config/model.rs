@@ -56,8 +56,18 @@ pub struct Config {
     /// Settings that parse but have no effect (e.g. `redis_url` with `store: local`): printed
     /// by `siger -t` and logged on load, never refused.
     pub warnings: Vec<super::ConfigError>,
-    /// Every file the config names (keys, certificates, credentials), for `watch_config`.
-    pub files: Vec<PathBuf>,
+    /// The config file itself, then every file it names (keys, certificates, credentials), each
+    /// with the sha256 of the bytes that were read: what `watch_config` compares against.
+    pub files: Vec<FileDigest>,
+}
+
+/// A file the configuration was read from, and the sha256 of its bytes as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    /// The file.
+    pub path: PathBuf,
+    /// sha256 of its contents.
+    pub sha256: [u8; 32],
 }
 
 impl Config {

@@ -142,6 +142,26 @@ impl Gateway {
         gw
     }
 
+    /// Replace the config file with `template` (placeholders as in [`render`], with this
+    /// gateway's addresses), written to a temporary file and renamed into place, as editors
+    /// and deploy tools do.
+    pub fn rewrite(&self, template: &str) {
+        let text = render(template, self.addr, self.admin, self.dir.path());
+        let tmp = self.dir.path().join(".siger.yaml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config_path).unwrap();
+    }
+
+    /// `POST /config/reload` on the admin listener.
+    pub fn reload(&self) -> RawResponse {
+        request(self.admin, "POST", "/config/reload", &[], b"")
+    }
+
+    /// The config generation in force (admin `GET /config`).
+    pub fn generation(&self) -> u64 {
+        get(self.admin, "/config").json()["generation"].as_u64().unwrap()
+    }
+
     /// Path of the gateway's stderr (logs, access log).
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("stderr.log")

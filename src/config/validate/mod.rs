@@ -37,7 +37,7 @@ pub(crate) struct Problems {
     /// Settings that have no effect: reported, not refused.
     pub(crate) warnings: Vec<(String, String)>,
     /// Files named by the config that were read.
-    pub(crate) files: Vec<PathBuf>,
+    pub(crate) files: Vec<FileDigest>,
 }
 
 impl Problems {
@@ -179,7 +179,8 @@ fn read_file(path: &str, base: &Path, file: &str, p: &mut Problems) -> Option<(P
     let resolved = resolve_file(base, file);
     match std::fs::read_to_string(&resolved) {
         Ok(text) => {
-            p.files.push(resolved.clone());
+            use sha2::Digest;
+            p.files.push(FileDigest { path: resolved.clone(), sha256: sha2::Sha256::digest(text.as_bytes()).into() });
             Some((resolved, text))
         }
         Err(e) => {

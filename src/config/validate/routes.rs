@@ -90,7 +90,14 @@ pub(super) fn check_routes(
             }
         };
         if auth != AuthMode::Public && !have_auth {
-            p.add(format!("{base}.auth"), format!("route is `{}` (the default is required) but no `auth.jwt` is configured; set `auth: public` or configure JWT", r.auth.as_deref().unwrap_or("required")));
+            let why = match &r.auth {
+                Some(mode) => format!("route is `{mode}`"),
+                None => "routes need a token by default (`auth: required`)".to_string(),
+            };
+            p.add(
+                format!("{base}.auth"),
+                format!("{why}, but no `auth.jwt` is configured; set `auth: public` or configure JWT"),
+            );
         }
         if !r.roles.is_empty() && auth == AuthMode::Public {
             p.add(format!("{base}.roles"), "a public route has no identity to check roles against");
