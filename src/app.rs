@@ -7,6 +7,7 @@ use crate::jobs::service::{NatsService, WithNats};
 use crate::lifecycle::Drain;
 use crate::observability::logger;
 use crate::proxy::{Gateway, IdleLimited};
+use crate::ratelimit::LimitSweeper;
 use crate::reload::{ConfigWatcher, HangupReload};
 use crate::runtime::Runtime;
 use crate::upstream::PoolsService;
@@ -18,6 +19,11 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use std::path::Path;
+
+/// Keep an early SIGHUP from terminating the process (call first thing in `main`).
+pub fn catch_hangups_early() {
+    crate::reload::catch_hangups_early();
+}
 
 /// Command-line switches that shape the process.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,8 +37,9 @@ pub struct Launch {
 /// Map our `server:` section onto Pingora's ServerConf.
 pub fn server_conf(config: &Config, launch: Launch) -> ServerConf {
     let s = &config.server;
-    // Connect failures are retried by us (bounded per service); Pingora's cap must not be lower.
-    let max_retries = config.services.iter().map(|s| s.retries as usize + 1).max().unwrap_or(1).max(2);
+    // Connect failures are retried by us, bounded per service (`retries` ≤ 10); Pingora's cap
+    // must not be lower for any config a reload may bring.
+    let max_retries = 11;
     ServerConf {
         version: 1,
         daemon: launch.daemon,
@@ -82,6 +89,7 @@ pub fn run(config: Config, path: &Path, launch: Launch) {
     let drain = Drain::new(runtime.lifecycle.clone(), cfg.server.grace_period, cfg.server.graceful_shutdown_timeout);
     server.add_service(background_service("drain", drain));
     server.add_service(background_service("upstream pools", PoolsService::new(&runtime.upstreams)));
+    server.add_service(background_service("rate limit sweeper", LimitSweeper::new(runtime.clone())));
     server.add_service(background_service("jwks refresh", KeyRefreshService::new(runtime.clone())));
     server.add_service(background_service("reload on SIGHUP", HangupReload::new(runtime.clone())));
     server.add_service(background_service("config watcher", ConfigWatcher::new(runtime.clone())));

@@ -26,38 +26,96 @@ pub(crate) fn combined_lines(values: GetAll<'_, HeaderValue>) -> Option<Cow<'_, 
     }
 }
 
-/// Request headers whose names contain `_`, to remove before the request goes upstream. CGI-style
-/// servers (PHP, WSGI, Rack) turn `X_User_Id` and `X-User-Id` into the same variable, so an
-/// underscore spelling would smuggle past the removal of a protected header (nginx drops them
-/// too: `underscores_in_headers off`). With `allow`, only underscore spellings of `protected`
-/// names are removed.
-pub(crate) fn underscore_headers(headers: &HeaderMap, allow: bool, protected: &[HeaderName]) -> Vec<HeaderName> {
-    // Almost every request has none: check before allocating anything.
-    if !headers.keys().any(|k| k.as_str().contains('_')) {
-        return Vec::new();
+/// The value of a header that must be sent on one line at most (it keys a limit, a hash, an
+/// idempotent job): a second line is refused rather than guessing which one counts.
+pub(crate) fn single_line<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'a HeaderValue>, crate::errors::GatewayError> {
+    let mut lines = headers.get_all(name).iter();
+    let first = lines.next();
+    if lines.next().is_some() {
+        return Err(crate::errors::GatewayError::BadRequest(format!("`{name}` must not be sent more than once")));
     }
-    headers
-        .keys()
-        .filter(|k| k.as_str().contains('_'))
-        .filter(|k| {
-            !allow || {
-                let dashed = k.as_str().replace('_', "-");
-                protected.iter().any(|p| p.as_str() == dashed)
-            }
-        })
-        .cloned()
-        .collect()
+    Ok(first)
 }
 
-/// The headers the gateway itself sets upstream: the forwarding headers and `identity` (the
-/// claim headers of `auth.jwt.forward`).
-pub(crate) fn protected_headers(identity: impl IntoIterator<Item = HeaderName>) -> Vec<HeaderName> {
-    let mut names: Vec<HeaderName> =
-        ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "x-request-id"]
-            .into_iter()
-            .map(HeaderName::from_static)
-            .collect();
+/// Headers that tell a backend to act on another method, path or client than the one the
+/// gateway routed and authenticated (Symfony and Laravel honour the method overrides, Spring
+/// prefers `Forwarded` to `X-Forwarded-*`, IIS-style apps read the original-URL headers). From
+/// clients the gateway does not trust they are dropped; a trusted proxy in front may set them.
+const OVERRIDE_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+];
+
+/// Request headers to remove before the request goes upstream, found in one pass over the
+/// names: override headers from untrusted peers (see [`OVERRIDE_HEADERS`]), and names with
+/// `_`. CGI-style servers (PHP, WSGI, Rack) turn `X_User_Id` and `X-User-Id` into the same
+/// variable, so an underscore spelling would smuggle past the removal of a protected header
+/// (nginx drops them too: `underscores_in_headers off`). With `underscores_allowed`, only
+/// underscore spellings of `protected` and override names are removed.
+pub(crate) fn headers_to_drop(
+    headers: &HeaderMap,
+    from_trusted: bool,
+    underscores_allowed: bool,
+    protected: &[HeaderName],
+) -> Vec<HeaderName> {
+    let mut doomed = Vec::new();
+    for name in headers.keys() {
+        let n = name.as_str();
+        let overriding = !from_trusted && (n.starts_with("x-") || n == "forwarded") && OVERRIDE_HEADERS.contains(&n);
+        if overriding || (n.contains('_') && !underscore_allowed(n, underscores_allowed, protected)) {
+            doomed.push(name.clone());
+        }
+    }
+    doomed
+}
+
+fn underscore_allowed(name: &str, allowed: bool, protected: &[HeaderName]) -> bool {
+    allowed && {
+        let dashed = name.replace('_', "-");
+        !protected.iter().any(|p| p.as_str() == dashed) && !OVERRIDE_HEADERS.contains(&dashed.as_str())
+    }
+}
+
+/// The headers whose underscore spelling never passes even with `underscores_in_headers`:
+/// those the gateway sets (forwarding headers, `identity` — the `auth.jwt.forward` headers),
+/// those that frame or route the request, and `keys` (headers that key limits or hashing).
+pub(crate) fn protected_headers(
+    identity: impl IntoIterator<Item = HeaderName>,
+    keys: impl IntoIterator<Item = HeaderName>,
+) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-real-ip",
+        "x-request-id",
+        "x-client-cert-subject",
+        "x-consumer",
+        "host",
+        "authorization",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+        "cookie",
+    ]
+    .into_iter()
+    .map(HeaderName::from_static)
+    .collect();
     names.extend(identity);
+    names.extend(keys);
     names
 }
 
@@ -169,13 +227,25 @@ mod tests {
         h.insert("x-other", HeaderValue::from_static("1"));
         h.insert("my_header", HeaderValue::from_static("2"));
         let protected = [HeaderName::from_static("x-user-id")];
-        assert_eq!(underscore_headers(&h, true, &protected), vec![HeaderName::from_static("x_user_id")]);
-        let mut all = underscore_headers(&h, false, &protected);
+        assert_eq!(headers_to_drop(&h, false, true, &protected), vec![HeaderName::from_static("x_user_id")]);
+        let mut all = headers_to_drop(&h, false, false, &protected);
         all.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         assert_eq!(all, vec![HeaderName::from_static("my_header"), HeaderName::from_static("x_user_id")]);
         h.remove("x_user_id");
         h.remove("my_header");
-        assert!(underscore_headers(&h, false, &protected).is_empty());
+        assert!(headers_to_drop(&h, false, false, &protected).is_empty());
+    }
+
+    #[test]
+    fn override_headers_pass_only_from_trusted_proxies() {
+        let mut h = HeaderMap::new();
+        h.insert("x-http-method-override", HeaderValue::from_static("DELETE"));
+        h.insert("forwarded", HeaderValue::from_static("for=10.0.0.1;host=admin"));
+        h.insert("x-original-url", HeaderValue::from_static("/admin"));
+        h.insert("x_http_method_override", HeaderValue::from_static("DELETE"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        assert_eq!(headers_to_drop(&h, false, true, &[]).len(), 4, "underscore spelling too, even when allowed");
+        assert_eq!(headers_to_drop(&h, true, true, &[]), vec![HeaderName::from_static("x_http_method_override")]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use pingora::services::background::BackgroundService;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// Process-wide counters the drain logic waits on.
 #[derive(Debug, Default)]
@@ -116,9 +117,73 @@ impl BackgroundService for Drain {
     }
 }
 
+/// A running background loop and the switch that stops it.
+pub(crate) struct Running {
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Run `work(stop)` in its own task until `stop` is sent; after a panic, log it and start it
+/// again a second later.
+pub(crate) fn spawn_supervised<F, Fut>(service: String, work: F) -> Running
+where
+    F: Fn(watch::Receiver<bool>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let task = tokio::spawn(work(stopped.clone()));
+            match task.await {
+                Err(e) if e.is_panic() => {
+                    log::error!("service {service}: a background task panicked; restarting it in 1s");
+                    let mut stopped = stopped.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stopped.changed() => return,
+                    }
+                    if *stopped.borrow() {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    });
+    Running { stop }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_restarted_and_stops_when_asked() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counter = runs.clone();
+        let running = spawn_supervised("test".into(), move |mut stop| {
+            let counter = counter.clone();
+            async move {
+                if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("first run fails");
+                }
+                let _ = stop.changed().await;
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while runs.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "restarted after the panic");
+        drop(running);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "not restarted after being stopped");
+    }
 
     #[test]
     fn guards_count() {

@@ -14,6 +14,8 @@ const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A SIGHUP before the reload handler is installed would end the process (the default action).
+    app::catch_hangups_early();
     if let Some(Command::Upgrade { pid }) = &cli.command {
         return match siger::upgrade::upgrade(&cli.conf, *pid) {
             Ok(new) => {
@@ -68,6 +70,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logger::init();
-    app::run(config, &cli.conf, app::Launch { daemon: cli.daemon, upgrade: cli.upgrade });
+    // Reloads read the file again, and the daemon runs from `/`: keep its absolute path.
+    let path = std::path::absolute(&cli.conf).unwrap_or_else(|_| cli.conf.clone());
+    app::run(config, &path, app::Launch { daemon: cli.daemon, upgrade: cli.upgrade });
     ExitCode::SUCCESS
 }

@@ -28,6 +28,14 @@ const SETTLE_POLLS: u32 = 2;
 /// Every this many polls the contents are hashed too, in case a change kept size and mtime.
 const HASH_EVERY: u32 = 20;
 
+/// Catch SIGHUP from the start, so a signal sent during start-up (or while an upgrade waits for
+/// the old process's sockets) does not terminate the process, its default action; until
+/// [`HangupReload`] runs, such a signal only sets a flag nobody reads.
+pub(crate) fn catch_hangups_early() {
+    let _ =
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::new(std::sync::atomic::AtomicBool::new(false)));
+}
+
 /// Reloads on `SIGHUP`.
 pub(crate) struct HangupReload {
     runtime: Arc<Runtime>,
@@ -44,7 +52,10 @@ impl HangupReload {
 impl BackgroundService for HangupReload {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
+            Ok(s) => {
+                log::info!("SIGHUP reloads the configuration");
+                s
+            }
             Err(e) => {
                 log::error!("cannot catch SIGHUP ({e}); reload with `POST /config/reload` instead");
                 return;
@@ -85,7 +96,7 @@ fn stamp(path: &Path) -> Stamp {
 
 /// Whether any file's contents differ from the digest the configuration was read with (a
 /// missing file differs).
-fn contents_changed(files: &[FileDigest]) -> bool {
+pub(crate) fn contents_changed(files: &[FileDigest]) -> bool {
     files
         .iter()
         .any(|f| std::fs::read(&f.path).map_or(true, |bytes| <[u8; 32]>::from(Sha256::digest(&bytes)) != f.sha256))
@@ -135,9 +146,9 @@ impl BackgroundService for ConfigWatcher {
                     let files = snap.config.files.clone();
                     let stamps = files.iter().map(|f| stamp(&f.path)).collect();
                     // A change made while the generation was being loaded is caught by the
-                    // first content check.
+                    // first content check once the files have settled.
                     changing = true;
-                    unchanged_polls = SETTLE_POLLS;
+                    unchanged_polls = 0;
                     watched.insert(Watched { generation: snap.generation, files, stamps, tried: false })
                 }
             };

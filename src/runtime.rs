@@ -159,8 +159,13 @@ impl Runtime {
     async fn try_reload(&self) -> Result<u64, Vec<String>> {
         let previous = self.current();
         let path = previous.source.path.clone();
-        let config =
-            config::load(&path).map_err(|e| e.errors.iter().map(ConfigError::to_string).collect::<Vec<_>>())?;
+        // Reading and checking a large file takes a while: not on a runtime thread (the admin
+        // listener has one, and keeps answering /health meanwhile).
+        let file = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || config::load(&file))
+            .await
+            .map_err(|e| vec![format!("loading the configuration failed: {e}")])?;
+        let config = loaded.map_err(|e| e.errors.iter().map(ConfigError::to_string).collect::<Vec<_>>())?;
         let source = source_of(&path, &config);
         let refused = self.upgrade_only_changes(&previous.config, &config);
         if !refused.is_empty() {
@@ -182,41 +187,66 @@ impl Runtime {
             &previous.pools,
         );
         self.discovery.prepare(&snapshot, DISCOVERY_PRIME).await;
+        // A file rewritten while it was read (an editor or copy still at work) is not applied:
+        // what was read may be a mix of old and new. The finished write is a change of its own.
+        if crate::reload::contents_changed(&snapshot.config.files) {
+            return Err(vec!["the configuration changed while it was being read (a write still in progress?); \
+                             nothing was applied"
+                .to_string()]);
+        }
         // Everything is built: from here on nothing can fail.
         self.generations.store(generation, Ordering::Relaxed);
         self.upstreams.commit(&snapshot.config.services, &snapshot.pools);
         self.limits.commit(&snapshot.limiter, &snapshot.config);
         self.discovery.want(&snapshot);
-        self.metrics.retire(&previous.metrics, &snapshot.metrics);
         self.idle_secs.store(snapshot.config.limits.idle_timeout.as_secs(), Ordering::Relaxed);
+        let snapshot = Arc::new(snapshot);
+        self.current.store(snapshot.clone());
+        // After the swap: new requests already use the new generation.
+        let discovered: Vec<String> =
+            snapshot.config.services.iter().filter(|s| s.discovery.is_some()).map(|s| s.name.clone()).collect();
+        self.metrics.retire(&previous.metrics, &snapshot.metrics, &discovered);
         log_changes(&previous.config, &snapshot.config);
-        self.current.store(Arc::new(snapshot));
         Ok(generation)
     }
 
     /// Changes a running process cannot apply: each is refused with the way to apply it.
     fn upgrade_only_changes(&self, old: &Config, new: &Config) -> Vec<String> {
         let hint = "applies only to a new process: run `siger upgrade` (the running configuration keeps serving)";
-        let mut refused = Vec::new();
-        let mut check = |key: &str, same: bool| {
-            if !same {
-                refused.push(format!("{key}: changed; {hint}"));
-            }
-        };
         let (mut old_server, mut new_server) = (old.server.clone(), new.server.clone());
         // The only server setting read while running.
         old_server.watch_config = false;
         new_server.watch_config = false;
-        check("server", old_server == new_server);
-        check("listen", old.listeners == new.listeners);
-        check("admin", old.admin == new.admin);
-        check("limits.keepalive_requests", old.limits.keepalive_requests == new.limits.keepalive_requests);
-        check("consul", old.consul == new.consul);
-        check("nats", old.nats == new.nats);
-        match (&self.jobs, &new.jobs) {
-            (None, Some(_)) => refused.push(format!("jobs: enabled; the NATS connection it needs {hint}")),
-            (Some(running), Some(jobs)) => check("jobs.stream", running.settings.stream == jobs.stream),
-            _ => {}
+        let jobs_stream_same = match (&self.jobs, &new.jobs) {
+            (Some(running), Some(jobs)) => running.settings.stream == jobs.stream,
+            _ => true,
+        };
+        let mut refused: Vec<String> = [
+            ("server", old_server == new_server),
+            ("listen", old.listeners == new.listeners),
+            ("admin", old.admin == new.admin),
+            ("limits.keepalive_requests", old.limits.keepalive_requests == new.limits.keepalive_requests),
+            ("consul", old.consul == new.consul),
+            ("nats", old.nats == new.nats),
+            ("jobs.stream", jobs_stream_same),
+        ]
+        .into_iter()
+        .filter(|(_, same)| !same)
+        .map(|(key, _)| format!("{key}: changed; {hint}"))
+        .collect();
+        // Files read once, by the connection or the listener: new contents need a new process.
+        let digest = |c: &Config, f: &std::path::Path| c.files.iter().find(|d| d.path == f).map(|d| d.sha256);
+        let fixed_files =
+            new.nats.iter().filter_map(|n| n.credentials_file.clone()).chain(
+                new.listeners.iter().filter_map(|l| l.tls.as_ref()).flat_map(|t| [t.cert.clone(), t.key.clone()]),
+            );
+        for file in fixed_files {
+            if digest(old, &file) != digest(new, &file) {
+                refused.push(format!("{}: contents changed; {hint}", file.display()));
+            }
+        }
+        if self.jobs.is_none() && new.jobs.is_some() {
+            refused.push(format!("jobs: enabled; the NATS connection it needs {hint}"));
         }
         refused
     }
@@ -277,8 +307,24 @@ fn build_snapshot(
 ) -> Snapshot {
     let pools = upstreams.plan(&config.services, previous_pools);
     let limiter = limits.plan(&config);
-    let protected_headers =
-        forwarding::protected_headers(config.auth.iter().flat_map(|a| a.forward.iter().map(|(_, h)| h.clone())));
+    let key_headers = config
+        .routes
+        .iter()
+        .filter_map(|r| r.rate_limit.as_ref())
+        .chain(config.rate_limit.default.as_ref())
+        .filter_map(|rule| match &rule.key {
+            crate::config::LimitKey::Header(h) => Some(h.clone()),
+            _ => None,
+        })
+        .chain(config.services.iter().filter_map(|s| match &s.lb {
+            crate::config::LbAlgorithm::ConsistentHash(crate::config::HashKey::Header(h)) => Some(h.clone()),
+            _ => None,
+        }))
+        .collect::<Vec<_>>();
+    let protected_headers = forwarding::protected_headers(
+        config.auth.iter().flat_map(|a| a.forward.iter().map(|(_, h)| h.clone())),
+        key_headers,
+    );
     Snapshot {
         generation,
         routes: RouteTable::new(&config.routes),
@@ -294,26 +340,27 @@ fn build_snapshot(
 
 /// Log what a reload changed, by route label and service name.
 fn log_changes(old: &Config, new: &Config) {
-    let names = |c: &Config| c.services.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
-    let (before, after) = (names(old), names(new));
-    let added: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
-    let removed: Vec<&String> = before.iter().filter(|n| !after.contains(n)).collect();
-    let changed: Vec<&String> = after
-        .iter()
-        .filter(|n| {
-            let find = |c: &Config| c.services.iter().find(|s| &&s.name == n).cloned();
-            find(old).is_some_and(|o| Some(o) != find(new))
-        })
-        .collect();
-    let routes = |c: &Config| {
-        c.routes.iter().map(|r| format!("{} {}", r.label, r.host.as_deref().unwrap_or("*"))).collect::<Vec<_>>()
-    };
+    use std::collections::{HashMap, HashSet};
+    fn services(c: &Config) -> HashMap<&str, &crate::config::ServiceSettings> {
+        c.services.iter().map(|s| (s.name.as_str(), s)).collect()
+    }
+    let (before, after) = (services(old), services(new));
+    let mut added: Vec<&str> = after.keys().filter(|n| !before.contains_key(*n)).copied().collect();
+    let mut removed: Vec<&str> = before.keys().filter(|n| !after.contains_key(*n)).copied().collect();
+    let mut changed: Vec<&str> =
+        after.iter().filter(|(n, s)| before.get(*n).is_some_and(|o| o != *s)).map(|(n, _)| *n).collect();
+    for list in [&mut added, &mut removed, &mut changed] {
+        list.sort_unstable();
+    }
+    fn routes(c: &Config) -> HashSet<(&str, Option<&str>)> {
+        c.routes.iter().map(|r| (r.label.as_str(), r.host.as_deref())).collect()
+    }
     let (r_before, r_after) = (routes(old), routes(new));
-    let r_added = r_after.iter().filter(|r| !r_before.contains(r)).count();
-    let r_removed = r_before.iter().filter(|r| !r_after.contains(r)).count();
     log::info!(
-        "reload: services added {added:?}, removed {removed:?}, changed {changed:?}; routes {} → {} ({r_added} added, {r_removed} removed)",
+        "reload: services added {added:?}, removed {removed:?}, changed {changed:?}; routes {} → {} ({} added, {} removed)",
         old.routes.len(),
-        new.routes.len()
+        new.routes.len(),
+        r_after.difference(&r_before).count(),
+        r_before.difference(&r_after).count(),
     );
 }

@@ -595,3 +595,21 @@ fn daemonised_gateway_connects_after_the_fork() {
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(nats.messages("JOBS").len(), 1);
 }
+
+#[test]
+fn submissions_share_the_routes_rate_limits() {
+    let nats = NatsServer::start();
+    let echo = Echo::start("echo");
+    let text = config(&nats.url(), echo.addr, "", "")
+        .replace("  ack_timeout: 1s\n", "  ack_timeout: 1s\n  rate_limit: {requests: 2, per: 1m, key: consumer}\n");
+    let gw = Gateway::start(&text);
+    wait_ready(&gw);
+    let statuses: Vec<u16> = (0..3).map(|_| submit(&gw, "{\"n\": 1}").status).collect();
+    assert_eq!(statuses, [202, 202, 429]);
+    let r = submit(&gw, "{}");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(r.json()["error"], "rate_limited");
+    // Another user has a bucket of its own.
+    assert_eq!(submit_with(&gw, &token("bob", &["user"]), b"{}", &[]).status, 202);
+    assert_eq!(metric_of(&gw, "siger_rate_limited_total{route=\"/jobs/submit\"}"), 2.0);
+}

@@ -54,7 +54,10 @@ fn a_route_added_to_the_file_answers_within_a_second_with_the_same_pid() {
 fn sighup_and_the_admin_endpoint_reload_without_watching() {
     let echo = Echo::start("api");
     let gw = Gateway::start(&routes(&echo, "  - {path: /a, service: api, auth: public}\n"));
-    assert!(eventually(Duration::from_secs(5), || catches_signal(gw.pid(), 1)), "SIGHUP handler installed");
+    assert!(
+        eventually(Duration::from_secs(5), || gw.logs().contains("SIGHUP reloads the configuration")),
+        "SIGHUP handler installed"
+    );
     gw.rewrite(&format!("{HEAD}{}", routes(&echo, "  - {path: /b, service: api, auth: public}\n")));
     // Not watched: nothing changes until asked.
     std::thread::sleep(Duration::from_millis(700));
@@ -327,4 +330,118 @@ fn read_status(reader: &mut BufReader<TcpStream>) -> Option<u16> {
     let mut body = vec![0; length];
     std::io::Read::read_exact(reader, &mut body).ok()?;
     Some(status)
+}
+
+#[test]
+fn every_other_upgrade_only_change_is_refused_and_config_shows_no_secret() {
+    let echo = Echo::start("api");
+    let secret = "a-secret-that-must-not-leak-0123456789abcdef";
+    let body = |extra: &str| {
+        format!(
+            "auth:\n  jwt: {{algorithms: [HS256], secret: \"{secret}\"}}\n{extra}{}",
+            routes(&echo, "  - {path: /a, service: api, auth: public}\n")
+        )
+    };
+    let gw = Gateway::start(&body(""));
+    let other_admin = free_port();
+    for (change, key) in [
+        (
+            HEAD.replace("admin:\n  listen: \"{{ADMIN}}\"", &format!("admin:\n  listen: \"127.0.0.1:{other_admin}\""))
+                + &body(""),
+            "admin: changed",
+        ),
+        (format!("{HEAD}limits: {{keepalive_requests: 10}}\n{}", body("")), "limits.keepalive_requests: changed"),
+        (format!("{HEAD}nats: {{url: \"nats://127.0.0.1:4222\"}}\n{}", body("")), "nats: changed"),
+    ] {
+        gw.rewrite(&change);
+        let r = gw.reload();
+        assert_eq!(r.status, 422, "{key}");
+        assert!(r.json()["errors"].to_string().contains(key), "{key}: {}", r.json());
+    }
+    // Turning jobs on needs the NATS connection a running process does not have.
+    gw.rewrite(&format!(
+        "{HEAD}nats: {{url: \"nats://127.0.0.1:4222\"}}\njobs: {{subject: jobs.x, stream: {{name: J, subjects: [\"jobs.>\"]}}}}\n{}",
+        body("")
+    ));
+    let errors = gw.reload().json()["errors"].to_string();
+    assert!(errors.contains("jobs: enabled"), "{errors}");
+    let config = get(gw.admin, "/config");
+    assert!(!String::from_utf8_lossy(&config.body).contains(secret));
+    assert!(!gw.reload().body.windows(secret.len()).any(|w| w == secret.as_bytes()));
+}
+
+#[test]
+fn a_file_the_config_names_is_watched_too() {
+    let echo = Echo::start("api");
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("jwt.secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let gw = Gateway::start_raw(&format!(
+        "{}auth:\n  jwt: {{algorithms: [HS256], secret_file: \"{}\", issuer: siger, audience: api}}\n{}",
+        watched(),
+        secret_file.display(),
+        routes(&echo, "  - {path: /, service: api}\n")
+    ));
+    let token = hs256(&claims("alice", &[]));
+    let call = |t: &str| get_with(gw.addr, "/x", &[("Authorization", &format!("Bearer {t}"))]).status;
+    assert_eq!(call(&token), 200);
+    // Rotate the secret: only the named file changes.
+    let rotated = "rotated-secret-0123456789-abcdefghijklmnop";
+    std::fs::write(&secret_file, format!("{rotated}\n")).unwrap();
+    assert!(eventually(Duration::from_secs(3), || call(&token) == 401), "the old secret stops working");
+    let new_token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims("alice", &[]),
+        &jsonwebtoken::EncodingKey::from_secret(rotated.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(call(&new_token), 200);
+}
+
+#[test]
+fn a_file_written_in_pieces_is_applied_once_whole() {
+    let echo = Echo::start("api");
+    let v1 = format!("{}{}", watched(), routes(&echo, "  - {path: /a, service: api, auth: public}\n"));
+    let gw = Gateway::start_raw(&v1);
+    // A longer file written in place in three pieces, 150 ms apart: each prefix is valid YAML
+    // that would drop routes if it were applied.
+    let v2 = format!(
+        "{}{}",
+        watched(),
+        routes(
+            &echo,
+            "  - {path: /a, service: api, auth: public}\n  - {path: /b, service: api, auth: public}\n  - {path: /c, service: api, auth: public}\n"
+        )
+    );
+    let text = render(&v2, gw.addr, gw.admin, gw.dir.path());
+    let cut = |route: &str| text.find(route).unwrap();
+    let pieces = [
+        &text[..cut("  - {path: /a")],
+        &text[cut("  - {path: /a")..cut("  - {path: /c")],
+        &text[cut("  - {path: /c")..],
+    ];
+    let mut file = std::fs::File::create(&gw.config_path).unwrap();
+    let watch_a = std::thread::spawn({
+        let addr = gw.addr;
+        move || {
+            // /a must answer throughout: a prefix without routes would make it 404.
+            let until = Instant::now() + Duration::from_millis(1500);
+            let mut missing = 0;
+            while Instant::now() < until {
+                if get(addr, "/a").status != 200 {
+                    missing += 1;
+                }
+            }
+            missing
+        }
+    });
+    for piece in pieces {
+        file.write_all(piece.as_bytes()).unwrap();
+        file.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    drop(file);
+    assert!(eventually(Duration::from_secs(3), || get(gw.addr, "/c").status == 200));
+    assert_eq!(watch_a.join().unwrap(), 0, "a partial file was applied");
+    assert_eq!(gw.generation(), 2, "applied once, whole");
 }

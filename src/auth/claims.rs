@@ -88,12 +88,18 @@ pub(crate) fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&
     Some(cur)
 }
 
-/// Roles from an array of strings or a space-separated string; anything else is no role.
-pub(crate) fn roles(v: &Value) -> Vec<String> {
+/// Roles from an array of strings or a space-separated string. `Err` for anything else, and for
+/// role names with a comma or whitespace: roles go upstream comma-joined, and a name the
+/// gateway checks as one role must not read as two to the backend.
+pub(crate) fn roles(v: &Value) -> Result<Vec<String>, ()> {
+    let valid = |r: &str| !r.is_empty() && !r.contains(',') && !r.contains(char::is_whitespace);
     match v {
-        Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
-        Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
-        _ => Vec::new(),
+        Value::Array(items) => {
+            items.iter().map(|i| i.as_str().filter(|r| valid(r)).map(str::to_string).ok_or(())).collect()
+        }
+        Value::String(s) => Ok(s.split_whitespace().map(str::to_string).filter(|r| !r.contains(',')).collect()),
+        Value::Null => Ok(Vec::new()),
+        _ => Err(()),
     }
 }
 
@@ -108,13 +114,18 @@ pub(crate) fn scalar_string(v: &Value) -> Option<String> {
 }
 
 /// A claim as a header value: scalars as text, arrays of scalars comma-joined, objects as
-/// compact JSON. `None` for null.
-pub(crate) fn header_text(v: &Value) -> Option<String> {
+/// compact JSON. `Ok(None)` for null; `Err` for an array whose items are not scalars or
+/// contain a comma (the joined header could not be split back into what was signed).
+pub(crate) fn header_text(v: &Value) -> Result<Option<String>, ()> {
     match v {
-        Value::Null => None,
-        Value::Array(items) => Some(items.iter().filter_map(scalar_string).collect::<Vec<_>>().join(",")),
-        Value::Object(_) => serde_json::to_string(v).ok(),
-        other => scalar_string(other),
+        Value::Null => Ok(None),
+        Value::Array(items) => {
+            let parts: Option<Vec<String>> =
+                items.iter().map(|i| scalar_string(i).filter(|t| !t.contains(','))).collect();
+            parts.map(|p| Some(p.join(","))).ok_or(())
+        }
+        Value::Object(_) => Ok(serde_json::to_string(v).ok()),
+        other => Ok(scalar_string(other)),
     }
 }
 
@@ -139,12 +150,17 @@ mod tests {
     #[test]
     fn dotted_paths_and_literal_names() {
         let c = claims(json!({"realm_access": {"roles": ["a", "b"]}, "https://x.io/r": "admin user", "n": 7}));
-        assert_eq!(lookup(&c, "realm_access.roles").map(roles), Some(vec!["a".to_string(), "b".to_string()]));
-        assert_eq!(lookup(&c, "https://x.io/r").map(roles), Some(vec!["admin".to_string(), "user".to_string()]));
+        assert_eq!(lookup(&c, "realm_access.roles").map(roles), Some(Ok(vec!["a".to_string(), "b".to_string()])));
+        assert_eq!(lookup(&c, "https://x.io/r").map(roles), Some(Ok(vec!["admin".to_string(), "user".to_string()])));
         assert!(lookup(&c, "realm_access.missing").is_none());
         assert!(lookup(&c, "n.deeper").is_none());
-        assert_eq!(lookup(&c, "n").and_then(header_text).as_deref(), Some("7"));
-        assert_eq!(lookup(&c, "realm_access.roles").and_then(header_text).as_deref(), Some("a,b"));
-        assert_eq!(roles(&json!(42)), Vec::<String>::new());
+        assert_eq!(lookup(&c, "n").map(header_text), Some(Ok(Some("7".into()))));
+        assert_eq!(lookup(&c, "realm_access.roles").map(header_text), Some(Ok(Some("a,b".into()))));
+        assert_eq!(header_text(&json!(["a,b", "c"])), Err(()), "a comma inside an item");
+        assert_eq!(header_text(&json!([{"x": 1}])), Err(()), "an item that is not a scalar");
+        assert_eq!(roles(&json!("user admin")), Ok(vec!["user".to_string(), "admin".to_string()]));
+        assert_eq!(roles(&json!(["user", "admin,ops"])), Err(()));
+        assert_eq!(roles(&json!(["user", 7])), Err(()));
+        assert_eq!(roles(&json!(42)), Err(()));
     }
 }

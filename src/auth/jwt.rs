@@ -93,12 +93,13 @@ impl Verifier {
     /// extensions the token says must be understood; we understand none, so such a token is
     /// refused (RFC 7515 §4.1.11), as is a header with a member twice.
     pub(crate) fn header(&self, token: &str) -> Result<TokenHeader, Rejection> {
-        let fields = segment(token, 0).and_then(|bytes| {
-            claims::strict_object(&bytes)
-                .map_err(|_| Rejection::Malformed("token header is not a JSON object without duplicate members"))
-        });
-        if fields.as_ref().is_ok_and(|f| f.contains_key("crit")) {
-            return Err(Rejection::CriticalExtension);
+        if let Ok(bytes) = segment(token, 0) {
+            match claims::strict_object(&bytes) {
+                Ok(fields) if fields.contains_key("crit") => return Err(Rejection::CriticalExtension),
+                // Valid JSON but refused by the strict parse: a member appears twice.
+                Err(_) if serde_json::from_slice::<Value>(&bytes).is_ok() => return Err(Rejection::DuplicateClaim),
+                _ => {}
+            }
         }
         match jsonwebtoken::decode_header(token) {
             Ok(h) if self.rules.iter().any(|(a, _)| *a == h.alg) => Ok(TokenHeader { alg: h.alg, kid: h.kid }),
@@ -144,10 +145,24 @@ impl Verifier {
     /// caller as someone without that claim.
     pub(crate) fn identity(&self, claims: Map<String, Value>) -> Result<(Identity, u64), Rejection> {
         let sub = claims::lookup(&claims, "sub").and_then(claims::scalar_string);
-        let roles = claims::lookup(&claims, &self.roles_claim).map(claims::roles).unwrap_or_default();
+        let roles = match claims::lookup(&claims, &self.roles_claim).map(claims::roles) {
+            Some(Ok(r)) => r,
+            None => Vec::new(),
+            Some(Err(())) => return Err(Rejection::BadClaim(self.roles_claim.clone())),
+        };
         let mut forward = Vec::with_capacity(self.forward.len());
         for (claim, header) in &self.forward {
-            let Some(text) = claims::lookup(&claims, claim).and_then(claims::header_text) else { continue };
+            // The roles the gateway checked are the roles the upstream is told, in one shape.
+            let text = if *claim == self.roles_claim {
+                (!roles.is_empty()).then(|| roles.join(","))
+            } else {
+                match claims::lookup(&claims, claim).map(claims::header_text) {
+                    Some(Ok(text)) => text,
+                    None => None,
+                    Some(Err(())) => return Err(Rejection::BadClaim(claim.clone())),
+                }
+            };
+            let Some(text) = text else { continue };
             // UTF-8 is passed as is (obs-text); only control characters are refused.
             match HeaderValue::from_bytes(text.as_bytes()) {
                 Ok(v) => forward.push((header.clone(), v)),

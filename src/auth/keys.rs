@@ -212,6 +212,9 @@ impl KeyStore {
                     .connect_timeout(FETCH_TIMEOUT)
                     // Fetches are minutes apart; an idle pooled connection would only go stale.
                     .pool_max_idle_per_host(0)
+                    // Keys come from the configured URL only: a redirect could move an https URL
+                    // to plain http or to another host.
+                    .redirect(reqwest::redirect::Policy::none())
                     .user_agent(concat!("siger/", env!("CARGO_PKG_VERSION")))
                     .build()
                     .map_err(|e| e.to_string())

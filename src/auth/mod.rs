@@ -44,7 +44,7 @@ pub(crate) struct Identity {
 impl Identity {
     /// A claim as text (dotted paths allowed), e.g. for consistent hashing.
     pub(crate) fn claim_text(&self, name: &str) -> Option<String> {
-        claims::lookup(&self.claims, name).and_then(claims::header_text)
+        claims::lookup(&self.claims, name).and_then(|v| claims::header_text(v).ok().flatten())
     }
 }
 

@@ -83,10 +83,13 @@ pub(crate) fn load_with_env(path: &Path, env: &dyn Environment) -> Result<Config
         return Err(whole(format!("the file has {size} bytes; a config may have at most 4MiB")));
     }
     let text = std::fs::read_to_string(path).map_err(|e| whole(format!("cannot read the file: {e}")))?;
-    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    // Named files resolve against the config's directory, made absolute: a daemon runs from `/`
+    // and re-reads them (JWKS files, reloads) long after start.
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let base = absolute.parent().unwrap_or_else(|| Path::new("/"));
     let mut config = parse(&text, base, env).map_err(|errors| ConfigErrors { file, errors })?;
     use sha2::Digest;
-    let own = FileDigest { path: path.to_path_buf(), sha256: sha2::Sha256::digest(text.as_bytes()).into() };
+    let own = FileDigest { path: absolute.clone(), sha256: sha2::Sha256::digest(text.as_bytes()).into() };
     config.files.insert(0, own);
     Ok(config)
 }
@@ -113,20 +116,37 @@ pub(crate) fn parse(text: &str, base: &Path, env: &dyn Environment) -> Result<Co
             }])
         }
     };
-    let env_errors = source::interpolate(&mut tree, env);
-    if !env_errors.is_empty() {
-        return Err(env_errors.into_iter().map(|(p, m)| located(p, m)).collect());
+    let interpolated = source::interpolate(&mut tree, env);
+    if !interpolated.errors.is_empty() {
+        return Err(interpolated.errors.into_iter().map(|(p, m)| located(p, m)).collect());
     }
-    let raw: raw::RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
-        let path = e.path().to_string();
+    // A whole-value substitution that reads as a number or boolean was typed as one; where the
+    // schema wants a string there (a numeric password), it is put back as the string it was.
+    let mut retried = 0;
+    let raw: raw::RawConfig = loop {
+        let error = match serde_path_to_error::deserialize(tree.clone()) {
+            Ok(raw) => break raw,
+            Err(e) => e,
+        };
+        let path = error.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        let message = e.inner().to_string();
+        let message = error.inner().to_string();
+        let substituted = interpolated.substituted.iter().find(|(p, _)| *p == path);
+        if let Some((_, text)) = substituted.filter(|_| message.contains("expected a string") && retried < 64) {
+            if let Some(v) = source::value_at(&mut tree, &path) {
+                *v = serde_yaml::Value::String(text.clone());
+                retried += 1;
+                continue;
+            }
+        }
+        // Never echo a value that came from the environment (it may be a secret).
+        let message = if substituted.is_some() { redact_values(&message) } else { message };
         // For an unknown key, point at the key itself.
         let key_path =
             unknown_field(&message).map(|f| if path.is_empty() { f.to_string() } else { format!("{path}.{f}") });
         let line = key_path.as_deref().and_then(|k| lines.line_of(k)).or_else(|| lines.line_of(&path));
-        vec![ConfigError { path, line, message }]
-    })?;
+        return Err(vec![ConfigError { path, line, message }]);
+    };
     let in_file_order = |list: Vec<(String, String)>| {
         let mut out: Vec<ConfigError> = list.into_iter().map(|(p, m)| located(p, m)).collect();
         out.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
@@ -139,6 +159,29 @@ pub(crate) fn parse(text: &str, base: &Path, env: &dyn Environment) -> Result<Co
         }
         Err(problems) => Err(in_file_order(problems.errors)),
     }
+}
+
+/// `message` with every value quoted in it (`` `x` `` or `"x"`, as serde quotes values)
+/// replaced by `…`.
+fn redact_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quote: Option<char> = None;
+    for c in message.chars() {
+        match quote {
+            Some(q) if c == q => {
+                out.push(c);
+                quote = None;
+            }
+            Some(_) => {}
+            None if c == '`' || c == '"' => {
+                out.push(c);
+                out.push('…');
+                quote = Some(c);
+            }
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 fn unknown_field(message: &str) -> Option<&str> {
@@ -210,6 +253,20 @@ mod tests {
         let e = errors(&text.replace("${SECRET}", "${UNSET_VAR}"));
         assert_eq!(e[0].path, "auth.jwt.secret");
         assert!(e[0].message.contains("UNSET_VAR"));
+    }
+
+    #[test]
+    fn numeric_secrets_from_the_environment_stay_strings_and_are_never_echoed() {
+        let env: HashMap<String, String> = HashMap::from([
+            ("SECRET".into(), "01234567890123456789012345678901".into()),
+            ("PORT".into(), "x8080".into()),
+        ]);
+        let text = MINIMAL.replace("routes:", "auth:\n  jwt:\n    algorithms: [HS256]\n    secret: ${SECRET}\nroutes:");
+        let c = parse(&text, Path::new("."), &env).expect("a numeric secret is a string");
+        assert_eq!(c.auth.expect("auth").secret.as_deref(), Some("01234567890123456789012345678901"));
+        let e = parse(&MINIMAL.replace("    targets:", "    retries: ${PORT}\n    targets:"), Path::new("."), &env)
+            .expect_err("not a number");
+        assert!(!e[0].message.contains("x8080"), "{e:?}");
     }
 
     #[test]

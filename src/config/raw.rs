@@ -94,6 +94,7 @@ pub(crate) struct RawAuth {
 pub(crate) struct RawJwt {
     pub(crate) algorithms: Vec<String>,
     pub(crate) secret: Option<String>,
+    pub(crate) secret_file: Option<String>,
     pub(crate) public_key_file: Option<String>,
     pub(crate) jwks_file: Option<String>,
     pub(crate) jwks_url: Option<String>,

@@ -34,25 +34,41 @@ impl Environment for HashMap<String, String> {
 }
 
 /// Replace `${VAR}` in every string of the tree. Returns (path, message) for each failure.
-pub(crate) fn interpolate(value: &mut Value, env: &dyn Environment) -> Vec<(String, String)> {
-    let mut errors = Vec::new();
-    walk(value, String::new(), env, &mut errors);
-    errors
+/// What interpolation did: the errors (path, message), and every path whose value came from
+/// the environment (with the text substituted), so a type error there can be retried as a
+/// string and its message never echoes the value.
+#[derive(Debug, Default)]
+pub(crate) struct Interpolated {
+    pub(crate) errors: Vec<(String, String)>,
+    pub(crate) substituted: Vec<(String, String)>,
 }
 
-fn walk(value: &mut Value, path: String, env: &dyn Environment, errors: &mut Vec<(String, String)>) {
+pub(crate) fn interpolate(value: &mut Value, env: &dyn Environment) -> Interpolated {
+    let mut out = Interpolated::default();
+    walk(value, String::new(), env, &mut out);
+    out
+}
+
+fn walk(value: &mut Value, path: String, env: &dyn Environment, out: &mut Interpolated) {
+    let errors = &mut out.errors;
     match value {
         Value::String(s) if s.contains('$') => match substitute(s, env) {
             Ok(replaced) => {
                 // `port: ${PORT}` must still be a number, but the value is never re-read as YAML:
                 // a secret such as `#x`, `'a'`, `~` or `*anchor` stays exactly that string.
-                *value = if is_single_expression(s.trim()) { typed_scalar(replaced) } else { Value::String(replaced) };
+                let typed = if is_single_expression(s.trim()) {
+                    typed_scalar(replaced.clone())
+                } else {
+                    Value::String(replaced.clone())
+                };
+                out.substituted.push((path, replaced));
+                *value = typed;
             }
             Err(msg) => errors.push((path, msg)),
         },
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                walk(item, format!("{path}[{i}]"), env, errors);
+                walk(item, format!("{path}[{i}]"), env, out);
             }
         }
         Value::Mapping(map) => {
@@ -62,10 +78,10 @@ fn walk(value: &mut Value, path: String, env: &dyn Environment, errors: &mut Vec
                     other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
                 };
                 let child = if path.is_empty() { key } else { format!("{path}.{key}") };
-                walk(item, child, env, errors);
+                walk(item, child, env, out);
             }
         }
-        Value::Tagged(tagged) => walk(&mut tagged.value, path, env, errors),
+        Value::Tagged(tagged) => walk(&mut tagged.value, path, env, out),
         _ => {}
     }
 }
@@ -129,11 +145,17 @@ fn matching_brace(s: &str, from: usize) -> Option<usize> {
 /// way to write a literal `${`.
 pub(crate) fn substitute(input: &str, env: &dyn Environment) -> Result<String, String> {
     let mut out = String::with_capacity(input.len());
-    expand(input, env, &mut out, input)?;
+    expand(input, env, &mut out, input, 0)?;
     Ok(out)
 }
 
-fn expand(text: &str, env: &dyn Environment, out: &mut String, whole: &str) -> Result<(), String> {
+/// How deeply fallbacks may nest (`${A:-${B:-${C}}}` is 3).
+const MAX_FALLBACK_DEPTH: usize = 8;
+
+fn expand(text: &str, env: &dyn Environment, out: &mut String, whole: &str, depth: usize) -> Result<(), String> {
+    if depth > MAX_FALLBACK_DEPTH {
+        return Err(format!("`${{…}}` fallbacks nest deeper than {MAX_FALLBACK_DEPTH} levels"));
+    }
     let mut rest = text;
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
@@ -157,7 +179,7 @@ fn expand(text: &str, env: &dyn Environment, out: &mut String, whole: &str) -> R
             }
             match (env.var(name).filter(|v| !v.is_empty() || fallback.is_none()), fallback) {
                 (Some(v), _) => out.push_str(&v),
-                (None, Some(f)) => expand(f, env, out, whole)?,
+                (None, Some(f)) => expand(f, env, out, whole, depth + 1)?,
                 (None, None) => return Err(format!("environment variable `{name}` is not set")),
             }
             rest = &after[end + 1..];
@@ -168,6 +190,25 @@ fn expand(text: &str, env: &dyn Environment, out: &mut String, whole: &str) -> R
     }
     out.push_str(rest);
     Ok(())
+}
+
+/// The value at a key path such as `auth.jwt.secret` or `routes[2].service`.
+pub(crate) fn value_at<'a>(root: &'a mut Value, path: &str) -> Option<&'a mut Value> {
+    let mut cur = root;
+    for part in path.split('.') {
+        let (key, indices) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            cur = cur.as_mapping_mut()?.get_mut(key)?;
+        }
+        for index in indices.split('[').filter(|s| !s.is_empty()) {
+            let n: usize = index.trim_end_matches(']').parse().ok()?;
+            cur = cur.as_sequence_mut()?.get_mut(n)?;
+        }
+    }
+    Some(cur)
 }
 
 /// Maps key paths (`routes[2].service`, `services.users.lb`) to 1-based line numbers.
@@ -299,6 +340,8 @@ mod tests {
         assert!(substitute("${A:-${C}}", &e).unwrap_err().contains("`C` is not set"));
         assert!(substitute("${A:-${B}", &e).unwrap_err().contains("unterminated"));
         assert_eq!(substitute("${A:-$${B}}", &e).as_deref(), Ok("${B}"), "an explicit literal");
+        let deep = format!("{}x{}", "${A:-".repeat(20), "}".repeat(20));
+        assert!(substitute(&deep, &e).unwrap_err().contains("nest deeper"));
     }
 
     #[test]
@@ -307,7 +350,7 @@ mod tests {
             env(&[("S", "#not-a-comment"), ("Q", "'quoted'"), ("T", "~"), ("N", "42"), ("F", "false"), ("X", "*a")]);
         let mut v: Value =
             serde_yaml::from_str("s: ${S}\nq: ${Q}\nt: ${T}\nn: ${N}\nf: ${F}\nx: ${X}\nm: ${MISSING:-${N}}").unwrap();
-        assert!(interpolate(&mut v, &e).is_empty());
+        assert!(interpolate(&mut v, &e).errors.is_empty());
         assert_eq!(v["s"], Value::String("#not-a-comment".into()));
         assert_eq!(v["q"], Value::String("'quoted'".into()));
         assert_eq!(v["t"], Value::String("~".into()));
@@ -321,7 +364,7 @@ mod tests {
     fn interpolation_keeps_structure_and_types() {
         let e = env(&[("PORT", "8080"), ("SECRET", "a: b\nc")]);
         let mut v: Value = serde_yaml::from_str("port: ${PORT}\nsecret: ${SECRET}\nx: [\"${NOPE}\"]").unwrap();
-        let errors = interpolate(&mut v, &e);
+        let errors = interpolate(&mut v, &e).errors;
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].0, "x[0]");
         assert_eq!(v["port"], Value::Number(8080.into()));

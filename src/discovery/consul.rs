@@ -20,6 +20,7 @@ pub(crate) use persist::Store;
 pub(crate) use register::{Registrar, ShutdownSignals};
 
 use crate::config::{ConsulSettings, Target};
+use crate::lifecycle::{spawn_supervised, Running};
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
@@ -394,36 +395,37 @@ impl BackgroundService for DiscoveryService {
             }
         };
         let mut wanted = self.runtime.discovery.subscribe();
-        let mut running: HashMap<String, (watch::WatchKey, tokio::task::JoinHandle<()>)> = HashMap::new();
+        // Each watch is supervised (restarted after a panic) and stopped by dropping its handle.
+        let mut running: HashMap<String, (watch::WatchKey, Running)> = HashMap::new();
         loop {
             let specs = wanted.borrow_and_update().clone();
             let mut keep = HashMap::new();
             for spec in specs.iter() {
                 let key = watch::WatchKey::of(spec);
-                let task = match running.remove(&spec.name) {
-                    Some((k, task)) if k == key => task,
-                    other => {
-                        if let Some((_, task)) = other {
-                            task.abort();
-                        }
-                        let w = watch::Watch::new(spec, self.runtime.discovery.store(spec));
+                let handle = match running.remove(&spec.name) {
+                    Some((k, handle)) if k == key => handle,
+                    _ => {
+                        let w = Arc::new(watch::Watch::new(spec, self.runtime.discovery.store(spec)));
                         let (client, runtime, wait) = (client.clone(), self.runtime.clone(), self.settings.wait);
-                        tokio::spawn(async move { w.run(&client, wait, &runtime.metrics).await })
+                        spawn_supervised(spec.name.clone(), move |mut stop| {
+                            let (w, client, runtime) = (w.clone(), client.clone(), runtime.clone());
+                            async move {
+                                tokio::select! {
+                                    _ = w.run(&client, wait, &runtime.metrics) => {}
+                                    _ = stop.changed() => {}
+                                }
+                            }
+                        })
                     }
                 };
-                keep.insert(spec.name.clone(), (key, task));
+                keep.insert(spec.name.clone(), (key, handle));
             }
-            for (_, (_, task)) in running.drain() {
-                task.abort();
-            }
+            // Dropping the rest stops them.
             running = keep;
             tokio::select! {
                 changed = wanted.changed() => if changed.is_err() { break },
                 _ = shutdown.changed() => break,
             }
-        }
-        for (_, (_, task)) in running.drain() {
-            task.abort();
         }
     }
 }

@@ -83,6 +83,7 @@ pub(crate) struct Metrics {
     pub(crate) consul_sync_age: IntGaugeVec,
     reloads: IntCounterVec,
     generation: IntGauge,
+    live_generations: IntGauge,
     last_reload: Gauge,
     log_dropped: IntGauge,
     in_flight: IntGauge,
@@ -97,6 +98,10 @@ impl std::fmt::Debug for Metrics {
 /// One config generation's metric handles.
 pub(crate) struct ConfigMetrics {
     generation: u64,
+    /// A newer generation is in force: requests still finishing on this one create no new
+    /// `siger_requests_total` series (a removed route's series stays removed).
+    retired: std::sync::atomic::AtomicBool,
+    live: IntGauge,
     requests: IntCounterVec,
     /// Route labels, plus `-` for unmatched requests at the end.
     route_labels: Vec<String>,
@@ -223,6 +228,11 @@ impl Metrics {
             reloads.with_label_values(&[result]);
         }
         let generation = gauge(&registry, "siger_config_generation", "Generation of the configuration in force");
+        let live_generations = gauge(
+            &registry,
+            "siger_config_generations_live",
+            "Configuration generations still held (the one in force and those of requests still running on older ones)",
+        );
         let last_reload = register(
             &registry,
             Gauge::new("siger_config_last_reload_timestamp_seconds", "Unix time the configuration in force was loaded")
@@ -263,6 +273,7 @@ impl Metrics {
             consul_sync_age,
             reloads,
             generation,
+            live_generations,
             last_reload,
             log_dropped,
             in_flight,
@@ -281,6 +292,11 @@ impl Metrics {
         }
         ConfigMetrics {
             generation,
+            retired: std::sync::atomic::AtomicBool::new(false),
+            live: {
+                self.live_generations.inc();
+                self.live_generations.clone()
+            },
             requests: self.requests.clone(),
             durations: route_labels.iter().map(|r| self.durations.with_label_values(&[r.as_str()])).collect(),
             rate_limited: route_labels.iter().map(|r| self.rate_limited.with_label_values(&[r.as_str()])).collect(),
@@ -300,8 +316,14 @@ impl Metrics {
 
     /// A new generation is in force: remove the series of routes and services it no longer
     /// has, and record the reload.
-    pub(crate) fn retire(&self, old: &ConfigMetrics, new: &ConfigMetrics) {
-        for label in old.route_labels.iter().filter(|l| !new.route_labels.contains(l)) {
+    pub(crate) fn retire(&self, old: &ConfigMetrics, new: &ConfigMetrics, discovered: &[String]) {
+        old.retired.store(true, std::sync::atomic::Ordering::Relaxed);
+        let kept: HashSet<&String> = new.route_labels.iter().collect();
+        let services: HashSet<&String> = new.service_names.iter().collect();
+        for name in new.service_names.iter().filter(|n| !discovered.contains(n)) {
+            let _ = self.consul_sync_age.remove_label_values(&[name.as_str()]);
+        }
+        for label in old.route_labels.iter().filter(|l| !kept.contains(l)) {
             let _ = self.durations.remove_label_values(&[label.as_str()]);
             let _ = self.rate_limited.remove_label_values(&[label.as_str()]);
             let mut series = self.request_series.lock().unwrap_or_else(|p| p.into_inner());
@@ -313,7 +335,7 @@ impl Metrics {
                 false
             });
         }
-        for name in old.service_names.iter().filter(|n| !new.service_names.contains(n)) {
+        for name in old.service_names.iter().filter(|n| !services.contains(n)) {
             for state in ["healthy", "unhealthy"] {
                 let _ = self.backends.remove_label_values(&[name.as_str(), state]);
             }
@@ -388,6 +410,12 @@ impl Metrics {
     }
 }
 
+impl Drop for ConfigMetrics {
+    fn drop(&mut self) {
+        self.live.dec();
+    }
+}
+
 impl ConfigMetrics {
     fn route_index(&self, route: Option<usize>) -> usize {
         route.filter(|r| *r + 1 < self.route_labels.len()).unwrap_or(self.route_labels.len() - 1)
@@ -409,12 +437,17 @@ impl ConfigMetrics {
             if cache.0 != self.generation {
                 *cache = (self.generation, HashMap::new());
             }
-            let counter = cache.1.entry((r as u32, m, status)).or_insert_with(|| {
+            let key = (r as u32, m, status);
+            if let Some(counter) = cache.1.get(&key) {
+                counter.inc();
+            } else if !self.retired.load(std::sync::atomic::Ordering::Relaxed) {
                 let label = self.route_labels[r].as_str();
                 metrics.note_series(label, METHODS[m as usize], status);
-                self.requests.with_label_values(&[label, METHODS[m as usize], status.to_string().as_str()])
-            });
-            counter.inc();
+                let counter =
+                    self.requests.with_label_values(&[label, METHODS[m as usize], status.to_string().as_str()]);
+                counter.inc();
+                cache.1.insert(key, counter);
+            }
         });
         self.durations[r].observe(seconds);
     }

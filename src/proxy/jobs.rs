@@ -69,8 +69,12 @@ async fn submit(
     state: &mut RequestState,
 ) -> std::result::Result<(String, Accepted), Failure> {
     let req = session.req_header();
-    request::check_content_type(req.headers.get(CONTENT_TYPE).map(|v| v.as_bytes()))?;
-    let key = request::idempotency_key(req.headers.get("idempotency-key").map(|v| v.as_bytes()))?;
+    // One line each: a second Idempotency-Key could let the gateway and a reader of the
+    // stream disagree on which job a retry is.
+    let content_type = crate::forwarding::single_line(&req.headers, &CONTENT_TYPE)?;
+    request::check_content_type(content_type.map(|v| v.as_bytes()))?;
+    let idempotency = crate::forwarding::single_line(&req.headers, &http::HeaderName::from_static("idempotency-key"))?;
+    let key = request::idempotency_key(idempotency.map(|v| v.as_bytes()))?;
     let limit = settings.max_body;
     let declared = crate::framing::declared_length(req)?;
     if declared.is_some_and(|len| len > limit) {

@@ -21,7 +21,7 @@ use crate::forwarding;
 use crate::framing;
 use crate::observability::access;
 use crate::ratelimit::{self, Outcome, StoreError};
-use crate::routing::{self, RouteMatch};
+use crate::routing::{self, RouteMatch, TargetError};
 use crate::runtime::Runtime;
 use crate::snapshot::Snapshot;
 use crate::upstream::Pool;
@@ -123,11 +123,18 @@ fn decide(snap: &Snapshot, req: &RequestHeader, state: &mut RequestState) -> Res
     }
     // Lower-casing the host costs an allocation; only pay it when a route names a host.
     let host = if snap.routes.has_host_routes() {
-        req.headers
+        let host = req
+            .headers
             .get(HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .map(routing::host_without_port)
+            .map(routing::host_without_port);
+        // An HTTP/1.0 request without Host would reach the backend's default virtual host,
+        // which may be one a host route protects.
+        if host.is_none() {
+            return Err(GatewayError::BadTarget(TargetError::MissingHost));
+        }
+        host
     } else {
         None
     };
@@ -196,7 +203,7 @@ impl Gateway {
             }
         }
         let Some(rule) = snap.limiter.rule(route_id) else { return Ok(()) };
-        let key = ratelimit::client_key(&rule.key, state.identity.as_deref(), state.client_ip, &req.headers);
+        let key = ratelimit::client_key(&rule.key, state.identity.as_deref(), state.client_ip, &req.headers)?;
         match snap.limiter.check(route_id, &key).await {
             Outcome::Unlimited => Ok(()),
             Outcome::Checked(d) => {
@@ -224,22 +231,22 @@ impl Gateway {
 }
 
 /// Bytes consistent hashing hashes for this request.
-fn hash_key(key: &HashKey, session: &Session, state: &RequestState) -> Vec<u8> {
+fn hash_key(key: &HashKey, session: &Session, state: &RequestState) -> Result<Vec<u8>, GatewayError> {
     let ip = || state.client_ip_text.as_bytes().to_vec();
-    match key {
+    Ok(match key {
         HashKey::Ip => ip(),
         HashKey::Path => state
             .upstream_uri
             .as_ref()
             .map_or_else(|| session.req_header().uri.path().as_bytes().to_vec(), |u| u.path().as_bytes().to_vec()),
-        HashKey::Header(name) => {
-            session.req_header().headers.get(name).map(|v| v.as_bytes().to_vec()).unwrap_or_else(ip)
-        }
+        HashKey::Header(name) => forwarding::single_line(&session.req_header().headers, name)?
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_else(ip),
         // A verified claim only; anonymous requests (or tokens without it) use the IP.
         HashKey::Claim(name) => {
             state.identity.as_ref().and_then(|i| i.claim_text(name)).map(String::into_bytes).unwrap_or_else(ip)
         }
-    }
+    })
 }
 
 /// The peer of the next attempt: a usable backend of the route's service not tried yet.
@@ -249,7 +256,7 @@ fn next_peer(snap: &Snapshot, session: &Session, state: &mut RequestState) -> Re
     let service = service_of(snap, Some(route_id)).ok_or(GatewayError::Internal)?;
     let (settings, pool) = (snap.service(service), snap.pool(service));
     let key = match &settings.lb {
-        LbAlgorithm::ConsistentHash(k) => hash_key(k, session, state),
+        LbAlgorithm::ConsistentHash(k) => hash_key(k, session, state)?,
         _ => Vec::new(),
     };
     let last_connect_error = std::mem::take(&mut state.attempt).connect_error;
@@ -439,12 +446,12 @@ impl ProxyHttp for Gateway {
             upstream.set_uri(uri);
         }
         let config = &snap.config;
-        let underscores = config.limits.underscores_in_headers;
-        for name in forwarding::underscore_headers(&upstream.headers, underscores, &snap.protected_headers) {
-            upstream.remove_header(&name);
-        }
         let trusted = &config.trusted_proxies;
         let from_trusted = trusted.contains(&state.peer_ip);
+        let underscores = config.limits.underscores_in_headers;
+        for name in forwarding::headers_to_drop(&upstream.headers, from_trusted, underscores, &snap.protected_headers) {
+            upstream.remove_header(&name);
+        }
         if from_trusted {
             let existing = forwarding::combined_lines(upstream.headers.get_all("x-forwarded-for"));
             let chain = forwarding::forwarded_for(state.peer_ip, existing.as_deref(), trusted);
@@ -473,12 +480,12 @@ impl ProxyHttp for Gateway {
             let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
             upstream.insert_header("X-Forwarded-Proto", if tls { "https" } else { "http" })?;
         }
-        if !(from_trusted && upstream.headers.contains_key("x-forwarded-host")) {
-            match upstream.headers.get(HOST).cloned() {
-                Some(host) => upstream.insert_header("X-Forwarded-Host", host)?,
-                None => {
-                    upstream.remove_header("X-Forwarded-Host");
-                }
+        // Always the host that was routed, even from a trusted proxy: a backend that believes
+        // X-Forwarded-Host must act on the host the gateway authenticated for.
+        match upstream.headers.get(HOST).cloned() {
+            Some(host) => upstream.insert_header("X-Forwarded-Host", host)?,
+            None => {
+                upstream.remove_header("X-Forwarded-Host");
             }
         }
         Ok(())

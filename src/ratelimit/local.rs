@@ -4,11 +4,15 @@
 //! A table maps a keyed 64-bit hash of the client key to the counts of its current and previous
 //! fixed window. The hash is SipHash with a per-process random key, so clients cannot aim
 //! collisions at each other (and by chance two keys share a slot with probability ~n²/2⁶⁵).
-//! Entries older than the previous window are swept as a shard grows, so memory follows the
-//! number of clients active in the last two windows. A process-wide budget bounds that too:
-//! once [`KeyBudget`] is spent, keys not already tracked are counted in a per-table count–min
-//! sketch (pingora-limits `Rate`) instead, which can only over-count — a flood can make the
-//! limit stricter for newcomers, never looser — and the overflow is counted in metrics.
+//! Entries older than the previous window are swept as a shard grows, when a shard is touched
+//! two windows after its last sweep, and by [`LocalTable::sweep`] (run every second for every
+//! table), so memory follows the number of clients active in the last two windows. A
+//! process-wide budget bounds that too, and no table may take more than half of it, so one
+//! flooded route cannot leave the others without room: once a table cannot track a new key,
+//! the key is counted in a per-table count–min sketch (pingora-limits `Rate`) instead, which
+//! can only over-count — a flood can make the limit stricter for newcomers, never looser — and
+//! the overflow is counted in metrics. As soon as stale keys are swept, new keys are counted
+//! exactly again.
 
 use super::window::{self, Decision, Usage};
 use pingora_limits::rate::Rate;
@@ -29,7 +33,7 @@ const SKETCH_SLOTS: usize = 16_384;
 /// How many client keys all local tables together may track exactly.
 #[derive(Debug)]
 pub(crate) struct KeyBudget {
-    limit: usize,
+    pub(crate) limit: usize,
     used: AtomicUsize,
     /// Checks counted in an overflow sketch because the budget was spent.
     pub(crate) overflowed: AtomicU64,
@@ -77,7 +81,21 @@ impl Counts {
 #[derive(Debug, Default)]
 struct Shard {
     counts: HashMap<u64, Counts>,
+    /// Size after the last sweep.
     swept_at: usize,
+    /// Window of the last sweep.
+    swept_window: u64,
+}
+
+impl Shard {
+    /// Forget keys not seen in the current or previous window; returns how many went.
+    fn sweep(&mut self, window: u64) -> usize {
+        let before = self.counts.len();
+        self.counts.retain(|_, c| window.saturating_sub(c.window) <= 1);
+        self.swept_at = self.counts.len();
+        self.swept_window = window;
+        before - self.counts.len()
+    }
 }
 
 /// The exact counters of one limit.
@@ -87,6 +105,8 @@ pub(crate) struct LocalTable {
     hasher: RandomState,
     shards: Box<[Mutex<Shard>]>,
     budget: Arc<KeyBudget>,
+    /// Keys this table tracks (at most half the budget).
+    held: AtomicUsize,
     overflow: OnceLock<Rate>,
 }
 
@@ -98,8 +118,7 @@ impl std::fmt::Debug for LocalTable {
 
 impl Drop for LocalTable {
     fn drop(&mut self) {
-        let tracked: usize = self.shards.iter().map(|s| s.lock().map_or(0, |s| s.counts.len())).sum();
-        self.budget.give_back(tracked);
+        self.budget.give_back(self.held.load(Ordering::Relaxed));
     }
 }
 
@@ -112,7 +131,39 @@ impl LocalTable {
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             budget,
+            held: AtomicUsize::new(0),
             overflow: OnceLock::new(),
+        }
+    }
+
+    /// Take a slot for a new key: from this table's half of the budget, then the budget.
+    fn take(&self) -> bool {
+        let half = self.budget.limit / 2;
+        let mine = self.held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < half).then_some(n + 1));
+        if mine.is_err() {
+            return false;
+        }
+        if self.budget.take() {
+            return true;
+        }
+        self.held.fetch_sub(1, Ordering::Relaxed);
+        false
+    }
+
+    fn give_back(&self, n: usize) {
+        if n > 0 {
+            self.held.fetch_sub(n, Ordering::Relaxed);
+            self.budget.give_back(n);
+        }
+    }
+
+    /// Forget every key not seen in the current or previous window (run periodically, so
+    /// a table no request touches gives its keys back too).
+    pub(crate) fn sweep(&self) {
+        let (window, _) = self.clock(Instant::now());
+        for shard in self.shards.iter() {
+            let gone = shard.lock().unwrap_or_else(|p| p.into_inner()).sweep(window);
+            self.give_back(gone);
         }
     }
 
@@ -132,13 +183,22 @@ impl LocalTable {
         let (window, fraction) = self.clock(now);
         let hash = self.hasher.hash_one(key);
         let mut shard = self.shards[(hash % SHARDS as u64) as usize].lock().unwrap_or_else(|p| p.into_inner());
+        if window > shard.swept_window + 1 && !shard.counts.is_empty() {
+            let gone = shard.sweep(window);
+            self.give_back(gone);
+        }
         let counts = match shard.counts.get(&hash) {
             Some(c) => c.rolled(window),
             None => {
-                if !self.budget.take() {
-                    drop(shard);
-                    self.budget.overflowed.fetch_add(1, Ordering::Relaxed);
-                    return self.check_sketch(hash, limit);
+                if !self.take() {
+                    // Make room from this shard's stale keys before falling back.
+                    let gone = shard.sweep(window);
+                    self.give_back(gone);
+                    if !self.take() {
+                        drop(shard);
+                        self.budget.overflowed.fetch_add(1, Ordering::Relaxed);
+                        return self.check_sketch(hash, limit);
+                    }
                 }
                 Counts { window, curr: 0, prev: 0 }
             }
@@ -148,10 +208,8 @@ impl LocalTable {
         let counts = if admitted { Counts { curr: counts.curr + 1, ..counts } } else { counts };
         shard.counts.insert(hash, counts);
         if shard.counts.len() >= SWEEP_FLOOR.max(shard.swept_at * 2) {
-            let before = shard.counts.len();
-            shard.counts.retain(|_, c| window.saturating_sub(c.window) <= 1);
-            self.budget.give_back(before - shard.counts.len());
-            shard.swept_at = shard.counts.len();
+            let gone = shard.sweep(window);
+            self.give_back(gone);
         }
         if admitted {
             window::decide(true, limit, self.per, Usage { curr: counts.curr, ..before })
@@ -242,13 +300,36 @@ mod tests {
         // Old windows were swept: far fewer than the 100,000 keys ever seen remain.
         assert!(table.tracked() <= 15_000, "{}", table.tracked());
         assert_eq!(budget.used(), table.tracked());
+        assert_eq!(table.held.load(Ordering::Relaxed), table.tracked());
         // Past the budget new keys still get answers (from the sketch), and it is counted.
         let full = LocalTable::new(per, KeyBudget::new(10));
         for i in 0..50u64 {
             assert!(full.check_at(&i, 5, t0).allowed);
         }
-        assert_eq!(full.budget.overflowed.load(Ordering::Relaxed), 40);
+        assert_eq!(full.budget.overflowed.load(Ordering::Relaxed), 45, "one table holds half the budget");
         drop(table);
         assert_eq!(budget.used(), 0, "a dropped table returns its keys");
+    }
+
+    #[test]
+    fn a_spent_budget_recovers_once_keys_go_stale_and_no_table_takes_more_than_half() {
+        let per = Duration::from_millis(100);
+        let budget = KeyBudget::new(1_000);
+        let flooded = LocalTable::new(per, budget.clone());
+        let quiet = LocalTable::new(per, budget.clone());
+        let t0 = flooded.epoch;
+        for i in 0..2_000u64 {
+            flooded.check_at(&i, 5, t0);
+        }
+        assert_eq!(flooded.tracked(), 500, "half the budget");
+        // The other half is still there for another route: its newcomers are counted exactly.
+        assert_eq!((0..5).filter(|_| quiet.check_at("newcomer", 3, t0).allowed).count(), 3);
+        // Two windows later the periodic sweep gives the flood's keys back.
+        std::thread::sleep(Duration::from_millis(250));
+        flooded.sweep();
+        assert_eq!(flooded.tracked(), 0);
+        let later = Instant::now();
+        assert_eq!((0..5).filter(|_| flooded.check_at("fresh", 3, later).allowed).count(), 3);
+        assert_eq!(flooded.tracked(), 1, "tracked exactly again, not in the sketch");
     }
 }

@@ -110,6 +110,16 @@ impl LimitStores {
         RateLimiter { routes, redis, on_store_error: config.rate_limit.on_store_error, budget: self.budget.clone() }
     }
 
+    /// Forget stale keys in every table (every second, so tables no request touches give
+    /// their share of the key budget back).
+    pub(crate) fn sweep(&self) {
+        let tables: Vec<Arc<LocalTable>> =
+            self.tables.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for table in tables {
+            table.sweep();
+        }
+    }
+
     /// Keep exactly the tables and store `limiter` uses (it is now in force).
     pub(crate) fn commit(&self, limiter: &RateLimiter, config: &Config) {
         let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
@@ -131,19 +141,13 @@ impl LimitStores {
 /// are counted approximately (see `local`).
 pub(crate) const DEFAULT_MAX_TRACKED_KEYS: usize = 1_000_000;
 
-/// The bucket namespace of a route's limit: routes sharing a path but not host or methods
-/// never share buckets.
+/// The bucket namespace of a route's limit: routes sharing a path but not host, methods or
+/// name never share buckets. The parts are JSON-encoded, so no name can be made to read as
+/// another route's parts.
 fn namespace(route: &RouteSettings, rule: &LimitRule) -> String {
-    let mut ns = route.label.clone();
-    if let Some(host) = &route.host {
-        ns.push('@');
-        ns.push_str(host);
-    }
-    if let Some(methods) = &route.methods {
-        ns.push(' ');
-        ns.push_str(&methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","));
-    }
-    format!("{ns}:{}/{}", rule.requests, rule.per.as_millis())
+    let methods: Option<Vec<&str>> = route.methods.as_ref().map(|ms| ms.iter().map(|m| m.as_str()).collect());
+    let parts = serde_json::json!([route.name, route.path, route.host, methods]);
+    format!("{parts}:{}/{}", rule.requests, rule.per.as_millis())
 }
 
 /// Longest client key kept verbatim in a Redis key; longer ones are hashed.
@@ -187,20 +191,67 @@ fn redis_key(namespace: &str, key: &str) -> String {
     }
 }
 
+/// IPv6 clients are counted by their /64: one host usually holds a whole /64 and could
+/// otherwise rotate addresses to start a fresh bucket with every request.
+const IPV6_PREFIX_BITS: u32 = 64;
+
+/// The key an IP address counts under: the address (IPv4), or its /64 (IPv6).
+fn ip_key(ip: IpAddr) -> String {
+    match canonical_ip(ip) {
+        IpAddr::V6(v6) => {
+            let masked = u128::from(v6) & (u128::MAX << (128 - IPV6_PREFIX_BITS));
+            format!("ip:{}/{IPV6_PREFIX_BITS}", std::net::Ipv6Addr::from(masked))
+        }
+        v4 => format!("ip:{v4}"),
+    }
+}
+
 /// The client key a rule counts by. Kinds are prefixed so a `sub` can never collide with an
-/// IP address or a header value.
-pub(crate) fn client_key(key: &LimitKey, identity: Option<&Identity>, ip: IpAddr, headers: &HeaderMap) -> String {
-    let ip_key = || format!("ip:{}", canonical_ip(ip));
-    match key {
-        LimitKey::Consumer => identity.and_then(|i| i.sub.as_deref()).map_or_else(ip_key, |s| format!("sub:{s}")),
-        LimitKey::Ip => ip_key(),
+/// IP address or a header value. A key header sent on more than one line is refused: the
+/// gateway and a backend could read different lines, and a fresh first line would start a
+/// fresh bucket with every request.
+pub(crate) fn client_key(
+    key: &LimitKey,
+    identity: Option<&Identity>,
+    ip: IpAddr,
+    headers: &HeaderMap,
+) -> Result<String, crate::errors::GatewayError> {
+    Ok(match key {
+        LimitKey::Consumer => {
+            identity.and_then(|i| i.sub.as_deref()).map_or_else(|| ip_key(ip), |s| format!("sub:{s}"))
+        }
+        LimitKey::Ip => ip_key(ip),
         LimitKey::Route => "route".to_string(),
-        LimitKey::Header(name) => match headers.get(name) {
+        LimitKey::Header(name) => match crate::forwarding::single_line(headers, name)? {
             Some(v) if !v.as_bytes().trim_ascii().is_empty() => {
                 format!("hdr:{}", String::from_utf8_lossy(v.as_bytes().trim_ascii()))
             }
-            _ => ip_key(),
+            _ => ip_key(ip),
         },
+    })
+}
+
+/// Sweeps the local limit tables every second.
+pub(crate) struct LimitSweeper {
+    runtime: Arc<crate::runtime::Runtime>,
+}
+
+impl LimitSweeper {
+    /// Sweep the tables of `runtime`.
+    pub(crate) fn new(runtime: Arc<crate::runtime::Runtime>) -> Self {
+        LimitSweeper { runtime }
+    }
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for LimitSweeper {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => self.runtime.limits.sweep(),
+                _ = shutdown.changed() => return,
+            }
+        }
     }
 }
 
@@ -214,15 +265,24 @@ mod tests {
         let ip: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
         let mut headers = HeaderMap::new();
         let alice = Identity { sub: Some("alice".into()), ..Identity::default() };
-        assert_eq!(client_key(&LimitKey::Consumer, Some(&alice), ip, &headers), "sub:alice");
-        assert_eq!(client_key(&LimitKey::Consumer, None, ip, &headers), "ip:10.0.0.1");
-        assert_eq!(client_key(&LimitKey::Route, None, ip, &headers), "route");
+        let key =
+            |k: &LimitKey, id: Option<&Identity>, ip: IpAddr, h: &HeaderMap| client_key(k, id, ip, h).expect("key");
+        assert_eq!(key(&LimitKey::Consumer, Some(&alice), ip, &headers), "sub:alice");
+        assert_eq!(key(&LimitKey::Consumer, None, ip, &headers), "ip:10.0.0.1");
+        assert_eq!(key(&LimitKey::Route, None, ip, &headers), "route");
         let name = HeaderName::from_static("x-api-key");
-        assert_eq!(client_key(&LimitKey::Header(name.clone()), None, ip, &headers), "ip:10.0.0.1", "absent header");
+        assert_eq!(key(&LimitKey::Header(name.clone()), None, ip, &headers), "ip:10.0.0.1", "absent header");
         headers.insert(name.clone(), " ".parse().expect("value"));
-        assert_eq!(client_key(&LimitKey::Header(name.clone()), None, ip, &headers), "ip:10.0.0.1", "blank header");
+        assert_eq!(key(&LimitKey::Header(name.clone()), None, ip, &headers), "ip:10.0.0.1", "blank header");
         headers.insert(name.clone(), "k1".parse().expect("value"));
-        assert_eq!(client_key(&LimitKey::Header(name), None, ip, &headers), "hdr:k1");
+        assert_eq!(key(&LimitKey::Header(name.clone()), None, ip, &headers), "hdr:k1");
+        headers.append(name.clone(), "k2".parse().expect("value"));
+        assert!(client_key(&LimitKey::Header(name), None, ip, &headers).is_err(), "two lines of a key header");
+        // IPv6 clients share their /64.
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("ip");
+        assert_eq!(key(&LimitKey::Ip, None, a, &headers), "ip:2001:db8:1:2::/64");
+        assert_eq!(key(&LimitKey::Ip, None, a, &headers), key(&LimitKey::Ip, None, b, &headers));
     }
 
     #[test]

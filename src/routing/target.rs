@@ -18,6 +18,10 @@ pub(crate) enum TargetError {
     /// whether what follows is part of the path.
     #[error("the request target contains a fragment (`#`)")]
     Fragment,
+    /// Bytes that are not UTF-8 in the target: what the router reads and what the backend
+    /// receives would differ.
+    #[error("the request target is not valid UTF-8")]
+    NotUtf8,
     /// `OPTIONS *`: the gateway has no server-wide options to tell.
     #[error("the asterisk-form request target (`*`) is not supported")]
     Asterisk,
@@ -62,6 +66,9 @@ pub(crate) fn request_host<'a>(
     };
     if raw_target.contains(&b'#') {
         return Err(TargetError::Fragment);
+    }
+    if std::str::from_utf8(raw_target).is_err() {
+        return Err(TargetError::NotUtf8);
     }
     let host = match host {
         Some(h) => Some(std::str::from_utf8(h).map_err(|_| TargetError::InvalidHost)?),
@@ -173,6 +180,7 @@ mod tests {
         assert_eq!(host("", None, Some("a")), Err(TargetError::NotOriginOrAbsolute));
         assert_eq!(host("/pub#/../admin", None, Some("a")), Err(TargetError::Fragment));
         assert_eq!(host("http://a/x?y#z", None, None), Err(TargetError::Fragment));
+        assert_eq!(request_host(b"/a\xff", None, Some(b"a"), true), Err(TargetError::NotUtf8));
     }
 
     #[test]

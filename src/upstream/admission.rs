@@ -75,6 +75,21 @@ impl Admission {
         table
     }
 
+    /// A table whose `admitted` backends (known healthy from elsewhere) take traffic at once
+    /// and at full weight; the pool counts as seeded.
+    pub(crate) fn with_admitted(
+        slow_start: Option<Duration>,
+        needs_probe: bool,
+        admitted: &[SocketAddr],
+        now: Instant,
+    ) -> Self {
+        let table = Admission::new(slow_start, needs_probe);
+        let entries = admitted.iter().map(|a| (*a, Entry { admitted_at: Some(now), ramps: false })).collect();
+        table.entries.store(Arc::new(entries));
+        table.seeded.store(true, Ordering::Relaxed);
+        table
+    }
+
     /// Take note of the current membership: new addresses are added (pending their probe),
     /// vanished ones forgotten. `None` (nothing known yet) leaves the table alone.
     pub(crate) fn observe(&self, members: Option<&[SocketAddr]>, now: Instant) {

@@ -25,12 +25,12 @@ pub(crate) use pool::{Pool, PoolKey, Selected};
 pub(crate) use service::ServiceState;
 
 use crate::config::ServiceSettings;
+use crate::lifecycle::{spawn_supervised, Running};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::watch;
 
 /// The pools of the config in force, shared with the background loops.
@@ -83,8 +83,14 @@ impl Upstreams {
     pub(crate) fn commit(&self, services: &[ServiceSettings], pools: &[Arc<Pool>]) {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         states.clear();
+        let before = self.current.borrow().clone();
         for (settings, pool) in services.iter().zip(pools) {
             pool.state.set_health_settings(settings.health_check.as_ref());
+            // A rebuilt pool may have new backends: check them now rather than at the next tick
+            // (until then Pingora counts a never-checked backend healthy).
+            if !before.iter().any(|p| Arc::ptr_eq(p, pool)) {
+                pool.state.health_changed.notify_one();
+            }
             let discovered = settings.discovery.clone().zip(pool.feed().cloned());
             pool.state.follow(discovered);
             states.insert(settings.name.clone(), pool.state.clone());
@@ -110,17 +116,6 @@ impl PoolsService {
     /// Drive the pools of `upstreams`.
     pub(crate) fn new(upstreams: &Upstreams) -> Self {
         PoolsService { current: upstreams.subscribe() }
-    }
-}
-
-/// A running background loop and the switch that stops it.
-struct Running {
-    stop: watch::Sender<bool>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
     }
 }
 
@@ -165,36 +160,6 @@ impl BackgroundService for PoolsService {
             }
         }
     }
-}
-
-/// Run `work(stop)` in its own task until `stop` is sent; after a panic, log it and start it
-/// again a second later.
-fn spawn_supervised<F, Fut>(service: String, work: F) -> Running
-where
-    F: Fn(watch::Receiver<bool>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (stop, stopped) = watch::channel(false);
-    tokio::spawn(async move {
-        loop {
-            let task = tokio::spawn(work(stopped.clone()));
-            match task.await {
-                Err(e) if e.is_panic() => {
-                    log::error!("service {service}: a background task panicked; restarting it in 1s");
-                    let mut stopped = stopped.clone();
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = stopped.changed() => return,
-                    }
-                    if *stopped.borrow() {
-                        return;
-                    }
-                }
-                _ => return,
-            }
-        }
-    });
-    Running { stop }
 }
 
 #[cfg(test)]

@@ -51,13 +51,13 @@ pub(crate) enum Selection {
 }
 
 /// What a pool is built from: two generations with equal keys share one pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PoolKey {
     pub(crate) membership: Membership,
     pub(crate) selection: Selection,
     pub(crate) slow_start: Option<Duration>,
-    /// Discovered backends wait for a first successful probe (health checks are configured).
-    pub(crate) probes: bool,
+    /// Discovered backends wait for a first successful probe with these settings.
+    pub(crate) probe: Option<HealthCheckSettings>,
 }
 
 impl PoolKey {
@@ -75,7 +75,7 @@ impl PoolKey {
                 LbAlgorithm::ConsistentHash(_) => Selection::Consistent,
             },
             slow_start: settings.slow_start,
-            probes: settings.health_check.is_some(),
+            probe: settings.health_check.clone(),
         }
     }
 }
@@ -172,8 +172,15 @@ impl Pool {
         let key = PoolKey::of(settings);
         let needs_probe = settings.health_check.is_some();
         let dynamic = feed.map(|feed| {
-            let admission = match previous.and_then(|p| p.dynamic.as_ref()) {
-                Some(d) => Admission::continue_from(&d.admission, settings.slow_start, needs_probe),
+            let admission = match previous.map(|p| (p, p.dynamic.as_ref())) {
+                Some((_, Some(d))) => Admission::continue_from(&d.admission, settings.slow_start, needs_probe),
+                // A service that moves from static targets to discovery: the targets that were
+                // taking traffic keep taking it if Consul lists them, without a first probe.
+                Some((p, None)) => {
+                    let up: Vec<SocketAddr> =
+                        p.members().into_iter().filter(|(_, up)| *up).map(|(t, _)| t.addr).collect();
+                    Admission::with_admitted(settings.slow_start, needs_probe, &up, Instant::now())
+                }
                 None => Admission::new(settings.slow_start, needs_probe),
             };
             Dynamic {

@@ -3,6 +3,7 @@
 use super::*;
 use crate::config::{ConsulDiscovery, LbAlgorithm, Target};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 fn settings(lb: LbAlgorithm, slow_start: Option<Duration>) -> ServiceSettings {
     ServiceSettings {

@@ -43,10 +43,22 @@ pub(super) fn check_jwt(raw: &RawJwt, base: &Path, p: &mut Problems) -> Option<J
             ),
         }
     }
+    // The secret inline (often `${VAR}`, read from the environment the process started with)
+    // or from a file, which a reload reads again: the way to rotate it without a restart.
+    let secret = match (&raw.secret, &raw.secret_file) {
+        (Some(_), Some(_)) => {
+            p.add("auth.jwt.secret_file", "set `secret` or `secret_file`, not both");
+            None
+        }
+        (Some(s), None) => Some(s.clone()),
+        (None, Some(f)) => read_file("auth.jwt.secret_file", base, f, p)
+            .map(|(_, text)| text.trim_end_matches(['\r', '\n']).to_string()),
+        (None, None) => None,
+    };
     let has_hmac = algorithms.iter().any(|a| a.is_hmac());
     let has_asym = algorithms.iter().any(|a| !a.is_hmac());
     if has_hmac {
-        match raw.secret.as_deref() {
+        match secret.as_deref() {
             None => p.add("auth.jwt.secret", "HS* algorithms need a `secret`"),
             Some(s) if s.len() < 32 => p.add(
                 "auth.jwt.secret",
@@ -54,7 +66,7 @@ pub(super) fn check_jwt(raw: &RawJwt, base: &Path, p: &mut Problems) -> Option<J
             ),
             _ => {}
         }
-    } else if raw.secret.is_some() {
+    } else if secret.is_some() {
         p.warn("auth.jwt.secret", "set, but no HS* algorithm is allowed, so it is not used");
     }
     let key_sources =
@@ -116,7 +128,7 @@ pub(super) fn check_jwt(raw: &RawJwt, base: &Path, p: &mut Problems) -> Option<J
     }
     Some(JwtSettings {
         algorithms,
-        secret: raw.secret.clone(),
+        secret,
         public_key_file,
         jwks_file,
         jwks_url: raw.jwks_url.clone(),

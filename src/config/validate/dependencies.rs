@@ -50,7 +50,7 @@ pub(super) fn check_nats(raw: &RawNats, base: &Path, p: &mut Problems) -> Option
         let url = url.trim();
         let scheme_ok = ["nats://", "tls://", "ws://", "wss://"].iter().any(|s| url.starts_with(s));
         if !scheme_ok {
-            p.add("nats.url", format!("`{url}` (entry {i}) is not a nats:// or tls:// URL"));
+            p.add("nats.url", format!("`{}` (entry {i}) is not a nats:// or tls:// URL", redact_url(url)));
         }
     }
     let credentials_file = raw.credentials_file.as_ref().and_then(|f| {

@@ -47,7 +47,7 @@ pub(super) fn check_rate_limit(raw: Option<&RawRateLimit>, p: &mut Problems) -> 
                 RateLimitStore::Redis { url: url.clone(), timeout: dur(&raw.redis_timeout, Duration::from_millis(50)) }
             }
             Some(url) => {
-                p.add("rate_limit.redis_url", format!("`{url}` is not a redis:// URL"));
+                p.add("rate_limit.redis_url", format!("`{}` is not a redis:// URL", redact_url(url)));
                 RateLimitStore::Local
             }
             None => {

@@ -150,6 +150,18 @@ fn jobs_route(
     }
 }
 
+/// A URL for an error message: credentials (`user:pass@`) and the query are left out.
+fn redact_url(url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or_default();
+    match without_query.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://…@{host}"),
+            None => without_query.to_string(),
+        },
+        None => without_query.rsplit_once('@').map_or_else(|| without_query.to_string(), |(_, h)| format!("…@{h}")),
+    }
+}
+
 fn dur(d: &Option<super::units::ConfDuration>, default: Duration) -> Duration {
     d.map(|d| d.0).unwrap_or(default)
 }
@@ -204,7 +216,7 @@ fn check_http_url(path: &str, url: &str, p: &mut Problems) -> bool {
     let ok = (url.starts_with("http://") || url.starts_with("https://"))
         && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
     if !ok {
-        p.add(path, format!("`{url}` is not an http(s) URL"));
+        p.add(path, format!("`{}` is not an http(s) URL", redact_url(url)));
     }
     ok
 }
@@ -212,6 +224,13 @@ fn check_http_url(path: &str, url: &str, p: &mut Problems) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_in_messages_lose_their_credentials() {
+        assert_eq!(redact_url("redis://:pa@ss@cache:6379/0?x=1"), "redis://…@cache:6379/0");
+        assert_eq!(redact_url("nats://token@host:4222"), "nats://…@host:4222");
+        assert_eq!(redact_url("http://consul:8500"), "http://consul:8500");
+    }
 
     #[test]
     fn subjects() {

@@ -153,7 +153,11 @@ impl Store {
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         // Unique per process: during an upgrade the old and the new process may both write.
-        let tmp = self.path.with_extension(format!("json.tmp.{}", std::process::id()));
+        // Unique per save: a watch replaced by a reload may still be saving when its successor
+        // saves, and two writers must never share a temporary file.
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.path.with_extension(format!("json.tmp.{}.{n}", std::process::id()));
         let result = (|| {
             let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
             f.write_all(&body).map_err(io(&tmp))?;
