@@ -11,6 +11,17 @@ use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::Version;
 use pingora::http::RequestHeader;
 
+/// How the body is framed, checked once per request: `Ok(Some(n))` for a `Content-Length` of
+/// `n`, `Ok(None)` for no body or a chunked one. Refuses what [`check_transfer_coding`] and
+/// [`declared_length`] refuse.
+pub(crate) fn inspect(req: &RequestHeader) -> Result<Option<u64>, GatewayError> {
+    if req.headers.contains_key(TRANSFER_ENCODING) {
+        check_transfer_coding(req)?;
+        return Ok(None);
+    }
+    declared_length(req)
+}
+
 /// Refuse transfer codings the gateway does not apply: only a single `chunked` is accepted.
 pub(crate) fn check_transfer_coding(req: &RequestHeader) -> Result<(), GatewayError> {
     let mut codings = req.headers.get_all(TRANSFER_ENCODING).iter().peekable();

@@ -39,6 +39,9 @@ pub(crate) struct RequestState {
     pub(crate) client_ip: IpAddr,
     /// `early_request_filter`: `client_ip` as text (used in headers, logs and hashing).
     pub(crate) client_ip_text: String,
+    /// `early_request_filter`: the body length `Content-Length` announces (`None`: no body,
+    /// or chunked).
+    pub(crate) declared_length: Option<u64>,
     /// `request_filter`: the matched route.
     pub(crate) route: Option<RouteId>,
     /// `request_filter`: path and query to send upstream, when they differ from the client's.
@@ -93,6 +96,7 @@ impl RequestCtx {
                 peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 client_ip_text: String::new(),
+                declared_length: None,
                 route: None,
                 upstream_uri: None,
                 identity: None,

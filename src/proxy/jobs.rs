@@ -76,7 +76,7 @@ async fn submit(
     let idempotency = crate::forwarding::single_line(&req.headers, &http::HeaderName::from_static("idempotency-key"))?;
     let key = request::idempotency_key(idempotency.map(|v| v.as_bytes()))?;
     let limit = settings.max_body;
-    let declared = crate::framing::declared_length(req)?;
+    let declared = state.declared_length;
     if declared.is_some_and(|len| len > limit) {
         return Err(GatewayError::PayloadTooLarge { limit }.into());
     }

@@ -145,7 +145,7 @@ fn decide(snap: &Snapshot, req: &RequestHeader, state: &mut RequestState) -> Res
     };
     state.route = Some(id);
     let route = snap.route(id);
-    if framing::declared_length(req)?.is_some_and(|len| len > route.max_body) {
+    if state.declared_length.is_some_and(|len| len > route.max_body) {
         return Err(GatewayError::PayloadTooLarge { limit: route.max_body });
     }
     if route.target == RouteTarget::Jobs {
@@ -311,7 +311,8 @@ impl ProxyHttp for Gateway {
         let checked = if request_head_bytes(req) > limits.max_header_bytes {
             Err(GatewayError::HeadersTooLarge { limit: limits.max_header_bytes })
         } else {
-            framing::check_transfer_coding(req).and_then(|_| {
+            framing::inspect(req).and_then(|declared| {
+                state.declared_length = declared;
                 let requires_host = req.version != http::Version::HTTP_10 && req.version != http::Version::HTTP_09;
                 let host = req.headers.get(HOST).map(|h| h.as_bytes());
                 routing::request_host(req.raw_path(), req.uri.authority().map(|a| a.as_str()), host, requires_host)
