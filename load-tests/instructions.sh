@@ -7,6 +7,7 @@
 #
 #   load-tests/instructions.sh                         # N=20000 requests, 8 connections
 #   TARGETS="bare-pingora siger" load-tests/instructions.sh
+#   SKIP_BUILD=1 SIGER_BIN=/path/to/other/siger load-tests/instructions.sh   # compare a build
 #
 # Extra Siger targets are named siger-<variant>, with their YAML in SIGER_VARIANT_<variant>
 # (routes and policies added to the plain config), e.g.
@@ -23,8 +24,10 @@ SIGER_BIN=$(realpath "${SIGER_BIN:-./target/release/siger}")
 
 ./scripts/install-deps nginx valgrind h2load:nghttp2-client
 for tool in nginx valgrind callgrind_control h2load; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
-echo "building release binaries..." >&2
-cargo build --release --quiet --bin siger --example bare-pingora
+if [ -z "${SKIP_BUILD:-}" ]; then
+  echo "building release binaries..." >&2
+  cargo build --release --quiet --bin siger --example bare-pingora
+fi
 
 BACKEND=$(free_port)
 start_nginx_backend "$BACKEND"

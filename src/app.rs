@@ -3,13 +3,16 @@
 use crate::admin::AdminApp;
 use crate::auth::KeyRefreshService;
 use crate::config::Config;
+use crate::config::ListenerMode;
 use crate::jobs::service::{NatsService, WithNats};
 use crate::lifecycle::Drain;
 use crate::observability::logger;
 use crate::proxy::{Gateway, IdleLimited};
 use crate::ratelimit::LimitSweeper;
+use crate::redirect::RedirectHttps;
 use crate::reload::{ConfigWatcher, HangupReload};
 use crate::runtime::Runtime;
+use crate::tls::CertWatcher;
 use crate::upstream::PoolsService;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
@@ -19,6 +22,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Keep an early SIGHUP from terminating the process (call first thing in `main`).
 pub fn catch_hangups_early() {
@@ -72,6 +76,23 @@ impl BackgroundService for LogWriter {
     }
 }
 
+/// A proxy service over the runtime (no listeners yet); `h2c` also accepts HTTP/2 with prior
+/// knowledge on its plain listeners.
+fn proxy_service(
+    name: &str,
+    server: &Server,
+    runtime: &Arc<Runtime>,
+    h2c: bool,
+) -> Service<IdleLimited<pingora::proxy::HttpProxy<Gateway>>> {
+    let cfg = &runtime.current().config;
+    let mut gateway = pingora::proxy::http_proxy(&server.configuration, Gateway::new(runtime.clone()));
+    let mut options = HttpServerOptions::default();
+    options.keepalive_request_limit = cfg.limits.keepalive_requests;
+    options.h2c = h2c;
+    gateway.server_options = Some(options);
+    Service::new(name.to_string(), IdleLimited::new(gateway, runtime.idle_secs.clone()))
+}
+
 /// Build and run the server until it shuts down (SIGTERM, SIGINT or an upgrade hand-over).
 /// `path` is the config file `config` was read from (reloads read it again).
 pub fn run(config: Config, path: &Path, launch: Launch) {
@@ -94,26 +115,42 @@ pub fn run(config: Config, path: &Path, launch: Launch) {
     server.add_service(background_service("reload on SIGHUP", HangupReload::new(runtime.clone())));
     server.add_service(background_service("config watcher", ConfigWatcher::new(runtime.clone())));
 
-    let mut gateway = pingora::proxy::http_proxy(&server.configuration, Gateway::new(runtime.clone()));
-    let mut options = HttpServerOptions::default();
-    options.keepalive_request_limit = cfg.limits.keepalive_requests;
-    gateway.server_options = Some(options);
-    let downstream = IdleLimited::new(gateway, runtime.idle_secs.clone());
-    let mut proxy = Service::new("siger proxy".to_string(), downstream);
-    for listener in &cfg.listeners {
-        match &listener.tls {
-            None => proxy.add_tcp(&listener.addr),
-            Some(tls) => {
-                if let Err(e) = proxy.add_tls(&listener.addr, &tls.cert.to_string_lossy(), &tls.key.to_string_lossy()) {
-                    log::error!("TLS listener {}: {e}", listener.addr);
+    if !runtime.tls.is_empty() {
+        server.add_service(background_service("tls certificates", CertWatcher::new(runtime.clone())));
+    }
+
+    // Plain and TLS listeners share one proxy service; h2c listeners need their own (the h2c
+    // preface check is per service) and redirect listeners answer without proxying.
+    let mut proxy = proxy_service("siger proxy", &server, &runtime, false);
+    let mut h2c = None;
+    for (index, listener) in cfg.listeners.iter().enumerate() {
+        match &listener.mode {
+            ListenerMode::Plain { h2c: false } => proxy.add_tcp(&listener.addr),
+            ListenerMode::Plain { h2c: true } => h2c
+                .get_or_insert_with(|| proxy_service("siger proxy (h2c)", &server, &runtime, true))
+                .add_tcp(&listener.addr),
+            ListenerMode::Tls(_) => match runtime.tls.listener_settings(index) {
+                Some(settings) => proxy.add_tls_with_settings(&listener.addr, None, settings),
+                None => {
+                    log::error!("listen[{index}] {}: TLS settings could not be built", listener.addr);
                     logger::flush();
                     std::process::exit(1);
                 }
+            },
+            ListenerMode::RedirectHttps { port } => {
+                let app = RedirectHttps { port: *port, access_log: cfg.access_log };
+                let mut service = Service::new(format!("siger redirect {}", listener.addr), app);
+                service.add_tcp(&listener.addr);
+                service.threads = Some(1);
+                server.add_service(service);
             }
         }
     }
     // The NATS client lives on the proxy's runtime (see `WithNats`).
     server.add_service(WithNats::new(proxy, runtime.jobs.clone().map(NatsService::new), runtime.lifecycle.clone()));
+    if let Some(h2c) = h2c {
+        server.add_service(h2c);
+    }
 
     if let Some(admin) = &cfg.admin {
         let mut service = Service::new("siger admin".to_string(), AdminApp::new(runtime.clone()));

@@ -67,6 +67,9 @@ pub(crate) enum GatewayError {
     /// Wrong `Content-Type`.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The request needs a protocol version the connection does not speak (gRPC over HTTP/1.1).
+    #[error("{0}")]
+    HttpVersionNotSupported(&'static str),
     /// The client was too slow sending its request.
     #[error("timed out reading the request")]
     RequestTimeout,
@@ -172,6 +175,7 @@ impl GatewayError {
             Self::BadGateway { .. } => 502,
             Self::NoHealthyBackend { .. } | Self::Unavailable { .. } => 503,
             Self::GatewayTimeout { .. } => 504,
+            Self::HttpVersionNotSupported(_) => 505,
         }
     }
 
@@ -194,6 +198,7 @@ impl GatewayError {
             Self::BadGateway { .. } => "bad_gateway",
             Self::NoHealthyBackend { .. } | Self::Unavailable { .. } => "service_unavailable",
             Self::GatewayTimeout { .. } => "gateway_timeout",
+            Self::HttpVersionNotSupported(_) => "http_version_not_supported",
         }
     }
 

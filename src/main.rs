@@ -14,6 +14,8 @@ const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One crypto provider for every TLS config in the process, before any is built.
+    siger::tls::install_process_provider();
     // A SIGHUP before the reload handler is installed would end the process (the default action).
     app::catch_hangups_early();
     if let Some(Command::Upgrade { pid }) = &cli.command {

@@ -17,6 +17,7 @@ use crate::observability::Metrics;
 use crate::ratelimit::LimitStores;
 use crate::routing::RouteTable;
 use crate::snapshot::{Snapshot, Source};
+use crate::tls::TlsEdge;
 use crate::upstream::Upstreams;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
@@ -55,6 +56,8 @@ pub(crate) struct Runtime {
     pub(crate) discovery: DiscoveryControl,
     /// `limits.idle_timeout` in seconds, read by every new downstream session.
     pub(crate) idle_secs: Arc<AtomicU64>,
+    /// TLS listeners' certificates and client-certificate checks.
+    pub(crate) tls: TlsEdge,
     reloading: tokio::sync::Mutex<()>,
     last_reload: Mutex<Option<ReloadReport>>,
     generations: AtomicU64,
@@ -105,7 +108,9 @@ impl Runtime {
         limits.commit(&snapshot.limiter, &snapshot.config);
         discovery.want(&snapshot);
         metrics.loaded(1, unix_seconds(snapshot.source.loaded_at));
+        let tls = TlsEdge::new(&snapshot.config, &metrics);
         Arc::new(Runtime {
+            tls,
             idle_secs: Arc::new(AtomicU64::new(snapshot.config.limits.idle_timeout.as_secs())),
             current: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -202,6 +207,7 @@ impl Runtime {
         self.idle_secs.store(snapshot.config.limits.idle_timeout.as_secs(), Ordering::Relaxed);
         let snapshot = Arc::new(snapshot);
         self.current.store(snapshot.clone());
+        self.tls.apply(&snapshot.config, &self.metrics);
         // After the swap: new requests already use the new generation.
         let discovered: Vec<String> =
             snapshot.config.services.iter().filter(|s| s.discovery.is_some()).map(|s| s.name.clone()).collect();
@@ -223,7 +229,7 @@ impl Runtime {
         };
         let mut refused: Vec<String> = [
             ("server", old_server == new_server),
-            ("listen", old.listeners == new.listeners),
+            ("listen", listener_shapes(old) == listener_shapes(new)),
             ("admin", old.admin == new.admin),
             ("limits.keepalive_requests", old.limits.keepalive_requests == new.limits.keepalive_requests),
             ("consul", old.consul == new.consul),
@@ -234,13 +240,9 @@ impl Runtime {
         .filter(|(_, same)| !same)
         .map(|(key, _)| format!("{key}: changed; {hint}"))
         .collect();
-        // Files read once, by the connection or the listener: new contents need a new process.
+        // Files read once, by the connection: new contents need a new process.
         let digest = |c: &Config, f: &std::path::Path| c.files.iter().find(|d| d.path == f).map(|d| d.sha256);
-        let fixed_files =
-            new.nats.iter().filter_map(|n| n.credentials_file.clone()).chain(
-                new.listeners.iter().filter_map(|l| l.tls.as_ref()).flat_map(|t| [t.cert.clone(), t.key.clone()]),
-            );
-        for file in fixed_files {
+        for file in new.nats.iter().filter_map(|n| n.credentials_file.clone()) {
             if digest(old, &file) != digest(new, &file) {
                 refused.push(format!("{}: contents changed; {hint}", file.display()));
             }
@@ -250,6 +252,12 @@ impl Runtime {
         }
         refused
     }
+}
+
+/// What of the listeners only a new process can change (certificates, `min_tls`, `client_ca`
+/// and `hsts` apply on reload).
+fn listener_shapes(config: &Config) -> Vec<(String, &'static str, bool, Option<u16>)> {
+    config.listeners.iter().map(|l| l.fixed_shape()).collect()
 }
 
 /// The authenticator of a reloaded config: the same one when `auth.jwt` and the key files it

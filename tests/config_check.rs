@@ -20,7 +20,10 @@ fn check_file(path: &Path, env: &[(&str, &str)]) -> String {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    format!("{}exit {}\n", String::from_utf8_lossy(&out.stderr), out.status.code().unwrap_or(-1))
+    // Files named by a config appear with their absolute path: show the checkout as `.`.
+    let here = std::env::current_dir().unwrap().display().to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&here, ".");
+    format!("{stderr}exit {}\n", out.status.code().unwrap_or(-1))
 }
 
 fn check(text: &str) -> String {

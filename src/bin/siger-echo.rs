@@ -10,6 +10,8 @@
 //! - anything else → echo; `?delay_ms=N` delays the answer, `?fixed` returns a tiny fixed body
 //!
 //! Usage: `siger-echo --listen 127.0.0.1:0 --name b1 [--delay-ms N]`; prints `listening on <addr>` on stdout.
+//! With `--tls-cert F --tls-key F` it serves HTTPS (HTTP/1.1, and HTTP/2 with `--h2`); with
+//! `--client-ca F` it asks for a client certificate and reports its subject as `tls_client`.
 
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message, WebSocketUpgrade};
@@ -89,6 +91,10 @@ async fn ws(upgrade: WebSocketUpgrade) -> Response {
     })
 }
 
+/// The verified client certificate's subject of a TLS connection (a request extension).
+#[derive(Clone)]
+struct TlsClient(Option<String>);
+
 async fn echo(State(echo): State<Arc<Echo>>, req: Request) -> Response {
     echo_with_status(echo, req, StatusCode::OK).await
 }
@@ -115,6 +121,8 @@ async fn echo_with_status(echo: Arc<Echo>, req: Request, status: StatusCode) -> 
     if query_param(&query, "fixed").is_some() {
         return (status, [("content-type", "text/plain")], "ok\n").into_response();
     }
+    let tls_client = req.extensions().get::<TlsClient>().map(|c| c.0.clone());
+    let version = format!("{:?}", req.version());
     let method = req.method().to_string();
     let target = req.uri().to_string();
     let path = req.uri().path().to_string();
@@ -129,6 +137,9 @@ async fn echo_with_status(echo: Arc<Echo>, req: Request, status: StatusCode) -> 
         "headers": headers,
         "body_bytes": body.len(),
         "body": String::from_utf8_lossy(&body[..body.len().min(4096)]),
+        "version": version,
+        "tls": tls_client.is_some(),
+        "tls_client": tls_client.flatten(),
     });
     (status, axum::Json(value)).into_response()
 }
@@ -168,5 +179,70 @@ async fn main() -> std::io::Result<()> {
         .with_state(state);
     println!("listening on {addr}");
     std::io::stdout().flush()?;
-    axum::serve(listener, app).await
+    match arg(&args, "--tls-cert") {
+        None => axum::serve(listener, app).await,
+        Some(cert) => {
+            let key = arg(&args, "--tls-key").unwrap_or_else(|| cert.clone());
+            let config =
+                tls_config(&cert, &key, arg(&args, "--client-ca").as_deref(), args.iter().any(|a| a == "--h2"))?;
+            serve_tls(listener, app, tokio_rustls::TlsAcceptor::from(Arc::new(config))).await
+        }
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+}
+
+/// A rustls server config from PEM files; with a client CA, client certificates are asked
+/// for (and verified) but not required, so the answer can say whether one came.
+fn tls_config(cert: &str, key: &str, client_ca: Option<&str>, h2: bool) -> std::io::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(cert).map_err(invalid)?.collect::<Result<_, _>>().map_err(invalid)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(invalid)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(invalid)?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).map_err(invalid)? {
+                roots.add(c.map_err(invalid)?).map_err(invalid)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(invalid)?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(invalid)?;
+    config.alpn_protocols = if h2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    Ok(config)
+}
+
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> std::io::Result<()> {
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else { return };
+            let subject = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|der| {
+                x509_parser::parse_x509_certificate(der.as_ref()).ok().map(|(_, c)| c.subject().to_string())
+            });
+            let app = app.layer(axum::Extension(TlsClient(subject)));
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }

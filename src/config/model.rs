@@ -111,17 +111,118 @@ pub struct Listener {
     pub addr: String,
     /// The parsed address.
     pub socket: SocketAddr,
-    /// Certificate and key for TLS listeners.
-    pub tls: Option<TlsFiles>,
+    /// What the listener speaks.
+    pub mode: ListenerMode,
 }
 
-/// PEM files of a TLS listener.
+/// What a listener speaks.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TlsFiles {
+pub enum ListenerMode {
+    /// Plain HTTP/1.1; with `h2c`, HTTP/2 with prior knowledge as well.
+    Plain {
+        /// Accept HTTP/2 without TLS (prior knowledge).
+        h2c: bool,
+    },
+    /// TLS, with certificates chosen by SNI.
+    Tls(TlsListener),
+    /// Every request is answered with a 308 to the same URL on `https` at this port.
+    RedirectHttps {
+        /// The HTTPS port the redirects point at (443 is left out of the URL).
+        port: u16,
+    },
+}
+
+impl Listener {
+    /// The TLS settings of a TLS listener.
+    pub fn tls(&self) -> Option<&TlsListener> {
+        match &self.mode {
+            ListenerMode::Tls(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// What only a new process can change: the address and protocol choices (the sockets and
+    /// Pingora's TLS settings are fixed at start). Certificates, `min_tls`, `client_ca` and
+    /// `hsts` apply on reload.
+    pub fn fixed_shape(&self) -> (String, &'static str, bool, Option<u16>) {
+        match &self.mode {
+            ListenerMode::Plain { h2c } => (self.addr.clone(), "plain", *h2c, None),
+            ListenerMode::Tls(t) => (self.addr.clone(), "tls", t.http2, None),
+            ListenerMode::RedirectHttps { port } => (self.addr.clone(), "redirect", false, Some(*port)),
+        }
+    }
+}
+
+/// A TLS listener's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsListener {
+    /// Certificates with their keys; the first is served when no other matches the SNI.
+    pub certs: Vec<CertFiles>,
+    /// Offer HTTP/2 through ALPN (`h2`, then `http/1.1`).
+    pub http2: bool,
+    /// Lowest TLS version accepted.
+    pub min_tls: crate::tls::MinTls,
+    /// Require client certificates issued by these CAs (mTLS).
+    pub client_ca: Option<CaFile>,
+    /// The `Strict-Transport-Security` value sent on this listener's responses.
+    pub hsts: Option<http::HeaderValue>,
+}
+
+/// A certificate chain file and its key file, loaded and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertFiles {
+    /// Certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+    /// What they hold.
+    pub loaded: crate::tls::ServingCert,
+}
+
+/// A PEM bundle of CA certificates, loaded and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Its certificates.
+    pub bundle: crate::tls::CaBundle,
+}
+
+/// How the gateway connects to a service's backends.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UpstreamTransport {
+    /// TLS to the backends (`None`: plain TCP).
+    pub tls: Option<std::sync::Arc<UpstreamTls>>,
+    /// HTTP/2 to the backends: ALPN `h2` over TLS, prior knowledge (h2c) without.
+    pub http2: bool,
+}
+
+/// TLS to a service's backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// The name sent as SNI and checked against the certificate; `None` uses the backend's
+    /// IP address (checked against the certificate's IP SANs).
+    pub sni: Option<String>,
+    /// Verify the backend's certificate (only off with `accept_unverified: true`).
+    pub verify: bool,
+    /// Trust these CAs instead of the system's.
+    pub ca: Option<CaFile>,
+    /// The gateway's own certificate for mutual TLS.
+    pub client: Option<ClientCertFiles>,
+    /// Keeps pooled connections of different TLS settings apart (Pingora's reuse hash does not
+    /// include the CA).
+    pub group_key: u64,
+}
+
+/// The gateway's client certificate and key for an upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientCertFiles {
     /// Certificate chain (PEM).
     pub cert: PathBuf,
     /// Private key (PEM).
     pub key: PathBuf,
+    /// What they hold.
+    pub identity: crate::tls::ClientIdentity,
 }
 
 /// The admin listener.
@@ -480,6 +581,8 @@ pub struct HealthCheckSettings {
     pub healthy: usize,
     /// Consecutive failures to become unhealthy.
     pub unhealthy: usize,
+    /// The service's transport: checks connect as requests do (TLS included).
+    pub transport: UpstreamTransport,
 }
 
 /// A static backend.
@@ -513,6 +616,8 @@ pub struct ServiceSettings {
     pub lb: LbAlgorithm,
     /// Active health checks.
     pub health_check: Option<HealthCheckSettings>,
+    /// TLS and HTTP/2 to the backends.
+    pub transport: UpstreamTransport,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// Longest wait for one upstream read.

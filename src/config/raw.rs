@@ -59,6 +59,43 @@ pub(crate) struct RawListenerDetail {
     pub(crate) addr: String,
     pub(crate) cert: Option<String>,
     pub(crate) key: Option<String>,
+    pub(crate) certs: Option<Vec<RawCertPair>>,
+    pub(crate) http2: Option<bool>,
+    pub(crate) min_tls: Option<RawVersion>,
+    pub(crate) client_ca: Option<String>,
+    pub(crate) hsts: Option<RawHsts>,
+    pub(crate) redirect_https: Option<u16>,
+    pub(crate) h2c: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCertPair {
+    pub(crate) cert: String,
+    pub(crate) key: String,
+}
+
+/// `"1.2"` or `1.2` (YAML reads an unquoted version as a number).
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a TLS version, \"1.2\" or \"1.3\"")]
+pub(crate) enum RawVersion {
+    Text(String),
+    Number(f64),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a max-age duration (e.g. 365d) or {max_age, include_subdomains, preload}")]
+pub(crate) enum RawHsts {
+    MaxAge(ConfDuration),
+    Detailed(RawHstsDetail),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHstsDetail {
+    pub(crate) max_age: ConfDuration,
+    pub(crate) include_subdomains: Option<bool>,
+    pub(crate) preload: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,6 +247,27 @@ pub(crate) struct RawService {
     pub(crate) idle_timeout: Option<ConfDuration>,
     pub(crate) retries: Option<u32>,
     pub(crate) slow_start: Option<ConfDuration>,
+    pub(crate) tls: Option<RawUpstreamTls>,
+    pub(crate) http2: Option<bool>,
+}
+
+/// `tls: true` (system CAs, the backend's IP as SNI) or the detailed form.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "`true` or {sni, ca, verify, accept_unverified, client_cert, client_key}")]
+pub(crate) enum RawUpstreamTls {
+    Enabled(bool),
+    Detailed(RawUpstreamTlsDetail),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamTlsDetail {
+    pub(crate) sni: Option<String>,
+    pub(crate) ca: Option<String>,
+    pub(crate) verify: Option<bool>,
+    pub(crate) accept_unverified: Option<bool>,
+    pub(crate) client_cert: Option<String>,
+    pub(crate) client_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -42,6 +42,21 @@ pub(crate) struct AccessLine<'a> {
     pub(crate) upstream_duration: Option<Duration>,
     /// Error code, when the gateway answered with an error.
     pub(crate) error: Option<&'a str>,
+    /// `HTTP/1.1`, `HTTP/2`, …
+    pub(crate) http_version: &'static str,
+    /// `TLSv1.3` or `TLSv1.2` on TLS connections.
+    pub(crate) tls_version: Option<&'static str>,
+}
+
+/// The protocol as the access log names it.
+pub(crate) fn http_version(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// Cut a path to the logged length on a char boundary.
@@ -153,6 +168,14 @@ impl AccessLine<'_> {
             out.push_str(",\"error\":");
             push_json_str(out, e);
         }
+        out.push_str(",\"http_version\":\"");
+        out.push_str(self.http_version);
+        out.push('"');
+        if let Some(tls) = self.tls_version {
+            out.push_str(",\"tls_version\":\"");
+            out.push_str(tls);
+            out.push('"');
+        }
         out.push_str("}\n");
     }
 }
@@ -193,6 +216,8 @@ mod tests {
             duration: Duration::from_micros(1_234_567),
             upstream_duration: Some(Duration::from_micros(999)),
             error: Some("bad_gateway"),
+            http_version: "HTTP/2",
+            tls_version: Some("TLSv1.3"),
         };
         let mut out = String::new();
         line.render(&mut out);
@@ -203,6 +228,8 @@ mod tests {
         assert_eq!(v["upstream_duration_ms"], 0.999);
         assert_eq!(v["backend"], "127.0.0.1:80");
         assert_eq!(v["status"], 200);
+        assert_eq!(v["http_version"], "HTTP/2");
+        assert_eq!(v["tls_version"], "TLSv1.3");
         assert!(v["time"].as_str().is_some_and(|t| t.len() == 24 && t.ends_with('Z')));
     }
 

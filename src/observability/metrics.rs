@@ -87,6 +87,10 @@ pub(crate) struct Metrics {
     last_reload: Gauge,
     log_dropped: IntGauge,
     in_flight: IntGauge,
+    tls_client_hellos: IntCounterVec,
+    tls_handshakes: IntCounterVec,
+    tls_cert_expiry: IntGaugeVec,
+    tls_cert_reloads: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -246,6 +250,36 @@ impl Metrics {
         let log_dropped =
             gauge(&registry, "siger_log_lines_dropped_total", "Log lines dropped because stderr could not keep up");
         let in_flight = gauge(&registry, "siger_requests_in_flight", "Requests being processed");
+        let tls_client_hellos = counter_vec(
+            &registry,
+            "siger_tls_client_hellos_total",
+            "TLS ClientHellos received per listener (handshakes that got that far)",
+            &["listener"],
+        );
+        let tls_handshakes = counter_vec(
+            &registry,
+            "siger_tls_handshakes_total",
+            "TLS handshakes per listener by result: ok, or the reason they were refused (tls_version, client_cert); \
+             client_hellos minus these are handshakes that failed otherwise (no shared cipher, client abort)",
+            &["listener", "result"],
+        );
+        let tls_cert_expiry = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("siger_tls_cert_expiry_seconds", "Seconds until a served certificate expires, by its name"),
+                &["name"],
+            )
+            .expect("valid metric"),
+        );
+        let tls_cert_reloads = counter_vec(
+            &registry,
+            "siger_tls_cert_reloads_total",
+            "Certificate files changed on disk, by result (ok, refused: the old ones keep serving)",
+            &["result"],
+        );
+        for result in ["ok", "refused"] {
+            tls_cert_reloads.with_label_values(&[result]);
+        }
         #[cfg(target_os = "linux")]
         let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         for reason in AUTH_REASONS {
@@ -277,7 +311,36 @@ impl Metrics {
             last_reload,
             log_dropped,
             in_flight,
+            tls_client_hellos,
+            tls_handshakes,
+            tls_cert_expiry,
+            tls_cert_reloads,
         }
+    }
+
+    /// `siger_tls_client_hellos_total` of a listener.
+    pub(crate) fn tls_client_hellos(&self, listener: &str) -> IntCounter {
+        self.tls_client_hellos.with_label_values(&[listener])
+    }
+
+    /// `siger_tls_handshakes_total` of a listener and result.
+    pub(crate) fn tls_handshakes(&self, listener: &str, result: &str) -> IntCounter {
+        self.tls_handshakes.with_label_values(&[listener, result])
+    }
+
+    /// Set `siger_tls_cert_expiry_seconds{name}`.
+    pub(crate) fn tls_cert_expiry(&self, name: &str, seconds_left: i64) {
+        self.tls_cert_expiry.with_label_values(&[name]).set(seconds_left);
+    }
+
+    /// Remove the expiry series of a certificate no longer served.
+    pub(crate) fn forget_tls_cert(&self, name: &str) {
+        let _ = self.tls_cert_expiry.remove_label_values(&[name]);
+    }
+
+    /// Count a certificate rotation seen on disk (`ok` or `refused`).
+    pub(crate) fn tls_cert_reload(&self, result: &str) {
+        self.tls_cert_reloads.with_label_values(&[result]).inc();
     }
 
     /// The handles of config generation `generation`.

@@ -6,6 +6,7 @@ use crate::errors::GatewayError;
 use crate::lifecycle::InflightRequest;
 use crate::ratelimit;
 use crate::snapshot::Snapshot;
+use crate::tls::ConnInfo;
 use crate::upstream::InflightGuard;
 use pingora::upstreams::peer::HttpPeer;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -39,6 +40,11 @@ pub(crate) struct RequestState {
     pub(crate) client_ip: IpAddr,
     /// `early_request_filter`: `client_ip` as text (used in headers, logs and hashing).
     pub(crate) client_ip_text: String,
+    /// `early_request_filter`: what the connection's TLS handshake recorded (`None`: plain).
+    pub(crate) tls: Option<ConnInfo>,
+    /// `early_request_filter`: `Strict-Transport-Security` for every answer (TLS listeners
+    /// with `hsts`).
+    pub(crate) hsts: Option<http::HeaderValue>,
     /// `early_request_filter`: the body length `Content-Length` announces (`None`: no body,
     /// or chunked).
     pub(crate) declared_length: Option<u64>,
@@ -96,6 +102,8 @@ impl RequestCtx {
                 peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 client_ip_text: String::new(),
+                tls: None,
+                hsts: None,
                 declared_length: None,
                 route: None,
                 upstream_uri: None,

@@ -24,6 +24,7 @@ use crate::ratelimit::{self, Outcome, StoreError};
 use crate::routing::{self, RouteMatch, TargetError};
 use crate::runtime::Runtime;
 use crate::snapshot::Snapshot;
+use crate::tls::ConnInfo;
 use crate::upstream::Pool;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -55,6 +56,9 @@ async fn respond(session: &mut Session, state: &RequestState, mut answer: LocalA
     }
     let mut head = answer.response_header();
     add_rate_limit_headers(&mut head, state.rate_limit.as_ref());
+    if let Some(value) = &state.hsts {
+        head.insert_header(http::header::STRICT_TRANSPORT_SECURITY, value.clone())?;
+    }
     if answer.close {
         session.set_keepalive(None);
     }
@@ -79,6 +83,14 @@ fn add_rate_limit_headers(resp: &mut ResponseHeader, decision: Option<&ratelimit
         let _ = resp.insert_header("RateLimit-Remaining", d.remaining);
         let _ = resp.insert_header("RateLimit-Reset", d.reset);
     }
+}
+
+/// The verified client certificate's subject, forwarded upstream.
+const CLIENT_CERT_SUBJECT: &str = "x-client-cert-subject";
+
+/// What the TLS handshake of this request's connection recorded (`None` on plain listeners).
+fn conn_info(session: &Session) -> Option<&ConnInfo> {
+    session.digest()?.ssl_digest.as_ref()?.extension.get::<ConnInfo>()
 }
 
 /// `GET /health` on public listeners (for a balancer in front).
@@ -110,6 +122,11 @@ enum Decision {
     Health,
     /// The reserved jobs path: answered here, never proxied.
     Jobs,
+}
+
+/// `Content-Type: application/grpc` (and its `+proto`/`+json` forms).
+fn is_grpc(req: &RequestHeader) -> bool {
+    req.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Route the request and check what can be checked before authentication.
@@ -148,8 +165,16 @@ fn decide(snap: &Snapshot, req: &RequestHeader, state: &mut RequestState) -> Res
     if state.declared_length.is_some_and(|len| len > route.max_body) {
         return Err(GatewayError::PayloadTooLarge { limit: route.max_body });
     }
-    if route.target == RouteTarget::Jobs {
-        return Ok(Decision::Jobs);
+    let service = match route.target {
+        RouteTarget::Jobs => return Ok(Decision::Jobs),
+        RouteTarget::Service(id) => snap.service(id),
+    };
+    // gRPC ends every call with trailers (`grpc-status`), which HTTP/1.1 responses cannot
+    // carry: answer at once rather than proxy a call whose outcome would be lost.
+    if service.transport.http2 && req.version != http::Version::HTTP_2 && is_grpc(req) {
+        return Err(GatewayError::HttpVersionNotSupported(
+            "gRPC needs HTTP/2: connect with TLS (ALPN h2) or h2c prior knowledge",
+        ));
     }
     let upstream_path = routing::upstream_path(&path, &route.path, route.strip_prefix);
     // Rewrite the request target only when it changes: a prefix was stripped, the path was
@@ -304,6 +329,10 @@ impl ProxyHttp for Gateway {
         if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
             state.peer_ip = peer.ip();
         }
+        if let Some(info) = conn_info(session) {
+            state.hsts = snap.config.listeners.get(info.listener).and_then(|l| l.tls()?.hsts.clone());
+            state.tls = Some(info.clone());
+        }
         let xff = forwarding::combined_lines(req.headers.get_all("x-forwarded-for"));
         state.client_ip = forwarding::client_ip(state.peer_ip, xff.as_deref(), &snap.config.trusted_proxies);
         state.client_ip_text = forwarding::ip_text(state.client_ip);
@@ -438,7 +467,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -478,8 +507,17 @@ impl ProxyHttp for Gateway {
             upstream.remove_header(&AUTHORIZATION);
         }
         if !(from_trusted && upstream.headers.contains_key("x-forwarded-proto")) {
-            let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+            let tls = state.tls.is_some();
             upstream.insert_header("X-Forwarded-Proto", if tls { "https" } else { "http" })?;
+        }
+        // Only a certificate this gateway verified names the client: copies sent by clients
+        // (or proxies in front) never pass.
+        match state.tls.as_ref().and_then(|t| t.client_subject.clone()) {
+            Some(subject) => upstream.insert_header(CLIENT_CERT_SUBJECT, subject)?,
+            None if upstream.headers.contains_key(CLIENT_CERT_SUBJECT) => {
+                upstream.remove_header(CLIENT_CERT_SUBJECT);
+            }
+            None => {}
         }
         // Always the host that was routed, even from a trusted proxy: a backend that believes
         // X-Forwarded-Host must act on the host the gateway authenticated for.
@@ -516,6 +554,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         upstream.insert_header("X-Request-Id", ctx.state.request_id.as_str())?;
         add_rate_limit_headers(upstream, ctx.state.rate_limit.as_ref());
+        if let Some(value) = &ctx.state.hsts {
+            upstream.insert_header(http::header::STRICT_TRANSPORT_SECURITY, value.clone())?;
+        }
         Ok(())
     }
 
@@ -580,6 +621,8 @@ impl ProxyHttp for Gateway {
             duration: elapsed,
             upstream_duration: state.upstream_duration,
             error: state.error_code,
+            http_version: access::http_version(req.version),
+            tls_version: state.tls.as_ref().map(|t| t.version),
         };
         access::write(&line);
     }

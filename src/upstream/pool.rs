@@ -13,7 +13,7 @@ use super::balance::{InflightGuard, LeastConn};
 use super::feed::MembershipFeed;
 use super::health;
 use super::service::ServiceState;
-use crate::config::{ConsulDiscovery, HealthCheckSettings, LbAlgorithm, ServiceSettings, Target};
+use crate::config::{ConsulDiscovery, HealthCheckSettings, LbAlgorithm, ServiceSettings, Target, UpstreamTransport};
 use async_trait::async_trait;
 use pingora::lb::discovery::{ServiceDiscovery, Static};
 use pingora::lb::health_check::HealthCheck;
@@ -305,7 +305,7 @@ impl Pool {
     /// The peer for a selected backend, with the service's timeouts. `response_timeout` (the
     /// route's `timeout`) bounds the wait for the response when shorter than `read_timeout`.
     pub(crate) fn peer(s: &ServiceSettings, addr: SocketAddr, response_timeout: Option<Duration>) -> HttpPeer {
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = transport_peer(&s.transport, addr);
         peer.options.connection_timeout = Some(s.connect_timeout);
         peer.options.read_timeout = Some(response_timeout.map_or(s.read_timeout, |t| t.min(s.read_timeout)));
         peer.options.write_timeout = s.write_timeout;
@@ -462,4 +462,35 @@ where
 
 fn inet(b: &Backend) -> Option<SocketAddr> {
     b.addr.as_inet().copied()
+}
+
+/// Streams multiplexed on one HTTP/2 upstream connection before another is opened.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+/// A peer for `addr` speaking the service's transport: plain or TLS, HTTP/1.1 or HTTP/2.
+/// TLS always verifies unless the config explicitly accepted unverified backends, and always
+/// has a server name (the configured SNI, else the backend's IP: with rustls an empty one
+/// fails every connect, with OpenSSL it would skip verification).
+pub(crate) fn transport_peer(transport: &UpstreamTransport, addr: SocketAddr) -> HttpPeer {
+    let mut peer = match &transport.tls {
+        None => HttpPeer::new(addr, false, String::new()),
+        Some(tls) => {
+            let sni = tls.sni.clone().unwrap_or_else(|| addr.ip().to_string());
+            let mut peer = HttpPeer::new(addr, true, sni);
+            peer.options.verify_cert = tls.verify;
+            peer.options.verify_hostname = tls.verify;
+            peer.options.ca = tls.ca.as_ref().map(|c| c.bundle.pingora.clone());
+            peer.client_cert_key = tls.client.as_ref().map(|c| c.identity.cert_key.clone());
+            peer.group_key = tls.group_key;
+            peer
+        }
+    };
+    if transport.http2 {
+        // Over TLS: ALPN h2 only, so a backend that cannot speak HTTP/2 fails the handshake
+        // instead of silently getting HTTP/1.1 (which would drop gRPC trailers). In plain
+        // text: prior-knowledge h2c.
+        peer.options.set_http_version(2, 2);
+        peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+    }
+    peer
 }

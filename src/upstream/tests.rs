@@ -12,6 +12,7 @@ fn settings(lb: LbAlgorithm, slow_start: Option<Duration>) -> ServiceSettings {
         discovery: Some(ConsulDiscovery { service: "web".into(), tags: Vec::new() }),
         lb,
         health_check: None,
+        transport: Default::default(),
         connect_timeout: Duration::from_secs(1),
         read_timeout: Duration::from_secs(1),
         write_timeout: None,

@@ -4,8 +4,10 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod consul;
+pub mod grpc;
 pub mod jwt;
 pub mod nats;
+pub mod pki;
 pub mod redis_server;
 
 use std::io::{BufRead, BufReader, Read, Write};

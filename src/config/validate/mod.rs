@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 mod auth;
@@ -70,7 +71,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
     let consul = raw.consul.as_ref().and_then(|c| check_consul(c, &mut p));
     let nats = raw.nats.as_ref().and_then(|n| check_nats(n, base, &mut p));
     let jobs = raw.jobs.as_ref().and_then(|j| check_jobs(j, &mut p));
-    let services = check_services(&raw.services, consul.is_some(), &mut p);
+    let services = check_services(&raw.services, consul.is_some(), base, &mut p);
     let mut routes = check_routes(&raw.routes, &services, &limits, auth.is_some(), &mut p);
     if let Some(jobs) = &jobs {
         routes.push(jobs_route(jobs, &routes, &rate_limit, &mut p));

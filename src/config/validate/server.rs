@@ -48,45 +48,187 @@ pub(super) fn check_listeners(raw: &[RawListener], base: &Path, p: &mut Problems
     }
     let mut out: Vec<Listener> = Vec::new();
     for (i, l) in raw.iter().enumerate() {
-        let (addr, cert, key, path) = match l {
-            RawListener::Plain(a) => (a.clone(), None, None, format!("listen[{i}]")),
-            RawListener::Detailed(d) => (d.addr.clone(), d.cert.clone(), d.key.clone(), format!("listen[{i}].addr")),
+        let (addr, detail, path) = match l {
+            RawListener::Plain(a) => (a.clone(), None, format!("listen[{i}]")),
+            RawListener::Detailed(d) => (d.addr.clone(), Some(d), format!("listen[{i}].addr")),
         };
         let Some(socket) = parse_socket(&path, &addr, p) else { continue };
         if out.iter().any(|o| o.socket == socket) {
             p.add(&path, format!("`{addr}` is listed twice"));
         }
-        let tls = match (cert, key) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => {
-                let cert_ok = read_file(&format!("listen[{i}].cert"), base, &cert, p).map(|(path_buf, text)| {
-                    if !text.contains("-----BEGIN CERTIFICATE-----") {
-                        p.add(
-                            format!("listen[{i}].cert"),
-                            format!("`{}` holds no PEM certificate", path_buf.display()),
-                        );
-                    }
-                    path_buf
-                });
-                let key_ok = read_file(&format!("listen[{i}].key"), base, &key, p).map(|(path_buf, text)| {
-                    if !text.contains("PRIVATE KEY-----") {
-                        p.add(format!("listen[{i}].key"), format!("`{}` holds no PEM private key", path_buf.display()));
-                    }
-                    path_buf
-                });
-                match (cert_ok, key_ok) {
-                    (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
-                    _ => None,
-                }
-            }
-            _ => {
-                p.add(format!("listen[{i}]"), "a TLS listener needs both `cert` and `key`");
-                None
-            }
+        let mode = match detail {
+            None => ListenerMode::Plain { h2c: false },
+            Some(d) => match listener_mode(d, &format!("listen[{i}]"), base, p) {
+                Some(mode) => mode,
+                None => continue,
+            },
         };
-        out.push(Listener { addr, socket, tls });
+        out.push(Listener { addr, socket, mode });
+    }
+    for (i, l) in out.iter().enumerate() {
+        if let ListenerMode::RedirectHttps { port } = l.mode {
+            if !out.iter().any(|o| o.tls().is_some() && o.socket.port() == port) {
+                p.warn(
+                    format!("listen[{i}].redirect_https"),
+                    format!("no TLS listener here has port {port}; redirects go to a TLS endpoint in front of Siger"),
+                );
+            }
+        }
     }
     out
+}
+
+/// Plain, TLS or redirect, from the detailed form. TLS-only settings on a plain listener are
+/// errors, not ignored.
+fn listener_mode(d: &RawListenerDetail, base_key: &str, base: &Path, p: &mut Problems) -> Option<ListenerMode> {
+    let mut pairs: Vec<(String, &str, &str)> = Vec::new();
+    match (&d.cert, &d.key, &d.certs) {
+        (None, None, None) => {}
+        (Some(cert), Some(key), None) => pairs.push((base_key.to_string(), cert, key)),
+        (_, _, Some(list)) if d.cert.is_none() && d.key.is_none() => {
+            if list.is_empty() {
+                p.add(format!("{base_key}.certs"), "list at least one {cert, key} pair");
+            }
+            for (j, pair) in list.iter().enumerate() {
+                pairs.push((format!("{base_key}.certs[{j}]"), &pair.cert, &pair.key));
+            }
+        }
+        (_, _, Some(_)) => {
+            p.add(base_key, "use either `cert`/`key` or `certs`, not both");
+            return None;
+        }
+        _ => {
+            p.add(base_key, "a TLS listener needs both `cert` and `key`");
+            return None;
+        }
+    }
+    let tls_only = [
+        ("http2", d.http2.is_some()),
+        ("min_tls", d.min_tls.is_some()),
+        ("client_ca", d.client_ca.is_some()),
+        ("hsts", d.hsts.is_some()),
+    ];
+    if let Some(port) = d.redirect_https {
+        if port == 0 {
+            p.add(format!("{base_key}.redirect_https"), "must be a port between 1 and 65535");
+        }
+        let extra: Vec<&str> = tls_only
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(k, _)| *k)
+            .chain(d.h2c.is_some().then_some("h2c"))
+            .chain((!pairs.is_empty()).then_some("cert"))
+            .collect();
+        if !extra.is_empty() {
+            p.add(
+                format!("{base_key}.redirect_https"),
+                format!("a redirect listener answers every request with a redirect; remove `{}`", extra.join("`, `")),
+            );
+        }
+        return Some(ListenerMode::RedirectHttps { port });
+    }
+    if pairs.is_empty() {
+        for (key, set) in tls_only {
+            if set {
+                p.add(format!("{base_key}.{key}"), "only applies to TLS listeners (add `cert` and `key`)");
+            }
+        }
+        return Some(ListenerMode::Plain { h2c: d.h2c.unwrap_or(false) });
+    }
+    if d.h2c.is_some() {
+        p.add(format!("{base_key}.h2c"), "is for plain listeners; TLS listeners offer HTTP/2 through `http2`");
+    }
+    let certs: Vec<CertFiles> =
+        pairs.iter().filter_map(|(key, cert, k)| check_cert_pair(key, cert, k, base, p)).collect();
+    let min_tls = match &d.min_tls {
+        None => crate::tls::MinTls::Tls12,
+        Some(v) => {
+            let text = match v {
+                RawVersion::Text(t) => t.trim().trim_start_matches("TLSv").to_string(),
+                RawVersion::Number(n) => format!("{n:.1}"),
+            };
+            match text.as_str() {
+                "1.2" => crate::tls::MinTls::Tls12,
+                "1.3" => crate::tls::MinTls::Tls13,
+                "1.0" | "1.1" => {
+                    p.add(format!("{base_key}.min_tls"), "TLS 1.0 and 1.1 are not supported; use \"1.2\" or \"1.3\"");
+                    crate::tls::MinTls::Tls12
+                }
+                _ => {
+                    p.add(format!("{base_key}.min_tls"), format!("`{text}` is not \"1.2\" or \"1.3\""));
+                    crate::tls::MinTls::Tls12
+                }
+            }
+        }
+    };
+    let client_ca = d.client_ca.as_ref().and_then(|f| check_ca_file(&format!("{base_key}.client_ca"), f, base, p));
+    let hsts = d.hsts.as_ref().map(|h| hsts_value(h, &format!("{base_key}.hsts"), p));
+    if certs.len() != pairs.len() {
+        return None;
+    }
+    Some(ListenerMode::Tls(TlsListener { certs, http2: d.http2.unwrap_or(true), min_tls, client_ca, hsts }))
+}
+
+/// `Strict-Transport-Security` from `hsts`.
+fn hsts_value(raw: &RawHsts, key: &str, p: &mut Problems) -> http::HeaderValue {
+    let (max_age, subdomains, preload) = match raw {
+        RawHsts::MaxAge(d) => (d.0, false, false),
+        RawHsts::Detailed(d) => (d.max_age.0, d.include_subdomains.unwrap_or(false), d.preload.unwrap_or(false)),
+    };
+    // Browsers' preload list requires a year and includeSubDomains.
+    if preload && (!subdomains || max_age < Duration::from_secs(365 * 86_400)) {
+        p.add(format!("{key}.preload"), "needs `include_subdomains: true` and a max_age of at least 365d");
+    }
+    let mut value = format!("max-age={}", max_age.as_secs());
+    if subdomains {
+        value.push_str("; includeSubDomains");
+    }
+    if preload {
+        value.push_str("; preload");
+    }
+    http::HeaderValue::from_str(&value).unwrap_or(http::HeaderValue::from_static("max-age=0"))
+}
+
+/// Read and check a certificate chain and its key (`key_base.cert`, `key_base.key`).
+pub(super) fn check_cert_pair(
+    key_base: &str,
+    cert: &str,
+    key: &str,
+    base: &Path,
+    p: &mut Problems,
+) -> Option<CertFiles> {
+    let cert_read = read_file(&format!("{key_base}.cert"), base, cert, p);
+    let key_read = read_file(&format!("{key_base}.key"), base, key, p);
+    let ((cert_path, cert_text), (key_path, key_text)) = (cert_read?, key_read?);
+    let now = std::time::SystemTime::now();
+    match crate::tls::serving_cert(cert_text.as_bytes(), key_text.as_bytes(), &crate::tls::provider(), now) {
+        Ok(loaded) => {
+            if let Some(warning) = loaded.expiry_warning(now) {
+                p.warn(format!("{key_base}.cert"), format!("`{}` {warning}", cert_path.display()));
+            }
+            Some(CertFiles { cert: cert_path, key: key_path, loaded })
+        }
+        Err((part, e)) => {
+            let (k, path) = match part {
+                crate::tls::Part::Cert => ("cert", &cert_path),
+                crate::tls::Part::Key => ("key", &key_path),
+            };
+            p.add(format!("{key_base}.{k}"), format!("`{}` {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// Read and check a CA bundle.
+pub(super) fn check_ca_file(key: &str, file: &str, base: &Path, p: &mut Problems) -> Option<CaFile> {
+    let (path, text) = read_file(key, base, file, p)?;
+    match crate::tls::ca_bundle(text.as_bytes()) {
+        Ok(bundle) => Some(CaFile { path, bundle }),
+        Err(e) => {
+            p.add(key, format!("`{}` {e}", path.display()));
+            None
+        }
+    }
 }
 
 pub(super) fn check_trusted(raw: &[String], p: &mut Problems) -> TrustedProxies {

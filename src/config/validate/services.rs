@@ -21,6 +21,7 @@ pub(super) fn parse_target(path: &str, addr: &str, p: &mut Problems) -> Option<S
 pub(super) fn check_services(
     raw: &std::collections::BTreeMap<String, RawService>,
     have_consul: bool,
+    base_dir: &Path,
     p: &mut Problems,
 ) -> Vec<ServiceSettings> {
     let mut out = Vec::new();
@@ -104,6 +105,10 @@ pub(super) fn check_services(
         if s.hash_key.is_some() && !matches!(lb, LbAlgorithm::ConsistentHash(_)) {
             p.warn(format!("{base}.hash_key"), "has no effect without `lb: consistent_hash`");
         }
+        let transport = UpstreamTransport {
+            tls: s.tls.as_ref().and_then(|t| check_upstream_tls(&base, name, t, base_dir, p)).map(Arc::new),
+            http2: s.http2.unwrap_or(false),
+        };
         let health_check = s.health_check.as_ref().map(|h| {
             if let Some(path) = &h.path {
                 if !path.starts_with('/') {
@@ -133,6 +138,7 @@ pub(super) fn check_services(
                 timeout,
                 healthy: healthy.max(1),
                 unhealthy: unhealthy.max(1),
+                transport: transport.clone(),
             }
         });
         let connect_timeout = dur(&s.connect_timeout, Duration::from_secs(1));
@@ -170,6 +176,7 @@ pub(super) fn check_services(
             discovery,
             lb,
             health_check,
+            transport,
             connect_timeout,
             read_timeout,
             write_timeout,
@@ -179,4 +186,76 @@ pub(super) fn check_services(
         });
     }
     out
+}
+
+/// `services.<name>.tls`. Verification is never off by accident: `verify: false` needs
+/// `accept_unverified: true` beside it.
+fn check_upstream_tls(
+    base: &str,
+    service: &str,
+    raw: &RawUpstreamTls,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<UpstreamTls> {
+    let default = RawUpstreamTlsDetail::default();
+    let t = match raw {
+        RawUpstreamTls::Enabled(false) => return None,
+        RawUpstreamTls::Enabled(true) => &default,
+        RawUpstreamTls::Detailed(d) => d,
+    };
+    let key = format!("{base}.tls");
+    let sni = t.sni.as_ref().map(|s| s.trim().to_ascii_lowercase());
+    if let Some(sni) = &sni {
+        if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
+            p.add(format!("{key}.sni"), format!("`{sni}` is not a DNS name or IP address"));
+        }
+    }
+    let verify = t.verify.unwrap_or(true);
+    match (verify, t.accept_unverified.unwrap_or(false)) {
+        (false, false) => p.add(
+            format!("{key}.verify"),
+            "`verify: false` accepts any certificate, a man in the middle's included; set `accept_unverified: true` beside it to confirm",
+        ),
+        (true, true) => p.add(format!("{key}.accept_unverified"), "only applies with `verify: false`"),
+        (false, true) => p.warn(format!("{key}.verify"), "backend certificates are not verified"),
+        (true, false) => {}
+    }
+    if !verify && t.ca.is_some() {
+        p.add(format!("{key}.ca"), "has no effect with `verify: false`");
+    }
+    let ca = t.ca.as_ref().and_then(|f| super::server::check_ca_file(&format!("{key}.ca"), f, base_dir, p));
+    let client = match (&t.client_cert, &t.client_key) {
+        (None, None) => None,
+        (Some(cert), Some(k)) => {
+            let cert_key = format!("{key}.client_cert");
+            let key_key = format!("{key}.client_key");
+            let cert_read = read_file(&cert_key, base_dir, cert, p);
+            let key_read = read_file(&key_key, base_dir, k, p);
+            let ((cert_path, cert_text), (key_path, key_text)) = (cert_read?, key_read?);
+            let now = std::time::SystemTime::now();
+            match crate::tls::client_identity(cert_text.as_bytes(), key_text.as_bytes(), &crate::tls::provider(), now) {
+                Ok(identity) => Some(ClientCertFiles { cert: cert_path, key: key_path, identity }),
+                Err((part, e)) => {
+                    let (k, path) = match part {
+                        crate::tls::Part::Cert => (cert_key, &cert_path),
+                        crate::tls::Part::Key => (key_key, &key_path),
+                    };
+                    p.add(k, format!("`{}` {e}", path.display()));
+                    None
+                }
+            }
+        }
+        _ => {
+            p.add(&key, "mutual TLS needs both `client_cert` and `client_key`");
+            None
+        }
+    };
+    // Connections made under other TLS settings (another CA, another client certificate)
+    // must not be reused for this service.
+    let mut hasher = std::hash::DefaultHasher::new();
+    use std::hash::{Hash, Hasher};
+    (service, &sni, verify).hash(&mut hasher);
+    ca.as_ref().map(|c| c.bundle.fingerprint).hash(&mut hasher);
+    client.as_ref().map(|c| c.identity.fingerprint).hash(&mut hasher);
+    Some(UpstreamTls { sni, verify, ca, client, group_key: hasher.finish() })
 }

@@ -1,0 +1,345 @@
+//! TLS at the edge (ARCHITECTURE.md §7.2): certificates chosen by SNI, client certificates,
+//! and certificates rotated on disk without a restart.
+//!
+//! - [`material`]: PEM → checked certificates, keys and CA bundles (config validation uses it,
+//!   so `-t` refuses what a listener could not serve).
+//! - [`sni`]: the per-listener certificate table and rustls resolver, swapped atomically.
+//! - [`client_auth`]: the per-listener client-certificate verifier, swapped atomically.
+//! - [`accept`]: what a connection's handshake tells its requests (listener, client subject).
+//!
+//! [`TlsEdge`] owns the per-listener resolvers and verifiers for the life of the process:
+//! Pingora's listeners and their `TlsSettings` are fixed at start, so reloads and rotated
+//! files change what those objects hand out, never the objects.
+
+mod accept;
+mod client_auth;
+pub(crate) mod material;
+mod sni;
+
+pub(crate) use accept::ConnInfo;
+pub(crate) use material::{ca_bundle, client_identity, serving_cert, Part};
+pub use material::{CaBundle, ClientIdentity, ServingCert};
+pub use sni::MinTls;
+
+use crate::config::{Config, TlsListener};
+use crate::observability::Metrics;
+use accept::CaptureConnInfo;
+use async_trait::async_trait;
+use client_auth::ClientAuth;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use prometheus::IntCounter;
+use rustls::crypto::CryptoProvider;
+use rustls::RootCertStore;
+use sha2::{Digest, Sha256};
+use sni::{CertTable, SniResolver};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+/// How often certificate files are checked for changes.
+const CERT_POLL: Duration = Duration::from_secs(1);
+
+/// The crypto provider for everything TLS in the process: ring, as Pingora's connector and
+/// async-nats use (both ring and aws-lc-rs are in the dependency tree, so nothing may rely
+/// on rustls picking one).
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
+}
+
+/// Make [`provider`] the process default before anything builds a rustls config (Pingora's
+/// listeners and connectors use the default).
+pub fn install_process_provider() {
+    let _ = CryptoProvider::install_default(provider().as_ref().clone());
+}
+
+/// Handshake counters of one TLS listener, resolved once.
+#[derive(Debug)]
+pub(crate) struct ListenerCounters {
+    /// ClientHellos received (every handshake that got that far).
+    pub(crate) client_hellos: IntCounter,
+    /// Handshakes completed.
+    pub(crate) completed: IntCounter,
+    /// Refused: the client offers no TLS version the listener accepts.
+    pub(crate) refused_version: IntCounter,
+    /// Refused: the client certificate did not verify.
+    pub(crate) refused_client_cert: IntCounter,
+}
+
+impl ListenerCounters {
+    fn new(metrics: &Metrics, listener: &str) -> Self {
+        ListenerCounters {
+            client_hellos: metrics.tls_client_hellos(listener),
+            completed: metrics.tls_handshakes(listener, "ok"),
+            refused_version: metrics.tls_handshakes(listener, "tls_version"),
+            refused_client_cert: metrics.tls_handshakes(listener, "client_cert"),
+        }
+    }
+}
+
+/// One TLS listener's swappable state.
+struct ListenerTls {
+    index: usize,
+    addr: String,
+    http2: bool,
+    counters: Arc<ListenerCounters>,
+    resolver: Arc<SniResolver>,
+    client_auth: Arc<ClientAuth>,
+    /// What is served now, and the file contents it was loaded from.
+    served: Mutex<Served>,
+}
+
+#[derive(Default)]
+struct Served {
+    certs: Vec<ServingCert>,
+    /// SHA-256 of each file last looked at (loaded or refused), so a refused file is not
+    /// retried, and logged, every second until it changes again.
+    seen: Vec<(PathBuf, [u8; 32])>,
+}
+
+/// The process's TLS listeners: their resolvers and verifiers, and the certificate files
+/// behind them.
+pub(crate) struct TlsEdge {
+    listeners: Vec<ListenerTls>,
+    /// `name` labels of `siger_tls_cert_expiry_seconds` exported now.
+    expiry_names: Mutex<BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for TlsEdge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsEdge").field("listeners", &self.listeners.len()).finish()
+    }
+}
+
+impl TlsEdge {
+    /// The TLS listeners of the starting configuration, serving its certificates.
+    pub(crate) fn new(config: &Config, metrics: &Metrics) -> Self {
+        let listeners = config
+            .listeners
+            .iter()
+            .enumerate()
+            .filter_map(|(index, l)| {
+                let tls = l.tls()?;
+                let counters = Arc::new(ListenerCounters::new(metrics, &l.addr));
+                let table =
+                    CertTable::new(&tls.certs.iter().map(|c| c.loaded.clone()).collect::<Vec<_>>(), tls.min_tls)?;
+                Some(ListenerTls {
+                    index,
+                    addr: l.addr.clone(),
+                    http2: tls.http2,
+                    resolver: Arc::new(SniResolver::new(table, counters.clone())),
+                    client_auth: Arc::new(ClientAuth::new(provider(), counters.clone())),
+                    counters,
+                    served: Mutex::new(Served::default()),
+                })
+            })
+            .collect();
+        let edge = TlsEdge { listeners, expiry_names: Mutex::new(BTreeSet::new()) };
+        edge.apply(config, metrics);
+        edge
+    }
+
+    /// Whether any listener speaks TLS.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.listeners.is_empty()
+    }
+
+    /// Pingora's settings for listener `index`: our resolver, verifier and handshake hook,
+    /// never file paths (which Pingora would load, unchecked, and panic on).
+    pub(crate) fn listener_settings(&self, index: usize) -> Option<TlsSettings> {
+        let l = self.listeners.iter().find(|l| l.index == index)?;
+        let hook = CaptureConnInfo { listener: index, counters: l.counters.clone() };
+        let mut settings = TlsSettings::with_callbacks(Box::new(hook)).ok()?;
+        settings.set_cert_resolver(l.resolver.clone());
+        settings.set_client_cert_verifier(l.client_auth.clone());
+        if l.http2 {
+            settings.enable_h2();
+        }
+        Some(settings)
+    }
+
+    /// Serve what `config` names (at start and after every reload; its files were loaded and
+    /// checked by validation).
+    pub(crate) fn apply(&self, config: &Config, metrics: &Metrics) {
+        for l in &self.listeners {
+            let Some(tls) = config.listeners.get(l.index).and_then(|c| c.tls()) else { continue };
+            let certs: Vec<ServingCert> = tls.certs.iter().map(|c| c.loaded.clone()).collect();
+            let seen = watched_files(tls)
+                .into_iter()
+                .filter_map(|path| config.files.iter().find(|f| f.path == path).map(|f| (path, f.sha256)))
+                .collect();
+            let roots = tls.client_ca.as_ref().map(|c| c.bundle.roots.clone());
+            self.serve(l, certs, tls.min_tls, roots, seen);
+        }
+        self.export_expiry(metrics);
+    }
+
+    fn serve(
+        &self,
+        l: &ListenerTls,
+        certs: Vec<ServingCert>,
+        min_tls: MinTls,
+        client_roots: Option<Arc<RootCertStore>>,
+        seen: Vec<(PathBuf, [u8; 32])>,
+    ) {
+        if let Some(table) = CertTable::new(&certs, min_tls) {
+            l.resolver.swap(table);
+        }
+        if let Err(e) = l.client_auth.require(client_roots) {
+            log::error!("{}: client_ca not applied: {e}", l.addr);
+        }
+        let mut served = l.served.lock().unwrap_or_else(|p| p.into_inner());
+        *served = Served { certs, seen };
+    }
+
+    /// Look at the certificate files of the configuration in force; load those that changed.
+    /// A pair that does not load (half-written, key and certificate from different
+    /// rotations, expired) is refused and the listener keeps what it serves.
+    fn poll_files(&self, config: &Config, metrics: &Metrics) {
+        let mut changed = false;
+        for l in &self.listeners {
+            let Some(tls) = config.listeners.get(l.index).and_then(|c| c.tls()) else { continue };
+            let files = watched_files(tls);
+            let contents: Vec<Option<Vec<u8>>> = files.iter().map(|f| std::fs::read(f).ok()).collect();
+            let seen: Vec<(PathBuf, [u8; 32])> = files
+                .iter()
+                .zip(&contents)
+                .map(|(f, c)| (f.clone(), c.as_deref().map_or([0; 32], |b| Sha256::digest(b).into())))
+                .collect();
+            {
+                let mut served = l.served.lock().unwrap_or_else(|p| p.into_inner());
+                if served.seen == seen {
+                    continue;
+                }
+                served.seen = seen.clone();
+            }
+            match load_listener(tls, &files, &contents) {
+                Ok((certs, client_ca)) => {
+                    let names: Vec<String> = certs.iter().map(cert_label).collect();
+                    log::info!("{}: certificates reloaded from disk ({})", l.addr, names.join(", "));
+                    metrics.tls_cert_reload("ok");
+                    self.serve(l, certs, tls.min_tls, client_ca.map(|c| c.roots), seen);
+                    changed = true;
+                }
+                Err(why) => {
+                    log::error!("{}: new certificate files refused, the current ones keep serving: {why}", l.addr);
+                    metrics.tls_cert_reload("refused");
+                }
+            }
+        }
+        if changed {
+            self.export_expiry(metrics);
+        }
+    }
+
+    /// `siger_tls_cert_expiry_seconds{name}` for every certificate served now.
+    fn export_expiry(&self, metrics: &Metrics) {
+        let now = SystemTime::now();
+        let mut names = BTreeSet::new();
+        for l in &self.listeners {
+            let served = l.served.lock().unwrap_or_else(|p| p.into_inner());
+            for cert in &served.certs {
+                let name = cert_label(cert);
+                metrics.tls_cert_expiry(&name, cert.seconds_left(now));
+                names.insert(name);
+            }
+        }
+        let mut exported = self.expiry_names.lock().unwrap_or_else(|p| p.into_inner());
+        for gone in exported.difference(&names) {
+            metrics.forget_tls_cert(gone);
+        }
+        *exported = names;
+    }
+}
+
+/// The files a TLS listener is served from, in a fixed order: each pair's certificate and
+/// key, then the client CA bundle.
+fn watched_files(tls: &TlsListener) -> Vec<PathBuf> {
+    tls.certs
+        .iter()
+        .flat_map(|c| [c.cert.clone(), c.key.clone()])
+        .chain(tls.client_ca.as_ref().map(|c| c.path.clone()))
+        .collect()
+}
+
+/// Load every pair (and the client CA) of a listener from file contents read just now, in
+/// the order of [`watched_files`].
+fn load_listener(
+    tls: &TlsListener,
+    files: &[PathBuf],
+    contents: &[Option<Vec<u8>>],
+) -> Result<(Vec<ServingCert>, Option<CaBundle>), String> {
+    let read = |i: usize| -> Result<&[u8], String> {
+        contents[i].as_deref().ok_or_else(|| format!("cannot read `{}`", files[i].display()))
+    };
+    let now = SystemTime::now();
+    let mut certs = Vec::with_capacity(tls.certs.len());
+    for (j, _) in tls.certs.iter().enumerate() {
+        let (cert_i, key_i) = (2 * j, 2 * j + 1);
+        let cert = serving_cert(read(cert_i)?, read(key_i)?, &provider(), now).map_err(|(part, e)| {
+            let file = match part {
+                Part::Cert => &files[cert_i],
+                Part::Key => &files[key_i],
+            };
+            format!("`{}` {e}", file.display())
+        })?;
+        if let Some(warning) = cert.expiry_warning(now) {
+            log::warn!("`{}` {warning}", files[cert_i].display());
+        }
+        certs.push(cert);
+    }
+    let client_ca = match tls.client_ca {
+        Some(_) => {
+            let i = files.len() - 1;
+            Some(ca_bundle(read(i)?).map_err(|e| format!("`{}` {e}", files[i].display()))?)
+        }
+        None => None,
+    };
+    Ok((certs, client_ca))
+}
+
+/// A certificate's name in metrics and logs: its first DNS name, else its subject.
+fn cert_label(cert: &ServingCert) -> String {
+    cert.names.first().cloned().unwrap_or_else(|| cert.subject.clone())
+}
+
+/// Checks the certificate files of TLS listeners every second and keeps the expiry gauges
+/// current (runs only when some listener speaks TLS).
+pub(crate) struct CertWatcher {
+    runtime: Arc<crate::runtime::Runtime>,
+}
+
+impl CertWatcher {
+    pub(crate) fn new(runtime: Arc<crate::runtime::Runtime>) -> Self {
+        CertWatcher { runtime }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for CertWatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(CERT_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let runtime = self.runtime.clone();
+            // File reads and PEM parsing block: keep them off the service's runtime. A panic
+            // ends that one poll (the join error), not the watcher.
+            let polled = tokio::task::spawn_blocking(move || {
+                let snapshot = runtime.current();
+                runtime.tls.poll_files(&snapshot.config, &runtime.metrics);
+                runtime.tls.export_expiry(&runtime.metrics);
+            })
+            .await;
+            if polled.is_err() {
+                log::error!("certificate watcher: a poll panicked; polling again in {CERT_POLL:?}");
+            }
+        }
+    }
+}
