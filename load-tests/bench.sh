@@ -15,6 +15,15 @@
 #   TARGETS="bare-pingora siger" ROUNDS=5 load-tests/bench.sh
 #   SIGER_SERVER_EXTRA="work_stealing: false" load-tests/bench.sh   # extra server: keys
 #   SIGER_BIN=/path/to/other/siger load-tests/bench.sh              # e.g. --no-default-features
+#   SUITE=tls load-tests/bench.sh
+#
+# TLS (`SUITE=tls`, or name the targets): nginx and Siger terminate TLS with the same ECDSA P-256
+# certificate (made at start), TLS 1.3, one worker each, pinned alike:
+#   nginx-https / siger-https          HTTPS keep-alive requests (wrk)
+#   nginx-handshake / siger-handshake  a new TLS connection per request (wrk, Connection: close):
+#                                      CPU-µs per request ≈ per full handshake (no resumption)
+#   nginx-h2 / siger-h2                HTTP/2 over TLS, 16 connections × 16 streams (h2load)
+# Each TLS target's ratio is to its nginx counterpart (vs_nginx).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -23,11 +32,15 @@ source load-tests/lib.sh
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 ROUNDS=${ROUNDS:-3}
-TARGETS=${TARGETS:-"direct nginx bare-pingora siger siger-hs256 siger-es256"}
+case ${SUITE:-} in
+  tls) DEFAULT_TARGETS="nginx siger nginx-https siger-https nginx-handshake siger-handshake nginx-h2 siger-h2" ;;
+  *) DEFAULT_TARGETS="direct nginx bare-pingora siger siger-hs256 siger-es256" ;;
+esac
+TARGETS=${TARGETS:-$DEFAULT_TARGETS}
 SIGER_BIN=${SIGER_BIN:-./target/release/siger}
 
-./scripts/install-deps nginx wrk
-for tool in taskset nginx wrk curl; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
+./scripts/install-deps nginx wrk h2load:nghttp2-client openssl
+for tool in taskset nginx wrk curl h2load openssl; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
 echo "building release binaries..." >&2
 cargo build --release --quiet --bin siger --example bare-pingora
 
@@ -38,7 +51,11 @@ start_nginx_backend "$BACKEND" 0
 
 # nginx as a proxy: one worker, upstream keep-alive.
 PORT[nginx]=$(free_port)
+PORT[nginx-tls]=$(free_port)
 mkdir -p "$WORK/nginx"
+# One ECDSA P-256 certificate for both TLS terminators.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WORK/tls.key" \
+  -out "$WORK/tls.pem" -days 2 -subj "/CN=bench.test" -addext "subjectAltName=DNS:bench.test,IP:127.0.0.1" 2>/dev/null
 cat > "$WORK/nginx/nginx.conf" <<NGX
 worker_processes 1;
 daemon off;
@@ -50,6 +67,21 @@ http {
   upstream backend { server 127.0.0.1:$BACKEND; keepalive 128; }
   server {
     listen 127.0.0.1:${PORT[nginx]};
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+  server {
+    listen 127.0.0.1:${PORT[nginx-tls]} ssl http2;
+    ssl_certificate $WORK/tls.pem;
+    ssl_certificate_key $WORK/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    # Clients here never resume; neither server keeps sessions or tickets for them.
+    ssl_session_cache off;
+    ssl_session_tickets off;
     keepalive_requests 1000000;
     location / {
       proxy_pass http://backend;
@@ -72,13 +104,15 @@ SECRET="bench-secret-0123456789abcdef0123456789abcdef"
 # Args: name, auth section (YAML or empty). A limit far above the offered load: every request
 # pays for the check, none is refused.
 siger_config() {
-  local name=$1 auth=$2 admin
+  local name=$1 auth=$2 admin listen
   admin=$(free_port)
   PORT[$name]=$(free_port)
   ADMIN[$name]=$admin
+  listen="\"127.0.0.1:${PORT[$name]}\""
+  if [ "$name" = siger-tls ]; then listen="{addr: \"127.0.0.1:${PORT[$name]}\", cert: $WORK/tls.pem, key: $WORK/tls.key}"; fi
   cat > "$WORK/$name.yaml" <<YAML
 server: {threads: 1, pid_file: $WORK/$name.pid, upgrade_sock: $WORK/$name.sock, grace_period: 0s, graceful_shutdown_timeout: 1s${SIGER_SERVER_EXTRA:+, $SIGER_SERVER_EXTRA}}
-listen: ["127.0.0.1:${PORT[$name]}"]
+listen: [$listen]
 admin: {listen: "127.0.0.1:$admin"}
 $auth
 services:
@@ -89,6 +123,7 @@ YAML
 }
 declare -A ADMIN TOKEN
 siger_config siger ""
+siger_config siger-tls ""
 siger_config siger-hs256 "auth: {jwt: {algorithms: [HS256], secret: \"$SECRET\", issuer: bench}}
 rate_limit: {store: local, default: {requests: 1000000000, per: 1m, key: consumer}}"
 siger_config siger-es256 "auth: {jwt: {algorithms: [ES256], jwks_file: \"$ROOT/tests/fixtures/jwt/jwks-ec1.json\", issuer: bench}}
@@ -98,21 +133,39 @@ TOKEN[siger-es256]=$("$SIGER_BIN" token -c "$WORK/siger-es256.yaml" --sub bench 
   --private-key "$ROOT/tests/fixtures/jwt/ec1.key.pem" --kid ec1)
 # The access log is on and written (formatted, buffered, write(2)); it goes to /dev/null so
 # gigabytes of page cache and writeback do not add disk noise to the CPU figures.
-for name in siger siger-hs256 siger-es256; do
+for name in siger siger-tls siger-hs256 siger-es256; do
   taskset -c 1 "$SIGER_BIN" -c "$WORK/$name.yaml" 2>/dev/null &
   PIDS+=($!)
   PID[$name]=$!
 done
 
-for t in direct nginx bare-pingora siger siger-hs256 siger-es256; do wait_port "${PORT[$t]}"; done
-for name in siger siger-hs256 siger-es256; do wait_ready "${ADMIN[$name]}"; done
+for t in direct nginx nginx-tls bare-pingora siger siger-tls siger-hs256 siger-es256; do wait_port "${PORT[$t]}"; done
+for name in siger siger-tls siger-hs256 siger-es256; do wait_ready "${ADMIN[$name]}"; done
 NGINX_WORKERS=$(pgrep -P "${PID[nginx]}" | tr '\n' ' ')
 
-proxy_pids() {
+# The server process behind a target (TLS targets share one per proxy).
+server_of() {
   case $1 in
+    nginx-*) echo nginx ;;
+    siger-https | siger-handshake | siger-h2) echo siger-tls ;;
+    *) echo "$1" ;;
+  esac
+}
+
+proxy_pids() {
+  case $(server_of "$1") in
     direct) echo "" ;;
     nginx) echo "${PID[nginx]} $NGINX_WORKERS" ;;
-    *) echo "${PID[$1]}" ;;
+    *) echo "${PID[$(server_of "$1")]}" ;;
+  esac
+}
+
+# The URL a target is measured on.
+url_of() {
+  case $1 in
+    nginx-*) echo "https://127.0.0.1:${PORT[nginx-tls]}/" ;;
+    siger-https | siger-handshake | siger-h2) echo "https://127.0.0.1:${PORT[siger-tls]}/" ;;
+    *) echo "http://127.0.0.1:${PORT[$1]}/" ;;
   esac
 }
 
@@ -129,7 +182,18 @@ wrk_run() { # target duration [extra wrk args…]
   shift 2
   local auth=()
   if [ -n "${TOKEN[$target]:-}" ]; then auth=(-H "Authorization: Bearer ${TOKEN[$target]}"); fi
-  taskset -c 0 wrk -t1 -c"$CONNS" -d"$duration" "${auth[@]}" "$@" "http://127.0.0.1:${PORT[$target]}/"
+  if [[ $target == *-handshake ]]; then auth=(-H "Connection: close"); fi
+  taskset -c 0 wrk -t1 -c"$CONNS" -d"$duration" "${auth[@]}" "$@" "$(url_of "$target")"
+}
+
+# h2load over TLS for `duration` seconds, printed in wrk's words (requests, Requests/sec and
+# latency percentiles) so run_one reads both alike.
+h2_run() { # target duration
+  local out
+  out=$(taskset -c 0 h2load -t1 -c16 -m16 -D "$2" "$(url_of "$1")" 2>&1)
+  awk '/^requests:/ {print $8 " requests in"} /^finished in/ {gsub(",", ""); print "Requests/sec: " $4}
+       /^time for request:/ {print "50% " $6; print "99% " $5}' <<<"$out"
+  awk '/^requests:/ && $10 + 0 > 0 {print "Socket errors: " $10 " failed"}' <<<"$out"
 }
 
 declare -A RPS P50 P99 CPU ERRS
@@ -137,7 +201,11 @@ run_one() {
   local target=$1 round=$2 out pids before after reqs
   pids=$(proxy_pids "$target")
   before=$(cpu_ticks $pids)
-  out=$(wrk_run "$target" "${DURATION}s" --latency)
+  if [[ $target == *-h2 ]]; then
+    out=$(h2_run "$target" "$DURATION")
+  else
+    out=$(wrk_run "$target" "${DURATION}s" --latency)
+  fi
   after=$(cpu_ticks $pids)
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   RPS[$target,$round]=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
@@ -149,7 +217,7 @@ run_one() {
   else
     CPU[$target,$round]="-"
   fi
-  printf "round %d %-13s %8s req/s  p50 %7s ms  p99 %7s ms  cpu %6s us/req %s\n" "$round" "$target" \
+  printf "round %d %-15s %8s req/s  p50 %7s ms  p99 %7s ms  cpu %6s us/req %s\n" "$round" "$target" \
     "${RPS[$target,$round]}" "${P50[$target,$round]}" "${P99[$target,$round]}" "${CPU[$target,$round]}" "${ERRS[$target,$round]}" >&2
 }
 
@@ -157,7 +225,9 @@ median() { tr ' ' '\n' | { grep -v '^-*$' || true; } | sort -g | awk '{a[NR]=$1}
 
 read -r -a TLIST <<<"$TARGETS"
 echo "warm-up..." >&2
-for t in "${TLIST[@]}"; do wrk_run "$t" 2s >/dev/null; done
+for t in "${TLIST[@]}"; do
+  if [[ $t == *-h2 ]]; then h2_run "$t" 2 >/dev/null; else wrk_run "$t" 2s >/dev/null; fi
+done
 
 for round in $(seq 1 "$ROUNDS"); do
   # Rotate the order each round so drift on a shared machine does not favour one target.
@@ -178,10 +248,18 @@ done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2fx", a / b }'; }
 echo
 echo "medians of $ROUNDS rounds, ${DURATION}s each, $CONNS connections (proxy alone on CPU 1, wrk + backend on CPU 0)"
-printf "%-13s %10s %9s %9s %12s %9s %9s %9s\n" target req/s p50_ms p99_ms cpu_us/req vs_nginx vs_bare vs_siger
+printf "%-15s %10s %9s %9s %12s %9s %9s %9s\n" target req/s p50_ms p99_ms cpu_us/req vs_nginx vs_bare vs_siger
+# A TLS target is compared with nginx doing the same (siger-h2 with nginx-h2, …).
+nginx_peer() {
+  case $1 in
+    siger-https | siger-handshake | siger-h2) echo "nginx-${1#siger-}" ;;
+    nginx-*) echo "$1" ;;
+    *) echo nginx ;;
+  esac
+}
 for t in "${TLIST[@]}"; do
-  printf "%-13s %10s %9s %9s %12s %9s %9s %9s\n" "$t" "${M_RPS[$t]}" "${M_P50[$t]}" "${M_P99[$t]}" "${M_CPU[$t]}" \
-    "$(ratio "${M_CPU[$t]}" "${M_CPU[nginx]:--}")" "$(ratio "${M_CPU[$t]}" "${M_CPU[bare-pingora]:--}")" \
+  printf "%-15s %10s %9s %9s %12s %9s %9s %9s\n" "$t" "${M_RPS[$t]}" "${M_P50[$t]}" "${M_P99[$t]}" "${M_CPU[$t]}" \
+    "$(ratio "${M_CPU[$t]}" "${M_CPU[$(nginx_peer "$t")]:--}")" "$(ratio "${M_CPU[$t]}" "${M_CPU[bare-pingora]:--}")" \
     "$(ratio "${M_CPU[$t]}" "${M_CPU[siger]:--}")"
 done
 for name in siger siger-hs256 siger-es256; do

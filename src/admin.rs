@@ -27,12 +27,23 @@ impl AdminApp {
     }
 
     fn ready(&self) -> LocalAnswer {
-        let missing = self.runtime.current().readiness_problems(self.runtime.jobs.as_deref());
-        if missing.is_empty() {
-            LocalAnswer::json(200, &json!({"ready": true}))
-        } else {
-            LocalAnswer::json(503, &json!({"ready": false, "missing": missing}))
+        let snap = self.runtime.current();
+        let missing = snap.readiness_problems(self.runtime.jobs.as_deref());
+        // Open circuits are reported, not a reason to take the gateway out of a balancer.
+        let circuits: serde_json::Map<String, serde_json::Value> = snap
+            .config
+            .services
+            .iter()
+            .zip(&snap.pools)
+            .filter(|(s, _)| s.circuit_breaker.is_some())
+            .map(|(s, p)| (s.name.clone(), json!(p.state.breaker.state().name())))
+            .collect();
+        let mut body =
+            if missing.is_empty() { json!({"ready": true}) } else { json!({"ready": false, "missing": missing}) };
+        if !circuits.is_empty() {
+            body["circuits"] = serde_json::Value::Object(circuits);
         }
+        LocalAnswer::json(if missing.is_empty() { 200 } else { 503 }, &body)
     }
 
     fn metrics(&self) -> LocalAnswer {
@@ -41,6 +52,13 @@ impl AdminApp {
         for pool in &snap.pools {
             let (healthy, unhealthy) = pool.health_counts();
             metrics.set_backends(pool.name(), healthy, unhealthy);
+            let circuit =
+                snap.config.services.iter().find(|s| s.name == pool.name()).and_then(|s| s.circuit_breaker.as_ref());
+            metrics.set_resilience(
+                pool.name(),
+                pool.state.outliers.ejected_count(),
+                circuit.map(|_| pool.state.breaker.state() as u8),
+            );
             if let Some(age) = pool.discovery_sync_age() {
                 metrics.set_consul_sync_age(pool.name(), age);
             }

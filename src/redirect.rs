@@ -86,6 +86,7 @@ impl ServeHttp for RedirectHttps {
                 error,
                 http_version: access::http_version(req.version),
                 tls_version: None,
+                attempts: 0,
             });
         }
         answer.into_http()

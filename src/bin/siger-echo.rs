@@ -8,6 +8,10 @@
 //! - `/ws` → WebSocket echo
 //! - `/status/<code>` → that status with the echo body
 //! - anything else → echo; `?delay_ms=N` delays the answer, `?fixed` returns a tiny fixed body
+//! - `POST /__control/status/<code>` makes every answer but `/health` and `/__control/*` use
+//!   that status from now on (`0` restores normal answers); `POST /__control/delay/<ms>` delays
+//!   them; `GET /__control/served` → `{"served": n}`, the requests answered (control and
+//!   health excluded) — tests tell a backend to fail and count what reached it
 //!
 //! Usage: `siger-echo --listen 127.0.0.1:0 --name b1 [--delay-ms N]`; prints `listening on <addr>` on stdout.
 //! With `--tls-cert F --tls-key F` it serves HTTPS (HTTP/1.1, and HTTP/2 with `--h2`); with
@@ -24,6 +28,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +36,12 @@ struct Echo {
     name: String,
     /// Added to every answer except `/health` (a uniformly slow backend).
     delay: Duration,
+    /// `/__control/status`: a status every answer takes (0: none).
+    forced_status: AtomicU16,
+    /// `/__control/delay`: milliseconds added to every answer.
+    forced_delay_ms: AtomicU64,
+    /// Requests answered, control and health excluded.
+    served: AtomicU64,
 }
 
 /// The byte at offset `i` of `/bytes/<n>` (tests recompute it to check integrity).
@@ -89,6 +100,39 @@ async fn ws(upgrade: WebSocketUpgrade) -> Response {
             }
         }
     })
+}
+
+async fn control_status(State(echo): State<Arc<Echo>>, Path(code): Path<u16>) -> Response {
+    echo.forced_status.store(code, Ordering::Relaxed);
+    axum::Json(serde_json::json!({"status": code})).into_response()
+}
+
+async fn control_delay(State(echo): State<Arc<Echo>>, Path(ms): Path<u64>) -> Response {
+    echo.forced_delay_ms.store(ms, Ordering::Relaxed);
+    axum::Json(serde_json::json!({"delay_ms": ms})).into_response()
+}
+
+async fn control_served(State(echo): State<Arc<Echo>>) -> Response {
+    axum::Json(serde_json::json!({"served": echo.served.load(Ordering::Relaxed)})).into_response()
+}
+
+/// Counts answered requests and applies what `/__control` asked for.
+async fn misbehave(State(echo): State<Arc<Echo>>, req: Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path();
+    if path == "/health" || path.starts_with("/__control/") {
+        return next.run(req).await;
+    }
+    echo.served.fetch_add(1, Ordering::Relaxed);
+    let delay = echo.forced_delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let forced = echo.forced_status.load(Ordering::Relaxed);
+    let mut resp = next.run(req).await;
+    if let Some(status) = StatusCode::from_u16(forced).ok().filter(|_| forced != 0) {
+        *resp.status_mut() = status;
+    }
+    resp
 }
 
 /// The verified client certificate's subject of a TLS connection (a request extension).
@@ -168,14 +212,24 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     let addr = listener.local_addr()?;
     let delay = Duration::from_millis(arg(&args, "--delay-ms").and_then(|d| d.parse().ok()).unwrap_or(0));
-    let state = Arc::new(Echo { name, delay });
+    let state = Arc::new(Echo {
+        name,
+        delay,
+        forced_status: AtomicU16::new(0),
+        forced_delay_ms: AtomicU64::new(0),
+        served: AtomicU64::new(0),
+    });
     let app = Router::new()
         .route("/health", get(health))
         .route("/bytes/{n}", get(bytes))
         .route("/upload", any(upload))
         .route("/ws", get(ws))
         .route("/status/{code}", any(status))
+        .route("/__control/status/{code}", axum::routing::post(control_status))
+        .route("/__control/delay/{ms}", axum::routing::post(control_delay))
+        .route("/__control/served", get(control_served))
         .fallback(echo)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), misbehave))
         .with_state(state);
     println!("listening on {addr}");
     std::io::stdout().flush()?;

@@ -12,12 +12,16 @@ use std::time::Duration;
 pub type ServiceId = usize;
 /// Index of a route in [`Config::routes`].
 pub type RouteId = usize;
+/// Index of a traffic split in [`Config::splits`].
+pub type SplitId = usize;
 
 /// Where a matched route's requests go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteTarget {
     /// Proxied to a service's pool.
     Service(ServiceId),
+    /// Proxied to one of several services by weight (`RouteSettings::split`).
+    Split(SplitId),
     /// The reserved jobs path (`jobs.path`): answered by publishing to JetStream, never
     /// proxied. Added by validation after the file's routes, so it shares their matching,
     /// authentication, roles and rate limits.
@@ -53,6 +57,8 @@ pub struct Config {
     pub services: Vec<ServiceSettings>,
     /// Routes in file order, addressed by [`RouteId`]; the jobs route, when jobs are on, last.
     pub routes: Vec<RouteSettings>,
+    /// Traffic splits of `split` routes, addressed by [`SplitId`].
+    pub splits: Vec<TrafficSplit>,
     /// Settings that parse but have no effect (e.g. `redis_url` with `store: local`): printed
     /// by `siger -t` and logged on load, never refused.
     pub warnings: Vec<super::ConfigError>,
@@ -618,6 +624,12 @@ pub struct ServiceSettings {
     pub health_check: Option<HealthCheckSettings>,
     /// TLS and HTTP/2 to the backends.
     pub transport: UpstreamTransport,
+    /// Passive outlier detection (off when `None`).
+    pub outlier_detection: Option<OutlierSettings>,
+    /// The circuit breaker (off when `None`).
+    pub circuit_breaker: Option<BreakerSettings>,
+    /// What is retried on another backend, and the budget for it.
+    pub retry: RetryPolicy,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// Longest wait for one upstream read.
@@ -634,6 +646,75 @@ pub struct ServiceSettings {
     pub retries: u32,
     /// Weight ramp for new backends.
     pub slow_start: Option<Duration>,
+}
+
+/// Passive outlier detection of a service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierSettings {
+    /// Failed attempts in a row that eject a backend.
+    pub consecutive_failures: u32,
+    /// The first ejection's length; the n-th lasts n times as long.
+    pub base_ejection: Duration,
+    /// The longest ejection.
+    pub max_ejection: Duration,
+    /// At most this share of the pool is ejected at once (one ejection is always allowed).
+    pub max_ejected_percent: u8,
+}
+
+/// The circuit breaker of a service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerSettings {
+    /// Concurrent requests beyond this are refused at once.
+    pub max_in_flight: Option<u32>,
+    /// Share of failed requests in `window` that opens the circuit (0–1).
+    pub failure_rate: f64,
+    /// Requests in `window` before the rate is judged.
+    pub min_requests: u32,
+    /// The sliding window.
+    pub window: Duration,
+    /// How long the circuit stays open.
+    pub open_for: Duration,
+    /// Requests let through half-open; all must succeed to close.
+    pub half_open_requests: u32,
+}
+
+/// What a service retries on another backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Connect failures (nothing reached the backend: any method).
+    pub connect: bool,
+    /// Connections reset or closed before a response (idempotent methods only).
+    pub reset: bool,
+    /// Upstream statuses retried (idempotent methods only, before anything went downstream).
+    pub statuses: Vec<u16>,
+    /// Retries may add at most this share of requests, in thousandths (plus 3 per second).
+    pub budget_milli: Option<u64>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { connect: true, reset: false, statuses: Vec::new(), budget_milli: None }
+    }
+}
+
+/// A route's traffic split over services.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrafficSplit {
+    /// Services with their weights (each ≥ 1).
+    pub services: Vec<(ServiceId, u32)>,
+    /// What keeps a client on one service; `None` picks at random per request.
+    pub sticky: Option<StickyKey>,
+}
+
+/// The request property a split hashes to pick a service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StickyKey {
+    /// A request header's value.
+    Header(HeaderName),
+    /// A cookie's value.
+    Cookie(String),
+    /// A verified JWT claim.
+    Claim(String),
 }
 
 /// Authentication requirement of a route.
@@ -660,6 +741,8 @@ pub struct RouteSettings {
     pub methods: Option<Vec<Method>>,
     /// Lower-case host without port; `None` = any.
     pub host: Option<String>,
+    /// Request headers that must have exactly these values (names lower-case).
+    pub match_headers: Vec<(HeaderName, http::HeaderValue)>,
     /// Where matched requests go.
     pub target: RouteTarget,
     /// Authentication.

@@ -249,6 +249,46 @@ pub(crate) struct RawService {
     pub(crate) slow_start: Option<ConfDuration>,
     pub(crate) tls: Option<RawUpstreamTls>,
     pub(crate) http2: Option<bool>,
+    pub(crate) outlier_detection: Option<RawOutlier>,
+    pub(crate) circuit_breaker: Option<RawBreaker>,
+    pub(crate) retry_on: Option<Vec<RawRetryOn>>,
+    pub(crate) retry_budget: Option<RawPercent>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOutlier {
+    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) base_ejection: Option<ConfDuration>,
+    pub(crate) max_ejection: Option<ConfDuration>,
+    pub(crate) max_ejected_percent: Option<u8>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBreaker {
+    pub(crate) max_in_flight: Option<u32>,
+    pub(crate) failure_rate: Option<RawPercent>,
+    pub(crate) min_requests: Option<u32>,
+    pub(crate) window: Option<ConfDuration>,
+    pub(crate) open_for: Option<ConfDuration>,
+    pub(crate) half_open_requests: Option<u32>,
+}
+
+/// `"20%"` (a bare number is refused by validation: 20 or 0.2?).
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a percentage such as \"20%\"")]
+pub(crate) enum RawPercent {
+    Text(String),
+    Number(f64),
+}
+
+/// `connect`, `reset`, or a status code.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "`connect`, `reset` or a 5xx status code")]
+pub(crate) enum RawRetryOn {
+    Status(u16),
+    Event(String),
 }
 
 /// `tls: true` (system CAs, the backend's IP as SNI) or the detailed form.
@@ -305,12 +345,22 @@ pub(crate) struct RawHealthCheck {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct RawSplit {
+    pub(crate) service: String,
+    pub(crate) weight: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RawRoute {
     pub(crate) name: Option<String>,
     pub(crate) path: String,
     pub(crate) methods: Option<Vec<String>>,
     pub(crate) host: Option<String>,
-    pub(crate) service: String,
+    pub(crate) match_headers: Option<BTreeMap<String, String>>,
+    pub(crate) service: Option<String>,
+    pub(crate) split: Option<Vec<RawSplit>>,
+    pub(crate) sticky: Option<String>,
     pub(crate) auth: Option<String>,
     #[serde(default)]
     pub(crate) roles: Vec<String>,

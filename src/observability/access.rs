@@ -46,6 +46,8 @@ pub(crate) struct AccessLine<'a> {
     pub(crate) http_version: &'static str,
     /// `TLSv1.3` or `TLSv1.2` on TLS connections.
     pub(crate) tls_version: Option<&'static str>,
+    /// Upstream attempts (0: none was made; more than 1: retried).
+    pub(crate) attempts: u32,
 }
 
 /// The protocol as the access log names it.
@@ -168,6 +170,10 @@ impl AccessLine<'_> {
             out.push_str(",\"error\":");
             push_json_str(out, e);
         }
+        if self.attempts > 0 {
+            out.push_str(",\"attempts\":");
+            push_u64(out, u64::from(self.attempts));
+        }
         out.push_str(",\"http_version\":\"");
         out.push_str(self.http_version);
         out.push('"');
@@ -218,6 +224,7 @@ mod tests {
             error: Some("bad_gateway"),
             http_version: "HTTP/2",
             tls_version: Some("TLSv1.3"),
+            attempts: 2,
         };
         let mut out = String::new();
         line.render(&mut out);
@@ -229,6 +236,7 @@ mod tests {
         assert_eq!(v["backend"], "127.0.0.1:80");
         assert_eq!(v["status"], 200);
         assert_eq!(v["http_version"], "HTTP/2");
+        assert_eq!(v["attempts"], 2);
         assert_eq!(v["tls_version"], "TLSv1.3");
         assert!(v["time"].as_str().is_some_and(|t| t.len() == 24 && t.ends_with('Z')));
     }

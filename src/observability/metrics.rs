@@ -89,6 +89,12 @@ pub(crate) struct Metrics {
     in_flight: IntGauge,
     tls_client_hellos: IntCounterVec,
     tls_handshakes: IntCounterVec,
+    retries: IntCounterVec,
+    retry_budget_exhausted: IntCounterVec,
+    ejections: IntCounterVec,
+    ejected: IntGaugeVec,
+    circuit_state: IntGaugeVec,
+    circuit_refusals: IntCounterVec,
     tls_cert_expiry: IntGaugeVec,
     tls_cert_reloads: IntCounterVec,
 }
@@ -112,7 +118,19 @@ pub(crate) struct ConfigMetrics {
     durations: Vec<Histogram>,
     rate_limited: Vec<IntCounter>,
     upstream_errors: Vec<Vec<IntCounter>>,
+    /// Per service: retries by reason (connect, reset, status), budget refusals, ejections,
+    /// circuit refusals (open, max_in_flight).
+    resilience: Vec<ResilienceCounters>,
     service_names: Vec<String>,
+}
+
+/// One service's resilience counters, resolved once per generation.
+struct ResilienceCounters {
+    retries: [IntCounter; 3],
+    budget_exhausted: IntCounter,
+    ejections: IntCounter,
+    refused_open: IntCounter,
+    refused_in_flight: IntCounter,
 }
 
 impl std::fmt::Debug for ConfigMetrics {
@@ -280,6 +298,43 @@ impl Metrics {
         for result in ["ok", "refused"] {
             tls_cert_reloads.with_label_values(&[result]);
         }
+        let retries = counter_vec(
+            &registry,
+            "siger_upstream_retries_total",
+            "Upstream attempts retried on another backend, by service and reason (connect, reset, status)",
+            &["service", "reason"],
+        );
+        let retry_budget_exhausted = counter_vec(
+            &registry,
+            "siger_retry_budget_exhausted_total",
+            "Retries not made because the service's retry budget was spent",
+            &["service"],
+        );
+        let ejections = counter_vec(
+            &registry,
+            "siger_backend_ejections_total",
+            "Backends ejected by outlier detection",
+            &["service"],
+        );
+        let ejected = register(
+            &registry,
+            IntGaugeVec::new(Opts::new("siger_backends_ejected", "Backends ejected now"), &["service"])
+                .expect("valid metric"),
+        );
+        let circuit_state = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("siger_circuit_state", "Circuit breaker state: 0 closed, 1 open, 2 half-open"),
+                &["service"],
+            )
+            .expect("valid metric"),
+        );
+        let circuit_refusals = counter_vec(
+            &registry,
+            "siger_circuit_refusals_total",
+            "Requests answered 503 by a circuit breaker, by reason (open, max_in_flight)",
+            &["service", "reason"],
+        );
         #[cfg(target_os = "linux")]
         let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         for reason in AUTH_REASONS {
@@ -315,6 +370,21 @@ impl Metrics {
             tls_handshakes,
             tls_cert_expiry,
             tls_cert_reloads,
+            retries,
+            retry_budget_exhausted,
+            ejections,
+            ejected,
+            circuit_state,
+            circuit_refusals,
+        }
+    }
+
+    /// Set a service's ejected-backend count and breaker state (called at scrape time; the
+    /// state only for services with a breaker).
+    pub(crate) fn set_resilience(&self, service: &str, ejected: usize, circuit: Option<u8>) {
+        self.ejected.with_label_values(&[service]).set(ejected as i64);
+        if let Some(state) = circuit {
+            self.circuit_state.with_label_values(&[service]).set(i64::from(state));
         }
     }
 
@@ -372,6 +442,19 @@ impl Metrics {
                         .collect()
                 })
                 .collect(),
+            resilience: service_names
+                .iter()
+                .map(|s| {
+                    let s = s.as_str();
+                    ResilienceCounters {
+                        retries: ["connect", "reset", "status"].map(|r| self.retries.with_label_values(&[s, r])),
+                        budget_exhausted: self.retry_budget_exhausted.with_label_values(&[s]),
+                        ejections: self.ejections.with_label_values(&[s]),
+                        refused_open: self.circuit_refusals.with_label_values(&[s, "open"]),
+                        refused_in_flight: self.circuit_refusals.with_label_values(&[s, "max_in_flight"]),
+                    }
+                })
+                .collect(),
             route_labels,
             service_names,
         }
@@ -405,6 +488,17 @@ impl Metrics {
             for kind in UpstreamErrorKind::ALL {
                 let _ = self.upstream_errors.remove_label_values(&[name.as_str(), kind.label()]);
             }
+            let n = name.as_str();
+            for reason in ["connect", "reset", "status"] {
+                let _ = self.retries.remove_label_values(&[n, reason]);
+            }
+            for reason in ["open", "max_in_flight"] {
+                let _ = self.circuit_refusals.remove_label_values(&[n, reason]);
+            }
+            let _ = self.retry_budget_exhausted.remove_label_values(&[n]);
+            let _ = self.ejections.remove_label_values(&[n]);
+            let _ = self.ejected.remove_label_values(&[n]);
+            let _ = self.circuit_state.remove_label_values(&[n]);
             let _ = self.consul_sync_age.remove_label_values(&[name.as_str()]);
         }
     }
@@ -518,6 +612,39 @@ impl ConfigMetrics {
     /// A request refused by a rate limit.
     pub(crate) fn rate_limited(&self, route: Option<usize>) {
         self.rate_limited[self.route_index(route)].inc();
+    }
+
+    /// An attempt retried on another backend.
+    pub(crate) fn upstream_retry(&self, service: usize, reason: crate::proxy::RetryReason) {
+        if let Some(c) = self.resilience.get(service) {
+            let i = match reason.label() {
+                "connect" => 0,
+                "reset" => 1,
+                _ => 2,
+            };
+            c.retries[i].inc();
+        }
+    }
+
+    /// A retry the budget did not allow.
+    pub(crate) fn retry_budget_exhausted(&self, service: usize) {
+        if let Some(c) = self.resilience.get(service) {
+            c.budget_exhausted.inc();
+        }
+    }
+
+    /// A backend ejected by outlier detection.
+    pub(crate) fn backend_ejected(&self, service: usize) {
+        if let Some(c) = self.resilience.get(service) {
+            c.ejections.inc();
+        }
+    }
+
+    /// A request refused by the circuit breaker (`in_flight`: over `max_in_flight`).
+    pub(crate) fn circuit_refused(&self, service: usize, in_flight: bool) {
+        if let Some(c) = self.resilience.get(service) {
+            if in_flight { &c.refused_in_flight } else { &c.refused_open }.inc();
+        }
     }
 
     /// A failed upstream attempt.

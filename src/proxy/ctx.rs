@@ -1,12 +1,13 @@
 //! Per-request state carried between Pingora's phases.
 
 use crate::auth::Identity;
-use crate::config::RouteId;
+use crate::config::{RouteId, ServiceId};
 use crate::errors::GatewayError;
 use crate::lifecycle::InflightRequest;
 use crate::ratelimit;
 use crate::snapshot::Snapshot;
 use crate::tls::ConnInfo;
+use crate::upstream::breaker::Ticket;
 use crate::upstream::InflightGuard;
 use pingora::upstreams::peer::HttpPeer;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -50,6 +51,18 @@ pub(crate) struct RequestState {
     pub(crate) declared_length: Option<u64>,
     /// `request_filter`: the matched route.
     pub(crate) route: Option<RouteId>,
+    /// `proxy_upstream_filter`: the service proxied to (a split route's choice).
+    pub(crate) service: Option<ServiceId>,
+    /// `proxy_upstream_filter`: admitted by the service's circuit breaker (held until done).
+    pub(crate) breaker: Option<Ticket>,
+    /// Upstream attempts made (the first and each retry).
+    pub(crate) attempts: u32,
+    /// How the last attempt ended: `Some(true)` failed (connect error, timeout, reset, 5xx),
+    /// `Some(false)` answered; what the circuit breaker counts.
+    pub(crate) last_attempt_failed: Option<bool>,
+    /// `upstream_response_filter` turned a response into a retry: `error_while_proxy` keeps it
+    /// retryable.
+    pub(crate) retrying_status: bool,
     /// `request_filter`: path and query to send upstream, when they differ from the client's.
     pub(crate) upstream_uri: Option<http::Uri>,
     /// `request_filter`: the verified caller (`None` = anonymous); read by `upstream_peer`
@@ -59,8 +72,9 @@ pub(crate) struct RequestState {
     pub(crate) rate_limit: Option<ratelimit::Decision>,
     /// `request_body_filter`: body bytes seen so far (for `max_body`).
     pub(crate) body_bytes: u64,
-    /// `proxy_upstream_filter`: the peer of the first attempt, handed to `upstream_peer`.
-    pub(crate) first_peer: Option<Box<HttpPeer>>,
+    /// The peer of the next attempt, picked ahead (the first by `proxy_upstream_filter`, a
+    /// status retry's by `upstream_response_filter`) and handed to `upstream_peer`.
+    pub(crate) picked_peer: Option<Box<HttpPeer>>,
     /// `fail_to_connect`: backends that failed to connect (never picked again for this request).
     pub(crate) tried: Vec<SocketAddr>,
     /// `upstream_peer`: the current upstream attempt, reset for each one.
@@ -106,11 +120,16 @@ impl RequestCtx {
                 hsts: None,
                 declared_length: None,
                 route: None,
+                service: None,
+                breaker: None,
+                attempts: 0,
+                last_attempt_failed: None,
+                retrying_status: false,
                 upstream_uri: None,
                 identity: None,
                 rate_limit: None,
                 body_bytes: 0,
-                first_peer: None,
+                picked_peer: None,
                 tried: Vec::new(),
                 attempt: Attempt::default(),
                 upstream_duration: None,

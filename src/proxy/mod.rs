@@ -6,16 +6,19 @@
 //! [`RequestCtx::snapshot`] by `new_ctx`); every phase reads that snapshot, never the
 //! runtime's current one, so a reload mid-request changes nothing for it.
 
+mod attempts;
 mod ctx;
 mod downstream;
 mod jobs;
+
+pub(crate) use attempts::RetryReason;
 
 pub(crate) use ctx::{Attempt, RequestCtx, RequestState};
 pub(crate) use downstream::IdleLimited;
 
 use crate::answer::LocalAnswer;
 use crate::auth;
-use crate::config::{AuthMode, HashKey, LbAlgorithm, RouteTarget, ServiceId};
+use crate::config::{AuthMode, HashKey, RouteTarget};
 use crate::errors::{GatewayError, UpstreamErrorKind};
 use crate::forwarding;
 use crate::framing;
@@ -25,7 +28,6 @@ use crate::routing::{self, RouteMatch, TargetError};
 use crate::runtime::Runtime;
 use crate::snapshot::Snapshot;
 use crate::tls::ConnInfo;
-use crate::upstream::Pool;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HOST};
@@ -33,7 +35,6 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::Peer;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// The gateway's proxy logic.
 #[derive(Debug, Clone)]
@@ -106,14 +107,6 @@ fn request_head_bytes(req: &RequestHeader) -> usize {
     req.headers.iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }
 
-/// The service a route proxies to (none for the jobs route).
-fn service_of(snap: &Snapshot, route: Option<usize>) -> Option<ServiceId> {
-    match snap.route(route?).target {
-        RouteTarget::Service(id) => Some(id),
-        RouteTarget::Jobs => None,
-    }
-}
-
 /// What `request_filter` decided.
 enum Decision {
     /// Proxy to the matched route's service.
@@ -122,11 +115,6 @@ enum Decision {
     Health,
     /// The reserved jobs path: answered here, never proxied.
     Jobs,
-}
-
-/// `Content-Type: application/grpc` (and its `+proto`/`+json` forms).
-fn is_grpc(req: &RequestHeader) -> bool {
-    req.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Route the request and check what can be checked before authentication.
@@ -155,7 +143,7 @@ fn decide(snap: &Snapshot, req: &RequestHeader, state: &mut RequestState) -> Res
     } else {
         None
     };
-    let id = match snap.routes.lookup(host.as_deref(), &req.method, &route_path) {
+    let id = match snap.routes.lookup(host.as_deref(), &req.method, &route_path, &req.headers) {
         RouteMatch::Found(id) => id,
         RouteMatch::MethodNotAllowed { allow } => return Err(GatewayError::MethodNotAllowed { allow }),
         RouteMatch::NotFound => return Err(GatewayError::NoRoute),
@@ -165,16 +153,8 @@ fn decide(snap: &Snapshot, req: &RequestHeader, state: &mut RequestState) -> Res
     if state.declared_length.is_some_and(|len| len > route.max_body) {
         return Err(GatewayError::PayloadTooLarge { limit: route.max_body });
     }
-    let service = match route.target {
-        RouteTarget::Jobs => return Ok(Decision::Jobs),
-        RouteTarget::Service(id) => snap.service(id),
-    };
-    // gRPC ends every call with trailers (`grpc-status`), which HTTP/1.1 responses cannot
-    // carry: answer at once rather than proxy a call whose outcome would be lost.
-    if service.transport.http2 && req.version != http::Version::HTTP_2 && is_grpc(req) {
-        return Err(GatewayError::HttpVersionNotSupported(
-            "gRPC needs HTTP/2: connect with TLS (ALPN h2) or h2c prior knowledge",
-        ));
+    if route.target == RouteTarget::Jobs {
+        return Ok(Decision::Jobs);
     }
     let upstream_path = routing::upstream_path(&path, &route.path, route.strip_prefix);
     // Rewrite the request target only when it changes: a prefix was stripped, the path was
@@ -272,36 +252,6 @@ fn hash_key(key: &HashKey, session: &Session, state: &RequestState) -> Result<Ve
             state.identity.as_ref().and_then(|i| i.claim_text(name)).map(String::into_bytes).unwrap_or_else(ip)
         }
     })
-}
-
-/// The peer of the next attempt: a usable backend of the route's service not tried yet.
-/// Starts a fresh [`Attempt`].
-fn next_peer(snap: &Snapshot, session: &Session, state: &mut RequestState) -> Result<Box<HttpPeer>, GatewayError> {
-    let route_id = state.route.ok_or(GatewayError::Internal)?;
-    let service = service_of(snap, Some(route_id)).ok_or(GatewayError::Internal)?;
-    let (settings, pool) = (snap.service(service), snap.pool(service));
-    let key = match &settings.lb {
-        LbAlgorithm::ConsistentHash(k) => hash_key(k, session, state)?,
-        _ => Vec::new(),
-    };
-    let last_connect_error = std::mem::take(&mut state.attempt).connect_error;
-    match pool.select(&key, &state.tried) {
-        Some(selected) => {
-            state.attempt = Attempt {
-                backend: Some(selected.addr),
-                slot: selected.guard,
-                started: Some(Instant::now()),
-                ..Attempt::default()
-            };
-            Ok(Box::new(Pool::peer(settings, selected.addr, snap.route(route_id).timeout)))
-        }
-        None if state.tried.is_empty() => Err(GatewayError::NoHealthyBackend { service: settings.name.clone() }),
-        // Every usable backend refused the connection: answer with the last failure.
-        None => Err(last_connect_error.unwrap_or(GatewayError::BadGateway {
-            kind: UpstreamErrorKind::Connect,
-            detail: "no backend accepted the connection".into(),
-        })),
-    }
 }
 
 #[async_trait]
@@ -407,12 +357,12 @@ impl ProxyHttp for Gateway {
 
     async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
-        // The first backend is chosen here rather than in `upstream_peer`: when there is none,
-        // the 503 answered from this hook keeps the client's connection (Pingora closes it after
-        // any error raised in its upstream loop).
-        match next_peer(snap, session, state) {
+        // The first backend is chosen here rather than in `upstream_peer`: when there is none
+        // (or the circuit is open), the 503 answered from this hook keeps the client's
+        // connection (Pingora closes it after any error raised in its upstream loop).
+        match attempts::start(snap, session, state) {
             Ok(peer) => {
-                state.first_peer = Some(peer);
+                state.picked_peer = Some(peer);
                 Ok(true)
             }
             Err(err) => {
@@ -428,10 +378,10 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
-        if let Some(peer) = state.first_peer.take() {
+        if let Some(peer) = state.picked_peer.take() {
             return Ok(peer);
         }
-        match next_peer(snap, session, state) {
+        match attempts::next_peer(snap, session, state) {
             Ok(peer) => Ok(peer),
             Err(err) => {
                 let status = err.status();
@@ -445,22 +395,56 @@ impl ProxyHttp for Gateway {
 
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         peer: &HttpPeer,
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
-        let Some(service) = service_of(snap, state.route) else { return e };
+        let Some(service) = state.service else { return e };
         if let Some(addr) = peer.address().as_inet() {
             state.tried.push(*addr);
         }
         snap.metrics.upstream_error(service, UpstreamErrorKind::of(&e));
         state.attempt.error_counted = true;
         state.attempt.connect_error = GatewayError::from_pingora(&e, None);
+        attempts::attempt_failed(snap, state);
         // Nothing was sent upstream yet, so another backend is safe for any method.
-        if state.tried.len() <= snap.service(service).retries as usize {
+        if attempts::may_retry(snap, session, state, RetryReason::Connect) {
             e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Self::CTX,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if std::mem::take(&mut state.retrying_status) {
+            // Our own error from `upstream_response_filter`: its retry is decided and counted.
+            e.set_retry(true);
+            return e;
+        }
+        let kind = UpstreamErrorKind::of(&e);
+        if let Some(service) = state.service {
+            snap.metrics.upstream_error(service, kind);
+            state.attempt.error_counted = true;
+        }
+        attempts::attempt_failed(snap, state);
+        if kind == UpstreamErrorKind::Reset && attempts::may_retry(snap, session, state, RetryReason::Reset) {
+            e.set_retry(true);
+        } else if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+        } else {
+            // Pingora's own rule: a pooled connection the backend had already closed is
+            // retried once (the request never reached it).
+            e.retry.decide_reuse(client_reused);
         }
         e
     }
@@ -532,15 +516,30 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         state.upstream_duration = state.attempt.started.map(|t| t.elapsed());
-        if upstream.status.is_server_error() {
-            if let Some(service) = service_of(snap, state.route) {
-                snap.metrics.upstream_error(service, UpstreamErrorKind::Status5xx);
+        let status = upstream.status.as_u16();
+        if status < 500 {
+            attempts::attempt_succeeded(snap, state);
+            return Ok(());
+        }
+        if let Some(service) = state.service {
+            snap.metrics.upstream_error(service, UpstreamErrorKind::Status5xx);
+        }
+        attempts::attempt_failed(snap, state);
+        // A `retry_on` status goes to another backend when one is left and the request can be
+        // sent again; otherwise this answer is the client's.
+        if attempts::retries_status(snap, state, status)
+            && attempts::may_retry(snap, session, state, RetryReason::Status)
+        {
+            if let Ok(peer) = attempts::next_peer(snap, session, state) {
+                state.picked_peer = Some(peer);
+                state.retrying_status = true;
+                return Error::e_explain(HTTPStatus(status), "retried on another backend");
             }
         }
         Ok(())
@@ -567,7 +566,7 @@ impl ProxyHttp for Gateway {
             return FailToProxy { error_code: sent.status.as_u16(), can_reuse_downstream: false };
         }
         let read_timeout = state.route.and_then(|r| {
-            let service = snap.service(service_of(snap, Some(r))?);
+            let service = snap.service(state.service?);
             let route = snap.route(r);
             Some(route.timeout.map_or(service.read_timeout, |t| t.min(service.read_timeout)))
         });
@@ -594,7 +593,8 @@ impl ProxyHttp for Gateway {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         state.attempt.slot = None;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let service = service_of(snap, state.route);
+        attempts::finish(snap, state);
+        let service = state.service;
         if let (Some(e), Some(service), false) = (e, service, state.attempt.error_counted) {
             if e.esource == ErrorSource::Upstream {
                 snap.metrics.upstream_error(service, UpstreamErrorKind::of(e));
@@ -623,6 +623,7 @@ impl ProxyHttp for Gateway {
             error: state.error_code,
             http_version: access::http_version(req.version),
             tls_version: state.tls.as_ref().map(|t| t.version),
+            attempts: state.attempts,
         };
         access::write(&line);
     }

@@ -2,7 +2,7 @@
 //! hash probe per segment of the request path however many routes there are.
 
 use crate::config::{RouteId, RouteSettings};
-use http::Method;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use std::collections::HashMap;
 
 /// Outcome of matching a request against the table.
@@ -23,10 +23,16 @@ pub(crate) enum RouteMatch {
 struct Candidate {
     id: RouteId,
     host: Option<String>,
+    /// `match_headers`: every one must be present with exactly this value.
+    headers: Vec<(HeaderName, HeaderValue)>,
     methods: Option<Vec<Method>>,
 }
 
 impl Candidate {
+    fn headers_match(&self, request: &HeaderMap) -> bool {
+        self.headers.iter().all(|(name, value)| request.get_all(name).iter().any(|v| v == value))
+    }
+
     fn allows(&self, method: &Method) -> bool {
         match &self.methods {
             None => true,
@@ -38,7 +44,8 @@ impl Candidate {
 #[derive(Debug, Default, Clone)]
 struct Node {
     children: HashMap<Box<str>, Node>,
-    /// Routes ending at this node, most specific first (host, then methods).
+    /// Routes ending at this node, most specific first (host, then header matches, then
+    /// methods): the request is compared with these few, never with the whole table.
     routes: Vec<Candidate>,
 }
 
@@ -53,12 +60,12 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty())
 }
 
-/// Most specific first at every node (host, then methods, then file order); once, after all
-/// routes are in, so building stays O(routes × depth).
+/// Most specific first at every node (host, then more header matches, then methods, then file
+/// order); once, after all routes are in, so building stays O(routes × depth).
 fn sort_candidates(root: &mut Node) {
     let mut pending = vec![root];
     while let Some(node) = pending.pop() {
-        node.routes.sort_by_key(|c| (c.host.is_none(), c.methods.is_none(), c.id));
+        node.routes.sort_by_key(|c| (c.host.is_none(), std::cmp::Reverse(c.headers.len()), c.methods.is_none(), c.id));
         pending.extend(node.children.values_mut());
     }
 }
@@ -72,7 +79,12 @@ impl RouteTable {
             for seg in segments(&r.path) {
                 node = node.children.entry(seg.into()).or_default();
             }
-            node.routes.push(Candidate { id, host: r.host.clone(), methods: r.methods.clone() });
+            node.routes.push(Candidate {
+                id,
+                host: r.host.clone(),
+                headers: r.match_headers.clone(),
+                methods: r.methods.clone(),
+            });
         }
         sort_candidates(&mut root);
         RouteTable { root, has_host_routes: routes.iter().any(|r| r.host.is_some()) }
@@ -83,8 +95,9 @@ impl RouteTable {
         self.has_host_routes
     }
 
-    /// Match a normalised path. `host` must be lower-case without port.
-    pub(crate) fn lookup(&self, host: Option<&str>, method: &Method, path: &str) -> RouteMatch {
+    /// Match a normalised path. `host` must be lower-case without port. A route whose
+    /// `match_headers` the request does not satisfy is not a candidate (as a host mismatch).
+    pub(crate) fn lookup(&self, host: Option<&str>, method: &Method, path: &str, headers: &HeaderMap) -> RouteMatch {
         // Nodes that own routes along the path, shallowest first.
         let mut owners: Vec<&Node> = Vec::new();
         let mut node = &self.root;
@@ -102,7 +115,7 @@ impl RouteTable {
                 None => break,
             }
         }
-        let host_ok = |c: &&Candidate| c.host.as_deref().is_none_or(|h| Some(h) == host);
+        let host_ok = |c: &&Candidate| c.host.as_deref().is_none_or(|h| Some(h) == host) && c.headers_match(headers);
         for owner in owners.iter().rev() {
             let mut host_matched = false;
             for c in owner.routes.iter().filter(host_ok) {
@@ -139,6 +152,7 @@ mod tests {
             path: path.into(),
             methods: methods.map(|m| m.to_vec()),
             host: host.map(str::to_string),
+            match_headers: Vec::new(),
             target: crate::config::RouteTarget::Service(0),
             auth: AuthMode::Public,
             roles: vec![],
@@ -154,12 +168,12 @@ mod tests {
     fn longest_prefix_on_segment_boundaries() {
         let t = RouteTable::new(&[route("/", None, None), route("/api", None, None), route("/api/admin", None, None)]);
         let get = Method::GET;
-        assert_eq!(t.lookup(None, &get, "/api"), RouteMatch::Found(1));
-        assert_eq!(t.lookup(None, &get, "/api/"), RouteMatch::Found(1));
-        assert_eq!(t.lookup(None, &get, "/api/x"), RouteMatch::Found(1));
-        assert_eq!(t.lookup(None, &get, "/apix"), RouteMatch::Found(0));
-        assert_eq!(t.lookup(None, &get, "/api/admin/users"), RouteMatch::Found(2));
-        assert_eq!(t.lookup(None, &get, "/other"), RouteMatch::Found(0));
+        assert_eq!(t.lookup(None, &get, "/api", &HeaderMap::new()), RouteMatch::Found(1));
+        assert_eq!(t.lookup(None, &get, "/api/", &HeaderMap::new()), RouteMatch::Found(1));
+        assert_eq!(t.lookup(None, &get, "/api/x", &HeaderMap::new()), RouteMatch::Found(1));
+        assert_eq!(t.lookup(None, &get, "/apix", &HeaderMap::new()), RouteMatch::Found(0));
+        assert_eq!(t.lookup(None, &get, "/api/admin/users", &HeaderMap::new()), RouteMatch::Found(2));
+        assert_eq!(t.lookup(None, &get, "/other", &HeaderMap::new()), RouteMatch::Found(0));
     }
 
     #[test]
@@ -169,29 +183,47 @@ mod tests {
             route("/b", Some("api.example.com"), Some(&[Method::GET])),
             route("/b", None, Some(&[Method::POST])),
         ]);
-        assert_eq!(t.lookup(Some("api.example.com"), &Method::GET, "/b/1"), RouteMatch::Found(1));
-        assert_eq!(t.lookup(Some("api.example.com"), &Method::HEAD, "/b/1"), RouteMatch::Found(1));
-        assert_eq!(t.lookup(Some("api.example.com"), &Method::POST, "/b/1"), RouteMatch::Found(2));
-        assert_eq!(t.lookup(Some("other"), &Method::GET, "/b/1"), RouteMatch::Found(0));
-        assert_eq!(t.lookup(None, &Method::DELETE, "/b"), RouteMatch::Found(0));
+        assert_eq!(t.lookup(Some("api.example.com"), &Method::GET, "/b/1", &HeaderMap::new()), RouteMatch::Found(1));
+        assert_eq!(t.lookup(Some("api.example.com"), &Method::HEAD, "/b/1", &HeaderMap::new()), RouteMatch::Found(1));
+        assert_eq!(t.lookup(Some("api.example.com"), &Method::POST, "/b/1", &HeaderMap::new()), RouteMatch::Found(2));
+        assert_eq!(t.lookup(Some("other"), &Method::GET, "/b/1", &HeaderMap::new()), RouteMatch::Found(0));
+        assert_eq!(t.lookup(None, &Method::DELETE, "/b", &HeaderMap::new()), RouteMatch::Found(0));
     }
 
     #[test]
     fn method_mismatch_is_405_not_a_fallback() {
         let t = RouteTable::new(&[route("/", None, None), route("/admin", None, Some(&[Method::GET, Method::PUT]))]);
         assert_eq!(
-            t.lookup(None, &Method::POST, "/admin/x"),
+            t.lookup(None, &Method::POST, "/admin/x", &HeaderMap::new()),
             RouteMatch::MethodNotAllowed { allow: vec![Method::GET, Method::PUT] }
         );
         let only_host = RouteTable::new(&[route("/a", Some("h"), None)]);
-        assert_eq!(only_host.lookup(Some("x"), &Method::GET, "/a"), RouteMatch::NotFound);
+        assert_eq!(only_host.lookup(Some("x"), &Method::GET, "/a", &HeaderMap::new()), RouteMatch::NotFound);
+    }
+
+    #[test]
+    fn header_matches_beat_routes_without_and_never_fall_back_across_prefixes() {
+        let mut v2 = route("/api", None, None);
+        v2.match_headers = vec![(HeaderName::from_static("x-api-version"), HeaderValue::from_static("2"))];
+        let t = RouteTable::new(&[route("/api", None, None), v2, route("/", None, None)]);
+        let mut headers = HeaderMap::new();
+        assert_eq!(t.lookup(None, &Method::GET, "/api/x", &headers), RouteMatch::Found(0));
+        headers.insert("x-api-version", HeaderValue::from_static("2"));
+        assert_eq!(t.lookup(None, &Method::GET, "/api/x", &headers), RouteMatch::Found(1));
+        headers.insert("x-api-version", HeaderValue::from_static("3"));
+        assert_eq!(t.lookup(None, &Method::GET, "/api/x", &headers), RouteMatch::Found(0), "exact values");
+        // Only a header route at a prefix: a request without the header goes to the shorter one.
+        let mut only = route("/beta", None, None);
+        only.match_headers = vec![(HeaderName::from_static("x-beta"), HeaderValue::from_static("yes"))];
+        let t = RouteTable::new(&[route("/", None, None), only]);
+        assert_eq!(t.lookup(None, &Method::GET, "/beta/x", &HeaderMap::new()), RouteMatch::Found(0));
     }
 
     #[test]
     fn hundreds_of_routes() {
         let routes: Vec<RouteSettings> = (0..500).map(|i| route(&format!("/svc{i}/v1"), None, None)).collect();
         let t = RouteTable::new(&routes);
-        assert_eq!(t.lookup(None, &Method::GET, "/svc499/v1/items"), RouteMatch::Found(499));
-        assert_eq!(t.lookup(None, &Method::GET, "/svc499/v2"), RouteMatch::NotFound);
+        assert_eq!(t.lookup(None, &Method::GET, "/svc499/v1/items", &HeaderMap::new()), RouteMatch::Found(499));
+        assert_eq!(t.lookup(None, &Method::GET, "/svc499/v2", &HeaderMap::new()), RouteMatch::NotFound);
     }
 }

@@ -14,10 +14,14 @@
 
 mod admission;
 mod balance;
+pub(crate) mod breaker;
 mod feed;
 mod health;
+pub(crate) mod outlier;
 mod pool;
+mod retry;
 mod service;
+pub(crate) mod split;
 
 pub(crate) use balance::InflightGuard;
 pub(crate) use feed::MembershipFeed;
@@ -32,6 +36,14 @@ use pingora::services::background::BackgroundService;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
+
+/// Milliseconds on the process's monotonic clock, from 1: the time base of outlier ejections,
+/// circuit breakers and retry budgets (0 means "never" in their records).
+pub(crate) fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    start.elapsed().as_millis() as u64 + 1
+}
 
 /// The pools of the config in force, shared with the background loops.
 type Current = Arc<Vec<Arc<Pool>>>;
@@ -86,6 +98,12 @@ impl Upstreams {
         let before = self.current.borrow().clone();
         for (settings, pool) in services.iter().zip(pools) {
             pool.state.set_health_settings(settings.health_check.as_ref());
+            // Ejections end with outlier detection, and with the backend's membership.
+            match (&settings.outlier_detection, &settings.discovery) {
+                (None, _) => pool.state.outliers.retain(|_| false),
+                (Some(_), None) => pool.state.outliers.retain(|a| settings.targets.iter().any(|t| t.addr == *a)),
+                (Some(_), Some(_)) => {}
+            }
             // A rebuilt pool may have new backends: check them now rather than at the next tick
             // (until then Pingora counts a never-checked backend healthy).
             if !before.iter().any(|p| Arc::ptr_eq(p, pool)) {

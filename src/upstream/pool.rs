@@ -235,15 +235,34 @@ impl Pool {
     }
 
     /// Pick a healthy backend not in `tried`. `key` feeds consistent hashing only.
+    ///
+    /// Backends ejected by outlier detection are passed over; when nothing else is left the
+    /// pool falls through to them rather than refuse a request because a flaky pool had every
+    /// member ejected (consistent hashing moves only the keys of ejected backends).
     pub(crate) fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<Selected> {
+        let outliers = &self.state.outliers;
+        if !outliers.any_ejected() {
+            return self.select_skipping(key, |addr| tried.contains(addr));
+        }
+        let now = super::now_ms();
+        self.select_skipping(key, |addr| tried.contains(addr) || outliers.is_ejected(addr, now))
+            .or_else(|| self.select_skipping(key, |addr| tried.contains(addr)))
+    }
+
+    /// Backends in the pool now.
+    pub(crate) fn size(&self) -> usize {
+        self.backends().get_backend().len()
+    }
+
+    fn select_skipping(&self, key: &[u8], skip: impl Fn(&SocketAddr) -> bool) -> Option<Selected> {
         let Some(dynamic) = &self.dynamic else {
-            let accept = |b: &Backend, healthy: bool| healthy && !tried.iter().any(|t| inet(b) == Some(*t));
+            let accept = |b: &Backend, healthy: bool| healthy && inet(b).is_some_and(|a| !skip(&a));
             return self.select_with(key, accept);
         };
         let view = dynamic.admission.view(Instant::now());
         let usable = |b: &Backend, healthy: bool| -> Option<f64> {
             let addr = inet(b)?;
-            if !healthy || tried.contains(&addr) {
+            if !healthy || skip(&addr) {
                 return None;
             }
             view.factor(&addr)

@@ -8,8 +8,11 @@
 //! health the old one observed, and a backend marked down stays down across a reload.
 
 use super::balance::LeastConn;
+use super::breaker::Breaker;
 use super::feed::MembershipFeed;
 use super::health;
+use super::outlier::OutlierTable;
+use super::retry::RetryBudget;
 use crate::config::{ConsulDiscovery, HealthCheckSettings};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
@@ -30,6 +33,12 @@ pub(crate) struct ServiceState {
     discovered: Mutex<Option<(ConsulDiscovery, MembershipFeed)>>,
     /// Wakes the health loop when its settings change.
     pub(crate) health_changed: Notify,
+    /// Passive outlier detection's per-backend records.
+    pub(crate) outliers: OutlierTable,
+    /// The circuit breaker.
+    pub(crate) breaker: Breaker,
+    /// The retry budget.
+    pub(crate) retry_budget: RetryBudget,
 }
 
 impl std::fmt::Debug for ServiceState {
@@ -57,6 +66,9 @@ impl ServiceState {
             least_conn: Arc::new(LeastConn::default()),
             discovered: Mutex::new(None),
             health_changed: Notify::new(),
+            outliers: OutlierTable::default(),
+            breaker: Breaker::default(),
+            retry_budget: RetryBudget::default(),
         }
     }
 

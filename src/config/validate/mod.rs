@@ -72,7 +72,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
     let nats = raw.nats.as_ref().and_then(|n| check_nats(n, base, &mut p));
     let jobs = raw.jobs.as_ref().and_then(|j| check_jobs(j, &mut p));
     let services = check_services(&raw.services, consul.is_some(), base, &mut p);
-    let mut routes = check_routes(&raw.routes, &services, &limits, auth.is_some(), &mut p);
+    let (mut routes, splits) = check_routes(&raw.routes, &services, &limits, auth.is_some(), &mut p);
     if let Some(jobs) = &jobs {
         routes.push(jobs_route(jobs, &routes, &rate_limit, &mut p));
     }
@@ -116,6 +116,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
         jobs,
         services,
         routes,
+        splits,
         warnings: Vec::new(),
         files: p.files.clone(),
     };
@@ -140,6 +141,7 @@ fn jobs_route(
         path: jobs.path.clone(),
         methods: Some(vec![Method::POST]),
         host: None,
+        match_headers: Vec::new(),
         target: RouteTarget::Jobs,
         auth: AuthMode::Required,
         roles: jobs.roles.clone(),

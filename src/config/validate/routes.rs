@@ -8,9 +8,10 @@ pub(super) fn check_routes(
     limits: &Limits,
     have_auth: bool,
     p: &mut Problems,
-) -> Vec<RouteSettings> {
+) -> (Vec<RouteSettings>, Vec<TrafficSplit>) {
     let index: HashMap<&str, usize> = services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
     let mut out: Vec<RouteSettings> = Vec::new();
+    let mut splits: Vec<TrafficSplit> = Vec::new();
     let mut names = HashSet::new();
     // Routes by (path, host): only those can conflict, so the check stays linear in routes.
     let mut same_place: HashMap<(String, Option<String>), Vec<usize>> = HashMap::new();
@@ -65,21 +66,65 @@ pub(super) fn check_routes(
             }
             h
         });
-        let service = match index.get(r.service.as_str()) {
+        let service_id = |key: String, name: &str, p: &mut Problems| match index.get(name) {
             Some(id) => *id,
             None => {
                 let known: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
                 p.add(
-                    format!("{base}.service"),
+                    key,
                     format!(
-                        "unknown service `{}` (defined: {})",
-                        r.service,
+                        "unknown service `{name}` (defined: {})",
                         if known.is_empty() { "none".into() } else { known.join(", ") }
                     ),
                 );
                 0
             }
         };
+        let target = match (&r.service, &r.split) {
+            (Some(name), None) => {
+                if r.sticky.is_some() {
+                    p.add(format!("{base}.sticky"), "only applies to `split` routes");
+                }
+                RouteTarget::Service(service_id(format!("{base}.service"), name, p))
+            }
+            (None, Some(list)) => {
+                let mut chosen: Vec<(ServiceId, u32)> = Vec::new();
+                for (j, entry) in list.iter().enumerate() {
+                    let id = service_id(format!("{base}.split[{j}].service"), &entry.service, p);
+                    if entry.weight == 0 || entry.weight > 10_000 {
+                        p.add(format!("{base}.split[{j}].weight"), "must be between 1 and 10000");
+                    }
+                    if chosen.iter().any(|(c, _)| *c == id) && index.contains_key(entry.service.as_str()) {
+                        p.add(format!("{base}.split[{j}].service"), format!("`{}` is listed twice", entry.service));
+                    }
+                    chosen.push((id, entry.weight.clamp(1, 10_000)));
+                }
+                if list.len() < 2 {
+                    p.add(format!("{base}.split"), "list at least two services (or use `service`)");
+                }
+                let sticky = r.sticky.as_deref().and_then(|s| check_sticky(&format!("{base}.sticky"), s, p));
+                splits.push(TrafficSplit { services: chosen, sticky });
+                RouteTarget::Split(splits.len() - 1)
+            }
+            (Some(_), Some(_)) => {
+                p.add(&base, "has both `service` and `split`; choose one");
+                RouteTarget::Service(0)
+            }
+            (None, None) => {
+                p.add(&base, "needs `service` or `split`");
+                RouteTarget::Service(0)
+            }
+        };
+        let mut match_headers: Vec<(HeaderName, http::HeaderValue)> = Vec::new();
+        for (name, value) in r.match_headers.iter().flatten() {
+            let key = format!("{base}.match_headers.{name}");
+            let Some(header) = check_header_name(&key, name, p) else { continue };
+            match http::HeaderValue::from_str(value) {
+                Ok(v) => match_headers.push((header, v)),
+                Err(_) => p.add(key, "is not a valid header value"),
+            }
+        }
+        match_headers.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         let auth = match r.auth.as_deref().unwrap_or("required") {
             "required" => AuthMode::Required,
             "optional" => AuthMode::Optional,
@@ -120,7 +165,8 @@ pub(super) fn check_routes(
             path,
             methods,
             host,
-            target: RouteTarget::Service(service),
+            match_headers,
+            target,
             auth,
             roles: r.roles.clone(),
             strip_prefix: r.strip_prefix.unwrap_or(false),
@@ -133,18 +179,36 @@ pub(super) fn check_routes(
         if let Some(j) = peers.iter().copied().find(|j| overlaps(&out[*j], &route)) {
             p.add(
                 format!("{base}.path"),
-                format!("`{}` duplicates routes[{j}] for the same host and method", route.path),
+                format!("`{}` duplicates routes[{j}] for the same host, headers and method", route.path),
             );
         }
         peers.push(out.len());
         out.push(route);
     }
-    out
+    (out, splits)
+}
+
+/// `header:<Name>`, `cookie:<name>` or `claim:<name>`.
+fn check_sticky(key: &str, text: &str, p: &mut Problems) -> Option<StickyKey> {
+    let (kind, name) = text.split_once(':').unwrap_or((text, ""));
+    match (kind, name.trim()) {
+        (_, "") => None,
+        ("header", h) => check_header_name(key, h, p).map(StickyKey::Header),
+        ("cookie", c) => Some(StickyKey::Cookie(c.to_string())),
+        ("claim", c) => Some(StickyKey::Claim(c.to_string())),
+        _ => None,
+    }
+    .or_else(|| {
+        if !p.errors.iter().any(|(k, _)| k == key) {
+            p.add(key, format!("`{text}` is not one of header:<Name>, cookie:<name>, claim:<name>"));
+        }
+        None
+    })
 }
 
 /// Two routes conflict when the same request could match both with equal specificity.
 pub(super) fn overlaps(a: &RouteSettings, b: &RouteSettings) -> bool {
-    if a.path != b.path || a.host != b.host {
+    if a.path != b.path || a.host != b.host || a.match_headers != b.match_headers {
         return false;
     }
     match (&a.methods, &b.methods) {

@@ -170,6 +170,9 @@ pub(super) fn check_services(
                 p.add(format!("{base}.slow_start"), "must be at least 1s");
             }
         }
+        let outlier_detection = s.outlier_detection.as_ref().map(|o| check_outlier(&base, o, p));
+        let circuit_breaker = s.circuit_breaker.as_ref().map(|b| check_breaker(&base, b, p));
+        let retry = check_retry(&base, s, p);
         out.push(ServiceSettings {
             name: name.clone(),
             targets,
@@ -177,6 +180,9 @@ pub(super) fn check_services(
             lb,
             health_check,
             transport,
+            outlier_detection,
+            circuit_breaker,
+            retry,
             connect_timeout,
             read_timeout,
             write_timeout,
@@ -258,4 +264,122 @@ fn check_upstream_tls(
     ca.as_ref().map(|c| c.bundle.fingerprint).hash(&mut hasher);
     client.as_ref().map(|c| c.identity.fingerprint).hash(&mut hasher);
     Some(UpstreamTls { sni, verify, ca, client, group_key: hasher.finish() })
+}
+
+/// `"20%"` → 0.2, for keys whose value is a share.
+fn percent(key: &str, raw: &RawPercent, p: &mut Problems) -> Option<f64> {
+    let text = match raw {
+        RawPercent::Text(t) => t.as_str(),
+        RawPercent::Number(n) => {
+            p.add(key, format!("`{n}`: write a percentage with its sign, e.g. `20%`"));
+            return None;
+        }
+    };
+    let value = text.trim().strip_suffix('%').and_then(|n| n.trim().parse::<f64>().ok());
+    match value {
+        Some(v) if (0.0..=100.0).contains(&v) => Some(v / 100.0),
+        _ => {
+            p.add(key, format!("`{text}` is not a percentage between 0% and 100% (e.g. `20%`)"));
+            None
+        }
+    }
+}
+
+fn check_outlier(base: &str, raw: &RawOutlier, p: &mut Problems) -> OutlierSettings {
+    let key = format!("{base}.outlier_detection");
+    let consecutive_failures = raw.consecutive_failures.unwrap_or(5);
+    if consecutive_failures == 0 {
+        p.add(format!("{key}.consecutive_failures"), "must be at least 1");
+    }
+    let base_ejection = dur(&raw.base_ejection, Duration::from_secs(30));
+    let max_ejection = dur(&raw.max_ejection, Duration::from_secs(300).max(base_ejection));
+    if base_ejection < Duration::from_millis(100) {
+        p.add(format!("{key}.base_ejection"), "must be at least 100ms");
+    }
+    if max_ejection < base_ejection {
+        p.add(format!("{key}.max_ejection"), "must not be shorter than base_ejection");
+    }
+    let max_ejected_percent = raw.max_ejected_percent.unwrap_or(10);
+    if max_ejected_percent > 100 {
+        p.add(format!("{key}.max_ejected_percent"), "must be between 0 and 100");
+    }
+    OutlierSettings {
+        consecutive_failures: consecutive_failures.max(1),
+        base_ejection,
+        max_ejection,
+        max_ejected_percent: max_ejected_percent.min(100),
+    }
+}
+
+fn check_breaker(base: &str, raw: &RawBreaker, p: &mut Problems) -> BreakerSettings {
+    let key = format!("{base}.circuit_breaker");
+    if raw.max_in_flight == Some(0) {
+        p.add(format!("{key}.max_in_flight"), "must be at least 1");
+    }
+    let failure_rate =
+        raw.failure_rate.as_ref().map_or(Some(0.5), |r| percent(&format!("{key}.failure_rate"), r, p)).unwrap_or(0.5);
+    if failure_rate == 0.0 {
+        p.add(format!("{key}.failure_rate"), "0% would open the circuit on any request");
+    }
+    let window = dur(&raw.window, Duration::from_secs(10));
+    if window < Duration::from_secs(1) {
+        p.add(format!("{key}.window"), "must be at least 1s");
+    }
+    let open_for = dur(&raw.open_for, Duration::from_secs(10));
+    if open_for < Duration::from_millis(100) {
+        p.add(format!("{key}.open_for"), "must be at least 100ms");
+    }
+    let half_open_requests = raw.half_open_requests.unwrap_or(3);
+    if half_open_requests == 0 {
+        p.add(format!("{key}.half_open_requests"), "must be at least 1");
+    }
+    let min_requests = raw.min_requests.unwrap_or(20);
+    if min_requests == 0 {
+        p.add(format!("{key}.min_requests"), "must be at least 1");
+    }
+    BreakerSettings {
+        max_in_flight: raw.max_in_flight,
+        failure_rate,
+        min_requests: min_requests.max(1),
+        window,
+        open_for,
+        half_open_requests: half_open_requests.max(1),
+    }
+}
+
+fn check_retry(base: &str, s: &RawService, p: &mut Problems) -> RetryPolicy {
+    let mut policy = RetryPolicy::default();
+    if let Some(list) = &s.retry_on {
+        policy.connect = false;
+        for (i, item) in list.iter().enumerate() {
+            let key = format!("{base}.retry_on[{i}]");
+            match item {
+                RawRetryOn::Event(e) if e == "connect" => policy.connect = true,
+                RawRetryOn::Event(e) if e == "reset" => policy.reset = true,
+                RawRetryOn::Status(code) if (500..=599).contains(code) => {
+                    if policy.statuses.contains(code) {
+                        p.add(key, format!("`{code}` is listed twice"));
+                    } else {
+                        policy.statuses.push(*code);
+                    }
+                }
+                RawRetryOn::Status(code) => p.add(key, format!("`{code}`: only 5xx statuses are retried")),
+                RawRetryOn::Event(other) => {
+                    p.add(key, format!("`{other}` is not one of connect, reset or a 5xx status code"))
+                }
+            }
+        }
+        if list.is_empty() {
+            p.add(format!("{base}.retry_on"), "list what to retry, or remove the key (default: [connect])");
+        }
+    }
+    if let Some(raw) = &s.retry_budget {
+        policy.budget_milli =
+            percent(&format!("{base}.retry_budget"), raw, p).map(|share| (share * 1000.0).round() as u64);
+    }
+    let retries = s.retries.unwrap_or(1);
+    if retries == 0 && (policy.reset || !policy.statuses.is_empty()) {
+        p.warn(format!("{base}.retry_on"), "has no effect with `retries: 0`");
+    }
+    policy
 }
