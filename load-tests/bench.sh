@@ -5,7 +5,9 @@
 #
 # Siger runs three ways: `siger` (a public route: routing, request ids, forwarded headers, access
 # log, metrics), `siger-hs256` and `siger-es256` (the same plus JWT verification and a local rate
-# limit on every request; the validation cache on).
+# limit on every request; the validation cache on). `siger-resilient` (name it in TARGETS, or
+# SUITE=resilience) is `siger` with outlier detection, a circuit breaker, retry_on and a retry
+# budget on its service: what those cost when nothing fails.
 #
 # The figure that ranks proxies is CPU-µs per request (utime+stime of the proxy's processes from
 # /proc, divided by requests completed): wrk + backend can saturate CPU 0 first, and then req/s
@@ -34,6 +36,7 @@ CONNS=${CONNS:-64}
 ROUNDS=${ROUNDS:-3}
 case ${SUITE:-} in
   tls) DEFAULT_TARGETS="nginx siger nginx-https siger-https nginx-handshake siger-handshake nginx-h2 siger-h2" ;;
+  resilience) DEFAULT_TARGETS="bare-pingora siger siger-resilient" ;;
   *) DEFAULT_TARGETS="direct nginx bare-pingora siger siger-hs256 siger-es256" ;;
 esac
 TARGETS=${TARGETS:-$DEFAULT_TARGETS}
@@ -104,7 +107,7 @@ SECRET="bench-secret-0123456789abcdef0123456789abcdef"
 # Args: name, auth section (YAML or empty). A limit far above the offered load: every request
 # pays for the check, none is refused.
 siger_config() {
-  local name=$1 auth=$2 admin listen
+  local name=$1 auth=$2 service_extra=${3:-} admin listen
   admin=$(free_port)
   PORT[$name]=$(free_port)
   ADMIN[$name]=$admin
@@ -116,7 +119,7 @@ listen: [$listen]
 admin: {listen: "127.0.0.1:$admin"}
 $auth
 services:
-  backend: {targets: ["127.0.0.1:$BACKEND"], lb: round_robin}
+  backend: {targets: ["127.0.0.1:$BACKEND"], lb: round_robin$service_extra}
 routes:
   - {name: bench, path: /, service: backend, auth: $( [ -n "$auth" ] && echo required || echo public )}
 YAML
@@ -124,6 +127,8 @@ YAML
 declare -A ADMIN TOKEN
 siger_config siger ""
 siger_config siger-tls ""
+siger_config siger-resilient "" ", retry_on: [connect, 502, 503], retry_budget: 20%,
+    outlier_detection: {consecutive_failures: 5}, circuit_breaker: {max_in_flight: 100000}"
 siger_config siger-hs256 "auth: {jwt: {algorithms: [HS256], secret: \"$SECRET\", issuer: bench}}
 rate_limit: {store: local, default: {requests: 1000000000, per: 1m, key: consumer}}"
 siger_config siger-es256 "auth: {jwt: {algorithms: [ES256], jwks_file: \"$ROOT/tests/fixtures/jwt/jwks-ec1.json\", issuer: bench}}
@@ -133,14 +138,14 @@ TOKEN[siger-es256]=$("$SIGER_BIN" token -c "$WORK/siger-es256.yaml" --sub bench 
   --private-key "$ROOT/tests/fixtures/jwt/ec1.key.pem" --kid ec1)
 # The access log is on and written (formatted, buffered, write(2)); it goes to /dev/null so
 # gigabytes of page cache and writeback do not add disk noise to the CPU figures.
-for name in siger siger-tls siger-hs256 siger-es256; do
+for name in siger siger-tls siger-resilient siger-hs256 siger-es256; do
   taskset -c 1 "$SIGER_BIN" -c "$WORK/$name.yaml" 2>/dev/null &
   PIDS+=($!)
   PID[$name]=$!
 done
 
-for t in direct nginx nginx-tls bare-pingora siger siger-tls siger-hs256 siger-es256; do wait_port "${PORT[$t]}"; done
-for name in siger siger-tls siger-hs256 siger-es256; do wait_ready "${ADMIN[$name]}"; done
+for t in direct nginx nginx-tls bare-pingora siger siger-tls siger-resilient siger-hs256 siger-es256; do wait_port "${PORT[$t]}"; done
+for name in siger siger-tls siger-resilient siger-hs256 siger-es256; do wait_ready "${ADMIN[$name]}"; done
 NGINX_WORKERS=$(pgrep -P "${PID[nginx]}" | tr '\n' ' ')
 
 # The server process behind a target (TLS targets share one per proxy).
@@ -262,7 +267,7 @@ for t in "${TLIST[@]}"; do
     "$(ratio "${M_CPU[$t]}" "${M_CPU[$(nginx_peer "$t")]:--}")" "$(ratio "${M_CPU[$t]}" "${M_CPU[bare-pingora]:--}")" \
     "$(ratio "${M_CPU[$t]}" "${M_CPU[siger]:--}")"
 done
-for name in siger siger-hs256 siger-es256; do
+for name in siger siger-resilient siger-hs256 siger-es256; do
   if [[ " ${TLIST[*]} " == *" $name "* ]]; then
     served=$(curl -fsS "http://127.0.0.1:${ADMIN[$name]}/metrics" | awk '/^siger_requests_total/ {n += $2} END {print n + 0}')
     echo "$name answered $served requests (siger_requests_total), each access-logged"

@@ -38,55 +38,52 @@ impl RetryReason {
 }
 
 /// Start proxying: choose the service, pass its circuit breaker and pick the first backend.
-/// A split route whose chosen service has no usable backend falls back to its other
-/// services, heaviest first.
+/// A split route whose chosen service has no usable backend (or an open circuit) falls back
+/// to its other services, heaviest first.
 pub(crate) fn start(
     snap: &Snapshot,
     session: &Session,
     state: &mut RequestState,
 ) -> Result<Box<HttpPeer>, GatewayError> {
     let route = snap.route(state.route.ok_or(GatewayError::Internal)?);
-    let candidates = match route.target {
-        RouteTarget::Service(id) => vec![id],
-        RouteTarget::Split(id) => {
-            let split = &snap.config.splits[id];
-            let sticky = split.sticky.as_ref().and_then(|k| sticky_value(k, session.req_header(), state));
-            split::order(split, sticky.as_deref(), rand::random())
-        }
+    let split = match route.target {
+        RouteTarget::Service(id) => return start_on(snap, session, state, id),
+        RouteTarget::Split(id) => &snap.config.splits[id],
         RouteTarget::Jobs => return Err(GatewayError::Internal),
     };
+    let sticky = split.sticky.as_ref().and_then(|k| sticky_value(k, session.req_header(), state));
     let mut last = GatewayError::Internal;
-    let fallbacks = candidates.len();
-    for (i, service) in candidates.into_iter().enumerate() {
-        state.service = Some(service);
-        let settings = snap.service(service);
-        // gRPC ends every call with trailers (`grpc-status`), which HTTP/1.1 responses cannot
-        // carry: answer at once rather than proxy a call whose outcome would be lost.
-        if settings.transport.http2 && session.req_header().version != http::Version::HTTP_2 && is_grpc(session) {
-            return Err(GatewayError::HttpVersionNotSupported(
-                "gRPC needs HTTP/2: connect with TLS (ALPN h2) or h2c prior knowledge",
-            ));
-        }
-        match next_peer(snap, session, state) {
-            Err(err @ GatewayError::NoHealthyBackend { .. }) => last = err,
-            Err(err) => return Err(err),
-            Ok(peer) => {
-                if let Err(refused) = admit(snap, settings, service, state) {
-                    // A split falls back past an open circuit as past an empty pool.
-                    if i + 1 < fallbacks {
-                        last = refused;
-                        continue;
-                    }
-                    return Err(refused);
-                }
-                if let Some(share) = settings.retry.budget_milli {
-                    snap.pool(service).state.retry_budget.deposit(share);
-                }
-                return Ok(peer);
-            }
+    for service in split::order(split, sticky.as_deref(), rand::random()) {
+        match start_on(snap, session, state, service) {
+            Err(err @ (GatewayError::NoHealthyBackend { .. } | GatewayError::Unavailable { .. })) => last = err,
+            other => return other,
         }
     }
     Err(last)
+}
+
+/// [`start`] on one service.
+fn start_on(
+    snap: &Snapshot,
+    session: &Session,
+    state: &mut RequestState,
+    service: ServiceId,
+) -> Result<Box<HttpPeer>, GatewayError> {
+    state.service = Some(service);
+    let settings = snap.service(service);
+    // gRPC ends every call with trailers (`grpc-status`), which HTTP/1.1 responses cannot
+    // carry: answer at once rather than proxy a call whose outcome would be lost.
+    if settings.transport.http2 && session.req_header().version != http::Version::HTTP_2 && is_grpc(session) {
+        return Err(GatewayError::HttpVersionNotSupported(
+            "gRPC needs HTTP/2: connect with TLS (ALPN h2) or h2c prior knowledge",
+        ));
+    }
+    let peer = next_peer(snap, session, state)?;
+    admit(snap, settings, service, state)?;
+    if let Some(share) = settings.retry.budget_milli {
+        snap.pool(service).state.retry_budget.deposit(share);
+    }
+    Ok(peer)
 }
 
 /// `Content-Type: application/grpc` (and its `+proto`/`+json` forms).
