@@ -26,6 +26,14 @@
 #                                      CPU-µs per request ≈ per full handshake (no resumption)
 #   nginx-h2 / siger-h2                HTTP/2 over TLS, 16 connections × 16 streams (h2load)
 # Each TLS target's ratio is to its nginx counterpart (vs_nginx).
+#
+# Edge policies (`SUITE=policies`): nginx with proxy_cache and gzip configured like Siger's
+# `siger-edge` process (routes with a cache, gzip level 6, header rules + CORS):
+#   nginx-cache-hit / siger-cache-hit    a cached answer ("ok\n", always warm)
+#   nginx-cache-miss / siger-cache-miss  a new cache key per request (looked up, fetched, stored)
+#   nginx-gzip / siger-gzip              10 KiB of JSON compressed with gzip level 6 per request
+#   siger-policies                       two header rules + CORS (an Origin on every request),
+#                                        to be compared with the plain route (vs_siger)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -37,6 +45,7 @@ ROUNDS=${ROUNDS:-3}
 case ${SUITE:-} in
   tls) DEFAULT_TARGETS="nginx siger nginx-https siger-https nginx-handshake siger-handshake nginx-h2 siger-h2" ;;
   resilience) DEFAULT_TARGETS="bare-pingora siger siger-resilient" ;;
+  policies) DEFAULT_TARGETS="nginx siger nginx-cache-hit siger-cache-hit nginx-cache-miss siger-cache-miss nginx-gzip siger-gzip siger-policies" ;;
   *) DEFAULT_TARGETS="direct nginx bare-pingora siger siger-hs256 siger-es256" ;;
 esac
 TARGETS=${TARGETS:-$DEFAULT_TARGETS}
@@ -68,6 +77,7 @@ events { worker_connections 4096; }
 http {
   access_log off;
   upstream backend { server 127.0.0.1:$BACKEND; keepalive 128; }
+  proxy_cache_path $WORK/nginx/cache levels=1:2 keys_zone=bench:32m max_size=256m;
   server {
     listen 127.0.0.1:${PORT[nginx]};
     keepalive_requests 1000000;
@@ -75,6 +85,25 @@ http {
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+    }
+    location /cached/ {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache bench;
+      proxy_cache_valid 200 10m;
+      proxy_cache_lock on;
+      add_header X-Cache \$upstream_cache_status;
+    }
+    location = /json10k {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      gzip on;
+      gzip_comp_level 6;
+      gzip_types application/json;
+      gzip_proxied any;
+      gzip_min_length 1024;
     }
   }
   server {
@@ -133,19 +162,40 @@ siger_config siger-hs256 "auth: {jwt: {algorithms: [HS256], secret: \"$SECRET\",
 rate_limit: {store: local, default: {requests: 1000000000, per: 1m, key: consumer}}"
 siger_config siger-es256 "auth: {jwt: {algorithms: [ES256], jwks_file: \"$ROOT/tests/fixtures/jwt/jwks-ec1.json\", issuer: bench}}
 rate_limit: {store: local, default: {requests: 1000000000, per: 1m, key: consumer}}"
+siger_config siger-edge ""
+cat >> "$WORK/siger-edge.yaml" <<YAML
+  - {name: cached, path: /cached, service: backend, auth: public, cache: {ttl: 10m}}
+  - {name: gzip, path: /json10k, service: backend, auth: public, compress: {algorithms: [gzip], level: 6}}
+  - name: policies
+    path: /policies
+    service: backend
+    auth: public
+    request_headers: {set: {X-Route: "\$route"}}
+    response_headers: {set: {X-Response-Time: "\$duration_ms"}}
+    cors: {origins: ["https://app.example.com"], expose: [X-Request-Id]}
+cache: {max_memory: 256MiB}
+YAML
+# A new cache key for every request (cache-miss targets).
+cat > "$WORK/unique.lua" <<'LUA'
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/cached/miss?n=" .. counter .. "-" .. math.random(1000000000))
+end
+LUA
 TOKEN[siger-hs256]=$("$SIGER_BIN" token -c "$WORK/siger-hs256.yaml" --sub bench --ttl 2h)
 TOKEN[siger-es256]=$("$SIGER_BIN" token -c "$WORK/siger-es256.yaml" --sub bench --ttl 2h \
   --private-key "$ROOT/tests/fixtures/jwt/ec1.key.pem" --kid ec1)
 # The access log is on and written (formatted, buffered, write(2)); it goes to /dev/null so
 # gigabytes of page cache and writeback do not add disk noise to the CPU figures.
-for name in siger siger-tls siger-resilient siger-hs256 siger-es256; do
+for name in siger siger-tls siger-resilient siger-edge siger-hs256 siger-es256; do
   taskset -c 1 "$SIGER_BIN" -c "$WORK/$name.yaml" 2>/dev/null &
   PIDS+=($!)
   PID[$name]=$!
 done
 
-for t in direct nginx nginx-tls bare-pingora siger siger-tls siger-resilient siger-hs256 siger-es256; do wait_port "${PORT[$t]}"; done
-for name in siger siger-tls siger-resilient siger-hs256 siger-es256; do wait_ready "${ADMIN[$name]}"; done
+for t in direct nginx nginx-tls bare-pingora siger siger-tls siger-resilient siger-edge siger-hs256 siger-es256; do wait_port "${PORT[$t]}"; done
+for name in siger siger-tls siger-resilient siger-edge siger-hs256 siger-es256; do wait_ready "${ADMIN[$name]}"; done
 NGINX_WORKERS=$(pgrep -P "${PID[nginx]}" | tr '\n' ' ')
 
 # The server process behind a target (TLS targets share one per proxy).
@@ -153,6 +203,7 @@ server_of() {
   case $1 in
     nginx-*) echo nginx ;;
     siger-https | siger-handshake | siger-h2) echo siger-tls ;;
+    siger-cache-hit | siger-cache-miss | siger-gzip | siger-policies) echo siger-edge ;;
     *) echo "$1" ;;
   esac
 }
@@ -168,6 +219,9 @@ proxy_pids() {
 # The URL a target is measured on.
 url_of() {
   case $1 in
+    nginx-cache-* | siger-cache-*) echo "http://127.0.0.1:${PORT[$(server_of "$1")]}/cached/" ;;
+    nginx-gzip | siger-gzip) echo "http://127.0.0.1:${PORT[$(server_of "$1")]}/json10k" ;;
+    siger-policies) echo "http://127.0.0.1:${PORT[siger-edge]}/policies" ;;
     nginx-*) echo "https://127.0.0.1:${PORT[nginx-tls]}/" ;;
     siger-https | siger-handshake | siger-h2) echo "https://127.0.0.1:${PORT[siger-tls]}/" ;;
     *) echo "http://127.0.0.1:${PORT[$1]}/" ;;
@@ -187,7 +241,12 @@ wrk_run() { # target duration [extra wrk args…]
   shift 2
   local auth=()
   if [ -n "${TOKEN[$target]:-}" ]; then auth=(-H "Authorization: Bearer ${TOKEN[$target]}"); fi
-  if [[ $target == *-handshake ]]; then auth=(-H "Connection: close"); fi
+  case $target in
+    *-handshake) auth=(-H "Connection: close") ;;
+    *-gzip) auth=(-H "Accept-Encoding: gzip") ;;
+    *-cache-miss) auth=(-s "$WORK/unique.lua") ;;
+    siger-policies) auth=(-H "Origin: https://app.example.com") ;;
+  esac
   taskset -c 0 wrk -t1 -c"$CONNS" -d"$duration" "${auth[@]}" "$@" "$(url_of "$target")"
 }
 
@@ -257,7 +316,7 @@ printf "%-15s %10s %9s %9s %12s %9s %9s %9s\n" target req/s p50_ms p99_ms cpu_us
 # A TLS target is compared with nginx doing the same (siger-h2 with nginx-h2, …).
 nginx_peer() {
   case $1 in
-    siger-https | siger-handshake | siger-h2) echo "nginx-${1#siger-}" ;;
+    siger-https | siger-handshake | siger-h2 | siger-cache-* | siger-gzip) echo "nginx-${1#siger-}" ;;
     nginx-*) echo "$1" ;;
     *) echo nginx ;;
   esac
@@ -267,6 +326,10 @@ for t in "${TLIST[@]}"; do
     "$(ratio "${M_CPU[$t]}" "${M_CPU[$(nginx_peer "$t")]:--}")" "$(ratio "${M_CPU[$t]}" "${M_CPU[bare-pingora]:--}")" \
     "$(ratio "${M_CPU[$t]}" "${M_CPU[siger]:--}")"
 done
+if [[ " ${TLIST[*]} " == *" siger-cache-hit "* ]] && [[ " ${TLIST[*]} " == *" siger-cache-miss "* ]]; then
+  echo "siger cache hit / miss: $(ratio "${M_CPU[siger-cache-hit]}" "${M_CPU[siger-cache-miss]}"); hit / plain proxied: $(ratio "${M_CPU[siger-cache-hit]}" "${M_CPU[siger]:--}")"
+  curl -fsS "http://127.0.0.1:${ADMIN[siger-edge]}/metrics" | grep -E '^siger_cache_(requests_total|bytes|entries)' || true
+fi
 for name in siger siger-resilient siger-hs256 siger-es256; do
   if [[ " ${TLIST[*]} " == *" $name "* ]]; then
     served=$(curl -fsS "http://127.0.0.1:${ADMIN[$name]}/metrics" | awk '/^siger_requests_total/ {n += $2} END {print n + 0}')

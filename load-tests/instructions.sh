@@ -35,6 +35,16 @@ wait_port "$BACKEND"
 SECRET="bench-secret-0123456789abcdef0123456789abcdef"
 SIGER_VARIANT_hs256=${SIGER_VARIANT_hs256:-"auth: {jwt: {algorithms: [HS256], secret: \"$SECRET\", issuer: bench}}
 rate_limit: {store: local, default: {requests: 1000000000, per: 1m, key: consumer}}"}
+# Outlier detection, a circuit breaker, retry_on and a retry budget on the service.
+SIGER_VARIANT_resilient=${SIGER_VARIANT_resilient:-"services:
+  backend: {targets: [\"{{BACKEND}}\"], retry_on: [connect, 502, 503], retry_budget: 20%, outlier_detection: {consecutive_failures: 5}, circuit_breaker: {max_in_flight: 100000}}
+routes:
+  - {name: bench, path: /, service: backend, auth: public}"}
+# Two header rules and CORS on the route.
+SIGER_VARIANT_policies=${SIGER_VARIANT_policies:-"services:
+  backend: {targets: [\"{{BACKEND}}\"]}
+routes:
+  - {name: bench, path: /, service: backend, auth: public, request_headers: {set: {X-Route: \"\$route\"}}, response_headers: {remove: [Server]}, cors: {origins: [\"https://app.example.com\"]}}"}
 
 # Instructions (Ir) callgrind counted since its last zeroing, from a dump of process $1.
 dump_ir() {
@@ -67,11 +77,19 @@ server: {threads: 1, pid_file: $WORK/$target.pid, upgrade_sock: $WORK/$target.so
 listen: ["127.0.0.1:$port"]
 admin: {listen: "127.0.0.1:$admin"}
 $extra
+YAML
+      # A variant that brings its own services and routes replaces the plain ones ({{BACKEND}}
+      # is the backend's address).
+      if [[ "$extra" == *"services:"* ]]; then
+        sed -i "s/{{BACKEND}}/127.0.0.1:$BACKEND/g" "$WORK/$target.yaml"
+      else
+        cat >> "$WORK/$target.yaml" <<YAML
 services:
   backend: {targets: ["127.0.0.1:$BACKEND"]}
 routes:
   - {name: bench, path: /, service: backend, auth: $( [[ "$extra" == *"auth:"* ]] && echo required || echo public )}
 YAML
+      fi
       if [[ "$extra" == *"auth:"* ]]; then
         auth=(-H "Authorization: Bearer $("$SIGER_BIN" token -c "$WORK/$target.yaml" --sub bench --ttl 2h)")
       fi

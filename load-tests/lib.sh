@@ -76,9 +76,18 @@ http {
     listen 127.0.0.1:$port;
     keepalive_requests 1000000;
     location / { return 200 "ok\n"; }
+    # 10 KiB of JSON for compression benchmarks (gzip, br, zstd).
+    location = /json10k { default_type application/json; alias $WORK/backend-$port/10k.json; }
   }
 }
 NGX
+  # Records with varied ids, names and amounts: about as compressible as an API's JSON.
+  awk 'BEGIN { srand(7); printf "["; n = 0
+    while (n < 10240 - 120) {
+      r = sprintf("%s{\"id\":%d,\"name\":\"user-%06d\",\"email\":\"u%d@example.com\",\"balance\":%.2f,\"active\":%s}",
+        n ? "," : "", n, int(rand() * 1e6), int(rand() * 1e5), rand() * 1e4, rand() < 0.5 ? "true" : "false")
+      printf "%s", r; n += length(r) }
+    printf "]" }' > "$WORK/backend-$port/10k.json"
   if [ -n "$cpu" ]; then
     taskset -c "$cpu" nginx -p "$WORK/backend-$port" -c "$WORK/backend-$port/nginx.conf" &
   else

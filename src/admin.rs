@@ -64,9 +64,60 @@ impl AdminApp {
             }
         }
         metrics.set_in_flight(self.runtime.lifecycle.inflight());
+        let cache = crate::policy::cache::storage();
+        metrics.set_cache_usage(cache.bytes(), cache.len());
         let (tracked, overflowed) = snap.limiter.local_usage();
         metrics.set_rate_limit_usage(tracked, overflowed);
         LocalAnswer::bytes(200, "text/plain; version=0.0.4", Bytes::from(metrics.render()))
+    }
+
+    /// `POST /cache/purge` with `{"path": "/catalog/x?page=2"}` (every variant of that path on
+    /// the route that owns it, optionally `"host"` to pick among host routes) or
+    /// `{"all": true}`.
+    async fn purge(&self, session: &mut ServerSession) -> LocalAnswer {
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            if body.len() + chunk.len() > 64 * 1024 {
+                return LocalAnswer::json(
+                    413,
+                    &json!({"error": "payload_too_large", "message": "purge requests are small JSON objects"}),
+                );
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let bad = |message: &str| LocalAnswer::json(400, &json!({"error": "bad_request", "message": message}));
+        let Ok(request) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return bad("expected a JSON object: {\"path\": \"/x\"} or {\"all\": true}");
+        };
+        let storage = crate::policy::cache::storage();
+        if request["all"] == json!(true) {
+            return LocalAnswer::json(200, &json!({"purged": storage.purge_all()}));
+        }
+        let Some(target) = request["path"].as_str() else { return bad("`path` (a string) or `all: true` is required") };
+        let (path, query) = target.split_once('?').map_or((target, None), |(p, q)| (p, Some(q)));
+        let Ok(normalized) = crate::routing::normalize_path(path) else {
+            return bad("`path` is not a valid request path");
+        };
+        let snap = self.runtime.current();
+        let host = request["host"].as_str().map(crate::routing::host_without_port);
+        let route_path = crate::routing::route_path(&normalized);
+        let found = snap.routes.lookup(host.as_deref(), &Method::GET, &route_path, &http::HeaderMap::new());
+        let crate::routing::RouteMatch::Found(route) = found else {
+            return LocalAnswer::json(404, &json!({"error": "not_found", "message": "no route owns this path"}));
+        };
+        let route = snap.route(route);
+        if route.cache.is_none() {
+            return LocalAnswer::json(
+                404,
+                &json!({"error": "not_found", "message": format!("route {} does not cache", route.label)}),
+            );
+        }
+        let key_path = match query {
+            Some(q) => format!("{normalized}?{q}"),
+            None => normalized.to_string(),
+        };
+        let purged = storage.purge_tag(crate::policy::cache::purge_tag(&route.label, &key_path));
+        LocalAnswer::json(200, &json!({"purged": purged, "route": route.label}))
     }
 
     fn config(&self) -> LocalAnswer {
@@ -135,8 +186,10 @@ impl ServeHttp for AdminApp {
             ("/config", true) => self.config(),
             ("/config/reload", _) if method == Method::POST => self.reload().await,
             ("/config/reload", _) => method_not_allowed("POST"),
+            ("/cache/purge", _) if method == Method::POST => self.purge(session).await,
+            ("/cache/purge", _) => method_not_allowed("POST"),
             ("/health" | "/ready" | "/metrics" | "/config", false) => method_not_allowed("GET, HEAD"),
-            _ => not_found("GET /health /ready /metrics /config, POST /config/reload"),
+            _ => not_found("GET /health /ready /metrics /config, POST /config/reload /cache/purge"),
         };
         answer.into_http()
     }

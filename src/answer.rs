@@ -40,6 +40,11 @@ impl LocalAnswer {
         }
     }
 
+    /// `204 No Content`: no body, no `Content-Type`, no `Content-Length` (RFC 9110 §8.6).
+    pub(crate) fn no_content() -> Self {
+        LocalAnswer { status: 204, headers: Vec::new(), body: Bytes::new(), close: false }
+    }
+
     /// Add a header (values that are not valid header text are left out: they come from our
     /// own formatting, never from a client).
     pub(crate) fn header(mut self, name: impl TryInto<HeaderName>, value: impl TryInto<HeaderValue>) -> Self {
@@ -69,7 +74,9 @@ impl LocalAnswer {
         for (name, value) in &self.headers {
             let _ = resp.append_header(name.clone(), value.clone());
         }
-        let _ = resp.insert_header(http::header::CONTENT_LENGTH, self.body.len());
+        if self.status != 204 {
+            let _ = resp.insert_header(http::header::CONTENT_LENGTH, self.body.len());
+        }
         if self.close {
             let _ = resp.insert_header(http::header::CONNECTION, "close");
         }

@@ -26,6 +26,7 @@ pub mod jobs;
 pub(crate) mod jose;
 pub(crate) mod lifecycle;
 pub mod observability;
+pub mod policy;
 pub(crate) mod proxy;
 pub(crate) mod ratelimit;
 pub(crate) mod redirect;

@@ -109,6 +109,7 @@ impl Runtime {
         discovery.want(&snapshot);
         metrics.loaded(1, unix_seconds(snapshot.source.loaded_at));
         let tls = TlsEdge::new(&snapshot.config, &metrics);
+        crate::policy::cache::storage().set_limit(snapshot.config.cache.max_memory as usize);
         Arc::new(Runtime {
             tls,
             idle_secs: Arc::new(AtomicU64::new(snapshot.config.limits.idle_timeout.as_secs())),
@@ -208,6 +209,7 @@ impl Runtime {
         let snapshot = Arc::new(snapshot);
         self.current.store(snapshot.clone());
         self.tls.apply(&snapshot.config, &self.metrics);
+        crate::policy::cache::storage().set_limit(snapshot.config.cache.max_memory as usize);
         // After the swap: new requests already use the new generation.
         let discovered: Vec<String> =
             snapshot.config.services.iter().filter(|s| s.discovery.is_some()).map(|s| s.name.clone()).collect();

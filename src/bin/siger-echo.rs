@@ -12,6 +12,7 @@
 //!   that status from now on (`0` restores normal answers); `POST /__control/delay/<ms>` delays
 //!   them; `GET /__control/served` → `{"served": n}`, the requests answered (control and
 //!   health excluded) — tests tell a backend to fail and count what reached it
+//! - `?respond_header=Name:Value` (repeatable) sets a response header on any answer
 //!
 //! Usage: `siger-echo --listen 127.0.0.1:0 --name b1 [--delay-ms N]`; prints `listening on <addr>` on stdout.
 //! With `--tls-cert F --tls-key F` it serves HTTPS (HTTP/1.1, and HTTP/2 with `--h2`); with
@@ -128,7 +129,23 @@ async fn misbehave(State(echo): State<Arc<Echo>>, req: Request, next: axum::midd
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let forced = echo.forced_status.load(Ordering::Relaxed);
+    let extra: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("respond_header="))
+        .filter_map(|h| {
+            let h = h.replace("%20", " ");
+            h.split_once(':').map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
     let mut resp = next.run(req).await;
+    for (name, value) in extra {
+        if let (Ok(n), Ok(v)) = (axum::http::HeaderName::try_from(name), axum::http::HeaderValue::try_from(value)) {
+            resp.headers_mut().insert(n, v);
+        }
+    }
     if let Some(status) = StatusCode::from_u16(forced).ok().filter(|_| forced != 0) {
         *resp.status_mut() = status;
     }

@@ -57,6 +57,8 @@ pub struct Config {
     pub services: Vec<ServiceSettings>,
     /// Routes in file order, addressed by [`RouteId`]; the jobs route, when jobs are on, last.
     pub routes: Vec<RouteSettings>,
+    /// The response cache (used by routes with `cache`).
+    pub cache: CacheSettings,
     /// Traffic splits of `split` routes, addressed by [`SplitId`].
     pub splits: Vec<TrafficSplit>,
     /// Settings that parse but have no effect (e.g. `redis_url` with `store: local`): printed
@@ -759,4 +761,36 @@ pub struct RouteSettings {
     pub timeout: Option<Duration>,
     /// Send the client's `Authorization` header upstream.
     pub forward_authorization: bool,
+    /// Rules for the request sent upstream.
+    pub request_headers: crate::policy::headers::HeaderRules,
+    /// Rules for the response sent to the client (proxied, cached or the gateway's own).
+    pub response_headers: crate::policy::headers::HeaderRules,
+    /// CORS.
+    pub cors: Option<crate::policy::cors::CorsSettings>,
+    /// Response compression.
+    pub compress: Option<crate::policy::compress::CompressSettings>,
+    /// Response caching.
+    pub cache: Option<RouteCache>,
+}
+
+/// A route's response cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteCache {
+    /// Freshness when the response does not say (`max-age`, `s-maxage`, `Expires` win).
+    pub ttl: Duration,
+    /// A stale entry is served while one request revalidates it, for this long after expiry.
+    pub stale_while_revalidate: Duration,
+    /// A stale entry is served when the upstream fails, for this long after expiry.
+    pub stale_if_error: Duration,
+    /// Request headers whose values select different entries (lower-case).
+    pub vary: Vec<HeaderName>,
+    /// Larger responses are not stored.
+    pub max_entry: u64,
+}
+
+/// The process's cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSettings {
+    /// Memory all cached responses may take.
+    pub max_memory: u64,
 }

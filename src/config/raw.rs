@@ -24,6 +24,7 @@ pub(crate) struct RawConfig {
     pub(crate) consul: Option<RawConsul>,
     pub(crate) nats: Option<RawNats>,
     pub(crate) jobs: Option<RawJobs>,
+    pub(crate) cache: Option<RawCache>,
     #[serde(default)]
     pub(crate) services: BTreeMap<String, RawService>,
     #[serde(default)]
@@ -369,4 +370,64 @@ pub(crate) struct RawRoute {
     pub(crate) max_body: Option<ByteSize>,
     pub(crate) timeout: Option<ConfDuration>,
     pub(crate) forward_authorization: Option<bool>,
+    pub(crate) request_headers: Option<RawHeaderRules>,
+    pub(crate) response_headers: Option<RawHeaderRules>,
+    pub(crate) cors: Option<RawCors>,
+    pub(crate) compress: Option<RawCompress>,
+    pub(crate) cache: Option<RawRouteCache>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderRules {
+    #[serde(default)]
+    pub(crate) set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) remove: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCors {
+    pub(crate) origins: Vec<String>,
+    pub(crate) methods: Option<Vec<String>>,
+    pub(crate) headers: Option<Vec<String>>,
+    pub(crate) expose: Option<Vec<String>>,
+    pub(crate) credentials: Option<bool>,
+    pub(crate) max_age: Option<ConfDuration>,
+}
+
+/// `compress: true` or the detailed form.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "`true`, `false` or {algorithms, min_size, level}")]
+pub(crate) enum RawCompress {
+    Enabled(bool),
+    Detailed(RawCompressDetail),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCompressDetail {
+    pub(crate) algorithms: Option<Vec<String>>,
+    pub(crate) min_size: Option<ByteSize>,
+    pub(crate) level: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouteCache {
+    pub(crate) ttl: ConfDuration,
+    pub(crate) stale_while_revalidate: Option<ConfDuration>,
+    pub(crate) stale_if_error: Option<ConfDuration>,
+    #[serde(default)]
+    pub(crate) vary: Vec<String>,
+    pub(crate) max_entry: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCache {
+    pub(crate) max_memory: Option<ByteSize>,
 }

@@ -52,7 +52,9 @@ pub fn init() {
         let mut builder = env_filter::Builder::new();
         match std::env::var("RUST_LOG") {
             Ok(spec) if !spec.trim().is_empty() => builder.parse(&spec),
-            _ => builder.parse("info"),
+            // pingora_cache::meta's only warning asks for a header-compression dictionary, a
+            // disk-storage optimisation our in-memory cache has no use for.
+            _ => builder.parse("info,pingora_cache::meta=error"),
         };
         JsonLogger { filter: builder.build() }
     });

@@ -95,6 +95,9 @@ pub(crate) struct Metrics {
     ejected: IntGaugeVec,
     circuit_state: IntGaugeVec,
     circuit_refusals: IntCounterVec,
+    cache_requests: IntCounterVec,
+    cache_bytes: IntGauge,
+    cache_entries: IntGauge,
     tls_cert_expiry: IntGaugeVec,
     tls_cert_reloads: IntCounterVec,
 }
@@ -117,6 +120,8 @@ pub(crate) struct ConfigMetrics {
     route_labels: Vec<String>,
     durations: Vec<Histogram>,
     rate_limited: Vec<IntCounter>,
+    /// Per caching route: HIT, MISS, STALE, BYPASS (empty for other routes).
+    cache_results: Vec<Option<[IntCounter; 4]>>,
     upstream_errors: Vec<Vec<IntCounter>>,
     /// Per service: retries by reason (connect, reset, status), budget refusals, ejections,
     /// circuit refusals (open, max_in_flight).
@@ -329,6 +334,15 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let cache_requests = counter_vec(
+            &registry,
+            "siger_cache_requests_total",
+            "Requests on caching routes by route and result (hit, miss, stale, bypass)",
+            &["route", "result"],
+        );
+        let cache_bytes =
+            gauge(&registry, "siger_cache_bytes", "Bytes the response cache holds (bounded by cache.max_memory)");
+        let cache_entries = gauge(&registry, "siger_cache_entries", "Responses the cache holds");
         let circuit_refusals = counter_vec(
             &registry,
             "siger_circuit_refusals_total",
@@ -376,7 +390,16 @@ impl Metrics {
             ejected,
             circuit_state,
             circuit_refusals,
+            cache_requests,
+            cache_bytes,
+            cache_entries,
         }
+    }
+
+    /// Set the cache's size gauges (called at scrape time).
+    pub(crate) fn set_cache_usage(&self, bytes: usize, entries: usize) {
+        self.cache_bytes.set(bytes as i64);
+        self.cache_entries.set(entries as i64);
     }
 
     /// Set a service's ejected-backend count and breaker state (called at scrape time; the
@@ -433,6 +456,16 @@ impl Metrics {
             requests: self.requests.clone(),
             durations: route_labels.iter().map(|r| self.durations.with_label_values(&[r.as_str()])).collect(),
             rate_limited: route_labels.iter().map(|r| self.rate_limited.with_label_values(&[r.as_str()])).collect(),
+            cache_results: config
+                .routes
+                .iter()
+                .map(|r| {
+                    r.cache.as_ref().map(|_| {
+                        ["hit", "miss", "stale", "bypass"]
+                            .map(|result| self.cache_requests.with_label_values(&[r.label.as_str(), result]))
+                    })
+                })
+                .collect(),
             upstream_errors: service_names
                 .iter()
                 .map(|s| {
@@ -470,6 +503,9 @@ impl Metrics {
             let _ = self.consul_sync_age.remove_label_values(&[name.as_str()]);
         }
         for label in old.route_labels.iter().filter(|l| !kept.contains(l)) {
+            for result in ["hit", "miss", "stale", "bypass"] {
+                let _ = self.cache_requests.remove_label_values(&[label.as_str(), result]);
+            }
             let _ = self.durations.remove_label_values(&[label.as_str()]);
             let _ = self.rate_limited.remove_label_values(&[label.as_str()]);
             let mut series = self.request_series.lock().unwrap_or_else(|p| p.into_inner());
@@ -607,6 +643,19 @@ impl ConfigMetrics {
             }
         });
         self.durations[r].observe(seconds);
+    }
+
+    /// A request on a caching route and what the cache did (`HIT`, `MISS`, `STALE`, `BYPASS`).
+    pub(crate) fn cache_result(&self, route: usize, result: &str) {
+        if let Some(Some(counters)) = self.cache_results.get(route) {
+            let i = match result {
+                "HIT" => 0,
+                "MISS" => 1,
+                "STALE" => 2,
+                _ => 3,
+            };
+            counters[i].inc();
+        }
     }
 
     /// A request refused by a rate limit.

@@ -51,6 +51,12 @@ pub(crate) struct RequestState {
     pub(crate) declared_length: Option<u64>,
     /// `request_filter`: the matched route.
     pub(crate) route: Option<RouteId>,
+    /// `request_filter`: a CORS preflight answered by the gateway.
+    pub(crate) preflight: bool,
+    /// `request_filter`: Pingora's compression module is on for this response.
+    pub(crate) compressing: bool,
+    /// `request_filter`: normalised path and query, the cache key's (caching routes only).
+    pub(crate) cache_path: Option<String>,
     /// `proxy_upstream_filter`: the service proxied to (a split route's choice).
     pub(crate) service: Option<ServiceId>,
     /// `proxy_upstream_filter`: admitted by the service's circuit breaker (held until done).
@@ -120,6 +126,9 @@ impl RequestCtx {
                 hsts: None,
                 declared_length: None,
                 route: None,
+                preflight: false,
+                compressing: false,
+                cache_path: None,
                 service: None,
                 breaker: None,
                 attempts: 0,

@@ -10,6 +10,7 @@ use crate::errors::GatewayError;
 use crate::jobs::{rejection_reason, request, Accepted, Jobs, PublishFailure, Submission};
 use crate::observability::logger;
 use crate::runtime::Runtime;
+use crate::snapshot::Snapshot;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, EXPECT};
 use pingora::prelude::*;
@@ -34,6 +35,7 @@ impl From<GatewayError> for Failure {
 /// Answer a request for the jobs path. Always returns `Ok(true)` unless the client vanished.
 pub(super) async fn handle(
     runtime: &Runtime,
+    snap: &Snapshot,
     jobs: &Jobs,
     settings: &JobsSettings,
     session: &mut Session,
@@ -42,7 +44,7 @@ pub(super) async fn handle(
     let _inflight = jobs.begin();
     let err = match submit(runtime, jobs, settings, session, state).await {
         Ok((job_id, accepted)) => {
-            return respond(session, state, accepted_answer(settings, &job_id, &accepted)).await.map(|_| true)
+            return respond(session, snap, state, accepted_answer(settings, &job_id, &accepted)).await.map(|_| true)
         }
         Err(Failure::Gone(e)) => return Err(e),
         Err(Failure::Counted(err)) => err,
@@ -58,7 +60,7 @@ pub(super) async fn handle(
     if !session.is_body_done() && !session.is_body_empty() {
         session.set_keepalive(None);
     }
-    refuse(session, state, &err).await.map(|_| true)
+    refuse(session, snap, state, &err).await.map(|_| true)
 }
 
 async fn submit(

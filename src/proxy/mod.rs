@@ -10,6 +10,7 @@ mod attempts;
 mod ctx;
 mod downstream;
 mod jobs;
+mod policies;
 
 pub(crate) use attempts::RetryReason;
 
@@ -23,6 +24,7 @@ use crate::errors::{GatewayError, UpstreamErrorKind};
 use crate::forwarding;
 use crate::framing;
 use crate::observability::access;
+use crate::policy::cors;
 use crate::ratelimit::{self, Outcome, StoreError};
 use crate::routing::{self, RouteMatch, TargetError};
 use crate::runtime::Runtime;
@@ -51,12 +53,14 @@ impl Gateway {
 
 /// Write an answer the gateway makes itself: the one place every such answer passes, so
 /// what they all carry (request id, rate-limit headers) is added once.
-async fn respond(session: &mut Session, state: &RequestState, mut answer: LocalAnswer) -> Result<()> {
+async fn respond(session: &mut Session, snap: &Snapshot, state: &RequestState, mut answer: LocalAnswer) -> Result<()> {
     if !answer.has_header("x-request-id") {
         answer = answer.header("X-Request-Id", state.request_id.as_str());
     }
     let mut head = answer.response_header();
     add_rate_limit_headers(&mut head, state.rate_limit.as_ref());
+    policies::on_local_answer(snap, state, session.req_header(), &mut head);
+    policies::no_compression(session, state);
     if let Some(value) = &state.hsts {
         head.insert_header(http::header::STRICT_TRANSPORT_SECURITY, value.clone())?;
     }
@@ -72,9 +76,9 @@ async fn respond(session: &mut Session, state: &RequestState, mut answer: LocalA
 }
 
 /// Answer a refusal, and remember its code for the access log.
-async fn refuse(session: &mut Session, state: &mut RequestState, err: &GatewayError) -> Result<()> {
+async fn refuse(session: &mut Session, snap: &Snapshot, state: &mut RequestState, err: &GatewayError) -> Result<()> {
     state.error_code = Some(err.code());
-    respond(session, state, err.answer(&state.request_id)).await
+    respond(session, snap, state, err.answer(&state.request_id)).await
 }
 
 /// `RateLimit-*` headers of an admitted request (ARCHITECTURE.md §4).
@@ -115,6 +119,8 @@ enum Decision {
     Health,
     /// The reserved jobs path: answered here, never proxied.
     Jobs,
+    /// A CORS preflight on a route with `cors`: answered here, before authentication.
+    Preflight,
 }
 
 /// Route the request and check what can be checked before authentication.
@@ -143,6 +149,17 @@ fn decide(snap: &Snapshot, req: &RequestHeader, state: &mut RequestState) -> Res
     } else {
         None
     };
+    // A preflight is routed by the method it asks about; it is the gateway's to answer only
+    // on a route with `cors` (elsewhere it is an OPTIONS request like any other).
+    if let Some(asked) = cors::preflight_method(&req.method, &req.headers) {
+        if let RouteMatch::Found(id) = snap.routes.lookup(host.as_deref(), &asked, &route_path, &req.headers) {
+            if snap.route(id).cors.is_some() {
+                state.route = Some(id);
+                state.preflight = true;
+                return Ok(Decision::Preflight);
+            }
+        }
+    }
     let id = match snap.routes.lookup(host.as_deref(), &req.method, &route_path, &req.headers) {
         RouteMatch::Found(id) => id,
         RouteMatch::MethodNotAllowed { allow } => return Err(GatewayError::MethodNotAllowed { allow }),
@@ -150,6 +167,12 @@ fn decide(snap: &Snapshot, req: &RequestHeader, state: &mut RequestState) -> Res
     };
     state.route = Some(id);
     let route = snap.route(id);
+    if route.cache.is_some() {
+        state.cache_path = Some(match req.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        });
+    }
     if state.declared_length.is_some_and(|len| len > route.max_body) {
         return Err(GatewayError::PayloadTooLarge { limit: route.max_body });
     }
@@ -174,7 +197,13 @@ fn decide(snap: &Snapshot, req: &RequestHeader, state: &mut RequestState) -> Res
 impl Gateway {
     /// Authentication, roles and the rate limit of the matched route (in that order), the
     /// same for proxied routes and the jobs route.
-    async fn admit(&self, snap: &Snapshot, req: &RequestHeader, state: &mut RequestState) -> Result<(), GatewayError> {
+    async fn admit(
+        &self,
+        snap: &Snapshot,
+        req: &RequestHeader,
+        state: &mut RequestState,
+        background: bool,
+    ) -> Result<(), GatewayError> {
         let Some(route_id) = state.route else { return Ok(()) };
         let route = snap.route(route_id);
         let metrics = &self.runtime.metrics;
@@ -207,7 +236,7 @@ impl Gateway {
                 });
             }
         }
-        let Some(rule) = snap.limiter.rule(route_id) else { return Ok(()) };
+        let Some(rule) = snap.limiter.rule(route_id).filter(|_| !background) else { return Ok(()) };
         let key = ratelimit::client_key(&rule.key, state.identity.as_deref(), state.client_ip, &req.headers)?;
         match snap.limiter.check(route_id, &key).await {
             Outcome::Unlimited => Ok(()),
@@ -258,9 +287,9 @@ fn hash_key(key: &HashKey, session: &Session, state: &RequestState) -> Result<Ve
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
-    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
-        // Pingora's default adds a (disabled) response-compression module that still runs on
-        // every request; the gateway passes bodies through as the upstream sent them.
+    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        // Response compression, off until a route's policy turns it on for a request.
+        modules.add_module(pingora::modules::http::compression::ResponseCompressionBuilder::enable(0));
     }
 
     fn new_ctx(&self) -> Self::CTX {
@@ -321,18 +350,30 @@ impl ProxyHttp for Gateway {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         let decision = match decide(snap, session.req_header(), state) {
             Ok(d @ (Decision::Proxy | Decision::Jobs)) => {
-                self.admit(snap, session.req_header(), state).await.map(|_| d)
+                // A cache's background revalidation repeats a request already admitted.
+                let background = session.subrequest_ctx.is_some();
+                self.admit(snap, session.req_header(), state, background).await.map(|_| d)
             }
             other => other,
         };
         match decision {
-            Ok(Decision::Proxy) => Ok(false),
-            Ok(Decision::Health) => respond(session, state, health_answer()).await.map(|_| true),
+            Ok(Decision::Proxy) => {
+                policies::enable_compression(snap, session, state);
+                Ok(false)
+            }
+            Ok(Decision::Preflight) => {
+                let route = snap.route(state.route.ok_or_else(|| Error::new(InternalError))?);
+                match policies::preflight_answer(route, session.req_header()) {
+                    Some(answer) => respond(session, snap, state, answer).await.map(|_| true),
+                    None => refuse(session, snap, state, &GatewayError::NoRoute).await.map(|_| true),
+                }
+            }
+            Ok(Decision::Health) => respond(session, snap, state, health_answer()).await.map(|_| true),
             Ok(Decision::Jobs) => match (&self.runtime.jobs, &snap.config.jobs) {
-                (Some(link), Some(settings)) => jobs::handle(&self.runtime, link, settings, session, state).await,
-                _ => refuse(session, state, &GatewayError::NoRoute).await.map(|_| true),
+                (Some(link), Some(settings)) => jobs::handle(&self.runtime, snap, link, settings, session, state).await,
+                _ => refuse(session, snap, state, &GatewayError::NoRoute).await.map(|_| true),
             },
-            Err(err) => refuse(session, state, &err).await.map(|_| true),
+            Err(err) => refuse(session, snap, state, &err).await.map(|_| true),
         }
     }
 
@@ -370,7 +411,7 @@ impl ProxyHttp for Gateway {
                     // An unread body would be drained before reuse: close instead.
                     session.set_keepalive(None);
                 }
-                refuse(session, state, &err).await?;
+                refuse(session, snap, state, &err).await?;
                 Ok(false)
             }
         }
@@ -451,7 +492,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -511,6 +552,7 @@ impl ProxyHttp for Gateway {
                 upstream.remove_header("X-Forwarded-Host");
             }
         }
+        policies::on_upstream_request(snap, session, state, upstream);
         Ok(())
     }
 
@@ -547,16 +589,76 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        upstream.insert_header("X-Request-Id", ctx.state.request_id.as_str())?;
-        add_rate_limit_headers(upstream, ctx.state.rate_limit.as_ref());
-        if let Some(value) = &ctx.state.hsts {
+        let (snap, state) = (&*ctx.snapshot, &ctx.state);
+        upstream.insert_header("X-Request-Id", state.request_id.as_str())?;
+        add_rate_limit_headers(upstream, state.rate_limit.as_ref());
+        if let Some(value) = &state.hsts {
             upstream.insert_header(http::header::STRICT_TRANSPORT_SECURITY, value.clone())?;
         }
+        policies::on_response(snap, session, state, upstream);
         Ok(())
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
+        let (snap, state) = (&*ctx.snapshot, &ctx.state);
+        let Some(cache) = state.route.and_then(|r| snap.route(r).cache.as_ref()) else { return Ok(()) };
+        let req = session.req_header();
+        let method_ok = req.method == http::Method::GET || req.method == http::Method::HEAD;
+        if !method_ok || state.declared_length.is_some_and(|l| l > 0) || req.headers.contains_key(http::header::UPGRADE)
+        {
+            return Ok(());
+        }
+        let mut overrides = pingora::cache::CacheOptionOverrides::default();
+        overrides.wait_timeout = Some(std::time::Duration::from_secs(10));
+        session.cache.enable(
+            crate::policy::cache::storage(),
+            None,
+            Some(crate::policy::cache::predictor()),
+            Some(crate::policy::cache::cache_lock()),
+            Some(overrides),
+        );
+        session.cache.set_max_file_size_bytes(cache.max_entry as usize);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut Self::CTX) -> Result<pingora::cache::CacheKey> {
+        policies::cache_key(&ctx.snapshot, session, &ctx.state)
+            .ok_or_else(|| Error::explain(InternalError, "cache enabled on a request without a cache key"))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &pingora::cache::CacheMeta,
+        ctx: &mut Self::CTX,
+        req: &RequestHeader,
+    ) -> Option<pingora::cache::key::HashBinary> {
+        policies::cache_variance(&ctx.snapshot, &ctx.state, meta, req)
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<pingora::cache::RespCacheable> {
+        Ok(policies::cacheable(&ctx.snapshot, &ctx.state, resp))
+    }
+
+    fn should_serve_stale(&self, _session: &mut Session, ctx: &mut Self::CTX, error: Option<&Error>) -> bool {
+        match error {
+            // Stale-if-error: the entry's own window decides (Pingora checks it).
+            Some(e) => e.esource() == &ErrorSource::Upstream,
+            // Stale-while-revalidate, when the route allows it.
+            None => ctx
+                .state
+                .route
+                .and_then(|r| ctx.snapshot.route(r).cache.as_ref())
+                .is_some_and(|c| !c.stale_while_revalidate.is_zero()),
+        }
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
@@ -574,7 +676,7 @@ impl ProxyHttp for Gateway {
         match err {
             Some(err) => {
                 let code = err.status();
-                let written = refuse(session, state, &err).await.is_ok();
+                let written = refuse(session, snap, state, &err).await.is_ok();
                 // A 502/503/504 to a request whose body was read whole leaves the connection
                 // in a clean state (Pingora may still close it after an upstream error).
                 let body_done = session.is_body_empty() || session.is_body_done();
@@ -601,6 +703,9 @@ impl ProxyHttp for Gateway {
             }
         }
         let elapsed = state.started.elapsed();
+        if let Some(route) = state.route.filter(|r| snap.route(*r).cache.is_some()) {
+            snap.metrics.cache_result(route, policies::cache_result(session.cache.phase()));
+        }
         let req = session.req_header();
         snap.metrics.observe_request(&self.runtime.metrics, state.route, &req.method, status, elapsed.as_secs_f64());
         if !snap.config.access_log {

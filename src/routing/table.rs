@@ -161,6 +161,11 @@ mod tests {
             max_body: 0,
             timeout: None,
             forward_authorization: true,
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+            cors: None,
+            compress: None,
+            cache: None,
         }
     }
 

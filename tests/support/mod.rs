@@ -325,11 +325,23 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> RawResponse {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     stream.write_all(request).unwrap();
+    if request.starts_with(b"HEAD ") {
+        return read_response_head(&mut stream).expect("a response");
+    }
     read_response(&mut stream).expect("a response")
+}
+
+/// Read the head of a response that has no body whatever its headers say (the answer to HEAD).
+pub fn read_response_head(stream: &mut TcpStream) -> Option<RawResponse> {
+    read_message(stream, false)
 }
 
 /// Read one response from a stream (Content-Length, chunked or close-delimited bodies).
 pub fn read_response(stream: &mut TcpStream) -> Option<RawResponse> {
+    read_message(stream, true)
+}
+
+fn read_message(stream: &mut TcpStream, with_body: bool) -> Option<RawResponse> {
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();
     if reader.read_line(&mut status_line).ok()? == 0 {
@@ -350,7 +362,8 @@ pub fn read_response(stream: &mut TcpStream) -> Option<RawResponse> {
     }
     let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
     let mut body = Vec::new();
-    if let Some(len) = get("content-length").and_then(|l| l.parse::<usize>().ok()) {
+    if !with_body {
+    } else if let Some(len) = get("content-length").and_then(|l| l.parse::<usize>().ok()) {
         body.resize(len, 0);
         reader.read_exact(&mut body).ok()?;
     } else if get("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {

@@ -4,7 +4,7 @@
 use super::model::*;
 use super::raw::*;
 use crate::routing::normalize_path;
-use http::{HeaderName, Method};
+use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -16,6 +16,7 @@ mod auth;
 mod dependencies;
 mod jobs;
 mod limits;
+mod policies;
 mod routes;
 mod server;
 mod services;
@@ -72,7 +73,9 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
     let nats = raw.nats.as_ref().and_then(|n| check_nats(n, base, &mut p));
     let jobs = raw.jobs.as_ref().and_then(|j| check_jobs(j, &mut p));
     let services = check_services(&raw.services, consul.is_some(), base, &mut p);
-    let (mut routes, splits) = check_routes(&raw.routes, &services, &limits, auth.is_some(), &mut p);
+    let identity: Vec<HeaderName> = auth.iter().flat_map(|a| a.forward.iter().map(|(_, h)| h.clone())).collect();
+    let (mut routes, splits) = check_routes(&raw.routes, &services, &limits, auth.is_some(), &identity, &mut p);
+    let cache = policies::check_cache(raw.cache.as_ref(), &routes, &mut p);
     if let Some(jobs) = &jobs {
         routes.push(jobs_route(jobs, &routes, &rate_limit, &mut p));
     }
@@ -117,6 +120,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
         services,
         routes,
         splits,
+        cache,
         warnings: Vec::new(),
         files: p.files.clone(),
     };
@@ -150,6 +154,11 @@ fn jobs_route(
         max_body: jobs.max_body,
         timeout: None,
         forward_authorization: false,
+        request_headers: Default::default(),
+        response_headers: Default::default(),
+        cors: None,
+        compress: None,
+        cache: None,
     }
 }
 

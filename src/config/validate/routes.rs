@@ -1,5 +1,6 @@
 //! `routes[]`: paths, methods, hosts, targets and per-route policy.
 
+use super::policies::{check_compress, check_cors, check_header_rules, check_route_cache, Direction};
 use super::*;
 
 pub(super) fn check_routes(
@@ -7,6 +8,7 @@ pub(super) fn check_routes(
     services: &[ServiceSettings],
     limits: &Limits,
     have_auth: bool,
+    identity: &[HeaderName],
     p: &mut Problems,
 ) -> (Vec<RouteSettings>, Vec<TrafficSplit>) {
     let index: HashMap<&str, usize> = services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
@@ -174,7 +176,28 @@ pub(super) fn check_routes(
             max_body,
             timeout: r.timeout.map(|t| t.0),
             forward_authorization: r.forward_authorization.unwrap_or(true),
+            request_headers: check_header_rules(
+                &format!("{base}.request_headers"),
+                r.request_headers.as_ref(),
+                Direction::Request,
+                identity,
+                p,
+            ),
+            response_headers: check_header_rules(
+                &format!("{base}.response_headers"),
+                r.response_headers.as_ref(),
+                Direction::Response,
+                identity,
+                p,
+            ),
+            cors: r.cors.as_ref().and_then(|c| check_cors(&format!("{base}.cors"), c, p)),
+            compress: r.compress.as_ref().and_then(|c| check_compress(&format!("{base}.compress"), c, p)),
+            cache: r.cache.as_ref().map(|c| check_route_cache(&format!("{base}.cache"), c, p)),
         };
+        let reads = |ms: &Vec<Method>| ms.iter().any(|m| m == Method::GET || m == Method::HEAD);
+        if route.cache.is_some() && route.methods.as_ref().is_some_and(|ms| !reads(ms)) {
+            p.warn(format!("{base}.cache"), "only GET and HEAD answers are cached, and this route allows neither");
+        }
         let peers = same_place.entry((route.path.clone(), route.host.clone())).or_default();
         if let Some(j) = peers.iter().copied().find(|j| overlaps(&out[*j], &route)) {
             p.add(

@@ -1,0 +1,408 @@
+//! The response cache's storage (ARCHITECTURE.md §7.4): pingora-cache does the HTTP caching
+//! (freshness, the cache lock that turns concurrent misses into one upstream request,
+//! stale-while-revalidate, Vary, HEAD from GET), and keeps what it caches here — in memory,
+//! bounded in bytes (`cache.max_memory`), least recently used evicted first, synchronously at
+//! insertion so the bound holds at every moment (Pingora's `MemCache` is unbounded and for
+//! tests only).
+//!
+//! One storage per process (pingora-cache wants `&'static`): a reload changes its limit, never
+//! the object. Entries carry a purge tag (route and path) so an admin purge removes every
+//! variant of a path — every `Vary` value, every user of a per-user route.
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use lru::LruCache;
+use pingora::cache::key::{CacheHashKey, CacheKey, HashBinary};
+use pingora::cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeTarget, PurgeType, Storage,
+};
+use pingora::cache::trace::SpanHandle;
+use pingora::cache::{CacheMeta, PurgeOutcome};
+use pingora::{Error, ErrorType, Result};
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Shards of the table: an insert or lookup locks one.
+const SHARDS: usize = 16;
+/// Bytes counted per entry beside its body and metadata (map slot, Arc, key).
+const ENTRY_OVERHEAD: usize = 256;
+/// Body bytes handed to Pingora per read on a hit.
+const READ_CHUNK: usize = 64 * 1024;
+
+struct Entry {
+    /// `CacheMeta::serialize()` (pingora-cache's metadata is not `Clone`).
+    meta: (Vec<u8>, Vec<u8>),
+    body: Bytes,
+    /// Route and path: what an admin purge names.
+    purge_tag: u64,
+    size: usize,
+}
+
+#[derive(Default)]
+struct Shard {
+    entries: Option<LruCache<HashBinary, Arc<Entry>>>,
+    bytes: usize,
+}
+
+impl Shard {
+    fn map(&mut self) -> &mut LruCache<HashBinary, Arc<Entry>> {
+        self.entries.get_or_insert_with(LruCache::unbounded)
+    }
+}
+
+/// The process's cache storage.
+pub struct MemStorage {
+    shards: Vec<Mutex<Shard>>,
+    /// `cache.max_memory` in bytes (0: nothing is stored).
+    limit: AtomicUsize,
+    bytes: AtomicUsize,
+    /// Bumped by purges of everything: a fill started before one is not stored.
+    generation: AtomicU64,
+}
+
+impl std::fmt::Debug for MemStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemStorage").field("bytes", &self.bytes()).finish()
+    }
+}
+
+/// The storage of this process.
+pub(crate) fn storage() -> &'static MemStorage {
+    static STORAGE: OnceLock<MemStorage> = OnceLock::new();
+    STORAGE.get_or_init(|| MemStorage::new(0))
+}
+
+fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MemStorage {
+    fn new(limit: usize) -> Self {
+        MemStorage {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            limit: AtomicUsize::new(limit),
+            bytes: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, key: &HashBinary) -> &Mutex<Shard> {
+        &self.shards[usize::from(key[0]) % SHARDS]
+    }
+
+    /// Set the memory bound (at start and on reload); a smaller one applies at once.
+    pub(crate) fn set_limit(&self, bytes: usize) {
+        self.limit.store(bytes, Ordering::Relaxed);
+        for shard in &self.shards {
+            self.evict(&mut lock(shard));
+        }
+    }
+
+    /// Bytes stored now (bodies, metadata and per-entry overhead).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Entries stored now.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).entries.as_ref().map_or(0, LruCache::len)).sum()
+    }
+
+    /// Drop least recently used entries until the shard is within its share of the bound.
+    fn evict(&self, shard: &mut Shard) {
+        let share = self.limit.load(Ordering::Relaxed) / SHARDS;
+        while shard.bytes > share {
+            let Some((_, gone)) = shard.map().pop_lru() else { break };
+            shard.bytes -= gone.size;
+            self.bytes.fetch_sub(gone.size, Ordering::Relaxed);
+        }
+    }
+
+    fn insert(&self, key: HashBinary, entry: Entry) -> bool {
+        if entry.size > self.limit.load(Ordering::Relaxed) / SHARDS {
+            return false;
+        }
+        let mut shard = lock(self.shard(&key));
+        let size = entry.size;
+        if let Some(old) = shard.map().put(key, Arc::new(entry)) {
+            shard.bytes -= old.size;
+            self.bytes.fetch_sub(old.size, Ordering::Relaxed);
+        }
+        shard.bytes += size;
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        self.evict(&mut shard);
+        true
+    }
+
+    fn remove(&self, key: &HashBinary) -> bool {
+        let mut shard = lock(self.shard(key));
+        match shard.map().pop(key) {
+            Some(gone) => {
+                shard.bytes -= gone.size;
+                self.bytes.fetch_sub(gone.size, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Remove every entry with this purge tag (all its variants); returns how many.
+    pub(crate) fn purge_tag(&self, tag: u64) -> usize {
+        let mut removed = 0;
+        for shard in &self.shards {
+            let mut shard = lock(shard);
+            let doomed: Vec<HashBinary> =
+                shard.map().iter().filter(|(_, e)| e.purge_tag == tag).map(|(k, _)| *k).collect();
+            for key in doomed {
+                if let Some(gone) = shard.map().pop(&key) {
+                    shard.bytes -= gone.size;
+                    self.bytes.fetch_sub(gone.size, Ordering::Relaxed);
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    /// Remove everything.
+    pub(crate) fn purge_all(&self) -> usize {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let mut removed = 0;
+        for shard in &self.shards {
+            let mut shard = lock(shard);
+            removed += shard.map().len();
+            self.bytes.fetch_sub(shard.bytes, Ordering::Relaxed);
+            *shard = Shard::default();
+        }
+        removed
+    }
+}
+
+/// The cache lock: concurrent misses for one key wait for the first one's response instead
+/// of each going upstream. A writer that takes longer than this lets the others compete again.
+pub(crate) fn cache_lock() -> &'static pingora::cache::lock::CacheKeyLockImpl {
+    static LOCK: OnceLock<pingora::cache::lock::CacheLock> = OnceLock::new();
+    LOCK.get_or_init(|| pingora::cache::lock::CacheLock::new(std::time::Duration::from_secs(10)))
+}
+
+/// Remembers keys whose responses were not cacheable, so the next request for one goes
+/// straight upstream instead of queueing behind the cache lock.
+pub(crate) fn predictor() -> &'static pingora::cache::predictor::Predictor<16> {
+    static PREDICTOR: OnceLock<pingora::cache::predictor::Predictor<16>> = OnceLock::new();
+    PREDICTOR.get_or_init(|| pingora::cache::predictor::Predictor::new(1024, None))
+}
+
+/// The purge tag of a route's path: FNV-1a over the route label and the path with its query.
+pub(crate) fn purge_tag(route: &str, path_and_query: &str) -> u64 {
+    route
+        .bytes()
+        .chain([0])
+        .chain(path_and_query.bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// The purge tag a fill carries: set by the proxy in the cache key's extensions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PurgeTag(pub(crate) u64);
+
+fn storage_error(what: &'static str) -> Box<Error> {
+    Error::explain(ErrorType::InternalError, what)
+}
+
+#[async_trait]
+impl Storage for MemStorage {
+    async fn lookup(&'static self, key: &CacheKey, _trace: &SpanHandle) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let hash = key.combined_bin();
+        let Some(entry) = lock(self.shard(&hash)).map().get(&hash).cloned() else { return Ok(None) };
+        let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
+        let hit = Hit { body: entry.body.clone(), pos: 0, end: entry.body.len() };
+        Ok(Some((meta, Box::new(hit))))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let purge_tag = key.extensions.get::<PurgeTag>().map_or(0, |t| t.0);
+        Ok(Box::new(Fill {
+            storage: self,
+            key: key.combined_bin(),
+            meta: meta.serialize()?,
+            body: BytesMut::new(),
+            purge_tag,
+            generation: self.generation.load(Ordering::Acquire),
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _kind: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let hash = target.key().combined_bin();
+        Ok(if self.remove(&hash) { PurgeOutcome::Purged(None) } else { PurgeOutcome::NotFound })
+    }
+
+    async fn update_meta(&'static self, key: &CacheKey, meta: &CacheMeta, _trace: &SpanHandle) -> Result<bool> {
+        let hash = key.combined_bin();
+        let serialized = meta.serialize()?;
+        let mut shard = lock(self.shard(&hash));
+        let Some(old) = shard.map().peek(&hash).cloned() else { return Ok(false) };
+        // A revalidation (304) refreshed the metadata; the body stays.
+        let size = old.body.len() + serialized.0.len() + serialized.1.len() + ENTRY_OVERHEAD;
+        let entry = Entry { meta: serialized, body: old.body.clone(), purge_tag: old.purge_tag, size };
+        shard.bytes = shard.bytes - old.size + size;
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        self.bytes.fetch_sub(old.size, Ordering::Relaxed);
+        shard.map().put(hash, Arc::new(entry));
+        self.evict(&mut shard);
+        Ok(true)
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+/// Reading a stored body: zero-copy slices of one `Bytes`.
+struct Hit {
+    body: Bytes,
+    pos: usize,
+    end: usize,
+}
+
+#[async_trait]
+impl HandleHit for Hit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let next = (self.pos + READ_CHUNK).min(self.end);
+        let chunk = self.body.slice(self.pos..next);
+        self.pos = next;
+        Ok(Some(chunk))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        if start >= self.body.len() {
+            return Err(Error::explain(ErrorType::InternalError, "seek past the end of the cached body"));
+        }
+        self.pos = start;
+        self.end = end.map_or(self.body.len(), |e| (e + 1).min(self.body.len()));
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        self.body.len()
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Filling an entry: the body is kept until the whole response is in, then stored in one piece
+/// (nothing partial is ever visible; a fill dropped unfinished stores nothing).
+struct Fill {
+    storage: &'static MemStorage,
+    key: HashBinary,
+    meta: (Vec<u8>, Vec<u8>),
+    body: BytesMut,
+    purge_tag: u64,
+    generation: u64,
+}
+
+#[async_trait]
+impl HandleMiss for Fill {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        if self.body.len() + data.len() > self.storage.limit.load(Ordering::Relaxed) / SHARDS {
+            return Err(storage_error("response larger than the cache can hold"));
+        }
+        self.body.extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        let Fill { storage, key, meta, body, purge_tag, generation } = *self;
+        let size = body.len() + meta.0.len() + meta.1.len() + ENTRY_OVERHEAD;
+        if storage.generation.load(Ordering::Acquire) != generation {
+            // Everything was purged while this response was being fetched.
+            return Ok(MissFinishType::Created(0));
+        }
+        let entry = Entry { meta, body: body.freeze(), purge_tag, size };
+        if !storage.insert(key, entry) {
+            return Err(storage_error("response larger than the cache can hold"));
+        }
+        Ok(MissFinishType::Created(size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(size: usize, tag: u64) -> Entry {
+        Entry {
+            meta: (Vec::new(), Vec::new()),
+            body: Bytes::from(vec![0u8; size]),
+            purge_tag: tag,
+            size: size + ENTRY_OVERHEAD,
+        }
+    }
+
+    fn key(i: u32) -> HashBinary {
+        let mut k = [0u8; 16];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        k
+    }
+
+    #[test]
+    fn the_memory_bound_holds_and_old_entries_go_first() {
+        let s = MemStorage::new(16 * 10_000);
+        for i in 0..2000 {
+            s.insert(key(i), entry(1000, 0));
+        }
+        assert!(s.bytes() <= 16 * 10_000, "{}", s.bytes());
+        assert!(s.len() > 16 * 5);
+        // The latest entries are the ones kept.
+        let recent = (1990..2000).filter(|i| lock(s.shard(&key(*i))).map().contains(&key(*i))).count();
+        assert_eq!(recent, 10);
+        s.set_limit(16 * 2000);
+        assert!(s.bytes() <= 16 * 2000);
+        assert!(!s.insert(key(5000), entry(5000, 0)), "larger than a shard's share: not stored");
+    }
+
+    #[test]
+    fn purge_by_tag_removes_every_variant() {
+        let s = MemStorage::new(1 << 20);
+        s.insert(key(1), entry(10, 7));
+        s.insert(key(2), entry(10, 7));
+        s.insert(key(3), entry(10, 8));
+        assert_eq!(s.purge_tag(7), 2);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.purge_all(), 1);
+        assert_eq!(s.bytes(), 0);
+        assert_ne!(purge_tag("r", "/a?b"), purge_tag("r", "/a?c"));
+    }
+}

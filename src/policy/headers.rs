@@ -1,0 +1,237 @@
+//! Header rules (ARCHITECTURE.md §7.4): `set`, `add` and `remove` on the request sent upstream
+//! and on the response sent to the client, with values built from templates compiled once per
+//! configuration (`$request_id`, `$client_ip`, `$route`, `$duration_ms`, `$claim_<name>`).
+
+use http::{HeaderName, HeaderValue};
+use std::time::Duration;
+
+/// A piece of a header value template.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    /// Text as written.
+    Text(String),
+    /// The request id.
+    RequestId,
+    /// The client IP (after `trusted_proxies`).
+    ClientIp,
+    /// The route's label.
+    Route,
+    /// Milliseconds since the request started.
+    DurationMs,
+    /// A verified JWT claim (empty when absent or anonymous).
+    Claim(String),
+}
+
+/// A header value with variables, parsed once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template(pub Vec<Piece>);
+
+/// Why a template was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TemplateError {
+    /// `$something` that is not a known variable.
+    #[error("unknown variable `${0}` (known: $request_id, $client_ip, $route, $duration_ms, $claim_<name>)")]
+    UnknownVariable(String),
+    /// Bytes a header value cannot hold.
+    #[error("text a header value cannot hold (control characters)")]
+    NotHeaderText,
+}
+
+impl Template {
+    /// Parse `text`: `$name` runs of `[A-Za-z0-9_.]` are variables, `$$` is a literal `$`.
+    pub(crate) fn parse(text: &str) -> Result<Self, TemplateError> {
+        if HeaderValue::from_str(&text.replace('$', "")).is_err() {
+            return Err(TemplateError::NotHeaderText);
+        }
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if c != '$' {
+                literal.push(c);
+                continue;
+            }
+            if chars.peek().is_some_and(|(_, n)| *n == '$') {
+                chars.next();
+                literal.push('$');
+                continue;
+            }
+            let start = i + 1;
+            let mut end = start;
+            while let Some((j, n)) = chars.peek().copied() {
+                if n.is_ascii_alphanumeric() || n == '_' || n == '.' {
+                    end = j + n.len_utf8();
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            let name = &text[start..end];
+            let piece = match name {
+                "request_id" => Piece::RequestId,
+                "client_ip" => Piece::ClientIp,
+                "route" => Piece::Route,
+                "duration_ms" => Piece::DurationMs,
+                _ => match name.strip_prefix("claim_").filter(|c| !c.is_empty()) {
+                    Some(claim) => Piece::Claim(claim.to_string()),
+                    None => return Err(TemplateError::UnknownVariable(name.to_string())),
+                },
+            };
+            if !literal.is_empty() {
+                pieces.push(Piece::Text(std::mem::take(&mut literal)));
+            }
+            pieces.push(piece);
+        }
+        if !literal.is_empty() {
+            pieces.push(Piece::Text(literal));
+        }
+        Ok(Template(pieces))
+    }
+
+    /// The value for one request (`None` when a variable's value cannot be a header value).
+    pub(crate) fn render(&self, vars: &Vars<'_>) -> Option<HeaderValue> {
+        if let [Piece::Text(t)] = self.0.as_slice() {
+            return HeaderValue::from_str(t).ok();
+        }
+        let mut out = String::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::RequestId => out.push_str(vars.request_id),
+                Piece::ClientIp => out.push_str(vars.client_ip),
+                Piece::Route => out.push_str(vars.route),
+                Piece::DurationMs => {
+                    let micros = vars.elapsed.as_micros();
+                    out.push_str(&format!("{}.{:03}", micros / 1000, micros % 1000));
+                }
+                Piece::Claim(name) => {
+                    if let Some(v) = (vars.claim)(name) {
+                        out.push_str(&v);
+                    }
+                }
+            }
+        }
+        HeaderValue::from_str(&out).ok()
+    }
+}
+
+/// What templates read from a request.
+pub(crate) struct Vars<'a> {
+    pub(crate) request_id: &'a str,
+    pub(crate) client_ip: &'a str,
+    pub(crate) route: &'a str,
+    pub(crate) elapsed: Duration,
+    pub(crate) claim: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// The rules for one direction of one route.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeaderRules {
+    /// Replace (or create) these headers.
+    pub set: Vec<(HeaderName, Template)>,
+    /// Append these values (kept beside existing ones).
+    pub add: Vec<(HeaderName, Template)>,
+    /// Remove these headers.
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderRules {
+    /// No rule at all.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// Apply to a header map through `edit` (Pingora keeps header-name case beside the map, so
+    /// the caller applies each change through its own setters): removals, then sets, then adds.
+    pub(crate) fn apply(&self, vars: &Vars<'_>, edit: &mut dyn HeaderEdit) {
+        for name in &self.remove {
+            edit.remove(name);
+        }
+        for (name, template) in &self.set {
+            match template.render(vars) {
+                Some(value) => edit.set(name, value),
+                None => edit.remove(name),
+            }
+        }
+        for (name, template) in &self.add {
+            if let Some(value) = template.render(vars) {
+                edit.add(name, value);
+            }
+        }
+    }
+}
+
+/// Header edits on a Pingora request or response head.
+pub(crate) trait HeaderEdit {
+    fn set(&mut self, name: &HeaderName, value: HeaderValue);
+    fn add(&mut self, name: &HeaderName, value: HeaderValue);
+    fn remove(&mut self, name: &HeaderName);
+}
+
+impl HeaderEdit for pingora::http::RequestHeader {
+    fn set(&mut self, name: &HeaderName, value: HeaderValue) {
+        let _ = self.insert_header(name.clone(), value);
+    }
+    fn add(&mut self, name: &HeaderName, value: HeaderValue) {
+        let _ = self.append_header(name.clone(), value);
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+}
+
+impl HeaderEdit for pingora::http::ResponseHeader {
+    fn set(&mut self, name: &HeaderName, value: HeaderValue) {
+        let _ = self.insert_header(name.clone(), value);
+    }
+    fn add(&mut self, name: &HeaderName, value: HeaderValue) {
+        let _ = self.append_header(name.clone(), value);
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars<'a>(claim: &'a dyn Fn(&str) -> Option<String>) -> Vars<'a> {
+        Vars {
+            request_id: "r-1",
+            client_ip: "10.0.0.1",
+            route: "catalog",
+            elapsed: Duration::from_micros(12_345),
+            claim,
+        }
+    }
+
+    #[test]
+    fn templates_render_every_variable() {
+        let claim = |n: &str| (n == "tenant").then(|| "acme".to_string());
+        let t =
+            Template::parse("id=$request_id ip=$client_ip r=$route t=$duration_ms ten=$claim_tenant x=$claim_none $$5")
+                .expect("valid");
+        assert_eq!(t.render(&vars(&claim)).expect("value"), "id=r-1 ip=10.0.0.1 r=catalog t=12.345 ten=acme x= $5");
+        assert_eq!(Template::parse("plain").expect("valid"), Template(vec![Piece::Text("plain".into())]));
+        assert!(matches!(Template::parse("$nope"), Err(TemplateError::UnknownVariable(v)) if v == "nope"));
+        assert_eq!(Template::parse("a\nb"), Err(TemplateError::NotHeaderText));
+    }
+
+    #[test]
+    fn rules_remove_then_set_then_add() {
+        let no_claims = |_: &str| None;
+        let rules = HeaderRules {
+            set: vec![(HeaderName::from_static("x-route"), Template::parse("$route").expect("valid"))],
+            add: vec![(HeaderName::from_static("via"), Template::parse("siger").expect("valid"))],
+            remove: vec![HeaderName::from_static("cookie"), HeaderName::from_static("via")],
+        };
+        let mut req = pingora::http::RequestHeader::build("GET", b"/", None).expect("request");
+        req.insert_header("Cookie", "a=1").expect("header");
+        req.insert_header("Via", "1.1 edge").expect("header");
+        rules.apply(&vars(&no_claims), &mut req);
+        assert_eq!(req.headers.get("x-route").expect("set"), "catalog");
+        assert_eq!(req.headers.get_all("via").iter().collect::<Vec<_>>(), vec!["siger"]);
+        assert!(req.headers.get("cookie").is_none());
+    }
+}

@@ -1,0 +1,283 @@
+//! Where a route's edge policies (ARCHITECTURE.md §7.4) meet the request: header rules on the
+//! way up and down, CORS on every answer, compression switched on per request, and the
+//! cache's view of the route. Routes without policies return at the first check.
+
+use super::RequestState;
+use crate::answer::LocalAnswer;
+use crate::config::RouteSettings;
+use crate::policy::cache::{purge_tag, PurgeTag};
+use crate::policy::compress;
+use crate::policy::cors;
+use crate::policy::headers::Vars;
+use crate::snapshot::Snapshot;
+use pingora::cache::key::{CacheKey, HashBinary};
+use pingora::cache::{CacheMeta, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder};
+use pingora::modules::http::compression::ResponseCompression;
+use pingora::prelude::*;
+use pingora::protocols::http::compression::Algorithm;
+
+/// The route of the request, if it has one.
+fn route<'a>(snap: &'a Snapshot, state: &RequestState) -> Option<&'a RouteSettings> {
+    state.route.map(|r| snap.route(r))
+}
+
+fn with_vars<T>(snap: &Snapshot, state: &RequestState, f: impl FnOnce(&Vars<'_>) -> T) -> T {
+    let claim = |name: &str| state.identity.as_ref().and_then(|i| i.claim_text(name));
+    let vars = Vars {
+        request_id: &state.request_id,
+        client_ip: &state.client_ip_text,
+        route: route(snap, state).map_or("-", |r| r.label.as_str()),
+        elapsed: state.started.elapsed(),
+        claim: &claim,
+    };
+    f(&vars)
+}
+
+/// The answer to a CORS preflight on a route with `cors` (204, no backend involved).
+pub(super) fn preflight_answer(route: &RouteSettings, req: &RequestHeader) -> Option<LocalAnswer> {
+    let cors = route.cors.as_ref()?;
+    let mut answer = LocalAnswer::no_content();
+    for (name, value) in cors.preflight(&req.headers) {
+        answer = answer.header(name, value);
+    }
+    Some(answer)
+}
+
+/// CORS headers and response rules on an answer the gateway makes itself (errors included).
+pub(super) fn on_local_answer(snap: &Snapshot, state: &RequestState, req: &RequestHeader, head: &mut ResponseHeader) {
+    let Some(route) = route(snap, state) else { return };
+    if let Some(cors) = &route.cors {
+        if !state.preflight {
+            cors::apply(head, cors.response(&req.headers));
+        }
+    }
+    if !route.response_headers.is_empty() {
+        with_vars(snap, state, |vars| route.response_headers.apply(vars, head));
+    }
+}
+
+/// CORS, response rules, the compression decision and `X-Cache` on a proxied or cached answer.
+pub(super) fn on_response(snap: &Snapshot, session: &mut Session, state: &RequestState, resp: &mut ResponseHeader) {
+    let Some(route) = route(snap, state) else { return };
+    if let Some(settings) = &route.compress {
+        if state.compressing && compress::leave_alone(resp.status.as_u16(), &resp.headers, settings.min_size) {
+            if let Some(ctx) = session.downstream_modules_ctx.get_mut::<ResponseCompression>() {
+                ctx.adjust_level(0);
+            }
+        }
+    }
+    if route.cache.is_some() {
+        let _ = resp.insert_header("X-Cache", cache_result(session.cache.phase()));
+    }
+    if let Some(cors) = &route.cors {
+        cors::apply(resp, cors.response(&session.req_header().headers));
+    }
+    if !route.response_headers.is_empty() {
+        with_vars(snap, state, |vars| route.response_headers.apply(vars, resp));
+    }
+}
+
+/// `X-Cache` (and the `result` label of `siger_cache_requests_total`) for a cache phase.
+pub(super) fn cache_result(phase: CachePhase) -> &'static str {
+    match phase {
+        CachePhase::Hit | CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "HIT",
+        CachePhase::Miss | CachePhase::Expired => "MISS",
+        CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
+        _ => "BYPASS",
+    }
+}
+
+/// Request rules on what goes upstream; with a cache and compression, the upstream is asked
+/// for the plain body, which is stored once and compressed per client.
+pub(super) fn on_upstream_request(
+    snap: &Snapshot,
+    session: &Session,
+    state: &RequestState,
+    upstream: &mut RequestHeader,
+) {
+    let Some(route) = route(snap, state) else { return };
+    if !route.request_headers.is_empty() {
+        with_vars(snap, state, |vars| route.request_headers.apply(vars, upstream));
+    }
+    if route.compress.is_some() && session.cache.enabled() {
+        let _ = upstream.insert_header(http::header::ACCEPT_ENCODING, "identity");
+    }
+}
+
+/// Switch Pingora's compression module on for this request when the route compresses and the
+/// client accepts one of its encodings. The module parsed `Accept-Encoding` before the route
+/// was known (and ignores q-values): it is handed just the encoding chosen here.
+pub(super) fn enable_compression(snap: &Snapshot, session: &mut Session, state: &mut RequestState) {
+    let Some(settings) = route(snap, state).and_then(|r| r.compress.as_ref()) else { return };
+    let Some(encoding) = settings.choose(&session.req_header().headers) else { return };
+    let Some(ctx) = session.downstream_modules_ctx.get_mut::<ResponseCompression>() else { return };
+    let algorithm = match encoding {
+        compress::Encoding::Zstd => Algorithm::Zstd,
+        compress::Encoding::Brotli => Algorithm::Brotli,
+        compress::Encoding::Gzip => Algorithm::Gzip,
+    };
+    ctx.adjust_algorithm_level(algorithm, settings.level(encoding));
+    ctx.adjust_decompression(false);
+    let Ok(mut accept) = RequestHeader::build("GET", b"/", Some(1)) else { return };
+    if accept.insert_header(http::header::ACCEPT_ENCODING, compress::module_accept(encoding)).is_ok() {
+        ctx.request_filter(&accept);
+        state.compressing = true;
+    }
+}
+
+/// A gateway answer is small and already final: no compression.
+pub(super) fn no_compression(session: &mut Session, state: &RequestState) {
+    if state.compressing {
+        if let Some(ctx) = session.downstream_modules_ctx.get_mut::<ResponseCompression>() {
+            ctx.adjust_level(0);
+        }
+    }
+}
+
+/// The cache key of a request on a caching route: route, host, normalised path and query
+/// (length-prefixed so no two different triples run together); GET and HEAD share it. The
+/// purge tag rides along for the storage.
+pub(super) fn cache_key(snap: &Snapshot, session: &Session, state: &RequestState) -> Option<CacheKey> {
+    let route = route(snap, state)?;
+    let path = state.cache_path.as_deref()?;
+    let host = session
+        .req_header()
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(crate::routing::host_without_port)
+        .unwrap_or_default();
+    let mut primary = Vec::with_capacity(route.label.len() + host.len() + path.len() + 32);
+    for part in [route.label.as_bytes(), host.as_bytes(), path.as_bytes()] {
+        primary.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        primary.extend_from_slice(part);
+    }
+    let mut key = CacheKey::new(primary, "");
+    key.extensions.insert(PurgeTag(purge_tag(&route.label, path)));
+    Some(key)
+}
+
+/// What selects among a path's cached variants: the route's `vary` headers and the response's
+/// own `Vary`; the accepted encodings when the route does not compress (the upstream may
+/// have); and, on authenticated routes, who asked — unless the response is
+/// `Cache-Control: public`.
+pub(super) fn cache_variance(
+    snap: &Snapshot,
+    state: &RequestState,
+    meta: &CacheMeta,
+    req: &RequestHeader,
+) -> Option<HashBinary> {
+    let route = route(snap, state)?;
+    let cache = route.cache.as_ref()?;
+    let mut names: Vec<String> = cache.vary.iter().map(|h| h.as_str().to_string()).collect();
+    for line in meta.headers().get_all(http::header::VARY) {
+        if let Ok(text) = line.to_str() {
+            names.extend(text.split(',').map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()));
+        }
+    }
+    let mut variance = VarianceBuilder::new();
+    for name in &names {
+        if name == "accept-encoding" {
+            continue;
+        }
+        let value: Vec<u8> = req
+            .headers
+            .get_all(name.as_str())
+            .iter()
+            .flat_map(|v| v.as_bytes().iter().copied().chain([b',']))
+            .collect();
+        variance.add_owned_name_value(name.clone(), value);
+    }
+    if route.compress.is_none() {
+        variance.add_owned_name_value("siger-accept-encoding".into(), accepted_encodings(&req.headers).into_bytes());
+    }
+    if route.auth != crate::config::AuthMode::Public && !is_public(meta.headers()) {
+        let who = state.identity.as_ref().and_then(|i| i.sub.clone()).unwrap_or_default();
+        variance.add_owned_name_value("siger-identity".into(), who.into_bytes());
+    }
+    variance.finalize()
+}
+
+/// `Cache-Control: public` on a response.
+pub(super) fn is_public(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|d| d.trim().eq_ignore_ascii_case("public"))))
+}
+
+/// The encodings a client accepts, as a canonical list (`br,gzip`): variants are kept per
+/// what a client can decode, not per spelling of its header.
+fn accepted_encodings(headers: &http::HeaderMap) -> String {
+    let all = compress::CompressSettings {
+        encodings: vec![compress::Encoding::Brotli, compress::Encoding::Gzip, compress::Encoding::Zstd],
+        ..Default::default()
+    };
+    let mut accepted: Vec<&str> = Vec::new();
+    for e in &all.encodings {
+        let only = compress::CompressSettings { encodings: vec![*e], ..Default::default() };
+        if only.choose(headers).is_some() {
+            accepted.push(e.token());
+        }
+    }
+    accepted.join(",")
+}
+
+/// Whether a response on a caching route is stored, and for how long: what the response's
+/// `Cache-Control` (or `Expires`) says, else the route's `ttl`. Never stored: statuses other
+/// than 200, 203, 204, 301, 308, 404 and 410; `no-store` and `private`; `Set-Cookie`;
+/// `Vary: *`; and, on a compressing route, a body the upstream encoded although it was asked
+/// for the plain one.
+pub(super) fn cacheable(snap: &Snapshot, state: &RequestState, resp: &ResponseHeader) -> RespCacheable {
+    use pingora::cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
+    let Some(route) = route(snap, state) else { return RespCacheable::Uncacheable(NoCacheReason::NeverEnabled) };
+    let Some(settings) = &route.cache else { return RespCacheable::Uncacheable(NoCacheReason::NeverEnabled) };
+    let refuse = |why: &'static str| RespCacheable::Uncacheable(NoCacheReason::Custom(why));
+    if !matches!(resp.status.as_u16(), 200 | 203 | 204 | 301 | 308 | 404 | 410) {
+        return refuse("status");
+    }
+    if resp.headers.contains_key(http::header::SET_COOKIE) {
+        return refuse("set-cookie");
+    }
+    let vary_star = resp
+        .headers
+        .get_all(http::header::VARY)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim() == "*")));
+    if vary_star {
+        return refuse("vary-star");
+    }
+    let encoded = resp
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if route.compress.is_some() && encoded {
+        return refuse("encoded");
+    }
+    let cc = CacheControl::from_resp_headers(resp);
+    if cc.as_ref().is_some_and(|c| c.is_cacheable() == Cacheable::No) {
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    let now = std::time::SystemTime::now();
+    let fresh_until = match cc.as_ref().and_then(|c| c.fresh_duration()) {
+        Some(ttl) => now + ttl,
+        None => pingora::cache::filters::calculate_expires_header_time(resp).unwrap_or(now + settings.ttl),
+    };
+    // `no-cache` stores the response but every reuse must be revalidated: never served stale.
+    let must_revalidate = cc.as_ref().is_some_and(|c| c.no_cache());
+    let stale = |from_cc: Option<std::time::Duration>, default| {
+        if must_revalidate {
+            std::time::Duration::ZERO
+        } else {
+            from_cc.unwrap_or(default)
+        }
+    };
+    let swr =
+        stale(cc.as_ref().and_then(|c| c.serve_stale_while_revalidate_duration()), settings.stale_while_revalidate);
+    let sie = stale(cc.as_ref().and_then(|c| c.serve_stale_if_error_duration()), settings.stale_if_error);
+    let mut header = resp.clone();
+    if let Some(cc) = &cc {
+        cc.strip_private_headers(&mut header);
+    }
+    RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr.as_secs() as u32, sie.as_secs() as u32, header))
+}

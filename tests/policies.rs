@@ -1,0 +1,269 @@
+//! Edge policies (ARCHITECTURE §7.4) against real siger and siger-echo: header rules with every
+//! template variable, on proxied and gateway answers; CORS preflights before authentication and
+//! CORS headers on errors; compression decoded by curl; the response cache (hits, what is never
+//! stored, per-user entries, one upstream request for a burst of misses, stale while
+//! revalidating, the memory bound, purge, HEAD from GET, variants by encoding).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::jwt::{claims, hs256, hs_auth};
+use support::*;
+
+fn served(echo: &Echo) -> u64 {
+    get(echo.addr, "/__control/served").json()["served"].as_u64().unwrap()
+}
+
+fn bearer(sub: &str, extra: serde_json::Value) -> String {
+    let mut c = claims(sub, &["user"]);
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    format!("Bearer {}", hs256(&c))
+}
+
+#[test]
+fn header_rules_shape_requests_and_every_answer() {
+    let echo = Echo::start("e1");
+    let gw = Gateway::start(&format!(
+        "{}services:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - path: /api\n    service: s\n    strip_prefix: true\n    rate_limit: {{requests: 3, per: 1m, key: consumer}}\n    request_headers:\n      set: {{X-Tenant: \"$claim_tenant\", X-Trace: \"$request_id|$client_ip|$route\"}}\n      add: {{Via: siger}}\n      remove: [Cookie]\n    response_headers:\n      set: {{X-Response-Time: \"$duration_ms\", X-Who: \"$claim_sub\"}}\n      remove: [X-Powered-By]\n",
+        hs_auth(""),
+        echo.addr
+    ));
+    let token = bearer("alice", serde_json::json!({"tenant": "acme"}));
+    let r = get_with(
+        gw.addr,
+        "/api/x?respond_header=X-Powered-By:php",
+        &[("Authorization", &token), ("Cookie", "session=1"), ("Via", "1.1 cdn")],
+    );
+    assert_eq!(r.status, 200);
+    let seen = &r.json()["headers"];
+    assert_eq!(seen["x-tenant"][0], "acme");
+    let request_id = r.header("x-request-id").unwrap();
+    assert_eq!(seen["x-trace"][0], format!("{request_id}|127.0.0.1|/api"));
+    assert_eq!(seen["via"], serde_json::json!(["1.1 cdn", "siger"]));
+    assert!(seen.get("cookie").is_none());
+    assert_eq!(r.header("x-who"), Some("alice"));
+    assert!(r.header("x-response-time").unwrap().parse::<f64>().unwrap() > 0.0);
+    assert_eq!(r.header("x-powered-by"), None);
+    // The gateway's own answers carry the response rules too: 401 and 429.
+    let r = get(gw.addr, "/api/x");
+    assert_eq!(r.status, 401);
+    assert!(r.header("x-response-time").is_some());
+    let r = get_with(gw.addr, "/api/status/404", &[("Authorization", &token)]);
+    assert_eq!(r.status, 404, "the backend's 404");
+    assert_eq!(r.header("x-who"), Some("alice"));
+    get_with(gw.addr, "/api/x", &[("Authorization", &token)]);
+    let r = get_with(gw.addr, "/api/x", &[("Authorization", &token)]);
+    assert_eq!(r.status, 429);
+    assert!(r.header("content-type").is_some_and(|t| t.starts_with("application/json")));
+    assert_eq!(r.header("x-who"), Some("alice"));
+}
+
+#[test]
+fn cors_preflights_are_answered_first_and_errors_carry_cors() {
+    let echo = Echo::start("e1");
+    let gw = Gateway::start(&format!(
+        "{}services:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - path: /api\n    service: s\n    methods: [GET, POST]\n    cors: {{origins: [\"https://app.example.com\"], methods: [GET, POST], headers: [Authorization, Content-Type], expose: [X-Request-Id], credentials: true, max_age: 10m}}\n  - {{path: /open, service: s, auth: public}}\n",
+        hs_auth(""),
+        echo.addr
+    ));
+    let before = served(&echo);
+    let preflight = |origin: &str| {
+        request(
+            gw.addr,
+            "OPTIONS",
+            "/api/items",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "POST"),
+                ("Access-Control-Request-Headers", "authorization"),
+            ],
+            b"",
+        )
+    };
+    let r = preflight("https://app.example.com");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.com"));
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET, POST"));
+    assert_eq!(r.header("access-control-allow-headers"), Some("Authorization, Content-Type"));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(r.header("access-control-max-age"), Some("600"));
+    assert_eq!(r.header("vary"), Some("Origin"));
+    assert_eq!(r.header("content-length"), None, "204 has no body");
+    let r = preflight("https://evil.example.com");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(served(&echo), before, "preflights never reach the backend");
+    // A 401 for a listed origin still lets the browser read it.
+    let r = get_with(gw.addr, "/api/items", &[("Origin", "https://app.example.com")]);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.com"));
+    assert_eq!(r.header("access-control-expose-headers"), Some("X-Request-Id"));
+    let token = bearer("alice", serde_json::json!({}));
+    let r = get_with(gw.addr, "/api/items", &[("Origin", "https://app.example.com"), ("Authorization", &token)]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.com"));
+    assert_eq!(r.header("vary"), Some("Origin"));
+    // OPTIONS without the preflight headers, on a route without CORS, is proxied.
+    let r = request(gw.addr, "OPTIONS", "/open/x", &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["method"], "OPTIONS");
+}
+
+/// curl with `--compressed` decoding (`accept` as the offered encodings): (Content-Encoding, body).
+fn curl_decoded(url: &str, accept: &str) -> (Option<String>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let headers = dir.path().join("h");
+    let out = Command::new("curl")
+        .args(["-s", "--compressed", "-H", &format!("Accept-Encoding: {accept}"), "-D"])
+        .arg(&headers)
+        .arg(url)
+        .output()
+        .unwrap();
+    let head = std::fs::read_to_string(&headers).unwrap();
+    let encoding = head.lines().find_map(|l| {
+        l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-encoding")).map(|(_, v)| v.trim().to_string())
+    });
+    (encoding, out.stdout)
+}
+
+#[test]
+fn compression_is_negotiated_and_decodes_to_the_original() {
+    let echo = Echo::start("e1");
+    let gw = Gateway::start(&format!(
+        "services:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /z, service: s, auth: public, strip_prefix: true, compress: true}}\n  - {{path: /g, service: s, auth: public, strip_prefix: true, compress: {{algorithms: [gzip], min_size: 100, level: 6}}}}\n",
+        echo.addr
+    ));
+    let original: Vec<u8> = (0..10_240u64).map(echo_pattern).collect();
+    let url = |p: &str| format!("http://{}{p}", gw.addr);
+    for (accept, expected) in
+        [("gzip", "gzip"), ("br", "br"), ("zstd", "zstd"), ("gzip, br, zstd", "zstd"), ("gzip;q=0, br", "br")]
+    {
+        let (encoding, body) = curl_decoded(&url("/z/bytes/10240?respond_header=Content-Type:text/plain"), accept);
+        assert_eq!(encoding.as_deref(), Some(expected), "Accept-Encoding: {accept}");
+        assert!(body == original, "{accept}: decoded body differs");
+    }
+    // q=0 for everything offered: sent as it is.
+    let r = get_with(
+        gw.addr,
+        "/z/bytes/10240?respond_header=Content-Type:text/plain",
+        &[("Accept-Encoding", "gzip;q=0, br;q=0, zstd;q=0")],
+    );
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.body, original);
+    // Small bodies and images are left alone; so is what the upstream encoded itself.
+    let r = get_with(gw.addr, "/z/small", &[("Accept-Encoding", "gzip")]);
+    assert!(r.header("content-length").is_some_and(|l| l.parse::<u64>().unwrap() < 1024));
+    assert_eq!(r.header("content-encoding"), None, "under min_size (1 KiB)");
+    let r = get_with(gw.addr, "/z/bytes/10240?respond_header=Content-Type:image/png", &[("Accept-Encoding", "gzip")]);
+    assert_eq!(r.header("content-encoding"), None, "images are not compressible");
+    let r =
+        get_with(gw.addr, "/z/bytes/10240?respond_header=Content-Encoding:gzip", &[("Accept-Encoding", "gzip, br")]);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.body, original, "passed through untouched");
+    let (encoding, body) =
+        curl_decoded(&url("/g/bytes/10240?respond_header=Content-Type:text/plain"), "br, zstd, gzip");
+    assert_eq!(encoding.as_deref(), Some("gzip"), "only gzip on /g");
+    assert!(body == original);
+}
+
+#[test]
+fn the_cache_serves_hits_and_never_stores_what_it_must_not() {
+    let echo = Echo::start("e1");
+    let gw = Gateway::start(&format!(
+        "{}services:\n  s: {{targets: [\"{}\"], read_timeout: 10s}}\nroutes:\n  - {{path: /c, service: s, auth: public, cache: {{ttl: 60s}}}}\n  - {{path: /user, service: s, cache: {{ttl: 60s}}}}\n  - {{path: /swr, service: s, auth: public, cache: {{ttl: 1s, stale_while_revalidate: 30s}}}}\n  - {{path: /gz, service: s, auth: public, strip_prefix: true, compress: true, cache: {{ttl: 60s}}}}\n",
+        hs_auth(""),
+        echo.addr
+    ));
+    let n = served(&echo);
+    let first = get(gw.addr, "/c/a");
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    let second = get(gw.addr, "/c/a");
+    assert_eq!(second.header("x-cache"), Some("HIT"));
+    assert_eq!(second.body, first.body);
+    assert_eq!(served(&echo), n + 1, "the hit did not reach the backend");
+    let head = request(gw.addr, "HEAD", "/c/a", &[], b"");
+    assert_eq!(head.header("x-cache"), Some("HIT"), "HEAD after GET from the cache");
+    assert!(head.body.is_empty());
+
+    for never in ["Cache-Control:no-store", "Cache-Control:private", "Set-Cookie:session=1"] {
+        let path = format!("/c/never?respond_header={never}");
+        get(gw.addr, &path);
+        let again = get(gw.addr, &path);
+        assert_ne!(again.header("x-cache"), Some("HIT"), "{never} must not be stored");
+    }
+
+    // A non-public route: each user their own entry, unless the response is public.
+    let (alice, bob) = (bearer("alice", serde_json::json!({})), bearer("bob", serde_json::json!({})));
+    let a1 = get_with(gw.addr, "/user/me", &[("Authorization", &alice)]);
+    assert_eq!(a1.header("x-cache"), Some("MISS"));
+    let b1 = get_with(gw.addr, "/user/me", &[("Authorization", &bob)]);
+    assert_eq!(b1.header("x-cache"), Some("MISS"), "bob never gets alice's entry");
+    assert_eq!(b1.json()["headers"]["x-user-id"][0], "bob");
+    assert_eq!(get_with(gw.addr, "/user/me", &[("Authorization", &alice)]).header("x-cache"), Some("HIT"));
+    let shared = "/user/catalog?respond_header=Cache-Control:public";
+    get_with(gw.addr, shared, &[("Authorization", &alice)]);
+    assert_eq!(
+        get_with(gw.addr, shared, &[("Authorization", &bob)]).header("x-cache"),
+        Some("HIT"),
+        "public is shared"
+    );
+
+    // Purge.
+    let r = request(gw.admin, "POST", "/cache/purge", &[("Content-Type", "application/json")], br#"{"path": "/c/a"}"#);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["purged"], 1);
+    assert_eq!(get(gw.addr, "/c/a").header("x-cache"), Some("MISS"));
+
+    // Stale while revalidating: the stale copy at once, one refresh behind it.
+    get(gw.addr, "/swr/x");
+    std::thread::sleep(Duration::from_millis(1300));
+    let before = served(&echo);
+    let t = Instant::now();
+    let stale = get(gw.addr, "/swr/x");
+    assert_eq!(stale.header("x-cache"), Some("STALE"));
+    assert!(t.elapsed() < Duration::from_millis(500));
+    assert!(eventually(Duration::from_secs(3), || served(&echo) == before + 1), "one background revalidation");
+    assert!(eventually(Duration::from_secs(3), || get(gw.addr, "/swr/x").header("x-cache") == Some("HIT")));
+
+    // A compressing, caching route stores the plain body and encodes per client.
+    let original: Vec<u8> = (0..10_240u64).map(echo_pattern).collect();
+    let gz =
+        get_with(gw.addr, "/gz/bytes/10240?respond_header=Content-Type:text/plain", &[("Accept-Encoding", "gzip")]);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    let plain = get(gw.addr, "/gz/bytes/10240?respond_header=Content-Type:text/plain");
+    assert_eq!(plain.header("x-cache"), Some("HIT"));
+    assert_eq!(plain.header("content-encoding"), None, "a client that accepts nothing gets the plain body");
+    assert_eq!(plain.body, original);
+}
+
+#[test]
+fn a_burst_of_misses_makes_one_upstream_request_and_memory_stays_bounded() {
+    let echo = Echo::start_with("slow", "127.0.0.1:0", &["--delay-ms", "300"]);
+    let gw = Gateway::start(&format!(
+        "cache: {{max_memory: 2MiB}}\nservices:\n  s: {{targets: [\"{}\"], read_timeout: 10s}}\nroutes:\n  - {{path: /c, service: s, auth: public, strip_prefix: true, cache: {{ttl: 60s, max_entry: 120KiB}}}}\n",
+        echo.addr
+    ));
+    let before = served(&echo);
+    let addr = gw.addr;
+    let handles: Vec<_> = (0..100).map(|_| std::thread::spawn(move || get(addr, "/c/cold").status)).collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    assert_eq!(served(&echo) - before, 1, "100 concurrent cold requests, one upstream request");
+
+    // Fill 3x over: 60 distinct 100 KiB responses into 2 MiB.
+    let rss_before = proc_status_kib(gw.pid(), "VmRSS");
+    for i in 0..60 {
+        let r = get(gw.addr, &format!("/c/bytes/102400?n={i}"));
+        assert_eq!((r.status, r.body.len()), (200, 102_400));
+    }
+    let bytes = metric_of(&gw, "siger_cache_bytes");
+    assert!(bytes > 1024.0 * 1024.0 && bytes <= 2.0 * 1024.0 * 1024.0, "{bytes}");
+    assert_eq!(get(gw.addr, "/c/bytes/102400?n=59").header("x-cache"), Some("HIT"), "the newest entry stays");
+    assert_eq!(get(gw.addr, "/c/bytes/102400?n=0").header("x-cache"), Some("MISS"), "the oldest was evicted");
+    let rss_after = proc_status_kib(gw.pid(), "VmRSS");
+    assert!(rss_after < rss_before + 16 * 1024, "RSS grew from {rss_before} to {rss_after} KiB");
+}
