@@ -8,6 +8,7 @@
 #   load-tests/instructions.sh                         # N=20000 requests, 8 connections
 #   TARGETS="bare-pingora siger" load-tests/instructions.sh
 #   SKIP_BUILD=1 SIGER_BIN=/path/to/other/siger load-tests/instructions.sh   # compare a build
+#   KEEP_CALLGRIND=/tmp/profiles load-tests/instructions.sh    # keep profiles for callgrind_annotate
 #
 # Extra Siger targets are named siger-<variant>, with their YAML in SIGER_VARIANT_<variant>
 # (routes and policies added to the plain config), e.g.
@@ -87,11 +88,14 @@ YAML
 services:
   backend: {targets: ["127.0.0.1:$BACKEND"]}
 routes:
-  - {name: bench, path: /, service: backend, auth: $( [[ "$extra" == *"auth:"* ]] && echo required || echo public )}
+  - {name: bench, path: /, service: backend, auth: $( [[ "$extra" == *"jwt:"* ]] && echo required || echo public )}
 YAML
       fi
-      if [[ "$extra" == *"auth:"* ]]; then
+      if [[ "$extra" == *"jwt:"* ]]; then
         auth=(-H "Authorization: Bearer $("$SIGER_BIN" token -c "$WORK/$target.yaml" --sub bench --ttl 2h)")
+      fi
+      if [[ "$extra" == *"cors:"* ]]; then
+        auth+=(-H "Origin: https://app.example.com")
       fi
       cmd=("$SIGER_BIN" -c "$WORK/$target.yaml")
       ;;
@@ -106,6 +110,11 @@ YAML
   h2load --h1 -n "$N" -c "$CONNS" ${auth[@]+"${auth[@]}"} "http://127.0.0.1:$port/" > "$WORK/$target.h2load"
   served=$(awk '/^requests:/ {print $8}' "$WORK/$target.h2load")
   ir=$(dump_ir "$vg")
+  # KEEP_CALLGRIND=dir keeps each target's profile for callgrind_annotate.
+  if [ -n "${KEEP_CALLGRIND:-}" ]; then
+    mkdir -p "$KEEP_CALLGRIND"
+    cp "$(ls -t "$WORK"/callgrind.out.* | head -1)" "$KEEP_CALLGRIND/$target.callgrind"
+  fi
   IPR[$target]=$(awk -v ir="$ir" -v n="$served" 'BEGIN {printf "%.1f", ir / n / 1000}')
   echo "$target: $served requests, $ir instructions → ${IPR[$target]} k instructions/request" >&2
   kill "$vg" 2>/dev/null || true

@@ -88,6 +88,9 @@ NGX
         n ? "," : "", n, int(rand() * 1e6), int(rand() * 1e5), rand() * 1e4, rand() < 0.5 ? "true" : "false")
       printf "%s", r; n += length(r) }
     printf "]" }' > "$WORK/backend-$port/10k.json"
+  # nginx workers run as nobody: the file must be readable through mktemp's 0700 directory.
+  chmod 755 "$WORK" "$WORK/backend-$port"
+  chmod 644 "$WORK/backend-$port/10k.json"
   if [ -n "$cpu" ]; then
     taskset -c "$cpu" nginx -p "$WORK/backend-$port" -c "$WORK/backend-$port/nginx.conf" &
   else

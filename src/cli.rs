@@ -41,6 +41,16 @@ pub enum Command {
         #[arg(long)]
         pid: Option<i32>,
     },
+    /// Make a new API key: prints the key (give it to the consumer; it is not stored) and the
+    /// line for the keys file (`auth.api_keys.file`), which holds only its SHA-256.
+    Apikey {
+        /// The consumer the key names (rate limits, access log, `X-Consumer`).
+        #[arg(long)]
+        consumer: String,
+        /// Comma-separated roles.
+        #[arg(long, default_value = "")]
+        roles: String,
+    },
     /// Mint an HS* token with the configured secret (for demos and load tests).
     Token {
         /// `sub` claim.

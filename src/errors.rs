@@ -33,7 +33,7 @@ pub(crate) enum GatewayError {
         allow: Vec<Method>,
     },
     /// No bearer token on a route that needs one.
-    #[error("a bearer token is required")]
+    #[error("authentication is required")]
     MissingToken,
     /// A token was presented but failed a check.
     #[error("invalid token: {reason}")]

@@ -13,6 +13,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub(crate) mod admin;
+mod aggregate;
 pub(crate) mod answer;
 pub mod app;
 pub mod auth;

@@ -35,6 +35,13 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Apikey { consumer, roles }) = &cli.command {
+        let roles: Vec<String> = roles.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect();
+        let (key, entry) = auth::api_keys::new_key(consumer, &roles);
+        println!("key:   {key}");
+        println!("entry: {entry}");
+        return ExitCode::SUCCESS;
+    }
     let config = match config::load(&cli.conf) {
         Ok(c) => c,
         Err(errors) => {

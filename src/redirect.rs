@@ -87,6 +87,7 @@ impl ServeHttp for RedirectHttps {
                 http_version: access::http_version(req.version),
                 tls_version: None,
                 attempts: 0,
+                user: None,
             });
         }
         answer.into_http()

@@ -331,10 +331,8 @@ fn build_snapshot(
             _ => None,
         }))
         .collect::<Vec<_>>();
-    let protected_headers = forwarding::protected_headers(
-        config.auth.iter().flat_map(|a| a.forward.iter().map(|(_, h)| h.clone())),
-        key_headers,
-    );
+    let identity_headers = config.identity_headers();
+    let protected_headers = forwarding::protected_headers(identity_headers.iter().cloned(), key_headers);
     Snapshot {
         generation,
         routes: RouteTable::new(&config.routes),
@@ -343,6 +341,7 @@ fn build_snapshot(
         auth,
         limiter,
         protected_headers,
+        identity_headers,
         source,
         config,
     }

@@ -53,9 +53,20 @@ pub(crate) struct Snapshot {
     /// Headers only the gateway sets upstream (forwarding and claim headers): no client
     /// spelling of them passes, underscore variants included.
     pub(crate) protected_headers: Vec<HeaderName>,
+    /// Headers that carry a verified identity upstream ([`Config::identity_headers`]).
+    pub(crate) identity_headers: Vec<HeaderName>,
 }
 
 impl Snapshot {
+    /// The credential verifiers of this generation.
+    pub(crate) fn verifiers(&self) -> crate::auth::Verifiers<'_> {
+        crate::auth::Verifiers {
+            jwt: self.auth.as_deref(),
+            api_keys: self.config.api_keys.as_ref(),
+            telegram: self.config.telegram.as_ref(),
+        }
+    }
+
     /// A route by id.
     pub(crate) fn route(&self, id: RouteId) -> &RouteSettings {
         &self.config.routes[id]

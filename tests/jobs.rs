@@ -613,3 +613,26 @@ fn submissions_share_the_routes_rate_limits() {
     assert_eq!(submit_with(&gw, &token("bob", &["user"]), b"{}", &[]).status, 202);
     assert_eq!(metric_of(&gw, "siger_rate_limited_total{route=\"/jobs/submit\"}"), 2.0);
 }
+
+#[test]
+fn job_payloads_are_checked_against_jobs_schema() {
+    let nats = NatsServer::start();
+    let echo = Echo::start("echo");
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("job.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "required": ["kind"], "properties": {"kind": {"enum": ["resize", "transcode"]}}}"#,
+    )
+    .unwrap();
+    let text = config(&nats.url(), echo.addr, "", "")
+        .replace("  ack_timeout: 1s\n", &format!("  ack_timeout: 1s\n  schema: {}\n", schema.display()));
+    let gw = Gateway::start(&text);
+    wait_ready(&gw);
+    assert_eq!(submit(&gw, r#"{"kind": "resize", "w": 100}"#).status, 202);
+    let r = submit(&gw, r#"{"kind": "delete-everything"}"#);
+    assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("bad_request")));
+    assert!(r.json()["message"].as_str().unwrap().contains("/kind"), "{}", r.json());
+    let r = submit(&gw, r#"{"w": 1}"#);
+    assert_eq!(r.status, 400, "{}", r.json());
+}

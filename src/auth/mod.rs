@@ -6,12 +6,17 @@
 //! Cost per request: a hot token is one SHA-256 and one cache lookup; only a token not seen
 //! before (or whose keys changed) pays for signature verification.
 
+pub mod api_keys;
 mod cache;
 mod claims;
+mod credentials;
 mod jwt;
 pub(crate) mod keys;
 pub mod mint;
+pub mod telegram;
 mod token;
+
+pub use credentials::Scheme;
 
 use crate::config::{AuthMode, JwtSettings};
 use crate::errors::GatewayError;
@@ -55,8 +60,17 @@ pub(crate) enum Rejection {
     #[error("more than one Authorization header")]
     MultipleHeaders,
     /// `Authorization` with another scheme.
-    #[error("authorization scheme is not Bearer")]
+    #[error("authorization scheme is not Bearer (or tma)")]
     NotBearer,
+    /// An API key that is not in the keys file.
+    #[error("unknown API key")]
+    UnknownApiKey,
+    /// Credentials of two schemes at once.
+    #[error("credentials of more than one kind (Authorization and an API key)")]
+    SeveralCredentials,
+    /// Credentials of a scheme the route does not accept.
+    #[error("this route does not accept {0} credentials")]
+    SchemeNotAccepted(&'static str),
     /// Over `max_token_bytes`.
     #[error("token larger than {limit} bytes")]
     TooLarge {
@@ -111,7 +125,7 @@ pub(crate) enum Rejection {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum AuthError {
     /// No token where one is required.
-    #[error("a bearer token is required")]
+    #[error("authentication is required")]
     Missing,
     /// A token was presented and refused.
     #[error("{0}")]
@@ -268,6 +282,51 @@ impl Authenticator {
         let generation = keyset.map_or(0, |k| k.generation);
         self.cache.insert(digest, identity.clone(), expires_at, generation);
         Ok(Some(identity))
+    }
+}
+
+/// The verifiers of one configuration generation, by scheme.
+pub(crate) struct Verifiers<'a> {
+    /// JWT (`None` when not configured, or when its keys failed to load at start-up).
+    pub(crate) jwt: Option<&'a Authenticator>,
+    /// `auth.api_keys`.
+    pub(crate) api_keys: Option<&'a crate::config::ApiKeySettings>,
+    /// `auth.telegram`.
+    pub(crate) telegram: Option<&'a telegram::TelegramSettings>,
+}
+
+/// Authenticate a request on a route that accepts `schemes` in `mode` (not public): the one
+/// credential the request presents, verified by its scheme; `Ok(None)` for an optional route
+/// without credentials.
+pub(crate) async fn authenticate(
+    verifiers: &Verifiers<'_>,
+    schemes: &[Scheme],
+    mode: AuthMode,
+    headers: &HeaderMap,
+    metrics: &Metrics,
+) -> Result<Option<Arc<Identity>>, AuthError> {
+    let api_key_header = verifiers.api_keys.map(|k| &k.header);
+    let (scheme, data) = match credentials::presented(headers, api_key_header)? {
+        credentials::Presented::Nothing if mode == AuthMode::Optional => return Ok(None),
+        credentials::Presented::Nothing => return Err(AuthError::Missing),
+        credentials::Presented::One(scheme, data) => (scheme, data),
+    };
+    if !schemes.contains(&scheme) {
+        return Err(Rejection::SchemeNotAccepted(scheme.name()).into());
+    }
+    match scheme {
+        Scheme::Jwt => match verifiers.jwt {
+            Some(jwt) => jwt.authenticate(headers, mode, metrics).await,
+            None => Err(AuthError::KeysUnavailable),
+        },
+        Scheme::ApiKey => match verifiers.api_keys {
+            Some(keys) => Ok(keys.table.authenticate(headers, &keys.header)?),
+            None => Err(AuthError::Missing),
+        },
+        Scheme::Telegram => match verifiers.telegram {
+            Some(tg) => Ok(Some(Arc::new(tg.verify(data, now_secs())?))),
+            None => Err(AuthError::Missing),
+        },
     }
 }
 

@@ -6,6 +6,7 @@ use http::{HeaderName, Method};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Index of a service in [`Config::services`].
@@ -22,6 +23,8 @@ pub enum RouteTarget {
     Service(ServiceId),
     /// Proxied to one of several services by weight (`RouteSettings::split`).
     Split(SplitId),
+    /// Answered by the gateway from several services' JSON (`Config::aggregates`).
+    Aggregate(AggregateId),
     /// The reserved jobs path (`jobs.path`): answered by publishing to JetStream, never
     /// proxied. Added by validation after the file's routes, so it shares their matching,
     /// authentication, roles and rate limits.
@@ -45,6 +48,10 @@ pub struct Config {
     pub access_log: bool,
     /// JWT verification; `None` when no route needs it.
     pub auth: Option<JwtSettings>,
+    /// API keys (`auth.api_keys`).
+    pub api_keys: Option<ApiKeySettings>,
+    /// Telegram Mini App initData (`auth.telegram`).
+    pub telegram: Option<crate::auth::telegram::TelegramSettings>,
     /// Rate-limit store and default rule.
     pub rate_limit: RateLimitSettings,
     /// Consul connection, needed by services with `discovery.consul` and by registration.
@@ -61,6 +68,8 @@ pub struct Config {
     pub cache: CacheSettings,
     /// Traffic splits of `split` routes, addressed by [`SplitId`].
     pub splits: Vec<TrafficSplit>,
+    /// Parts of `aggregate` routes, addressed by [`AggregateId`].
+    pub aggregates: Vec<AggregateSettings>,
     /// Settings that parse but have no effect (e.g. `redis_url` with `store: local`): printed
     /// by `siger -t` and logged on load, never refused.
     pub warnings: Vec<super::ConfigError>,
@@ -83,6 +92,28 @@ impl Config {
     pub fn service_id(&self, name: &str) -> Option<ServiceId> {
         self.services.iter().position(|s| s.name == name)
     }
+
+    /// The headers that carry a verified identity upstream (JWT and Telegram `forward`,
+    /// `X-Consumer` with API keys): only the gateway sets them; client copies never pass.
+    pub fn identity_headers(&self) -> Vec<HeaderName> {
+        identity_headers(self.auth.as_ref(), self.telegram.as_ref(), self.api_keys.is_some())
+    }
+}
+
+/// [`Config::identity_headers`] from its parts (validation has them before the `Config`).
+pub(crate) fn identity_headers(
+    jwt: Option<&JwtSettings>,
+    telegram: Option<&crate::auth::telegram::TelegramSettings>,
+    api_keys: bool,
+) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = jwt.iter().flat_map(|a| a.forward.iter().map(|(_, h)| h.clone())).collect();
+    names.extend(telegram.iter().flat_map(|t| t.forward.iter().map(|(_, h)| h.clone())));
+    if api_keys {
+        names.push(crate::auth::api_keys::CONSUMER_HEADER);
+    }
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    names
 }
 
 /// Settings mapped onto Pingora's `ServerConf`.
@@ -546,6 +577,8 @@ pub struct JobsSettings {
     pub body_timeout: Duration,
     /// Limit on submissions (else `rate_limit.default`).
     pub rate_limit: Option<LimitRule>,
+    /// JSON Schema every job payload must match.
+    pub schema: Option<crate::policy::schema::BodySchema>,
 }
 
 /// Load-balancing algorithm of a service.
@@ -771,6 +804,55 @@ pub struct RouteSettings {
     pub compress: Option<crate::policy::compress::CompressSettings>,
     /// Response caching.
     pub cache: Option<RouteCache>,
+    /// Credentials accepted (`jwt` unless configured).
+    pub schemes: Vec<crate::auth::Scheme>,
+    /// JSON Schema the request body must match.
+    pub validate: Option<crate::policy::schema::BodySchema>,
+}
+
+/// Index of an aggregation in [`Config::aggregates`].
+pub type AggregateId = usize;
+
+/// An aggregation route's parts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateSettings {
+    /// Bound on the whole (every part in parallel).
+    pub timeout: Duration,
+    /// What a failed part does to the answer.
+    pub on_failure: OnFailure,
+    /// The parts, in answer order.
+    pub parts: Vec<AggregatePart>,
+}
+
+/// One part of an aggregation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregatePart {
+    /// Its key in the merged object.
+    pub key: String,
+    /// The service asked.
+    pub service: ServiceId,
+    /// Path and query, with the §7.4 template variables (values percent-encoded).
+    pub path: crate::policy::headers::Template,
+}
+
+/// What a failed part does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Answer 200 with the part `null` and `Siger-Completed: false`.
+    Partial,
+    /// Answer 502/504.
+    Fail,
+}
+
+/// `auth.api_keys`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeySettings {
+    /// The request header carrying the key.
+    pub header: HeaderName,
+    /// The keys file.
+    pub file: PathBuf,
+    /// Its keys.
+    pub table: Arc<crate::auth::api_keys::ApiKeyTable>,
 }
 
 /// A route's response cache.

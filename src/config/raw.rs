@@ -124,7 +124,28 @@ pub(crate) struct RawAccessLog {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAuth {
-    pub(crate) jwt: RawJwt,
+    pub(crate) jwt: Option<RawJwt>,
+    pub(crate) api_keys: Option<RawApiKeys>,
+    pub(crate) telegram: Option<RawTelegram>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApiKeys {
+    pub(crate) header: Option<String>,
+    pub(crate) file: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelegram {
+    pub(crate) bot_token: Option<String>,
+    pub(crate) bot_token_file: Option<String>,
+    pub(crate) max_age: Option<ConfDuration>,
+    #[serde(default)]
+    pub(crate) roles: Vec<String>,
+    #[serde(default)]
+    pub(crate) forward: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,6 +241,7 @@ pub(crate) struct RawJobs {
     pub(crate) ack_timeout: Option<ConfDuration>,
     pub(crate) body_timeout: Option<ConfDuration>,
     pub(crate) rate_limit: Option<RawLimitRule>,
+    pub(crate) schema: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -375,6 +397,31 @@ pub(crate) struct RawRoute {
     pub(crate) cors: Option<RawCors>,
     pub(crate) compress: Option<RawCompress>,
     pub(crate) cache: Option<RawRouteCache>,
+    pub(crate) schemes: Option<Vec<String>>,
+    pub(crate) validate: Option<RawValidate>,
+    pub(crate) aggregate: Option<RawAggregate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawValidate {
+    pub(crate) schema: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAggregate {
+    pub(crate) timeout: Option<ConfDuration>,
+    pub(crate) on_failure: Option<String>,
+    pub(crate) parts: Vec<RawPart>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPart {
+    pub(crate) key: String,
+    pub(crate) service: String,
+    pub(crate) path: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -298,6 +298,7 @@ mod tests {
 
     fn jobs() -> Jobs {
         let settings = JobsSettings {
+            schema: None,
             rate_limit: None,
             path: "/jobs/submit".into(),
             subject: "jobs.submitted".into(),

@@ -149,6 +149,7 @@ mod tests {
 
     fn jobs(create: bool) -> JobsSettings {
         JobsSettings {
+            schema: None,
             rate_limit: None,
             path: "/jobs/submit".into(),
             subject: "jobs.submitted".into(),

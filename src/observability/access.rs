@@ -48,6 +48,8 @@ pub(crate) struct AccessLine<'a> {
     pub(crate) tls_version: Option<&'static str>,
     /// Upstream attempts (0: none was made; more than 1: retried).
     pub(crate) attempts: u32,
+    /// The verified caller (`sub`: a token's subject, an API key's consumer, a Telegram user).
+    pub(crate) user: Option<&'a str>,
 }
 
 /// The protocol as the access log names it.
@@ -141,6 +143,10 @@ impl AccessLine<'_> {
         push_json_str(out, self.route);
         out.push_str(",\"service\":");
         push_json_str(out, self.service);
+        if let Some(user) = self.user {
+            out.push_str(",\"user\":");
+            push_json_str(out, user);
+        }
         match self.backend {
             Some(SocketAddr::V4(b)) => {
                 out.push_str(",\"backend\":\"");
@@ -225,6 +231,7 @@ mod tests {
             http_version: "HTTP/2",
             tls_version: Some("TLSv1.3"),
             attempts: 2,
+            user: Some("acme"),
         };
         let mut out = String::new();
         line.render(&mut out);
@@ -237,6 +244,7 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["http_version"], "HTTP/2");
         assert_eq!(v["attempts"], 2);
+        assert_eq!(v["user"], "acme");
         assert_eq!(v["tls_version"], "TLSv1.3");
         assert!(v["time"].as_str().is_some_and(|t| t.len() == 24 && t.ends_with('Z')));
     }

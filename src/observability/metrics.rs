@@ -96,6 +96,7 @@ pub(crate) struct Metrics {
     circuit_state: IntGaugeVec,
     circuit_refusals: IntCounterVec,
     cache_requests: IntCounterVec,
+    aggregate_parts: IntCounterVec,
     cache_bytes: IntGauge,
     cache_entries: IntGauge,
     tls_cert_expiry: IntGaugeVec,
@@ -127,6 +128,7 @@ pub(crate) struct ConfigMetrics {
     /// circuit refusals (open, max_in_flight).
     resilience: Vec<ResilienceCounters>,
     service_names: Vec<String>,
+    aggregate_parts: IntCounterVec,
 }
 
 /// One service's resilience counters, resolved once per generation.
@@ -340,6 +342,12 @@ impl Metrics {
             "Requests on caching routes by route and result (hit, miss, stale, bypass)",
             &["route", "result"],
         );
+        let aggregate_parts = counter_vec(
+            &registry,
+            "siger_aggregate_parts_total",
+            "Parts of aggregation routes by route, part and result (ok, timeout, unavailable, status, not_json)",
+            &["route", "part", "result"],
+        );
         let cache_bytes =
             gauge(&registry, "siger_cache_bytes", "Bytes the response cache holds (bounded by cache.max_memory)");
         let cache_entries = gauge(&registry, "siger_cache_entries", "Responses the cache holds");
@@ -391,6 +399,7 @@ impl Metrics {
             circuit_state,
             circuit_refusals,
             cache_requests,
+            aggregate_parts,
             cache_bytes,
             cache_entries,
         }
@@ -490,6 +499,7 @@ impl Metrics {
                 .collect(),
             route_labels,
             service_names,
+            aggregate_parts: self.aggregate_parts.clone(),
         }
     }
 
@@ -687,6 +697,11 @@ impl ConfigMetrics {
         if let Some(c) = self.resilience.get(service) {
             c.ejections.inc();
         }
+    }
+
+    /// One part of an aggregation route answered (`result`: ok or why it failed).
+    pub(crate) fn aggregate_part(&self, route: &str, part: &str, result: &str) {
+        self.aggregate_parts.with_label_values(&[route, part, result]).inc();
     }
 
     /// A request refused by the circuit breaker (`in_flight`: over `max_in_flight`).

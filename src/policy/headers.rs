@@ -93,25 +93,49 @@ impl Template {
         if let [Piece::Text(t)] = self.0.as_slice() {
             return HeaderValue::from_str(t).ok();
         }
+        HeaderValue::from_str(&self.render_with(vars, |v, out| out.push_str(v))).ok()
+    }
+
+    /// A request path for one request: variable values are percent-encoded (all but RFC 3986
+    /// unreserved characters), so a claim such as `a/b` or `a?b` stays one segment; `None` when
+    /// a value is a dot-segment (`.`, `..`), which would move the path itself.
+    pub(crate) fn render_path(&self, vars: &Vars<'_>) -> Option<String> {
+        let dot_segment = std::cell::Cell::new(false);
+        let path = self.render_with(vars, |v, out| {
+            if v == "." || v == ".." {
+                dot_segment.set(true);
+            }
+            for b in v.bytes() {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                    out.push(b as char);
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+        });
+        (!dot_segment.get()).then_some(path)
+    }
+
+    fn render_with(&self, vars: &Vars<'_>, value: impl Fn(&str, &mut String)) -> String {
         let mut out = String::new();
         for piece in &self.0 {
             match piece {
                 Piece::Text(t) => out.push_str(t),
-                Piece::RequestId => out.push_str(vars.request_id),
-                Piece::ClientIp => out.push_str(vars.client_ip),
-                Piece::Route => out.push_str(vars.route),
+                Piece::RequestId => value(vars.request_id, &mut out),
+                Piece::ClientIp => value(vars.client_ip, &mut out),
+                Piece::Route => value(vars.route, &mut out),
                 Piece::DurationMs => {
                     let micros = vars.elapsed.as_micros();
                     out.push_str(&format!("{}.{:03}", micros / 1000, micros % 1000));
                 }
                 Piece::Claim(name) => {
                     if let Some(v) = (vars.claim)(name) {
-                        out.push_str(&v);
+                        value(&v, &mut out);
                     }
                 }
             }
         }
-        HeaderValue::from_str(&out).ok()
+        out
     }
 }
 

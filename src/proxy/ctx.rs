@@ -57,6 +57,9 @@ pub(crate) struct RequestState {
     pub(crate) compressing: bool,
     /// `request_filter`: normalised path and query, the cache key's (caching routes only).
     pub(crate) cache_path: Option<String>,
+    /// `request_filter`: the body is held until complete and checked against the route's
+    /// schema (`request_body_filter` releases it once valid).
+    pub(crate) validation: Option<super::validation::HeldBody>,
     /// `proxy_upstream_filter`: the service proxied to (a split route's choice).
     pub(crate) service: Option<ServiceId>,
     /// `proxy_upstream_filter`: admitted by the service's circuit breaker (held until done).
@@ -129,6 +132,7 @@ impl RequestCtx {
                 preflight: false,
                 compressing: false,
                 cache_path: None,
+                validation: None,
                 service: None,
                 breaker: None,
                 attempts: 0,

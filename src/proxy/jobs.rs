@@ -94,6 +94,11 @@ async fn submit(
     }
     let body = read_body(session, limit, declared, settings.body_timeout).await?;
     let job = request::parse_job(&body)?;
+    if let Some(schema) = &settings.schema {
+        let value: serde_json::Value = serde_json::from_str(job.get())
+            .map_err(|e| GatewayError::BadRequest(format!("the job is not JSON: {e}")))?;
+        schema.check_value(&value).map_err(|e| GatewayError::BadRequest(format!("job: {e}")))?;
+    }
 
     let user = state.identity.as_ref().and_then(|i| i.sub.as_deref()).unwrap_or("");
     let job_id = request::job_id(user, key.as_deref()).hyphenated().to_string();

@@ -6,11 +6,13 @@
 //! [`RequestCtx::snapshot`] by `new_ctx`); every phase reads that snapshot, never the
 //! runtime's current one, so a reload mid-request changes nothing for it.
 
+mod aggregation;
 mod attempts;
 mod ctx;
 mod downstream;
 mod jobs;
 mod policies;
+mod validation;
 
 pub(crate) use attempts::RetryReason;
 
@@ -121,6 +123,8 @@ enum Decision {
     Jobs,
     /// A CORS preflight on a route with `cors`: answered here, before authentication.
     Preflight,
+    /// An aggregation route: answered here from its parts.
+    Aggregate,
 }
 
 /// Route the request and check what can be checked before authentication.
@@ -176,8 +180,10 @@ fn decide(snap: &Snapshot, req: &RequestHeader, state: &mut RequestState) -> Res
     if state.declared_length.is_some_and(|len| len > route.max_body) {
         return Err(GatewayError::PayloadTooLarge { limit: route.max_body });
     }
-    if route.target == RouteTarget::Jobs {
-        return Ok(Decision::Jobs);
+    match route.target {
+        RouteTarget::Jobs => return Ok(Decision::Jobs),
+        RouteTarget::Aggregate(_) => return Ok(Decision::Aggregate),
+        RouteTarget::Service(_) | RouteTarget::Split(_) => {}
     }
     let upstream_path = routing::upstream_path(&path, &route.path, route.strip_prefix);
     // Rewrite the request target only when it changes: a prefix was stripped, the path was
@@ -208,14 +214,16 @@ impl Gateway {
         let route = snap.route(route_id);
         let metrics = &self.runtime.metrics;
         if route.auth != AuthMode::Public {
-            let Some(authenticator) = &snap.auth else {
+            if snap.auth.is_none() && snap.config.auth.is_some() && route.schemes.contains(&auth::Scheme::Jwt) {
                 // Keys failed to load at start-up: fail closed.
                 return Err(GatewayError::Unavailable {
                     message: "authentication is unavailable".into(),
                     retry_after: 1,
                 });
-            };
-            let verdict = match authenticator.authenticate(&req.headers, route.auth, metrics).await {
+            }
+            let verifiers = snap.verifiers();
+            let verdict = match auth::authenticate(&verifiers, &route.schemes, route.auth, &req.headers, metrics).await
+            {
                 Ok(identity) => auth::authorize(identity.as_deref(), &route.roles).map(|_| identity),
                 Err(e) => Err(e),
             };
@@ -349,7 +357,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         let decision = match decide(snap, session.req_header(), state) {
-            Ok(d @ (Decision::Proxy | Decision::Jobs)) => {
+            Ok(d @ (Decision::Proxy | Decision::Jobs | Decision::Aggregate)) => {
                 // A cache's background revalidation repeats a request already admitted.
                 let background = session.subrequest_ctx.is_some();
                 self.admit(snap, session.req_header(), state, background).await.map(|_| d)
@@ -358,6 +366,24 @@ impl ProxyHttp for Gateway {
         };
         match decision {
             Ok(Decision::Proxy) => {
+                let route = snap.route(state.route.ok_or_else(|| Error::new(InternalError))?);
+                let checked = match validation::start(route, session.req_header(), state.declared_length) {
+                    Ok(Some(mut held)) => match held.read_ahead(session, route, state.declared_length).await {
+                        Ok(()) => Ok(Some(held)),
+                        Err(validation::ReadAheadError::Refused(err)) => Err(err),
+                        Err(validation::ReadAheadError::Read(e)) => return Err(e),
+                    },
+                    other => other,
+                };
+                match checked {
+                    Ok(held) => state.validation = held,
+                    Err(err) => {
+                        if !session.is_body_empty() && !session.is_body_done() {
+                            session.set_keepalive(None);
+                        }
+                        return refuse(session, snap, state, &err).await.map(|_| true);
+                    }
+                }
                 policies::enable_compression(snap, session, state);
                 Ok(false)
             }
@@ -369,6 +395,12 @@ impl ProxyHttp for Gateway {
                 }
             }
             Ok(Decision::Health) => respond(session, snap, state, health_answer()).await.map(|_| true),
+            Ok(Decision::Aggregate) => match snap.route(state.route.ok_or_else(|| Error::new(InternalError))?).target {
+                RouteTarget::Aggregate(id) => {
+                    aggregation::handle(snap, &snap.config.aggregates[id], session, state).await
+                }
+                _ => refuse(session, snap, state, &GatewayError::Internal).await.map(|_| true),
+            },
             Ok(Decision::Jobs) => match (&self.runtime.jobs, &snap.config.jobs) {
                 (Some(link), Some(settings)) => jobs::handle(&self.runtime, snap, link, settings, session, state).await,
                 _ => refuse(session, snap, state, &GatewayError::NoRoute).await.map(|_| true),
@@ -381,7 +413,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end: bool,
+        end: bool,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
@@ -391,6 +423,12 @@ impl ProxyHttp for Gateway {
             if state.body_bytes > limit {
                 state.refusal = Some(GatewayError::PayloadTooLarge { limit });
                 return Error::e_explain(HTTPStatus(413), "request body over max_body");
+            }
+        }
+        if let (Some(held), Some(route)) = (state.validation.as_mut(), state.route) {
+            if let Err(err) = held.take(snap.route(route), body, end) {
+                state.refusal = Some(err);
+                return Error::e_explain(HTTPStatus(400), "request body does not match the route's schema");
             }
         }
         Ok(())
@@ -419,6 +457,9 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
+        if let Some(held) = state.validation.as_mut() {
+            held.restart();
+        }
         if let Some(peer) = state.picked_peer.take() {
             return Ok(peer);
         }
@@ -520,8 +561,12 @@ impl ProxyHttp for Gateway {
         // Claim headers: client-sent copies are dropped on every route, public ones included,
         // so upstream identity headers can only come from a verified token. The names come
         // from the config, not the authenticator: stripping must not depend on keys loading.
-        for (_, name) in config.auth.iter().flat_map(|a| a.forward.iter()) {
+        for name in &snap.identity_headers {
             upstream.remove_header(name);
+        }
+        // An API key is the gateway's credential, never the backend's.
+        if let Some(keys) = &config.api_keys {
+            upstream.remove_header(&keys.header);
         }
         if let Some(identity) = &state.identity {
             for (name, value) in &identity.forward {
@@ -729,6 +774,7 @@ impl ProxyHttp for Gateway {
             http_version: access::http_version(req.version),
             tls_version: state.tls.as_ref().map(|t| t.version),
             attempts: state.attempts,
+            user: state.identity.as_ref().and_then(|i| i.sub.as_deref()),
         };
         access::write(&line);
     }

@@ -166,6 +166,8 @@ mod tests {
             cors: None,
             compress: None,
             cache: None,
+            schemes: vec![crate::auth::Scheme::Jwt],
+            validate: None,
         }
     }
 

@@ -107,20 +107,7 @@ pub(super) fn check_jwt(raw: &RawJwt, base: &Path, p: &mut Problems) -> Option<J
     if leeway > Duration::from_secs(300) {
         p.add("auth.jwt.leeway", "more than 5m of clock skew would keep expired tokens alive; use at most 5m");
     }
-    let mut forward = Vec::new();
-    let mut seen = HashSet::new();
-    for (claim, header) in &raw.forward {
-        let path = format!("auth.jwt.forward.{claim}");
-        if let Some(h) = check_header_name(&path, header, p) {
-            if RESERVED_HEADERS.contains(&h.as_str()) {
-                p.add(&path, format!("`{header}` is reserved by the gateway and cannot carry a claim"));
-            } else if !seen.insert(h.clone()) {
-                p.add(&path, format!("header `{header}` already carries another claim"));
-            } else {
-                forward.push((claim.clone(), h));
-            }
-        }
-    }
+    let forward = check_forward("auth.jwt.forward", &raw.forward, p);
     let cache_size = raw.cache_size.unwrap_or(10_000);
     let max_token_bytes = raw.max_token_bytes.map(|s| s.0).unwrap_or(8 << 10) as usize;
     if algorithms.is_empty() {
@@ -179,4 +166,80 @@ pub(super) fn check_identity_headers(
             }
         }
     }
+}
+
+/// A `forward` map (claim → header): valid names, none reserved, each header once.
+fn check_forward(key: &str, raw: &BTreeMap<String, String>, p: &mut Problems) -> Vec<(String, HeaderName)> {
+    let mut forward = Vec::new();
+    let mut seen = HashSet::new();
+    for (claim, header) in raw {
+        let path = format!("{key}.{claim}");
+        if let Some(h) = check_header_name(&path, header, p) {
+            if RESERVED_HEADERS.contains(&h.as_str()) || h == crate::auth::api_keys::CONSUMER_HEADER {
+                p.add(&path, format!("`{header}` is reserved by the gateway and cannot carry a claim"));
+            } else if !seen.insert(h.clone()) {
+                p.add(&path, format!("header `{header}` already carries another claim"));
+            } else {
+                forward.push((claim.clone(), h));
+            }
+        }
+    }
+    forward
+}
+
+/// `auth.api_keys`: the header (not one the gateway or HTTP gives a meaning) and the keys file,
+/// read now (and again on every reload).
+pub(super) fn check_api_keys(raw: &RawApiKeys, base: &Path, p: &mut Problems) -> Option<ApiKeySettings> {
+    let header = check_header_name("auth.api_keys.header", raw.header.as_deref().unwrap_or("X-Api-Key"), p)?;
+    if RESERVED_HEADERS.contains(&header.as_str()) || header == crate::auth::api_keys::CONSUMER_HEADER {
+        p.add("auth.api_keys.header", format!("`{header}` has another meaning; name a header of its own (X-Api-Key)"));
+        return None;
+    }
+    let (path, text) = read_file("auth.api_keys.file", base, &raw.file, p)?;
+    match crate::auth::api_keys::ApiKeyTable::parse(text.as_bytes()) {
+        Ok(table) => {
+            if table.len == 0 {
+                p.warn("auth.api_keys.file", format!("`{}` lists no keys: every API key is refused", path.display()));
+            }
+            Some(ApiKeySettings { header, file: path, table: std::sync::Arc::new(table) })
+        }
+        Err(e) => {
+            p.add("auth.api_keys.file", format!("`{}`: {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// `auth.telegram`: the bot token (inline or from a file), `max_age`, roles and forwarded claims.
+pub(super) fn check_telegram(
+    raw: &RawTelegram,
+    base: &Path,
+    p: &mut Problems,
+) -> Option<crate::auth::telegram::TelegramSettings> {
+    let token = match (&raw.bot_token, &raw.bot_token_file) {
+        (Some(_), Some(_)) => {
+            p.add("auth.telegram.bot_token_file", "set `bot_token` or `bot_token_file`, not both");
+            None
+        }
+        (Some(t), None) => Some(t.trim().to_string()),
+        (None, Some(f)) => read_file("auth.telegram.bot_token_file", base, f, p).map(|(_, t)| t.trim().to_string()),
+        (None, None) => {
+            p.add("auth.telegram", "needs `bot_token` (or `bot_token_file`)");
+            None
+        }
+    };
+    let token = token?;
+    // A bot token is `<bot id>:<secret>` as @BotFather prints it.
+    let well_formed = token
+        .split_once(':')
+        .is_some_and(|(id, secret)| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && secret.len() >= 20);
+    if !well_formed {
+        p.add("auth.telegram.bot_token", "is not a bot token (`<digits>:<secret>` as @BotFather gives it)");
+    }
+    let max_age = raw.max_age.map_or(Duration::from_secs(3600), |d| d.0);
+    if max_age.is_zero() || max_age > Duration::from_secs(7 * 86_400) {
+        p.add("auth.telegram.max_age", "must be between 1s and 7d (initData older than that is a replay risk)");
+    }
+    let forward = check_forward("auth.telegram.forward", &raw.forward, p);
+    Some(crate::auth::telegram::TelegramSettings::new(&token, max_age, raw.roles.clone(), forward))
 }

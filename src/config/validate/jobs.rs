@@ -21,7 +21,7 @@ pub(super) fn valid_subject(s: &str) -> bool {
     !s.is_empty() && s.split('.').all(|t| !t.is_empty() && !t.contains(char::is_whitespace))
 }
 
-pub(super) fn check_jobs(raw: &RawJobs, p: &mut Problems) -> Option<JobsSettings> {
+pub(super) fn check_jobs(raw: &RawJobs, base: &Path, p: &mut Problems) -> Option<JobsSettings> {
     let path = raw.path.clone().unwrap_or_else(|| "/jobs/submit".into());
     match normalize_path(&path) {
         Ok(n) if n == path && path != "/" => {}
@@ -86,7 +86,9 @@ pub(super) fn check_jobs(raw: &RawJobs, p: &mut Problems) -> Option<JobsSettings
         }
     }
     let rate_limit = raw.rate_limit.as_ref().and_then(|r| check_rule("jobs.rate_limit", r, p));
+    let schema = raw.schema.as_deref().and_then(|f| check_schema("jobs.schema", base, f, p));
     Some(JobsSettings {
+        schema,
         path,
         subject: raw.subject.clone(),
         stream: StreamSettings {

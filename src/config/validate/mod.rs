@@ -6,7 +6,7 @@ use super::raw::*;
 use crate::routing::normalize_path;
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ mod routes;
 mod server;
 mod services;
 
-use auth::{check_identity_headers, check_jwt};
+use auth::{check_api_keys, check_identity_headers, check_jwt, check_telegram};
 use dependencies::{check_consul, check_nats};
 use jobs::check_jobs;
 pub(crate) use jobs::subject_matches;
@@ -67,14 +67,30 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
     });
     let trusted_proxies = check_trusted(&raw.trusted_proxies, &mut p);
     let limits = check_limits(&raw.limits, &mut p);
-    let auth = raw.auth.as_ref().and_then(|a| check_jwt(&a.jwt, base, &mut p));
+    let auth = raw.auth.as_ref().and_then(|a| a.jwt.as_ref()).and_then(|j| check_jwt(j, base, &mut p));
+    let api_keys = raw.auth.as_ref().and_then(|a| a.api_keys.as_ref()).and_then(|k| check_api_keys(k, base, &mut p));
+    let telegram = raw.auth.as_ref().and_then(|a| a.telegram.as_ref()).and_then(|t| check_telegram(t, base, &mut p));
+    if raw.auth.as_ref().is_some_and(|a| a.jwt.is_none() && a.api_keys.is_none() && a.telegram.is_none()) {
+        p.add("auth", "configure at least one of `jwt`, `api_keys`, `telegram` (or remove `auth`)");
+    }
+    // The schemes routes may name: those configured (a section with errors counts, so its
+    // routes are not reported a second time).
+    let schemes: Vec<crate::auth::Scheme> = [
+        (crate::auth::Scheme::Jwt, raw.auth.as_ref().is_some_and(|a| a.jwt.is_some())),
+        (crate::auth::Scheme::ApiKey, raw.auth.as_ref().is_some_and(|a| a.api_keys.is_some())),
+        (crate::auth::Scheme::Telegram, raw.auth.as_ref().is_some_and(|a| a.telegram.is_some())),
+    ]
+    .into_iter()
+    .filter_map(|(s, on)| on.then_some(s))
+    .collect();
     let rate_limit = check_rate_limit(raw.rate_limit.as_ref(), &mut p);
     let consul = raw.consul.as_ref().and_then(|c| check_consul(c, &mut p));
     let nats = raw.nats.as_ref().and_then(|n| check_nats(n, base, &mut p));
-    let jobs = raw.jobs.as_ref().and_then(|j| check_jobs(j, &mut p));
+    let jobs = raw.jobs.as_ref().and_then(|j| check_jobs(j, base, &mut p));
     let services = check_services(&raw.services, consul.is_some(), base, &mut p);
-    let identity: Vec<HeaderName> = auth.iter().flat_map(|a| a.forward.iter().map(|(_, h)| h.clone())).collect();
-    let (mut routes, splits) = check_routes(&raw.routes, &services, &limits, auth.is_some(), &identity, &mut p);
+    let identity = identity_headers(auth.as_ref(), telegram.as_ref(), api_keys.is_some());
+    let (mut routes, splits, aggregates) =
+        check_routes(&raw.routes, &services, &limits, &schemes, &identity, base, &mut p);
     let cache = policies::check_cache(raw.cache.as_ref(), &routes, &mut p);
     if let Some(jobs) = &jobs {
         routes.push(jobs_route(jobs, &routes, &rate_limit, &mut p));
@@ -113,6 +129,8 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
         limits,
         access_log: raw.access_log.enabled.unwrap_or(true),
         auth,
+        api_keys,
+        telegram,
         rate_limit,
         consul,
         nats,
@@ -120,6 +138,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
         services,
         routes,
         splits,
+        aggregates,
         cache,
         warnings: Vec::new(),
         files: p.files.clone(),
@@ -159,6 +178,8 @@ fn jobs_route(
         cors: None,
         compress: None,
         cache: None,
+        schemes: vec![crate::auth::Scheme::Jwt],
+        validate: None,
     }
 }
 
@@ -209,6 +230,18 @@ fn read_file(path: &str, base: &Path, file: &str, p: &mut Problems) -> Option<(P
         }
         Err(e) => {
             p.add(path, format!("cannot read `{}`: {e}", resolved.display()));
+            None
+        }
+    }
+}
+
+/// A JSON Schema file, compiled (a schema that does not compile is an error naming the file).
+fn check_schema(key: &str, base: &Path, file: &str, p: &mut Problems) -> Option<crate::policy::schema::BodySchema> {
+    let (path, text) = read_file(key, base, file, p)?;
+    match crate::policy::schema::BodySchema::from_bytes(&path, text.as_bytes()) {
+        Ok(schema) => Some(schema),
+        Err(e) => {
+            p.add(key, e);
             None
         }
     }

@@ -2,18 +2,21 @@
 
 use super::policies::{check_compress, check_cors, check_header_rules, check_route_cache, Direction};
 use super::*;
+use crate::auth::Scheme;
 
 pub(super) fn check_routes(
     raw: &[RawRoute],
     services: &[ServiceSettings],
     limits: &Limits,
-    have_auth: bool,
+    schemes: &[Scheme],
     identity: &[HeaderName],
+    base_dir: &Path,
     p: &mut Problems,
-) -> (Vec<RouteSettings>, Vec<TrafficSplit>) {
+) -> (Vec<RouteSettings>, Vec<TrafficSplit>, Vec<AggregateSettings>) {
     let index: HashMap<&str, usize> = services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
     let mut out: Vec<RouteSettings> = Vec::new();
     let mut splits: Vec<TrafficSplit> = Vec::new();
+    let mut aggregates: Vec<AggregateSettings> = Vec::new();
     let mut names = HashSet::new();
     // Routes by (path, host): only those can conflict, so the check stays linear in routes.
     let mut same_place: HashMap<(String, Option<String>), Vec<usize>> = HashMap::new();
@@ -83,6 +86,15 @@ pub(super) fn check_routes(
             }
         };
         let target = match (&r.service, &r.split) {
+            (None, None) if r.aggregate.is_some() => {
+                let raw_aggregate = r.aggregate.as_ref().expect("checked");
+                aggregates.push(check_aggregate(&format!("{base}.aggregate"), raw_aggregate, &service_id, p));
+                RouteTarget::Aggregate(aggregates.len() - 1)
+            }
+            (_, _) if r.aggregate.is_some() => {
+                p.add(&base, "has `aggregate` and `service`/`split`; an aggregation route names its services per part");
+                RouteTarget::Service(0)
+            }
             (Some(name), None) => {
                 if r.sticky.is_some() {
                     p.add(format!("{base}.sticky"), "only applies to `split` routes");
@@ -113,7 +125,7 @@ pub(super) fn check_routes(
                 RouteTarget::Service(0)
             }
             (None, None) => {
-                p.add(&base, "needs `service` or `split`");
+                p.add(&base, "needs `service`, `split` or `aggregate`");
                 RouteTarget::Service(0)
             }
         };
@@ -136,16 +148,7 @@ pub(super) fn check_routes(
                 AuthMode::Required
             }
         };
-        if auth != AuthMode::Public && !have_auth {
-            let why = match &r.auth {
-                Some(mode) => format!("route is `{mode}`"),
-                None => "routes need a token by default (`auth: required`)".to_string(),
-            };
-            p.add(
-                format!("{base}.auth"),
-                format!("{why}, but no `auth.jwt` is configured; set `auth: public` or configure JWT"),
-            );
-        }
+        let route_schemes = check_schemes(&base, r, auth, schemes, p);
         if !r.roles.is_empty() && auth == AuthMode::Public {
             p.add(format!("{base}.roles"), "a public route has no identity to check roles against");
         }
@@ -193,7 +196,15 @@ pub(super) fn check_routes(
             cors: r.cors.as_ref().and_then(|c| check_cors(&format!("{base}.cors"), c, p)),
             compress: r.compress.as_ref().and_then(|c| check_compress(&format!("{base}.compress"), c, p)),
             cache: r.cache.as_ref().map(|c| check_route_cache(&format!("{base}.cache"), c, p)),
+            schemes: route_schemes,
+            validate: r
+                .validate
+                .as_ref()
+                .and_then(|v| check_schema(&format!("{base}.validate.schema"), base_dir, &v.schema, p)),
         };
+        if route.validate.is_some() && matches!(route.target, RouteTarget::Aggregate(_)) {
+            p.add(format!("{base}.validate"), "an aggregation route reads no request body");
+        }
         let reads = |ms: &Vec<Method>| ms.iter().any(|m| m == Method::GET || m == Method::HEAD);
         if route.cache.is_some() && route.methods.as_ref().is_some_and(|ms| !reads(ms)) {
             p.warn(format!("{base}.cache"), "only GET and HEAD answers are cached, and this route allows neither");
@@ -208,7 +219,106 @@ pub(super) fn check_routes(
         peers.push(out.len());
         out.push(route);
     }
-    (out, splits)
+    (out, splits, aggregates)
+}
+
+/// The credentials a route accepts: `schemes` (default `[jwt]`), each configured under `auth`.
+fn check_schemes(base: &str, r: &RawRoute, auth: AuthMode, configured: &[Scheme], p: &mut Problems) -> Vec<Scheme> {
+    let mut out = Vec::new();
+    match &r.schemes {
+        None => out.push(Scheme::Jwt),
+        Some(list) => {
+            if list.is_empty() {
+                p.add(format!("{base}.schemes"), "list at least one of jwt, api_key, telegram");
+            }
+            for (j, name) in list.iter().enumerate() {
+                match Scheme::from_name(name) {
+                    Some(s) if out.contains(&s) => {
+                        p.add(format!("{base}.schemes[{j}]"), format!("`{name}` is listed twice"))
+                    }
+                    Some(s) => out.push(s),
+                    None => {
+                        p.add(format!("{base}.schemes[{j}]"), format!("`{name}` is not one of jwt, api_key, telegram"))
+                    }
+                }
+            }
+            if auth == AuthMode::Public {
+                p.add(format!("{base}.schemes"), "a public route checks no credentials");
+            }
+        }
+    }
+    if auth != AuthMode::Public {
+        for scheme in &out {
+            if configured.contains(scheme) {
+                continue;
+            }
+            let section = match scheme {
+                Scheme::Jwt => "auth.jwt",
+                Scheme::ApiKey => "auth.api_keys",
+                Scheme::Telegram => "auth.telegram",
+            };
+            let why = match (&r.auth, &r.schemes) {
+                (_, Some(_)) => format!("route accepts `{}`", scheme.name()),
+                (Some(mode), None) => format!("route is `{mode}`"),
+                (None, None) => "routes need a token by default (`auth: required`)".to_string(),
+            };
+            p.add(
+                format!("{base}.auth"),
+                format!("{why}, but no `{section}` is configured; set `auth: public`, configure it, or list other `schemes`"),
+            );
+        }
+    }
+    out
+}
+
+/// `aggregate`: parts with unique keys, known services and paths that are templates.
+fn check_aggregate(
+    key: &str,
+    raw: &RawAggregate,
+    service_id: &dyn Fn(String, &str, &mut Problems) -> ServiceId,
+    p: &mut Problems,
+) -> AggregateSettings {
+    let timeout = raw.timeout.map_or(Duration::from_secs(5), |d| d.0);
+    if timeout.is_zero() {
+        p.add(format!("{key}.timeout"), "must be positive");
+    }
+    let on_failure = match raw.on_failure.as_deref().unwrap_or("partial") {
+        "partial" => OnFailure::Partial,
+        "fail" => OnFailure::Fail,
+        other => {
+            p.add(format!("{key}.on_failure"), format!("`{other}` is not one of partial, fail"));
+            OnFailure::Partial
+        }
+    };
+    if raw.parts.is_empty() {
+        p.add(format!("{key}.parts"), "list at least one part");
+    }
+    if raw.parts.len() > 32 {
+        p.add(format!("{key}.parts"), "at most 32 parts");
+    }
+    let mut parts: Vec<AggregatePart> = Vec::new();
+    for (i, part) in raw.parts.iter().enumerate() {
+        let base = format!("{key}.parts[{i}]");
+        if part.key.is_empty() {
+            p.add(format!("{base}.key"), "must not be empty");
+        } else if parts.iter().any(|q| q.key == part.key) {
+            p.add(format!("{base}.key"), format!("`{}` is used twice", part.key));
+        }
+        let service = service_id(format!("{base}.service"), &part.service, p);
+        let path = match crate::policy::headers::Template::parse(&part.path) {
+            Ok(t) if part.path.starts_with('/') && !part.path.contains(char::is_whitespace) => t,
+            Ok(t) => {
+                p.add(format!("{base}.path"), "must be an absolute path (`/users/$claim_sub`)");
+                t
+            }
+            Err(e) => {
+                p.add(format!("{base}.path"), e.to_string());
+                crate::policy::headers::Template(Vec::new())
+            }
+        };
+        parts.push(AggregatePart { key: part.key.clone(), service, path });
+    }
+    AggregateSettings { timeout, on_failure, parts }
 }
 
 /// `header:<Name>`, `cookie:<name>` or `claim:<name>`.

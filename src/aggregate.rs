@@ -1,0 +1,316 @@
+//! Aggregation routes (ARCHITECTURE.md §7.5): the gateway answers the route itself by calling
+//! each part's service in parallel and merging the JSON answers under the parts' keys.
+//!
+//! Parts go through the same machinery as proxied requests: the service's pool (balancing,
+//! health, outlier ejection), its circuit breaker, its retry policy and budget, its transport
+//! (TLS, HTTP/2) and timeouts, over Pingora's HTTP connector with its connection reuse. A part
+//! that cannot be answered, answers non-2xx, or answers something other than a JSON document
+//! within the route's `max_body` has failed.
+
+use crate::config::{AggregateSettings, OnFailure};
+use crate::snapshot::Snapshot;
+use crate::upstream::{now_ms, Pool};
+use bytes::BytesMut;
+use http::{HeaderName, HeaderValue};
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use serde_json::{Map, Value};
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The header that marks a partial answer.
+pub(crate) const COMPLETED_HEADER: &str = "Siger-Completed";
+
+/// One part to fetch: where and with which request head.
+#[derive(Debug)]
+pub(crate) struct PartRequest {
+    /// Index of the part in the route's list.
+    pub(crate) index: usize,
+    /// The path and query sent.
+    pub(crate) path: String,
+    /// Headers sent (forwarding, identity, request id).
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Why a part has no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PartFailure {
+    /// Not answered within the route's timeout.
+    Timeout,
+    /// No backend could be asked (none healthy, circuit open, every connection refused).
+    Unavailable(String),
+    /// Answered with a status that is not 2xx.
+    Status(u16),
+    /// Answered 2xx with something that is not a JSON document (or larger than allowed).
+    NotJson,
+}
+
+impl PartFailure {
+    /// `result` label of `siger_aggregate_parts_total`.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            PartFailure::Timeout => "timeout",
+            PartFailure::Unavailable(_) => "unavailable",
+            PartFailure::Status(_) => "status",
+            PartFailure::NotJson => "not_json",
+        }
+    }
+}
+
+/// The merged answer.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Merged {
+    /// 200 with the object; `complete` false when a part is `null` for having failed.
+    Answer { body: Value, complete: bool },
+    /// Every part failed, or one did with `on_failure: fail`: 504 when a timeout was among
+    /// the failures, else 502.
+    Failed { timeout: bool, detail: String },
+}
+
+/// Merge the parts' results in the route's order.
+pub(crate) fn merge(settings: &AggregateSettings, results: Vec<Result<Value, PartFailure>>) -> Merged {
+    let failures: Vec<(usize, PartFailure)> =
+        results.iter().enumerate().filter_map(|(i, r)| r.as_ref().err().map(|f| (i, f.clone()))).collect();
+    let all_failed = failures.len() == results.len() && !results.is_empty();
+    if !failures.is_empty() && (all_failed || settings.on_failure == OnFailure::Fail) {
+        let timeout = failures.iter().any(|(_, f)| *f == PartFailure::Timeout);
+        let detail = failures
+            .iter()
+            .map(|(i, f)| {
+                let key = &settings.parts[*i].key;
+                match f {
+                    PartFailure::Timeout => format!("{key}: no answer within {:?}", settings.timeout),
+                    PartFailure::Unavailable(why) => format!("{key}: {why}"),
+                    PartFailure::Status(s) => format!("{key}: answered {s}"),
+                    PartFailure::NotJson => format!("{key}: answer is not JSON"),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Merged::Failed { timeout, detail };
+    }
+    let mut body = Map::new();
+    for (part, result) in settings.parts.iter().zip(results) {
+        body.insert(part.key.clone(), result.unwrap_or(Value::Null));
+    }
+    Merged::Answer { body: Value::Object(body), complete: failures.is_empty() }
+}
+
+/// The connector parts share (its pool keeps upstream connections between requests).
+fn connector() -> &'static Connector {
+    static CONNECTOR: OnceLock<Connector> = OnceLock::new();
+    CONNECTOR.get_or_init(|| Connector::new(None))
+}
+
+/// Fetch one part from `service` (its pool, breaker and retry policy), the body bounded by
+/// `max_body`. The caller bounds the whole by the route's timeout.
+pub(crate) async fn fetch(
+    snap: &Snapshot,
+    service: usize,
+    part: &PartRequest,
+    host: Option<&HeaderValue>,
+    max_body: u64,
+) -> Result<Value, PartFailure> {
+    let settings = snap.service(service);
+    let pool = snap.pool(service);
+    let ticket = match &settings.circuit_breaker {
+        Some(b) => match pool.state.breaker.admit(b, now_ms()) {
+            Ok(ticket) => Some(ticket),
+            Err(_) => {
+                snap.metrics.circuit_refused(service, false);
+                return Err(PartFailure::Unavailable(format!(
+                    "service {} is failing: its circuit is open",
+                    settings.name
+                )));
+            }
+        },
+        None => None,
+    };
+    if let Some(share) = settings.retry.budget_milli {
+        pool.state.retry_budget.deposit(share);
+    }
+    let mut head = RequestHeader::build("GET", part.path.as_bytes(), None)
+        .map_err(|_| PartFailure::Unavailable("the part's path cannot be sent".into()))?;
+    if let Some(host) = host {
+        let _ = head.insert_header(http::header::HOST, host.clone());
+    }
+    for (name, value) in &part.headers {
+        let _ = head.insert_header(name.clone(), value.clone());
+    }
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut attempts = 0;
+    let outcome = loop {
+        attempts += 1;
+        let Some(selected) = pool.select(&[], &tried) else {
+            break Err(PartFailure::Unavailable(if tried.is_empty() {
+                format!("service {} has no healthy backend", settings.name)
+            } else {
+                format!("no backend of service {} answered", settings.name)
+            }));
+        };
+        let addr = selected.addr;
+        let peer = Pool::peer(settings, addr, None);
+        let result = attempt(&peer, &head, max_body, settings.idle_timeout).await;
+        let failed = match &result {
+            Ok((status, _)) => *status >= 500,
+            Err(_) => true,
+        };
+        if let Some(outlier) = &settings.outlier_detection {
+            if failed {
+                if let crate::upstream::outlier::Verdict::Ejected { .. } =
+                    pool.state.outliers.failure(addr, pool.size(), outlier, now_ms())
+                {
+                    snap.metrics.backend_ejected(service);
+                }
+            } else {
+                pool.state.outliers.success(addr);
+            }
+        }
+        drop(selected);
+        let retry_reason = match &result {
+            Err(AttemptError::Connect) if settings.retry.connect => Some(crate::proxy::RetryReason::Connect),
+            Err(AttemptError::Reset) if settings.retry.reset => Some(crate::proxy::RetryReason::Reset),
+            Ok((status, _)) if settings.retry.statuses.contains(status) => Some(crate::proxy::RetryReason::Status),
+            _ => None,
+        };
+        if let Some(reason) = retry_reason {
+            let budget_ok = settings.retry.budget_milli.is_none_or(|share| {
+                let ok = pool.state.retry_budget.try_spend(share, now_ms());
+                if !ok {
+                    snap.metrics.retry_budget_exhausted(service);
+                }
+                ok
+            });
+            if attempts <= settings.retries && budget_ok {
+                tried.push(addr);
+                snap.metrics.upstream_retry(service, reason);
+                continue;
+            }
+        }
+        break match result {
+            Ok((status, _)) if !(200..300).contains(&status) => Err(PartFailure::Status(status)),
+            Ok((_, Some(body))) => Ok(body),
+            Ok((_, None)) => Err(PartFailure::NotJson),
+            Err(e) => Err(PartFailure::Unavailable(format!("service {}: {}", settings.name, e.text()))),
+        };
+    };
+    if let (Some(ticket), Some(b)) = (ticket, &settings.circuit_breaker) {
+        let failed = match &outcome {
+            Err(PartFailure::Status(s)) => *s >= 500,
+            Err(PartFailure::Unavailable(_)) => true,
+            _ => false,
+        };
+        pool.state.breaker.record(b, &ticket, failed, now_ms());
+    }
+    outcome
+}
+
+/// How an attempt failed before a response.
+#[derive(Debug)]
+enum AttemptError {
+    /// No connection (nothing was sent).
+    Connect,
+    /// The connection broke before a response head.
+    Reset,
+    /// The response timed out or broke while its body was read.
+    Read,
+}
+
+impl AttemptError {
+    fn text(&self) -> &'static str {
+        match self {
+            AttemptError::Connect => "connection failed",
+            AttemptError::Reset => "connection broken before an answer",
+            AttemptError::Read => "answer broken off",
+        }
+    }
+}
+
+/// One request to one backend: (status, the body as JSON when it is JSON within `max_body`).
+async fn attempt(
+    peer: &pingora::upstreams::peer::HttpPeer,
+    head: &RequestHeader,
+    max_body: u64,
+    idle_timeout: Option<Duration>,
+) -> Result<(u16, Option<Value>), AttemptError> {
+    let connector = connector();
+    let (mut session, _reused) = connector.get_http_session(peer).await.map_err(|_| AttemptError::Connect)?;
+    session.write_request_header(Box::new(head.clone())).await.map_err(|_| AttemptError::Reset)?;
+    session.finish_request_body().await.map_err(|_| AttemptError::Reset)?;
+    session.read_response_header().await.map_err(|_| AttemptError::Reset)?;
+    let status = session.response_header().map_or(0, |r| r.status.as_u16());
+    let mut body = BytesMut::new();
+    let mut oversized = false;
+    while let Some(chunk) = session.read_response_body().await.map_err(|_| AttemptError::Read)? {
+        if body.len() as u64 + chunk.len() as u64 > max_body {
+            oversized = true;
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let value = if oversized { None } else { serde_json::from_slice::<Value>(&body).ok() };
+    if !oversized {
+        connector.release_http_session(session, peer, idle_timeout).await;
+    }
+    Ok((status, value))
+}
+
+/// Run every part in parallel within the route's timeout (a part still running then is
+/// [`PartFailure::Timeout`]).
+pub(crate) async fn fetch_all(
+    snap: &Snapshot,
+    settings: &AggregateSettings,
+    requests: Vec<Result<PartRequest, PartFailure>>,
+    host: Option<&HeaderValue>,
+    max_body: u64,
+) -> Vec<Result<Value, PartFailure>> {
+    let deadline = tokio::time::Instant::now() + settings.timeout;
+    let futures = requests.into_iter().map(|part| async move {
+        let part = part?;
+        let service = settings.parts[part.index].service;
+        match tokio::time::timeout_at(deadline, fetch(snap, service, &part, host, max_body)).await {
+            Ok(result) => result,
+            Err(_) => Err(PartFailure::Timeout),
+        }
+    });
+    futures::future::join_all(futures).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AggregatePart;
+    use crate::policy::headers::Template;
+    use serde_json::json;
+
+    fn settings(on_failure: OnFailure) -> AggregateSettings {
+        let part =
+            |key: &str| AggregatePart { key: key.into(), service: 0, path: Template::parse("/x").expect("template") };
+        AggregateSettings { timeout: Duration::from_secs(2), on_failure, parts: vec![part("user"), part("wallet")] }
+    }
+
+    #[test]
+    fn parts_are_merged_under_their_keys() {
+        let merged = merge(&settings(OnFailure::Partial), vec![Ok(json!({"id": 1})), Ok(json!([1, 2]))]);
+        assert_eq!(merged, Merged::Answer { body: json!({"user": {"id": 1}, "wallet": [1, 2]}), complete: true });
+    }
+
+    #[test]
+    fn partial_answers_null_the_failed_part_and_fail_refuses() {
+        let results = || vec![Ok(json!({"id": 1})), Err(PartFailure::Timeout)];
+        assert_eq!(
+            merge(&settings(OnFailure::Partial), results()),
+            Merged::Answer { body: json!({"user": {"id": 1}, "wallet": null}), complete: false }
+        );
+        match merge(&settings(OnFailure::Fail), results()) {
+            Merged::Failed { timeout, detail } => {
+                assert!(timeout);
+                assert!(detail.contains("wallet"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let down = vec![Err(PartFailure::Status(503)), Err(PartFailure::Unavailable("x".into()))];
+        assert!(matches!(merge(&settings(OnFailure::Partial), down), Merged::Failed { timeout: false, .. }));
+    }
+}
