@@ -58,6 +58,10 @@ pub(crate) struct Runtime {
     pub(crate) idle_secs: Arc<AtomicU64>,
     /// TLS listeners' certificates and client-certificate checks.
     pub(crate) tls: TlsEdge,
+    /// Pingora's response-compression module is installed (a route compressed at start-up):
+    /// without one, a plain request pays nothing for compression; adding the first
+    /// `compress` route then needs a new process.
+    pub(crate) compression: bool,
     reloading: tokio::sync::Mutex<()>,
     last_reload: Mutex<Option<ReloadReport>>,
     generations: AtomicU64,
@@ -110,8 +114,10 @@ impl Runtime {
         metrics.loaded(1, unix_seconds(snapshot.source.loaded_at));
         let tls = TlsEdge::new(&snapshot.config, &metrics);
         crate::policy::cache::storage().set_limit(snapshot.config.cache.max_memory as usize);
+        let compression = snapshot.config.routes.iter().any(|r| r.compress.is_some());
         Arc::new(Runtime {
             tls,
+            compression,
             idle_secs: Arc::new(AtomicU64::new(snapshot.config.limits.idle_timeout.as_secs())),
             current: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -251,6 +257,13 @@ impl Runtime {
         }
         if self.jobs.is_none() && new.jobs.is_some() {
             refused.push(format!("jobs: enabled; the NATS connection it needs {hint}"));
+        }
+        if !self.compression {
+            if let Some(i) = new.routes.iter().position(|r| r.compress.is_some()) {
+                refused.push(format!(
+                    "routes[{i}].compress: the first compressing route needs the compression module, which {hint}"
+                ));
+            }
         }
         refused
     }

@@ -267,3 +267,19 @@ fn a_burst_of_misses_makes_one_upstream_request_and_memory_stays_bounded() {
     let rss_after = proc_status_kib(gw.pid(), "VmRSS");
     assert!(rss_after < rss_before + 16 * 1024, "RSS grew from {rss_before} to {rss_after} KiB");
 }
+
+#[test]
+fn the_first_compressing_route_needs_a_new_process() {
+    let echo = Echo::start("e1");
+    let plain = format!(
+        "services:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /z, service: s, auth: public}}\n",
+        echo.addr
+    );
+    let gw = Gateway::start(&plain);
+    gw.rewrite(&format!("{HEAD}{}", plain.replace("auth: public}", "auth: public, compress: true}")));
+    let r = gw.reload();
+    assert_eq!(r.status, 422);
+    let errors = r.json()["errors"].to_string();
+    assert!(errors.contains("routes[0].compress") && errors.contains("siger upgrade"), "{errors}");
+    assert_eq!(get(gw.addr, "/z/x").status, 200, "the running configuration keeps serving");
+}

@@ -296,8 +296,11 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
-        // Response compression, off until a route's policy turns it on for a request.
-        modules.add_module(pingora::modules::http::compression::ResponseCompressionBuilder::enable(0));
+        // Response compression, off until a route's policy turns it on for a request; only
+        // when some route compresses (the module costs every request a context and two calls).
+        if self.runtime.compression {
+            modules.add_module(pingora::modules::http::compression::ResponseCompressionBuilder::enable(0));
+        }
     }
 
     fn new_ctx(&self) -> Self::CTX {
