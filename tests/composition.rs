@@ -81,6 +81,22 @@ fn bodies_are_checked_against_the_schema_before_the_backend_sees_them() {
     assert!(r.json()["message"].as_str().unwrap().contains("/qty"), "{}", r.json());
     // Requests without a body on other methods pass.
     assert_eq!(get(gw.addr, "/orders/list").status, 200);
+    // A client that waits for `100 Continue` gets it from the gateway, then its answer.
+    let body = br#"{"items":[{"sku":"C","qty":3}]}"#;
+    let mut stream = std::net::TcpStream::connect(gw.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let head = format!(
+        "POST /orders/upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    use std::io::Write;
+    stream.write_all(head.as_bytes()).unwrap();
+    let interim = read_response_head(&mut stream).expect("100 Continue");
+    assert_eq!(interim.status, 100);
+    stream.write_all(body).unwrap();
+    let r = read_response(&mut stream).expect("an answer");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["sha256"], hex(&Sha256::digest(body)));
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -20,6 +20,10 @@ pub(super) async fn handle(
     state: &mut RequestState,
 ) -> Result<bool> {
     let route = snap.route(state.route.ok_or_else(|| Error::new(InternalError))?);
+    if !session.is_body_empty() && !session.is_body_done() {
+        // The parts never read the client's body: close rather than drain it.
+        session.set_keepalive(None);
+    }
     let req = session.req_header();
     let host = req.headers.get(http::header::HOST).cloned();
     let headers = part_headers(snap, state, req, host.as_ref(), route.forward_authorization);

@@ -600,6 +600,10 @@ impl ProxyHttp for Gateway {
                 upstream.remove_header("X-Forwarded-Host");
             }
         }
+        if state.validation.as_ref().is_some_and(|v| v.released()) {
+            // The body was read (and `100 Continue` answered) before the upstream was asked.
+            upstream.remove_header(&http::header::EXPECT);
+        }
         policies::on_upstream_request(snap, session, state, upstream);
         Ok(())
     }

@@ -63,6 +63,15 @@ impl HeldBody {
             return Ok(());
         }
         session.as_mut().enable_retry_buffering();
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue {
+            // The client waits for this before sending the body read here.
+            session.write_continue_response().await.map_err(ReadAheadError::Read)?;
+        }
         loop {
             match session.read_request_body().await {
                 Ok(Some(chunk)) => {
@@ -81,6 +90,11 @@ impl HeldBody {
         let mut end = None;
         self.take(route, &mut end, true).map_err(ReadAheadError::Refused)?;
         Ok(())
+    }
+
+    /// Checked and on its way (the body was complete before any backend was asked).
+    pub(crate) fn released(&self) -> bool {
+        self.released
     }
 
     /// A new upstream attempt resends the body from the start.
