@@ -16,6 +16,7 @@ use crate::tls::CertWatcher;
 use crate::upstream::PoolsService;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
@@ -123,14 +124,17 @@ pub fn run(config: Config, path: &Path, launch: Launch) {
     // preface check is per service) and redirect listeners answer without proxying.
     let mut proxy = proxy_service("siger proxy", &server, &runtime, false);
     let mut h2c = None;
+    // Each client connection's read buffer (`limits.read_buffer`): what it holds while idle.
+    let buffer = L4BufferSettings::default().read(cfg.limits.read_buffer);
+    let endpoint = |addr: &str| ListenerConfig::tcp(addr).l4_buffer(buffer);
     for (index, listener) in cfg.listeners.iter().enumerate() {
         match &listener.mode {
-            ListenerMode::Plain { h2c: false } => proxy.add_tcp(&listener.addr),
+            ListenerMode::Plain { h2c: false } => proxy.add_listener(endpoint(&listener.addr)),
             ListenerMode::Plain { h2c: true } => h2c
                 .get_or_insert_with(|| proxy_service("siger proxy (h2c)", &server, &runtime, true))
-                .add_tcp(&listener.addr),
+                .add_listener(endpoint(&listener.addr)),
             ListenerMode::Tls(_) => match runtime.tls.listener_settings(index) {
-                Some(settings) => proxy.add_tls_with_settings(&listener.addr, None, settings),
+                Some(settings) => proxy.add_listener(endpoint(&listener.addr).tls(settings)),
                 None => {
                     log::error!("listen[{index}] {}: TLS settings could not be built", listener.addr);
                     logger::flush();

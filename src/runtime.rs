@@ -240,6 +240,7 @@ impl Runtime {
             ("listen", listener_shapes(old) == listener_shapes(new)),
             ("admin", old.admin == new.admin),
             ("limits.keepalive_requests", old.limits.keepalive_requests == new.limits.keepalive_requests),
+            ("limits.read_buffer", old.limits.read_buffer == new.limits.read_buffer),
             ("consul", old.consul == new.consul),
             ("nats", old.nats == new.nats),
             ("jobs.stream", jobs_stream_same),

@@ -313,6 +313,9 @@ pub struct Limits {
     /// as nginx does, because CGI-style servers read `X_User_Id` as `X-User-Id`). Underscore
     /// spellings of headers the gateway sets are dropped either way.
     pub underscores_in_headers: bool,
+    /// Read buffer of each client connection, in bytes: what an idle keep-alive connection
+    /// holds (Pingora's default is 64 KiB); larger reads bypass it.
+    pub read_buffer: usize,
 }
 
 /// JWT algorithms a deployment may pin.

@@ -113,6 +113,7 @@ pub(crate) struct RawLimits {
     pub(crate) idle_timeout: Option<ConfDuration>,
     pub(crate) keepalive_requests: Option<u32>,
     pub(crate) underscores_in_headers: Option<bool>,
+    pub(crate) read_buffer: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -259,11 +259,16 @@ pub(super) fn check_limits(raw: &RawLimits, p: &mut Problems) -> Limits {
     if raw.keepalive_requests == Some(0) {
         p.add("limits.keepalive_requests", "must be at least 1");
     }
+    let read_buffer = raw.read_buffer.map_or(4 << 10, |s| s.0);
+    if !(1024..=(64 << 10)).contains(&read_buffer) {
+        p.add("limits.read_buffer", "must be between 1KiB and 64KiB");
+    }
     Limits {
         max_body,
         max_header_bytes: max_header_bytes as usize,
         idle_timeout,
         keepalive_requests: raw.keepalive_requests,
         underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
+        read_buffer: read_buffer as usize,
     }
 }
