@@ -3,9 +3,10 @@
 # server alone behind a fixed-response nginx backend, COUNT connections opened by
 # `idle-conns` (one request each, then silent), RSS before and after (all processes of the
 # server), the difference divided by COUNT. Siger is measured with `limits.read_buffer` at its
-# default (4 KiB) and at Pingora's 64 KiB.
+# default (4 KiB) and at Pingora's 64 KiB, and with each, 256 MiB uploaded and downloaded
+# through it (curl, to and from a siger-echo backend) to show large bodies keep their speed.
 #
-#   load-tests/idle-memory.sh                  # COUNT=3000 HOLD=15
+#   load-tests/idle-memory.sh                  # COUNT=3000 HOLD=15 BUFFERS="4KiB 64KiB"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source load-tests/lib.sh
@@ -16,11 +17,16 @@ HOLD=${HOLD:-15}
 
 ./scripts/install-deps nginx
 echo "building release binaries..." >&2
-cargo build --release --quiet --bin siger --example idle-conns
+cargo build --release --quiet --bin siger --bin siger-echo --example idle-conns
 
 BACKEND=$(free_port)
 start_nginx_backend "$BACKEND"
 wait_port "$BACKEND"
+ECHO_PORT=$(free_port)
+./target/release/siger-echo --listen "127.0.0.1:$ECHO_PORT" --name big >/dev/null 2>&1 &
+PIDS+=($!)
+wait_port "$ECHO_PORT"
+head -c $((256 << 20)) /dev/zero > "$WORK/256m"
 
 rss_kib() { # pids…
   local total=0 pid
@@ -71,7 +77,7 @@ NGINX=$!
 wait_port "$NGINX_PORT"
 measure nginx "$NGINX_PORT" "$NGINX" $(pgrep -P "$NGINX")
 
-for buffer in 4KiB 64KiB; do
+for buffer in ${BUFFERS:-4KiB 64KiB}; do
   port=$(free_port)
   admin=$(free_port)
   cat > "$WORK/siger-$buffer.yaml" <<YAML
@@ -82,14 +88,22 @@ access_log: {enabled: false}
 limits: {read_buffer: $buffer, idle_timeout: 120s}
 services:
   backend: {targets: ["127.0.0.1:$BACKEND"]}
+  big: {targets: ["127.0.0.1:$ECHO_PORT"], read_timeout: 60s}
 routes:
   - {path: /, service: backend, auth: public}
+  - {path: /big, service: big, auth: public, strip_prefix: true, max_body: 512MiB}
 YAML
   ./target/release/siger -c "$WORK/siger-$buffer.yaml" 2>/dev/null &
   PIDS+=($!)
   pid=$!
   wait_ready "$admin"
   measure "siger read_buffer $buffer" "$port" "$pid"
+  for round in 1 2 3; do
+    up=$(curl -s -o /dev/null -w '%{speed_upload}' -T "$WORK/256m" -X POST "http://127.0.0.1:$port/big/upload")
+    down=$(curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$port/big/bytes/$((256 << 20))")
+    awk -v b="$buffer" -v r="$round" -v u="$up" -v d="$down" \
+      'BEGIN {printf "siger read_buffer %-6s round %d: 256 MiB upload %7.1f MiB/s, download %7.1f MiB/s\n", b, r, u / 1048576, d / 1048576}'
+  done
   kill "$pid"
   wait "$pid" 2>/dev/null || true
 done
