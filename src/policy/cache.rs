@@ -9,6 +9,7 @@
 //! the object. Entries carry a purge tag (route and path) so an admin purge removes every
 //! variant of a path — every `Vary` value, every user of a per-user route.
 
+use crate::config::RouteCache;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use lru::LruCache;
@@ -17,7 +18,8 @@ use pingora::cache::storage::{
     HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeTarget, PurgeType, Storage,
 };
 use pingora::cache::trace::SpanHandle;
-use pingora::cache::{CacheMeta, PurgeOutcome};
+use pingora::cache::{CacheMeta, NoCacheReason, PurgeOutcome, RespCacheable};
+use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -358,9 +360,117 @@ impl HandleMiss for Fill {
     }
 }
 
+/// Whether a response on a caching route (`settings`) is stored, and for how long: what the response's
+/// `Cache-Control` (or `Expires`) says, else the route's `ttl`. Never stored: statuses other
+/// than 200, 203, 204, 301, 308, 404 and 410; `no-store` and `private`; `Set-Cookie`;
+/// `Vary: *`; and, on a compressing route, a body the upstream encoded although it was asked
+/// for the plain one.
+pub(crate) fn storable(settings: &RouteCache, compresses: bool, resp: &ResponseHeader) -> RespCacheable {
+    use pingora::cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
+    let refuse = |why: &'static str| RespCacheable::Uncacheable(NoCacheReason::Custom(why));
+    if !matches!(resp.status.as_u16(), 200 | 203 | 204 | 301 | 308 | 404 | 410) {
+        return refuse("status");
+    }
+    if resp.headers.contains_key(http::header::SET_COOKIE) {
+        return refuse("set-cookie");
+    }
+    let vary_star = resp
+        .headers
+        .get_all(http::header::VARY)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim() == "*")));
+    if vary_star {
+        return refuse("vary-star");
+    }
+    let encoded = resp
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if compresses && encoded {
+        return refuse("encoded");
+    }
+    let cc = CacheControl::from_resp_headers(resp);
+    if cc.as_ref().is_some_and(|c| c.is_cacheable() == Cacheable::No) {
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    let now = std::time::SystemTime::now();
+    let fresh_until = match cc.as_ref().and_then(|c| c.fresh_duration()) {
+        Some(ttl) => now + ttl,
+        None => pingora::cache::filters::calculate_expires_header_time(resp).unwrap_or(now + settings.ttl),
+    };
+    // `no-cache` stores the response but every reuse must be revalidated: never served stale.
+    let must_revalidate = cc.as_ref().is_some_and(|c| c.no_cache());
+    let stale = |from_cc: Option<std::time::Duration>, default| {
+        if must_revalidate {
+            std::time::Duration::ZERO
+        } else {
+            from_cc.unwrap_or(default)
+        }
+    };
+    let swr =
+        stale(cc.as_ref().and_then(|c| c.serve_stale_while_revalidate_duration()), settings.stale_while_revalidate);
+    let sie = stale(cc.as_ref().and_then(|c| c.serve_stale_if_error_duration()), settings.stale_if_error);
+    let mut header = resp.clone();
+    if let Some(cc) = &cc {
+        cc.strip_private_headers(&mut header);
+    }
+    RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr.as_secs() as u32, sie.as_secs() as u32, header))
+}
+
+/// `Cache-Control: public` on a response.
+pub(crate) fn is_public(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|d| d.trim().eq_ignore_ascii_case("public"))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn response(status: u16, headers: &[(&'static str, &'static str)]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(status, None).expect("head");
+        for (k, v) in headers {
+            r.append_header(*k, *v).expect("header");
+        }
+        r
+    }
+
+    #[test]
+    fn what_is_never_stored_and_how_long_the_rest_lives() {
+        let settings = RouteCache {
+            ttl: std::time::Duration::from_secs(60),
+            stale_while_revalidate: std::time::Duration::from_secs(10),
+            stale_if_error: std::time::Duration::from_secs(60),
+            vary: Vec::new(),
+            max_entry: 1 << 20,
+        };
+        let stored = |r: &ResponseHeader, compresses: bool| {
+            matches!(storable(&settings, compresses, r), RespCacheable::Cacheable(_))
+        };
+        assert!(stored(&response(200, &[]), false));
+        for never in [
+            response(500, &[]),
+            response(206, &[]),
+            response(200, &[("set-cookie", "a=1")]),
+            response(200, &[("cache-control", "no-store")]),
+            response(200, &[("cache-control", "private")]),
+            response(200, &[("vary", "accept, *")]),
+        ] {
+            assert!(!stored(&never, false), "{:?}", never.headers);
+        }
+        let encoded = response(200, &[("content-encoding", "gzip")]);
+        assert!(stored(&encoded, false) && !stored(&encoded, true), "compressing routes store plain bodies only");
+        let RespCacheable::Cacheable(meta) =
+            storable(&settings, false, &response(200, &[("cache-control", "no-cache")]))
+        else {
+            panic!("no-cache is stored")
+        };
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+        assert!(!meta.serve_stale_while_revalidate(later) && !meta.serve_stale_if_error(later), "never served stale");
+        assert!(is_public(&response(200, &[("cache-control", "max-age=5, Public")]).headers));
+    }
 
     fn entry(size: usize, tag: u64) -> Entry {
         Entry {

@@ -192,29 +192,23 @@ pub(crate) trait HeaderEdit {
     fn remove(&mut self, name: &HeaderName);
 }
 
-impl HeaderEdit for pingora::http::RequestHeader {
-    fn set(&mut self, name: &HeaderName, value: HeaderValue) {
-        let _ = self.insert_header(name.clone(), value);
-    }
-    fn add(&mut self, name: &HeaderName, value: HeaderValue) {
-        let _ = self.append_header(name.clone(), value);
-    }
-    fn remove(&mut self, name: &HeaderName) {
-        self.remove_header(name);
-    }
+/// Both Pingora heads have the same three setters (one definition for the two types).
+macro_rules! header_edit_for {
+    ($($head:ty),*) => {$(
+        impl HeaderEdit for $head {
+            fn set(&mut self, name: &HeaderName, value: HeaderValue) {
+                let _ = self.insert_header(name.clone(), value);
+            }
+            fn add(&mut self, name: &HeaderName, value: HeaderValue) {
+                let _ = self.append_header(name.clone(), value);
+            }
+            fn remove(&mut self, name: &HeaderName) {
+                self.remove_header(name);
+            }
+        }
+    )*};
 }
-
-impl HeaderEdit for pingora::http::ResponseHeader {
-    fn set(&mut self, name: &HeaderName, value: HeaderValue) {
-        let _ = self.insert_header(name.clone(), value);
-    }
-    fn add(&mut self, name: &HeaderName, value: HeaderValue) {
-        let _ = self.append_header(name.clone(), value);
-    }
-    fn remove(&mut self, name: &HeaderName) {
-        self.remove_header(name);
-    }
-}
+header_edit_for!(pingora::http::RequestHeader, pingora::http::ResponseHeader);
 
 #[cfg(test)]
 mod tests {

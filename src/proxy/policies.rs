@@ -5,7 +5,7 @@
 use super::RequestState;
 use crate::answer::LocalAnswer;
 use crate::config::RouteSettings;
-use crate::policy::cache::{purge_tag, PurgeTag};
+use crate::policy::cache::{self, purge_tag, PurgeTag};
 use crate::policy::compress;
 use crate::policy::cors;
 use crate::policy::headers::Vars;
@@ -191,19 +191,11 @@ pub(super) fn cache_variance(
     if route.compress.is_none() {
         variance.add_owned_name_value("siger-accept-encoding".into(), accepted_encodings(&req.headers).into_bytes());
     }
-    if route.auth != crate::config::AuthMode::Public && !is_public(meta.headers()) {
+    if route.auth != crate::config::AuthMode::Public && !cache::is_public(meta.headers()) {
         let who = state.identity.as_ref().and_then(|i| i.sub.clone()).unwrap_or_default();
         variance.add_owned_name_value("siger-identity".into(), who.into_bytes());
     }
     variance.finalize()
-}
-
-/// `Cache-Control: public` on a response.
-pub(super) fn is_public(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(http::header::CACHE_CONTROL)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|d| d.trim().eq_ignore_ascii_case("public"))))
 }
 
 /// The encodings a client accepts, as a canonical list (`br,gzip`): variants are kept per
@@ -223,61 +215,14 @@ fn accepted_encodings(headers: &http::HeaderMap) -> String {
     accepted.join(",")
 }
 
-/// Whether a response on a caching route is stored, and for how long: what the response's
-/// `Cache-Control` (or `Expires`) says, else the route's `ttl`. Never stored: statuses other
-/// than 200, 203, 204, 301, 308, 404 and 410; `no-store` and `private`; `Set-Cookie`;
-/// `Vary: *`; and, on a compressing route, a body the upstream encoded although it was asked
-/// for the plain one.
+/// Whether a response on this request's route is stored, and for how long
+/// ([`crate::policy::cache::storable`]).
 pub(super) fn cacheable(snap: &Snapshot, state: &RequestState, resp: &ResponseHeader) -> RespCacheable {
-    use pingora::cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
-    let Some(route) = route(snap, state) else { return RespCacheable::Uncacheable(NoCacheReason::NeverEnabled) };
-    let Some(settings) = &route.cache else { return RespCacheable::Uncacheable(NoCacheReason::NeverEnabled) };
-    let refuse = |why: &'static str| RespCacheable::Uncacheable(NoCacheReason::Custom(why));
-    if !matches!(resp.status.as_u16(), 200 | 203 | 204 | 301 | 308 | 404 | 410) {
-        return refuse("status");
+    match route(snap, state) {
+        Some(route) => match &route.cache {
+            Some(settings) => cache::storable(settings, route.compress.is_some(), resp),
+            None => RespCacheable::Uncacheable(NoCacheReason::NeverEnabled),
+        },
+        None => RespCacheable::Uncacheable(NoCacheReason::NeverEnabled),
     }
-    if resp.headers.contains_key(http::header::SET_COOKIE) {
-        return refuse("set-cookie");
-    }
-    let vary_star = resp
-        .headers
-        .get_all(http::header::VARY)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim() == "*")));
-    if vary_star {
-        return refuse("vary-star");
-    }
-    let encoded = resp
-        .headers
-        .get(http::header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if route.compress.is_some() && encoded {
-        return refuse("encoded");
-    }
-    let cc = CacheControl::from_resp_headers(resp);
-    if cc.as_ref().is_some_and(|c| c.is_cacheable() == Cacheable::No) {
-        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
-    }
-    let now = std::time::SystemTime::now();
-    let fresh_until = match cc.as_ref().and_then(|c| c.fresh_duration()) {
-        Some(ttl) => now + ttl,
-        None => pingora::cache::filters::calculate_expires_header_time(resp).unwrap_or(now + settings.ttl),
-    };
-    // `no-cache` stores the response but every reuse must be revalidated: never served stale.
-    let must_revalidate = cc.as_ref().is_some_and(|c| c.no_cache());
-    let stale = |from_cc: Option<std::time::Duration>, default| {
-        if must_revalidate {
-            std::time::Duration::ZERO
-        } else {
-            from_cc.unwrap_or(default)
-        }
-    };
-    let swr =
-        stale(cc.as_ref().and_then(|c| c.serve_stale_while_revalidate_duration()), settings.stale_while_revalidate);
-    let sie = stale(cc.as_ref().and_then(|c| c.serve_stale_if_error_duration()), settings.stale_if_error);
-    let mut header = resp.clone();
-    if let Some(cc) = &cc {
-        cc.strip_private_headers(&mut header);
-    }
-    RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr.as_secs() as u32, sie.as_secs() as u32, header))
 }
