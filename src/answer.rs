@@ -83,6 +83,24 @@ impl LocalAnswer {
         resp
     }
 
+    /// The answer as HTTP/1.1 bytes, for a connection no Pingora session reads from (a request
+    /// head that never arrived whole).
+    pub(crate) fn to_http1(&self) -> Vec<u8> {
+        let head = self.response_header();
+        let reason = head.status.canonical_reason().unwrap_or("");
+        let mut out = Vec::with_capacity(160 + self.body.len());
+        out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", self.status).as_bytes());
+        for (name, value) in head.headers.iter() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+
     /// The same answer as an `http::Response` (for Pingora's `ServeHttp` apps).
     pub(crate) fn into_http(self) -> http::Response<Vec<u8>> {
         let mut resp = http::Response::new(self.body.to_vec());
@@ -114,5 +132,14 @@ mod tests {
         let http = a.into_http();
         assert_eq!(http.headers()["location"], "/x");
         assert_eq!(http.body(), b"{\"ok\":true}\n");
+    }
+
+    #[test]
+    fn http1_bytes_carry_status_headers_and_body() {
+        let wire = LocalAnswer::json(408, &serde_json::json!({"error": "request_timeout"})).closing().to_http1();
+        let text = String::from_utf8(wire).unwrap();
+        assert!(text.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{text}");
+        assert!(text.contains("\r\ncontent-length: 28\r\n") && text.contains("\r\nconnection: close\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n{\"error\":\"request_timeout\"}\n"), "{text}");
     }
 }

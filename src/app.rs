@@ -7,7 +7,7 @@ use crate::config::ListenerMode;
 use crate::jobs::service::{NatsService, WithNats};
 use crate::lifecycle::Drain;
 use crate::observability::logger;
-use crate::proxy::{Gateway, IdleLimited};
+use crate::proxy::{ConnectionGate, Gateway, IdleLimited};
 use crate::ratelimit::LimitSweeper;
 use crate::redirect::RedirectHttps;
 use crate::reload::{ConfigWatcher, HangupReload};
@@ -84,15 +84,35 @@ fn proxy_service(
     server: &Server,
     runtime: &Arc<Runtime>,
     h2c: bool,
-) -> Service<IdleLimited<pingora::proxy::HttpProxy<Gateway>>> {
+) -> Service<ConnectionGate<IdleLimited<pingora::proxy::HttpProxy<Gateway>>>> {
     let cfg = &runtime.current().config;
     let mut gateway = pingora::proxy::http_proxy(&server.configuration, Gateway::new(runtime.clone()));
     let mut options = HttpServerOptions::default();
     options.keepalive_request_limit = cfg.limits.keepalive_requests;
     options.h2c = h2c;
+    options.h2_idle_timeout = Some(cfg.limits.idle_timeout);
     gateway.server_options = Some(options);
-    Service::new(name.to_string(), IdleLimited::new(gateway, runtime.idle_secs.clone()))
+    gateway.h2_options = Some(h2_limits(&cfg.limits));
+    let app = IdleLimited::new(gateway, runtime.idle_secs.clone());
+    Service::new(name.to_string(), ConnectionGate::new(app, runtime.clone()))
 }
+
+/// HTTP/2 connection limits: concurrent streams, the size of a header list (as for HTTP/1
+/// heads) and h2's defences against streams reset as fast as they are opened (CVE-2023-44487).
+fn h2_limits(limits: &crate::config::Limits) -> pingora::protocols::http::v2::server::H2Options {
+    let mut options = pingora::protocols::http::v2::server::H2Options::new();
+    options
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_pending_accept_reset_streams(H2_PENDING_RESETS)
+        .max_local_error_reset_streams(Some(H2_LOCAL_ERROR_RESETS));
+    options
+}
+
+/// Streams a client may reset before the server accepted them (h2's default, kept explicit).
+const H2_PENDING_RESETS: usize = 20;
+/// Streams the server may reset for a client's protocol errors before the connection ends.
+const H2_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// Build and run the server until it shuts down (SIGTERM, SIGINT or an upgrade hand-over).
 /// `path` is the config file `config` was read from (reloads read it again).

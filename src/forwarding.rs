@@ -157,6 +157,22 @@ pub(crate) fn new_request_id() -> String {
     uuid::Uuid::now_v7().hyphenated().to_string()
 }
 
+/// IPv6 clients count by their /64 (rate limits, connections per IP): one host usually holds
+/// a whole /64 and could otherwise rotate addresses to start afresh with every request.
+pub(crate) const IPV6_CLIENT_PREFIX: u32 = 64;
+
+/// The address block a client counts as: the address itself (IPv4, IPv4-mapped IPv6), or its
+/// /64 (IPv6).
+pub(crate) fn client_block(ip: IpAddr) -> IpAddr {
+    match canonical_ip(ip) {
+        IpAddr::V6(v6) => {
+            let masked = u128::from(v6) & (u128::MAX << (128 - IPV6_CLIENT_PREFIX));
+            IpAddr::V6(std::net::Ipv6Addr::from(masked))
+        }
+        v4 => v4,
+    }
+}
+
 /// The client IP: the TCP peer, unless the peer is a trusted proxy; then `X-Forwarded-For` is
 /// walked from the right, skipping trusted addresses, and the first untrusted one is the client.
 pub(crate) fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &TrustedProxies) -> IpAddr {

@@ -19,6 +19,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub(crate) mod connections;
 pub(crate) mod discovery;
 pub(crate) mod errors;
 pub(crate) mod forwarding;

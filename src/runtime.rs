@@ -9,6 +9,7 @@
 
 use crate::auth::Authenticator;
 use crate::config::{self, Config, ConfigError};
+use crate::connections::Connections;
 use crate::discovery::DiscoveryControl;
 use crate::forwarding;
 use crate::jobs::Jobs;
@@ -56,6 +57,8 @@ pub(crate) struct Runtime {
     pub(crate) discovery: DiscoveryControl,
     /// `limits.idle_timeout` in seconds, read by every new downstream session.
     pub(crate) idle_secs: Arc<AtomicU64>,
+    /// Client connections: their bounds and request deadlines.
+    pub(crate) connections: Arc<Connections>,
     /// TLS listeners' certificates and client-certificate checks.
     pub(crate) tls: TlsEdge,
     /// Pingora's response-compression module is installed (a route compressed at start-up):
@@ -119,6 +122,7 @@ impl Runtime {
             tls,
             compression,
             idle_secs: Arc::new(AtomicU64::new(snapshot.config.limits.idle_timeout.as_secs())),
+            connections: Connections::new(&snapshot.config.limits, metrics.connections.clone()),
             current: ArcSwap::from_pointee(snapshot),
             metrics,
             lifecycle: Lifecycle::new(),
@@ -212,6 +216,7 @@ impl Runtime {
         self.limits.commit(&snapshot.limiter, &snapshot.config);
         self.discovery.want(&snapshot);
         self.idle_secs.store(snapshot.config.limits.idle_timeout.as_secs(), Ordering::Relaxed);
+        self.connections.apply(&snapshot.config.limits);
         let snapshot = Arc::new(snapshot);
         self.current.store(snapshot.clone());
         self.tls.apply(&snapshot.config, &self.metrics);
@@ -241,6 +246,10 @@ impl Runtime {
             ("admin", old.admin == new.admin),
             ("limits.keepalive_requests", old.limits.keepalive_requests == new.limits.keepalive_requests),
             ("limits.read_buffer", old.limits.read_buffer == new.limits.read_buffer),
+            (
+                "limits.h2_max_concurrent_streams",
+                old.limits.h2_max_concurrent_streams == new.limits.h2_max_concurrent_streams,
+            ),
             ("consul", old.consul == new.consul),
             ("nats", old.nats == new.nats),
             ("jobs.stream", jobs_stream_same),

@@ -316,6 +316,19 @@ pub struct Limits {
     /// Read buffer of each client connection, in bytes: what an idle keep-alive connection
     /// holds (Pingora's default is 64 KiB); larger reads bypass it.
     pub read_buffer: usize,
+    /// Client connections the process holds at once; at the bound the oldest idle keep-alive
+    /// connections are closed for new ones, and without idle ones new connections are closed.
+    pub max_connections: usize,
+    /// Client connections per client IP (`None`: unbounded). Connections from trusted proxies
+    /// carry many clients and are not bounded per IP.
+    pub max_connections_per_ip: Option<usize>,
+    /// The whole request head must arrive within this from its first byte (408 JSON, close).
+    pub header_timeout: Duration,
+    /// The whole request body must arrive within this from the end of its head (408 JSON
+    /// where nothing was answered yet, else close).
+    pub body_timeout: Duration,
+    /// Concurrent streams an HTTP/2 client may open on one connection.
+    pub h2_max_concurrent_streams: u32,
 }
 
 /// JWT algorithms a deployment may pin.

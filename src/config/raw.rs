@@ -114,6 +114,11 @@ pub(crate) struct RawLimits {
     pub(crate) keepalive_requests: Option<u32>,
     pub(crate) underscores_in_headers: Option<bool>,
     pub(crate) read_buffer: Option<ByteSize>,
+    pub(crate) max_connections: Option<u64>,
+    pub(crate) max_connections_per_ip: Option<u64>,
+    pub(crate) header_timeout: Option<ConfDuration>,
+    pub(crate) body_timeout: Option<ConfDuration>,
+    pub(crate) h2_max_concurrent_streams: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -101,6 +101,8 @@ pub(crate) struct Metrics {
     cache_entries: IntGauge,
     tls_cert_expiry: IntGaugeVec,
     tls_cert_reloads: IntCounterVec,
+    /// Client connection counts, refusals, evictions and request deadlines.
+    pub(crate) connections: crate::connections::ConnectionMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -275,6 +277,30 @@ impl Metrics {
         let log_dropped =
             gauge(&registry, "siger_log_lines_dropped_total", "Log lines dropped because stderr could not keep up");
         let in_flight = gauge(&registry, "siger_requests_in_flight", "Requests being processed");
+        let refused = counter_vec(
+            &registry,
+            "siger_connections_refused_total",
+            "Client connections closed at once by limits.max_connections or max_connections_per_ip",
+            &["reason"],
+        );
+        let timeouts = counter_vec(
+            &registry,
+            "siger_request_timeouts_total",
+            "Requests whose head or body missed limits.header_timeout or body_timeout",
+            &["phase"],
+        );
+        let connections = crate::connections::ConnectionMetrics {
+            open: gauge(&registry, "siger_connections_open", "Client connections open"),
+            refused_total: refused.with_label_values(&["max_connections"]),
+            refused_per_ip: refused.with_label_values(&["max_connections_per_ip"]),
+            evicted: counter(
+                &registry,
+                "siger_connections_evicted_total",
+                "Idle keep-alive connections closed to make room at limits.max_connections",
+            ),
+            header_timeouts: timeouts.with_label_values(&["header"]),
+            body_timeouts: timeouts.with_label_values(&["body"]),
+        };
         let tls_client_hellos = counter_vec(
             &registry,
             "siger_tls_client_hellos_total",
@@ -402,6 +428,7 @@ impl Metrics {
             aggregate_parts,
             cache_bytes,
             cache_entries,
+            connections,
         }
     }
 

@@ -6,9 +6,15 @@
 //! head) would then hold its ~100 KB of connection state for 60 s whatever the operator
 //! configured. [`IdleLimited`] sets the configured timeout on every session before the proxy
 //! reads from it, so silent connections close as soon as idle ones do.
+//!
+//! Before that, [`ConnectionGate`] admits each accepted connection under `limits.max_connections`
+//! and `max_connections_per_ip` and wraps its stream in the request clock of
+//! [`crate::connections`] (header and body deadlines, eviction of idle connections at the bound).
 
+use crate::connections::{self, Guarded};
+use crate::runtime::Runtime;
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
@@ -37,6 +43,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for IdleLimited<A> 
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         // Keep-alive off means the connection is closing (shutdown, `Connection: close`): leave it.
+        connections::request_starting();
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(self.idle_secs.load(Ordering::Relaxed)));
         }
@@ -57,5 +64,43 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for IdleLimited<A> 
 
     async fn process_custom_session(self: Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         Arc::clone(&self.inner).process_custom_session(stream, shutdown).await
+    }
+}
+
+/// A server app behind the connection bounds: a connection over them is closed at once; an
+/// admitted one is served through its [`Guarded`] stream, counted until it closes.
+pub(crate) struct ConnectionGate<A> {
+    inner: Arc<A>,
+    runtime: Arc<Runtime>,
+}
+
+impl<A> ConnectionGate<A> {
+    pub(crate) fn new(inner: A, runtime: Arc<Runtime>) -> Self {
+        ConnectionGate { inner: Arc::new(inner), runtime }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        // A trusted proxy's connection carries many clients: not bounded per IP.
+        let client =
+            connections::peer_ip(&stream).filter(|ip| !self.runtime.current().config.trusted_proxies.contains(ip));
+        let h2 = matches!(stream.selected_alpn_proto(), Some(pingora::protocols::ALPN::H2));
+        let ticket = match self.runtime.connections.admit(client, h2) {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                log::debug!("connection from {client:?} closed at once: {refusal:?}");
+                return None;
+            }
+        };
+        let conn = ticket.conn();
+        let stream: Stream = Box::new(Guarded::new(stream, ticket));
+        // HTTP apps serve every request of the connection here and hand nothing back.
+        connections::serve(conn, self.inner.process_new(stream, shutdown)).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
     }
 }

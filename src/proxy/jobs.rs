@@ -135,8 +135,12 @@ async fn read_body(
     loop {
         let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
             Err(_) => return Err(GatewayError::RequestTimeout.into()),
-            Ok(Ok(None)) => break,
+            Ok(Ok(None)) => {
+                crate::connections::body_read();
+                break;
+            }
             Ok(Ok(Some(chunk))) => chunk,
+            Ok(Err(_)) if crate::connections::body_timed_out() => return Err(GatewayError::RequestTimeout.into()),
             Ok(Err(e)) => {
                 return Err(match e.etype {
                     ErrorType::ReadTimedout => GatewayError::RequestTimeout.into(),

@@ -17,11 +17,12 @@ mod validation;
 pub(crate) use attempts::RetryReason;
 
 pub(crate) use ctx::{Attempt, RequestCtx, RequestState};
-pub(crate) use downstream::IdleLimited;
+pub(crate) use downstream::{ConnectionGate, IdleLimited};
 
 use crate::answer::LocalAnswer;
 use crate::auth;
 use crate::config::{AuthMode, HashKey, RouteTarget};
+use crate::connections;
 use crate::errors::{GatewayError, UpstreamErrorKind};
 use crate::forwarding;
 use crate::framing;
@@ -34,7 +35,7 @@ use crate::snapshot::Snapshot;
 use crate::tls::ConnInfo;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, HOST};
+use http::header::{AUTHORIZATION, HOST, TRANSFER_ENCODING};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::Peer;
@@ -332,6 +333,7 @@ impl ProxyHttp for Gateway {
         } else {
             framing::inspect(req).and_then(|declared| {
                 state.declared_length = declared;
+                connections::head_read(declared.is_some_and(|n| n > 0) || req.headers.contains_key(TRANSFER_ENCODING));
                 let requires_host = req.version != http::Version::HTTP_10 && req.version != http::Version::HTTP_09;
                 let host = req.headers.get(HOST).map(|h| h.as_bytes());
                 routing::request_host(req.raw_path(), req.uri.authority().map(|a| a.as_str()), host, requires_host)
@@ -420,6 +422,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
+        if end {
+            connections::body_read();
+        }
         if let (Some(chunk), Some(route)) = (body.as_ref(), state.route) {
             state.body_bytes += chunk.len() as u64;
             let limit = snap.route(route).max_body;
@@ -724,7 +729,12 @@ impl ProxyHttp for Gateway {
             let route = snap.route(r);
             Some(route.timeout.map_or(service.read_timeout, |t| t.min(service.read_timeout)))
         });
-        let err = state.refusal.take().or_else(|| GatewayError::from_pingora(e, read_timeout));
+        let err = match state.refusal.take() {
+            Some(refusal) => Some(refusal),
+            // The body missed `limits.body_timeout` (the stream failed the read).
+            None if connections::body_timed_out() => Some(GatewayError::RequestTimeout),
+            None => GatewayError::from_pingora(e, read_timeout),
+        };
         match err {
             Some(err) => {
                 let code = err.status();

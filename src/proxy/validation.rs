@@ -83,7 +83,10 @@ impl HeldBody {
                         return Ok(());
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    crate::connections::body_read();
+                    break;
+                }
                 Err(e) => return Err(ReadAheadError::Read(e)),
             }
         }

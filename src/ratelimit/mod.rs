@@ -13,7 +13,8 @@ pub(crate) use redis::{RedisStore, StoreError};
 pub(crate) use window::Decision;
 
 use crate::auth::Identity;
-use crate::config::{canonical_ip, Config, LimitKey, LimitRule, OnStoreError, RateLimitStore, RouteId, RouteSettings};
+use crate::config::{Config, LimitKey, LimitRule, OnStoreError, RateLimitStore, RouteId, RouteSettings};
+use crate::forwarding;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -191,17 +192,10 @@ fn redis_key(namespace: &str, key: &str) -> String {
     }
 }
 
-/// IPv6 clients are counted by their /64: one host usually holds a whole /64 and could
-/// otherwise rotate addresses to start a fresh bucket with every request.
-const IPV6_PREFIX_BITS: u32 = 64;
-
 /// The key an IP address counts under: the address (IPv4), or its /64 (IPv6).
 fn ip_key(ip: IpAddr) -> String {
-    match canonical_ip(ip) {
-        IpAddr::V6(v6) => {
-            let masked = u128::from(v6) & (u128::MAX << (128 - IPV6_PREFIX_BITS));
-            format!("ip:{}/{IPV6_PREFIX_BITS}", std::net::Ipv6Addr::from(masked))
-        }
+    match forwarding::client_block(ip) {
+        IpAddr::V6(block) => format!("ip:{block}/{}", forwarding::IPV6_CLIENT_PREFIX),
         v4 => format!("ip:{v4}"),
     }
 }

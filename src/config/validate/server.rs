@@ -263,7 +263,31 @@ pub(super) fn check_limits(raw: &RawLimits, p: &mut Problems) -> Limits {
     if !(1024..=(64 << 10)).contains(&read_buffer) {
         p.add("limits.read_buffer", "must be between 1KiB and 64KiB");
     }
+    let max_connections = raw.max_connections.unwrap_or(10_000);
+    if !(1..=10_000_000).contains(&max_connections) {
+        p.add("limits.max_connections", "must be between 1 and 10000000");
+    }
+    if matches!(raw.max_connections_per_ip, Some(n) if n == 0 || n > max_connections) {
+        p.add("limits.max_connections_per_ip", "must be at least 1 and at most limits.max_connections");
+    }
+    let header_timeout = dur(&raw.header_timeout, Duration::from_secs(10));
+    if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&header_timeout) {
+        p.add("limits.header_timeout", "must be between 100ms and 5m");
+    }
+    let body_timeout = dur(&raw.body_timeout, Duration::from_secs(60));
+    if !(Duration::from_millis(100)..=Duration::from_secs(86_400)).contains(&body_timeout) {
+        p.add("limits.body_timeout", "must be between 100ms and 24h");
+    }
+    let h2_max_concurrent_streams = raw.h2_max_concurrent_streams.unwrap_or(128);
+    if !(1..=65_535).contains(&h2_max_concurrent_streams) {
+        p.add("limits.h2_max_concurrent_streams", "must be between 1 and 65535");
+    }
     Limits {
+        max_connections: max_connections as usize,
+        max_connections_per_ip: raw.max_connections_per_ip.map(|n| n as usize),
+        header_timeout,
+        body_timeout,
+        h2_max_concurrent_streams,
         max_body,
         max_header_bytes: max_header_bytes as usize,
         idle_timeout,

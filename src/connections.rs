@@ -1,0 +1,667 @@
+//! Client connections (ARCHITECTURE.md §7.8): how many the process holds, in all and per
+//! client IP; which idle ones give way at the bound; and the deadlines of each request's head
+//! and body.
+//!
+//! Pingora reads a request head and body with a timeout per read, so a client that trickles a
+//! byte at a time holds its connection until the head reaches Pingora's 1 MiB limit, and a
+//! body has no overall deadline. Every client stream is therefore wrapped in a [`Guarded`]
+//! stream that knows the phase of the request in progress: the first byte of a head starts the
+//! head clock, the proxy's hooks move the phase on ([`head_read`], [`body_read`]), and a read
+//! that would wait past the phase's deadline ends the request instead. The hooks find their
+//! connection through a task-local: HTTP/1 requests run in their connection's task. HTTP/2
+//! connections are bounded by their streams and idle timeout instead (h2 settings).
+
+use crate::answer::LocalAnswer;
+use crate::config::Limits;
+use crate::errors::GatewayError;
+use crate::forwarding;
+use futures::task::AtomicWaker;
+use pingora::protocols::l4::socket::SocketAddr;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest,
+    UniqueID, UniqueIDType, ALPN,
+};
+use prometheus::IntCounter;
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+tokio::task_local! {
+    static CONNECTION: Arc<Conn>;
+}
+
+/// Where a connection's current request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Phase {
+    /// Waiting for the first byte of a request head (idle keep-alive, or just accepted).
+    Idle = 0,
+    /// A head has begun and is not read whole yet: `header_timeout` runs.
+    Head = 1,
+    /// The head is read; its body is not: `body_timeout` runs.
+    Body = 2,
+    /// Head and body are read (or the answer is underway): no deadline of ours.
+    Done = 3,
+    /// An HTTP/2 connection: its streams are not clocked here.
+    Untimed = 4,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Phase::Idle,
+            1 => Phase::Head,
+            2 => Phase::Body,
+            3 => Phase::Done,
+            _ => Phase::Untimed,
+        }
+    }
+}
+
+/// Milliseconds since the first call: a clock that fits an atomic.
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// What one connection shares between its stream, the proxy's hooks and the eviction of idle
+/// connections at the bound.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    phase: AtomicU8,
+    /// When the phase began (`now_ms`): idle since, head started, body started.
+    since_ms: AtomicU64,
+    /// Chosen to close at the bound: the next idle read ends the connection.
+    evict: AtomicBool,
+    /// The task of a read waiting while idle, woken when the connection is evicted.
+    waker: AtomicWaker,
+    /// The request's body missed `body_timeout` (the proxy answers 408).
+    body_timed_out: AtomicBool,
+}
+
+impl Conn {
+    fn new(phase: Phase) -> Self {
+        Conn {
+            phase: AtomicU8::new(phase as u8),
+            since_ms: AtomicU64::new(now_ms()),
+            evict: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+            body_timed_out: AtomicBool::new(false),
+        }
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Relaxed))
+    }
+
+    fn enter(&self, phase: Phase) {
+        if self.phase() != Phase::Untimed {
+            self.since_ms.store(now_ms(), Ordering::Relaxed);
+            self.phase.store(phase as u8, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A new HTTP/1 request is about to be read on this task's connection.
+pub(crate) fn request_starting() {
+    let _ = CONNECTION.try_with(|c| {
+        c.body_timed_out.store(false, Ordering::Relaxed);
+        c.enter(Phase::Idle)
+    });
+}
+
+/// The request head is read; `has_body` when a body follows (`Content-Length` > 0 or chunked).
+pub(crate) fn head_read(has_body: bool) {
+    let _ = CONNECTION.try_with(|c| c.enter(if has_body { Phase::Body } else { Phase::Done }));
+}
+
+/// The request body is read whole, or the answer is underway: its deadline no longer applies.
+pub(crate) fn body_read() {
+    let _ = CONNECTION.try_with(|c| {
+        if c.phase() == Phase::Body {
+            c.enter(Phase::Done)
+        }
+    });
+}
+
+/// Whether this task's request failed because its body missed `body_timeout`.
+pub(crate) fn body_timed_out() -> bool {
+    CONNECTION.try_with(|c| c.body_timed_out.load(Ordering::Relaxed)).unwrap_or(false)
+}
+
+/// Run `fut` (the connection's HTTP processing) with its connection known to the hooks.
+pub(crate) async fn serve<F: Future>(conn: Arc<Conn>, fut: F) -> F::Output {
+    CONNECTION.scope(conn, fut).await
+}
+
+/// Counters of what the bounds and deadlines did.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionMetrics {
+    pub(crate) open: prometheus::IntGauge,
+    pub(crate) refused_total: IntCounter,
+    pub(crate) refused_per_ip: IntCounter,
+    pub(crate) evicted: IntCounter,
+    pub(crate) header_timeouts: IntCounter,
+    pub(crate) body_timeouts: IntCounter,
+}
+
+/// Why a new connection was closed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `limits.max_connections` reached and no idle connection to close.
+    Total,
+    /// `limits.max_connections_per_ip` reached for this client.
+    PerIp,
+}
+
+/// The process's client connections and the limits on them (reloadable).
+#[derive(Debug)]
+pub(crate) struct Connections {
+    max_total: AtomicUsize,
+    /// 0: unbounded.
+    max_per_ip: AtomicUsize,
+    header_timeout_ms: AtomicU64,
+    body_timeout_ms: AtomicU64,
+    open: AtomicUsize,
+    next_id: AtomicU64,
+    /// Every open connection, for finding the oldest idle ones at the bound.
+    registry: Mutex<HashMap<u64, Arc<Conn>>>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    metrics: ConnectionMetrics,
+}
+
+impl Connections {
+    pub(crate) fn new(limits: &Limits, metrics: ConnectionMetrics) -> Arc<Self> {
+        let connections = Connections {
+            max_total: AtomicUsize::new(0),
+            max_per_ip: AtomicUsize::new(0),
+            header_timeout_ms: AtomicU64::new(0),
+            body_timeout_ms: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+            registry: Mutex::new(HashMap::new()),
+            per_ip: Mutex::new(HashMap::new()),
+            metrics,
+        };
+        connections.apply(limits);
+        Arc::new(connections)
+    }
+
+    /// Take the limits of a (re)loaded configuration; open connections keep theirs until
+    /// their next request.
+    pub(crate) fn apply(&self, limits: &Limits) {
+        self.max_total.store(limits.max_connections, Ordering::Relaxed);
+        self.max_per_ip.store(limits.max_connections_per_ip.unwrap_or(0), Ordering::Relaxed);
+        self.header_timeout_ms.store(limits.header_timeout.as_millis() as u64, Ordering::Relaxed);
+        self.body_timeout_ms.store(limits.body_timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Admit a new connection from `client` (`None`: not bounded per IP, e.g. a trusted
+    /// proxy). At the bound the oldest idle connections are closed to make room; without
+    /// idle ones the new connection is refused. `untimed`: HTTP/2, no request clock.
+    pub(crate) fn admit(self: &Arc<Self>, client: Option<IpAddr>, untimed: bool) -> Result<Ticket, Refusal> {
+        let per_ip = self.max_per_ip.load(Ordering::Relaxed);
+        let block = client.filter(|_| per_ip > 0).map(forwarding::client_block);
+        if let Some(block) = block {
+            let mut counts = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = counts.entry(block).or_insert(0);
+            if *n >= per_ip {
+                drop(counts);
+                self.metrics.refused_per_ip.inc();
+                return Err(Refusal::PerIp);
+            }
+            *n += 1;
+        }
+        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        if open > self.max_total.load(Ordering::Relaxed) && !self.evict_idle(open) {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            self.release_ip(block);
+            self.metrics.refused_total.inc();
+            return Err(Refusal::Total);
+        }
+        self.metrics.open.inc();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn::new(if untimed { Phase::Untimed } else { Phase::Idle }));
+        self.registry.lock().unwrap_or_else(|p| p.into_inner()).insert(id, conn.clone());
+        Ok(Ticket { id, block, conn, connections: self.clone() })
+    }
+
+    /// Close the oldest idle connections: one, and a thousandth of those open (so a stream of
+    /// new connections at the bound does not scan the registry for every one). False when
+    /// none is idle.
+    fn evict_idle(&self, open: usize) -> bool {
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle: Vec<(u64, &Arc<Conn>)> = registry
+            .values()
+            .filter(|c| c.phase() == Phase::Idle && !c.evict.load(Ordering::Relaxed))
+            .map(|c| (c.since_ms.load(Ordering::Relaxed), c))
+            .collect();
+        if idle.is_empty() {
+            return false;
+        }
+        let batch = (1 + open / 1024).min(idle.len());
+        if batch < idle.len() {
+            idle.select_nth_unstable_by_key(batch - 1, |(since, _)| *since);
+        }
+        for (_, conn) in &idle[..batch] {
+            conn.evict.store(true, Ordering::Relaxed);
+            conn.waker.wake();
+        }
+        self.metrics.evicted.inc_by(batch as u64);
+        true
+    }
+
+    fn release_ip(&self, block: Option<IpAddr>) {
+        if let Some(block) = block {
+            let mut counts = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = counts.get_mut(&block) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&block);
+                }
+            }
+        }
+    }
+
+    fn deadline(&self, conn: &Conn, phase: Phase) -> Instant {
+        let timeout = match phase {
+            Phase::Head => self.header_timeout_ms.load(Ordering::Relaxed),
+            _ => self.body_timeout_ms.load(Ordering::Relaxed),
+        };
+        epoch() + Duration::from_millis(conn.since_ms.load(Ordering::Relaxed) + timeout)
+    }
+}
+
+/// An admitted connection's place in the counts, given back when the connection ends.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    id: u64,
+    block: Option<IpAddr>,
+    conn: Arc<Conn>,
+    connections: Arc<Connections>,
+}
+
+impl Ticket {
+    /// The connection's shared state (for [`serve`]).
+    pub(crate) fn conn(&self) -> Arc<Conn> {
+        self.conn.clone()
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let c = &self.connections;
+        c.registry.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        c.release_ip(self.block);
+        c.open.fetch_sub(1, Ordering::AcqRel);
+        c.metrics.open.dec();
+    }
+}
+
+/// The HTTP/2 client preface: such a connection has no HTTP/1 heads to clock.
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+
+/// A client stream under its connection's bounds and deadlines (see the module docs).
+pub(crate) struct Guarded {
+    inner: Stream,
+    ticket: Ticket,
+    /// The deadline timer, made the first time a read has to wait in a clocked phase (a
+    /// request whose head and body arrive at once never needs one).
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The 408 being written after a missed header deadline, and how much of it is out.
+    timeout_answer: Option<(Vec<u8>, usize)>,
+    /// The first bytes were looked at for the HTTP/2 preface.
+    seen_first_bytes: bool,
+}
+
+impl std::fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guarded").field("inner", &self.inner).field("phase", &self.ticket.conn.phase()).finish()
+    }
+}
+
+impl Guarded {
+    pub(crate) fn new(inner: Stream, ticket: Ticket) -> Self {
+        Guarded { inner, ticket, timer: None, timeout_answer: None, seen_first_bytes: false }
+    }
+
+    /// Poll the deadline of `phase`; ready when it passed.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>, phase: Phase) -> Poll<()> {
+        let deadline = tokio::time::Instant::from_std(self.ticket.connections.deadline(&self.ticket.conn, phase));
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                timer
+            }
+            None => self.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        timer.as_mut().poll(cx)
+    }
+
+    /// The head missed `header_timeout`: write a 408 (nothing else was written for this
+    /// request), then fail the read so Pingora closes the connection.
+    fn poll_header_timeout(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (bytes, written) = self.timeout_answer.get_or_insert_with(|| {
+            self.ticket.connections.metrics.header_timeouts.inc();
+            let request_id = forwarding::new_request_id();
+            let answer: LocalAnswer = GatewayError::RequestTimeout.answer(&request_id);
+            (answer.to_http1(), 0)
+        });
+        while *written < bytes.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(0)) => break,
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(_)) => break,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let _ = ready!(Pin::new(&mut self.inner).poll_flush(cx));
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request head not received within header_timeout")))
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.timeout_answer.is_some() {
+            return this.poll_header_timeout(cx);
+        }
+        let conn = this.ticket.conn.clone();
+        let phase = conn.phase();
+        if phase == Phase::Idle && conn.evict.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(())); // end of stream: Pingora closes the connection
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = &buf.filled()[before..];
+                if phase == Phase::Idle && !read.is_empty() {
+                    let h2 = !this.seen_first_bytes && read.starts_with(H2_PREFACE_START);
+                    this.seen_first_bytes = true;
+                    conn.enter(if h2 { Phase::Untimed } else { Phase::Head });
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match phase {
+                Phase::Idle => {
+                    conn.waker.register(cx.waker());
+                    if conn.evict.load(Ordering::Relaxed) {
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Pending
+                }
+                Phase::Head => {
+                    ready!(this.poll_deadline(cx, phase));
+                    this.poll_header_timeout(cx)
+                }
+                Phase::Body => {
+                    ready!(this.poll_deadline(cx, phase));
+                    this.ticket.connections.metrics.body_timeouts.inc();
+                    conn.body_timed_out.store(true, Ordering::Relaxed);
+                    conn.enter(Phase::Done);
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "request body not received within body_timeout",
+                    )))
+                }
+                Phase::Done | Phase::Untimed => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait::async_trait]
+impl Shutdown for Guarded {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for Guarded {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Guarded {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Guarded {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Guarded {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for Guarded {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait::async_trait]
+impl Peek for Guarded {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+/// The client's address block for the per-IP bound, from the stream's socket.
+pub(crate) fn peer_ip(stream: &Stream) -> Option<IpAddr> {
+    let digest = stream.get_socket_digest()?;
+    match digest.peer_addr()? {
+        SocketAddr::Inet(addr) => Some(addr.ip()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::IntGauge;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn metrics() -> ConnectionMetrics {
+        let counter = |n: &str| IntCounter::new(n, "test").unwrap();
+        ConnectionMetrics {
+            open: IntGauge::new("open", "test").unwrap(),
+            refused_total: counter("refused_total"),
+            refused_per_ip: counter("refused_per_ip"),
+            evicted: counter("evicted"),
+            header_timeouts: counter("header_timeouts"),
+            body_timeouts: counter("body_timeouts"),
+        }
+    }
+
+    fn limits(max: usize, per_ip: Option<usize>) -> Limits {
+        let text = "listen: [\"127.0.0.1:1\"]\nservices:\n  s: {targets: [\"127.0.0.1:2\"]}\nroutes:\n  - {path: /, service: s, auth: public}\n";
+        let env = HashMap::<String, String>::new();
+        let mut limits = crate::config::parse(text, std::path::Path::new("."), &env).expect("valid config").limits;
+        limits.max_connections = max;
+        limits.max_connections_per_ip = per_ip;
+        limits.header_timeout = Duration::from_millis(300);
+        limits.body_timeout = Duration::from_millis(300);
+        limits
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn per_ip_bound_counts_ipv6_by_its_64_and_frees_on_close() {
+        let c = Connections::new(&limits(100, Some(2)), metrics());
+        let a = c.admit(ip("2001:db8::1"), false).unwrap();
+        let _b = c.admit(ip("2001:db8::2"), false).unwrap();
+        assert_eq!(c.admit(ip("2001:db8::3"), false).unwrap_err(), Refusal::PerIp);
+        let _other = c.admit(ip("127.0.0.2"), false).unwrap();
+        let _unbounded = c.admit(None, false).unwrap();
+        drop(a);
+        let _c = c.admit(ip("2001:db8::3"), false).unwrap();
+        assert_eq!(c.open.load(Ordering::Relaxed), 4);
+        assert_eq!(c.metrics.refused_per_ip.get(), 1);
+    }
+
+    #[test]
+    fn at_the_bound_the_oldest_idle_connection_gives_way() {
+        let c = Connections::new(&limits(3, None), metrics());
+        let oldest = c.admit(None, false).unwrap();
+        oldest.conn.since_ms.store(0, Ordering::Relaxed);
+        let busy = c.admit(None, false).unwrap();
+        busy.conn.enter(Phase::Head);
+        let idle = c.admit(None, false).unwrap();
+        idle.conn.since_ms.store(now_ms() + 1, Ordering::Relaxed);
+        let new = c.admit(None, false).unwrap();
+        assert!(oldest.conn.evict.load(Ordering::Relaxed));
+        assert!(!idle.conn.evict.load(Ordering::Relaxed) && !busy.conn.evict.load(Ordering::Relaxed));
+        // The next one evicts the other idle connection; then only busy ones are left.
+        new.conn.enter(Phase::Done);
+        let newer = c.admit(None, false).unwrap();
+        assert!(idle.conn.evict.load(Ordering::Relaxed) && !new.conn.evict.load(Ordering::Relaxed));
+        newer.conn.enter(Phase::Done);
+        assert_eq!(c.admit(None, false).unwrap_err(), Refusal::Total);
+        assert_eq!((c.metrics.evicted.get(), c.metrics.refused_total.get()), (2, 1));
+    }
+
+    fn guarded(c: &Arc<Connections>) -> (Guarded, tokio::io::DuplexStream, Arc<Conn>) {
+        let (client, server) = tokio::io::duplex(4096);
+        let ticket = c.admit(None, false).unwrap();
+        let conn = ticket.conn();
+        (Guarded::new(Box::new(server), ticket), client, conn)
+    }
+
+    #[tokio::test]
+    async fn a_trickled_head_gets_408_at_the_deadline() {
+        let c = Connections::new(&limits(10, None), metrics());
+        let (mut stream, mut client, conn) = guarded(&c);
+        client.write_all(b"GET / HT").await.unwrap();
+        let mut buf = [0u8; 64];
+        let started = Instant::now();
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 8);
+        assert_eq!(conn.phase(), Phase::Head);
+        let err = stream.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(290), "{:?}", started.elapsed());
+        let mut answer = vec![0u8; 512];
+        let n = client.read(&mut answer).await.unwrap();
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 408 ") && text.contains("\"request_timeout\""), "{text}");
+        assert_eq!(c.metrics.header_timeouts.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_fails_its_read_and_is_remembered() {
+        let c = Connections::new(&limits(10, None), metrics());
+        let (mut stream, mut client, conn) = guarded(&c);
+        client.write_all(b"POST / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        stream.read(&mut buf).await.unwrap();
+        conn.enter(Phase::Body);
+        let err = stream.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(conn.body_timed_out.load(Ordering::Relaxed));
+        assert_eq!(c.metrics.body_timeouts.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_not_clocked_and_ends_when_evicted() {
+        let c = Connections::new(&limits(1, None), metrics());
+        let (mut stream, _client, conn) = guarded(&c);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            stream.read(&mut buf).await
+        });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!reader.is_finished(), "idle connections wait for idle_timeout, not header_timeout");
+        let _new = c.admit(None, false).unwrap();
+        assert_eq!(reader.await.unwrap().unwrap(), 0, "evicted: end of stream");
+        assert!(conn.evict.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn an_h2_preface_turns_the_clock_off() {
+        let c = Connections::new(&limits(10, None), metrics());
+        let (mut stream, mut client, conn) = guarded(&c);
+        client.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        stream.read(&mut buf).await.unwrap();
+        assert_eq!(conn.phase(), Phase::Untimed);
+        let waited = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await;
+        assert!(waited.is_err(), "no deadline on an HTTP/2 connection");
+    }
+}

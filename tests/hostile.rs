@@ -1,0 +1,241 @@
+//! Hostile load at the edge (issue 18, ARCHITECTURE.md §7.8): connection bounds in all and
+//! per client IP (idle keep-alive connections give way first), the whole-head deadline against
+//! trickled heads, the whole-body deadline against trickled bodies, and HTTP/2 stream bounds.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn gateway(echo: &Echo, limits: &str) -> Gateway {
+    Gateway::start(&format!(
+        "limits: {{{limits}}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
+        echo.addr
+    ))
+}
+
+/// A keep-alive connection that has been served one request.
+fn served_connection(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /x?fixed HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s).expect("an answer").status, 200);
+    s
+}
+
+/// Whether the server closed `s` (end of stream or reset) within `wait`.
+fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A TCP connection from `local` (another loopback address) to `addr`.
+fn connect_from(local: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(format!("{local}:0").parse().unwrap())?;
+        socket.connect(addr).await
+    })?;
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+#[test]
+fn at_max_connections_idle_connections_give_way_and_busy_ones_refuse_cleanly() {
+    let echo = Echo::start("api");
+    let gw = gateway(&echo, "max_connections: 100, header_timeout: 5s");
+    let mut idle: Vec<TcpStream> = (0..100).map(|_| served_connection(gw.addr)).collect();
+    // New clients are served: each new connection closes the oldest idle one.
+    for i in 0..20 {
+        let r = get(gw.addr, &format!("/new/{i}"));
+        assert_eq!(r.status, 200, "new client {i}");
+    }
+    // Each eviction makes room for more than one new client (the new ones close too), so count
+    // them: the oldest `evicted` idle connections are closed, the rest are kept.
+    let evicted = metric_of(&gw, "siger_connections_evicted_total") as usize;
+    assert!((1..=20).contains(&evicted), "{evicted} evicted");
+    assert!(closed_within(&mut idle[0], Duration::from_secs(2)), "the oldest idle connection was closed");
+    assert!(closed_within(&mut idle[evicted - 1], Duration::from_secs(2)), "the {evicted} oldest were closed");
+    assert!(!closed_within(&mut idle[evicted], Duration::from_millis(200)), "the next idle connection is kept");
+    drop(idle);
+
+    // When every connection is busy (a request head under way), new ones are closed at once.
+    assert!(eventually(Duration::from_secs(5), || metric_of(&gw, "siger_connections_open") == 0.0));
+    let busy: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(gw.addr).unwrap();
+            s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(5), || metric_of(&gw, "siger_connections_open") == 100.0));
+    let started = Instant::now();
+    let mut refused = TcpStream::connect(gw.addr).unwrap();
+    let _ = refused.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(closed_within(&mut refused, Duration::from_secs(2)), "refused, not left hanging");
+    assert!(started.elapsed() < Duration::from_secs(1), "closed at once: {:?}", started.elapsed());
+    assert!(metric_of(&gw, "siger_connections_refused_total{reason=\"max_connections\"}") >= 1.0, "{}", scrape(&gw));
+    drop(busy);
+    // Room again once those are gone.
+    assert!(eventually(Duration::from_secs(5), || get(gw.addr, "/after").status == 200));
+}
+
+#[test]
+fn the_per_ip_bound_holds_for_one_address_while_another_is_served() {
+    let echo = Echo::start("api");
+    let gw = gateway(&echo, "max_connections_per_ip: 3");
+    let held: Vec<TcpStream> = (0..3).map(|_| served_connection(gw.addr)).collect();
+    let mut fourth = TcpStream::connect(gw.addr).unwrap();
+    let _ = fourth.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(closed_within(&mut fourth, Duration::from_secs(2)), "a fourth connection from 127.0.0.1 is closed");
+    // 127.0.0.2 is another client.
+    let mut other = connect_from("127.0.0.2", gw.addr).expect("127.0.0.2 is a loopback address");
+    other.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    other.write_all(b"GET /x?fixed HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut other).expect("served").status, 200);
+    assert_eq!(metric_of(&gw, "siger_connections_refused_total{reason=\"max_connections_per_ip\"}"), 1.0);
+    // A closed connection frees its place.
+    drop(held);
+    assert!(eventually(Duration::from_secs(5), || get(gw.addr, "/again").status == 200));
+}
+
+#[test]
+fn a_head_trickled_byte_by_byte_is_cut_at_the_header_timeout() {
+    let echo = Echo::start("api");
+    let gw = gateway(&echo, "header_timeout: 2s, idle_timeout: 5s");
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let head = b"GET /x HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let mut closed = false;
+    // One byte every 500 ms; after each, look for what the server said.
+    for byte in head {
+        if s.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                closed = true;
+                break;
+            }
+            Err(_) => {}
+        }
+        if started.elapsed() > Duration::from_secs(6) {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(closed, "still open after {took:?}");
+    assert!(took >= Duration::from_millis(1600) && took <= Duration::from_millis(2900), "cut after {took:?}");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    let body: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["error"], "request_timeout");
+    assert!(body["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(metric_of(&gw, "siger_request_timeouts_total{phase=\"header\"}"), 1.0);
+    // The gateway still serves.
+    assert_eq!(get(gw.addr, "/x").status, 200);
+}
+
+/// Send `total` bytes of body at `rate` bytes/s in 1 KiB writes, then read the answer; return
+/// the answer and when it came.
+fn trickled_upload(addr: SocketAddr, total: usize, per_second: usize) -> (Option<RawResponse>, Duration) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n\r\n").as_bytes()).unwrap();
+    let started = Instant::now();
+    let reader = s.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut s = s;
+        let chunk = vec![b'x'; 1024];
+        let mut sent = 0;
+        while sent < total {
+            let due = Duration::from_secs_f64(sent as f64 / per_second as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            let n = chunk.len().min(total - sent);
+            if s.write_all(&chunk[..n]).is_err() {
+                return;
+            }
+            sent += n;
+        }
+    });
+    let mut reader = reader;
+    let answer = read_response(&mut reader);
+    let took = started.elapsed();
+    let _ = reader.shutdown(std::net::Shutdown::Both);
+    let _ = sender.join();
+    (answer, took)
+}
+
+#[test]
+fn a_trickled_body_is_cut_at_the_body_timeout_and_a_slow_legitimate_one_completes() {
+    let echo = Echo::start("api");
+    let gw = gateway(&echo, "body_timeout: 3s, max_body: 2MiB");
+    // 1 MiB at 1 KiB/s would take 17 minutes.
+    let (answer, took) = trickled_upload(gw.addr, 1 << 20, 1024);
+    let answer = answer.expect("an answer before the connection closes");
+    assert_eq!(answer.status, 408, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(answer.json()["error"], "request_timeout");
+    assert!(took >= Duration::from_millis(2400) && took <= Duration::from_millis(4000), "cut after {took:?}");
+    assert_eq!(metric_of(&gw, "siger_request_timeouts_total{phase=\"body\"}"), 1.0);
+    // 128 KiB over 1.5 s is slow but within the limit.
+    let (answer, took) = trickled_upload(gw.addr, 128 << 10, 85 << 10);
+    let answer = answer.expect("an answer");
+    assert_eq!((answer.status, answer.json()["bytes"].as_u64()), (200, Some(128 << 10)), "after {took:?}");
+    assert!(took >= Duration::from_millis(1400));
+    // A GET waiting longer than body_timeout for its backend is not a slow body.
+    let r = get(gw.addr, "/x?delay_ms=3500");
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn limits_are_checked_and_reloadable() {
+    let echo = Echo::start("api");
+    let gw = gateway(&echo, "max_connections: 2");
+    let _a = served_connection(gw.addr);
+    let _b = served_connection(gw.addr);
+    // Both are idle: a third client is served by closing the older.
+    assert_eq!(get(gw.addr, "/x").status, 200);
+    drop((_a, _b));
+    assert!(eventually(Duration::from_secs(5), || metric_of(&gw, "siger_connections_open") <= 1.0));
+    gw.rewrite(&format!(
+        "{HEAD}limits: {{max_connections: 50, max_connections_per_ip: 1}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
+        echo.addr
+    ));
+    assert_eq!(gw.reload().status, 200);
+    let _c = served_connection(gw.addr);
+    let mut second = TcpStream::connect(gw.addr).unwrap();
+    let _ = second.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(closed_within(&mut second, Duration::from_secs(2)), "per-IP bound of the reloaded config");
+    // Bad values name their key.
+    gw.rewrite(&format!(
+        "{HEAD}limits: {{max_connections: 0, header_timeout: 10ms}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
+        echo.addr
+    ));
+    let refused = gw.reload();
+    let text = String::from_utf8_lossy(&refused.body);
+    assert_eq!(refused.status, 422, "{text}");
+    assert!(text.contains("limits.max_connections") && text.contains("limits.header_timeout"), "{text}");
+}
