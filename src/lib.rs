@@ -24,6 +24,8 @@ pub(crate) mod discovery;
 pub(crate) mod errors;
 pub(crate) mod forwarding;
 pub(crate) mod framing;
+#[cfg(test)]
+mod fuzz;
 pub mod jobs;
 pub(crate) mod jose;
 pub(crate) mod lifecycle;

@@ -9,12 +9,12 @@
 pub mod api_keys;
 mod cache;
 mod claims;
-mod credentials;
+pub(crate) mod credentials;
 mod jwt;
 pub(crate) mod keys;
 pub mod mint;
 pub mod telegram;
-mod token;
+pub(crate) mod token;
 
 pub use credentials::Scheme;
 

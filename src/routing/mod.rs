@@ -1,7 +1,7 @@
 //! Routing: normalise the request path, then find the route by longest prefix, host and method.
 //! Pure functions over plain types; the proxy calls [`Router::route`].
 
-mod normalize;
+pub(crate) mod normalize;
 mod table;
 mod target;
 

@@ -22,8 +22,10 @@ pub(crate) enum PathError {
     #[error("`..` climbs above the root")]
     AboveRoot,
     /// `..;x` or `.;x`: Java servlet containers resolve these as dot segments, other servers as
-    /// names, so no route choice can match both.
-    #[error("a `.` or `..` segment with parameters (`;`) is ambiguous")]
+    /// names, so no route choice can match both. Likewise `..` after a segment of parameters
+    /// only (`/a/;x/..`): servlets drop the empty segment and climb above `a`, others climb
+    /// above `;x` (found by the path fuzzer, src/fuzz.rs).
+    #[error("a `.` or `..` segment with parameters (`;`), or `..` after a parameters-only segment, is ambiguous")]
     DotSegmentParameters,
 }
 
@@ -103,8 +105,10 @@ pub(crate) fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
             "" => trailing_slash = true,
             "." => trailing_slash = true,
             ".." => {
-                if segments.pop().is_none() {
-                    return Err(PathError::AboveRoot);
+                match segments.pop() {
+                    None => return Err(PathError::AboveRoot),
+                    Some(popped) if popped.starts_with(';') => return Err(PathError::DotSegmentParameters),
+                    Some(_) => {}
                 }
                 trailing_slash = true;
             }
@@ -190,6 +194,8 @@ mod tests {
         assert_eq!(n("*"), Err(PathError::NotAbsolute));
         assert_eq!(n("/..;/admin/x"), Err(PathError::DotSegmentParameters));
         assert_eq!(n("/api/..;x=1/admin"), Err(PathError::DotSegmentParameters));
+        assert_eq!(n("/a/;/.."), Err(PathError::DotSegmentParameters), "found by src/fuzz.rs");
+        assert_eq!(n("/admin/;x=1/../x"), Err(PathError::DotSegmentParameters));
         assert_eq!(n("/api/%2e%2e;/admin"), Err(PathError::DotSegmentParameters));
         assert_eq!(n("/api/.;/admin"), Err(PathError::DotSegmentParameters));
     }

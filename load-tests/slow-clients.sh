@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Hostile load (issue 18): a normal client measured by wrk while SLOW slowloris connections
+# (one head byte every 500 ms) and IDLE silent keep-alive connections press on a gateway with
+# `limits.max_connections: 4096`. First wrk alone (the unattacked baseline), then wrk during
+# the attack for DURATION seconds; every wrk run is 30 s. Reports the normal client's req/s and
+# errors in both, the ratio, what the gateway did to the attackers (408s, evictions, refusals)
+# and Siger's peak RSS, sampled every second.
+#
+#   load-tests/slow-clients.sh            # SLOW=5000 IDLE=2000 DURATION=600 CONNS=32
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source load-tests/lib.sh
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+SLOW=${SLOW:-5000}
+IDLE=${IDLE:-2000}
+DURATION=${DURATION:-600}
+CONNS=${CONNS:-32}
+MAX=${MAX:-4096}
+
+./scripts/install-deps nginx wrk
+if [ -z "${SKIP_BUILD:-}" ]; then
+  echo "building release binaries..." >&2
+  cargo build --release --quiet --bin siger --example slow-clients
+fi
+
+BACKEND=$(free_port)
+start_nginx_backend "$BACKEND"
+wait_port "$BACKEND"
+PORT=$(free_port)
+ADMIN=$(free_port)
+cat > "$WORK/siger.yaml" <<YAML
+server: {threads: 1, pid_file: $WORK/s.pid, upgrade_sock: $WORK/s.sock, grace_period: 0s, graceful_shutdown_timeout: 1s}
+listen: ["127.0.0.1:$PORT"]
+admin: {listen: "127.0.0.1:$ADMIN"}
+access_log: {enabled: false}
+limits: {max_connections: $MAX, header_timeout: 10s, idle_timeout: 60s}
+services:
+  backend: {targets: ["127.0.0.1:$BACKEND"]}
+routes:
+  - {path: /, service: backend, auth: public}
+YAML
+./target/release/siger -c "$WORK/siger.yaml" 2>"$WORK/siger.log" &
+SIGER=$!
+PIDS+=("$SIGER")
+wait_ready "$ADMIN"
+
+peak_rss() { awk '/^VmHWM:/ {print $2}' "/proc/$SIGER/status"; }
+metric() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+
+wrk_run() { # label
+  wrk -t1 -c"$CONNS" -d30s "http://127.0.0.1:$PORT/" > "$WORK/wrk-$1.txt"
+  local rps errors
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk-$1.txt")
+  errors=$(awk '/Socket errors|Non-2xx/ {print}' "$WORK/wrk-$1.txt" | tr '\n' ' ')
+  echo "$1: ${rps} req/s ${errors:-0 errors}" >&2
+  echo "$rps"
+}
+
+echo "rss before any load: $(peak_rss) KiB" >&2
+BASE=$(wrk_run unattacked)
+END=$(( $(date +%s) + DURATION ))
+./target/release/examples/slow-clients "127.0.0.1:$PORT" "$SLOW" "$IDLE" "$DURATION" > "$WORK/attack.log" 2>&1 &
+ATTACK=$!
+PIDS+=("$ATTACK")
+# Let the attackers connect (about 500 per second), then measure the normal client in turns.
+sleep $(( (SLOW + IDLE) / 500 + 5 ))
+RATES=()
+while kill -0 "$ATTACK" 2>/dev/null && [ $(( $(date +%s) + 35 )) -lt "$END" ]; do
+  RATES+=("$(wrk_run "attacked-${#RATES[@]}")")
+  echo "  open connections $(metric siger_connections_open), peak RSS $(peak_rss) KiB" >&2
+done
+wait "$ATTACK" || true
+tail -n 3 "$WORK/attack.log"
+MEDIAN=$(printf '%s\n' "${RATES[@]}" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
+MIN=$(printf '%s\n' "${RATES[@]}" | sort -n | head -1)
+echo "normal client: unattacked $BASE req/s; under attack median $MEDIAN, lowest $MIN req/s over ${#RATES[@]} runs"
+awk -v b="$BASE" -v m="$MEDIAN" -v l="$MIN" 'BEGIN {printf "ratio under attack: median %.2f, lowest %.2f of unattacked\n", m / b, l / b}'
+for series in siger_connections_evicted_total 'siger_connections_refused_total{reason="max_connections"}' \
+  'siger_request_timeouts_total{phase="header"}'; do
+  echo "$series $(metric "$series")"
+done
+echo "siger peak RSS: $(peak_rss) KiB (max_connections $MAX)"
+grep -h "Socket errors\|Non-2xx" "$WORK"/wrk-*.txt || echo "wrk: 0 socket errors, 0 non-2xx in every run"

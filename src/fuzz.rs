@@ -1,0 +1,472 @@
+//! Property tests over every parser that takes bytes from a client or a file (issue 18,
+//! ARCHITECTURE.md §7.8). Each target runs `SIGER_FUZZ_CASES` cases (default 2,000, so the
+//! test suite stays quick); `scripts/fuzz` runs them with a million or more. Inputs mix
+//! structured pieces (path segments, escapes, header words) with arbitrary bytes, so both the
+//! interesting corners and the garbage are covered; proptest shrinks any failure to a minimal
+//! input.
+//!
+//! Targets: path normalisation (also differentially, against an independent model of how a
+//! backend resolves a path), header templates, the config loader, bearer / `tma` / API-key
+//! credentials, Content-Length framing, JSON Schema input.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use proptest::prelude::*;
+use proptest::test_runner::Config as ProptestConfig;
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("SIGER_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
+    ProptestConfig { cases, failure_persistence: None, max_shrink_iters: 20_000, ..ProptestConfig::default() }
+}
+
+/// Strings built from pieces that matter to the parser under test, or arbitrary text.
+fn pieces_or_any(pieces: &'static [&'static str], max: usize) -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => proptest::collection::vec(proptest::sample::select(pieces), 0..max).prop_map(|v| v.concat()),
+        1 => any::<String>(),
+    ]
+}
+
+mod paths {
+    use super::*;
+    use crate::routing::normalize::{normalize_path, route_path};
+
+    const PIECES: &[&str] = &[
+        "/", "/", "/", ".", "..", "%2e", "%2E", "%2e%2e", ".%2e", "%2f", "%2F", "%5c", "%00", ";", ";x=1", "a",
+        "admin", "api", "v1", "%41", "%61dmin", "%3B", "%3b", "%25", "%252e", "\\", "%", "%z", "%4", "~", "é",
+        "%C3%A9", "%FF", "//", "?", "#", " ", "%20", "-", "_",
+    ];
+
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+
+    /// Percent-decode every escape (a backend that decodes before resolving).
+    fn decode(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' && i + 2 < bytes.len() {
+                if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        out
+    }
+
+    /// How a servlet-style backend resolves a path, written independently of the gateway:
+    /// split on `/`, drop each segment's `;` parameters, decode, then remove `.`/`..` and empty
+    /// segments (RFC 3986 §5.2.4, merged slashes). `None` when `..` climbs above the root.
+    fn backend_segments(raw: &str) -> Option<Vec<Vec<u8>>> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for segment in raw.split('/').skip(1) {
+            let name = segment.split(';').next().unwrap_or("");
+            let name = decode(name.as_bytes());
+            match name.as_slice() {
+                b"" | b"." => {}
+                b".." => {
+                    out.pop()?;
+                }
+                _ => out.push(name),
+            }
+        }
+        Some(out)
+    }
+
+    /// The segments the gateway routes on, decoded the same way.
+    fn gateway_segments(routed: &str) -> Vec<Vec<u8>> {
+        routed.split('/').filter(|s| !s.is_empty()).map(|s| decode(s.as_bytes())).collect()
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn normalised_paths_route_where_the_backend_resolves(raw in pieces_or_any(PIECES, 24)) {
+            let Ok(normalized) = normalize_path(&raw) else { return Ok(()) };
+            prop_assert!(normalized.starts_with('/'), "{normalized}");
+            prop_assert!(!normalized.contains("//") && !normalized.contains('\\'), "{normalized}");
+            prop_assert!(
+                !normalized.split('/').any(|s| s == "." || s == ".."),
+                "dot segment left in {normalized:?}"
+            );
+            // Idempotent: normalising again changes nothing.
+            let again = normalize_path(&normalized).map(|p| p.into_owned());
+            prop_assert_eq!(again, Ok(normalized.to_string()));
+            let routed = route_path(&normalized);
+            let rerouted = route_path(&routed).into_owned();
+            prop_assert_eq!(&rerouted, routed.as_ref());
+            // Differential: the backend receives the normalised path; the route is chosen on
+            // the segments it resolves that to (so any prefix route matches both or neither).
+            let backend = backend_segments(&normalized);
+            prop_assert_eq!(Some(gateway_segments(&routed)), backend, "raw {:?} routed {:?}", raw, routed);
+            // And wherever the raw path resolves at all, it resolves to the same segments.
+            if let Some(direct) = backend_segments(&raw) {
+                prop_assert_eq!(gateway_segments(&routed), direct, "raw {:?} routed {:?}", raw, routed);
+            }
+        }
+    }
+}
+
+mod templates {
+    use super::*;
+    use crate::policy::headers::{Template, Vars};
+    use std::time::Duration;
+
+    const PIECES: &[&str] = &[
+        "$",
+        "$$",
+        "$request_id",
+        "$client_ip",
+        "$route",
+        "$duration_ms",
+        "$claim_",
+        "$claim_sub",
+        "$claim_a.b",
+        "$nope",
+        "text",
+        " ",
+        "/",
+        "\t",
+        "\r",
+        "\n",
+        "\0",
+        "é",
+        "_",
+        ".",
+        "x",
+    ];
+    const VARIABLES: &[&str] =
+        &["$claim_x", "$client_ip", "$route", "x$claim_x", "$claim_x$claim_x", "$claim_x.$claim_x"];
+    const VALUES: &[&str] = &["", ".", "..", "a/b", "a?b#c", "%2e%2e", "é", "\r\nX-Evil: 1", "\0", "ok", "../x"];
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn templates_parse_render_and_keep_values_in_one_segment(
+            text in pieces_or_any(PIECES, 12),
+            variable in proptest::sample::select(VARIABLES),
+            claim in prop_oneof![3 => proptest::sample::select(VALUES).prop_map(str::to_string), 1 => any::<String>()],
+            ip in proptest::sample::select(VALUES),
+        ) {
+            let Ok(template) = Template::parse(&text) else { return Ok(()) };
+            let claim_of = |_: &str| Some(claim.clone());
+            let vars = Vars { request_id: "rid", client_ip: ip, route: "r", elapsed: Duration::from_millis(3), claim: &claim_of };
+            // A rendered header value is always valid header text (or refused as a whole).
+            if let Some(value) = template.render(&vars) {
+                prop_assert!(!value.as_bytes().iter().any(|b| matches!(b, b'\r' | b'\n' | 0)));
+            }
+            // As a path piece between two fixed segments, a value never adds or removes one.
+            let path = Template::parse(&format!("/a/{variable}/b")).ok();
+            if let Some(rendered) = path.and_then(|t| t.render_path(&vars)) {
+                if let Ok(normalized) = crate::routing::normalize::normalize_path(&rendered) {
+                    let segments: Vec<&str> = normalized.split('/').filter(|s| !s.is_empty()).collect();
+                    prop_assert_eq!(segments.first().copied(), Some("a"), "{}", rendered);
+                    prop_assert_eq!(segments.last().copied(), Some("b"), "{}", rendered);
+                }
+            }
+        }
+    }
+}
+
+mod config_loader {
+    use super::*;
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    const VALID: &str = "listen: [\"127.0.0.1:8080\"]\nlimits: {max_body: 1MiB, header_timeout: 5s}\nservices:\n  api:\n    targets: [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]\n    lb: least_conn\n    retry_on: [connect, 503]\n    circuit_breaker: {max_in_flight: 10, failure_rate: 50%, min_requests: 5, window: 10s, open_for: 5s, half_open_requests: 1}\nroutes:\n  - path: /api/\n    service: api\n    auth: public\n    methods: [GET, POST]\n    rate_limit: {requests: 10, per: 1s, key: ip}\n    request_headers: {set: {X-A: \"$route\"}}\n    cors: {origins: [\"https://a.example\"]}\n  - {path: /, service: api, auth: public, host: \"*.example.com\"}\n";
+
+    const WORDS: &[&str] = &[
+        "\n",
+        " ",
+        "  ",
+        ":",
+        "-",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        "\"",
+        "'",
+        "#",
+        "&a",
+        "*a",
+        "!!str",
+        "${X}",
+        "${X:-y}",
+        "${",
+        "0",
+        "-1",
+        "99999999999999999999",
+        "1.5",
+        "1KiB",
+        "10s",
+        "0s",
+        "3650d",
+        "true",
+        "null",
+        "~",
+        "%",
+        "path",
+        "service",
+        "routes",
+        "services",
+        "targets",
+        "limits",
+        "auth",
+        "jwt",
+        "é",
+        "\t",
+        "\0",
+    ];
+
+    /// The valid config with edits: a word inserted, a byte range removed or replaced.
+    fn mutated() -> impl Strategy<Value = String> {
+        let edit = (0..VALID.len(), 0..8usize, proptest::sample::select(WORDS));
+        proptest::collection::vec(edit, 1..6).prop_map(|edits| {
+            let mut text = VALID.as_bytes().to_vec();
+            for (at, remove, word) in edits {
+                let at = at.min(text.len());
+                let end = (at + remove).min(text.len());
+                text.splice(at..end, word.bytes());
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn config_edits_load_or_name_what_is_wrong(text in prop_oneof![4 => mutated(), 1 => any::<String>()]) {
+            let env: HashMap<String, String> = HashMap::from([("X".to_string(), "1".to_string())]);
+            if let Err(errors) = crate::config::parse(&text, Path::new("/nonexistent"), &env) {
+                prop_assert!(!errors.is_empty());
+                for e in &errors {
+                    prop_assert!(!e.message.is_empty(), "{e:?}");
+                }
+            }
+        }
+    }
+}
+
+mod credentials {
+    use super::*;
+    use crate::auth::api_keys::ApiKeyTable;
+    use crate::auth::credentials::presented;
+    use crate::auth::telegram::TelegramSettings;
+    use crate::auth::token::bearer;
+    use http::{HeaderMap, HeaderName, HeaderValue};
+    use std::time::Duration;
+
+    const PIECES: &[&str] = &[
+        "Bearer",
+        "bearer",
+        "BEARER",
+        "tma",
+        "Basic",
+        " ",
+        "  ",
+        "\t",
+        "eyJhbGciOiJIUzI1NiJ9",
+        ".",
+        "..",
+        "a",
+        "-",
+        "_",
+        "=",
+        "+",
+        "/",
+        "~",
+        "%",
+        "é",
+        "auth_date=1",
+        "&",
+        "hash=00",
+        "user=%7B%7D",
+        "query_id=x",
+        "==",
+    ];
+
+    fn header_values() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        proptest::collection::vec(
+            prop_oneof![
+                4 => pieces_or_any(PIECES, 10).prop_map(String::into_bytes),
+                1 => proptest::collection::vec(any::<u8>(), 0..64),
+            ],
+            0..3,
+        )
+    }
+
+    fn headers(name: &'static str, values: &[Vec<u8>]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            if let Ok(v) = HeaderValue::from_bytes(v) {
+                map.append(HeaderName::from_static(name), v);
+            }
+        }
+        map
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn credentials_are_found_only_when_well_formed(values in header_values(), key in header_values()) {
+            let mut map = headers("authorization", &values);
+            for (name, value) in headers("x-api-key", &key) {
+                map.append(name.unwrap_or(HeaderName::from_static("x-api-key")), value);
+            }
+            let key_header = HeaderName::from_static("x-api-key");
+            let _ = presented(&map, Some(&key_header));
+            if let Ok(Some(token)) = bearer(&map, 64) {
+                prop_assert!(!token.is_empty() && token.len() <= 64);
+                prop_assert_eq!(token.matches('.').count(), 2, "{}", token);
+                prop_assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~+/=".contains(&b)), "{}", token);
+            }
+            // No random key belongs to a consumer; malformed ones are refused, never a panic.
+            let table = ApiKeyTable::parse(b"- {sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, consumer: c, roles: []}\n").unwrap();
+            if let Ok(Some(identity)) = table.authenticate(&map, &key_header) {
+                let sent = map.get(&key_header).unwrap().as_bytes().trim_ascii();
+                prop_assert_eq!(sent, b"test", "{:?}", identity);
+            }
+        }
+
+        #[test]
+        fn telegram_init_data_never_verifies_unsigned(data in pieces_or_any(PIECES, 16)) {
+            let settings = TelegramSettings::new("1:bot-token", Duration::from_secs(3600), Vec::new(), Vec::new());
+            prop_assert!(settings.verify(&data, 1).is_err());
+        }
+
+        #[test]
+        fn api_key_files_parse_or_say_which_entry(text in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Err(message) = ApiKeyTable::parse(&text) {
+                prop_assert!(!message.is_empty());
+            }
+        }
+    }
+}
+
+mod framing {
+    use super::*;
+    use pingora::http::RequestHeader;
+
+    const PIECES: &[&str] = &[
+        "0",
+        "1",
+        "5",
+        "10",
+        "007",
+        "-1",
+        "+1",
+        " ",
+        ",",
+        "\t",
+        "a",
+        "0x10",
+        "18446744073709551616",
+        "99999999999999999999",
+    ];
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn content_length_is_a_length_only_when_every_value_says_so(
+            lengths in proptest::collection::vec(pieces_or_any(PIECES, 5), 0..3),
+            chunked in proptest::option::of(prop_oneof![Just("chunked"), Just("gzip, chunked"), Just("chunked, chunked"), Just("identity")]),
+            version in prop_oneof![Just(http::Version::HTTP_10), Just(http::Version::HTTP_11)],
+        ) {
+            let mut req = RequestHeader::build("POST", b"/", None).unwrap();
+            req.set_version(version);
+            for l in &lengths {
+                if http::HeaderValue::from_str(l).is_ok() {
+                    req.append_header("content-length", l.as_str()).unwrap();
+                }
+            }
+            if let Some(te) = chunked {
+                req.append_header("transfer-encoding", te).unwrap();
+            }
+            match crate::framing::inspect(&req) {
+                Ok(Some(n)) => {
+                    prop_assert!(chunked.is_none());
+                    for value in req.headers.get_all("content-length") {
+                        for part in value.to_str().unwrap().split(',') {
+                            prop_assert_eq!(part.trim().parse::<u64>().ok(), Some(n), "{:?}", lengths);
+                            prop_assert!(part.trim().bytes().all(|b| b.is_ascii_digit()));
+                        }
+                    }
+                }
+                Ok(None) => prop_assert!(chunked == Some("chunked") || req.headers.get("content-length").is_none()),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+mod schema {
+    use super::*;
+    use crate::policy::schema::BodySchema;
+    use serde_json::Value;
+    use std::path::Path;
+
+    const SCHEMA: &str = r#"{"type": "object", "required": ["name"], "additionalProperties": false,
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 8, "pattern": "^[a-z]+$"},
+                       "n": {"type": "integer", "minimum": 0, "maximum": 100},
+                       "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 3, "uniqueItems": true},
+                       "x": {"oneOf": [{"type": "null"}, {"type": "number", "multipleOf": 0.5}]}}}"#;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            "[a-z]{0,10}".prop_map(Value::String),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("name".to_string()),
+                        Just("n".to_string()),
+                        Just("tags".to_string()),
+                        Just("x".to_string()),
+                        any::<String>()
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn schema_checks_agree_on_bytes_and_values(
+            value in json_value(),
+            garbage in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let schema = BodySchema::from_bytes(Path::new("fuzz.json"), SCHEMA.as_bytes()).unwrap();
+            let bytes = serde_json::to_vec(&value).unwrap();
+            prop_assert_eq!(schema.check(&bytes).is_ok(), schema.check_value(&value).is_ok());
+            // Arbitrary bytes: refused unless they are JSON the schema accepts.
+            if schema.check(&garbage).is_ok() {
+                let parsed: Value = serde_json::from_slice(&garbage).unwrap();
+                prop_assert!(schema.check_value(&parsed).is_ok());
+            }
+        }
+    }
+}
