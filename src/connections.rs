@@ -138,6 +138,20 @@ pub(crate) fn body_read() {
     });
 }
 
+/// Ready when this task's connection is chosen to close at the bound (never without one).
+pub(crate) async fn evicted() {
+    let Ok(conn) = CONNECTION.try_with(Arc::clone) else { return std::future::pending().await };
+    std::future::poll_fn(|cx| {
+        conn.waker.register(cx.waker());
+        if conn.evict.load(Ordering::Relaxed) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
 /// Whether this task's request failed because its body missed `body_timeout`.
 pub(crate) fn body_timed_out() -> bool {
     CONNECTION.try_with(|c| c.body_timed_out.load(Ordering::Relaxed)).unwrap_or(false)
@@ -630,7 +644,7 @@ mod tests {
         let (mut stream, mut client, conn) = guarded(&c);
         client.write_all(b"POST / HTTP/1.1\r\n\r\n").await.unwrap();
         let mut buf = [0u8; 64];
-        stream.read(&mut buf).await.unwrap();
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 19);
         conn.enter(Phase::Body);
         let err = stream.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
@@ -659,7 +673,7 @@ mod tests {
         let (mut stream, mut client, conn) = guarded(&c);
         client.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
         let mut buf = [0u8; 64];
-        stream.read(&mut buf).await.unwrap();
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 24);
         assert_eq!(conn.phase(), Phase::Untimed);
         let waited = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await;
         assert!(waited.is_err(), "no deadline on an HTTP/2 connection");

@@ -204,7 +204,9 @@ routes:
     assert_eq!(r.header("siger-completed"), Some("false"));
     assert_eq!(r.json()["late"], serde_json::Value::Null);
     assert_eq!(r.json()["user"]["path"], "/users/me");
-    assert!(took < Duration::from_millis(550), "answered at the timeout (+50 ms): {took:?}");
+    // The late part takes 3 s: an answer well before that came at the timeout (margin for a
+    // loaded 2-core CI machine).
+    assert!(took < Duration::from_millis(800), "answered at the timeout (500 ms): {took:?}");
 
     let started = Instant::now();
     let r = get_with(gw.addr, "/strict", &[("Authorization", &alice)]);

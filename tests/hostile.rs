@@ -239,3 +239,40 @@ fn limits_are_checked_and_reloadable() {
     assert_eq!(refused.status, 422, "{text}");
     assert!(text.contains("limits.max_connections") && text.contains("limits.header_timeout"), "{text}");
 }
+
+#[test]
+fn http2_connections_announce_the_stream_and_header_bounds() {
+    let echo = Echo::start("api");
+    let gw = Gateway::start_raw(&format!(
+        "server:\n  threads: 2\n  pid_file: {{{{DIR}}}}/siger.pid\n  upgrade_sock: {{{{DIR}}}}/upgrade.sock\n  grace_period: 0s\nlisten:\n  - {{addr: \"{{{{LISTEN}}}}\", h2c: true}}\nadmin:\n  listen: \"{{{{ADMIN}}}}\"\nlimits: {{h2_max_concurrent_streams: 7, max_header_bytes: 4KiB}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
+        echo.addr
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::get(format!("http://{}/x?fixed", gw.addr)).body(()).unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        assert_eq!(response.await.unwrap().status(), 200);
+        // The server's SETTINGS arrived with the first response.
+        assert_eq!(client.current_max_send_streams(), 7);
+        // A header list over max_header_bytes is refused, and the connection keeps serving.
+        let mut client = client.ready().await.unwrap();
+        let big = http::Request::get(format!("http://{}/x?fixed", gw.addr))
+            .header("x-big", "a".repeat(6 << 10))
+            .body(())
+            .unwrap();
+        let refused = match client.send_request(big, true) {
+            Ok((response, _)) => match response.await {
+                Ok(r) => r.status().as_u16() == 431,
+                Err(_) => true,
+            },
+            Err(_) => true,
+        };
+        assert!(refused, "a 6 KiB header list is refused");
+    });
+}

@@ -14,12 +14,13 @@
 use crate::connections::{self, Guarded};
 use crate::runtime::Runtime;
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// An HTTP app whose sessions wait at most `idle_secs` for each read of a request head.
 pub(crate) struct IdleLimited<A> {
@@ -42,10 +43,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for IdleLimited<A> 
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        // Keep-alive off means the connection is closing (shutdown, `Connection: close`): leave it.
         connections::request_starting();
+        // Keep-alive off means the connection is closing (shutdown, `Connection: close`): leave it.
         if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(self.idle_secs.load(Ordering::Relaxed)));
+            let idle_secs = self.idle_secs.load(Ordering::Relaxed);
+            session.set_keepalive(Some(idle_secs));
+            if matches!(session, ServerSession::H1(_)) {
+                session = wait_for_request(session, idle_secs, shutdown).await?;
+            }
         }
         self.inner.process_new_http(session, shutdown).await
     }
@@ -65,6 +70,33 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for IdleLimited<A> 
     async fn process_custom_session(self: Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         Arc::clone(&self.inner).process_custom_session(stream, shutdown).await
     }
+}
+
+/// Wait for the first byte of the next request outside Pingora's request future. An idle
+/// HTTP/1 connection then holds its stream and this small future, not the proxy's whole
+/// per-request state (Pingora's session and the future of every phase, tens of KiB), which is
+/// only made once a request arrives. `None`: the connection is to close (idle timeout, evicted
+/// at the bound, shutdown, or the client left). Streams that cannot peek (TLS) are handed on
+/// at once and wait inside Pingora as before. Pingora's pipelining (bytes of the next request
+/// already read) is not enabled, so nothing can be waiting in the session.
+async fn wait_for_request(session: ServerSession, idle_secs: u64, shutdown: &ShutdownWatch) -> Option<ServerSession> {
+    let settings = HttpPersistentSettings::for_session(&session);
+    let ServerSession::H1(h1) = session else { return Some(session) };
+    let mut stream = h1.into_inner();
+    let mut shutdown = shutdown.clone();
+    let mut first = [0u8; 1];
+    tokio::select! {
+        // The byte is put back: the stream reads it again.
+        peeked = stream.try_peek(&mut first) => {
+            peeked.ok()?;
+        }
+        _ = tokio::time::sleep(Duration::from_secs(idle_secs)) => return None,
+        _ = connections::evicted() => return None,
+        _ = shutdown.changed() => return None,
+    }
+    let mut session = ServerSession::new_http1(stream);
+    settings.apply_to_session(&mut session);
+    Some(session)
 }
 
 /// A server app behind the connection bounds: a connection over them is closed at once; an
