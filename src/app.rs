@@ -93,7 +93,7 @@ fn proxy_service(
     options.h2_idle_timeout = Some(cfg.limits.idle_timeout);
     gateway.server_options = Some(options);
     gateway.h2_options = Some(h2_limits(&cfg.limits));
-    let app = IdleLimited::new(gateway, runtime.idle_secs.clone());
+    let app = IdleLimited::new(gateway, runtime.idle_secs.clone(), runtime.connections.clone());
     Service::new(name.to_string(), ConnectionGate::new(app, runtime.clone()))
 }
 

@@ -8,8 +8,9 @@
 //! stream that knows the phase of the request in progress: the first byte of a head starts the
 //! head clock, the proxy's hooks move the phase on ([`head_read`], [`body_read`]), and a read
 //! that would wait past the phase's deadline ends the request instead. The hooks find their
-//! connection through a task-local: HTTP/1 requests run in their connection's task. HTTP/2
-//! connections are bounded by their streams and idle timeout instead (h2 settings).
+//! connection through a task-local: HTTP/1 requests run in their connection's task. Each
+//! HTTP/2 stream runs in a task of its own with its own clock ([`serve_h2_stream`]); h2
+//! connections are bounded by their stream settings and idle timeout.
 
 use crate::answer::LocalAnswer;
 use crate::config::Limits;
@@ -112,6 +113,10 @@ impl Conn {
         if self.phase() != Phase::Untimed {
             self.since_ms.store(now_ms(), Ordering::Relaxed);
             self.phase.store(phase as u8, Ordering::Relaxed);
+            if phase == Phase::Body {
+                // An HTTP/2 stream's deadline watch waits for this (see `serve_h2_stream`).
+                self.waker.wake();
+            }
         }
     }
 }
@@ -160,6 +165,45 @@ pub(crate) fn body_timed_out() -> bool {
 /// Run `fut` (the connection's HTTP processing) with its connection known to the hooks.
 pub(crate) async fn serve<F: Future>(conn: Arc<Conn>, fut: F) -> F::Output {
     CONNECTION.scope(conn, fut).await
+}
+
+/// Serve one HTTP/2 stream with a request clock of its own: its body must arrive within
+/// `body_timeout` of its head, or the stream is reset (its future dropped: h2 sends
+/// RST_STREAM), counted as a body timeout. Heads are whole when a stream starts (the h2
+/// connection bounds the header list). `None` when the stream was cut.
+pub(crate) async fn serve_h2_stream<F: Future>(connections: &Connections, fut: F) -> Option<F::Output> {
+    let conn = Arc::new(Conn::new(Phase::Head));
+    let overdue = body_overdue(connections, &conn);
+    let served = CONNECTION.scope(conn.clone(), async {
+        tokio::select! {
+            biased;
+            out = fut => Some(out),
+            _ = overdue => None,
+        }
+    });
+    let out = served.await;
+    if out.is_none() {
+        connections.metrics.body_timeouts.inc();
+    }
+    out
+}
+
+/// Ready when `conn` has been in its body phase past `body_timeout`.
+async fn body_overdue(connections: &Connections, conn: &Conn) {
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        conn.waker.register(cx.waker());
+        if conn.phase() != Phase::Body {
+            return Poll::Pending;
+        }
+        let deadline = tokio::time::Instant::from_std(connections.deadline(conn, Phase::Body));
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// Counters of what the bounds and deadlines did.

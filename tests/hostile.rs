@@ -89,7 +89,8 @@ fn at_max_connections_idle_connections_give_way_and_busy_ones_refuse_cleanly() {
     assert!(metric_of(&gw, "siger_connections_refused_total{reason=\"max_connections\"}") >= 1.0, "{}", scrape(&gw));
     drop(busy);
     // Room again once those are gone.
-    assert!(eventually(Duration::from_secs(5), || get(gw.addr, "/after").status == 200));
+    assert!(eventually(Duration::from_secs(5), || metric_of(&gw, "siger_connections_open") == 0.0));
+    assert_eq!(get(gw.addr, "/after").status, 200);
 }
 
 #[test]
@@ -106,9 +107,10 @@ fn the_per_ip_bound_holds_for_one_address_while_another_is_served() {
     other.write_all(b"GET /x?fixed HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut other).expect("served").status, 200);
     assert_eq!(metric_of(&gw, "siger_connections_refused_total{reason=\"max_connections_per_ip\"}"), 1.0);
-    // A closed connection frees its place.
+    // A closed connection frees its place (once the gateway has seen it close).
     drop(held);
-    assert!(eventually(Duration::from_secs(5), || get(gw.addr, "/again").status == 200));
+    assert!(eventually(Duration::from_secs(5), || metric_of(&gw, "siger_connections_open") <= 1.0));
+    assert_eq!(get(gw.addr, "/again").status, 200);
 }
 
 #[test]
@@ -275,4 +277,44 @@ fn http2_connections_announce_the_stream_and_header_bounds() {
         };
         assert!(refused, "a 6 KiB header list is refused");
     });
+}
+
+#[test]
+fn an_http2_stream_whose_body_stalls_is_reset_at_the_body_timeout() {
+    let echo = Echo::start("api");
+    let gw = Gateway::start_raw(&format!(
+        "server:\n  threads: 2\n  pid_file: {{{{DIR}}}}/siger.pid\n  upgrade_sock: {{{{DIR}}}}/upgrade.sock\n  grace_period: 0s\nlisten:\n  - {{addr: \"{{{{LISTEN}}}}\", h2c: true}}\nadmin:\n  listen: \"{{{{ADMIN}}}}\"\nlimits: {{body_timeout: 2s}}\nservices:\n  api: {{targets: [\"{}\"], read_timeout: 10s}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
+        echo.addr
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        // 1 KiB of a declared 1 MiB, then nothing.
+        let mut client = client.ready().await.unwrap();
+        let upload = http::Request::post(format!("http://{}/upload", gw.addr))
+            .header("content-length", "1048576")
+            .body(())
+            .unwrap();
+        let (response, mut body) = client.send_request(upload, false).unwrap();
+        body.send_data(bytes::Bytes::from(vec![b'x'; 1024]), false).unwrap();
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), response).await.expect("an outcome");
+        let took = started.elapsed();
+        let cut = match outcome {
+            Err(_) => true,
+            Ok(r) => r.status().as_u16() == 408,
+        };
+        assert!(cut, "the stalled stream is reset");
+        assert!(took >= Duration::from_millis(1600) && took <= Duration::from_millis(3000), "cut after {took:?}");
+        // The connection still serves; a GET waiting longer than body_timeout is not cut.
+        let mut client = client.ready().await.unwrap();
+        let slow = http::Request::get(format!("http://{}/x?delay_ms=2500&fixed", gw.addr)).body(()).unwrap();
+        let (response, _) = client.send_request(slow, true).unwrap();
+        assert_eq!(response.await.unwrap().status(), 200);
+    });
+    assert_eq!(metric_of(&gw, "siger_request_timeouts_total{phase=\"body\"}"), 1.0);
 }

@@ -11,7 +11,7 @@
 //! and `max_connections_per_ip` and wraps its stream in the request clock of
 //! [`crate::connections`] (header and body deadlines, eviction of idle connections at the bound).
 
-use crate::connections::{self, Guarded};
+use crate::connections::{self, Connections, Guarded};
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
@@ -26,13 +26,14 @@ use std::time::Duration;
 pub(crate) struct IdleLimited<A> {
     inner: Arc<A>,
     idle_secs: Arc<AtomicU64>,
+    connections: Arc<Connections>,
 }
 
 impl<A> IdleLimited<A> {
     /// Wrap `inner`; `idle_secs` is `limits.idle_timeout` (validated ≥ 1 s), which a config
     /// reload may change.
-    pub(crate) fn new(inner: A, idle_secs: Arc<AtomicU64>) -> Self {
-        IdleLimited { inner: Arc::new(inner), idle_secs }
+    pub(crate) fn new(inner: A, idle_secs: Arc<AtomicU64>, connections: Arc<Connections>) -> Self {
+        IdleLimited { inner: Arc::new(inner), idle_secs, connections }
     }
 }
 
@@ -43,6 +44,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for IdleLimited<A> 
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        if matches!(session, ServerSession::H2(_)) {
+            return connections::serve_h2_stream(&self.connections, self.inner.process_new_http(session, shutdown))
+                .await
+                .flatten();
+        }
         connections::request_starting();
         // Keep-alive off means the connection is closing (shutdown, `Connection: close`): leave it.
         if session.get_keepalive().is_some() {
