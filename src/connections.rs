@@ -143,20 +143,6 @@ pub(crate) fn body_read() {
     });
 }
 
-/// Ready when this task's connection is chosen to close at the bound (never without one).
-pub(crate) async fn evicted() {
-    let Ok(conn) = CONNECTION.try_with(Arc::clone) else { return std::future::pending().await };
-    std::future::poll_fn(|cx| {
-        conn.waker.register(cx.waker());
-        if conn.evict.load(Ordering::Relaxed) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
-}
-
 /// Whether this task's request failed because its body missed `body_timeout`.
 pub(crate) fn body_timed_out() -> bool {
     CONNECTION.try_with(|c| c.body_timed_out.load(Ordering::Relaxed)).unwrap_or(false)
@@ -395,6 +381,13 @@ impl std::fmt::Debug for Guarded {
 impl Guarded {
     pub(crate) fn new(inner: Stream, ticket: Ticket) -> Self {
         Guarded { inner, ticket, timer: None, timeout_answer: None, seen_first_bytes: false }
+    }
+
+    /// Wait until the stream can be read (data, end of stream, an error, or eviction at the
+    /// bound) without consuming anything: a read of zero bytes fills the connection's read
+    /// buffer (`limits.read_buffer`) and leaves the bytes there for the request's reader.
+    pub(crate) async fn readable(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_read(cx, &mut ReadBuf::new(&mut []))).await
     }
 
     /// Poll the deadline of `phase`; ready when it passed.

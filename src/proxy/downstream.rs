@@ -78,28 +78,27 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for IdleLimited<A> 
     }
 }
 
-/// Wait for the first byte of the next request outside Pingora's request future. An idle
-/// HTTP/1 connection then holds its stream and this small future, not the proxy's whole
-/// per-request state (Pingora's session and the future of every phase, tens of KiB), which is
-/// only made once a request arrives. `None`: the connection is to close (idle timeout, evicted
-/// at the bound, shutdown, or the client left). Streams that cannot peek (TLS) are handed on
-/// at once and wait inside Pingora as before. Pingora's pipelining (bytes of the next request
-/// already read) is not enabled, so nothing can be waiting in the session.
+/// Wait for the next request outside Pingora's request future. An idle HTTP/1 connection
+/// then holds its stream and this small future, not the proxy's whole per-request state
+/// (Pingora's session and the futures of every phase, tens of KiB), which is only made once a
+/// request arrives. `None`: the connection is to close (idle timeout, shutdown). A connection
+/// evicted at the bound, or whose client left, reads as readable and ends in Pingora's read.
+/// Pingora's pipelining (bytes of the next request already in the session) is not enabled, so
+/// nothing can be waiting in the session it drops here.
 async fn wait_for_request(session: ServerSession, idle_secs: u64, shutdown: &ShutdownWatch) -> Option<ServerSession> {
     let settings = HttpPersistentSettings::for_session(&session);
     let ServerSession::H1(h1) = session else { return Some(session) };
-    let mut stream = h1.into_inner();
+    let stream = h1.into_inner();
+    // Every client stream is guarded (`ConnectionGate`); nothing else reaches this app.
+    let Ok(mut guarded) = stream.into_any().downcast::<Guarded>() else { return None };
     let mut shutdown = shutdown.clone();
-    let mut first = [0u8; 1];
     tokio::select! {
-        // The byte is put back: the stream reads it again.
-        peeked = stream.try_peek(&mut first) => {
-            peeked.ok()?;
-        }
+        biased;
+        readable = guarded.readable() => readable.ok()?,
         _ = tokio::time::sleep(Duration::from_secs(idle_secs)) => return None,
-        _ = connections::evicted() => return None,
         _ = shutdown.changed() => return None,
     }
+    let stream: Stream = guarded;
     let mut session = ServerSession::new_http1(stream);
     settings.apply_to_session(&mut session);
     Some(session)
