@@ -1,22 +1,22 @@
 //! The downstream connection before Pingora reads a request from it.
 //!
-//! Pingora gives every new HTTP/1 connection a fixed 60 s keep-alive timeout for reading its
-//! first request head; `limits.idle_timeout` only reaches a connection through the session of
-//! a request it already sent. A client that connects and stays silent (or trickles a partial
-//! head) would then hold its ~100 KB of connection state for 60 s whatever the operator
-//! configured. [`IdleLimited`] sets the configured timeout on every session before the proxy
-//! reads from it, so silent connections close as soon as idle ones do.
+//! [`ConnectionGate`] admits each accepted connection under `limits.max_connections` and
+//! `max_connections_per_ip` and wraps its stream in the request clock of [`crate::connections`]
+//! (header and body deadlines, eviction of idle connections at the bound). It serves HTTP/1
+//! connections itself, request after request: between requests it waits for the next one's
+//! first bytes outside Pingora, so an idle keep-alive connection holds its stream and a small
+//! future, not Pingora's per-request state and futures (tens of KiB), which are made only when
+//! a request arrives. HTTP/2 (ALPN or an h2c listener) goes to Pingora's own connection handling.
 //!
-//! Before that, [`ConnectionGate`] admits each accepted connection under `limits.max_connections`
-//! and `max_connections_per_ip` and wraps its stream in the request clock of
-//! [`crate::connections`] (header and body deadlines, eviction of idle connections at the bound).
+//! [`IdleLimited`] gives every session `limits.idle_timeout` (Pingora's default is a fixed 60 s)
+//! and each HTTP/2 stream its own body deadline.
 
 use crate::connections::{self, Connections, Guarded};
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
+use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,14 +49,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for IdleLimited<A> 
                 .await
                 .flatten();
         }
-        connections::request_starting();
         // Keep-alive off means the connection is closing (shutdown, `Connection: close`): leave it.
         if session.get_keepalive().is_some() {
-            let idle_secs = self.idle_secs.load(Ordering::Relaxed);
-            session.set_keepalive(Some(idle_secs));
-            if matches!(session, ServerSession::H1(_)) {
-                session = wait_for_request(session, idle_secs, shutdown).await?;
-            }
+            session.set_keepalive(Some(self.idle_secs.load(Ordering::Relaxed)));
         }
         self.inner.process_new_http(session, shutdown).await
     }
@@ -78,32 +73,6 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for IdleLimited<A> 
     }
 }
 
-/// Wait for the next request outside Pingora's request future. An idle HTTP/1 connection
-/// then holds its stream and this small future, not the proxy's whole per-request state
-/// (Pingora's session and the futures of every phase, tens of KiB), which is only made once a
-/// request arrives. `None`: the connection is to close (idle timeout, shutdown). A connection
-/// evicted at the bound, or whose client left, reads as readable and ends in Pingora's read.
-/// Pingora's pipelining (bytes of the next request already in the session) is not enabled, so
-/// nothing can be waiting in the session it drops here.
-async fn wait_for_request(session: ServerSession, idle_secs: u64, shutdown: &ShutdownWatch) -> Option<ServerSession> {
-    let settings = HttpPersistentSettings::for_session(&session);
-    let ServerSession::H1(h1) = session else { return Some(session) };
-    let stream = h1.into_inner();
-    // Every client stream is guarded (`ConnectionGate`); nothing else reaches this app.
-    let Ok(mut guarded) = stream.into_any().downcast::<Guarded>() else { return None };
-    let mut shutdown = shutdown.clone();
-    tokio::select! {
-        biased;
-        readable = guarded.readable() => readable.ok()?,
-        _ = tokio::time::sleep(Duration::from_secs(idle_secs)) => return None,
-        _ = shutdown.changed() => return None,
-    }
-    let stream: Stream = guarded;
-    let mut session = ServerSession::new_http1(stream);
-    settings.apply_to_session(&mut session);
-    Some(session)
-}
-
 /// A server app behind the connection bounds: a connection over them is closed at once; an
 /// admitted one is served through its [`Guarded`] stream, counted until it closes.
 pub(crate) struct ConnectionGate<A> {
@@ -117,13 +86,57 @@ impl<A> ConnectionGate<A> {
     }
 }
 
+impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
+    /// Serve an HTTP/1 connection's requests one after another (Pingora's loop for HTTP apps,
+    /// with the wait for each request moved out of the request's state).
+    async fn serve_http1(self: &Arc<Self>, mut stream: Box<Guarded>, shutdown: &ShutdownWatch) {
+        let mut settings: Option<HttpPersistentSettings> = None;
+        loop {
+            connections::request_starting();
+            if *shutdown.borrow() || !wait_for_request(&mut stream, &self.runtime, shutdown).await {
+                return;
+            }
+            let mut session = ServerSession::new_http1(stream);
+            match settings.take() {
+                Some(settings) => settings.apply_to_session(&mut session),
+                None => {
+                    session.set_keepalive(Some(self.runtime.idle_secs.load(Ordering::Relaxed)));
+                    let limit = self.inner.server_options().and_then(|o| o.keepalive_request_limit);
+                    session.set_keepalive_reuses_remaining(limit);
+                }
+            }
+            let Some(reused) = self.inner.process_new_http(session, shutdown).await else { return };
+            let (next, next_settings) = reused.consume();
+            // Our own stream comes back (Pingora hands back what it was given).
+            let Ok(next) = next.into_any().downcast::<Guarded>() else { return };
+            stream = next;
+            settings = next_settings;
+        }
+    }
+}
+
+/// Wait until the next request's first bytes arrive (true), or the connection is to close:
+/// `limits.idle_timeout` passed or the process is shutting down. A connection evicted at the
+/// bound, or whose client left, reads as ready and ends in Pingora's read.
+async fn wait_for_request(stream: &mut Guarded, runtime: &Runtime, shutdown: &ShutdownWatch) -> bool {
+    let idle = Duration::from_secs(runtime.idle_secs.load(Ordering::Relaxed));
+    let mut shutdown = shutdown.clone();
+    tokio::select! {
+        biased;
+        readable = stream.readable() => readable.is_ok(),
+        _ = tokio::time::sleep(idle) => false,
+        _ = shutdown.changed() => false,
+    }
+}
+
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         // A trusted proxy's connection carries many clients: not bounded per IP.
         let client =
             connections::peer_ip(&stream).filter(|ip| !self.runtime.current().config.trusted_proxies.contains(ip));
-        let h2 = matches!(stream.selected_alpn_proto(), Some(pingora::protocols::ALPN::H2));
+        let alpn = stream.selected_alpn_proto();
+        let h2 = matches!(alpn, Some(ALPN::H2));
         let ticket = match self.runtime.connections.admit(client, h2) {
             Ok(ticket) => ticket,
             Err(refusal) => {
@@ -132,12 +145,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
             }
         };
         let conn = ticket.conn();
-        let stream: Stream = Box::new(Guarded::new(stream, ticket));
-        // HTTP apps serve every request of the connection here and hand nothing back.
-        connections::serve(conn, self.inner.process_new(stream, shutdown)).await
+        let stream = Box::new(Guarded::new(stream, ticket));
+        let options = self.inner.server_options();
+        let http1 = matches!(alpn, None | Some(ALPN::H1)) && !options.is_some_and(|o| o.h2c || o.force_custom);
+        if http1 {
+            connections::serve(conn, self.serve_http1(stream, shutdown)).await;
+            return None;
+        }
+        // HTTP/2 and h2c listeners: Pingora's handling (preface check, h2 streams).
+        connections::serve(conn, ServerApp::process_new(&self.inner, stream, shutdown)).await
     }
 
     async fn cleanup(&self) {
-        self.inner.cleanup().await
+        ServerApp::cleanup(&*self.inner).await
     }
 }
