@@ -93,14 +93,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
         let mut settings: Option<HttpPersistentSettings> = None;
         loop {
             connections::request_starting();
-            if *shutdown.borrow() || !wait_for_request(&mut stream, &self.runtime, shutdown).await {
+            // A new connection's first request is served even when shutdown has begun (the
+            // client connected before the listener closed); an idle keep-alive one closes.
+            let reused = settings.is_some();
+            if !wait_for_request(&mut stream, &self.runtime, reused.then_some(shutdown)).await {
                 return;
             }
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
                 None => {
-                    session.set_keepalive(Some(self.runtime.idle_secs.load(Ordering::Relaxed)));
+                    let keepalive = (!*shutdown.borrow()).then(|| self.runtime.idle_secs.load(Ordering::Relaxed));
+                    session.set_keepalive(keepalive);
                     let limit = self.inner.server_options().and_then(|o| o.keepalive_request_limit);
                     session.set_keepalive_reuses_remaining(limit);
                 }
@@ -116,16 +120,26 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
 }
 
 /// Wait until the next request's first bytes arrive (true), or the connection is to close:
-/// `limits.idle_timeout` passed or the process is shutting down. A connection evicted at the
-/// bound, or whose client left, reads as ready and ends in Pingora's read.
-async fn wait_for_request(stream: &mut Guarded, runtime: &Runtime, shutdown: &ShutdownWatch) -> bool {
+/// `limits.idle_timeout` passed or, with `shutdown`, the process is shutting down. Bytes that
+/// already arrived are served either way. A connection evicted at the bound, or whose client
+/// left, reads as ready and ends in Pingora's read.
+async fn wait_for_request(stream: &mut Guarded, runtime: &Runtime, shutdown: Option<&ShutdownWatch>) -> bool {
     let idle = Duration::from_secs(runtime.idle_secs.load(Ordering::Relaxed));
-    let mut shutdown = shutdown.clone();
+    let mut shutdown = shutdown.cloned();
+    let shutting_down = async {
+        match shutdown.as_mut() {
+            Some(watch) if *watch.borrow() => {}
+            Some(watch) => {
+                let _ = watch.changed().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         biased;
         readable = stream.readable() => readable.is_ok(),
         _ = tokio::time::sleep(idle) => false,
-        _ = shutdown.changed() => false,
+        _ = shutting_down => false,
     }
 }
 
