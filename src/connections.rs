@@ -69,14 +69,19 @@ impl Phase {
     }
 }
 
-/// Milliseconds since the first call: a clock that fits an atomic.
+/// Milliseconds since [`epoch`]: a clock that fits an atomic.
 fn now_ms() -> u64 {
     epoch().elapsed().as_millis() as u64
 }
 
+/// An hour before the first call where the clock allows it, so "a second ago" never
+/// saturates at zero.
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+    *EPOCH.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
+    })
 }
 
 /// What one connection shares between its stream, the proxy's hooks and the eviction of idle
@@ -103,6 +108,12 @@ impl Conn {
             waker: AtomicWaker::new(),
             body_timed_out: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the connection was chosen to close at the bound; the task is woken when it is.
+    fn evicted(&self, cx: &mut Context<'_>) -> bool {
+        self.waker.register(cx.waker());
+        self.evict.load(Ordering::Relaxed)
     }
 
     fn phase(&self) -> Phase {
@@ -284,24 +295,34 @@ impl Connections {
         Ok(Ticket { id, block, conn, connections: self.clone() })
     }
 
-    /// Close the oldest idle connections: one, and a thousandth of those open (so a stream of
-    /// new connections at the bound does not scan the registry for every one). False when
-    /// none is idle.
+    /// Close the connections that have waited longest without being served: idle keep-alive
+    /// connections and heads still arriving after [`SLOW_HEAD`] (a slowloris holds a place
+    /// for up to `header_timeout` otherwise), oldest first; one, and a thousandth of those
+    /// open (so a stream of new connections at the bound does not scan the registry for every
+    /// one). Connections with a request being served are never chosen. False when none can go.
     fn evict_idle(&self, open: usize) -> bool {
+        let slow_head_since = now_ms().saturating_sub(SLOW_HEAD.as_millis() as u64);
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        let mut idle: Vec<(u64, &Arc<Conn>)> = registry
+        let mut waiting: Vec<(u64, &Arc<Conn>)> = registry
             .values()
-            .filter(|c| c.phase() == Phase::Idle && !c.evict.load(Ordering::Relaxed))
-            .map(|c| (c.since_ms.load(Ordering::Relaxed), c))
+            .filter(|c| !c.evict.load(Ordering::Relaxed))
+            .filter_map(|c| {
+                let since = c.since_ms.load(Ordering::Relaxed);
+                match c.phase() {
+                    Phase::Idle => Some((since, c)),
+                    Phase::Head if since <= slow_head_since => Some((since, c)),
+                    _ => None,
+                }
+            })
             .collect();
-        if idle.is_empty() {
+        if waiting.is_empty() {
             return false;
         }
-        let batch = (1 + open / 1024).min(idle.len());
-        if batch < idle.len() {
-            idle.select_nth_unstable_by_key(batch - 1, |(since, _)| *since);
+        let batch = (1 + open / 1024).min(waiting.len());
+        if batch < waiting.len() {
+            waiting.select_nth_unstable_by_key(batch - 1, |(since, _)| *since);
         }
-        for (_, conn) in &idle[..batch] {
+        for (_, conn) in &waiting[..batch] {
             conn.evict.store(true, Ordering::Relaxed);
             conn.waker.wake();
         }
@@ -355,6 +376,10 @@ impl Drop for Ticket {
         c.metrics.open.dec();
     }
 }
+
+/// A request head still arriving after this long is a slow client's: at the bound it may be
+/// closed for a new connection like an idle one (a legitimate head arrives in milliseconds).
+const SLOW_HEAD: Duration = Duration::from_secs(1);
 
 /// The HTTP/2 client preface: such a connection has no HTTP/1 heads to clock.
 const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
@@ -435,9 +460,6 @@ impl AsyncRead for Guarded {
         }
         let conn = this.ticket.conn.clone();
         let phase = conn.phase();
-        if phase == Phase::Idle && conn.evict.load(Ordering::Relaxed) {
-            return Poll::Ready(Ok(())); // end of stream: Pingora closes the connection
-        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -451,13 +473,10 @@ impl AsyncRead for Guarded {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => match phase {
-                Phase::Idle => {
-                    conn.waker.register(cx.waker());
-                    if conn.evict.load(Ordering::Relaxed) {
-                        return Poll::Ready(Ok(()));
-                    }
-                    Poll::Pending
-                }
+                // Closed to make room at the bound (bytes that already arrived were served):
+                // the end of the stream ends the connection.
+                Phase::Idle | Phase::Head if conn.evicted(cx) => Poll::Ready(Ok(())),
+                Phase::Idle => Poll::Pending,
                 Phase::Head => {
                     ready!(this.poll_deadline(cx, phase));
                     this.poll_header_timeout(cx)
@@ -647,6 +666,26 @@ mod tests {
         newer.conn.enter(Phase::Done);
         assert_eq!(c.admit(None, false).unwrap_err(), Refusal::Total);
         assert_eq!((c.metrics.evicted.get(), c.metrics.refused_total.get()), (2, 1));
+    }
+
+    #[test]
+    fn at_the_bound_a_slow_head_goes_before_a_newer_idle_connection_and_a_fresh_head_stays() {
+        let c = Connections::new(&limits(3, None), metrics());
+        let slow = c.admit(None, false).unwrap();
+        slow.conn.enter(Phase::Head);
+        slow.conn.since_ms.store(now_ms().saturating_sub(2_000), Ordering::Relaxed);
+        let fresh = c.admit(None, false).unwrap();
+        fresh.conn.enter(Phase::Head);
+        let idle = c.admit(None, false).unwrap();
+        idle.conn.since_ms.store(now_ms().saturating_sub(1_000), Ordering::Relaxed);
+        let new = c.admit(None, false).unwrap();
+        new.conn.enter(Phase::Body);
+        assert!(slow.conn.evict.load(Ordering::Relaxed), "the slow head waited longest");
+        let newer = c.admit(None, false).unwrap();
+        newer.conn.enter(Phase::Done);
+        assert!(idle.conn.evict.load(Ordering::Relaxed));
+        assert!(!fresh.conn.evict.load(Ordering::Relaxed), "a head arriving now is being served");
+        assert_eq!(c.admit(None, false).unwrap_err(), Refusal::Total);
     }
 
     fn guarded(c: &Arc<Connections>) -> (Guarded, tokio::io::DuplexStream, Arc<Conn>) {

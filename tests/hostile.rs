@@ -71,12 +71,12 @@ fn at_max_connections_idle_connections_give_way_and_busy_ones_refuse_cleanly() {
     assert!(!closed_within(&mut idle[evicted], Duration::from_millis(200)), "the next idle connection is kept");
     drop(idle);
 
-    // When every connection is busy (a request head under way), new ones are closed at once.
+    // When every connection is busy (a request body under way), new ones are closed at once.
     assert!(eventually(Duration::from_secs(5), || metric_of(&gw, "siger_connections_open") == 0.0));
     let busy: Vec<TcpStream> = (0..100)
         .map(|_| {
             let mut s = TcpStream::connect(gw.addr).unwrap();
-            s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc").unwrap();
             s
         })
         .collect();
