@@ -1,7 +1,8 @@
 //! Hostile clients for `slow-clients.sh`: `slow` connections that trickle a request head one
 //! byte every `interval_ms` (a slowloris), and `idle` connections that send one request and
-//! then stay silent. Whenever the server closes one, it is opened again, so the server always
-//! faces about `slow + idle` attackers. Stops by itself after `seconds`; prints every 10 s and
+//! then stay silent. Whenever the server closes or refuses one, it is opened again a second
+//! later (as slowloris tools re-open their sockets), so the server always faces about
+//! `slow + idle` attackers. Stops by itself after `seconds`; prints every 10 s and
 //! at the end what the server did: heads cut with a 408, connections closed without an
 //! answer, connections refused or reset at once.
 //!
@@ -22,6 +23,9 @@ struct Tally {
     open_now: AtomicU64,
 }
 
+/// Pause before re-opening a connection the server closed or refused.
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
+
 const HEAD: &[u8] = b"GET /slow HTTP/1.1\r\nHost: x\r\nUser-Agent: slow-clients\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
 
 /// One slowloris: trickle the head until the server ends the connection, then start again.
@@ -29,7 +33,7 @@ async fn slow(addr: String, interval: Duration, until: Instant, tally: Arc<Tally
     while Instant::now() < until {
         let Ok(mut s) = TcpStream::connect(&addr).await else {
             tally.refused.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(REOPEN_AFTER).await;
             continue;
         };
         tally.opened.fetch_add(1, Ordering::Relaxed);
@@ -58,6 +62,7 @@ async fn slow(addr: String, interval: Duration, until: Instant, tally: Arc<Tally
             }
         };
         tally.open_now.fetch_sub(1, Ordering::Relaxed);
+        tokio::time::sleep(REOPEN_AFTER).await;
         match ended {
             Some(true) => tally.answered_408.fetch_add(1, Ordering::Relaxed),
             Some(false) if started.elapsed() < Duration::from_millis(50) => {
@@ -74,7 +79,7 @@ async fn idle(addr: String, until: Instant, tally: Arc<Tally>) {
     while Instant::now() < until {
         let Ok(mut s) = TcpStream::connect(&addr).await else {
             tally.refused.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(REOPEN_AFTER).await;
             continue;
         };
         tally.opened.fetch_add(1, Ordering::Relaxed);
@@ -87,7 +92,7 @@ async fn idle(addr: String, until: Instant, tally: Arc<Tally>) {
             Ok(Ok(n)) if n > 0 => {}
             _ => {
                 tally.refused.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(REOPEN_AFTER).await;
                 continue;
             }
         }
@@ -105,6 +110,7 @@ async fn idle(addr: String, until: Instant, tally: Arc<Tally>) {
         tally.open_now.fetch_sub(1, Ordering::Relaxed);
         if Instant::now() < until {
             tally.closed_silently.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(REOPEN_AFTER).await;
         }
     }
 }

@@ -232,6 +232,8 @@ pub(crate) struct Connections {
     header_timeout_ms: AtomicU64,
     body_timeout_ms: AtomicU64,
     open: AtomicUsize,
+    /// `now_ms` before which no connection can be evicted (the last scan found none).
+    no_eviction_before: AtomicU64,
     next_id: AtomicU64,
     /// Every open connection, for finding the oldest idle ones at the bound.
     registry: Mutex<HashMap<u64, Arc<Conn>>>,
@@ -247,6 +249,7 @@ impl Connections {
             header_timeout_ms: AtomicU64::new(0),
             body_timeout_ms: AtomicU64::new(0),
             open: AtomicUsize::new(0),
+            no_eviction_before: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
             registry: Mutex::new(HashMap::new()),
             per_ip: Mutex::new(HashMap::new()),
@@ -282,7 +285,7 @@ impl Connections {
             *n += 1;
         }
         let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
-        if open > self.max_total.load(Ordering::Relaxed) && !self.evict_idle(open) {
+        if open > self.max_total.load(Ordering::Relaxed) && !self.evict_idle() {
             self.open.fetch_sub(1, Ordering::AcqRel);
             self.release_ip(block);
             self.metrics.refused_total.inc();
@@ -295,39 +298,38 @@ impl Connections {
         Ok(Ticket { id, block, conn, connections: self.clone() })
     }
 
-    /// Close the connections that have waited longest without being served: idle keep-alive
-    /// connections and heads still arriving after [`SLOW_HEAD`] (a slowloris holds a place
-    /// for up to `header_timeout` otherwise), oldest first; one, and a thousandth of those
-    /// open (so a stream of new connections at the bound does not scan the registry for every
-    /// one). Connections with a request being served are never chosen. False when none can go.
-    fn evict_idle(&self, open: usize) -> bool {
-        let slow_head_since = now_ms().saturating_sub(SLOW_HEAD.as_millis() as u64);
-        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        let mut waiting: Vec<(u64, &Arc<Conn>)> = registry
-            .values()
-            .filter(|c| !c.evict.load(Ordering::Relaxed))
-            .filter_map(|c| {
-                let since = c.since_ms.load(Ordering::Relaxed);
-                match c.phase() {
-                    Phase::Idle => Some((since, c)),
-                    Phase::Head if since <= slow_head_since => Some((since, c)),
-                    _ => None,
-                }
-            })
-            .collect();
-        if waiting.is_empty() {
+    /// Close the connection that has waited longest without being served, if it has waited at
+    /// least [`EVICTABLE_AFTER`]: an idle keep-alive connection, or a head still arriving (a
+    /// slowloris otherwise holds its place for up to `header_timeout`). A connection serving
+    /// a request, or between requests for less than that (an active client), is never chosen.
+    /// One per new connection, so refusals cannot cascade. False when none can go; then no
+    /// scan is made again before one could.
+    fn evict_idle(&self) -> bool {
+        let now = now_ms();
+        if now < self.no_eviction_before.load(Ordering::Relaxed) {
             return false;
         }
-        let batch = (1 + open / 1024).min(waiting.len());
-        if batch < waiting.len() {
-            waiting.select_nth_unstable_by_key(batch - 1, |(since, _)| *since);
+        let waited_enough = now.saturating_sub(EVICTABLE_AFTER.as_millis() as u64);
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let oldest = registry
+            .values()
+            .filter(|c| matches!(c.phase(), Phase::Idle | Phase::Head) && !c.evict.load(Ordering::Relaxed))
+            .min_by_key(|c| c.since_ms.load(Ordering::Relaxed));
+        match oldest {
+            Some(conn) if conn.since_ms.load(Ordering::Relaxed) <= waited_enough => {
+                conn.evict.store(true, Ordering::Relaxed);
+                conn.waker.wake();
+                self.metrics.evicted.inc();
+                true
+            }
+            // Nothing qualifies before the oldest waiting one (or any that starts waiting now)
+            // has waited long enough.
+            other => {
+                let since = other.map_or(now, |c| c.since_ms.load(Ordering::Relaxed));
+                self.no_eviction_before.store(since + EVICTABLE_AFTER.as_millis() as u64, Ordering::Relaxed);
+                false
+            }
         }
-        for (_, conn) in &waiting[..batch] {
-            conn.evict.store(true, Ordering::Relaxed);
-            conn.waker.wake();
-        }
-        self.metrics.evicted.inc_by(batch as u64);
-        true
     }
 
     fn release_ip(&self, block: Option<IpAddr>) {
@@ -377,9 +379,10 @@ impl Drop for Ticket {
     }
 }
 
-/// A request head still arriving after this long is a slow client's: at the bound it may be
-/// closed for a new connection like an idle one (a legitimate head arrives in milliseconds).
-const SLOW_HEAD: Duration = Duration::from_secs(1);
+/// At the bound, a connection may be closed for a new one once it has waited this long for a
+/// request (idle keep-alive) or for the rest of its head (a legitimate head arrives in
+/// milliseconds). Active clients are between requests for far less.
+const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
 
 /// The HTTP/2 client preface: such a connection has no HTTP/1 heads to clock.
 const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
@@ -647,45 +650,31 @@ mod tests {
         assert_eq!(c.metrics.refused_per_ip.get(), 1);
     }
 
-    #[test]
-    fn at_the_bound_the_oldest_idle_connection_gives_way() {
-        let c = Connections::new(&limits(3, None), metrics());
-        let oldest = c.admit(None, false).unwrap();
-        oldest.conn.since_ms.store(0, Ordering::Relaxed);
-        let busy = c.admit(None, false).unwrap();
-        busy.conn.enter(Phase::Head);
-        let idle = c.admit(None, false).unwrap();
-        idle.conn.since_ms.store(now_ms() + 1, Ordering::Relaxed);
-        let new = c.admit(None, false).unwrap();
-        assert!(oldest.conn.evict.load(Ordering::Relaxed));
-        assert!(!idle.conn.evict.load(Ordering::Relaxed) && !busy.conn.evict.load(Ordering::Relaxed));
-        // The next one evicts the other idle connection; then only busy ones are left.
-        new.conn.enter(Phase::Done);
-        let newer = c.admit(None, false).unwrap();
-        assert!(idle.conn.evict.load(Ordering::Relaxed) && !new.conn.evict.load(Ordering::Relaxed));
-        newer.conn.enter(Phase::Done);
-        assert_eq!(c.admit(None, false).unwrap_err(), Refusal::Total);
-        assert_eq!((c.metrics.evicted.get(), c.metrics.refused_total.get()), (2, 1));
+    /// A connection that began waiting `ago_ms` ago, in `phase`.
+    fn waiting(c: &Arc<Connections>, phase: Phase, ago_ms: u64) -> Ticket {
+        let t = c.admit(None, false).unwrap();
+        t.conn.enter(phase);
+        t.conn.since_ms.store(now_ms() - ago_ms, Ordering::Relaxed);
+        t
     }
 
     #[test]
-    fn at_the_bound_a_slow_head_goes_before_a_newer_idle_connection_and_a_fresh_head_stays() {
-        let c = Connections::new(&limits(3, None), metrics());
-        let slow = c.admit(None, false).unwrap();
-        slow.conn.enter(Phase::Head);
-        slow.conn.since_ms.store(now_ms().saturating_sub(2_000), Ordering::Relaxed);
-        let fresh = c.admit(None, false).unwrap();
-        fresh.conn.enter(Phase::Head);
-        let idle = c.admit(None, false).unwrap();
-        idle.conn.since_ms.store(now_ms().saturating_sub(1_000), Ordering::Relaxed);
-        let new = c.admit(None, false).unwrap();
-        new.conn.enter(Phase::Body);
-        assert!(slow.conn.evict.load(Ordering::Relaxed), "the slow head waited longest");
-        let newer = c.admit(None, false).unwrap();
-        newer.conn.enter(Phase::Done);
+    fn at_the_bound_the_longest_waiting_connection_gives_way() {
+        let c = Connections::new(&limits(4, None), metrics());
+        let idle = waiting(&c, Phase::Idle, 5_000);
+        let slow_head = waiting(&c, Phase::Head, 8_000);
+        let active = waiting(&c, Phase::Idle, 10); // between two requests of a busy client
+        let serving = waiting(&c, Phase::Body, 60_000);
+        let _new = waiting(&c, Phase::Done, 0);
+        assert!(slow_head.conn.evict.load(Ordering::Relaxed), "the head arriving for 8 s goes first");
+        let _newer = waiting(&c, Phase::Done, 0);
         assert!(idle.conn.evict.load(Ordering::Relaxed));
-        assert!(!fresh.conn.evict.load(Ordering::Relaxed), "a head arriving now is being served");
+        // Only an active client and a request being served are left: new connections are
+        // refused, and the registry is not scanned again before one could qualify.
         assert_eq!(c.admit(None, false).unwrap_err(), Refusal::Total);
+        assert!(!active.conn.evict.load(Ordering::Relaxed) && !serving.conn.evict.load(Ordering::Relaxed));
+        assert!(c.no_eviction_before.load(Ordering::Relaxed) > now_ms() + 900);
+        assert_eq!((c.metrics.evicted.get(), c.metrics.refused_total.get()), (2, 1));
     }
 
     fn guarded(c: &Arc<Connections>) -> (Guarded, tokio::io::DuplexStream, Arc<Conn>) {
@@ -732,6 +721,7 @@ mod tests {
     async fn an_idle_connection_is_not_clocked_and_ends_when_evicted() {
         let c = Connections::new(&limits(1, None), metrics());
         let (mut stream, _client, conn) = guarded(&c);
+        conn.since_ms.store(now_ms() - 2_000, Ordering::Relaxed);
         let reader = tokio::spawn(async move {
             let mut buf = [0u8; 8];
             stream.read(&mut buf).await

@@ -57,7 +57,12 @@ fn at_max_connections_idle_connections_give_way_and_busy_ones_refuse_cleanly() {
     let echo = Echo::start("api");
     let gw = gateway(&echo, "max_connections: 100, header_timeout: 5s");
     let mut idle: Vec<TcpStream> = (0..100).map(|_| served_connection(gw.addr)).collect();
-    // New clients are served: each new connection closes the oldest idle one.
+    // Connections idle for less than a second are an active client's: a new one is refused.
+    let mut early = TcpStream::connect(gw.addr).unwrap();
+    let _ = early.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(closed_within(&mut early, Duration::from_secs(2)), "refused while every connection is fresh");
+    // Once they have waited a second, new clients are served: each closes the oldest idle one.
+    std::thread::sleep(Duration::from_millis(1100));
     for i in 0..20 {
         let r = get(gw.addr, &format!("/new/{i}"));
         assert_eq!(r.status, 200, "new client {i}");
@@ -218,7 +223,8 @@ fn limits_are_checked_and_reloadable() {
     let gw = gateway(&echo, "max_connections: 2");
     let _a = served_connection(gw.addr);
     let _b = served_connection(gw.addr);
-    // Both are idle: a third client is served by closing the older.
+    // Both are idle: after a second, a third client is served by closing the older.
+    std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(get(gw.addr, "/x").status, 200);
     drop((_a, _b));
     assert!(eventually(Duration::from_secs(5), || metric_of(&gw, "siger_connections_open") <= 1.0));
