@@ -28,15 +28,25 @@ const REOPEN_AFTER: Duration = Duration::from_secs(1);
 
 const HEAD: &[u8] = b"GET /slow HTTP/1.1\r\nHost: x\r\nUser-Agent: slow-clients\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
 
+/// A new connection to `addr`, counted; `None` (after a pause) when it is refused.
+async fn open(addr: &str, tally: &Tally) -> Option<TcpStream> {
+    match TcpStream::connect(addr).await {
+        Ok(s) => {
+            tally.opened.fetch_add(1, Ordering::Relaxed);
+            Some(s)
+        }
+        Err(_) => {
+            tally.refused.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(REOPEN_AFTER).await;
+            None
+        }
+    }
+}
+
 /// One slowloris: trickle the head until the server ends the connection, then start again.
 async fn slow(addr: String, interval: Duration, until: Instant, tally: Arc<Tally>) {
     while Instant::now() < until {
-        let Ok(mut s) = TcpStream::connect(&addr).await else {
-            tally.refused.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(REOPEN_AFTER).await;
-            continue;
-        };
-        tally.opened.fetch_add(1, Ordering::Relaxed);
+        let Some(mut s) = open(&addr, &tally).await else { continue };
         tally.open_now.fetch_add(1, Ordering::Relaxed);
         let mut buf = [0u8; 2048];
         let mut answer = Vec::new();
@@ -77,12 +87,7 @@ async fn slow(addr: String, interval: Duration, until: Instant, tally: Arc<Tally
 /// One idle client: a request, its answer, then silence until the server closes.
 async fn idle(addr: String, until: Instant, tally: Arc<Tally>) {
     while Instant::now() < until {
-        let Ok(mut s) = TcpStream::connect(&addr).await else {
-            tally.refused.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(REOPEN_AFTER).await;
-            continue;
-        };
-        tally.opened.fetch_add(1, Ordering::Relaxed);
+        let Some(mut s) = open(&addr, &tally).await else { continue };
         if s.write_all(b"GET /idle HTTP/1.1\r\nHost: x\r\n\r\n").await.is_err() {
             tally.refused.fetch_add(1, Ordering::Relaxed);
             continue;
