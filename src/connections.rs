@@ -93,7 +93,8 @@ pub(crate) struct Conn {
     since_ms: AtomicU64,
     /// Chosen to close at the bound: the next idle read ends the connection.
     evict: AtomicBool,
-    /// The task of a read waiting while idle, woken when the connection is evicted.
+    /// The task waiting on this connection (an idle or slow-head read, an HTTP/2 stream's body
+    /// deadline), woken when it is evicted or enters its body phase.
     waker: AtomicWaker,
     /// The request's body missed `body_timeout` (the proxy answers 408).
     body_timed_out: AtomicBool,
