@@ -17,7 +17,7 @@ use pingora::http::RequestHeader;
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The header that marks a partial answer.
 pub(crate) const COMPLETED_HEADER: &str = "Siger-Completed";
@@ -29,8 +29,19 @@ pub(crate) struct PartRequest {
     pub(crate) index: usize,
     /// The path and query sent.
     pub(crate) path: String,
-    /// Headers sent (forwarding, identity, request id).
+    /// Headers sent (forwarding, identity, request id, `traceparent`).
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// What became of one part, for its span: when it ran, the backend of its last attempt, the
+/// status it answered and how many attempts it took.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PartReport {
+    pub(crate) started: Instant,
+    pub(crate) ended: Instant,
+    pub(crate) backend: Option<SocketAddr>,
+    pub(crate) status: Option<u16>,
+    pub(crate) attempts: u32,
 }
 
 /// Why a part has no value.
@@ -111,6 +122,7 @@ pub(crate) async fn fetch(
     part: &PartRequest,
     host: Option<&HeaderValue>,
     max_body: u64,
+    report: &mut PartReport,
 ) -> Result<Value, PartFailure> {
     let settings = snap.service(service);
     let pool = snap.pool(service);
@@ -151,7 +163,9 @@ pub(crate) async fn fetch(
         };
         let addr = selected.addr;
         let peer = Pool::peer(settings, addr, None);
+        (report.backend, report.status, report.attempts) = (Some(addr), None, attempts);
         let result = attempt(&peer, &head, max_body, settings.idle_timeout).await;
+        report.status = result.as_ref().ok().map(|(status, _)| *status);
         let failed = match &result {
             Ok((status, _)) => *status >= 500,
             Err(_) => true,
@@ -257,22 +271,28 @@ async fn attempt(
 }
 
 /// Run every part in parallel within the route's timeout (a part still running then is
-/// [`PartFailure::Timeout`]).
+/// [`PartFailure::Timeout`]), each with its report.
 pub(crate) async fn fetch_all(
     snap: &Snapshot,
     settings: &AggregateSettings,
     requests: Vec<Result<PartRequest, PartFailure>>,
     host: Option<&HeaderValue>,
     max_body: u64,
-) -> Vec<Result<Value, PartFailure>> {
+) -> Vec<(Result<Value, PartFailure>, PartReport)> {
     let deadline = tokio::time::Instant::now() + settings.timeout;
     let futures = requests.into_iter().map(|part| async move {
-        let part = part?;
-        let service = settings.parts[part.index].service;
-        match tokio::time::timeout_at(deadline, fetch(snap, service, &part, host, max_body)).await {
-            Ok(result) => result,
-            Err(_) => Err(PartFailure::Timeout),
-        }
+        let now = Instant::now();
+        let mut report = PartReport { started: now, ended: now, backend: None, status: None, attempts: 0 };
+        let result = match part {
+            Err(failure) => Err(failure),
+            Ok(part) => {
+                let service = settings.parts[part.index].service;
+                let fetched = fetch(snap, service, &part, host, max_body, &mut report);
+                tokio::time::timeout_at(deadline, fetched).await.unwrap_or(Err(PartFailure::Timeout))
+            }
+        };
+        report.ended = Instant::now();
+        (result, report)
     });
     futures::future::join_all(futures).await
 }

@@ -13,6 +13,7 @@ use crate::redirect::RedirectHttps;
 use crate::reload::{ConfigWatcher, HangupReload};
 use crate::runtime::Runtime;
 use crate::tls::CertWatcher;
+use crate::trace::export::SpanExporter;
 use crate::upstream::PoolsService;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
@@ -135,6 +136,8 @@ pub fn run(config: Config, path: &Path, launch: Launch) {
     server.add_service(background_service("jwks refresh", KeyRefreshService::new(runtime.clone())));
     server.add_service(background_service("reload on SIGHUP", HangupReload::new(runtime.clone())));
     server.add_service(background_service("config watcher", ConfigWatcher::new(runtime.clone())));
+    // Always there, so a reload can switch tracing on.
+    server.add_service(background_service("span export", SpanExporter::new(runtime.clone())));
 
     if !runtime.tls.is_empty() {
         server.add_service(background_service("tls certificates", CertWatcher::new(runtime.clone())));

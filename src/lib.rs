@@ -39,5 +39,6 @@ pub(crate) mod routing;
 pub(crate) mod runtime;
 pub(crate) mod snapshot;
 pub mod tls;
+pub(crate) mod trace;
 pub mod upgrade;
 pub(crate) mod upstream;

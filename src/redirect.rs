@@ -88,6 +88,7 @@ impl ServeHttp for RedirectHttps {
                 tls_version: None,
                 attempts: 0,
                 user: None,
+                trace_id: None,
             });
         }
         answer.into_http()

@@ -59,6 +59,8 @@ pub(crate) struct Runtime {
     pub(crate) idle_secs: Arc<AtomicU64>,
     /// Client connections: their bounds and request deadlines.
     pub(crate) connections: Arc<Connections>,
+    /// Finished spans waiting for the exporter.
+    pub(crate) spans: crate::trace::export::SpanQueue,
     /// TLS listeners' certificates and client-certificate checks.
     pub(crate) tls: TlsEdge,
     /// Pingora's response-compression module is installed (a route compressed at start-up):
@@ -123,6 +125,7 @@ impl Runtime {
             compression,
             idle_secs: Arc::new(AtomicU64::new(snapshot.config.limits.idle_timeout.as_secs())),
             connections: Connections::new(&snapshot.config.limits, metrics.connections.clone()),
+            spans: Default::default(),
             current: ArcSwap::from_pointee(snapshot),
             metrics,
             lifecycle: Lifecycle::new(),

@@ -636,3 +636,33 @@ fn job_payloads_are_checked_against_jobs_schema() {
     let r = submit(&gw, r#"{"w": 1}"#);
     assert_eq!(r.status, 400, "{}", r.json());
 }
+
+#[test]
+fn a_job_carries_the_trace_context_to_its_consumer() {
+    let nats = NatsServer::start();
+    let otlp = support::otlp::OtlpReceiver::start();
+    let echo = Echo::start("echo");
+    let tracing = format!("tracing: {{otlp_endpoint: \"{}\", sample_ratio: 0.0}}\n", otlp.endpoint());
+    let gw = Gateway::start(&format!("{tracing}{}", config(&nats.url(), echo.addr, "", "")));
+    wait_ready(&gw);
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let parent = format!("00-{trace}-b7ad6b7169203331-01");
+    let r = submit_with(
+        &gw,
+        &token("alice", &["user"]),
+        br#"{"image": "x"}"#,
+        &[("traceparent", &parent), ("tracestate", "vendor=1")],
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let stored = nats.messages("JOBS");
+    assert_eq!(stored.len(), 1);
+    let sent = stored[0].headers.get("traceparent").expect("traceparent header on the message");
+    assert!(sent.starts_with(&format!("00-{trace}-")) && sent.ends_with("-01"), "{sent}");
+    assert_eq!(stored[0].headers.get("tracestate").map(String::as_str), Some("vendor=1"));
+    // The consumer continues from the gateway's server span.
+    let server_span = &sent[36..52];
+    let ok = eventually(Duration::from_secs(10), || {
+        otlp.trace(trace).iter().any(|s| s.span_id() == server_span && s.parent_span_id() == "b7ad6b7169203331")
+    });
+    assert!(ok, "{:?}", otlp.trace(trace));
+}

@@ -70,6 +70,8 @@ pub struct Config {
     pub splits: Vec<TrafficSplit>,
     /// Parts of `aggregate` routes, addressed by [`AggregateId`].
     pub aggregates: Vec<AggregateSettings>,
+    /// OpenTelemetry tracing (`tracing`); `None`: off, and client trace headers pass untouched.
+    pub tracing: Option<TracingSettings>,
     /// Settings that parse but have no effect (e.g. `redis_url` with `store: local`): printed
     /// by `siger -t` and logged on load, never refused.
     pub warnings: Vec<super::ConfigError>,
@@ -891,4 +893,17 @@ pub struct RouteCache {
 pub struct CacheSettings {
     /// Memory all cached responses may take.
     pub max_memory: u64,
+}
+
+/// `tracing`: W3C trace context and spans exported over OTLP/HTTP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingSettings {
+    /// Where spans are POSTed (OTLP/HTTP protobuf), e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub otlp_endpoint: String,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+    /// Share of new traces recorded (0–1); requests with a caller's `traceparent` follow its flag.
+    pub sample_ratio: f64,
+    /// Most spans waiting for export; beyond it spans are dropped and counted.
+    pub queue_size: usize,
 }

@@ -25,6 +25,7 @@ pub(crate) struct RawConfig {
     pub(crate) nats: Option<RawNats>,
     pub(crate) jobs: Option<RawJobs>,
     pub(crate) cache: Option<RawCache>,
+    pub(crate) tracing: Option<RawTracing>,
     #[serde(default)]
     pub(crate) services: BTreeMap<String, RawService>,
     #[serde(default)]
@@ -483,4 +484,13 @@ pub(crate) struct RawRouteCache {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCache {
     pub(crate) max_memory: Option<ByteSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTracing {
+    pub(crate) otlp_endpoint: String,
+    pub(crate) service_name: Option<String>,
+    pub(crate) sample_ratio: Option<f64>,
+    pub(crate) queue_size: Option<usize>,
 }

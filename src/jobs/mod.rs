@@ -74,6 +74,10 @@ pub(crate) struct Submission<'a> {
     pub(crate) job_len: usize,
     /// The `jobs` settings of the request's config generation (subject, ack timeout).
     pub(crate) settings: &'a JobsSettings,
+    /// W3C `traceparent` header (tracing on).
+    pub(crate) traceparent: Option<String>,
+    /// W3C `tracestate` header passed on with it.
+    pub(crate) tracestate: Option<&'a str>,
 }
 
 /// A job JetStream acknowledged.
@@ -241,7 +245,8 @@ impl Jobs {
     }
 
     async fn publish_inner(&self, submission: Submission<'_>, metrics: &Metrics) -> Result<Accepted, PublishFailure> {
-        let Submission { job_id, user_id, request_id, payload, job_len, settings } = submission;
+        let Submission { job_id, user_id, request_id, payload, job_len, settings, traceparent, tracestate } =
+            submission;
         let link = self.link.get().ok_or(PublishFailure::Disconnected)?;
         // Queuing into a dead connection would hold the client until the timeout and might
         // still publish later; answering now is clearer.
@@ -251,6 +256,12 @@ impl Jobs {
         let mut headers = HeaderMap::new();
         headers.insert("Siger-User-Id", request::header_value(user_id).as_ref());
         headers.insert("Siger-Request-Id", request::header_value(request_id).as_ref());
+        if let Some(traceparent) = traceparent {
+            headers.insert("traceparent", traceparent.as_str());
+        }
+        if let Some(tracestate) = tracestate {
+            headers.insert("tracestate", tracestate);
+        }
         let envelope_overhead = (payload.len() - job_len.min(payload.len())) as u64;
         let message = PublishMessage::build().payload(payload).headers(headers).message_id(job_id);
         let timeout = settings.ack_timeout;
@@ -377,6 +388,8 @@ mod tests {
                     payload: Bytes::from_static(b"{}"),
                     job_len: 2,
                     settings: &j.settings,
+                    traceparent: None,
+                    tracestate: None,
                 },
                 &metrics,
             )

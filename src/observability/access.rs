@@ -50,6 +50,8 @@ pub(crate) struct AccessLine<'a> {
     pub(crate) attempts: u32,
     /// The verified caller (`sub`: a token's subject, an API key's consumer, a Telegram user).
     pub(crate) user: Option<&'a str>,
+    /// The request's trace (tracing on).
+    pub(crate) trace_id: Option<opentelemetry::trace::TraceId>,
 }
 
 /// The protocol as the access log names it.
@@ -147,6 +149,9 @@ impl AccessLine<'_> {
             out.push_str(",\"user\":");
             push_json_str(out, user);
         }
+        if let Some(trace_id) = self.trace_id {
+            let _ = write!(out, ",\"trace_id\":\"{trace_id}\"");
+        }
         match self.backend {
             Some(SocketAddr::V4(b)) => {
                 out.push_str(",\"backend\":\"");
@@ -232,6 +237,7 @@ mod tests {
             tls_version: Some("TLSv1.3"),
             attempts: 2,
             user: Some("acme"),
+            trace_id: Some(opentelemetry::trace::TraceId::from_bytes([0xab; 16])),
         };
         let mut out = String::new();
         line.render(&mut out);
@@ -245,6 +251,7 @@ mod tests {
         assert_eq!(v["http_version"], "HTTP/2");
         assert_eq!(v["attempts"], 2);
         assert_eq!(v["user"], "acme");
+        assert_eq!(v["trace_id"], "abababababababababababababababab");
         assert_eq!(v["tls_version"], "TLSv1.3");
         assert!(v["time"].as_str().is_some_and(|t| t.len() == 24 && t.ends_with('Z')));
     }

@@ -103,6 +103,8 @@ pub(crate) struct Metrics {
     tls_cert_reloads: IntCounterVec,
     /// Client connection counts, refusals, evictions and request deadlines.
     pub(crate) connections: crate::connections::ConnectionMetrics,
+    /// Spans exported and dropped.
+    pub(crate) spans: crate::trace::export::SpanMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -301,6 +303,17 @@ impl Metrics {
             header_timeouts: timeouts.with_label_values(&["header"]),
             body_timeouts: timeouts.with_label_values(&["body"]),
         };
+        let dropped = counter_vec(
+            &registry,
+            "siger_trace_spans_dropped_total",
+            "Spans not exported: the export queue was full (queue_full) or the collector failed (export_failed)",
+            &["reason"],
+        );
+        let spans = crate::trace::export::SpanMetrics {
+            exported: counter(&registry, "siger_trace_spans_exported_total", "Spans the collector accepted"),
+            queue_full: dropped.with_label_values(&["queue_full"]),
+            export_failed: dropped.with_label_values(&["export_failed"]),
+        };
         let tls_client_hellos = counter_vec(
             &registry,
             "siger_tls_client_hellos_total",
@@ -429,6 +442,7 @@ impl Metrics {
             cache_bytes,
             cache_entries,
             connections,
+            spans,
         }
     }
 

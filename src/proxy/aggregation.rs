@@ -9,7 +9,9 @@ use crate::config::AggregateSettings;
 use crate::errors::{GatewayError, UpstreamErrorKind};
 use crate::policy::headers::Vars;
 use crate::snapshot::Snapshot;
+use crate::trace::{ChildSpan, RequestTrace};
 use http::{HeaderName, HeaderValue};
+use opentelemetry::trace::SpanId;
 use pingora::prelude::*;
 
 /// Answer the request; `Ok(true)` unless the client vanished.
@@ -27,14 +29,31 @@ pub(super) async fn handle(
     let req = session.req_header();
     let host = req.headers.get(http::header::HOST).cloned();
     let headers = part_headers(snap, state, req, host.as_ref(), route.forward_authorization);
-    let requests = part_requests(settings, state, &route.label, &headers);
-    let results = aggregate::fetch_all(snap, settings, requests, host.as_ref(), route.max_body).await;
-    for (part, result) in settings.parts.iter().zip(&results) {
-        let outcome = match result {
+    let spans: Vec<Option<SpanId>> =
+        settings.parts.iter().map(|_| state.trace.as_ref().map(|_| crate::trace::context::new_span_id())).collect();
+    let requests = part_requests(settings, state, &route.label, &headers, &spans);
+    let fetched = aggregate::fetch_all(snap, settings, requests, host.as_ref(), route.max_body).await;
+    let mut results = Vec::with_capacity(fetched.len());
+    for ((part, span), (result, report)) in settings.parts.iter().zip(spans).zip(fetched) {
+        let outcome = match &result {
             Ok(_) => "ok",
             Err(f) => f.label(),
         };
         snap.metrics.aggregate_part(&route.label, &part.key, outcome);
+        if let (Some(trace), Some(span_id)) = (state.trace.as_mut(), span) {
+            trace.child(ChildSpan {
+                span_id,
+                started: report.started,
+                ended: report.ended,
+                service: &snap.service(part.service).name,
+                backend: report.backend,
+                status: report.status,
+                error: (outcome != "ok" && report.status.is_none()).then_some(outcome),
+                retry: report.attempts.saturating_sub(1),
+                part: Some(&part.key),
+            });
+        }
+        results.push(result);
     }
     match aggregate::merge(settings, results) {
         Merged::Answer { body, complete } => {
@@ -61,6 +80,7 @@ fn part_requests(
     state: &RequestState,
     route: &str,
     headers: &[(HeaderName, HeaderValue)],
+    spans: &[Option<SpanId>],
 ) -> Vec<Result<PartRequest, PartFailure>> {
     let claim = |name: &str| state.identity.as_ref().and_then(|i| i.claim_text(name));
     let vars = Vars {
@@ -75,7 +95,14 @@ fn part_requests(
         .iter()
         .enumerate()
         .map(|(index, part)| match part.path.render_path(&vars) {
-            Some(path) => Ok(PartRequest { index, path, headers: headers.to_vec() }),
+            Some(path) => {
+                let mut headers = headers.to_vec();
+                // Each part continues the trace from its own span.
+                if let (Some(trace), Some(span)) = (&state.trace, spans[index]) {
+                    headers.extend(trace_headers(trace, span));
+                }
+                Ok(PartRequest { index, path, headers })
+            }
             None => Err(PartFailure::Unavailable("a path variable is a dot-segment".into())),
         })
         .collect()
@@ -113,6 +140,18 @@ fn part_headers(
         if let Some(auth) = req.headers.get(http::header::AUTHORIZATION) {
             out.push((http::header::AUTHORIZATION, auth.clone()));
         }
+    }
+    out
+}
+
+/// `traceparent` (and the caller's `tracestate`) for a part continuing from `span`.
+fn trace_headers(trace: &RequestTrace, span: SpanId) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(2);
+    if let Ok(v) = HeaderValue::from_str(&trace.traceparent(span)) {
+        out.push((HeaderName::from_static("traceparent"), v));
+    }
+    if let Some(v) = trace.tracestate().and_then(|s| HeaderValue::from_str(s).ok()) {
+        out.push((HeaderName::from_static("tracestate"), v));
     }
     out
 }

@@ -9,6 +9,7 @@ use crate::config::{LbAlgorithm, RouteTarget, ServiceId, ServiceSettings, Sticky
 use crate::errors::{GatewayError, UpstreamErrorKind};
 use crate::forwarding;
 use crate::snapshot::Snapshot;
+use crate::trace::ChildSpan;
 use crate::upstream::breaker::{Refusal, State};
 use crate::upstream::outlier::Verdict;
 use crate::upstream::{now_ms, split, Pool};
@@ -161,6 +162,7 @@ pub(crate) fn next_peer(
                 backend: Some(selected.addr),
                 slot: selected.guard,
                 started: Some(Instant::now()),
+                span: state.trace.as_ref().map(|_| crate::trace::context::new_span_id()),
                 ..Default::default()
             };
             state.attempts += 1;
@@ -173,6 +175,27 @@ pub(crate) fn next_peer(
             detail: "no backend accepted the connection".into(),
         })),
     }
+}
+
+/// The current attempt is over: its client span (tracing on) is recorded, once. `error` says
+/// how it failed when the backend did not answer.
+pub(crate) fn record_span(snap: &Snapshot, state: &mut RequestState, error: Option<&'static str>) {
+    let (Some(trace), Some(span_id), Some(started)) =
+        (state.trace.as_mut(), state.attempt.span.take(), state.attempt.started)
+    else {
+        return;
+    };
+    trace.child(ChildSpan {
+        span_id,
+        started,
+        ended: Instant::now(),
+        service: state.service.map_or("-", |s| snap.service(s).name.as_str()),
+        backend: state.attempt.backend,
+        status: state.attempt.status,
+        error: error.filter(|_| state.attempt.status.is_none()),
+        retry: state.attempts.saturating_sub(1),
+        part: None,
+    });
 }
 
 /// The current attempt failed (`kind`): counted for outlier detection and the breaker.

@@ -49,6 +49,9 @@ pub(crate) struct RequestState {
     /// `early_request_filter`: the body length `Content-Length` announces (`None`: no body,
     /// or chunked).
     pub(crate) declared_length: Option<u64>,
+    /// `early_request_filter`: the request's trace context (`tracing` configured); its spans
+    /// are handed to the exporter by `logging`.
+    pub(crate) trace: Option<crate::trace::RequestTrace>,
     /// `request_filter`: the matched route.
     pub(crate) route: Option<RouteId>,
     /// `request_filter`: a CORS preflight answered by the gateway.
@@ -107,6 +110,10 @@ pub(crate) struct Attempt {
     pub(crate) slot: Option<InflightGuard>,
     /// When it started.
     pub(crate) started: Option<Instant>,
+    /// Its client span, sent upstream as the parent in `traceparent` (tracing on).
+    pub(crate) span: Option<opentelemetry::trace::SpanId>,
+    /// The status the backend answered.
+    pub(crate) status: Option<u16>,
     /// How it failed to connect (`fail_to_connect`); answered if no backend is left to try.
     pub(crate) connect_error: Option<GatewayError>,
     /// Its failure is already counted in `siger_upstream_errors_total`.
@@ -128,6 +135,7 @@ impl RequestCtx {
                 tls: None,
                 hsts: None,
                 declared_length: None,
+                trace: None,
                 route: None,
                 preflight: false,
                 compressing: false,

@@ -117,6 +117,9 @@ async fn submit(
         payload: envelope.to_bytes(),
         job_len: job.get().len(),
         settings,
+        // The job's consumer continues the trace from the gateway's span.
+        traceparent: state.trace.as_ref().map(|t| t.traceparent(t.span_id)),
+        tracestate: state.trace.as_ref().and_then(|t| t.tracestate()),
     };
     let accepted = jobs.publish(submission, &runtime.metrics).await.map_err(|f| Failure::Counted(f.into()))?;
     Ok((job_id, accepted))

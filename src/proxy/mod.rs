@@ -317,6 +317,7 @@ impl ProxyHttp for Gateway {
             }
             _ => forwarding::new_request_id(),
         };
+        state.trace = snap.config.tracing.as_ref().map(|t| crate::trace::RequestTrace::start(t, &req.headers));
         if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
             state.peer_ip = peer.ip();
         }
@@ -498,6 +499,7 @@ impl ProxyHttp for Gateway {
         snap.metrics.upstream_error(service, UpstreamErrorKind::of(&e));
         state.attempt.error_counted = true;
         state.attempt.connect_error = GatewayError::from_pingora(&e, None);
+        attempts::record_span(snap, state, Some(UpstreamErrorKind::Connect.label()));
         attempts::attempt_failed(snap, state);
         // Nothing was sent upstream yet, so another backend is safe for any method.
         if attempts::may_retry(snap, session, state, RetryReason::Connect) {
@@ -526,6 +528,7 @@ impl ProxyHttp for Gateway {
             snap.metrics.upstream_error(service, kind);
             state.attempt.error_counted = true;
         }
+        attempts::record_span(snap, state, Some(kind.label()));
         attempts::attempt_failed(snap, state);
         if kind == UpstreamErrorKind::Reset && attempts::may_retry(snap, session, state, RetryReason::Reset) {
             e.set_retry(true);
@@ -566,6 +569,14 @@ impl ProxyHttp for Gateway {
         }
         upstream.insert_header("X-Real-IP", state.client_ip_text.as_str())?;
         upstream.insert_header("X-Request-Id", state.request_id.as_str())?;
+        if let Some(trace) = &state.trace {
+            // The backend continues from this attempt's span.
+            upstream.insert_header("traceparent", trace.traceparent(state.attempt.span.unwrap_or(trace.span_id)))?;
+            upstream.remove_header("tracestate");
+            if let Some(tracestate) = trace.tracestate() {
+                upstream.insert_header("tracestate", tracestate)?;
+            }
+        }
         // Claim headers: client-sent copies are dropped on every route, public ones included,
         // so upstream identity headers can only come from a verified token. The names come
         // from the config, not the authenticator: stripping must not depend on keys loading.
@@ -622,6 +633,7 @@ impl ProxyHttp for Gateway {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         state.upstream_duration = state.attempt.started.map(|t| t.elapsed());
         let status = upstream.status.as_u16();
+        state.attempt.status = Some(status);
         if status < 500 {
             attempts::attempt_succeeded(snap, state);
             return Ok(());
@@ -635,6 +647,7 @@ impl ProxyHttp for Gateway {
         if attempts::retries_status(snap, state, status)
             && attempts::may_retry(snap, session, state, RetryReason::Status)
         {
+            attempts::record_span(snap, state, None);
             if let Ok(peer) = attempts::next_peer(snap, session, state) {
                 state.picked_peer = Some(peer);
                 state.retrying_status = true;
@@ -764,16 +777,34 @@ impl ProxyHttp for Gateway {
                 snap.metrics.upstream_error(service, UpstreamErrorKind::of(e));
             }
         }
+        let upstream_error = e.filter(|e| e.esource == ErrorSource::Upstream).map(|e| UpstreamErrorKind::of(e).label());
+        attempts::record_span(snap, state, upstream_error.or(Some("cancelled")));
         let elapsed = state.started.elapsed();
         if let Some(route) = state.route.filter(|r| snap.route(*r).cache.is_some()) {
             snap.metrics.cache_result(route, policies::cache_result(session.cache.phase()));
         }
         let req = session.req_header();
         snap.metrics.observe_request(&self.runtime.metrics, state.route, &req.method, status, elapsed.as_secs_f64());
+        let route = state.route.map(|r| snap.route(r));
+        let trace_id = state.trace.as_ref().map(|t| t.trace_id);
+        if let (Some(trace), Some(settings)) = (state.trace.take(), snap.config.tracing.as_ref()) {
+            let server = crate::trace::ServerSpan {
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                route: route.map(|r| r.label.as_str()),
+                service: service.map(|s| snap.service(s).name.as_str()),
+                status,
+                client_ip: &state.client_ip_text,
+                request_id: &state.request_id,
+                error: state.error_code,
+            };
+            if let Some(spans) = trace.finish(server) {
+                self.runtime.spans.push(spans, settings.queue_size, &self.runtime.metrics.spans);
+            }
+        }
         if !snap.config.access_log {
             return;
         }
-        let route = state.route.map(|r| snap.route(r));
         let line = access::AccessLine {
             request_id: &state.request_id,
             client_ip: &state.client_ip_text,
@@ -792,6 +823,7 @@ impl ProxyHttp for Gateway {
             tls_version: state.tls.as_ref().map(|t| t.version),
             attempts: state.attempts,
             user: state.identity.as_ref().and_then(|i| i.sub.as_deref()),
+            trace_id,
         };
         access::write(&line);
     }

@@ -7,6 +7,7 @@ pub mod consul;
 pub mod grpc;
 pub mod jwt;
 pub mod nats;
+pub mod otlp;
 pub mod pki;
 pub mod redis_server;
 

@@ -89,3 +89,21 @@ pub(super) fn check_nats(raw: &RawNats, base: &Path, p: &mut Problems) -> Option
         pending_buffer,
     })
 }
+
+/// `tracing`: an http(s) collector URL, a ratio in [0, 1], a queue between 64 and 1,000,000.
+pub(super) fn check_tracing(raw: &RawTracing, p: &mut Problems) -> TracingSettings {
+    check_http_url("tracing.otlp_endpoint", &raw.otlp_endpoint, p);
+    let sample_ratio = raw.sample_ratio.unwrap_or(0.1);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        p.add("tracing.sample_ratio", "must be between 0 and 1");
+    }
+    let service_name = raw.service_name.clone().unwrap_or_else(|| "siger".into());
+    if service_name.trim().is_empty() {
+        p.add("tracing.service_name", "must not be empty");
+    }
+    let queue_size = raw.queue_size.unwrap_or(4096);
+    if !(64..=1_000_000).contains(&queue_size) {
+        p.add("tracing.queue_size", "must be between 64 and 1000000 spans");
+    }
+    TracingSettings { otlp_endpoint: raw.otlp_endpoint.clone(), service_name, sample_ratio, queue_size }
+}

@@ -92,6 +92,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
     let (mut routes, splits, aggregates) =
         check_routes(&raw.routes, &services, &limits, &schemes, &identity, base, &mut p);
     let cache = policies::check_cache(raw.cache.as_ref(), &routes, &mut p);
+    let tracing = raw.tracing.as_ref().map(|t| dependencies::check_tracing(t, &mut p));
     if let Some(jobs) = &jobs {
         routes.push(jobs_route(jobs, &routes, &rate_limit, &mut p));
     }
@@ -140,6 +141,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
         splits,
         aggregates,
         cache,
+        tracing,
         warnings: Vec::new(),
         files: p.files.clone(),
     };

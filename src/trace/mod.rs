@@ -1,0 +1,340 @@
+//! Tracing (ARCHITECTURE.md §7.6): each request's W3C trace context and, when it is sampled,
+//! its spans — the gateway's server span and one client span per upstream attempt or
+//! aggregation part — handed to [`export::SpanQueue`] when the request ends.
+//!
+//! An unsampled request costs two random ids and the `traceparent` sent on; a sampled one
+//! builds its spans only once it is over, so nothing here waits on the collector.
+
+pub(crate) mod context;
+pub(crate) mod export;
+
+use crate::config::TracingSettings;
+use context::Parent;
+use http::HeaderMap;
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime};
+
+/// One request's place in a trace.
+#[derive(Debug)]
+pub(crate) struct RequestTrace {
+    /// The trace: the caller's, or a new one.
+    pub(crate) trace_id: TraceId,
+    /// The gateway's server span.
+    pub(crate) span_id: SpanId,
+    /// The caller's span, from a valid `traceparent`.
+    parent: Option<SpanId>,
+    /// Spans are recorded and exported (the caller's flag, else the sample ratio).
+    pub(crate) sampled: bool,
+    /// The caller's `tracestate`, passed on unchanged when well-formed.
+    tracestate: Option<String>,
+    /// Wall clock and monotonic clock at the start, to place the spans' times.
+    started: (SystemTime, Instant),
+    /// Finished child spans (sampled requests only).
+    children: Vec<SpanData>,
+}
+
+/// A finished upstream attempt or aggregation part, as its client span records it.
+#[derive(Debug)]
+pub(crate) struct ChildSpan<'a> {
+    /// The span's id (sent upstream as the parent in `traceparent`).
+    pub(crate) span_id: SpanId,
+    /// When it started and ended.
+    pub(crate) started: Instant,
+    pub(crate) ended: Instant,
+    /// The upstream service.
+    pub(crate) service: &'a str,
+    /// The backend, when one was picked.
+    pub(crate) backend: Option<SocketAddr>,
+    /// The upstream's status, when it answered.
+    pub(crate) status: Option<u16>,
+    /// Why it failed without an answer (`connect`, `reset`, `timeout`, …).
+    pub(crate) error: Option<&'static str>,
+    /// 0 for the first attempt, then 1, 2, … for retries.
+    pub(crate) retry: u32,
+    /// The aggregation part's key.
+    pub(crate) part: Option<&'a str>,
+}
+
+/// The request as its server span records it.
+#[derive(Debug)]
+pub(crate) struct ServerSpan<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    /// The matched route's label.
+    pub(crate) route: Option<&'a str>,
+    pub(crate) service: Option<&'a str>,
+    /// Status sent to the client (0: none).
+    pub(crate) status: u16,
+    pub(crate) client_ip: &'a str,
+    pub(crate) request_id: &'a str,
+    /// The gateway's error code, when it answered with one.
+    pub(crate) error: Option<&'a str>,
+}
+
+impl RequestTrace {
+    /// The trace context of a request with these headers: the caller's when its one
+    /// `traceparent` is valid, else a new trace (never an error).
+    pub(crate) fn start(settings: &TracingSettings, headers: &HeaderMap) -> Self {
+        let started = (SystemTime::now(), Instant::now());
+        let mut lines = headers.get_all("traceparent").iter();
+        let parent = match (lines.next(), lines.next()) {
+            (Some(one), None) => context::parse_traceparent(one.as_bytes()),
+            _ => None,
+        };
+        let trace_id = parent.map_or_else(context::new_trace_id, |p| p.trace_id);
+        // A `tracestate` belongs to the `traceparent` it came with.
+        let tracestate = parent
+            .filter(|_| headers.contains_key("tracestate"))
+            .and_then(|_| context::tracestate(headers.get_all("tracestate").iter().map(|v| v.as_bytes())));
+        RequestTrace {
+            trace_id,
+            span_id: context::new_span_id(),
+            parent: parent.map(|p: Parent| p.span_id),
+            sampled: context::sampled(parent.as_ref(), trace_id, settings.sample_ratio),
+            tracestate,
+            started,
+            children: Vec::new(),
+        }
+    }
+
+    /// `traceparent` naming `span` (the gateway's span the receiver continues from).
+    pub(crate) fn traceparent(&self, span: SpanId) -> String {
+        context::format_traceparent(self.trace_id, span, self.sampled)
+    }
+
+    /// The `tracestate` to pass on with it.
+    pub(crate) fn tracestate(&self) -> Option<&str> {
+        self.tracestate.as_deref()
+    }
+
+    /// Record a finished child span (nothing when the request is not sampled).
+    pub(crate) fn child(&mut self, span: ChildSpan<'_>) {
+        if !self.sampled {
+            return;
+        }
+        let mut attributes = vec![KeyValue::new("siger.service", span.service.to_string())];
+        if let Some(addr) = span.backend {
+            attributes.push(KeyValue::new("server.address", addr.ip().to_string()));
+            attributes.push(KeyValue::new("server.port", i64::from(addr.port())));
+        }
+        if let Some(status) = span.status {
+            attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
+        }
+        if span.retry > 0 {
+            attributes.push(KeyValue::new("http.request.resend_count", i64::from(span.retry)));
+        }
+        if let Some(part) = span.part {
+            attributes.push(KeyValue::new("siger.aggregate.part", part.to_string()));
+        }
+        let failed = span.error.or(span.status.filter(|s| *s >= 500).map(|_| "status"));
+        if let Some(error) = span.error {
+            attributes.push(KeyValue::new("error.type", error));
+        }
+        let name = match span.part {
+            Some(part) => format!("part {part}"),
+            None => format!("upstream {}", span.service),
+        };
+        let data = self.span_data(
+            span.span_id,
+            Some(self.span_id),
+            SpanKind::Client,
+            name,
+            (span.started, span.ended),
+            attributes,
+            failed.map_or(Status::Unset, Status::error),
+        );
+        self.children.push(data);
+    }
+
+    /// The request is over: its spans, server span last (`None` when not sampled).
+    pub(crate) fn finish(mut self, server: ServerSpan<'_>) -> Option<Vec<SpanData>> {
+        if !self.sampled {
+            return None;
+        }
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", server.method.to_string()),
+            KeyValue::new("url.path", server.path.chars().take(1024).collect::<String>()),
+            KeyValue::new("client.address", server.client_ip.to_string()),
+            KeyValue::new("siger.request_id", server.request_id.to_string()),
+        ];
+        if server.status != 0 {
+            attributes.push(KeyValue::new("http.response.status_code", i64::from(server.status)));
+        }
+        if let Some(route) = server.route {
+            attributes.push(KeyValue::new("http.route", route.to_string()));
+        }
+        if let Some(service) = server.service {
+            attributes.push(KeyValue::new("siger.service", service.to_string()));
+        }
+        if let Some(code) = server.error {
+            attributes.push(KeyValue::new("error.type", code.to_string()));
+        }
+        let name = match server.route {
+            Some(route) => format!("{} {route}", server.method),
+            None => server.method.to_string(),
+        };
+        let status = if server.status >= 500 || server.status == 0 {
+            Status::error(server.error.unwrap_or("no answer").to_string())
+        } else {
+            Status::Unset
+        };
+        let times = (self.started.1, Instant::now());
+        let mut span = self.span_data(self.span_id, self.parent, SpanKind::Server, name, times, attributes, status);
+        span.parent_span_is_remote = self.parent.is_some();
+        if let Some(state) = self.tracestate.as_deref().and_then(|s| s.parse::<TraceState>().ok()) {
+            span.span_context = SpanContext::new(self.trace_id, self.span_id, TraceFlags::SAMPLED, false, state);
+        }
+        let mut spans = std::mem::take(&mut self.children);
+        spans.push(span);
+        Some(spans)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn span_data(
+        &self,
+        span_id: SpanId,
+        parent: Option<SpanId>,
+        kind: SpanKind,
+        name: String,
+        (started, ended): (Instant, Instant),
+        attributes: Vec<KeyValue>,
+        status: Status,
+    ) -> SpanData {
+        let (wall, mono) = self.started;
+        SpanData {
+            span_context: SpanContext::new(self.trace_id, span_id, TraceFlags::SAMPLED, false, TraceState::NONE),
+            parent_span_id: parent.unwrap_or(SpanId::INVALID),
+            parent_span_is_remote: false,
+            span_kind: kind,
+            name: Cow::Owned(name),
+            start_time: wall + started.saturating_duration_since(mono),
+            end_time: wall + ended.saturating_duration_since(mono),
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: scope().clone(),
+        }
+    }
+}
+
+/// The instrumentation scope every span names: this gateway and its version.
+fn scope() -> &'static InstrumentationScope {
+    static SCOPE: OnceLock<InstrumentationScope> = OnceLock::new();
+    SCOPE.get_or_init(|| InstrumentationScope::builder("siger").with_version(env!("CARGO_PKG_VERSION")).build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(sample_ratio: f64) -> TracingSettings {
+        TracingSettings {
+            otlp_endpoint: "http://127.0.0.1:4318/v1/traces".into(),
+            service_name: "siger".into(),
+            sample_ratio,
+            queue_size: 64,
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().expect("value"));
+        }
+        h
+    }
+
+    fn server<'a>(status: u16) -> ServerSpan<'a> {
+        ServerSpan {
+            method: "GET",
+            path: "/x",
+            route: Some("/x"),
+            service: Some("s"),
+            status,
+            client_ip: "127.0.0.1",
+            request_id: "r",
+            error: None,
+        }
+    }
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_callers_trace_is_continued_with_its_state() {
+        let h = headers(&[("traceparent", PARENT), ("tracestate", "rojo=1"), ("tracestate", "congo=2")]);
+        let mut t = RequestTrace::start(&settings(0.0), &h);
+        assert_eq!(t.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(t.sampled, "the caller's flag wins over the ratio");
+        assert_eq!(t.tracestate(), Some("rojo=1,congo=2"));
+        let attempt = context::new_span_id();
+        assert_eq!(t.traceparent(attempt), format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{attempt}-01"));
+        t.child(ChildSpan {
+            span_id: attempt,
+            started: Instant::now(),
+            ended: Instant::now(),
+            service: "s",
+            backend: Some("127.0.0.1:9".parse().expect("addr")),
+            status: Some(503),
+            error: None,
+            retry: 1,
+            part: None,
+        });
+        let server_id = t.span_id;
+        let spans = t.finish(server(200)).expect("sampled");
+        assert_eq!(spans.len(), 2);
+        let (child, root) = (&spans[0], &spans[1]);
+        assert_eq!(child.parent_span_id, server_id);
+        assert_eq!(child.span_kind, SpanKind::Client);
+        assert!(matches!(child.status, Status::Error { .. }));
+        assert!(child.attributes.contains(&KeyValue::new("http.request.resend_count", 1i64)));
+        assert_eq!(root.parent_span_id.to_string(), "00f067aa0ba902b7");
+        assert!(root.parent_span_is_remote);
+        assert_eq!(root.span_kind, SpanKind::Server);
+        assert_eq!(root.status, Status::Unset);
+        assert!(root.start_time <= child.start_time && child.end_time <= root.end_time);
+    }
+
+    #[test]
+    fn bad_or_repeated_traceparents_start_a_new_trace_without_the_state() {
+        for h in [
+            headers(&[("traceparent", "00-xyz"), ("tracestate", "rojo=1")]),
+            headers(&[("traceparent", PARENT), ("traceparent", PARENT)]),
+            headers(&[("tracestate", "rojo=1")]),
+        ] {
+            let t = RequestTrace::start(&settings(1.0), &h);
+            assert_ne!(t.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_eq!(t.tracestate(), None);
+            assert!(t.sampled);
+            let spans = t.finish(server(502)).expect("sampled");
+            assert_eq!(spans[0].parent_span_id, SpanId::INVALID);
+            assert!(matches!(spans[0].status, Status::Error { .. }));
+        }
+    }
+
+    #[test]
+    fn unsampled_requests_record_nothing_but_still_propagate() {
+        let mut t = RequestTrace::start(&settings(0.0), &HeaderMap::new());
+        assert!(!t.sampled);
+        assert!(t.traceparent(t.span_id).ends_with("-00"));
+        t.child(ChildSpan {
+            span_id: context::new_span_id(),
+            started: Instant::now(),
+            ended: Instant::now(),
+            service: "s",
+            backend: None,
+            status: Some(200),
+            error: None,
+            retry: 0,
+            part: None,
+        });
+        assert!(t.children.is_empty());
+        assert!(t.finish(server(200)).is_none());
+    }
+}

@@ -1,0 +1,178 @@
+//! A small OpenTelemetry collector for tests: the OTLP/HTTP trace receiver as the OTLP
+//! specification describes it (protocol "HTTP/1.1 + binary protobuf"):
+//!
+//! - `POST /v1/traces` with `Content-Type: application/x-protobuf`, the body an
+//!   `ExportTraceServiceRequest`, decoded with the official `opentelemetry-proto` types;
+//!   answered `200` with an (empty, i.e. fully successful) `ExportTraceServiceResponse` in the
+//!   same content type.
+//! - A body that does not decode → `400`; another content type (JSON encoding, gzip) → `415`;
+//!   another path → `404`; another method → `405`. Keep-alive connections are served until
+//!   the client closes them.
+//!
+//! Not implemented (Siger does not send them): gzip bodies, JSON encoding, partial success.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A received span with its resource's `service.name`.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub service_name: String,
+    pub span: Span,
+}
+
+impl Received {
+    pub fn trace_id(&self) -> String {
+        hex::encode(&self.span.trace_id)
+    }
+    pub fn span_id(&self) -> String {
+        hex::encode(&self.span.span_id)
+    }
+    pub fn parent_span_id(&self) -> String {
+        hex::encode(&self.span.parent_span_id)
+    }
+    /// A string or integer attribute, as text.
+    pub fn attr(&self, key: &str) -> Option<String> {
+        let kv = self.span.attributes.iter().find(|kv| kv.key == key)?;
+        match kv.value.as_ref()?.value.as_ref()? {
+            AnyValue::StringValue(s) => Some(s.clone()),
+            AnyValue::IntValue(i) => Some(i.to_string()),
+            AnyValue::BoolValue(b) => Some(b.to_string()),
+            AnyValue::DoubleValue(d) => Some(d.to_string()),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    spans: Vec<Received>,
+    /// Export requests answered 200.
+    exports: usize,
+}
+
+/// The receiver; it serves until the test ends.
+pub struct OtlpReceiver {
+    pub addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl OtlpReceiver {
+    pub fn start() -> OtlpReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let s = shared.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let s = s.clone();
+                std::thread::spawn(move || serve(stream, &s));
+            }
+        });
+        OtlpReceiver { addr, shared }
+    }
+
+    /// `otlp_endpoint` for the gateway's config.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/v1/traces", self.addr)
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<Received> {
+        self.shared.lock().unwrap().spans.clone()
+    }
+
+    /// Spans of one trace.
+    pub fn trace(&self, trace_id: &str) -> Vec<Received> {
+        self.spans().into_iter().filter(|s| s.trace_id() == trace_id).collect()
+    }
+
+    /// Export requests accepted.
+    pub fn exports(&self) -> usize {
+        self.shared.lock().unwrap().exports
+    }
+}
+
+fn serve(stream: TcpStream, shared: &Mutex<Shared>) {
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+        let (mut length, mut content_type, mut encoding) = (0usize, String::new(), String::new());
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                let v = v.trim();
+                match k.to_ascii_lowercase().as_str() {
+                    "content-length" => length = v.parse().unwrap_or(0),
+                    "content-type" => content_type = v.to_ascii_lowercase(),
+                    "content-encoding" => encoding = v.to_ascii_lowercase(),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let (status, answer) = if path != "/v1/traces" {
+            (404, Vec::new())
+        } else if method != "POST" {
+            (405, Vec::new())
+        } else if content_type != "application/x-protobuf" || !(encoding.is_empty() || encoding == "identity") {
+            (415, Vec::new())
+        } else {
+            match ExportTraceServiceRequest::decode(body.as_slice()) {
+                Ok(request) => {
+                    let mut shared = shared.lock().unwrap();
+                    shared.exports += 1;
+                    for resource_spans in request.resource_spans {
+                        let service_name = resource_spans
+                            .resource
+                            .as_ref()
+                            .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+                            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                                AnyValue::StringValue(s) => Some(s.clone()),
+                                _ => None,
+                            })
+                            .unwrap_or_default();
+                        for scope in resource_spans.scope_spans {
+                            for span in scope.spans {
+                                shared.spans.push(Received { service_name: service_name.clone(), span });
+                            }
+                        }
+                    }
+                    (200, ExportTraceServiceResponse { partial_success: None }.encode_to_vec())
+                }
+                Err(_) => (400, Vec::new()),
+            }
+        };
+        let head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+            answer.len()
+        );
+        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&answer).is_err() {
+            return;
+        }
+    }
+}
