@@ -1,7 +1,8 @@
 //! The admin listener (never served on public listeners): `/health` (process alive), `/ready`
 //! (every service has a healthy backend, dependencies connected), `/metrics` (Prometheus text),
 //! `GET /config` (the generation in force, the file's sha256, when it was loaded and how the
-//! last reload ended; never a secret) and `POST /config/reload`.
+//! last reload ended; never a secret), `POST /config/reload`, and the status page: `GET /status`
+//! (JSON) and `GET /` (HTML), see `crate::status`.
 
 use crate::answer::LocalAnswer;
 use crate::runtime::Runtime;
@@ -184,12 +185,23 @@ impl ServeHttp for AdminApp {
             ("/ready", true) => self.ready(),
             ("/metrics", true) => self.metrics(),
             ("/config", true) => self.config(),
+            ("/status", true) => {
+                LocalAnswer::json(200, &serde_json::to_value(crate::status::collect(&self.runtime)).unwrap_or_default())
+            }
+            ("/", true) => LocalAnswer::bytes(
+                200,
+                "text/html; charset=utf-8",
+                Bytes::from(crate::status::render_html(&crate::status::collect(&self.runtime))),
+            )
+            // The page needs nothing but its own inline styles.
+            .header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+            .header("Cache-Control", "no-store"),
             ("/config/reload", _) if method == Method::POST => self.reload().await,
             ("/config/reload", _) => method_not_allowed("POST"),
             ("/cache/purge", _) if method == Method::POST => self.purge(session).await,
             ("/cache/purge", _) => method_not_allowed("POST"),
-            ("/health" | "/ready" | "/metrics" | "/config", false) => method_not_allowed("GET, HEAD"),
-            _ => not_found("GET /health /ready /metrics /config, POST /config/reload /cache/purge"),
+            ("/" | "/status" | "/health" | "/ready" | "/metrics" | "/config", false) => method_not_allowed("GET, HEAD"),
+            _ => not_found("GET / /status /health /ready /metrics /config, POST /config/reload /cache/purge"),
         };
         answer.into_http()
     }

@@ -38,6 +38,7 @@ pub(crate) mod reload;
 pub(crate) mod routing;
 pub(crate) mod runtime;
 pub(crate) mod snapshot;
+pub(crate) mod status;
 pub mod tls;
 pub(crate) mod trace;
 pub mod upgrade;

@@ -34,6 +34,11 @@ impl LeastConn {
         self.inflight.entry(addr).or_default().clone()
     }
 
+    /// Requests in flight to `addr` now.
+    pub(crate) fn in_flight(&self, addr: &SocketAddr) -> usize {
+        self.inflight.get(addr).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
     /// Forget counters of backends that left the pool once nothing is in flight to them, so
     /// address churn cannot grow the table without bound.
     pub(crate) fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
