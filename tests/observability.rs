@@ -172,12 +172,22 @@ fn dashboard_and_alerts_use_real_metric_names() {
         let unknown: Vec<_> = used.difference(&defined).collect();
         assert!(unknown.is_empty(), "{file} uses metrics that do not exist: {unknown:?}");
     }
+    let shown = metric_names(&dashboard);
+    let missing: Vec<_> = defined.difference(&shown).collect();
+    assert!(missing.is_empty(), "grafana-dashboard.json has no panel for {missing:?}");
     for needed in [
         "siger_requests_total",
         "siger_backends",
         "siger_consul_errors_total",
         "siger_jobs_failed_total",
         "siger_request_duration_seconds",
+        "siger_tls_cert_expiry_seconds",
+        "siger_circuit_state",
+        "siger_config_reloads_total",
+        "siger_trace_spans_dropped_total",
+        "siger_connections_refused_total",
+        "siger_connections_evicted_total",
+        "siger_request_timeouts_total",
     ] {
         assert!(metric_names(&alerts).contains(needed), "alerts should cover {needed}");
     }
