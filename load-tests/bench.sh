@@ -34,6 +34,13 @@
 #   nginx-gzip / siger-gzip              10 KiB of JSON compressed with gzip level 6 per request
 #   siger-policies                       two header rules + CORS (an Origin on every request),
 #                                        to be compared with the plain route (vs_siger)
+#
+# Tracing (`SUITE=tracing`): the plain route with `tracing` on, exporting to an OTLP/HTTP
+# collector (the tests' receiver, `load-tests/otlp-sink.rs`, which decodes every export) on
+# CPU 0; compare with `siger` (vs_siger):
+#   siger-trace-all                      sample_ratio 1.0 (every request: 2 spans exported)
+#   siger-trace-1pct                     sample_ratio 0.01 (every request: trace context and a
+#                                        traceparent upstream; 1 % exported)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -46,6 +53,7 @@ case ${SUITE:-} in
   tls) DEFAULT_TARGETS="nginx siger nginx-https siger-https nginx-handshake siger-handshake nginx-h2 siger-h2" ;;
   resilience) DEFAULT_TARGETS="bare-pingora siger siger-resilient" ;;
   policies) DEFAULT_TARGETS="nginx siger nginx-cache-hit siger-cache-hit nginx-cache-miss siger-cache-miss nginx-gzip siger-gzip siger-policies" ;;
+  tracing) DEFAULT_TARGETS="bare-pingora siger siger-trace-all siger-trace-1pct" ;;
   *) DEFAULT_TARGETS="direct nginx bare-pingora siger siger-hs256 siger-es256" ;;
 esac
 TARGETS=${TARGETS:-$DEFAULT_TARGETS}
@@ -54,7 +62,7 @@ SIGER_BIN=${SIGER_BIN:-./target/release/siger}
 ./scripts/install-deps nginx wrk h2load:nghttp2-client openssl
 for tool in taskset nginx wrk curl h2load openssl; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
 echo "building release binaries..." >&2
-cargo build --release --quiet --bin siger --example bare-pingora
+cargo build --release --quiet --bin siger --example bare-pingora --example otlp-sink
 
 BACKEND=$(free_port)
 declare -A PORT PID
@@ -163,6 +171,13 @@ rate_limit: {store: local, default: {requests: 1000000000, per: 1m, key: consume
 siger_config siger-es256 "auth: {jwt: {algorithms: [ES256], jwks_file: \"$ROOT/tests/fixtures/jwt/jwks-ec1.json\", issuer: bench}}
 rate_limit: {store: local, default: {requests: 1000000000, per: 1m, key: consumer}}"
 siger_config siger-edge ""
+OTLP_SINK=$(free_port)
+taskset -c 0 ./target/release/examples/otlp-sink "127.0.0.1:$OTLP_SINK" >"$WORK/otlp-sink.log" 2>&1 &
+PIDS+=($!)
+siger_config siger-trace-all ""
+echo "tracing: {otlp_endpoint: \"http://127.0.0.1:$OTLP_SINK/v1/traces\", sample_ratio: 1.0}" >>"$WORK/siger-trace-all.yaml"
+siger_config siger-trace-1pct ""
+echo "tracing: {otlp_endpoint: \"http://127.0.0.1:$OTLP_SINK/v1/traces\", sample_ratio: 0.01}" >>"$WORK/siger-trace-1pct.yaml"
 cat >> "$WORK/siger-edge.yaml" <<YAML
   - {name: cached, path: /cached, service: backend, auth: public, cache: {ttl: 10m}}
   - {name: gzip, path: /json10k, service: backend, auth: public, compress: {algorithms: [gzip], level: 6}}
@@ -188,14 +203,15 @@ TOKEN[siger-es256]=$("$SIGER_BIN" token -c "$WORK/siger-es256.yaml" --sub bench 
   --private-key "$ROOT/tests/fixtures/jwt/ec1.key.pem" --kid ec1)
 # The access log is on and written (formatted, buffered, write(2)); it goes to /dev/null so
 # gigabytes of page cache and writeback do not add disk noise to the CPU figures.
-for name in siger siger-tls siger-resilient siger-edge siger-hs256 siger-es256; do
+SIGERS="siger siger-tls siger-resilient siger-edge siger-hs256 siger-es256 siger-trace-all siger-trace-1pct"
+for name in $SIGERS; do
   taskset -c 1 "$SIGER_BIN" -c "$WORK/$name.yaml" 2>/dev/null &
   PIDS+=($!)
   PID[$name]=$!
 done
 
-for t in direct nginx nginx-tls bare-pingora siger siger-tls siger-resilient siger-edge siger-hs256 siger-es256; do wait_port "${PORT[$t]}"; done
-for name in siger siger-tls siger-resilient siger-edge siger-hs256 siger-es256; do wait_ready "${ADMIN[$name]}"; done
+for t in direct nginx nginx-tls bare-pingora $SIGERS; do wait_port "${PORT[$t]}"; done
+for name in $SIGERS; do wait_ready "${ADMIN[$name]}"; done
 NGINX_WORKERS=$(pgrep -P "${PID[nginx]}" | tr '\n' ' ')
 
 # The server process behind a target (TLS targets share one per proxy).
@@ -330,6 +346,12 @@ if [[ " ${TLIST[*]} " == *" siger-cache-hit "* ]] && [[ " ${TLIST[*]} " == *" si
   echo "siger cache hit / miss: $(ratio "${M_CPU[siger-cache-hit]}" "${M_CPU[siger-cache-miss]}"); hit / plain proxied: $(ratio "${M_CPU[siger-cache-hit]}" "${M_CPU[siger]:--}")"
   curl -fsS "http://127.0.0.1:${ADMIN[siger-edge]}/metrics" | grep -E '^siger_cache_(requests_total|bytes|entries)' || true
 fi
+for name in siger-trace-all siger-trace-1pct; do
+  if [[ " ${TLIST[*]} " == *" $name "* ]]; then
+    echo "$name: $(curl -fsS "http://127.0.0.1:${ADMIN[$name]}/metrics" | grep -E '^siger_trace_spans_(exported|dropped)_total' | tr '\n' ' ')"
+  fi
+done
+if [[ " ${TLIST[*]} " == *" siger-trace-"* ]]; then echo "collector: $(tail -1 "$WORK/otlp-sink.log")"; fi
 for name in siger siger-resilient siger-hs256 siger-es256; do
   if [[ " ${TLIST[*]} " == *" $name "* ]]; then
     served=$(curl -fsS "http://127.0.0.1:${ADMIN[$name]}/metrics" | awk '/^siger_requests_total/ {n += $2} END {print n + 0}')

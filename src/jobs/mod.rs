@@ -75,7 +75,7 @@ pub(crate) struct Submission<'a> {
     /// The `jobs` settings of the request's config generation (subject, ack timeout).
     pub(crate) settings: &'a JobsSettings,
     /// W3C `traceparent` header (tracing on).
-    pub(crate) traceparent: Option<String>,
+    pub(crate) traceparent: Option<http::HeaderValue>,
     /// W3C `tracestate` header passed on with it.
     pub(crate) tracestate: Option<&'a str>,
 }
@@ -256,8 +256,8 @@ impl Jobs {
         let mut headers = HeaderMap::new();
         headers.insert("Siger-User-Id", request::header_value(user_id).as_ref());
         headers.insert("Siger-Request-Id", request::header_value(request_id).as_ref());
-        if let Some(traceparent) = traceparent {
-            headers.insert("traceparent", traceparent.as_str());
+        if let Some(traceparent) = traceparent.as_ref().and_then(|v| v.to_str().ok()) {
+            headers.insert("traceparent", traceparent);
         }
         if let Some(tracestate) = tracestate {
             headers.insert("tracestate", tracestate);

@@ -147,9 +147,7 @@ fn part_headers(
 /// `traceparent` (and the caller's `tracestate`) for a part continuing from `span`.
 fn trace_headers(trace: &RequestTrace, span: SpanId) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::with_capacity(2);
-    if let Ok(v) = HeaderValue::from_str(&trace.traceparent(span)) {
-        out.push((HeaderName::from_static("traceparent"), v));
-    }
+    out.push((HeaderName::from_static("traceparent"), trace.traceparent(span)));
     if let Some(v) = trace.tracestate().and_then(|s| HeaderValue::from_str(s).ok()) {
         out.push((HeaderName::from_static("tracestate"), v));
     }

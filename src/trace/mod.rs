@@ -103,8 +103,10 @@ impl RequestTrace {
     }
 
     /// `traceparent` naming `span` (the gateway's span the receiver continues from).
-    pub(crate) fn traceparent(&self, span: SpanId) -> String {
-        context::format_traceparent(self.trace_id, span, self.sampled)
+    pub(crate) fn traceparent(&self, span: SpanId) -> http::HeaderValue {
+        let text = context::format_traceparent(self.trace_id, span, self.sampled);
+        // Lower-case hex and dashes: always a valid header value.
+        http::HeaderValue::from_bytes(&text).unwrap_or_else(|_| http::HeaderValue::from_static(""))
     }
 
     /// The `tracestate` to pass on with it.
@@ -274,7 +276,7 @@ mod tests {
         assert!(t.sampled, "the caller's flag wins over the ratio");
         assert_eq!(t.tracestate(), Some("rojo=1,congo=2"));
         let attempt = context::new_span_id();
-        assert_eq!(t.traceparent(attempt), format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{attempt}-01"));
+        assert_eq!(t.traceparent(attempt), format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{attempt}-01").as_str());
         t.child(ChildSpan {
             span_id: attempt,
             started: Instant::now(),
@@ -322,7 +324,7 @@ mod tests {
     fn unsampled_requests_record_nothing_but_still_propagate() {
         let mut t = RequestTrace::start(&settings(0.0), &HeaderMap::new());
         assert!(!t.sampled);
-        assert!(t.traceparent(t.span_id).ends_with("-00"));
+        assert!(t.traceparent(t.span_id).as_bytes().ends_with(b"-00"));
         t.child(ChildSpan {
             span_id: context::new_span_id(),
             started: Instant::now(),

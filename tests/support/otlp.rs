@@ -54,6 +54,10 @@ impl Received {
 #[derive(Default)]
 struct Shared {
     spans: Vec<Received>,
+    /// Spans received in all (kept or not).
+    count: usize,
+    /// Keep only the count (benchmarks: no growing memory).
+    count_only: bool,
     /// Export requests answered 200.
     exports: usize,
 }
@@ -66,9 +70,17 @@ pub struct OtlpReceiver {
 
 impl OtlpReceiver {
     pub fn start() -> OtlpReceiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::serve(TcpListener::bind("127.0.0.1:0").unwrap(), false)
+    }
+
+    /// On a given address, counting spans without keeping them (for benchmarks).
+    pub fn start_on(addr: &str) -> OtlpReceiver {
+        Self::serve(TcpListener::bind(addr).unwrap(), true)
+    }
+
+    fn serve(listener: TcpListener, count_only: bool) -> OtlpReceiver {
         let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::new(Mutex::new(Shared { count_only, ..Shared::default() }));
         let s = shared.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
@@ -92,6 +104,11 @@ impl OtlpReceiver {
     /// Spans of one trace.
     pub fn trace(&self, trace_id: &str) -> Vec<Received> {
         self.spans().into_iter().filter(|s| s.trace_id() == trace_id).collect()
+    }
+
+    /// Spans received so far.
+    pub fn span_count(&self) -> usize {
+        self.shared.lock().unwrap().count
     }
 
     /// Export requests accepted.
@@ -157,6 +174,10 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>) {
                             })
                             .unwrap_or_default();
                         for scope in resource_spans.scope_spans {
+                            shared.count += scope.spans.len();
+                            if shared.count_only {
+                                continue;
+                            }
                             for span in scope.spans {
                                 shared.spans.push(Received { service_name: service_name.clone(), span });
                             }
