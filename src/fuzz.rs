@@ -470,3 +470,57 @@ mod schema {
         }
     }
 }
+
+mod trace_context {
+    use super::*;
+    use crate::trace::context::{format_traceparent, parse_traceparent, tracestate};
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    /// A valid `traceparent` with a few bytes replaced, cut or added, or any bytes.
+    fn traceparents() -> impl Strategy<Value = Vec<u8>> {
+        let edits = proptest::collection::vec((0..60usize, any::<u8>()), 0..4);
+        let mutated =
+            (edits, 0..70usize, proptest::collection::vec(any::<u8>(), 0..8)).prop_map(|(edits, cut, tail)| {
+                let mut v = VALID.as_bytes().to_vec();
+                for (at, b) in edits {
+                    if at < v.len() {
+                        v[at] = b;
+                    }
+                }
+                v.truncate(cut);
+                v.extend(tail);
+                v
+            });
+        prop_oneof![4 => mutated, 1 => proptest::collection::vec(any::<u8>(), 0..80)]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn traceparents_are_read_only_as_the_grammar_allows(value in traceparents()) {
+            let Some(parent) = parse_traceparent(&value) else { return Ok(()) };
+            let text = value.trim_ascii();
+            // Read ⇒ the ids are exactly the lower-case hex of the input, neither all zero,
+            // the version is not ff, and version 00 has nothing after its flags.
+            let again = format_traceparent(parent.trace_id, parent.span_id, parent.sampled);
+            prop_assert_eq!(&again[2..53], &text[2..53]);
+            prop_assert!(text[..53].iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b) || *b == b'-'));
+            prop_assert!(&text[..2] != b"ff");
+            prop_assert!(text.len() == 55 || (&text[..2] != b"00" && text[55] == b'-'));
+            prop_assert_ne!(&text[3..35], &b"00000000000000000000000000000000"[..]);
+            prop_assert_ne!(&text[36..52], &b"0000000000000000"[..]);
+            prop_assert_eq!(parent.sampled, text[54] & 1 == 1 && text[54].is_ascii_digit() || matches!(text[54], b'b' | b'd' | b'f'));
+        }
+
+        #[test]
+        fn tracestate_passes_only_short_visible_member_lists(lines in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..4)) {
+            if let Some(state) = tracestate(lines.iter().map(|l| l.as_slice())) {
+                prop_assert!(state.len() <= 512);
+                prop_assert!(state.bytes().all(|b| (0x20..0x7f).contains(&b)));
+                prop_assert!(state.split(',').map(str::trim).filter(|m| !m.is_empty()).all(|m| m.contains('=')));
+            }
+        }
+    }
+}
