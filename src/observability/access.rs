@@ -10,6 +10,8 @@ use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// Longest path written to the log; longer ones are cut (an attacker controls its length).
 const MAX_LOGGED_PATH: usize = 1024;
 
@@ -150,7 +152,12 @@ impl AccessLine<'_> {
             push_json_str(out, user);
         }
         if let Some(trace_id) = self.trace_id {
-            let _ = write!(out, ",\"trace_id\":\"{trace_id}\"");
+            out.push_str(",\"trace_id\":\"");
+            for b in trace_id.to_bytes() {
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 15)]));
+            }
+            out.push('"');
         }
         match self.backend {
             Some(SocketAddr::V4(b)) => {

@@ -35,7 +35,7 @@ use crate::snapshot::Snapshot;
 use crate::tls::ConnInfo;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, HOST, TRANSFER_ENCODING};
+use http::header::{HeaderName, AUTHORIZATION, HOST, TRANSFER_ENCODING};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::Peer;
@@ -571,10 +571,15 @@ impl ProxyHttp for Gateway {
         upstream.insert_header("X-Request-Id", state.request_id.as_str())?;
         if let Some(trace) = &state.trace {
             // The backend continues from this attempt's span.
-            upstream.insert_header("traceparent", trace.traceparent(state.attempt.span.unwrap_or(trace.span_id)))?;
-            upstream.remove_header("tracestate");
-            if let Some(tracestate) = trace.tracestate() {
-                upstream.insert_header("tracestate", tracestate)?;
+            let traceparent = trace.traceparent(state.attempt.span.unwrap_or(trace.span_id));
+            upstream.insert_header(HeaderName::from_static("traceparent"), traceparent)?;
+            let tracestate = HeaderName::from_static("tracestate");
+            match trace.tracestate() {
+                Some(value) => upstream.insert_header(tracestate, value)?,
+                None if upstream.headers.contains_key(&tracestate) => {
+                    upstream.remove_header(&tracestate);
+                }
+                None => {}
             }
         }
         // Claim headers: client-sent copies are dropped on every route, public ones included,

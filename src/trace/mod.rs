@@ -11,13 +11,36 @@ pub(crate) mod export;
 use crate::config::TracingSettings;
 use context::Parent;
 use http::HeaderMap;
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
-use std::borrow::Cow;
+use opentelemetry::trace::{SpanId, TraceId};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use std::net::SocketAddr;
-use std::sync::OnceLock;
-use std::time::{Instant, SystemTime};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// `flags` of a span whose parent is in this process (bit 8: the is-remote bit is known).
+const PARENT_LOCAL: u32 = 0x100;
+/// `flags` of a span whose parent came from the caller (bits 8 and 9).
+const PARENT_REMOTE: u32 = 0x300;
+
+/// A string attribute.
+fn text(key: &str, value: impl Into<String>) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+        ..Default::default()
+    }
+}
+
+/// An integer attribute.
+fn int(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }),
+        ..Default::default()
+    }
+}
 
 /// One request's place in a trace.
 #[derive(Debug)]
@@ -35,7 +58,7 @@ pub(crate) struct RequestTrace {
     /// Wall clock and monotonic clock at the start, to place the spans' times.
     started: (SystemTime, Instant),
     /// Finished child spans (sampled requests only).
-    children: Vec<SpanData>,
+    children: Vec<Span>,
 }
 
 /// A finished upstream attempt or aggregation part, as its client span records it.
@@ -119,117 +142,102 @@ impl RequestTrace {
         if !self.sampled {
             return;
         }
-        let mut attributes = vec![KeyValue::new("siger.service", span.service.to_string())];
+        let mut attributes = Vec::with_capacity(6);
+        attributes.push(text("siger.service", span.service));
         if let Some(addr) = span.backend {
-            attributes.push(KeyValue::new("server.address", addr.ip().to_string()));
-            attributes.push(KeyValue::new("server.port", i64::from(addr.port())));
+            attributes.push(text("server.address", addr.ip().to_string()));
+            attributes.push(int("server.port", i64::from(addr.port())));
         }
         if let Some(status) = span.status {
-            attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
+            attributes.push(int("http.response.status_code", i64::from(status)));
         }
         if span.retry > 0 {
-            attributes.push(KeyValue::new("http.request.resend_count", i64::from(span.retry)));
+            attributes.push(int("http.request.resend_count", i64::from(span.retry)));
         }
         if let Some(part) = span.part {
-            attributes.push(KeyValue::new("siger.aggregate.part", part.to_string()));
+            attributes.push(text("siger.aggregate.part", part));
         }
         let failed = span.error.or(span.status.filter(|s| *s >= 500).map(|_| "status"));
         if let Some(error) = span.error {
-            attributes.push(KeyValue::new("error.type", error));
+            attributes.push(text("error.type", error));
         }
         let name = match span.part {
             Some(part) => format!("part {part}"),
             None => format!("upstream {}", span.service),
         };
-        let data = self.span_data(
-            span.span_id,
-            Some(self.span_id),
-            SpanKind::Client,
-            name,
-            (span.started, span.ended),
-            attributes,
-            failed.map_or(Status::Unset, Status::error),
-        );
+        let mut data = self.span(span.span_id, SpanKind::Client, name, (span.started, span.ended), attributes, failed);
+        data.parent_span_id = self.span_id.to_bytes().to_vec();
         self.children.push(data);
     }
 
     /// The request is over: its spans, server span last (`None` when not sampled).
-    pub(crate) fn finish(mut self, server: ServerSpan<'_>) -> Option<Vec<SpanData>> {
+    pub(crate) fn finish(mut self, server: ServerSpan<'_>) -> Option<Vec<Span>> {
         if !self.sampled {
             return None;
         }
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", server.method.to_string()),
-            KeyValue::new("url.path", server.path.chars().take(1024).collect::<String>()),
-            KeyValue::new("client.address", server.client_ip.to_string()),
-            KeyValue::new("siger.request_id", server.request_id.to_string()),
-        ];
+        let mut attributes = Vec::with_capacity(8);
+        attributes.push(text("http.request.method", server.method));
+        attributes.push(text("url.path", server.path.chars().take(1024).collect::<String>()));
+        attributes.push(text("client.address", server.client_ip));
+        attributes.push(text("siger.request_id", server.request_id));
         if server.status != 0 {
-            attributes.push(KeyValue::new("http.response.status_code", i64::from(server.status)));
+            attributes.push(int("http.response.status_code", i64::from(server.status)));
         }
         if let Some(route) = server.route {
-            attributes.push(KeyValue::new("http.route", route.to_string()));
+            attributes.push(text("http.route", route));
         }
         if let Some(service) = server.service {
-            attributes.push(KeyValue::new("siger.service", service.to_string()));
+            attributes.push(text("siger.service", service));
         }
         if let Some(code) = server.error {
-            attributes.push(KeyValue::new("error.type", code.to_string()));
+            attributes.push(text("error.type", code));
         }
         let name = match server.route {
             Some(route) => format!("{} {route}", server.method),
             None => server.method.to_string(),
         };
-        let status = if server.status >= 500 || server.status == 0 {
-            Status::error(server.error.unwrap_or("no answer").to_string())
-        } else {
-            Status::Unset
-        };
+        let failed = (server.status >= 500 || server.status == 0).then(|| server.error.unwrap_or("no answer"));
         let times = (self.started.1, Instant::now());
-        let mut span = self.span_data(self.span_id, self.parent, SpanKind::Server, name, times, attributes, status);
-        span.parent_span_is_remote = self.parent.is_some();
-        if let Some(state) = self.tracestate.as_deref().and_then(|s| s.parse::<TraceState>().ok()) {
-            span.span_context = SpanContext::new(self.trace_id, self.span_id, TraceFlags::SAMPLED, false, state);
+        let mut span = self.span(self.span_id, SpanKind::Server, name, times, attributes, failed);
+        if let Some(parent) = self.parent {
+            span.parent_span_id = parent.to_bytes().to_vec();
+            span.flags = PARENT_REMOTE;
+        }
+        if let Some(state) = self.tracestate.take() {
+            span.trace_state = state;
         }
         let mut spans = std::mem::take(&mut self.children);
         spans.push(span);
         Some(spans)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn span_data(
+    /// A span of this trace (its parent set by the caller).
+    fn span(
         &self,
         span_id: SpanId,
-        parent: Option<SpanId>,
         kind: SpanKind,
         name: String,
         (started, ended): (Instant, Instant),
         attributes: Vec<KeyValue>,
-        status: Status,
-    ) -> SpanData {
+        failed: Option<&str>,
+    ) -> Span {
         let (wall, mono) = self.started;
-        SpanData {
-            span_context: SpanContext::new(self.trace_id, span_id, TraceFlags::SAMPLED, false, TraceState::NONE),
-            parent_span_id: parent.unwrap_or(SpanId::INVALID),
-            parent_span_is_remote: false,
-            span_kind: kind,
-            name: Cow::Owned(name),
-            start_time: wall + started.saturating_duration_since(mono),
-            end_time: wall + ended.saturating_duration_since(mono),
+        let nanos = |at: Instant| {
+            (wall + at.saturating_duration_since(mono)).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        };
+        Span {
+            trace_id: self.trace_id.to_bytes().to_vec(),
+            span_id: span_id.to_bytes().to_vec(),
+            flags: PARENT_LOCAL,
+            name,
+            kind: kind as i32,
+            start_time_unix_nano: nanos(started),
+            end_time_unix_nano: nanos(ended),
             attributes,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status,
-            instrumentation_scope: scope().clone(),
+            status: failed.map(|message| Status { message: message.to_string(), code: StatusCode::Error as i32 }),
+            ..Default::default()
         }
     }
-}
-
-/// The instrumentation scope every span names: this gateway and its version.
-fn scope() -> &'static InstrumentationScope {
-    static SCOPE: OnceLock<InstrumentationScope> = OnceLock::new();
-    SCOPE.get_or_init(|| InstrumentationScope::builder("siger").with_version(env!("CARGO_PKG_VERSION")).build())
 }
 
 #[cfg(test)]
@@ -292,15 +300,17 @@ mod tests {
         let spans = t.finish(server(200)).expect("sampled");
         assert_eq!(spans.len(), 2);
         let (child, root) = (&spans[0], &spans[1]);
-        assert_eq!(child.parent_span_id, server_id);
-        assert_eq!(child.span_kind, SpanKind::Client);
-        assert!(matches!(child.status, Status::Error { .. }));
-        assert!(child.attributes.contains(&KeyValue::new("http.request.resend_count", 1i64)));
-        assert_eq!(root.parent_span_id.to_string(), "00f067aa0ba902b7");
-        assert!(root.parent_span_is_remote);
-        assert_eq!(root.span_kind, SpanKind::Server);
-        assert_eq!(root.status, Status::Unset);
-        assert!(root.start_time <= child.start_time && child.end_time <= root.end_time);
+        assert_eq!(child.parent_span_id, server_id.to_bytes());
+        assert_eq!(child.kind, SpanKind::Client as i32);
+        assert_eq!(child.status.as_ref().map(|s| s.code), Some(StatusCode::Error as i32));
+        assert!(child.attributes.contains(&int("http.request.resend_count", 1)));
+        assert_eq!(hex::encode(&root.parent_span_id), "00f067aa0ba902b7");
+        assert_eq!(root.flags, PARENT_REMOTE);
+        assert_eq!(root.trace_state, "rojo=1,congo=2");
+        assert_eq!(root.kind, SpanKind::Server as i32);
+        assert_eq!(root.status, None);
+        assert!(root.start_time_unix_nano <= child.start_time_unix_nano);
+        assert!(child.end_time_unix_nano <= root.end_time_unix_nano);
     }
 
     #[test]
@@ -315,8 +325,8 @@ mod tests {
             assert_eq!(t.tracestate(), None);
             assert!(t.sampled);
             let spans = t.finish(server(502)).expect("sampled");
-            assert_eq!(spans[0].parent_span_id, SpanId::INVALID);
-            assert!(matches!(spans[0].status, Status::Error { .. }));
+            assert!(spans[0].parent_span_id.is_empty());
+            assert_eq!(spans[0].status.as_ref().map(|s| s.code), Some(StatusCode::Error as i32));
         }
     }
 
