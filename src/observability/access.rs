@@ -10,8 +10,6 @@ use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 /// Longest path written to the log; longer ones are cut (an attacker controls its length).
 const MAX_LOGGED_PATH: usize = 1024;
 
@@ -152,12 +150,9 @@ impl AccessLine<'_> {
             push_json_str(out, user);
         }
         if let Some(trace_id) = self.trace_id {
-            out.push_str(",\"trace_id\":\"");
-            for b in trace_id.to_bytes() {
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 15)]));
-            }
-            out.push('"');
+            let mut field = *b",\"trace_id\":\"00000000000000000000000000000000\"";
+            crate::trace::context::hex_into(&trace_id.to_bytes(), &mut field[13..45]);
+            out.push_str(std::str::from_utf8(&field).unwrap_or_default());
         }
         match self.backend {
             Some(SocketAddr::V4(b)) => {

@@ -147,9 +147,9 @@ fn part_headers(
 /// `traceparent` (and the caller's `tracestate`) for a part continuing from `span`.
 fn trace_headers(trace: &RequestTrace, span: SpanId) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::with_capacity(2);
-    out.push((HeaderName::from_static("traceparent"), trace.traceparent(span)));
+    out.push((crate::trace::context::TRACEPARENT, trace.traceparent(span)));
     if let Some(v) = trace.tracestate().and_then(|s| HeaderValue::from_str(s).ok()) {
-        out.push((HeaderName::from_static("tracestate"), v));
+        out.push((crate::trace::context::TRACESTATE, v));
     }
     out
 }

@@ -33,9 +33,10 @@ use crate::routing::{self, RouteMatch, TargetError};
 use crate::runtime::Runtime;
 use crate::snapshot::Snapshot;
 use crate::tls::ConnInfo;
+use crate::trace::context::{TRACEPARENT, TRACESTATE};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HeaderName, AUTHORIZATION, HOST, TRANSFER_ENCODING};
+use http::header::{AUTHORIZATION, HOST, TRANSFER_ENCODING};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::Peer;
@@ -572,12 +573,11 @@ impl ProxyHttp for Gateway {
         if let Some(trace) = &state.trace {
             // The backend continues from this attempt's span.
             let traceparent = trace.traceparent(state.attempt.span.unwrap_or(trace.span_id));
-            upstream.insert_header(HeaderName::from_static("traceparent"), traceparent)?;
-            let tracestate = HeaderName::from_static("tracestate");
+            upstream.insert_header(TRACEPARENT, traceparent)?;
             match trace.tracestate() {
-                Some(value) => upstream.insert_header(tracestate, value)?,
-                None if upstream.headers.contains_key(&tracestate) => {
-                    upstream.remove_header(&tracestate);
+                Some(value) => upstream.insert_header(TRACESTATE, value)?,
+                None if upstream.headers.contains_key(TRACESTATE) => {
+                    upstream.remove_header(&TRACESTATE);
                 }
                 None => {}
             }

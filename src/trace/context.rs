@@ -4,6 +4,22 @@
 
 use opentelemetry::trace::{SpanId, TraceId};
 
+/// The `traceparent` header.
+pub(crate) const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+/// The `tracestate` header.
+pub(crate) const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
+/// Lower-case hex digits.
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `bytes` as lower-case hex into `out` (twice as long).
+pub(crate) fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 15)];
+    }
+}
+
 /// Longest `tracestate` passed on (the specification's own bound: 512 characters).
 const MAX_TRACESTATE: usize = 512;
 /// Most `tracestate` list members.
@@ -65,16 +81,9 @@ fn hex_bytes<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
 /// receiver does next, and the sampling decision. Every proxied request pays for this, so it
 /// is written into a fixed buffer rather than formatted.
 pub(crate) fn format_traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> [u8; 55] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    for (i, b) in trace_id.to_bytes().iter().enumerate() {
-        out[3 + 2 * i] = HEX[usize::from(b >> 4)];
-        out[4 + 2 * i] = HEX[usize::from(b & 15)];
-    }
-    for (i, b) in span_id.to_bytes().iter().enumerate() {
-        out[36 + 2 * i] = HEX[usize::from(b >> 4)];
-        out[37 + 2 * i] = HEX[usize::from(b & 15)];
-    }
+    hex_into(&trace_id.to_bytes(), &mut out[3..35]);
+    hex_into(&span_id.to_bytes(), &mut out[36..52]);
     if sampled {
         out[54] = b'1';
     }

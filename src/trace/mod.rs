@@ -104,7 +104,7 @@ impl RequestTrace {
     /// `traceparent` is valid, else a new trace (never an error).
     pub(crate) fn start(settings: &TracingSettings, headers: &HeaderMap) -> Self {
         let started = (SystemTime::now(), Instant::now());
-        let mut lines = headers.get_all("traceparent").iter();
+        let mut lines = headers.get_all(context::TRACEPARENT).iter();
         let parent = match (lines.next(), lines.next()) {
             (Some(one), None) => context::parse_traceparent(one.as_bytes()),
             _ => None,
@@ -112,8 +112,8 @@ impl RequestTrace {
         let trace_id = parent.map_or_else(context::new_trace_id, |p| p.trace_id);
         // A `tracestate` belongs to the `traceparent` it came with.
         let tracestate = parent
-            .filter(|_| headers.contains_key("tracestate"))
-            .and_then(|_| context::tracestate(headers.get_all("tracestate").iter().map(|v| v.as_bytes())));
+            .filter(|_| headers.contains_key(context::TRACESTATE))
+            .and_then(|_| context::tracestate(headers.get_all(context::TRACESTATE).iter().map(|v| v.as_bytes())));
         RequestTrace {
             trace_id,
             span_id: context::new_span_id(),
