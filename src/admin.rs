@@ -67,6 +67,7 @@ impl AdminApp {
         metrics.set_in_flight(self.runtime.lifecycle.inflight());
         let cache = crate::policy::cache::storage();
         metrics.set_cache_usage(cache.bytes(), cache.len());
+        metrics.set_redis_node(snap.limiter.redis_node().as_deref());
         let (tracked, overflowed) = snap.limiter.local_usage();
         metrics.set_rate_limit_usage(tracked, overflowed);
         LocalAnswer::bytes(200, "text/plain; version=0.0.4", Bytes::from(metrics.render()))

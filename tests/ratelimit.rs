@@ -156,7 +156,7 @@ fn two_gateways_share_a_redis_limit() {
     assert!((18..=24).contains(&allowed), "allowed {allowed} of 60 across two gateways");
     // Buckets are namespaced by route (name, path, host, methods) and limit.
     let keys = redis.command("KEYS siger:rl:*");
-    assert!(keys.contains("siger:rl:[null,\"/\",null,null]:20/10000:sub:alice"), "{keys}");
+    assert!(keys.contains("siger:rl:{[null,\"/\",null,null]:20/10000:sub:alice}"), "{keys}");
     // Another consumer still has its own budget.
     let bob = burst(10, || as_user(&gw1, "/x", "bob"));
     assert_eq!(bob, 10);

@@ -434,12 +434,65 @@ pub enum RateLimitStore {
     /// In-process estimators (per instance).
     Local,
     /// Shared through Redis.
-    Redis {
-        /// `redis://` URL.
+    Redis(RedisSettings),
+}
+
+/// How to reach the shared Redis (`rate_limit.redis`, or the older `redis_url`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// One server, a Sentinel-watched master, or a cluster.
+    pub topology: RedisTopology,
+    /// `AUTH` password for the data nodes (and the sentinels); a URL's own password wins.
+    pub password: Option<String>,
+    /// TLS to every node (`rediss://` URLs say so themselves).
+    pub tls: bool,
+    /// Per-check timeout.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("topology", &self.topology)
+            .field("tls", &self.tls)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Redis deployment the limits are shared through.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server.
+    Single {
+        /// `redis://` or `rediss://` URL.
         url: String,
-        /// Per-check timeout.
-        timeout: Duration,
     },
+    /// The master the sentinels name, followed through failovers.
+    Sentinel {
+        /// Sentinels as (host, port).
+        sentinels: Vec<(String, u16)>,
+        /// The master's name in the sentinels' configuration.
+        master_name: String,
+    },
+    /// A Redis Cluster.
+    Cluster {
+        /// Seed nodes as (host, port).
+        nodes: Vec<(String, u16)>,
+    },
+}
+
+impl std::fmt::Debug for RedisTopology {
+    // A URL may carry a password: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisTopology::Single { .. } => f.write_str("Single"),
+            RedisTopology::Sentinel { sentinels, master_name } => {
+                f.debug_struct("Sentinel").field("sentinels", sentinels).field("master_name", master_name).finish()
+            }
+            RedisTopology::Cluster { nodes } => f.debug_struct("Cluster").field("nodes", nodes).finish(),
+        }
+    }
 }
 
 /// What to do when the shared store cannot be reached.

@@ -181,8 +181,21 @@ pub(crate) struct RawRateLimit {
     pub(crate) store: Option<String>,
     pub(crate) redis_url: Option<String>,
     pub(crate) redis_timeout: Option<ConfDuration>,
+    pub(crate) redis: Option<RawRedis>,
     pub(crate) on_store_error: Option<String>,
     pub(crate) default: Option<RawLimitRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedis {
+    pub(crate) url: Option<String>,
+    pub(crate) sentinels: Option<Vec<String>>,
+    pub(crate) master_name: Option<String>,
+    pub(crate) cluster_nodes: Option<Vec<String>>,
+    pub(crate) password: Option<String>,
+    pub(crate) tls: Option<bool>,
+    pub(crate) timeout: Option<ConfDuration>,
 }
 
 #[derive(Debug, Deserialize)]

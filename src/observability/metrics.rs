@@ -68,6 +68,7 @@ pub(crate) struct Metrics {
     /// Rate-limit checks the shared store could not answer (`on_store_error` applied).
     pub(crate) rate_limit_store_errors: IntCounter,
     rate_limit_tracked_keys: IntGauge,
+    rate_limit_redis_node: IntGaugeVec,
     rate_limit_overflow: IntCounter,
     upstream_errors: IntCounterVec,
     auth_failures: IntCounterVec,
@@ -303,6 +304,17 @@ impl Metrics {
             header_timeouts: timeouts.with_label_values(&["header"]),
             body_timeouts: timeouts.with_label_values(&["body"]),
         };
+        let rate_limit_redis_node = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "siger_rate_limit_redis_node",
+                    "1 for the Redis node shared rate limits use now: the server, the master Sentinel named, or `cluster`",
+                ),
+                &["node"],
+            )
+            .expect("valid metric"),
+        );
         let dropped = counter_vec(
             &registry,
             "siger_trace_spans_dropped_total",
@@ -412,6 +424,7 @@ impl Metrics {
             rate_limited,
             rate_limit_store_errors,
             rate_limit_tracked_keys,
+            rate_limit_redis_node,
             rate_limit_overflow,
             upstream_errors,
             auth_failures,
@@ -622,6 +635,14 @@ impl Metrics {
 
     /// Local rate-limit table usage (called at scrape time): keys tracked now, and the total of
     /// checks that overflowed the key budget so far.
+    /// Which Redis node shared limits use now (called at scrape time).
+    pub(crate) fn set_redis_node(&self, node: Option<&str>) {
+        self.rate_limit_redis_node.reset();
+        if let Some(node) = node {
+            self.rate_limit_redis_node.with_label_values(&[node]).set(1);
+        }
+    }
+
     pub(crate) fn set_rate_limit_usage(&self, tracked: usize, overflowed: u64) {
         self.rate_limit_tracked_keys.set(tracked as i64);
         let seen = self.rate_limit_overflow.get();

@@ -64,7 +64,7 @@ pub(crate) struct RateLimiter {
 pub(crate) struct LimitStores {
     budget: Arc<KeyBudget>,
     tables: Mutex<HashMap<String, Arc<LocalTable>>>,
-    redis: Mutex<Option<(String, Duration, Arc<RedisStore>)>>,
+    redis: Mutex<Option<Arc<RedisStore>>>,
 }
 
 impl Default for LimitStores {
@@ -83,12 +83,20 @@ impl LimitStores {
     pub(crate) fn plan(&self, config: &Config) -> RateLimiter {
         let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         let redis = match &config.rate_limit.store {
-            RateLimitStore::Redis { url, timeout } => {
+            RateLimitStore::Redis(settings) => {
                 let current = self.redis.lock().unwrap_or_else(|p| p.into_inner());
-                Some(match current.as_ref() {
-                    Some((u, t, store)) if u == url && t == timeout => store.clone(),
-                    _ => Arc::new(RedisStore::new(url, *timeout)),
-                })
+                match current.as_ref() {
+                    Some(store) if store.settings() == settings => Some(store.clone()),
+                    _ => match RedisStore::new(settings) {
+                        Ok(store) => Some(Arc::new(store)),
+                        Err(e) => {
+                            // Validation built the same client: only a bug gets here. Checks then
+                            // follow `on_store_error`.
+                            log::error!("rate limit store: {e}");
+                            None
+                        }
+                    },
+                }
             }
             RateLimitStore::Local => None,
         };
@@ -132,7 +140,7 @@ impl LimitStores {
         }
         let mut redis = self.redis.lock().unwrap_or_else(|p| p.into_inner());
         *redis = match (&config.rate_limit.store, &limiter.redis) {
-            (RateLimitStore::Redis { url, timeout }, Some(store)) => Some((url.clone(), *timeout, store.clone())),
+            (RateLimitStore::Redis(_), Some(store)) => Some(store.clone()),
             _ => None,
         };
     }
@@ -156,6 +164,11 @@ const MAX_PLAIN_KEY: usize = 96;
 
 impl RateLimiter {
     /// Keys tracked exactly by the local tables, and checks that overflowed that budget.
+    /// The Redis node checks go to (`None`: local limits, or not connected yet).
+    pub(crate) fn redis_node(&self) -> Option<String> {
+        self.redis.as_ref().and_then(|r| r.node())
+    }
+
     pub(crate) fn local_usage(&self) -> (usize, u64) {
         (self.budget.used(), self.budget.overflowed.load(std::sync::atomic::Ordering::Relaxed))
     }
@@ -182,13 +195,16 @@ impl RateLimiter {
     }
 }
 
-/// `siger:rl:<route>:<limit>:<client>`, the client part hashed when long.
+/// `siger:rl:{<route>:<limit>:<client>}`, the client part hashed when long. The braces are a
+/// Redis Cluster hash tag: the whole key decides its slot, even when a route's name or path
+/// has braces of its own (escaped, so they cannot end the tag early).
 fn redis_key(namespace: &str, key: &str) -> String {
-    if key.len() <= MAX_PLAIN_KEY && key.bytes().all(|b| b.is_ascii_graphic()) {
-        format!("siger:rl:{namespace}:{key}")
+    let namespace = namespace.replace('%', "%25").replace('{', "%7B").replace('}', "%7D");
+    if key.len() <= MAX_PLAIN_KEY && key.bytes().all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}') {
+        format!("siger:rl:{{{namespace}:{key}}}")
     } else {
         let digest = Sha256::digest(key.as_bytes());
-        format!("siger:rl:{namespace}:h:{}", hex::encode(&digest[..16]))
+        format!("siger:rl:{{{namespace}:h:{}}}", hex::encode(&digest[..16]))
     }
 }
 
@@ -281,7 +297,9 @@ mod tests {
 
     #[test]
     fn redis_keys_are_namespaced_and_bounded() {
-        assert_eq!(redis_key("/api:20/10000", "sub:alice"), "siger:rl:/api:20/10000:sub:alice");
+        assert_eq!(redis_key("/api:20/10000", "sub:alice"), "siger:rl:{/api:20/10000:sub:alice}");
+        assert_eq!(redis_key("[\"{x}\"]:1/1000", "ip:1.2.3.4"), "siger:rl:{[\"%7Bx%7D\"]:1/1000:ip:1.2.3.4}");
+        assert!(redis_key("r", "hdr:{a}").contains(":h:"), "braces in a client key are hashed away");
         let long = redis_key("/api:20/10000", &"x".repeat(500));
         assert!(long.len() < 80 && long.contains(":h:"), "{long}");
         assert!(redis_key("r", "hdr:a b").contains(":h:"), "spaces are hashed away");

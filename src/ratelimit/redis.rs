@@ -5,11 +5,22 @@
 //! multiplexed connections. Every check is bounded by `redis_timeout`; after a failure Redis is
 //! skipped for a short cool-down, so a dead or black-holed Redis costs at most one timeout per
 //! cool-down instead of one per request.
+//!
+//! Behind Sentinel the master is asked of the sentinels (in a task of its own, so a slow answer
+//! never holds a request longer than the timeout) and asked again after any failure: a failover
+//! shows as errors from the old master (gone, or demoted and read-only), and the next check
+//! after the cool-down follows the sentinels to the new one. A Redis Cluster is reached through
+//! the crate's cluster client, which follows MOVED/ASK and slot changes itself; a limit's key
+//! carries a hash tag, so it lives in one slot whatever the key's other characters are.
 
 use super::window::{Decision, Usage};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use crate::config::{RedisSettings, RedisTopology};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, TlsMode};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Multiplexed connections per process (each pipelines concurrent checks).
@@ -67,13 +78,151 @@ pub(crate) enum StoreError {
 
 /// The Redis store.
 pub(crate) struct RedisStore {
-    url: String,
+    settings: RedisSettings,
     timeout: Duration,
     pool: OnceLock<Result<Vec<ConnectionManager>, String>>,
     next: AtomicUsize,
+    /// Sentinel and cluster deployments: how the connection in use is found again.
+    finder: Option<Arc<Finder>>,
     script: redis::Script,
     /// Unix milliseconds before which Redis is not asked.
     skip_until_ms: AtomicU64,
+}
+
+/// A connection to the master (Sentinel) or the cluster, and what found it.
+enum Link {
+    Master(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Clone for Link {
+    fn clone(&self) -> Self {
+        match self {
+            Link::Master(c) => Link::Master(c.clone()),
+            Link::Cluster(c) => Link::Cluster(c.clone()),
+        }
+    }
+}
+
+/// Finds (and finds again, after a failure) the connection of a Sentinel or cluster
+/// deployment, one search at a time, in a task requests do not wait on beyond their timeout.
+struct Finder {
+    how: How,
+    /// The connection in use and the node it goes to (`cluster` for a cluster).
+    current: Mutex<Option<(Link, String)>>,
+    searching: AtomicBool,
+    found: tokio::sync::Notify,
+    /// Connection and response timeouts of the connections it makes.
+    timeouts: AsyncConnectionConfig,
+}
+
+enum How {
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+impl Finder {
+    fn build(settings: &RedisSettings, timeout: Duration) -> Result<Option<Finder>, String> {
+        let connect = timeout.max(Duration::from_millis(250));
+        let tls = settings.tls.then_some(TlsMode::Secure);
+        let how = match &settings.topology {
+            RedisTopology::Single { .. } => return Ok(None),
+            RedisTopology::Sentinel { sentinels, master_name } => {
+                let addrs = sentinels.iter().map(|(h, p)| ConnectionAddr::Tcp(h.clone(), *p));
+                let mut builder = SentinelClientBuilder::new(addrs, master_name, SentinelServerType::Master)
+                    .map_err(|e| e.to_string())?;
+                if let Some(password) = &settings.password {
+                    builder = builder.set_client_to_redis_password(password);
+                }
+                if let Some(mode) = tls {
+                    builder = builder.set_client_to_redis_tls_mode(mode).set_client_to_sentinel_tls_mode(mode);
+                }
+                How::Sentinel(tokio::sync::Mutex::new(builder.build().map_err(|e| e.to_string())?))
+            }
+            RedisTopology::Cluster { nodes } => {
+                let scheme = if settings.tls { "rediss" } else { "redis" };
+                let urls: Vec<String> = nodes.iter().map(|(h, p)| format!("{scheme}://{h}:{p}")).collect();
+                // Redirects are retried at once by the client; waits stay within a check's timeout.
+                let mut builder = redis::cluster::ClusterClient::builder(urls)
+                    .retries(2)
+                    .min_retry_wait(10)
+                    .max_retry_wait(50)
+                    .connection_timeout(connect)
+                    .response_timeout(timeout);
+                if let Some(password) = &settings.password {
+                    builder = builder.password(password.clone());
+                }
+                if let Some(mode) = tls {
+                    builder = builder.tls(mode);
+                }
+                How::Cluster(builder.build().map_err(|e| e.to_string())?)
+            }
+        };
+        Ok(Some(Finder {
+            how,
+            current: Mutex::new(None),
+            searching: AtomicBool::new(false),
+            found: tokio::sync::Notify::new(),
+            timeouts: AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(connect))
+                .set_response_timeout(Some(timeout)),
+        }))
+    }
+
+    fn current(&self) -> Option<Link> {
+        self.current.lock().ok()?.as_ref().map(|(link, _)| link.clone())
+    }
+
+    /// The node in use, for metrics.
+    fn node(&self) -> Option<String> {
+        self.current.lock().ok()?.as_ref().map(|(_, node)| node.clone())
+    }
+
+    /// Forget the connection in use: the next check searches again.
+    fn forget(&self) {
+        if let Ok(mut current) = self.current.lock() {
+            *current = None;
+        }
+    }
+
+    /// Start a search unless one is running.
+    fn search(self: &Arc<Self>) {
+        if self.searching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let finder = self.clone();
+        tokio::spawn(async move {
+            match finder.find().await {
+                Ok(found) => {
+                    if let Ok(mut current) = finder.current.lock() {
+                        *current = Some(found);
+                    }
+                }
+                Err(e) => log::warn!("rate limit store: {e}"),
+            }
+            finder.searching.store(false, Ordering::Release);
+            finder.found.notify_waiters();
+        });
+    }
+
+    async fn find(&self) -> Result<(Link, String), String> {
+        match &self.how {
+            How::Sentinel(sentinel) => {
+                let client = sentinel.lock().await.async_get_client().await.map_err(|e| format!("sentinels: {e}"))?;
+                let node = client.get_connection_info().addr().to_string();
+                let conn = client
+                    .get_multiplexed_async_connection_with_config(&self.timeouts)
+                    .await
+                    .map_err(|e| format!("master {node}: {e}"))?;
+                log::info!("rate limit store: master {node}");
+                Ok((Link::Master(conn), node))
+            }
+            How::Cluster(client) => {
+                let conn = client.get_async_connection().await.map_err(|e| format!("cluster: {e}"))?;
+                Ok((Link::Cluster(conn), "cluster".into()))
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -87,21 +236,44 @@ fn now_ms() -> u64 {
 }
 
 impl RedisStore {
-    /// A store for `url`; nothing connects until the first check.
-    pub(crate) fn new(url: &str, timeout: Duration) -> Self {
-        RedisStore {
-            url: url.to_string(),
-            timeout,
+    /// A store for `settings`; nothing connects until the first check.
+    pub(crate) fn new(settings: &RedisSettings) -> Result<Self, String> {
+        Ok(RedisStore {
+            settings: settings.clone(),
+            timeout: settings.timeout,
             pool: OnceLock::new(),
             next: AtomicUsize::new(0),
+            finder: Finder::build(settings, settings.timeout)?.map(Arc::new),
             script: redis::Script::new(SCRIPT),
             skip_until_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// The settings it was made for.
+    pub(crate) fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
+    /// The node in use: the server, the master Sentinel named, or `cluster`.
+    pub(crate) fn node(&self) -> Option<String> {
+        match (&self.finder, &self.settings.topology) {
+            (Some(finder), _) => finder.node(),
+            (None, RedisTopology::Single { url }) => {
+                url.as_str().into_connection_info().ok().map(|i| i.addr().to_string())
+            }
+            (None, _) => None,
         }
     }
 
-    fn connection(&self) -> Result<ConnectionManager, StoreError> {
+    /// One URL's pooled connections.
+    fn single(&self, url: &str) -> Result<ConnectionManager, StoreError> {
         let pool = self.pool.get_or_init(|| {
-            let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
+            let mut info = url.into_connection_info().map_err(|e| e.to_string())?;
+            if let (Some(password), None) = (&self.settings.password, info.redis_settings().password()) {
+                let redis = info.redis_settings().clone().set_password(password);
+                info = info.set_redis_settings(redis);
+            }
+            let client = redis::Client::open(info).map_err(|e| e.to_string())?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(250))))
                 .set_response_timeout(Some(self.timeout))
@@ -136,14 +308,37 @@ impl RedisStore {
     }
 
     async fn eval(&self, key: &str, limit: u64, per: Duration) -> Result<Decision, StoreError> {
-        let mut conn = self.connection()?;
         let per_ms = per.as_millis().max(1) as u64;
-        let mut call = self.script.key(key);
-        call.arg(limit).arg(per_ms);
-        let reply: Vec<i64> = tokio::time::timeout(self.timeout, call.invoke_async(&mut conn))
-            .await
-            .map_err(|_| StoreError::Timeout(self.timeout))?
-            .map_err(|e| StoreError::Redis(e.to_string()))?;
+        let reply = match (&self.finder, &self.settings.topology) {
+            (None, RedisTopology::Single { url }) => {
+                let mut conn = self.single(url)?;
+                self.run(&mut conn, key, limit, per_ms).await?
+            }
+            (Some(finder), _) => {
+                let deadline = tokio::time::Instant::now() + self.timeout;
+                let link = match finder.current() {
+                    Some(link) => link,
+                    None => {
+                        // Wait for the search, but never beyond the check's timeout.
+                        let found = finder.found.notified();
+                        finder.search();
+                        let _ = tokio::time::timeout_at(deadline, found).await;
+                        finder.current().ok_or(StoreError::Redis("no master or cluster connection yet".into()))?
+                    }
+                };
+                let result = match link {
+                    Link::Master(mut conn) => self.run(&mut conn, key, limit, per_ms).await,
+                    Link::Cluster(mut conn) => self.run(&mut conn, key, limit, per_ms).await,
+                };
+                if result.is_err() && matches!(self.settings.topology, RedisTopology::Sentinel { .. }) {
+                    // The master may be gone or demoted: ask the sentinels again.
+                    finder.forget();
+                    finder.search();
+                }
+                result?
+            }
+            (None, _) => return Err(StoreError::Client("no connection for this topology".into())),
+        };
         let [admitted, prev, curr, elapsed] = reply[..] else {
             return Err(StoreError::Redis(format!("unexpected script reply {reply:?}")));
         };
@@ -153,5 +348,21 @@ impl RedisStore {
             fraction: (elapsed.max(0) as f64 / per_ms as f64).min(1.0),
         };
         Ok(super::window::decide(admitted == 1, limit, per, usage))
+    }
+
+    /// Run the script on `conn` within the timeout.
+    async fn run<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        key: &str,
+        limit: u64,
+        per_ms: u64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut call = self.script.key(key);
+        call.arg(limit).arg(per_ms);
+        tokio::time::timeout(self.timeout, call.invoke_async(conn))
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))?
+            .map_err(|e| StoreError::Redis(e.to_string()))
     }
 }

@@ -21,17 +21,51 @@ impl RedisServer {
 
     /// Start on a given address (e.g. to restart on the same port).
     pub fn start_on(addr: SocketAddr) -> RedisServer {
+        Self::start_with(addr, &[])
+    }
+
+    /// Start with extra arguments (e.g. `--replicaof`, `--cluster-enabled`).
+    pub fn start_with(addr: SocketAddr, extra: &[String]) -> RedisServer {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new("redis-server")
             .args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(dir.path())
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (install it with ./scripts/install-deps)");
         let server = RedisServer { child: Some(child), addr, dir };
         assert!(eventually(Duration::from_secs(10), || server.ping()), "redis-server did not start");
+        server
+    }
+
+    /// A sentinel watching `master` under `name`: quorum 2, down after 1 s, failover timeout 3 s.
+    pub fn sentinel(master: SocketAddr, name: &str) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\nsentinel monitor {name} {ip} {mport} 2\nsentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 3000\nsentinel parallel-syncs {name} 1\n",
+                port = addr.port(),
+                dir = dir.path().display(),
+                ip = master.ip(),
+                mport = master.port()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let server = RedisServer { child: Some(child), addr, dir };
+        assert!(eventually(Duration::from_secs(10), || server.ping()), "sentinel did not start");
         server
     }
 

@@ -38,22 +38,9 @@ pub(super) fn check_rate_limit(raw: Option<&RawRateLimit>, p: &mut Problems) -> 
             }
             RateLimitStore::Local
         }
-        "redis" => match &raw.redis_url {
-            Some(url) if url.starts_with("rediss://") => {
-                p.add("rate_limit.redis_url", "TLS to Redis (`rediss://`) is not supported by this build; use `redis://` on a trusted network or a local TLS tunnel");
-                RateLimitStore::Local
-            }
-            Some(url) if url.starts_with("redis://") && redis::Client::open(url.as_str()).is_ok() => {
-                RateLimitStore::Redis { url: url.clone(), timeout: dur(&raw.redis_timeout, Duration::from_millis(50)) }
-            }
-            Some(url) => {
-                p.add("rate_limit.redis_url", format!("`{}` is not a redis:// URL", redact_url(url)));
-                RateLimitStore::Local
-            }
-            None => {
-                p.add("rate_limit.redis_url", "`store: redis` needs `redis_url`");
-                RateLimitStore::Local
-            }
+        "redis" => match check_redis(raw, p) {
+            Some(settings) => RateLimitStore::Redis(settings),
+            None => RateLimitStore::Local,
         },
         other => {
             p.add("rate_limit.store", format!("`{other}` is not one of local, redis"));
@@ -70,4 +57,89 @@ pub(super) fn check_rate_limit(raw: Option<&RawRateLimit>, p: &mut Problems) -> 
     };
     let default = raw.default.as_ref().and_then(|r| check_rule("rate_limit.default", r, p));
     RateLimitSettings { store, on_store_error, default }
+}
+
+/// `rate_limit.redis` (or the older `redis_url` + `redis_timeout`): exactly one of `url`,
+/// `sentinels` + `master_name`, `cluster_nodes`.
+fn check_redis(raw: &RawRateLimit, p: &mut Problems) -> Option<RedisSettings> {
+    let Some(redis) = &raw.redis else {
+        let Some(url) = &raw.redis_url else {
+            p.add("rate_limit.redis", "`store: redis` needs `redis` (url, sentinels or cluster_nodes) or `redis_url`");
+            return None;
+        };
+        let url = check_redis_url("rate_limit.redis_url", url, p)?;
+        let timeout = check_redis_timeout("rate_limit.redis_timeout", &raw.redis_timeout, p);
+        let tls = url.starts_with("rediss://");
+        return Some(RedisSettings { topology: RedisTopology::Single { url }, password: None, tls, timeout });
+    };
+    if raw.redis_url.is_some() || raw.redis_timeout.is_some() {
+        p.add("rate_limit.redis_url", "give either `redis` or `redis_url`/`redis_timeout`, not both");
+    }
+    let timeout = check_redis_timeout("rate_limit.redis.timeout", &redis.timeout, p);
+    let password = redis.password.clone().filter(|s| !s.is_empty());
+    let kinds = [redis.url.is_some(), redis.sentinels.is_some(), redis.cluster_nodes.is_some()];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        p.add("rate_limit.redis", "give exactly one of `url`, `sentinels` (with `master_name`), `cluster_nodes`");
+        return None;
+    }
+    if redis.master_name.is_some() && redis.sentinels.is_none() {
+        p.add("rate_limit.redis.master_name", "only used with `sentinels`");
+    }
+    let nodes = |key: &str, list: &[String], p: &mut Problems| -> Option<Vec<(String, u16)>> {
+        if list.is_empty() {
+            p.add(key, "must name at least one host:port");
+            return None;
+        }
+        let mut out = Vec::new();
+        for (i, node) in list.iter().enumerate() {
+            match node.rsplit_once(':').and_then(|(h, port)| Some((h, port.parse::<u16>().ok()?))) {
+                Some((host, port)) if !host.is_empty() && port != 0 => {
+                    out.push((host.trim_start_matches('[').trim_end_matches(']').to_string(), port));
+                }
+                _ => p.add(format!("{key}[{i}]"), format!("`{node}` is not host:port")),
+            }
+        }
+        (out.len() == list.len()).then_some(out)
+    };
+    let tls = redis.tls.unwrap_or(false);
+    let topology = if let Some(url) = &redis.url {
+        let url = check_redis_url("rate_limit.redis.url", url, p)?;
+        if redis.tls.is_some_and(|t| t != url.starts_with("rediss://")) {
+            p.add("rate_limit.redis.tls", "the URL's scheme says whether TLS is used (`rediss://` for TLS)");
+        }
+        RedisTopology::Single { url }
+    } else if let Some(sentinels) = &redis.sentinels {
+        let sentinels = nodes("rate_limit.redis.sentinels", sentinels, p)?;
+        let Some(master_name) = redis.master_name.clone().filter(|m| !m.trim().is_empty()) else {
+            p.add("rate_limit.redis.master_name", "`sentinels` need the `master_name` they watch");
+            return None;
+        };
+        RedisTopology::Sentinel { sentinels, master_name }
+    } else {
+        let list = redis.cluster_nodes.as_deref().unwrap_or_default();
+        RedisTopology::Cluster { nodes: nodes("rate_limit.redis.cluster_nodes", list, p)? }
+    };
+    let tls = match &topology {
+        RedisTopology::Single { url } => url.starts_with("rediss://"),
+        _ => tls,
+    };
+    Some(RedisSettings { topology, password, tls, timeout })
+}
+
+fn check_redis_url(key: &str, url: &str, p: &mut Problems) -> Option<String> {
+    let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
+    if scheme_ok && redis::Client::open(url).is_ok() {
+        Some(url.to_string())
+    } else {
+        p.add(key, format!("`{}` is not a redis:// or rediss:// URL", redact_url(url)));
+        None
+    }
+}
+
+fn check_redis_timeout(key: &str, raw: &Option<crate::config::units::ConfDuration>, p: &mut Problems) -> Duration {
+    let timeout = dur(raw, Duration::from_millis(50));
+    if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(10) {
+        p.add(key, "must be between 1ms and 10s (a check never waits longer)");
+    }
+    timeout
 }
