@@ -1,7 +1,7 @@
 //! Shared rate limits without a single Redis (ARCHITECTURE.md §7.7), against real processes:
 //! a master, a replica and three `redis-server --sentinel` on loopback (the master is killed and
 //! the sentinels fail over), and a three-master Redis Cluster made with `redis-cli --cluster`.
-//! Two gateways share each limit.
+//! Two gateways share each limit. And one server over TLS with a password.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -26,7 +26,13 @@ fn admitted(gws: (&Gateway, &Gateway), client: &str, n: usize) -> usize {
         .filter(|i| {
             let gw = if i % 2 == 0 { gws.0 } else { gws.1 };
             let r = get_with(gw.addr, "/x", &[("X-Client", client)]);
-            assert!(r.status == 200 || r.status == 429, "{} {}", r.status, String::from_utf8_lossy(&r.body));
+            assert!(
+                r.status == 200 || r.status == 429,
+                "{} {}\n{}",
+                r.status,
+                String::from_utf8_lossy(&r.body),
+                gw.logs()
+            );
             r.status == 200
         })
         .count()
@@ -152,4 +158,30 @@ fn limits_are_shared_across_a_redis_cluster() {
     assert!(holding >= 2, "keys on {holding} of 3 masters");
     assert_eq!(node_in_use(&gw1).as_deref(), Some("cluster"));
     assert_eq!(metric_of(&gw1, "siger_rate_limit_store_errors_total"), 0.0);
+}
+
+#[test]
+fn limits_are_shared_over_tls_with_a_password() {
+    let pki = support::pki::Pki::new("redis-test-ca");
+    let issued = pki.server("redis", &["127.0.0.1"], 30);
+    let server = RedisServer::start_tls(&issued.cert, &issued.key, "s3cret-pw");
+    let echo = Echo::start("api");
+    let ca = pki.ca().display().to_string();
+    let url = format!("rediss://{}", server.addr);
+    // The first check makes the connection: a TLS handshake in a debug build takes longer than
+    // the default 50 ms.
+    let (gw1, gw2) =
+        gateways(&echo, &format!("{{url: \"{url}\", password: s3cret-pw, ca_file: \"{ca}\", timeout: 1s}}"));
+    let n = admitted((&gw1, &gw2), "tls", 60);
+    assert!((30..=33).contains(&n), "admitted {n} of 60 over TLS");
+    assert_eq!(node_in_use(&gw1), Some(server.addr.to_string()));
+    // A wrong password, or a certificate the gateway cannot verify: the store fails, and
+    // `on_store_error: deny` answers.
+    let (wrong, _) = gateways(&echo, &format!("{{url: \"{url}\", password: nope, ca_file: \"{ca}\"}}"));
+    let (untrusted, _) = gateways(&echo, &format!("{{url: \"{url}\", password: s3cret-pw}}"));
+    for gw in [&wrong, &untrusted] {
+        let r = get_with(gw.addr, "/x", &[("X-Client", "tls")]);
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+        assert!(metric_of(gw, "siger_rate_limit_store_errors_total") >= 1.0);
+    }
 }

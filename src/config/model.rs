@@ -446,6 +446,9 @@ pub struct RedisSettings {
     pub password: Option<String>,
     /// TLS to every node (`rediss://` URLs say so themselves).
     pub tls: bool,
+    /// PEM certificates the data nodes' certificates must chain to (`ca_file`); `None`: the
+    /// system's roots.
+    pub ca: Option<Vec<u8>>,
     /// Per-check timeout.
     pub timeout: Duration,
 }

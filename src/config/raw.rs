@@ -195,6 +195,7 @@ pub(crate) struct RawRedis {
     pub(crate) cluster_nodes: Option<Vec<String>>,
     pub(crate) password: Option<String>,
     pub(crate) tls: Option<bool>,
+    pub(crate) ca_file: Option<String>,
     pub(crate) timeout: Option<ConfDuration>,
 }
 

@@ -89,6 +89,11 @@ pub(crate) struct RedisStore {
     skip_until_ms: AtomicU64,
 }
 
+/// Our CA for the data nodes' certificates.
+fn certificates(ca: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates { client_tls: None, root_cert: Some(ca.to_vec()) }
+}
+
 /// A connection to the master (Sentinel) or the cluster, and what found it.
 enum Link {
     Master(MultiplexedConnection),
@@ -137,6 +142,9 @@ impl Finder {
                 if let Some(mode) = tls {
                     builder = builder.set_client_to_redis_tls_mode(mode).set_client_to_sentinel_tls_mode(mode);
                 }
+                if let Some(ca) = &settings.ca {
+                    builder = builder.set_client_to_redis_certificates(certificates(ca));
+                }
                 How::Sentinel(tokio::sync::Mutex::new(builder.build().map_err(|e| e.to_string())?))
             }
             RedisTopology::Cluster { nodes } => {
@@ -154,6 +162,9 @@ impl Finder {
                 }
                 if let Some(mode) = tls {
                     builder = builder.tls(mode);
+                }
+                if let Some(ca) = &settings.ca {
+                    builder = builder.certs(certificates(ca));
                 }
                 How::Cluster(builder.build().map_err(|e| e.to_string())?)
             }
@@ -273,7 +284,11 @@ impl RedisStore {
                 let redis = info.redis_settings().clone().set_password(password);
                 info = info.set_redis_settings(redis);
             }
-            let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+            let client = match &self.settings.ca {
+                Some(ca) => redis::Client::build_with_tls(info, certificates(ca)),
+                None => redis::Client::open(info),
+            }
+            .map_err(|e| e.to_string())?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(250))))
                 .set_response_timeout(Some(self.timeout))

@@ -202,7 +202,7 @@ pub(crate) fn client_identity(
 }
 
 /// Every `CERTIFICATE` section, each checked to be X.509 (at least one).
-fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, MaterialError> {
+pub(crate) fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, MaterialError> {
     let mut out = Vec::new();
     for item in CertificateDer::pem_slice_iter(pem) {
         let cert = item.map_err(|e| MaterialError::BadCertificate(e.to_string()))?;

@@ -41,6 +41,30 @@ impl RedisServer {
         server
     }
 
+    /// TLS only (no plain port), clients not asked for certificates, `AUTH` with `password`.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, password: &str) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &addr.port().to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--tls-auth-clients", "no", "--requirepass", password])
+            .arg("--tls-cert-file")
+            .arg(cert)
+            .arg("--tls-key-file")
+            .arg(key)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        assert!(
+            eventually(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()),
+            "redis-server (TLS) did not start"
+        );
+        RedisServer { child: Some(child), addr, dir }
+    }
+
     /// A sentinel watching `master` under `name`: quorum 2, down after 1 s, failover timeout 3 s.
     pub fn sentinel(master: SocketAddr, name: &str) -> RedisServer {
         let dir = tempfile::tempdir().unwrap();

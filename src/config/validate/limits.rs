@@ -24,7 +24,7 @@ pub(super) fn check_rule(path: &str, raw: &RawLimitRule, p: &mut Problems) -> Op
     Some(LimitRule { requests: raw.requests, per: raw.per.0, key })
 }
 
-pub(super) fn check_rate_limit(raw: Option<&RawRateLimit>, p: &mut Problems) -> RateLimitSettings {
+pub(super) fn check_rate_limit(raw: Option<&RawRateLimit>, base: &Path, p: &mut Problems) -> RateLimitSettings {
     let Some(raw) = raw else {
         return RateLimitSettings { store: RateLimitStore::Local, on_store_error: OnStoreError::Allow, default: None };
     };
@@ -38,7 +38,7 @@ pub(super) fn check_rate_limit(raw: Option<&RawRateLimit>, p: &mut Problems) -> 
             }
             RateLimitStore::Local
         }
-        "redis" => match check_redis(raw, p) {
+        "redis" => match check_redis(raw, base, p) {
             Some(settings) => RateLimitStore::Redis(settings),
             None => RateLimitStore::Local,
         },
@@ -61,7 +61,7 @@ pub(super) fn check_rate_limit(raw: Option<&RawRateLimit>, p: &mut Problems) -> 
 
 /// `rate_limit.redis` (or the older `redis_url` + `redis_timeout`): exactly one of `url`,
 /// `sentinels` + `master_name`, `cluster_nodes`.
-fn check_redis(raw: &RawRateLimit, p: &mut Problems) -> Option<RedisSettings> {
+fn check_redis(raw: &RawRateLimit, base: &Path, p: &mut Problems) -> Option<RedisSettings> {
     let Some(redis) = &raw.redis else {
         let Some(url) = &raw.redis_url else {
             p.add("rate_limit.redis", "`store: redis` needs `redis` (url, sentinels or cluster_nodes) or `redis_url`");
@@ -70,7 +70,7 @@ fn check_redis(raw: &RawRateLimit, p: &mut Problems) -> Option<RedisSettings> {
         let url = check_redis_url("rate_limit.redis_url", url, p)?;
         let timeout = check_redis_timeout("rate_limit.redis_timeout", &raw.redis_timeout, p);
         let tls = url.starts_with("rediss://");
-        return Some(RedisSettings { topology: RedisTopology::Single { url }, password: None, tls, timeout });
+        return Some(RedisSettings { topology: RedisTopology::Single { url }, password: None, tls, ca: None, timeout });
     };
     if raw.redis_url.is_some() || raw.redis_timeout.is_some() {
         p.add("rate_limit.redis_url", "give either `redis` or `redis_url`/`redis_timeout`, not both");
@@ -109,12 +109,12 @@ fn check_redis(raw: &RawRateLimit, p: &mut Problems) -> Option<RedisSettings> {
         }
         RedisTopology::Single { url }
     } else if let Some(sentinels) = &redis.sentinels {
-        let sentinels = nodes("rate_limit.redis.sentinels", sentinels, p)?;
-        let Some(master_name) = redis.master_name.clone().filter(|m| !m.trim().is_empty()) else {
+        let sentinels = nodes("rate_limit.redis.sentinels", sentinels, p);
+        let master_name = redis.master_name.clone().filter(|m| !m.trim().is_empty());
+        if master_name.is_none() {
             p.add("rate_limit.redis.master_name", "`sentinels` need the `master_name` they watch");
-            return None;
-        };
-        RedisTopology::Sentinel { sentinels, master_name }
+        }
+        RedisTopology::Sentinel { sentinels: sentinels?, master_name: master_name? }
     } else {
         let list = redis.cluster_nodes.as_deref().unwrap_or_default();
         RedisTopology::Cluster { nodes: nodes("rate_limit.redis.cluster_nodes", list, p)? }
@@ -123,7 +123,19 @@ fn check_redis(raw: &RawRateLimit, p: &mut Problems) -> Option<RedisSettings> {
         RedisTopology::Single { url } => url.starts_with("rediss://"),
         _ => tls,
     };
-    Some(RedisSettings { topology, password, tls, timeout })
+    let ca = redis.ca_file.as_ref().and_then(|file| {
+        let key = "rate_limit.redis.ca_file";
+        let (_, text) = read_file(key, base, file, p)?;
+        if !tls {
+            p.add(key, "only used with TLS (`tls: true` or a `rediss://` URL)");
+        }
+        if let Err(e) = crate::tls::material::certificates(text.as_bytes()) {
+            p.add(key, format!("`{file}`: {e}"));
+            return None;
+        }
+        Some(text.into_bytes())
+    });
+    Some(RedisSettings { topology, password, tls, ca, timeout })
 }
 
 fn check_redis_url(key: &str, url: &str, p: &mut Problems) -> Option<String> {

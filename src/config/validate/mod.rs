@@ -83,7 +83,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
     .into_iter()
     .filter_map(|(s, on)| on.then_some(s))
     .collect();
-    let rate_limit = check_rate_limit(raw.rate_limit.as_ref(), &mut p);
+    let rate_limit = check_rate_limit(raw.rate_limit.as_ref(), base, &mut p);
     let consul = raw.consul.as_ref().and_then(|c| check_consul(c, &mut p));
     let nats = raw.nats.as_ref().and_then(|n| check_nats(n, base, &mut p));
     let jobs = raw.jobs.as_ref().and_then(|j| check_jobs(j, base, &mut p));
