@@ -319,6 +319,9 @@ mod tests {
         let found = problems(yaml, dir.path());
         assert!(found.iter().any(|p| p.starts_with("auth.jwt.public_key_file") && p.contains("RSA")), "{found:?}");
         assert!(found.iter().any(|p| p.starts_with("auth.jwt.jwks_file") && p.contains("no usable")), "{found:?}");
-        assert!(found.iter().any(|p| p.starts_with("rate_limit.redis_url") && p.contains("not a redis://")), "{found:?}");
+        assert!(
+            found.iter().any(|p| p.starts_with("rate_limit.redis_url") && p.contains("not a redis://")),
+            "{found:?}"
+        );
     }
 }
