@@ -185,3 +185,117 @@ fn limits_are_shared_over_tls_with_a_password() {
         assert!(metric_of(gw, "siger_rate_limit_store_errors_total") >= 1.0);
     }
 }
+
+const JOBS_SECRET: &str = "scale-out-jobs-secret-0123456789abcdef";
+
+fn job_token() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = serde_json::json!({"sub": "alice", "roles": ["user"], "iat": now, "exp": now + 600});
+    let key = jsonwebtoken::EncodingKey::from_secret(JOBS_SECRET.as_bytes());
+    format!("Bearer {}", jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap())
+}
+
+/// A three-node JetStream cluster on loopback (server names n0, n1, n2).
+fn nats_cluster() -> Vec<support::nats::NatsServer> {
+    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let route_list: Vec<String> = routes.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+    (0..3)
+        .map(|i| {
+            let name = format!("n{i}");
+            let cluster = format!("nats://127.0.0.1:{}", routes[i]);
+            let args =
+                ["-n", &name, "--cluster_name", "siger", "--cluster", &cluster, "--routes", &route_list.join(",")];
+            support::nats::NatsServer::start_on(free_port(), &args)
+        })
+        .collect()
+}
+
+#[test]
+fn jobs_survive_losing_the_stream_leader_of_a_nats_cluster() {
+    let mut nats = nats_cluster();
+    let urls: Vec<String> = nats.iter().map(|n| format!("\"{}\"", n.url())).collect();
+    let echo = Echo::start("api");
+    let config = format!(
+        "auth:\n  jwt: {{algorithms: [HS256], secret: \"{JOBS_SECRET}\"}}\nnats:\n  url: [{}]\njobs:\n  subject: jobs.submitted\n  stream: {{name: JOBS, subjects: [\"jobs.>\"], replicas: 3, duplicate_window: 5m}}\n  roles: [user]\n  ack_timeout: 2s\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
+        urls.join(", "),
+        echo.addr
+    );
+    let gws = [Gateway::start(&config), Gateway::start(&config)];
+    for gw in &gws {
+        assert!(
+            eventually(Duration::from_secs(30), || get(gw.admin, "/ready").status == 200),
+            "not ready: {}",
+            String::from_utf8_lossy(&get(gw.admin, "/ready").body)
+        );
+    }
+    assert_eq!(nats[0].stream_config("JOBS").map(|c| c.num_replicas), Some(3));
+
+    // 2,000 jobs from four clients, each retried (same Idempotency-Key, the other gateway)
+    // until it gets its 202; the stream leader is killed when 500 are in, restarted 3 s later.
+    let token = job_token();
+    let accepted = std::sync::Mutex::new(Vec::<(usize, String, Instant)>::new());
+    let failures = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for worker in 0..4 {
+            let (gws, token, accepted, failures) = (&gws, &token, &accepted, &failures);
+            scope.spawn(move || {
+                for job in (worker..2000).step_by(4) {
+                    let key = format!("job-{job}");
+                    let body = format!("{{\"n\": {job}}}");
+                    let mut attempt = 0;
+                    loop {
+                        let gw = &gws[(job + attempt) % 2];
+                        let headers = [
+                            ("Authorization", token.as_str()),
+                            ("Content-Type", "application/json"),
+                            ("Idempotency-Key", &key),
+                        ];
+                        let r = request(gw.addr, "POST", "/jobs/submit", &headers, body.as_bytes());
+                        if r.status == 202 {
+                            let id = r.json()["job_id"].as_str().unwrap().to_string();
+                            accepted.lock().unwrap().push((job, id, Instant::now()));
+                            break;
+                        }
+                        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        attempt += 1;
+                        assert!(started.elapsed() < Duration::from_secs(120), "job {job} never accepted");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            });
+        }
+        assert!(eventually(Duration::from_secs(60), || accepted.lock().unwrap().len() >= 500));
+        let leader = nats[0].stream_leader("JOBS").or_else(|| nats[1].stream_leader("JOBS")).expect("a stream leader");
+        let index: usize = leader.trim_start_matches('n').parse().unwrap();
+        nats[index].kill();
+        eprintln!("killed the stream leader {leader} after {} jobs", accepted.lock().unwrap().len());
+        std::thread::sleep(Duration::from_secs(3));
+        nats[index].start_again();
+    });
+
+    let mut accepted = accepted.into_inner().unwrap();
+    assert_eq!(accepted.len(), 2000);
+    accepted.sort_by_key(|(_, _, at)| *at);
+    let longest_gap = accepted.windows(2).map(|w| w[1].2 - w[0].2).max().unwrap();
+    let failed = failures.into_inner();
+    eprintln!(
+        "2000 jobs in {:?}; {failed} submissions answered 503 and retried; longest gap between 202s {longest_gap:?}",
+        started.elapsed()
+    );
+    assert!(longest_gap < Duration::from_secs(10), "submissions stalled {longest_gap:?}");
+
+    // Every accepted job is stored exactly once.
+    let live = nats.iter().position(|n| n.stream_leader("JOBS").is_some()).unwrap_or(0);
+    let stored = nats[live].messages("JOBS");
+    let mut ids: Vec<&str> = stored.iter().map(|m| m.headers["Nats-Msg-Id"].as_str()).collect();
+    ids.sort_unstable();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(before, ids.len(), "{} duplicates in the stream", before - ids.len());
+    for (job, id, _) in &accepted {
+        assert!(ids.binary_search(&id.as_str()).is_ok(), "job {job} ({id}) got 202 but is not in the stream");
+    }
+    assert_eq!(stored.len(), 2000);
+}

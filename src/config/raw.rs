@@ -238,10 +238,28 @@ pub(crate) struct RawConsulCheck {
     pub(crate) deregister_after: Option<ConfDuration>,
 }
 
+/// One URL (comma-separated for several), or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawUrls {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl RawUrls {
+    /// Every URL, trimmed.
+    pub(crate) fn list(&self) -> Vec<String> {
+        match self {
+            RawUrls::One(text) => text.split(',').map(|u| u.trim().to_string()).collect(),
+            RawUrls::Many(list) => list.iter().map(|u| u.trim().to_string()).collect(),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawNats {
-    pub(crate) url: String,
+    pub(crate) url: RawUrls,
     pub(crate) credentials_file: Option<String>,
     pub(crate) token: Option<String>,
     pub(crate) user: Option<String>,

@@ -114,6 +114,28 @@ impl NatsServer {
         }
     }
 
+    /// Kill the server (SIGKILL): no goodbye to clients or cluster peers.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start a stopped or killed server again on the same port with the same store.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
+    /// The JetStream cluster leader of `stream`, as this server reports it (a server name).
+    pub fn stream_leader(&self, stream: &str) -> Option<String> {
+        let stream = stream.to_string();
+        self.with_js(async move |js| {
+            let mut s = js.get_stream(&stream).await.ok()?;
+            s.info().await.ok()?.cluster.as_ref()?.leader.clone()
+        })
+    }
+
     /// Start again on the same port with the same store.
     pub fn restart(&mut self) {
         self.stop();

@@ -46,8 +46,11 @@ pub(super) fn check_consul(raw: &RawConsul, p: &mut Problems) -> Option<ConsulSe
 }
 
 pub(super) fn check_nats(raw: &RawNats, base: &Path, p: &mut Problems) -> Option<NatsSettings> {
-    for (i, url) in raw.url.split(',').enumerate() {
-        let url = url.trim();
+    let urls = raw.url.list();
+    if urls.is_empty() {
+        p.add("nats.url", "name at least one server");
+    }
+    for (i, url) in urls.iter().enumerate() {
         let scheme_ok = ["nats://", "tls://", "ws://", "wss://"].iter().any(|s| url.starts_with(s));
         if !scheme_ok {
             p.add("nats.url", format!("`{}` (entry {i}) is not a nats:// or tls:// URL", redact_url(url)));
@@ -81,7 +84,7 @@ pub(super) fn check_nats(raw: &RawNats, base: &Path, p: &mut Problems) -> Option
         p.add("nats.pending_buffer", "must be between 1 and 1000000 messages");
     }
     Some(NatsSettings {
-        url: raw.url.clone(),
+        url: urls.join(","),
         credentials_file,
         token: raw.token.clone(),
         user_password,
