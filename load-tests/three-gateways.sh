@@ -12,8 +12,9 @@
 # restarted and the Redis master is killed (the sentinels promote the replica); limited requests
 # keep flowing meanwhile. Reports jobs accepted vs stored (the stream's count from the NATS
 # monitoring endpoint), duplicates, and requests that failed during the losses.
+# Phase 3: once every gateway uses the promoted replica, phase 1 again with new clients.
 #
-#   load-tests/three-gateways.sh                  # CLIENTS=40 BURST=150 LIMIT=100 JOBS=3000
+#   load-tests/three-gateways.sh                  # CLIENTS=40 BURST=150 LIMIT=100 JOBS=6000
 #   SKIP_BUILD=1 JOBS=10000 load-tests/three-gateways.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ ROOT=$(pwd)
 CLIENTS=${CLIENTS:-40}
 BURST=${BURST:-150}
 LIMIT=${LIMIT:-100}
-JOBS=${JOBS:-3000}
+JOBS=${JOBS:-6000}
 
 ./scripts/install-deps nginx
 command -v redis-server >/dev/null && command -v nats-server >/dev/null && command -v python3 >/dev/null
@@ -175,13 +176,13 @@ def send(conns, i, method, path, headers, body=None):
     return 0, b""
 
 if mode == "limits":
-    clients, burst = int(sys.argv[3]), int(sys.argv[4])
+    clients, burst, prefix = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
     admitted = [0] * clients
     other = [0] * clients
     def run(k):
         conns = {}
         for n in range(burst):
-            s, _ = send(conns, n + k, "GET", "/limited/x", {"X-Client": "c%d" % k})
+            s, _ = send(conns, n + k, "GET", "/limited/x", {"X-Client": prefix + str(k)})
             if s == 200: admitted[k] += 1
             elif s != 429: other[k] += 1
     ts = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
@@ -226,14 +227,17 @@ PY
 PORTS=$(IFS=,; echo "${GW_PORT[*]}")
 
 echo "phase 1: $CLIENTS clients x $BURST requests over three gateways, limit $LIMIT per 10 s" >&2
-python3 "$WORK/load.py" limits "$PORTS" "$CLIENTS" "$BURST" > "$WORK/limits.json"
-python3 - "$WORK/limits.json" "$LIMIT" <<'PY'
+limits_phase() { # client-prefix
+  python3 "$WORK/load.py" limits "$PORTS" "$CLIENTS" "$BURST" "$1" > "$WORK/limits.json"
+  python3 - "$WORK/limits.json" "$LIMIT" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); limit = int(sys.argv[2]); a = d["admitted"]
 over = [x - limit for x in a]
 print("limits: admitted per client min %d / median %d / max %d for a limit of %d; over-admission max %+d (%.1f%%), mean %+.2f; %d other statuses; %.1f s"
       % (min(a), sorted(a)[len(a) // 2], max(a), limit, max(over), 100.0 * max(over) / limit, sum(over) / len(over), d["other"], d["seconds"]))
 PY
+}
+limits_phase before-
 
 echo "phase 2: $JOBS jobs; the NATS stream leader and then the Redis master are killed meanwhile" >&2
 python3 "$WORK/load.py" jobs "$PORTS" "$JOBS" "$TOKEN" 120 > "$WORK/jobs.json" &
@@ -256,6 +260,18 @@ print("jobs: %d accepted (202), %s stored in the R3 stream, %d distinct job ids,
       % (d["accepted"], stored, d["distinct_job_ids"], d["retried"], d["gave_up"], d["seconds"]))
 print("limited requests during the node losses: %d answered 200/429, %d failed" % (d["limited_ok"], d["limited_failed"]))
 PY
-for g in 0 1 2; do
-  curl -fsS "http://127.0.0.1:${GW_ADMIN[g]}/metrics" | awk -v g="$g" '/^siger_rate_limit_redis_node|^siger_rate_limit_store_errors_total/ {printf "gateway %s: %s\n", g, $0}'
+node_of() { curl -fsS "http://127.0.0.1:${GW_ADMIN[$1]}/metrics" | awk -F'"' '/^siger_rate_limit_redis_node\{/ && / 1$/ {print $2}'; }
+# Checks find the new master on their next try after a failure: nudge each gateway until all
+# three use the replica (bounded).
+for _ in $(seq 1 150); do
+  for g in 0 1 2; do curl -s -o /dev/null -H "X-Client: probe" "http://127.0.0.1:${GW_PORT[g]}/limited/z"; done
+  all=1
+  for g in 0 1 2; do [ "$(node_of "$g")" = "127.0.0.1:$REPLICA" ] || all=0; done
+  [ "$all" = 1 ] && break
+  sleep 0.1
 done
+for g in 0 1 2; do
+  echo "gateway $g: node in use $(node_of "$g"), $(curl -fsS "http://127.0.0.1:${GW_ADMIN[g]}/metrics" | awk '/^siger_rate_limit_store_errors_total/ {print $2}') store errors"
+done
+echo "phase 3: limits again on the promoted replica" >&2
+limits_phase after-
