@@ -122,8 +122,9 @@ done
 TOKEN=$("$SIGER" token -c "$WORK/siger-0.yaml" --sub loadtest --ttl 2h)
 echo "three gateways on ${GW_PORT[*]}; redis master $MASTER, replica $REPLICA; nats ${NATS_PORT[*]}" >&2
 
-# The stream leader's index, from the NATS monitoring endpoint of any live node.
-stream_leader() {
+# The JOBS stream as a node that knows its leader reports it (NATS monitoring endpoint): prints
+# `<leader index> <messages>`.
+jobs_stream() {
   local i
   for i in 0 1 2; do
     curl -fsS "http://127.0.0.1:${NATS_MON[i]}/jsz?streams=true" 2>/dev/null | python3 -c '
@@ -132,24 +133,10 @@ d = json.load(sys.stdin)
 for a in d.get("account_details", []):
     for s in a.get("stream_detail", []):
         if s["name"] == "JOBS" and s.get("cluster", {}).get("leader"):
-            print(s["cluster"]["leader"][1:]); sys.exit(0)
+            print(s["cluster"]["leader"][1:], s["state"]["messages"]); sys.exit(0)
 sys.exit(1)' && return 0
   done
-  return 1
-}
-stream_count() {
-  local i
-  for i in 0 1 2; do
-    curl -fsS "http://127.0.0.1:${NATS_MON[i]}/jsz?streams=true" 2>/dev/null | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-for a in d.get("account_details", []):
-    for s in a.get("stream_detail", []):
-        if s["name"] == "JOBS" and s.get("cluster", {}).get("leader"):
-            print(s["state"]["messages"]); sys.exit(0)
-sys.exit(1)' && return 0
-  done
-  echo "?"
+  echo "? ?"
 }
 
 # The load generator: keep-alive HTTP/1.1 from threads, bounded in count and time.
@@ -243,7 +230,8 @@ echo "phase 2: $JOBS jobs; the NATS stream leader and then the Redis master are 
 python3 "$WORK/load.py" jobs "$PORTS" "$JOBS" "$TOKEN" 120 > "$WORK/jobs.json" &
 LOAD=$!
 sleep 2
-leader=$(stream_leader || echo 0)
+leader=$(jobs_stream | awk '{print $1}')
+[ "$leader" != "?" ] || leader=0
 echo "killing NATS stream leader n$leader (SIGKILL)" >&2
 kill -KILL "${NATS_PID[leader]}"
 sleep 3
@@ -253,7 +241,7 @@ echo "killing the Redis master (SIGKILL)" >&2
 kill -KILL "$MASTER_PID"
 wait "$LOAD"
 sleep 2
-python3 - "$WORK/jobs.json" "$(stream_count)" <<'PY'
+python3 - "$WORK/jobs.json" "$(jobs_stream | awk '{print $2}')" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); stored = sys.argv[2]
 print("jobs: %d accepted (202), %s stored in the R3 stream, %d distinct job ids, %d submissions retried after a 503, %d gave up; %.1f s"
