@@ -216,7 +216,7 @@ fn jobs_survive_losing_the_stream_leader_of_a_nats_cluster() {
     let urls: Vec<String> = nats.iter().map(|n| format!("\"{}\"", n.url())).collect();
     let echo = Echo::start("api");
     let config = format!(
-        "auth:\n  jwt: {{algorithms: [HS256], secret: \"{JOBS_SECRET}\"}}\nnats:\n  url: [{}]\njobs:\n  subject: jobs.submitted\n  stream: {{name: JOBS, subjects: [\"jobs.>\"], replicas: 3, duplicate_window: 5m}}\n  roles: [user]\n  ack_timeout: 2s\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
+        "auth:\n  jwt: {{algorithms: [HS256], secret: \"{JOBS_SECRET}\"}}\nnats:\n  url: [{}]\njobs:\n  subject: jobs.submitted\n  stream: {{name: JOBS, subjects: [\"jobs.>\"], replicas: 3, duplicate_window: 5m}}\n  roles: [user]\n  ack_timeout: 1s\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
         urls.join(", "),
         echo.addr
     );
