@@ -135,7 +135,14 @@ fn check_redis(raw: &RawRateLimit, base: &Path, p: &mut Problems) -> Option<Redi
         }
         Some(text.into_bytes())
     });
-    Some(RedisSettings { topology, password, tls, ca, timeout })
+    let settings = RedisSettings { topology, password, tls, ca, timeout };
+    // The clients are built (no connection yet) exactly as the limiter will build them, so a
+    // setting the client refuses is named here rather than found at the first request.
+    if let Err(e) = crate::ratelimit::RedisStore::new(&settings) {
+        p.add("rate_limit.redis", e);
+        return None;
+    }
+    Some(settings)
 }
 
 fn check_redis_url(key: &str, url: &str, p: &mut Problems) -> Option<String> {
