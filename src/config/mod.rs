@@ -9,6 +9,7 @@ mod raw;
 mod source;
 mod units;
 mod validate;
+pub(crate) use validate::redact_url;
 
 pub use model::*;
 pub(crate) use source::{Environment, ProcessEnv};

@@ -442,7 +442,7 @@ pub enum RateLimitStore {
 pub struct RedisSettings {
     /// One server, a Sentinel-watched master, or a cluster.
     pub topology: RedisTopology,
-    /// `AUTH` password for the data nodes (and the sentinels); a URL's own password wins.
+    /// `AUTH` password for the data nodes (not the sentinels); a URL's own password wins.
     pub password: Option<String>,
     /// TLS to every node (`rediss://` URLs say so themselves).
     pub tls: bool,

@@ -48,7 +48,7 @@ pub(super) async fn handle(
                 service: &snap.service(part.service).name,
                 backend: report.backend,
                 status: report.status,
-                error: (outcome != "ok" && report.status.is_none()).then_some(outcome),
+                error: (outcome != "ok").then_some(outcome),
                 retry: report.attempts.saturating_sub(1),
                 part: Some(&part.key),
             });

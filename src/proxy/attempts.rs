@@ -192,7 +192,7 @@ pub(crate) fn record_span(snap: &Snapshot, state: &mut RequestState, error: Opti
         service: state.service.map_or("-", |s| snap.service(s).name.as_str()),
         backend: state.attempt.backend,
         status: state.attempt.status,
-        error: error.filter(|_| state.attempt.status.is_none()),
+        error,
         retry: state.attempts.saturating_sub(1),
         part: None,
     });

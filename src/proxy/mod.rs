@@ -783,7 +783,10 @@ impl ProxyHttp for Gateway {
             }
         }
         let upstream_error = e.filter(|e| e.esource == ErrorSource::Upstream).map(|e| UpstreamErrorKind::of(e).label());
-        attempts::record_span(snap, state, upstream_error.or(Some("cancelled")));
+        // An attempt still open at the end either answered (its status is recorded) or was
+        // given up when the client left.
+        let unanswered = state.attempt.status.is_none().then_some("cancelled");
+        attempts::record_span(snap, state, upstream_error.or(unanswered));
         let elapsed = state.started.elapsed();
         if let Some(route) = state.route.filter(|r| snap.route(*r).cache.is_some()) {
             snap.metrics.cache_result(route, policies::cache_result(session.cache.phase()));

@@ -90,9 +90,9 @@ impl LimitStores {
                     _ => match RedisStore::new(settings) {
                         Ok(store) => Some(Arc::new(store)),
                         Err(e) => {
-                            // Validation built the same client: only a bug gets here. Checks then
-                            // follow `on_store_error`.
-                            log::error!("rate limit store: {e}");
+                            // Validation built the same clients, so only a bug gets here; the
+                            // limits then count per instance.
+                            log::error!("rate limit store: {e}; limits are per instance");
                             None
                         }
                     },

@@ -113,9 +113,13 @@ impl Clone for Link {
 /// deployment, one search at a time, in a task requests do not wait on beyond their timeout.
 struct Finder {
     how: How,
-    /// The connection in use and the node it goes to (`cluster` for a cluster).
-    current: Mutex<Option<(Link, String)>>,
+    /// The connection in use, the node it goes to (`cluster` for a cluster) and its generation.
+    current: Mutex<Option<(Link, String, u64)>>,
+    /// Generations of found connections (a failure forgets only the one it happened on).
+    generation: AtomicU64,
     searching: AtomicBool,
+    /// The last search failed (its failures are logged once, not every cool-down).
+    failing: AtomicBool,
     found: tokio::sync::Notify,
     /// Connection and response timeouts of the connections it makes.
     timeouts: AsyncConnectionConfig,
@@ -133,7 +137,12 @@ impl Finder {
         let how = match &settings.topology {
             RedisTopology::Single { .. } => return Ok(None),
             RedisTopology::Sentinel { sentinels, master_name } => {
-                let addrs = sentinels.iter().map(|(h, p)| ConnectionAddr::Tcp(h.clone(), *p));
+                let addrs = sentinels.iter().map(|(host, port)| match tls {
+                    Some(_) => {
+                        ConnectionAddr::TcpTls { host: host.clone(), port: *port, insecure: false, tls_params: None }
+                    }
+                    None => ConnectionAddr::Tcp(host.clone(), *port),
+                });
                 let mut builder = SentinelClientBuilder::new(addrs, master_name, SentinelServerType::Master)
                     .map_err(|e| e.to_string())?;
                 if let Some(password) = &settings.password {
@@ -143,13 +152,25 @@ impl Finder {
                     builder = builder.set_client_to_redis_tls_mode(mode).set_client_to_sentinel_tls_mode(mode);
                 }
                 if let Some(ca) = &settings.ca {
-                    builder = builder.set_client_to_redis_certificates(certificates(ca));
+                    builder = builder
+                        .set_client_to_redis_certificates(certificates(ca))
+                        .set_client_to_sentinel_certificates(certificates(ca));
                 }
                 How::Sentinel(tokio::sync::Mutex::new(builder.build().map_err(|e| e.to_string())?))
             }
             RedisTopology::Cluster { nodes } => {
                 let scheme = if settings.tls { "rediss" } else { "redis" };
-                let urls: Vec<String> = nodes.iter().map(|(h, p)| format!("{scheme}://{h}:{p}")).collect();
+                let urls: Vec<String> =
+                    nodes
+                        .iter()
+                        .map(|(h, p)| {
+                            if h.contains(':') {
+                                format!("{scheme}://[{h}]:{p}")
+                            } else {
+                                format!("{scheme}://{h}:{p}")
+                            }
+                        })
+                        .collect();
                 // Redirects are retried at once by the client; waits stay within a check's timeout.
                 let mut builder = redis::cluster::ClusterClient::builder(urls)
                     .retries(2)
@@ -172,7 +193,9 @@ impl Finder {
         Ok(Some(Finder {
             how,
             current: Mutex::new(None),
+            generation: AtomicU64::new(0),
             searching: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
             found: tokio::sync::Notify::new(),
             timeouts: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(connect))
@@ -180,19 +203,21 @@ impl Finder {
         }))
     }
 
-    fn current(&self) -> Option<Link> {
-        self.current.lock().ok()?.as_ref().map(|(link, _)| link.clone())
+    fn current(&self) -> Option<(Link, u64)> {
+        self.current.lock().ok()?.as_ref().map(|(link, _, generation)| (link.clone(), *generation))
     }
 
     /// The node in use, for metrics.
     fn node(&self) -> Option<String> {
-        self.current.lock().ok()?.as_ref().map(|(_, node)| node.clone())
+        self.current.lock().ok()?.as_ref().map(|(_, node, _)| node.clone())
     }
 
-    /// Forget the connection in use: the next check searches again.
-    fn forget(&self) {
+    /// Forget the connection of `generation` (a failure on it), not one found since.
+    fn forget(&self, generation: u64) {
         if let Ok(mut current) = self.current.lock() {
-            *current = None;
+            if current.as_ref().is_some_and(|(_, _, g)| *g == generation) {
+                *current = None;
+            }
         }
     }
 
@@ -204,12 +229,19 @@ impl Finder {
         let finder = self.clone();
         tokio::spawn(async move {
             match finder.find().await {
-                Ok(found) => {
+                Ok((link, node)) => {
+                    let generation = finder.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                    if finder.failing.swap(false, Ordering::Relaxed) || generation > 1 {
+                        log::info!("rate limit store: using {node}");
+                    }
                     if let Ok(mut current) = finder.current.lock() {
-                        *current = Some(found);
+                        *current = Some((link, node, generation));
                     }
                 }
-                Err(e) => log::warn!("rate limit store: {e}"),
+                Err(e) if !finder.failing.swap(true, Ordering::Relaxed) => {
+                    log::warn!("rate limit store: {e} (retried after each failed check)");
+                }
+                Err(_) => {}
             }
             finder.searching.store(false, Ordering::Release);
             finder.found.notify_waiters();
@@ -225,7 +257,6 @@ impl Finder {
                     .get_multiplexed_async_connection_with_config(&self.timeouts)
                     .await
                     .map_err(|e| format!("master {node}: {e}"))?;
-                log::info!("rate limit store: master {node}");
                 Ok((Link::Master(conn), node))
             }
             How::Cluster(client) => {
@@ -327,27 +358,28 @@ impl RedisStore {
         let reply = match (&self.finder, &self.settings.topology) {
             (None, RedisTopology::Single { url }) => {
                 let mut conn = self.single(url)?;
-                self.run(&mut conn, key, limit, per_ms).await?
+                self.run(&mut conn, key, limit, per_ms, tokio::time::Instant::now() + self.timeout).await?
             }
             (Some(finder), _) => {
+                // One deadline for the wait and the script: a check never takes longer.
                 let deadline = tokio::time::Instant::now() + self.timeout;
-                let link = match finder.current() {
-                    Some(link) => link,
+                let found = finder.found.notified();
+                let (link, generation) = match finder.current() {
+                    Some(current) => current,
                     None => {
                         // Wait for the search, but never beyond the check's timeout.
-                        let found = finder.found.notified();
                         finder.search();
                         let _ = tokio::time::timeout_at(deadline, found).await;
                         finder.current().ok_or(StoreError::Redis("no master or cluster connection yet".into()))?
                     }
                 };
                 let result = match link {
-                    Link::Master(mut conn) => self.run(&mut conn, key, limit, per_ms).await,
-                    Link::Cluster(mut conn) => self.run(&mut conn, key, limit, per_ms).await,
+                    Link::Master(mut conn) => self.run(&mut conn, key, limit, per_ms, deadline).await,
+                    Link::Cluster(mut conn) => self.run(&mut conn, key, limit, per_ms, deadline).await,
                 };
                 if result.is_err() && matches!(self.settings.topology, RedisTopology::Sentinel { .. }) {
                     // The master may be gone or demoted: ask the sentinels again.
-                    finder.forget();
+                    finder.forget(generation);
                     finder.search();
                 }
                 result?
@@ -365,17 +397,18 @@ impl RedisStore {
         Ok(super::window::decide(admitted == 1, limit, per, usage))
     }
 
-    /// Run the script on `conn` within the timeout.
+    /// Run the script on `conn`, answered by `deadline`.
     async fn run<C: ConnectionLike>(
         &self,
         conn: &mut C,
         key: &str,
         limit: u64,
         per_ms: u64,
+        deadline: tokio::time::Instant,
     ) -> Result<Vec<i64>, StoreError> {
         let mut call = self.script.key(key);
         call.arg(limit).arg(per_ms);
-        tokio::time::timeout(self.timeout, call.invoke_async(conn))
+        tokio::time::timeout_at(deadline, call.invoke_async(conn))
             .await
             .map_err(|_| StoreError::Timeout(self.timeout))?
             .map_err(|e| StoreError::Redis(e.to_string()))

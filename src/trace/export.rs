@@ -119,7 +119,8 @@ impl SpanExporter {
             }
             Err(Failure::Retryable(why) | Failure::Final(why)) => {
                 metrics.export_failed.inc_by(n);
-                log::warn!("tracing: {n} spans not exported to {endpoint}: {why}");
+                // The URL may carry credentials (user info, a query key): never logged.
+                log::warn!("tracing: {n} spans not exported to {}: {why}", crate::config::redact_url(&endpoint));
             }
         }
     }

@@ -186,7 +186,7 @@ fn jobs_route(
 }
 
 /// A URL for an error message: credentials (`user:pass@`) and the query are left out.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let without_query = url.split(['?', '#']).next().unwrap_or_default();
     match without_query.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
@@ -307,6 +307,24 @@ mod tests {
         for key in ["services.s.hash_key", "rate_limit.default.key", "routes[0].rate_limit.key"] {
             assert!(found.iter().any(|p| p.starts_with(key) && p.contains("claim")), "{key}: {found:?}");
         }
+    }
+
+    #[test]
+    fn redis_topologies_build_their_clients() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = |redis: &str| {
+            format!("listen: [\"127.0.0.1:1\"]\nrate_limit:\n  store: redis\n  redis: {redis}\nservices:\n  s: {{targets: [\"127.0.0.1:2\"]}}\nroutes:\n  - {{path: /, service: s, auth: public}}\n")
+        };
+        for ok in [
+            "{sentinels: [\"127.0.0.1:26379\", \"[::1]:26380\"], master_name: m, tls: true, password: pw}",
+            "{cluster_nodes: [\"[::1]:7000\", \"127.0.0.1:7001\"], tls: true}",
+            "{url: \"rediss://:pw@cache:6380/0\"}",
+        ] {
+            let found = problems(&config(ok), dir.path());
+            assert!(found.is_empty(), "{ok}: {found:?}");
+        }
+        let found = problems(&config("{cluster_nodes: []}"), dir.path());
+        assert!(found.iter().any(|p| p.starts_with("rate_limit.redis.cluster_nodes")), "{found:?}");
     }
 
     #[test]
