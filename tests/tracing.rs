@@ -242,3 +242,32 @@ fn tracing_follows_reloads() {
     let text = String::from_utf8_lossy(&refused.body).to_string();
     assert!(text.contains("tracing.otlp_endpoint") && text.contains("tracing.sample_ratio"), "{text}");
 }
+
+#[test]
+fn a_collector_that_is_busy_gets_the_batch_again_and_rejections_are_counted() {
+    let otlp = OtlpReceiver::start();
+    let echo = Echo::start("echo");
+    let gw = gateway(&tracing_section(&otlp.endpoint(), 1.0), echo.addr, "", "");
+    // One 503: the batch is sent once more and arrives.
+    otlp.fail_next(1, 503);
+    let r = get_with(gw.addr, "/api/busy", &[("traceparent", &format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))]);
+    assert_eq!(r.status, 200);
+    spans_of(&otlp, CLIENT_TRACE, 2);
+    assert!(eventually(Duration::from_secs(5), || metric_of(&gw, "siger_trace_spans_exported_total") == 2.0));
+    assert_eq!(metric_of(&gw, "siger_trace_spans_dropped_total{reason=\"export_failed\"}"), 0.0);
+    // A 400 is final: the batch is dropped and counted.
+    otlp.fail_next(1, 400);
+    assert_eq!(get(gw.addr, "/api/refused").status, 200);
+    assert!(eventually(Duration::from_secs(5), || metric_of(
+        &gw,
+        "siger_trace_spans_dropped_total{reason=\"export_failed\"}"
+    ) == 2.0));
+    // A partial success: the rejected spans are counted as failed, the rest as exported.
+    otlp.reject_spans(1);
+    assert_eq!(get(gw.addr, "/api/partial").status, 200);
+    assert!(eventually(Duration::from_secs(5), || metric_of(
+        &gw,
+        "siger_trace_spans_dropped_total{reason=\"export_failed\"}"
+    ) == 3.0));
+    assert_eq!(metric_of(&gw, "siger_trace_spans_exported_total"), 3.0);
+}

@@ -9,10 +9,15 @@
 //!   another path → `404`; another method → `405`. Keep-alive connections are served until
 //!   the client closes them.
 //!
-//! Not implemented (Siger does not send them): gzip bodies, JSON encoding, partial success.
+//! Control from tests: answer the next N exports with a status (e.g. 503), or report some spans
+//! of each export rejected (`partial_success`, as a collector that drops spans does).
+//!
+//! Not implemented (Siger does not send them): gzip bodies, JSON encoding.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
@@ -58,6 +63,11 @@ struct Shared {
     count: usize,
     /// Keep only the count (benchmarks: no growing memory).
     count_only: bool,
+    /// Answer this many exports with `fail_status` (nothing recorded).
+    fail_next: usize,
+    fail_status: u16,
+    /// Spans of each accepted export reported rejected.
+    reject: i64,
     /// Export requests answered 200.
     exports: usize,
 }
@@ -111,10 +121,30 @@ impl OtlpReceiver {
         self.shared.lock().unwrap().count
     }
 
+    /// Answer the next `n` exports with `status`.
+    pub fn fail_next(&self, n: usize, status: u16) {
+        let mut shared = self.shared.lock().unwrap();
+        (shared.fail_next, shared.fail_status) = (n, status);
+    }
+
+    /// Report `n` spans of every accepted export as rejected.
+    pub fn reject_spans(&self, n: i64) {
+        self.shared.lock().unwrap().reject = n;
+    }
+
     /// Export requests accepted.
     pub fn exports(&self) -> usize {
         self.shared.lock().unwrap().exports
     }
+}
+
+/// The status to fail this export with, when the test asked for failures.
+fn take_failure(shared: &Mutex<Shared>) -> Option<u16> {
+    let mut shared = shared.lock().unwrap();
+    (shared.fail_next > 0).then(|| {
+        shared.fail_next -= 1;
+        shared.fail_status
+    })
 }
 
 fn serve(stream: TcpStream, shared: &Mutex<Shared>) {
@@ -158,6 +188,8 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>) {
             (405, Vec::new())
         } else if content_type != "application/x-protobuf" || !(encoding.is_empty() || encoding == "identity") {
             (415, Vec::new())
+        } else if let Some(status) = take_failure(shared) {
+            (status, Vec::new())
         } else {
             match ExportTraceServiceRequest::decode(body.as_slice()) {
                 Ok(request) => {
@@ -183,7 +215,11 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>) {
                             }
                         }
                     }
-                    (200, ExportTraceServiceResponse { partial_success: None }.encode_to_vec())
+                    let partial_success = (shared.reject > 0).then(|| ExportTracePartialSuccess {
+                        rejected_spans: shared.reject,
+                        error_message: "over the test's quota".into(),
+                    });
+                    (200, ExportTraceServiceResponse { partial_success }.encode_to_vec())
                 }
                 Err(_) => (400, Vec::new()),
             }
