@@ -6,6 +6,7 @@
 
 use crate::answer::LocalAnswer;
 use crate::runtime::Runtime;
+use crate::status::{rfc3339, Reload};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Method, Response};
@@ -13,7 +14,6 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// Admin endpoints over the runtime.
 #[derive(Debug)]
@@ -124,13 +124,7 @@ impl AdminApp {
 
     fn config(&self) -> LocalAnswer {
         let snap = self.runtime.current();
-        let last = self.runtime.last_reload().map(|r| {
-            let (result, errors) = match &r.result {
-                Ok(_) => ("ok", Vec::new()),
-                Err(errors) => ("failed", errors.clone()),
-            };
-            json!({"result": result, "trigger": r.trigger, "at": rfc3339(r.at), "errors": errors})
-        });
+        let last = self.runtime.last_reload().map(|r| Reload::of(&r));
         LocalAnswer::json(
             200,
             &json!({
@@ -150,10 +144,6 @@ impl AdminApp {
             Err(errors) => LocalAnswer::json(422, &json!({"errors": errors})),
         }
     }
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 fn not_found(allowed: &str) -> LocalAnswer {

@@ -38,6 +38,17 @@ pub(crate) struct Reload {
     pub(crate) errors: Vec<String>,
 }
 
+impl Reload {
+    /// How a reload ended, as `/status` and `/config` show it.
+    pub(crate) fn of(report: &crate::runtime::ReloadReport) -> Reload {
+        let (result, errors) = match &report.result {
+            Ok(_) => ("ok", Vec::new()),
+            Err(errors) => ("failed", errors.clone()),
+        };
+        Reload { result, trigger: report.trigger, at: rfc3339(report.at), errors }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct Route {
     pub(crate) label: String,
@@ -84,7 +95,8 @@ pub(crate) struct Link {
     pub(crate) detail: String,
 }
 
-fn rfc3339(t: SystemTime) -> String {
+/// A time as RFC 3339 (UTC), as every admin answer shows it.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
@@ -184,13 +196,7 @@ pub(crate) fn collect(runtime: &Runtime) -> Status {
             },
         }
     });
-    let last_reload = runtime.last_reload().map(|r| {
-        let (result, errors) = match &r.result {
-            Ok(_) => ("ok", Vec::new()),
-            Err(errors) => ("failed", errors.clone()),
-        };
-        Reload { result, trigger: r.trigger, at: rfc3339(r.at), errors }
-    });
+    let last_reload = runtime.last_reload().map(|r| Reload::of(&r));
     Status {
         version: env!("CARGO_PKG_VERSION"),
         generation: snap.generation,

@@ -9,10 +9,11 @@
 //! on top of the encoding; its batch thread, with an async HTTP client, also has no reactor and
 //! exports nothing (opentelemetry-rust#2673).
 
+use super::text;
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use pingora::server::ShutdownWatch;
@@ -128,11 +129,6 @@ impl SpanExporter {
 
 /// An `ExportTraceServiceRequest` of `spans` from this gateway.
 fn encode(spans: Vec<Span>, service_name: &str) -> Vec<u8> {
-    let text = |key: &str, value: &str| KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
-        ..Default::default()
-    };
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource { attributes: vec![text("service.name", service_name)], ..Default::default() }),

@@ -25,7 +25,7 @@ const PARENT_LOCAL: u32 = 0x100;
 const PARENT_REMOTE: u32 = 0x300;
 
 /// A string attribute.
-fn text(key: &str, value: impl Into<String>) -> KeyValue {
+pub(crate) fn text(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),

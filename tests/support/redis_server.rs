@@ -27,17 +27,32 @@ impl RedisServer {
     /// Start with extra arguments (e.g. `--replicaof`, `--cluster-enabled`).
     pub fn start_with(addr: SocketAddr, extra: &[String]) -> RedisServer {
         let dir = tempfile::tempdir().unwrap();
+        let port = addr.port().to_string();
+        let mut args: Vec<std::ffi::OsString> =
+            ["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+                .iter()
+                .map(Into::into)
+                .collect();
+        args.extend(["--dir".into(), dir.path().into()]);
+        args.extend(extra.iter().map(Into::into));
+        Self::spawn(addr, dir, &args, RedisServer::ping)
+    }
+
+    /// Run `redis-server` with `args` and wait until `ready` says it serves.
+    fn spawn(
+        addr: SocketAddr,
+        dir: tempfile::TempDir,
+        args: &[std::ffi::OsString],
+        ready: fn(&RedisServer) -> bool,
+    ) -> RedisServer {
         let child = Command::new("redis-server")
-            .args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(extra)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (install it with ./scripts/install-deps)");
         let server = RedisServer { child: Some(child), addr, dir };
-        assert!(eventually(Duration::from_secs(10), || server.ping()), "redis-server did not start");
+        assert!(eventually(Duration::from_secs(10), || ready(&server)), "redis-server {args:?} did not start");
         server
     }
 
@@ -45,24 +60,30 @@ impl RedisServer {
     pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, password: &str) -> RedisServer {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &addr.port().to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no", "--tls-auth-clients", "no", "--requirepass", password])
-            .arg("--tls-cert-file")
-            .arg(cert)
-            .arg("--tls-key-file")
-            .arg(key)
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        assert!(
-            eventually(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()),
-            "redis-server (TLS) did not start"
-        );
-        RedisServer { child: Some(child), addr, dir }
+        let port = addr.port().to_string();
+        let mut args: Vec<std::ffi::OsString> = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        args.extend(["--tls-cert-file".into(), cert.into(), "--tls-key-file".into(), key.into()]);
+        args.extend(["--dir".into(), dir.path().into()]);
+        // No plain port to PING: ready when the TLS port accepts.
+        Self::spawn(addr, dir, &args, |s| TcpStream::connect(s.addr).is_ok())
     }
 
     /// A sentinel watching `master` under `name`: quorum 2, down after 1 s, failover timeout 3 s.
@@ -81,16 +102,7 @@ impl RedisServer {
             ),
         )
         .unwrap();
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let server = RedisServer { child: Some(child), addr, dir };
-        assert!(eventually(Duration::from_secs(10), || server.ping()), "sentinel did not start");
-        server
+        Self::spawn(addr, dir, &[conf.into(), "--sentinel".into()], RedisServer::ping)
     }
 
     pub fn url(&self) -> String {

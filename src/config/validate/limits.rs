@@ -101,7 +101,6 @@ fn check_redis(raw: &RawRateLimit, base: &Path, p: &mut Problems) -> Option<Redi
         }
         (out.len() == list.len()).then_some(out)
     };
-    let tls = redis.tls.unwrap_or(false);
     let topology = if let Some(url) = &redis.url {
         let url = check_redis_url("rate_limit.redis.url", url, p)?;
         if redis.tls.is_some_and(|t| t != url.starts_with("rediss://")) {
@@ -119,9 +118,10 @@ fn check_redis(raw: &RawRateLimit, base: &Path, p: &mut Problems) -> Option<Redi
         let list = redis.cluster_nodes.as_deref().unwrap_or_default();
         RedisTopology::Cluster { nodes: nodes("rate_limit.redis.cluster_nodes", list, p)? }
     };
+    // A URL says it with its scheme; the other topologies with `tls`.
     let tls = match &topology {
         RedisTopology::Single { url } => url.starts_with("rediss://"),
-        _ => tls,
+        _ => redis.tls.unwrap_or(false),
     };
     let ca = redis.ca_file.as_ref().and_then(|file| {
         let key = "rate_limit.redis.ca_file";
