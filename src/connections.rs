@@ -363,13 +363,6 @@ pub(crate) struct Ticket {
     connections: Arc<Connections>,
 }
 
-impl Ticket {
-    /// The connection's shared state (for [`serve`]).
-    pub(crate) fn conn(&self) -> Arc<Conn> {
-        self.conn.clone()
-    }
-}
-
 impl Drop for Ticket {
     fn drop(&mut self) {
         let c = &self.connections;
@@ -410,6 +403,11 @@ impl std::fmt::Debug for Guarded {
 impl Guarded {
     pub(crate) fn new(inner: Stream, ticket: Ticket) -> Self {
         Guarded { inner, ticket, timer: None, timeout_answer: None, seen_first_bytes: false }
+    }
+
+    /// The connection's shared state (for [`serve`]).
+    pub(crate) fn conn(&self) -> Arc<Conn> {
+        self.ticket.conn.clone()
     }
 
     /// Wait until the stream can be read (data, end of stream, an error, or eviction at the
@@ -680,9 +678,9 @@ mod tests {
 
     fn guarded(c: &Arc<Connections>) -> (Guarded, tokio::io::DuplexStream, Arc<Conn>) {
         let (client, server) = tokio::io::duplex(4096);
-        let ticket = c.admit(None, false).unwrap();
-        let conn = ticket.conn();
-        (Guarded::new(Box::new(server), ticket), client, conn)
+        let stream = Guarded::new(Box::new(server), c.admit(None, false).unwrap());
+        let conn = stream.conn();
+        (stream, client, conn)
     }
 
     #[tokio::test]

@@ -2,7 +2,8 @@
 //!
 //! [`ConnectionGate`] admits each accepted connection under `limits.max_connections` and
 //! `max_connections_per_ip` and wraps its stream in the request clock of [`crate::connections`]
-//! (header and body deadlines, eviction of idle connections at the bound). It serves HTTP/1
+//! (header and body deadlines, eviction of idle connections at the bound), then serves it in a
+//! task of its own (Pingora's per-connection task is several KiB and ends). It serves HTTP/1
 //! connections itself, request after request: between requests it waits for the next one's
 //! first bytes outside Pingora, so an idle keep-alive connection holds its stream and a small
 //! future, not Pingora's per-request state and futures (tens of KiB), which are made only when
@@ -16,7 +17,7 @@ use crate::runtime::Runtime;
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::{Stream, ALPN};
+use pingora::protocols::{Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -149,8 +150,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
         // A trusted proxy's connection carries many clients: not bounded per IP.
         let client =
             connections::peer_ip(&stream).filter(|ip| !self.runtime.current().config.trusted_proxies.contains(ip));
-        let alpn = stream.selected_alpn_proto();
-        let h2 = matches!(alpn, Some(ALPN::H2));
+        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         let ticket = match self.runtime.connections.admit(client, h2) {
             Ok(ticket) => ticket,
             Err(refusal) => {
@@ -158,19 +158,39 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
                 return None;
             }
         };
-        let conn = ticket.conn();
-        let stream = Box::new(Guarded::new(stream, ticket));
-        let options = self.inner.server_options();
-        let http1 = matches!(alpn, None | Some(ALPN::H1)) && !options.is_some_and(|o| o.h2c || o.force_custom);
-        if http1 {
-            connections::serve(conn, self.serve_http1(stream, shutdown)).await;
-            return None;
-        }
-        // HTTP/2 and h2c listeners: Pingora's handling (preface check, h2 streams).
-        connections::serve(conn, ServerApp::process_new(&self.inner, stream, shutdown)).await
+        // The connection is served in a task of its own and Pingora's per-connection task
+        // ends here. That task is sized for its accept-and-handshake future (≈ 8.8 KiB, TLS
+        // handshake state included even on plain listeners), which it would otherwise hold for
+        // the connection's whole life: half of what an idle keep-alive connection costs.
+        let gate = Arc::clone(self);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { gate.serve_connection(Box::new(Guarded::new(stream, ticket)), &shutdown).await });
+        None
     }
 
     async fn cleanup(&self) {
         ServerApp::cleanup(&*self.inner).await
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
+    /// Serve an admitted connection until it closes: HTTP/1 request after request in
+    /// [`Self::serve_http1`]; HTTP/2 (ALPN or an h2c listener) in Pingora's handling.
+    async fn serve_connection(self: &Arc<Self>, stream: Box<Guarded>, shutdown: &ShutdownWatch) {
+        let conn = stream.conn();
+        let options = self.inner.server_options();
+        let alpn = stream.selected_alpn_proto();
+        let http1 = matches!(alpn, None | Some(ALPN::H1)) && !options.is_some_and(|o| o.h2c || o.force_custom);
+        if http1 {
+            return connections::serve(conn, self.serve_http1(stream, shutdown)).await;
+        }
+        connections::serve(conn, async {
+            // Pingora's connection loop: a stream handed back is served again.
+            let mut next = ServerApp::process_new(&self.inner, stream, shutdown).await;
+            while let Some(stream) = next {
+                next = ServerApp::process_new(&self.inner, stream, shutdown).await;
+            }
+        })
+        .await
     }
 }
