@@ -237,7 +237,7 @@ pub(crate) struct Connections {
     no_eviction_before: AtomicU64,
     next_id: AtomicU64,
     /// Every open connection, for finding the oldest idle ones at the bound.
-    registry: Mutex<HashMap<u64, Arc<Conn>>>,
+    registry: Mutex<Registry>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     metrics: ConnectionMetrics,
 }
@@ -252,7 +252,7 @@ impl Connections {
             open: AtomicUsize::new(0),
             no_eviction_before: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
-            registry: Mutex::new(HashMap::new()),
+            registry: Mutex::new(Registry::default()),
             per_ip: Mutex::new(HashMap::new()),
             metrics,
         };
@@ -295,7 +295,7 @@ impl Connections {
         self.metrics.open.inc();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn::new(if untimed { Phase::Untimed } else { Phase::Idle }));
-        self.registry.lock().unwrap_or_else(|p| p.into_inner()).insert(id, conn.clone());
+        self.registry.lock().unwrap_or_else(|p| p.into_inner()).open.insert(id, conn.clone());
         Ok(Ticket { id, block, conn, connections: self.clone() })
     }
 
@@ -311,13 +311,9 @@ impl Connections {
             return false;
         }
         let waited_enough = now.saturating_sub(EVICTABLE_AFTER.as_millis() as u64);
-        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        let oldest = registry
-            .values()
-            .filter(|c| matches!(c.phase(), Phase::Idle | Phase::Head) && !c.evict.load(Ordering::Relaxed))
-            .min_by_key(|c| c.since_ms.load(Ordering::Relaxed));
-        match oldest {
-            Some(conn) if conn.since_ms.load(Ordering::Relaxed) <= waited_enough => {
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        match registry.oldest_waiting() {
+            Some((since, conn)) if since <= waited_enough => {
                 conn.evict.store(true, Ordering::Relaxed);
                 conn.waker.wake();
                 self.metrics.evicted.inc();
@@ -326,7 +322,7 @@ impl Connections {
             // Nothing qualifies before the oldest waiting one (or any that starts waiting now)
             // has waited long enough.
             other => {
-                let since = other.map_or(now, |c| c.since_ms.load(Ordering::Relaxed));
+                let since = other.map_or(now, |(since, _)| since);
                 self.no_eviction_before.store(since + EVICTABLE_AFTER.as_millis() as u64, Ordering::Relaxed);
                 false
             }
@@ -354,6 +350,53 @@ impl Connections {
     }
 }
 
+/// The open connections, and the oldest of those waiting for a request (or the rest of its
+/// head) as last found, so that a run of new connections at the bound does not scan every
+/// open one each time.
+#[derive(Debug, Default)]
+struct Registry {
+    open: HashMap<u64, Arc<Conn>>,
+    /// Up to [`EVICTION_BATCH`] waiting connections (id, when their wait began), the oldest
+    /// last. No connection outside it waits longer than the newest in it: one that was not
+    /// waiting at the scan, or whose wait began again since, waits from a later time.
+    oldest: Vec<(u64, u64)>,
+}
+
+impl Registry {
+    /// The open connection that has waited longest and is not chosen already, with the time
+    /// it began waiting; it stays first until it is evicted, served or closed.
+    fn oldest_waiting(&mut self) -> Option<(u64, Arc<Conn>)> {
+        fn waiting_since(conn: &Conn) -> Option<u64> {
+            let waiting = matches!(conn.phase(), Phase::Idle | Phase::Head) && !conn.evict.load(Ordering::Relaxed);
+            waiting.then(|| conn.since_ms.load(Ordering::Relaxed))
+        }
+        for rescanned in [false, true] {
+            while let Some(&(id, since)) = self.oldest.last() {
+                // Closed, served or waiting afresh since it was found: no longer its turn.
+                if let Some(conn) = self.open.get(&id).filter(|c| waiting_since(c) == Some(since)) {
+                    return Some((since, conn.clone()));
+                }
+                self.oldest.pop();
+            }
+            if rescanned {
+                break;
+            }
+            let mut waiting: Vec<(u64, u64)> =
+                self.open.iter().filter_map(|(id, c)| waiting_since(c).map(|since| (*id, since))).collect();
+            if waiting.len() > EVICTION_BATCH {
+                waiting.select_nth_unstable_by_key(EVICTION_BATCH, |&(_, since)| since);
+                waiting.truncate(EVICTION_BATCH);
+            }
+            waiting.sort_unstable_by_key(|&(_, since)| std::cmp::Reverse(since));
+            self.oldest = waiting;
+        }
+        None
+    }
+}
+
+/// How many of the oldest waiting connections one scan of the registry remembers.
+const EVICTION_BATCH: usize = 64;
+
 /// An admitted connection's place in the counts, given back when the connection ends.
 #[derive(Debug)]
 pub(crate) struct Ticket {
@@ -366,7 +409,7 @@ pub(crate) struct Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         let c = &self.connections;
-        c.registry.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        c.registry.lock().unwrap_or_else(|p| p.into_inner()).open.remove(&self.id);
         c.release_ip(self.block);
         c.open.fetch_sub(1, Ordering::AcqRel);
         c.metrics.open.dec();
@@ -410,11 +453,20 @@ impl Guarded {
         self.ticket.conn.clone()
     }
 
-    /// Wait until the stream can be read (data, end of stream, an error, or eviction at the
-    /// bound) without consuming anything: a read of zero bytes fills the connection's read
-    /// buffer (`limits.read_buffer`) and leaves the bytes there for the request's reader.
-    pub(crate) async fn readable(&mut self) -> io::Result<()> {
-        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_read(cx, &mut ReadBuf::new(&mut []))).await
+    /// Wait until the stream can be read (data, end of stream or an error: true) or it is
+    /// evicted at the bound with nothing arrived (false), without consuming anything: a read of
+    /// zero bytes fills the connection's read buffer (`limits.read_buffer`) and leaves the
+    /// bytes there for the request's reader.
+    pub(crate) async fn readable(&mut self) -> bool {
+        std::future::poll_fn(|cx| {
+            let conn = &self.ticket.conn;
+            match Pin::new(&mut self.inner).poll_read(cx, &mut ReadBuf::new(&mut [])) {
+                Poll::Ready(_) => Poll::Ready(true),
+                Poll::Pending if conn.evicted(cx) => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// Poll the deadline of `phase`; ready when it passed.
@@ -674,6 +726,23 @@ mod tests {
         assert!(!active.conn.evict.load(Ordering::Relaxed) && !serving.conn.evict.load(Ordering::Relaxed));
         assert!(c.no_eviction_before.load(Ordering::Relaxed) > now_ms() + 900);
         assert_eq!((c.metrics.evicted.get(), c.metrics.refused_total.get()), (2, 1));
+    }
+
+    #[test]
+    fn evictions_follow_the_wait_order_across_rescans() {
+        let c = Connections::new(&limits(200, None), metrics());
+        // Connection i has waited 10 s + i × 10 ms: the last is the oldest.
+        let old: Vec<Ticket> = (0..200).map(|i| waiting(&c, Phase::Idle, 10_000 + i * 10)).collect();
+        let _first = waiting(&c, Phase::Done, 0);
+        assert!(old[199].conn.evict.load(Ordering::Relaxed));
+        // The next oldest are served, or begin a new wait, before their turn comes.
+        old[198].conn.enter(Phase::Done);
+        old[197].conn.enter(Phase::Idle);
+        let _new: Vec<Ticket> = (0..150).map(|_| waiting(&c, Phase::Done, 0)).collect();
+        let evicted: Vec<usize> = (0..200).filter(|&i| old[i].conn.evict.load(Ordering::Relaxed)).collect();
+        let expected: Vec<usize> = (47..197).chain([199]).collect();
+        assert_eq!(evicted, expected, "151 evictions, oldest first, past {EVICTION_BATCH}-connection batches");
+        assert_eq!(c.metrics.evicted.get(), 151);
     }
 
     fn guarded(c: &Arc<Connections>) -> (Guarded, tokio::io::DuplexStream, Arc<Conn>) {

@@ -121,9 +121,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
 }
 
 /// Wait until the next request's first bytes arrive (true), or the connection is to close:
-/// `limits.idle_timeout` passed or, with `shutdown`, the process is shutting down. Bytes that
-/// already arrived are served either way. A connection evicted at the bound, or whose client
-/// left, reads as ready and ends in Pingora's read.
+/// `limits.idle_timeout` passed, it was evicted at the bound or, with `shutdown`, the process
+/// is shutting down. Bytes that already arrived are served either way. A connection whose
+/// client left reads as ready and ends in Pingora's read.
 async fn wait_for_request(stream: &mut Guarded, runtime: &Runtime, shutdown: Option<&ShutdownWatch>) -> bool {
     let idle = Duration::from_secs(runtime.idle_secs.load(Ordering::Relaxed));
     let mut shutdown = shutdown.cloned();
@@ -138,7 +138,7 @@ async fn wait_for_request(stream: &mut Guarded, runtime: &Runtime, shutdown: Opt
     };
     tokio::select! {
         biased;
-        readable = stream.readable() => readable.is_ok(),
+        readable = stream.readable() => readable,
         _ = tokio::time::sleep(idle) => false,
         _ = shutting_down => false,
     }
