@@ -1,12 +1,12 @@
 //! Hostile clients for `slow-clients.sh`: `slow` connections that trickle a request head one
 //! byte every `interval_ms` (a slowloris), and `idle` connections that send one request and
-//! then stay silent. Whenever the server closes or refuses one, it is opened again a second
-//! later (as slowloris tools re-open their sockets), so the server always faces about
-//! `slow + idle` attackers. Stops by itself after `seconds`; prints every 10 s and
+//! then stay silent. Whenever the server closes or refuses one, it is opened again
+//! `reopen_ms` later (default 1,000: a connection flood; slowloris tools re-open their sockets
+//! once per round, e.g. every 15 s), so the server always faces about `slow + idle` attackers. Stops by itself after `seconds`; prints every 10 s and
 //! at the end what the server did: heads cut with a 408, connections closed without an
 //! answer, connections refused or reset at once.
 //!
-//! `cargo run --release --example slow-clients -- <addr> <slow> <idle> <seconds> [interval_ms]`
+//! `cargo run --release --example slow-clients -- <addr> <slow> <idle> <seconds> [interval_ms [reopen_ms]]`
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,8 +23,12 @@ struct Tally {
     open_now: AtomicU64,
 }
 
-/// Pause before re-opening a connection the server closed or refused.
-const REOPEN_AFTER: Duration = Duration::from_secs(1);
+/// Pause before re-opening a connection the server closed or refused, in ms (`reopen_ms`).
+static REOPEN_MS: AtomicU64 = AtomicU64::new(1000);
+
+fn reopen_after() -> Duration {
+    Duration::from_millis(REOPEN_MS.load(Ordering::Relaxed))
+}
 
 const HEAD: &[u8] = b"GET /slow HTTP/1.1\r\nHost: x\r\nUser-Agent: slow-clients\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
 
@@ -37,7 +41,7 @@ async fn open(addr: &str, tally: &Tally) -> Option<TcpStream> {
         }
         Err(_) => {
             tally.refused.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(REOPEN_AFTER).await;
+            tokio::time::sleep(reopen_after()).await;
             None
         }
     }
@@ -72,7 +76,7 @@ async fn slow(addr: String, interval: Duration, until: Instant, tally: Arc<Tally
             }
         };
         tally.open_now.fetch_sub(1, Ordering::Relaxed);
-        tokio::time::sleep(REOPEN_AFTER).await;
+        tokio::time::sleep(reopen_after()).await;
         match ended {
             Some(true) => tally.answered_408.fetch_add(1, Ordering::Relaxed),
             Some(false) if started.elapsed() < Duration::from_millis(50) => {
@@ -97,7 +101,7 @@ async fn idle(addr: String, until: Instant, tally: Arc<Tally>) {
             Ok(Ok(n)) if n > 0 => {}
             _ => {
                 tally.refused.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(REOPEN_AFTER).await;
+                tokio::time::sleep(reopen_after()).await;
                 continue;
             }
         }
@@ -115,7 +119,7 @@ async fn idle(addr: String, until: Instant, tally: Arc<Tally>) {
         tally.open_now.fetch_sub(1, Ordering::Relaxed);
         if Instant::now() < until {
             tally.closed_silently.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(REOPEN_AFTER).await;
+            tokio::time::sleep(reopen_after()).await;
         }
     }
 }
@@ -137,10 +141,11 @@ async fn main() {
     let parse = |i: usize| args.get(i).and_then(|v| v.parse::<u64>().ok());
     let (Some(addr), Some(slow_n), Some(idle_n), Some(seconds)) = (args.get(1).cloned(), parse(2), parse(3), parse(4))
     else {
-        eprintln!("usage: slow-clients <addr> <slow> <idle> <seconds> [interval_ms]");
+        eprintln!("usage: slow-clients <addr> <slow> <idle> <seconds> [interval_ms [reopen_ms]]");
         std::process::exit(2);
     };
     let interval = Duration::from_millis(parse(5).unwrap_or(500));
+    REOPEN_MS.store(parse(6).unwrap_or(1000), Ordering::Relaxed);
     let until = Instant::now() + Duration::from_secs(seconds);
     let tally = Arc::new(Tally::default());
     let mut tasks = Vec::new();

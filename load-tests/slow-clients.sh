@@ -6,7 +6,16 @@
 # errors in both, the ratio, what the gateway did to the attackers (408s, evictions, refusals)
 # and Siger's peak RSS, sampled every second.
 #
-#   load-tests/slow-clients.sh            # SLOW=5000 IDLE=2000 DURATION=600 CONNS=32
+# As in bench.sh, the gateway runs alone on CPU 1 and everything else (wrk, the backend, the
+# attackers) on CPU 0, the attackers at a lower priority than wrk: the figure is what the
+# gateway itself keeps for normal clients while it handles the attack; on a real edge the
+# attackers do not run on the gateway's machine. PIN=0 runs all processes unpinned on both
+# cores (the attack client then takes CPU from the gateway and wrk alike).
+#
+# Attackers re-open a closed or refused connection REOPEN ms later (default 1000: a connection
+# flood on top of the slow heads; slowloris tools re-open once per round, e.g. REOPEN=15000).
+#
+#   load-tests/slow-clients.sh            # SLOW=5000 IDLE=2000 DURATION=600 CONNS=32 PIN=1 REOPEN=1000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source load-tests/lib.sh
@@ -16,6 +25,10 @@ IDLE=${IDLE:-2000}
 DURATION=${DURATION:-600}
 CONNS=${CONNS:-32}
 MAX=${MAX:-4096}
+PIN=${PIN:-1}
+REOPEN=${REOPEN:-1000}
+CPU0=() CPU1=()
+if [ "$PIN" = 1 ]; then CPU0=(taskset -c 0) CPU1=(taskset -c 1); fi
 
 ./scripts/install-deps nginx wrk
 if [ -z "${SKIP_BUILD:-}" ]; then
@@ -24,7 +37,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
 fi
 
 BACKEND=$(free_port)
-start_nginx_backend "$BACKEND"
+if [ "$PIN" = 1 ]; then start_nginx_backend "$BACKEND" 0; else start_nginx_backend "$BACKEND"; fi
 wait_port "$BACKEND"
 PORT=$(free_port)
 ADMIN=$(free_port)
@@ -39,7 +52,7 @@ services:
 routes:
   - {path: /, service: backend, auth: public}
 YAML
-./target/release/siger -c "$WORK/siger.yaml" 2>"$WORK/siger.log" &
+"${CPU1[@]}" ./target/release/siger -c "$WORK/siger.yaml" 2>"$WORK/siger.log" &
 SIGER=$!
 PIDS+=("$SIGER")
 wait_ready "$ADMIN"
@@ -48,7 +61,7 @@ peak_rss() { awk '/^VmHWM:/ {print $2}' "/proc/$SIGER/status"; }
 metric() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
 wrk_run() { # label
-  wrk -t1 -c"$CONNS" -d30s "http://127.0.0.1:$PORT/" > "$WORK/wrk-$1.txt"
+  "${CPU0[@]}" wrk -t1 -c"$CONNS" -d30s "http://127.0.0.1:$PORT/" > "$WORK/wrk-$1.txt"
   local rps errors
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk-$1.txt")
   errors=$(awk '/Socket errors|Non-2xx/ {print}' "$WORK/wrk-$1.txt" | tr '\n' ' ')
@@ -59,7 +72,7 @@ wrk_run() { # label
 echo "rss before any load: $(peak_rss) KiB" >&2
 BASE=$(wrk_run unattacked)
 END=$(( $(date +%s) + DURATION ))
-./target/release/examples/slow-clients "127.0.0.1:$PORT" "$SLOW" "$IDLE" "$DURATION" > "$WORK/attack.log" 2>&1 &
+"${CPU0[@]}" nice -n 10 ./target/release/examples/slow-clients "127.0.0.1:$PORT" "$SLOW" "$IDLE" "$DURATION" 500 "$REOPEN" > "$WORK/attack.log" 2>&1 &
 ATTACK=$!
 PIDS+=("$ATTACK")
 # Let the attackers connect (about 500 per second), then measure the normal client in turns.

@@ -7,7 +7,7 @@ use crate::config::ListenerMode;
 use crate::jobs::service::{NatsService, WithNats};
 use crate::lifecycle::Drain;
 use crate::observability::logger;
-use crate::proxy::{ConnectionGate, Gateway, IdleLimited};
+use crate::proxy::{AtTheBound, ConnectionGate, Gateway, IdleLimited};
 use crate::ratelimit::LimitSweeper;
 use crate::redirect::RedirectHttps;
 use crate::reload::{ConfigWatcher, HangupReload};
@@ -95,7 +95,9 @@ fn proxy_service(
     gateway.server_options = Some(options);
     gateway.h2_options = Some(h2_limits(&cfg.limits));
     let app = IdleLimited::new(gateway, runtime.idle_secs.clone(), runtime.connections.clone());
-    Service::new(name.to_string(), ConnectionGate::new(app, runtime.clone()))
+    let mut service = Service::new(name.to_string(), ConnectionGate::new(app, runtime.clone()));
+    service.set_connection_filter(Arc::new(AtTheBound(runtime.connections.clone())));
+    service
 }
 
 /// HTTP/2 connection limits: concurrent streams, the size of a header list (as for HTTP/1

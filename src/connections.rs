@@ -269,6 +269,20 @@ impl Connections {
         self.body_timeout_ms.store(limits.body_timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// Whether a connection just accepted would be refused at the total bound: the process is
+    /// at `max_connections` and no waiting connection can be evicted yet (the last scan found
+    /// none). Asked before Pingora sets the connection up, so a flood of new connections at
+    /// the bound costs an accept and a close each; counted as a refusal. [`Self::admit`]
+    /// decides the rest.
+    pub(crate) fn refuse_early(&self) -> bool {
+        let full = self.open.load(Ordering::Acquire) >= self.max_total.load(Ordering::Relaxed);
+        let refused = full && now_ms() < self.no_eviction_before.load(Ordering::Relaxed);
+        if refused {
+            self.metrics.refused_total.inc();
+        }
+        refused
+    }
+
     /// Admit a new connection from `client` (`None`: not bounded per IP, e.g. a trusted
     /// proxy). At the bound the oldest idle connections are closed to make room; without
     /// idle ones the new connection is refused. `untimed`: HTTP/2, no request clock.
@@ -726,6 +740,20 @@ mod tests {
         assert!(!active.conn.evict.load(Ordering::Relaxed) && !serving.conn.evict.load(Ordering::Relaxed));
         assert!(c.no_eviction_before.load(Ordering::Relaxed) > now_ms() + 900);
         assert_eq!((c.metrics.evicted.get(), c.metrics.refused_total.get()), (2, 1));
+    }
+
+    #[test]
+    fn at_the_bound_without_a_candidate_new_connections_are_refused_before_setup() {
+        let c = Connections::new(&limits(2, None), metrics());
+        let _a = waiting(&c, Phase::Done, 0);
+        assert!(!c.refuse_early(), "below the bound");
+        let _b = waiting(&c, Phase::Idle, 10);
+        assert!(!c.refuse_early(), "at the bound, but no scan has found it without candidates");
+        assert_eq!(c.admit(None, false).unwrap_err(), Refusal::Total);
+        assert!(c.refuse_early(), "the scan found none: refused at accept until one could qualify");
+        assert_eq!(c.metrics.refused_total.get(), 2);
+        c.no_eviction_before.store(now_ms(), Ordering::Relaxed);
+        assert!(!c.refuse_early(), "once one could, admission decides again");
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! stalls, further lines are dropped and counted rather than blocking the proxy. Until
 //! [`start_writer`] runs (from a Pingora service, i.e. after the daemon fork, which would lose a
 //! thread started earlier) lines are written synchronously. [`flush`] drains it at exit.
+//!
+//! Pingora logs an error line for every client connection that breaks mid-request: under a
+//! slowloris attack or a connection flood that is thousands of lines a second, a disk-filling
+//! attack of its own. Pingora's warnings and errors therefore pass at most
+//! [`PINGORA_LINES_PER_SECOND`] a second; the rest are counted, and the count is logged once the
+//! second is over. Siger's own lines are not limited.
 
 use log::{Level, Log, Metadata, Record};
 use std::io::Write;
@@ -16,6 +22,8 @@ use std::time::Duration;
 const FLUSH_AT: usize = 64 << 10;
 const MAX_BUFFER: usize = 8 << 20;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Pingora's warning and error lines written per second at most (see the module docs).
+const PINGORA_LINES_PER_SECOND: u64 = 50;
 
 /// Log target that `RUST_LOG` uses to switch access-log lines (written by `access`) on or off.
 pub const ACCESS_TARGET: &str = "access";
@@ -39,6 +47,35 @@ static ACCESS_ENABLED: AtomicBool = AtomicBool::new(true);
 
 struct JsonLogger {
     filter: env_filter::Filter,
+}
+
+/// The per-second allowance of Pingora's warning and error lines.
+struct Flood {
+    /// The Unix second the counts are for.
+    second: AtomicU64,
+    passed: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+static PINGORA_FLOOD: Flood =
+    Flood { second: AtomicU64::new(0), passed: AtomicU64::new(0), suppressed: AtomicU64::new(0) };
+
+impl Flood {
+    /// Whether a line logged in Unix second `now` may be written, and how many lines were
+    /// suppressed in the seconds before it (reported by the first line of a new second).
+    fn admit(&self, now: u64, per_second: u64) -> (bool, u64) {
+        let mut earlier = 0;
+        if self.second.swap(now, Ordering::AcqRel) != now {
+            self.passed.store(0, Ordering::Relaxed);
+            earlier = self.suppressed.swap(0, Ordering::AcqRel);
+        }
+        if self.passed.fetch_add(1, Ordering::Relaxed) < per_second {
+            (true, earlier)
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            (false, earlier)
+        }
+    }
 }
 
 /// Lines dropped because stderr could not keep up.
@@ -159,6 +196,13 @@ pub fn push_rfc3339_now(out: &mut String) {
     })
 }
 
+/// Write one JSON log line.
+fn write_line(level: &str, target: &str, msg: &str) {
+    let mut line = serde_json::to_vec(&LogLine { time: now_rfc3339(), level, target, msg }).unwrap_or_default();
+    line.push(b'\n');
+    append(&line);
+}
+
 #[derive(serde::Serialize)]
 struct LogLine<'a> {
     time: String,
@@ -176,6 +220,20 @@ impl Log for JsonLogger {
         if !self.filter.matches(record) {
             return;
         }
+        if record.level() <= Level::Warn && record.target().starts_with("pingora") {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
+            let (pass, suppressed) = PINGORA_FLOOD.admit(now, PINGORA_LINES_PER_SECOND);
+            if suppressed > 0 {
+                let msg = format!(
+                    "{suppressed} warning and error lines from Pingora suppressed (more than \
+                     {PINGORA_LINES_PER_SECOND} a second; typically clients breaking connections mid-request)"
+                );
+                write_line("warn", module_path!(), &msg);
+            }
+            if !pass {
+                return;
+            }
+        }
         let level = match record.level() {
             Level::Error => "error",
             Level::Warn => "warn",
@@ -183,14 +241,26 @@ impl Log for JsonLogger {
             Level::Debug => "debug",
             Level::Trace => "trace",
         };
-        let msg = record.args().to_string();
-        let mut line = serde_json::to_vec(&LogLine { time: now_rfc3339(), level, target: record.target(), msg: &msg })
-            .unwrap_or_default();
-        line.push(b'\n');
-        append(&line);
+        write_line(level, record.target(), &record.args().to_string());
     }
 
     fn flush(&self) {
         flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_passes_its_allowance_and_reports_the_rest_the_next_second() {
+        let flood = Flood { second: AtomicU64::new(0), passed: AtomicU64::new(0), suppressed: AtomicU64::new(0) };
+        let first: Vec<(bool, u64)> = (0..60).map(|_| flood.admit(100, 50)).collect();
+        assert!(first[..50].iter().all(|&(pass, earlier)| pass && earlier == 0));
+        assert!(first[50..].iter().all(|&(pass, _)| !pass));
+        assert_eq!(flood.admit(101, 50), (true, 10), "the next second reports the 10 suppressed");
+        assert_eq!(flood.admit(101, 50), (true, 0));
+        assert_eq!(flood.admit(105, 50), (true, 0), "nothing suppressed, nothing reported");
     }
 }

@@ -16,6 +16,7 @@ use crate::connections::{self, Connections, Guarded};
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
+use pingora::listeners::ConnectionFilter;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
@@ -71,6 +72,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for IdleLimited<A> 
 
     async fn process_custom_session(self: Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         Arc::clone(&self.inner).process_custom_session(stream, shutdown).await
+    }
+}
+
+/// Refuses new connections at the total bound before Pingora sets them up
+/// ([`Connections::refuse_early`]).
+#[derive(Debug)]
+pub(crate) struct AtTheBound(pub(crate) Arc<Connections>);
+
+#[async_trait]
+impl ConnectionFilter for AtTheBound {
+    async fn should_accept(&self, _peer: Option<&std::net::SocketAddr>) -> bool {
+        !self.0.refuse_early()
     }
 }
 

@@ -17,7 +17,7 @@ mod validation;
 pub(crate) use attempts::RetryReason;
 
 pub(crate) use ctx::{Attempt, RequestCtx, RequestState};
-pub(crate) use downstream::{ConnectionGate, IdleLimited};
+pub(crate) use downstream::{AtTheBound, ConnectionGate, IdleLimited};
 
 use crate::answer::LocalAnswer;
 use crate::auth;
