@@ -101,6 +101,26 @@ impl<A> ConnectionGate<A> {
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
+    /// Serve an admitted connection until it closes: HTTP/1 request after request in
+    /// [`Self::serve_http1`]; HTTP/2 (ALPN or an h2c listener) in Pingora's handling.
+    async fn serve_connection(self: &Arc<Self>, stream: Box<Guarded>, shutdown: &ShutdownWatch) {
+        let conn = stream.conn();
+        let options = self.inner.server_options();
+        let alpn = stream.selected_alpn_proto();
+        let http1 = matches!(alpn, None | Some(ALPN::H1)) && !options.is_some_and(|o| o.h2c || o.force_custom);
+        if http1 {
+            return connections::serve(conn, self.serve_http1(stream, shutdown)).await;
+        }
+        connections::serve(conn, async {
+            // Pingora's connection loop: a stream handed back is served again.
+            let mut next = ServerApp::process_new(&self.inner, stream, shutdown).await;
+            while let Some(stream) = next {
+                next = ServerApp::process_new(&self.inner, stream, shutdown).await;
+            }
+        })
+        .await
+    }
+
     /// Serve an HTTP/1 connection's requests one after another (Pingora's loop for HTTP apps,
     /// with the wait for each request moved out of the request's state).
     async fn serve_http1(self: &Arc<Self>, mut stream: Box<Guarded>, shutdown: &ShutdownWatch) {
@@ -183,27 +203,5 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
 
     async fn cleanup(&self) {
         ServerApp::cleanup(&*self.inner).await
-    }
-}
-
-impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
-    /// Serve an admitted connection until it closes: HTTP/1 request after request in
-    /// [`Self::serve_http1`]; HTTP/2 (ALPN or an h2c listener) in Pingora's handling.
-    async fn serve_connection(self: &Arc<Self>, stream: Box<Guarded>, shutdown: &ShutdownWatch) {
-        let conn = stream.conn();
-        let options = self.inner.server_options();
-        let alpn = stream.selected_alpn_proto();
-        let http1 = matches!(alpn, None | Some(ALPN::H1)) && !options.is_some_and(|o| o.h2c || o.force_custom);
-        if http1 {
-            return connections::serve(conn, self.serve_http1(stream, shutdown)).await;
-        }
-        connections::serve(conn, async {
-            // Pingora's connection loop: a stream handed back is served again.
-            let mut next = ServerApp::process_new(&self.inner, stream, shutdown).await;
-            while let Some(stream) = next {
-                next = ServerApp::process_new(&self.inner, stream, shutdown).await;
-            }
-        })
-        .await
     }
 }
