@@ -10,8 +10,8 @@
 //! Pingora logs an error line for every client connection that breaks mid-request: under a
 //! slowloris attack or a connection flood that is thousands of lines a second, a disk-filling
 //! attack of its own. Pingora's warnings and errors therefore pass at most
-//! [`PINGORA_LINES_PER_SECOND`] a second; the rest are counted, and the count is logged once the
-//! second is over. Siger's own lines are not limited.
+//! [`PINGORA_LINES_PER_SECOND`] a second; the rest are counted, and the count is logged with
+//! Pingora's first line of a later second. Siger's own lines are not limited.
 
 use log::{Level, Log, Metadata, Record};
 use std::io::Write;
@@ -57,10 +57,13 @@ struct Flood {
     suppressed: AtomicU64,
 }
 
-static PINGORA_FLOOD: Flood =
-    Flood { second: AtomicU64::new(0), passed: AtomicU64::new(0), suppressed: AtomicU64::new(0) };
+static PINGORA_FLOOD: Flood = Flood::new();
 
 impl Flood {
+    const fn new() -> Self {
+        Flood { second: AtomicU64::new(0), passed: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
+    }
+
     /// Whether a line logged in Unix second `now` may be written, and how many lines were
     /// suppressed in the seconds before it (reported by the first line of a new second).
     fn admit(&self, now: u64, per_second: u64) -> (bool, u64) {
@@ -255,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_flood_passes_its_allowance_and_reports_the_rest_the_next_second() {
-        let flood = Flood { second: AtomicU64::new(0), passed: AtomicU64::new(0), suppressed: AtomicU64::new(0) };
+        let flood = Flood::new();
         let first: Vec<(bool, u64)> = (0..60).map(|_| flood.admit(100, 50)).collect();
         assert!(first[..50].iter().all(|&(pass, earlier)| pass && earlier == 0));
         assert!(first[50..].iter().all(|&(pass, _)| !pass));
