@@ -438,6 +438,19 @@ const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
 /// The HTTP/2 client preface: such a connection has no HTTP/1 heads to clock.
 const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
 
+/// Whether `head`, whose first `looked_at` bytes were looked at already, has an empty line
+/// ("\n\n" or "\n\r\n"): the end of a request head. An empty line before the request line
+/// (which HTTP lets a server skip) also counts, so the answer may be a false "yes", never a
+/// false "no".
+pub(crate) fn may_end_head(head: &[u8], looked_at: usize) -> bool {
+    // Two bytes back, so an end split across reads is found.
+    let from = looked_at.saturating_sub(2).min(head.len());
+    memchr::memchr_iter(b'\n', &head[from..]).any(|at| {
+        let after = &head[from + at + 1..];
+        after.starts_with(b"\n") || after.starts_with(b"\r\n")
+    })
+}
+
 /// A client stream under its connection's bounds and deadlines (see the module docs).
 pub(crate) struct Guarded {
     inner: Stream,
@@ -721,6 +734,29 @@ mod tests {
         t.conn.enter(phase);
         t.conn.since_ms.store(now_ms() - ago_ms, Ordering::Relaxed);
         t
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_found_however_the_reads_split_it() {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody";
+        let end = head.len() - 4;
+        // Every split into two reads: the head may end only once its empty line is all there.
+        for split in 0..=head.len() {
+            let first = may_end_head(&head[..split], 0);
+            assert_eq!(first, split >= end, "first read of {split} bytes");
+            if !first {
+                assert!(may_end_head(head, split), "second read after {split} bytes");
+            }
+        }
+        // One byte per read (a slowloris): found exactly at the last byte of the empty line.
+        let found = (1..=head.len()).find(|&n| may_end_head(&head[..n], n - 1));
+        assert_eq!(found, Some(end));
+        // Bare line feeds end a head too; a line feed with no empty line does not.
+        assert!(may_end_head(b"GET / HTTP/1.0\n\n", 0));
+        assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: x\r\n", 0));
+        assert!(!may_end_head(b"", 0));
+        // Looked-at bytes past the end (a caller's slip) are not a panic.
+        assert!(!may_end_head(b"ab", 5));
     }
 
     #[test]

@@ -15,14 +15,17 @@
 use crate::connections::{self, Connections, Guarded};
 use crate::runtime::Runtime;
 use async_trait::async_trait;
+use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::listeners::ConnectionFilter;
+use pingora::protocols::http::v1::server::HttpSession as HttpSessionV1;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 
 /// An HTTP app whose sessions wait at most `idle_secs` for each read of a request head.
 pub(crate) struct IdleLimited<A> {
@@ -130,10 +133,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
             // A new connection's first request is served even when shutdown has begun (the
             // client connected before the listener closed); an idle keep-alive one closes.
             let reused = settings.is_some();
-            if !wait_for_request(&mut stream, &self.runtime, reused.then_some(shutdown)).await {
+            let Some(head) = read_head(&mut stream, &self.runtime, reused.then_some(shutdown)).await else {
                 return;
-            }
-            let mut session = ServerSession::new_http1(stream);
+            };
+            // Pingora parses the gathered head before it reads from the stream again.
+            let mut http1 = HttpSessionV1::new(stream);
+            http1.set_pipelined_prefix(head);
+            let mut session = ServerSession::H1(http1);
             match settings.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
                 None => {
@@ -152,6 +158,56 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
         }
     }
 }
+
+/// Read the next request's head into a buffer of its own, until it holds an empty line (the
+/// head's end, or a harmless false start that Pingora's parser reads on from) or
+/// [`HEAD_GATHER_LIMIT`] bytes; `None` when the connection is to close instead: it stayed idle
+/// (see [`wait_for_request`]), its client left, fell silent mid-head for `idle_timeout` or was
+/// evicted mid-head, or the head missed `header_timeout` (the 408 is written by the stream).
+///
+/// A slowloris trickling its head a byte at a time then costs one read per byte here, not a
+/// pass through Pingora's parser with a timer each, and an evicted or abandoned head closes
+/// without a Pingora session, error path and log line. A head that arrives whole is read once,
+/// into the buffer Pingora would have allocated for it.
+async fn read_head(stream: &mut Guarded, runtime: &Runtime, shutdown: Option<&ShutdownWatch>) -> Option<BytesMut> {
+    if !wait_for_request(stream, runtime, shutdown).await {
+        return None;
+    }
+    let mut head = BytesMut::with_capacity(HEAD_BUFFER);
+    // Within a head, too, the client may fall silent for at most `limits.idle_timeout` between
+    // two reads. The timer is registered only if a read has to wait, and is moved on lazily
+    // when it fires: a byte that arrives costs a clock read, not a timer.
+    let idle = Duration::from_secs(runtime.idle_secs.load(Ordering::Relaxed));
+    let silence = tokio::time::sleep(idle);
+    tokio::pin!(silence);
+    let mut last_read = tokio::time::Instant::now();
+    loop {
+        let looked_at = head.len();
+        tokio::select! {
+            biased;
+            read = stream.read_buf(&mut head) => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) if connections::may_end_head(&head, looked_at) || head.len() >= HEAD_GATHER_LIMIT => {
+                    return Some(head)
+                }
+                Ok(_) => last_read = tokio::time::Instant::now(),
+            },
+            () = &mut silence => {
+                if last_read + idle <= tokio::time::Instant::now() {
+                    return None;
+                }
+                silence.as_mut().reset(last_read + idle);
+            }
+        }
+    }
+}
+
+/// The head buffer's first size: Pingora's own for a request head.
+const HEAD_BUFFER: usize = 4096;
+
+/// Beyond this a head is handed to Pingora unfinished, which reads the rest itself (up to its
+/// 1 MiB limit, under the same `header_timeout`): a slow head holds at most this much of ours.
+const HEAD_GATHER_LIMIT: usize = 8192;
 
 /// Wait until the next request's first bytes arrive (true), or the connection is to close:
 /// `limits.idle_timeout` passed, it was evicted at the bound or, with `shutdown`, the process
