@@ -213,6 +213,8 @@ pub(crate) struct ConnectionMetrics {
     pub(crate) evicted: IntCounter,
     pub(crate) header_timeouts: IntCounter,
     pub(crate) body_timeouts: IntCounter,
+    /// Heads answered 431 while still arriving, past `limits.max_header_bytes`.
+    pub(crate) heads_too_large: IntCounter,
 }
 
 /// Why a new connection was closed at once.
@@ -258,6 +260,11 @@ impl Connections {
         };
         connections.apply(limits);
         Arc::new(connections)
+    }
+
+    /// A head grew past `limits.max_header_bytes` while arriving and is answered 431.
+    pub(crate) fn head_too_large(&self) {
+        self.metrics.heads_too_large.inc();
     }
 
     /// Take the limits of a (re)loaded configuration; open connections keep theirs until
@@ -435,6 +442,11 @@ impl Drop for Ticket {
 /// milliseconds). Active clients are between requests for far less.
 const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
 
+/// How long, and for how many bytes, a connection answered early is read on before it closes
+/// ([`Guarded::linger`]).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
 /// The HTTP/2 client preface: such a connection has no HTTP/1 heads to clock.
 const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
 
@@ -494,6 +506,28 @@ impl Guarded {
             }
         })
         .await
+    }
+
+    /// After an answer that ends a request before all of it was read: end the sending side, then
+    /// read and discard what the client still sends, for at most [`LINGER`] and
+    /// [`LINGER_BYTES`], so that closing with unread bytes does not reset the connection
+    /// before the client has read the answer (nginx's lingering close).
+    pub(crate) async fn linger(&mut self) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if AsyncWriteExt::shutdown(&mut self.inner).await.is_err() {
+            return;
+        }
+        let mut discard = vec![0u8; 4096];
+        let mut left = LINGER_BYTES;
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Ok(n @ 1..) = self.inner.read(&mut discard).await {
+                left = left.saturating_sub(n);
+                if left == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     /// Poll the deadline of `phase`; ready when it passed.
@@ -696,6 +730,7 @@ mod tests {
             evicted: counter("evicted"),
             header_timeouts: counter("header_timeouts"),
             body_timeouts: counter("body_timeouts"),
+            heads_too_large: counter("heads_too_large"),
         }
     }
 

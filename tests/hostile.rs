@@ -185,6 +185,81 @@ fn a_head_trickled_byte_by_byte_is_cut_at_the_header_timeout() {
     assert_eq!(get(gw.addr, "/x").status, 200);
 }
 
+#[test]
+fn heads_split_across_many_reads_are_served_whole() {
+    let echo = Echo::start("api");
+    let gw = gateway(&echo, "header_timeout: 5s");
+    // The gateway reads a head until its empty line before Pingora parses it: whatever the
+    // reads' boundaries, the request and a body sent with the head's end arrive intact.
+    let body = b"{\"n\":1}";
+    let crlf = format!(
+        "POST /split?a=1 HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nX-Long: {}\r\n\r\n",
+        body.len(),
+        "v".repeat(9000) // past the 8 KiB the gate gathers: Pingora reads the rest
+    );
+    let bare_lf = "GET /split?b=2 HTTP/1.1\nHost: x\n\n".to_string();
+    for (what, head, with_body, pieces) in [
+        ("CRLF head with a body", &crlf, true, 7),
+        ("bare LF head", &bare_lf, false, 1),
+        ("one byte a write", &bare_lf, false, bare_lf.len()),
+    ] {
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // The head's last `pieces` bytes go out one a write, 15 ms apart; the body, if any, in
+        // the same write as the head's last byte.
+        let head = head.as_bytes();
+        let (first, tail) = head.split_at(head.len() - pieces);
+        s.write_all(first).unwrap();
+        for (i, byte) in tail.iter().enumerate() {
+            std::thread::sleep(Duration::from_millis(15));
+            let mut write = vec![*byte];
+            if with_body && i == tail.len() - 1 {
+                write.extend_from_slice(body);
+            }
+            s.write_all(&write).unwrap();
+        }
+        let r = read_response(&mut s).unwrap_or_else(|| panic!("{what}: no answer"));
+        assert_eq!(r.status, 200, "{what}: {}", String::from_utf8_lossy(&r.body));
+        let echoed = r.json();
+        assert_eq!(echoed["path"], "/split", "{what}");
+        if with_body {
+            assert_eq!(echoed["body"], "{\"n\":1}", "{what}");
+            assert_eq!(echoed["headers"]["x-long"][0].as_str().map(str::len), Some(9000), "{what}");
+        }
+        // The connection stays open for the next request.
+        s.write_all(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut s).expect("a second answer").status, 200, "{what}");
+    }
+}
+
+#[test]
+fn a_head_growing_past_max_header_bytes_is_answered_431_while_it_arrives() {
+    let echo = Echo::start("api");
+    let gw = gateway(&echo, "max_header_bytes: 4KiB, header_timeout: 10s");
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // Header lines 1 KiB at a time, never ending the head: the answer comes once the head is
+    // past the bound, not at header_timeout, and the connection closes.
+    let started = Instant::now();
+    for i in 0..8 {
+        let line = format!("X-Pad-{i}: {}\r\n", "p".repeat(1000));
+        if s.write_all(line.as_bytes()).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = read_response(&mut s).expect("an answer");
+    assert_eq!(r.status, 431, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"], "request_header_fields_too_large");
+    assert!(r.json()["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
+    assert!(closed_within(&mut s, Duration::from_secs(2)), "the connection closes after the 431");
+    assert_eq!(metric_of(&gw, "siger_request_heads_too_large_total"), 1.0);
+    assert_eq!(get(gw.addr, "/x").status, 200);
+}
+
 /// Send `total` bytes of body at `rate` bytes/s in 1 KiB writes, then read the answer; return
 /// the answer and when it came.
 fn trickled_upload(addr: SocketAddr, total: usize, per_second: usize) -> (Option<RawResponse>, Duration) {

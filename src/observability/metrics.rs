@@ -299,10 +299,15 @@ impl Metrics {
             evicted: counter(
                 &registry,
                 "siger_connections_evicted_total",
-                "Idle keep-alive connections closed to make room at limits.max_connections",
+                "Idle keep-alive connections and slow heads closed to make room at limits.max_connections",
             ),
             header_timeouts: timeouts.with_label_values(&["header"]),
             body_timeouts: timeouts.with_label_values(&["body"]),
+            heads_too_large: counter(
+                &registry,
+                "siger_request_heads_too_large_total",
+                "Request heads answered 431 while still arriving, past limits.max_header_bytes",
+            ),
         };
         let rate_limit_redis_node = register(
             &registry,

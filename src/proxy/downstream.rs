@@ -13,6 +13,8 @@
 //! and each HTTP/2 stream its own body deadline.
 
 use crate::connections::{self, Connections, Guarded};
+use crate::errors::GatewayError;
+use crate::forwarding;
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -25,7 +27,7 @@ use pingora::server::ShutdownWatch;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An HTTP app whose sessions wait at most `idle_secs` for each read of a request head.
 pub(crate) struct IdleLimited<A> {
@@ -160,10 +162,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
 }
 
 /// Read the next request's head into a buffer of its own, until it holds an empty line (the
-/// head's end, or a harmless false start that Pingora's parser reads on from) or
-/// [`HEAD_GATHER_LIMIT`] bytes; `None` when the connection is to close instead: it stayed idle
-/// (see [`wait_for_request`]), its client left, fell silent mid-head for `idle_timeout` or was
-/// evicted mid-head, or the head missed `header_timeout` (the 408 is written by the stream).
+/// head's end, or a harmless false start that Pingora's parser reads on from); `None` when the
+/// connection is to close instead: it stayed idle (see [`wait_for_request`]), its client left,
+/// fell silent mid-head for `idle_timeout` or was evicted mid-head, the head missed
+/// `header_timeout` (the stream writes the 408) or grew past `max_header_bytes` (answered 431
+/// here, so the buffer is bounded by it, not by Pingora's 1 MiB).
 ///
 /// A slowloris trickling its head a byte at a time then costs one read per byte here, not a
 /// pass through Pingora's parser with a timer each, and an evicted or abandoned head closes
@@ -181,16 +184,25 @@ async fn read_head(stream: &mut Guarded, runtime: &Runtime, shutdown: Option<&Sh
     let silence = tokio::time::sleep(idle);
     tokio::pin!(silence);
     let mut last_read = tokio::time::Instant::now();
+    // Looked up only for a head that takes more than one read.
+    let mut max_head = None;
     loop {
         let looked_at = head.len();
         tokio::select! {
             biased;
             read = stream.read_buf(&mut head) => match read {
                 Ok(0) | Err(_) => return None,
-                Ok(_) if connections::may_end_head(&head, looked_at) || head.len() >= HEAD_GATHER_LIMIT => {
-                    return Some(head)
+                Ok(_) if connections::may_end_head(&head, looked_at) => return Some(head),
+                Ok(_) => {
+                    let limit = *max_head.get_or_insert_with(|| runtime.current().config.limits.max_header_bytes);
+                    // The empty line ending a head is not counted in `max_header_bytes`.
+                    if head.len() > limit + 4 {
+                        runtime.connections.head_too_large();
+                        answer_and_close(stream, GatewayError::HeadersTooLarge { limit }).await;
+                        return None;
+                    }
+                    last_read = tokio::time::Instant::now();
                 }
-                Ok(_) => last_read = tokio::time::Instant::now(),
             },
             () = &mut silence => {
                 if last_read + idle <= tokio::time::Instant::now() {
@@ -205,9 +217,15 @@ async fn read_head(stream: &mut Guarded, runtime: &Runtime, shutdown: Option<&Sh
 /// The head buffer's first size: Pingora's own for a request head.
 const HEAD_BUFFER: usize = 4096;
 
-/// Beyond this a head is handed to Pingora unfinished, which reads the rest itself (up to its
-/// 1 MiB limit, under the same `header_timeout`): a slow head holds at most this much of ours.
-const HEAD_GATHER_LIMIT: usize = 8192;
+/// Answer a request the gate cut short (nothing else was written for it), then close after a
+/// lingering read. A client that does not read cannot hold the connection: the answer fits
+/// the socket's buffer, and the linger is bounded.
+async fn answer_and_close(stream: &mut Guarded, error: GatewayError) {
+    let answer = error.answer(&forwarding::new_request_id());
+    if stream.write_all(&answer.to_http1()).await.is_ok() && stream.flush().await.is_ok() {
+        stream.linger().await;
+    }
+}
 
 /// Wait until the next request's first bytes arrive (true), or the connection is to close:
 /// `limits.idle_timeout` passed, it was evicted at the bound or, with `shutdown`, the process
