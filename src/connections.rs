@@ -161,8 +161,11 @@ pub(crate) fn body_timed_out() -> bool {
 }
 
 /// Run `fut` (the connection's HTTP processing) with its connection known to the hooks.
-pub(crate) async fn serve<F: Future>(conn: Arc<Conn>, fut: F) -> F::Output {
-    CONNECTION.scope(conn, fut).await
+///
+/// Not an `async fn`: one would hold `fut` twice (as its argument and inside the scope it
+/// awaits), and this future lives as long as the connection.
+pub(crate) fn serve<F: Future>(conn: Arc<Conn>, fut: F) -> impl Future<Output = F::Output> {
+    CONNECTION.scope(conn, fut)
 }
 
 /// Serve one HTTP/2 stream with a request clock of its own: its body must arrive within
