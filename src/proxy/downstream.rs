@@ -6,8 +6,9 @@
 //! task of its own (Pingora's per-connection task is several KiB and ends). It serves HTTP/1
 //! connections itself, request after request: between requests it waits for the next one's
 //! first bytes outside Pingora, so an idle keep-alive connection holds its stream and a small
-//! future, not Pingora's per-request state and futures (tens of KiB), which are made only when
-//! a request arrives. HTTP/2 (ALPN or an h2c listener) goes to Pingora's own connection handling.
+//! future, not Pingora's per-request state and futures (tens of KiB); it then reads the whole
+//! head ([`read_head`]) and only a complete head gets a Pingora session. HTTP/2 (ALPN or an
+//! h2c listener) goes to Pingora's own connection handling.
 //!
 //! [`IdleLimited`] gives every session `limits.idle_timeout` (Pingora's default is a fixed 60 s)
 //! and each HTTP/2 stream its own body deadline.
