@@ -12,10 +12,10 @@
 //! HTTP/2 stream runs in a task of its own with its own clock ([`serve_h2_stream`]); h2
 //! connections are bounded by their stream settings and idle timeout.
 
-use crate::answer::LocalAnswer;
 use crate::config::Limits;
 use crate::errors::GatewayError;
 use crate::forwarding;
+use bytes::BytesMut;
 use futures::task::AtomicWaker;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::raw_connect::ProxyDigest;
@@ -265,11 +265,6 @@ impl Connections {
         Arc::new(connections)
     }
 
-    /// A head grew past `limits.max_header_bytes` while arriving and is answered 431.
-    pub(crate) fn head_too_large(&self) {
-        self.metrics.heads_too_large.inc();
-    }
-
     /// Take the limits of a (re)loaded configuration; open connections keep theirs until
     /// their next request.
     pub(crate) fn apply(&self, limits: &Limits) {
@@ -466,6 +461,15 @@ pub(crate) fn may_end_head(head: &[u8], looked_at: usize) -> bool {
     })
 }
 
+/// The head buffer's first size: Pingora's own for a request head.
+const HEAD_BUFFER: usize = 4096;
+
+/// The bytes of an answer the stream writes itself, before any Pingora session exists for the
+/// request (a head cut at `header_timeout` or past `max_header_bytes`).
+fn early_answer(error: GatewayError) -> Vec<u8> {
+    error.answer(&forwarding::new_request_id()).to_http1()
+}
+
 /// A client stream under its connection's bounds and deadlines (see the module docs).
 pub(crate) struct Guarded {
     inner: Stream,
@@ -511,11 +515,70 @@ impl Guarded {
         .await
     }
 
+    /// Read a request head into a buffer of its own, until it holds an empty line (the head's
+    /// end, or a harmless false start that Pingora's parser reads on from): the bytes a new
+    /// Pingora session is to parse first. `None` when the connection is to close instead: its
+    /// client left, fell silent for `idle` between two reads or was evicted mid-head, the head
+    /// missed `header_timeout` (the 408 is written by [`Self::poll_read`]) or grew past
+    /// `max_header_bytes` (looked up only for a head that takes more than one read; answered
+    /// 431 here, so the buffer is bounded by it, not by Pingora's 1 MiB).
+    ///
+    /// A slowloris trickling its head a byte at a time then costs one read per byte, not a pass
+    /// through Pingora's parser with a timer each, and an evicted or abandoned head closes
+    /// without a Pingora session, error path and log line. A head that arrives whole is read
+    /// once, into the buffer Pingora would have allocated for it.
+    pub(crate) async fn read_head(&mut self, idle: Duration, max_header_bytes: impl Fn() -> usize) -> Option<BytesMut> {
+        use tokio::io::AsyncReadExt;
+        let mut head = BytesMut::with_capacity(HEAD_BUFFER);
+        // The timer is registered only if a read has to wait, and is moved on lazily when it
+        // fires: a byte that arrives costs a clock read, not a timer.
+        let silence = tokio::time::sleep(idle);
+        tokio::pin!(silence);
+        let mut last_read = tokio::time::Instant::now();
+        let mut limit = None;
+        loop {
+            let looked_at = head.len();
+            tokio::select! {
+                biased;
+                read = self.read_buf(&mut head) => match read {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) if may_end_head(&head, looked_at) => return Some(head),
+                    Ok(_) => {
+                        let limit = *limit.get_or_insert_with(&max_header_bytes);
+                        // The empty line ending a head is not counted in `max_header_bytes`.
+                        if head.len() > limit + 4 {
+                            self.ticket.connections.metrics.heads_too_large.inc();
+                            self.answer_and_close(GatewayError::HeadersTooLarge { limit }).await;
+                            return None;
+                        }
+                        last_read = tokio::time::Instant::now();
+                    }
+                },
+                () = &mut silence => {
+                    if last_read + idle <= tokio::time::Instant::now() {
+                        return None;
+                    }
+                    silence.as_mut().reset(last_read + idle);
+                }
+            }
+        }
+    }
+
+    /// Answer a request cut short before all of it was read (nothing else was written for
+    /// it), then close after a lingering read. A client that does not read cannot hold the
+    /// connection: the answer fits the socket's buffer, and the linger is bounded.
+    async fn answer_and_close(&mut self, error: GatewayError) {
+        use tokio::io::AsyncWriteExt;
+        if self.write_all(&early_answer(error)).await.is_ok() && self.flush().await.is_ok() {
+            self.linger().await;
+        }
+    }
+
     /// After an answer that ends a request before all of it was read: end the sending side, then
     /// read and discard what the client still sends, for at most [`LINGER`] and
     /// [`LINGER_BYTES`], so that closing with unread bytes does not reset the connection
     /// before the client has read the answer (nginx's lingering close).
-    pub(crate) async fn linger(&mut self) {
+    async fn linger(&mut self) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         if AsyncWriteExt::shutdown(&mut self.inner).await.is_err() {
             return;
@@ -553,9 +616,7 @@ impl Guarded {
     fn poll_header_timeout(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let (bytes, written) = self.timeout_answer.get_or_insert_with(|| {
             self.ticket.connections.metrics.header_timeouts.inc();
-            let request_id = forwarding::new_request_id();
-            let answer: LocalAnswer = GatewayError::RequestTimeout.answer(&request_id);
-            (answer.to_http1(), 0)
+            (early_answer(GatewayError::RequestTimeout), 0)
         });
         while *written < bytes.len() {
             match Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]) {

@@ -14,8 +14,6 @@
 //! and each HTTP/2 stream its own body deadline.
 
 use crate::connections::{self, Connections, Guarded};
-use crate::errors::GatewayError;
-use crate::forwarding;
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -28,7 +26,6 @@ use pingora::server::ShutdownWatch;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An HTTP app whose sessions wait at most `idle_secs` for each read of a request head.
 pub(crate) struct IdleLimited<A> {
@@ -162,70 +159,15 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
     }
 }
 
-/// Read the next request's head into a buffer of its own, until it holds an empty line (the
-/// head's end, or a harmless false start that Pingora's parser reads on from); `None` when the
-/// connection is to close instead: it stayed idle (see [`wait_for_request`]), its client left,
-/// fell silent mid-head for `idle_timeout` or was evicted mid-head, the head missed
-/// `header_timeout` (the stream writes the 408) or grew past `max_header_bytes` (answered 431
-/// here, so the buffer is bounded by it, not by Pingora's 1 MiB).
-///
-/// A slowloris trickling its head a byte at a time then costs one read per byte here, not a
-/// pass through Pingora's parser with a timer each, and an evicted or abandoned head closes
-/// without a Pingora session, error path and log line. A head that arrives whole is read once,
-/// into the buffer Pingora would have allocated for it.
+/// The next request's whole head, read by the connection's stream before any Pingora session
+/// exists ([`Guarded::read_head`]); `None` when the connection is to close instead: it stayed
+/// idle (see [`wait_for_request`]) or the head did not come whole.
 async fn read_head(stream: &mut Guarded, runtime: &Runtime, shutdown: Option<&ShutdownWatch>) -> Option<BytesMut> {
     if !wait_for_request(stream, runtime, shutdown).await {
         return None;
     }
-    let mut head = BytesMut::with_capacity(HEAD_BUFFER);
-    // Within a head, too, the client may fall silent for at most `limits.idle_timeout` between
-    // two reads. The timer is registered only if a read has to wait, and is moved on lazily
-    // when it fires: a byte that arrives costs a clock read, not a timer.
     let idle = Duration::from_secs(runtime.idle_secs.load(Ordering::Relaxed));
-    let silence = tokio::time::sleep(idle);
-    tokio::pin!(silence);
-    let mut last_read = tokio::time::Instant::now();
-    // Looked up only for a head that takes more than one read.
-    let mut max_head = None;
-    loop {
-        let looked_at = head.len();
-        tokio::select! {
-            biased;
-            read = stream.read_buf(&mut head) => match read {
-                Ok(0) | Err(_) => return None,
-                Ok(_) if connections::may_end_head(&head, looked_at) => return Some(head),
-                Ok(_) => {
-                    let limit = *max_head.get_or_insert_with(|| runtime.current().config.limits.max_header_bytes);
-                    // The empty line ending a head is not counted in `max_header_bytes`.
-                    if head.len() > limit + 4 {
-                        runtime.connections.head_too_large();
-                        answer_and_close(stream, GatewayError::HeadersTooLarge { limit }).await;
-                        return None;
-                    }
-                    last_read = tokio::time::Instant::now();
-                }
-            },
-            () = &mut silence => {
-                if last_read + idle <= tokio::time::Instant::now() {
-                    return None;
-                }
-                silence.as_mut().reset(last_read + idle);
-            }
-        }
-    }
-}
-
-/// The head buffer's first size: Pingora's own for a request head.
-const HEAD_BUFFER: usize = 4096;
-
-/// Answer a request the gate cut short (nothing else was written for it), then close after a
-/// lingering read. A client that does not read cannot hold the connection: the answer fits
-/// the socket's buffer, and the linger is bounded.
-async fn answer_and_close(stream: &mut Guarded, error: GatewayError) {
-    let answer = error.answer(&forwarding::new_request_id());
-    if stream.write_all(&answer.to_http1()).await.is_ok() && stream.flush().await.is_ok() {
-        stream.linger().await;
-    }
+    stream.read_head(idle, || runtime.current().config.limits.max_header_bytes).await
 }
 
 /// Wait until the next request's first bytes arrive (true), or the connection is to close:
