@@ -9,6 +9,7 @@ pub mod jwt;
 pub mod nats;
 pub mod otlp;
 pub mod pki;
+pub mod ports;
 pub mod redis_server;
 
 use std::io::{BufRead, BufReader, Read, Write};
