@@ -5,6 +5,7 @@
 
 pub mod consul;
 pub mod grpc;
+pub mod http1;
 pub mod jwt;
 pub mod nats;
 pub mod otlp;
