@@ -5,10 +5,12 @@
 
 pub mod consul;
 pub mod grpc;
+pub mod http1;
 pub mod jwt;
 pub mod nats;
 pub mod otlp;
 pub mod pki;
+pub mod ports;
 pub mod redis_server;
 
 use std::io::{BufRead, BufReader, Read, Write};
