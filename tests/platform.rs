@@ -1,9 +1,13 @@
 //! Where Siger runs (ARCHITECTURE §8.7): the OCI image that `scripts/image` builds (around the
-//! binary under test) run by podman as the image says.
+//! binary under test) run by podman as the image says, and the Kubernetes manifests in
+//! `deploy/kubernetes` rendered by kustomize, validated against the Kubernetes API schemas and
+//! checked against the configuration they mount.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use serde::Deserialize;
+use serde_yaml::Value;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -187,6 +191,136 @@ fn hard_limit(what: &str) -> u64 {
     let line = limits.lines().find(|l| l.starts_with(what)).unwrap();
     let hard = line[what.len()..].split_whitespace().nth(1).unwrap();
     hard.parse().unwrap_or(u64::MAX)
+}
+
+#[test]
+fn the_kubernetes_manifests_validate_and_agree_with_the_config_they_mount() {
+    let base = Path::new(ROOT).join("deploy/kubernetes");
+    // Every manifest in the directory is one the kustomization uses.
+    let kustomization: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(base.join("kustomization.yaml")).unwrap()).unwrap();
+    let mut used: Vec<String> = strings(&kustomization["resources"]);
+    for generator in kustomization["configMapGenerator"].as_sequence().unwrap() {
+        used.extend(strings(&generator["files"]));
+    }
+    let mut present: Vec<String> = std::fs::read_dir(&base)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".yaml") && name != "kustomization.yaml")
+        .collect();
+    present.sort();
+    used.sort();
+    assert_eq!(present, used, "files in deploy/kubernetes vs. those kustomization.yaml lists");
+
+    let rendered = run_ok(Command::new("kubectl").arg("kustomize").arg(&base), "kubectl kustomize");
+    let work = tempfile::tempdir().unwrap();
+    let manifests = work.path().join("siger.yaml");
+    std::fs::write(&manifests, &rendered.stdout).unwrap();
+    // The oldest Kubernetes the manifests are for (the preStop sleep action is on by default
+    // from 1.30) and the newest whose schemas the validator ships.
+    for version in ["1.30.0", "1.37.0"] {
+        let out = run(Command::new("python3")
+            .args(["-m", "kubernetes_validate", "--strict", "--kubernetes-version", version])
+            .arg(&manifests));
+        let said = text(&out);
+        assert!(out.status.success() && !said.contains("WARN"), "kubernetes-validate against {version}:\n{said}");
+        assert_eq!(said.matches(" passed for resource ").count(), 5, "{said}");
+    }
+
+    let docs: Vec<Value> =
+        serde_yaml::Deserializer::from_slice(&rendered.stdout).map(|d| Value::deserialize(d).unwrap()).collect();
+    let kind = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"));
+    let (deployment, service, configmap) = (kind("Deployment"), kind("Service"), kind("ConfigMap"));
+    let (hpa, pdb) = (kind("HorizontalPodAutoscaler"), kind("PodDisruptionBudget"));
+
+    // The mounted config passes `siger -t` and is what the pod spec expects of it.
+    let config_text = configmap["data"]["siger.yaml"].as_str().unwrap();
+    std::fs::write(work.path().join("config.yaml"), config_text).unwrap();
+    run_ok(Command::new(SIGER).arg("-t").arg("-c").arg(work.path().join("config.yaml")), "siger -t on the ConfigMap");
+    let config: Value = serde_yaml::from_str(config_text).unwrap();
+    assert_eq!(config["server"]["watch_config"], true);
+    let port_of = |addr: &Value| addr.as_str().unwrap().rsplit_once(':').unwrap().1.parse::<u64>().unwrap();
+    let (http_port, admin_port) = (port_of(&config["listen"][0]), port_of(&config["admin"]["listen"]));
+
+    let pod = &deployment["spec"]["template"];
+    assert_eq!(deployment["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"]);
+    let labels = &pod["metadata"]["labels"];
+    let spec = &pod["spec"];
+    let container = &spec["containers"][0];
+    let port_named = |name: &str| {
+        let ports = container["ports"].as_sequence().unwrap();
+        ports.iter().find(|p| p["name"] == name).unwrap()["containerPort"].as_u64().unwrap()
+    };
+    assert_eq!((port_named("http"), port_named("admin")), (http_port, admin_port));
+    for (probe, path) in [("readinessProbe", "/ready"), ("livenessProbe", "/health")] {
+        assert_eq!(container[probe]["httpGet"]["path"], path);
+        assert_eq!(container[probe]["httpGet"]["port"], "admin", "{probe} asks the admin listener");
+    }
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], admin_port.to_string());
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+
+    // Termination: the preStop pause, then the drain, fit in the grace period with a margin.
+    let pause = container["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap();
+    let drain = seconds(&config["server"]["grace_period"]) + seconds(&config["server"]["graceful_shutdown_timeout"]);
+    let grace = spec["terminationGracePeriodSeconds"].as_u64().unwrap() as f64;
+    assert!(pause >= 2, "a pause before SIGTERM while endpoints are updated");
+    assert!(pause as f64 + drain + 2.0 <= grace, "preStop {pause}s + drain {drain}s must fit in {grace}s");
+
+    // Non-root on a read-only root filesystem, writable /tmp, the whole config directory mounted
+    // (a subPath mount would never see the kubelet's updates).
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(spec["securityContext"]["runAsUser"], IMAGE_USER);
+    let security = &container["securityContext"];
+    assert_eq!(
+        (&security["readOnlyRootFilesystem"], &security["allowPrivilegeEscalation"]),
+        (&true.into(), &false.into())
+    );
+    assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
+    let mounts = container["volumeMounts"].as_sequence().unwrap();
+    let mount =
+        |path: &str| mounts.iter().find(|m| m["mountPath"] == path).unwrap_or_else(|| panic!("no mount on {path}"));
+    assert!(mount("/etc/siger").get("subPath").is_none());
+    let config_volume = mount("/etc/siger")["name"].as_str().unwrap();
+    let volumes = spec["volumes"].as_sequence().unwrap();
+    let volume = volumes.iter().find(|v| v["name"] == config_volume).unwrap();
+    assert_eq!(volume["configMap"]["name"], configmap["metadata"]["name"]);
+    assert!(mount("/tmp")["name"].as_str().is_some());
+    assert_eq!(strings(&container["args"]), ["-c", "/etc/siger/siger.yaml"]);
+    for quantity in ["cpu", "memory"] {
+        assert!(container["resources"]["requests"].get(quantity).is_some(), "a {quantity} request");
+    }
+    assert!(container["resources"]["limits"].get("memory").is_some(), "a memory limit");
+    let threads = config["server"]["threads"].as_u64().unwrap();
+    assert_eq!(container["resources"]["limits"]["cpu"], threads.to_string(), "one worker thread per CPU of the limit");
+
+    // The Service, the autoscaler and the disruption budget find the pods.
+    assert_eq!(&service["spec"]["selector"], labels);
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+    assert!(
+        service["spec"]["ports"].as_sequence().unwrap().iter().all(|p| p["targetPort"] != "admin"),
+        "the Service does not expose the admin listener"
+    );
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], deployment["metadata"]["name"]);
+    assert_eq!(hpa["spec"]["metrics"][0]["resource"]["name"], "cpu");
+    assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2, "one pod can be disrupted while another serves");
+    assert!(deployment["spec"].get("replicas").is_none(), "the autoscaler owns the replica count");
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], labels);
+}
+
+/// A list of strings in YAML.
+fn strings(value: &Value) -> Vec<String> {
+    value.as_sequence().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
+/// A config duration such as `1s`, `500ms` in seconds.
+fn seconds(value: &Value) -> f64 {
+    let text = value.as_str().unwrap();
+    match text.strip_suffix("ms") {
+        Some(ms) => ms.parse::<f64>().unwrap() / 1000.0,
+        None => text.strip_suffix('s').unwrap().parse().unwrap(),
+    }
 }
 
 fn run(cmd: &mut Command) -> Output {
