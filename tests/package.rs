@@ -225,6 +225,7 @@ fn check_installed_files() {
 
     let unit = std::fs::read_to_string("/usr/lib/systemd/system/siger.service").unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/siger -d -c /etc/siger/siger.yaml"), "{unit}");
+    assert!(unit.contains("Documentation=man:siger(8) "), "{unit}");
     assert!(!unit.contains("/usr/local"), "the packaged unit runs /usr/bin/siger:\n{unit}");
     let shipped = std::fs::read_to_string(format!("{}/packaging/debian/siger.yaml", env!("CARGO_MANIFEST_DIR")));
     assert_eq!(std::fs::read_to_string(CONFIG).unwrap(), shipped.unwrap());
