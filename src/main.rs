@@ -35,6 +35,20 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Manpages { out, date }) = &cli.command {
+        return match siger::cli::write_manual_pages(out, date.as_deref()) {
+            Ok(pages) => {
+                for page in pages {
+                    println!("{}", page.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("siger manpages: cannot write into {}: {e}", out.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Apikey { consumer, roles }) = &cli.command {
         let roles: Vec<String> = roles.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect();
         let (key, entry) = auth::api_keys::new_key(consumer, &roles);
