@@ -1,8 +1,10 @@
 //! Request bodies as the session frames them, not as headers announce them (issue 25): an
 //! HTTP/2 body without `content-length` and an HTTP/1 chunked body on any method are
 //! validated, clocked by `body_timeout` and keep a request out of the cache; a validated body
-//! reaches the backend byte for byte whatever its size and framing. Real siger and siger-echo
-//! processes; HTTP/2 with the `h2` crate (prior knowledge on an h2c listener).
+//! reaches the backend byte for byte whatever its size and framing; JSON validation refuses
+//! what a strict backend would read differently (duplicate names, numbers beyond double
+//! precision). Real siger and siger-echo processes; HTTP/2 with the `h2` crate (prior
+//! knowledge on an h2c listener).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -324,6 +326,43 @@ fn a_validated_body_reaches_the_backend_byte_for_byte_over_http2() {
         match r {
             H2Outcome::Answer(status, _) => assert_eq!(status, 413, "length {content_length}"),
             H2Outcome::Reset(_) => {}
+        }
+    }
+}
+
+#[test]
+fn a_body_with_duplicate_names_or_inexact_numbers_is_refused() {
+    let echo = Echo::start("e1");
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&echo, dir.path(), "");
+    let before = served(&echo);
+    let post = |body: &[u8]| request(gw.addr, "POST", "/v/upload", &[("Content-Type", "application/json")], body);
+    let r = post(br#"{"qty":-1,"pad":"x","qty":5}"#);
+    assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("bad_request")));
+    let message = r.json()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("/qty") && message.contains("duplicate"), "{message}");
+    // Names compare after unescaping, at any depth.
+    let r = post(br#"{"pad":"x","more":[{"a":1},{"a":1,"\u0061":2}]}"#);
+    assert_eq!(r.status, 400);
+    assert!(r.json()["message"].as_str().unwrap().contains("/more/1/a"), "{}", r.json());
+    // Numbers a double cannot hold exactly.
+    for number in ["100.0000000000000001", "12345678901234567890123", "1e-400", "99.99999999999999999"] {
+        let r = post(format!(r#"{{"pad":"x","price":{number}}}"#).as_bytes());
+        assert_eq!(r.status, 400, "{number}: {}", String::from_utf8_lossy(&r.body));
+        let message = r.json()["message"].as_str().unwrap().to_string();
+        assert!(message.contains("/price") && message.contains(number), "{message}");
+    }
+    assert_eq!(served(&echo), before, "no refused body reached the backend");
+    // Numbers a double holds exactly pass, as written.
+    for number in ["0.1", "99.99", "1e2", "1E+2", "-0", "0.30000000000000004", "100.000", "18446744073709551615"] {
+        let body = format!(r#"{{"pad":"x","price":{number}}}"#);
+        let r = post(body.as_bytes());
+        let expect = if number == "18446744073709551615" { 400 } else { 200 };
+        assert_eq!(r.status, expect, "{number}: {}", String::from_utf8_lossy(&r.body));
+        if expect == 200 {
+            assert_eq!(r.json()["sha256"].as_str(), Some(sha(body.as_bytes()).as_str()));
+        } else {
+            assert!(r.json()["message"].as_str().unwrap().contains("maximum"), "{}", r.json());
         }
     }
 }
