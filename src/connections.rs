@@ -141,7 +141,8 @@ pub(crate) fn request_starting() {
     });
 }
 
-/// The request head is read; `has_body` when a body follows (`Content-Length` > 0 or chunked).
+/// The request head is read; `has_body` when the session has a body to read (HTTP/1:
+/// `Content-Length` > 0 or chunked; HTTP/2: HEADERS without END_STREAM).
 pub(crate) fn head_read(has_body: bool) {
     let _ = CONNECTION.try_with(|c| c.enter(if has_body { Phase::Body } else { Phase::Done }));
 }

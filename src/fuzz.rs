@@ -414,6 +414,7 @@ mod framing {
 mod schema {
     use super::*;
     use crate::policy::schema::BodySchema;
+    use crate::policy::strict_json;
     use serde_json::Value;
     use std::path::Path;
 
@@ -467,6 +468,19 @@ mod schema {
                 let parsed: Value = serde_json::from_slice(&garbage).unwrap();
                 prop_assert!(schema.check_value(&parsed).is_ok());
             }
+        }
+
+        #[test]
+        fn whatever_serde_json_writes_is_strict_and_no_bytes_panic_the_scan(
+            value in json_value(),
+            garbage in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            // One name per object, every number the shortest form of its double.
+            let bytes = serde_json::to_vec(&value).unwrap();
+            prop_assert_eq!(strict_json::check(&bytes), Ok(()));
+            let pretty = serde_json::to_vec_pretty(&value).unwrap();
+            prop_assert_eq!(strict_json::check(&pretty), Ok(()));
+            let _ = strict_json::check(&garbage);
         }
     }
 }

@@ -635,6 +635,14 @@ fn job_payloads_are_checked_against_jobs_schema() {
     assert!(r.json()["message"].as_str().unwrap().contains("/kind"), "{}", r.json());
     let r = submit(&gw, r#"{"w": 1}"#);
     assert_eq!(r.status, 400, "{}", r.json());
+    // Strict JSON as on validating routes: a consumer reading the first `kind` would run a
+    // job the schema never saw; a decimal consumer reads more than a double holds.
+    let r = submit(&gw, r#"{"kind": "delete-everything", "kind": "resize"}"#);
+    assert_eq!(r.status, 400, "{}", r.json());
+    assert!(r.json()["message"].as_str().unwrap().contains("duplicate name at `/kind`"), "{}", r.json());
+    let r = submit(&gw, r#"{"kind": "resize", "w": 100.0000000000000001}"#);
+    assert_eq!(r.status, 400, "{}", r.json());
+    assert!(r.json()["message"].as_str().unwrap().contains("/w"), "{}", r.json());
 }
 
 #[test]

@@ -82,8 +82,6 @@ pub(crate) struct RequestState {
     pub(crate) identity: Option<Arc<Identity>>,
     /// `request_filter`: the rate-limit verdict; `response_filter` turns it into headers.
     pub(crate) rate_limit: Option<ratelimit::Decision>,
-    /// `request_body_filter`: body bytes seen so far (for `max_body`).
-    pub(crate) body_bytes: u64,
     /// The peer of the next attempt, picked ahead (the first by `proxy_upstream_filter`, a
     /// status retry's by `upstream_response_filter`) and handed to `upstream_peer`.
     pub(crate) picked_peer: Option<Box<HttpPeer>>,
@@ -149,7 +147,6 @@ impl RequestCtx {
                 upstream_uri: None,
                 identity: None,
                 rate_limit: None,
-                body_bytes: 0,
                 picked_peer: None,
                 tried: Vec::new(),
                 attempt: Attempt::default(),

@@ -36,7 +36,7 @@ use crate::tls::ConnInfo;
 use crate::trace::context::{TRACEPARENT, TRACESTATE};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, HOST, TRANSFER_ENCODING};
+use http::header::{AUTHORIZATION, HOST};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::Peer;
@@ -311,6 +311,9 @@ impl ProxyHttp for Gateway {
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
+        // From the session, not the headers: an HTTP/2 stream has a body unless its HEADERS
+        // ended it, whatever `content-length` says or omits.
+        let has_body = !session.is_body_empty();
         let req = session.req_header();
         state.request_id = match req.headers.get("x-request-id") {
             Some(id) if forwarding::is_sane_request_id(id.as_bytes()) => {
@@ -335,7 +338,7 @@ impl ProxyHttp for Gateway {
         } else {
             framing::inspect(req).and_then(|declared| {
                 state.declared_length = declared;
-                connections::head_read(declared.is_some_and(|n| n > 0) || req.headers.contains_key(TRANSFER_ENCODING));
+                connections::head_read(has_body);
                 let requires_host = req.version != http::Version::HTTP_10 && req.version != http::Version::HTTP_09;
                 let host = req.headers.get(HOST).map(|h| h.as_bytes());
                 routing::request_host(req.raw_path(), req.uri.authority().map(|a| a.as_str()), host, requires_host)
@@ -374,7 +377,8 @@ impl ProxyHttp for Gateway {
         match decision {
             Ok(Decision::Proxy) => {
                 let route = snap.route(state.route.ok_or_else(|| Error::new(InternalError))?);
-                let checked = match validation::start(route, session.req_header(), state.declared_length) {
+                let has_body = !session.is_body_empty();
+                let checked = match validation::start(route, session.req_header(), has_body, state.declared_length) {
                     Ok(Some(mut held)) => match held.read_ahead(session, route, state.declared_length).await {
                         Ok(()) => Ok(Some(held)),
                         Err(validation::ReadAheadError::Refused(err)) => Err(err),
@@ -418,7 +422,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end: bool,
         ctx: &mut Self::CTX,
@@ -427,18 +431,20 @@ impl ProxyHttp for Gateway {
         if end {
             connections::body_read();
         }
-        if let (Some(chunk), Some(route)) = (body.as_ref(), state.route) {
-            state.body_bytes += chunk.len() as u64;
+        if let Some(route) = state.route {
+            // What was read from the client, not what passes here: a retry passes the
+            // retry buffer again.
             let limit = snap.route(route).max_body;
-            if state.body_bytes > limit {
+            if session.body_bytes_read() as u64 > limit {
                 state.refusal = Some(GatewayError::PayloadTooLarge { limit });
                 return Error::e_explain(HTTPStatus(413), "request body over max_body");
             }
         }
         if let (Some(held), Some(route)) = (state.validation.as_mut(), state.route) {
             if let Err(err) = held.take(snap.route(route), body, end) {
+                let status = err.status();
                 state.refusal = Some(err);
-                return Error::e_explain(HTTPStatus(400), "request body does not match the route's schema");
+                return Error::e_explain(HTTPStatus(status), "request body refused by the route's validation");
             }
         }
         Ok(())
@@ -468,7 +474,7 @@ impl ProxyHttp for Gateway {
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         if let Some(held) = state.validation.as_mut() {
-            held.restart();
+            held.restart(session.as_ref().retry_buffer_truncated());
         }
         if let Some(peer) = state.picked_peer.take() {
             return Ok(peer);
@@ -621,8 +627,8 @@ impl ProxyHttp for Gateway {
                 upstream.remove_header("X-Forwarded-Host");
             }
         }
-        if state.validation.as_ref().is_some_and(|v| v.released()) {
-            // The body was read (and `100 Continue` answered) before the upstream was asked.
+        if state.validation.as_ref().is_some_and(|v| v.continued()) {
+            // The gateway answered `100 Continue` itself before the upstream was asked.
             upstream.remove_header(&http::header::EXPECT);
         }
         policies::on_upstream_request(snap, session, state, upstream);
@@ -681,10 +687,14 @@ impl ProxyHttp for Gateway {
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
         let (snap, state) = (&*ctx.snapshot, &ctx.state);
         let Some(cache) = state.route.and_then(|r| snap.route(r).cache.as_ref()) else { return Ok(()) };
+        // A request with a body (whatever its headers say: chunked, or an HTTP/2 stream
+        // without `content-length`) is answered by the backend: the key does not see the body.
+        if !session.is_body_empty() {
+            return Ok(());
+        }
         let req = session.req_header();
         let method_ok = req.method == http::Method::GET || req.method == http::Method::HEAD;
-        if !method_ok || state.declared_length.is_some_and(|l| l > 0) || req.headers.contains_key(http::header::UPGRADE)
-        {
+        if !method_ok || req.headers.contains_key(http::header::UPGRADE) {
             return Ok(());
         }
         let mut overrides = pingora::cache::CacheOptionOverrides::default();
