@@ -1,4 +1,4 @@
-//! Settings of protocol translation on a route (ARCHITECTURE §8.2), as plain data:
+//! Settings of protocol translation on a route (docs/grpc.md), as plain data:
 //! `grpc_transcode` (REST/JSON ↔ gRPC) and `grpc_web` (a boolean on the route). The descriptors
 //! are only named here; `grpc::Transcoder::from_settings` loads them where a snapshot is built.
 //!

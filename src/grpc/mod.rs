@@ -1,4 +1,4 @@
-//! Protocol translation (ARCHITECTURE §8.2): REST/JSON ↔ gRPC transcoding as google.api.http
+//! Protocol translation (docs/grpc.md): REST/JSON ↔ gRPC transcoding as google.api.http
 //! rules describe it, and gRPC-Web ↔ gRPC. Pure functions over plain values and bytes; the
 //! proxy phases feed them a request head, body chunks and trailers.
 //!

@@ -1,6 +1,6 @@
 //! A call's outcome: the gRPC status (`grpc-status`, `grpc-message`, `grpc-status-details-bin`)
 //! read from trailers or from a trailers-only answer's headers, the HTTP status a transcoded
-//! client gets for it (google.rpc.Code's own mapping, ARCHITECTURE §8.2), the JSON `details`,
+//! client gets for it (google.rpc.Code's own mapping, docs/grpc.md), the JSON `details`,
 //! and the `grpc-timeout` we send.
 
 use base64::Engine;
