@@ -26,6 +26,7 @@ pub(crate) mod forwarding;
 pub(crate) mod framing;
 #[cfg(test)]
 mod fuzz;
+pub mod grpc;
 pub mod jobs;
 pub(crate) mod jose;
 pub(crate) mod lifecycle;

@@ -4,6 +4,7 @@
 //! keys rejected) → `validate` (semantic checks and cross-references). Every error carries the key
 //! path and, where the file has it, the line.
 
+mod grpc;
 mod model;
 mod raw;
 mod source;
@@ -11,6 +12,7 @@ mod units;
 mod validate;
 pub(crate) use validate::redact_url;
 
+pub use grpc::GrpcTranscodeSettings;
 pub use model::*;
 pub(crate) use source::{Environment, ProcessEnv};
 pub(crate) use units::parse_duration;
