@@ -275,6 +275,54 @@ fn a_burst_of_misses_makes_one_upstream_request_and_memory_stays_bounded() {
     assert!(rss_after < rss_before + 8 * 1024, "RSS grew from {rss_before} to {rss_after} KiB");
 }
 
+/// `GET path` sent with this exact `Host` line (or none: the absolute-form target names it).
+fn get_for_host(addr: std::net::SocketAddr, target: &str, host: Option<&str>, headers: &[(&str, &str)]) -> RawResponse {
+    let mut req = format!("GET {target} HTTP/1.1\r\nConnection: close\r\n");
+    if let Some(host) = host {
+        req.push_str(&format!("Host: {host}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    raw_request(addr, req.as_bytes())
+}
+
+#[test]
+fn the_cache_key_is_the_host_and_scheme_the_backend_is_told() {
+    let echo = Echo::start("e1");
+    let gw = Gateway::start(&format!(
+        "trusted_proxies: [127.0.0.1/32]\nservices:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /c, service: s, auth: public, cache: {{ttl: 60s}}}}\n",
+        echo.addr
+    ));
+    let told = |r: &RawResponse, header: &str| r.json()["headers"][header][0].as_str().map(str::to_string);
+    // A response built for one spelling of the host is never served to another: the backend
+    // may have put that host (with its port) in links and redirects, or picked a vhost by it.
+    let with_port = get_for_host(gw.addr, "/c/page", Some("a.example:1337"), &[]);
+    assert_eq!(with_port.header("x-cache"), Some("MISS"));
+    assert_eq!(told(&with_port, "host").as_deref(), Some("a.example:1337"));
+    for host in ["a.example", "A.EXAMPLE", "a.example."] {
+        let r = get_for_host(gw.addr, "/c/page", Some(host), &[]);
+        assert_eq!(r.header("x-cache"), Some("MISS"), "Host: {host} is its own entry");
+        assert_eq!(told(&r, "host").as_deref(), Some(host));
+        assert_eq!(told(&r, "x-forwarded-host").as_deref(), Some(host));
+        assert_eq!(get_for_host(gw.addr, "/c/page", Some(host), &[]).header("x-cache"), Some("HIT"));
+    }
+    // The absolute form names the host the upstream is told: the same entry as that Host.
+    let absolute = get_for_host(gw.addr, "http://a.example:1337/c/page", None, &[]);
+    assert_eq!(absolute.header("x-cache"), Some("HIT"));
+    assert_eq!(told(&absolute, "host").as_deref(), Some("a.example:1337"));
+    // The scheme the backend is told (here by a trusted proxy) is part of the key too.
+    let https = get_for_host(gw.addr, "/c/page", Some("a.example"), &[("X-Forwarded-Proto", "https")]);
+    assert_eq!(https.header("x-cache"), Some("MISS"), "a page built for https:// links is its own entry");
+    assert_eq!(told(&https, "x-forwarded-proto").as_deref(), Some("https"));
+    // A purge by path still removes the entry of every host.
+    let r =
+        request(gw.admin, "POST", "/cache/purge", &[("Content-Type", "application/json")], br#"{"path": "/c/page"}"#);
+    assert_eq!(r.json()["purged"], 5, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(get_for_host(gw.addr, "/c/page", Some("a.example:1337"), &[]).header("x-cache"), Some("MISS"));
+}
+
 #[test]
 fn the_first_compressing_route_needs_a_new_process() {
     let echo = Echo::start("e1");

@@ -600,9 +600,8 @@ impl ProxyHttp for Gateway {
         if state.route.is_some_and(|r| !snap.route(r).forward_authorization) {
             upstream.remove_header(&AUTHORIZATION);
         }
-        if !(from_trusted && upstream.headers.contains_key("x-forwarded-proto")) {
-            let tls = state.tls.is_some();
-            upstream.insert_header("X-Forwarded-Proto", if tls { "https" } else { "http" })?;
+        if !forwarding::passes_forwarded_proto(&upstream.headers, from_trusted) {
+            upstream.insert_header("X-Forwarded-Proto", forwarding::listener_proto(state.tls.is_some()))?;
         }
         // Only a certificate this gateway verified names the client: copies sent by clients
         // (or proxies in front) never pass.

@@ -5,6 +5,7 @@
 use super::RequestState;
 use crate::answer::LocalAnswer;
 use crate::config::RouteSettings;
+use crate::forwarding;
 use crate::policy::cache::{self, purge_tag, PurgeTag};
 use crate::policy::compress;
 use crate::policy::cors;
@@ -134,24 +135,34 @@ pub(super) fn no_compression(session: &mut Session, state: &RequestState) {
     }
 }
 
-/// The cache key of a request on a caching route: route, host, normalised path and query
-/// (length-prefixed so no two different triples run together); GET and HEAD share it. The
-/// purge tag rides along for the storage.
+/// The cache key of a request on a caching route: route, the host and scheme the upstream is
+/// told (`Host` — which `X-Forwarded-Host` repeats — exactly as sent, port and case included, and
+/// `X-Forwarded-Proto`), normalised path and query. A backend builds links and redirects from
+/// that host and scheme and may pick a virtual host by them, so an answer built for one spelling
+/// is never served to another. Parts are length-prefixed so no two different lists run together;
+/// GET and HEAD share the key. The purge tag (route and path, every host) rides along for the
+/// storage.
 pub(super) fn cache_key(snap: &Snapshot, session: &Session, state: &RequestState) -> Option<CacheKey> {
     let route = route(snap, state)?;
     let path = state.cache_path.as_deref()?;
-    let host = session
-        .req_header()
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(crate::routing::host_without_port)
-        .unwrap_or_default();
-    let mut primary = Vec::with_capacity(route.label.len() + host.len() + path.len() + 32);
-    for part in [route.label.as_bytes(), host.as_bytes(), path.as_bytes()] {
+    let headers = &session.req_header().headers;
+    let host = headers.get(http::header::HOST).map_or(&b""[..], |h| h.as_bytes());
+    let from_trusted = snap.config.trusted_proxies.contains(&state.peer_ip);
+    let mut primary = Vec::with_capacity(route.label.len() + host.len() + path.len() + 64);
+    let mut push = |part: &[u8]| {
         primary.extend_from_slice(&(part.len() as u64).to_be_bytes());
         primary.extend_from_slice(part);
+    };
+    push(route.label.as_bytes());
+    push(host);
+    if forwarding::passes_forwarded_proto(headers, from_trusted) {
+        for proto in headers.get_all("x-forwarded-proto") {
+            push(proto.as_bytes());
+        }
+    } else {
+        push(forwarding::listener_proto(state.tls.is_some()).as_bytes());
     }
+    push(path.as_bytes());
     let mut key = CacheKey::new(primary, "");
     key.extensions.insert(PurgeTag(purge_tag(&route.label, path)));
     Some(key)
