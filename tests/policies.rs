@@ -324,6 +324,51 @@ fn the_cache_key_is_the_host_and_scheme_the_backend_is_told() {
 }
 
 #[test]
+fn callers_that_cannot_be_told_apart_never_share_a_cached_answer() {
+    let echo = Echo::start("e1");
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys_file = keys_dir.path().join("keys.yaml");
+    let out = Command::new(SIGER).args(["apikey", "--consumer", "acme", "--roles", "user"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).unwrap().trim().to_string();
+    std::fs::write(&keys_file, format!("{}\n", field("entry:"))).unwrap();
+    let gw = Gateway::start(&format!(
+        "{}  api_keys: {{header: X-Api-Key, file: {}}}\nservices:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /user, service: s, schemes: [jwt, api_key], cache: {{ttl: 60s}}}}\n  - {{path: /opt, service: s, auth: optional, cache: {{ttl: 60s}}}}\n",
+        hs_auth(""),
+        keys_file.display(),
+        echo.addr
+    ));
+    let token = |claims: serde_json::Value| format!("Bearer {}", hs256(&claims));
+    let mut no_sub = claims("x", &["user"]);
+    no_sub.as_object_mut().unwrap().remove("sub");
+    let empty_sub = claims("", &["user"]);
+    // Tokens without a `sub` (or an empty one) name nobody: never cached, never served one.
+    for (what, claims) in [("no sub", &no_sub), ("empty sub", &empty_sub)] {
+        for _ in 0..2 {
+            let r = get_with(gw.addr, "/user/me", &[("Authorization", &token(claims.clone()))]);
+            assert_eq!(r.status, 200);
+            assert_eq!(r.header("x-cache"), Some("BYPASS"), "{what}");
+        }
+    }
+    // On an optional route the anonymous entry is the anonymous callers' only.
+    let n = served(&echo);
+    assert_eq!(get(gw.addr, "/opt/me").header("x-cache"), Some("MISS"));
+    assert_eq!(get(gw.addr, "/opt/me").header("x-cache"), Some("HIT"));
+    let r = get_with(gw.addr, "/opt/me", &[("Authorization", &token(no_sub.clone()))]);
+    assert_eq!(r.header("x-cache"), Some("BYPASS"), "a token without sub is not the anonymous caller");
+    assert_eq!(served(&echo), n + 2);
+    // The same name from two schemes is two callers: JWT `sub: acme` and the API key of acme.
+    let jwt_acme = token(claims("acme", &["user"]));
+    assert_eq!(get_with(gw.addr, "/user/x", &[("Authorization", &jwt_acme)]).header("x-cache"), Some("MISS"));
+    assert_eq!(get_with(gw.addr, "/user/x", &[("Authorization", &jwt_acme)]).header("x-cache"), Some("HIT"));
+    let key = field("key:");
+    let by_key = get_with(gw.addr, "/user/x", &[("X-Api-Key", &key)]);
+    assert_eq!(by_key.header("x-cache"), Some("MISS"), "the consumer acme is not the user acme");
+    assert_eq!(by_key.json()["headers"]["x-consumer"][0], "acme");
+    assert_eq!(get_with(gw.addr, "/user/x", &[("X-Api-Key", &key)]).header("x-cache"), Some("HIT"));
+}
+
+#[test]
 fn the_first_compressing_route_needs_a_new_process() {
     let echo = Echo::start("e1");
     let plain = format!(

@@ -9,6 +9,7 @@
 //! the object. Entries carry a purge tag (route and path) so an admin purge removes every
 //! variant of a path — every `Vary` value, every user of a per-user route.
 
+use crate::auth::Identity;
 use crate::config::RouteCache;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -193,6 +194,36 @@ pub(crate) fn cache_lock() -> &'static pingora::cache::lock::CacheKeyLockImpl {
 pub(crate) fn predictor() -> &'static pingora::cache::predictor::Predictor<16> {
     static PREDICTOR: OnceLock<pingora::cache::predictor::Predictor<16>> = OnceLock::new();
     PREDICTOR.get_or_init(|| pingora::cache::predictor::Predictor::new(1024, None))
+}
+
+/// Who a cached answer on a route that is not `auth: public` belongs to (unless the answer is
+/// `Cache-Control: public`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner<'a> {
+    /// No credentials (an `auth: optional` route): the entry of every anonymous caller.
+    Anonymous,
+    /// A verified caller: a name within its scheme (a JWT `sub`, an API-key consumer and a
+    /// Telegram user id are different namespaces).
+    Named {
+        /// The scheme's config name.
+        scheme: &'static str,
+        /// The caller's name in it.
+        name: &'a str,
+    },
+    /// A verified caller without a name (a JWT without `sub`, or with an empty one): it cannot
+    /// be told apart from other such callers, so nothing is cached for it or served to it.
+    Unnamed,
+}
+
+/// The owner of the entries a caller reads and fills.
+pub(crate) fn owner(identity: Option<&Identity>) -> Owner<'_> {
+    match identity {
+        None => Owner::Anonymous,
+        Some(i) => match i.sub.as_deref() {
+            Some(name) if !name.is_empty() => Owner::Named { scheme: i.scheme.name(), name },
+            _ => Owner::Unnamed,
+        },
+    }
 }
 
 /// The purge tag of a route's path: FNV-1a over the route label and the path with its query.
@@ -470,6 +501,20 @@ mod tests {
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
         assert!(!meta.serve_stale_while_revalidate(later) && !meta.serve_stale_if_error(later), "never served stale");
         assert!(is_public(&response(200, &[("cache-control", "max-age=5, Public")]).headers));
+    }
+
+    #[test]
+    fn callers_own_entries_by_scheme_and_name() {
+        use crate::auth::Scheme;
+        let named =
+            |scheme, sub: Option<&str>| Identity { scheme, sub: sub.map(str::to_string), ..Identity::default() };
+        assert_eq!(owner(None), Owner::Anonymous);
+        let jwt = named(Scheme::Jwt, Some("acme"));
+        let key = named(Scheme::ApiKey, Some("acme"));
+        assert_eq!(owner(Some(&jwt)), Owner::Named { scheme: "jwt", name: "acme" });
+        assert_ne!(owner(Some(&jwt)), owner(Some(&key)), "one name, two schemes: two owners");
+        assert_eq!(owner(Some(&named(Scheme::Jwt, None))), Owner::Unnamed);
+        assert_eq!(owner(Some(&named(Scheme::Jwt, Some("")))), Owner::Unnamed);
     }
 
     fn entry(size: usize, tag: u64) -> Entry {

@@ -682,7 +682,10 @@ impl ProxyHttp for Gateway {
         let Some(cache) = state.route.and_then(|r| snap.route(r).cache.as_ref()) else { return Ok(()) };
         let req = session.req_header();
         let method_ok = req.method == http::Method::GET || req.method == http::Method::HEAD;
-        if !method_ok || state.declared_length.is_some_and(|l| l > 0) || req.headers.contains_key(http::header::UPGRADE)
+        if !method_ok
+            || state.declared_length.is_some_and(|l| l > 0)
+            || req.headers.contains_key(http::header::UPGRADE)
+            || !policies::cache_enabled_for(snap, state)
         {
             return Ok(());
         }
@@ -710,7 +713,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
         req: &RequestHeader,
     ) -> Option<pingora::cache::key::HashBinary> {
-        policies::cache_variance(&ctx.snapshot, &ctx.state, meta, req)
+        policies::cache_variance(&ctx.snapshot, &ctx.state, meta.headers(), req)
     }
 
     fn response_cache_filter(

@@ -12,7 +12,7 @@ use crate::policy::cors;
 use crate::policy::headers::Vars;
 use crate::snapshot::Snapshot;
 use pingora::cache::key::{CacheKey, HashBinary};
-use pingora::cache::{CacheMeta, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder};
+use pingora::cache::{CachePhase, NoCacheReason, RespCacheable, VarianceBuilder};
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
 use pingora::protocols::http::compression::Algorithm;
@@ -169,19 +169,20 @@ pub(super) fn cache_key(snap: &Snapshot, session: &Session, state: &RequestState
 }
 
 /// What selects among a path's cached variants: the route's `vary` headers and the response's
-/// own `Vary`; the accepted encodings when the route does not compress (the upstream may
-/// have); and, on authenticated routes, who asked — unless the response is
+/// own `Vary` (`response`: the headers of the stored or arriving answer); the accepted encodings
+/// when the route does not compress (the upstream may have); and, on routes that are not
+/// public, who asked ([`cache::Owner`]: scheme and name) — unless the response is
 /// `Cache-Control: public`.
 pub(super) fn cache_variance(
     snap: &Snapshot,
     state: &RequestState,
-    meta: &CacheMeta,
+    response: &http::HeaderMap,
     req: &RequestHeader,
 ) -> Option<HashBinary> {
     let route = route(snap, state)?;
     let cache = route.cache.as_ref()?;
     let mut names: Vec<String> = cache.vary.iter().map(|h| h.as_str().to_string()).collect();
-    for line in meta.headers().get_all(http::header::VARY) {
+    for line in response.get_all(http::header::VARY) {
         if let Ok(text) = line.to_str() {
             names.extend(text.split(',').map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()));
         }
@@ -202,11 +203,27 @@ pub(super) fn cache_variance(
     if route.compress.is_none() {
         variance.add_owned_name_value("siger-accept-encoding".into(), accepted_encodings(&req.headers).into_bytes());
     }
-    if route.auth != crate::config::AuthMode::Public && !cache::is_public(meta.headers()) {
-        let who = state.identity.as_ref().and_then(|i| i.sub.clone()).unwrap_or_default();
-        variance.add_owned_name_value("siger-identity".into(), who.into_bytes());
+    if route.auth != crate::config::AuthMode::Public && !cache::is_public(response) {
+        match cache::owner(state.identity.as_deref()) {
+            cache::Owner::Named { scheme, name } => {
+                variance.add_value("siger-identity-scheme", scheme);
+                variance.add_value("siger-identity", name);
+            }
+            cache::Owner::Anonymous => variance.add_value("siger-identity", ""),
+            // Never cached ([`cache_enabled_for`]); should one get here, it matches nothing
+            // another caller stored.
+            cache::Owner::Unnamed => variance.add_value("siger-identity-scheme", "unnamed"),
+        }
     }
     variance.finalize()
+}
+
+/// Whether a caching route's cache is used for this caller: not for one that cannot be told
+/// apart from others ([`cache::Owner::Unnamed`]) on a route whose entries are per caller.
+pub(super) fn cache_enabled_for(snap: &Snapshot, state: &RequestState) -> bool {
+    route(snap, state).is_some_and(|r| {
+        r.auth == crate::config::AuthMode::Public || cache::owner(state.identity.as_deref()) != cache::Owner::Unnamed
+    })
 }
 
 /// The encodings a client accepts, as a canonical list (`br,gzip`): variants are kept per
