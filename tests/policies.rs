@@ -369,6 +369,42 @@ fn callers_that_cannot_be_told_apart_never_share_a_cached_answer() {
 }
 
 #[test]
+fn answers_to_requests_with_credentials_are_shared_only_when_the_response_allows_it() {
+    let echo = Echo::start("e1");
+    let gw = Gateway::start(&format!(
+        "{}services:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /c, service: s, auth: public, cache: {{ttl: 60s}}}}\n  - {{path: /nocookie, service: s, auth: public, request_headers: {{remove: [Cookie]}}, cache: {{ttl: 60s}}}}\n  - {{path: /user, service: s, cache: {{ttl: 60s}}}}\n",
+        hs_auth(""),
+        echo.addr
+    ));
+    // RFC 9111 §3.5: an answer to a request with Authorization (or, as browsers send them,
+    // cookies) is shared only when it says so: public, s-maxage or must-revalidate.
+    for (credential, value) in [("Cookie", "session=alice"), ("Authorization", "Basic YWxpY2U6cHc=")] {
+        let path = format!("/c/{credential}");
+        let personal = get_with(gw.addr, &path, &[(credential, value)]);
+        assert_eq!(personal.status, 200);
+        assert_eq!(personal.header("x-cache"), Some("BYPASS"), "{credential}: not stored");
+        let anonymous = get(gw.addr, &path);
+        assert_eq!(anonymous.header("x-cache"), Some("MISS"), "{credential}: not served to others");
+        assert!(anonymous.json()["headers"].get(credential.to_ascii_lowercase()).is_none());
+        // Nor does it make the path uncacheable for everyone else.
+        assert_eq!(get(gw.addr, &path).header("x-cache"), Some("HIT"), "{credential}");
+        for allowed in ["public", "s-maxage=60", "must-revalidate"] {
+            let path = format!("/c/{credential}-{allowed}?respond_header=Cache-Control:{allowed}");
+            assert_eq!(get_with(gw.addr, &path, &[(credential, value)]).header("x-cache"), Some("MISS"));
+            assert_eq!(get(gw.addr, &path).header("x-cache"), Some("HIT"), "{credential} with {allowed}");
+        }
+    }
+    // A cookie the backend never sees changes nothing.
+    assert_eq!(get_with(gw.addr, "/nocookie/x", &[("Cookie", "session=alice")]).header("x-cache"), Some("MISS"));
+    assert_eq!(get(gw.addr, "/nocookie/x").header("x-cache"), Some("HIT"));
+    // Per-user entries are keyed by the token; a cookie beside it is still not the key.
+    let alice = bearer("alice", serde_json::json!({}));
+    get_with(gw.addr, "/user/me", &[("Authorization", &alice), ("Cookie", "tenant=a")]);
+    assert_eq!(get_with(gw.addr, "/user/me", &[("Authorization", &alice)]).header("x-cache"), Some("MISS"));
+    assert_eq!(get_with(gw.addr, "/user/me", &[("Authorization", &alice)]).header("x-cache"), Some("HIT"));
+}
+
+#[test]
 fn the_first_compressing_route_needs_a_new_process() {
     let echo = Echo::start("e1");
     let plain = format!(

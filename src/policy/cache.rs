@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use lru::LruCache;
 use pingora::cache::key::{CacheHashKey, CacheKey, HashBinary};
+use pingora::cache::lock::LockStatus;
 use pingora::cache::storage::{
     HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeTarget, PurgeType, Storage,
 };
@@ -185,15 +186,38 @@ impl MemStorage {
 /// The cache lock: concurrent misses for one key wait for the first one's response instead
 /// of each going upstream. A writer that takes longer than this lets the others compete again.
 pub(crate) fn cache_lock() -> &'static pingora::cache::lock::CacheKeyLockImpl {
-    static LOCK: OnceLock<pingora::cache::lock::CacheLock> = OnceLock::new();
-    LOCK.get_or_init(|| pingora::cache::lock::CacheLock::new(std::time::Duration::from_secs(10)))
+    static LOCK: OnceLock<Lock> = OnceLock::new();
+    LOCK.get_or_init(|| Lock(pingora::cache::lock::CacheLock::new(std::time::Duration::from_secs(10))))
+}
+
+/// Pingora's cache lock, with what a writer's own refusals tell the requests waiting on it.
+struct Lock(pingora::cache::lock::CacheLock);
+
+impl pingora::cache::lock::CacheKeyLock for Lock {
+    fn lock(&self, key: &CacheKey, stale_writer: bool) -> pingora::cache::lock::Locked {
+        self.0.lock(key, stale_writer)
+    }
+
+    fn release(&self, key: &CacheKey, permit: pingora::cache::lock::WritePermit, reason: LockStatus) {
+        self.0.release(key, permit, reason);
+    }
+
+    fn custom_lock_status(&self, reason: &'static str) -> LockStatus {
+        match reason {
+            // The writer's answer was its own; the next request's may be everyone's: elect a
+            // new writer (Pingora's default sends every waiter upstream uncached).
+            UNKEYED_CREDENTIALS => LockStatus::TransientError,
+            _ => LockStatus::GiveUp,
+        }
+    }
 }
 
 /// Remembers keys whose responses were not cacheable, so the next request for one goes
-/// straight upstream instead of queueing behind the cache lock.
+/// straight upstream instead of queueing behind the cache lock. An answer kept from others
+/// because of its request's credentials says nothing about the next request's.
 pub(crate) fn predictor() -> &'static pingora::cache::predictor::Predictor<16> {
     static PREDICTOR: OnceLock<pingora::cache::predictor::Predictor<16>> = OnceLock::new();
-    PREDICTOR.get_or_init(|| pingora::cache::predictor::Predictor::new(1024, None))
+    PREDICTOR.get_or_init(|| pingora::cache::predictor::Predictor::new(1024, Some(|r| r == UNKEYED_CREDENTIALS)))
 }
 
 /// Who a cached answer on a route that is not `auth: public` belongs to (unless the answer is
@@ -224,6 +248,18 @@ pub(crate) fn owner(identity: Option<&Identity>) -> Owner<'_> {
             _ => Owner::Unnamed,
         },
     }
+}
+
+/// Why an answer to a request with credentials the cache key does not hold was not stored.
+pub(crate) const UNKEYED_CREDENTIALS: &str = "request-credentials";
+
+/// Whether the request sent upstream carries credentials the cache key does not hold: any
+/// `Cookie`, and an `Authorization` unless it is the caller the entry is keyed by
+/// (`keyed_by_authorization`: a JWT or Telegram caller on a route that is not public). Such a
+/// request's answer may be that caller's own (RFC 9111 §3.5).
+pub(crate) fn unkeyed_credentials(upstream: &http::HeaderMap, keyed_by_authorization: bool) -> bool {
+    upstream.contains_key(http::header::COOKIE)
+        || (!keyed_by_authorization && upstream.contains_key(http::header::AUTHORIZATION))
 }
 
 /// The purge tag of a route's path: FNV-1a over the route label and the path with its query.
@@ -394,9 +430,16 @@ impl HandleMiss for Fill {
 /// Whether a response on a caching route (`settings`) is stored, and for how long: what the response's
 /// `Cache-Control` (or `Expires`) says, else the route's `ttl`. Never stored: statuses other
 /// than 200, 203, 204, 301, 308, 404 and 410; `no-store` and `private`; `Set-Cookie`;
-/// `Vary: *`; and, on a compressing route, a body the upstream encoded although it was asked
-/// for the plain one.
-pub(crate) fn storable(settings: &RouteCache, compresses: bool, resp: &ResponseHeader) -> RespCacheable {
+/// `Vary: *`; on a compressing route, a body the upstream encoded although it was asked for the
+/// plain one; and, when the request carried credentials the key does not hold
+/// (`unkeyed_credentials`), an answer that does not say a shared cache may keep it (`public`,
+/// `s-maxage` or `must-revalidate`, RFC 9111 §3.5).
+pub(crate) fn storable(
+    settings: &RouteCache,
+    compresses: bool,
+    unkeyed_credentials: bool,
+    resp: &ResponseHeader,
+) -> RespCacheable {
     use pingora::cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
     let refuse = |why: &'static str| RespCacheable::Uncacheable(NoCacheReason::Custom(why));
     if !matches!(resp.status.as_u16(), 200 | 203 | 204 | 301 | 308 | 404 | 410) {
@@ -423,6 +466,11 @@ pub(crate) fn storable(settings: &RouteCache, compresses: bool, resp: &ResponseH
     let cc = CacheControl::from_resp_headers(resp);
     if cc.as_ref().is_some_and(|c| c.is_cacheable() == Cacheable::No) {
         return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    if unkeyed_credentials
+        && !cc.as_ref().is_some_and(|c| c.public() || c.must_revalidate() || c.s_maxage().ok().flatten().is_some())
+    {
+        return refuse(UNKEYED_CREDENTIALS);
     }
     let now = std::time::SystemTime::now();
     let fresh_until = match cc.as_ref().and_then(|c| c.fresh_duration()) {
@@ -478,7 +526,7 @@ mod tests {
             max_entry: 1 << 20,
         };
         let stored = |r: &ResponseHeader, compresses: bool| {
-            matches!(storable(&settings, compresses, r), RespCacheable::Cacheable(_))
+            matches!(storable(&settings, compresses, false, r), RespCacheable::Cacheable(_))
         };
         assert!(stored(&response(200, &[]), false));
         for never in [
@@ -494,13 +542,42 @@ mod tests {
         let encoded = response(200, &[("content-encoding", "gzip")]);
         assert!(stored(&encoded, false) && !stored(&encoded, true), "compressing routes store plain bodies only");
         let RespCacheable::Cacheable(meta) =
-            storable(&settings, false, &response(200, &[("cache-control", "no-cache")]))
+            storable(&settings, false, false, &response(200, &[("cache-control", "no-cache")]))
         else {
             panic!("no-cache is stored")
         };
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
         assert!(!meta.serve_stale_while_revalidate(later) && !meta.serve_stale_if_error(later), "never served stale");
         assert!(is_public(&response(200, &[("cache-control", "max-age=5, Public")]).headers));
+    }
+
+    #[test]
+    fn answers_to_requests_with_unkeyed_credentials_are_kept_only_when_shareable() {
+        let settings = RouteCache {
+            ttl: std::time::Duration::from_secs(60),
+            stale_while_revalidate: std::time::Duration::ZERO,
+            stale_if_error: std::time::Duration::ZERO,
+            vary: Vec::new(),
+            max_entry: 1 << 20,
+        };
+        let stored = |r: &ResponseHeader| matches!(storable(&settings, false, true, r), RespCacheable::Cacheable(_));
+        assert!(!stored(&response(200, &[])));
+        assert!(!stored(&response(200, &[("cache-control", "max-age=60")])));
+        for shareable in ["public", "max-age=5, s-maxage=60", "must-revalidate"] {
+            assert!(stored(&response(200, &[("cache-control", shareable)])), "{shareable}");
+        }
+        assert!(!stored(&response(200, &[("cache-control", "public, no-store")])));
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, http::HeaderValue::from_static(v));
+            }
+            h
+        };
+        assert!(!unkeyed_credentials(&headers(&[("accept", "*/*")]), false));
+        assert!(unkeyed_credentials(&headers(&[("cookie", "a=1")]), true), "a cookie is never the key");
+        assert!(unkeyed_credentials(&headers(&[("authorization", "Basic eDp5")]), false));
+        assert!(!unkeyed_credentials(&headers(&[("authorization", "Bearer t")]), true), "the keyed caller");
     }
 
     #[test]

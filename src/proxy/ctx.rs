@@ -60,6 +60,9 @@ pub(crate) struct RequestState {
     pub(crate) compressing: bool,
     /// `request_filter`: normalised path and query, the cache key's (caching routes only).
     pub(crate) cache_path: Option<String>,
+    /// `upstream_request_filter`: the request sent upstream carries credentials the cache key
+    /// does not hold (a `Cookie`, or an `Authorization` that is not the keyed caller).
+    pub(crate) unkeyed_credentials: bool,
     /// `request_filter`: the body is held until complete and checked against the route's
     /// schema (`request_body_filter` releases it once valid).
     pub(crate) validation: Option<super::validation::HeldBody>,
@@ -140,6 +143,7 @@ impl RequestCtx {
                 preflight: false,
                 compressing: false,
                 cache_path: None,
+                unkeyed_credentials: false,
                 validation: None,
                 service: None,
                 breaker: None,

@@ -549,7 +549,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let (snap, state) = (&*ctx.snapshot, &ctx.state);
+        let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         if let Some(uri) = state.upstream_uri.clone() {
             upstream.set_uri(uri);
         }
@@ -625,6 +625,9 @@ impl ProxyHttp for Gateway {
             upstream.remove_header(&http::header::EXPECT);
         }
         policies::on_upstream_request(snap, session, state, upstream);
+        if session.cache.enabled() {
+            state.unkeyed_credentials = policies::unkeyed_credentials(snap, state, upstream);
+        }
         Ok(())
     }
 

@@ -226,6 +226,18 @@ pub(super) fn cache_enabled_for(snap: &Snapshot, state: &RequestState) -> bool {
     })
 }
 
+/// Whether the request going upstream carries credentials the cache key does not hold (see
+/// [`cache::unkeyed_credentials`]): its answer is stored only if it says it may be shared.
+pub(super) fn unkeyed_credentials(snap: &Snapshot, state: &RequestState, upstream: &RequestHeader) -> bool {
+    let Some(route) = route(snap, state).filter(|r| r.cache.is_some()) else { return false };
+    let keyed_by_authorization = route.auth != crate::config::AuthMode::Public
+        && state
+            .identity
+            .as_ref()
+            .is_some_and(|i| matches!(i.scheme, crate::auth::Scheme::Jwt | crate::auth::Scheme::Telegram));
+    cache::unkeyed_credentials(&upstream.headers, keyed_by_authorization)
+}
+
 /// The encodings a client accepts, as a canonical list (`br,gzip`): variants are kept per
 /// what a client can decode, not per spelling of its header.
 fn accepted_encodings(headers: &http::HeaderMap) -> String {
@@ -248,7 +260,7 @@ fn accepted_encodings(headers: &http::HeaderMap) -> String {
 pub(super) fn cacheable(snap: &Snapshot, state: &RequestState, resp: &ResponseHeader) -> RespCacheable {
     match route(snap, state) {
         Some(route) => match &route.cache {
-            Some(settings) => cache::storable(settings, route.compress.is_some(), resp),
+            Some(settings) => cache::storable(settings, route.compress.is_some(), state.unkeyed_credentials, resp),
             None => RespCacheable::Uncacheable(NoCacheReason::NeverEnabled),
         },
         None => RespCacheable::Uncacheable(NoCacheReason::NeverEnabled),
