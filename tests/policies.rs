@@ -404,6 +404,89 @@ fn answers_to_requests_with_credentials_are_shared_only_when_the_response_allows
     assert_eq!(get_with(gw.addr, "/user/me", &[("Authorization", &alice)]).header("x-cache"), Some("HIT"));
 }
 
+/// A gateway with one h2c listener (HTTP/1 is served on it too) and these routes.
+fn h2c_gateway(routes: &str) -> Gateway {
+    Gateway::start_raw(&format!(
+        "server:\n  threads: 2\n  pid_file: {{{{DIR}}}}/siger.pid\n  upgrade_sock: {{{{DIR}}}}/upgrade.sock\n  grace_period: 0s\n  graceful_shutdown_timeout: 2s\nlisten:\n  - {{addr: \"{{{{LISTEN}}}}\", h2c: true}}\nadmin:\n  listen: \"{{{{ADMIN}}}}\"\n{routes}"
+    ))
+}
+
+/// An HTTP/2 stream that asked for a path and never reads a byte of the answer (its
+/// flow-control window is 0), its connection driven by a runtime while the test goes on.
+struct StalledStream {
+    _client: h2::client::SendRequest<bytes::Bytes>,
+    _response: h2::client::ResponseFuture,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StalledStream {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+fn h2_stalled_request(
+    rt: &tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> StalledStream {
+    let mut request = http::Request::get(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let request = request.body(()).unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, connection) = h2::client::Builder::new().initial_window_size(0).handshake(tcp).await.unwrap();
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut client = client.ready().await.unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        StalledStream { _client: client, _response: response, driver }
+    })
+}
+
+#[test]
+fn a_client_that_never_reads_holds_nobody_behind_the_cache_lock() {
+    let echo = Echo::start("e1");
+    let gw = h2c_gateway(&format!(
+        "services:\n  s: {{targets: [\"{}\"], read_timeout: 10s}}\nroutes:\n  - {{path: /c, service: s, auth: public, strip_prefix: true, cache: {{ttl: 60s}}}}\n  - {{path: /short, service: s, auth: public, strip_prefix: true, cache: {{ttl: 1s}}}}\n",
+        echo.addr
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let body_len = 300_000;
+    // Another client of the key is answered from the cache at once (the lock waits up to 10 s).
+    let prompt = |path: &str, headers: &[(&str, &str)], what: &str| {
+        let started = Instant::now();
+        let r = get_with(gw.addr, path, headers);
+        let took = started.elapsed();
+        assert_eq!((r.status, r.body.len()), (200, body_len), "{what}");
+        assert!(took < Duration::from_secs(5), "{what}: answered after {took:?}");
+        assert_eq!(r.header("x-cache"), Some("HIT"), "{what}");
+    };
+    let path = format!("/c/bytes/{body_len}");
+    let before = served(&echo);
+    // 1. The miss of a new key is taken by a client that never reads.
+    let _stalled = h2_stalled_request(&rt, gw.addr, &path, &[]);
+    assert!(eventually(Duration::from_secs(5), || served(&echo) == before + 1), "the miss went upstream");
+    prompt(&path, &[], "a new key");
+    assert_eq!(served(&echo), before + 1, "one upstream request");
+    // 2. A variant (another set of accepted encodings) missing beside a cached one.
+    let _stalled = h2_stalled_request(&rt, gw.addr, &path, &[("accept-encoding", "gzip")]);
+    assert!(eventually(Duration::from_secs(5), || served(&echo) == before + 2));
+    prompt(&path, &[("Accept-Encoding", "gzip")], "a new variant");
+    // 3. An entry past its freshness, fetched again.
+    let short = format!("/short/bytes/{body_len}");
+    assert_eq!(get(gw.addr, &short).header("x-cache"), Some("MISS"));
+    std::thread::sleep(Duration::from_millis(1300));
+    let before = served(&echo);
+    let _stalled = h2_stalled_request(&rt, gw.addr, &short, &[]);
+    assert!(eventually(Duration::from_secs(5), || served(&echo) == before + 1));
+    prompt(&short, &[], "an expired entry");
+}
+
 #[test]
 fn the_first_compressing_route_needs_a_new_process() {
     let echo = Echo::start("e1");

@@ -10,6 +10,7 @@ mod aggregation;
 mod attempts;
 mod ctx;
 mod downstream;
+mod fill;
 mod jobs;
 mod policies;
 mod validation;
@@ -681,7 +682,7 @@ impl ProxyHttp for Gateway {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
-        let (snap, state) = (&*ctx.snapshot, &ctx.state);
+        let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         let Some(cache) = state.route.and_then(|r| snap.route(r).cache.as_ref()) else { return Ok(()) };
         let req = session.req_header();
         let method_ok = req.method == http::Method::GET || req.method == http::Method::HEAD;
@@ -694,18 +695,35 @@ impl ProxyHttp for Gateway {
         }
         let mut overrides = pingora::cache::CacheOptionOverrides::default();
         overrides.wait_timeout = Some(std::time::Duration::from_secs(10));
+        // A background fill already holds its key's lock: it must not wait on it.
+        let background_fill = fill::adopt(session);
+        let lock = if background_fill.is_some() { None } else { Some(crate::policy::cache::cache_lock()) };
         session.cache.enable(
             crate::policy::cache::storage(),
             None,
             Some(crate::policy::cache::predictor()),
-            Some(crate::policy::cache::cache_lock()),
+            lock,
             Some(overrides),
         );
         session.cache.set_max_file_size_bytes(cache.max_entry as usize);
+        state.background_fill = background_fill;
+        if state.background_fill.is_none() && session.subrequest_spawner.is_some() {
+            let key = policies::cache_key(snap, session, state)
+                .ok_or_else(|| Error::explain(InternalError, "cache enabled on a request without a cache key"))?;
+            state.handed_off = fill::hand_off(snap, session, state, &key);
+            state.cache_key = Some(key);
+        }
         Ok(())
     }
 
+    fn allow_spawning_subrequest(&self, session: &Session, _ctx: &Self::CTX) -> bool {
+        fill::may_hand_off(session)
+    }
+
     fn cache_key_callback(&self, session: &Session, ctx: &mut Self::CTX) -> Result<pingora::cache::CacheKey> {
+        if let Some(key) = ctx.state.cache_key.take() {
+            return Ok(key);
+        }
         policies::cache_key(&ctx.snapshot, session, &ctx.state)
             .ok_or_else(|| Error::explain(InternalError, "cache enabled on a request without a cache key"))
     }
@@ -793,8 +811,15 @@ impl ProxyHttp for Gateway {
         let unanswered = state.attempt.status.is_none().then_some("cancelled");
         attempts::record_span(snap, state, upstream_error.or(unanswered));
         let elapsed = state.started.elapsed();
-        if let Some(route) = state.route.filter(|r| snap.route(*r).cache.is_some()) {
-            snap.metrics.cache_result(route, policies::cache_result(session.cache.phase()));
+        // A background request (a fill or a revalidation) is counted by the client request it
+        // serves, not as one more.
+        let background = session.subrequest_ctx.is_some();
+        if let Some(route) = state.route.filter(|r| !background && snap.route(*r).cache.is_some()) {
+            snap.metrics.cache_result(route, policies::cache_result(session.cache.phase(), state.handed_off));
+        }
+        // A background fill tells the requests waiting on it what it came to.
+        if let Some(held) = state.background_fill.take() {
+            held.release(session.cache.phase());
         }
         let req = session.req_header();
         snap.metrics.observe_request(&self.runtime.metrics, state.route, &req.method, status, elapsed.as_secs_f64());

@@ -68,7 +68,7 @@ pub(super) fn on_response(snap: &Snapshot, session: &mut Session, state: &Reques
         }
     }
     if route.cache.is_some() {
-        let _ = resp.insert_header("X-Cache", cache_result(session.cache.phase()));
+        let _ = resp.insert_header("X-Cache", cache_result(session.cache.phase(), state.handed_off));
     }
     if let Some(cors) = &route.cors {
         cors::apply(resp, cors.response(&session.req_header().headers));
@@ -78,9 +78,12 @@ pub(super) fn on_response(snap: &Snapshot, session: &mut Session, state: &Reques
     }
 }
 
-/// `X-Cache` (and the `result` label of `siger_cache_requests_total`) for a cache phase.
-pub(super) fn cache_result(phase: CachePhase) -> &'static str {
+/// `X-Cache` (and the `result` label of `siger_cache_requests_total`) for a cache phase;
+/// `handed_off`: the request's fetch was made for it in the background ([`super::fill`]), so
+/// the entry it was answered from is its own miss.
+pub(super) fn cache_result(phase: CachePhase, handed_off: bool) -> &'static str {
     match phase {
+        CachePhase::Hit if handed_off => "MISS",
         CachePhase::Hit | CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "HIT",
         CachePhase::Miss | CachePhase::Expired => "MISS",
         CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
@@ -110,6 +113,10 @@ pub(super) fn on_upstream_request(
 /// was known (and ignores q-values): it is handed just the encoding chosen here.
 pub(super) fn enable_compression(snap: &Snapshot, session: &mut Session, state: &mut RequestState) {
     let Some(settings) = route(snap, state).and_then(|r| r.compress.as_ref()) else { return };
+    // A background request's answer goes to no client.
+    if session.subrequest_ctx.is_some() {
+        return;
+    }
     let Some(encoding) = settings.choose(&session.req_header().headers) else { return };
     let Some(ctx) = session.downstream_modules_ctx.get_mut::<ResponseCompression>() else { return };
     let algorithm = match encoding {
