@@ -487,6 +487,46 @@ fn a_client_that_never_reads_holds_nobody_behind_the_cache_lock() {
     prompt(&short, &[], "an expired entry");
 }
 
+/// `GET path` over HTTP/2 (prior knowledge): the status and `X-Cache` of the answer, read whole.
+fn h2_get(rt: &tokio::runtime::Runtime, addr: std::net::SocketAddr, path: &str) -> (u16, Option<String>) {
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::get(format!("http://{addr}{path}")).body(()).unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        let response = response.await.unwrap();
+        let cache = response.headers().get("x-cache").map(|v| v.to_str().unwrap().to_string());
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        driver.abort();
+        (status, cache)
+    })
+}
+
+#[test]
+fn stale_answers_to_http2_clients_are_refreshed_in_the_background() {
+    let echo = Echo::start("e1");
+    let gw = h2c_gateway(&format!(
+        "services:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /swr, service: s, auth: public, cache: {{ttl: 1s, stale_while_revalidate: 30s}}}}\n",
+        echo.addr
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    assert_eq!(h2_get(&rt, gw.addr, "/swr/x"), (200, Some("MISS".into())));
+    std::thread::sleep(Duration::from_millis(1300));
+    let before = served(&echo);
+    assert_eq!(h2_get(&rt, gw.addr, "/swr/x"), (200, Some("STALE".into())));
+    assert!(eventually(Duration::from_secs(5), || served(&echo) == before + 1), "one background refresh");
+    assert!(eventually(Duration::from_secs(5), || h2_get(&rt, gw.addr, "/swr/x").1.as_deref() == Some("HIT")));
+}
+
 #[test]
 fn the_first_compressing_route_needs_a_new_process() {
     let echo = Echo::start("e1");

@@ -65,6 +65,9 @@ pub(crate) struct RequestState {
     /// `request_cache_filter`: this request's fetch was handed to a background subrequest, and
     /// it waits on the lock for the entry ([`super::fill`]).
     pub(crate) handed_off: bool,
+    /// `should_serve_stale`: the HTTP/2 request's version, lent out as HTTP/1.1 while Pingora
+    /// copies the request into a background refresh; `response_filter` gives it back.
+    pub(crate) lent_version: Option<http::Version>,
     /// `request_cache_filter`: this background subrequest fetches under a lock it holds for
     /// the requests waiting on it; `logging` releases it.
     pub(crate) background_fill: Option<crate::policy::cache::HeldLock>,
@@ -155,6 +158,7 @@ impl RequestCtx {
                 cache_key: None,
                 background_fill: None,
                 handed_off: false,
+                lent_version: None,
                 validation: None,
                 service: None,
                 breaker: None,

@@ -76,8 +76,7 @@ pub(super) fn hand_off(snap: &Snapshot, session: &mut Session, state: &RequestSt
     let Locked::Write(permit) = cache::cache_lock().lock(&lock_key, stored) else { return false };
     let held = HeldLock::new(lock_key, permit);
     let ctx = subrequest::Ctx::builder().user_ctx(Box::new(BackgroundFill(Some(held)))).build();
-    // The subrequest re-reads this request as HTTP/1 text, and an HTTP/2 request line
-    // (`GET /x HTTP/2`) does not parse: the request is HTTP/1.1 while Pingora copies it.
+    // The subrequest re-reads this request as HTTP/1 text (see [`lend_http1_version`]).
     let version = session.req_header().version;
     session.req_header_mut().set_version(http::Version::HTTP_11);
     let spawned = match session.subrequest_spawner.as_ref() {
@@ -89,4 +88,22 @@ pub(super) fn hand_off(snap: &Snapshot, session: &mut Session, state: &RequestSt
     };
     session.req_header_mut().set_version(version);
     spawned
+}
+
+/// A background subrequest re-reads its parent request as HTTP/1 text, and an HTTP/2 request
+/// line (`GET /x HTTP/2`) does not parse: the subrequest dies before it starts (Pingora's
+/// stale-while-revalidate refresh of an HTTP/2 request never ran, and its lock dangled). The
+/// request is HTTP/1.1 while Pingora copies it; [`restore_version`] gives its version back.
+pub(super) fn lend_http1_version(session: &mut Session, state: &mut RequestState) {
+    if session.as_downstream().is_http2() && state.lent_version.is_none() {
+        state.lent_version = Some(session.req_header().version);
+        session.req_header_mut().set_version(http::Version::HTTP_11);
+    }
+}
+
+/// Undo [`lend_http1_version`].
+pub(super) fn restore_version(session: &mut Session, state: &mut RequestState) {
+    if let Some(version) = state.lent_version.take() {
+        session.req_header_mut().set_version(version);
+    }
 }

@@ -671,6 +671,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        fill::restore_version(session, &mut ctx.state);
         let (snap, state) = (&*ctx.snapshot, &ctx.state);
         upstream.insert_header("X-Request-Id", state.request_id.as_str())?;
         add_rate_limit_headers(upstream, state.rate_limit.as_ref());
@@ -746,16 +747,23 @@ impl ProxyHttp for Gateway {
         Ok(policies::cacheable(&ctx.snapshot, &ctx.state, resp))
     }
 
-    fn should_serve_stale(&self, _session: &mut Session, ctx: &mut Self::CTX, error: Option<&Error>) -> bool {
+    fn should_serve_stale(&self, session: &mut Session, ctx: &mut Self::CTX, error: Option<&Error>) -> bool {
         match error {
             // Stale-if-error: the entry's own window decides (Pingora checks it).
             Some(e) => e.esource() == &ErrorSource::Upstream,
             // Stale-while-revalidate, when the route allows it.
-            None => ctx
-                .state
-                .route
-                .and_then(|r| ctx.snapshot.route(r).cache.as_ref())
-                .is_some_and(|c| !c.stale_while_revalidate.is_zero()),
+            None => {
+                let serves = ctx
+                    .state
+                    .route
+                    .and_then(|r| ctx.snapshot.route(r).cache.as_ref())
+                    .is_some_and(|c| !c.stale_while_revalidate.is_zero());
+                if serves && session.cache.is_cache_lock_writer() {
+                    // Pingora hands the refresh to a background subrequest next.
+                    fill::lend_http1_version(session, &mut ctx.state);
+                }
+                serves
+            }
         }
     }
 
@@ -795,6 +803,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        fill::restore_version(session, &mut ctx.state);
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         state.attempt.slot = None;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
