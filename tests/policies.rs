@@ -2,7 +2,9 @@
 //! template variable, on proxied and gateway answers; CORS preflights before authentication and
 //! CORS headers on errors; compression decoded by curl; the response cache (hits, what is never
 //! stored, per-user entries, one upstream request for a burst of misses, stale while
-//! revalidating, the memory bound, purge, HEAD from GET, variants by encoding).
+//! revalidating, the memory bound, purge, HEAD from GET, variants by encoding, the key's host and
+//! scheme, callers that cannot be told apart, answers to requests with credentials, HTTP/2
+//! clients that never read or whose entry went stale).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
