@@ -10,6 +10,7 @@ mod aggregation;
 mod attempts;
 mod ctx;
 mod downstream;
+mod fill;
 mod jobs;
 mod policies;
 mod validation;
@@ -555,7 +556,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let (snap, state) = (&*ctx.snapshot, &ctx.state);
+        let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         if let Some(uri) = state.upstream_uri.clone() {
             upstream.set_uri(uri);
         }
@@ -606,9 +607,8 @@ impl ProxyHttp for Gateway {
         if state.route.is_some_and(|r| !snap.route(r).forward_authorization) {
             upstream.remove_header(&AUTHORIZATION);
         }
-        if !(from_trusted && upstream.headers.contains_key("x-forwarded-proto")) {
-            let tls = state.tls.is_some();
-            upstream.insert_header("X-Forwarded-Proto", if tls { "https" } else { "http" })?;
+        if !forwarding::passes_forwarded_proto(&upstream.headers, from_trusted) {
+            upstream.insert_header("X-Forwarded-Proto", forwarding::listener_proto(state.tls.is_some()))?;
         }
         // Only a certificate this gateway verified names the client: copies sent by clients
         // (or proxies in front) never pass.
@@ -632,6 +632,9 @@ impl ProxyHttp for Gateway {
             upstream.remove_header(&http::header::EXPECT);
         }
         policies::on_upstream_request(snap, session, state, upstream);
+        if session.cache.enabled() {
+            state.unkeyed_credentials = policies::unkeyed_credentials(snap, state, upstream);
+        }
         Ok(())
     }
 
@@ -674,6 +677,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        fill::restore_version(session, &mut ctx.state);
         let (snap, state) = (&*ctx.snapshot, &ctx.state);
         upstream.insert_header("X-Request-Id", state.request_id.as_str())?;
         add_rate_limit_headers(upstream, state.rate_limit.as_ref());
@@ -685,7 +689,7 @@ impl ProxyHttp for Gateway {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
-        let (snap, state) = (&*ctx.snapshot, &ctx.state);
+        let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         let Some(cache) = state.route.and_then(|r| snap.route(r).cache.as_ref()) else { return Ok(()) };
         // A request with a body (whatever its headers say: chunked, or an HTTP/2 stream
         // without `content-length`) is answered by the backend: the key does not see the body.
@@ -694,23 +698,40 @@ impl ProxyHttp for Gateway {
         }
         let req = session.req_header();
         let method_ok = req.method == http::Method::GET || req.method == http::Method::HEAD;
-        if !method_ok || req.headers.contains_key(http::header::UPGRADE) {
+        if !method_ok || req.headers.contains_key(http::header::UPGRADE) || !policies::cache_enabled_for(snap, state) {
             return Ok(());
         }
         let mut overrides = pingora::cache::CacheOptionOverrides::default();
         overrides.wait_timeout = Some(std::time::Duration::from_secs(10));
+        // A background fill already holds its key's lock: it must not wait on it.
+        let background_fill = fill::adopt(session);
+        let lock = if background_fill.is_some() { None } else { Some(crate::policy::cache::cache_lock()) };
         session.cache.enable(
             crate::policy::cache::storage(),
             None,
             Some(crate::policy::cache::predictor()),
-            Some(crate::policy::cache::cache_lock()),
+            lock,
             Some(overrides),
         );
         session.cache.set_max_file_size_bytes(cache.max_entry as usize);
+        state.background_fill = background_fill;
+        if state.background_fill.is_none() && session.subrequest_spawner.is_some() {
+            let key = policies::cache_key(snap, session, state)
+                .ok_or_else(|| Error::explain(InternalError, "cache enabled on a request without a cache key"))?;
+            state.handed_off = fill::hand_off(snap, session, state, &key);
+            state.cache_key = Some(key);
+        }
         Ok(())
     }
 
+    fn allow_spawning_subrequest(&self, session: &Session, _ctx: &Self::CTX) -> bool {
+        fill::may_hand_off(session)
+    }
+
     fn cache_key_callback(&self, session: &Session, ctx: &mut Self::CTX) -> Result<pingora::cache::CacheKey> {
+        if let Some(key) = ctx.state.cache_key.take() {
+            return Ok(key);
+        }
         policies::cache_key(&ctx.snapshot, session, &ctx.state)
             .ok_or_else(|| Error::explain(InternalError, "cache enabled on a request without a cache key"))
     }
@@ -721,7 +742,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
         req: &RequestHeader,
     ) -> Option<pingora::cache::key::HashBinary> {
-        policies::cache_variance(&ctx.snapshot, &ctx.state, meta, req)
+        policies::cache_variance(&ctx.snapshot, &ctx.state, meta.headers(), req)
     }
 
     fn response_cache_filter(
@@ -733,16 +754,23 @@ impl ProxyHttp for Gateway {
         Ok(policies::cacheable(&ctx.snapshot, &ctx.state, resp))
     }
 
-    fn should_serve_stale(&self, _session: &mut Session, ctx: &mut Self::CTX, error: Option<&Error>) -> bool {
+    fn should_serve_stale(&self, session: &mut Session, ctx: &mut Self::CTX, error: Option<&Error>) -> bool {
         match error {
             // Stale-if-error: the entry's own window decides (Pingora checks it).
             Some(e) => e.esource() == &ErrorSource::Upstream,
             // Stale-while-revalidate, when the route allows it.
-            None => ctx
-                .state
-                .route
-                .and_then(|r| ctx.snapshot.route(r).cache.as_ref())
-                .is_some_and(|c| !c.stale_while_revalidate.is_zero()),
+            None => {
+                let serves = ctx
+                    .state
+                    .route
+                    .and_then(|r| ctx.snapshot.route(r).cache.as_ref())
+                    .is_some_and(|c| !c.stale_while_revalidate.is_zero());
+                if serves && session.cache.is_cache_lock_writer() {
+                    // Pingora hands the refresh to a background subrequest next.
+                    fill::lend_http1_version(session, &mut ctx.state);
+                }
+                serves
+            }
         }
     }
 
@@ -782,6 +810,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        fill::restore_version(session, &mut ctx.state);
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         state.attempt.slot = None;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
@@ -798,8 +827,15 @@ impl ProxyHttp for Gateway {
         let unanswered = state.attempt.status.is_none().then_some("cancelled");
         attempts::record_span(snap, state, upstream_error.or(unanswered));
         let elapsed = state.started.elapsed();
-        if let Some(route) = state.route.filter(|r| snap.route(*r).cache.is_some()) {
-            snap.metrics.cache_result(route, policies::cache_result(session.cache.phase()));
+        // A background request (a fill or a revalidation) is counted by the client request it
+        // serves, not as one more.
+        let background = session.subrequest_ctx.is_some();
+        if let Some(route) = state.route.filter(|r| !background && snap.route(*r).cache.is_some()) {
+            snap.metrics.cache_result(route, policies::cache_result(session.cache.phase(), state.handed_off));
+        }
+        // A background fill tells the requests waiting on it what it came to.
+        if let Some(held) = state.background_fill.take() {
+            held.release(session.cache.phase());
         }
         let req = session.req_header();
         snap.metrics.observe_request(&self.runtime.metrics, state.route, &req.method, status, elapsed.as_secs_f64());
