@@ -1,6 +1,7 @@
-//! Hostile load at the edge (issue 18, ARCHITECTURE.md §7.8): connection bounds in all and
-//! per client IP (idle keep-alive connections give way first), the whole-head deadline against
-//! trickled heads, the whole-body deadline against trickled bodies, and HTTP/2 stream bounds.
+//! Hostile load at the edge (issues 18 and 25, ARCHITECTURE.md §7.8): connection bounds in all
+//! and per client IP (idle keep-alive connections give way first), the whole-head deadline
+//! against trickled heads, the whole-body deadline against trickled bodies, the connection gate
+//! on h2c listeners, HTTP/2 stream bounds, and pipelining.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -341,7 +342,9 @@ fn limits_are_checked_and_reloadable() {
     let refused = gw.reload();
     let text = String::from_utf8_lossy(&refused.body);
     assert_eq!(refused.status, 422, "{text}");
-    assert!(text.contains("limits.max_connections") && text.contains("limits.header_timeout"), "{text}");
+    for key in ["limits.max_connections", "limits.header_timeout"] {
+        assert!(text.contains(key), "{key}: {text}");
+    }
 }
 
 /// A gateway with an h2c listener and `limits` (YAML flow-map entries), in front of `echo`.
@@ -423,4 +426,159 @@ fn an_http2_stream_whose_body_stalls_is_reset_at_the_body_timeout() {
         assert_eq!(response.await.unwrap().status(), 200);
     });
     assert_eq!(metric_of(&gw, "siger_request_timeouts_total{phase=\"body\"}"), 1.0);
+}
+
+/// Every response on `s` until the server closes it (or 10 s pass), parsed in order.
+fn responses_until_close(s: &mut TcpStream) -> Vec<RawResponse> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut bytes = Vec::new();
+    let _ = s.read_to_end(&mut bytes);
+    let mut out = Vec::new();
+    let mut rest = &bytes[..];
+    while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&rest[..end]).into_owned();
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let headers: Vec<(String, String)> = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+            .collect();
+        let len = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let body_end = (end + 4 + len).min(rest.len());
+        out.push(RawResponse { status, headers, body: rest[end + 4..body_end].to_vec() });
+        rest = &rest[body_end..];
+    }
+    out
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let echo = Echo::start("api");
+    let gw = gateway(&echo, "header_timeout: 5s");
+    // Three requests in one write: each is answered, in order.
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let paths: Vec<String> =
+        responses_until_close(&mut s).iter().map(|r| r.json()["path"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(paths, ["/a", "/b", "/c"], "one write");
+    // The next request sent while the first is still being answered.
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(b"GET /slow?delay_ms=400 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    s.write_all(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let answers = responses_until_close(&mut s);
+    let paths: Vec<String> = answers.iter().map(|r| r.json()["path"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(paths, ["/slow", "/next"], "sent during the first answer");
+}
+
+#[test]
+fn more_than_256_header_fields_get_a_json_answer_from_the_gate() {
+    let echo = Echo::start("api");
+    let gw = gateway(&echo, "max_header_bytes: 64KiB");
+    let mut head = String::from("GET /x HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..300 {
+        head.push_str(&format!("X-F{i}: v\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let r = read_response(&mut s).expect("an answer");
+    assert_eq!(r.status, 431, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"], "request_header_fields_too_large");
+    assert!(r.json()["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    // 256 fields are proxied (the echo backend, hyper, refuses more than 100 itself).
+    let mut head = String::from("GET /fields256 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for i in 0..254 {
+        head.push_str(&format!("X-F{i}: v\r\n"));
+    }
+    head.push_str("\r\n");
+    let r = raw_request(gw.addr, head.as_bytes());
+    assert!(!String::from_utf8_lossy(&r.body).contains("request_header_fields_too_large"), "{r:?}");
+    assert!(eventually(Duration::from_secs(5), || gw
+        .access_lines()
+        .iter()
+        .any(|l| l["path"] == "/fields256" && l["attempts"] == 1)));
+}
+
+#[test]
+fn leading_empty_lines_neither_end_the_head_nor_lift_its_bound() {
+    let echo = Echo::start("api");
+    let gw = gateway(&echo, "max_header_bytes: 4KiB, header_timeout: 10s");
+    // Empty lines before the request line are skipped (RFC 9112 §2.2)...
+    let r = raw_request(gw.addr, b"\r\n\r\n\nGET /x?fixed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200);
+    // ...and do not end the head early: a head growing past the bound after them is answered
+    // 431 while it arrives, as without them.
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"\r\n\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = Instant::now();
+    for i in 0..8 {
+        if s.write_all(format!("X-Pad-{i}: {}\r\n", "p".repeat(1000)).as_bytes()).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = read_response(&mut s).expect("an answer before header_timeout");
+    assert_eq!(r.status, 431, "{}", String::from_utf8_lossy(&r.body));
+    assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
+    // Empty lines alone count toward the bound too.
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(&b"\r\n".repeat(3000));
+    let r = read_response(&mut s).expect("an answer before header_timeout");
+    assert_eq!(r.status, 431);
+}
+
+#[test]
+fn http1_on_an_h2c_listener_goes_through_the_connection_gate() {
+    let echo = Echo::start("api");
+    let gw = h2c_gateway(&echo, "max_header_bytes: 4KiB, header_timeout: 10s");
+    // A head growing past the bound is answered 431 while it arrives.
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = Instant::now();
+    for i in 0..8 {
+        if s.write_all(format!("X-Pad-{i}: {}\r\n", "p".repeat(1000)).as_bytes()).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = read_response(&mut s).expect("an answer before header_timeout");
+    assert_eq!(r.status, 431, "{}", String::from_utf8_lossy(&r.body));
+    assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
+    assert_eq!(metric_of(&gw, "siger_request_heads_too_large_total"), 1.0);
+    // A request shorter than the HTTP/2 preface is answered at once (the preface is not waited
+    // for), and keep-alive requests follow on the same connection.
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    s.write_all(b"GET /x HTTP/1.1\r\n\r\n").unwrap();
+    let r = read_response(&mut s).expect("an answer");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+    assert_eq!(r.status, 400, "no Host: {}", String::from_utf8_lossy(&r.body));
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /x?fixed HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s).expect("an answer").status, 200);
+    s.write_all(b"GET /x?fixed HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s).expect("a second answer").status, 200);
+    // HTTP/2 with prior knowledge is still served on the same listener.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = h2_client(gw.addr).await;
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::get(format!("http://{}/x?fixed", gw.addr)).body(()).unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        assert_eq!(response.await.unwrap().status(), 200);
+    });
 }

@@ -306,7 +306,7 @@ impl Metrics {
             heads_too_large: counter(
                 &registry,
                 "siger_request_heads_too_large_total",
-                "Request heads answered 431 while still arriving, past limits.max_header_bytes",
+                "Request heads answered 431 before a session: past limits.max_header_bytes while still arriving, or with more than 256 header fields",
             ),
         };
         let rate_limit_redis_node = register(

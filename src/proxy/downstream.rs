@@ -1,19 +1,20 @@
 //! The downstream connection before Pingora reads a request from it.
 //!
-//! [`ConnectionGate`] admits each accepted connection under `limits.max_connections` and
-//! `max_connections_per_ip` and wraps its stream in the request clock of [`crate::connections`]
-//! (header and body deadlines, eviction of idle connections at the bound), then serves it in a
-//! task of its own (Pingora's per-connection task is several KiB and ends). It serves HTTP/1
-//! connections itself, request after request: between requests it waits for the next one's
-//! first bytes outside Pingora, so an idle keep-alive connection holds its stream and a small
-//! future, not Pingora's per-request state and futures (tens of KiB); it then reads the whole
-//! head ([`read_head`]) and only a complete head gets a Pingora session. HTTP/2 (ALPN or an
-//! h2c listener) goes to Pingora's own connection handling.
+//! [`ConnectionGate`] admits each accepted connection (after TLS) under `limits.max_connections`
+//! and `max_connections_per_ip` and wraps its stream in the request clock of
+//! [`crate::connections`] (header and body deadlines, eviction of idle connections at the
+//! bound), then serves it in a task of its own (Pingora's per-connection task is several KiB
+//! and ends). It serves HTTP/1 connections itself, request after request:
+//! between requests it waits for the next one's first bytes outside Pingora, so an idle
+//! keep-alive connection holds its stream and a small future, not Pingora's per-request state
+//! and futures (tens of KiB); it then reads the whole head ([`read_head`]) and only a complete
+//! head gets a Pingora session. HTTP/2 (ALPN, or the preface on an h2c listener, found by the
+//! same head read) goes to Pingora's own connection handling.
 //!
 //! [`IdleLimited`] gives every session `limits.idle_timeout` (Pingora's default is a fixed 60 s)
 //! and each HTTP/2 stream its own body deadline.
 
-use crate::connections::{self, Connections, Guarded};
+use crate::connections::{self, Connections, Guarded, H2_PREFACE};
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -105,37 +106,45 @@ impl<A> ConnectionGate<A> {
 
 impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
     /// Serve an admitted connection until it closes: HTTP/1 request after request in
-    /// [`Self::serve_http1`]; HTTP/2 (ALPN or an h2c listener) in Pingora's handling.
+    /// [`Self::serve_http1`]; HTTP/2 (ALPN, or the preface on an h2c listener) in Pingora's
+    /// handling ([`Self::serve_h2`]).
     async fn serve_connection(self: &Arc<Self>, stream: Box<Guarded>, shutdown: &ShutdownWatch) {
         let conn = stream.conn();
-        let options = self.inner.server_options();
-        let alpn = stream.selected_alpn_proto();
-        let http1 = matches!(alpn, None | Some(ALPN::H1)) && !options.is_some_and(|o| o.h2c || o.force_custom);
-        if http1 {
-            return connections::serve(conn, self.serve_http1(stream, shutdown)).await;
+        if stream.selected_alpn_proto() == Some(ALPN::H2) {
+            return connections::serve(conn, self.serve_h2(stream, shutdown)).await;
         }
-        connections::serve(conn, async {
-            // Pingora's connection loop: a stream handed back is served again.
-            let mut next = ServerApp::process_new(&self.inner, stream, shutdown).await;
-            while let Some(stream) = next {
-                next = ServerApp::process_new(&self.inner, stream, shutdown).await;
-            }
-        })
-        .await
+        connections::serve(conn, self.serve_http1(stream, shutdown)).await
+    }
+
+    /// Pingora's connection loop: a stream handed back is served again.
+    async fn serve_h2(self: &Arc<Self>, stream: Box<Guarded>, shutdown: &ShutdownWatch) {
+        let mut next = ServerApp::process_new(&self.inner, stream, shutdown).await;
+        while let Some(stream) = next {
+            next = ServerApp::process_new(&self.inner, stream, shutdown).await;
+        }
     }
 
     /// Serve an HTTP/1 connection's requests one after another (Pingora's loop for HTTP apps,
-    /// with the wait for each request moved out of the request's state).
+    /// with the wait for each request moved out of the request's state). On an h2c listener a
+    /// connection that opens with the HTTP/2 preface goes to [`Self::serve_h2`] instead.
     async fn serve_http1(self: &Arc<Self>, mut stream: Box<Guarded>, shutdown: &ShutdownWatch) {
         let mut settings: Option<HttpPersistentSettings> = None;
+        let mut h2c = self.inner.server_options().is_some_and(|o| o.h2c) && stream.get_ssl_digest().is_none();
         loop {
             connections::request_starting();
             // A new connection's first request is served even when shutdown has begun (the
             // client connected before the listener closed); an idle keep-alive one closes.
             let reused = settings.is_some();
-            let Some(head) = read_head(&mut stream, &self.runtime, reused.then_some(shutdown)).await else {
+            let Some(head) = read_head(&mut stream, &self.runtime, reused.then_some(shutdown), h2c).await else {
                 return;
             };
+            if h2c && head.starts_with(H2_PREFACE) {
+                // Pingora looks for the preface again, and reads it, from the bytes put back.
+                stream.unread(head);
+                stream.untimed();
+                return self.serve_h2(stream, shutdown).await;
+            }
+            h2c = false;
             // Pingora parses the gathered head before it reads from the stream again.
             let mut http1 = HttpSessionV1::new(stream);
             http1.set_pipelined_prefix(head);
@@ -160,14 +169,19 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
 }
 
 /// The next request's whole head, read by the connection's stream before any Pingora session
-/// exists ([`Guarded::read_head`]); `None` when the connection is to close instead: it stayed
-/// idle (see [`wait_for_request`]) or the head did not come whole.
-async fn read_head(stream: &mut Guarded, runtime: &Runtime, shutdown: Option<&ShutdownWatch>) -> Option<BytesMut> {
+/// exists ([`Guarded::read_head`]; `h2c`: or the HTTP/2 preface); `None` when the connection
+/// is to close instead: it stayed idle (see [`wait_for_request`]) or the head did not come whole.
+async fn read_head(
+    stream: &mut Guarded,
+    runtime: &Runtime,
+    shutdown: Option<&ShutdownWatch>,
+    h2c: bool,
+) -> Option<BytesMut> {
     if !wait_for_request(stream, runtime, shutdown).await {
         return None;
     }
     let idle = Duration::from_secs(runtime.idle_secs.load(Ordering::Relaxed));
-    stream.read_head(idle, || runtime.current().config.limits.max_header_bytes).await
+    stream.read_head(idle, h2c).await
 }
 
 /// Wait until the next request's first bytes arrive (true), or the connection is to close:
