@@ -1,16 +1,19 @@
 //! Client connections (ARCHITECTURE.md §7.8): how many the process holds, in all and per
-//! client IP; which idle ones give way at the bound; and the deadlines of each request's head
-//! and body.
+//! client IP; which idle or stalled ones give way at the bound; and the deadlines of each
+//! request head and body, and of each write of the answer.
 //!
 //! Pingora reads a request head and body with a timeout per read, so a client that trickles a
 //! byte at a time holds its connection until the head reaches Pingora's 1 MiB limit, and a
-//! body has no overall deadline. Every client stream is therefore wrapped in a [`Guarded`]
-//! stream that knows the phase of the request in progress: the first byte of a head starts the
-//! head clock, the proxy's hooks move the phase on ([`head_read`], [`body_read`],
-//! [`upgraded`]), and a read that would wait past the phase's deadline ends the request
-//! instead. The hooks find their connection through a task-local: HTTP/1 requests run in their
-//! connection's task. Each HTTP/2 stream runs in a task of its own with its own clock
-//! ([`serve_h2_stream`]); h2 connections are bounded by their stream settings and idle timeout.
+//! body has no overall deadline; it writes an answer without any, so a client that stops
+//! reading holds its connection, and the backend connection under it, for ever. Every client
+//! stream is therefore wrapped in a [`Guarded`] stream that knows the phase of the request in
+//! progress: the first byte of a head starts the head clock, the proxy's hooks move the phase
+//! on ([`head_read`], [`body_read`], [`upgraded`]), a read that would wait past the phase's
+//! deadline ends the request instead, and a write that waits `limits.send_timeout` without
+//! progress ends the connection. The hooks find their connection through a task-local: HTTP/1
+//! requests run in their connection's task. Each HTTP/2 stream runs in a task of its own with
+//! its own body clock ([`serve_h2_stream`]) and Pingora's write timeout; h2 connections are
+//! bounded by their stream settings and idle timeout.
 
 use crate::config::Limits;
 use crate::errors::GatewayError;
@@ -99,6 +102,9 @@ pub(crate) struct Conn {
     waker: AtomicWaker,
     /// The request's body missed `body_timeout` (the proxy answers 408).
     body_timed_out: AtomicBool,
+    /// When a write to the client began to wait (`now_ms`, 0: not waiting): a client that has
+    /// stopped reading, closed at `send_timeout` and evictable at the bound.
+    write_stalled_since: AtomicU64,
 }
 
 impl Conn {
@@ -109,6 +115,7 @@ impl Conn {
             evict: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             body_timed_out: AtomicBool::new(false),
+            write_stalled_since: AtomicU64::new(0),
         }
     }
 
@@ -135,10 +142,15 @@ impl Conn {
     }
 
     /// Since when the connection has waited for its client, if it has: for a request (idle
-    /// keep-alive) or for the rest of a head.
+    /// keep-alive), for the rest of a head, or for a write the client does not take.
     fn waiting_since(&self) -> Option<u64> {
-        let waiting = matches!(self.phase(), Phase::Idle | Phase::Head) && !self.evict.load(Ordering::Relaxed);
-        waiting.then(|| self.since_ms.load(Ordering::Relaxed))
+        if self.evict.load(Ordering::Relaxed) {
+            return None;
+        }
+        match self.write_stalled_since.load(Ordering::Relaxed) {
+            0 => matches!(self.phase(), Phase::Idle | Phase::Head).then(|| self.since_ms.load(Ordering::Relaxed)),
+            stalled => Some(stalled),
+        }
     }
 }
 
@@ -231,6 +243,8 @@ pub(crate) struct ConnectionMetrics {
     pub(crate) evicted: IntCounter,
     pub(crate) header_timeouts: IntCounter,
     pub(crate) body_timeouts: IntCounter,
+    /// Connections closed because a write to the client made no progress for `send_timeout`.
+    pub(crate) send_timeouts: IntCounter,
     /// Heads answered 431 before a session: past `limits.max_header_bytes` while arriving, or
     /// with more header fields than Pingora parses.
     pub(crate) heads_too_large: IntCounter,
@@ -253,6 +267,7 @@ pub(crate) struct Connections {
     max_per_ip: AtomicUsize,
     header_timeout_ms: AtomicU64,
     body_timeout_ms: AtomicU64,
+    send_timeout_ms: AtomicU64,
     max_header_bytes: AtomicUsize,
     open: AtomicUsize,
     /// `now_ms` before which no connection can be evicted (the last scan found none).
@@ -271,6 +286,7 @@ impl Connections {
             max_per_ip: AtomicUsize::new(0),
             header_timeout_ms: AtomicU64::new(0),
             body_timeout_ms: AtomicU64::new(0),
+            send_timeout_ms: AtomicU64::new(0),
             max_header_bytes: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             no_eviction_before: AtomicU64::new(0),
@@ -290,7 +306,14 @@ impl Connections {
         self.max_per_ip.store(limits.max_connections_per_ip.unwrap_or(0), Ordering::Relaxed);
         self.header_timeout_ms.store(limits.header_timeout.as_millis() as u64, Ordering::Relaxed);
         self.body_timeout_ms.store(limits.body_timeout.as_millis() as u64, Ordering::Relaxed);
+        self.send_timeout_ms.store(limits.send_timeout.as_millis() as u64, Ordering::Relaxed);
         self.max_header_bytes.store(limits.max_header_bytes, Ordering::Relaxed);
+    }
+
+    /// `limits.send_timeout`: how long a write to a client may wait without progress (for
+    /// HTTP/2 streams, Pingora's write timeout).
+    pub(crate) fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_timeout_ms.load(Ordering::Relaxed))
     }
 
     /// Whether a connection just accepted would be refused at the total bound: the process is
@@ -337,10 +360,11 @@ impl Connections {
         Ok(Ticket { id, block, conn, connections: self.clone() })
     }
 
-    /// Close the connection that has waited longest without being served, if it has waited at
-    /// least [`EVICTABLE_AFTER`]: an idle keep-alive connection, or a head still arriving (a
-    /// slowloris otherwise holds its place for up to `header_timeout`). A connection serving
-    /// a request, or between requests for less than that (an active client), is never chosen.
+    /// Close the connection that has waited longest for its client, if it has waited at least
+    /// [`EVICTABLE_AFTER`]: an idle keep-alive connection, a head still arriving (a slowloris otherwise holds its place for up to `header_timeout`), or an
+    /// answer the client does not read (it would hold its place, and a backend connection, for
+    /// up to `send_timeout`). A connection serving a request, or between requests for less than
+    /// that (an active client), is never chosen.
     /// One per new connection, so refusals cannot cascade. False when none can go; then no
     /// scan is made again before one could.
     fn evict_idle(&self) -> bool {
@@ -382,6 +406,11 @@ impl Connections {
     /// `limits.max_header_bytes`.
     fn max_header_bytes(&self) -> usize {
         self.max_header_bytes.load(Ordering::Relaxed)
+    }
+
+    /// When a write that has waited since `stalled_ms` is given up.
+    fn send_deadline(&self, stalled_ms: u64) -> Instant {
+        epoch() + Duration::from_millis(stalled_ms + self.send_timeout_ms.load(Ordering::Relaxed))
     }
 
     fn deadline(&self, conn: &Conn, phase: Phase) -> Instant {
@@ -456,8 +485,9 @@ impl Drop for Ticket {
 }
 
 /// At the bound, a connection may be closed for a new one once it has waited this long for a
-/// request (idle keep-alive) or for the rest of its head (a legitimate head arrives in
-/// milliseconds). Active clients are between requests for far less.
+/// request (idle keep-alive), for the rest of its head (a legitimate head arrives in
+/// milliseconds) or for its client to take a write. Active clients are between requests for
+/// far less.
 const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
 
 /// How long, and for how many bytes, a connection answered early is read on before it closes
@@ -530,6 +560,10 @@ pub(crate) struct Guarded {
     /// The deadline timer, made the first time a read has to wait in a clocked phase (a
     /// request whose head and body arrive at once never needs one).
     timer: Option<Pin<Box<Sleep>>>,
+    /// The `send_timeout` timer, made the first time a write has to wait.
+    send_timer: Option<Pin<Box<Sleep>>>,
+    /// A write is waiting (the client is not reading); `Conn::write_stalled_since` says since when.
+    write_stalled: bool,
     /// Something was written since the current head began: an answer of the stream's own
     /// would be spliced into it, so a head refused then only fails the read.
     wrote: bool,
@@ -555,7 +589,17 @@ impl std::fmt::Debug for Guarded {
 
 impl Guarded {
     pub(crate) fn new(inner: Stream, ticket: Ticket) -> Self {
-        Guarded { inner, ticket, timer: None, wrote: false, early_answer: None, unread: None, head_read_on: None }
+        Guarded {
+            inner,
+            ticket,
+            timer: None,
+            send_timer: None,
+            write_stalled: false,
+            wrote: false,
+            early_answer: None,
+            unread: None,
+            head_read_on: None,
+        }
     }
 
     /// The connection's shared state (for [`serve`]).
@@ -783,15 +827,47 @@ impl Guarded {
         })
     }
 
-    /// Run a write operation on the client's stream, noting that something was written.
+    /// A write could not go out: the client is not reading. Pending until `send_timeout` has
+    /// passed since the stall began, or the connection was chosen to close at the bound; then
+    /// the error that ends the write (and the connection).
+    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let conn = &self.ticket.conn;
+        if !self.write_stalled {
+            self.write_stalled = true;
+            conn.write_stalled_since.store(now_ms().max(1), Ordering::Relaxed);
+        }
+        if conn.evicted(cx) {
+            return Poll::Ready(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed at max_connections: the client does not read its answer",
+            ));
+        }
+        let connections = &self.ticket.connections;
+        let since = conn.write_stalled_since.load(Ordering::Relaxed);
+        let deadline = tokio::time::Instant::from_std(connections.send_deadline(since));
+        ready!(poll_timer(&mut self.send_timer, deadline, cx));
+        connections.metrics.send_timeouts.inc();
+        Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "no write progress within send_timeout"))
+    }
+
+    /// Run a write operation on the client's stream; one that waits is clocked by
+    /// [`Self::poll_stalled`], one that completes ends the stall.
     fn poll_send<T>(
         &mut self,
         cx: &mut Context<'_>,
         op: impl FnOnce(Pin<&mut Stream>, &mut Context<'_>) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        let done = ready!(op(Pin::new(&mut self.inner), cx));
-        self.wrote = true;
-        Poll::Ready(done)
+        match op(Pin::new(&mut self.inner), cx) {
+            Poll::Pending => self.poll_stalled(cx).map(Err),
+            done => {
+                self.wrote = true;
+                if self.write_stalled {
+                    self.write_stalled = false;
+                    self.ticket.conn.write_stalled_since.store(0, Ordering::Relaxed);
+                }
+                done
+            }
+        }
     }
 }
 
@@ -915,7 +991,10 @@ impl AsyncWrite for Guarded {
 #[async_trait::async_trait]
 impl Shutdown for Guarded {
     async fn shutdown(&mut self) {
-        self.inner.shutdown().await
+        // Through `poll_shutdown`: flushing to a client that does not read meets send_timeout.
+        if let Err(e) = tokio::io::AsyncWriteExt::shutdown(self).await {
+            log::debug!("client connection shutdown: {e}");
+        }
     }
 }
 
@@ -1019,6 +1098,7 @@ mod tests {
             evicted: counter("evicted"),
             header_timeouts: counter("header_timeouts"),
             body_timeouts: counter("body_timeouts"),
+            send_timeouts: counter("send_timeouts"),
             heads_too_large: counter("heads_too_large"),
         }
     }
@@ -1031,6 +1111,7 @@ mod tests {
         limits.max_connections_per_ip = per_ip;
         limits.header_timeout = Duration::from_millis(300);
         limits.body_timeout = Duration::from_millis(300);
+        limits.send_timeout = Duration::from_millis(300);
         limits
     }
 
@@ -1331,5 +1412,51 @@ mod tests {
         stream.read_exact(&mut all).await.unwrap();
         assert_eq!(&all[..24], H2_PREFACE);
         drop(rest.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_write_the_client_does_not_take_fails_at_the_send_timeout_one_it_takes_does_not() {
+        let c = Connections::new(&limits(10, None), metrics());
+        // A client reading 1 KiB every 100 ms keeps writes moving past the 300 ms send_timeout.
+        let (mut stream, mut client, conn) = guarded(&c);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let mut got = 0;
+            while got < 16 << 10 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                got += client.read(&mut buf).await.unwrap();
+            }
+            client
+        });
+        stream.write_all(&[7u8; 16 << 10]).await.unwrap();
+        let client = reader.await.unwrap();
+        assert_eq!(conn.write_stalled_since.load(Ordering::Relaxed), 0);
+        // A client that stops reading: the write fails once it has waited send_timeout.
+        let started = Instant::now();
+        let err = stream.write_all(&[7u8; 64 << 10]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(290), "{:?}", started.elapsed());
+        assert_eq!(c.metrics.send_timeouts.get(), 1);
+        drop(client);
+    }
+
+    #[tokio::test]
+    async fn at_the_bound_a_writer_the_client_stopped_taking_gives_way() {
+        let mut l = limits(1, None);
+        l.send_timeout = Duration::from_secs(60);
+        let c = Connections::new(&l, metrics());
+        let (mut stream, _client, conn) = guarded(&c);
+        conn.enter(Phase::Done);
+        let writer = tokio::spawn(async move { stream.write_all(&[7u8; 64 << 10]).await });
+        while conn.write_stalled_since.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(c.admit(None, false).unwrap_err(), Refusal::Total, "stalled for less than a second");
+        c.no_eviction_before.store(0, Ordering::Relaxed);
+        conn.write_stalled_since.store(now_ms() - 2_000, Ordering::Relaxed);
+        let _new = c.admit(None, false).unwrap();
+        let err = writer.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+        assert_eq!(c.metrics.evicted.get(), 1);
     }
 }

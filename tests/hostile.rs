@@ -1,12 +1,15 @@
 //! Hostile load at the edge (issues 18 and 25, ARCHITECTURE.md §7.8): connection bounds in all
-//! and per client IP (idle keep-alive connections give way first), the whole-head deadline
-//! against trickled heads, the whole-body deadline against trickled bodies, the connection gate
-//! on h2c listeners, HTTP/2 stream bounds, and pipelining.
+//! and per client IP (idle keep-alive connections and stalled readers give way first), the
+//! whole-head deadline against trickled heads, the whole-body deadline against trickled bodies,
+//! `send_timeout` against clients that stop reading, the connection gate on h2c listeners,
+//! HTTP/2 stream bounds, and pipelining.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -336,13 +339,13 @@ fn limits_are_checked_and_reloadable() {
     assert!(closed_within(&mut second, Duration::from_secs(2)), "per-IP bound of the reloaded config");
     // Bad values name their key.
     gw.rewrite(&format!(
-        "{HEAD}limits: {{max_connections: 0, header_timeout: 10ms}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
+        "{HEAD}limits: {{max_connections: 0, header_timeout: 10ms, send_timeout: 2h}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
         echo.addr
     ));
     let refused = gw.reload();
     let text = String::from_utf8_lossy(&refused.body);
     assert_eq!(refused.status, 422, "{text}");
-    for key in ["limits.max_connections", "limits.header_timeout"] {
+    for key in ["limits.max_connections", "limits.header_timeout", "limits.send_timeout"] {
         assert!(text.contains(key), "{key}: {text}");
     }
 }
@@ -581,4 +584,158 @@ fn http1_on_an_h2c_listener_goes_through_the_connection_gate() {
         let (response, _) = client.send_request(request, true).unwrap();
         assert_eq!(response.await.unwrap().status(), 200);
     });
+}
+
+/// A backend that answers every request with a body it never finishes (chunked, without a
+/// last chunk), written as fast as the connection takes it, and counts the connections it saw closed under
+/// it (its write failed).
+struct Firehose {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+}
+
+impl Firehose {
+    fn start() -> Firehose {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (a, c) = (accepted.clone(), closed.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                a.fetch_add(1, Ordering::SeqCst);
+                let closed = c.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                        line.clear();
+                    }
+                    let mut conn = conn;
+                    let mut chunk = b"10000\r\n".to_vec();
+                    chunk.extend_from_slice(&[b'f'; 64 << 10]);
+                    chunk.extend_from_slice(b"\r\n");
+                    let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+                    if conn.write_all(head).is_ok() {
+                        while conn.write_all(&chunk).is_ok() {}
+                    }
+                    closed.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Firehose { addr, accepted, closed }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+/// A gateway routing `/big` to `fire` and everything else to `echo`; `listen` is the listener
+/// list (YAML) and `limits` flow-map entries.
+fn firehose_gateway(echo: &Echo, fire: &Firehose, listen: &str, limits: &str) -> Gateway {
+    Gateway::start_raw(&firehose_config(echo, fire, listen, limits))
+}
+
+fn firehose_config(echo: &Echo, fire: &Firehose, listen: &str, limits: &str) -> String {
+    format!(
+        "server:\n  threads: 2\n  pid_file: {{{{DIR}}}}/siger.pid\n  upgrade_sock: {{{{DIR}}}}/upgrade.sock\n  grace_period: 0s\n  graceful_shutdown_timeout: 2s\nlisten: {listen}\nadmin:\n  listen: \"{{{{ADMIN}}}}\"\nlimits: {{{limits}}}\nservices:\n  api: {{targets: [\"{}\"]}}\n  big: {{targets: [\"{}\"], read_timeout: 120s}}\nroutes:\n  - {{path: /big, service: big, auth: public}}\n  - {{path: /, service: api, auth: public}}\n",
+        echo.addr, fire.addr
+    )
+}
+
+#[test]
+fn a_client_that_stops_reading_is_closed_at_the_send_timeout_and_its_backend_released() {
+    let echo = Echo::start("api");
+    let fire = Firehose::start();
+    let gw = firehose_gateway(&echo, &fire, "[\"{{LISTEN}}\"]", "");
+    // send_timeout (60 s by default) follows reloads.
+    gw.rewrite(&firehose_config(&echo, &fire, "[\"{{LISTEN}}\"]", "send_timeout: 2s"));
+    assert_eq!(gw.reload().status, 200);
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // A client that reads keeps its response coming, however often the gateway's writes wait.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut got = 0usize;
+    let reading = Instant::now();
+    while reading.elapsed() < Duration::from_secs(3) {
+        got += s.read(&mut buf).expect("the response keeps coming while the client reads");
+    }
+    assert!(got > 8 << 20, "{got} bytes in 3 s");
+    assert_eq!(fire.closed(), 0);
+    // Then it stops reading: once the socket buffers are full, nothing is written for
+    // send_timeout and the connection closes, with the backend connection under it.
+    let stopped = Instant::now();
+    assert!(eventually(Duration::from_secs(15), || fire.closed() == 1), "the backend connection is still held");
+    let took = stopped.elapsed();
+    assert!(took >= Duration::from_secs(2), "closed after {took:?}, before send_timeout");
+    assert!(closed_within(&mut s, Duration::from_secs(10)), "the client connection is closed");
+    assert_eq!(metric_of(&gw, "siger_request_timeouts_total{phase=\"send\"}"), 1.0);
+    assert_eq!(get(gw.addr, "/x").status, 200);
+}
+
+#[test]
+fn at_max_connections_a_client_that_stopped_reading_gives_way() {
+    let echo = Echo::start("api");
+    let fire = Firehose::start();
+    let gw = firehose_gateway(&echo, &fire, "[\"{{LISTEN}}\"]", "max_connections: 2");
+    // Two clients ask for the endless body and never read it.
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(gw.addr).unwrap();
+            s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(10), || fire.accepted() == 2));
+    // Once their writes have waited over a second, a new client closes the one stalled
+    // longest (and its backend connection) and is served.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(http_get_status(gw.addr, "/x?fixed"), Some(200), "a new client is served");
+    assert!(eventually(Duration::from_secs(5), || fire.closed() == 1), "the evicted reader's backend is released");
+    assert_eq!(metric_of(&gw, "siger_connections_evicted_total"), 1.0);
+    drop(stalled);
+}
+
+#[test]
+fn an_http2_stream_at_a_zero_window_is_reset_at_the_send_timeout() {
+    let echo = Echo::start("api");
+    let fire = Firehose::start();
+    let listen = "[{addr: \"{{LISTEN}}\", h2c: true}]";
+    let gw = firehose_gateway(&echo, &fire, listen, "send_timeout: 2s");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        // The client grants no flow-control window to the streams it opens.
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (client, connection) =
+            h2::client::Builder::new().initial_window_size(0).handshake::<_, bytes::Bytes>(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut bodies = Vec::new();
+        for _ in 0..3 {
+            let mut client = client.clone().ready().await.unwrap();
+            let request = http::Request::get(format!("http://{}/big", gw.addr)).body(()).unwrap();
+            let (response, _) = client.send_request(request, true).unwrap();
+            let response = response.await.unwrap();
+            assert_eq!(response.status(), 200);
+            bodies.push(response.into_body());
+        }
+        let started = Instant::now();
+        // Each stream is reset once it has sat at the zero window for send_timeout.
+        for mut body in bodies {
+            let outcome = tokio::time::timeout(Duration::from_secs(15), body.data()).await.expect("the stream ends");
+            assert!(!matches!(outcome, Some(Ok(_))), "no data fits a zero window");
+        }
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(1500), "reset after {took:?}");
+    });
+    assert!(eventually(Duration::from_secs(5), || fire.closed() == 3), "backend connections released");
 }

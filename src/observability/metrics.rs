@@ -289,7 +289,7 @@ impl Metrics {
         let timeouts = counter_vec(
             &registry,
             "siger_request_timeouts_total",
-            "Requests whose head or body missed limits.header_timeout or body_timeout",
+            "Requests whose head or body missed limits.header_timeout or body_timeout (phase header, body), and client connections closed when a write made no progress for limits.send_timeout (phase send)",
             &["phase"],
         );
         let connections = crate::connections::ConnectionMetrics {
@@ -303,6 +303,7 @@ impl Metrics {
             ),
             header_timeouts: timeouts.with_label_values(&["header"]),
             body_timeouts: timeouts.with_label_values(&["body"]),
+            send_timeouts: timeouts.with_label_values(&["send"]),
             heads_too_large: counter(
                 &registry,
                 "siger_request_heads_too_large_total",

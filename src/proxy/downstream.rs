@@ -2,9 +2,9 @@
 //!
 //! [`ConnectionGate`] admits each accepted connection (after TLS) under `limits.max_connections`
 //! and `max_connections_per_ip` and wraps its stream in the request clock of
-//! [`crate::connections`] (header and body deadlines, eviction of idle connections at the
-//! bound), then serves it in a task of its own (Pingora's per-connection task is several KiB
-//! and ends). It serves HTTP/1 connections itself, request after request:
+//! [`crate::connections`] (header, body and send deadlines, eviction of idle and stalled
+//! connections at the bound), then serves it in a task of its own (Pingora's per-connection
+//! task is several KiB and ends). It serves HTTP/1 connections itself, request after request:
 //! between requests it waits for the next one's first bytes outside Pingora, so an idle
 //! keep-alive connection holds its stream and a small future, not Pingora's per-request state
 //! and futures (tens of KiB); it then reads the whole head ([`read_head`]) and only a complete
@@ -12,7 +12,7 @@
 //! same head read) goes to Pingora's own connection handling.
 //!
 //! [`IdleLimited`] gives every session `limits.idle_timeout` (Pingora's default is a fixed 60 s)
-//! and each HTTP/2 stream its own body deadline.
+//! and each HTTP/2 stream its own body deadline and `send_timeout`.
 
 use crate::connections::{self, Connections, Guarded, H2_PREFACE};
 use crate::runtime::Runtime;
@@ -51,6 +51,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for IdleLimited<A> 
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         if matches!(session, ServerSession::H2(_)) {
+            // A stream whose flow-control window stays shut cannot send: Pingora's write
+            // timeout ends it (an HTTP/1 connection's writes are clocked by its stream).
+            session.set_write_timeout(Some(self.connections.send_timeout()));
             return connections::serve_h2_stream(&self.connections, self.inner.process_new_http(session, shutdown))
                 .await
                 .flatten();
