@@ -1,6 +1,6 @@
 //! Client connections (ARCHITECTURE.md §7.8): how many the process holds, in all and per
-//! client IP; which idle or stalled ones give way at the bound; and the deadlines of each
-//! request head and body, and of each write of the answer.
+//! client IP; which idle or stalled ones give way at the bound; and the deadlines of each TLS
+//! handshake, request head and body, and of each write of the answer.
 //!
 //! Pingora reads a request head and body with a timeout per read, so a client that trickles a
 //! byte at a time holds its connection until the head reaches Pingora's 1 MiB limit, and a
@@ -13,7 +13,8 @@
 //! progress ends the connection. The hooks find their connection through a task-local: HTTP/1
 //! requests run in their connection's task. Each HTTP/2 stream runs in a task of its own with
 //! its own body clock ([`serve_h2_stream`]) and Pingora's write timeout; h2 connections are
-//! bounded by their stream settings and idle timeout.
+//! bounded by their stream settings and idle timeout. A TLS connection is admitted before its
+//! handshake, which runs under the deadlines of a head ([`Ticket::handshake`]).
 
 use crate::config::Limits;
 use crate::errors::GatewayError;
@@ -361,7 +362,8 @@ impl Connections {
     }
 
     /// Close the connection that has waited longest for its client, if it has waited at least
-    /// [`EVICTABLE_AFTER`]: an idle keep-alive connection, a head still arriving (a slowloris otherwise holds its place for up to `header_timeout`), or an
+    /// [`EVICTABLE_AFTER`]: an idle keep-alive connection, a head (or TLS handshake) still
+    /// arriving (a slowloris otherwise holds its place for up to `header_timeout`), or an
     /// answer the client does not read (it would hold its place, and a backend connection, for
     /// up to `send_timeout`). A connection serving a request, or between requests for less than
     /// that (an active client), is never chosen.
@@ -472,6 +474,64 @@ pub(crate) struct Ticket {
     block: Option<IpAddr>,
     conn: Arc<Conn>,
     connections: Arc<Connections>,
+}
+
+/// Why a TLS handshake on an admitted connection did not complete.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandshakeCut {
+    /// Nothing arrived within `idle_timeout`, or the handshake took longer than
+    /// `header_timeout` from its first byte.
+    #[error("timed out")]
+    TimedOut,
+    /// Closed to make room at the bound.
+    #[error("closed at max_connections")]
+    Evicted,
+    /// The handshake failed (the client left, spoke something else, or was refused).
+    #[error("{0}")]
+    Failed(Box<pingora::Error>),
+}
+
+impl Ticket {
+    /// Run a TLS `handshake` on this admitted connection's `stream` under the deadlines of a
+    /// request head: its first bytes must come within `idle` (as a request's on a new plain
+    /// connection), the rest within `header_timeout` of them, and meanwhile it may be closed at
+    /// the bound like a head still arriving. Pingora would allow a handshake 60 s, uncounted.
+    /// The connection then waits for its first request (or is an untimed HTTP/2 one).
+    pub(crate) async fn handshake<F>(
+        &self,
+        mut stream: Stream,
+        idle: Duration,
+        handshake: impl FnOnce(Stream) -> F,
+    ) -> Result<Stream, HandshakeCut>
+    where
+        F: Future<Output = pingora::Result<Stream>>,
+    {
+        let conn = &self.conn;
+        let evicted = || {
+            std::future::poll_fn(|cx| match conn.evicted(cx) {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            })
+        };
+        // A read of zero bytes waits for the first bytes and leaves them in the read buffer.
+        let first_bytes = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_read(cx, &mut ReadBuf::new(&mut [])));
+        tokio::select! {
+            biased;
+            _ = first_bytes => {}
+            _ = evicted() => return Err(HandshakeCut::Evicted),
+            _ = tokio::time::sleep(idle) => return Err(HandshakeCut::TimedOut),
+        }
+        conn.enter(Phase::Head);
+        let deadline = tokio::time::Instant::from_std(self.connections.deadline(conn, Phase::Head));
+        let tls = tokio::select! {
+            biased;
+            done = handshake(stream) => done.map_err(HandshakeCut::Failed)?,
+            _ = evicted() => return Err(HandshakeCut::Evicted),
+            _ = tokio::time::sleep_until(deadline) => return Err(HandshakeCut::TimedOut),
+        };
+        conn.enter(if tls.selected_alpn_proto() == Some(ALPN::H2) { Phase::Untimed } else { Phase::Idle });
+        Ok(tls)
+    }
 }
 
 impl Drop for Ticket {
@@ -1458,5 +1518,60 @@ mod tests {
         let err = writer.await.unwrap().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
         assert_eq!(c.metrics.evicted.get(), 1);
+    }
+
+    /// A loopback TCP connection: the client's end, and the server's as Pingora accepts it (a
+    /// buffered stream, whose read of zero bytes waits for the first bytes).
+    async fn tcp_pair() -> (tokio::net::TcpStream, Stream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, Box::new(pingora::protocols::l4::stream::Stream::from(server)))
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_is_counted_and_meets_the_idle_and_head_deadlines() {
+        let c = Connections::new(&limits(2, None), metrics());
+        // The stand-in handshake reads five bytes.
+        async fn five_bytes(mut s: Stream) -> pingora::Result<Stream> {
+            let mut b = [0u8; 5];
+            s.read_exact(&mut b).await.map_err(|e| pingora::Error::because(pingora::ErrorType::ReadError, "", e))?;
+            Ok(s)
+        }
+        let idle = Duration::from_millis(200);
+        // Nothing sent: cut at idle_timeout.
+        let (_client, server) = tcp_pair().await;
+        let ticket = c.admit(None, false).unwrap();
+        let started = Instant::now();
+        let cut = ticket.handshake(server, idle, five_bytes).await.unwrap_err();
+        assert!(matches!(cut, HandshakeCut::TimedOut), "{cut:?}");
+        assert!(started.elapsed() < Duration::from_millis(290), "idle: {:?}", started.elapsed());
+        drop(ticket);
+        // Started, then stalled: cut at header_timeout (300 ms) from the first byte.
+        let (mut client, server) = tcp_pair().await;
+        let ticket = c.admit(None, false).unwrap();
+        client.write_all(b"ab").await.unwrap();
+        let started = Instant::now();
+        let cut = ticket.handshake(server, idle, five_bytes).await.unwrap_err();
+        assert!(matches!(cut, HandshakeCut::TimedOut), "{cut:?}");
+        assert!(started.elapsed() >= Duration::from_millis(290), "head: {:?}", started.elapsed());
+        drop(ticket);
+        // Completed: the connection waits for its first request.
+        let (mut client, server) = tcp_pair().await;
+        let ticket = c.admit(None, false).unwrap();
+        client.write_all(b"abcde").await.unwrap();
+        assert!(ticket.handshake(server, idle, five_bytes).await.is_ok());
+        assert_eq!(ticket.conn.phase(), Phase::Idle);
+        drop(ticket);
+        let _other = c.admit(None, false).unwrap();
+        // At the bound, one waiting for its handshake long enough gives way.
+        let (_client, server) = tcp_pair().await;
+        let waiting = c.admit(None, false).unwrap();
+        waiting.conn.since_ms.store(now_ms() - 2_000, Ordering::Relaxed);
+        let cut = tokio::join!(waiting.handshake(server, Duration::from_secs(5), five_bytes), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.admit(None, false).map(|_| ())
+        });
+        assert!(matches!(cut, (Err(HandshakeCut::Evicted), Ok(()))), "{cut:?}");
     }
 }

@@ -1,8 +1,8 @@
 //! Hostile load at the edge (issues 18 and 25, ARCHITECTURE.md §7.8): connection bounds in all
 //! and per client IP (idle keep-alive connections and stalled readers give way first), the
 //! whole-head deadline against trickled heads, the whole-body deadline against trickled bodies,
-//! `send_timeout` against clients that stop reading, the connection gate on h2c listeners,
-//! HTTP/2 stream bounds, and pipelining.
+//! `send_timeout` against clients that stop reading, TLS handshakes under the same bounds as
+//! heads, the connection gate on h2c listeners, HTTP/2 stream bounds, and pipelining.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -738,4 +738,59 @@ fn an_http2_stream_at_a_zero_window_is_reset_at_the_send_timeout() {
         assert!(took >= Duration::from_millis(1500), "reset after {took:?}");
     });
     assert!(eventually(Duration::from_secs(5), || fire.closed() == 3), "backend connections released");
+}
+
+/// An established TCP connection to `addr` that sends nothing.
+fn silent(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+#[test]
+fn tls_handshakes_count_against_max_connections_and_meet_the_head_deadlines() {
+    let pki = support::pki::Pki::new("Edge CA");
+    let cert = pki.server("a", &["a.test"], 365);
+    let echo = Echo::start("api");
+    let gw = Gateway::start_raw(&format!(
+        "server:\n  threads: 2\n  pid_file: {{{{DIR}}}}/siger.pid\n  upgrade_sock: {{{{DIR}}}}/upgrade.sock\n  grace_period: 0s\nlisten:\n  - addr: \"{{{{LISTEN}}}}\"\n    certs:\n      - {{cert: {}, key: {}}}\nadmin:\n  listen: \"{{{{ADMIN}}}}\"\nlimits: {{max_connections: 4, idle_timeout: 4s, header_timeout: 1s}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
+        cert.cert.display(),
+        cert.key.display(),
+        echo.addr
+    ));
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.ca()).unwrap()).unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .tls_certs_only([ca])
+        .resolve("a.test", gw.addr)
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = format!("https://a.test:{}/x?fixed", gw.addr.port());
+    // Connections that have not finished their handshake are counted.
+    let opened = Instant::now();
+    let mut quiet: Vec<TcpStream> = (0..4).map(|_| silent(gw.addr)).collect();
+    assert!(eventually(Duration::from_secs(5), || metric_of(&gw, "siger_connections_open") == 4.0), "{}", scrape(&gw));
+    // At the bound, one that has waited over a second gives way to a new client, which is served.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(client.get(&url).send().expect("served over TLS").status(), 200);
+    assert_eq!(metric_of(&gw, "siger_connections_evicted_total"), 1.0);
+    // The others are closed at idle_timeout, not after Pingora's 60 s handshake timeout.
+    for s in quiet.iter_mut() {
+        assert!(closed_within(s, Duration::from_secs(8)), "a silent TLS connection is still open");
+    }
+    let took = opened.elapsed();
+    assert!(took >= Duration::from_millis(3500) && took < Duration::from_secs(9), "closed after {took:?}");
+    // A handshake that starts and stalls is cut at header_timeout from its first byte.
+    let mut partial = silent(gw.addr);
+    partial.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+    let started = Instant::now();
+    assert!(closed_within(&mut partial, Duration::from_secs(8)), "a stalled handshake is still open");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(700) && took < Duration::from_millis(3500), "cut after {took:?}");
+    let timeouts = format!("siger_tls_handshakes_total{{listener=\"{}\",result=\"timeout\"}}", gw.addr);
+    // Three silent ones and the stalled one (counted just after the socket closes).
+    assert!(eventually(Duration::from_secs(2), || metric_of(&gw, &timeouts) == 4.0), "{}", scrape(&gw));
+    assert_eq!(client.get(&url).send().expect("still served").status(), 200);
 }

@@ -341,7 +341,8 @@ impl Metrics {
         let tls_handshakes = counter_vec(
             &registry,
             "siger_tls_handshakes_total",
-            "TLS handshakes per listener by result: ok, or the reason they were refused (tls_version, client_cert); \
+            "TLS handshakes per listener by result: ok, the reason they were refused (tls_version, client_cert), or timeout \
+             (nothing within limits.idle_timeout, or not complete within header_timeout of the first byte); \
              client_hellos minus these are handshakes that failed otherwise (no shared cipher, client abort)",
             &["listener", "result"],
         );

@@ -1,7 +1,8 @@
 //! The downstream connection before Pingora reads a request from it.
 //!
-//! [`ConnectionGate`] admits each accepted connection (after TLS) under `limits.max_connections`
-//! and `max_connections_per_ip` and wraps its stream in the request clock of
+//! [`ConnectionGate`] admits each accepted connection under `limits.max_connections` and
+//! `max_connections_per_ip`, runs its TLS handshake under the deadlines of a request head (TLS
+//! listeners are plain TCP ones to Pingora), and wraps its stream in the request clock of
 //! [`crate::connections`] (header, body and send deadlines, eviction of idle and stalled
 //! connections at the bound), then serves it in a task of its own (Pingora's per-connection
 //! task is several KiB and ends). It serves HTTP/1 connections itself, request after request:
@@ -14,14 +15,16 @@
 //! [`IdleLimited`] gives every session `limits.idle_timeout` (Pingora's default is a fixed 60 s)
 //! and each HTTP/2 stream its own body deadline and `send_timeout`.
 
-use crate::connections::{self, Connections, Guarded, H2_PREFACE};
+use crate::connections::{self, Connections, Guarded, HandshakeCut, H2_PREFACE};
 use crate::runtime::Runtime;
+use crate::tls::Handshakes;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::listeners::ConnectionFilter;
 use pingora::protocols::http::v1::server::HttpSession as HttpSessionV1;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::{Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,11 +102,13 @@ impl ConnectionFilter for AtTheBound {
 pub(crate) struct ConnectionGate<A> {
     inner: Arc<A>,
     runtime: Arc<Runtime>,
+    /// The handshakes of the TLS listeners among this service's.
+    tls: Handshakes,
 }
 
 impl<A> ConnectionGate<A> {
-    pub(crate) fn new(inner: A, runtime: Arc<Runtime>) -> Self {
-        ConnectionGate { inner: Arc::new(inner), runtime }
+    pub(crate) fn new(inner: A, runtime: Arc<Runtime>, tls: Handshakes) -> Self {
+        ConnectionGate { inner: Arc::new(inner), runtime, tls }
     }
 }
 
@@ -217,12 +222,29 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
         // A trusted proxy's connection carries many clients: not bounded per IP.
         let client =
             connections::peer_ip(&stream).filter(|ip| !self.runtime.current().config.trusted_proxies.contains(ip));
-        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
-        let ticket = match self.runtime.connections.admit(client, h2) {
+        let ticket = match self.runtime.connections.admit(client, false) {
             Ok(ticket) => ticket,
             Err(refusal) => {
                 log::debug!("connection from {client:?} closed at once: {refusal:?}");
                 return None;
+            }
+        };
+        let tls = if self.tls.is_empty() { None } else { local_addr(&stream).and_then(|a| self.tls.for_local(a)) };
+        let stream = match tls {
+            None => stream,
+            // Here, not in the connection's own task: this future is freed once that is spawned.
+            Some(tls) => {
+                let idle = Duration::from_secs(self.runtime.idle_secs.load(Ordering::Relaxed));
+                match ticket.handshake(stream, idle, |s| tls.run(s)).await {
+                    Ok(stream) => stream,
+                    Err(cut) => {
+                        if matches!(cut, HandshakeCut::TimedOut) {
+                            tls.timed_out();
+                        }
+                        log::debug!("TLS handshake from {client:?} did not complete: {cut}");
+                        return None;
+                    }
+                }
             }
         };
         // The connection is served in a task of its own and Pingora's per-connection task
@@ -237,5 +259,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
 
     async fn cleanup(&self) {
         ServerApp::cleanup(&*self.inner).await
+    }
+}
+
+/// The local address a connection came in on (which listener accepted it).
+fn local_addr(stream: &Stream) -> Option<std::net::SocketAddr> {
+    match stream.get_socket_digest()?.local_addr()? {
+        SocketAddr::Inet(addr) => Some(*addr),
+        _ => None,
     }
 }
