@@ -746,20 +746,23 @@ impl Guarded {
                     looked_at = looked_at.saturating_sub(dropped);
                 }
                 if h2c && H2_PREFACE.starts_with(&head[..head.len().min(H2_PREFACE.len())]) {
+                    // Not looked at for the end of a head: should the bytes turn out not to
+                    // be the preface, the scan starts from the beginning.
                     if head.len() >= H2_PREFACE.len() {
                         return Some(head);
                     }
                 } else if let Some(end) = head_end(&head, looked_at) {
                     return self.hand_over(head, end).await;
+                } else {
+                    let limit = *limit.get_or_insert_with(|| self.ticket.connections.max_header_bytes());
+                    // The empty line ending a head is not counted in `max_header_bytes`.
+                    if head.len() + skipped > limit + 4 {
+                        self.ticket.connections.metrics.heads_too_large.inc();
+                        self.answer_and_close(GatewayError::HeadersTooLarge { limit }).await;
+                        return None;
+                    }
+                    looked_at = head.len();
                 }
-                let limit = *limit.get_or_insert_with(|| self.ticket.connections.max_header_bytes());
-                // The empty line ending a head is not counted in `max_header_bytes`.
-                if head.len() + skipped > limit + 4 {
-                    self.ticket.connections.metrics.heads_too_large.inc();
-                    self.answer_and_close(GatewayError::HeadersTooLarge { limit }).await;
-                    return None;
-                }
-                looked_at = head.len();
             }
             tokio::select! {
                 biased;
@@ -1471,6 +1474,17 @@ mod tests {
         let mut all = [0u8; 28];
         stream.read_exact(&mut all).await.unwrap();
         assert_eq!(&all[..24], H2_PREFACE);
+        drop(rest.await.unwrap());
+        // Bytes that start like the preface and then differ are a head like any other.
+        let (mut stream, mut client, _conn) = guarded(&c);
+        client.write_all(&H2_PREFACE[..18]).await.unwrap();
+        let rest = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            client.write_all(b"XY").await.unwrap();
+            client
+        });
+        let head = stream.read_head(Duration::from_secs(5), true).await.unwrap();
+        assert_eq!(&head[..], &H2_PREFACE[..18]);
         drop(rest.await.unwrap());
     }
 
