@@ -695,10 +695,13 @@ fn at_max_connections_a_client_that_stopped_reading_gives_way() {
         })
         .collect();
     assert!(eventually(Duration::from_secs(10), || fire.accepted() == 2));
-    // Once their writes have waited over a second, a new client closes the one stalled
-    // longest (and its backend connection) and is served.
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(http_get_status(gw.addr, "/x?fixed"), Some(200), "a new client is served");
+    // Once their writes have waited over a second (their socket buffers fill first), a new
+    // client closes the one stalled longest (and its backend connection) and is served.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        eventually(Duration::from_secs(15), || http_get_status(gw.addr, "/x?fixed") == Some(200)),
+        "a new client is served"
+    );
     assert!(eventually(Duration::from_secs(5), || fire.closed() == 1), "the evicted reader's backend is released");
     assert_eq!(metric_of(&gw, "siger_connections_evicted_total"), 1.0);
     drop(stalled);
