@@ -64,6 +64,12 @@ pub(crate) enum GatewayError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// More header fields than the gateway parses.
+    #[error("request has more than {limit} header fields")]
+    TooManyHeaderFields {
+        /// The limit in fields.
+        limit: usize,
+    },
     /// Wrong `Content-Type`.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -170,7 +176,7 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType(_) => 415,
             Self::RateLimited { .. } => 429,
-            Self::HeadersTooLarge { .. } => 431,
+            Self::HeadersTooLarge { .. } | Self::TooManyHeaderFields { .. } => 431,
             Self::Internal => 500,
             Self::BadGateway { .. } => 502,
             Self::NoHealthyBackend { .. } | Self::Unavailable { .. } => 503,
@@ -193,7 +199,7 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
-            Self::HeadersTooLarge { .. } => "request_header_fields_too_large",
+            Self::HeadersTooLarge { .. } | Self::TooManyHeaderFields { .. } => "request_header_fields_too_large",
             Self::Internal => "internal_error",
             Self::BadGateway { .. } => "bad_gateway",
             Self::NoHealthyBackend { .. } | Self::Unavailable { .. } => "service_unavailable",
@@ -213,6 +219,7 @@ impl GatewayError {
                 | Self::UnsupportedTransferCoding
                 | Self::PayloadTooLarge { .. }
                 | Self::HeadersTooLarge { .. }
+                | Self::TooManyHeaderFields { .. }
                 | Self::RequestTimeout
         )
     }

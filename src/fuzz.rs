@@ -7,7 +7,9 @@
 //!
 //! Targets: path normalisation (also differentially, against an independent model of how a
 //! backend resolves a path), header templates, the config loader, bearer / `tma` / API-key
-//! credentials, Content-Length framing, JSON Schema input.
+//! credentials, Content-Length framing, JSON Schema input, and the connection gate's end of a
+//! request head (differentially, against httparse, the parser Pingora runs on what the gate
+//! hands it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -534,6 +536,38 @@ mod trace_context {
                 prop_assert!(state.len() <= 512);
                 prop_assert!(state.bytes().all(|b| (0x20..0x7f).contains(&b)));
                 prop_assert!(state.split(',').map(str::trim).filter(|m| !m.is_empty()).all(|m| m.contains('=')));
+            }
+        }
+    }
+}
+
+mod request_heads {
+    use super::*;
+    use crate::connections::{head_end, skip_empty_lines};
+    use bytes::BytesMut;
+
+    const PIECES: &[&str] = &[
+        "GET", "POST", " ", " ", "/", "/a?b", "*", "HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "\r\n", "\r\n", "\n", "\n",
+        "\r", "Host: x", "X-A: b", "X:", ": v", "\t", "a", "%", "|", "\0", "é", "PRI",
+    ];
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Where the gate ends a head (empty lines before it dropped) is where httparse ends it,
+        /// and where httparse wants more bytes the gate has not seen an end either: Pingora's
+        /// parser never reads on from a head the gate handed it (should it, what it reads is held
+        /// to the same bound: `Guarded::poll_head_read_on`).
+        #[test]
+        fn the_gate_ends_a_head_where_httparse_does(head in pieces_or_any(PIECES, 24)) {
+            let mut buf = BytesMut::from(head.as_bytes());
+            let skipped = skip_empty_lines(&mut buf);
+            let gate = head_end(&buf, 0).map(|end| skipped + end);
+            let mut fields = [httparse::EMPTY_HEADER; 64];
+            match httparse::Request::new(&mut fields).parse(head.as_bytes()) {
+                Ok(httparse::Status::Complete(end)) => prop_assert_eq!(gate, Some(end)),
+                Ok(httparse::Status::Partial) => prop_assert_eq!(gate, None),
+                Err(_) => {}
             }
         }
     }

@@ -329,6 +329,10 @@ pub struct Limits {
     /// The whole request body must arrive within this from the end of its head (408 JSON
     /// where nothing was answered yet, else close).
     pub body_timeout: Duration,
+    /// A write of an answer that makes no progress for this long closes the client's
+    /// connection (and the backend connection under it); an HTTP/2 stream that cannot send
+    /// for this long (its flow-control window stays shut) is reset.
+    pub send_timeout: Duration,
     /// Concurrent streams an HTTP/2 client may open on one connection.
     pub h2_max_concurrent_streams: u32,
 }

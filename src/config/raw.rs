@@ -119,6 +119,7 @@ pub(crate) struct RawLimits {
     pub(crate) max_connections_per_ip: Option<u64>,
     pub(crate) header_timeout: Option<ConfDuration>,
     pub(crate) body_timeout: Option<ConfDuration>,
+    pub(crate) send_timeout: Option<ConfDuration>,
     pub(crate) h2_max_concurrent_streams: Option<u32>,
 }
 

@@ -679,6 +679,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         fill::restore_version(session, &mut ctx.state);
         let (snap, state) = (&*ctx.snapshot, &ctx.state);
+        if upstream.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            connections::upgraded();
+        }
         upstream.insert_header("X-Request-Id", state.request_id.as_str())?;
         add_rate_limit_headers(upstream, state.rate_limit.as_ref());
         if let Some(value) = &state.hsts {

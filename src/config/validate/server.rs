@@ -278,6 +278,10 @@ pub(super) fn check_limits(raw: &RawLimits, p: &mut Problems) -> Limits {
     if !(Duration::from_millis(100)..=Duration::from_secs(86_400)).contains(&body_timeout) {
         p.add("limits.body_timeout", "must be between 100ms and 24h");
     }
+    let send_timeout = dur(&raw.send_timeout, Duration::from_secs(60));
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&send_timeout) {
+        p.add("limits.send_timeout", "must be between 1s and 1h");
+    }
     let h2_max_concurrent_streams = raw.h2_max_concurrent_streams.unwrap_or(128);
     if !(1..=65_535).contains(&h2_max_concurrent_streams) {
         p.add("limits.h2_max_concurrent_streams", "must be between 1 and 65535");
@@ -287,6 +291,7 @@ pub(super) fn check_limits(raw: &RawLimits, p: &mut Problems) -> Limits {
         max_connections_per_ip: raw.max_connections_per_ip.map(|n| n as usize),
         header_timeout,
         body_timeout,
+        send_timeout,
         h2_max_concurrent_streams,
         max_body,
         max_header_bytes: max_header_bytes as usize,
