@@ -8,8 +8,9 @@
 //!
 //! Behind Sentinel the master is asked of the sentinels (in a task of its own, so a slow answer
 //! never holds a request longer than the timeout) and asked again after any failure: a failover
-//! shows as errors from the old master (gone, or demoted and read-only), and the next check
-//! after the cool-down follows the sentinels to the new one. A Redis Cluster is reached through
+//! shows as errors from the old master (gone, or demoted and read-only). The check that met the
+//! error runs again on the master the sentinels name if they answer within its timeout, and a
+//! master found during a cool-down ends it: requests are counted wherever a master is known. A Redis Cluster is reached through
 //! the crate's cluster client, which follows MOVED/ASK and slot changes itself; a limit's key
 //! carries a hash tag, so it lives in one slot whatever the key's other characters are.
 
@@ -87,6 +88,8 @@ pub(crate) struct RedisStore {
     script: redis::Script,
     /// Unix milliseconds before which Redis is not asked.
     skip_until_ms: AtomicU64,
+    /// The finder's generation when the last check failed (a newer connection ends the cool-down).
+    failed_generation: AtomicU64,
 }
 
 /// Our CA for the data nodes' certificates.
@@ -221,6 +224,26 @@ impl Finder {
         }
     }
 
+    /// A connection found after the one of generation `failed` (`None`: any connection), with
+    /// its generation; when there is none, a search is started (unless one runs) and waited for
+    /// until `deadline`.
+    async fn newer_than(self: &Arc<Self>, failed: Option<u64>, deadline: tokio::time::Instant) -> Option<(Link, u64)> {
+        let newer = |current: Option<(Link, u64)>| current.filter(|(_, g)| failed.is_none_or(|f| *g > f));
+        // Registered before the search starts, so its end cannot be missed.
+        let found = self.found.notified();
+        if let Some(current) = newer(self.current()) {
+            return Some(current);
+        }
+        self.search();
+        let _ = tokio::time::timeout_at(deadline, found).await;
+        newer(self.current())
+    }
+
+    /// Whether a connection was found after generation `failed`.
+    fn found_since(&self, failed: u64) -> bool {
+        self.current().is_some_and(|(_, g)| g > failed)
+    }
+
     /// Start a search unless one is running.
     fn search(self: &Arc<Self>) {
         if self.searching.swap(true, Ordering::AcqRel) {
@@ -288,6 +311,7 @@ impl RedisStore {
             finder: Finder::build(settings, settings.timeout)?.map(Arc::new),
             script: redis::Script::new(SCRIPT),
             skip_until_ms: AtomicU64::new(0),
+            failed_generation: AtomicU64::new(0),
         })
     }
 
@@ -344,10 +368,18 @@ impl RedisStore {
     /// Count one request for `key` if it fits in `limit` per `per`.
     pub(crate) async fn check(&self, key: &str, limit: u64, per: Duration) -> Result<Decision, StoreError> {
         if now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
-            return Err(StoreError::CoolingDown);
+            // A connection found since the failure (the sentinels named the new master) ends
+            // the cool-down: it exists to spare requests a dead node's timeout, not a live one.
+            let failed = self.failed_generation.load(Ordering::Relaxed);
+            if !self.finder.as_ref().is_some_and(|f| f.found_since(failed)) {
+                return Err(StoreError::CoolingDown);
+            }
         }
         let result = self.eval(key, limit, per).await;
         if result.is_err() {
+            if let Some(finder) = &self.finder {
+                self.failed_generation.store(finder.generation.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
             self.skip_until_ms.store(now_ms() + COOL_DOWN.as_millis() as u64, Ordering::Relaxed);
         }
         result
@@ -361,28 +393,38 @@ impl RedisStore {
                 self.run(&mut conn, key, limit, per_ms, tokio::time::Instant::now() + self.timeout).await?
             }
             (Some(finder), _) => {
-                // One deadline for the wait and the script: a check never takes longer.
+                // One deadline for the waits and the scripts: a check never takes longer.
                 let deadline = tokio::time::Instant::now() + self.timeout;
-                let found = finder.found.notified();
-                let (link, generation) = match finder.current() {
-                    Some(current) => current,
-                    None => {
-                        // Wait for the search, but never beyond the check's timeout.
-                        finder.search();
-                        let _ = tokio::time::timeout_at(deadline, found).await;
-                        finder.current().ok_or(StoreError::Redis("no master or cluster connection yet".into()))?
+                let (link, generation) = finder
+                    .newer_than(None, deadline)
+                    .await
+                    .ok_or(StoreError::Redis("no master or cluster connection yet".into()))?;
+                match self.run_on(link, key, limit, per_ms, deadline).await {
+                    Ok(reply) => reply,
+                    Err(e)
+                        if !matches!(self.settings.topology, RedisTopology::Sentinel { .. })
+                            || tokio::time::Instant::now() >= deadline =>
+                    {
+                        return Err(e)
                     }
-                };
-                let result = match link {
-                    Link::Master(mut conn) => self.run(&mut conn, key, limit, per_ms, deadline).await,
-                    Link::Cluster(mut conn) => self.run(&mut conn, key, limit, per_ms, deadline).await,
-                };
-                if result.is_err() && matches!(self.settings.topology, RedisTopology::Sentinel { .. }) {
-                    // The master may be gone or demoted: ask the sentinels again.
-                    finder.forget(generation);
-                    finder.search();
+                    Err(e) => {
+                        // The master may be gone or demoted: ask the sentinels again, and when they
+                        // name a master within this check's time, count there. A gateway idle
+                        // through a failover finds its dead connection on its first check; letting
+                        // that check (and the cool-down after it) skip Redis would admit requests
+                        // nobody counts while the new master is known.
+                        finder.forget(generation);
+                        let Some((link, generation)) = finder.newer_than(Some(generation), deadline).await else {
+                            return Err(e);
+                        };
+                        let retried = self.run_on(link, key, limit, per_ms, deadline).await;
+                        if retried.is_err() {
+                            finder.forget(generation);
+                            finder.search();
+                        }
+                        retried?
+                    }
                 }
-                result?
             }
             (None, _) => return Err(StoreError::Client("no connection for this topology".into())),
         };
@@ -395,6 +437,21 @@ impl RedisStore {
             fraction: (elapsed.max(0) as f64 / per_ms as f64).min(1.0),
         };
         Ok(super::window::decide(admitted == 1, limit, per, usage))
+    }
+
+    /// Run the script on the connection of `link`, answered by `deadline`.
+    async fn run_on(
+        &self,
+        link: Link,
+        key: &str,
+        limit: u64,
+        per_ms: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<i64>, StoreError> {
+        match link {
+            Link::Master(mut conn) => self.run(&mut conn, key, limit, per_ms, deadline).await,
+            Link::Cluster(mut conn) => self.run(&mut conn, key, limit, per_ms, deadline).await,
+        }
     }
 
     /// Run the script on `conn`, answered by `deadline`.
