@@ -273,6 +273,9 @@ pub struct AdminSettings {
     pub listen: String,
     /// The parsed address.
     pub socket: SocketAddr,
+    /// Host names (lower-case, no trailing dot; `*.example.com` for any name under it) admin
+    /// requests may carry in `Host` besides IP literals and `localhost` names.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// CIDRs of proxies in front of us whose `X-Forwarded-For` we believe.

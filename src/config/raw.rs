@@ -104,6 +104,8 @@ pub(crate) struct RawHstsDetail {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     pub(crate) listen: String,
+    #[serde(default)]
+    pub(crate) allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -27,7 +27,7 @@ use jobs::check_jobs;
 pub(crate) use jobs::subject_matches;
 use limits::{check_rate_limit, check_rule};
 use routes::check_routes;
-use server::{check_limits, check_listeners, check_server, check_trusted};
+use server::{check_admin, check_limits, check_listeners, check_server, check_trusted};
 use services::check_services;
 
 /// What checking the file found: errors and warnings as (key path, reason), and every file
@@ -58,13 +58,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
     let mut p = Problems::default();
     let server = check_server(&raw.server, &mut p);
     let listeners = check_listeners(&raw.listen, base, &mut p);
-    let admin = raw.admin.as_ref().and_then(|a| {
-        let socket = parse_socket("admin.listen", &a.listen, &mut p)?;
-        if listeners.iter().any(|l| l.socket == socket) {
-            p.add("admin.listen", "must differ from every public listener: admin endpoints are never served publicly");
-        }
-        Some(AdminSettings { listen: a.listen.clone(), socket })
-    });
+    let admin = raw.admin.as_ref().and_then(|a| check_admin(a, &listeners, &mut p));
     let trusted_proxies = check_trusted(&raw.trusted_proxies, &mut p);
     let limits = check_limits(&raw.limits, &mut p);
     let auth = raw.auth.as_ref().and_then(|a| a.jwt.as_ref()).and_then(|j| check_jwt(j, base, &mut p));
