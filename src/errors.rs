@@ -29,6 +29,10 @@ pub(crate) enum GatewayError {
     /// Nothing answers to this path (admin endpoints, a job that is not the caller's).
     #[error("{0}")]
     NotFound(String),
+    /// The request contradicts what it would change (an idempotency key reused with another
+    /// payload).
+    #[error("{0}")]
+    Conflict(String),
     /// The request names a host this listener does not answer for (the admin listener's
     /// defence against DNS rebinding).
     #[error("{0}")]
@@ -177,6 +181,7 @@ impl GatewayError {
             Self::NoRoute | Self::NotFound(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::RequestTimeout => 408,
+            Self::Conflict(_) => 409,
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType(_) => 415,
             Self::MisdirectedRequest(_) => 421,
@@ -201,6 +206,7 @@ impl GatewayError {
             Self::Forbidden(_) => "forbidden",
             Self::NoRoute | Self::NotFound(_) => "not_found",
             Self::MisdirectedRequest(_) => "misdirected_request",
+            Self::Conflict(_) => "conflict",
             Self::ConfigRefused(_) => "config_refused",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::RequestTimeout => "request_timeout",

@@ -29,6 +29,11 @@ pub enum RouteTarget {
     /// proxied. Added by validation after the file's routes, so it shares their matching,
     /// authentication, roles and rate limits.
     Jobs,
+    /// `GET <jobs.path>/<job_id>`: a job's status, read from JetStream (the 202's `Location`).
+    /// Added beside [`RouteTarget::Jobs`] on the same path for every method but POST, with its
+    /// own label, no route-level roles (the submitter or `jobs.status_roles` may read) and
+    /// `rate_limit.default`.
+    JobStatus,
 }
 
 /// The whole, validated configuration.
@@ -656,6 +661,11 @@ pub struct JobsSettings {
     pub rate_limit: Option<LimitRule>,
     /// JSON Schema every job payload must match.
     pub schema: Option<crate::policy::schema::BodySchema>,
+    /// Roles that may read any job's status (besides the identity that submitted it).
+    pub status_roles: Vec<String>,
+    /// The scheduler's durable consumer on the stream: job status says `delivered` and
+    /// `acknowledged` from its progress.
+    pub consumer: Option<String>,
 }
 
 /// Load-balancing algorithm of a service.

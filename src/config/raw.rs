@@ -283,6 +283,9 @@ pub(crate) struct RawJobs {
     pub(crate) body_timeout: Option<ConfDuration>,
     pub(crate) rate_limit: Option<RawLimitRule>,
     pub(crate) schema: Option<String>,
+    #[serde(default)]
+    pub(crate) status_roles: Vec<String>,
+    pub(crate) consumer: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -88,7 +88,9 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
     let cache = policies::check_cache(raw.cache.as_ref(), &routes, &mut p);
     let tracing = raw.tracing.as_ref().map(|t| dependencies::check_tracing(t, &mut p));
     if let Some(jobs) = &jobs {
-        routes.push(jobs_route(jobs, &routes, &rate_limit, &mut p));
+        let [submit, status] = jobs_routes(jobs, &routes, &rate_limit, &mut p);
+        routes.push(submit);
+        routes.push(status);
     }
     if let Some(auth) = &auth {
         check_identity_headers(auth, &services, &routes, &rate_limit, &mut p);
@@ -145,16 +147,26 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
 /// The reserved jobs path as a route: matched like any route (other methods get 405 with
 /// `Allow: POST`, even under a catch-all), authenticated, role-checked and rate-limited like
 /// one, and answered by publishing instead of proxying.
-fn jobs_route(
+/// The submission route (`POST <jobs.path>`) and the status route (`GET <jobs.path>/<job_id>`),
+/// both owning the jobs path and what is under it.
+fn jobs_routes(
     jobs: &JobsSettings,
     routes: &[RouteSettings],
     rate_limit: &RateLimitSettings,
     p: &mut Problems,
-) -> RouteSettings {
-    if let Some(i) = routes.iter().position(|r| r.path == jobs.path && r.host.is_none()) {
-        p.add("jobs.path", format!("`{}` is also routes[{i}].path: the jobs path is reserved", jobs.path));
+) -> [RouteSettings; 2] {
+    let under = format!("{}/", jobs.path);
+    if let Some(i) = routes.iter().position(|r| (r.path == jobs.path || r.path.starts_with(&under)) && r.host.is_none())
+    {
+        p.add(
+            "jobs.path",
+            format!(
+                "`{}` is reserved (job status lives under it), but routes[{i}].path is `{}`",
+                jobs.path, routes[i].path
+            ),
+        );
     }
-    RouteSettings {
+    let submit = RouteSettings {
         name: None,
         label: jobs.path.clone(),
         path: jobs.path.clone(),
@@ -176,7 +188,20 @@ fn jobs_route(
         cache: None,
         schemes: vec![crate::auth::Scheme::Jwt],
         validate: None,
-    }
+    };
+    // Every method but POST: the jobs handler answers a status for GET and HEAD under the
+    // path, and 405 with the resource's own `Allow` for the rest (the route table would list
+    // both routes' methods).
+    let status = RouteSettings {
+        label: format!("{}/{{job_id}}", jobs.path),
+        methods: None,
+        target: RouteTarget::JobStatus,
+        // Who may read is decided per job: its submitter, or a role in `jobs.status_roles`.
+        roles: Vec::new(),
+        rate_limit: rate_limit.default.clone(),
+        ..submit.clone()
+    };
+    [submit, status]
 }
 
 /// A URL for an error message: credentials (`user:pass@`) and the query are left out.
