@@ -181,6 +181,49 @@ fn gateways_idle_while_the_master_is_demoted_count_on_the_new_one_at_once() {
     idle_gateways_count_on_the_new_master_at_once(true);
 }
 
+/// Scripts the server ran or refused (`EVAL` and `EVALSHA`), from `INFO commandstats`.
+fn script_calls(server: &RedisServer) -> u64 {
+    server
+        .command("INFO commandstats")
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_eval:") || l.starts_with("cmdstat_evalsha:"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_master_answering_errors_is_asked_once_per_cool_down() {
+    let (master, _replica, sentinels) = sentinel_deployment();
+    let echo = Echo::start("api");
+    let gw = Gateway::start(&format!(
+        "rate_limit:\n  store: redis\n  redis: {}\n  on_store_error: allow\n  default: {{requests: 1000, per: 1h, key: \"header:X-Client\"}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
+        sentinel_settings(&sentinels, "250ms"),
+        echo.addr
+    ));
+    assert_eq!(get_with(gw.addr, "/x", &[("X-Client", "c")]).status, 200);
+    assert_eq!(node_in_use(&gw), Some(master.addr.to_string()));
+    // The master stays the master (the sentinels see it answer) but refuses every write.
+    assert!(master.command("CONFIG SET maxmemory 1").starts_with("+OK"));
+    let before = script_calls(&master);
+    let started = Instant::now();
+    for _ in 0..60 {
+        assert_eq!(get_with(gw.addr, "/x", &[("X-Client", "c")]).status, 200, "on_store_error: allow");
+    }
+    let took = started.elapsed();
+    let calls = script_calls(&master) - before;
+    // One failed check per 250 ms cool-down: finding the same master again is no reason to
+    // ask it again at once.
+    let bound = took.as_millis() as u64 / 250 + 2;
+    assert!(calls <= bound, "{calls} scripts in {took:?} against a failing master (at most {bound})");
+    assert!(metric_of(&gw, "siger_rate_limit_store_errors_total") >= 60.0);
+    assert!(master.command("CONFIG SET maxmemory 0").starts_with("+OK"));
+    assert!(eventually(Duration::from_secs(5), || {
+        let errors = metric_of(&gw, "siger_rate_limit_store_errors_total");
+        get_with(gw.addr, "/x", &[("X-Client", "c")]);
+        metric_of(&gw, "siger_rate_limit_store_errors_total") == errors
+    }));
+}
+
 #[test]
 fn limits_are_shared_across_a_redis_cluster() {
     let nodes: Vec<RedisServer> = (0..3)
