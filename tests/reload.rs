@@ -348,7 +348,7 @@ fn every_other_upgrade_only_change_is_refused_and_config_shows_no_secret() {
         (
             HEAD.replace("admin:\n  listen: \"{{ADMIN}}\"", &format!("admin:\n  listen: \"127.0.0.1:{other_admin}\""))
                 + &body(""),
-            "admin: changed",
+            "admin.listen: changed",
         ),
         (format!("{HEAD}limits: {{keepalive_requests: 10}}\n{}", body("")), "limits.keepalive_requests: changed"),
         (format!("{HEAD}nats: {{url: \"nats://127.0.0.1:4222\"}}\n{}", body("")), "nats: changed"),

@@ -29,6 +29,11 @@ pub enum RouteTarget {
     /// proxied. Added by validation after the file's routes, so it shares their matching,
     /// authentication, roles and rate limits.
     Jobs,
+    /// `GET <jobs.path>/<job_id>`: a job's status, read from JetStream (the 202's `Location`).
+    /// Added beside [`RouteTarget::Jobs`] on the same path for every method but POST, with its
+    /// own label, no route-level roles (the submitter or `jobs.status_roles` may read) and
+    /// `rate_limit.default`.
+    JobStatus,
 }
 
 /// The whole, validated configuration.
@@ -273,6 +278,9 @@ pub struct AdminSettings {
     pub listen: String,
     /// The parsed address.
     pub socket: SocketAddr,
+    /// Host names (lower-case, no trailing dot; `*.example.com` for any name under it) admin
+    /// requests may carry in `Host` besides IP literals and `localhost` names.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// CIDRs of proxies in front of us whose `X-Forwarded-For` we believe.
@@ -657,6 +665,11 @@ pub struct JobsSettings {
     pub rate_limit: Option<LimitRule>,
     /// JSON Schema every job payload must match.
     pub schema: Option<crate::policy::schema::BodySchema>,
+    /// Roles that may read any job's status (besides the identity that submitted it).
+    pub status_roles: Vec<String>,
+    /// The scheduler's durable consumer on the stream: job status says `delivered` and
+    /// `acknowledged` from its progress.
+    pub consumer: Option<String>,
 }
 
 /// Load-balancing algorithm of a service.

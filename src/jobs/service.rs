@@ -181,7 +181,8 @@ impl NatsService {
         }
     }
 
-    /// Verify (or create) the stream; retried with back-off while connected.
+    /// Verify (or create) the stream, then find (or create) the job index; retried with
+    /// back-off while connected.
     async fn bootstrap(&self, link: &Link) {
         let jobs = &self.jobs;
         let name = &jobs.settings.stream.name;
@@ -209,7 +210,16 @@ impl NatsService {
                         StreamCheck::Missing => Some("does not exist (jobs.stream.create is false)".into()),
                     });
                     self.check_max_payload(link);
-                    return;
+                    if jobs.index.get().is_some() {
+                        return;
+                    }
+                    match stream::ensure_index(&link.js, &jobs.settings).await {
+                        Ok(index) => return jobs.set_index(Ok(index)),
+                        Err(e) => {
+                            log::warn!("jobs index: {e}; job status cannot be read yet; retrying in {delay:?}");
+                            jobs.set_index(Err(e));
+                        }
+                    }
                 }
                 Err(e) => {
                     log::warn!("jobs stream {name}: {e}; retrying in {delay:?}");

@@ -39,6 +39,7 @@ pub(crate) const JOB_FAILURE_REASONS: &[&str] = &[
     "invalid_request",
     "unsupported_media_type",
     "body_timeout",
+    "idempotency_conflict",
 ];
 
 /// The unmatched-request route label.

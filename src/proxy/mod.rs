@@ -184,7 +184,7 @@ fn decide(snap: &Snapshot, req: &RequestHeader, state: &mut RequestState) -> Res
         return Err(GatewayError::PayloadTooLarge { limit: route.max_body });
     }
     match route.target {
-        RouteTarget::Jobs => return Ok(Decision::Jobs),
+        RouteTarget::Jobs | RouteTarget::JobStatus => return Ok(Decision::Jobs),
         RouteTarget::Aggregate(_) => return Ok(Decision::Aggregate),
         RouteTarget::Service(_) | RouteTarget::Split(_) => {}
     }

@@ -173,7 +173,7 @@ impl Gateway {
 
     /// `POST /config/reload` on the admin listener.
     pub fn reload(&self) -> RawResponse {
-        request(self.admin, "POST", "/config/reload", &[], b"")
+        request(self.admin, "POST", "/config/reload", &[("Content-Type", "application/json")], b"")
     }
 
     /// The config generation in force (admin `GET /config`).

@@ -223,6 +223,57 @@ impl NatsServer {
         })
     }
 
+    /// A scheduler's durable pull consumer `name` on `stream`: takes the next message, runs
+    /// `while_held` with its sequence before acknowledging it (the ack confirmed by the server),
+    /// then `after_ack`. Returns the sequence.
+    pub fn take_and_ack(
+        &self,
+        stream: &str,
+        name: &str,
+        while_held: impl FnOnce(u64) + Send + 'static,
+        after_ack: impl FnOnce(u64) + Send + 'static,
+    ) -> u64 {
+        use futures::StreamExt;
+        let (stream, name) = (stream.to_string(), name.to_string());
+        self.with_js(async move |js| {
+            let stream = js.get_stream(&stream).await.expect("stream");
+            let consumer = stream
+                .get_or_create_consumer(
+                    &name,
+                    jetstream::consumer::pull::Config {
+                        durable_name: Some(name.clone()),
+                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("consumer");
+            let mut batch = consumer.fetch().max_messages(1).messages().await.expect("fetch");
+            let message = batch.next().await.expect("a message").expect("a message");
+            let seq = message.info().expect("jetstream message").stream_sequence;
+            tokio::task::spawn_blocking(move || while_held(seq)).await.unwrap();
+            message.double_ack().await.expect("ack");
+            tokio::task::spawn_blocking(move || after_ack(seq)).await.unwrap();
+            seq
+        })
+    }
+
+    /// Create a durable pull consumer that has taken nothing yet.
+    pub fn create_consumer(&self, stream: &str, name: &str) {
+        let (stream, name) = (stream.to_string(), name.to_string());
+        self.with_js(async move |js| {
+            let stream = js.get_stream(&stream).await.expect("stream");
+            stream
+                .create_consumer(jetstream::consumer::pull::Config {
+                    durable_name: Some(name),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ..Default::default()
+                })
+                .await
+                .expect("consumer");
+        })
+    }
+
     /// Create a stream directly (to set up a conflicting one).
     pub fn create_stream(&self, config: jetstream::stream::Config) {
         self.with_js(async move |js| {
