@@ -123,6 +123,7 @@ mod tests {
             roles: roles.iter().map(|r| r.to_string()).collect(),
             claims: Default::default(),
             forward: Vec::new(),
+            scheme: Default::default(),
         }
     }
 
