@@ -238,19 +238,11 @@ pub(crate) fn admit(req: &AdminRequest<'_>, allowed_hosts: &[String]) -> Result<
     Ok(())
 }
 
-/// IP literals (a rebinding attack needs a name: a page whose origin is an IP address was
-/// served by that address) and `localhost` names (RFC 6761: they only ever mean loopback).
-pub(crate) fn is_always_allowed_host(name: &str) -> bool {
-    name.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok()
-        || name == "localhost"
-        || name.ends_with(".localhost")
-}
-
 /// Whether `authority` (`host[:port]`) names a host the admin listener answers for; the port is
 /// not checked (the listener is on the port it is on).
 fn host_allowed(authority: &str, allowed_hosts: &[String]) -> bool {
     let name = crate::routing::host_without_port(authority);
-    is_always_allowed_host(&name)
+    crate::config::is_always_allowed_host(&name)
         || allowed_hosts.iter().any(|pattern| match pattern.strip_prefix("*.") {
             Some(parent) => name.strip_suffix(parent).is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
             None => *pattern == name,

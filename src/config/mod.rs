@@ -10,6 +10,7 @@ mod raw;
 mod source;
 mod units;
 mod validate;
+pub(crate) use validate::is_always_allowed_host;
 pub(crate) use validate::redact_url;
 
 pub use grpc::GrpcTranscodeSettings;

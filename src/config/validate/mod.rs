@@ -27,6 +27,7 @@ use jobs::check_jobs;
 pub(crate) use jobs::subject_matches;
 use limits::{check_rate_limit, check_rule};
 use routes::check_routes;
+pub(crate) use server::is_always_allowed_host;
 use server::{check_admin, check_limits, check_listeners, check_server, check_trusted};
 use services::check_services;
 

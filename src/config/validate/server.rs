@@ -60,7 +60,7 @@ pub(super) fn check_admin(raw: &RawAdmin, listeners: &[Listener], p: &mut Proble
     for (i, entry) in raw.allowed_hosts.iter().enumerate() {
         let key = format!("admin.allowed_hosts[{i}]");
         match admin_host_pattern(entry) {
-            Ok(pattern) if crate::admin::is_always_allowed_host(&pattern) => p.warn(
+            Ok(pattern) if is_always_allowed_host(&pattern) => p.warn(
                 key,
                 format!("`{entry}` is always allowed (IP addresses and localhost names are): listing it has no effect"),
             ),
@@ -75,7 +75,7 @@ pub(super) fn check_admin(raw: &RawAdmin, listeners: &[Listener], p: &mut Proble
 /// under it), lower-case, without a trailing dot. IP literals pass (they are always allowed).
 fn admin_host_pattern(entry: &str) -> Result<String, &'static str> {
     let name = entry.trim().trim_end_matches('.').to_ascii_lowercase();
-    if crate::admin::is_always_allowed_host(&name) {
+    if is_always_allowed_host(&name) {
         return Ok(name);
     }
     if name.contains("://") || name.contains('/') {
@@ -355,4 +355,13 @@ pub(super) fn check_limits(raw: &RawLimits, p: &mut Problems) -> Limits {
         underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
         read_buffer: read_buffer as usize,
     }
+}
+
+/// Hosts the admin listener answers for whatever `admin.allowed_hosts` lists (and that listing
+/// there only earns a `-t` warning): IP literals (a rebinding attack needs a name: a page whose origin is an IP address was
+/// served by that address) and `localhost` names (RFC 6761: they only ever mean loopback).
+pub(crate) fn is_always_allowed_host(name: &str) -> bool {
+    name.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
 }
