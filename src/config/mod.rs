@@ -7,12 +7,14 @@
 mod model;
 mod raw;
 mod source;
+mod transform;
 mod units;
 mod validate;
 pub(crate) use validate::redact_url;
 
 pub use model::*;
 pub(crate) use source::{Environment, ProcessEnv};
+pub use transform::*;
 pub(crate) use units::parse_duration;
 pub(crate) use validate::subject_matches;
 
