@@ -118,7 +118,8 @@ pub(crate) fn decode(body: &[u8]) -> Result<Node<'static>, TransformError> {
         let tokens = split_name(&name)?;
         root.insert(&tokens, value.into_owned(), &name)?;
     }
-    Ok(Field::Group(root).into_node())
+    // The top level is an object even when its names are `0`…`n-1`: a form is named fields.
+    Ok(root.into_object())
 }
 
 /// `a[b][]` → `["a", "b", ""]`.
@@ -178,6 +179,10 @@ struct Group {
 }
 
 impl Group {
+    fn into_object(self) -> Node<'static> {
+        Node::Object(self.members.into_iter().map(|(k, f)| (Cow::Owned(k), f.into_node())).collect())
+    }
+
     fn insert(&mut self, tokens: &[&str], value: String, name: &str) -> Result<(), TransformError> {
         let Some((key, rest)) = tokens.split_first() else { return Ok(()) };
         let at = match self.index.get(*key) {
@@ -239,7 +244,7 @@ impl Field {
                     items.sort_by_key(|(i, _)| *i);
                     Node::Array(items.into_iter().map(|(_, f)| f.into_node()).collect())
                 } else {
-                    Node::Object(group.members.into_iter().map(|(k, f)| (Cow::Owned(k), f.into_node())).collect())
+                    group.into_object()
                 }
             }
         }
@@ -290,6 +295,7 @@ mod tests {
             json!({"a":["1","2"],"b":["x"],"c":["x","y","z"],"d":{"1":"y"}})
         );
         assert_eq!(to_json("").expect("json"), json!({}));
+        assert_eq!(to_json("0=a&1=b").expect("json"), json!({"0":"a","1":"b"}), "the top level stays an object");
         assert_eq!(to_json("k=%E2%82%AC+1&e=").expect("json"), json!({"k":"€ 1","e":""}));
         assert_eq!(to_json("c[01]=x&c[0]=y").expect("json"), json!({"c":{"01":"x","0":"y"}}));
     }

@@ -18,8 +18,8 @@
 
 mod edit;
 pub(crate) mod encoding;
-mod form;
-mod node;
+pub(crate) mod form;
+pub(crate) mod node;
 mod pointer;
 #[cfg(test)]
 mod tests;
