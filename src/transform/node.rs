@@ -36,17 +36,16 @@ impl<'a> Node<'a> {
     /// Parse a whole body. The top level is opened at once (every transform edits it), in the
     /// same pass that validates the rest.
     pub(crate) fn parse(body: &'a [u8]) -> Result<Node<'a>, TransformError> {
-        let start = body.iter().position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
-        let node = match start.map(|i| body[i]) {
-            Some(b'{') => Node::Object(members(serde_json::from_slice::<Members<'a>>(body))?),
+        // UTF-8 is checked once for the whole body (fast on ASCII), so the parser need not
+        // check each string and each raw slice again.
+        let text = std::str::from_utf8(body).map_err(|e| TransformError::NotJson(format!("not UTF-8: {e}")))?;
+        let start = text.bytes().position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+        let node = match start.map(|i| text.as_bytes()[i]) {
+            Some(b'{') => Node::Object(members(serde_json::from_str::<Members<'a>>(text))?),
             Some(b'[') => Node::Array(
-                serde_json::from_slice::<Vec<&'a RawValue>>(body)
-                    .map_err(not_json)?
-                    .into_iter()
-                    .map(Node::Raw)
-                    .collect(),
+                serde_json::from_str::<Vec<&'a RawValue>>(text).map_err(not_json)?.into_iter().map(Node::Raw).collect(),
             ),
-            _ => Node::Raw(serde_json::from_slice::<&'a RawValue>(body).map_err(not_json)?),
+            _ => Node::Raw(serde_json::from_str::<&'a RawValue>(text).map_err(not_json)?),
         };
         Ok(node)
     }
