@@ -100,7 +100,7 @@ impl PathTree {
 /// Keep only what `tree` selects: a selected value whole; an object or array on the way to a
 /// selected value with only its selected contents; nothing else (a string, number, boolean or
 /// null on the way to a deeper pointer is dropped: it holds no selected field).
-pub(crate) fn keep(node: &mut Node<'_>, tree: &PathTree) -> Result<(), TransformError> {
+pub(crate) fn keep_selected(node: &mut Node<'_>, tree: &PathTree) -> Result<(), TransformError> {
     if tree.end {
         return Ok(());
     }
@@ -110,7 +110,7 @@ pub(crate) fn keep(node: &mut Node<'_>, tree: &PathTree) -> Result<(), Transform
         None => false,
         Some(b) if b.end => true,
         Some(_) if !value.is_container() => false,
-        Some(b) => match keep(value, b) {
+        Some(b) => match keep_selected(value, b) {
             Ok(()) => true,
             Err(e) => {
                 failed.get_or_insert(e);
@@ -134,7 +134,7 @@ pub(crate) fn keep(node: &mut Node<'_>, tree: &PathTree) -> Result<(), Transform
 
 /// Remove every value `tree` selects (indexes count in the array as it was). Below a string,
 /// number, boolean or null there is nothing to remove.
-pub(crate) fn drop(node: &mut Node<'_>, tree: &PathTree) -> Result<(), TransformError> {
+pub(crate) fn remove_selected(node: &mut Node<'_>, tree: &PathTree) -> Result<(), TransformError> {
     if !node.is_container() {
         return Ok(());
     }
@@ -144,7 +144,7 @@ pub(crate) fn drop(node: &mut Node<'_>, tree: &PathTree) -> Result<(), Transform
         None => true,
         Some(b) if b.end => false,
         Some(b) => {
-            if let Err(e) = drop(value, b) {
+            if let Err(e) = remove_selected(value, b) {
                 failed.get_or_insert(e);
             }
             true
@@ -364,13 +364,13 @@ mod tests {
     #[test]
     fn allow_keeps_listed_fields_and_the_containers_on_their_way() {
         let tree = PathTree::new(&pointers(&["/id", "/user/name", "/items/*/id", "/tags/*/x", "/flag/deeper"]));
-        let out = edited(DOC, |n| keep(n, &tree)).expect("kept");
+        let out = edited(DOC, |n| keep_selected(n, &tree)).expect("kept");
         assert_eq!(
             out,
             json!({"id":1,"user":{"name":"n"},"items":[{"id":1},{"id":2}],"tags":{"a":{"x":1},"b":{"x":3}}})
         );
         let tree = PathTree::new(&pointers(&["/items/1", "/items/*/cost", "/tags/a"]));
-        let out = edited(DOC, |n| keep(n, &tree)).expect("kept");
+        let out = edited(DOC, |n| keep_selected(n, &tree)).expect("kept");
         assert_eq!(out, json!({"items":[{"cost":2},{"id":2,"cost":3}],"tags":{"a":{"x":1,"y":2}}}));
     }
 
@@ -378,7 +378,7 @@ mod tests {
     fn wildcards_merge_into_named_branches() {
         // `/*/b` and `/a/*`: `a` keeps everything; another member keeps only `b`.
         let tree = PathTree::new(&pointers(&["/*/b", "/a/*"]));
-        let out = edited(r#"{"a":{"b":1,"c":2},"d":{"b":3,"c":4},"e":5}"#, |n| keep(n, &tree)).expect("kept");
+        let out = edited(r#"{"a":{"b":1,"c":2},"d":{"b":3,"c":4},"e":5}"#, |n| keep_selected(n, &tree)).expect("kept");
         assert_eq!(out, json!({"a":{"b":1,"c":2},"d":{"b":3}}));
     }
 
@@ -392,14 +392,14 @@ mod tests {
             "/nothing/here",
             "/flag/x",
         ]));
-        let out = edited(DOC, |n| drop(n, &tree)).expect("dropped");
+        let out = edited(DOC, |n| remove_selected(n, &tree)).expect("dropped");
         assert_eq!(
             out,
             json!({"id":1,"user":{"name":"n"},"items":[{"id":1},{"id":2}],"tags":{"a":{"y":2},"b":{}},"flag":true})
         );
         // Indexes count in the array as it was.
         let tree = PathTree::new(&pointers(&["/0", "/1"]));
-        assert_eq!(edited("[1,2,3]", |n| drop(n, &tree)).expect("dropped"), json!([3]));
+        assert_eq!(edited("[1,2,3]", |n| remove_selected(n, &tree)).expect("dropped"), json!([3]));
     }
 
     #[test]

@@ -342,7 +342,7 @@ impl RequestTransform {
             rename.apply(&mut node)?;
         }
         if let Some(tree) = &self.remove {
-            edit::drop(&mut node, tree)?;
+            edit::remove_selected(&mut node, tree)?;
         }
         for set in &self.set {
             let value = set
@@ -549,9 +549,9 @@ impl ResponseTransform {
                         reason: "`allow` keeps fields of an object or array",
                     });
                 }
-                edit::keep(&mut node, tree)?;
+                edit::keep_selected(&mut node, tree)?;
             }
-            Filter::Deny(tree) => edit::drop(&mut node, tree)?,
+            Filter::Deny(tree) => edit::remove_selected(&mut node, tree)?,
             Filter::None => {}
         }
         for rename in &self.rename {
