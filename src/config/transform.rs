@@ -231,6 +231,34 @@ mod tests {
     }
 
     #[test]
+    fn the_keys_the_transform_names_resolve_to_their_lines() {
+        // What `-t` will print: the compiler's key below the block, prefixed with the route's
+        // key, found in the file by the loader's own line index.
+        let text = "routes:\n  - path: /\n    transform:\n      request:\n        set:\n          /ok: x\n          /b: \"$nope\"\n        rename: {/m: /n, /n/o: /z}\n      response:\n        allow: [/id, /a~2]\n        status:\n          404: 204\n";
+        let value: serde_yaml::Value = serde_yaml::from_str(text).expect("yaml");
+        let settings: TransformSettings =
+            serde_yaml::from_value(value["routes"][0]["transform"].clone()).expect("settings");
+        let errors = crate::transform::Transform::from_settings(&settings).expect_err("four mistakes");
+        let lines = super::super::source::LineIndex::build(text);
+        let mut found: Vec<(String, Option<usize>)> = errors
+            .into_iter()
+            .map(|e| {
+                let key = format!("routes[0].transform.{}", e.key);
+                let line = lines.line_of(&key);
+                (key, line)
+            })
+            .collect();
+        found.sort_by_key(|(_, line)| *line);
+        let expected = [
+            ("routes[0].transform.request.set./b", Some(7)),
+            ("routes[0].transform.request.rename./n/o", Some(8)),
+            ("routes[0].transform.response.allow[1]", Some(10)),
+            ("routes[0].transform.response.status.404", Some(12)),
+        ];
+        assert_eq!(found, expected.map(|(k, l)| (k.to_string(), l)));
+    }
+
+    #[test]
     fn unknown_keys_and_types_are_named() {
         let e = read::<TransformSettings>("response:\n  alow: [/id]\n").expect_err("misspelt");
         assert!(e.contains("alow"), "{e}");
