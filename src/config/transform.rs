@@ -1,4 +1,4 @@
-//! `transform` on a route and on an aggregation part (ARCHITECTURE.md §8.3, docs/transform.md):
+//! `transform` on a route and on an aggregation part (docs/transform.md):
 //! plain data, read straight from the file. Pointers and templates stay text here; the
 //! `transform` module turns them into working objects (`Transform::from_settings`) where a
 //! snapshot is built, and reports what is wrong with a key relative to this block

@@ -1,4 +1,4 @@
-//! Declarative body transformation (ARCHITECTURE.md §8.3; the user's guide is
+//! Declarative body transformation (issue 28; the design and user's guide is
 //! docs/transform.md): a route's `transform.request` reshapes the body sent upstream,
 //! `transform.response` the body sent to the client, without a scripting language.
 //!
@@ -497,6 +497,12 @@ impl ResponseTransform {
     /// The status sent to the client for a backend's `status` (a `status` rule, or the same).
     pub(crate) fn status(&self, status: u16) -> u16 {
         self.rule(status).map_or(status, |r| r.status)
+    }
+
+    /// Whether a `status` rule replaces the body of a backend answer of `status` (the proxy
+    /// then discards the backend's body instead of buffering it).
+    pub(crate) fn replaces_body(&self, status: u16) -> bool {
+        self.rule(status).is_some_and(|r| r.body.is_some())
     }
 
     fn rule(&self, status: u16) -> Option<&StatusRule> {

@@ -126,6 +126,7 @@ fn response_status_rules_remap_and_may_replace_the_body() {
     let t = compiled("response:\n  allow: [/id]\n  status: {404: {status: 200, body: {items: [], request: \"$request_id\"}}, 409: 422}\n");
     let r = t.response.as_ref().expect("response");
     assert_eq!((r.status(404), r.status(409), r.status(200)), (200, 422, 200));
+    assert!(r.replaces_body(404) && !r.replaces_body(409) && !r.replaces_body(200));
     // The backend's 404 body (HTML, say) is never read.
     let out = with_vars(|v| r.apply(404, Some("text/html"), b"<h1>Not Found</h1>", v)).expect("replaced");
     assert_eq!((out.body.as_ref(), out.content_type), (br#"{"items":[],"request":"req-1"}"#.as_ref(), Some(JSON)));
