@@ -8,6 +8,7 @@ mod grpc;
 mod model;
 mod raw;
 mod source;
+mod transform;
 mod units;
 mod validate;
 pub(crate) use validate::is_always_allowed_host;
@@ -16,6 +17,7 @@ pub(crate) use validate::redact_url;
 pub use grpc::GrpcTranscodeSettings;
 pub use model::*;
 pub(crate) use source::{Environment, ProcessEnv};
+pub use transform::*;
 pub(crate) use units::parse_duration;
 pub(crate) use validate::subject_matches;
 
