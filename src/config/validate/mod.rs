@@ -3,7 +3,7 @@
 
 use super::model::*;
 use super::raw::*;
-use crate::routing::normalize_path;
+use crate::normalize::normalize_path;
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

@@ -14,8 +14,8 @@
 //!   owns the same ID `<name>-<address>-<port>` and keeps the registration; the old process
 //!   only stops maintaining it.
 
-use super::pace::Backoff;
 use super::{go_duration, CheckBody, ConsulClient, RegisterBody};
+use crate::backoff::Backoff;
 use crate::config::{Config, ConsulRegistration, ConsulSettings};
 use crate::runtime::Runtime;
 use async_trait::async_trait;

@@ -8,9 +8,10 @@
 //! and the loop retries with jittered exponential back-off. The first query after a failure
 //! is non-blocking so a recovered Consul is read at once.
 
-use super::pace::{next_index, Backoff, Pace};
+use super::pace::{next_index, Pace};
 use super::persist::Store;
 use super::{candidates, Candidate, ConsulClient, ConsulError};
+use crate::backoff::Backoff;
 use crate::config::{ConsulDiscovery, Target};
 use crate::discovery::WatchSpec;
 use crate::observability::Metrics;
