@@ -198,7 +198,7 @@ pub(crate) async fn fetch(
             });
             if attempts <= settings.retries && budget_ok {
                 tried.push(addr);
-                snap.metrics.upstream_retry(service, reason);
+                snap.metrics.upstream_retry(service, reason.label());
                 continue;
             }
         }

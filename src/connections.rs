@@ -28,7 +28,6 @@ use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest,
     UniqueID, UniqueIDType, ALPN,
 };
-use prometheus::IntCounter;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -236,21 +235,8 @@ async fn body_overdue(connections: &Connections, conn: &Conn) {
     .await
 }
 
-/// Counters of what the bounds and deadlines did.
-#[derive(Debug, Clone)]
-pub(crate) struct ConnectionMetrics {
-    pub(crate) open: prometheus::IntGauge,
-    pub(crate) refused_total: IntCounter,
-    pub(crate) refused_per_ip: IntCounter,
-    pub(crate) evicted: IntCounter,
-    pub(crate) header_timeouts: IntCounter,
-    pub(crate) body_timeouts: IntCounter,
-    /// Connections closed because a write to the client made no progress for `send_timeout`.
-    pub(crate) send_timeouts: IntCounter,
-    /// Heads answered 431 before a session: past `limits.max_header_bytes` while arriving, or
-    /// with more header fields than Pingora parses.
-    pub(crate) heads_too_large: IntCounter,
-}
+/// Counters of what the bounds and deadlines did (defined with the other metric families).
+pub(crate) use crate::observability::ConnectionMetrics;
 
 /// Why a new connection was closed at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1150,7 +1136,7 @@ pub(crate) fn peer_ip(stream: &Stream) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prometheus::IntGauge;
+    use prometheus::{IntCounter, IntGauge};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn metrics() -> ConnectionMetrics {

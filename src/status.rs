@@ -180,7 +180,7 @@ pub(crate) fn collect(runtime: &Runtime) -> Status {
         }
     });
     let consul = config.consul.as_ref().map(|_| {
-        let errors = runtime.metrics.consul_errors.get();
+        let errors = runtime.metrics.consul.errors.get();
         let stale: Vec<&str> = config
             .services
             .iter()

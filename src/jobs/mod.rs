@@ -362,9 +362,9 @@ impl Jobs {
                 });
             }
         };
-        metrics.jobs_publish_seconds.observe(started.elapsed().as_secs_f64());
+        metrics.jobs.publish_seconds.observe(started.elapsed().as_secs_f64());
         if !ack.duplicate {
-            metrics.jobs_published.inc();
+            metrics.jobs.published.inc();
         }
         let accepted = Accepted { stream: ack.stream, seq: ack.sequence, duplicate: ack.duplicate };
         let entry = if accepted.duplicate {

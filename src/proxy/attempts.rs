@@ -253,7 +253,7 @@ pub(crate) fn may_retry(snap: &Snapshot, session: &Session, state: &mut RequestS
     if let Some(backend) = state.attempt.backend.filter(|b| !state.tried.contains(b)) {
         state.tried.push(backend);
     }
-    snap.metrics.upstream_retry(service, reason);
+    snap.metrics.upstream_retry(service, reason.label());
     true
 }
 

@@ -18,7 +18,6 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use prometheus::IntCounter;
 use prost::Message;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,13 +31,7 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Wait before the one retry of a batch the collector could not take right then.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
 
-/// `siger_trace_spans_exported_total` and `siger_trace_spans_dropped_total{reason}`.
-#[derive(Debug)]
-pub(crate) struct SpanMetrics {
-    pub(crate) exported: IntCounter,
-    pub(crate) queue_full: IntCounter,
-    pub(crate) export_failed: IntCounter,
-}
+pub(crate) use crate::observability::SpanMetrics;
 
 /// Finished spans waiting for export, at most `tracing.queue_size`.
 #[derive(Debug, Default)]
@@ -219,6 +212,7 @@ impl BackgroundService for SpanExporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus::IntCounter;
 
     fn span() -> Span {
         Span { trace_id: vec![1; 16], span_id: vec![1; 8], name: "x".into(), ..Default::default() }

@@ -203,7 +203,7 @@ impl Registrar {
                     self.pause(VERIFY_EVERY).await;
                 }
                 Err(e) => {
-                    metrics.consul_errors.inc();
+                    metrics.consul.errors.inc();
                     if backoff.failures() == 0 {
                         log::warn!("consul registration of {} failed, retrying in the background: {e}", self.body.id);
                     } else {

@@ -97,7 +97,7 @@ impl Watch {
             let answer = match answer {
                 Ok(a) => a,
                 Err(e) => {
-                    metrics.consul_errors.inc();
+                    metrics.consul.errors.inc();
                     // Read the current state at once when Consul is back, and never block on
                     // an index from before the outage (Consul may have restarted lower).
                     index = 0;
