@@ -10,7 +10,7 @@ use crate::observability::logger;
 use crate::proxy::{AtTheBound, ConnectionGate, Gateway, IdleLimited};
 use crate::ratelimit::LimitSweeper;
 use crate::redirect::RedirectHttps;
-use crate::reload::{ConfigWatcher, HangupReload};
+use crate::reload::{ConfigWatcher, HangupReload, Reload};
 use crate::runtime::Runtime;
 use crate::tls::{CertWatcher, Handshakes};
 use crate::trace::export::SpanExporter;
@@ -135,12 +135,15 @@ pub fn run(config: Config, path: &Path, launch: Launch) {
     let drain = Drain::new(runtime.lifecycle.clone(), cfg.server.grace_period, cfg.server.graceful_shutdown_timeout);
     server.add_service(background_service("drain", drain));
     server.add_service(background_service("upstream pools", PoolsService::new(&runtime.upstreams)));
-    server.add_service(background_service("rate limit sweeper", LimitSweeper::new(runtime.clone())));
-    server.add_service(background_service("jwks refresh", KeyRefreshService::new(runtime.clone())));
-    server.add_service(background_service("reload on SIGHUP", HangupReload::new(runtime.clone())));
-    server.add_service(background_service("config watcher", ConfigWatcher::new(runtime.clone())));
+    server.add_service(background_service("rate limit sweeper", LimitSweeper::new(runtime.limits.clone())));
+    let keys = KeyRefreshService::new(runtime.authenticator.subscribe(), runtime.metrics.auth.clone());
+    server.add_service(background_service("jwks refresh", keys));
+    let reloader: Arc<dyn Reload> = runtime.clone();
+    server.add_service(background_service("reload on SIGHUP", HangupReload::new(reloader.clone())));
+    server.add_service(background_service("config watcher", ConfigWatcher::new(reloader)));
     // Always there, so a reload can switch tracing on.
-    server.add_service(background_service("span export", SpanExporter::new(runtime.clone())));
+    let spans = SpanExporter::new(runtime.spans.clone(), runtime.metrics.spans.clone(), runtime.tracing.subscribe());
+    server.add_service(background_service("span export", spans));
 
     if !runtime.tls.is_empty() {
         server.add_service(background_service("tls certificates", CertWatcher::new(runtime.clone())));
@@ -193,7 +196,7 @@ pub fn run(config: Config, path: &Path, launch: Launch) {
 
     // Consul: the discovery and registration services; the run arguments deregister on
     // SIGTERM but not on upgrade.
-    let run_args = crate::discovery::consul::install(&mut server, &runtime);
+    let run_args = crate::discovery::consul::install(&mut server, &runtime.discovery, cfg, &runtime.metrics.consul);
     drop(snap);
     server.run(run_args);
     log::info!("siger stopped");

@@ -8,7 +8,7 @@
 //! snapshot keeps serving; the error is logged, counted and reported to whoever asked.
 
 use crate::auth::Authenticator;
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, FileDigest, TracingSettings};
 use crate::connections::Connections;
 use crate::discovery::DiscoveryControl;
 use crate::forwarding;
@@ -19,6 +19,7 @@ use crate::ratelimit::LimitStores;
 use crate::routing::RouteTable;
 use crate::snapshot::{Snapshot, Source};
 use crate::tls::TlsEdge;
+use crate::trace::export::SpanQueue;
 use crate::upstream::Upstreams;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
@@ -26,6 +27,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 
 /// Longest wait for a new `jwks_url` to answer during a reload.
 const JWKS_PREFETCH: Duration = Duration::from_secs(5);
@@ -53,14 +55,18 @@ pub(crate) struct Runtime {
     /// The NATS link of `/jobs/submit`, when the process started with jobs configured.
     pub(crate) jobs: Option<Arc<Jobs>>,
     pub(crate) upstreams: Upstreams,
-    pub(crate) limits: LimitStores,
+    pub(crate) limits: Arc<LimitStores>,
     pub(crate) discovery: DiscoveryControl,
+    /// The authenticator in force, for the key refresher (sent at start and on every commit).
+    pub(crate) authenticator: watch::Sender<Option<Arc<Authenticator>>>,
+    /// `tracing` in force, for the span exporter (sent at start and on every commit).
+    pub(crate) tracing: watch::Sender<Option<TracingSettings>>,
     /// `limits.idle_timeout` in seconds, read by every new downstream session.
     pub(crate) idle_secs: Arc<AtomicU64>,
     /// Client connections: their bounds and request deadlines.
     pub(crate) connections: Arc<Connections>,
     /// Finished spans waiting for the exporter.
-    pub(crate) spans: crate::trace::export::SpanQueue,
+    pub(crate) spans: Arc<SpanQueue>,
     /// TLS listeners' certificates and client-certificate checks.
     pub(crate) tls: TlsEdge,
     /// Pingora's response-compression module is installed (a route compressed at start-up):
@@ -109,13 +115,13 @@ impl Runtime {
         let discovery = DiscoveryControl::new(config.consul.clone());
         let metrics = Metrics::new();
         let upstreams = Upstreams::default();
-        let limits = LimitStores::default();
+        let limits = Arc::new(LimitStores::default());
         let source = source_of(path, &config);
         let snapshot = build_snapshot(1, config, source, auth, &upstreams, &limits, &metrics, &[]);
-        discovery.seed(&snapshot);
+        discovery.seed(&snapshot.config.services, &snapshot.pools);
         upstreams.commit(&snapshot.config.services, &snapshot.pools);
         limits.commit(&snapshot.limiter, &snapshot.config);
-        discovery.want(&snapshot);
+        discovery.want(&snapshot.config.services, &snapshot.pools);
         metrics.loaded(1, unix_seconds(snapshot.source.loaded_at));
         let tls = TlsEdge::new(&snapshot.config, &metrics);
         crate::policy::cache::storage().set_limit(snapshot.config.cache.max_memory as usize);
@@ -126,6 +132,8 @@ impl Runtime {
             idle_secs: Arc::new(AtomicU64::new(snapshot.config.limits.idle_timeout.as_secs())),
             connections: Connections::new(&snapshot.config.limits, metrics.connections.clone()),
             spans: Default::default(),
+            authenticator: watch::channel(snapshot.auth.clone()).0,
+            tracing: watch::channel(snapshot.config.tracing.clone()).0,
             current: ArcSwap::from_pointee(snapshot),
             metrics,
             lifecycle: Lifecycle::new(),
@@ -205,10 +213,10 @@ impl Runtime {
             &self.metrics,
             &previous.pools,
         );
-        self.discovery.prepare(&snapshot, DISCOVERY_PRIME).await;
+        self.discovery.prepare(&snapshot.config.services, &snapshot.pools, DISCOVERY_PRIME).await;
         // A file rewritten while it was read (an editor or copy still at work) is not applied:
         // what was read may be a mix of old and new. The finished write is a change of its own.
-        if crate::reload::contents_changed(&snapshot.config.files) {
+        if FileDigest::any_changed(&snapshot.config.files) {
             return Err(vec!["the configuration changed while it was being read (a write still in progress?); \
                              nothing was applied"
                 .to_string()]);
@@ -217,11 +225,13 @@ impl Runtime {
         self.generations.store(generation, Ordering::Relaxed);
         self.upstreams.commit(&snapshot.config.services, &snapshot.pools);
         self.limits.commit(&snapshot.limiter, &snapshot.config);
-        self.discovery.want(&snapshot);
+        self.discovery.want(&snapshot.config.services, &snapshot.pools);
         self.idle_secs.store(snapshot.config.limits.idle_timeout.as_secs(), Ordering::Relaxed);
         self.connections.apply(&snapshot.config.limits);
         let snapshot = Arc::new(snapshot);
         self.current.store(snapshot.clone());
+        self.authenticator.send_replace(snapshot.auth.clone());
+        self.tracing.send_replace(snapshot.config.tracing.clone());
         self.tls.apply(&snapshot.config, &self.metrics);
         crate::policy::cache::storage().set_limit(snapshot.config.cache.max_memory as usize);
         // After the swap: new requests already use the new generation.
@@ -280,6 +290,23 @@ impl Runtime {
             }
         }
         refused
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::reload::Reload for Runtime {
+    async fn reload(&self, trigger: &'static str) -> Result<u64, Vec<String>> {
+        Runtime::reload(self, trigger).await
+    }
+
+    fn in_force(&self) -> crate::reload::InForce {
+        let snap = self.current();
+        crate::reload::InForce {
+            generation: snap.generation,
+            watch_config: snap.config.server.watch_config,
+            path: snap.source.path.clone(),
+            files: snap.config.files.clone(),
+        }
     }
 }
 

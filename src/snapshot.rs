@@ -5,7 +5,7 @@
 //! A request pins the snapshot in force when it starts (`new_ctx`) and finishes on it, so a
 //! reload never changes the rules under a request in flight. What must survive a reload
 //! (backend health, least-conn counters, limit counters, connections) lives in the process's
-//! [`Runtime`](crate::runtime::Runtime) and is shared by the snapshots built over it.
+//! runtime and is shared by the snapshots built over it.
 
 use crate::auth::Authenticator;
 use crate::config::{Config, RouteId, RouteSettings, ServiceId, ServiceSettings};

@@ -94,6 +94,17 @@ pub struct FileDigest {
     pub sha256: [u8; 32],
 }
 
+impl FileDigest {
+    /// Whether any file's contents differ from the digest the configuration was read with (a
+    /// missing file differs).
+    pub fn any_changed(files: &[FileDigest]) -> bool {
+        use sha2::Digest;
+        files.iter().any(|f| {
+            std::fs::read(&f.path).map_or(true, |bytes| <[u8; 32]>::from(sha2::Sha256::digest(&bytes)) != f.sha256)
+        })
+    }
+}
+
 impl Config {
     /// The service with this name.
     pub fn service_id(&self, name: &str) -> Option<ServiceId> {

@@ -4,4 +4,4 @@ pub(crate) mod access;
 pub mod logger;
 pub(crate) mod metrics;
 
-pub(crate) use metrics::{ConfigMetrics, ConnectionMetrics, Metrics, SpanMetrics};
+pub(crate) use metrics::{AuthMetrics, ConfigMetrics, ConnectionMetrics, ConsulMetrics, Metrics, SpanMetrics};

@@ -243,13 +243,13 @@ pub(crate) fn client_key(
 
 /// Sweeps the local limit tables every second.
 pub(crate) struct LimitSweeper {
-    runtime: Arc<crate::runtime::Runtime>,
+    stores: Arc<LimitStores>,
 }
 
 impl LimitSweeper {
-    /// Sweep the tables of `runtime`.
-    pub(crate) fn new(runtime: Arc<crate::runtime::Runtime>) -> Self {
-        LimitSweeper { runtime }
+    /// Sweep the tables of `stores`.
+    pub(crate) fn new(stores: Arc<LimitStores>) -> Self {
+        LimitSweeper { stores }
     }
 }
 
@@ -258,7 +258,7 @@ impl pingora::services::background::BackgroundService for LimitSweeper {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => self.runtime.limits.sweep(),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => self.stores.sweep(),
                 _ = shutdown.changed() => return,
             }
         }
