@@ -9,7 +9,7 @@
 
 use crate::config::{AggregateSettings, OnFailure};
 use crate::snapshot::Snapshot;
-use crate::upstream::{now_ms, Pool};
+use crate::upstream::now_ms;
 use bytes::BytesMut;
 use http::{HeaderName, HeaderValue};
 use pingora::connectors::http::Connector;
@@ -162,7 +162,7 @@ pub(crate) async fn fetch(
             }));
         };
         let addr = selected.addr;
-        let peer = Pool::peer(settings, addr, None);
+        let peer = snap.peer(service, addr, None);
         (report.backend, report.status, report.attempts) = (Some(addr), None, attempts);
         let result = attempt(&peer, &head, max_body, settings.idle_timeout).await;
         report.status = result.as_ref().ok().map(|(status, _)| *status);

@@ -2,19 +2,20 @@
 
 use crate::admin::AdminApp;
 use crate::auth::KeyRefreshService;
-use crate::config::Config;
-use crate::config::ListenerMode;
+use crate::config::{Config, ConfigErrors, ListenerMode};
 use crate::jobs::service::{NatsService, WithNats};
 use crate::lifecycle::Drain;
-use crate::observability::logger;
+use crate::observability::{logger, Metrics};
 use crate::proxy::{AtTheBound, ConnectionGate, Gateway, IdleLimited};
-use crate::ratelimit::LimitSweeper;
+use crate::ratelimit::{LimitStores, LimitSweeper};
 use crate::redirect::RedirectHttps;
 use crate::reload::{ConfigWatcher, HangupReload, Reload};
 use crate::runtime::Runtime;
+pub use crate::snapshot::Checked;
+use crate::snapshot::Snapshot;
 use crate::tls::{CertWatcher, Handshakes};
 use crate::trace::export::SpanExporter;
-use crate::upstream::PoolsService;
+use crate::upstream::{PoolsService, Upstreams};
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
@@ -118,16 +119,37 @@ const H2_PENDING_RESETS: usize = 20;
 /// Streams the server may reset for a client's protocol errors before the connection ends.
 const H2_LOCAL_ERROR_RESETS: usize = 1024;
 
+/// Load, validate and compile the config file at `path`: what `-t`, a start, `siger token`
+/// and `siger upgrade` all read, with every problem named by key and line.
+pub fn check(path: &Path) -> Result<Checked, ConfigErrors> {
+    crate::snapshot::check(path)
+}
+
+/// `siger -t`: build the generation a start would serve from `checked` (read from `path`) —
+/// route table, pools, limits, verifiers, metric handles — and drop it unserved. Nothing
+/// listens or connects: pools run no health checks, the Redis store does not connect and no
+/// JWKS URL is fetched.
+pub fn dry_run(checked: Checked, path: &Path) {
+    let auth = crate::runtime::starting_auth(&checked.config);
+    let source = crate::snapshot::Source {
+        path: path.to_path_buf(),
+        sha256: String::new(),
+        loaded_at: std::time::SystemTime::now(),
+    };
+    let (upstreams, limits, metrics) = (Upstreams::default(), LimitStores::default(), Metrics::new());
+    drop(Snapshot::build(1, checked, source, auth, &upstreams, &limits, &metrics, &[]));
+}
+
 /// Build and run the server until it shuts down (SIGTERM, SIGINT or an upgrade hand-over).
-/// `path` is the config file `config` was read from (reloads read it again).
-pub fn run(config: Config, path: &Path, launch: Launch) {
-    let conf = server_conf(&config, launch);
+/// `path` is the config file `checked` was read from (reloads read it again).
+pub fn run(checked: Checked, path: &Path, launch: Launch) {
+    let conf = server_conf(&checked.config, launch);
     let opt = Opt { upgrade: launch.upgrade, daemon: launch.daemon, nocapture: false, test: false, conf: None };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     // Receive inherited listeners first: the old process waits only a few seconds (§6.4).
     server.bootstrap();
 
-    let runtime = Runtime::start(config, path);
+    let runtime = Runtime::start(checked, path);
     let snap = runtime.current();
     let cfg = &snap.config;
 
@@ -146,14 +168,15 @@ pub fn run(config: Config, path: &Path, launch: Launch) {
     server.add_service(background_service("span export", spans));
 
     if !runtime.tls.is_empty() {
-        server.add_service(background_service("tls certificates", CertWatcher::new(runtime.clone())));
+        let watcher = CertWatcher::new(runtime.tls.clone(), runtime.metrics.tls.clone());
+        server.add_service(background_service("tls certificates", watcher));
     }
 
     // Plain and TLS listeners share one proxy service; h2c listeners need their own (the h2c
     // preface check is per service) and redirect listeners answer without proxying.
     // TLS listeners are plain TCP ones to Pingora: the connection gate admits each connection
     // before its handshake and runs it under the head deadlines (see `crate::tls::Handshakes`).
-    let Some(handshakes) = runtime.tls.handshakes(cfg) else {
+    let Some(handshakes) = runtime.tls.handshakes(&cfg.listeners) else {
         log::error!("TLS settings could not be built");
         logger::flush();
         std::process::exit(1);

@@ -263,7 +263,7 @@ mod credentials {
     use super::*;
     use crate::auth::api_keys::ApiKeyTable;
     use crate::auth::credentials::presented;
-    use crate::auth::telegram::TelegramSettings;
+    use crate::auth::telegram::{TelegramSettings, TelegramVerifier};
     use crate::auth::token::bearer;
     use http::{HeaderMap, HeaderName, HeaderValue};
     use std::time::Duration;
@@ -343,7 +343,12 @@ mod credentials {
 
         #[test]
         fn telegram_init_data_never_verifies_unsigned(data in pieces_or_any(PIECES, 16)) {
-            let settings = TelegramSettings::new("1:bot-token", Duration::from_secs(3600), Vec::new(), Vec::new());
+            let settings = TelegramVerifier::new(&TelegramSettings {
+                bot_token: "1:bot-token".into(),
+                max_age: Duration::from_secs(3600),
+                roles: Vec::new(),
+                forward: Vec::new(),
+            });
             prop_assert!(settings.verify(&data, 1).is_err());
         }
 

@@ -8,16 +8,14 @@
 //! snapshot keeps serving; the error is logged, counted and reported to whoever asked.
 
 use crate::auth::Authenticator;
-use crate::config::{self, Config, ConfigError, FileDigest, TracingSettings};
+use crate::config::{Config, ConfigError, FileDigest, TracingSettings};
 use crate::connections::Connections;
 use crate::discovery::DiscoveryControl;
-use crate::forwarding;
 use crate::jobs::Jobs;
 use crate::lifecycle::Lifecycle;
 use crate::observability::Metrics;
 use crate::ratelimit::LimitStores;
-use crate::routing::RouteTable;
-use crate::snapshot::{Snapshot, Source};
+use crate::snapshot::{self, Checked, Snapshot, Source};
 use crate::tls::TlsEdge;
 use crate::trace::export::SpanQueue;
 use crate::upstream::Upstreams;
@@ -68,7 +66,7 @@ pub(crate) struct Runtime {
     /// Finished spans waiting for the exporter.
     pub(crate) spans: Arc<SpanQueue>,
     /// TLS listeners' certificates and client-certificate checks.
-    pub(crate) tls: TlsEdge,
+    pub(crate) tls: Arc<TlsEdge>,
     /// Pingora's response-compression module is installed (a route compressed at start-up):
     /// without one, a plain request pays nothing for compression; adding the first
     /// `compress` route then needs a new process.
@@ -95,9 +93,10 @@ fn unix_seconds(t: SystemTime) -> f64 {
 }
 
 impl Runtime {
-    /// The runtime of a process started with `config` (read from `path`). Keys that fail to
+    /// The runtime of a process started with `checked` (read from `path`). Keys that fail to
     /// load leave authentication unavailable (503) rather than stopping the start.
-    pub(crate) fn start(config: Config, path: &Path) -> Arc<Runtime> {
+    pub(crate) fn start(checked: Checked, path: &Path) -> Arc<Runtime> {
+        let config = &checked.config;
         let jobs = match (&config.jobs, &config.nats) {
             (Some(jobs), Some(nats)) => {
                 let wait = config.server.grace_period + config.server.graceful_shutdown_timeout;
@@ -105,25 +104,21 @@ impl Runtime {
             }
             _ => None,
         };
-        let auth = config.auth.as_ref().and_then(|s| match Authenticator::new(s) {
-            Ok(a) => Some(Arc::new(a)),
-            Err(e) => {
-                log::error!("auth.jwt: {e}; routes that need authentication will answer 503");
-                None
-            }
-        });
+        let auth = starting_auth(config);
         let discovery = DiscoveryControl::new(config.consul.clone());
         let metrics = Metrics::new();
         let upstreams = Upstreams::default();
         let limits = Arc::new(LimitStores::default());
-        let source = source_of(path, &config);
-        let snapshot = build_snapshot(1, config, source, auth, &upstreams, &limits, &metrics, &[]);
-        discovery.seed(&snapshot.config.services, &snapshot.pools);
-        upstreams.commit(&snapshot.config.services, &snapshot.pools);
+        let source = source_of(path, config);
+        let snapshot = Snapshot::build(1, checked, source, auth, &upstreams, &limits, &metrics, &[]);
+        let (services, upstream_tls) = (&snapshot.config.services, &snapshot.compiled.upstream_tls);
+        discovery.seed(services, &snapshot.pools);
+        upstreams.commit(services, upstream_tls, &snapshot.pools);
         limits.commit(&snapshot.limiter, &snapshot.config);
-        discovery.want(&snapshot.config.services, &snapshot.pools);
+        discovery.want(services, &snapshot.pools);
         metrics.loaded(1, unix_seconds(snapshot.source.loaded_at));
-        let tls = TlsEdge::new(&snapshot.config, &metrics);
+        let (listeners, files) = (&snapshot.config.listeners, &snapshot.config.files);
+        let tls = Arc::new(TlsEdge::new(listeners, &snapshot.compiled.listener_tls, files, &metrics.tls));
         crate::policy::cache::storage().set_limit(snapshot.config.cache.max_memory as usize);
         let compression = snapshot.config.routes.iter().any(|r| r.compress.is_some());
         Arc::new(Runtime {
@@ -189,30 +184,23 @@ impl Runtime {
         // Reading and checking a large file takes a while: not on a runtime thread (the admin
         // listener has one, and keeps answering /health meanwhile).
         let file = path.clone();
-        let loaded = tokio::task::spawn_blocking(move || config::load(&file))
+        let loaded = tokio::task::spawn_blocking(move || snapshot::check(&file))
             .await
             .map_err(|e| vec![format!("loading the configuration failed: {e}")])?;
-        let config = loaded.map_err(|e| e.errors.iter().map(ConfigError::to_string).collect::<Vec<_>>())?;
-        let source = source_of(&path, &config);
-        let refused = self.upgrade_only_changes(&previous.config, &config);
+        let checked = loaded.map_err(|e| e.errors.iter().map(ConfigError::to_string).collect::<Vec<_>>())?;
+        let config = &checked.config;
+        let source = source_of(&path, config);
+        let refused = self.upgrade_only_changes(&previous.config, config);
         if !refused.is_empty() {
             return Err(refused);
         }
         for w in &config.warnings {
             log::warn!("{}: {w}", path.display());
         }
-        let auth = plan_auth(&config, &previous).await.map_err(|e| vec![e])?;
+        let auth = plan_auth(config, &previous).await.map_err(|e| vec![e])?;
         let generation = self.generations.load(Ordering::Relaxed) + 1;
-        let snapshot = build_snapshot(
-            generation,
-            config,
-            source,
-            auth,
-            &self.upstreams,
-            &self.limits,
-            &self.metrics,
-            &previous.pools,
-        );
+        let (upstreams, limits, metrics) = (&self.upstreams, &self.limits, &self.metrics);
+        let snapshot = Snapshot::build(generation, checked, source, auth, upstreams, limits, metrics, &previous.pools);
         self.discovery.prepare(&snapshot.config.services, &snapshot.pools, DISCOVERY_PRIME).await;
         // A file rewritten while it was read (an editor or copy still at work) is not applied:
         // what was read may be a mix of old and new. The finished write is a change of its own.
@@ -223,7 +211,7 @@ impl Runtime {
         }
         // Everything is built: from here on nothing can fail.
         self.generations.store(generation, Ordering::Relaxed);
-        self.upstreams.commit(&snapshot.config.services, &snapshot.pools);
+        self.upstreams.commit(&snapshot.config.services, &snapshot.compiled.upstream_tls, &snapshot.pools);
         self.limits.commit(&snapshot.limiter, &snapshot.config);
         self.discovery.want(&snapshot.config.services, &snapshot.pools);
         self.idle_secs.store(snapshot.config.limits.idle_timeout.as_secs(), Ordering::Relaxed);
@@ -232,7 +220,8 @@ impl Runtime {
         self.current.store(snapshot.clone());
         self.authenticator.send_replace(snapshot.auth.clone());
         self.tracing.send_replace(snapshot.config.tracing.clone());
-        self.tls.apply(&snapshot.config, &self.metrics);
+        let (listeners, files) = (&snapshot.config.listeners, &snapshot.config.files);
+        self.tls.apply(listeners, &snapshot.compiled.listener_tls, files, &self.metrics.tls);
         crate::policy::cache::storage().set_limit(snapshot.config.cache.max_memory as usize);
         // After the swap: new requests already use the new generation.
         let discovered: Vec<String> =
@@ -316,6 +305,18 @@ fn listener_shapes(config: &Config) -> Vec<(String, &'static str, bool, Option<u
     config.listeners.iter().map(|l| l.fixed_shape()).collect()
 }
 
+/// The authenticator of the starting config: one whose keys fail to load leaves
+/// authentication unavailable (503) rather than stopping the start.
+pub(crate) fn starting_auth(config: &Config) -> Option<Arc<Authenticator>> {
+    config.auth.as_ref().and_then(|s| match Authenticator::new(s) {
+        Ok(a) => Some(Arc::new(a)),
+        Err(e) => {
+            log::error!("auth.jwt: {e}; routes that need authentication will answer 503");
+            None
+        }
+    })
+}
+
 /// The authenticator of a reloaded config: the same one when `auth.jwt` and the key files it
 /// names did not change (its validation cache stays warm), else a new one whose keys are all
 /// loaded before it is used — the JWKS URL's included (taken over when the URL is the same,
@@ -355,50 +356,6 @@ fn file_digest(path: &Path) -> Option<[u8; 32]> {
 /// The digest of a key file as the previous generation's authenticator read it.
 fn previous_digest(previous: &Snapshot, path: &Path) -> Option<[u8; 32]> {
     previous.auth.as_ref().and_then(|a| a.file_digest(path))
-}
-
-/// Build a snapshot (nothing is swapped or committed here).
-#[allow(clippy::too_many_arguments)]
-fn build_snapshot(
-    generation: u64,
-    config: Config,
-    source: Source,
-    auth: Option<Arc<Authenticator>>,
-    upstreams: &Upstreams,
-    limits: &LimitStores,
-    metrics: &Metrics,
-    previous_pools: &[Arc<crate::upstream::Pool>],
-) -> Snapshot {
-    let pools = upstreams.plan(&config.services, previous_pools);
-    let limiter = limits.plan(&config);
-    let key_headers = config
-        .routes
-        .iter()
-        .filter_map(|r| r.rate_limit.as_ref())
-        .chain(config.rate_limit.default.as_ref())
-        .filter_map(|rule| match &rule.key {
-            crate::config::LimitKey::Header(h) => Some(h.clone()),
-            _ => None,
-        })
-        .chain(config.services.iter().filter_map(|s| match &s.lb {
-            crate::config::LbAlgorithm::ConsistentHash(crate::config::HashKey::Header(h)) => Some(h.clone()),
-            _ => None,
-        }))
-        .collect::<Vec<_>>();
-    let identity_headers = config.identity_headers();
-    let protected_headers = forwarding::protected_headers(identity_headers.iter().cloned(), key_headers);
-    Snapshot {
-        generation,
-        routes: RouteTable::new(&config.routes),
-        metrics: metrics.for_config(&config, generation),
-        pools,
-        auth,
-        limiter,
-        protected_headers,
-        identity_headers,
-        source,
-        config,
-    }
 }
 
 /// Log what a reload changed, by route label and service name.

@@ -292,10 +292,10 @@ impl Authenticator {
 pub(crate) struct Verifiers<'a> {
     /// JWT (`None` when not configured, or when its keys failed to load at start-up).
     pub(crate) jwt: Option<&'a Authenticator>,
-    /// `auth.api_keys`.
-    pub(crate) api_keys: Option<&'a crate::config::ApiKeySettings>,
+    /// `auth.api_keys`: the header that carries a key, and the table of the keys file.
+    pub(crate) api_keys: Option<(&'a HeaderName, &'a api_keys::ApiKeyTable)>,
     /// `auth.telegram`.
-    pub(crate) telegram: Option<&'a telegram::TelegramSettings>,
+    pub(crate) telegram: Option<&'a telegram::TelegramVerifier>,
 }
 
 /// Authenticate a request on a route that accepts `schemes` in `mode` (not public): the one
@@ -308,7 +308,7 @@ pub(crate) async fn authenticate(
     headers: &HeaderMap,
     metrics: &Metrics,
 ) -> Result<Option<Arc<Identity>>, AuthError> {
-    let api_key_header = verifiers.api_keys.map(|k| &k.header);
+    let api_key_header = verifiers.api_keys.map(|(header, _)| header);
     let (scheme, data) = match credentials::presented(headers, api_key_header)? {
         credentials::Presented::Nothing if mode == AuthMode::Optional => return Ok(None),
         credentials::Presented::Nothing => return Err(AuthError::Missing),
@@ -323,7 +323,7 @@ pub(crate) async fn authenticate(
             None => Err(AuthError::KeysUnavailable),
         },
         Scheme::ApiKey => match verifiers.api_keys {
-            Some(keys) => Ok(keys.table.authenticate(headers, &keys.header)?),
+            Some((header, table)) => Ok(table.authenticate(headers, header)?),
             None => Err(AuthError::Missing),
         },
         Scheme::Telegram => match verifiers.telegram {

@@ -1,8 +1,14 @@
 //! Configuration: one YAML file (ARCHITECTURE.md §3) parsed once into the validated [`Config`].
 //!
 //! Loading order: read the file → YAML tree → `${VAR}` interpolation → typed raw structs (unknown
-//! keys rejected) → `validate` (semantic checks and cross-references). Every error carries the key
-//! path and, where the file has it, the line.
+//! keys rejected) → `validate` (semantic checks and cross-references, every file the config
+//! names read into a [`LoadedFile`]). Every error carries the key path and, where the file has
+//! it, the line.
+//!
+//! The result is plain data. What needs more than parsing (certificates, key tables, schemas,
+//! store clients) is built by the module that uses it, from the settings and bytes here, where
+//! a snapshot is built; such a builder reports into [`Findings`] by key, and the [`Locator`] of
+//! the file gives those keys their lines, so its messages read like the loader's own.
 
 mod grpc;
 mod model;
@@ -67,8 +73,63 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// Problems found by a module building working objects from settings: `(key, message)` pairs,
+/// keyed as the loader keys its own (`listen[0].certs[1].cert`), given their lines by the
+/// [`Locator`] of the file.
+#[derive(Debug, Default)]
+pub struct Findings {
+    errors: Vec<(String, String)>,
+    warnings: Vec<(String, String)>,
+}
+
+impl Findings {
+    /// Something that makes the configuration unusable.
+    pub fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push((key.into(), message.into()));
+    }
+
+    /// Something worth saying that changes nothing.
+    pub fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push((key.into(), message.into()));
+    }
+
+    /// Whether an error was found.
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
+    }
+
+    /// The errors and the warnings, for a caller that reports them itself (a file watcher).
+    pub fn into_parts(self) -> (Vec<(String, String)>, Vec<(String, String)>) {
+        (self.errors, self.warnings)
+    }
+}
+
+/// Where each key of one config file is: gives [`Findings`] their lines.
+#[derive(Debug)]
+pub struct Locator(LineIndex);
+
+impl Locator {
+    /// The errors and warnings of `findings`, each with its line, in file order.
+    pub fn locate(&self, findings: Findings) -> (Vec<ConfigError>, Vec<ConfigError>) {
+        let located = |list: Vec<(String, String)>| {
+            let mut out: Vec<ConfigError> = list
+                .into_iter()
+                .map(|(path, message)| ConfigError { line: self.0.line_of(&path), path, message })
+                .collect();
+            out.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            out
+        };
+        (located(findings.errors), located(findings.warnings))
+    }
+}
+
 /// Load and validate a config file, with the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_located(path).map(|(config, _)| config)
+}
+
+/// [`load`], with the [`Locator`] of the file for what is built from the config next.
+pub fn load_located(path: &Path) -> Result<(Config, Locator), ConfigErrors> {
     load_with_env(path, &ProcessEnv)
 }
 
@@ -78,7 +139,7 @@ pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
 pub const MAX_NESTING: usize = 32;
 
 /// Load and validate a config file with an explicit environment (tests).
-pub(crate) fn load_with_env(path: &Path, env: &dyn Environment) -> Result<Config, ConfigErrors> {
+pub(crate) fn load_with_env(path: &Path, env: &dyn Environment) -> Result<(Config, Locator), ConfigErrors> {
     let file = path.display().to_string();
     let whole = |message: String| ConfigErrors {
         file: file.clone(),
@@ -93,15 +154,25 @@ pub(crate) fn load_with_env(path: &Path, env: &dyn Environment) -> Result<Config
     // and re-reads them (JWKS files, reloads) long after start.
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let base = absolute.parent().unwrap_or_else(|| Path::new("/"));
-    let mut config = parse(&text, base, env).map_err(|errors| ConfigErrors { file, errors })?;
+    let (mut config, locator) = parse_located(&text, base, env).map_err(|errors| ConfigErrors { file, errors })?;
     use sha2::Digest;
     let own = FileDigest { path: absolute.clone(), sha256: sha2::Sha256::digest(text.as_bytes()).into() };
     config.files.insert(0, own);
-    Ok(config)
+    Ok((config, locator))
 }
 
 /// Parse config text; relative file paths in it resolve against `base`.
+#[cfg(test)]
 pub(crate) fn parse(text: &str, base: &Path, env: &dyn Environment) -> Result<Config, Vec<ConfigError>> {
+    parse_located(text, base, env).map(|(config, _)| config)
+}
+
+/// [`parse`], with the [`Locator`] of the text.
+pub(crate) fn parse_located(
+    text: &str,
+    base: &Path,
+    env: &dyn Environment,
+) -> Result<(Config, Locator), Vec<ConfigError>> {
     let lines = LineIndex::build(text);
     let located = |path: String, message: String| ConfigError { line: lines.line_of(&path), path, message };
     if lines.max_depth > MAX_NESTING {
@@ -161,7 +232,7 @@ pub(crate) fn parse(text: &str, base: &Path, env: &dyn Environment) -> Result<Co
     match validate::validate(raw, base) {
         Ok((mut config, problems)) => {
             config.warnings = in_file_order(problems.warnings);
-            Ok(config)
+            Ok((config, Locator(lines)))
         }
         Err(problems) => Err(in_file_order(problems.errors)),
     }

@@ -4,4 +4,6 @@ pub(crate) mod access;
 pub mod logger;
 pub(crate) mod metrics;
 
-pub(crate) use metrics::{AuthMetrics, ConfigMetrics, ConnectionMetrics, ConsulMetrics, Metrics, SpanMetrics};
+pub(crate) use metrics::{
+    AuthMetrics, ConfigMetrics, ConnectionMetrics, ConsulMetrics, Metrics, SpanMetrics, TlsMetrics,
+};

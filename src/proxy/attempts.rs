@@ -12,7 +12,7 @@ use crate::snapshot::Snapshot;
 use crate::trace::ChildSpan;
 use crate::upstream::breaker::{Refusal, State};
 use crate::upstream::outlier::Verdict;
-use crate::upstream::{now_ms, split, Pool};
+use crate::upstream::{now_ms, split};
 use pingora::prelude::*;
 use std::time::Instant;
 
@@ -166,7 +166,7 @@ pub(crate) fn next_peer(
                 ..Default::default()
             };
             state.attempts += 1;
-            Ok(Box::new(Pool::peer(settings, selected.addr, snap.route(route_id).timeout)))
+            Ok(Box::new(snap.peer(service, selected.addr, snap.route(route_id).timeout)))
         }
         None if state.tried.is_empty() => Err(GatewayError::NoHealthyBackend { service: settings.name.clone() }),
         // Every usable backend failed: answer with the last failure.

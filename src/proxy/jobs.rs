@@ -81,7 +81,7 @@ pub(super) async fn handle(
         }
     }
     let _inflight = jobs.begin();
-    let err = match submit(runtime, jobs, settings, session, state).await {
+    let err = match submit(runtime, jobs, settings, snap.jobs_schema(), session, state).await {
         Ok((job_id, accepted)) => {
             return respond(session, snap, state, accepted_answer(settings, &job_id, &accepted)).await.map(|_| true)
         }
@@ -106,6 +106,7 @@ async fn submit(
     runtime: &Runtime,
     jobs: &Jobs,
     settings: &JobsSettings,
+    schema: Option<&crate::policy::schema::BodySchema>,
     session: &mut Session,
     state: &mut RequestState,
 ) -> std::result::Result<(String, Accepted), Failure> {
@@ -133,7 +134,7 @@ async fn submit(
     }
     let body = read_body(session, limit, declared, settings.body_timeout).await?;
     let job = request::parse_job(&body)?;
-    if let Some(schema) = &settings.schema {
+    if let Some(schema) = schema {
         // The job as stored, checked as a validating route checks a body (strict JSON too).
         schema.check(job.get().as_bytes()).map_err(|e| GatewayError::BadRequest(format!("job: {e}")))?;
     }

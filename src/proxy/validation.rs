@@ -40,6 +40,8 @@ const H2_MAX_FRAME: u64 = 16 * 1024;
 /// A body being held for validation.
 #[derive(Debug, Default)]
 pub(crate) struct HeldBody {
+    /// The route's schema (the snapshot's, shared).
+    schema: Option<schema::BodySchema>,
     bytes: BytesMut,
     /// Checked and released: later passes (a retry resending the body) go through as they are.
     released: bool,
@@ -54,19 +56,18 @@ pub(crate) struct HeldBody {
 /// Whether the route validates this request's body, checking its media type. `has_body`: the
 /// session may have a body to read (see the module notes); `declared`: `Content-Length`.
 pub(crate) fn start(
-    route: &RouteSettings,
+    schema: Option<&schema::BodySchema>,
     req: &RequestHeader,
     has_body: bool,
     declared: Option<u64>,
 ) -> Result<Option<HeldBody>, GatewayError> {
-    if route.validate.is_none() {
-        return Ok(None);
-    }
+    let Some(schema) = schema else { return Ok(None) };
     let body_method = req.method == Method::POST || req.method == Method::PUT || req.method == Method::PATCH;
     if !has_body && !body_method {
         return Ok(None);
     }
     let held = HeldBody {
+        schema: Some(schema.clone()),
         optional: !body_method,
         json: schema::is_json(req.headers.get(http::header::CONTENT_TYPE)),
         ..HeldBody::default()
@@ -162,7 +163,7 @@ impl HeldBody {
             return Ok(());
         }
         let body = std::mem::take(&mut self.bytes).freeze();
-        if let Some(schema) = route.validate.as_ref().filter(|_| !(self.optional && body.is_empty())) {
+        if let Some(schema) = self.schema.as_ref().filter(|_| !(self.optional && body.is_empty())) {
             schema.check(&body).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         }
         self.released = true;

@@ -2,7 +2,6 @@
 
 use super::policies::{check_compress, check_cors, check_header_rules, check_route_cache, Direction};
 use super::*;
-use crate::auth::Scheme;
 
 pub(super) fn check_routes(
     raw: &[RawRoute],
@@ -200,7 +199,7 @@ pub(super) fn check_routes(
             validate: r
                 .validate
                 .as_ref()
-                .and_then(|v| check_schema(&format!("{base}.validate.schema"), base_dir, &v.schema, p)),
+                .and_then(|v| read_file(&format!("{base}.validate.schema"), base_dir, &v.schema, p)),
         };
         if route.validate.is_some() && matches!(route.target, RouteTarget::Aggregate(_)) {
             p.add(format!("{base}.validate"), "an aggregation route reads no request body");
@@ -305,7 +304,7 @@ fn check_aggregate(
             p.add(format!("{base}.key"), format!("`{}` is used twice", part.key));
         }
         let service = service_id(format!("{base}.service"), &part.service, p);
-        let path = match crate::policy::headers::Template::parse(&part.path) {
+        let path = match Template::parse(&part.path) {
             Ok(t) if part.path.starts_with('/') && !part.path.contains(char::is_whitespace) => t,
             Ok(t) => {
                 p.add(format!("{base}.path"), "must be an absolute path (`/users/$claim_sub`)");
@@ -313,7 +312,7 @@ fn check_aggregate(
             }
             Err(e) => {
                 p.add(format!("{base}.path"), e.to_string());
-                crate::policy::headers::Template(Vec::new())
+                Template(Vec::new())
             }
         };
         parts.push(AggregatePart { key: part.key.clone(), service, path });

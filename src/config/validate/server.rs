@@ -196,22 +196,22 @@ fn listener_mode(d: &RawListenerDetail, base_key: &str, base: &Path, p: &mut Pro
     let certs: Vec<CertFiles> =
         pairs.iter().filter_map(|(key, cert, k)| check_cert_pair(key, cert, k, base, p)).collect();
     let min_tls = match &d.min_tls {
-        None => crate::tls::MinTls::Tls12,
+        None => MinTls::Tls12,
         Some(v) => {
             let text = match v {
                 RawVersion::Text(t) => t.trim().trim_start_matches("TLSv").to_string(),
                 RawVersion::Number(n) => format!("{n:.1}"),
             };
             match text.as_str() {
-                "1.2" => crate::tls::MinTls::Tls12,
-                "1.3" => crate::tls::MinTls::Tls13,
+                "1.2" => MinTls::Tls12,
+                "1.3" => MinTls::Tls13,
                 "1.0" | "1.1" => {
                     p.add(format!("{base_key}.min_tls"), "TLS 1.0 and 1.1 are not supported; use \"1.2\" or \"1.3\"");
-                    crate::tls::MinTls::Tls12
+                    MinTls::Tls12
                 }
                 _ => {
                     p.add(format!("{base_key}.min_tls"), format!("`{text}` is not \"1.2\" or \"1.3\""));
-                    crate::tls::MinTls::Tls12
+                    MinTls::Tls12
                 }
             }
         }
@@ -244,46 +244,17 @@ fn hsts_value(raw: &RawHsts, key: &str, p: &mut Problems) -> http::HeaderValue {
     http::HeaderValue::from_str(&value).unwrap_or(http::HeaderValue::from_static("max-age=0"))
 }
 
-/// Read and check a certificate chain and its key (`key_base.cert`, `key_base.key`).
-pub(super) fn check_cert_pair(
-    key_base: &str,
-    cert: &str,
-    key: &str,
-    base: &Path,
-    p: &mut Problems,
-) -> Option<CertFiles> {
-    let cert_read = read_file(&format!("{key_base}.cert"), base, cert, p);
-    let key_read = read_file(&format!("{key_base}.key"), base, key, p);
-    let ((cert_path, cert_text), (key_path, key_text)) = (cert_read?, key_read?);
-    let now = std::time::SystemTime::now();
-    match crate::tls::serving_cert(cert_text.as_bytes(), key_text.as_bytes(), &crate::tls::provider(), now) {
-        Ok(loaded) => {
-            if let Some(warning) = loaded.expiry_warning(now) {
-                p.warn(format!("{key_base}.cert"), format!("`{}` {warning}", cert_path.display()));
-            }
-            Some(CertFiles { cert: cert_path, key: key_path, loaded })
-        }
-        Err((part, e)) => {
-            let (k, path) = match part {
-                crate::tls::Part::Cert => ("cert", &cert_path),
-                crate::tls::Part::Key => ("key", &key_path),
-            };
-            p.add(format!("{key_base}.{k}"), format!("`{}` {e}", path.display()));
-            None
-        }
-    }
+/// Read a certificate chain and its key (`key_base.cert`, `key_base.key`); the `tls` module
+/// checks that they belong together.
+fn check_cert_pair(key_base: &str, cert: &str, key: &str, base: &Path, p: &mut Problems) -> Option<CertFiles> {
+    let cert = read_file(&format!("{key_base}.cert"), base, cert, p);
+    let key = read_file(&format!("{key_base}.key"), base, key, p);
+    Some(CertFiles { cert: cert?, key: key? })
 }
 
-/// Read and check a CA bundle.
+/// Read a CA bundle (the `tls` module parses it).
 pub(super) fn check_ca_file(key: &str, file: &str, base: &Path, p: &mut Problems) -> Option<CaFile> {
-    let (path, text) = read_file(key, base, file, p)?;
-    match crate::tls::ca_bundle(text.as_bytes()) {
-        Ok(bundle) => Some(CaFile { path, bundle }),
-        Err(e) => {
-            p.add(key, format!("`{}` {e}", path.display()));
-            None
-        }
-    }
+    read_file(key, base, file, p)
 }
 
 pub(super) fn check_trusted(raw: &[String], p: &mut Problems) -> TrustedProxies {

@@ -106,7 +106,7 @@ pub(super) fn check_services(
             p.warn(format!("{base}.hash_key"), "has no effect without `lb: consistent_hash`");
         }
         let transport = UpstreamTransport {
-            tls: s.tls.as_ref().and_then(|t| check_upstream_tls(&base, name, t, base_dir, p)).map(Arc::new),
+            tls: s.tls.as_ref().and_then(|t| check_upstream_tls(&base, t, base_dir, p)).map(Arc::new),
             http2: s.http2.unwrap_or(false),
         };
         let health_check = s.health_check.as_ref().map(|h| {
@@ -196,13 +196,7 @@ pub(super) fn check_services(
 
 /// `services.<name>.tls`. Verification is never off by accident: `verify: false` needs
 /// `accept_unverified: true` beside it.
-fn check_upstream_tls(
-    base: &str,
-    service: &str,
-    raw: &RawUpstreamTls,
-    base_dir: &Path,
-    p: &mut Problems,
-) -> Option<UpstreamTls> {
+fn check_upstream_tls(base: &str, raw: &RawUpstreamTls, base_dir: &Path, p: &mut Problems) -> Option<UpstreamTls> {
     let default = RawUpstreamTlsDetail::default();
     let t = match raw {
         RawUpstreamTls::Enabled(false) => return None,
@@ -230,40 +224,20 @@ fn check_upstream_tls(
         p.add(format!("{key}.ca"), "has no effect with `verify: false`");
     }
     let ca = t.ca.as_ref().and_then(|f| super::server::check_ca_file(&format!("{key}.ca"), f, base_dir, p));
+    // The `tls` module checks what the files hold.
     let client = match (&t.client_cert, &t.client_key) {
         (None, None) => None,
         (Some(cert), Some(k)) => {
-            let cert_key = format!("{key}.client_cert");
-            let key_key = format!("{key}.client_key");
-            let cert_read = read_file(&cert_key, base_dir, cert, p);
-            let key_read = read_file(&key_key, base_dir, k, p);
-            let ((cert_path, cert_text), (key_path, key_text)) = (cert_read?, key_read?);
-            let now = std::time::SystemTime::now();
-            match crate::tls::client_identity(cert_text.as_bytes(), key_text.as_bytes(), &crate::tls::provider(), now) {
-                Ok(identity) => Some(ClientCertFiles { cert: cert_path, key: key_path, identity }),
-                Err((part, e)) => {
-                    let (k, path) = match part {
-                        crate::tls::Part::Cert => (cert_key, &cert_path),
-                        crate::tls::Part::Key => (key_key, &key_path),
-                    };
-                    p.add(k, format!("`{}` {e}", path.display()));
-                    None
-                }
-            }
+            let cert = read_file(&format!("{key}.client_cert"), base_dir, cert, p);
+            let key = read_file(&format!("{key}.client_key"), base_dir, k, p);
+            Some(ClientCertFiles { cert: cert?, key: key? })
         }
         _ => {
             p.add(&key, "mutual TLS needs both `client_cert` and `client_key`");
             None
         }
     };
-    // Connections made under other TLS settings (another CA, another client certificate)
-    // must not be reused for this service.
-    let mut hasher = std::hash::DefaultHasher::new();
-    use std::hash::{Hash, Hasher};
-    (service, &sni, verify).hash(&mut hasher);
-    ca.as_ref().map(|c| c.bundle.fingerprint).hash(&mut hasher);
-    client.as_ref().map(|c| c.identity.fingerprint).hash(&mut hasher);
-    Some(UpstreamTls { sni, verify, ca, client, group_key: hasher.finish() })
+    Some(UpstreamTls { sni, verify, ca, client })
 }
 
 /// `"20%"` → 0.2, for keys whose value is a share.

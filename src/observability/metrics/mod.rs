@@ -180,31 +180,6 @@ impl Metrics {
         self.upstream.set_resilience(service, ejected, circuit);
     }
 
-    /// `siger_tls_client_hellos_total` of a listener.
-    pub(crate) fn tls_client_hellos(&self, listener: &str) -> IntCounter {
-        self.tls.client_hellos(listener)
-    }
-
-    /// `siger_tls_handshakes_total` of a listener and result.
-    pub(crate) fn tls_handshakes(&self, listener: &str, result: &str) -> IntCounter {
-        self.tls.handshakes(listener, result)
-    }
-
-    /// Set `siger_tls_cert_expiry_seconds{name}`.
-    pub(crate) fn tls_cert_expiry(&self, name: &str, seconds_left: i64) {
-        self.tls.cert_expiry(name, seconds_left);
-    }
-
-    /// Remove the expiry series of a certificate no longer served.
-    pub(crate) fn forget_tls_cert(&self, name: &str) {
-        self.tls.forget_cert(name);
-    }
-
-    /// Count a certificate rotation seen on disk (`ok` or `refused`).
-    pub(crate) fn tls_cert_reload(&self, result: &str) {
-        self.tls.cert_reload(result);
-    }
-
     /// A reload attempt ended (`ok` or not); on success `generation` is now in force.
     pub(crate) fn reloaded(&self, ok: bool, generation: u64, at_unix: f64) {
         self.reloads.reloaded(ok, generation, at_unix);
