@@ -378,13 +378,8 @@ impl ProxyHttp for Gateway {
         match decision {
             Ok(Decision::Proxy) => {
                 let route = snap.route(state.route.ok_or_else(|| Error::new(InternalError))?);
-                let has_body = !session.is_body_empty();
-                let checked = match validation::start(
-                    state.route.and_then(|id| snap.schema(id)),
-                    session.req_header(),
-                    has_body,
-                    state.declared_length,
-                ) {
+                let (has_body, schema) = (!session.is_body_empty(), state.route.and_then(|id| snap.schema(id)));
+                let checked = match validation::start(schema, session.req_header(), has_body, state.declared_length) {
                     Ok(Some(mut held)) => match held.read_ahead(session, route, state.declared_length).await {
                         Ok(()) => Ok(Some(held)),
                         Err(validation::ReadAheadError::Refused(err)) => Err(err),
