@@ -239,6 +239,20 @@ impl RequestHeader {
         remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
     }
 
+    /// Reserve room for at least `additional` more headers.
+    ///
+    /// Both maps grow at once: the header values and, when the header case is kept, the
+    /// header names. A caller about to add several headers (a proxy adding forwarding headers
+    /// to the copy of a request it sends upstream) then rehashes each map once instead of at
+    /// every power of two on the way.
+    pub fn reserve(&mut self, additional: usize) -> Result<()> {
+        reserve_headers(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            additional,
+        )
+    }
+
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
     /// The header case will be preserved.
@@ -413,6 +427,31 @@ impl Clone for RequestHeader {
     }
 }
 
+impl RequestHeader {
+    /// A copy of `self` with room for at least `additional` more headers.
+    ///
+    /// The copy's maps are made at their final size, in one allocation each, rather than
+    /// cloned at the size of `self` and grown as headers are added (see [`Self::reserve()`]).
+    pub fn clone_with_headroom(&self, additional: usize) -> Self {
+        let header_name_map = match &self.header_name_map {
+            Some(names) => match map_with_headroom(names, additional) {
+                Some(names) => Some(names),
+                None => return self.clone(),
+            },
+            None => None,
+        };
+        let Some(headers) = map_with_headroom(&self.base.headers, additional) else {
+            return self.clone();
+        };
+        Self {
+            base: req_parts_with_headers(&self.base, headers),
+            header_name_map,
+            raw_target: self.raw_target.clone(),
+            send_end_stream: self.send_end_stream,
+        }
+    }
+}
+
 /// Header case is not recovered, because [ReqParts] keeps none, and neither is a
 /// request-target that does not round-trip through the URI: the target is taken from the
 /// URI rather than the absolute-form or CONNECT bytes a [RequestHeader] preserves. Set one
@@ -476,6 +515,28 @@ impl Clone for ResponseHeader {
         Self {
             base: self.as_owned_parts(),
             header_name_map: self.header_name_map.clone(),
+            reason_phrase: self.reason_phrase.clone(),
+        }
+    }
+}
+
+impl ResponseHeader {
+    /// A copy of `self` with room for at least `additional` more headers, its maps made at
+    /// their final size (see [`RequestHeader::clone_with_headroom()`]).
+    pub fn clone_with_headroom(&self, additional: usize) -> Self {
+        let header_name_map = match &self.header_name_map {
+            Some(names) => match map_with_headroom(names, additional) {
+                Some(names) => Some(names),
+                None => return self.clone(),
+            },
+            None => None,
+        };
+        let Some(headers) = map_with_headroom(&self.base.headers, additional) else {
+            return self.clone();
+        };
+        Self {
+            base: resp_parts_with_headers(&self.base, headers),
+            header_name_map,
             reason_phrase: self.reason_phrase.clone(),
         }
     }
@@ -591,6 +652,20 @@ impl ResponseHeader {
         &'a N: 'a + AsHeaderName,
     {
         remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
+    }
+
+    /// Reserve room for at least `additional` more headers.
+    ///
+    /// Both maps grow at once: the header values and, when the header case is kept, the
+    /// header names. A caller about to add several headers (a proxy adding forwarding headers
+    /// to the copy of a request it sends upstream) then rehashes each map once instead of at
+    /// every power of two on the way.
+    pub fn reserve(&mut self, additional: usize) -> Result<()> {
+        reserve_headers(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            additional,
+        )
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
@@ -796,6 +871,10 @@ fn parse_request_target(target: &[u8]) -> Result<ParsedRequestTarget> {
 }
 
 fn clone_req_parts(me: &ReqParts) -> ReqParts {
+    req_parts_with_headers(me, me.headers.clone())
+}
+
+fn req_parts_with_headers(me: &ReqParts, headers: HMap) -> ReqParts {
     let mut parts = ReqBuilder::new()
         .method(me.method.clone())
         .uri(me.uri.clone())
@@ -804,12 +883,16 @@ fn clone_req_parts(me: &ReqParts) -> ReqParts {
         .unwrap()
         .into_parts()
         .0;
-    parts.headers = me.headers.clone();
+    parts.headers = headers;
     parts.extensions = me.extensions.clone();
     parts
 }
 
 fn clone_resp_parts(me: &RespParts) -> RespParts {
+    resp_parts_with_headers(me, me.headers.clone())
+}
+
+fn resp_parts_with_headers(me: &RespParts, headers: HMap) -> RespParts {
     let mut parts = RespBuilder::new()
         .status(me.status)
         .version(me.version)
@@ -817,7 +900,7 @@ fn clone_resp_parts(me: &RespParts) -> RespParts {
         .unwrap()
         .into_parts()
         .0;
-    parts.headers = me.headers.clone();
+    parts.headers = headers;
     parts.extensions = me.extensions.clone();
     parts
 }
@@ -892,6 +975,34 @@ fn insert_header_value<T>(
     }
     value_map.insert(header_name, value);
     Ok(())
+}
+
+/// A copy of `map` with room for `additional` more names, made at that size; `None` past the
+/// `http` crate's size limit.
+fn map_with_headroom<T: Clone>(map: &HMap<T>, additional: usize) -> Option<HMap<T>> {
+    let mut copy = HMap::try_with_capacity(map.keys_len().checked_add(additional)?).ok()?;
+    // in iteration order: names in their order, each name's values in theirs
+    for (name, value) in map {
+        copy.try_append(name.clone(), value.clone()).ok()?;
+    }
+    Some(copy)
+}
+
+#[inline]
+fn reserve_headers<T>(
+    name_map: Option<&mut CaseMap>,
+    value_map: &mut HMap<T>,
+    additional: usize,
+) -> Result<()> {
+    if let Some(name_map) = name_map {
+        name_map
+            .try_reserve(additional)
+            .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
+    }
+    value_map.try_reserve(additional).or_err(
+        InvalidHTTPHeader,
+        "header value map size overflows MAX_SIZE",
+    )
 }
 
 // the &N here is to avoid clone(). None Copy type like String can impl AsHeaderName
@@ -1054,6 +1165,64 @@ fn case_header_iter<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clone_with_headroom_is_a_faithful_copy_with_room() {
+        let mut req = RequestHeader::build("POST", b"/p?q=1", None).unwrap();
+        req.append_header("Host", "example.com").unwrap();
+        req.append_header("X-Multi", "1").unwrap();
+        req.append_header("accept", "*/*").unwrap();
+        req.append_header("x-MULTI", "2").unwrap();
+        let copy = req.clone_with_headroom(8);
+        let (mut a, mut b) = (vec![], vec![]);
+        req.header_to_h1_wire(&mut a);
+        copy.header_to_h1_wire(&mut b);
+        assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
+        assert_eq!(copy.method, req.method);
+        assert_eq!(copy.raw_path(), req.raw_path());
+        assert_eq!(copy.version, req.version);
+        assert!(copy.headers.capacity() >= 3 + 8);
+        assert!(copy.header_name_map.as_ref().unwrap().capacity() >= 3 + 8);
+
+        let mut resp = ResponseHeader::build(201, None).unwrap();
+        resp.append_header("Server", "x").unwrap();
+        resp.set_reason_phrase(Some("Made")).unwrap();
+        let copy = resp.clone_with_headroom(4);
+        assert_eq!(copy.status, 201);
+        assert_eq!(copy.get_reason_phrase(), Some("Made"));
+        assert_eq!(copy.headers.get("server").unwrap(), "x");
+        assert!(copy.headers.capacity() >= 5);
+    }
+
+    #[test]
+    fn reserve_grows_both_maps_once() {
+        let mut req = RequestHeader::build("GET", b"/", Some(1)).unwrap();
+        req.append_header("Host", "example.com").unwrap();
+        req.reserve(8).unwrap();
+        let values = req.headers.capacity();
+        let names = req.header_name_map.as_ref().unwrap().capacity();
+        assert!(values >= 9 && names >= 9, "{values} {names}");
+        for i in 0..8 {
+            req.insert_header(format!("X-Added-{i}"), "1").unwrap();
+        }
+        // no growth while adding what was reserved
+        assert_eq!(req.headers.capacity(), values);
+        assert_eq!(req.header_name_map.as_ref().unwrap().capacity(), names);
+        let mut wire = vec![];
+        req.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        assert!(wire.starts_with("Host: example.com\r\n"), "{wire}");
+        assert!(wire.contains("X-Added-7: 1\r\n"), "{wire}");
+
+        let mut resp = ResponseHeader::build(200, Some(1)).unwrap();
+        resp.append_header("Server", "x").unwrap();
+        resp.reserve(4).unwrap();
+        assert!(resp.headers.capacity() >= 5);
+        assert!(resp.header_name_map.as_ref().unwrap().capacity() >= 5);
+        let mut no_case = ResponseHeader::build_no_case(200, None).unwrap();
+        no_case.reserve(4).unwrap();
+        assert!(no_case.headers.capacity() >= 4);
+    }
 
     #[test]
     fn header_map_upper_bound() {

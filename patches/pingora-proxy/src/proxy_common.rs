@@ -893,3 +893,49 @@ mod tests {
         assert!(!ds.can_poll());
     }
 }
+
+/// Headers a proxy typically adds to the request it sends upstream (`X-Forwarded-For`,
+/// `-Proto`, `-Host`, `X-Real-IP`, a request id, a trace context, ...).
+pub(crate) const UPSTREAM_HEADERS_HEADROOM: usize = 8;
+
+/// The copy of the downstream request that is sent upstream, with room for the headers
+/// `upstream_request_filter` adds.
+///
+/// A parsed request's header maps are sized to the headers it arrived with, and a clone keeps
+/// that size: without the headroom each header a filter adds grows both maps (values and
+/// case-preserving names) at every power of two, rehashing and reallocating them. The copy is
+/// made at its final size, so a proxy that adds nothing pays no more than for a clone.
+pub(crate) fn upstream_request_header(downstream: &RequestHeader) -> RequestHeader {
+    downstream.clone_with_headroom(UPSTREAM_HEADERS_HEADROOM)
+}
+
+#[cfg(test)]
+mod upstream_request_header_tests {
+    use super::*;
+
+    #[test]
+    fn the_upstream_copy_has_room_for_added_headers() {
+        let mut downstream = RequestHeader::build("GET", b"/a?b", Some(2)).unwrap();
+        downstream.append_header("Host", "example.com").unwrap();
+        downstream.append_header("user-agent", "test").unwrap();
+
+        let mut upstream = upstream_request_header(&downstream);
+
+        let capacity = upstream.headers.capacity();
+        assert!(capacity >= 2 + UPSTREAM_HEADERS_HEADROOM, "{capacity}");
+        for i in 0..UPSTREAM_HEADERS_HEADROOM {
+            upstream.insert_header(format!("X-Added-{i}"), "1").unwrap();
+        }
+        assert_eq!(upstream.headers.capacity(), capacity, "no growth");
+        // still a faithful copy, header case included
+        assert_eq!(upstream.raw_path(), b"/a?b");
+        let mut wire = vec![];
+        upstream.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        assert!(
+            wire.starts_with("Host: example.com\r\nuser-agent: test\r\n"),
+            "{wire}"
+        );
+        assert_eq!(downstream.headers.len(), 2);
+    }
+}
