@@ -31,6 +31,10 @@ use crate::protocols::http::HttpTask;
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
 use crate::utils::{BufRef, KVRef};
 
+/// Headers a caller typically adds to a response read from upstream before sending it on
+/// (see [`HttpSession::read_resp_header_parts()`]).
+pub const RESPONSE_HEADERS_HEADROOM: usize = 4;
+
 /// The HTTP 1.x client session
 pub struct HttpSession {
     buf: Bytes,
@@ -435,10 +439,17 @@ impl HttpSession {
     }
 
     /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
+    ///
+    /// The copy has room for [`RESPONSE_HEADERS_HEADROOM`] more headers: the caller (a proxy's
+    /// response filters, the downstream writer's `Date` and `Connection`) usually adds some,
+    /// and a clone is sized to the headers that arrived, so each added header would grow its
+    /// maps.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
         // safe to unwrap because it is just read
-        Ok(Box::new(self.resp_header().unwrap().clone()))
+        let header = self.resp_header().unwrap();
+        let copy = header.clone_with_headroom(RESPONSE_HEADERS_HEADROOM);
+        Ok(Box::new(copy))
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
@@ -1196,6 +1207,30 @@ mod tests_stream {
         assert_eq!(input.len(), res.unwrap());
         assert_eq!(1, http_stream.resp_header().unwrap().headers.len());
         assert_eq!(http_stream.get_header("Server").unwrap(), "pingora");
+    }
+
+    #[tokio::test]
+    async fn read_resp_header_parts_leaves_room_for_added_headers() {
+        init_log();
+        let input = b"HTTP/1.1 200 OK\r\nServer: pingora\r\nContent-Length: 0\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        let mut resp = http_stream.read_resp_header_parts().await.unwrap();
+        let capacity = resp.headers.capacity();
+        assert!(capacity >= 2 + RESPONSE_HEADERS_HEADROOM, "{capacity}");
+        for i in 0..RESPONSE_HEADERS_HEADROOM {
+            resp.insert_header(format!("X-Added-{i}"), "1").unwrap();
+        }
+        assert_eq!(resp.headers.capacity(), capacity, "no growth");
+        let mut wire = vec![];
+        resp.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        assert!(
+            wire.starts_with("Server: pingora\r\nContent-Length: 0\r\n"),
+            "{wire}"
+        );
+        // the session's own copy is unchanged
+        assert_eq!(2, http_stream.resp_header().unwrap().headers.len());
     }
 
     #[cfg(feature = "patched_http1")]
