@@ -1,7 +1,6 @@
-//! `plans`, `consumers`, `usage` and a route's `quota_cost` (ARCHITECTURE.md §8.4,
-//! docs/plans.md): plain data, read straight from the file. The `quota` module turns them into
-//! working objects (`quota::Plans::compile`) where a snapshot is built; `usage` reads
-//! [`UsageSettings`] as it is.
+//! `plans`, `consumers`, `usage` and a route's `quota_cost` (issue 29, docs/plans.md): plain data,
+//! read straight from the file. The `quota` module turns them into working objects
+//! (`quota::Plans::compile`) where a snapshot is built; `usage` reads [`UsageSettings`] as it is.
 //!
 //! Not yet read by the loader: `raw.rs` gains `plans`, `consumers`, `usage` at the top level and
 //! `quota_cost` on a route, and `-t` checks what [`PlanSettings`] cannot say alone (see

@@ -1,8 +1,8 @@
-//! Plans and quotas (issue 29, ARCHITECTURE.md §8.4; the user's guide is docs/plans.md): a
-//! consumer's plan bundles a quota over a calendar window in UTC and a rate limit; a route's
-//! `quota_cost` says how many units one request counts as. Beyond the quota a request gets
-//! 429 `quota_exceeded` with `Retry-After` to the window's end and the quota's `RateLimit-*`
-//! headers; a store that cannot answer is treated as `rate_limit.on_store_error` says.
+//! Plans and quotas (issue 29; the user's guide is docs/plans.md): a consumer's plan bundles a
+//! quota over a calendar window in UTC and a rate limit; a route's `quota_cost` says how many units
+//! one request counts as. Beyond the quota a request gets 429 `quota_exceeded` with `Retry-After`
+//! to the window's end and the quota's `RateLimit-*` headers; a store that cannot answer is treated
+//! as `rate_limit.on_store_error` says.
 //!
 //! The pure cores: [`calendar`] (windows, an injectable [`Clock`]), [`plan`] (compiled plans,
 //! a request's plan and tenant), [`store`] (the counters: local, or one atomic script per check

@@ -1,9 +1,9 @@
-//! Usage tracking (issue 29, ARCHITECTURE.md §8.4; docs/plans.md "Usage"): per consumer ×
-//! route × day, requests by status class and bytes in and out, kept `usage.retention`.
+//! Usage tracking (issue 29; docs/plans.md "Usage"): per consumer × route × day, requests by status
+//! class and bytes in and out, kept `usage.retention`.
 //!
 //! The request path only adds to memory ([`meter`]); [`flush`] writes in batches every
 //! `usage.flush_interval`, at shutdown and before an upgrade hands over, exactly once per
-//! gateway ([`store`]: local, or the rate limiter's Redis through `quota::Scripts`). Reading:
+//! gateway ([`store`]: local, or the rate limiter's Redis through `quota::scripts::Scripts`). Reading:
 //! [`query`] (admin `GET /usage`, JSON or CSV), [`report`] (`siger usage`), [`view`] (the status
 //! page's usage section, with [`minutes`]: requests per route over the last hour).
 //!
