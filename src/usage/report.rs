@@ -79,7 +79,7 @@ fn fetch(url: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(async {
         let client = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(|e| e.to_string())?;
-        let response = client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
+        let response = client.get(url).send().await.map_err(|e| format!("{url}: {}", causes(&e)))?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
         if status.is_success() {
@@ -91,6 +91,19 @@ fn fetch(url: &str) -> Result<Vec<u8>, String> {
             .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
         Err(format!("{url}: {status}: {message}"))
     })
+}
+
+/// An error and its causes (`error sending request: … : Connection refused`): reqwest's own
+/// text alone does not say why.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `1.5 KiB`, `12 B`: sizes as a person reads them (the CSV keeps bytes).
@@ -262,6 +275,23 @@ TOTAL                                  3    1    0    1    1  2.0 KiB  1.5 KiB
         let (code, message) = run(Path::new("/nonexistent"), &args).expect_err("refused");
         assert_eq!(code, 1);
         assert!(message.ends_with("400 Bad Request: `to` (2026-11-01) is before `from` (2026-12-01)"), "{message}");
+    }
+
+    #[test]
+    fn a_listener_that_is_not_there_is_named_with_the_cause() {
+        // A port bound and closed at once: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
+        let args = UsageArgs {
+            consumer: None,
+            from: "2026-12-01".into(),
+            to: None,
+            route: None,
+            csv: false,
+            admin: Some(format!("http://127.0.0.1:{port}")),
+        };
+        let (code, message) = run(Path::new("/nonexistent"), &args).expect_err("refused");
+        assert_eq!(code, 1);
+        assert!(message.to_lowercase().contains("connection refused"), "{message}");
     }
 
     #[test]
