@@ -25,7 +25,7 @@ pub(crate) mod testing;
 mod tests;
 
 pub(crate) use calendar::Clock;
-pub(crate) use plan::{PlanId, Plans};
+pub(crate) use plan::{PlanId, Plans, Resolved};
 pub(crate) use store::{CheckError, Decision, QuotaStore};
 
 use crate::config::{CalendarWindow, OnStoreError};
@@ -132,6 +132,7 @@ pub(crate) struct Quotas {
     on_store_error: OnStoreError,
     clock: Arc<dyn Clock>,
     board: Arc<QuotaBoard>,
+    unknown_plan: prometheus::IntCounter,
 }
 
 impl Quotas {
@@ -146,7 +147,26 @@ impl Quotas {
         metrics: &QuotaMetrics,
     ) -> Self {
         let counters = plans.all().iter().map(|p| metrics.plan(&p.name)).collect();
-        Quotas { plans, counters, store, on_store_error, clock, board }
+        Quotas { plans, counters, store, on_store_error, clock, board, unknown_plan: metrics.unknown_plan.clone() }
+    }
+
+    /// The plan of a request (see [`Plans::resolve`]); a claim naming a plan this
+    /// configuration lacks is counted in `siger_quota_unknown_plan_total` and logged at debug
+    /// (a name from a token is never a metric label).
+    pub(crate) fn plan_of(&self, key_plan: Option<&str>, claim: &dyn Fn(&str) -> Option<String>) -> Resolved {
+        let resolved = self.plans.resolve(key_plan, claim);
+        match &resolved {
+            Resolved::Unknown(name) => {
+                self.unknown_plan.inc();
+                log::debug!("plan claim names `{name}`, not a plan; no default plan: refused");
+            }
+            Resolved::Plan(_, plan::PlanSource::DefaultForUnknown) => {
+                self.unknown_plan.inc();
+                log::debug!("plan claim names a plan this configuration lacks; the default plan applies");
+            }
+            _ => {}
+        }
+        resolved
     }
 
     /// The plans.

@@ -208,3 +208,20 @@ fn the_nearest_policy_speaks_for_both() {
     assert_eq!(nearest(None, Some(quota)), Some(quota));
     assert_eq!(nearest(None, None), None);
 }
+
+#[test]
+fn claims_naming_unknown_plans_are_counted_never_labelled() {
+    let mut settings = PlansSettings::new();
+    let quota = Some(QuotaSettings { requests: 10, per: CalendarWindow::Day });
+    settings.insert("free".into(), PlanSettings { quota, rate_limit: None });
+    let consumers =
+        ConsumersSettings { plan_claim: Some("plan".into()), default_plan: Some("free".into()), tenant_claim: None };
+    let plans = Plans::compile(&settings, &consumers).expect("valid");
+    let metrics = QuotaMetrics::default();
+    let store = Arc::new(QuotaStore::Local(store::LocalCounters::new(10)));
+    let quotas = Quotas::new(plans, store, OnStoreError::Deny, Arc::new(SystemClock), Arc::default(), &metrics);
+    let gold = |name: &str| (name == "plan").then(|| "gold".to_string());
+    assert_eq!(quotas.plan_of(None, &gold), Resolved::Plan(0, plan::PlanSource::DefaultForUnknown));
+    assert_eq!(quotas.plan_of(Some("free"), &gold), Resolved::Plan(0, plan::PlanSource::KeyFile));
+    assert_eq!(metrics.unknown_plan.get(), 1);
+}

@@ -239,6 +239,40 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_section_gathers_the_store_the_board_and_the_minutes() {
+        use crate::quota::calendar::{at_utc, parse_day};
+        let now = at_utc("2026-12-06T12:00:00");
+        let day = parse_day("2026-12-06").expect("day");
+        let store =
+            UsageStore::Local(super::super::store::LocalUsage::new(std::time::Duration::from_secs(86_400), 100));
+        let gathered = vec![
+            (
+                "acme".to_string(),
+                std::sync::Arc::<str>::from("/orders"),
+                day,
+                super::super::record::Counts::one(200, 0, 0),
+            ),
+            ("globex".to_string(), "/orders".into(), day, super::super::record::Counts::one(200, 0, 0)),
+            ("globex".to_string(), "/users".into(), day, super::super::record::Counts::one(500, 0, 0)),
+        ];
+        for part in super::super::store::parts(gathered, 1) {
+            store.apply("gw", &part, now).await.expect("local");
+        }
+        let minutes = RouteMinutes::new(&["/orders".into()], None);
+        minutes.record(0, now);
+        let view = collect(&store, &QuotaBoard::default(), &minutes, now).await;
+        assert_eq!(view.day, "2026-12-06");
+        assert_eq!(
+            view.top,
+            [
+                TopConsumer { consumer: "globex".into(), requests: 2 },
+                TopConsumer { consumer: "acme".into(), requests: 1 }
+            ]
+        );
+        assert_eq!((view.routes.len(), view.routes[0].total, view.quotas.len()), (1, 1, 0));
+    }
+
     #[test]
     fn empty_and_failing_parts_say_so() {
         let empty =
