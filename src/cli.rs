@@ -77,6 +77,10 @@ pub enum Command {
         #[arg(long, requires = "private_key")]
         kid: Option<String>,
     },
+    /// Print consumers' usage (requests by status class, bytes in and out, per consumer,
+    /// route and day, UTC) as a table or CSV, read from the running gateway's admin listener
+    /// (`GET /usage`).
+    Usage(UsageArgs),
     /// Write the manual pages (roff) generated from this help into a directory.
     #[command(hide = true)]
     Manpages {
@@ -88,6 +92,29 @@ pub enum Command {
         #[arg(long)]
         date: Option<String>,
     },
+}
+
+/// `siger usage`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UsageArgs {
+    /// One consumer (default: every consumer).
+    #[arg(long)]
+    pub consumer: Option<String>,
+    /// First day, YYYY-MM-DD (UTC).
+    #[arg(long)]
+    pub from: String,
+    /// Last day, included (default: today).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// One route, by its name or path (default: every route).
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Print CSV (RFC 4180) instead of a table.
+    #[arg(long)]
+    pub csv: bool,
+    /// The admin listener, e.g. `http://127.0.0.1:9901` (default: `admin.listen` of the config).
+    #[arg(long)]
+    pub admin: Option<String>,
 }
 
 /// The description `siger --help` and the manual page open with.
@@ -227,7 +254,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let written = write_manual_pages(dir.path(), Some("2026-12-01")).unwrap();
         let names: Vec<_> = written.iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_string()).collect();
-        assert_eq!(names, ["siger.8", "siger-upgrade.8", "siger-apikey.8", "siger-token.8"]);
+        assert_eq!(names, ["siger.8", "siger-upgrade.8", "siger-apikey.8", "siger-token.8", "siger-usage.8"]);
 
         let root = Cli::command();
         let page = std::fs::read_to_string(dir.path().join("siger.8")).unwrap();

@@ -56,6 +56,9 @@ fn main() -> ExitCode {
         println!("entry: {entry}");
         return ExitCode::SUCCESS;
     }
+    if let Some(Command::Usage(args)) = &cli.command {
+        return siger::usage::command(&cli.conf, args);
+    }
     let config = match config::load(&cli.conf) {
         Ok(c) => c,
         Err(errors) => {

@@ -6,6 +6,7 @@
 
 mod grpc;
 mod model;
+mod plans;
 mod raw;
 mod source;
 mod transform;
@@ -16,6 +17,7 @@ pub(crate) use validate::redact_url;
 
 pub use grpc::GrpcTranscodeSettings;
 pub use model::*;
+pub use plans::*;
 pub(crate) use source::{Environment, ProcessEnv};
 pub use transform::*;
 pub(crate) use units::parse_duration;
