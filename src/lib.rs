@@ -30,6 +30,7 @@ pub mod grpc;
 pub mod jobs;
 pub(crate) mod jose;
 pub(crate) mod lifecycle;
+pub(crate) mod nats;
 pub mod observability;
 pub mod policy;
 pub(crate) mod proxy;
