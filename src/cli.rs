@@ -105,6 +105,10 @@ pub enum ConfigCommand {
     Push {
         /// The document: every top-level key but server, listen, admin, nats, config_source.
         file: PathBuf,
+        /// Write only if the store is still at this revision (the one a reviewed diff was
+        /// made against); without it, the revision read just before writing.
+        #[arg(long, value_name = "REV")]
+        expect_revision: Option<u64>,
     },
     /// List the revisions the store keeps, oldest first: time, size, digest, who pushed.
     History,

@@ -8,11 +8,11 @@
 //! stream itself; every later operation (get, put, compare-and-set, watch, history) is the
 //! client's.
 
-use crate::config::{NatsSettings, StreamStorage};
 use async_nats::jetstream::context::Context;
 use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
 use async_nats::{ConnectOptions, ServerAddr};
+use std::path::Path;
 use std::time::Duration;
 
 /// Server list from `nats.url` (comma separated).
@@ -40,17 +40,21 @@ pub(crate) fn redact(urls: &str) -> String {
 
 /// Connect options carrying the `nats` section's credentials (a `.creds` file, a token or a
 /// user and password); each user adds its own timeouts and callbacks.
-pub(crate) async fn credentials(n: &NatsSettings) -> Result<ConnectOptions, String> {
-    let mut options = match &n.credentials_file {
+pub(crate) async fn credentials(
+    credentials_file: Option<&Path>,
+    token: Option<&str>,
+    user_password: Option<&(String, String)>,
+) -> Result<ConnectOptions, String> {
+    let mut options = match credentials_file {
         Some(path) => ConnectOptions::with_credentials_file(path)
             .await
             .map_err(|e| format!("nats.credentials_file {}: {e}", path.display()))?,
         None => ConnectOptions::new(),
     };
-    if let Some(token) = &n.token {
-        options = options.token(token.clone());
+    if let Some(token) = token {
+        options = options.token(token.to_string());
     }
-    if let Some((user, password)) = &n.user_password {
+    if let Some((user, password)) = user_password {
         options = options.user_and_password(user.clone(), password.clone());
     }
     Ok(options)
@@ -68,7 +72,7 @@ pub(crate) struct BucketLayout {
     /// How long a value is kept (zero: for ever).
     pub(crate) max_age: Duration,
     /// Where the stream stores.
-    pub(crate) storage: StreamStorage,
+    pub(crate) storage: StorageType,
     /// Copies in a JetStream cluster.
     pub(crate) replicas: usize,
 }
@@ -85,7 +89,7 @@ impl BucketLayout {
             max_bytes: -1,
             max_messages: -1,
             max_age: self.max_age,
-            storage: storage_type(self.storage),
+            storage: self.storage,
             num_replicas: self.replicas,
             discard: DiscardPolicy::New,
             allow_rollup: true,
@@ -103,7 +107,7 @@ impl BucketLayout {
             description: self.description.clone(),
             history: self.history,
             max_age: self.max_age,
-            storage: storage_type(self.storage),
+            storage: self.storage,
             num_replicas: self.replicas,
             max_bytes: -1,
             max_value_size: -1,
@@ -123,14 +127,6 @@ impl BucketLayout {
             out.push(format!("replicas is {} (config: {})", have.num_replicas.max(1), self.replicas));
         }
         out
-    }
-}
-
-/// The JetStream storage type of a configured one.
-pub(crate) fn storage_type(s: StreamStorage) -> StorageType {
-    match s {
-        StreamStorage::File => StorageType::File,
-        StreamStorage::Memory => StorageType::Memory,
     }
 }
 
@@ -192,7 +188,7 @@ mod tests {
             description: "test".into(),
             history: 20,
             max_age: Duration::ZERO,
-            storage: StreamStorage::File,
+            storage: StorageType::File,
             replicas: 3,
         }
     }

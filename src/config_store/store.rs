@@ -3,13 +3,14 @@
 //!
 //! A push is a compare-and-set (`Nats-Expected-Last-Subject-Sequence`: the revision the pusher
 //! read) carrying a push id (`Nats-Msg-Id`). When the server's answer is lost (a stream leader
-//! killed mid-push), the same message is sent again: JetStream's de-duplication or the
-//! compare-and-set stops a second copy, and the push id tells our own earlier write from a
-//! concurrent push. So a push succeeds once or fails with a message, never twice silently.
+//! killed mid-push), the same message is sent again: the compare-and-set refuses a second copy
+//! (the server checks the expected revision before it looks for duplicates), and the push id
+//! tells our own earlier write from a concurrent push. So a push succeeds once or fails with a
+//! message, never twice silently.
 
 use super::follow::{Cursor, Restart, Resume, Seen, Step};
 use super::status::{gateway_of, status_key, GatewayStatus};
-use crate::config::{NatsKvSource, NatsSettings, StreamStorage};
+use crate::config::{NatsKvSource, NatsSettings};
 use crate::nats::{open_or_create_bucket, BucketLayout, BucketOpened};
 use async_nats::jetstream::context::{Context, ContextBuilder, PublishErrorKind};
 use async_nats::jetstream::kv::{self, Operation};
@@ -25,6 +26,8 @@ use time::OffsetDateTime;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a push keeps trying when the store does not confirm it.
 pub const PUSH_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a read (or opening the bucket) is retried: a stream leader election takes seconds.
+pub const STORE_PATIENCE: Duration = Duration::from_secs(20);
 /// How often a follower checks that its watch still sees the key's newest revision.
 const AUDIT_EVERY: Duration = Duration::from_secs(5);
 
@@ -43,11 +46,11 @@ pub struct StoreError(pub String);
 pub enum PushError {
     /// Another push moved the key since this one read it: nothing was written.
     #[error(
-        "conflict: the key moved from revision {read} to revision {now} since this push read it (another push); \
-         nothing was written: look at `siger config diff {read} {now}`, then push again"
+        "conflict: the store is at revision {now}, not at revision {read} this push was made against (another \
+         push came first); nothing was written: look at `siger config diff {read} {now}`, then push again"
     )]
     Conflict {
-        /// The revision this push read (0: the key had none).
+        /// The revision this push was made against (0: the key had none).
         read: u64,
         /// The key's revision now.
         now: u64,
@@ -121,6 +124,9 @@ pub struct Pushed {
 pub enum Followed {
     /// A new revision to apply.
     Apply(StoredRevision),
+    /// A revision a newer one follows at once (several were pushed while the follower was
+    /// away): not applied, the newest is.
+    Superseded(u64),
     /// The key was deleted at this revision: the running configuration stays.
     Deleted(u64),
     /// A revision that is no document (written by something else than Siger): refused.
@@ -150,6 +156,28 @@ pub struct ConfigStore {
     pub bucket: String,
     /// The document's key.
     pub key: String,
+    /// How long requests are retried before their failure is reported.
+    patience: Duration,
+}
+
+/// Run `attempt` until it succeeds or `within` has passed; then its last error.
+async fn patiently<T, F, Fut>(within: Duration, mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if started.elapsed() + pause >= within => return Err(e),
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 /// The bucket layout of a `config_source.nats_kv`.
@@ -159,7 +187,7 @@ pub(crate) fn layout(source: &NatsKvSource) -> BucketLayout {
         description: format!("Siger fleet configuration (key `{}`) and gateway reports", source.key),
         history: i64::from(source.history),
         max_age: Duration::ZERO,
-        storage: StreamStorage::File,
+        storage: async_nats::jetstream::stream::StorageType::File,
         replicas: source.replicas,
     }
 }
@@ -173,7 +201,13 @@ impl ConfigStore {
         create: bool,
     ) -> Result<(ConfigStore, Vec<String>), StoreError> {
         let addrs = crate::nats::server_addrs(&nats.url).map_err(StoreError)?;
-        let options = crate::nats::credentials(nats).await.map_err(StoreError)?;
+        let options = crate::nats::credentials(
+            nats.credentials_file.as_deref(),
+            nats.token.as_deref(),
+            nats.user_password.as_ref(),
+        )
+        .await
+        .map_err(StoreError)?;
         let client = options
             .name(format!("siger {} config", env!("CARGO_PKG_VERSION")))
             .connection_timeout(nats.connect_timeout)
@@ -182,8 +216,11 @@ impl ConfigStore {
             .await
             .map_err(|e| StoreError(format!("cannot reach NATS at {}: {e}", crate::nats::redact(&nats.url))))?;
         let js = ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client.clone());
+        let layout = layout(source);
         let (kv, warnings) = if create {
-            let (kv, opened) = open_or_create_bucket(&js, &layout(source)).await.map_err(StoreError)?;
+            let opened =
+                patiently(STORE_PATIENCE, || async { open_or_create_bucket(&js, &layout).await.map_err(StoreError) });
+            let (kv, opened) = opened.await?;
             let warnings = match opened {
                 BucketOpened::Found(diff) => {
                     diff.into_iter().map(|d| format!("bucket `{}`: {d}", source.bucket)).collect()
@@ -192,13 +229,23 @@ impl ConfigStore {
             };
             (kv, warnings)
         } else {
-            let kv = js.get_key_value(&source.bucket).await.map_err(|e| {
-                StoreError(format!("bucket `{}` cannot be opened ({e}); nothing was pushed yet?", source.bucket))
-            })?;
-            (kv, Vec::new())
+            let opened = patiently(STORE_PATIENCE, || async {
+                js.get_key_value(&source.bucket).await.map_err(|e| {
+                    StoreError(format!("bucket `{}` cannot be opened ({e}); nothing was pushed yet?", source.bucket))
+                })
+            });
+            (opened.await?, Vec::new())
         };
-        let store = ConfigStore { client, js, kv, bucket: source.bucket.clone(), key: source.key.clone() };
+        let (bucket, key) = (source.bucket.clone(), source.key.clone());
+        let store = ConfigStore { client, js, kv, bucket, key, patience: STORE_PATIENCE };
         Ok((store, warnings))
+    }
+
+    /// Retry failed requests for `patience` (default [`STORE_PATIENCE`]) before reporting them;
+    /// a follower that has its own retry loop wants less.
+    pub fn with_patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
     }
 
     /// The subject the document's revisions are published on.
@@ -213,21 +260,27 @@ impl ConfigStore {
 
     /// The stream message at `sequence` when it is a revision of the document.
     async fn message(&self, sequence: u64) -> Result<Option<StreamMessage>, StoreError> {
-        match self.kv.stream.direct_get(sequence).await {
-            Ok(m) if m.subject.as_str() == self.subject() => Ok(Some(m)),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError(format!("cannot read revision {sequence} of {}: {e}", self.name()))),
-        }
+        patiently(self.patience, || async {
+            match self.kv.stream.direct_get(sequence).await {
+                Ok(m) if m.subject.as_str() == self.subject() => Ok(Some(m)),
+                Ok(_) => Ok(None),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+                Err(e) => Err(StoreError(format!("cannot read revision {sequence} of {}: {e}", self.name()))),
+            }
+        })
+        .await
     }
 
     /// The document's latest revision (`None`: nothing was pushed).
     pub async fn current(&self) -> Result<Option<StoredRevision>, StoreError> {
-        match self.kv.stream.direct_get_last_for_subject(self.subject()).await {
-            Ok(m) => StoredRevision::from_message(m).map(Some),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError(format!("cannot read {}: {e}", self.name()))),
-        }
+        let last = patiently(self.patience, || async {
+            match self.kv.stream.direct_get_last_for_subject(self.subject()).await {
+                Ok(m) => Ok(Some(m)),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+                Err(e) => Err(StoreError(format!("cannot read {}: {e}", self.name()))),
+            }
+        });
+        last.await?.map(StoredRevision::from_message).transpose()
     }
 
     /// One revision of the document; an error names a revision that is not one of its own or
@@ -244,12 +297,7 @@ impl ConfigStore {
 
     /// Every revision the bucket keeps, oldest first.
     pub async fn history(&self) -> Result<Vec<StoredRevision>, StoreError> {
-        let failed = |e: &dyn std::fmt::Display| StoreError(format!("cannot read the history of {}: {e}", self.name()));
-        let mut entries = self.kv.history(&self.key).await.map_err(|e| failed(&e))?;
-        let mut revisions = Vec::new();
-        while let Some(entry) = tokio::time::timeout(REQUEST_TIMEOUT, entries.next()).await.map_err(|e| failed(&e))? {
-            revisions.push(entry.map_err(|e| failed(&e))?.revision);
-        }
+        let revisions = patiently(self.patience, || self.revisions()).await?;
         let mut out = Vec::with_capacity(revisions.len());
         for revision in revisions {
             if let Some(m) = self.message(revision).await? {
@@ -259,20 +307,35 @@ impl ConfigStore {
         Ok(out)
     }
 
-    /// Write `document` as the next revision if the key is still at `read` (0: it has none).
-    pub async fn push(&self, document: &str, read: u64, note: &str) -> Result<Pushed, PushError> {
-        self.push_within(document, read, note, PUSH_DEADLINE).await
+    /// The revision numbers the bucket keeps for the key.
+    async fn revisions(&self) -> Result<Vec<u64>, StoreError> {
+        let failed = |e: &dyn std::fmt::Display| StoreError(format!("cannot read the history of {}: {e}", self.name()));
+        let mut entries = self.kv.history(&self.key).await.map_err(|e| failed(&e))?;
+        let mut revisions = Vec::new();
+        while let Some(entry) = tokio::time::timeout(REQUEST_TIMEOUT, entries.next()).await.map_err(|e| failed(&e))? {
+            revisions.push(entry.map_err(|e| failed(&e))?.revision);
+        }
+        Ok(revisions)
     }
 
-    /// [`push`](Self::push) with a deadline for an unconfirmed write.
-    pub async fn push_within(
+    /// Write `document` as the next revision if the key is still at `read` (0: it has none).
+    pub async fn push(&self, document: &str, read: u64, note: &str) -> Result<Pushed, PushError> {
+        let push_id = uuid::Uuid::now_v7().to_string();
+        self.push_as(&push_id, document, read, note, PUSH_DEADLINE).await
+    }
+
+    /// [`push`](Self::push) under a push id the caller chose (sending the same push again, e.g.
+    /// a retried automation job, confirms the first write rather than making a second), with a
+    /// deadline for an unconfirmed write.
+    pub async fn push_as(
         &self,
+        push_id: &str,
         document: &str,
         read: u64,
         note: &str,
         deadline: Duration,
     ) -> Result<Pushed, PushError> {
-        let push_id = uuid::Uuid::now_v7().to_string();
+        let push_id = push_id.to_string();
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Expected-Last-Subject-Sequence", read.to_string().as_str());
         headers.insert(MSG_ID, push_id.as_str());
@@ -290,11 +353,11 @@ impl ConfigStore {
             let last = match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
                 Ok(Ok(ack)) => return Ok(Pushed { revision: ack.sequence, retried: unsure || ack.duplicate }),
                 Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                    // Our own earlier attempt may be what moved the key.
-                    if unsure {
-                        if let Some(revision) = self.find_push(&push_id, read).await? {
-                            return Ok(Pushed { revision, retried: true });
-                        }
+                    // Our own earlier attempt (whose answer was lost, or an earlier send of
+                    // the same push) may be what moved the key: the server checks the expected
+                    // revision before it looks for a duplicate.
+                    if let Some(revision) = self.find_push(&push_id, read).await? {
+                        return Ok(Pushed { revision, retried: true });
                     }
                     let now = self.current().await?.map_or(0, |r| r.revision);
                     return Err(PushError::Conflict { read, now });
@@ -330,12 +393,20 @@ impl ConfigStore {
     pub async fn report(&self, status: &GatewayStatus) -> Result<u64, StoreError> {
         let key = status_key(&self.key, &status.gateway);
         let body = serde_json::to_vec(status).map_err(|e| StoreError(e.to_string()))?;
-        self.kv.put(&key, body.into()).await.map_err(|e| StoreError(format!("cannot write {key}: {e}")))
+        let body = Bytes::from(body);
+        let put = || async {
+            self.kv.put(&key, body.clone()).await.map_err(|e| StoreError(format!("cannot write {key}: {e}")))
+        };
+        patiently(self.patience, put).await
     }
 
     /// Every gateway's latest report, by gateway id; a report that does not parse is returned
     /// as an error line naming its key.
     pub async fn statuses(&self) -> Result<(Vec<GatewayStatus>, Vec<String>), StoreError> {
+        patiently(self.patience, || self.read_statuses()).await
+    }
+
+    async fn read_statuses(&self) -> Result<(Vec<GatewayStatus>, Vec<String>), StoreError> {
         let failed = |e: &dyn std::fmt::Display| StoreError(format!("cannot list the keys of {}: {e}", self.bucket));
         let mut keys = self.kv.keys().await.map_err(|e| failed(&e))?;
         let mut names = Vec::new();
@@ -360,14 +431,17 @@ impl ConfigStore {
 
     /// The bucket stream's creation time: what tells one history from the next.
     async fn history_id(&self) -> Result<String, StoreError> {
-        let mut stream = self.kv.stream.clone();
-        let info =
-            stream.info().await.map_err(|e| StoreError(format!("cannot look up bucket {}: {e}", self.bucket)))?;
-        Ok(info.created.unix_timestamp_nanos().to_string())
+        let info = patiently(self.patience, || async {
+            let mut stream = self.kv.stream.clone();
+            let info =
+                stream.info().await.map_err(|e| StoreError(format!("cannot look up bucket {}: {e}", self.bucket)))?;
+            Ok(info.created)
+        });
+        Ok(info.await?.unix_timestamp_nanos().to_string())
     }
 
     /// Follow the key from `cursor` until `out` is closed: every new revision is sent once, in
-    /// order (older ones a newer one supersedes are skipped). Watch failures, server restarts
+    /// order (those a newer one follows at once as superseded). Watch failures, server restarts
     /// and a bucket made anew are survived: the watch restarts from the cursor, checked every
     /// few seconds against the key's newest revision so a silently stalled watch is noticed.
     pub async fn follow(&self, cursor: &mut Cursor, out: tokio::sync::mpsc::Sender<Followed>) {
@@ -439,7 +513,8 @@ impl ConfigStore {
                             Err(_) => Followed::Unreadable { revision: entry.revision, why: "not UTF-8 text".into() },
                         },
                         Step::Deleted => Followed::Deleted(entry.revision),
-                        Step::AlreadySeen | Step::Superseded => continue,
+                        Step::Superseded => Followed::Superseded(entry.revision),
+                        Step::AlreadySeen => continue,
                     };
                     if out.send(followed).await.is_err() {
                         return Ok(());
@@ -476,6 +551,11 @@ impl ConfigStore {
 
 /// `user@host` of whoever runs a push.
 fn pusher() -> String {
-    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into());
+    let uid = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").map(|m| format!("uid {}", m.uid())).unwrap_or_else(|_| "unknown".into())
+    };
+    let named = ["SUDO_USER", "USER", "LOGNAME"].iter().find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()));
+    let user = named.unwrap_or_else(uid);
     format!("{user}@{}", super::status::gateway_id(None))
 }

@@ -94,7 +94,7 @@ pub(crate) fn reconnect_delay(attempts: usize) -> Duration {
 }
 
 async fn connect_options(n: &NatsSettings, jobs: &Arc<Jobs>) -> Result<ConnectOptions, String> {
-    let options = credentials(n).await?;
+    let options = credentials(n.credentials_file.as_deref(), n.token.as_deref(), n.user_password.as_ref()).await?;
     let events = Arc::clone(jobs);
     let event_log = Arc::new(EventLog::default());
     Ok(options

@@ -5,8 +5,8 @@
 //! `jobs::status`) is a key-value bucket Siger owns (`crate::nats`): found, or created alike
 //! with the stream.
 
-use crate::config::{subject_matches, JobsSettings, StreamSettings};
-use crate::nats::{open_or_create_bucket, storage_type, BucketLayout, BucketOpened};
+use crate::config::{subject_matches, JobsSettings, StreamSettings, StreamStorage};
+use crate::nats::{open_or_create_bucket, BucketLayout, BucketOpened};
 use async_nats::jetstream::context::Context;
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::kv;
@@ -42,6 +42,13 @@ pub(crate) fn desired_config(s: &StreamSettings) -> Config {
         max_messages_per_subject: -1,
         max_consumers: -1,
         ..Config::default()
+    }
+}
+
+fn storage_type(s: StreamStorage) -> StorageType {
+    match s {
+        StreamStorage::File => StorageType::File,
+        StreamStorage::Memory => StorageType::Memory,
     }
 }
 
@@ -148,7 +155,7 @@ pub(crate) fn index_layout(s: &StreamSettings) -> BucketLayout {
         description: format!("Siger job index: job id -> sequence in stream {}", s.name),
         history: 1,
         max_age: s.max_age,
-        storage: s.storage,
+        storage: storage_type(s.storage),
         replicas: s.replicas,
     }
 }
@@ -167,7 +174,6 @@ pub(crate) async fn ensure_index(js: &Context, jobs: &JobsSettings) -> Result<kv
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StreamStorage;
 
     fn jobs(create: bool) -> JobsSettings {
         JobsSettings {
