@@ -279,6 +279,9 @@ fn write_split(file: &Path, bootstrap: &Path, document: &Path) -> Result<(), Fai
     let text =
         std::fs::read_to_string(file).map_err(|e| Failure::Other(format!("cannot read {}: {e}", file.display())))?;
     let parts = split(&text, &Origin::File(file.to_path_buf())).map_err(|e| Failure::Invalid(vec![e]))?;
+    if let Some(taken) = [bootstrap, document].into_iter().find(|p| p.exists()) {
+        return Err(Failure::Other(format!("{} exists; split writes new files only", taken.display())));
+    }
     for (path, body) in [(bootstrap, &parts.bootstrap), (document, &parts.document)] {
         let written = std::fs::OpenOptions::new()
             .write(true)
