@@ -19,6 +19,9 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+// The fleet's config store (issue 31, core): `siger config …`; the runtime follows it in a
+// later step.
+pub mod config_store;
 pub(crate) mod connections;
 pub(crate) mod discovery;
 pub(crate) mod errors;
@@ -30,6 +33,7 @@ pub mod grpc;
 pub mod jobs;
 pub(crate) mod jose;
 pub(crate) mod lifecycle;
+pub(crate) mod nats;
 pub mod observability;
 pub mod policy;
 pub(crate) mod proxy;

@@ -49,6 +49,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Config(command)) = &cli.command {
+        return siger::config_store::command::run(command, &cli.conf);
+    }
     if let Some(Command::Apikey { consumer, roles }) = &cli.command {
         let roles: Vec<String> = roles.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect();
         let (key, entry) = auth::api_keys::new_key(consumer, &roles);
