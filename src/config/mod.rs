@@ -10,8 +10,10 @@
 //! a snapshot is built; such a builder reports into [`Findings`] by key, and the [`Locator`] of
 //! the file gives those keys their lines, so its messages read like the loader's own.
 
+mod config_source;
 mod grpc;
 mod model;
+mod plans;
 mod raw;
 mod source;
 mod transform;
@@ -20,14 +22,16 @@ mod validate;
 pub(crate) use validate::is_always_allowed_host;
 pub(crate) use validate::redact_url;
 
+pub use config_source::*;
 pub use grpc::GrpcTranscodeSettings;
 pub use model::*;
+pub use plans::*;
 pub(crate) use source::{Environment, ProcessEnv};
 pub use transform::*;
 pub(crate) use units::parse_duration;
 pub(crate) use validate::subject_matches;
 
-use source::LineIndex;
+pub(crate) use source::LineIndex;
 use std::fmt;
 use std::path::Path;
 

@@ -5,5 +5,5 @@ pub mod logger;
 pub(crate) mod metrics;
 
 pub(crate) use metrics::{
-    AuthMetrics, ConfigMetrics, ConnectionMetrics, ConsulMetrics, Metrics, SpanMetrics, TlsMetrics,
+    AuthMetrics, ConfigMetrics, ConnectionMetrics, ConsulMetrics, Metrics, SpanMetrics, TlsMetrics, UsageMetrics,
 };

@@ -54,6 +54,13 @@ pub(crate) fn check(path: &Path) -> Result<Checked, ConfigErrors> {
     compiled(config, &locator).map_err(|errors| ConfigErrors { file: path.display().to_string(), errors })
 }
 
+/// [`check`] for config text that is not a file of its own (a stored document merged with
+/// the bootstrap file); relative paths in it resolve against `base`.
+pub(crate) fn check_text(text: &str, base: &Path) -> Result<Checked, Vec<config::ConfigError>> {
+    let (config, locator) = config::parse_located(text, base, &config::ProcessEnv)?;
+    compiled(config, &locator)
+}
+
 /// Compile a validated `config` whose keys `locator` finds: what was built, its warnings merged
 /// into the config's in file order; or the errors.
 fn compiled(mut config: Config, locator: &config::Locator) -> Result<Checked, Vec<config::ConfigError>> {

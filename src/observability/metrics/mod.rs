@@ -4,7 +4,7 @@
 //!
 //! [`Metrics`] is the process's registry and its metric families, one small `Clone` struct per
 //! family (requests, limits, upstream, auth, jobs, Consul, reloads, cache, TLS, connections,
-//! spans); it outlives config reloads, and a background service takes the family it counts
+//! spans, quotas, usage); it outlives config reloads, and a background service takes the family it counts
 //! into rather than the whole bundle. [`ConfigMetrics`] holds one config generation's handles
 //! (per route and per service), resolved when the generation is built so the hot path touches
 //! only counters' atomics; `siger_requests_total` children are cached per thread on top. When
@@ -17,11 +17,15 @@ mod consul;
 mod generation;
 mod jobs;
 mod limits;
+// Issue 29's families: registered now, counted once quotas and usage are wired.
+#[allow(dead_code)]
+mod quota;
 mod reloads;
 mod requests;
 mod spans;
 mod tls;
 mod upstream;
+mod usage;
 
 pub(crate) use auth::AuthMetrics;
 pub(crate) use cache::CacheMetrics;
@@ -30,11 +34,13 @@ pub(crate) use consul::ConsulMetrics;
 pub(crate) use generation::ConfigMetrics;
 pub(crate) use jobs::JobMetrics;
 pub(crate) use limits::LimitMetrics;
+pub(crate) use quota::{Counted, PlanCounters, QuotaMetrics};
 pub(crate) use reloads::ReloadMetrics;
 pub(crate) use requests::RequestMetrics;
 pub(crate) use spans::SpanMetrics;
 pub(crate) use tls::TlsMetrics;
 pub(crate) use upstream::UpstreamMetrics;
+pub(crate) use usage::UsageMetrics;
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -74,6 +80,12 @@ pub(crate) struct Metrics {
     pub(crate) connections: ConnectionMetrics,
     /// Spans exported and dropped.
     pub(crate) spans: SpanMetrics,
+    /// Quotas, per plan (read once quotas are wired, issue 29).
+    #[allow(dead_code)]
+    pub(crate) quota: QuotaMetrics,
+    /// Usage records: dropped, flushed, pending (read once usage is wired, issue 29).
+    #[allow(dead_code)]
+    pub(crate) usage: UsageMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -156,6 +168,8 @@ impl Metrics {
             tls: TlsMetrics::register(&registry),
             connections: ConnectionMetrics::register(&registry),
             spans: SpanMetrics::register(&registry),
+            quota: QuotaMetrics::register(&registry),
+            usage: UsageMetrics::register(&registry),
             log_dropped,
             registry,
         }
