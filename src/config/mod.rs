@@ -82,9 +82,12 @@ impl fmt::Display for ConfigErrors {
 /// [`Locator`] of the file.
 #[derive(Debug, Default)]
 pub struct Findings {
-    errors: Vec<(String, String)>,
-    warnings: Vec<(String, String)>,
+    errors: Vec<Finding>,
+    warnings: Vec<Finding>,
 }
+
+/// One problem: the key it is at and the message.
+pub type Finding = (String, String);
 
 impl Findings {
     /// Something that makes the configuration unusable.
@@ -103,7 +106,7 @@ impl Findings {
     }
 
     /// The errors and the warnings, for a caller that reports them itself (a file watcher).
-    pub fn into_parts(self) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    pub fn into_parts(self) -> (Vec<Finding>, Vec<Finding>) {
         (self.errors, self.warnings)
     }
 }

@@ -5,13 +5,16 @@ use prometheus::{HistogramVec, IntCounterVec, IntGauge, Registry};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+/// One series of `siger_requests_total`: route, method, status.
+pub(crate) type Series = (String, &'static str, u16);
+
 /// The request families.
 #[derive(Clone)]
 pub(crate) struct RequestMetrics {
     pub(crate) requests: IntCounterVec,
     /// `(route, method, status)` series of `siger_requests_total` created so far, so a reload
     /// can remove those of routes that are gone.
-    pub(crate) series: Arc<Mutex<HashSet<(String, &'static str, u16)>>>,
+    pub(crate) series: Arc<Mutex<HashSet<Series>>>,
     pub(crate) durations: HistogramVec,
     pub(crate) in_flight: IntGauge,
 }
