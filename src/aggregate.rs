@@ -1,23 +1,21 @@
 //! Aggregation routes (ARCHITECTURE.md §7.5): the gateway answers the route itself by calling
 //! each part's service in parallel and merging the JSON answers under the parts' keys.
 //!
-//! Parts go through the same machinery as proxied requests: the service's pool (balancing,
-//! health, outlier ejection), its circuit breaker, its retry policy and budget, its transport
-//! (TLS, HTTP/2) and timeouts, over Pingora's HTTP connector with its connection reuse. A part
-//! that cannot be answered, answers non-2xx, or answers something other than a JSON document
-//! within the route's `max_body` has failed.
+//! Parts go through the same attempt engine as proxied requests ([`crate::upstream::fetch`]):
+//! the service's pool (balancing, health, outlier ejection), its circuit breaker, its retry
+//! policy and budget, its transport (TLS, HTTP/2) and timeouts, with the same metrics and log
+//! lines. A part that cannot be answered, answers non-2xx, or answers something other than a
+//! JSON document within the route's `max_body` has failed.
 
 use crate::config::{AggregateSettings, OnFailure};
-use crate::snapshot::Snapshot;
-use crate::upstream::now_ms;
-use bytes::BytesMut;
+use crate::upstream;
+use crate::upstream::attempt::Service;
+use crate::upstream::fetch::{Fetch, Report};
 use http::{HeaderName, HeaderValue};
-use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The header that marks a partial answer.
 pub(crate) const COMPLETED_HEADER: &str = "Siger-Completed";
@@ -108,40 +106,15 @@ pub(crate) fn merge(settings: &AggregateSettings, results: Vec<Result<Value, Par
     Merged::Answer { body: Value::Object(body), complete: failures.is_empty() }
 }
 
-/// The connector parts share (its pool keeps upstream connections between requests).
-fn connector() -> &'static Connector {
-    static CONNECTOR: OnceLock<Connector> = OnceLock::new();
-    CONNECTOR.get_or_init(|| Connector::new(None))
-}
-
-/// Fetch one part from `service` (its pool, breaker and retry policy), the body bounded by
-/// `max_body`. The caller bounds the whole by the route's timeout.
+/// Fetch one part from `service` through the attempt engine (its pool, breaker and retry
+/// policy), the body bounded by `max_body`. The caller bounds the whole by the route's timeout.
 pub(crate) async fn fetch(
-    snap: &Snapshot,
-    service: usize,
+    service: &Service<'_>,
     part: &PartRequest,
     host: Option<&HeaderValue>,
     max_body: u64,
-    report: &mut PartReport,
+    report: &mut Report,
 ) -> Result<Value, PartFailure> {
-    let settings = snap.service(service);
-    let pool = snap.pool(service);
-    let ticket = match &settings.circuit_breaker {
-        Some(b) => match pool.state.breaker.admit(b, now_ms()) {
-            Ok(ticket) => Some(ticket),
-            Err(_) => {
-                snap.metrics.circuit_refused(service, false);
-                return Err(PartFailure::Unavailable(format!(
-                    "service {} is failing: its circuit is open",
-                    settings.name
-                )));
-            }
-        },
-        None => None,
-    };
-    if let Some(share) = settings.retry.budget_milli {
-        pool.state.retry_budget.deposit(share);
-    }
     let mut head = RequestHeader::build("GET", part.path.as_bytes(), None)
         .map_err(|_| PartFailure::Unavailable("the part's path cannot be sent".into()))?;
     if let Some(host) = host {
@@ -150,149 +123,41 @@ pub(crate) async fn fetch(
     for (name, value) in &part.headers {
         let _ = head.insert_header(name.clone(), value.clone());
     }
-    let mut tried: Vec<SocketAddr> = Vec::new();
-    let mut attempts = 0;
-    let outcome = loop {
-        attempts += 1;
-        let Some(selected) = pool.select(&[], &tried) else {
-            break Err(PartFailure::Unavailable(if tried.is_empty() {
-                format!("service {} has no healthy backend", settings.name)
-            } else {
-                format!("no backend of service {} answered", settings.name)
-            }));
-        };
-        let addr = selected.addr;
-        let peer = snap.peer(service, addr, None);
-        (report.backend, report.status, report.attempts) = (Some(addr), None, attempts);
-        let result = attempt(&peer, &head, max_body, settings.idle_timeout).await;
-        report.status = result.as_ref().ok().map(|(status, _)| *status);
-        let failed = match &result {
-            Ok((status, _)) => *status >= 500,
-            Err(_) => true,
-        };
-        if let Some(outlier) = &settings.outlier_detection {
-            if failed {
-                if let crate::upstream::outlier::Verdict::Ejected { .. } =
-                    pool.state.outliers.failure(addr, pool.size(), outlier, now_ms())
-                {
-                    snap.metrics.backend_ejected(service);
-                }
-            } else {
-                pool.state.outliers.success(addr);
-            }
-        }
-        drop(selected);
-        let retry_reason = match &result {
-            Err(AttemptError::Connect) if settings.retry.connect => Some(crate::proxy::RetryReason::Connect),
-            Err(AttemptError::Reset) if settings.retry.reset => Some(crate::proxy::RetryReason::Reset),
-            Ok((status, _)) if settings.retry.statuses.contains(status) => Some(crate::proxy::RetryReason::Status),
-            _ => None,
-        };
-        if let Some(reason) = retry_reason {
-            let budget_ok = settings.retry.budget_milli.is_none_or(|share| {
-                let ok = pool.state.retry_budget.try_spend(share, now_ms());
-                if !ok {
-                    snap.metrics.retry_budget_exhausted(service);
-                }
-                ok
-            });
-            if attempts <= settings.retries && budget_ok {
-                tried.push(addr);
-                snap.metrics.upstream_retry(service, reason.label());
-                continue;
-            }
-        }
-        break match result {
-            Ok((status, _)) if !(200..300).contains(&status) => Err(PartFailure::Status(status)),
-            Ok((_, Some(body))) => Ok(body),
-            Ok((_, None)) => Err(PartFailure::NotJson),
-            Err(e) => Err(PartFailure::Unavailable(format!("service {}: {}", settings.name, e.text()))),
-        };
-    };
-    if let (Some(ticket), Some(b)) = (ticket, &settings.circuit_breaker) {
-        let failed = match &outcome {
-            Err(PartFailure::Status(s)) => *s >= 500,
-            Err(PartFailure::Unavailable(_)) => true,
-            _ => false,
-        };
-        pool.state.breaker.record(b, &ticket, failed, now_ms());
+    // The route's timeout bounds the whole (see `fetch_all`); parts are not hashed.
+    let request = Fetch { head: &head, body: None, max_body, response_timeout: None, hash: &[] };
+    let answer =
+        upstream::fetch::fetch(service, &request, report).await.map_err(|e| PartFailure::Unavailable(e.message()))?;
+    match (answer.status(), &answer.body) {
+        (status, _) if !(200..300).contains(&status) => Err(PartFailure::Status(status)),
+        (_, Some(body)) => serde_json::from_slice::<Value>(body).map_err(|_| PartFailure::NotJson),
+        (_, None) => Err(PartFailure::NotJson),
     }
-    outcome
-}
-
-/// How an attempt failed before a response.
-#[derive(Debug)]
-enum AttemptError {
-    /// No connection (nothing was sent).
-    Connect,
-    /// The connection broke before a response head.
-    Reset,
-    /// The response timed out or broke while its body was read.
-    Read,
-}
-
-impl AttemptError {
-    fn text(&self) -> &'static str {
-        match self {
-            AttemptError::Connect => "connection failed",
-            AttemptError::Reset => "connection broken before an answer",
-            AttemptError::Read => "answer broken off",
-        }
-    }
-}
-
-/// One request to one backend: (status, the body as JSON when it is JSON within `max_body`).
-async fn attempt(
-    peer: &pingora::upstreams::peer::HttpPeer,
-    head: &RequestHeader,
-    max_body: u64,
-    idle_timeout: Option<Duration>,
-) -> Result<(u16, Option<Value>), AttemptError> {
-    let connector = connector();
-    let (mut session, _reused) = connector.get_http_session(peer).await.map_err(|_| AttemptError::Connect)?;
-    session.write_request_header(Box::new(head.clone())).await.map_err(|_| AttemptError::Reset)?;
-    session.finish_request_body().await.map_err(|_| AttemptError::Reset)?;
-    session.read_response_header().await.map_err(|_| AttemptError::Reset)?;
-    let status = session.response_header().map_or(0, |r| r.status.as_u16());
-    let mut body = BytesMut::new();
-    let mut oversized = false;
-    while let Some(chunk) = session.read_response_body().await.map_err(|_| AttemptError::Read)? {
-        if body.len() as u64 + chunk.len() as u64 > max_body {
-            oversized = true;
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let value = if oversized { None } else { serde_json::from_slice::<Value>(&body).ok() };
-    if !oversized {
-        connector.release_http_session(session, peer, idle_timeout).await;
-    }
-    Ok((status, value))
 }
 
 /// Run every part in parallel within the route's timeout (a part still running then is
 /// [`PartFailure::Timeout`]), each with its report.
-pub(crate) async fn fetch_all(
-    snap: &Snapshot,
+pub(crate) async fn fetch_all<'a>(
+    services: impl Fn(usize) -> Service<'a>,
     settings: &AggregateSettings,
     requests: Vec<Result<PartRequest, PartFailure>>,
     host: Option<&HeaderValue>,
     max_body: u64,
 ) -> Vec<(Result<Value, PartFailure>, PartReport)> {
     let deadline = tokio::time::Instant::now() + settings.timeout;
+    let services = &services;
     let futures = requests.into_iter().map(|part| async move {
-        let now = Instant::now();
-        let mut report = PartReport { started: now, ended: now, backend: None, status: None, attempts: 0 };
+        let started = Instant::now();
+        let mut fetched = Report::default();
         let result = match part {
             Err(failure) => Err(failure),
             Ok(part) => {
-                let service = settings.parts[part.index].service;
-                let fetched = fetch(snap, service, &part, host, max_body, &mut report);
-                tokio::time::timeout_at(deadline, fetched).await.unwrap_or(Err(PartFailure::Timeout))
+                let service = services(settings.parts[part.index].service);
+                let fetching = fetch(&service, &part, host, max_body, &mut fetched);
+                tokio::time::timeout_at(deadline, fetching).await.unwrap_or(Err(PartFailure::Timeout))
             }
         };
-        report.ended = Instant::now();
-        (result, report)
+        let Report { backend, status, attempts } = fetched;
+        (result, PartReport { started, ended: Instant::now(), backend, status, attempts })
     });
     futures::future::join_all(futures).await
 }
@@ -303,6 +168,7 @@ mod tests {
     use crate::config::AggregatePart;
     use crate::policy::headers::Template;
     use serde_json::json;
+    use std::time::Duration;
 
     fn settings(on_failure: OnFailure) -> AggregateSettings {
         let part =

@@ -32,7 +32,7 @@ pub(super) async fn handle(
     let spans: Vec<Option<SpanId>> =
         settings.parts.iter().map(|_| state.trace.as_ref().map(|_| crate::trace::context::new_span_id())).collect();
     let requests = part_requests(settings, state, &route.label, &headers, &spans);
-    let fetched = aggregate::fetch_all(snap, settings, requests, host.as_ref(), route.max_body).await;
+    let fetched = aggregate::fetch_all(|id| snap.upstream(id), settings, requests, host.as_ref(), route.max_body).await;
     let mut results = Vec::with_capacity(fetched.len());
     for ((part, span), (result, report)) in settings.parts.iter().zip(spans).zip(fetched) {
         let outcome = match &result {

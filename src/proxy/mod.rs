@@ -15,14 +15,12 @@ mod jobs;
 mod policies;
 mod validation;
 
-pub(crate) use attempts::RetryReason;
-
-pub(crate) use ctx::{Attempt, RequestCtx, RequestState};
+pub(crate) use ctx::{RequestCtx, RequestState};
 pub(crate) use downstream::{AtTheBound, ConnectionGate, IdleLimited};
 
 use crate::answer::LocalAnswer;
 use crate::auth;
-use crate::config::{AuthMode, HashKey, RouteTarget};
+use crate::config::{AuthMode, RouteTarget};
 use crate::connections;
 use crate::errors::{GatewayError, UpstreamErrorKind};
 use crate::forwarding;
@@ -35,12 +33,12 @@ use crate::runtime::Runtime;
 use crate::snapshot::Snapshot;
 use crate::tls::ConnInfo;
 use crate::trace::context::{TRACEPARENT, TRACESTATE};
+use crate::upstream::attempt::RetryReason;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HOST};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
-use pingora::upstreams::peer::Peer;
 use std::sync::Arc;
 
 /// The gateway's proxy logic.
@@ -275,25 +273,6 @@ impl Gateway {
     }
 }
 
-/// Bytes consistent hashing hashes for this request.
-fn hash_key(key: &HashKey, session: &Session, state: &RequestState) -> Result<Vec<u8>, GatewayError> {
-    let ip = || state.client_ip_text.as_bytes().to_vec();
-    Ok(match key {
-        HashKey::Ip => ip(),
-        HashKey::Path => state
-            .upstream_uri
-            .as_ref()
-            .map_or_else(|| session.req_header().uri.path().as_bytes().to_vec(), |u| u.path().as_bytes().to_vec()),
-        HashKey::Header(name) => forwarding::single_line(&session.req_header().headers, name)?
-            .map(|v| v.as_bytes().to_vec())
-            .unwrap_or_else(ip),
-        // A verified claim only; anonymous requests (or tokens without it) use the IP.
-        HashKey::Claim(name) => {
-            state.identity.as_ref().and_then(|i| i.claim_text(name)).map(String::into_bytes).unwrap_or_else(ip)
-        }
-    })
-}
-
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -458,7 +437,7 @@ impl ProxyHttp for Gateway {
         // connection (Pingora closes it after any error raised in its upstream loop).
         match attempts::start(snap, session, state) {
             Ok(peer) => {
-                state.picked_peer = Some(peer);
+                state.upstream.picked_peer = Some(peer);
                 Ok(true)
             }
             Err(err) => {
@@ -477,15 +456,14 @@ impl ProxyHttp for Gateway {
         if let Some(held) = state.validation.as_mut() {
             held.restart(session.as_ref().retry_buffer_truncated());
         }
-        if let Some(peer) = state.picked_peer.take() {
+        if let Some(peer) = state.upstream.picked_peer.take() {
             return Ok(peer);
         }
         match attempts::next_peer(snap, session, state) {
             Ok(peer) => Ok(peer),
             Err(err) => {
+                // Only a failed attempt leads here: its failure is counted already.
                 let status = err.status();
-                // The connect failures were counted as they happened.
-                state.attempt.error_counted = true;
                 state.refusal = Some(err);
                 Error::e_explain(HTTPStatus(status), "no backend left to try")
             }
@@ -495,20 +473,15 @@ impl ProxyHttp for Gateway {
     fn fail_to_connect(
         &self,
         session: &mut Session,
-        peer: &HttpPeer,
+        _peer: &HttpPeer,
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
-        let Some(service) = state.service else { return e };
-        if let Some(addr) = peer.address().as_inet() {
-            state.tried.push(*addr);
-        }
-        snap.metrics.upstream_error(service, UpstreamErrorKind::of(&e));
-        state.attempt.error_counted = true;
-        state.attempt.connect_error = GatewayError::from_pingora(&e, None);
+        let Some(service) = attempts::service(snap, state) else { return e };
+        let error = GatewayError::from_pingora(&e, None);
+        state.upstream.attempts.connect_failed(&service, UpstreamErrorKind::of(&e), error);
         attempts::record_span(snap, state, Some(UpstreamErrorKind::Connect.label()));
-        attempts::attempt_failed(snap, state);
         // Nothing was sent upstream yet, so another backend is safe for any method.
         if attempts::may_retry(snap, session, state, RetryReason::Connect) {
             e.set_retry(true);
@@ -526,18 +499,16 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if std::mem::take(&mut state.retrying_status) {
+        if std::mem::take(&mut state.upstream.retrying_status) {
             // Our own error from `upstream_response_filter`: its retry is decided and counted.
             e.set_retry(true);
             return e;
         }
         let kind = UpstreamErrorKind::of(&e);
-        if let Some(service) = state.service {
-            snap.metrics.upstream_error(service, kind);
-            state.attempt.error_counted = true;
+        if let Some(service) = attempts::service(snap, state) {
+            state.upstream.attempts.failed(&service, kind);
         }
         attempts::record_span(snap, state, Some(kind.label()));
-        attempts::attempt_failed(snap, state);
         if kind == UpstreamErrorKind::Reset && attempts::may_retry(snap, session, state, RetryReason::Reset) {
             e.set_retry(true);
         } else if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
@@ -579,7 +550,7 @@ impl ProxyHttp for Gateway {
         upstream.insert_header("X-Request-Id", state.request_id.as_str())?;
         if let Some(trace) = &state.trace {
             // The backend continues from this attempt's span.
-            let traceparent = trace.traceparent(state.attempt.span.unwrap_or(trace.span_id));
+            let traceparent = trace.traceparent(state.upstream.span.unwrap_or(trace.span_id));
             upstream.insert_header(TRACEPARENT, traceparent)?;
             match trace.tracestate() {
                 Some(value) => upstream.insert_header(TRACESTATE, value)?,
@@ -645,26 +616,17 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
-        state.upstream_duration = state.attempt.started.map(|t| t.elapsed());
+        state.upstream.duration = state.upstream.attempts.started().map(|t| t.elapsed());
         let status = upstream.status.as_u16();
-        state.attempt.status = Some(status);
-        if status < 500 {
-            attempts::attempt_succeeded(snap, state);
-            return Ok(());
-        }
-        if let Some(service) = state.service {
-            snap.metrics.upstream_error(service, UpstreamErrorKind::Status5xx);
-        }
-        attempts::attempt_failed(snap, state);
+        let Some(service) = attempts::service(snap, state) else { return Ok(()) };
+        state.upstream.attempts.answered(&service, status);
         // A `retry_on` status goes to another backend when one is left and the request can be
         // sent again; otherwise this answer is the client's.
-        if attempts::retries_status(snap, state, status)
-            && attempts::may_retry(snap, session, state, RetryReason::Status)
-        {
+        if status >= 500 && attempts::may_retry(snap, session, state, RetryReason::Status) {
             attempts::record_span(snap, state, None);
             if let Ok(peer) = attempts::next_peer(snap, session, state) {
-                state.picked_peer = Some(peer);
-                state.retrying_status = true;
+                state.upstream.picked_peer = Some(peer);
+                state.upstream.retrying_status = true;
                 return Error::e_explain(HTTPStatus(status), "retried on another backend");
             }
         }
@@ -784,7 +746,7 @@ impl ProxyHttp for Gateway {
             return FailToProxy { error_code: sent.status.as_u16(), can_reuse_downstream: false };
         }
         let read_timeout = state.route.and_then(|r| {
-            let service = snap.service(state.service?);
+            let service = snap.service(state.upstream.service?);
             let route = snap.route(r);
             Some(route.timeout.map_or(service.read_timeout, |t| t.min(service.read_timeout)))
         });
@@ -815,11 +777,12 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         fill::restore_version(session, &mut ctx.state);
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
-        state.attempt.slot = None;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        attempts::finish(snap, state);
-        let service = state.service;
-        if let (Some(e), Some(service), false) = (e, service, state.attempt.error_counted) {
+        if let Some(service) = attempts::service(snap, state) {
+            state.upstream.attempts.finish(&service);
+        }
+        let service = state.upstream.service;
+        if let (Some(e), Some(service), false) = (e, service, state.upstream.attempts.counted()) {
             if e.esource == ErrorSource::Upstream {
                 snap.metrics.upstream_error(service, UpstreamErrorKind::of(e));
             }
@@ -827,7 +790,7 @@ impl ProxyHttp for Gateway {
         let upstream_error = e.filter(|e| e.esource == ErrorSource::Upstream).map(|e| UpstreamErrorKind::of(e).label());
         // An attempt still open at the end either answered (its status is recorded) or was
         // given up when the client left.
-        let unanswered = state.attempt.status.is_none().then_some("cancelled");
+        let unanswered = state.upstream.attempts.status().is_none().then_some("cancelled");
         attempts::record_span(snap, state, upstream_error.or(unanswered));
         let elapsed = state.started.elapsed();
         // A background request (a fill or a revalidation) is counted by the client request it
@@ -869,16 +832,16 @@ impl ProxyHttp for Gateway {
             path: req.uri.path(),
             route: route.map_or("-", |r| r.label.as_str()),
             service: service.map_or("-", |s| snap.service(s).name.as_str()),
-            backend: state.attempt.backend,
+            backend: state.upstream.attempts.backend(),
             status,
             bytes_in: session.body_bytes_read(),
             bytes_out: session.body_bytes_sent(),
             duration: elapsed,
-            upstream_duration: state.upstream_duration,
+            upstream_duration: state.upstream.duration,
             error: state.error_code,
             http_version: access::http_version(req.version),
             tls_version: state.tls.as_ref().map(|t| t.version),
-            attempts: state.attempts,
+            attempts: state.upstream.attempts.count(),
             user: state.identity.as_ref().and_then(|i| i.sub.as_deref()),
             trace_id,
         };

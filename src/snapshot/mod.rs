@@ -26,11 +26,9 @@ use crate::ratelimit::{LimitStores, RateLimiter};
 use crate::routing::RouteTable;
 use crate::upstream::{Pool, Upstreams};
 use http::HeaderName;
-use pingora::upstreams::peer::HttpPeer;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// A config file that passed every check, with what was built from it: what a generation is
 /// made of.
@@ -168,13 +166,6 @@ impl Snapshot {
         self.compiled.jobs_schema.as_ref()
     }
 
-    /// The peer for a backend of service `id`, with its transport and timeouts (see
-    /// [`Pool::peer`]).
-    pub(crate) fn peer(&self, id: ServiceId, addr: SocketAddr, response_timeout: Option<Duration>) -> HttpPeer {
-        let tls = self.compiled.upstream_tls.get(id).and_then(Option::as_deref);
-        Pool::peer(self.service(id), tls, addr, response_timeout)
-    }
-
     /// A route by id.
     pub(crate) fn route(&self, id: RouteId) -> &RouteSettings {
         &self.config.routes[id]
@@ -185,9 +176,16 @@ impl Snapshot {
         &self.config.services[id]
     }
 
-    /// A service's pool by id.
-    pub(crate) fn pool(&self, id: ServiceId) -> &Pool {
-        &self.pools[id]
+    /// A service as the upstream attempt engine takes it: its settings, pool, transport
+    /// material and this generation's metrics.
+    pub(crate) fn upstream(&self, id: ServiceId) -> crate::upstream::attempt::Service<'_> {
+        crate::upstream::attempt::Service {
+            id,
+            settings: &self.config.services[id],
+            pool: &self.pools[id],
+            tls: self.compiled.upstream_tls.get(id).and_then(Option::as_deref),
+            metrics: &self.metrics,
+        }
     }
 
     /// Problems that make the gateway not ready (empty when ready).

@@ -3,7 +3,10 @@
 //! the backend with the fewest in-flight requests per unit of weight.
 
 use super::Selected;
+use crate::config::HashKey;
+use crate::errors::GatewayError;
 use dashmap::DashMap;
+use http::HeaderMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -76,6 +79,27 @@ impl LeastConn {
     }
 }
 
+/// The bytes consistent hashing hashes for a request: the client IP (`client_ip`, as text), the
+/// path sent upstream, a header (the IP without it; more than one line is refused), or a
+/// verified claim (`claim`; the IP for anonymous callers and tokens without it).
+pub(crate) fn hash_key(
+    key: &HashKey,
+    headers: &HeaderMap,
+    path: &str,
+    client_ip: &str,
+    claim: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<u8>, GatewayError> {
+    let ip = || client_ip.as_bytes().to_vec();
+    Ok(match key {
+        HashKey::Ip => ip(),
+        HashKey::Path => path.as_bytes().to_vec(),
+        HashKey::Header(name) => {
+            crate::forwarding::single_line(headers, name)?.map(|v| v.as_bytes().to_vec()).unwrap_or_else(ip)
+        }
+        HashKey::Claim(name) => claim(name).map(String::into_bytes).unwrap_or_else(ip),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +124,25 @@ mod tests {
         let picks: Vec<Selected> = (0..8).map(|_| lc.select([a, heavy].into_iter()).expect("pick")).collect();
         let on_heavy = picks.iter().filter(|s| s.addr.port() == 3).count();
         assert_eq!(on_heavy, 6, "weight 3 carries three times the in-flight load");
+    }
+
+    #[test]
+    fn hash_keys_fall_back_to_the_client_ip() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user", "u1".parse().expect("value"));
+        let no_claim = |_: &str| None;
+        let key = |k: &HashKey, headers: &HeaderMap| hash_key(k, headers, "/p", "10.0.0.1", no_claim);
+        assert_eq!(key(&HashKey::Ip, &headers).expect("ip"), b"10.0.0.1");
+        assert_eq!(key(&HashKey::Path, &headers).expect("path"), b"/p");
+        let header = HashKey::Header("x-user".parse().expect("name"));
+        assert_eq!(key(&header, &headers).expect("header"), b"u1");
+        assert_eq!(key(&header, &HeaderMap::new()).expect("absent"), b"10.0.0.1");
+        headers.append("x-user", "u2".parse().expect("value"));
+        assert_eq!(key(&header, &headers).expect_err("two lines").status(), 400);
+        let claim = HashKey::Claim("tenant".into());
+        assert_eq!(key(&claim, &headers).expect("anonymous"), b"10.0.0.1");
+        let tenant = |name: &str| (name == "tenant").then(|| "acme".to_string());
+        assert_eq!(hash_key(&claim, &headers, "/p", "10.0.0.1", tenant).expect("claim"), b"acme");
     }
 
     #[test]

@@ -13,9 +13,11 @@
 //! and, for discovered pools, the loop that applies membership changes and probes newcomers.
 
 mod admission;
+pub(crate) mod attempt;
 mod balance;
 pub(crate) mod breaker;
 mod feed;
+pub(crate) mod fetch;
 mod health;
 pub(crate) mod outlier;
 mod pool;
@@ -23,7 +25,7 @@ mod retry;
 mod service;
 pub(crate) mod split;
 
-pub(crate) use balance::InflightGuard;
+pub(crate) use balance::{hash_key, InflightGuard};
 pub(crate) use feed::MembershipFeed;
 pub(crate) use pool::{Pool, PoolKey, Selected};
 pub(crate) use service::ServiceState;
