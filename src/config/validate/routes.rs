@@ -12,141 +12,24 @@ pub(super) fn check_routes(
     base_dir: &Path,
     p: &mut Problems,
 ) -> (Vec<RouteSettings>, Vec<TrafficSplit>, Vec<AggregateSettings>) {
-    let index: HashMap<&str, usize> = services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let mut targets = Targets {
+        services,
+        index: services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect(),
+        splits: Vec::new(),
+        aggregates: Vec::new(),
+    };
     let mut out: Vec<RouteSettings> = Vec::new();
-    let mut splits: Vec<TrafficSplit> = Vec::new();
-    let mut aggregates: Vec<AggregateSettings> = Vec::new();
     let mut names = HashSet::new();
     // Routes by (path, host): only those can conflict, so the check stays linear in routes.
     let mut same_place: HashMap<(String, Option<String>), Vec<usize>> = HashMap::new();
     for (i, r) in raw.iter().enumerate() {
         let base = format!("routes[{i}]");
-        let path = match normalize_path(&r.path) {
-            Ok(_) if r.path.contains(';') => {
-                p.add(
-                    format!("{base}.path"),
-                    format!("`{}`: routes match paths without their `;` parameters; remove them", r.path),
-                );
-                r.path.clone()
-            }
-            Ok(n) if r.path.starts_with('/') && (n == r.path || format!("{n}/") == r.path) => {
-                if n.len() > 1 {
-                    n.trim_end_matches('/').to_string()
-                } else {
-                    n.into_owned()
-                }
-            }
-            _ => {
-                p.add(format!("{base}.path"), format!("`{}` must be an absolute, normalised path (no `.`/`..` segments, `//` or %-escapes of unreserved characters)", r.path));
-                r.path.clone()
-            }
-        };
-        let methods = r.methods.as_ref().map(|ms| {
-            if ms.is_empty() {
-                p.add(format!("{base}.methods"), "list at least one method, or remove the key to allow all");
-            }
-            let mut out: Vec<Method> = Vec::new();
-            for (j, m) in ms.iter().enumerate() {
-                let upper = m.to_ascii_uppercase();
-                match Method::from_bytes(upper.as_bytes()) {
-                    Ok(method) if upper == *m && !out.contains(&method) => out.push(method),
-                    Ok(_) if upper != *m => {
-                        p.add(format!("{base}.methods[{j}]"), format!("write methods in upper case: `{upper}`"))
-                    }
-                    Ok(_) => p.add(format!("{base}.methods[{j}]"), format!("`{m}` is listed twice")),
-                    Err(_) => p.add(format!("{base}.methods[{j}]"), format!("`{m}` is not an HTTP method")),
-                }
-            }
-            out
-        });
-        let host = r.host.as_ref().map(|h| {
-            let h = h.trim().to_ascii_lowercase();
-            let valid = !h.is_empty()
-                && !h.contains(['/', ' ', '@'])
-                && h.parse::<http::uri::Authority>().is_ok()
-                && !h.contains(':');
-            if !valid {
-                p.add(format!("{base}.host"), format!("`{h}` is not a host name (no port, scheme or path)"));
-            }
-            h
-        });
-        let service_id = |key: String, name: &str, p: &mut Problems| match index.get(name) {
-            Some(id) => *id,
-            None => {
-                let known: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-                p.add(
-                    key,
-                    format!(
-                        "unknown service `{name}` (defined: {})",
-                        if known.is_empty() { "none".into() } else { known.join(", ") }
-                    ),
-                );
-                0
-            }
-        };
-        let target = match (&r.service, &r.split) {
-            (None, None) if r.aggregate.is_some() => {
-                let raw_aggregate = r.aggregate.as_ref().expect("checked");
-                aggregates.push(check_aggregate(&format!("{base}.aggregate"), raw_aggregate, &service_id, p));
-                RouteTarget::Aggregate(aggregates.len() - 1)
-            }
-            (_, _) if r.aggregate.is_some() => {
-                p.add(&base, "has `aggregate` and `service`/`split`; an aggregation route names its services per part");
-                RouteTarget::Service(0)
-            }
-            (Some(name), None) => {
-                if r.sticky.is_some() {
-                    p.add(format!("{base}.sticky"), "only applies to `split` routes");
-                }
-                RouteTarget::Service(service_id(format!("{base}.service"), name, p))
-            }
-            (None, Some(list)) => {
-                let mut chosen: Vec<(ServiceId, u32)> = Vec::new();
-                for (j, entry) in list.iter().enumerate() {
-                    let id = service_id(format!("{base}.split[{j}].service"), &entry.service, p);
-                    if entry.weight == 0 || entry.weight > 10_000 {
-                        p.add(format!("{base}.split[{j}].weight"), "must be between 1 and 10000");
-                    }
-                    if chosen.iter().any(|(c, _)| *c == id) && index.contains_key(entry.service.as_str()) {
-                        p.add(format!("{base}.split[{j}].service"), format!("`{}` is listed twice", entry.service));
-                    }
-                    chosen.push((id, entry.weight.clamp(1, 10_000)));
-                }
-                if list.len() < 2 {
-                    p.add(format!("{base}.split"), "list at least two services (or use `service`)");
-                }
-                let sticky = r.sticky.as_deref().and_then(|s| check_sticky(&format!("{base}.sticky"), s, p));
-                splits.push(TrafficSplit { services: chosen, sticky });
-                RouteTarget::Split(splits.len() - 1)
-            }
-            (Some(_), Some(_)) => {
-                p.add(&base, "has both `service` and `split`; choose one");
-                RouteTarget::Service(0)
-            }
-            (None, None) => {
-                p.add(&base, "needs `service`, `split` or `aggregate`");
-                RouteTarget::Service(0)
-            }
-        };
-        let mut match_headers: Vec<(HeaderName, http::HeaderValue)> = Vec::new();
-        for (name, value) in r.match_headers.iter().flatten() {
-            let key = format!("{base}.match_headers.{name}");
-            let Some(header) = check_header_name(&key, name, p) else { continue };
-            match http::HeaderValue::from_str(value) {
-                Ok(v) => match_headers.push((header, v)),
-                Err(_) => p.add(key, "is not a valid header value"),
-            }
-        }
-        match_headers.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        let auth = match r.auth.as_deref().unwrap_or("required") {
-            "required" => AuthMode::Required,
-            "optional" => AuthMode::Optional,
-            "public" => AuthMode::Public,
-            other => {
-                p.add(format!("{base}.auth"), format!("`{other}` is not one of required, optional, public"));
-                AuthMode::Required
-            }
-        };
+        let path = check_route_path(&base, &r.path, p);
+        let methods = r.methods.as_ref().map(|ms| check_methods(&base, ms, p));
+        let host = r.host.as_ref().map(|h| check_host(&base, h, p));
+        let target = targets.check(&base, r, p);
+        let match_headers = check_match_headers(&base, r, p);
+        let auth = check_auth_mode(&base, r, p);
         let route_schemes = check_schemes(&base, r, auth, schemes, p);
         if !r.roles.is_empty() && auth == AuthMode::Public {
             p.add(format!("{base}.roles"), "a public route has no identity to check roles against");
@@ -201,13 +84,7 @@ pub(super) fn check_routes(
                 .as_ref()
                 .and_then(|v| read_file(&format!("{base}.validate.schema"), base_dir, &v.schema, p)),
         };
-        if route.validate.is_some() && matches!(route.target, RouteTarget::Aggregate(_)) {
-            p.add(format!("{base}.validate"), "an aggregation route reads no request body");
-        }
-        let reads = |ms: &Vec<Method>| ms.iter().any(|m| m == Method::GET || m == Method::HEAD);
-        if route.cache.is_some() && route.methods.as_ref().is_some_and(|ms| !reads(ms)) {
-            p.warn(format!("{base}.cache"), "only GET and HEAD answers are cached, and this route allows neither");
-        }
+        check_route_policies(&base, &route, p);
         let peers = same_place.entry((route.path.clone(), route.host.clone())).or_default();
         if let Some(j) = peers.iter().copied().find(|j| overlaps(&out[*j], &route)) {
             p.add(
@@ -218,7 +95,188 @@ pub(super) fn check_routes(
         peers.push(out.len());
         out.push(route);
     }
-    (out, splits, aggregates)
+    (out, targets.splits, targets.aggregates)
+}
+
+/// `path`: absolute and normalised, without `;` parameters (a trailing `/` is dropped).
+fn check_route_path(base: &str, path: &str, p: &mut Problems) -> String {
+    match normalize_path(path) {
+        Ok(_) if path.contains(';') => {
+            p.add(
+                format!("{base}.path"),
+                format!("`{path}`: routes match paths without their `;` parameters; remove them"),
+            );
+            path.to_string()
+        }
+        Ok(n) if path.starts_with('/') && (n == path || format!("{n}/") == path) => {
+            if n.len() > 1 {
+                n.trim_end_matches('/').to_string()
+            } else {
+                n.into_owned()
+            }
+        }
+        _ => {
+            p.add(format!("{base}.path"), format!("`{path}` must be an absolute, normalised path (no `.`/`..` segments, `//` or %-escapes of unreserved characters)"));
+            path.to_string()
+        }
+    }
+}
+
+/// `methods`: at least one, upper case, each once.
+fn check_methods(base: &str, ms: &[String], p: &mut Problems) -> Vec<Method> {
+    if ms.is_empty() {
+        p.add(format!("{base}.methods"), "list at least one method, or remove the key to allow all");
+    }
+    let mut out: Vec<Method> = Vec::new();
+    for (j, m) in ms.iter().enumerate() {
+        let upper = m.to_ascii_uppercase();
+        match Method::from_bytes(upper.as_bytes()) {
+            Ok(method) if upper == *m && !out.contains(&method) => out.push(method),
+            Ok(_) if upper != *m => {
+                p.add(format!("{base}.methods[{j}]"), format!("write methods in upper case: `{upper}`"))
+            }
+            Ok(_) => p.add(format!("{base}.methods[{j}]"), format!("`{m}` is listed twice")),
+            Err(_) => p.add(format!("{base}.methods[{j}]"), format!("`{m}` is not an HTTP method")),
+        }
+    }
+    out
+}
+
+/// `host`: a host name (lower-cased), no port, scheme or path.
+fn check_host(base: &str, h: &str, p: &mut Problems) -> String {
+    let h = h.trim().to_ascii_lowercase();
+    let valid =
+        !h.is_empty() && !h.contains(['/', ' ', '@']) && h.parse::<http::uri::Authority>().is_ok() && !h.contains(':');
+    if !valid {
+        p.add(format!("{base}.host"), format!("`{h}` is not a host name (no port, scheme or path)"));
+    }
+    h
+}
+
+/// `match_headers`: valid names and values, sorted by name.
+fn check_match_headers(base: &str, r: &RawRoute, p: &mut Problems) -> Vec<(HeaderName, http::HeaderValue)> {
+    let mut match_headers: Vec<(HeaderName, http::HeaderValue)> = Vec::new();
+    for (name, value) in r.match_headers.iter().flatten() {
+        let key = format!("{base}.match_headers.{name}");
+        let Some(header) = check_header_name(&key, name, p) else { continue };
+        match http::HeaderValue::from_str(value) {
+            Ok(v) => match_headers.push((header, v)),
+            Err(_) => p.add(key, "is not a valid header value"),
+        }
+    }
+    match_headers.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    match_headers
+}
+
+/// `auth`: required (the default), optional or public.
+fn check_auth_mode(base: &str, r: &RawRoute, p: &mut Problems) -> AuthMode {
+    match r.auth.as_deref().unwrap_or("required") {
+        "required" => AuthMode::Required,
+        "optional" => AuthMode::Optional,
+        "public" => AuthMode::Public,
+        other => {
+            p.add(format!("{base}.auth"), format!("`{other}` is not one of required, optional, public"));
+            AuthMode::Required
+        }
+    }
+}
+
+/// What the policies of a built route say about each other.
+fn check_route_policies(base: &str, route: &RouteSettings, p: &mut Problems) {
+    if route.validate.is_some() && matches!(route.target, RouteTarget::Aggregate(_)) {
+        p.add(format!("{base}.validate"), "an aggregation route reads no request body");
+    }
+    let reads = |ms: &Vec<Method>| ms.iter().any(|m| m == Method::GET || m == Method::HEAD);
+    if route.cache.is_some() && route.methods.as_ref().is_some_and(|ms| !reads(ms)) {
+        p.warn(format!("{base}.cache"), "only GET and HEAD answers are cached, and this route allows neither");
+    }
+}
+
+/// Routes' targets: the services by name, and the splits and aggregations routes define.
+struct Targets<'a> {
+    services: &'a [ServiceSettings],
+    index: HashMap<&'a str, usize>,
+    splits: Vec<TrafficSplit>,
+    aggregates: Vec<AggregateSettings>,
+}
+
+impl Targets<'_> {
+    /// The service named `name` (reported at `key` when there is none).
+    fn service_id(&self, key: String, name: &str, p: &mut Problems) -> ServiceId {
+        match self.index.get(name) {
+            Some(id) => *id,
+            None => {
+                let known: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+                p.add(
+                    key,
+                    format!(
+                        "unknown service `{name}` (defined: {})",
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    ),
+                );
+                0
+            }
+        }
+    }
+
+    /// `service`, `split` (with `sticky`) or `aggregate`: exactly one.
+    fn check(&mut self, base: &str, r: &RawRoute, p: &mut Problems) -> RouteTarget {
+        match (&r.service, &r.split, &r.aggregate) {
+            (None, None, Some(raw_aggregate)) => {
+                let aggregate = check_aggregate(
+                    &format!("{base}.aggregate"),
+                    raw_aggregate,
+                    &|k, n, p| self.service_id(k, n, p),
+                    p,
+                );
+                self.aggregates.push(aggregate);
+                RouteTarget::Aggregate(self.aggregates.len() - 1)
+            }
+            (_, _, Some(_)) => {
+                p.add(base, "has `aggregate` and `service`/`split`; an aggregation route names its services per part");
+                RouteTarget::Service(0)
+            }
+            (Some(name), None, None) => {
+                if r.sticky.is_some() {
+                    p.add(format!("{base}.sticky"), "only applies to `split` routes");
+                }
+                RouteTarget::Service(self.service_id(format!("{base}.service"), name, p))
+            }
+            (None, Some(list), None) => {
+                let split = self.check_split(base, list, r.sticky.as_deref(), p);
+                self.splits.push(split);
+                RouteTarget::Split(self.splits.len() - 1)
+            }
+            (Some(_), Some(_), None) => {
+                p.add(base, "has both `service` and `split`; choose one");
+                RouteTarget::Service(0)
+            }
+            (None, None, None) => {
+                p.add(base, "needs `service`, `split` or `aggregate`");
+                RouteTarget::Service(0)
+            }
+        }
+    }
+
+    /// `split`: at least two known services, each once, weights 1–10000; `sticky`.
+    fn check_split(&self, base: &str, list: &[RawSplit], sticky: Option<&str>, p: &mut Problems) -> TrafficSplit {
+        let mut chosen: Vec<(ServiceId, u32)> = Vec::new();
+        for (j, entry) in list.iter().enumerate() {
+            let id = self.service_id(format!("{base}.split[{j}].service"), &entry.service, p);
+            if entry.weight == 0 || entry.weight > 10_000 {
+                p.add(format!("{base}.split[{j}].weight"), "must be between 1 and 10000");
+            }
+            if chosen.iter().any(|(c, _)| *c == id) && self.index.contains_key(entry.service.as_str()) {
+                p.add(format!("{base}.split[{j}].service"), format!("`{}` is listed twice", entry.service));
+            }
+            chosen.push((id, entry.weight.clamp(1, 10_000)));
+        }
+        if list.len() < 2 {
+            p.add(format!("{base}.split"), "list at least two services (or use `service`)");
+        }
+        let sticky = sticky.and_then(|s| check_sticky(&format!("{base}.sticky"), s, p));
+        TrafficSplit { services: chosen, sticky }
+    }
 }
 
 /// The credentials a route accepts: `schemes` (default `[jwt]`), each configured under `auth`.

@@ -30,146 +30,19 @@ pub(super) fn check_services(
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
             p.add(&base, format!("service name `{name}` may only use letters, digits, `-`, `_`, `.`"));
         }
-        let mut targets = Vec::new();
-        if let Some(list) = &s.targets {
-            if list.is_empty() {
-                p.add(format!("{base}.targets"), "list at least one target");
-            }
-            for (i, t) in list.iter().enumerate() {
-                let (addr, weight, path) = match t {
-                    RawTarget::Plain(a) => (a.as_str(), 1, format!("{base}.targets[{i}]")),
-                    RawTarget::Weighted(w) => {
-                        (w.addr.as_str(), w.weight.unwrap_or(1), format!("{base}.targets[{i}].addr"))
-                    }
-                };
-                if weight == 0 || weight > 1000 {
-                    p.add(format!("{base}.targets[{i}].weight"), "must be between 1 and 1000");
-                }
-                if let Some(addr) = parse_target(&path, addr, p) {
-                    if targets.iter().any(|t: &Target| t.addr == addr) {
-                        p.add(&path, format!("`{addr}` is listed twice"));
-                    }
-                    targets.push(Target { addr, weight: weight.clamp(1, 1000) });
-                }
-            }
-        }
-        let discovery = s.discovery.as_ref().map(|d| {
-            if !have_consul {
-                p.add(format!("{base}.discovery"), "Consul discovery needs a top-level `consul` section");
-            }
-            if d.consul.trim().is_empty() {
-                p.add(format!("{base}.discovery.consul"), "must name the Consul service");
-            }
-            ConsulDiscovery { service: d.consul.clone(), tags: d.tags.clone() }
-        });
-        match (&s.targets, &discovery) {
-            (None, None) => p.add(&base, "needs `targets` or `discovery`"),
-            (Some(_), Some(_)) => p.add(&base, "has both `targets` and `discovery`; choose one"),
-            _ => {}
-        }
-        let lb = match s.lb.as_deref().unwrap_or("round_robin") {
-            "round_robin" => LbAlgorithm::RoundRobin,
-            "random" => LbAlgorithm::Random,
-            "least_conn" => LbAlgorithm::LeastConn,
-            "consistent_hash" => {
-                let key = match s.hash_key.as_deref().unwrap_or("ip") {
-                    "ip" => HashKey::Ip,
-                    "path" => HashKey::Path,
-                    other => {
-                        if let Some(claim) = other.strip_prefix("claim:").filter(|c| !c.is_empty()) {
-                            HashKey::Claim(claim.to_string())
-                        } else if let Some(h) = other.strip_prefix("header:") {
-                            match check_header_name(&format!("{base}.hash_key"), h, p) {
-                                Some(h) => HashKey::Header(h),
-                                None => HashKey::Ip,
-                            }
-                        } else {
-                            p.add(
-                                format!("{base}.hash_key"),
-                                format!("`{other}` is not one of claim:<name>, header:<Name>, ip, path"),
-                            );
-                            HashKey::Ip
-                        }
-                    }
-                };
-                LbAlgorithm::ConsistentHash(key)
-            }
-            other => {
-                p.add(
-                    format!("{base}.lb"),
-                    format!("`{other}` is not one of round_robin, least_conn, random, consistent_hash"),
-                );
-                LbAlgorithm::RoundRobin
-            }
-        };
-        if s.hash_key.is_some() && !matches!(lb, LbAlgorithm::ConsistentHash(_)) {
-            p.warn(format!("{base}.hash_key"), "has no effect without `lb: consistent_hash`");
-        }
+        let (targets, discovery) = check_membership(&base, s, have_consul, p);
+        let lb = check_balancing(&base, s, p);
         let transport = UpstreamTransport {
             tls: s.tls.as_ref().and_then(|t| check_upstream_tls(&base, t, base_dir, p)).map(Arc::new),
             http2: s.http2.unwrap_or(false),
         };
-        let health_check = s.health_check.as_ref().map(|h| {
-            if let Some(path) = &h.path {
-                if !path.starts_with('/') {
-                    p.add(format!("{base}.health_check.path"), "must start with `/`");
-                }
-            }
-            let interval = dur(&h.interval, Duration::from_secs(5));
-            let timeout = dur(&h.timeout, Duration::from_secs(1));
-            if interval < Duration::from_millis(100) {
-                p.add(format!("{base}.health_check.interval"), "must be at least 100ms");
-            }
-            if timeout.is_zero() || timeout > interval {
-                p.add(format!("{base}.health_check.timeout"), "must be positive and not longer than the interval");
-            }
-            let healthy = h.healthy.unwrap_or(1);
-            let unhealthy = h.unhealthy.unwrap_or(2);
-            if healthy == 0 || healthy > 100 {
-                p.add(format!("{base}.health_check.healthy"), "must be between 1 and 100");
-            }
-            if unhealthy == 0 || unhealthy > 100 {
-                p.add(format!("{base}.health_check.unhealthy"), "must be between 1 and 100");
-            }
-            HealthCheckSettings {
-                path: h.path.clone(),
-                host: h.host.clone().unwrap_or_else(|| name.clone()),
-                interval,
-                timeout,
-                healthy: healthy.max(1),
-                unhealthy: unhealthy.max(1),
-                transport: transport.clone(),
-            }
-        });
-        let connect_timeout = dur(&s.connect_timeout, Duration::from_secs(1));
-        let read_timeout = dur(&s.read_timeout, Duration::from_secs(30));
-        let write_timeout = s.write_timeout.map(|d| d.0);
-        let idle_timeout = s.idle_timeout.map(|d| d.0);
-        for (k, v) in [
-            ("connect_timeout", connect_timeout),
-            ("read_timeout", read_timeout),
-            ("write_timeout", write_timeout.unwrap_or(Duration::from_secs(1))),
-            ("idle_timeout", idle_timeout.unwrap_or(Duration::from_secs(1))),
-        ] {
-            if v.is_zero() {
-                p.add(format!("{base}.{k}"), "must be positive");
-            }
-        }
+        let health_check = s.health_check.as_ref().map(|h| check_health_check(&base, name, h, &transport, p));
+        let timeouts = check_timeouts(&base, s, p);
         let retries = s.retries.unwrap_or(1);
         if retries > 10 {
             p.add(format!("{base}.retries"), "must be at most 10");
         }
-        if let Some(ss) = s.slow_start {
-            if matches!(lb, LbAlgorithm::ConsistentHash(_)) {
-                p.warn(
-                    format!("{base}.slow_start"),
-                    "has no effect with consistent_hash (ramping weights would move keys); it applies to round_robin, least_conn and random",
-                );
-            }
-            if ss.0 < Duration::from_secs(1) {
-                p.add(format!("{base}.slow_start"), "must be at least 1s");
-            }
-        }
+        check_slow_start(&base, s, &lb, p);
         let outlier_detection = s.outlier_detection.as_ref().map(|o| check_outlier(&base, o, p));
         let circuit_breaker = s.circuit_breaker.as_ref().map(|b| check_breaker(&base, b, p));
         let retry = check_retry(&base, s, p);
@@ -183,15 +56,187 @@ pub(super) fn check_services(
             outlier_detection,
             circuit_breaker,
             retry,
-            connect_timeout,
-            read_timeout,
-            write_timeout,
-            idle_timeout,
+            connect_timeout: timeouts.connect,
+            read_timeout: timeouts.read,
+            write_timeout: timeouts.write,
+            idle_timeout: timeouts.idle,
             retries,
             slow_start: s.slow_start.map(|d| d.0),
         });
     }
     out
+}
+
+/// `targets` (addresses, weights 1–1000, each once) or `discovery` (Consul): exactly one.
+fn check_membership(
+    base: &str,
+    s: &RawService,
+    have_consul: bool,
+    p: &mut Problems,
+) -> (Vec<Target>, Option<ConsulDiscovery>) {
+    let mut targets = Vec::new();
+    if let Some(list) = &s.targets {
+        if list.is_empty() {
+            p.add(format!("{base}.targets"), "list at least one target");
+        }
+        for (i, t) in list.iter().enumerate() {
+            let (addr, weight, path) = match t {
+                RawTarget::Plain(a) => (a.as_str(), 1, format!("{base}.targets[{i}]")),
+                RawTarget::Weighted(w) => (w.addr.as_str(), w.weight.unwrap_or(1), format!("{base}.targets[{i}].addr")),
+            };
+            if weight == 0 || weight > 1000 {
+                p.add(format!("{base}.targets[{i}].weight"), "must be between 1 and 1000");
+            }
+            if let Some(addr) = parse_target(&path, addr, p) {
+                if targets.iter().any(|t: &Target| t.addr == addr) {
+                    p.add(&path, format!("`{addr}` is listed twice"));
+                }
+                targets.push(Target { addr, weight: weight.clamp(1, 1000) });
+            }
+        }
+    }
+    let discovery = s.discovery.as_ref().map(|d| {
+        if !have_consul {
+            p.add(format!("{base}.discovery"), "Consul discovery needs a top-level `consul` section");
+        }
+        if d.consul.trim().is_empty() {
+            p.add(format!("{base}.discovery.consul"), "must name the Consul service");
+        }
+        ConsulDiscovery { service: d.consul.clone(), tags: d.tags.clone() }
+    });
+    match (&s.targets, &discovery) {
+        (None, None) => p.add(base, "needs `targets` or `discovery`"),
+        (Some(_), Some(_)) => p.add(base, "has both `targets` and `discovery`; choose one"),
+        _ => {}
+    }
+    (targets, discovery)
+}
+
+/// `lb` and, for `consistent_hash`, `hash_key`.
+fn check_balancing(base: &str, s: &RawService, p: &mut Problems) -> LbAlgorithm {
+    let lb = match s.lb.as_deref().unwrap_or("round_robin") {
+        "round_robin" => LbAlgorithm::RoundRobin,
+        "random" => LbAlgorithm::Random,
+        "least_conn" => LbAlgorithm::LeastConn,
+        "consistent_hash" => LbAlgorithm::ConsistentHash(check_hash_key(base, s.hash_key.as_deref(), p)),
+        other => {
+            p.add(
+                format!("{base}.lb"),
+                format!("`{other}` is not one of round_robin, least_conn, random, consistent_hash"),
+            );
+            LbAlgorithm::RoundRobin
+        }
+    };
+    if s.hash_key.is_some() && !matches!(lb, LbAlgorithm::ConsistentHash(_)) {
+        p.warn(format!("{base}.hash_key"), "has no effect without `lb: consistent_hash`");
+    }
+    lb
+}
+
+/// `hash_key`: `ip` (the default), `path`, `header:<Name>` or `claim:<name>`.
+fn check_hash_key(base: &str, hash_key: Option<&str>, p: &mut Problems) -> HashKey {
+    match hash_key.unwrap_or("ip") {
+        "ip" => HashKey::Ip,
+        "path" => HashKey::Path,
+        other => {
+            if let Some(claim) = other.strip_prefix("claim:").filter(|c| !c.is_empty()) {
+                HashKey::Claim(claim.to_string())
+            } else if let Some(h) = other.strip_prefix("header:") {
+                match check_header_name(&format!("{base}.hash_key"), h, p) {
+                    Some(h) => HashKey::Header(h),
+                    None => HashKey::Ip,
+                }
+            } else {
+                p.add(
+                    format!("{base}.hash_key"),
+                    format!("`{other}` is not one of claim:<name>, header:<Name>, ip, path"),
+                );
+                HashKey::Ip
+            }
+        }
+    }
+}
+
+/// `health_check`: path, interval (≥ 100 ms), timeout (within the interval), thresholds.
+fn check_health_check(
+    base: &str,
+    name: &str,
+    h: &RawHealthCheck,
+    transport: &UpstreamTransport,
+    p: &mut Problems,
+) -> HealthCheckSettings {
+    if let Some(path) = &h.path {
+        if !path.starts_with('/') {
+            p.add(format!("{base}.health_check.path"), "must start with `/`");
+        }
+    }
+    let interval = dur(&h.interval, Duration::from_secs(5));
+    let timeout = dur(&h.timeout, Duration::from_secs(1));
+    if interval < Duration::from_millis(100) {
+        p.add(format!("{base}.health_check.interval"), "must be at least 100ms");
+    }
+    if timeout.is_zero() || timeout > interval {
+        p.add(format!("{base}.health_check.timeout"), "must be positive and not longer than the interval");
+    }
+    let healthy = h.healthy.unwrap_or(1);
+    let unhealthy = h.unhealthy.unwrap_or(2);
+    if healthy == 0 || healthy > 100 {
+        p.add(format!("{base}.health_check.healthy"), "must be between 1 and 100");
+    }
+    if unhealthy == 0 || unhealthy > 100 {
+        p.add(format!("{base}.health_check.unhealthy"), "must be between 1 and 100");
+    }
+    HealthCheckSettings {
+        path: h.path.clone(),
+        host: h.host.clone().unwrap_or_else(|| name.to_string()),
+        interval,
+        timeout,
+        healthy: healthy.max(1),
+        unhealthy: unhealthy.max(1),
+        transport: transport.clone(),
+    }
+}
+
+/// A service's timeouts (each positive).
+struct Timeouts {
+    connect: Duration,
+    read: Duration,
+    write: Option<Duration>,
+    idle: Option<Duration>,
+}
+
+fn check_timeouts(base: &str, s: &RawService, p: &mut Problems) -> Timeouts {
+    let t = Timeouts {
+        connect: dur(&s.connect_timeout, Duration::from_secs(1)),
+        read: dur(&s.read_timeout, Duration::from_secs(30)),
+        write: s.write_timeout.map(|d| d.0),
+        idle: s.idle_timeout.map(|d| d.0),
+    };
+    for (k, v) in [
+        ("connect_timeout", t.connect),
+        ("read_timeout", t.read),
+        ("write_timeout", t.write.unwrap_or(Duration::from_secs(1))),
+        ("idle_timeout", t.idle.unwrap_or(Duration::from_secs(1))),
+    ] {
+        if v.is_zero() {
+            p.add(format!("{base}.{k}"), "must be positive");
+        }
+    }
+    t
+}
+
+/// `slow_start`: at least 1 s; said to do nothing with `consistent_hash`.
+fn check_slow_start(base: &str, s: &RawService, lb: &LbAlgorithm, p: &mut Problems) {
+    let Some(ss) = s.slow_start else { return };
+    if matches!(lb, LbAlgorithm::ConsistentHash(_)) {
+        p.warn(
+            format!("{base}.slow_start"),
+            "has no effect with consistent_hash (ramping weights would move keys); it applies to round_robin, least_conn and random",
+        );
+    }
+    if ss.0 < Duration::from_secs(1) {
+        p.add(format!("{base}.slow_start"), "must be at least 1s");
+    }
 }
 
 /// `services.<name>.tls`. Verification is never off by accident: `verify: false` needs
