@@ -3,10 +3,11 @@
 use crate::admin::AdminApp;
 use crate::auth::KeyRefreshService;
 use crate::config::{Config, ConfigErrors, ListenerMode};
+use crate::connections::{AtTheBound, ConnectionGate, IdleLimited};
 use crate::jobs::service::{NatsService, WithNats};
 use crate::lifecycle::Drain;
 use crate::observability::{logger, Metrics};
-use crate::proxy::{AtTheBound, ConnectionGate, Gateway, IdleLimited};
+use crate::proxy::Gateway;
 use crate::ratelimit::{LimitStores, LimitSweeper};
 use crate::redirect::RedirectHttps;
 use crate::reload::{ConfigWatcher, HangupReload, Reload};
@@ -96,8 +97,8 @@ fn proxy_service(
     options.h2_idle_timeout = Some(cfg.limits.idle_timeout);
     gateway.server_options = Some(options);
     gateway.h2_options = Some(h2_limits(&cfg.limits));
-    let app = IdleLimited::new(gateway, runtime.idle_secs.clone(), runtime.connections.clone());
-    let mut service = Service::new(name.to_string(), ConnectionGate::new(app, runtime.clone(), tls));
+    let app = IdleLimited::new(gateway, runtime.connections.clone());
+    let mut service = Service::new(name.to_string(), ConnectionGate::new(app, runtime.connections.clone(), tls));
     service.set_connection_filter(Arc::new(AtTheBound(runtime.connections.clone())));
     service
 }

@@ -59,8 +59,6 @@ pub(crate) struct Runtime {
     pub(crate) authenticator: watch::Sender<Option<Arc<Authenticator>>>,
     /// `tracing` in force, for the span exporter (sent at start and on every commit).
     pub(crate) tracing: watch::Sender<Option<TracingSettings>>,
-    /// `limits.idle_timeout` in seconds, read by every new downstream session.
-    pub(crate) idle_secs: Arc<AtomicU64>,
     /// Client connections: their bounds and request deadlines.
     pub(crate) connections: Arc<Connections>,
     /// Finished spans waiting for the exporter.
@@ -124,8 +122,11 @@ impl Runtime {
         Arc::new(Runtime {
             tls,
             compression,
-            idle_secs: Arc::new(AtomicU64::new(snapshot.config.limits.idle_timeout.as_secs())),
-            connections: Connections::new(&snapshot.config.limits, metrics.connections.clone()),
+            connections: Connections::new(
+                &snapshot.config.limits,
+                &snapshot.config.trusted_proxies,
+                metrics.connections.clone(),
+            ),
             spans: Default::default(),
             authenticator: watch::channel(snapshot.auth.clone()).0,
             tracing: watch::channel(snapshot.config.tracing.clone()).0,
@@ -214,8 +215,7 @@ impl Runtime {
         self.upstreams.commit(&snapshot.config.services, &snapshot.compiled.upstream_tls, &snapshot.pools);
         self.limits.commit(&snapshot.limiter, &snapshot.config);
         self.discovery.want(&snapshot.config.services, &snapshot.pools);
-        self.idle_secs.store(snapshot.config.limits.idle_timeout.as_secs(), Ordering::Relaxed);
-        self.connections.apply(&snapshot.config.limits);
+        self.connections.apply(&snapshot.config.limits, &snapshot.config.trusted_proxies);
         let snapshot = Arc::new(snapshot);
         self.current.store(snapshot.clone());
         self.authenticator.send_replace(snapshot.auth.clone());

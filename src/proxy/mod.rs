@@ -9,14 +9,12 @@
 mod aggregation;
 mod attempts;
 mod ctx;
-mod downstream;
 mod fill;
 mod jobs;
 mod policies;
 mod validation;
 
 pub(crate) use ctx::{RequestCtx, RequestState};
-pub(crate) use downstream::{AtTheBound, ConnectionGate, IdleLimited};
 
 use crate::answer::LocalAnswer;
 use crate::auth;

@@ -15,8 +15,8 @@
 //! [`IdleLimited`] gives every session `limits.idle_timeout` (Pingora's default is a fixed 60 s)
 //! and each HTTP/2 stream its own body deadline and `send_timeout`.
 
-use crate::connections::{self, Connections, Guarded, HandshakeCut, H2_PREFACE};
-use crate::runtime::Runtime;
+use super::{Connections, Guarded, HandshakeCut, H2_PREFACE};
+use crate::connections;
 use crate::tls::Handshakes;
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -29,22 +29,19 @@ use pingora::protocols::{Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-/// An HTTP app whose sessions wait at most `idle_secs` for each read of a request head.
+/// An HTTP app whose sessions wait at most `limits.idle_timeout` for each read of a request
+/// head.
 pub(crate) struct IdleLimited<A> {
     inner: Arc<A>,
-    idle_secs: Arc<AtomicU64>,
     connections: Arc<Connections>,
 }
 
 impl<A> IdleLimited<A> {
-    /// Wrap `inner`; `idle_secs` is `limits.idle_timeout` (validated ≥ 1 s), which a config
-    /// reload may change.
-    pub(crate) fn new(inner: A, idle_secs: Arc<AtomicU64>, connections: Arc<Connections>) -> Self {
-        IdleLimited { inner: Arc::new(inner), idle_secs, connections }
+    /// Wrap `inner`; the idle timeout is the one `connections` holds now (a reload may change it).
+    pub(crate) fn new(inner: A, connections: Arc<Connections>) -> Self {
+        IdleLimited { inner: Arc::new(inner), connections }
     }
 }
 
@@ -74,7 +71,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for IdleLimited<A> 
         }
         // Keep-alive off means the connection is closing (shutdown, `Connection: close`): leave it.
         if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(self.idle_secs.load(Ordering::Relaxed)));
+            session.set_keepalive(Some(self.connections.idle_secs()));
         }
         self.inner.process_new_http(session, shutdown)
     }
@@ -112,14 +109,14 @@ impl ConnectionFilter for AtTheBound {
 /// admitted one is served through its [`Guarded`] stream, counted until it closes.
 pub(crate) struct ConnectionGate<A> {
     inner: Arc<A>,
-    runtime: Arc<Runtime>,
+    connections: Arc<Connections>,
     /// The handshakes of the TLS listeners among this service's.
     tls: Handshakes,
 }
 
 impl<A> ConnectionGate<A> {
-    pub(crate) fn new(inner: A, runtime: Arc<Runtime>, tls: Handshakes) -> Self {
-        ConnectionGate { inner: Arc::new(inner), runtime, tls }
+    pub(crate) fn new(inner: A, connections: Arc<Connections>, tls: Handshakes) -> Self {
+        ConnectionGate { inner: Arc::new(inner), connections, tls }
     }
 }
 
@@ -154,7 +151,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
             // A new connection's first request is served even when shutdown has begun (the
             // client connected before the listener closed); an idle keep-alive one closes.
             let reused = settings.is_some();
-            let Some(head) = read_head(&mut stream, &self.runtime, reused.then_some(shutdown), h2c).await else {
+            let Some(head) = read_head(&mut stream, &self.connections, reused.then_some(shutdown), h2c).await else {
                 return;
             };
             if h2c && head.starts_with(H2_PREFACE) {
@@ -171,7 +168,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
             match settings.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
                 None => {
-                    let keepalive = (!*shutdown.borrow()).then(|| self.runtime.idle_secs.load(Ordering::Relaxed));
+                    let keepalive = (!*shutdown.borrow()).then(|| self.connections.idle_secs());
                     session.set_keepalive(keepalive);
                     let limit = self.inner.server_options().and_then(|o| o.keepalive_request_limit);
                     session.set_keepalive_reuses_remaining(limit);
@@ -192,23 +189,22 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
 /// is to close instead: it stayed idle (see [`wait_for_request`]) or the head did not come whole.
 async fn read_head(
     stream: &mut Guarded,
-    runtime: &Runtime,
+    connections: &Connections,
     shutdown: Option<&ShutdownWatch>,
     h2c: bool,
 ) -> Option<BytesMut> {
-    if !wait_for_request(stream, runtime, shutdown).await {
+    if !wait_for_request(stream, connections, shutdown).await {
         return None;
     }
-    let idle = Duration::from_secs(runtime.idle_secs.load(Ordering::Relaxed));
-    stream.read_head(idle, h2c).await
+    stream.read_head(connections.idle_timeout(), h2c).await
 }
 
 /// Wait until the next request's first bytes arrive (true), or the connection is to close:
 /// `limits.idle_timeout` passed, it was evicted at the bound or, with `shutdown`, the process
 /// is shutting down. Bytes that already arrived are served either way. A connection whose
 /// client left reads as ready and ends in Pingora's read.
-async fn wait_for_request(stream: &mut Guarded, runtime: &Runtime, shutdown: Option<&ShutdownWatch>) -> bool {
-    let idle = Duration::from_secs(runtime.idle_secs.load(Ordering::Relaxed));
+async fn wait_for_request(stream: &mut Guarded, connections: &Connections, shutdown: Option<&ShutdownWatch>) -> bool {
+    let idle = connections.idle_timeout();
     let mut shutdown = shutdown.cloned();
     let shutting_down = async {
         match shutdown.as_mut() {
@@ -231,9 +227,8 @@ async fn wait_for_request(stream: &mut Guarded, runtime: &Runtime, shutdown: Opt
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         // A trusted proxy's connection carries many clients: not bounded per IP.
-        let client =
-            connections::peer_ip(&stream).filter(|ip| !self.runtime.current().config.trusted_proxies.contains(ip));
-        let ticket = match self.runtime.connections.admit(client, false) {
+        let client = connections::peer_ip(&stream).filter(|ip| !self.connections.trusts(ip));
+        let ticket = match self.connections.admit(client, false) {
             Ok(ticket) => ticket,
             Err(refusal) => {
                 log::debug!("connection from {client:?} closed at once: {refusal:?}");
@@ -244,19 +239,16 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
         let stream = match tls {
             None => stream,
             // Here, not in the connection's own task: this future is freed once that is spawned.
-            Some(tls) => {
-                let idle = Duration::from_secs(self.runtime.idle_secs.load(Ordering::Relaxed));
-                match ticket.handshake(stream, idle, |s| tls.run(s)).await {
-                    Ok(stream) => stream,
-                    Err(cut) => {
-                        if matches!(cut, HandshakeCut::TimedOut) {
-                            tls.timed_out();
-                        }
-                        log::debug!("TLS handshake from {client:?} did not complete: {cut}");
-                        return None;
+            Some(tls) => match ticket.handshake(stream, self.connections.idle_timeout(), |s| tls.run(s)).await {
+                Ok(stream) => stream,
+                Err(cut) => {
+                    if matches!(cut, HandshakeCut::TimedOut) {
+                        tls.timed_out();
                     }
+                    log::debug!("TLS handshake from {client:?} did not complete: {cut}");
+                    return None;
                 }
-            }
+            },
         };
         // The connection is served in a task of its own and Pingora's per-connection task
         // ends here. That task is sized for its accept-and-handshake future (≈ 8.8 KiB, TLS
