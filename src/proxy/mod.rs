@@ -6,9 +6,11 @@
 //! [`RequestCtx::snapshot`] by `new_ctx`); every phase reads that snapshot, never the
 //! runtime's current one, so a reload mid-request changes nothing for it.
 
+mod admission;
 mod aggregation;
 mod attempts;
 mod ctx;
+mod dispatch;
 mod fill;
 mod jobs;
 mod policies;
@@ -16,17 +18,17 @@ mod validation;
 
 pub(crate) use ctx::{RequestCtx, RequestState};
 
+use dispatch::{decide, Decision};
+
 use crate::answer::LocalAnswer;
-use crate::auth;
-use crate::config::{AuthMode, RouteTarget};
+use crate::config::RouteTarget;
 use crate::connections;
 use crate::errors::{GatewayError, UpstreamErrorKind};
 use crate::forwarding;
 use crate::framing;
 use crate::observability::access;
-use crate::policy::cors;
-use crate::ratelimit::{self, Outcome, StoreError};
-use crate::routing::{self, RouteMatch, TargetError};
+use crate::ratelimit;
+use crate::routing;
 use crate::runtime::Runtime;
 use crate::snapshot::Snapshot;
 use crate::tls::ConnInfo;
@@ -110,165 +112,6 @@ fn request_head_bytes(req: &RequestHeader) -> usize {
         + req.uri.authority().map_or(0, |a| a.as_str().len() + 8);
     let line = req.method.as_str().len() + target + 12;
     req.headers.iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
-}
-
-/// What `request_filter` decided.
-enum Decision {
-    /// Proxy to the matched route's service.
-    Proxy,
-    /// Answer the public health check.
-    Health,
-    /// The reserved jobs path: answered here, never proxied.
-    Jobs,
-    /// A CORS preflight on a route with `cors`: answered here, before authentication.
-    Preflight,
-    /// An aggregation route: answered here from its parts.
-    Aggregate,
-}
-
-/// Route the request and check what can be checked before authentication.
-fn decide(snap: &Snapshot, req: &RequestHeader, state: &mut RequestState) -> Result<Decision, GatewayError> {
-    let raw_path = req.uri.path();
-    let path = routing::normalize_path(raw_path)?;
-    // Routes match without `;` path parameters, as servlet containers resolve them.
-    let route_path = routing::route_path(&path);
-    if route_path == "/health" && (req.method == http::Method::GET || req.method == http::Method::HEAD) {
-        return Ok(Decision::Health);
-    }
-    // Lower-casing the host costs an allocation; only pay it when a route names a host.
-    let host = if snap.routes.has_host_routes() {
-        let host = req
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .map(routing::host_without_port);
-        // An HTTP/1.0 request without Host would reach the backend's default virtual host,
-        // which may be one a host route protects.
-        if host.is_none() {
-            return Err(GatewayError::BadTarget(TargetError::MissingHost));
-        }
-        host
-    } else {
-        None
-    };
-    // A preflight is routed by the method it asks about; it is the gateway's to answer only
-    // on a route with `cors` (elsewhere it is an OPTIONS request like any other).
-    if let Some(asked) = cors::preflight_method(&req.method, &req.headers) {
-        if let RouteMatch::Found(id) = snap.routes.lookup(host.as_deref(), &asked, &route_path, &req.headers) {
-            if snap.route(id).cors.is_some() {
-                state.route = Some(id);
-                state.preflight = true;
-                return Ok(Decision::Preflight);
-            }
-        }
-    }
-    let id = match snap.routes.lookup(host.as_deref(), &req.method, &route_path, &req.headers) {
-        RouteMatch::Found(id) => id,
-        RouteMatch::MethodNotAllowed { allow } => return Err(GatewayError::MethodNotAllowed { allow }),
-        RouteMatch::NotFound => return Err(GatewayError::NoRoute),
-    };
-    state.route = Some(id);
-    let route = snap.route(id);
-    if route.cache.is_some() {
-        state.cache_path = Some(match req.uri.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_string(),
-        });
-    }
-    if state.declared_length.is_some_and(|len| len > route.max_body) {
-        return Err(GatewayError::PayloadTooLarge { limit: route.max_body });
-    }
-    match route.target {
-        RouteTarget::Jobs | RouteTarget::JobStatus => return Ok(Decision::Jobs),
-        RouteTarget::Aggregate(_) => return Ok(Decision::Aggregate),
-        RouteTarget::Service(_) | RouteTarget::Split(_) => {}
-    }
-    let upstream_path = routing::upstream_path(&path, &route.path, route.strip_prefix);
-    // Rewrite the request target only when it changes: a prefix was stripped, the path was
-    // normalised, or the client used the absolute form (`GET http://host/path`, whose
-    // authority became the Host header in `early_request_filter`).
-    if upstream_path != raw_path || req.raw_path().first() != Some(&b'/') {
-        let uri = match req.uri.query() {
-            Some(q) => format!("{upstream_path}?{q}"),
-            None => upstream_path.to_string(),
-        };
-        state.upstream_uri =
-            Some(uri.parse().map_err(|_| GatewayError::BadRequest("request target cannot be forwarded".into()))?);
-    }
-    Ok(Decision::Proxy)
-}
-
-impl Gateway {
-    /// Authentication, roles and the rate limit of the matched route (in that order), the
-    /// same for proxied routes and the jobs route.
-    async fn admit(
-        &self,
-        snap: &Snapshot,
-        req: &RequestHeader,
-        state: &mut RequestState,
-        background: bool,
-    ) -> Result<(), GatewayError> {
-        let Some(route_id) = state.route else { return Ok(()) };
-        let route = snap.route(route_id);
-        let metrics = &self.runtime.metrics;
-        if route.auth != AuthMode::Public {
-            if snap.auth.is_none() && snap.config.auth.is_some() && route.schemes.contains(&auth::Scheme::Jwt) {
-                // Keys failed to load at start-up: fail closed.
-                return Err(GatewayError::Unavailable {
-                    message: "authentication is unavailable".into(),
-                    retry_after: 1,
-                });
-            }
-            let verifiers = snap.verifiers();
-            let verdict = match auth::authenticate(&verifiers, &route.schemes, route.auth, &req.headers, metrics).await
-            {
-                Ok(identity) => auth::authorize(identity.as_deref(), &route.roles).map(|_| identity),
-                Err(e) => Err(e),
-            };
-            match verdict {
-                Ok(identity) => state.identity = identity,
-                Err(e) => {
-                    metrics.auth_failure(e.metric_reason());
-                    return Err(e.into());
-                }
-            }
-            // A job belongs to someone: a token without `sub` cannot own one.
-            if route.target == RouteTarget::Jobs
-                && state.identity.as_ref().is_none_or(|i| i.sub.as_deref().is_none_or(str::is_empty))
-            {
-                metrics.auth_failure("invalid_token");
-                return Err(GatewayError::InvalidToken {
-                    reason: "the token has no `sub` claim to own the job".into(),
-                });
-            }
-        }
-        let Some(rule) = snap.limiter.rule(route_id).filter(|_| !background) else { return Ok(()) };
-        let key = ratelimit::client_key(&rule.key, state.identity.as_deref(), state.client_ip, &req.headers)?;
-        match snap.limiter.check(route_id, &key).await {
-            Outcome::Unlimited => Ok(()),
-            Outcome::Checked(d) => {
-                state.rate_limit = Some(d);
-                if d.allowed {
-                    return Ok(());
-                }
-                snap.metrics.rate_limited(Some(route_id));
-                Err(GatewayError::RateLimited { retry_after: d.reset, limit: d.limit })
-            }
-            Outcome::StoreFailed { allow, error } => {
-                metrics.rate_limit_store_errors.inc();
-                // While cooling down the failure was already logged.
-                if !matches!(error, StoreError::CoolingDown) {
-                    log::warn!("rate limit store failed ({}): {error}", if allow { "allowing" } else { "denying" });
-                }
-                if allow {
-                    Ok(())
-                } else {
-                    Err(GatewayError::Unavailable { message: "rate limit store unavailable".into(), retry_after: 1 })
-                }
-            }
-        }
-    }
 }
 
 #[async_trait]
