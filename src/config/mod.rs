@@ -298,6 +298,18 @@ mod tests {
     }
 
     #[test]
+    fn a_minimal_entry_validates_to_its_default() {
+        let c = parse(MINIMAL, Path::new("."), &env()).expect("valid");
+        assert_eq!(c.limits, Limits::default());
+        let echo = ServiceSettings {
+            name: "echo".into(),
+            targets: vec![Target { addr: "127.0.0.1:9001".parse().expect("addr"), weight: 1 }],
+            ..ServiceSettings::default()
+        };
+        assert_eq!(c.services[0], echo);
+    }
+
+    #[test]
     fn unknown_key_is_named_with_line() {
         let e = errors(&format!("{MINIMAL}limitz: {{}}\n"));
         assert_eq!(e.len(), 1);

@@ -191,3 +191,24 @@ pub struct Limits {
     /// Concurrent streams an HTTP/2 client may open on one connection.
     pub h2_max_concurrent_streams: u32,
 }
+
+/// Each key's documented default (docs/config.md `limits`), written once: the validator reads
+/// what a config leaves out from here.
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body: 10 << 20,
+            max_header_bytes: 16 << 10,
+            idle_timeout: Duration::from_secs(60),
+            keepalive_requests: None,
+            underscores_in_headers: false,
+            read_buffer: 4 << 10,
+            max_connections: 10_000,
+            max_connections_per_ip: None,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            h2_max_concurrent_streams: 128,
+        }
+    }
+}

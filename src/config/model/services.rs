@@ -108,6 +108,30 @@ pub struct ServiceSettings {
     pub slow_start: Option<Duration>,
 }
 
+/// Each key's documented default (docs/config.md `services`), written once: the validator reads
+/// what a service leaves out from here. No name and no members: a config always names both.
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        ServiceSettings {
+            name: String::new(),
+            targets: Vec::new(),
+            discovery: None,
+            lb: LbAlgorithm::RoundRobin,
+            health_check: None,
+            transport: UpstreamTransport::default(),
+            outlier_detection: None,
+            circuit_breaker: None,
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(30),
+            write_timeout: None,
+            idle_timeout: None,
+            retries: 1,
+            slow_start: None,
+        }
+    }
+}
+
 /// Passive outlier detection of a service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutlierSettings {

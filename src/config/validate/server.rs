@@ -272,43 +272,44 @@ pub(super) fn check_trusted(raw: &[String], p: &mut Problems) -> TrustedProxies 
 }
 
 pub(super) fn check_limits(raw: &RawLimits, p: &mut Problems) -> Limits {
-    let max_body = raw.max_body.map(|s| s.0).unwrap_or(10 << 20);
-    let max_header_bytes = raw.max_header_bytes.map(|s| s.0).unwrap_or(16 << 10);
+    let d = Limits::default();
+    let max_body = raw.max_body.map_or(d.max_body, |s| s.0);
+    let max_header_bytes = raw.max_header_bytes.map_or(d.max_header_bytes as u64, |s| s.0);
     // Pingora reads at most 1 MiB of request header; a bigger limit could never be reached.
     if !(1024..=(1 << 20)).contains(&max_header_bytes) {
         p.add("limits.max_header_bytes", "must be between 1KiB and 1MiB");
     }
-    let idle_timeout = dur(&raw.idle_timeout, Duration::from_secs(60));
+    let idle_timeout = dur(&raw.idle_timeout, d.idle_timeout);
     if idle_timeout < Duration::from_secs(1) {
         p.add("limits.idle_timeout", "must be at least 1s (keep-alive timeouts have second granularity)");
     }
     if raw.keepalive_requests == Some(0) {
         p.add("limits.keepalive_requests", "must be at least 1");
     }
-    let read_buffer = raw.read_buffer.map_or(4 << 10, |s| s.0);
+    let read_buffer = raw.read_buffer.map_or(d.read_buffer as u64, |s| s.0);
     if !(1024..=(64 << 10)).contains(&read_buffer) {
         p.add("limits.read_buffer", "must be between 1KiB and 64KiB");
     }
-    let max_connections = raw.max_connections.unwrap_or(10_000);
+    let max_connections = raw.max_connections.unwrap_or(d.max_connections as u64);
     if !(1..=10_000_000).contains(&max_connections) {
         p.add("limits.max_connections", "must be between 1 and 10000000");
     }
     if matches!(raw.max_connections_per_ip, Some(n) if n == 0 || n > max_connections) {
         p.add("limits.max_connections_per_ip", "must be at least 1 and at most limits.max_connections");
     }
-    let header_timeout = dur(&raw.header_timeout, Duration::from_secs(10));
+    let header_timeout = dur(&raw.header_timeout, d.header_timeout);
     if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&header_timeout) {
         p.add("limits.header_timeout", "must be between 100ms and 5m");
     }
-    let body_timeout = dur(&raw.body_timeout, Duration::from_secs(60));
+    let body_timeout = dur(&raw.body_timeout, d.body_timeout);
     if !(Duration::from_millis(100)..=Duration::from_secs(86_400)).contains(&body_timeout) {
         p.add("limits.body_timeout", "must be between 100ms and 24h");
     }
-    let send_timeout = dur(&raw.send_timeout, Duration::from_secs(60));
+    let send_timeout = dur(&raw.send_timeout, d.send_timeout);
     if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&send_timeout) {
         p.add("limits.send_timeout", "must be between 1s and 1h");
     }
-    let h2_max_concurrent_streams = raw.h2_max_concurrent_streams.unwrap_or(128);
+    let h2_max_concurrent_streams = raw.h2_max_concurrent_streams.unwrap_or(d.h2_max_concurrent_streams);
     if !(1..=65_535).contains(&h2_max_concurrent_streams) {
         p.add("limits.h2_max_concurrent_streams", "must be between 1 and 65535");
     }
@@ -323,7 +324,7 @@ pub(super) fn check_limits(raw: &RawLimits, p: &mut Problems) -> Limits {
         max_header_bytes: max_header_bytes as usize,
         idle_timeout,
         keepalive_requests: raw.keepalive_requests,
-        underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
+        underscores_in_headers: raw.underscores_in_headers.unwrap_or(d.underscores_in_headers),
         read_buffer: read_buffer as usize,
     }
 }

@@ -38,7 +38,7 @@ pub(super) fn check_services(
         };
         let health_check = s.health_check.as_ref().map(|h| check_health_check(&base, name, h, &transport, p));
         let timeouts = check_timeouts(&base, s, p);
-        let retries = s.retries.unwrap_or(1);
+        let retries = s.retries.unwrap_or(ServiceSettings::default().retries);
         if retries > 10 {
             p.add(format!("{base}.retries"), "must be at most 10");
         }
@@ -206,9 +206,10 @@ struct Timeouts {
 }
 
 fn check_timeouts(base: &str, s: &RawService, p: &mut Problems) -> Timeouts {
+    let d = ServiceSettings::default();
     let t = Timeouts {
-        connect: dur(&s.connect_timeout, Duration::from_secs(1)),
-        read: dur(&s.read_timeout, Duration::from_secs(30)),
+        connect: dur(&s.connect_timeout, d.connect_timeout),
+        read: dur(&s.read_timeout, d.read_timeout),
         write: s.write_timeout.map(|d| d.0),
         idle: s.idle_timeout.map(|d| d.0),
     };
