@@ -17,15 +17,14 @@ fn metrics() -> ConnectionMetrics {
 }
 
 fn limits(max: usize, per_ip: Option<usize>) -> Limits {
-    let text = "listen: [\"127.0.0.1:1\"]\nservices:\n  s: {targets: [\"127.0.0.1:2\"]}\nroutes:\n  - {path: /, service: s, auth: public}\n";
-    let env = HashMap::<String, String>::new();
-    let mut limits = crate::config::parse(text, std::path::Path::new("."), &env).expect("valid config").limits;
-    limits.max_connections = max;
-    limits.max_connections_per_ip = per_ip;
-    limits.header_timeout = Duration::from_millis(300);
-    limits.body_timeout = Duration::from_millis(300);
-    limits.send_timeout = Duration::from_millis(300);
-    limits
+    Limits {
+        max_connections: max,
+        max_connections_per_ip: per_ip,
+        header_timeout: Duration::from_millis(300),
+        body_timeout: Duration::from_millis(300),
+        send_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    }
 }
 
 fn ip(s: &str) -> Option<IpAddr> {

@@ -8,20 +8,11 @@ use std::time::Duration;
 fn settings(lb: LbAlgorithm, slow_start: Option<Duration>) -> ServiceSettings {
     ServiceSettings {
         name: "web".into(),
-        targets: Vec::new(),
         discovery: Some(ConsulDiscovery { service: "web".into(), tags: Vec::new() }),
         lb,
-        health_check: None,
-        transport: Default::default(),
-        outlier_detection: None,
-        circuit_breaker: None,
-        retry: Default::default(),
-        connect_timeout: Duration::from_secs(1),
         read_timeout: Duration::from_secs(1),
-        write_timeout: None,
-        idle_timeout: None,
-        retries: 1,
         slow_start,
+        ..ServiceSettings::default()
     }
 }
 
