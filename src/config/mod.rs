@@ -307,6 +307,14 @@ mod tests {
             ..ServiceSettings::default()
         };
         assert_eq!(c.services[0], echo);
+        let route = RouteSettings {
+            label: "/".into(),
+            path: "/".into(),
+            auth: AuthMode::Public,
+            schemes: vec![Scheme::Jwt],
+            ..RouteSettings::default()
+        };
+        assert_eq!(c.routes[0], route);
     }
 
     #[test]

@@ -54,6 +54,37 @@ pub struct RouteSettings {
     pub validate: Option<LoadedFile>,
 }
 
+/// Each key's documented default (docs/config.md `routes`), written once: a route to the first
+/// service, `auth: required` with `schemes: [jwt]`, `Authorization` forwarded, the default
+/// `limits.max_body`. No path: a config always names one.
+impl Default for RouteSettings {
+    fn default() -> Self {
+        RouteSettings {
+            name: None,
+            label: String::new(),
+            path: String::new(),
+            methods: None,
+            host: None,
+            match_headers: Vec::new(),
+            target: RouteTarget::Service(0),
+            auth: AuthMode::Required,
+            roles: Vec::new(),
+            strip_prefix: false,
+            rate_limit: None,
+            max_body: super::Limits::default().max_body,
+            timeout: None,
+            forward_authorization: true,
+            request_headers: HeaderRules::default(),
+            response_headers: HeaderRules::default(),
+            cors: None,
+            compress: None,
+            cache: None,
+            schemes: vec![Scheme::Jwt],
+            validate: None,
+        }
+    }
+}
+
 /// Index of an aggregation in [`Config::aggregates`].
 pub type AggregateId = usize;
 

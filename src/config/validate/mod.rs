@@ -168,27 +168,15 @@ fn jobs_routes(
         );
     }
     let submit = RouteSettings {
-        name: None,
         label: jobs.path.clone(),
         path: jobs.path.clone(),
         methods: Some(vec![Method::POST]),
-        host: None,
-        match_headers: Vec::new(),
         target: RouteTarget::Jobs,
-        auth: AuthMode::Required,
         roles: jobs.roles.clone(),
-        strip_prefix: false,
         rate_limit: jobs.rate_limit.clone().or_else(|| rate_limit.default.clone()),
         max_body: jobs.max_body,
-        timeout: None,
         forward_authorization: false,
-        request_headers: Default::default(),
-        response_headers: Default::default(),
-        cors: None,
-        compress: None,
-        cache: None,
-        schemes: vec![Scheme::Jwt],
-        validate: None,
+        ..RouteSettings::default()
     };
     // Every method but POST: the jobs handler answers a status for GET and HEAD under the
     // path, and 405 with the resource's own `Allow` for the rest (the route table would list
