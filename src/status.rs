@@ -205,7 +205,7 @@ pub(crate) fn collect(runtime: &Runtime) -> Status {
         config_file: snap.source.path.display().to_string(),
         last_reload,
         connections_open: runtime.metrics.connections.open.get(),
-        in_flight: runtime.lifecycle.inflight(),
+        in_flight: runtime.lifecycle.in_flight(),
         routes,
         services,
         nats,

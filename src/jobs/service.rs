@@ -215,11 +215,11 @@ impl NatsService {
     /// the client is dropped on exit.
     async fn shut_down(&self, link: &Link) {
         let deadline = Instant::now() + self.jobs.shutdown_wait;
-        while self.jobs.inflight() > 0 && Instant::now() < deadline {
+        while self.jobs.in_flight() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if self.jobs.inflight() > 0 {
-            log::warn!("nats: {} job submissions still in flight at shutdown", self.jobs.inflight());
+        if self.jobs.in_flight() > 0 {
+            log::warn!("nats: {} job submissions still in flight at shutdown", self.jobs.in_flight());
         }
         if tokio::time::timeout(SHUTDOWN_STEP, link.client.flush()).await.is_err() {
             log::warn!("nats: flush did not finish within {SHUTDOWN_STEP:?}");

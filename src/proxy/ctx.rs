@@ -3,7 +3,7 @@
 use crate::auth::Identity;
 use crate::config::{RouteId, ServiceId};
 use crate::errors::GatewayError;
-use crate::lifecycle::InflightRequest;
+use crate::lifecycle::InFlightRequest;
 use crate::ratelimit;
 use crate::snapshot::Snapshot;
 use crate::tls::ConnInfo;
@@ -31,7 +31,7 @@ pub(crate) struct RequestState {
     pub(crate) started: Instant,
     /// `new_ctx`: counts this request as in flight for graceful shutdown (held for its drop).
     #[allow(dead_code)]
-    pub(crate) drain_guard: Option<InflightRequest>,
+    pub(crate) drain_guard: Option<InFlightRequest>,
     /// `early_request_filter`: the id returned to the client and sent upstream.
     pub(crate) request_id: String,
     /// `early_request_filter`: the TCP peer.
@@ -114,7 +114,7 @@ pub(crate) struct Upstream {
 
 impl RequestCtx {
     /// A fresh context on `snapshot`; the clock starts now.
-    pub(crate) fn new(snapshot: Arc<Snapshot>, drain_guard: InflightRequest) -> Self {
+    pub(crate) fn new(snapshot: Arc<Snapshot>, drain_guard: InFlightRequest) -> Self {
         RequestCtx {
             snapshot,
             state: RequestState {

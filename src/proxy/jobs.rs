@@ -80,7 +80,7 @@ pub(super) async fn handle(
             return refuse(session, snap, state, &GatewayError::MethodNotAllowed { allow }).await.map(|_| true);
         }
     }
-    let _inflight = jobs.begin();
+    let _in_flight = jobs.begin();
     let err = match submit(runtime, jobs, settings, snap.jobs_schema(), session, state).await {
         Ok((job_id, accepted)) => {
             return respond(session, snap, state, accepted_answer(settings, &job_id, &accepted)).await.map(|_| true)

@@ -19,7 +19,7 @@
 
 use super::breaker::{Refusal, State, Ticket};
 use super::outlier::Verdict;
-use super::{now_ms, InflightGuard, Pool, ServiceState};
+use super::{now_ms, InFlightGuard, Pool, ServiceState};
 use crate::config::{ServiceId, ServiceSettings};
 use crate::errors::{GatewayError, UpstreamErrorKind};
 use crate::observability::ConfigMetrics;
@@ -76,7 +76,7 @@ impl Service<'_> {
 struct Attempt {
     backend: Option<SocketAddr>,
     /// least_conn's in-flight slot on the backend, released when the attempt ends.
-    slot: Option<InflightGuard>,
+    slot: Option<InFlightGuard>,
     started: Option<Instant>,
     /// The status the backend answered.
     status: Option<u16>,

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 /// Releases one in-flight slot of a backend when dropped (the request ended or was retried).
 #[derive(Debug)]
-pub(crate) struct InflightGuard(Arc<AtomicUsize>);
+pub(crate) struct InFlightGuard(Arc<AtomicUsize>);
 
-impl Drop for InflightGuard {
+impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -24,28 +24,28 @@ impl Drop for InflightGuard {
 /// In-flight counters of one service.
 #[derive(Debug, Default)]
 pub(crate) struct LeastConn {
-    inflight: DashMap<SocketAddr, Arc<AtomicUsize>>,
+    in_flight: DashMap<SocketAddr, Arc<AtomicUsize>>,
     /// Rotates the scan start so equally loaded backends share the traffic.
     cursor: AtomicUsize,
 }
 
 impl LeastConn {
     fn counter(&self, addr: SocketAddr) -> Arc<AtomicUsize> {
-        if let Some(c) = self.inflight.get(&addr) {
+        if let Some(c) = self.in_flight.get(&addr) {
             return c.clone();
         }
-        self.inflight.entry(addr).or_default().clone()
+        self.in_flight.entry(addr).or_default().clone()
     }
 
     /// Requests in flight to `addr` now.
     pub(crate) fn in_flight(&self, addr: &SocketAddr) -> usize {
-        self.inflight.get(addr).map_or(0, |c| c.load(Ordering::Relaxed))
+        self.in_flight.get(addr).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// Forget counters of backends that left the pool once nothing is in flight to them, so
     /// address churn cannot grow the table without bound.
     pub(crate) fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
-        self.inflight.retain(|addr, count| keep(addr) || count.load(Ordering::Relaxed) > 0);
+        self.in_flight.retain(|addr, count| keep(addr) || count.load(Ordering::Relaxed) > 0);
     }
 
     /// Choose among `candidates` (already filtered to healthy, untried backends), given as
@@ -75,7 +75,7 @@ impl LeastConn {
         }
         let (addr, counter, _) = best?;
         counter.fetch_add(1, Ordering::Relaxed);
-        Some(Selected { addr, guard: Some(InflightGuard(counter)) })
+        Some(Selected { addr, guard: Some(InFlightGuard(counter)) })
     }
 }
 

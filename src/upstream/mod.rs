@@ -25,7 +25,7 @@ mod retry;
 mod service;
 pub(crate) mod split;
 
-pub(crate) use balance::{hash_key, InflightGuard};
+pub(crate) use balance::{hash_key, InFlightGuard};
 pub(crate) use feed::MembershipFeed;
 pub(crate) use pool::{Pool, PoolKey, Selected};
 pub(crate) use service::ServiceState;

@@ -9,7 +9,7 @@
 //! admission table over.
 
 use super::admission::Admission;
-use super::balance::{InflightGuard, LeastConn};
+use super::balance::{InFlightGuard, LeastConn};
 use super::feed::MembershipFeed;
 use super::health;
 use super::service::ServiceState;
@@ -96,7 +96,7 @@ pub(crate) struct Selected {
     /// The backend's address.
     pub(crate) addr: SocketAddr,
     /// In-flight accounting for least_conn; released on drop.
-    pub(crate) guard: Option<InflightGuard>,
+    pub(crate) guard: Option<InFlightGuard>,
 }
 
 /// One service's pool of backends in one config generation.

@@ -152,7 +152,7 @@ impl Flusher {
             }
         }
         let _exit_waits = lifecycle.as_ref().map(|l| l.cleanup());
-        while lifecycle.as_ref().is_some_and(|l| l.inflight() > 0) {
+        while lifecycle.as_ref().is_some_and(|l| l.in_flight() > 0) {
             self.flush().await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
