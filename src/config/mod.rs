@@ -315,6 +315,11 @@ mod tests {
             ..RouteSettings::default()
         };
         assert_eq!(c.routes[0], route);
+        // Empty sections take every default.
+        let text = MINIMAL.replace("    targets:", "    outlier_detection: {}\n    circuit_breaker: {}\n    targets:");
+        let c = parse(&text, Path::new("."), &env()).expect("valid");
+        assert_eq!(c.services[0].outlier_detection, Some(OutlierSettings::default()));
+        assert_eq!(c.services[0].circuit_breaker, Some(BreakerSettings::default()));
     }
 
     #[test]

@@ -145,6 +145,18 @@ pub struct OutlierSettings {
     pub max_ejected_percent: u8,
 }
 
+/// The documented defaults of `outlier_detection` (docs/config.md), written once.
+impl Default for OutlierSettings {
+    fn default() -> Self {
+        OutlierSettings {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_percent: 10,
+        }
+    }
+}
+
 /// The circuit breaker of a service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerSettings {
@@ -160,6 +172,20 @@ pub struct BreakerSettings {
     pub open_for: Duration,
     /// Requests let through half-open; all must succeed to close.
     pub half_open_requests: u32,
+}
+
+/// The documented defaults of `circuit_breaker` (docs/config.md), written once.
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            max_in_flight: None,
+            failure_rate: 0.5,
+            min_requests: 20,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(10),
+            half_open_requests: 3,
+        }
+    }
 }
 
 /// What a service retries on another backend.

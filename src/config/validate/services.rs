@@ -307,19 +307,20 @@ fn percent(key: &str, raw: &RawPercent, p: &mut Problems) -> Option<f64> {
 
 fn check_outlier(base: &str, raw: &RawOutlier, p: &mut Problems) -> OutlierSettings {
     let key = format!("{base}.outlier_detection");
-    let consecutive_failures = raw.consecutive_failures.unwrap_or(5);
+    let d = OutlierSettings::default();
+    let consecutive_failures = raw.consecutive_failures.unwrap_or(d.consecutive_failures);
     if consecutive_failures == 0 {
         p.add(format!("{key}.consecutive_failures"), "must be at least 1");
     }
-    let base_ejection = dur(&raw.base_ejection, Duration::from_secs(30));
-    let max_ejection = dur(&raw.max_ejection, Duration::from_secs(300).max(base_ejection));
+    let base_ejection = dur(&raw.base_ejection, d.base_ejection);
+    let max_ejection = dur(&raw.max_ejection, d.max_ejection.max(base_ejection));
     if base_ejection < Duration::from_millis(100) {
         p.add(format!("{key}.base_ejection"), "must be at least 100ms");
     }
     if max_ejection < base_ejection {
         p.add(format!("{key}.max_ejection"), "must not be shorter than base_ejection");
     }
-    let max_ejected_percent = raw.max_ejected_percent.unwrap_or(10);
+    let max_ejected_percent = raw.max_ejected_percent.unwrap_or(d.max_ejected_percent);
     if max_ejected_percent > 100 {
         p.add(format!("{key}.max_ejected_percent"), "must be between 0 and 100");
     }
@@ -333,27 +334,31 @@ fn check_outlier(base: &str, raw: &RawOutlier, p: &mut Problems) -> OutlierSetti
 
 fn check_breaker(base: &str, raw: &RawBreaker, p: &mut Problems) -> BreakerSettings {
     let key = format!("{base}.circuit_breaker");
+    let d = BreakerSettings::default();
     if raw.max_in_flight == Some(0) {
         p.add(format!("{key}.max_in_flight"), "must be at least 1");
     }
-    let failure_rate =
-        raw.failure_rate.as_ref().map_or(Some(0.5), |r| percent(&format!("{key}.failure_rate"), r, p)).unwrap_or(0.5);
+    let failure_rate = raw
+        .failure_rate
+        .as_ref()
+        .map_or(Some(d.failure_rate), |r| percent(&format!("{key}.failure_rate"), r, p))
+        .unwrap_or(d.failure_rate);
     if failure_rate == 0.0 {
         p.add(format!("{key}.failure_rate"), "0% would open the circuit on any request");
     }
-    let window = dur(&raw.window, Duration::from_secs(10));
+    let window = dur(&raw.window, d.window);
     if window < Duration::from_secs(1) {
         p.add(format!("{key}.window"), "must be at least 1s");
     }
-    let open_for = dur(&raw.open_for, Duration::from_secs(10));
+    let open_for = dur(&raw.open_for, d.open_for);
     if open_for < Duration::from_millis(100) {
         p.add(format!("{key}.open_for"), "must be at least 100ms");
     }
-    let half_open_requests = raw.half_open_requests.unwrap_or(3);
+    let half_open_requests = raw.half_open_requests.unwrap_or(d.half_open_requests);
     if half_open_requests == 0 {
         p.add(format!("{key}.half_open_requests"), "must be at least 1");
     }
-    let min_requests = raw.min_requests.unwrap_or(20);
+    let min_requests = raw.min_requests.unwrap_or(d.min_requests);
     if min_requests == 0 {
         p.add(format!("{key}.min_requests"), "must be at least 1");
     }
