@@ -1,11 +1,11 @@
-//! An OTLP/HTTP trace collector for benchmarks: the tests' receiver (`tests/support/otlp.rs`,
+//! An OTLP/HTTP trace collector for benchmarks: the tests' receiver (`tests/suite/support/otlp.rs`,
 //! which decodes every export with the official protobuf types), printing how many spans and
 //! export requests it took, every second, until it is killed.
 //!
 //!   cargo run --release --example otlp-sink -- 127.0.0.1:4318
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/support/otlp.rs"]
+#[path = "../tests/suite/support/otlp.rs"]
 mod otlp;
 
 fn main() {

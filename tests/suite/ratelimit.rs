@@ -2,12 +2,11 @@
 //! and the Redis store shared by two gateway processes, including Redis failures.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::jwt::*;
+use crate::support::redis_server::RedisServer;
+use crate::support::*;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
-use support::jwt::*;
-use support::redis_server::RedisServer;
-use support::*;
 
 fn gateway(echo: &Echo, head: &str, routes: &str) -> Gateway {
     Gateway::start(&format!(

@@ -5,10 +5,9 @@
 //! sticky splits with fallback; header-matched routes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use support::*;
 
 fn fail_with(echo: &Echo, status: u16) {
     assert_eq!(request(echo.addr, "POST", &format!("/__control/status/{status}"), &[], b"").status, 200);

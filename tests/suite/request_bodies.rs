@@ -7,12 +7,11 @@
 //! knowledge on an h2c listener).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::*;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// Objects with a string `pad` and an optional `qty` in 0..=100.
 const PAD_SCHEMA: &str = r#"{

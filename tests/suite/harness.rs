@@ -4,19 +4,19 @@
 //! Kept out of `support/` so they run once, not in every test binary that includes it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
+use crate::support::http1::{self, Framing};
+use crate::support::nats::NatsServer;
+use crate::support::ports::{DeadPort, Reserved};
+use crate::support::redis_server::RedisServer;
+use crate::support::{eventually, http_get_status, Echo};
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::collections::HashSet;
 use std::io::{BufReader, Cursor, ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::http1::{self, Framing};
-use support::nats::NatsServer;
-use support::ports::{DeadPort, Reserved};
-use support::redis_server::RedisServer;
-use support::{eventually, http_get_status, Echo};
 
 // ---------------------------------------------------------------------------------------------
 // Reserved ports

@@ -4,14 +4,13 @@
 //! they started with.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::jwt::*;
+use crate::support::*;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::jwt::*;
-use support::*;
 
 /// The standard head with `server.watch_config` on.
 fn watched() -> String {

@@ -7,11 +7,10 @@
 //! clients that never read or whose entry went stale).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::jwt::{claims, hs256, hs_auth};
+use crate::support::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::jwt::{claims, hs256, hs_auth};
-use support::*;
 
 fn served(echo: &Echo) -> u64 {
     get(echo.addr, "/__control/served").json()["served"].as_u64().unwrap()

@@ -6,10 +6,9 @@
 //! `SIGER_BLESS=1 cargo test --test config_check`, then review the diff.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::SIGER;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::SIGER;
 
 /// `siger -t -c path` with the given environment (and no SIGER_JWT_SECRET otherwise): stderr
 /// followed by `exit N`.

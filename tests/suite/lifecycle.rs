@@ -2,14 +2,13 @@
 //! refusing a broken config on reload.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::*;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
 
 fn config(echo: SocketAddr, extra_routes: usize) -> String {
     let mut routes = String::from("  - {path: /, service: s, auth: public}\n");

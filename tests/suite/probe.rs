@@ -3,14 +3,13 @@
 //! what the client got and what the backend saw.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::jwt::*;
+use crate::support::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::jwt::*;
-use support::*;
 
 /// Header values the backend received (lower-case name).
 fn upstream(resp: &RawResponse, name: &str) -> Vec<String> {

@@ -4,11 +4,10 @@
 //! timeouts, failures, retries on another backend, identity and request id on every part).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::jwt::{claims, hs256, hs_auth};
+use crate::support::*;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
-use support::jwt::{claims, hs256, hs_auth};
-use support::*;
 
 fn served(echo: &Echo) -> u64 {
     get(echo.addr, "/__control/served").json()["served"].as_u64().unwrap()

@@ -2,11 +2,10 @@
 //! WebSocket, request ids, forwarded and hop-by-hop headers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::*;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::time::{Duration, Instant};
-use support::*;
 
 fn one_backend(extra_route: &str) -> (Echo, Gateway) {
     let echo = Echo::start("e");

@@ -2,8 +2,7 @@
 //! (no route bypass), 404/405 JSON, the public /health.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-use support::*;
+use crate::support::*;
 
 fn two_services() -> (Echo, Echo, Gateway) {
     let api = Echo::start("api");

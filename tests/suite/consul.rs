@@ -6,7 +6,8 @@
 //! fails because Consul misbehaves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::consul::{FakeConsul, Instance};
+use crate::support::*;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -14,8 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use support::consul::{FakeConsul, Instance};
-use support::*;
 
 /// Blocking-query wait used by the tests (short, so idle-rate figures come quickly).
 const WAIT: &str = "2s";

@@ -4,12 +4,12 @@
 //! Two gateways share each limit. And one server over TLS with a password.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
+use crate::support::redis_server::RedisServer;
+use crate::support::*;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::redis_server::RedisServer;
-use support::*;
 
 /// Two gateways sharing a 30 per 10 s limit per `X-Client`, through the `redis` section given.
 fn gateways(echo: &Echo, redis: &str) -> (Gateway, Gateway) {

@@ -4,12 +4,11 @@
 //! a collector that is down; the trace context in the NATS headers of a job; reload.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::otlp::{OtlpReceiver, Received};
+use crate::support::*;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::otlp::{OtlpReceiver, Received};
-use support::*;
 
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";

@@ -4,14 +4,14 @@
 //! stream bootstrap and mismatch reporting, NATS credentials, drain on SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
+use crate::support::nats::NatsServer;
+use crate::support::*;
 use jsonwebtoken::{encode, EncodingKey, Header};
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::nats::NatsServer;
-use support::*;
 
 const SECRET: &str = "jobs-test-secret-0123456789abcdef0123";
 const ACK_TIMEOUT: Duration = Duration::from_secs(1);

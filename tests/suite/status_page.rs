@@ -4,13 +4,12 @@
 //! posting to it, a rebound DNS name reading it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::*;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 /// The DOM Chromium renders for `url` (headless, isolated profile, no network beyond loopback),
 /// with `extra` flags.

@@ -4,14 +4,12 @@
 //! checked against the configuration they mount.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
+use crate::support::*;
 use serde::Deserialize;
 use serde_yaml::Value;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// The uid and gid the image runs as (scripts/image, deploy/kubernetes/deployment.yaml).

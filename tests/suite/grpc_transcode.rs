@@ -3,7 +3,7 @@
 //! handling against a real tonic server (siger-grpc-echo), and that server against grpcio.
 //! The gateway's wiring is not here yet; these tests drive `siger::grpc` directly.
 
-mod support;
+use crate::support;
 
 use http::Method;
 use prost::Message;

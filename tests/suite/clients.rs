@@ -3,12 +3,11 @@
 //! Telegram Mini App initData signed here exactly as Telegram documents it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::jwt::{claims, hs256, hs_auth};
+use crate::support::*;
 use ring::hmac;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
-use support::jwt::{claims, hs256, hs_auth};
-use support::*;
 
 /// `siger apikey`: (key, keys-file entry).
 fn new_key(consumer: &str, roles: &str) -> (String, String) {

@@ -2,9 +2,8 @@
 //! checks, connect retries, and what happens when every backend is down.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::*;
 use std::time::Duration;
-use support::*;
 
 fn service(name: &str, targets: &str, extra: &str) -> String {
     format!("services:\n  {name}:\n    targets: [{targets}]\n{extra}routes:\n  - {{path: /, service: {name}, auth: public}}\n")

@@ -2,10 +2,9 @@
 //! unit's validity.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::*;
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 #[test]
 fn metrics_have_contract_names_and_bounded_labels() {

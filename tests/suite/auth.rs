@@ -2,12 +2,11 @@
 //! real echo backend; the backend's JSON shows exactly which identity headers arrived.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::jwt::*;
+use crate::support::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 use std::time::Duration;
-use support::jwt::*;
-use support::*;
 
 /// Header values the backend received (lower-case name).
 fn upstream(resp: &RawResponse, name: &str) -> Vec<String> {

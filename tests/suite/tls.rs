@@ -4,14 +4,14 @@
 //! TLS and HTTP/2 to upstreams, health checks over TLS, wss, and gRPC with its trailers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
+use crate::support::grpc::{self, GrpcEcho};
+use crate::support::pki::{replace_file, served_subject, Pki};
+use crate::support::*;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use support::grpc::{self, GrpcEcho};
-use support::pki::{replace_file, served_subject, Pki};
-use support::*;
 
 /// The server head without a listener: tests write their own `listen:` list.
 const SERVER: &str = "server:\n  threads: 2\n  pid_file: {{DIR}}/siger.pid\n  upgrade_sock: {{DIR}}/upgrade.sock\n  grace_period: 0s\n  graceful_shutdown_timeout: 2s\nadmin:\n  listen: \"{{ADMIN}}\"\n";

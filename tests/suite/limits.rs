@@ -4,11 +4,10 @@
 //! connection, never a second request hidden in the first.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-use support::*;
 
 fn gateway(echo: &Echo) -> Gateway {
     Gateway::start(&format!(

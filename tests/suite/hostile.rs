@@ -5,13 +5,13 @@
 //! heads, the connection gate on h2c listeners, HTTP/2 stream bounds, and pipelining.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
+use crate::support::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
 
 fn gateway(echo: &Echo, limits: &str) -> Gateway {
     Gateway::start(&format!(

@@ -11,7 +11,7 @@
 //! as it does after a real purge (see packaging/debian/postrm).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
