@@ -3,7 +3,7 @@
 //! settings that have no effect are warnings (exit 0).
 //!
 //! Regenerate the golden files after an intended message change with
-//! `SIGER_BLESS=1 cargo test --test config_check`, then review the diff.
+//! `SIGER_BLESS=1 cargo test --test suite config_check::`, then review the diff.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support::SIGER;
@@ -62,7 +62,11 @@ fn assert_golden(kind: &str, expected_exit: &str) {
             wrong.push(format!("{}:\n--- expected\n{expected}--- actual\n{actual}", file.display()));
         }
     }
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{}\nafter an intended message change: SIGER_BLESS=1 cargo test --test suite config_check::, then review the diff",
+        wrong.join("\n")
+    );
 }
 
 #[test]

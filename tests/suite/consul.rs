@@ -546,7 +546,7 @@ fn upgrade_hands_the_registration_over() {
 }
 
 /// The figures the issue asks for, reproducible with
-/// `cargo test --test consul measure -- --nocapture`: time from a Consul change to the first
+/// `cargo test --test suite consul::measure -- --nocapture`: time from a Consul change to the first
 /// request routed accordingly (median of 20 changes, target ≤ 1 s) and Consul requests per
 /// `wait` per service while idle (target ≤ 1).
 #[test]

@@ -23,7 +23,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 const MAINTAINER: &str = "Siger package test <package-test@siger.invalid>";
 const CONFIG: &str = "/etc/siger/siger.yaml";
 /// What the test appends to the installed config: a valid key, so `siger -t` still passes.
-const EDIT: &str = "trusted_proxies: [10.0.0.0/8]   # local edit (tests/package.rs)\n";
+const EDIT: &str = "trusted_proxies: [10.0.0.0/8]   # local edit (tests/suite/package.rs)\n";
 
 /// Paths an installation of siger, packaged or by hand (systemd/README.md), would own.
 const FOOTPRINT: &[&str] = &[
@@ -41,7 +41,7 @@ fn debian_package_installs_upgrades_removes_and_purges() {
     assert_eq!(
         effective_uid(),
         0,
-        "tests/package.rs installs a .deb system-wide with dpkg and must run as root (CI does)"
+        "tests/suite/package.rs installs a .deb system-wide with dpkg and must run as root (CI does)"
     );
     let _lock = RunLock::acquire();
     refuse_existing_installation();

@@ -14,7 +14,7 @@
 //!   tokio and std listeners, Go's `net` (nats-server) and redis-server all set it. Its
 //!   restarts on the same port are safe as long as the reservation is kept.
 //!
-//! `tests/harness.rs` checks these properties on the machine the tests run on.
+//! `tests/suite/harness.rs` checks these properties on the machine the tests run on.
 
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::net::{Ipv4Addr, SocketAddr};
