@@ -38,7 +38,7 @@ fn weights_one_to_three() {
 
 #[test]
 fn least_conn_avoids_the_busy_backend() {
-    let slow = Echo::start_with("slow", "127.0.0.1:0", &["--delay-ms", "300"]);
+    let slow = Echo::start_with("slow", &["--delay-ms", "300"]);
     let fast = Echo::start("fast");
     let targets = format!("\"{}\", \"{}\"", slow.addr, fast.addr);
     let gw = Gateway::start(&service("s", &targets, "    lb: least_conn\n"));
@@ -94,7 +94,8 @@ fn killed_backend_is_taken_out_by_health_checks() {
 #[test]
 fn connect_failure_is_retried_on_another_backend() {
     let live = Echo::start("live");
-    let dead = format!("127.0.0.1:{}", free_port());
+    let dead_port = DeadPort::new();
+    let dead = dead_port.addr();
     let targets = format!("\"{dead}\", \"{}\"", live.addr);
     let gw = Gateway::start(&service("s", &targets, "    retries: 1\n"));
     for _ in 0..20 {
@@ -108,8 +109,8 @@ fn connect_failure_is_retried_on_another_backend() {
 
 #[test]
 fn all_backends_down() {
-    let dead1 = format!("127.0.0.1:{}", free_port());
-    let dead2 = format!("127.0.0.1:{}", free_port());
+    let dead_ports = [DeadPort::new(), DeadPort::new()];
+    let (dead1, dead2) = (dead_ports[0].addr(), dead_ports[1].addr());
     // Without health checks the connect errors surface as 502 after the retry.
     let gw = Gateway::start(&service("s", &format!("\"{dead1}\", \"{dead2}\""), "    retries: 1\n"));
     let r = get(gw.addr, "/x");
@@ -138,8 +139,9 @@ fn all_backends_down() {
 fn a_timeout_after_a_retried_connect_failure_is_504() {
     // Each attempt is judged on its own: the first backend's connect failure must not turn
     // the second one's timeout into a 502.
-    let slow = Echo::start_with("slow", "127.0.0.1:0", &["--delay-ms", "2000"]);
-    let dead = format!("127.0.0.1:{}", free_port());
+    let slow = Echo::start_with("slow", &["--delay-ms", "2000"]);
+    let dead_port = DeadPort::new();
+    let dead = dead_port.addr();
     let targets = format!("\"{dead}\", \"{}\"", slow.addr);
     let gw = Gateway::start(&format!(
         "services:\n  s:\n    targets: [{targets}]\n    retries: 1\nroutes:\n  - {{path: /, service: s, auth: public, timeout: 300ms}}\n"

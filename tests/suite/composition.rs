@@ -130,7 +130,8 @@ fn token(sub: &str) -> String {
 fn aggregation_merges_parts_in_parallel_and_reports_what_failed() {
     let users = Echo::start("users");
     let wallets = Echo::start("wallets");
-    let dead = free_port();
+    let dead_port = DeadPort::new();
+    let dead = dead_port.port();
     let gw = Gateway::start(&format!(
         r#"{auth}services:
   users: {{targets: ["{users}"]}}

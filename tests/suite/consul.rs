@@ -403,7 +403,8 @@ fn unprobed_instances_get_no_traffic() {
     consul.register(Instance::new("web", "web-a", a.addr));
     let gw = Gateway::start(&web_config(&consul, "", "    retries: 0\n"));
     assert!(eventually(Duration::from_secs(5), || ready(&gw)));
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dead_port = DeadPort::new();
+    let dead = dead_port.addr();
     consul.register(Instance::new("web", "web-dead", dead));
     let series = "siger_backends{service=\"web\",state=\"unhealthy\"}";
     assert!(eventually(Duration::from_secs(2), || metric_of(&gw, series) == 1.0), "the new instance is known");

@@ -1,7 +1,7 @@
 //! Tests of the test harness itself: that a reserved port (`support::ports`) is safe from the
 //! tests running beside it and usable by every server the tests start, checked on the kernel
-//! they run on; and that the one HTTP/1 reader (`support::http1`) delimits every kind of body.
-//! Kept out of `support/` so they run once, not in every test binary that includes it.
+//! they run on, and that a gateway whose port another process took fails at once; and that the
+//! one HTTP/1 reader (`support::http1`) delimits every kind of body.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
@@ -10,13 +10,13 @@ use crate::support::http1::{self, Framing};
 use crate::support::nats::NatsServer;
 use crate::support::ports::{DeadPort, Reserved};
 use crate::support::redis_server::RedisServer;
-use crate::support::{eventually, http_get_status, Echo};
+use crate::support::{eventually, http_get_status, Echo, Gateway};
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::collections::HashSet;
 use std::io::{BufReader, Cursor, ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
 // Reserved ports
@@ -44,7 +44,7 @@ fn a_reserved_port_is_taken_for_a_bind_without_reuse() {
 fn no_other_bind_or_connection_is_given_a_reserved_port() {
     // 500 reservations, then 500 listeners and 500 more reservations on :0 and 200 outgoing
     // connections. Bind(:0) draws from the odd half of the ephemeral range (~14,000 ports): with
-    // the 500 ports released instead of held (what `free_port` does), a trial on this kernel
+    // the 500 ports released instead of held (what the harness's `free_port` did), a trial on this kernel
     // handed 69 of them out again.
     let reserved: Vec<Reserved> = (0..500).map(|_| Reserved::new()).collect();
     let held: HashSet<u16> = reserved.iter().map(Reserved::port).collect();
@@ -133,6 +133,32 @@ fn siger_listens_on_reserved_ports() {
     });
     assert!(up, "siger did not answer on its reserved ports:\n{}", siger.log());
     assert!(!siger.log().contains("in use"), "{}", siger.log());
+}
+
+#[test]
+fn a_gateway_whose_port_is_taken_fails_at_once_and_says_so() {
+    // Another process listens on the port (what a port race leaves): without the check the
+    // start-up would wait out Pingora's 30 s of bind retries, or take the squatter for siger.
+    let taken = Reserved::new();
+    let squatter = TcpListener::bind(taken.addr()).unwrap();
+    let started = Instant::now();
+    let failed = std::panic::catch_unwind(|| Gateway::start_on(support::HEAD, [taken, Reserved::new()]));
+    let message = failed.err().and_then(|p| p.downcast_ref::<String>().cloned()).expect("the start-up fails");
+    assert!(message.contains("a port of the gateway is taken"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(15), "failed after {:?}", started.elapsed());
+    drop(squatter);
+}
+
+#[test]
+fn listens_tells_which_process_holds_a_listening_socket() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    assert!(support::ports::listens(std::process::id(), addr));
+    let reserved = Reserved::new();
+    assert!(!support::ports::listens(std::process::id(), reserved.addr()), "bound, not listening");
+    let echo = Echo::start("listens");
+    assert!(support::ports::listens(echo.pid(), echo.addr));
+    assert!(!support::ports::listens(echo.pid(), addr), "another process's listener");
 }
 
 #[test]

@@ -556,9 +556,9 @@ fn frozen_nats_times_out_within_ack_timeout_and_a_keyed_retry_stays_exactly_once
 
 #[test]
 fn nats_down_at_start_up_then_arriving() {
-    let port = free_port();
+    let port = Reserved::new();
     let echo = Echo::start("echo");
-    let gw = Gateway::start(&config(&format!("nats://127.0.0.1:{port}"), echo.addr, "", ""));
+    let gw = Gateway::start(&config(&format!("nats://{}", port.addr()), echo.addr, "", ""));
     assert_eq!(get(gw.admin, "/health").status, 200, "siger starts without NATS");
     let ready = get(gw.admin, "/ready");
     assert_eq!(ready.status, 503);
@@ -568,7 +568,7 @@ fn nats_down_at_start_up_then_arriving() {
     assert!(t.elapsed() < ACK_TIMEOUT + Duration::from_secs(1));
     assert_eq!(get(gw.addr, "/x").status, 200);
 
-    let nats = NatsServer::start_on(port, &[]);
+    let nats = NatsServer::start_on(port.port(), &[]);
     wait_ready(&gw);
     assert_eq!(submit(&gw, "{}").status, 202);
     let config = nats.stream_config("JOBS").expect("stream created at bootstrap");
@@ -699,8 +699,8 @@ fn daemonised_gateway_connects_after_the_fork() {
     let nats = NatsServer::start();
     let echo = Echo::start("echo");
     let dir = tempfile::tempdir().unwrap();
-    let (addr, admin): (SocketAddr, SocketAddr) =
-        (format!("127.0.0.1:{}", free_port()).parse().unwrap(), format!("127.0.0.1:{}", free_port()).parse().unwrap());
+    let ports = (Reserved::new(), Reserved::new());
+    let (addr, admin) = (ports.0.addr(), ports.1.addr());
     let text = render(&format!("{HEAD}{}", config(&nats.url(), echo.addr, "", "")), addr, admin, dir.path());
     let conf = dir.path().join("siger.yaml");
     std::fs::write(&conf, text).unwrap();

@@ -9,7 +9,8 @@ use std::time::Duration;
 #[test]
 fn metrics_have_contract_names_and_bounded_labels() {
     let echo = Echo::start("e");
-    let dead = format!("127.0.0.1:{}", free_port());
+    let dead_port = DeadPort::new();
+    let dead = dead_port.addr();
     let gw = Gateway::start(&format!(
         "services:\n  users: {{targets: [\"{}\"]}}\n  broken: {{targets: [\"{dead}\"], retries: 0}}\nroutes:\n  - {{name: users-api, path: /users, service: users, auth: public}}\n  - {{path: /broken, service: broken, auth: public}}\n",
         echo.addr

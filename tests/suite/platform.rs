@@ -34,7 +34,9 @@ fn the_container_image_serves_ready_as_a_non_root_user_and_drains_on_sigterm() {
     let loaded = podman.output(&["load", "--input", work.path().join("image/siger-test.oci.tar").to_str().unwrap()]);
     let image = loaded.lines().find_map(|l| l.strip_prefix("Loaded image: ")).expect(&loaded).trim().to_string();
     assert_eq!(image, "docker.io/library/siger:test", "the archive names the image as docker would");
-    let (http, admin) = (free_port(), free_port());
+    // The ports podman publishes the container's listeners on, held until it binds them.
+    let ports = [Reserved::new(), Reserved::new()];
+    let (http, admin) = (ports[0].port(), ports[1].port());
     let (files, processes) = (hard_limit("Max open files").min(16384), hard_limit("Max processes").min(4096));
     let started = podman.run(&[
         "run",

@@ -242,7 +242,7 @@ fn the_cache_serves_hits_and_never_stores_what_it_must_not() {
 
 #[test]
 fn a_burst_of_misses_makes_one_upstream_request_and_memory_stays_bounded() {
-    let echo = Echo::start_with("slow", "127.0.0.1:0", &["--delay-ms", "300"]);
+    let echo = Echo::start_with("slow", &["--delay-ms", "300"]);
     let gw = Gateway::start(&format!(
         "cache: {{max_memory: 2MiB}}\nservices:\n  s: {{targets: [\"{}\"], read_timeout: 10s}}\nroutes:\n  - {{path: /c, service: s, auth: public, strip_prefix: true, cache: {{ttl: 60s, max_entry: 120KiB}}}}\n",
         echo.addr

@@ -264,7 +264,7 @@ fn transfer_codings_other_than_chunked_are_refused() {
 
 #[test]
 fn timeout_message_and_admin_404_are_clean() {
-    let slow = Echo::start_with("slow", "127.0.0.1:0", &["--delay-ms", "3000"]);
+    let slow = Echo::start_with("slow", &["--delay-ms", "3000"]);
     let gw = Gateway::start(&format!(
         "services:\n  api: {{targets: [\"{addr}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public, timeout: 300ms}}\n",
         addr = slow.addr

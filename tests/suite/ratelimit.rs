@@ -202,7 +202,8 @@ fn redis_down_with_deny_answers_503_quickly_and_recovers() {
         assert!(took < Duration::from_millis(100), "request {i} took {took:?}");
     }
     // Redis comes back on the same port: limiting resumes.
-    let _redis = RedisServer::start_on(addr);
+    redis.start_again();
+    assert_eq!(redis.addr, addr);
     assert!(eventually(Duration::from_secs(10), || as_user(&gw, "/x", "alice").status == 200), "{}", gw.logs());
 }
 

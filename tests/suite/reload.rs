@@ -152,7 +152,9 @@ fn changes_a_running_process_cannot_apply_are_refused_with_the_upgrade_hint() {
     let echo = Echo::start("api");
     let body = routes(&echo, "  - {path: /a, service: api, auth: public}\n");
     let gw = Gateway::start(&body);
-    let other = free_port();
+    // Refused by the reload, so never bound.
+    let other_port = DeadPort::new();
+    let other = other_port.port();
     gw.rewrite(&format!(
         "{}{body}",
         HEAD.replace("listen: [\"{{LISTEN}}\"]", &format!("listen: [\"{{{{LISTEN}}}}\", \"127.0.0.1:{other}\"]"))
@@ -174,7 +176,7 @@ fn changes_a_running_process_cannot_apply_are_refused_with_the_upgrade_hint() {
 #[test]
 fn health_of_kept_and_shared_backends_survives_a_reload() {
     let good = Echo::start("good");
-    let slow = Echo::start_with("slow", "127.0.0.1:0", &["--delay-ms", "500"]);
+    let slow = Echo::start_with("slow", &["--delay-ms", "500"]);
     let third = Echo::start("third");
     // `/status/200` goes through the echo's delay (its `/health` does not).
     let hc = "health_check: {path: /status/200, interval: 3s, timeout: 200ms, unhealthy: 1, healthy: 1}";
@@ -201,7 +203,7 @@ fn health_of_kept_and_shared_backends_survives_a_reload() {
 
 #[test]
 fn a_request_in_flight_finishes_on_the_config_it_started_with() {
-    let old = Echo::start_with("old", "127.0.0.1:0", &["--delay-ms", "1500"]);
+    let old = Echo::start_with("old", &["--delay-ms", "1500"]);
     let new = Echo::start("new");
     let body = |e: &Echo| {
         format!(
@@ -342,7 +344,8 @@ fn every_other_upgrade_only_change_is_refused_and_config_shows_no_secret() {
         )
     };
     let gw = Gateway::start(&body(""));
-    let other_admin = free_port();
+    let other_admin_port = DeadPort::new();
+    let other_admin = other_admin_port.port();
     for (change, key) in [
         (
             HEAD.replace("admin:\n  listen: \"{{ADMIN}}\"", &format!("admin:\n  listen: \"127.0.0.1:{other_admin}\""))

@@ -175,7 +175,7 @@ fn the_breaker_opens_answers_fast_probes_half_open_and_closes() {
 
 #[test]
 fn max_in_flight_refuses_the_excess_at_once() {
-    let backend = Echo::start_with("slow", "127.0.0.1:0", &["--delay-ms", "1500"]);
+    let backend = Echo::start_with("slow", &["--delay-ms", "1500"]);
     let gw = Gateway::start(&format!(
         "services:\n  s:\n    targets: [\"{}\"]\n    read_timeout: 10s\n    circuit_breaker: {{max_in_flight: 10}}\nroutes:\n  - {{path: /, service: s, auth: public}}\n",
         backend.addr

@@ -7,7 +7,6 @@
 use crate::support;
 use crate::support::redis_server::RedisServer;
 use crate::support::*;
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -48,11 +47,8 @@ fn node_in_use(gw: &Gateway) -> Option<String> {
 /// A master, its replica and three sentinels (quorum 2) that agree on the master `siger`.
 fn sentinel_deployment() -> (RedisServer, RedisServer, Vec<RedisServer>) {
     let master = RedisServer::start();
-    let replica_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let replica = RedisServer::start_with(
-        replica_addr,
-        &["--replicaof".into(), "127.0.0.1".into(), master.addr.port().to_string()],
-    );
+    let replica =
+        RedisServer::start_with_own_port(&["--replicaof".into(), "127.0.0.1".into(), master.addr.port().to_string()]);
     let sentinels: Vec<RedisServer> = (0..3).map(|_| RedisServer::sentinel(master.addr, "siger")).collect();
     assert!(
         eventually(Duration::from_secs(15), || sentinels
@@ -226,20 +222,21 @@ fn a_master_answering_errors_is_asked_once_per_cool_down() {
 
 #[test]
 fn limits_are_shared_across_a_redis_cluster() {
-    let nodes: Vec<RedisServer> = (0..3)
-        .map(|_| {
-            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            RedisServer::start_with(
-                addr,
-                &[
-                    "--cluster-enabled".into(),
-                    "yes".into(),
-                    "--cluster-config-file".into(),
-                    format!("nodes-{}.conf", addr.port()),
-                    "--cluster-node-timeout".into(),
-                    "2000".into(),
-                ],
-            )
+    // Each node's cluster bus port too (by default its port + 10000, which nobody holds).
+    let buses: Vec<Reserved> = (0..3).map(|_| Reserved::new()).collect();
+    let nodes: Vec<RedisServer> = buses
+        .iter()
+        .map(|bus| {
+            RedisServer::start_with_own_port(&[
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-config-file".into(),
+                "nodes.conf".into(),
+                "--cluster-port".into(),
+                bus.port().to_string(),
+                "--cluster-node-timeout".into(),
+                "2000".into(),
+            ])
         })
         .collect();
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
@@ -303,24 +300,26 @@ fn job_token() -> String {
     format!("Bearer {}", jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap())
 }
 
-/// A three-node JetStream cluster on loopback (server names n0, n1, n2).
-fn nats_cluster() -> Vec<support::nats::NatsServer> {
-    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let route_list: Vec<String> = routes.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
-    (0..3)
+/// A three-node JetStream cluster on loopback (server names n0, n1, n2), with the cluster
+/// (route) ports it listens on, held for as long as the servers may be restarted.
+fn nats_cluster() -> (Vec<support::nats::NatsServer>, Vec<Reserved>) {
+    let routes: Vec<Reserved> = (0..3).map(|_| Reserved::new()).collect();
+    let route_list: Vec<String> = routes.iter().map(|p| format!("nats://{}", p.addr())).collect();
+    let servers = (0..3)
         .map(|i| {
             let name = format!("n{i}");
-            let cluster = format!("nats://127.0.0.1:{}", routes[i]);
+            let cluster = format!("nats://{}", routes[i].addr());
             let args =
                 ["-n", &name, "--cluster_name", "siger", "--cluster", &cluster, "--routes", &route_list.join(",")];
-            support::nats::NatsServer::start_on(free_port(), &args)
+            support::nats::NatsServer::start_with(&args)
         })
-        .collect()
+        .collect();
+    (servers, routes)
 }
 
 #[test]
 fn jobs_survive_losing_the_stream_leader_of_a_nats_cluster() {
-    let mut nats = nats_cluster();
+    let (mut nats, _routes) = nats_cluster();
     let urls: Vec<String> = nats.iter().map(|n| format!("\"{}\"", n.url())).collect();
     let echo = Echo::start("api");
     let config = format!(

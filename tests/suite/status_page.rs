@@ -44,7 +44,8 @@ fn rendered_dom(url: &str, extra: &[&str]) -> String {
 #[test]
 fn the_status_page_shows_routes_and_a_backend_its_health_check_took_down() {
     let echo = Echo::start("echo");
-    let dead = format!("127.0.0.1:{}", free_port());
+    let dead_port = DeadPort::new();
+    let dead = dead_port.addr().to_string();
     let gw = Gateway::start(&format!(
         r#"services:
   api:

@@ -138,7 +138,9 @@ fn h2c_redirects_and_hsts_only_on_tls() {
     let pki = Pki::new("Edge CA");
     let a = pki.server("a", &["a.test"], 365);
     let echo = Echo::start("e1");
-    let (tls_port, redirect_port) = (free_port(), free_port());
+    // The two extra listeners' ports, held while the gateway runs.
+    let ports = [Reserved::new(), Reserved::new()];
+    let (tls_port, redirect_port) = (ports[0].port(), ports[1].port());
     let gw = Gateway::start_raw(&format!(
         "{SERVER}listen:\n  - {{addr: \"{{{{LISTEN}}}}\", h2c: true}}\n  - {{addr: \"127.0.0.1:{redirect_port}\", redirect_https: {tls_port}}}\n  - {{addr: \"127.0.0.1:{tls_port}\", cert: {}, key: {}, hsts: {{max_age: 365d, include_subdomains: true}}}}\n{}",
         p(&a.cert),
@@ -182,7 +184,8 @@ fn client_certificates_are_required_and_their_subject_forwarded() {
     let stranger_ca = Pki::new("Stranger CA");
     let mallory = stranger_ca.client("mallory", "/CN=mallory");
     let echo = Echo::start("e1");
-    let plain_port = free_port();
+    let plain = Reserved::new();
+    let plain_port = plain.port();
     let gw = Gateway::start_raw(&format!(
         "{SERVER}listen:\n  - {{addr: \"{{{{LISTEN}}}}\", cert: {}, key: {}, client_ca: {}}}\n  - \"127.0.0.1:{plain_port}\"\n{}",
         p(&server.cert),
@@ -345,8 +348,8 @@ fn upstream_tls_verifies_presents_client_certs_and_health_checks_over_tls() {
     let b = p(&backend_cert.cert);
     let k = p(&backend_cert.key);
     let ca = p(&pki.ca());
-    let tls_echo = Echo::start_with("tls1", "127.0.0.1:0", &["--tls-cert", &b, "--tls-key", &k, "--client-ca", &ca]);
-    let h2_echo = Echo::start_with("h2", "127.0.0.1:0", &["--tls-cert", &b, "--tls-key", &k, "--h2"]);
+    let tls_echo = Echo::start_with("tls1", &["--tls-cert", &b, "--tls-key", &k, "--client-ca", &ca]);
+    let h2_echo = Echo::start_with("h2", &["--tls-cert", &b, "--tls-key", &k, "--h2"]);
     let health = "health_check: {path: /health, interval: 200ms, timeout: 150ms}";
     let services = format!(
         "  web: {{targets: [\"{t}\"], tls: {{sni: backend.internal, ca: {ca}}}, {health}}}\n  by-ip: {{targets: [\"{t}\"], tls: {{ca: {ca}}}}}\n  mtls: {{targets: [\"{t}\"], tls: {{sni: backend.internal, ca: {ca}, client_cert: {}, client_key: {}}}}}\n  wrong-ca: {{targets: [\"{t}\"], tls: {{sni: backend.internal, ca: {}}}, {health}}}\n  h2: {{targets: [\"{}\"], http2: true, tls: {{sni: backend.internal, ca: {ca}}}}}\n",
@@ -448,7 +451,8 @@ fn grpc_calls_pass_through_with_their_trailers() {
     let backend = pki.server("grpc", &["grpc.internal"], 365);
     let tls_backend = GrpcEcho::start_tls(&backend.cert, &backend.key);
     let plain_backend = GrpcEcho::start_plain();
-    let h2c_port = free_port();
+    let h2c = Reserved::new();
+    let h2c_port = h2c.port();
     let gw = Gateway::start_raw(&format!(
         "{SERVER}listen:\n  - {{addr: \"{{{{LISTEN}}}}\", cert: {}, key: {}}}\n  - {{addr: \"127.0.0.1:{h2c_port}\", h2c: true}}\nservices:\n  grpc-tls: {{targets: [\"{}\"], http2: true, tls: {{sni: grpc.internal, ca: {}}}}}\n  grpc-h2c: {{targets: [\"{}\"], http2: true}}\nroutes:\n  - {{path: /echo.Echo/, service: grpc-tls, auth: public, host: api.test}}\n  - {{path: /echo.Echo/, service: grpc-h2c, auth: public}}\n",
         p(&edge.cert),

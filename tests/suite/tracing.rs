@@ -139,7 +139,8 @@ fn sample_ratio_zero_exports_nothing_but_still_propagates() {
 #[test]
 fn a_collector_that_is_down_costs_requests_nothing_and_drops_are_counted() {
     let echo = Echo::start("echo");
-    let dead = format!("http://127.0.0.1:{}/v1/traces", free_port());
+    let dead_port = DeadPort::new();
+    let dead = format!("http://{}/v1/traces", dead_port.addr());
     let gw = Gateway::start(&format!(
         "tracing: {{otlp_endpoint: \"{dead}\", sample_ratio: 1.0, queue_size: 64}}\nservices:\n  echo: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /api, service: echo, auth: public}}\n",
         echo.addr

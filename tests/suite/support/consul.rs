@@ -30,6 +30,7 @@
 //! request with an error status, and inspect every request received.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use super::ports::Reserved;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -198,6 +199,8 @@ impl Inner {
 pub struct FakeConsul {
     inner: Arc<Inner>,
     pub addr: SocketAddr,
+    /// Its port, held while it is down so that it can come back there.
+    _port: Reserved,
 }
 
 fn rand_unit() -> f64 {
@@ -208,8 +211,9 @@ impl FakeConsul {
     /// Start on an ephemeral 127.0.0.1 port, datacenter `dc1`, with one node `node-1` and the
     /// agent's node, both at 127.0.0.1.
     pub fn start() -> FakeConsul {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let port = Reserved::new();
+        let addr = port.addr();
+        let listener = TcpListener::bind(addr).unwrap();
         let mut nodes = BTreeMap::new();
         for name in ["node-1", AGENT_NODE] {
             nodes.insert(name.to_string(), Node { address: "127.0.0.1".into(), serf: "passing".into() });
@@ -236,7 +240,7 @@ impl FakeConsul {
         std::thread::spawn(move || accept_loop(accept, listener));
         let checker = inner.clone();
         std::thread::spawn(move || check_loop(checker));
-        FakeConsul { inner, addr }
+        FakeConsul { inner, addr, _port: port }
     }
 
     /// `http://127.0.0.1:<port>`.

@@ -13,28 +13,15 @@ pub mod pki;
 pub mod ports;
 pub mod redis_server;
 
+pub use ports::{DeadPort, Reserved};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const SIGER: &str = env!("CARGO_BIN_EXE_siger");
 pub const ECHO: &str = env!("CARGO_BIN_EXE_siger-echo");
-
-/// A free TCP port on 127.0.0.1 (bind :0, read, release), never the same one twice in this
-/// test process (tests run in parallel; the kernel may hand a just-released port out again).
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
 
 /// Poll `check` every 20 ms until it holds or `timeout` passes.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
@@ -50,38 +37,61 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A running `siger-echo` backend.
+/// A running `siger-echo` backend. Started on a [`Reserved`] port it keeps: once killed, its
+/// address refuses connections (no other test's server can take it) until it is started again.
 pub struct Echo {
     child: Child,
     pub addr: SocketAddr,
     pub name: String,
+    args: Vec<String>,
+    _port: Option<Reserved>,
 }
 
 impl Echo {
-    /// Start on an ephemeral port.
+    /// Start on a port of its own.
     pub fn start(name: &str) -> Echo {
-        Self::start_on(name, "127.0.0.1:0")
+        Self::start_with(name, &[])
     }
 
-    /// Start on a given address (e.g. to restart on the same port).
+    /// Start on a port of its own with extra arguments (e.g. `--delay-ms 300`).
+    pub fn start_with(name: &str, extra: &[&str]) -> Echo {
+        let port = Reserved::new();
+        let mut echo = Self::spawn(name, port.addr(), extra);
+        echo._port = Some(port);
+        echo
+    }
+
+    /// Start on a given address, which the caller holds (e.g. a [`Reserved`] port).
     pub fn start_on(name: &str, listen: &str) -> Echo {
-        Self::start_with(name, listen, &[])
+        Self::spawn(name, listen.parse().expect("a socket address"), &[])
     }
 
-    /// Start with extra arguments (e.g. `--delay-ms 300`).
-    pub fn start_with(name: &str, listen: &str, extra: &[&str]) -> Echo {
+    fn spawn(name: &str, listen: SocketAddr, extra: &[&str]) -> Echo {
+        let args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let child = Self::run(name, listen, &args);
+        Echo { child, addr: listen, name: name.to_string(), args, _port: None }
+    }
+
+    /// Run siger-echo and wait for it to say where it listens.
+    fn run(name: &str, listen: SocketAddr, args: &[String]) -> Child {
         let mut child = Command::new(ECHO)
-            .args(["--listen", listen, "--name", name])
-            .args(extra)
+            .args(["--listen", &listen.to_string(), "--name", name])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn siger-echo");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr =
-            line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("echo said {line:?}")).parse().unwrap();
-        Echo { child, addr, name: name.to_string() }
+        let said: Option<SocketAddr> = line.trim().strip_prefix("listening on ").and_then(|a| a.parse().ok());
+        assert_eq!(said, Some(listen), "siger-echo said {line:?}");
+        child
+    }
+
+    /// Start again (after [`kill`](Self::kill)) on the same address with the same arguments.
+    pub fn start_again(&mut self) {
+        self.kill();
+        self.child = Self::run(&self.name, self.addr, &self.args);
     }
 
     pub fn pid(&self) -> u32 {
@@ -108,6 +118,8 @@ pub struct Gateway {
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// The listener and admin ports, held for the gateway's life (restarts and upgrades too).
+    _ports: [Reserved; 2],
 }
 
 /// Replace `{{LISTEN}}`, `{{ADMIN}}`, `{{DIR}}` (and `{{LISTEN_PORT}}`, `{{ADMIN_PORT}}`) in a
@@ -137,12 +149,20 @@ impl Gateway {
 
     /// Start with extra environment variables.
     pub fn start_env(template: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::launch(template, env, [Reserved::new(), Reserved::new()])
+    }
+
+    /// Start with a full template on ports the caller reserved: the listener's, the admin's.
+    pub fn start_on(template: &str, ports: [Reserved; 2]) -> Gateway {
+        Self::launch(template, &[], ports)
+    }
+
+    fn launch(template: &str, env: &[(&str, &str)], ports: [Reserved; 2]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let (addr, admin) = (ports[0].addr(), ports[1].addr());
         let config_path = dir.path().join("siger.yaml");
         std::fs::write(&config_path, render(template, addr, admin, dir.path())).unwrap();
-        let mut gw = Gateway { child: None, addr, admin, dir, config_path };
+        let mut gw = Gateway { child: None, addr, admin, dir, config_path, _ports: ports };
         gw.spawn(&[], env);
         gw
     }
@@ -153,10 +173,10 @@ impl Gateway {
     /// ConfigMap volume, with its symlinks).
     pub fn start_placed(template: &str, place: impl FnOnce(&Path, &str) -> PathBuf) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let ports = [Reserved::new(), Reserved::new()];
+        let (addr, admin) = (ports[0].addr(), ports[1].addr());
         let config_path = place(dir.path(), &render(template, addr, admin, dir.path()));
-        let mut gw = Gateway { child: None, addr, admin, dir, config_path };
+        let mut gw = Gateway { child: None, addr, admin, dir, config_path, _ports: ports };
         gw.spawn(&[], &[]);
         gw
     }
@@ -203,24 +223,41 @@ impl Gateway {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("siger exited with {status} during start-up:\n{}", self.logs());
             }
+            self.assert_ports_free();
             http_get_status(admin, "/health") == Some(200)
         });
         assert!(ok, "siger did not come up:\n{}", self.logs());
+        let pid = self.pid();
+        // An upgrading process (`-u`) is still waiting for the old one's sockets here: the old
+        // one answers.
+        let upgrading = args.contains(&"-u");
         // Pingora starts its services independently: the admin listener can answer before the
-        // public one accepts.
-        let addr = self.addr;
-        let ok =
-            eventually(Duration::from_secs(10), || TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok());
+        // public one accepts. Both must be this process's own sockets (not another's that took
+        // the port).
+        let (addr, admin) = (self.addr, self.admin);
+        let ok = eventually(Duration::from_secs(10), || {
+            self.assert_ports_free();
+            if upgrading {
+                TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+            } else {
+                ports::listens(pid, addr) && ports::listens(pid, admin)
+            }
+        });
         assert!(ok, "siger's public listener did not come up:\n{}", self.logs());
         // Pingora installs its SIGTERM/SIGQUIT handlers after the services start; a signal
         // before that would kill the process outright.
-        let pid = self.pid();
-        // An upgrading process (`-u`) is still waiting for the old one's sockets here.
-        let upgrading = args.contains(&"-u");
         assert!(
             upgrading || eventually(Duration::from_secs(5), || catches_signal(pid, 15) && catches_signal(pid, 3)),
             "signal handlers"
         );
+    }
+
+    /// Pingora retries a bind that fails with EADDRINUSE for 30 s, logging each try: on a port
+    /// the harness reserved, another process listens there (what a port race leaves; waiting
+    /// would not cure it). Fail now and say so.
+    fn assert_ports_free(&self) {
+        let logs = self.logs();
+        assert!(!logs.contains(" is in use, will try again"), "a port of the gateway is taken:\n{logs}");
     }
 
     pub fn pid(&self) -> u32 {

@@ -2,7 +2,8 @@
 //! stopped by PID, restartable on the same port and store; plus a small JetStream reader
 //! (async-nats on a private runtime) to check what the stream really holds.
 
-use super::{eventually, free_port};
+use super::eventually;
+use super::ports::Reserved;
 use async_nats::jetstream;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -17,6 +18,8 @@ pub struct NatsServer {
     pub store: tempfile::TempDir,
     extra: Vec<String>,
     paused: bool,
+    /// The port, when this server chose it: held while the server is stopped between restarts.
+    _port: Option<Reserved>,
 }
 
 /// One message read back from a stream.
@@ -29,27 +32,37 @@ pub struct Stored {
 }
 
 impl NatsServer {
-    /// Start with JetStream on a free port.
+    /// Start with JetStream on a port of its own.
     pub fn start() -> NatsServer {
         Self::start_with(&[])
     }
 
     /// Start with extra command-line options (e.g. `--user u --pass p`).
     pub fn start_with(extra: &[&str]) -> NatsServer {
-        Self::start_on(free_port(), extra)
+        let port = Reserved::new();
+        let mut s = Self::new(port.port(), extra);
+        s._port = Some(port);
+        s.spawn();
+        s
     }
 
-    /// Start on a given port (e.g. one a gateway already points at).
+    /// Start on a given port, which the caller holds (e.g. a [`Reserved`] one a gateway already
+    /// points at).
     pub fn start_on(port: u16, extra: &[&str]) -> NatsServer {
-        let mut s = NatsServer {
+        let mut s = Self::new(port, extra);
+        s.spawn();
+        s
+    }
+
+    fn new(port: u16, extra: &[&str]) -> NatsServer {
+        NatsServer {
             child: None,
             port,
             store: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             paused: false,
-        };
-        s.spawn();
-        s
+            _port: None,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -69,7 +82,29 @@ impl NatsServer {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Run the server and wait until it serves; once more if its port was in use (a port the
+    /// harness did not hold, or a previous run of it not yet gone).
     fn spawn(&mut self) {
+        if !self.try_spawn() && self.logs().contains("address already in use") {
+            self.kill();
+            let _ = std::fs::remove_file(self.log_path());
+            if self.try_spawn() {
+                return;
+            }
+        }
+        assert!(self.child.is_some() && self.serves(), "nats-server did not come up:\n{}", self.logs());
+    }
+
+    /// Whether it greets a client with INFO (JetStream is up before the client listener).
+    fn serves(&self) -> bool {
+        let Ok(stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        stream.set_read_timeout(Some(Duration::from_secs(1))).ok();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("INFO")
+    }
+
+    /// Start the process; whether it came up within 10 s (false at once when it exits).
+    fn try_spawn(&mut self) -> bool {
         let store = self.store.path().join("js");
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
@@ -83,15 +118,12 @@ impl NatsServer {
             .spawn()
             .expect("spawn nats-server (install it with ./scripts/install-deps)");
         self.child = Some(child);
-        let port = self.port;
-        // Ready when it greets a client with INFO (JetStream is up before the client listener).
+        let mut exited = false;
         let ready = eventually(Duration::from_secs(10), || {
-            let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
-            stream.set_read_timeout(Some(Duration::from_secs(1))).ok();
-            let mut line = String::new();
-            BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("INFO")
+            exited = self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            exited || self.serves()
         });
-        assert!(ready, "nats-server did not come up:\n{}", self.logs());
+        ready && !exited
     }
 
     fn signal(&self, sig: &str) {

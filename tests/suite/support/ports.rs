@@ -1,7 +1,7 @@
 //! Ports that no other test can take between the moment a test picks one and the moment its
 //! server listens on it.
 //!
-//! Binding `127.0.0.1:0`, reading the port and closing the socket (what `free_port` does) leaves
+//! Binding `127.0.0.1:0`, reading the port and closing the socket (what the harness's `free_port` did) leaves
 //! a window in which the kernel may hand the same port to any other `bind(:0)` or outgoing
 //! connection of the tests running beside it; the server started on it then fails with "address
 //! in use", or a test talks to the wrong process. A [`Reserved`] port closes that window: it is
@@ -17,7 +17,8 @@
 //! `tests/suite/harness.rs` checks these properties on the machine the tests run on.
 
 use socket2::{Domain, SockAddr, Socket, Type};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// A 127.0.0.1 port held for a server the test starts: keep it alive for as long as the server
 /// may run or be started again on the port.
@@ -75,4 +76,23 @@ impl Default for DeadPort {
     fn default() -> Self {
         DeadPort::new()
     }
+}
+
+/// Whether process `pid` has a TCP socket listening on `addr` (an IPv4 address): a server that
+/// answers on a port may be another process than the one a test started there.
+pub fn listens(pid: u32, addr: SocketAddr) -> bool {
+    let IpAddr::V4(ip) = addr.ip() else { panic!("an IPv4 address: {addr}") };
+    // /proc/net/tcp: `sl local_address rem_address st … uid timeout inode`, the address as the
+    // hex of the in-memory (little-endian on the machines we run on) u32, then the port.
+    let local = format!("{:08X}:{:04X}", u32::from_le_bytes(ip.octets()), addr.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let inodes: HashSet<String> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[1] == local && f[3] == "0A")
+        .map(|f| format!("socket:[{}]", f[9]))
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| inodes.contains(&*l.to_string_lossy())))
 }

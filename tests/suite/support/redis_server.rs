@@ -1,8 +1,9 @@
-//! A real `redis-server` on an ephemeral 127.0.0.1 port with its own temp dir, no persistence;
-//! killed and reaped on drop.
+//! A real `redis-server` on a 127.0.0.1 port of its own (held while it is stopped, so it can be
+//! started again there) with its own temp dir, no persistence; killed and reaped on drop.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use super::{eventually, free_port};
+use super::eventually;
+use super::ports::Reserved;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -12,14 +13,25 @@ pub struct RedisServer {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    args: Vec<std::ffi::OsString>,
+    ready: fn(&RedisServer) -> bool,
+    _port: Option<Reserved>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        Self::start_on(format!("127.0.0.1:{}", free_port()).parse().unwrap())
+        Self::start_with_own_port(&[])
     }
 
-    /// Start on a given address (e.g. to restart on the same port).
+    /// Start with extra arguments on a port of its own.
+    pub fn start_with_own_port(extra: &[String]) -> RedisServer {
+        let port = Reserved::new();
+        let mut server = Self::start_with(port.addr(), extra);
+        server._port = Some(port);
+        server
+    }
+
+    /// Start on a given address, which the caller holds (e.g. a [`Reserved`] port).
     pub fn start_on(addr: SocketAddr) -> RedisServer {
         Self::start_with(addr, &[])
     }
@@ -45,21 +57,61 @@ impl RedisServer {
         args: &[std::ffi::OsString],
         ready: fn(&RedisServer) -> bool,
     ) -> RedisServer {
+        let mut server = RedisServer { child: None, addr, dir, args: args.to_vec(), ready, _port: None };
+        server.start_again();
+        server
+    }
+
+    /// Start a killed server again with the same arguments, on the same port; once more if the
+    /// port was in use (a port the harness did not hold).
+    pub fn start_again(&mut self) {
+        if !self.try_start() && self.log().contains("Address already in use") {
+            self.kill();
+            if self.try_start() {
+                return;
+            }
+        }
+        assert!(
+            self.child.is_some() && (self.ready)(self),
+            "redis-server {:?} did not start:\n{}",
+            self.args,
+            self.log()
+        );
+    }
+
+    /// Start the process (logging to its dir); whether it serves within 10 s.
+    fn try_start(&mut self) -> bool {
+        self.kill();
+        let log = self.dir.path().join("redis.log");
+        let _ = std::fs::remove_file(&log);
+        // A sentinel's first argument is its config file; options follow it.
         let child = Command::new("redis-server")
-            .args(args)
+            .args(&self.args)
+            .arg("--logfile")
+            .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (install it with ./scripts/install-deps)");
-        let server = RedisServer { child: Some(child), addr, dir };
-        assert!(eventually(Duration::from_secs(10), || ready(&server)), "redis-server {args:?} did not start");
-        server
+        self.child = Some(child);
+        let mut exited = false;
+        let ready = eventually(Duration::from_secs(10), || {
+            exited = self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            exited || (self.ready)(self)
+        });
+        ready && !exited
+    }
+
+    /// What the server logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
 
     /// TLS only (no plain port), clients not asked for certificates, `AUTH` with `password`.
     pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, password: &str) -> RedisServer {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let reserved = Reserved::new();
+        let addr = reserved.addr();
         let port = addr.port().to_string();
         let mut args: Vec<std::ffi::OsString> = [
             "--port",
@@ -83,13 +135,16 @@ impl RedisServer {
         args.extend(["--tls-cert-file".into(), cert.into(), "--tls-key-file".into(), key.into()]);
         args.extend(["--dir".into(), dir.path().into()]);
         // No plain port to PING: ready when the TLS port accepts.
-        Self::spawn(addr, dir, &args, |s| TcpStream::connect(s.addr).is_ok())
+        let mut server = Self::spawn(addr, dir, &args, |s| TcpStream::connect(s.addr).is_ok());
+        server._port = Some(reserved);
+        server
     }
 
     /// A sentinel watching `master` under `name`: quorum 2, down after 1 s, failover timeout 3 s.
     pub fn sentinel(master: SocketAddr, name: &str) -> RedisServer {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let reserved = Reserved::new();
+        let addr = reserved.addr();
         let conf = dir.path().join("sentinel.conf");
         std::fs::write(
             &conf,
@@ -102,7 +157,9 @@ impl RedisServer {
             ),
         )
         .unwrap();
-        Self::spawn(addr, dir, &[conf.into(), "--sentinel".into()], RedisServer::ping)
+        let mut server = Self::spawn(addr, dir, &[conf.into(), "--sentinel".into()], RedisServer::ping);
+        server._port = Some(reserved);
+        server
     }
 
     pub fn url(&self) -> String {
