@@ -7,6 +7,10 @@
 
 #[path = "../tests/suite/support/otlp.rs"]
 mod otlp;
+// The harness's HTTP/1 reader, which the receiver uses.
+#[allow(dead_code)]
+#[path = "../tests/suite/support/http1.rs"]
+mod http1;
 
 fn main() {
     let listen = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:4318".into());

@@ -7,7 +7,7 @@
 
 use crate::support;
 use crate::support::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -436,26 +436,8 @@ fn responses_until_close(s: &mut TcpStream) -> Vec<RawResponse> {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut bytes = Vec::new();
     let _ = s.read_to_end(&mut bytes);
-    let mut out = Vec::new();
-    let mut rest = &bytes[..];
-    while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
-        let head = String::from_utf8_lossy(&rest[..end]).into_owned();
-        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let headers: Vec<(String, String)> = head
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
-            .collect();
-        let len = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        let body_end = (end + 4 + len).min(rest.len());
-        out.push(RawResponse { status, headers, body: rest[end + 4..body_end].to_vec() });
-        rest = &rest[body_end..];
-    }
-    out
+    let mut reader = std::io::Cursor::new(bytes);
+    std::iter::from_fn(|| http1::read_response(&mut reader, "GET").expect("responses the reader can frame")).collect()
 }
 
 #[test]
@@ -608,11 +590,7 @@ impl Firehose {
                 a.fetch_add(1, Ordering::SeqCst);
                 let closed = c.clone();
                 std::thread::spawn(move || {
-                    let mut reader = BufReader::new(conn.try_clone().unwrap());
-                    let mut line = String::new();
-                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                        line.clear();
-                    }
+                    let _ = http1::read_request(&mut BufReader::new(conn.try_clone().unwrap()));
                     let mut conn = conn;
                     let mut chunk = b"10000\r\n".to_vec();
                     chunk.extend_from_slice(&[b'f'; 64 << 10]);

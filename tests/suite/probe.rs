@@ -5,7 +5,7 @@
 
 use crate::support::jwt::*;
 use crate::support::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -96,32 +96,9 @@ fn echo_count(gw: &Gateway) -> usize {
     gw.access_lines().iter().filter(|l| l["status"] == 200).count()
 }
 
-/// Statuses of pipelined responses read from one connection (Content-Length bodies only).
+/// Statuses of pipelined responses read from one connection.
 fn read_statuses(reader: &mut BufReader<TcpStream>, n: usize) -> Vec<u16> {
-    let mut statuses = Vec::with_capacity(n);
-    for _ in 0..n {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        statuses.push(line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0));
-        let mut length = 0;
-        loop {
-            line.clear();
-            reader.read_line(&mut line).unwrap();
-            if line.trim_end().is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).unwrap();
-    }
-    statuses
+    (0..n).map_while(|_| http1::read_response(reader, "GET").ok().flatten().map(|r| r.status)).collect()
 }
 
 #[test]

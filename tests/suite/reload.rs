@@ -6,7 +6,7 @@
 
 use crate::support::jwt::*;
 use crate::support::*;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -310,27 +310,9 @@ fn twenty_reloads_under_load_fail_no_request() {
     assert_eq!(gw.generation(), 21);
 }
 
-/// Status of one response read from a kept-alive connection (Content-Length bodies).
+/// Status of one response read from a kept-alive connection.
 fn read_status(reader: &mut BufReader<TcpStream>) -> Option<u16> {
-    let mut line = String::new();
-    reader.read_line(&mut line).ok().filter(|n| *n > 0)?;
-    let status = line.split_whitespace().nth(1)?.parse().ok()?;
-    let mut length = 0;
-    loop {
-        line.clear();
-        reader.read_line(&mut line).ok()?;
-        if line.trim_end().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().ok()?;
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    std::io::Read::read_exact(reader, &mut body).ok()?;
-    Some(status)
+    http1::read_response(reader, "GET").ok().flatten().map(|r| r.status)
 }
 
 #[test]

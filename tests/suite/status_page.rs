@@ -6,7 +6,7 @@
 
 use crate::support::*;
 use serde_json::Value;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::time::Duration;
@@ -147,8 +147,7 @@ fn serve_page(html: String) -> SocketAddr {
         for stream in listener.incoming().take(100) {
             let Ok(mut stream) = stream else { continue };
             let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut head = [0u8; 8192];
-            let _ = stream.read(&mut head);
+            let _ = http1::read_request(&mut std::io::BufReader::new(&mut stream));
             let _ = write!(
                 stream,
                 "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",

@@ -30,10 +30,11 @@
 //! request with an error status, and inspect every request received.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use super::http1;
 use super::ports::Reserved;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -545,36 +546,12 @@ fn percent_decode(s: &str, plus_is_space: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The next request on the connection; `None` when it ends or sends what HTTP/1 cannot frame
+/// (the connection is then closed).
 fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let target = parts.next()?.to_string();
-    let version = parts.next().unwrap_or("HTTP/1.1").to_string();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).ok()? == 0 {
-            return None;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
-    let len: usize = get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
-    let close = get("connection").is_some_and(|c| c.eq_ignore_ascii_case("close")) || version == "HTTP/1.0";
-    let (raw_path, raw_query) = target.split_once('?').unwrap_or((&target, ""));
-    let query = raw_query
+    let request = http1::read_request(reader).ok()??;
+    let query = request
+        .query
         .split('&')
         .filter(|kv| !kv.is_empty())
         .map(|kv| {
@@ -582,7 +559,14 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
             (percent_decode(k, true), percent_decode(v, true))
         })
         .collect();
-    Some(Request { method, path: percent_decode(raw_path, false), query, headers, body, close })
+    Some(Request {
+        method: request.method.clone(),
+        path: percent_decode(&request.path, false),
+        query,
+        close: !request.keep_alive(),
+        headers: request.headers,
+        body: request.body,
+    })
 }
 
 fn serve_connection(inner: &Inner, stream: TcpStream) {

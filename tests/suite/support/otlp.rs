@@ -15,13 +15,14 @@
 //! Not implemented (Siger does not send them): gzip bodies, JSON encoding.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use super::http1;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -152,36 +153,20 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut parts = line.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
-        let (mut length, mut content_type, mut encoding) = (0usize, String::new(), String::new());
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+        let request = match http1::read_request(&mut reader) {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    let _ =
+                        writer.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                }
                 return;
             }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                let v = v.trim();
-                match k.to_ascii_lowercase().as_str() {
-                    "content-length" => length = v.parse().unwrap_or(0),
-                    "content-type" => content_type = v.to_ascii_lowercase(),
-                    "content-encoding" => encoding = v.to_ascii_lowercase(),
-                    _ => {}
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
+        };
+        let (method, path, body) = (request.method.as_str(), request.path.as_str(), &request.body);
+        let lower = |name: &str| request.header(name).unwrap_or("").to_ascii_lowercase();
+        let (content_type, encoding) = (lower("content-type"), lower("content-encoding"));
         let (status, answer) = if path != "/v1/traces" {
             (404, Vec::new())
         } else if method != "POST" {
@@ -228,7 +213,7 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>) {
             "HTTP/1.1 {status} X\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
             answer.len()
         );
-        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&answer).is_err() {
+        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&answer).is_err() || !request.keep_alive() {
             return;
         }
     }
