@@ -168,16 +168,17 @@ fn added_instance_gets_traffic_and_removed_one_drains_without_errors() {
 
     // Slow requests in flight on every backend, then b leaves: its requests must finish.
     let slow: Vec<_> = (0..6).map(|_| std::thread::spawn(move || try_get(gw.addr, "/slow?delay_ms=1500"))).collect();
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(eventually(Duration::from_secs(5), || metric_of(&gw, "siger_requests_in_flight") >= 6.0));
     let load = Load::start(gw.addr, "/x");
     let removed_at = Instant::now();
     consul.deregister("web-b");
-    // Not a poll: the requests in flight on b (1.5 s long) must end before b stops below.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The requests in flight on b (1.5 s long) must end before b stops below.
+    assert!(eventually(Duration::from_secs(10), || slow.iter().all(JoinHandle::is_finished)));
     let after = hits(gw.addr, "/x", 60);
-    assert!(!after.contains_key("b"), "b still gets traffic 1.5 s after leaving: {after:?}");
+    assert!(!after.contains_key("b"), "b still gets traffic after leaving: {after:?}");
     // b is gone from Consul; now it also stops. Nothing may fail.
     drop(b);
+    // A window of traffic after b stopped (the duration is what is checked).
     std::thread::sleep(Duration::from_millis(300));
     let seen = load.finish();
     assert!(seen.iter().all(|(_, status, _)| *status == 200), "a client request failed during the drain");
@@ -275,11 +276,13 @@ fn consul_outage_keeps_the_last_known_instances_and_recovers() {
 
     let load = Load::start(gw.addr, "/x");
     consul.go_down();
+    // An outage of 3 s under traffic (the duration is what is checked).
     std::thread::sleep(Duration::from_secs(3));
     assert!(ready(&gw), "a Consul outage does not make the gateway unready");
     // Back, but failing (e.g. no cluster leader): still an outage.
     consul.fail_with(Some(500));
     consul.come_back();
+    // 2 s of answers that fail (the duration is what is checked).
     std::thread::sleep(Duration::from_secs(2));
     let seen = load.finish();
     assert!(seen.len() > 50);
@@ -359,6 +362,7 @@ fn index_anomalies_neither_busy_loop_nor_stall() {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(5) {
         consul.touch("web");
+        // Pacing: the churn's rate.
         std::thread::sleep(Duration::from_millis(10));
     }
     let during = consul.health_queries("web").len() - before;
@@ -368,9 +372,19 @@ fn index_anomalies_neither_busy_loop_nor_stall() {
 
     // The index goes backwards (snapshot restore): the next answer resets the loop, and a
     // change after it is seen as fast as ever — not after the old, higher index is reached.
-    std::thread::sleep(Duration::from_secs(2));
+    // Once the loop holds a blocking query again, the index goes back to 3; the held query
+    // returns at its `wait` with the lower index, and the loop starts over from it.
+    assert!(eventually(Duration::from_secs(10), || consul.waiting("web") >= 1));
+    let rewound = Instant::now();
     consul.rewind_index(3);
-    std::thread::sleep(Duration::from_secs_f64(WAIT_SECS * 1.3));
+    let from_the_rewound_index = || {
+        consul
+            .health_queries("web")
+            .iter()
+            .any(|q| q.at > rewound && q.params("index").first().is_none_or(|i| i.parse::<u64>().is_ok_and(|i| i <= 3)))
+    };
+    assert!(eventually(Duration::from_secs_f64(WAIT_SECS * 3.0), from_the_rewound_index), "no query after the rewind");
+    assert!(eventually(Duration::from_secs(5), || consul.waiting("web") >= 1));
     consul.register(Instance::new("web", "web-b", b.addr));
     assert!(time_until_seen(gw.addr, "/x", "b", Duration::from_millis(1500)).is_some(), "change after a rewind missed");
     consul.register(Instance::new("web", "web-c", c.addr));
@@ -446,6 +460,7 @@ fn slow_start_ramps_a_new_backend() {
             e.1 += usize::from(backend_of(&r) == "c");
         }
     }
+    // Until the slow-start window is over (the window is what is checked).
     std::thread::sleep((t0 + window + Duration::from_millis(500)).saturating_duration_since(Instant::now()));
     for path in ["/rr", "/lc"] {
         let steady = hits(gw.addr, path, 300);
@@ -538,6 +553,7 @@ fn upgrade_hands_the_registration_over() {
         "the old process must not deregister the ID the new one uses"
     );
     assert!(consul.instance(&id).is_some());
+    // Absence: no registration is re-sent within half a second.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(registrations(), before, "an identical registration is confirmed, not re-sent");
 
@@ -559,10 +575,11 @@ fn measure_change_latency_and_idle_rate() {
     let gw = Gateway::start(&web_config(&consul, "", ""));
     assert!(eventually(Duration::from_secs(5), || ready(&gw)));
 
-    // Idle: nothing changes for 4 waits.
-    std::thread::sleep(Duration::from_millis(500));
+    // Idle: nothing changes for 4 waits, counted from the first blocking query.
+    assert!(eventually(Duration::from_secs(5), || consul.waiting("web") >= 1));
     let idle_from = consul.health_queries("web").len();
     let idle_window = Duration::from_secs_f64(WAIT_SECS * 4.0);
+    // The window is what is measured.
     std::thread::sleep(idle_window);
     let idle_queries = consul.health_queries("web").len() - idle_from;
     let per_wait = idle_queries as f64 / 4.0;
@@ -574,6 +591,7 @@ fn measure_change_latency_and_idle_rate() {
     let load = Load::start(gw.addr, "/x");
     let mut changes = Vec::new();
     for i in 0..20 {
+        // Pacing: changes further apart than the query pacing.
         std::thread::sleep(Duration::from_millis(1100));
         let at = Instant::now();
         if i % 2 == 0 {
@@ -583,6 +601,7 @@ fn measure_change_latency_and_idle_rate() {
         }
         changes.push((at, i % 2 == 0));
     }
+    // The last change's window.
     std::thread::sleep(Duration::from_millis(1100));
     let seen = load.finish();
     assert!(seen.iter().all(|(_, s, _)| *s == 200));

@@ -86,8 +86,9 @@ fn at_max_connections_idle_connections_give_way_and_busy_ones_refuse_cleanly() {
     let _ = early.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(closed_within(&mut early, Duration::from_secs(2)), "refused while every connection is fresh");
     // Once they have waited a second, new clients are served: each closes the oldest idle one.
-    std::thread::sleep(Duration::from_millis(1100));
-    for i in 0..20 {
+    // (Refused until then: each try is closed at once, evicting nothing.)
+    assert!(eventually(Duration::from_secs(10), || http_get_status(gw.addr, "/new/0") == Some(200)));
+    for i in 1..20 {
         let r = get(gw.addr, &format!("/new/{i}"));
         assert_eq!(r.status, 200, "new client {i}");
     }
@@ -96,9 +97,9 @@ fn at_max_connections_idle_connections_give_way_and_busy_ones_refuse_cleanly() {
     // first, the longest idle, is the unit tests' part).
     let evicted = metric_of(&gw, "siger_connections_evicted_total") as usize;
     assert!((1..=20).contains(&evicted), "{evicted} evicted");
-    std::thread::sleep(Duration::from_millis(500));
-    let closed = idle.iter_mut().map(closed_now).filter(|c| *c).count();
-    assert_eq!(closed, evicted, "idle connections closed");
+    let closed = |idle: &mut Vec<TcpStream>| idle.iter_mut().map(closed_now).filter(|c| *c).count();
+    eventually(Duration::from_secs(5), || closed(&mut idle) >= evicted);
+    assert_eq!(closed(&mut idle), evicted, "idle connections closed");
     drop(idle);
 
     // When every connection is busy (a request body under way), new ones are closed at once.
@@ -216,6 +217,7 @@ fn heads_split_across_many_reads_are_served_whole() {
         let (first, tail) = head.split_at(head.len() - pieces);
         s.write_all(first).unwrap();
         for (i, byte) in tail.iter().enumerate() {
+            // Pacing: each byte its own segment, so the gate sees the head in pieces.
             std::thread::sleep(Duration::from_millis(15));
             let mut write = vec![*byte];
             if with_body && i == tail.len() - 1 {
@@ -252,6 +254,7 @@ fn a_head_growing_past_max_header_bytes_is_answered_431_while_it_arrives() {
         if s.write_all(line.as_bytes()).is_err() {
             break;
         }
+        // Pacing: the head arrives over time, as a slow client's would.
         std::thread::sleep(Duration::from_millis(20));
     }
     let r = read_response(&mut s).expect("an answer");
@@ -279,6 +282,7 @@ fn trickled_upload(addr: SocketAddr, total: usize, per_second: usize) -> (Option
         while sent < total {
             let due = Duration::from_secs_f64(sent as f64 / per_second as f64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
+                // Pacing: the rate is what is under test.
                 std::thread::sleep(wait);
             }
             let n = chunk.len().min(total - sent);
@@ -323,9 +327,9 @@ fn limits_are_checked_and_reloadable() {
     let gw = gateway(&echo, "max_connections: 2");
     let _a = served_connection(gw.addr);
     let _b = served_connection(gw.addr);
-    // Both are idle: after a second, a third client is served by closing the older.
-    std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(get(gw.addr, "/x").status, 200);
+    // Both are idle: after a second, a third client is served by closing the older (refused
+    // until then).
+    assert!(eventually(Duration::from_secs(10), || http_get_status(gw.addr, "/x") == Some(200)));
     drop((_a, _b));
     assert!(eventually(Duration::from_secs(5), || metric_of(&gw, "siger_connections_open") <= 1.0));
     gw.rewrite(&format!(
@@ -456,6 +460,7 @@ fn pipelined_requests_are_answered_in_order() {
     // The next request sent while the first is still being answered.
     let mut s = TcpStream::connect(gw.addr).unwrap();
     s.write_all(b"GET /slow?delay_ms=400 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // Pacing: the second request arrives while the first (400 ms at the backend) is answered.
     std::thread::sleep(Duration::from_millis(150));
     s.write_all(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     let answers = responses_until_close(&mut s);
@@ -510,6 +515,7 @@ fn leading_empty_lines_neither_end_the_head_nor_lift_its_bound() {
         if s.write_all(format!("X-Pad-{i}: {}\r\n", "p".repeat(1000)).as_bytes()).is_err() {
             break;
         }
+        // Pacing: the head arrives over time, as a slow client's would.
         std::thread::sleep(Duration::from_millis(20));
     }
     let r = read_response(&mut s).expect("an answer before header_timeout");
@@ -536,6 +542,7 @@ fn http1_on_an_h2c_listener_goes_through_the_connection_gate() {
         if s.write_all(format!("X-Pad-{i}: {}\r\n", "p".repeat(1000)).as_bytes()).is_err() {
             break;
         }
+        // Pacing: the head arrives over time, as a slow client's would.
         std::thread::sleep(Duration::from_millis(20));
     }
     let r = read_response(&mut s).expect("an answer before header_timeout");
@@ -674,8 +681,8 @@ fn at_max_connections_a_client_that_stopped_reading_gives_way() {
         .collect();
     assert!(eventually(Duration::from_secs(10), || fire.accepted() == 2));
     // Once their writes have waited over a second (their socket buffers fill first), a new
-    // client closes the one stalled longest (and its backend connection) and is served.
-    std::thread::sleep(Duration::from_secs(2));
+    // client closes the one stalled longest (and its backend connection) and is served;
+    // refused until then.
     assert!(
         eventually(Duration::from_secs(15), || http_get_status(gw.addr, "/x?fixed") == Some(200)),
         "a new client is served"
@@ -753,9 +760,10 @@ fn tls_handshakes_count_against_max_connections_and_meet_the_head_deadlines() {
     let opened = Instant::now();
     let mut quiet: Vec<TcpStream> = (0..4).map(|_| silent(gw.addr)).collect();
     assert!(eventually(Duration::from_secs(5), || metric_of(&gw, "siger_connections_open") == 4.0), "{}", scrape(&gw));
-    // At the bound, one that has waited over a second gives way to a new client, which is served.
-    std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(client.get(&url).send().expect("served over TLS").status(), 200);
+    // At the bound, one that has waited over a second gives way to a new client, which is served
+    // (refused until then).
+    let served = || client.get(&url).send().is_ok_and(|r| r.status() == 200);
+    assert!(eventually(Duration::from_secs(10), served), "served over TLS once a silent one gave way");
     assert_eq!(metric_of(&gw, "siger_connections_evicted_total"), 1.0);
     // The others are closed at idle_timeout, not after Pingora's 60 s handshake timeout.
     for s in quiet.iter_mut() {

@@ -144,6 +144,7 @@ fn three_upgrades_under_load_lose_no_request() {
 
     let mut pids = vec![first_pid];
     for v in 1..=3 {
+        // 3 s of traffic on each generation (the window is what is checked).
         std::thread::sleep(Duration::from_secs(3));
         // The new config adds a route; the binary is the same.
         let text = render(&config(echo.addr, v), gw.addr, gw.admin, gw.dir.path());
@@ -165,6 +166,7 @@ fn three_upgrades_under_load_lose_no_request() {
         pids.push(new_pid);
         assert_eq!(get(gw.addr, &format!("/v{v}")).status, 200, "route /v{v} answers after upgrade {v}");
     }
+    // And 3 s on the last one.
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -204,6 +206,7 @@ fn broken_config_on_reload_keeps_the_old_process() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains("routes[0].service") && stderr.contains("keeps serving"), "{stderr}");
+    // Absence: the old process is still there half a second later.
     std::thread::sleep(Duration::from_millis(500));
     assert!(pid_alive(gw.pid()));
     assert_eq!(get(gw.addr, "/").status, 200, "the old process still serves");

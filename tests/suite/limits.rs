@@ -272,10 +272,11 @@ fn idle_keepalive_connections_hold_a_small_read_buffer() {
     };
     let warm = open(100);
     drop(warm);
-    std::thread::sleep(Duration::from_millis(300));
+    let open_now = || metric_of(&gw, "siger_connections_open");
+    assert!(eventually(Duration::from_secs(5), || open_now() == 0.0), "the warm-up connections are closed");
     let before = proc_status_kib(gw.pid(), "VmRSS");
     let held = open(400);
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(eventually(Duration::from_secs(5), || open_now() == 400.0), "{} open", open_now());
     let after = proc_status_kib(gw.pid(), "VmRSS");
     let per_connection = (after.saturating_sub(before)) as f64 / held.len() as f64;
     // Measured here: ≈ 41 KiB with a 4 KiB read buffer, ≈ 82 KiB with Pingora's default 64 KiB

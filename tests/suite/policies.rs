@@ -220,6 +220,7 @@ fn the_cache_serves_hits_and_never_stores_what_it_must_not() {
 
     // Stale while revalidating: the stale copy at once, one refresh behind it.
     get(gw.addr, "/swr/x");
+    // The 1 s TTL must run out; asking meanwhile would be the revalidation under test.
     std::thread::sleep(Duration::from_millis(1300));
     let before = served(&echo);
     let t = Instant::now();
@@ -485,6 +486,7 @@ fn a_client_that_never_reads_holds_nobody_behind_the_cache_lock() {
     // 3. An entry past its freshness, fetched again.
     let short = format!("/short/bytes/{body_len}");
     assert_eq!(get(gw.addr, &short).header("x-cache"), Some("MISS"));
+    // The 1 s TTL must run out; asking meanwhile would be the fetch under test.
     std::thread::sleep(Duration::from_millis(1300));
     let before = served(&echo);
     let _stalled = h2_stalled_request(&rt, gw.addr, &short, &[]);
@@ -525,6 +527,7 @@ fn stale_answers_to_http2_clients_are_refreshed_in_the_background() {
     ));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     assert_eq!(h2_get(&rt, gw.addr, "/swr/x"), (200, Some("MISS".into())));
+    // The 1 s TTL must run out; asking meanwhile would be the revalidation under test.
     std::thread::sleep(Duration::from_millis(1300));
     let before = served(&echo);
     assert_eq!(h2_get(&rt, gw.addr, "/swr/x"), (200, Some("STALE".into())));

@@ -126,7 +126,8 @@ fn the_window_slides() {
     assert_eq!(allowed, 5);
     let refused = as_user(&gw, "/x", "alice");
     assert_eq!(refused.status, 429);
-    // Two windows later everything has slid out.
+    // Two windows later everything has slid out (waited, not polled: each try would spend the
+    // limit under test).
     std::thread::sleep(Duration::from_millis(2100));
     let r = as_user(&gw, "/x", "alice");
     assert_eq!(r.status, 200);

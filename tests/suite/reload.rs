@@ -58,7 +58,7 @@ fn sighup_and_the_admin_endpoint_reload_without_watching() {
         "SIGHUP handler installed"
     );
     gw.rewrite(&format!("{HEAD}{}", routes(&echo, "  - {path: /b, service: api, auth: public}\n")));
-    // Not watched: nothing changes until asked.
+    // Not watched: nothing changes until asked (absence: a watcher would have applied it by now).
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(get(gw.addr, "/b").status, 404);
     let asked = Instant::now();
@@ -214,7 +214,7 @@ fn a_request_in_flight_finishes_on_the_config_it_started_with() {
     let gw = Gateway::start(&body(&old));
     let addr = gw.addr;
     let slow = std::thread::spawn(move || get(addr, "/slow"));
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(eventually(Duration::from_secs(5), || metric_of(&gw, "siger_requests_in_flight") >= 1.0));
     gw.rewrite(&format!("{HEAD}{}", body(&new)));
     assert_eq!(gw.reload().status, 200);
     assert_eq!(backend_of(&get(gw.addr, "/x")), "new");
@@ -422,6 +422,7 @@ fn a_file_written_in_pieces_is_applied_once_whole() {
     for piece in pieces {
         file.write_all(piece.as_bytes()).unwrap();
         file.flush().unwrap();
+        // Pacing: the pieces arrive apart, as a slow writer's would.
         std::thread::sleep(Duration::from_millis(150));
     }
     drop(file);
@@ -525,6 +526,7 @@ fn a_kubernetes_configmap_update_is_picked_up_through_the_data_symlink_swap() {
 
     // A version where only a file the config names (the JWT secret) changed.
     let rotated = "rotated-secret-0123456789-abcdefghijklmnop";
+    // Again past the watcher's first check of the new generation.
     std::thread::sleep(SETTLED);
     let swapped = Instant::now();
     volume.publish(&[("siger.yaml", &two_routes), ("jwt.secret", rotated)]);

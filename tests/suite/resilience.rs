@@ -156,6 +156,7 @@ fn the_breaker_opens_answers_fast_probes_half_open_and_closes() {
     // Recovered and slow: after open_for, exactly 3 probes get through at once.
     fail_with(&backend, 0);
     slow_down(&backend, 500);
+    // open_for (2 s) must run out: a request before it is refused, not a probe.
     std::thread::sleep(Duration::from_millis(2100));
     let addr = gw.addr;
     let statuses: Vec<u16> = (0..10)

@@ -106,6 +106,7 @@ fn limits_stay_shared_through_a_sentinel_failover() {
         if resumed.is_some_and(|at| killed.elapsed() > at + Duration::from_secs(1)) {
             break;
         }
+        // Pacing of the measuring loop: every request is a sample.
         std::thread::sleep(Duration::from_millis(20));
     }
     let resumed = resumed.expect("shared limiting never resumed");
@@ -368,6 +369,7 @@ fn jobs_survive_losing_the_stream_leader_of_a_nats_cluster() {
                         failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         attempt += 1;
                         assert!(started.elapsed() < Duration::from_secs(120), "job {job} never accepted");
+                        // A client's back-off before it retries.
                         std::thread::sleep(Duration::from_millis(100));
                     }
                 }
@@ -378,6 +380,7 @@ fn jobs_survive_losing_the_stream_leader_of_a_nats_cluster() {
         let index: usize = leader.trim_start_matches('n').parse().unwrap();
         nats[index].kill();
         eprintln!("killed the stream leader {leader} after {} jobs", accepted.lock().unwrap().len());
+        // The leader's outage lasts 3 s (the duration is what is checked).
         std::thread::sleep(Duration::from_secs(3));
         nats[index].start_again();
     });

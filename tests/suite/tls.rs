@@ -327,8 +327,10 @@ fn certificates_replaced_on_disk_are_served_without_a_restart_and_bad_ones_refus
     );
     assert_eq!(served_subject(gw.addr, Some("a.test")).as_deref(), Some("CN = v2.a.test"));
     // Garbage is refused the same way.
+    let refused_before = metric_of(&gw, "siger_tls_cert_reloads_total{result=\"refused\"}");
     replace_file(&key, b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
-    std::thread::sleep(Duration::from_millis(1500));
+    assert!(eventually(Duration::from_secs(5), || metric_of(&gw, "siger_tls_cert_reloads_total{result=\"refused\"}")
+        > refused_before));
     assert_eq!(served_subject(gw.addr, Some("a.test")).as_deref(), Some("CN = v2.a.test"));
     let (_, summary, _) = curl_https(gw.addr, "a.test", "/x", &pki.ca(), &[]);
     assert_eq!(summary, "2 200");

@@ -130,7 +130,9 @@ fn sample_ratio_zero_exports_nothing_but_still_propagates() {
     let r = get_with(gw.addr, "/api/loud", &[("traceparent", &format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))]);
     assert_eq!(r.status, 200);
     spans_of(&otlp, CLIENT_TRACE, 2);
-    std::thread::sleep(Duration::from_millis(1500)); // one more flush interval
+    // Absence: one more flush interval (1 s) for an unsampled span to show up; nothing counts
+    // the batches sent, so there is no condition to poll.
+    std::thread::sleep(Duration::from_millis(1500));
     let exported: Vec<String> = otlp.spans().iter().map(Received::trace_id).collect();
     assert!(unsampled.iter().all(|t| !exported.contains(t)), "unsampled traces were exported");
     assert_eq!(metric_of(&gw, "siger_trace_spans_exported_total"), 2.0);

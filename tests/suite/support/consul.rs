@@ -169,6 +169,8 @@ struct State {
     fail_status: Option<u16>,
     log: Vec<Recorded>,
     stopped: bool,
+    /// Blocking queries being held, per service.
+    waiting: HashMap<String, usize>,
 }
 
 impl State {
@@ -231,6 +233,7 @@ impl FakeConsul {
                 fail_status: None,
                 log: Vec::new(),
                 stopped: false,
+                waiting: HashMap::new(),
             }),
             changed: Condvar::new(),
             conns: Mutex::new(HashMap::new()),
@@ -361,6 +364,11 @@ impl FakeConsul {
     /// Current raft index.
     pub fn index(&self) -> u64 {
         self.inner.lock().raft_index
+    }
+
+    /// Blocking queries on `service` being held now (waiting for a change or their `wait`).
+    pub fn waiting(&self, service: &str) -> usize {
+        self.inner.lock().waiting.get(service).copied().unwrap_or(0)
     }
 }
 
@@ -811,15 +819,20 @@ fn health_service(inner: &Inner, service: &str, req: &Request, anonymous: bool) 
         }
     }
     if index > 0 {
-        loop {
+        *st.waiting.entry(service.to_string()).or_default() += 1;
+        let held = loop {
             if st.down {
-                return None;
+                break false;
             }
             let now = Instant::now();
             if st.index_of(service) > index || now >= deadline {
-                break;
+                break true;
             }
             st = inner.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        };
+        *st.waiting.entry(service.to_string()).or_default() -= 1;
+        if !held {
+            return None;
         }
     }
     let matching: Vec<&Instance> = st
