@@ -350,6 +350,7 @@ fn restart_during_an_outage_routes_from_the_state_file() {
 
 #[test]
 fn index_anomalies_neither_busy_loop_nor_stall() {
+    let _measuring = exclusive();
     let (a, b, c) = (Echo::start("a"), Echo::start("b"), Echo::start("c"));
     let consul = FakeConsul::start();
     consul.register(Instance::new("web", "web-a", a.addr));
@@ -430,6 +431,7 @@ fn unprobed_instances_get_no_traffic() {
 
 #[test]
 fn slow_start_ramps_a_new_backend() {
+    let _measuring = exclusive();
     let (a, b, c) = (Echo::start("a"), Echo::start("b"), Echo::start("c"));
     let consul = FakeConsul::start();
     consul.register(Instance::new("web", "web-a", a.addr));
@@ -568,6 +570,7 @@ fn upgrade_hands_the_registration_over() {
 /// `wait` per service while idle (target ≤ 1).
 #[test]
 fn measure_change_latency_and_idle_rate() {
+    let _measuring = exclusive();
     let (a, b, c) = (Echo::start("a"), Echo::start("b"), Echo::start("c"));
     let consul = FakeConsul::start();
     consul.register(Instance::new("web", "web-a", a.addr));

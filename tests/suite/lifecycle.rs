@@ -124,6 +124,7 @@ fn client_loop(addr: SocketAddr, keep_alive: bool, stop: Arc<AtomicBool>, tally:
 
 #[test]
 fn three_upgrades_under_load_lose_no_request() {
+    let _measuring = exclusive();
     let echo = Echo::start("e");
     let mut gw = Gateway::start_raw(&config(echo.addr, 0));
     let first_pid = gw.pid();

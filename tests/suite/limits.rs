@@ -251,6 +251,7 @@ fn silent_and_half_sent_connections_close_after_the_idle_timeout() {
 
 #[test]
 fn idle_keepalive_connections_hold_a_small_read_buffer() {
+    let _measuring = exclusive();
     let echo = Echo::start("e1");
     let gw = Gateway::start(&format!(
         "limits: {{read_buffer: 4KiB}}\nservices:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: s, auth: public}}\n",

@@ -243,6 +243,7 @@ fn the_cache_serves_hits_and_never_stores_what_it_must_not() {
 
 #[test]
 fn a_burst_of_misses_makes_one_upstream_request_and_memory_stays_bounded() {
+    let _measuring = exclusive();
     let echo = Echo::start_with("slow", &["--delay-ms", "300"]);
     let gw = Gateway::start(&format!(
         "cache: {{max_memory: 2MiB}}\nservices:\n  s: {{targets: [\"{}\"], read_timeout: 10s}}\nroutes:\n  - {{path: /c, service: s, auth: public, strip_prefix: true, cache: {{ttl: 60s, max_entry: 120KiB}}}}\n",
@@ -270,15 +271,20 @@ fn a_burst_of_misses_makes_one_upstream_request_and_memory_stays_bounded() {
     assert_eq!(get(gw.addr, "/c/bytes/102400?n=0").header("x-cache"), Some("MISS"), "the oldest was evicted");
     // The process does not grow with what passes through the full cache. RSS read at two
     // moments differs by several MiB with no trend (freed pages the allocator keeps per
-    // thread, buffers of the request in flight), so: 20 MiB first, to warm those, then 40 MiB
-    // more, and the peak RSS may not climb by more than a quarter of what passed (a leak of
-    // stored or evicted bodies would add all of it).
+    // thread, buffers of the request in flight; on a busy machine a worker thread that had
+    // been idle warms its own arena late), so: 20 MiB first, to warm those, then twice 20 MiB
+    // more. A leak of stored or evicted bodies adds what passed in each round; a late warm-up
+    // shows in one round only. So the smaller of the two rounds' growth of peak RSS may not
+    // reach a quarter of what passed.
     fill(100..300);
-    let peak_before = gw.peak_rss_kib();
-    fill(300..700);
-    let peak_after = gw.peak_rss_kib();
+    let mut peaks = vec![gw.peak_rss_kib()];
+    for round in [300..500, 500..700] {
+        fill(round);
+        peaks.push(gw.peak_rss_kib());
+    }
     assert!(metric_of(&gw, "siger_cache_bytes") <= 2.0 * 1024.0 * 1024.0);
-    assert!(peak_after < peak_before + 10 * 1024, "peak RSS grew from {peak_before} to {peak_after} KiB");
+    let grown = (peaks[1] - peaks[0]).min(peaks[2] - peaks[1]);
+    assert!(grown < 5 * 1024, "peak RSS (KiB) after each 20 MiB round: {peaks:?}");
 }
 
 /// `GET path` sent with this exact `Host` line (or none: the absolute-form target names it).

@@ -46,6 +46,7 @@ const BIG: u64 = 256 << 20;
 
 #[test]
 fn large_download_streams_with_bounded_memory() {
+    let _measuring = exclusive();
     let (_e, gw) = one_backend("");
     let mut resp = client().get(gw.url(&format!("/bytes/{BIG}"))).send().unwrap();
     assert_eq!(resp.status(), 200);
@@ -86,6 +87,7 @@ impl Read for PatternReader {
 
 #[test]
 fn large_chunked_upload_streams_with_bounded_memory() {
+    let _measuring = exclusive();
     let (_e, gw) = one_backend(", max_body: 1GiB");
     let body = reqwest::blocking::Body::new(PatternReader { offset: 0, len: BIG });
     let resp = client().post(gw.url("/upload")).body(body).send().unwrap();

@@ -169,18 +169,34 @@ fn timed(send: impl FnOnce() -> RawResponse) -> (RawResponse, Duration) {
     (r, t.elapsed())
 }
 
+/// Answers that did not wait on the store beyond its timeout (50 ms, or the 30 ms set): the
+/// typical one well under 100 ms, and at most two of them slower (a busy machine). A wait built
+/// into the code would show in every request, or in every few.
+fn assert_quick(took: &[Duration]) {
+    let slow = slower_than(took, Duration::from_millis(100));
+    let typical = median(took);
+    assert!(
+        typical < Duration::from_millis(100) && slow <= 2,
+        "median {typical:?}, {slow} of {} over 100 ms: {took:?}",
+        took.len()
+    );
+}
+
 #[test]
 fn redis_down_with_allow_lets_requests_through_quickly() {
+    let _measuring = exclusive();
     let mut redis = RedisServer::start();
     let echo = Echo::start("api");
     let gw = redis_gateway(&echo, &redis.url(), "allow");
     assert_eq!(as_user(&gw, "/x", "alice").status, 200);
     redis.kill();
+    let mut took = Vec::new();
     for i in 0..30 {
-        let (r, took) = timed(|| as_user(&gw, "/x", "alice"));
+        let (r, t) = timed(|| as_user(&gw, "/x", "alice"));
         assert_eq!(r.status, 200, "request {i}");
-        assert!(took < Duration::from_millis(100), "request {i} took {took:?}");
+        took.push(t);
     }
+    assert_quick(&took);
     assert!(metric_of(&gw, "siger_rate_limit_store_errors_total") >= 30.0);
     // The log writer flushes every 100 ms.
     let logged = || gw.logs().contains("rate limit store failed (allowing)");
@@ -189,19 +205,22 @@ fn redis_down_with_allow_lets_requests_through_quickly() {
 
 #[test]
 fn redis_down_with_deny_answers_503_quickly_and_recovers() {
+    let _measuring = exclusive();
     let mut redis = RedisServer::start();
     let echo = Echo::start("api");
     let gw = redis_gateway(&echo, &redis.url(), "deny");
     assert_eq!(as_user(&gw, "/x", "alice").status, 200);
     let addr = redis.addr;
     redis.kill();
+    let mut took = Vec::new();
     for i in 0..30 {
-        let (r, took) = timed(|| as_user(&gw, "/x", "alice"));
+        let (r, t) = timed(|| as_user(&gw, "/x", "alice"));
         assert_eq!(r.status, 503, "request {i}");
         assert_eq!(r.json()["error"], "service_unavailable");
         assert_eq!(r.header("retry-after"), Some("1"));
-        assert!(took < Duration::from_millis(100), "request {i} took {took:?}");
+        took.push(t);
     }
+    assert_quick(&took);
     // Redis comes back on the same port: limiting resumes.
     redis.start_again();
     assert_eq!(redis.addr, addr);
@@ -210,6 +229,7 @@ fn redis_down_with_deny_answers_503_quickly_and_recovers() {
 
 #[test]
 fn a_black_holed_redis_costs_at_most_the_timeout() {
+    let _measuring = exclusive();
     // Accepts connections and never answers.
     let hole = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("redis://{}", hole.local_addr().unwrap());
@@ -226,9 +246,12 @@ fn a_black_holed_redis_costs_at_most_the_timeout() {
         &format!("rate_limit:\n  store: redis\n  redis_url: {url}\n  redis_timeout: 30ms\n  on_store_error: deny\n"),
         PER_CONSUMER,
     );
+    let mut took = Vec::new();
     for i in 0..20 {
-        let (r, took) = timed(|| as_user(&gw, "/x", "alice"));
+        let (r, t) = timed(|| as_user(&gw, "/x", "alice"));
         assert_eq!(r.status, 503, "request {i}");
-        assert!(took < Duration::from_millis(100), "request {i} took {took:?}");
+        took.push(t);
     }
+    // Each waits the 30 ms timeout, no more: not the 30 s the client would wait on the hole.
+    assert_quick(&took);
 }

@@ -37,6 +37,17 @@ fn admitted(gws: (&Gateway, &Gateway), client: &str, n: usize) -> usize {
         .count()
 }
 
+/// Wait until each gateway's store answers (its first check connects, which on a busy machine
+/// can take longer than the store timeout), on a client key of its own.
+fn warm_up(gws: &[&Gateway]) {
+    for gw in gws {
+        let ready = eventually(Duration::from_secs(15), || {
+            get_with(gw.addr, "/x", &[("X-Client", "warm-up")]).status == 200 && node_in_use(gw).is_some()
+        });
+        assert!(ready, "the store never answered:\n{}", gw.logs());
+    }
+}
+
 fn node_in_use(gw: &Gateway) -> Option<String> {
     let text = scrape(gw);
     text.lines()
@@ -68,9 +79,11 @@ fn sentinel_settings(sentinels: &[RedisServer], timeout: &str) -> String {
 
 #[test]
 fn limits_stay_shared_through_a_sentinel_failover() {
+    let _measuring = exclusive();
     let (mut master, replica, sentinels) = sentinel_deployment();
     let echo = Echo::start("api");
     let (gw1, gw2) = gateways(&echo, &sentinel_settings(&sentinels, "100ms"));
+    warm_up(&[&gw1, &gw2]);
 
     let before = admitted((&gw1, &gw2), "before", 60);
     assert!((30..=33).contains(&before), "admitted {before} of 60 for a limit of 30 across two gateways");
@@ -79,7 +92,7 @@ fn limits_stay_shared_through_a_sentinel_failover() {
     // The master dies; the sentinels promote the replica.
     master.kill();
     let killed = Instant::now();
-    let mut slowest = Duration::ZERO;
+    let mut took = Vec::new();
     let mut refused = 0;
     let mut resumed = None;
     let mut i = 0;
@@ -88,7 +101,7 @@ fn limits_stay_shared_through_a_sentinel_failover() {
         let gw = if i % 2 == 0 { &gw1 } else { &gw2 };
         let started = Instant::now();
         let r = get_with(gw.addr, "/x", &[("X-Client", &format!("during-{i}"))]);
-        slowest = slowest.max(started.elapsed());
+        took.push(started.elapsed());
         match r.status {
             200 => {
                 if resumed.is_none() {
@@ -110,11 +123,15 @@ fn limits_stay_shared_through_a_sentinel_failover() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let resumed = resumed.expect("shared limiting never resumed");
+    let slowest = took.iter().max().copied().unwrap_or_default();
     eprintln!("failover: shared limiting resumed {resumed:?} after the kill; {refused} requests refused 503 (on_store_error: deny) of {i}; slowest request {slowest:?}");
     // Down after 1 s, failover within the sentinels' timeout (3 s), plus 2 s.
     assert!(resumed < Duration::from_secs(6), "resumed {resumed:?} after the kill");
     assert!(refused > 0, "the store was unavailable for a while");
-    assert!(slowest < Duration::from_millis(600), "a request stalled {slowest:?} (store timeout 100 ms)");
+    // No request waits out the failover (store timeout 100 ms): a stall would hold every
+    // request of those seconds; a busy machine makes one in fifty slow at most.
+    let stalled = slower_than(&took, Duration::from_millis(600));
+    assert!(stalled <= took.len() / 50, "{stalled} of {} requests over 600 ms (slowest {slowest:?})", took.len());
     assert!(eventually(Duration::from_secs(5), || node_in_use(&gw1) == Some(replica.addr.to_string())));
     assert!(eventually(Duration::from_secs(5), || node_in_use(&gw2) == Some(replica.addr.to_string())));
 
@@ -137,6 +154,9 @@ fn idle_gateways_count_on_the_new_master_at_once(planned: bool) {
         echo.addr
     );
     let (gw1, gw2) = (Gateway::start(&config), Gateway::start(&config));
+    warm_up(&[&gw1, &gw2]);
+    let errors = |gw: &Gateway| metric_of(gw, "siger_rate_limit_store_errors_total");
+    let errors_before = (errors(&gw1), errors(&gw2));
     assert_eq!(admitted((&gw1, &gw2), "before", 60), 30);
     assert_eq!(node_in_use(&gw1), Some(master.addr.to_string()));
     assert_eq!(node_in_use(&gw2), Some(master.addr.to_string()));
@@ -164,8 +184,7 @@ fn idle_gateways_count_on_the_new_master_at_once(planned: bool) {
     assert_eq!(after, 30, "admitted {after} of 60 right after the failover (limit 30)\n{}", gw1.logs());
     assert_eq!(node_in_use(&gw1), Some(replica.addr.to_string()));
     assert_eq!(node_in_use(&gw2), Some(replica.addr.to_string()));
-    assert_eq!(metric_of(&gw1, "siger_rate_limit_store_errors_total"), 0.0);
-    assert_eq!(metric_of(&gw2, "siger_rate_limit_store_errors_total"), 0.0);
+    assert_eq!((errors(&gw1), errors(&gw2)), errors_before, "no check failed after the warm-up");
 }
 
 #[test]
@@ -190,6 +209,7 @@ fn script_calls(server: &RedisServer) -> u64 {
 
 #[test]
 fn a_master_answering_errors_is_asked_once_per_cool_down() {
+    let _measuring = exclusive();
     let (master, _replica, sentinels) = sentinel_deployment();
     let echo = Echo::start("api");
     let gw = Gateway::start(&format!(
@@ -254,6 +274,8 @@ fn limits_are_shared_across_a_redis_cluster() {
     let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
     let echo = Echo::start("api");
     let (gw1, gw2) = gateways(&echo, &format!("{{cluster_nodes: [{}], timeout: 200ms}}", list.join(", ")));
+    warm_up(&[&gw1, &gw2]);
+    let errors_before = metric_of(&gw1, "siger_rate_limit_store_errors_total");
 
     for client in 0..12 {
         let n = admitted((&gw1, &gw2), &format!("client-{client}"), 40);
@@ -263,7 +285,7 @@ fn limits_are_shared_across_a_redis_cluster() {
     let holding = nodes.iter().filter(|n| !n.command("DBSIZE").starts_with(":0")).count();
     assert!(holding >= 2, "keys on {holding} of 3 masters");
     assert_eq!(node_in_use(&gw1).as_deref(), Some("cluster"));
-    assert_eq!(metric_of(&gw1, "siger_rate_limit_store_errors_total"), 0.0);
+    assert_eq!(metric_of(&gw1, "siger_rate_limit_store_errors_total"), errors_before, "no check failed");
 }
 
 #[test]
@@ -320,6 +342,7 @@ fn nats_cluster() -> (Vec<support::nats::NatsServer>, Vec<Reserved>) {
 
 #[test]
 fn jobs_survive_losing_the_stream_leader_of_a_nats_cluster() {
+    let _measuring = exclusive();
     let (mut nats, _routes) = nats_cluster();
     let urls: Vec<String> = nats.iter().map(|n| format!("\"{}\"", n.url())).collect();
     let echo = Echo::start("api");

@@ -140,6 +140,7 @@ fn sample_ratio_zero_exports_nothing_but_still_propagates() {
 
 #[test]
 fn a_collector_that_is_down_costs_requests_nothing_and_drops_are_counted() {
+    let _measuring = exclusive();
     let echo = Echo::start("echo");
     let dead_port = DeadPort::new();
     let dead = format!("http://{}/v1/traces", dead_port.addr());
@@ -147,15 +148,17 @@ fn a_collector_that_is_down_costs_requests_nothing_and_drops_are_counted() {
         "tracing: {{otlp_endpoint: \"{dead}\", sample_ratio: 1.0, queue_size: 64}}\nservices:\n  echo: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /api, service: echo, auth: public}}\n",
         echo.addr
     ));
-    let mut slowest = Duration::ZERO;
+    let mut took = Vec::new();
     for i in 0..300 {
         let started = Instant::now();
         let r = get(gw.addr, &format!("/api/{i}"));
-        slowest = slowest.max(started.elapsed());
+        took.push(started.elapsed());
         assert_eq!(r.status, 200);
     }
-    // An export that waited on the collector would take seconds (its timeout is 5 s).
-    assert!(slowest < Duration::from_millis(500), "slowest request {slowest:?}");
+    // Requests that waited on the exporter (its timeout is 5 s, its retry a second) would be
+    // slow by the hundred once the queue is full; a busy machine makes a few slow.
+    let slow = slower_than(&took, Duration::from_millis(500));
+    assert!(slow <= 3, "{slow} of 300 requests over 500 ms; median {:?}", median(&took));
     let dropped = || {
         metric_of(&gw, "siger_trace_spans_dropped_total{reason=\"queue_full\"}")
             + metric_of(&gw, "siger_trace_spans_dropped_total{reason=\"export_failed\"}")

@@ -23,6 +23,28 @@ use std::time::{Duration, Instant};
 pub const SIGER: &str = env!("CARGO_BIN_EXE_siger");
 pub const ECHO: &str = env!("CARGO_BIN_EXE_siger-echo");
 
+/// Held by every test that measures time or memory, for its whole run: all the tests share one
+/// process (and run side by side), so without it two measurements could load the machine for
+/// each other. Tests that only check behaviour do not take it.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A measuring test that failed poisons the lock; the next one may still measure.
+    MEASURING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How many of `durations` exceed `bound` (a few slow ones are a loaded machine; most of them a
+/// wait in the code under test).
+pub fn slower_than(durations: &[Duration], bound: Duration) -> usize {
+    durations.iter().filter(|d| **d > bound).count()
+}
+
+/// The median of `durations`.
+pub fn median(durations: &[Duration]) -> Duration {
+    let mut sorted = durations.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
+
 /// Poll `check` every 20 ms until it holds or `timeout` passes.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
