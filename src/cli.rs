@@ -77,6 +77,15 @@ pub enum Command {
         #[arg(long, requires = "private_key")]
         kid: Option<String>,
     },
+    /// Print consumers' usage (requests by status class, bytes in and out, per consumer,
+    /// route and day, UTC) as a table or CSV, read from the running gateway's admin listener
+    /// (`GET /usage`).
+    Usage(UsageArgs),
+    /// The fleet's configuration in a NATS JetStream key-value store: the bootstrap file (-c)
+    /// names it in `config_source` and keeps `server`, `listen`, `admin`, `nats`; the store
+    /// holds every other key, one document per revision, which every gateway follows.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Write the manual pages (roff) generated from this help into a directory.
     #[command(hide = true)]
     Manpages {
@@ -87,6 +96,76 @@ pub enum Command {
         /// date of the source, for reproducible builds).
         #[arg(long)]
         date: Option<String>,
+    },
+}
+
+/// `siger usage`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UsageArgs {
+    /// One consumer (default: every consumer).
+    #[arg(long)]
+    pub consumer: Option<String>,
+    /// First day, YYYY-MM-DD (UTC).
+    #[arg(long)]
+    pub from: String,
+    /// Last day, included (default: today).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// One route, by its name or path (default: every route).
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Print CSV (RFC 4180) instead of a table.
+    #[arg(long)]
+    pub csv: bool,
+    /// The admin listener, e.g. `http://127.0.0.1:9901` (default: `admin.listen` of the config).
+    #[arg(long)]
+    pub admin: Option<String>,
+}
+
+/// `siger config …` (exit status: 0 done, 78 the configuration or bootstrap file is invalid and
+/// nothing was written, 1 the store refused, was unreachable, or another push came first).
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check FILE (the keys the store holds) merged with the bootstrap file exactly as -t
+    /// checks a configuration, the files it names read from this host, then write it as the
+    /// store's next revision unless another push came in since it was read.
+    Push {
+        /// The document: every top-level key but server, listen, admin, nats, config_source.
+        file: PathBuf,
+        /// Write only if the store is still at this revision (the one a reviewed diff was
+        /// made against); without it, the revision read just before writing.
+        #[arg(long, value_name = "REV")]
+        expect_revision: Option<u64>,
+    },
+    /// List the revisions the store keeps, oldest first: time, size, digest, who pushed.
+    History,
+    /// Show how two revisions' documents differ (unified diff); TO defaults to the newest.
+    Diff {
+        /// The older revision.
+        from: u64,
+        /// The newer revision (default: the newest).
+        to: Option<u64>,
+    },
+    /// Write an earlier revision's document as the newest revision, checked as push checks.
+    Rollback {
+        /// The revision whose document becomes the newest again.
+        revision: u64,
+    },
+    /// Every gateway's running revision and its verdict on the newest, so drift shows.
+    Status,
+    /// Follow the store as a gateway does and print each new revision with whether this host
+    /// would apply or refuse it (until interrupted); changes nothing.
+    Watch,
+    /// Cut a whole configuration file into a bootstrap file and a document to push.
+    Split {
+        /// The whole configuration file.
+        file: PathBuf,
+        /// Where the bootstrap part goes (a new file).
+        #[arg(long)]
+        bootstrap: PathBuf,
+        /// Where the document goes (a new file).
+        #[arg(long)]
+        document: PathBuf,
     },
 }
 
@@ -227,7 +306,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let written = write_manual_pages(dir.path(), Some("2026-12-01")).unwrap();
         let names: Vec<_> = written.iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_string()).collect();
-        assert_eq!(names, ["siger.8", "siger-upgrade.8", "siger-apikey.8", "siger-token.8"]);
+        assert_eq!(
+            names,
+            ["siger.8", "siger-upgrade.8", "siger-apikey.8", "siger-token.8", "siger-usage.8", "siger-config.8"]
+        );
 
         let root = Cli::command();
         let page = std::fs::read_to_string(dir.path().join("siger.8")).unwrap();

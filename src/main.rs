@@ -49,12 +49,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Config(command)) = &cli.command {
+        return siger::config_store::command::run(command, &cli.conf);
+    }
     if let Some(Command::Apikey { consumer, roles }) = &cli.command {
         let roles: Vec<String> = roles.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect();
         let (key, entry) = auth::api_keys::new_key(consumer, &roles);
         println!("key:   {key}");
         println!("entry: {entry}");
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Usage(args)) = &cli.command {
+        return siger::usage::command(&cli.conf, args);
     }
     let config = match config::load(&cli.conf) {
         Ok(c) => c,

@@ -2,13 +2,15 @@
 //! existing one is compared with the config. A difference is reported (error log + `/ready`),
 //! never "fixed": changing retention or storage of a live stream is an operator's decision.
 //! Uses only the 2.9 stream API (STREAM.INFO / STREAM.CREATE). The job index (see
-//! `jobs::status`) is a key-value bucket Siger owns: found, or created alike with the stream.
+//! `jobs::status`) is a key-value bucket Siger owns (`crate::nats`): found, or created alike
+//! with the stream.
 
 use crate::config::{subject_matches, JobsSettings, StreamSettings, StreamStorage};
+use crate::nats::{open_or_create_bucket, BucketLayout, BucketOpened};
 use async_nats::jetstream::context::Context;
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::kv;
-use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
+use async_nats::jetstream::stream::{Config, StorageType};
 use async_nats::jetstream::ErrorCode;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -145,52 +147,28 @@ pub(crate) async fn ensure(js: &Context, jobs: &JobsSettings) -> Result<StreamCh
     }
 }
 
-/// The stream behind the job index's key-value bucket, laid out as JetStream key-value buckets
-/// are (`KV_<bucket>` over `$KV.<bucket>.>`, one value per key, rollups allowed, deletes
-/// denied, direct gets): one entry per job id, kept as long as the stream keeps jobs, stored and
-/// replicated as the stream is. Made here rather than by the client's bucket creation, which
-/// first asks for account details a 2.9 server answers in a form it cannot read.
-pub(crate) fn index_config(s: &StreamSettings) -> Config {
-    let bucket = super::status::index_bucket(&s.name);
-    Config {
-        name: format!("KV_{bucket}"),
-        description: Some(format!("Siger job index: job id -> sequence in stream {}", s.name)),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
-        max_bytes: -1,
-        max_messages: -1,
+/// The job index's key-value bucket: one entry per job id, kept as long as the stream keeps
+/// jobs, stored and replicated as the stream is.
+pub(crate) fn index_layout(s: &StreamSettings) -> BucketLayout {
+    BucketLayout {
+        bucket: super::status::index_bucket(&s.name),
+        description: format!("Siger job index: job id -> sequence in stream {}", s.name),
+        history: 1,
         max_age: s.max_age,
         storage: storage_type(s.storage),
-        num_replicas: s.replicas,
-        discard: DiscardPolicy::New,
-        allow_rollup: true,
-        deny_delete: true,
-        deny_purge: false,
-        allow_direct: true,
-        ..Config::default()
+        replicas: s.replicas,
     }
 }
 
 /// Find the job index bucket, creating it when missing (another gateway may create it at the
 /// same moment: then theirs is used).
 pub(crate) async fn ensure_index(js: &Context, jobs: &JobsSettings) -> Result<kv::Store, String> {
-    let bucket = super::status::index_bucket(&jobs.stream.name);
-    if let Ok(store) = js.get_key_value(&bucket).await {
-        return Ok(store);
+    let layout = index_layout(&jobs.stream);
+    let (store, opened) = open_or_create_bucket(js, &layout).await?;
+    if opened == BucketOpened::Created {
+        log::info!("jobs index {}: created", layout.bucket);
     }
-    let created = js.create_stream(index_config(&jobs.stream)).await;
-    match js.get_key_value(&bucket).await {
-        Ok(store) => {
-            if created.is_ok() {
-                log::info!("jobs index {bucket}: created");
-            }
-            Ok(store)
-        }
-        Err(e) => Err(match created {
-            Err(c) => format!("cannot create the bucket: {c}"),
-            Ok(_) => format!("cannot open the bucket: {e}"),
-        }),
-    }
+    Ok(store)
 }
 
 #[cfg(test)]

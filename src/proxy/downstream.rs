@@ -27,6 +27,8 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::{Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,24 +50,33 @@ impl<A> IdleLimited<A> {
 
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for IdleLimited<A> {
-    async fn process_new_http(
-        self: &Arc<Self>,
+    // Not an `async fn`: an HTTP/1 request is handed the inner app's future as it is, instead of
+    // a second boxed future (allocated, and the session copied into it) wrapped around it.
+    fn process_new_http<'app, 'watch, 'future>(
+        self: &'app Arc<Self>,
         mut session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+        shutdown: &'watch ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'future>>
+    where
+        'app: 'future,
+        'watch: 'future,
+        Self: 'future,
+    {
         if matches!(session, ServerSession::H2(_)) {
             // A stream whose flow-control window stays shut cannot send: Pingora's write
             // timeout ends it (an HTTP/1 connection's writes are clocked by its stream).
             session.set_write_timeout(Some(self.connections.send_timeout()));
-            return connections::serve_h2_stream(&self.connections, self.inner.process_new_http(session, shutdown))
-                .await
-                .flatten();
+            return Box::pin(async move {
+                connections::serve_h2_stream(&self.connections, self.inner.process_new_http(session, shutdown))
+                    .await
+                    .flatten()
+            });
         }
         // Keep-alive off means the connection is closing (shutdown, `Connection: close`): leave it.
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(self.idle_secs.load(Ordering::Relaxed)));
         }
-        self.inner.process_new_http(session, shutdown).await
+        self.inner.process_new_http(session, shutdown)
     }
 
     fn h2_options(&self) -> Option<pingora::protocols::http::v2::server::H2Options> {

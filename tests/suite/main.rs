@@ -9,6 +9,7 @@ mod balancing;
 mod clients;
 mod composition;
 mod config_check;
+mod config_store;
 mod consul;
 mod grpc_transcode;
 mod harness;

@@ -323,27 +323,10 @@ fn job_token() -> String {
     format!("Bearer {}", jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap())
 }
 
-/// A three-node JetStream cluster on loopback (server names n0, n1, n2), with the cluster
-/// (route) ports it listens on, held for as long as the servers may be restarted.
-fn nats_cluster() -> (Vec<support::nats::NatsServer>, Vec<Reserved>) {
-    let routes: Vec<Reserved> = (0..3).map(|_| Reserved::new()).collect();
-    let route_list: Vec<String> = routes.iter().map(|p| format!("nats://{}", p.addr())).collect();
-    let servers = (0..3)
-        .map(|i| {
-            let name = format!("n{i}");
-            let cluster = format!("nats://{}", routes[i].addr());
-            let args =
-                ["-n", &name, "--cluster_name", "siger", "--cluster", &cluster, "--routes", &route_list.join(",")];
-            support::nats::NatsServer::start_with(&args)
-        })
-        .collect();
-    (servers, routes)
-}
-
 #[test]
 fn jobs_survive_losing_the_stream_leader_of_a_nats_cluster() {
     let _measuring = exclusive();
-    let (mut nats, _routes) = nats_cluster();
+    let mut nats = support::nats::cluster("nats-server");
     let urls: Vec<String> = nats.iter().map(|n| format!("\"{}\"", n.url())).collect();
     let echo = Echo::start("api");
     let config = format!(

