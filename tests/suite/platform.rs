@@ -1,7 +1,8 @@
 //! Where Siger runs (ARCHITECTURE §8.7): the OCI image that `scripts/image` builds (around the
 //! binary under test) run by podman as the image says, and the Kubernetes manifests in
-//! `deploy/kubernetes` rendered by kustomize, validated against the Kubernetes API schemas and
-//! checked against the configuration they mount.
+//! `deploy/kubernetes` rendered as `kubectl kustomize` renders it (by the test itself: no
+//! kubectl needed), validated against the Kubernetes API schemas and checked against the
+//! configuration they mount.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support::*;
@@ -213,10 +214,11 @@ fn the_kubernetes_manifests_validate_and_agree_with_the_config_they_mount() {
     used.sort();
     assert_eq!(present, used, "files in deploy/kubernetes vs. those kustomization.yaml lists");
 
-    let rendered = run_ok(Command::new("kubectl").arg("kustomize").arg(&base), "kubectl kustomize");
+    let docs = kustomize(&base);
     let work = tempfile::tempdir().unwrap();
     let manifests = work.path().join("siger.yaml");
-    std::fs::write(&manifests, &rendered.stdout).unwrap();
+    let rendered: Vec<String> = docs.iter().map(|d| serde_yaml::to_string(d).unwrap()).collect();
+    std::fs::write(&manifests, rendered.join("---\n")).unwrap();
     // The oldest Kubernetes the manifests are for (the preStop sleep action is on by default
     // from 1.30) and the newest whose schemas the validator ships.
     for version in ["1.30.0", "1.37.0"] {
@@ -228,8 +230,6 @@ fn the_kubernetes_manifests_validate_and_agree_with_the_config_they_mount() {
         assert_eq!(said.matches(" passed for resource ").count(), 5, "{said}");
     }
 
-    let docs: Vec<Value> =
-        serde_yaml::Deserializer::from_slice(&rendered.stdout).map(|d| Value::deserialize(d).unwrap()).collect();
     let kind = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"));
     let (deployment, service, configmap) = (kind("Deployment"), kind("Service"), kind("ConfigMap"));
     let (hpa, pdb) = (kind("HorizontalPodAutoscaler"), kind("PodDisruptionBudget"));
@@ -289,6 +289,9 @@ fn the_kubernetes_manifests_validate_and_agree_with_the_config_they_mount() {
     assert_eq!(volume["configMap"]["name"], configmap["metadata"]["name"]);
     assert!(mount("/tmp")["name"].as_str().is_some());
     assert_eq!(strings(&container["args"]), ["-c", "/etc/siger/siger.yaml"]);
+    let image = container["image"].as_str().unwrap();
+    let tagged = image.contains('@') || image.rsplit_once(':').is_some_and(|(_, tag)| !tag.contains('/'));
+    assert!(tagged, "a tagged image (not `latest`, which a node may hold stale): {image}");
     for quantity in ["cpu", "memory"] {
         assert!(container["resources"]["requests"].get(quantity).is_some(), "a {quantity} request");
     }
@@ -308,6 +311,112 @@ fn the_kubernetes_manifests_validate_and_agree_with_the_config_they_mount() {
     assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2, "one pod can be disrupted while another serves");
     assert!(deployment["spec"].get("replicas").is_none(), "the autoscaler owns the replica count");
     assert_eq!(&pdb["spec"]["selector"]["matchLabels"], labels);
+}
+
+/// The documents `kubectl kustomize <base>` prints, for the features of kustomize the base uses:
+/// its `resources` (files of one or more documents), a `configMapGenerator` of files (with
+/// `generatorOptions.disableNameSuffixHash`) and `images` overrides of the containers' images.
+/// A key it does not render fails the test, so the rendering cannot silently differ from kubectl's.
+fn kustomize(base: &Path) -> Vec<Value> {
+    let read = |name: &str| {
+        std::fs::read_to_string(base.join(name)).unwrap_or_else(|e| panic!("{}: {e}", base.join(name).display()))
+    };
+    let kustomization: Value = serde_yaml::from_str(&read("kustomization.yaml")).unwrap();
+    let rendered_keys = ["apiVersion", "kind", "resources", "configMapGenerator", "generatorOptions", "images"];
+    for key in kustomization.as_mapping().unwrap().keys() {
+        let key = key.as_str().unwrap();
+        assert!(rendered_keys.contains(&key), "kustomization.yaml uses `{key}`, which this test does not render");
+    }
+    assert_eq!(kustomization["kind"], "Kustomization");
+    // The generated ConfigMaps first, then the resources as listed (`kubectl kustomize` sorts
+    // by kind; the documents are the same, and nothing here depends on their order).
+    let mut docs = Vec::new();
+    for generator in kustomization["configMapGenerator"].as_sequence().unwrap() {
+        for key in generator.as_mapping().unwrap().keys() {
+            assert!(
+                ["name", "files"].contains(&key.as_str().unwrap()),
+                "configMapGenerator: `{key:?}` is not rendered"
+            );
+        }
+        assert_eq!(
+            kustomization["generatorOptions"]["disableNameSuffixHash"], true,
+            "a hash suffix (and the references it renames) is not rendered"
+        );
+        let mut data = serde_yaml::Mapping::new();
+        for file in strings(&generator["files"]) {
+            // `key=path`, or the file's name as its key.
+            let (key, path) = file.split_once('=').unwrap_or((file.rsplit('/').next().unwrap(), file.as_str()));
+            data.insert(key.into(), read(path).into());
+        }
+        let mut configmap = serde_yaml::Mapping::new();
+        configmap.insert("apiVersion".into(), "v1".into());
+        configmap.insert("kind".into(), "ConfigMap".into());
+        let mut metadata = serde_yaml::Mapping::new();
+        metadata.insert("name".into(), generator["name"].clone());
+        configmap.insert("metadata".into(), metadata.into());
+        configmap.insert("data".into(), data.into());
+        docs.push(Value::Mapping(configmap));
+    }
+    for resource in strings(&kustomization["resources"]) {
+        let text = read(&resource);
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let doc = Value::deserialize(doc).unwrap();
+            if !doc.is_null() {
+                docs.push(doc);
+            }
+        }
+    }
+    let images = kustomization.get("images").and_then(Value::as_sequence).cloned().unwrap_or_default();
+    for image in &images {
+        for key in image.as_mapping().unwrap().keys() {
+            let key = key.as_str().unwrap();
+            assert!(["name", "newName", "newTag", "digest"].contains(&key), "images: `{key}` is not rendered");
+        }
+    }
+    for doc in &mut docs {
+        retag(doc, &images);
+    }
+    docs
+}
+
+/// Apply kustomize's `images` overrides to every container and init container in `value`.
+fn retag(value: &mut Value, images: &[Value]) {
+    match value {
+        Value::Mapping(map) => {
+            for (key, child) in map.iter_mut() {
+                if matches!(key.as_str(), Some("containers" | "initContainers")) {
+                    for container in child.as_sequence_mut().into_iter().flatten() {
+                        let image = &mut container["image"];
+                        *image = retagged(image.as_str().unwrap(), images).into();
+                    }
+                } else {
+                    retag(child, images);
+                }
+            }
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(|item| retag(item, images)),
+        _ => {}
+    }
+}
+
+/// An image reference (`name`, `name:tag`, `name@digest`) after the override for its name.
+fn retagged(reference: &str, images: &[Value]) -> String {
+    let (name, suffix) = match reference.find('@') {
+        Some(at) => reference.split_at(at),
+        // A tag's colon comes after the last slash (a registry's port comes before it).
+        None => match reference.rfind(':').filter(|colon| !reference[*colon..].contains('/')) {
+            Some(colon) => reference.split_at(colon),
+            None => (reference, ""),
+        },
+    };
+    let Some(image) = images.iter().find(|i| i["name"] == name) else { return reference.to_string() };
+    let new_name = image.get("newName").and_then(Value::as_str).unwrap_or(name);
+    let suffix = match (image.get("digest").and_then(Value::as_str), image.get("newTag").and_then(Value::as_str)) {
+        (Some(digest), _) => format!("@{digest}"),
+        (None, Some(tag)) => format!(":{tag}"),
+        (None, None) => suffix.to_string(),
+    };
+    format!("{new_name}{suffix}")
 }
 
 /// A list of strings in YAML.
