@@ -1,6 +1,7 @@
-//! Service discovery beyond static `targets`: Consul ([`consul`]) publishes each discovered
-//! service's instances into its pool's [`MembershipFeed`](crate::upstream::MembershipFeed);
-//! the pool (in [`upstream`](crate::upstream)) does the rest.
+//! Service discovery beyond static `targets`: Consul ([`consul`]) and DNS ([`dns`]: host names
+//! in `targets`, `dns_srv`) publish each service's members into its pool's
+//! [`MembershipFeed`](crate::upstream::MembershipFeed); the pool (in
+//! [`upstream`](crate::upstream)) does the rest.
 //!
 //! [`DiscoveryControl`] is how a configuration generation says which services it wants
 //! watched: the Consul background service follows that wish, starting a watch for each new
@@ -8,6 +9,7 @@
 //! that left, while the watches of unchanged services keep running across reloads.
 
 pub(crate) mod consul;
+pub(crate) mod dns;
 
 use crate::config::{ConsulDiscovery, ConsulSettings};
 use crate::snapshot::Snapshot;
