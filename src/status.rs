@@ -175,7 +175,10 @@ pub(crate) fn collect(runtime: &Runtime) -> Status {
                 healthy: backends.iter().filter(|b| b.healthy).count(),
                 backends,
                 circuit: s.circuit_breaker.as_ref().map(|_| pool.state.breaker.state().name()),
-                discovery_sync_age_secs: pool.discovery_sync_age().filter(|_| s.discovery.is_some()).map(|a| a.as_secs()),
+                discovery_sync_age_secs: pool
+                    .discovery_sync_age()
+                    .filter(|_| s.discovery.is_some())
+                    .map(|a| a.as_secs()),
                 dns: if s.dns.is_some() { runtime.dns.reports(&s.name) } else { Vec::new() },
             }
         })

@@ -141,7 +141,10 @@ impl Load {
                 match try_get(addr, "/") {
                     Some(r) if r.status == 200 => a.lock().unwrap().push((Instant::now(), backend_of(&r))),
                     other => {
-                        eprintln!("failed request: {:?}", other.map(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned())));
+                        eprintln!(
+                            "failed request: {:?}",
+                            other.map(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned()))
+                        );
                         f.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -203,6 +206,9 @@ fn a_name_moves_to_a_new_address_within_its_ttl_while_requests_flow() {
     assert_eq!(web["dns"][0]["kind"], "A/AAAA");
     assert_eq!(web["dns"][0]["addresses"], serde_json::json!([a.addr.to_string()]));
     assert_eq!(web["dns"][0]["ttl_secs"], 1);
+    // The status page (admin `/`) shows it too.
+    let page = String::from_utf8_lossy(&get(gw.admin, "/").body).into_owned();
+    assert!(page.contains(&format!("A/AAAA api.test:{port} → {}", a.addr)), "{page}");
 
     let load = Load::start(gw.addr, 20_000);
     std::thread::sleep(Duration::from_millis(500));
@@ -275,6 +281,7 @@ fn nxdomain_and_a_dead_server_keep_the_last_addresses() {
     dns.set_hosts("");
     assert!(eventually(Duration::from_secs(10), || metric_of(&gw, failures) >= 2.0), "NXDOMAIN not counted");
     let web = service_status(&gw, "web");
+    eprintln!("while the name is gone: {}", web["dns"][0]["error"]);
     assert!(web["dns"][0]["error"].as_str().is_some_and(|e| !e.is_empty()), "{web}");
     assert_eq!(web["dns"][0]["addresses"], serde_json::json!([a.addr.to_string()]), "last good set kept");
     assert_eq!(backends_of(&gw, "web"), vec![a.addr.to_string()]);
@@ -282,8 +289,12 @@ fn nxdomain_and_a_dead_server_keep_the_last_addresses() {
     // The DNS server dies: time-outs and refusals keep the set too.
     dns.stop();
     let before = metric_of(&gw, failures);
-    assert!(eventually(Duration::from_secs(15), || metric_of(&gw, failures) >= before + 2.0), "dead server not counted");
+    assert!(
+        eventually(Duration::from_secs(15), || metric_of(&gw, failures) >= before + 2.0),
+        "dead server not counted"
+    );
     assert_eq!(backends_of(&gw, "web"), vec![a.addr.to_string()]);
+    eprintln!("while the server is dead: {}", service_status(&gw, "web")["dns"][0]["error"]);
     let (answered, failed) = load.finish();
     assert_eq!(failed, 0, "requests kept flowing to the last good address");
     assert!(answered > 50, "{answered}");
@@ -318,19 +329,24 @@ fn reload_applies_new_names_and_servers() {
     let port = a.addr.port();
     let b = echo_at("b", "127.0.0.3", port);
     let dns = Dns::start("127.0.0.2 one.test\n127.0.0.3 two.test\n", &[]);
-    let config = |name: &str| {
+    let config = |dns: &Dns, name: &str| {
         format!(
             "{}services:\n  web: {{targets: [\"{name}:{port}\"]}}\nroutes:\n  - {{path: /, service: web, auth: public}}\n",
-            dns_head(&dns)
+            dns_head(dns)
         )
     };
-    let gw = Gateway::start(&config("one.test"));
+    let gw = Gateway::start(&config(&dns, "one.test"));
     assert_eq!(backend_of(&get(gw.addr, "/")), "a");
-    gw.rewrite(&format!("{HEAD}{}", config("two.test")));
+    gw.rewrite(&format!("{HEAD}{}", config(&dns, "two.test")));
     assert_eq!(gw.reload().status, 200);
     // Primed during the reload: the new name answers from the first request on.
     assert_eq!(backend_of(&get(gw.addr, "/")), "b");
     assert_eq!(service_status(&gw, "web")["dns"][0]["name"], format!("two.test:{port}"));
+    // Another server, which says two.test is elsewhere: `dns.servers` applies on reload.
+    let other = Dns::start("127.0.0.2 two.test\n", &[]);
+    gw.rewrite(&format!("{HEAD}{}", config(&other, "two.test")));
+    assert_eq!(gw.reload().status, 200);
+    assert!(eventually(Duration::from_secs(5), || backend_of(&get(gw.addr, "/")) == "a"), "new server not asked");
     drop((a, b));
 }
 
@@ -377,13 +393,9 @@ fn config_check_names_bad_dns_keys_with_their_lines() {
     let out = Command::new(env!("CARGO_BIN_EXE_siger")).arg("-t").arg("-c").arg(&path).output().unwrap();
     let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
-    for expected in [
-        "dns.servers[0]",
-        "services.a.targets[0]",
-        "services.b.dns_srv",
-        "services.c",
-        "services.d.targets[0]",
-    ] {
+    for expected in
+        ["dns.servers[0]", "services.a.targets[0]", "services.b.dns_srv", "services.c", "services.d.targets[0]"]
+    {
         assert!(text.contains(expected), "{expected} missing from: {text}");
     }
     assert!(text.contains("line 3"), "{text}");

@@ -116,8 +116,12 @@ impl DnsControl {
     /// (at most `prime`) for their first answers, so a service that changed its names does not
     /// answer 503 while the first look-up is on the way.
     pub(crate) async fn prepare(&self, snapshot: &Snapshot, prime: Duration) {
-        let fresh: Vec<MembershipFeed> =
-            Self::wanted_by(snapshot).specs.into_iter().filter(|s| s.feed.current().is_none()).map(|s| s.feed).collect();
+        let fresh: Vec<MembershipFeed> = Self::wanted_by(snapshot)
+            .specs
+            .into_iter()
+            .filter(|s| s.feed.current().is_none())
+            .map(|s| s.feed)
+            .collect();
         if fresh.is_empty() {
             return;
         }
@@ -382,7 +386,9 @@ impl Follow {
                                 describe(t.last.as_deref().unwrap_or_default())
                             );
                         }
-                        Some(_) => log::debug!("service {}: looking up {} failed: {e}", self.spec.name, t.query.label()),
+                        Some(_) => {
+                            log::debug!("service {}: looking up {} failed: {e}", self.spec.name, t.query.label())
+                        }
                     }
                     t.failed(e, now);
                 }
@@ -432,7 +438,7 @@ async fn lookup(resolver: &TokioResolver, query: &Query) -> Result<Answer, Strin
             Ok(Answer { targets: names::host_targets(ips, *port, *weight), ttl: ttl_until(valid_until) })
         }
         Query::Srv(name) => {
-            let lookup = resolver.srv_lookup(fqdn(name)).await.map_err(|e| e.to_string())?;
+            let lookup = resolver.srv_lookup(fqdn(name)).await.map_err(|e| why(&e))?;
             let records: Vec<SrvRecord> = lookup
                 .answers()
                 .iter()
@@ -475,12 +481,23 @@ async fn lookup_ips(
     resolver: &TokioResolver,
     host: &str,
 ) -> Result<(Vec<std::net::IpAddr>, std::time::Instant), String> {
-    let answer = resolver.lookup_ip(host).await.map_err(|e| e.to_string())?;
+    let answer = resolver.lookup_ip(host).await.map_err(|e| why(&e))?;
     let ips: Vec<std::net::IpAddr> = answer.iter().collect();
     if ips.is_empty() {
         return Err("no A or AAAA records".into());
     }
     Ok((ips, answer.valid_until()))
+}
+
+/// A failed look-up in the words an operator searches for.
+fn why(e: &hickory_resolver::net::NetError) -> String {
+    if e.is_nx_domain() {
+        "NXDOMAIN (no such name)".into()
+    } else if e.is_no_records_found() {
+        "no records of that type (NODATA)".into()
+    } else {
+        e.to_string()
+    }
 }
 
 /// SRV names are always absolute (they are not searched in resolv.conf's domains).

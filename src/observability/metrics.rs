@@ -602,6 +602,7 @@ impl Metrics {
             for state in ["healthy", "unhealthy"] {
                 let _ = self.backends.remove_label_values(&[name.as_str(), state]);
             }
+            let _ = self.dns_lookup_failures.remove_label_values(&[name.as_str()]);
             for kind in UpstreamErrorKind::ALL {
                 let _ = self.upstream_errors.remove_label_values(&[name.as_str(), kind.label()]);
             }

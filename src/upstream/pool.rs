@@ -13,7 +13,9 @@ use super::balance::{InflightGuard, LeastConn};
 use super::feed::MembershipFeed;
 use super::health;
 use super::service::ServiceState;
-use crate::config::{ConsulDiscovery, DnsDiscovery, HealthCheckSettings, LbAlgorithm, ServiceSettings, Target, UpstreamTransport};
+use crate::config::{
+    ConsulDiscovery, DnsDiscovery, HealthCheckSettings, LbAlgorithm, ServiceSettings, Target, UpstreamTransport,
+};
 use async_trait::async_trait;
 use pingora::lb::discovery::{ServiceDiscovery, Static};
 use pingora::lb::health_check::HealthCheck;

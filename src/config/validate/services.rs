@@ -123,8 +123,11 @@ pub(super) fn check_services(
             }
         }
         let srv = s.dns_srv.as_deref().and_then(|n| check_srv_name(&format!("{base}.dns_srv"), n, p));
-        let dns = (!names.is_empty() || srv.is_some())
-            .then(|| DnsDiscovery { fixed: std::mem::take(&mut targets), names, srv });
+        let dns = (!names.is_empty() || srv.is_some()).then(|| DnsDiscovery {
+            fixed: std::mem::take(&mut targets),
+            names,
+            srv,
+        });
         let discovery = s.discovery.as_ref().map(|d| {
             if !have_consul {
                 p.add(format!("{base}.discovery"), "Consul discovery needs a top-level `consul` section");

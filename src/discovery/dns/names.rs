@@ -70,10 +70,7 @@ pub(crate) struct Tracked {
 
 /// The names a service follows, all due at once.
 pub(crate) fn track(source: &DnsDiscovery, now: Instant) -> Vec<Tracked> {
-    let hosts = source
-        .names
-        .iter()
-        .map(|n| Query::Host { host: n.host.clone(), port: n.port, weight: n.weight });
+    let hosts = source.names.iter().map(|n| Query::Host { host: n.host.clone(), port: n.port, weight: n.weight });
     hosts
         .chain(source.srv.iter().map(|s| Query::Srv(s.clone())))
         .map(|query| Tracked { query, last: None, ttl: MIN_TTL, due: now, failures: 0, error: None })
