@@ -282,7 +282,7 @@ fn nxdomain_and_a_dead_server_keep_the_last_addresses() {
     assert!(eventually(Duration::from_secs(10), || metric_of(&gw, failures) >= 2.0), "NXDOMAIN not counted");
     let web = service_status(&gw, "web");
     eprintln!("while the name is gone: {}", web["dns"][0]["error"]);
-    assert!(web["dns"][0]["error"].as_str().is_some_and(|e| !e.is_empty()), "{web}");
+    assert!(web["dns"][0]["error"].as_str().is_some_and(|e| e.contains("NXDOMAIN")), "{web}");
     assert_eq!(web["dns"][0]["addresses"], serde_json::json!([a.addr.to_string()]), "last good set kept");
     assert_eq!(backends_of(&gw, "web"), vec![a.addr.to_string()]);
 
@@ -379,24 +379,4 @@ fn addresses_that_stay_keep_their_health() {
     assert!(eventually(Duration::from_secs(10), || health(&gw).get(&b.addr.to_string()) == Some(&true)));
     let (_, failed) = load.finish();
     assert_eq!(failed, 0);
-}
-
-#[test]
-fn config_check_names_bad_dns_keys_with_their_lines() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("siger.yaml");
-    std::fs::write(
-        &path,
-        "listen: [\"127.0.0.1:1\"]\ndns:\n  servers: [\"not-an-ip\"]\nservices:\n  a: {targets: [\"bad_name!:80\"]}\n  b: {dns_srv: search.internal}\n  c: {targets: [\"x.internal:80\"], dns_srv: _http._tcp.x.internal}\n  d: {targets: [\"x.internal\"]}\nroutes:\n  - {path: /, service: a, auth: public}\n",
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_siger")).arg("-t").arg("-c").arg(&path).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
-    for expected in
-        ["dns.servers[0]", "services.a.targets[0]", "services.b.dns_srv", "services.c", "services.d.targets[0]"]
-    {
-        assert!(text.contains(expected), "{expected} missing from: {text}");
-    }
-    assert!(text.contains("line 3"), "{text}");
 }
