@@ -76,11 +76,15 @@ impl DiscoveryControl {
     /// Load the saved instances of every discovered service nothing is known about yet, so
     /// routing works before Consul answers (or while it is down).
     pub(crate) fn seed(&self, snapshot: &Snapshot) {
-        for (spec, pool) in Self::specs(snapshot).iter().zip(snapshot.pools.iter().filter(|p| p.feed().is_some())) {
+        for spec in Self::specs(snapshot) {
+            // DNS-backed pools have feeds too: find this spec's pool by its feed.
+            let Some(pool) = snapshot.pools.iter().find(|p| p.feed().is_some_and(|f| f.id() == spec.feed.id())) else {
+                continue;
+            };
             if spec.feed.current().is_some() {
                 continue;
             }
-            match self.store(spec).as_ref().map(Store::load) {
+            match self.store(&spec).as_ref().map(Store::load) {
                 Some(Ok(Some(targets))) => {
                     log::info!(
                         "service {}: {} instance(s) loaded from its state file until Consul answers",
