@@ -85,6 +85,13 @@ impl Dns {
         assert!(status.success());
     }
 
+    /// Restart on the same port with other SRV records (dnsmasq reads `--srv-host` only at
+    /// start; SIGHUP re-reads hosts files, not SRV records).
+    fn restart_with_srv(&mut self, srv: &[String]) {
+        self.stop();
+        self.spawn(srv);
+    }
+
     /// Stop the server: every query now fails (the port stays held, nothing answers).
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -237,7 +244,7 @@ fn srv_records_give_targets_ports_and_weights() {
     let a = echo_at("a", "127.0.0.2", 0);
     let b = echo_at("b", "127.0.0.3", 0);
     let fallback = echo_at("fallback", "127.0.0.4", 0);
-    let dns = Dns::start(
+    let mut dns = Dns::start(
         "127.0.0.2 a.test\n127.0.0.3 b.test\n127.0.0.4 c.test\n",
         &[
             format!("_http._tcp.search.test,a.test,{},0,1", a.addr.port()),
@@ -262,6 +269,24 @@ fn srv_records_give_targets_ports_and_weights() {
         search["dns"][0]["addresses"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
     shown.sort();
     assert_eq!(shown, vec![format!("{}×1", a.addr), format!("{}×3", b.addr)]);
+
+    // The records change (new weights, the first group gone): the split follows within the TTL.
+    dns.restart_with_srv(&[
+        format!("_http._tcp.search.test,b.test,{},0,1", b.addr.port()),
+        format!("_http._tcp.search.test,c.test,{},0,1", fallback.addr.port()),
+    ]);
+    assert!(
+        eventually(Duration::from_secs(10), || backends_of(&gw, "search").len() == 2
+            && backends_of(&gw, "search").contains(&fallback.addr.to_string())),
+        "{:?}",
+        backends_of(&gw, "search")
+    );
+    let counts = spread(gw.addr, "/", 200);
+    assert_eq!(
+        (counts.get("b"), counts.get("fallback"), counts.get("a")),
+        (Some(&100), Some(&100), None),
+        "{counts:?}"
+    );
 }
 
 #[test]
@@ -379,4 +404,24 @@ fn addresses_that_stay_keep_their_health() {
     assert!(eventually(Duration::from_secs(10), || health(&gw).get(&b.addr.to_string()) == Some(&true)));
     let (_, failed) = load.finish();
     assert_eq!(failed, 0);
+}
+
+#[test]
+fn a_new_address_ramps_up_with_slow_start() {
+    let a = echo_at("a", "127.0.0.2", 0);
+    let port = a.addr.port();
+    let dns = Dns::start("127.0.0.2 api.test\n", &[]);
+    let gw = Gateway::start(&format!(
+        "{}services:\n  web: {{targets: [\"api.test:{port}\"], slow_start: 30s}}\nroutes:\n  - {{path: /, service: web, auth: public}}\n",
+        dns_head(&dns)
+    ));
+    let b = echo_at("b", "127.0.0.3", port);
+    dns.set_hosts("127.0.0.2 api.test\n127.0.0.3 api.test\n");
+    assert!(eventually(Duration::from_secs(10), || backends_of(&gw, "web").len() == 2), "b never joined");
+    // Early in its 30 s ramp the newcomer gets far less than the half round robin would give.
+    let counts = spread(gw.addr, "/", 200);
+    eprintln!("first seconds of slow start: {counts:?}");
+    let to_b = *counts.get("b").unwrap_or(&0);
+    assert!(to_b < 60, "b took {to_b} of 200 right after joining");
+    drop(b);
 }

@@ -70,6 +70,9 @@ pub(crate) struct NameReport {
     pub(crate) resolved_at: Option<String>,
     /// Why the last look-up failed, while it does.
     pub(crate) error: Option<String>,
+    /// What the last answer left out (SRV targets that do not resolve).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) warning: Option<String>,
 }
 
 type Reports = Arc<Mutex<HashMap<String, Vec<NameReport>>>>;
@@ -146,7 +149,8 @@ impl DnsControl {
     /// why until the name resolves (retried in the background from the first second on).
     pub(crate) fn prime_at_start(&self, snapshot: &Snapshot, failures: &IntCounterVec) {
         let wanted = Self::wanted_by(snapshot);
-        if wanted.specs.is_empty() {
+        // Inside a runtime (not the binary's start-up) the background loop does the first round.
+        if wanted.specs.is_empty() || tokio::runtime::Handle::try_current().is_ok() {
             return;
         }
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -362,6 +366,14 @@ impl Follow {
                             s.since.elapsed()
                         );
                     }
+                    if answer.note.is_some() && answer.note != t.note {
+                        log::warn!(
+                            "service {}: {}: {}",
+                            self.spec.name,
+                            t.query.label(),
+                            answer.note.as_deref().unwrap_or_default()
+                        );
+                    }
                     t.answered(answer, now);
                 }
                 Err(e) => {
@@ -424,6 +436,7 @@ impl Follow {
                     crate::status::rfc3339(SystemTime::now() - ago)
                 }),
                 error: t.error.clone(),
+                warning: t.note.clone(),
             })
             .collect();
         self.reports.lock().unwrap_or_else(|p| p.into_inner()).insert(self.spec.name.clone(), reports);
@@ -435,7 +448,7 @@ async fn lookup(resolver: &TokioResolver, query: &Query) -> Result<Answer, Strin
     match query {
         Query::Host { host, port, weight } => {
             let (ips, valid_until) = lookup_ips(resolver, host).await?;
-            Ok(Answer { targets: names::host_targets(ips, *port, *weight), ttl: ttl_until(valid_until) })
+            Ok(Answer { targets: names::host_targets(ips, *port, *weight), ttl: ttl_until(valid_until), note: None })
         }
         Query::Srv(name) => {
             let lookup = resolver.srv_lookup(fqdn(name)).await.map_err(|e| why(&e))?;
@@ -472,7 +485,8 @@ async fn lookup(resolver: &TokioResolver, query: &Query) -> Result<Answer, Strin
             if targets.is_empty() && !errors.is_empty() {
                 return Err(format!("no SRV target resolves ({})", errors.join("; ")));
             }
-            Ok(Answer { targets, ttl: ttl_until(valid_until) })
+            let note = (!errors.is_empty()).then(|| format!("SRV targets left out: {}", errors.join("; ")));
+            Ok(Answer { targets, ttl: ttl_until(valid_until), note })
         }
     }
 }

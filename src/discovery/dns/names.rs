@@ -50,6 +50,8 @@ impl Query {
 pub(crate) struct Answer {
     pub(crate) targets: Vec<Target>,
     pub(crate) ttl: Duration,
+    /// What was left out of a usable answer (SRV targets that did not resolve).
+    pub(crate) note: Option<String>,
 }
 
 /// A name followed over time.
@@ -66,6 +68,8 @@ pub(crate) struct Tracked {
     pub(crate) failures: u32,
     /// Why the last look-up failed (cleared by a good answer).
     pub(crate) error: Option<String>,
+    /// What the last good answer left out.
+    pub(crate) note: Option<String>,
 }
 
 /// The names a service follows, all due at once.
@@ -73,7 +77,7 @@ pub(crate) fn track(source: &DnsDiscovery, now: Instant) -> Vec<Tracked> {
     let hosts = source.names.iter().map(|n| Query::Host { host: n.host.clone(), port: n.port, weight: n.weight });
     hosts
         .chain(source.srv.iter().map(|s| Query::Srv(s.clone())))
-        .map(|query| Tracked { query, last: None, ttl: MIN_TTL, due: now, failures: 0, error: None })
+        .map(|query| Tracked { query, last: None, ttl: MIN_TTL, due: now, failures: 0, error: None, note: None })
         .collect()
 }
 
@@ -95,6 +99,7 @@ impl Tracked {
         self.ttl = clamp_ttl(answer.ttl);
         self.due = now + self.ttl;
         self.last = Some(answer.targets);
+        self.note = answer.note;
         self.failures = 0;
         self.error = None;
     }
@@ -187,7 +192,7 @@ mod tests {
         };
         let mut tracked = track(&source, now);
         assert_eq!(members(&source.fixed, &tracked), vec![t("10.0.0.9:80", 1)], "nothing resolved yet");
-        let answer = Answer { targets: vec![t("10.0.0.1:80", 2)], ttl: Duration::from_secs(0) };
+        let answer = Answer { targets: vec![t("10.0.0.1:80", 2)], ttl: Duration::from_secs(0), note: None };
         tracked[0].answered(answer, now);
         assert_eq!(tracked[0].due, now + Duration::from_secs(1));
         tracked[0].failed("NXDOMAIN".into(), now);
