@@ -425,3 +425,20 @@ fn a_new_address_ramps_up_with_slow_start() {
     assert!(to_b < 60, "b took {to_b} of 200 right after joining");
     drop(b);
 }
+
+#[test]
+fn a_and_aaaa_records_both_become_backends() {
+    let v4 = echo_at("v4", "127.0.0.2", 0);
+    let port = v4.addr.port();
+    let v6 = Echo::start_on("v6", &format!("[::1]:{port}"));
+    let dns = Dns::start("127.0.0.2 dual.test\n::1 dual.test\n", &[]);
+    let gw = Gateway::start(&format!(
+        "{}services:\n  web: {{targets: [\"dual.test:{port}\"]}}\nroutes:\n  - {{path: /, service: web, auth: public}}\n",
+        dns_head(&dns)
+    ));
+    let mut expected = vec![v4.addr.to_string(), v6.addr.to_string()];
+    expected.sort();
+    assert_eq!(backends_of(&gw, "web"), expected);
+    let counts = spread(gw.addr, "/", 20);
+    assert_eq!((counts.get("v4"), counts.get("v6")), (Some(&10), Some(&10)), "{counts:?}");
+}
