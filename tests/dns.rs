@@ -442,3 +442,34 @@ fn a_and_aaaa_records_both_become_backends() {
     let counts = spread(gw.addr, "/", 20);
     assert_eq!((counts.get("v4"), counts.get("v6")), (Some(&10), Some(&10)), "{counts:?}");
 }
+
+#[test]
+fn least_conn_counts_survive_a_change_of_answer() {
+    let a = echo_at("a", "127.0.0.2", 0);
+    let port = a.addr.port();
+    let dns = Dns::start("127.0.0.2 api.test\n", &[]);
+    let gw = Gateway::start(&format!(
+        "{}services:\n  web: {{targets: [\"api.test:{port}\"], lb: least_conn, read_timeout: 20s}}\nroutes:\n  - {{path: /, service: web, auth: public}}\n",
+        dns_head(&dns)
+    ));
+    let in_flight = |gw: &Gateway, addr: &str| -> Option<u64> {
+        service_status(gw, "web")["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["address"] == addr)
+            .and_then(|b| b["in_flight"].as_u64())
+    };
+    let gw_addr = gw.addr;
+    let slow = std::thread::spawn(move || try_get(gw_addr, "/slow?delay_ms=4000").map(|r| r.status));
+    let a_addr = a.addr.to_string();
+    assert!(eventually(Duration::from_secs(5), || in_flight(&gw, &a_addr) == Some(1)), "slow request not in flight");
+    let b = echo_at("b", "127.0.0.3", port);
+    dns.set_hosts("127.0.0.2 api.test\n127.0.0.3 api.test\n");
+    assert!(eventually(Duration::from_secs(5), || backends_of(&gw, "web").len() == 2), "b never joined");
+    // a still counts its request: the next ones go to b, the least loaded.
+    assert_eq!(in_flight(&gw, &a_addr), Some(1));
+    assert_eq!(backend_of(&get(gw.addr, "/")), "b");
+    assert_eq!(slow.join().unwrap(), Some(200));
+    drop(b);
+}
