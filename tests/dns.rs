@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::pki::Pki;
 use support::ports::Reserved;
 use support::*;
 
@@ -472,4 +473,24 @@ fn least_conn_counts_survive_a_change_of_answer() {
     assert_eq!(backend_of(&get(gw.addr, "/")), "b");
     assert_eq!(slow.join().unwrap(), Some(200));
     drop(b);
+}
+
+#[test]
+fn tls_to_a_host_name_checks_the_certificate_against_the_name() {
+    let pki = Pki::new("Internal CA");
+    // A certificate for the name only: no IP SAN, as a service's certificate usually is.
+    let cert = pki.server("api", &["api.test"], 365);
+    let path = |p: &std::path::Path| p.display().to_string();
+    let (c, k) = (path(&cert.cert), path(&cert.key));
+    let backend = Echo::start_with("tls", "127.0.0.2:0", &["--tls-cert", &c, "--tls-key", &k]);
+    let port = backend.addr.port();
+    let dns = Dns::start("127.0.0.2 api.test\n", &[]);
+    let gw = Gateway::start(&format!(
+        "{}services:\n  web: {{targets: [\"api.test:{port}\"], tls: {{ca: {}}}}}\nroutes:\n  - {{path: /, service: web, auth: public}}\n",
+        dns_head(&dns),
+        path(&pki.ca())
+    ));
+    let r = get(gw.addr, "/");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(backend_of(&r), "tls");
 }

@@ -123,6 +123,14 @@ pub(super) fn check_services(
             }
         }
         let srv = s.dns_srv.as_deref().and_then(|n| check_srv_name(&format!("{base}.dns_srv"), n, p));
+        // Backends reached through one host name are that host to TLS: it is the default SNI
+        // and the name their certificates are checked against (not the address it resolved to).
+        let one_host = match names.as_slice() {
+            [first, rest @ ..] if targets.is_empty() && srv.is_none() && rest.iter().all(|n| n.host == first.host) => {
+                Some(first.host.clone())
+            }
+            _ => None,
+        };
         let dns = (!names.is_empty() || srv.is_some()).then(|| DnsDiscovery {
             fixed: std::mem::take(&mut targets),
             names,
@@ -185,7 +193,11 @@ pub(super) fn check_services(
             p.warn(format!("{base}.hash_key"), "has no effect without `lb: consistent_hash`");
         }
         let transport = UpstreamTransport {
-            tls: s.tls.as_ref().and_then(|t| check_upstream_tls(&base, name, t, base_dir, p)).map(Arc::new),
+            tls: s
+                .tls
+                .as_ref()
+                .and_then(|t| check_upstream_tls(&base, name, t, one_host.as_deref(), base_dir, p))
+                .map(Arc::new),
             http2: s.http2.unwrap_or(false),
         };
         let health_check = s.health_check.as_ref().map(|h| {
@@ -280,6 +292,7 @@ fn check_upstream_tls(
     base: &str,
     service: &str,
     raw: &RawUpstreamTls,
+    default_sni: Option<&str>,
     base_dir: &Path,
     p: &mut Problems,
 ) -> Option<UpstreamTls> {
@@ -290,7 +303,7 @@ fn check_upstream_tls(
         RawUpstreamTls::Detailed(d) => d,
     };
     let key = format!("{base}.tls");
-    let sni = t.sni.as_ref().map(|s| s.trim().to_ascii_lowercase());
+    let sni = t.sni.as_ref().map(|s| s.trim().to_ascii_lowercase()).or_else(|| default_sni.map(str::to_string));
     if let Some(sni) = &sni {
         if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
             p.add(format!("{key}.sni"), format!("`{sni}` is not a DNS name or IP address"));
