@@ -315,8 +315,9 @@ fn nxdomain_and_a_dead_server_keep_the_last_addresses() {
     // The DNS server dies: time-outs and refusals keep the set too.
     dns.stop();
     let before = metric_of(&gw, failures);
+    // Retries back off (1 s, 2 s, 4 s, … 30 s): two more failures may take a while.
     assert!(
-        eventually(Duration::from_secs(15), || metric_of(&gw, failures) >= before + 2.0),
+        eventually(Duration::from_secs(45), || metric_of(&gw, failures) >= before + 2.0),
         "dead server not counted"
     );
     assert_eq!(backends_of(&gw, "web"), vec![a.addr.to_string()]);
@@ -462,7 +463,7 @@ fn least_conn_counts_survive_a_change_of_answer() {
             .and_then(|b| b["in_flight"].as_u64())
     };
     let gw_addr = gw.addr;
-    let slow = std::thread::spawn(move || try_get(gw_addr, "/slow?delay_ms=4000").map(|r| r.status));
+    let slow = std::thread::spawn(move || try_get(gw_addr, "/slow?delay_ms=7000").map(|r| r.status));
     let a_addr = a.addr.to_string();
     assert!(eventually(Duration::from_secs(5), || in_flight(&gw, &a_addr) == Some(1)), "slow request not in flight");
     let b = echo_at("b", "127.0.0.3", port);
