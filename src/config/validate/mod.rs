@@ -113,6 +113,9 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
     if nats.is_some() && jobs.is_none() {
         p.warn("nats", "configured, but only `jobs` uses NATS and there is no `jobs` section");
     }
+    if raw.dns.is_some() && services.iter().all(|s| s.dns.is_none()) {
+        p.warn("dns", "configured, but no service names a host in `targets` or uses `dns_srv`");
+    }
     if consul.as_ref().is_some_and(|c| c.register.is_none()) && services.iter().all(|s| s.discovery.is_none()) {
         p.warn("consul", "configured, but no service uses `discovery.consul` and there is no `register`");
     }
