@@ -77,16 +77,25 @@ pub(crate) struct NameReport {
 
 type Reports = Arc<Mutex<HashMap<String, Vec<NameReport>>>>;
 
+/// What the start-up round learnt, by service, for its background loop to go on from (so a
+/// name is not asked twice in a row, nor its answer logged twice).
+type Primed = Arc<Mutex<HashMap<String, (DnsDiscovery, Vec<Tracked>)>>>;
+
 /// The DNS-backed services the configuration in force wants followed.
 #[derive(Debug)]
 pub(crate) struct DnsControl {
     wanted: watch::Sender<Arc<Wanted>>,
     reports: Reports,
+    primed: Primed,
 }
 
 impl Default for DnsControl {
     fn default() -> Self {
-        DnsControl { wanted: watch::channel(Arc::new(Wanted::default())).0, reports: Reports::default() }
+        DnsControl {
+            wanted: watch::channel(Arc::new(Wanted::default())).0,
+            reports: Reports::default(),
+            primed: Primed::default(),
+        }
     }
 }
 
@@ -170,8 +179,9 @@ impl DnsControl {
             };
             let rounds = wanted.specs.iter().map(|spec| {
                 let (resolver, reports, failures) = (&resolver, self.reports.clone(), failures.clone());
+                let primed = self.primed.clone();
                 async move {
-                    let follow = Follow { spec: spec.clone(), failures, reports };
+                    let follow = Follow { spec: spec.clone(), failures, reports, primed: Primed::default() };
                     let mut tracked = names::track(&spec.source, Instant::now());
                     follow.round(resolver, &mut tracked, &mut None).await;
                     for t in tracked.iter().filter(|t| t.last.is_none()) {
@@ -184,6 +194,10 @@ impl DnsControl {
                             t.error.as_deref().unwrap_or("no answer")
                         );
                     }
+                    primed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(spec.name.clone(), (spec.source.clone(), tracked));
                 }
             });
             futures::future::join_all(rounds).await;
@@ -238,12 +252,18 @@ pub(crate) struct DnsService {
     wanted: watch::Receiver<Arc<Wanted>>,
     failures: IntCounterVec,
     reports: Reports,
+    primed: Primed,
 }
 
 impl DnsService {
     /// The service following `control`, counting failed look-ups in `failures` (by service).
     pub(crate) fn new(control: &DnsControl, failures: IntCounterVec) -> Self {
-        DnsService { wanted: control.subscribe(), failures, reports: control.reports.clone() }
+        DnsService {
+            wanted: control.subscribe(),
+            failures,
+            reports: control.reports.clone(),
+            primed: control.primed.clone(),
+        }
     }
 }
 
@@ -283,6 +303,7 @@ impl BackgroundService for DnsService {
                                 spec: spec.clone(),
                                 failures: self.failures.clone(),
                                 reports: self.reports.clone(),
+                                primed: self.primed.clone(),
                             });
                             let resolver = resolver.clone();
                             spawn_supervised(spec.name.clone(), move |stop| {
@@ -315,11 +336,16 @@ struct Follow {
     spec: DnsSpec,
     failures: IntCounterVec,
     reports: Reports,
+    primed: Primed,
 }
 
 impl Follow {
     async fn run(&self, resolver: &TokioResolver, mut stop: watch::Receiver<bool>) {
-        let mut tracked = names::track(&self.spec.source, Instant::now());
+        let primed = self.primed.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.spec.name);
+        let mut tracked = match primed {
+            Some((source, tracked)) if source == self.spec.source => tracked,
+            _ => names::track(&self.spec.source, Instant::now()),
+        };
         let mut streaks: Option<Vec<Option<Streak>>> = None;
         loop {
             self.round(resolver, &mut tracked, &mut streaks).await;
