@@ -11,6 +11,7 @@ mod composition;
 mod config_check;
 mod config_store;
 mod consul;
+mod dns;
 mod grpc_transcode;
 mod harness;
 mod hostile;

@@ -84,18 +84,24 @@ impl Echo {
     }
 
     /// Start on a given address, which the caller holds (e.g. a [`Reserved`] port).
+    /// Port 0 lets the echo pick its own port (no race: it binds it itself).
     pub fn start_on(name: &str, listen: &str) -> Echo {
-        Self::spawn(name, listen.parse().expect("a socket address"), &[])
+        Self::start_on_with(name, listen, &[])
+    }
+
+    /// [`start_on`](Self::start_on) with extra arguments.
+    pub fn start_on_with(name: &str, listen: &str, extra: &[&str]) -> Echo {
+        Self::spawn(name, listen.parse().expect("a socket address"), extra)
     }
 
     fn spawn(name: &str, listen: SocketAddr, extra: &[&str]) -> Echo {
         let args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
-        let child = Self::run(name, listen, &args);
-        Echo { child, addr: listen, name: name.to_string(), args, _port: None }
+        let (child, addr) = Self::run(name, listen, &args);
+        Echo { child, addr, name: name.to_string(), args, _port: None }
     }
 
     /// Run siger-echo and wait for it to say where it listens.
-    fn run(name: &str, listen: SocketAddr, args: &[String]) -> Child {
+    fn run(name: &str, listen: SocketAddr, args: &[String]) -> (Child, SocketAddr) {
         let mut child = Command::new(ECHO)
             .args(["--listen", &listen.to_string(), "--name", name])
             .args(args)
@@ -106,14 +112,17 @@ impl Echo {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let said: Option<SocketAddr> = line.trim().strip_prefix("listening on ").and_then(|a| a.parse().ok());
-        assert_eq!(said, Some(listen), "siger-echo said {line:?}");
-        child
+        let addr = said.unwrap_or_else(|| panic!("siger-echo said {line:?}"));
+        if listen.port() != 0 {
+            assert_eq!(addr, listen, "siger-echo said {line:?}");
+        }
+        (child, addr)
     }
 
     /// Start again (after [`kill`](Self::kill)) on the same address with the same arguments.
     pub fn start_again(&mut self) {
         self.kill();
-        self.child = Self::run(&self.name, self.addr, &self.args);
+        self.child = Self::run(&self.name, self.addr, &self.args).0;
     }
 
     pub fn pid(&self) -> u32 {
