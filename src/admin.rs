@@ -9,7 +9,8 @@
 use crate::answer::LocalAnswer;
 use crate::errors::GatewayError;
 use crate::runtime::Runtime;
-use crate::status::{rfc3339, Reload};
+use crate::status::Reload;
+use crate::timestamp::rfc3339;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response};

@@ -47,6 +47,7 @@ pub(crate) mod routing;
 pub(crate) mod runtime;
 pub(crate) mod snapshot;
 pub(crate) mod status;
+pub mod timestamp;
 pub mod tls;
 pub(crate) mod trace;
 // The core of issue 28, wired into the proxy, aggregation and `-t` in a later step.

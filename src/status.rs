@@ -9,7 +9,7 @@ use crate::config::{AuthMode, LbAlgorithm, RouteTarget};
 use crate::runtime::Runtime;
 use serde::Serialize;
 use std::fmt::Write;
-use std::time::SystemTime;
+use crate::timestamp::rfc3339;
 
 /// Seconds between the page's refreshes.
 const REFRESH_SECS: u32 = 5;
@@ -96,11 +96,6 @@ pub(crate) struct Link {
     /// `connected`, `disconnected`, `errors`, `ok`.
     pub(crate) state: &'static str,
     pub(crate) detail: String,
-}
-
-/// A time as RFC 3339 (UTC), as every admin answer shows it.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// The status of the runtime now.

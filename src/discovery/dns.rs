@@ -459,7 +459,7 @@ impl Follow {
                 // The last answer came one TTL before the name is due again.
                 resolved_at: t.last.as_ref().filter(|_| t.error.is_none()).map(|_| {
                     let ago = t.ttl.saturating_sub(t.due.saturating_duration_since(now));
-                    crate::status::rfc3339(SystemTime::now() - ago)
+                    crate::timestamp::rfc3339(SystemTime::now() - ago)
                 }),
                 error: t.error.clone(),
                 warning: t.note.clone(),
