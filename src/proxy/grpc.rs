@@ -165,7 +165,9 @@ async fn transcode(
             let detail = format!("the answer broke off: {}", e.etype.as_str());
             return Err(Outcome::Refuse(GatewayError::BadGateway { kind: UpstreamErrorKind::of(&e), detail }));
         }
-        Err(ReadError::Call(e)) if started => return Err(Outcome::Broken(Error::explain(InternalError, e.to_string()))),
+        Err(ReadError::Call(e)) if started => {
+            return Err(Outcome::Broken(Error::explain(InternalError, e.to_string())))
+        }
         Err(ReadError::Call(e)) => return Err(fail(e)),
     };
     exchange::connector().release_http_session(upstream, &peer, snap.service(service).idle_timeout).await;
@@ -222,8 +224,9 @@ async fn grpc_web(
         web::Encoding::Binary => bytes,
         web::Encoding::Text => web::encode_text(&bytes),
     };
-    let mut answer = LocalAnswer::bytes(200, "application/grpc-web+proto", Bytes::new())
-        .with_content_type(http::HeaderValue::from_str(&answer_type).map_err(|_| Outcome::Refuse(GatewayError::Internal))?);
+    let mut answer = LocalAnswer::bytes(200, "application/grpc-web+proto", Bytes::new()).with_content_type(
+        http::HeaderValue::from_str(&answer_type).map_err(|_| Outcome::Refuse(GatewayError::Internal))?,
+    );
     // Response metadata (and a trailers-only answer's status) stays in the head.
     for (name, value) in upstream_head.iter().flat_map(|h| h.headers.iter()) {
         if passes_back(name) {
@@ -417,7 +420,10 @@ mod tests {
         assert_eq!(translation(true, true, "Application/gRPC+proto"), None);
         assert_eq!(translation(true, true, "application/grpc-web-text"), Some(Translation::Web(web::Encoding::Text)));
         assert_eq!(translation(false, true, "application/json"), None);
-        assert_eq!(translation(false, true, "application/grpc-web+proto"), Some(Translation::Web(web::Encoding::Binary)));
+        assert_eq!(
+            translation(false, true, "application/grpc-web+proto"),
+            Some(Translation::Web(web::Encoding::Binary))
+        );
         assert_eq!(translation(true, false, "application/grpc-web"), Some(Translation::Transcode));
         assert_eq!(translation(false, false, "application/grpc-web"), None);
     }

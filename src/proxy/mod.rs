@@ -74,7 +74,12 @@ async fn respond(session: &mut Session, snap: &Snapshot, state: &RequestState, a
 
 /// The head of an answer the gateway makes itself, with what every such answer carries
 /// (request id, rate-limit headers, the route's CORS and response rules, HSTS).
-fn local_head(session: &mut Session, snap: &Snapshot, state: &RequestState, answer: &LocalAnswer) -> Result<ResponseHeader> {
+fn local_head(
+    session: &mut Session,
+    snap: &Snapshot,
+    state: &RequestState,
+    answer: &LocalAnswer,
+) -> Result<ResponseHeader> {
     let mut head = answer.response_header();
     if !answer.has_header("x-request-id") {
         head.insert_header("X-Request-Id", state.request_id.as_str())?;
@@ -91,7 +96,12 @@ fn local_head(session: &mut Session, snap: &Snapshot, state: &RequestState, answ
 /// Start an answer the gateway writes as it goes (a transcoded stream): `answer`'s head with
 /// what every local answer carries, its body length unknown (chunked on HTTP/1.1). The caller
 /// writes the body with `write_response_body`, the last chunk with `end_of_stream`.
-async fn start_stream(session: &mut Session, snap: &Snapshot, state: &RequestState, answer: &LocalAnswer) -> Result<()> {
+async fn start_stream(
+    session: &mut Session,
+    snap: &Snapshot,
+    state: &RequestState,
+    answer: &LocalAnswer,
+) -> Result<()> {
     let mut head = local_head(session, snap, state, answer)?;
     head.remove_header(&http::header::CONTENT_LENGTH);
     // HTTP/2 drops it; HTTP/1.1 needs it to keep the connection.

@@ -211,11 +211,17 @@ pub(super) fn check_routes(
             let key = if route.grpc_web { format!("{base}.grpc_web") } else { format!("{base}.grpc_transcode") };
             match route.target {
                 // gRPC needs HTTP/2 to the backend (trailers).
-                RouteTarget::Service(id) if r.service.is_some() && !services.get(id).is_some_and(|s| s.transport.http2) => p
-                    .add(
+                RouteTarget::Service(id)
+                    if r.service.is_some() && !services.get(id).is_some_and(|s| s.transport.http2) =>
+                {
+                    p.add(
                         key,
-                        format!("service `{}` must set `http2: true`: gRPC needs HTTP/2 to the backend", services[id].name),
-                    ),
+                        format!(
+                            "service `{}` must set `http2: true`: gRPC needs HTTP/2 to the backend",
+                            services[id].name
+                        ),
+                    )
+                }
                 RouteTarget::Service(_) => {}
                 _ => p.add(key, "needs `service` (one gRPC service; not `split` or `aggregate`)"),
             }
