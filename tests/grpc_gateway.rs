@@ -302,6 +302,28 @@ fn the_route_timeout_becomes_grpc_timeout_and_client_metadata_passes() {
     assert_eq!(body["metadata"]["te"], "trailers");
 }
 
+#[test]
+fn a_unary_call_past_the_route_timeout_is_a_504_and_no_backend_a_502() {
+    let s = setup(", timeout: 1s", "");
+    let started = std::time::Instant::now();
+    let r = call(&s.gw, "POST", "/v1/echo", r#"{"text": "slow", "delayMs": 4000}"#);
+    assert_eq!(r.status, 504, "{}", String::from_utf8_lossy(&r.body));
+    assert!(started.elapsed() < Duration::from_millis(3500), "answered at the deadline: {:?}", started.elapsed());
+    assert!(r.json()["request_id"].as_str().is_some());
+    // Within the deadline: answered.
+    assert_eq!(ok(&call(&s.gw, "POST", "/v1/echo", r#"{"text": "quick", "delayMs": 10}"#))["text"], "quick");
+    // A service with nothing listening.
+    let dead = free_port();
+    let gw = Gateway::start(&config(&s.set, format!("127.0.0.1:{dead}").parse().unwrap(), "", ""));
+    let r = call(&gw, "GET", "/v1/orders/1", "");
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (502, Some("bad_gateway")),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+}
+
 /// A gRPC-Web request of `message` (JSON of the method's input) to `method`; the answer's
 /// messages (as JSON) and trailers.
 fn grpc_web(
@@ -497,6 +519,11 @@ fn config_check_names_the_key_and_line_of_each_descriptor_problem() {
         (cfg(&unknown, "invalid.v1.Things", true), "routes[0].grpc_transcode.services", "is not a field of"),
         (cfg(&conflict, "invalid.v1.Things", true), "routes[0].grpc_transcode.services", "are both bound to GET"),
         (cfg(&good, "shop.v1.Orders", false), "routes[0].grpc_transcode", "http2: true"),
+        (
+            cfg(&good, "shop.v1.Orders", true).replace("auth: public", "auth: public\n    cache: {ttl: 1m}"),
+            "routes[0].cache",
+            "transcoded",
+        ),
     ];
     for (config, key, says) in cases {
         let (code, out) = check(&config, dir.path());

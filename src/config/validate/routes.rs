@@ -226,6 +226,21 @@ pub(super) fn check_routes(
                 _ => p.add(key, "needs `service` (one gRPC service; not `split` or `aggregate`)"),
             }
         }
+        if route.grpc_transcode.is_some() {
+            // Transcoded requests are answered by the gateway itself: nothing is silently skipped.
+            for (set, name) in [
+                (route.validate.is_some(), "validate"),
+                (route.cache.is_some(), "cache"),
+                (route.compress.is_some(), "compress"),
+            ] {
+                if set {
+                    p.add(
+                        format!("{base}.{name}"),
+                        "does not apply to transcoded gRPC calls; remove it from this route",
+                    );
+                }
+            }
+        }
         if route.validate.is_some() && matches!(route.target, RouteTarget::Aggregate(_)) {
             p.add(format!("{base}.validate"), "an aggregation route reads no request body");
         }
