@@ -244,7 +244,7 @@ fn grpc_statuses_map_to_http_with_message_request_id_and_details() {
 }
 
 #[test]
-fn wrong_json_is_a_400_naming_the_field_and_reaches_no_backend() {
+fn wrong_json_is_a_400_naming_the_field() {
     let s = setup("", "");
     let gw = &s.gw;
     let bad = |method: &str, path: &str, body: &str, names: &str| {
@@ -322,6 +322,8 @@ fn a_unary_call_past_the_route_timeout_is_a_504_and_no_backend_a_502() {
         "{}",
         String::from_utf8_lossy(&r.body)
     );
+    let series = "siger_upstream_errors_total{kind=\"connect\",service=\"orders\"}";
+    assert!(eventually(Duration::from_secs(10), || metric(&scrape(&gw), series).is_some_and(|n| n >= 1.0)), "{series}");
 }
 
 /// A gRPC-Web request of `message` (JSON of the method's input) to `method`; the answer's

@@ -300,6 +300,16 @@ async fn call_service(
     state.attempt.backend = report.backend;
     state.attempt.status = report.status;
     state.upstream_duration = Some(report.started.elapsed());
+    if let Err(why) = &result {
+        let kind = if why.timed_out { UpstreamErrorKind::Timeout } else { UpstreamErrorKind::Connect };
+        snap.metrics.upstream_error(service, kind);
+        state.attempt.error_counted = true;
+    }
+    if let Err(why) = &result {
+        let kind = if why.timed_out { UpstreamErrorKind::Timeout } else { UpstreamErrorKind::Connect };
+        snap.metrics.upstream_error(service, kind);
+        state.attempt.error_counted = true;
+    }
     match result {
         Ok((_, opened)) => Ok(opened),
         Err(why) if why.timed_out => Err(Outcome::Refuse(GatewayError::GatewayTimeout { after: route.timeout })),
