@@ -1,22 +1,19 @@
 //! Aggregation routes (ARCHITECTURE.md §7.5): the gateway answers the route itself by calling
 //! each part's service in parallel and merging the JSON answers under the parts' keys.
 //!
-//! Parts go through the same machinery as proxied requests: the service's pool (balancing,
-//! health, outlier ejection), its circuit breaker, its retry policy and budget, its transport
-//! (TLS, HTTP/2) and timeouts, over Pingora's HTTP connector with its connection reuse. A part
+//! Parts go through the same machinery as proxied requests (`crate::upstream::exchange`: the
+//! service's pool, breaker, retry policy, transport and timeouts). A part
 //! that cannot be answered, answers non-2xx, or answers something other than a JSON document
 //! within the route's `max_body` has failed.
 
 use crate::config::{AggregateSettings, OnFailure};
 use crate::snapshot::Snapshot;
-use crate::upstream::{now_ms, Pool};
+use crate::upstream::exchange::{connector, exchange, AttemptError, Report};
 use bytes::BytesMut;
 use http::{HeaderName, HeaderValue};
-use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
 use serde_json::{Map, Value};
-use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The header that marks a partial answer.
@@ -33,16 +30,8 @@ pub(crate) struct PartRequest {
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// What became of one part, for its span: when it ran, the backend of its last attempt, the
-/// status it answered and how many attempts it took.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PartReport {
-    pub(crate) started: Instant,
-    pub(crate) ended: Instant,
-    pub(crate) backend: Option<SocketAddr>,
-    pub(crate) status: Option<u16>,
-    pub(crate) attempts: u32,
-}
+/// What became of one part, for its span.
+pub(crate) type PartReport = Report;
 
 /// Why a part has no value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,12 +97,6 @@ pub(crate) fn merge(settings: &AggregateSettings, results: Vec<Result<Value, Par
     Merged::Answer { body: Value::Object(body), complete: failures.is_empty() }
 }
 
-/// The connector parts share (its pool keeps upstream connections between requests).
-fn connector() -> &'static Connector {
-    static CONNECTOR: OnceLock<Connector> = OnceLock::new();
-    CONNECTOR.get_or_init(|| Connector::new(None))
-}
-
 /// Fetch one part from `service` (its pool, breaker and retry policy), the body bounded by
 /// `max_body`. The caller bounds the whole by the route's timeout.
 pub(crate) async fn fetch(
@@ -124,24 +107,6 @@ pub(crate) async fn fetch(
     max_body: u64,
     report: &mut PartReport,
 ) -> Result<Value, PartFailure> {
-    let settings = snap.service(service);
-    let pool = snap.pool(service);
-    let ticket = match &settings.circuit_breaker {
-        Some(b) => match pool.state.breaker.admit(b, now_ms()) {
-            Ok(ticket) => Some(ticket),
-            Err(_) => {
-                snap.metrics.circuit_refused(service, false);
-                return Err(PartFailure::Unavailable(format!(
-                    "service {} is failing: its circuit is open",
-                    settings.name
-                )));
-            }
-        },
-        None => None,
-    };
-    if let Some(share) = settings.retry.budget_milli {
-        pool.state.retry_budget.deposit(share);
-    }
     let mut head = RequestHeader::build("GET", part.path.as_bytes(), None)
         .map_err(|_| PartFailure::Unavailable("the part's path cannot be sent".into()))?;
     if let Some(host) = host {
@@ -150,106 +115,26 @@ pub(crate) async fn fetch(
     for (name, value) in &part.headers {
         let _ = head.insert_header(name.clone(), value.clone());
     }
-    let mut tried: Vec<SocketAddr> = Vec::new();
-    let mut attempts = 0;
-    let outcome = loop {
-        attempts += 1;
-        let Some(selected) = pool.select(&[], &tried) else {
-            break Err(PartFailure::Unavailable(if tried.is_empty() {
-                format!("service {} has no healthy backend", settings.name)
-            } else {
-                format!("no backend of service {} answered", settings.name)
-            }));
-        };
-        let addr = selected.addr;
-        let peer = Pool::peer(settings, addr, None);
-        (report.backend, report.status, report.attempts) = (Some(addr), None, attempts);
-        let result = attempt(&peer, &head, max_body, settings.idle_timeout).await;
-        report.status = result.as_ref().ok().map(|(status, _)| *status);
-        let failed = match &result {
-            Ok((status, _)) => *status >= 500,
-            Err(_) => true,
-        };
-        if let Some(outlier) = &settings.outlier_detection {
-            if failed {
-                if let crate::upstream::outlier::Verdict::Ejected { .. } =
-                    pool.state.outliers.failure(addr, pool.size(), outlier, now_ms())
-                {
-                    snap.metrics.backend_ejected(service);
-                }
-            } else {
-                pool.state.outliers.success(addr);
-            }
-        }
-        drop(selected);
-        let retry_reason = match &result {
-            Err(AttemptError::Connect) if settings.retry.connect => Some(crate::proxy::RetryReason::Connect),
-            Err(AttemptError::Reset) if settings.retry.reset => Some(crate::proxy::RetryReason::Reset),
-            Ok((status, _)) if settings.retry.statuses.contains(status) => Some(crate::proxy::RetryReason::Status),
-            _ => None,
-        };
-        if let Some(reason) = retry_reason {
-            let budget_ok = settings.retry.budget_milli.is_none_or(|share| {
-                let ok = pool.state.retry_budget.try_spend(share, now_ms());
-                if !ok {
-                    snap.metrics.retry_budget_exhausted(service);
-                }
-                ok
-            });
-            if attempts <= settings.retries && budget_ok {
-                tried.push(addr);
-                snap.metrics.upstream_retry(service, reason);
-                continue;
-            }
-        }
-        break match result {
-            Ok((status, _)) if !(200..300).contains(&status) => Err(PartFailure::Status(status)),
-            Ok((_, Some(body))) => Ok(body),
-            Ok((_, None)) => Err(PartFailure::NotJson),
-            Err(e) => Err(PartFailure::Unavailable(format!("service {}: {}", settings.name, e.text()))),
-        };
-    };
-    if let (Some(ticket), Some(b)) = (ticket, &settings.circuit_breaker) {
-        let failed = match &outcome {
-            Err(PartFailure::Status(s)) => *s >= 500,
-            Err(PartFailure::Unavailable(_)) => true,
-            _ => false,
-        };
-        pool.state.breaker.record(b, &ticket, failed, now_ms());
-    }
-    outcome
-}
-
-/// How an attempt failed before a response.
-#[derive(Debug)]
-enum AttemptError {
-    /// No connection (nothing was sent).
-    Connect,
-    /// The connection broke before a response head.
-    Reset,
-    /// The response timed out or broke while its body was read.
-    Read,
-}
-
-impl AttemptError {
-    fn text(&self) -> &'static str {
-        match self {
-            AttemptError::Connect => "connection failed",
-            AttemptError::Reset => "connection broken before an answer",
-            AttemptError::Read => "answer broken off",
-        }
+    let idle_timeout = snap.service(service).idle_timeout;
+    let head = &head;
+    let result = exchange(snap, service, true, None, report, |peer| attempt(peer, head, max_body, idle_timeout)).await;
+    match result {
+        Ok((status, _)) if !(200..300).contains(&status) => Err(PartFailure::Status(status)),
+        Ok((_, Some(body))) => Ok(body),
+        Ok((_, None)) => Err(PartFailure::NotJson),
+        Err(why) => Err(PartFailure::Unavailable(why.message)),
     }
 }
 
 /// One request to one backend: (status, the body as JSON when it is JSON within `max_body`).
 async fn attempt(
-    peer: &pingora::upstreams::peer::HttpPeer,
+    peer: HttpPeer,
     head: &RequestHeader,
     max_body: u64,
     idle_timeout: Option<Duration>,
 ) -> Result<(u16, Option<Value>), AttemptError> {
     let connector = connector();
-    let (mut session, _reused) = connector.get_http_session(peer).await.map_err(|_| AttemptError::Connect)?;
+    let (mut session, _reused) = connector.get_http_session(&peer).await.map_err(|_| AttemptError::Connect)?;
     session.write_request_header(Box::new(head.clone())).await.map_err(|_| AttemptError::Reset)?;
     session.finish_request_body().await.map_err(|_| AttemptError::Reset)?;
     session.read_response_header().await.map_err(|_| AttemptError::Reset)?;
@@ -265,7 +150,7 @@ async fn attempt(
     }
     let value = if oversized { None } else { serde_json::from_slice::<Value>(&body).ok() };
     if !oversized {
-        connector.release_http_session(session, peer, idle_timeout).await;
+        connector.release_http_session(session, &peer, idle_timeout).await;
     }
     Ok((status, value))
 }
@@ -281,8 +166,7 @@ pub(crate) async fn fetch_all(
 ) -> Vec<(Result<Value, PartFailure>, PartReport)> {
     let deadline = tokio::time::Instant::now() + settings.timeout;
     let futures = requests.into_iter().map(|part| async move {
-        let now = Instant::now();
-        let mut report = PartReport { started: now, ended: now, backend: None, status: None, attempts: 0 };
+        let mut report = Report::new();
         let result = match part {
             Err(failure) => Err(failure),
             Ok(part) => {

@@ -1,11 +1,6 @@
 //! Settings of protocol translation on a route (docs/grpc.md), as plain data:
 //! `grpc_transcode` (REST/JSON ↔ gRPC) and `grpc_web` (a boolean on the route). The descriptors
 //! are only named here; `grpc::Transcoder::from_settings` loads them where a snapshot is built.
-//!
-//! Not yet part of the route model: the route's raw struct gains
-//! `grpc_transcode: Option<RawGrpcTranscode>` and `grpc_web: Option<bool>` when the config
-//! restructuring (issue 26) lands; until then these types are used by the transcoder's tests.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use super::units::ByteSize;
 use serde::Deserialize;
@@ -50,7 +45,7 @@ pub struct GrpcTranscodeSettings {
 
 impl GrpcTranscodeSettings {
     /// Check a raw section; errors are `(key under grpc_transcode, message)`.
-    pub(crate) fn from_raw(raw: RawGrpcTranscode) -> Result<Self, Vec<(&'static str, String)>> {
+    pub(crate) fn from_raw(raw: &RawGrpcTranscode) -> Result<Self, Vec<(&'static str, String)>> {
         let mut errors = Vec::new();
         if raw.descriptors.trim().is_empty() {
             errors.push(("descriptors", "name the FileDescriptorSet file".to_string()));
@@ -73,8 +68,8 @@ impl GrpcTranscodeSettings {
             return Err(errors);
         }
         Ok(GrpcTranscodeSettings {
-            descriptors: PathBuf::from(raw.descriptors),
-            services: raw.services,
+            descriptors: PathBuf::from(&raw.descriptors),
+            services: raw.services.clone(),
             print_defaults: raw.print_defaults.unwrap_or(false),
             proto_field_names: raw.proto_field_names.unwrap_or(false),
             ignore_unknown_query_parameters: raw.ignore_unknown_query_parameters.unwrap_or(false),
@@ -99,7 +94,7 @@ mod tests {
 
     fn parse(yaml: &str) -> Result<GrpcTranscodeSettings, Vec<(&'static str, String)>> {
         let raw: RawGrpcTranscode = serde_yaml::from_str(yaml).map_err(|e| vec![("", e.to_string())])?;
-        GrpcTranscodeSettings::from_raw(raw)
+        GrpcTranscodeSettings::from_raw(&raw)
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! path and, where the file has it, the line.
 
 mod config_source;
-mod grpc;
+pub(crate) mod grpc;
 mod model;
 mod plans;
 mod raw;

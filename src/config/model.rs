@@ -956,6 +956,10 @@ pub struct RouteSettings {
     pub schemes: Vec<crate::auth::Scheme>,
     /// JSON Schema the request body must match.
     pub validate: Option<crate::policy::schema::BodySchema>,
+    /// REST/JSON ↔ gRPC transcoding (docs/grpc.md): the loaded descriptors and rules.
+    pub grpc_transcode: Option<crate::grpc::Transcoder>,
+    /// gRPC-Web requests are translated to gRPC.
+    pub grpc_web: bool,
 }
 
 /// Index of an aggregation in [`Config::aggregates`].

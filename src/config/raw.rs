@@ -455,6 +455,8 @@ pub(crate) struct RawRoute {
     pub(crate) schemes: Option<Vec<String>>,
     pub(crate) validate: Option<RawValidate>,
     pub(crate) aggregate: Option<RawAggregate>,
+    pub(crate) grpc_transcode: Option<super::grpc::RawGrpcTranscode>,
+    pub(crate) grpc_web: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -35,6 +35,7 @@ use http::Method;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, SerializeOptions};
 use rules::{Binding, Table};
+use sha2::Digest;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -56,6 +57,15 @@ pub struct Transcoder {
     pool: DescriptorPool,
     table: Arc<Table>,
     options: Arc<Options>,
+    /// What it was built from: equal settings and descriptor bytes build the same transcoder
+    /// (a reload compares routes).
+    source: Arc<(GrpcTranscodeSettings, [u8; 32])>,
+}
+
+impl PartialEq for Transcoder {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
 }
 
 impl Transcoder {
@@ -89,7 +99,13 @@ impl Transcoder {
             ignore_unknown_query: settings.ignore_unknown_query_parameters,
             max_message: usize::try_from(settings.max_message).unwrap_or(usize::MAX),
         };
-        Ok(Transcoder { pool, table: Arc::new(table), options: Arc::new(options) })
+        let digest: [u8; 32] = sha2::Sha256::digest(bytes).into();
+        Ok(Transcoder {
+            pool,
+            table: Arc::new(table),
+            options: Arc::new(options),
+            source: Arc::new((settings.clone(), digest)),
+        })
     }
 
     /// The method bound to `verb` and `path` (no query). Client- and bidirectional-streaming

@@ -18,7 +18,7 @@ use pingora::prelude::*;
 use std::time::Duration;
 
 /// How a submission ended before a 202.
-enum Failure {
+pub(super) enum Failure {
     /// Answer with this error.
     Answer(GatewayError),
     /// Answer with this error; `siger_jobs_failed_total` already counts it (publish failures).
@@ -168,7 +168,7 @@ async fn submit(
 
 /// Read the whole body, refusing at the first byte over `limit` (the rest is never read: the
 /// connection is closed) and anything slower than `timeout` in total.
-async fn read_body(
+pub(super) async fn read_body(
     session: &mut Session,
     limit: u64,
     declared: Option<u64>,

@@ -11,6 +11,7 @@ mod attempts;
 mod ctx;
 mod downstream;
 mod fill;
+mod grpc;
 mod jobs;
 mod policies;
 mod validation;
@@ -58,17 +59,8 @@ impl Gateway {
 
 /// Write an answer the gateway makes itself: the one place every such answer passes, so
 /// what they all carry (request id, rate-limit headers) is added once.
-async fn respond(session: &mut Session, snap: &Snapshot, state: &RequestState, mut answer: LocalAnswer) -> Result<()> {
-    if !answer.has_header("x-request-id") {
-        answer = answer.header("X-Request-Id", state.request_id.as_str());
-    }
-    let mut head = answer.response_header();
-    add_rate_limit_headers(&mut head, state.rate_limit.as_ref());
-    policies::on_local_answer(snap, state, session.req_header(), &mut head);
-    policies::no_compression(session, state);
-    if let Some(value) = &state.hsts {
-        head.insert_header(http::header::STRICT_TRANSPORT_SECURITY, value.clone())?;
-    }
+async fn respond(session: &mut Session, snap: &Snapshot, state: &RequestState, answer: LocalAnswer) -> Result<()> {
+    let head = local_head(session, snap, state, &answer)?;
     if answer.close {
         session.set_keepalive(None);
     }
@@ -78,6 +70,43 @@ async fn respond(session: &mut Session, snap: &Snapshot, state: &RequestState, m
         session.write_response_body(Some(answer.body), true).await?;
     }
     Ok(())
+}
+
+/// The head of an answer the gateway makes itself, with what every such answer carries
+/// (request id, rate-limit headers, the route's CORS and response rules, HSTS).
+fn local_head(
+    session: &mut Session,
+    snap: &Snapshot,
+    state: &RequestState,
+    answer: &LocalAnswer,
+) -> Result<ResponseHeader> {
+    let mut head = answer.response_header();
+    if !answer.has_header("x-request-id") {
+        head.insert_header("X-Request-Id", state.request_id.as_str())?;
+    }
+    add_rate_limit_headers(&mut head, state.rate_limit.as_ref());
+    policies::on_local_answer(snap, state, session.req_header(), &mut head);
+    policies::no_compression(session, state);
+    if let Some(value) = &state.hsts {
+        head.insert_header(http::header::STRICT_TRANSPORT_SECURITY, value.clone())?;
+    }
+    Ok(head)
+}
+
+/// Start an answer the gateway writes as it goes (a transcoded stream): `answer`'s head with
+/// what every local answer carries, its body length unknown (chunked on HTTP/1.1). The caller
+/// writes the body with `write_response_body`, the last chunk with `end_of_stream`.
+async fn start_stream(
+    session: &mut Session,
+    snap: &Snapshot,
+    state: &RequestState,
+    answer: &LocalAnswer,
+) -> Result<()> {
+    let mut head = local_head(session, snap, state, answer)?;
+    head.remove_header(&http::header::CONTENT_LENGTH);
+    // HTTP/2 drops it; HTTP/1.1 needs it to keep the connection.
+    head.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    session.write_response_header(Box::new(head), false).await
 }
 
 /// Answer a refusal, and remember its code for the access log.
@@ -128,6 +157,8 @@ enum Decision {
     Preflight,
     /// An aggregation route: answered here from its parts.
     Aggregate,
+    /// A route with `grpc_transcode` or `grpc_web`: translated and answered here.
+    Grpc(grpc::Translation),
 }
 
 /// Route the request and check what can be checked before authentication.
@@ -187,6 +218,14 @@ fn decide(snap: &Snapshot, req: &RequestHeader, state: &mut RequestState) -> Res
         RouteTarget::Jobs | RouteTarget::JobStatus => return Ok(Decision::Jobs),
         RouteTarget::Aggregate(_) => return Ok(Decision::Aggregate),
         RouteTarget::Service(_) | RouteTarget::Split(_) => {}
+    }
+    if route.grpc_transcode.is_some() || route.grpc_web {
+        let content_type = req.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if let Some(translation) =
+            grpc::translation(route.grpc_transcode.is_some(), route.grpc_web, content_type.unwrap_or_default())
+        {
+            return Ok(Decision::Grpc(translation));
+        }
     }
     let upstream_path = routing::upstream_path(&path, &route.path, route.strip_prefix);
     // Rewrite the request target only when it changes: a prefix was stripped, the path was
@@ -368,7 +407,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         let decision = match decide(snap, session.req_header(), state) {
-            Ok(d @ (Decision::Proxy | Decision::Jobs | Decision::Aggregate)) => {
+            Ok(d @ (Decision::Proxy | Decision::Jobs | Decision::Aggregate | Decision::Grpc(_))) => {
                 // A cache's background revalidation repeats a request already admitted.
                 let background = session.subrequest_ctx.is_some();
                 self.admit(snap, session.req_header(), state, background).await.map(|_| d)
@@ -413,6 +452,7 @@ impl ProxyHttp for Gateway {
                 }
                 _ => refuse(session, snap, state, &GatewayError::Internal).await.map(|_| true),
             },
+            Ok(Decision::Grpc(translation)) => grpc::handle(snap, translation, session, state).await,
             Ok(Decision::Jobs) => match (&self.runtime.jobs, &snap.config.jobs) {
                 (Some(link), Some(settings)) => jobs::handle(&self.runtime, snap, link, settings, session, state).await,
                 _ => refuse(session, snap, state, &GatewayError::NoRoute).await.map(|_| true),

@@ -168,6 +168,8 @@ mod tests {
             cache: None,
             schemes: vec![crate::auth::Scheme::Jwt],
             validate: None,
+            grpc_transcode: None,
+            grpc_web: false,
         }
     }
 

@@ -15,6 +15,7 @@
 mod admission;
 mod balance;
 pub(crate) mod breaker;
+pub(crate) mod exchange;
 mod feed;
 mod health;
 pub(crate) mod outlier;

@@ -194,6 +194,8 @@ fn jobs_routes(
         cache: None,
         schemes: vec![crate::auth::Scheme::Jwt],
         validate: None,
+        grpc_transcode: None,
+        grpc_web: false,
     };
     // Every method but POST: the jobs handler answers a status for GET and HEAD under the
     // path, and 405 with the resource's own `Allow` for the rest (the route table would list

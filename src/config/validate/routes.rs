@@ -201,7 +201,46 @@ pub(super) fn check_routes(
                 .validate
                 .as_ref()
                 .and_then(|v| check_schema(&format!("{base}.validate.schema"), base_dir, &v.schema, p)),
+            grpc_transcode: r
+                .grpc_transcode
+                .as_ref()
+                .and_then(|g| check_grpc_transcode(&format!("{base}.grpc_transcode"), g, base_dir, p)),
+            grpc_web: r.grpc_web.unwrap_or(false),
         };
+        if route.grpc_transcode.is_some() || route.grpc_web {
+            let key = if route.grpc_web { format!("{base}.grpc_web") } else { format!("{base}.grpc_transcode") };
+            match route.target {
+                // gRPC needs HTTP/2 to the backend (trailers).
+                RouteTarget::Service(id)
+                    if r.service.is_some() && !services.get(id).is_some_and(|s| s.transport.http2) =>
+                {
+                    p.add(
+                        key,
+                        format!(
+                            "service `{}` must set `http2: true`: gRPC needs HTTP/2 to the backend",
+                            services[id].name
+                        ),
+                    )
+                }
+                RouteTarget::Service(_) => {}
+                _ => p.add(key, "needs `service` (one gRPC service; not `split` or `aggregate`)"),
+            }
+        }
+        if route.grpc_transcode.is_some() {
+            // Transcoded requests are answered by the gateway itself: nothing is silently skipped.
+            for (set, name) in [
+                (route.validate.is_some(), "validate"),
+                (route.cache.is_some(), "cache"),
+                (route.compress.is_some(), "compress"),
+            ] {
+                if set {
+                    p.add(
+                        format!("{base}.{name}"),
+                        "does not apply to transcoded gRPC calls; remove it from this route",
+                    );
+                }
+            }
+        }
         if route.validate.is_some() && matches!(route.target, RouteTarget::Aggregate(_)) {
             p.add(format!("{base}.validate"), "an aggregation route reads no request body");
         }
@@ -319,6 +358,37 @@ fn check_aggregate(
         parts.push(AggregatePart { key: part.key.clone(), service, path });
     }
     AggregateSettings { timeout, on_failure, parts }
+}
+
+/// `grpc_transcode`: the settings checked, then the descriptors loaded and every rule read
+/// (so a set that does not load, a missing service or field, or two methods on one path is a
+/// `-t` error, and a reload reads the file again).
+fn check_grpc_transcode(
+    key: &str,
+    raw: &crate::config::grpc::RawGrpcTranscode,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<crate::grpc::Transcoder> {
+    let settings = match crate::config::GrpcTranscodeSettings::from_raw(raw) {
+        Ok(s) => s,
+        Err(errors) => {
+            for (sub, message) in errors {
+                p.add(format!("{key}.{sub}"), message);
+            }
+            return None;
+        }
+    };
+    match crate::grpc::Transcoder::from_settings(&settings, base_dir) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let sub = match e {
+                crate::grpc::LoadError::Read { .. } | crate::grpc::LoadError::Decode { .. } => "descriptors",
+                _ => "services",
+            };
+            p.add(format!("{key}.{sub}"), e.to_string());
+            None
+        }
+    }
 }
 
 /// `header:<Name>`, `cookie:<name>` or `claim:<name>`.
