@@ -12,6 +12,7 @@ mod config_check;
 mod config_store;
 mod consul;
 mod dns;
+mod grpc_gateway;
 mod grpc_transcode;
 mod harness;
 mod hostile;

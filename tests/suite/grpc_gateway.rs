@@ -5,7 +5,6 @@
 //! own protobuf and grpcio (tests/fixtures/grpc/reference.py) reading the same descriptors.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
 
 use base64::Engine;
 use prost::Message;
@@ -16,7 +15,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::*;
+use crate::support::*;
 
 const GRPC_ECHO: &str = env!("CARGO_BIN_EXE_siger-grpc-echo");
 const SIGER: &str = env!("CARGO_BIN_EXE_siger");
@@ -313,8 +312,8 @@ fn a_unary_call_past_the_route_timeout_is_a_504_and_no_backend_a_502() {
     // Within the deadline: answered.
     assert_eq!(ok(&call(&s.gw, "POST", "/v1/echo", r#"{"text": "quick", "delayMs": 10}"#))["text"], "quick");
     // A service with nothing listening.
-    let dead = free_port();
-    let gw = Gateway::start(&config(&s.set, format!("127.0.0.1:{dead}").parse().unwrap(), "", ""));
+    let dead = DeadPort::new();
+    let gw = Gateway::start(&config(&s.set, dead.addr(), "", ""));
     let r = call(&gw, "GET", "/v1/orders/1", "");
     assert_eq!(
         (r.status, r.json()["error"].as_str()),
