@@ -7,9 +7,9 @@
 
 use crate::config::{AuthMode, LbAlgorithm, RouteTarget};
 use crate::runtime::Runtime;
+use crate::timestamp::rfc3339;
 use serde::Serialize;
 use std::fmt::Write;
-use crate::timestamp::rfc3339;
 
 /// Seconds between the page's refreshes.
 const REFRESH_SECS: u32 = 5;

@@ -4,6 +4,9 @@
 //! port of different loopback addresses (127.0.0.2, 127.0.0.3, …), as pods behind one name do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use crate::support::pki::Pki;
+use crate::support::ports::Reserved;
+use crate::support::*;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -12,9 +15,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use crate::support::pki::Pki;
-use crate::support::ports::Reserved;
-use crate::support::*;
 
 /// A dnsmasq answering only for `*.test`, from files the test rewrites.
 struct Dns {

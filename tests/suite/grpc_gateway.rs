@@ -5,7 +5,7 @@
 //! own protobuf and grpcio (tests/fixtures/grpc/reference.py) reading the same descriptors.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-
+use crate::support::*;
 use base64::Engine;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage};
@@ -15,7 +15,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use crate::support::*;
 
 const GRPC_ECHO: &str = env!("CARGO_BIN_EXE_siger-grpc-echo");
 const SIGER: &str = env!("CARGO_BIN_EXE_siger");
