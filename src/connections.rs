@@ -336,18 +336,7 @@ impl Connections {
     /// proxy). At the bound the oldest idle connections are closed to make room; without
     /// idle ones the new connection is refused. `untimed`: HTTP/2, no request clock.
     pub(crate) fn admit(self: &Arc<Self>, client: Option<IpAddr>, untimed: bool) -> Result<Ticket, Refusal> {
-        let per_ip = self.max_per_ip.load(Ordering::Relaxed);
-        let block = client.filter(|_| per_ip > 0).map(forwarding::client_block);
-        if let Some(block) = block {
-            let mut counts = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            let n = counts.entry(block).or_insert(0);
-            if *n >= per_ip {
-                drop(counts);
-                self.metrics.refused_per_ip.inc();
-                return Err(Refusal::PerIp);
-            }
-            *n += 1;
-        }
+        let block = self.charge_ip(client)?;
         let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
         if open > self.max_total.load(Ordering::Relaxed) && !self.evict_idle() {
             self.open.fetch_sub(1, Ordering::AcqRel);
@@ -392,6 +381,24 @@ impl Connections {
                 false
             }
         }
+    }
+
+    /// Count a connection against `client`'s block under `max_connections_per_ip`: the block
+    /// charged (`None` when not bounded), or the refusal (counted).
+    fn charge_ip(&self, client: Option<IpAddr>) -> Result<Option<IpAddr>, Refusal> {
+        let per_ip = self.max_per_ip.load(Ordering::Relaxed);
+        let block = client.filter(|_| per_ip > 0).map(forwarding::client_block);
+        if let Some(block) = block {
+            let mut counts = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = counts.entry(block).or_insert(0);
+            if *n >= per_ip {
+                drop(counts);
+                self.metrics.refused_per_ip.inc();
+                return Err(Refusal::PerIp);
+            }
+            *n += 1;
+        }
+        Ok(block)
     }
 
     fn release_ip(&self, block: Option<IpAddr>) {
@@ -493,6 +500,14 @@ pub(crate) enum HandshakeCut {
 }
 
 impl Ticket {
+    /// Count this connection, admitted without a client (its socket peer was a load balancer
+    /// sending the PROXY protocol), against `client`'s bound now that the header named it.
+    pub(crate) fn charge_client(&mut self, client: Option<IpAddr>) -> Result<(), Refusal> {
+        debug_assert!(self.block.is_none(), "a connection is charged to one client");
+        self.block = self.connections.charge_ip(client)?;
+        Ok(())
+    }
+
     /// Run a TLS `handshake` on this admitted connection's `stream` under the deadlines of a
     /// request head: its first bytes must come within `idle` (as a request's on a new plain
     /// connection), the rest within `header_timeout` of them, and meanwhile it may be closed at

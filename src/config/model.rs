@@ -159,6 +159,9 @@ pub struct Listener {
     pub socket: SocketAddr,
     /// What the listener speaks.
     pub mode: ListenerMode,
+    /// Every connection opens with a PROXY protocol (v1 or v2) header from the load balancer
+    /// in front, whose source address is the client's (`crate::proxy_protocol`).
+    pub proxy_protocol: bool,
 }
 
 /// What a listener speaks.

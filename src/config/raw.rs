@@ -68,6 +68,7 @@ pub(crate) struct RawListenerDetail {
     pub(crate) hsts: Option<RawHsts>,
     pub(crate) redirect_https: Option<u16>,
     pub(crate) h2c: Option<bool>,
+    pub(crate) proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

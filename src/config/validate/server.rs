@@ -118,7 +118,14 @@ pub(super) fn check_listeners(raw: &[RawListener], base: &Path, p: &mut Problems
                 None => continue,
             },
         };
-        out.push(Listener { addr, socket, mode });
+        let proxy_protocol = detail.and_then(|d| d.proxy_protocol).unwrap_or(false);
+        if proxy_protocol && matches!(mode, ListenerMode::RedirectHttps { .. }) {
+            p.add(
+                format!("listen[{i}].proxy_protocol"),
+                "is not supported on a redirect listener; put the redirect in the load balancer, or send this port plain HTTP",
+            );
+        }
+        out.push(Listener { addr, socket, mode, proxy_protocol });
     }
     for (i, l) in out.iter().enumerate() {
         if let ListenerMode::RedirectHttps { port } = l.mode {
