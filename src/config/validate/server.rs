@@ -122,7 +122,7 @@ pub(super) fn check_listeners(raw: &[RawListener], base: &Path, p: &mut Problems
         if proxy_protocol && matches!(mode, ListenerMode::RedirectHttps { .. }) {
             p.add(
                 format!("listen[{i}].proxy_protocol"),
-                "is not supported on a redirect listener; put the redirect in the load balancer, or send this port plain HTTP",
+                "is not supported on a redirect listener yet; redirect in the load balancer, or send this port without the PROXY protocol",
             );
         }
         out.push(Listener { addr, socket, mode, proxy_protocol });
