@@ -130,8 +130,8 @@ pub(crate) fn decode(header: &[u8]) -> Result<Carried, Invalid> {
 pub(crate) struct ProxyProtocolMetrics {
     /// The opening bytes were not a valid header.
     pub(crate) invalid: IntCounter,
-    /// The client closed before its header was whole (a TCP health check that connects and
-    /// closes counts here).
+    /// The client closed (or reset) the connection before its header was whole (a TCP health
+    /// check that connects and closes counts here).
     pub(crate) closed: IntCounter,
     /// No header within `limits.idle_timeout`, or not whole within `header_timeout` of its
     /// first byte.
@@ -162,12 +162,12 @@ pub(crate) async fn read_header(stream: Stream, metrics: &ProxyProtocolMetrics) 
         Ok(stream) => Ok(stream),
         Err(rejected) => {
             match &rejected {
-                Rejected::Closed(_) => metrics.closed.inc(),
-                _ => metrics.invalid.inc(),
-            }
-            // A TCP health check that connects and closes without a byte is no news.
-            if !matches!(rejected, Rejected::Closed(0)) {
-                log_rejection(peer, &rejected);
+                Rejected::Invalid(_) | Rejected::NotTcp => {
+                    metrics.invalid.inc();
+                    log_rejection(peer, &rejected);
+                }
+                // A client that left (a TCP health check connects and closes) is no news.
+                Rejected::Closed(_) | Rejected::Io(_) => metrics.closed.inc(),
             }
             Err(pingora::Error::explain(pingora::ErrorType::ConnectProxyFailure, rejected.to_string()))
         }

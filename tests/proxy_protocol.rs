@@ -198,6 +198,35 @@ fn a_connection_without_a_valid_header_is_closed_and_counted_and_a_split_header_
     assert_eq!(metric_of(&gw, invalid), openings.len() as f64, "split headers are not rejections");
 }
 
+#[test]
+fn a_header_that_does_not_come_in_time_is_cut_and_one_left_unfinished_is_counted() {
+    let echo = Echo::start("e");
+    let gw = Gateway::start_raw(&format!(
+        "{SERVER}listen:\n  - {{addr: \"{{{{LISTEN}}}}\", proxy_protocol: true}}\nlimits:\n  idle_timeout: 2s\n  header_timeout: 1s\n{}",
+        routes(&echo)
+    ));
+    let timeout = "siger_proxy_protocol_rejected_total{reason=\"timeout\"}";
+    let closed = "siger_proxy_protocol_rejected_total{reason=\"closed\"}";
+    // The harness's readiness probe connected and closed: counted as `closed` (once it is).
+    assert!(eventually(Duration::from_secs(5), || metric_of(&gw, closed) >= 1.0));
+    let closed_before = metric_of(&gw, closed);
+    // Half a header, then nothing: cut at header_timeout. Nothing at all: cut at idle_timeout.
+    let mut half = TcpStream::connect(gw.addr).unwrap();
+    half.write_all(b"PROXY TCP4 203.0.113.7 ").unwrap();
+    let mut silent = TcpStream::connect(gw.addr).unwrap();
+    let started = std::time::Instant::now();
+    assert!(closed_unanswered(&mut half));
+    assert!(closed_unanswered(&mut silent));
+    assert!(started.elapsed() < Duration::from_secs(15), "cut by the deadlines, not the test's read timeout");
+    assert!(eventually(Duration::from_secs(5), || metric_of(&gw, timeout) == 2.0), "{}", scrape(&gw));
+    // Half a header, then the client leaves.
+    let mut left = TcpStream::connect(gw.addr).unwrap();
+    left.write_all(&V2_SIGNATURE[..8]).unwrap();
+    drop(left);
+    assert!(eventually(Duration::from_secs(5), || metric_of(&gw, closed) == closed_before + 1.0), "{}", scrape(&gw));
+    assert_eq!(metric_of(&gw, "siger_proxy_protocol_rejected_total{reason=\"invalid\"}"), 0.0);
+}
+
 /// Accepts connections on `listen` and relays each to `to`, after writing `header` there:
 /// a PROXY sender the test controls byte for byte.
 fn relay(listen: TcpListener, to: SocketAddr, header: Vec<u8>) {
