@@ -484,7 +484,7 @@ pub(crate) struct Ticket {
     connections: Arc<Connections>,
 }
 
-/// Why a TLS handshake on an admitted connection did not complete.
+/// Why a TLS handshake (or a PROXY header) on an admitted connection did not complete.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HandshakeCut {
     /// Nothing arrived within `idle_timeout`, or the handshake took longer than
@@ -508,8 +508,8 @@ impl Ticket {
         Ok(())
     }
 
-    /// Run a TLS `handshake` on this admitted connection's `stream` under the deadlines of a
-    /// request head: its first bytes must come within `idle` (as a request's on a new plain
+    /// Run a TLS `handshake` (or the read of a PROXY protocol header, which comes before it)
+    /// on this admitted connection's `stream` under the deadlines of a request head: its first bytes must come within `idle` (as a request's on a new plain
     /// connection), the rest within `header_timeout` of them, and meanwhile it may be closed at
     /// the bound like a head still arriving. Pingora would allow a handshake 60 s, uncounted.
     /// The connection then waits for its first request (or is an untimed HTTP/2 one).

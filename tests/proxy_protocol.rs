@@ -181,7 +181,10 @@ fn a_connection_without_a_valid_header_is_closed_and_counted_and_a_split_header_
     assert!(eventually(Duration::from_secs(5), logged), "{}", gw.logs());
 
     // A header (and the request after it) arriving a few bytes at a time, as separate segments.
-    for header in [b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 443\r\n".to_vec(), v2(false, sa("203.0.113.8:2"), sa("192.0.2.1:443"))] {
+    for header in [
+        b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 443\r\n".to_vec(),
+        v2(false, sa("203.0.113.8:2"), sa("192.0.2.1:443")),
+    ] {
         let mut stream = TcpStream::connect(gw.addr).unwrap();
         stream.set_nodelay(true).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -316,7 +319,8 @@ impl Haproxy {
     fn start(dir: &Path, config: &str, ready: SocketAddr) -> Haproxy {
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, config).unwrap();
-        let check = Command::new("haproxy").arg("-c").arg("-f").arg(&path).output().expect("haproxy (scripts/install-deps)");
+        let check =
+            Command::new("haproxy").arg("-c").arg("-f").arg(&path).output().expect("haproxy (scripts/install-deps)");
         assert!(check.status.success(), "haproxy -c: {}", String::from_utf8_lossy(&check.stderr));
         let child = Command::new("haproxy")
             .arg("-db")

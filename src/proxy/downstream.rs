@@ -1,8 +1,9 @@
 //! The downstream connection before Pingora reads a request from it.
 //!
 //! [`ConnectionGate`] admits each accepted connection under `limits.max_connections` and
-//! `max_connections_per_ip`, runs its TLS handshake under the deadlines of a request head (TLS
-//! listeners are plain TCP ones to Pingora), and wraps its stream in the request clock of
+//! `max_connections_per_ip`, reads its PROXY protocol header on `proxy_protocol` listeners
+//! ([`crate::proxy_protocol`]) and runs its TLS handshake, each under the deadlines of a request
+//! head (TLS listeners are plain TCP ones to Pingora), and wraps its stream in the request clock of
 //! [`crate::connections`] (header, body and send deadlines, eviction of idle and stalled
 //! connections at the bound), then serves it in a task of its own (Pingora's per-connection
 //! task is several KiB and ends). It serves HTTP/1 connections itself, request after request:
@@ -230,18 +231,21 @@ async fn wait_for_request(stream: &mut Guarded, runtime: &Runtime, shutdown: Opt
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let snap = self.runtime.current();
-        let config = &snap.config;
-        // Looked up only when some listener has TLS or the PROXY protocol.
-        let local = if self.tls.is_empty() && !config.listeners.iter().any(|l| l.proxy_protocol) {
-            None
-        } else {
-            local_addr(&stream)
+        let (proxied, local, client) = {
+            let snap = self.runtime.current();
+            let config = &snap.config;
+            // Looked up only when some listener has TLS or the PROXY protocol.
+            let local = if self.tls.is_empty() && !config.listeners.iter().any(|l| l.proxy_protocol) {
+                None
+            } else {
+                local_addr(&stream)
+            };
+            let proxied = local.is_some_and(|a| proxy_protocol_on(&config.listeners, a));
+            // A trusted proxy's connection carries many clients: not bounded per IP. Nor is a
+            // load balancer's; its PROXY header names the client, charged once it is read.
+            let client = connections::peer_ip(&stream).filter(|ip| !proxied && !config.trusted_proxies.contains(ip));
+            (proxied, local, client)
         };
-        let proxied = local.is_some_and(|a| proxy_protocol_on(&config.listeners, a));
-        // A trusted proxy's connection carries many clients: not bounded per IP. Nor is a load
-        // balancer's; its PROXY header names the client, charged once it is read.
-        let client = connections::peer_ip(&stream).filter(|ip| !proxied && !config.trusted_proxies.contains(ip));
         let mut ticket = match self.runtime.connections.admit(client, false) {
             Ok(ticket) => ticket,
             Err(refusal) => {
@@ -253,7 +257,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
         let stream = if proxied {
             // Before TLS: the header comes first on the connection.
             let metrics = &self.runtime.metrics.proxy_protocol;
-            let stream = match ticket.handshake(stream, idle, |s| crate::proxy_protocol::read_header(s, metrics)).await {
+            let stream = match ticket.handshake(stream, idle, |s| crate::proxy_protocol::read_header(s, metrics)).await
+            {
                 Ok(stream) => stream,
                 Err(cut) => {
                     if matches!(cut, HandshakeCut::TimedOut) {
@@ -263,7 +268,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
                     return None;
                 }
             };
-            let client = connections::peer_ip(&stream).filter(|ip| !config.trusted_proxies.contains(ip));
+            let trusted = &self.runtime.current().config.trusted_proxies;
+            let client = connections::peer_ip(&stream).filter(|ip| !trusted.contains(ip));
             if let Err(refusal) = ticket.charge_client(client) {
                 log::debug!("connection from {client:?} closed after its PROXY header: {refusal:?}");
                 return None;
@@ -273,7 +279,6 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
             stream
         };
         let tls = if self.tls.is_empty() { None } else { local.and_then(|a| self.tls.for_local(a)) };
-        drop(snap);
         let stream = match tls {
             None => stream,
             // Here, not in the connection's own task: this future is freed once that is spawned.
@@ -307,7 +312,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
 /// TLS listeners are, see [`crate::tls::Handshakes::for_local`]).
 fn proxy_protocol_on(listeners: &[crate::config::Listener], local: std::net::SocketAddr) -> bool {
     let exact = listeners.iter().find(|l| l.socket == local);
-    let listener = exact.or_else(|| listeners.iter().find(|l| l.socket.port() == local.port() && l.socket.ip().is_unspecified()));
+    let listener =
+        exact.or_else(|| listeners.iter().find(|l| l.socket.port() == local.port() && l.socket.ip().is_unspecified()));
     listener.is_some_and(|l| l.proxy_protocol)
 }
 
