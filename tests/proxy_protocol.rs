@@ -230,6 +230,35 @@ fn a_header_that_does_not_come_in_time_is_cut_and_one_left_unfinished_is_counted
     assert_eq!(metric_of(&gw, "siger_proxy_protocol_rejected_total{reason=\"invalid\"}"), 0.0);
 }
 
+#[test]
+fn rate_limits_keyed_by_ip_count_the_carried_client_and_the_key_applies_on_reload() {
+    let echo = Echo::start("e");
+    let body = |listener: &str| {
+        format!(
+            "{SERVER}listen:\n  - {listener}\nservices:\n  web: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: web, auth: public, rate_limit: {{requests: 2, per: 1m, key: ip}}}}\n",
+            echo.addr
+        )
+    };
+    let gw = Gateway::start_raw(&body("{addr: \"{{LISTEN}}\", proxy_protocol: true}"));
+    let status =
+        |client: &str| get_after(gw.addr, format!("PROXY TCP4 {client} 192.0.2.1 1000 443\r\n").as_bytes(), "/").status;
+    // Each client behind the balancer has its own budget of 2.
+    assert_eq!([status("203.0.113.1"), status("203.0.113.1"), status("203.0.113.1")], [200, 200, 429]);
+    assert_eq!([status("203.0.113.2"), status("203.0.113.2")], [200, 200]);
+
+    // Off on reload: a header is now what it is without the key, not a client address.
+    gw.rewrite(&body("\"{{LISTEN}}\""));
+    assert_eq!(gw.reload().status, 200);
+    assert_eq!(get(gw.addr, "/").status, 200, "a plain request is served again");
+    // And on again.
+    gw.rewrite(&body("{addr: \"{{LISTEN}}\", proxy_protocol: true}"));
+    assert_eq!(gw.reload().status, 200);
+    let mut direct = TcpStream::connect(gw.addr).unwrap();
+    direct.write_all(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n").unwrap();
+    assert!(closed_unanswered(&mut direct), "a request without a header is closed again");
+    assert_eq!(status("203.0.113.3"), 200);
+}
+
 /// Accepts connections on `listen` and relays each to `to`, after writing `header` there:
 /// a PROXY sender the test controls byte for byte.
 fn relay(listen: TcpListener, to: SocketAddr, header: Vec<u8>) {
