@@ -113,16 +113,22 @@ pub(crate) fn decode(header: &[u8]) -> Result<Carried, Invalid> {
         }
         return Ok(match parsed.addresses {
             ppp::v2::Addresses::IPv4(a) => Carried::Client(SocketAddr::from((a.source_address, a.source_port))),
-            ppp::v2::Addresses::IPv6(a) => Carried::Client(SocketAddr::from((a.source_address, a.source_port))),
+            ppp::v2::Addresses::IPv6(a) => Carried::Client(ipv6_client(a.source_address, a.source_port)),
             ppp::v2::Addresses::Unspecified | ppp::v2::Addresses::Unix(_) => Carried::SocketPeer,
         });
     }
     let parsed = ppp::v1::Header::try_from(header).map_err(|e| Invalid::Malformed(e.to_string()))?;
     Ok(match parsed.addresses {
         ppp::v1::Addresses::Tcp4(a) => Carried::Client(SocketAddr::from((a.source_address, a.source_port))),
-        ppp::v1::Addresses::Tcp6(a) => Carried::Client(SocketAddr::from((a.source_address, a.source_port))),
+        ppp::v1::Addresses::Tcp6(a) => Carried::Client(ipv6_client(a.source_address, a.source_port)),
         ppp::v1::Addresses::Unknown => Carried::SocketPeer,
     })
+}
+
+/// A carried IPv6 source; an IPv4 client a dual-stack balancer names as `::ffff:a.b.c.d` is
+/// that IPv4 address (in logs, keys and `X-Forwarded-For` alike).
+fn ipv6_client(ip: std::net::Ipv6Addr, port: u16) -> SocketAddr {
+    SocketAddr::new(crate::config::canonical_ip(ip.into()), port)
 }
 
 /// Connections closed without a valid header, by reason.
@@ -255,6 +261,8 @@ mod tests {
         assert_eq!(decode(&h[..len]), Ok(Carried::Client("203.0.113.7:51000".parse().unwrap())));
         let h6 = b"PROXY TCP6 2001:db8::7 2001:db8::1 51000 443\r\n";
         assert_eq!(decode(h6), Ok(Carried::Client("[2001:db8::7]:51000".parse().unwrap())));
+        let mapped = b"PROXY TCP6 ::ffff:203.0.113.7 ::ffff:192.0.2.1 51000 443\r\n";
+        assert_eq!(decode(mapped), Ok(Carried::Client("203.0.113.7:51000".parse().unwrap())));
         assert_eq!(frame(b"PROXY UNKNOWN\r\n"), Framing::Header(15));
         assert_eq!(decode(b"PROXY UNKNOWN\r\n"), Ok(Carried::SocketPeer));
         assert_eq!(decode(b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n"), Ok(Carried::SocketPeer));
