@@ -341,6 +341,27 @@ fn a_tls_listener_reads_a_v2_header_before_the_client_hello() {
     }));
 }
 
+#[test]
+fn an_h2c_listener_reads_the_header_before_the_http2_preface() {
+    let echo = Echo::start("e");
+    let gw = Gateway::start_raw(&format!(
+        "{SERVER}listen:\n  - {{addr: \"{{{{LISTEN}}}}\", h2c: true, proxy_protocol: true}}\n{}",
+        routes(&echo)
+    ));
+    let front = TcpListener::bind("127.0.0.1:0").unwrap();
+    let front_addr = front.local_addr().unwrap();
+    relay(front, gw.addr, b"PROXY TCP4 203.0.113.77 192.0.2.1 4000 80\r\n".to_vec());
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "20", "--http2-prior-knowledge", "-w", "\n%{http_version}"])
+        .arg(format!("http://{front_addr}/h2c"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, version) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    assert_eq!(version, "2", "{text}\n{}", gw.logs());
+    assert_eq!(forwarded_for(body), serde_json::json!(["203.0.113.77"]));
+}
+
 /// HAProxy, run in the foreground from a config the test writes; stopped on drop.
 struct Haproxy(Child);
 
