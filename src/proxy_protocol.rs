@@ -153,6 +153,9 @@ pub(crate) enum Rejected {
     Closed(usize),
     #[error("reading the PROXY header: {0}")]
     Io(std::io::Error),
+    /// The peer is not one of the listener's `proxy_protocol_from`.
+    #[error("the peer is not in the listener's proxy_protocol_from")]
+    Sender,
     /// Not a TCP stream from Pingora's listener (cannot happen: the gate's listeners are TCP).
     #[error("not a TCP stream")]
     NotTcp,
@@ -168,7 +171,7 @@ pub(crate) async fn read_header(stream: Stream, metrics: &ProxyProtocolMetrics) 
         Ok(stream) => Ok(stream),
         Err(rejected) => {
             match &rejected {
-                Rejected::Invalid(_) | Rejected::NotTcp => {
+                Rejected::Invalid(_) | Rejected::Sender | Rejected::NotTcp => {
                     metrics.invalid.inc();
                     log_rejection(peer, &rejected);
                 }
@@ -178,6 +181,13 @@ pub(crate) async fn read_header(stream: Stream, metrics: &ProxyProtocolMetrics) 
             Err(pingora::Error::explain(pingora::ErrorType::ConnectProxyFailure, rejected.to_string()))
         }
     }
+}
+
+/// Close a connection from a peer outside the listener's `proxy_protocol_from` before reading
+/// anything: counted and logged as an invalid header (its header, if any, is not believed).
+pub(crate) fn refuse_sender(peer: Option<std::net::IpAddr>, metrics: &ProxyProtocolMetrics) {
+    metrics.invalid.inc();
+    log_rejection(peer, &Rejected::Sender);
 }
 
 async fn read(stream: Stream) -> Result<Stream, Rejected> {

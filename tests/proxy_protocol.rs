@@ -259,6 +259,42 @@ fn rate_limits_keyed_by_ip_count_the_carried_client_and_the_key_applies_on_reloa
     assert_eq!(status("203.0.113.3"), 200);
 }
 
+/// A connection to `to` from `source` (any 127.0.0.0/8 address is local).
+fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.bind(&SockAddr::from(SocketAddr::new(source.parse().unwrap(), 0))).unwrap();
+    socket.connect(&SockAddr::from(to)).unwrap();
+    socket.into()
+}
+
+#[test]
+fn headers_are_read_only_from_the_balancers_in_proxy_protocol_from() {
+    let echo = Echo::start("e");
+    let gw = Gateway::start_raw(&format!(
+        "{SERVER}listen:\n  - {{addr: \"{{{{LISTEN}}}}\", proxy_protocol: true, proxy_protocol_from: [127.0.0.2/32]}}\n{}",
+        routes(&echo)
+    ));
+    let opening =
+        b"PROXY TCP4 203.0.113.5 192.0.2.1 1000 443\r\nGET /from HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n";
+    // From the balancer: read, and the carried client is the client.
+    let mut balancer = connect_from("127.0.0.2", gw.addr);
+    balancer.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    balancer.write_all(opening).unwrap();
+    let (xff, _) = headers_seen(&read_response(&mut balancer).expect("an answer"));
+    assert_eq!(xff, serde_json::json!(["203.0.113.5"]));
+    // From anyone else: closed before its header is read, counted and logged. (The harness's
+    // readiness probe, from 127.0.0.1, was the first.)
+    let invalid = "siger_proxy_protocol_rejected_total{reason=\"invalid\"}";
+    let lines = || gw.logs().matches("not in the listener's proxy_protocol_from").count();
+    assert!(eventually(Duration::from_secs(5), || metric_of(&gw, invalid) == 1.0 && lines() == 1));
+    let mut other = connect_from("127.0.0.1", gw.addr);
+    other.write_all(opening).unwrap();
+    assert!(closed_unanswered(&mut other));
+    assert!(eventually(Duration::from_secs(5), || metric_of(&gw, invalid) == 2.0));
+    assert!(eventually(Duration::from_secs(5), || lines() == 2), "{}", gw.logs());
+}
+
 /// Accepts connections on `listen` and relays each to `to`, after writing `header` there:
 /// a PROXY sender the test controls byte for byte.
 fn relay(listen: TcpListener, to: SocketAddr, header: Vec<u8>) {

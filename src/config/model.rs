@@ -162,6 +162,8 @@ pub struct Listener {
     /// Every connection opens with a PROXY protocol (v1 or v2) header from the load balancer
     /// in front, whose source address is the client's (`crate::proxy_protocol`).
     pub proxy_protocol: bool,
+    /// The only peers whose PROXY headers are read (`proxy_protocol_from`); empty: any peer.
+    pub proxy_protocol_from: TrustedProxies,
 }
 
 /// What a listener speaks.

@@ -240,7 +240,17 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
             } else {
                 local_addr(&stream)
             };
-            let proxied = local.is_some_and(|a| proxy_protocol_on(&config.listeners, a));
+            let listener = local.and_then(|a| proxy_protocol_listener(&config.listeners, a));
+            let proxied = listener.is_some();
+            // Headers are read only from the balancers listed, when they are.
+            let sender = listener.map(|l| &l.proxy_protocol_from).filter(|from| !from.is_empty());
+            if let Some(from) = sender {
+                let peer = connections::peer_ip(&stream);
+                if !peer.is_some_and(|ip| from.contains(&ip)) {
+                    crate::proxy_protocol::refuse_sender(peer, &self.runtime.metrics.proxy_protocol);
+                    return None;
+                }
+            }
             // A trusted proxy's connection carries many clients: not bounded per IP. Nor is a
             // load balancer's; its PROXY header names the client, charged once it is read.
             let client = connections::peer_ip(&stream).filter(|ip| !proxied && !config.trusted_proxies.contains(ip));
@@ -308,13 +318,16 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
     }
 }
 
-/// Whether the listener that accepted a connection to `local` has `proxy_protocol` (matched as
+/// The listener that accepted a connection to `local`, if it has `proxy_protocol` (matched as
 /// TLS listeners are, see [`crate::tls::Handshakes::for_local`]).
-fn proxy_protocol_on(listeners: &[crate::config::Listener], local: std::net::SocketAddr) -> bool {
+fn proxy_protocol_listener(
+    listeners: &[crate::config::Listener],
+    local: std::net::SocketAddr,
+) -> Option<&crate::config::Listener> {
     let exact = listeners.iter().find(|l| l.socket == local);
     let listener =
         exact.or_else(|| listeners.iter().find(|l| l.socket.port() == local.port() && l.socket.ip().is_unspecified()));
-    listener.is_some_and(|l| l.proxy_protocol)
+    listener.filter(|l| l.proxy_protocol)
 }
 
 /// The local address a connection came in on (which listener accepted it).
