@@ -500,19 +500,19 @@ pub(crate) enum HandshakeCut {
 }
 
 impl Ticket {
-    /// Count this connection, admitted without a client (its socket peer was a load balancer
-    /// sending the PROXY protocol), against `client`'s bound now that the header named it.
+    /// Count this connection, admitted without a client (its peer, a load balancer, sends the
+    /// PROXY protocol), against the bound of the `client` its header named.
     pub(crate) fn charge_client(&mut self, client: Option<IpAddr>) -> Result<(), Refusal> {
-        debug_assert!(self.block.is_none(), "a connection is charged to one client");
         self.block = self.connections.charge_ip(client)?;
         Ok(())
     }
 
-    /// Run a TLS `handshake` (or the read of a PROXY protocol header, which comes before it)
-    /// on this admitted connection's `stream` under the deadlines of a request head: its first bytes must come within `idle` (as a request's on a new plain
-    /// connection), the rest within `header_timeout` of them, and meanwhile it may be closed at
-    /// the bound like a head still arriving. Pingora would allow a handshake 60 s, uncounted.
-    /// The connection then waits for its first request (or is an untimed HTTP/2 one).
+    /// Run a TLS `handshake` (or the read of a PROXY header) on this admitted connection's
+    /// `stream` under the deadlines of a request head: its first bytes must come within `idle`
+    /// (as a request's on a new plain connection), the rest within `header_timeout` of them, and
+    /// meanwhile it may be closed at the bound like a head still arriving. Pingora would allow a
+    /// handshake 60 s, uncounted. The connection then waits for its first request (or is an
+    /// untimed HTTP/2 one).
     pub(crate) async fn handshake<F>(
         &self,
         mut stream: Stream,

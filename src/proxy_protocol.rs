@@ -128,7 +128,7 @@ pub(crate) fn decode(header: &[u8]) -> Result<Carried, Invalid> {
 /// A carried IPv6 source; an IPv4 client a dual-stack balancer names as `::ffff:a.b.c.d` is
 /// that IPv4 address (in logs, keys and `X-Forwarded-For` alike).
 fn ipv6_client(ip: std::net::Ipv6Addr, port: u16) -> SocketAddr {
-    SocketAddr::new(crate::config::canonical_ip(ip.into()), port)
+    SocketAddr::new(ip.to_ipv4_mapped().map_or(ip.into(), Into::into), port)
 }
 
 /// Connections closed without a valid header, by reason.
@@ -142,6 +142,25 @@ pub(crate) struct ProxyProtocolMetrics {
     /// No header within `limits.idle_timeout`, or not whole within `header_timeout` of its
     /// first byte.
     pub(crate) timed_out: IntCounter,
+}
+
+impl ProxyProtocolMetrics {
+    /// `siger_proxy_protocol_rejected_total{reason}`, registered in `registry`.
+    #[allow(clippy::expect_used)]
+    pub(crate) fn register(registry: &prometheus::Registry) -> Self {
+        let help = "Connections on proxy_protocol listeners closed without a valid PROXY header: invalid (other \
+                    bytes, malformed, too long, or a peer outside proxy_protocol_from), closed (the client left \
+                    first; TCP health checks), timeout (none within limits.idle_timeout, or not whole within \
+                    header_timeout of its first byte)";
+        let opts = prometheus::Opts::new("siger_proxy_protocol_rejected_total", help);
+        let rejected = prometheus::IntCounterVec::new(opts, &["reason"]).expect("a valid metric");
+        registry.register(Box::new(rejected.clone())).expect("registered once");
+        ProxyProtocolMetrics {
+            invalid: rejected.with_label_values(&["invalid"]),
+            closed: rejected.with_label_values(&["closed"]),
+            timed_out: rejected.with_label_values(&["timeout"]),
+        }
+    }
 }
 
 /// Why [`read_header`] closed a connection.
@@ -163,10 +182,13 @@ pub(crate) enum Rejected {
 
 /// Read the PROXY header that opens `stream` and make the client it carries the stream's peer;
 /// what follows the header stays in the stream. Unbounded in time: the caller runs it under
-/// its deadlines (`Ticket::handshake`). A rejection is counted (and logged, at most a few
-/// lines a second) here.
-pub(crate) async fn read_header(stream: Stream, metrics: &ProxyProtocolMetrics) -> pingora::Result<Stream> {
-    let peer = crate::connections::peer_ip(&stream);
+/// its deadlines (`Ticket::handshake`). A rejection is counted (and logged with the socket's
+/// `peer`, at most a few lines a second) here.
+pub(crate) async fn read_header(
+    stream: Stream,
+    peer: Option<std::net::IpAddr>,
+    metrics: &ProxyProtocolMetrics,
+) -> pingora::Result<Stream> {
     match read(stream).await {
         Ok(stream) => Ok(stream),
         Err(rejected) => {

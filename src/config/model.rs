@@ -159,8 +159,7 @@ pub struct Listener {
     pub socket: SocketAddr,
     /// What the listener speaks.
     pub mode: ListenerMode,
-    /// Every connection opens with a PROXY protocol (v1 or v2) header from the load balancer
-    /// in front, whose source address is the client's (`crate::proxy_protocol`).
+    /// Connections open with a PROXY header naming the client (`crate::proxy_protocol`).
     pub proxy_protocol: bool,
     /// The only peers whose PROXY headers are read (`proxy_protocol_from`); empty: any peer.
     pub proxy_protocol_from: TrustedProxies,

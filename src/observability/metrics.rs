@@ -107,7 +107,7 @@ pub(crate) struct Metrics {
     pub(crate) connections: crate::connections::ConnectionMetrics,
     /// Spans exported and dropped.
     pub(crate) spans: crate::trace::export::SpanMetrics,
-    /// Connections closed on `proxy_protocol` listeners without a valid header.
+    /// PROXY header rejections.
     pub(crate) proxy_protocol: crate::proxy_protocol::ProxyProtocolMetrics,
 }
 
@@ -330,17 +330,7 @@ impl Metrics {
             "Spans not exported: the export queue was full (queue_full) or the collector failed (export_failed)",
             &["reason"],
         );
-        let proxy_protocol_rejected = counter_vec(
-            &registry,
-            "siger_proxy_protocol_rejected_total",
-            "Connections on proxy_protocol listeners closed without a valid PROXY header: invalid (other bytes, malformed, too long), closed (the client left first; TCP health checks), timeout (none within limits.idle_timeout, or not whole within header_timeout of its first byte)",
-            &["reason"],
-        );
-        let proxy_protocol = crate::proxy_protocol::ProxyProtocolMetrics {
-            invalid: proxy_protocol_rejected.with_label_values(&["invalid"]),
-            closed: proxy_protocol_rejected.with_label_values(&["closed"]),
-            timed_out: proxy_protocol_rejected.with_label_values(&["timeout"]),
-        };
+        let proxy_protocol = crate::proxy_protocol::ProxyProtocolMetrics::register(&registry);
         let spans = crate::trace::export::SpanMetrics {
             exported: counter(&registry, "siger_trace_spans_exported_total", "Spans the collector accepted"),
             queue_full: dropped.with_label_values(&["queue_full"]),

@@ -231,6 +231,7 @@ async fn wait_for_request(stream: &mut Guarded, runtime: &Runtime, shutdown: Opt
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let peer = connections::peer_ip(&stream);
         let (proxied, local, client) = {
             let snap = self.runtime.current();
             let config = &snap.config;
@@ -245,7 +246,6 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
             // Headers are read only from the balancers listed, when they are.
             let sender = listener.map(|l| &l.proxy_protocol_from).filter(|from| !from.is_empty());
             if let Some(from) = sender {
-                let peer = connections::peer_ip(&stream);
                 if !peer.is_some_and(|ip| from.contains(&ip)) {
                     crate::proxy_protocol::refuse_sender(peer, &self.runtime.metrics.proxy_protocol);
                     return None;
@@ -253,7 +253,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
             }
             // A trusted proxy's connection carries many clients: not bounded per IP. Nor is a
             // load balancer's; its PROXY header names the client, charged once it is read.
-            let client = connections::peer_ip(&stream).filter(|ip| !proxied && !config.trusted_proxies.contains(ip));
+            let client = peer.filter(|ip| !proxied && !config.trusted_proxies.contains(ip));
             (proxied, local, client)
         };
         let mut ticket = match self.runtime.connections.admit(client, false) {
@@ -267,17 +267,17 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
         let stream = if proxied {
             // Before TLS: the header comes first on the connection.
             let metrics = &self.runtime.metrics.proxy_protocol;
-            let stream = match ticket.handshake(stream, idle, |s| crate::proxy_protocol::read_header(s, metrics)).await
-            {
-                Ok(stream) => stream,
-                Err(cut) => {
-                    if matches!(cut, HandshakeCut::TimedOut) {
-                        metrics.timed_out.inc();
+            let stream =
+                match ticket.handshake(stream, idle, |s| crate::proxy_protocol::read_header(s, peer, metrics)).await {
+                    Ok(stream) => stream,
+                    Err(cut) => {
+                        if matches!(cut, HandshakeCut::TimedOut) {
+                            metrics.timed_out.inc();
+                        }
+                        log::debug!("PROXY header did not come whole: {cut}");
+                        return None;
                     }
-                    log::debug!("PROXY header did not come whole: {cut}");
-                    return None;
-                }
-            };
+                };
             let trusted = &self.runtime.current().config.trusted_proxies;
             let client = connections::peer_ip(&stream).filter(|ip| !trusted.contains(ip));
             if let Err(refusal) = ticket.charge_client(client) {
