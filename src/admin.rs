@@ -63,7 +63,8 @@ impl AdminApp {
                 pool.state.outliers.ejected_count(),
                 circuit.map(|_| pool.state.breaker.state() as u8),
             );
-            if let Some(age) = pool.discovery_sync_age() {
+            let consul = snap.config.services.iter().any(|s| s.name == pool.name() && s.discovery.is_some());
+            if let Some(age) = pool.discovery_sync_age().filter(|_| consul) {
                 metrics.set_consul_sync_age(pool.name(), age);
             }
         }

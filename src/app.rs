@@ -135,6 +135,8 @@ pub fn run(config: Config, path: &Path, launch: Launch) {
     let drain = Drain::new(runtime.lifecycle.clone(), cfg.server.grace_period, cfg.server.graceful_shutdown_timeout);
     server.add_service(background_service("drain", drain));
     server.add_service(background_service("upstream pools", PoolsService::new(&runtime.upstreams)));
+    let dns = crate::discovery::dns::DnsService::new(&runtime.dns, runtime.metrics.dns_lookup_failures.clone());
+    server.add_service(background_service("dns", dns));
     server.add_service(background_service("rate limit sweeper", LimitSweeper::new(runtime.clone())));
     server.add_service(background_service("jwks refresh", KeyRefreshService::new(runtime.clone())));
     server.add_service(background_service("reload on SIGHUP", HangupReload::new(runtime.clone())));

@@ -10,6 +10,7 @@
 use crate::auth::Authenticator;
 use crate::config::{self, Config, ConfigError};
 use crate::connections::Connections;
+use crate::discovery::dns::DnsControl;
 use crate::discovery::DiscoveryControl;
 use crate::forwarding;
 use crate::jobs::Jobs;
@@ -29,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Longest wait for a new `jwks_url` to answer during a reload.
 const JWKS_PREFETCH: Duration = Duration::from_secs(5);
-/// Longest wait for a newly discovered service's first Consul answer during a reload.
+/// Longest wait for a newly discovered service's first Consul or DNS answer during a reload.
 const DISCOVERY_PRIME: Duration = Duration::from_secs(2);
 
 /// How the last reload attempt ended.
@@ -55,6 +56,8 @@ pub(crate) struct Runtime {
     pub(crate) upstreams: Upstreams,
     pub(crate) limits: LimitStores,
     pub(crate) discovery: DiscoveryControl,
+    /// The DNS-backed services followed, and what their names resolved to.
+    pub(crate) dns: DnsControl,
     /// `limits.idle_timeout` in seconds, read by every new downstream session.
     pub(crate) idle_secs: Arc<AtomicU64>,
     /// Client connections: their bounds and request deadlines.
@@ -116,6 +119,9 @@ impl Runtime {
         upstreams.commit(&snapshot.config.services, &snapshot.pools);
         limits.commit(&snapshot.limiter, &snapshot.config);
         discovery.want(&snapshot);
+        let dns = DnsControl::default();
+        dns.prime_at_start(&snapshot, &metrics.dns_lookup_failures);
+        dns.want(&snapshot);
         metrics.loaded(1, unix_seconds(snapshot.source.loaded_at));
         let tls = TlsEdge::new(&snapshot.config, &metrics);
         crate::policy::cache::storage().set_limit(snapshot.config.cache.max_memory as usize);
@@ -133,6 +139,7 @@ impl Runtime {
             upstreams,
             limits,
             discovery,
+            dns,
             reloading: tokio::sync::Mutex::new(()),
             last_reload: Mutex::new(None),
             generations: AtomicU64::new(1),
@@ -206,9 +213,11 @@ impl Runtime {
             &previous.pools,
         );
         self.discovery.prepare(&snapshot, DISCOVERY_PRIME).await;
+        self.dns.prepare(&snapshot, DISCOVERY_PRIME).await;
         // A file rewritten while it was read (an editor or copy still at work) is not applied:
         // what was read may be a mix of old and new. The finished write is a change of its own.
         if crate::reload::contents_changed(&snapshot.config.files) {
+            self.dns.want(&previous);
             return Err(vec!["the configuration changed while it was being read (a write still in progress?); \
                              nothing was applied"
                 .to_string()]);
@@ -218,6 +227,7 @@ impl Runtime {
         self.upstreams.commit(&snapshot.config.services, &snapshot.pools);
         self.limits.commit(&snapshot.limiter, &snapshot.config);
         self.discovery.want(&snapshot);
+        self.dns.want(&snapshot);
         self.idle_secs.store(snapshot.config.limits.idle_timeout.as_secs(), Ordering::Relaxed);
         self.connections.apply(&snapshot.config.limits);
         let snapshot = Arc::new(snapshot);

@@ -81,6 +81,8 @@ pub(crate) struct Metrics {
     backends: IntGaugeVec,
     /// Failed Consul requests.
     pub(crate) consul_errors: IntCounter,
+    /// Failed DNS look-ups of DNS-backed services, per service.
+    pub(crate) dns_lookup_failures: IntCounterVec,
     /// Seconds since the last successful Consul sync, per service.
     pub(crate) consul_sync_age: IntGaugeVec,
     reloads: IntCounterVec,
@@ -251,6 +253,12 @@ impl Metrics {
             .expect("valid metric"),
         );
         let consul_errors = counter(&registry, "siger_consul_errors_total", "Failed Consul requests");
+        let dns_lookup_failures = counter_vec(
+            &registry,
+            "siger_dns_lookup_failures_total",
+            "Failed DNS look-ups of service targets (the last good addresses are kept)",
+            &["service"],
+        );
         let consul_sync_age = register(
             &registry,
             IntGaugeVec::new(
@@ -444,6 +452,7 @@ impl Metrics {
             jobs_publish_seconds,
             backends,
             consul_errors,
+            dns_lookup_failures,
             consul_sync_age,
             reloads,
             generation,
@@ -597,6 +606,7 @@ impl Metrics {
             for state in ["healthy", "unhealthy"] {
                 let _ = self.backends.remove_label_values(&[name.as_str(), state]);
             }
+            let _ = self.dns_lookup_failures.remove_label_values(&[name.as_str()]);
             for kind in UpstreamErrorKind::ALL {
                 let _ = self.upstream_errors.remove_label_values(&[name.as_str(), kind.label()]);
             }

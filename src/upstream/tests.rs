@@ -10,6 +10,7 @@ fn settings(lb: LbAlgorithm, slow_start: Option<Duration>) -> ServiceSettings {
         name: "web".into(),
         targets: Vec::new(),
         discovery: Some(ConsulDiscovery { service: "web".into(), tags: Vec::new() }),
+        dns: None,
         lb,
         health_check: None,
         transport: Default::default(),
@@ -97,6 +98,7 @@ fn static_service(name: &str, ports: &[u16]) -> ServiceSettings {
         name: name.into(),
         targets: ports.iter().map(|p| t(*p)).collect(),
         discovery: None,
+        dns: None,
         ..settings(LbAlgorithm::RoundRobin, None)
     }
 }
