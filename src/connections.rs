@@ -336,18 +336,7 @@ impl Connections {
     /// proxy). At the bound the oldest idle connections are closed to make room; without
     /// idle ones the new connection is refused. `untimed`: HTTP/2, no request clock.
     pub(crate) fn admit(self: &Arc<Self>, client: Option<IpAddr>, untimed: bool) -> Result<Ticket, Refusal> {
-        let per_ip = self.max_per_ip.load(Ordering::Relaxed);
-        let block = client.filter(|_| per_ip > 0).map(forwarding::client_block);
-        if let Some(block) = block {
-            let mut counts = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            let n = counts.entry(block).or_insert(0);
-            if *n >= per_ip {
-                drop(counts);
-                self.metrics.refused_per_ip.inc();
-                return Err(Refusal::PerIp);
-            }
-            *n += 1;
-        }
+        let block = self.charge_ip(client)?;
         let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
         if open > self.max_total.load(Ordering::Relaxed) && !self.evict_idle() {
             self.open.fetch_sub(1, Ordering::AcqRel);
@@ -392,6 +381,24 @@ impl Connections {
                 false
             }
         }
+    }
+
+    /// Count a connection against `client`'s block under `max_connections_per_ip`: the block
+    /// charged (`None` when not bounded), or the refusal (counted).
+    fn charge_ip(&self, client: Option<IpAddr>) -> Result<Option<IpAddr>, Refusal> {
+        let per_ip = self.max_per_ip.load(Ordering::Relaxed);
+        let block = client.filter(|_| per_ip > 0).map(forwarding::client_block);
+        if let Some(block) = block {
+            let mut counts = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = counts.entry(block).or_insert(0);
+            if *n >= per_ip {
+                drop(counts);
+                self.metrics.refused_per_ip.inc();
+                return Err(Refusal::PerIp);
+            }
+            *n += 1;
+        }
+        Ok(block)
     }
 
     fn release_ip(&self, block: Option<IpAddr>) {
@@ -477,7 +484,7 @@ pub(crate) struct Ticket {
     connections: Arc<Connections>,
 }
 
-/// Why a TLS handshake on an admitted connection did not complete.
+/// Why a TLS handshake (or a PROXY header) on an admitted connection did not complete.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HandshakeCut {
     /// Nothing arrived within `idle_timeout`, or the handshake took longer than
@@ -493,11 +500,19 @@ pub(crate) enum HandshakeCut {
 }
 
 impl Ticket {
-    /// Run a TLS `handshake` on this admitted connection's `stream` under the deadlines of a
-    /// request head: its first bytes must come within `idle` (as a request's on a new plain
-    /// connection), the rest within `header_timeout` of them, and meanwhile it may be closed at
-    /// the bound like a head still arriving. Pingora would allow a handshake 60 s, uncounted.
-    /// The connection then waits for its first request (or is an untimed HTTP/2 one).
+    /// Count this connection, admitted without a client (its peer, a load balancer, sends the
+    /// PROXY protocol), against the bound of the `client` its header named.
+    pub(crate) fn charge_client(&mut self, client: Option<IpAddr>) -> Result<(), Refusal> {
+        self.block = self.connections.charge_ip(client)?;
+        Ok(())
+    }
+
+    /// Run a TLS `handshake` (or the read of a PROXY header) on this admitted connection's
+    /// `stream` under the deadlines of a request head: its first bytes must come within `idle`
+    /// (as a request's on a new plain connection), the rest within `header_timeout` of them, and
+    /// meanwhile it may be closed at the bound like a head still arriving. Pingora would allow a
+    /// handshake 60 s, uncounted. The connection then waits for its first request (or is an
+    /// untimed HTTP/2 one).
     pub(crate) async fn handshake<F>(
         &self,
         mut stream: Stream,

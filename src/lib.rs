@@ -37,6 +37,7 @@ pub(crate) mod nats;
 pub mod observability;
 pub mod policy;
 pub(crate) mod proxy;
+pub(crate) mod proxy_protocol;
 // The core of issue 29 (plans and quotas), wired into the proxy, admin and status in a later step.
 #[allow(dead_code)]
 pub(crate) mod quota;

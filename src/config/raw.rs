@@ -69,6 +69,8 @@ pub(crate) struct RawListenerDetail {
     pub(crate) hsts: Option<RawHsts>,
     pub(crate) redirect_https: Option<u16>,
     pub(crate) h2c: Option<bool>,
+    pub(crate) proxy_protocol: Option<bool>,
+    pub(crate) proxy_protocol_from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -109,6 +109,8 @@ pub(crate) struct Metrics {
     pub(crate) connections: crate::connections::ConnectionMetrics,
     /// Spans exported and dropped.
     pub(crate) spans: crate::trace::export::SpanMetrics,
+    /// PROXY header rejections.
+    pub(crate) proxy_protocol: crate::proxy_protocol::ProxyProtocolMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -336,6 +338,7 @@ impl Metrics {
             "Spans not exported: the export queue was full (queue_full) or the collector failed (export_failed)",
             &["reason"],
         );
+        let proxy_protocol = crate::proxy_protocol::ProxyProtocolMetrics::register(&registry);
         let spans = crate::trace::export::SpanMetrics {
             exported: counter(&registry, "siger_trace_spans_exported_total", "Spans the collector accepted"),
             queue_full: dropped.with_label_values(&["queue_full"]),
@@ -473,6 +476,7 @@ impl Metrics {
             cache_entries,
             connections,
             spans,
+            proxy_protocol,
         }
     }
 

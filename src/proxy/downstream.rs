@@ -1,8 +1,9 @@
 //! The downstream connection before Pingora reads a request from it.
 //!
 //! [`ConnectionGate`] admits each accepted connection under `limits.max_connections` and
-//! `max_connections_per_ip`, runs its TLS handshake under the deadlines of a request head (TLS
-//! listeners are plain TCP ones to Pingora), and wraps its stream in the request clock of
+//! `max_connections_per_ip`, reads its PROXY protocol header on `proxy_protocol` listeners
+//! ([`crate::proxy_protocol`]) and runs its TLS handshake, each under the deadlines of a request
+//! head (TLS listeners are plain TCP ones to Pingora), and wraps its stream in the request clock of
 //! [`crate::connections`] (header, body and send deadlines, eviction of idle and stalled
 //! connections at the bound), then serves it in a task of its own (Pingora's per-connection
 //! task is several KiB and ends). It serves HTTP/1 connections itself, request after request:
@@ -230,33 +231,77 @@ async fn wait_for_request(stream: &mut Guarded, runtime: &Runtime, shutdown: Opt
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        // A trusted proxy's connection carries many clients: not bounded per IP.
-        let client =
-            connections::peer_ip(&stream).filter(|ip| !self.runtime.current().config.trusted_proxies.contains(ip));
-        let ticket = match self.runtime.connections.admit(client, false) {
+        let peer = connections::peer_ip(&stream);
+        let (proxied, local, client) = {
+            let snap = self.runtime.current();
+            let config = &snap.config;
+            // Looked up only when some listener has TLS or the PROXY protocol.
+            let local = if self.tls.is_empty() && !config.listeners.iter().any(|l| l.proxy_protocol) {
+                None
+            } else {
+                local_addr(&stream)
+            };
+            let listener = local.and_then(|a| proxy_protocol_listener(&config.listeners, a));
+            let proxied = listener.is_some();
+            // Headers are read only from the balancers listed, when they are.
+            let sender = listener.map(|l| &l.proxy_protocol_from).filter(|from| !from.is_empty());
+            if let Some(from) = sender {
+                if !peer.is_some_and(|ip| from.contains(&ip)) {
+                    crate::proxy_protocol::refuse_sender(peer, &self.runtime.metrics.proxy_protocol);
+                    return None;
+                }
+            }
+            // A trusted proxy's connection carries many clients: not bounded per IP. Nor is a
+            // load balancer's; its PROXY header names the client, charged once it is read.
+            let client = peer.filter(|ip| !proxied && !config.trusted_proxies.contains(ip));
+            (proxied, local, client)
+        };
+        let mut ticket = match self.runtime.connections.admit(client, false) {
             Ok(ticket) => ticket,
             Err(refusal) => {
                 log::debug!("connection from {client:?} closed at once: {refusal:?}");
                 return None;
             }
         };
-        let tls = if self.tls.is_empty() { None } else { local_addr(&stream).and_then(|a| self.tls.for_local(a)) };
-        let stream = match tls {
-            None => stream,
-            // Here, not in the connection's own task: this future is freed once that is spawned.
-            Some(tls) => {
-                let idle = Duration::from_secs(self.runtime.idle_secs.load(Ordering::Relaxed));
-                match ticket.handshake(stream, idle, |s| tls.run(s)).await {
+        let idle = Duration::from_secs(self.runtime.idle_secs.load(Ordering::Relaxed));
+        let stream = if proxied {
+            // Before TLS: the header comes first on the connection.
+            let metrics = &self.runtime.metrics.proxy_protocol;
+            let stream =
+                match ticket.handshake(stream, idle, |s| crate::proxy_protocol::read_header(s, peer, metrics)).await {
                     Ok(stream) => stream,
                     Err(cut) => {
                         if matches!(cut, HandshakeCut::TimedOut) {
-                            tls.timed_out();
+                            metrics.timed_out.inc();
                         }
-                        log::debug!("TLS handshake from {client:?} did not complete: {cut}");
+                        log::debug!("PROXY header did not come whole: {cut}");
                         return None;
                     }
-                }
+                };
+            let trusted = &self.runtime.current().config.trusted_proxies;
+            let client = connections::peer_ip(&stream).filter(|ip| !trusted.contains(ip));
+            if let Err(refusal) = ticket.charge_client(client) {
+                log::debug!("connection from {client:?} closed after its PROXY header: {refusal:?}");
+                return None;
             }
+            stream
+        } else {
+            stream
+        };
+        let tls = if self.tls.is_empty() { None } else { local.and_then(|a| self.tls.for_local(a)) };
+        let stream = match tls {
+            None => stream,
+            // Here, not in the connection's own task: this future is freed once that is spawned.
+            Some(tls) => match ticket.handshake(stream, idle, |s| tls.run(s)).await {
+                Ok(stream) => stream,
+                Err(cut) => {
+                    if matches!(cut, HandshakeCut::TimedOut) {
+                        tls.timed_out();
+                    }
+                    log::debug!("TLS handshake did not complete: {cut}");
+                    return None;
+                }
+            },
         };
         // The connection is served in a task of its own and Pingora's per-connection task
         // ends here. That task is sized for its accept-and-handshake future (≈ 8.8 KiB, TLS
@@ -271,6 +316,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
     async fn cleanup(&self) {
         ServerApp::cleanup(&*self.inner).await
     }
+}
+
+/// The listener that accepted a connection to `local`, if it has `proxy_protocol` (matched as
+/// TLS listeners are, see [`crate::tls::Handshakes::for_local`]).
+fn proxy_protocol_listener(
+    listeners: &[crate::config::Listener],
+    local: std::net::SocketAddr,
+) -> Option<&crate::config::Listener> {
+    let exact = listeners.iter().find(|l| l.socket == local);
+    let listener =
+        exact.or_else(|| listeners.iter().find(|l| l.socket.port() == local.port() && l.socket.ip().is_unspecified()));
+    listener.filter(|l| l.proxy_protocol)
 }
 
 /// The local address a connection came in on (which listener accepted it).

@@ -25,6 +25,7 @@ mod package;
 mod platform;
 mod policies;
 mod probe;
+mod proxy_protocol;
 mod proxying;
 mod ratelimit;
 mod reload;
