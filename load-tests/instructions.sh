@@ -15,6 +15,11 @@
 # Extra Siger targets are named siger-<variant>, with their YAML in SIGER_VARIANT_<variant>
 # (routes and policies added to the plain config), e.g.
 #   SIGER_VARIANT_hs256='auth: …' TARGETS="siger siger-hs256" load-tests/instructions.sh
+# A variant may send another request: REQUEST_PATH_<variant> and REQUEST_BODY_<variant> (a JSON
+# text, sent as POST). Built in: siger-json (POST /shop.v1.Orders/GetOrder with a JSON body,
+# proxied to nginx's JSON answer) and siger-grpc (the same request transcoded to gRPC for
+# siger-grpc-echo; the backend's own work is not counted), e.g.
+#   TARGETS="siger-json siger-grpc" load-tests/instructions.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -50,6 +55,29 @@ SIGER_VARIANT_policies=${SIGER_VARIANT_policies:-"services:
 routes:
   - {name: bench, path: /, service: backend, auth: public, request_headers: {set: {X-Route: \"\$route\"}}, response_headers: {remove: [Server]}, cors: {origins: [\"https://app.example.com\"]}}"}
 
+# Transcoding: the same JSON request, proxied plainly (json) and transcoded to gRPC (grpc).
+GET_ORDER='{"id":"42","shop":"s1"}'
+SIGER_VARIANT_json=${SIGER_VARIANT_json:-"services:
+  backend: {targets: [\"{{BACKEND}}\"]}
+routes:
+  - {name: bench, path: /, service: backend, auth: public}"}
+REQUEST_PATH_json=/shop.v1.Orders/GetOrder
+REQUEST_BODY_json=$GET_ORDER
+SIGER_VARIANT_grpc=${SIGER_VARIANT_grpc:-"services:
+  orders: {targets: [\"{{GRPC_BACKEND}}\"], http2: true}
+routes:
+  - {name: bench, path: /, service: orders, auth: public, grpc_transcode: {descriptors: {{DESCRIPTORS}}, services: [shop.v1.Orders]}}"}
+REQUEST_PATH_grpc=/shop.v1.Orders/GetOrder
+REQUEST_BODY_grpc=$GET_ORDER
+if [[ " $TARGETS " == *" siger-grpc "* ]]; then
+  [ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin siger-grpc-echo
+  ./tests/fixtures/grpc/descriptors "$WORK/shop.pb"
+  ./target/release/siger-grpc-echo --descriptors "$WORK/shop.pb" > "$WORK/grpc-echo.out" &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do grep -q "listening on" "$WORK/grpc-echo.out" 2>/dev/null && break; sleep 0.1; done
+  GRPC_BACKEND=$(awk '/listening on/ {print $3}' "$WORK/grpc-echo.out")
+fi
+
 # Instructions (Ir) callgrind counted since its last zeroing, from a dump of process $1.
 dump_ir() {
   local pid=$1 before after file
@@ -63,6 +91,7 @@ declare -A IPR
 for target in $TARGETS; do
   port=$(free_port)
   auth=()
+  variant=""
   case $target in
     bare-pingora)
       cmd=("$BARE_BIN" "127.0.0.1:$port" "127.0.0.1:$BACKEND" 1)
@@ -85,7 +114,8 @@ YAML
       # A variant that brings its own services and routes replaces the plain ones ({{BACKEND}}
       # is the backend's address).
       if [[ "$extra" == *"services:"* ]]; then
-        sed -i "s/{{BACKEND}}/127.0.0.1:$BACKEND/g" "$WORK/$target.yaml"
+        sed -i -e "s/{{BACKEND}}/127.0.0.1:$BACKEND/g" -e "s/{{GRPC_BACKEND}}/${GRPC_BACKEND:-}/g" \
+          -e "s#{{DESCRIPTORS}}#$WORK/shop.pb#g" "$WORK/$target.yaml"
       else
         cat >> "$WORK/$target.yaml" <<YAML
 services:
@@ -103,14 +133,24 @@ YAML
       cmd=("$SIGER_BIN" -c "$WORK/$target.yaml")
       ;;
   esac
+  url_path=/
+  if [ -n "${variant:-}" ]; then
+    path_var="REQUEST_PATH_${variant//-/_}"
+    body_var="REQUEST_BODY_${variant//-/_}"
+    url_path=${!path_var:-/}
+    if [ -n "${!body_var:-}" ]; then
+      printf '%s' "${!body_var}" > "$WORK/$target.body"
+      auth+=(-d "$WORK/$target.body" -H "Content-Type: application/json")
+    fi
+  fi
   (cd "$WORK" && exec valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" "${cmd[@]}" 2>"$WORK/$target.log" >/dev/null) &
   PIDS+=($!)
   vg=$!
   for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   # The valgrind process is the target process (valgrind execs in place).
-  h2load --h1 -n 2000 -c "$CONNS" ${auth[@]+"${auth[@]}"} "http://127.0.0.1:$port/" >/dev/null
+  h2load --h1 -n 2000 -c "$CONNS" ${auth[@]+"${auth[@]}"} "http://127.0.0.1:$port$url_path" >/dev/null
   callgrind_control --zero "$vg" >/dev/null
-  h2load --h1 -n "$N" -c "$CONNS" ${auth[@]+"${auth[@]}"} "http://127.0.0.1:$port/" > "$WORK/$target.h2load"
+  h2load --h1 -n "$N" -c "$CONNS" ${auth[@]+"${auth[@]}"} "http://127.0.0.1:$port$url_path" > "$WORK/$target.h2load"
   served=$(awk '/^requests:/ {print $8}' "$WORK/$target.h2load")
   ir=$(dump_ir "$vg")
   # KEEP_CALLGRIND=dir keeps each target's profile for callgrind_annotate.

@@ -76,6 +76,8 @@ http {
     listen 127.0.0.1:$port;
     keepalive_requests 1000000;
     location / { return 200 "ok\n"; }
+    # The JSON a transcoded GetOrder answers (instructions.sh: siger-json vs siger-grpc).
+    location = /shop.v1.Orders/GetOrder { default_type application/json; return 200 '{"id":"42","shop":"s1","status":"PENDING"}'; }
     # 10 KiB of JSON for compression benchmarks (gzip, br, zstd).
     location = /json10k { default_type application/json; alias $WORK/backend-$port/10k.json; }
   }

@@ -9,7 +9,8 @@
 use crate::answer::LocalAnswer;
 use crate::errors::GatewayError;
 use crate::runtime::Runtime;
-use crate::status::{rfc3339, Reload};
+use crate::status::Reload;
+use crate::timestamp::rfc3339;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response};
@@ -63,7 +64,8 @@ impl AdminApp {
                 pool.state.outliers.ejected_count(),
                 circuit.map(|_| pool.state.breaker.state() as u8),
             );
-            if let Some(age) = pool.discovery_sync_age() {
+            let consul = snap.config.services.iter().any(|s| s.name == pool.name() && s.discovery.is_some());
+            if let Some(age) = pool.discovery_sync_age().filter(|_| consul) {
                 metrics.set_consul_sync_age(pool.name(), age);
             }
         }

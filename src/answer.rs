@@ -60,6 +60,13 @@ impl LocalAnswer {
         self
     }
 
+    /// Replace the `Content-Type` (one computed per answer).
+    pub(crate) fn with_content_type(mut self, value: HeaderValue) -> Self {
+        self.headers.retain(|(n, _)| n != http::header::CONTENT_TYPE);
+        self.headers.push((http::header::CONTENT_TYPE, value));
+        self
+    }
+
     /// Whether a header of this name is set.
     pub(crate) fn has_header(&self, name: &str) -> bool {
         self.headers.iter().any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))

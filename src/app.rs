@@ -158,6 +158,8 @@ pub fn run(checked: Checked, path: &Path, launch: Launch) {
     let drain = Drain::new(runtime.lifecycle.clone(), cfg.server.grace_period, cfg.server.graceful_shutdown_timeout);
     server.add_service(background_service("drain", drain));
     server.add_service(background_service("upstream pools", PoolsService::new(&runtime.upstreams)));
+    let dns = crate::discovery::dns::DnsService::new(&runtime.dns, runtime.metrics.consul.dns_lookup_failures.clone());
+    server.add_service(background_service("dns", dns));
     server.add_service(background_service("rate limit sweeper", LimitSweeper::new(runtime.limits.clone())));
     let keys = KeyRefreshService::new(runtime.authenticator.subscribe(), runtime.metrics.auth.clone());
     server.add_service(background_service("jwks refresh", keys));

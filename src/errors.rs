@@ -124,6 +124,18 @@ pub(crate) enum GatewayError {
     /// A bug or resource problem on our side.
     #[error("internal error")]
     Internal,
+    /// The gateway does not do this (a streaming gRPC method over REST).
+    #[error("{0}")]
+    NotImplemented(String),
+    /// A transcoded gRPC call failed with this status: the HTTP status google.rpc.Code maps it
+    /// to, the gRPC message, its number and the decoded `grpc-status-details-bin`.
+    #[error("{}", .status.message)]
+    GrpcStatus {
+        /// The call's status.
+        status: crate::grpc::GrpcStatus,
+        /// `details`, printed with the route's descriptors.
+        details: Option<Vec<serde_json::Value>>,
+    },
 }
 
 /// Upstream failure classes (the `kind` label of `siger_upstream_errors_total`).
@@ -199,6 +211,8 @@ impl GatewayError {
             Self::NoHealthyBackend { .. } | Self::Unavailable { .. } => 503,
             Self::GatewayTimeout { .. } => 504,
             Self::HttpVersionNotSupported(_) => 505,
+            Self::NotImplemented(_) => 501,
+            Self::GrpcStatus { status, .. } => status.code.http_status(),
         }
     }
 
@@ -225,6 +239,8 @@ impl GatewayError {
             Self::NoHealthyBackend { .. } | Self::Unavailable { .. } => "service_unavailable",
             Self::GatewayTimeout { .. } => "gateway_timeout",
             Self::HttpVersionNotSupported(_) => "http_version_not_supported",
+            Self::NotImplemented(_) => "not_implemented",
+            Self::GrpcStatus { status, .. } => status.code.error_code(),
         }
     }
 
@@ -276,6 +292,25 @@ impl GatewayError {
         }
     }
 
+    /// A transcoding failure (`crate::grpc::CallError`); `pool` prints a failed call's details.
+    pub(crate) fn from_grpc(err: crate::grpc::CallError, pool: &prost_reflect::DescriptorPool) -> Self {
+        use crate::grpc::CallError;
+        match err {
+            CallError::NoMethod => Self::NotFound("no gRPC method is bound to this path".into()),
+            CallError::MethodNotAllowed { allow } => Self::MethodNotAllowed { allow },
+            e @ (CallError::Field { .. } | CallError::Query { .. } | CallError::Body(_)) => {
+                Self::BadRequest(e.to_string())
+            }
+            e @ CallError::NotTranscoded { .. } => Self::NotImplemented(e.to_string()),
+            CallError::TooLarge { limit, .. } => Self::PayloadTooLarge { limit: limit as u64 },
+            CallError::Status(status) => {
+                let details = status.details_json(pool);
+                Self::GrpcStatus { status, details }
+            }
+            CallError::Protocol(detail) => Self::BadGateway { kind: UpstreamErrorKind::Other, detail },
+        }
+    }
+
     fn from_status(code: u16) -> Self {
         match code {
             400 => Self::BadRequest("malformed request".into()),
@@ -311,6 +346,12 @@ impl GatewayError {
         if let Self::ConfigRefused(errors) = self {
             // Every problem, each naming its key and line, for the operator to fix at once.
             body["errors"] = serde_json::json!(errors);
+        }
+        if let Self::GrpcStatus { status, details } = self {
+            body["code"] = serde_json::json!(status.code as i32);
+            if let Some(details) = details {
+                body["details"] = serde_json::json!(details);
+            }
         }
         let answer = LocalAnswer::json(self.status(), &body);
         let answer = match self {

@@ -39,6 +39,7 @@ pub(crate) mod normalize;
 pub mod observability;
 pub mod policy;
 pub(crate) mod proxy;
+pub(crate) mod proxy_protocol;
 // The core of issue 29 (plans and quotas), wired into the proxy, admin and status in a later step.
 #[allow(dead_code)]
 pub(crate) mod quota;
@@ -49,6 +50,7 @@ pub(crate) mod routing;
 pub(crate) mod runtime;
 pub(crate) mod snapshot;
 pub(crate) mod status;
+pub mod timestamp;
 pub mod tls;
 pub(crate) mod trace;
 // The core of issue 28, wired into the proxy, aggregation and `-t` in a later step.

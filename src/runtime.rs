@@ -10,6 +10,7 @@
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, FileDigest, TracingSettings};
 use crate::connections::Connections;
+use crate::discovery::dns::DnsControl;
 use crate::discovery::DiscoveryControl;
 use crate::jobs::Jobs;
 use crate::lifecycle::Lifecycle;
@@ -29,7 +30,7 @@ use tokio::sync::watch;
 
 /// Longest wait for a new `jwks_url` to answer during a reload.
 const JWKS_PREFETCH: Duration = Duration::from_secs(5);
-/// Longest wait for a newly discovered service's first Consul answer during a reload.
+/// Longest wait for a newly discovered service's first Consul or DNS answer during a reload.
 const DISCOVERY_PRIME: Duration = Duration::from_secs(2);
 
 /// How the last reload attempt ended.
@@ -59,6 +60,8 @@ pub(crate) struct Runtime {
     pub(crate) authenticator: watch::Sender<Option<Arc<Authenticator>>>,
     /// `tracing` in force, for the span exporter (sent at start and on every commit).
     pub(crate) tracing: watch::Sender<Option<TracingSettings>>,
+    /// The DNS-backed services followed, and what their names resolved to.
+    pub(crate) dns: DnsControl,
     /// Client connections: their bounds and request deadlines.
     pub(crate) connections: Arc<Connections>,
     /// Finished spans waiting for the exporter.
@@ -114,6 +117,9 @@ impl Runtime {
         upstreams.commit(services, upstream_tls, &snapshot.pools);
         limits.commit(&snapshot.limiter, &snapshot.config);
         discovery.want(services, &snapshot.pools);
+        let dns = DnsControl::default();
+        dns.prime_at_start(&snapshot.config, &snapshot.pools, &metrics.consul.dns_lookup_failures);
+        dns.want(&snapshot.config, &snapshot.pools);
         metrics.loaded(1, unix_seconds(snapshot.source.loaded_at));
         let (listeners, files) = (&snapshot.config.listeners, &snapshot.config.files);
         let tls = Arc::new(TlsEdge::new(listeners, &snapshot.compiled.listener_tls, files, &metrics.tls));
@@ -125,6 +131,7 @@ impl Runtime {
             connections: Connections::new(
                 &snapshot.config.limits,
                 &snapshot.config.trusted_proxies,
+                &snapshot.config.listeners,
                 metrics.connections.clone(),
             ),
             spans: Default::default(),
@@ -137,6 +144,7 @@ impl Runtime {
             upstreams,
             limits,
             discovery,
+            dns,
             reloading: tokio::sync::Mutex::new(()),
             last_reload: Mutex::new(None),
             generations: AtomicU64::new(1),
@@ -203,9 +211,11 @@ impl Runtime {
         let (upstreams, limits, metrics) = (&self.upstreams, &self.limits, &self.metrics);
         let snapshot = Snapshot::build(generation, checked, source, auth, upstreams, limits, metrics, &previous.pools);
         self.discovery.prepare(&snapshot.config.services, &snapshot.pools, DISCOVERY_PRIME).await;
+        self.dns.prepare(&snapshot.config, &snapshot.pools, DISCOVERY_PRIME).await;
         // A file rewritten while it was read (an editor or copy still at work) is not applied:
         // what was read may be a mix of old and new. The finished write is a change of its own.
         if FileDigest::any_changed(&snapshot.config.files) {
+            self.dns.want(&previous.config, &previous.pools);
             return Err(vec!["the configuration changed while it was being read (a write still in progress?); \
                              nothing was applied"
                 .to_string()]);
@@ -215,7 +225,9 @@ impl Runtime {
         self.upstreams.commit(&snapshot.config.services, &snapshot.compiled.upstream_tls, &snapshot.pools);
         self.limits.commit(&snapshot.limiter, &snapshot.config);
         self.discovery.want(&snapshot.config.services, &snapshot.pools);
-        self.connections.apply(&snapshot.config.limits, &snapshot.config.trusted_proxies);
+        self.dns.want(&snapshot.config, &snapshot.pools);
+        let listeners = &snapshot.config.listeners;
+        self.connections.apply(&snapshot.config.limits, &snapshot.config.trusted_proxies, listeners);
         let snapshot = Arc::new(snapshot);
         self.current.store(snapshot.clone());
         self.authenticator.send_replace(snapshot.auth.clone());

@@ -7,9 +7,9 @@
 
 use crate::config::{AuthMode, LbAlgorithm, RouteTarget};
 use crate::runtime::Runtime;
+use crate::timestamp::rfc3339;
 use serde::Serialize;
 use std::fmt::Write;
-use std::time::SystemTime;
 
 /// Seconds between the page's refreshes.
 const REFRESH_SECS: u32 = 5;
@@ -73,6 +73,9 @@ pub(crate) struct Service {
     pub(crate) circuit: Option<&'static str>,
     /// Seconds since Consul last confirmed the members (discovered services).
     pub(crate) discovery_sync_age_secs: Option<u64>,
+    /// DNS-backed services: each name and what it resolved to (empty for others).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) dns: Vec<crate::discovery::dns::NameReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -93,11 +96,6 @@ pub(crate) struct Link {
     /// `connected`, `disconnected`, `errors`, `ok`.
     pub(crate) state: &'static str,
     pub(crate) detail: String,
-}
-
-/// A time as RFC 3339 (UTC), as every admin answer shows it.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// The status of the runtime now.
@@ -164,11 +162,19 @@ pub(crate) fn collect(runtime: &Runtime) -> Status {
                     LbAlgorithm::LeastConn => "least_conn",
                     LbAlgorithm::ConsistentHash(_) => "consistent_hash",
                 },
-                discovery: s.discovery.as_ref().map_or_else(|| "static".into(), |d| format!("consul {}", d.service)),
+                discovery: match (&s.discovery, &s.dns) {
+                    (Some(d), _) => format!("consul {}", d.service),
+                    (None, Some(_)) => "dns".into(),
+                    (None, None) => "static".into(),
+                },
                 healthy: backends.iter().filter(|b| b.healthy).count(),
                 backends,
                 circuit: s.circuit_breaker.as_ref().map(|_| pool.state.breaker.state().name()),
-                discovery_sync_age_secs: pool.discovery_sync_age().map(|a| a.as_secs()),
+                discovery_sync_age_secs: pool
+                    .discovery_sync_age()
+                    .filter(|_| s.discovery.is_some())
+                    .map(|a| a.as_secs()),
+                dns: if s.dns.is_some() { runtime.dns.reports(&s.name) } else { Vec::new() },
             }
         })
         .collect();
@@ -185,7 +191,7 @@ pub(crate) fn collect(runtime: &Runtime) -> Status {
             .services
             .iter()
             .zip(&snap.pools)
-            .filter(|(_, p)| p.readiness_problem().is_some() && p.discovery_sync_age().is_some())
+            .filter(|(s, p)| s.discovery.is_some() && p.readiness_problem().is_some())
             .map(|(s, _)| s.name.as_str())
             .collect();
         Link {
@@ -293,6 +299,20 @@ pub(crate) fn render_html(status: &Status) -> String {
         out.push_str(
             "</th></tr><tr><th>backend</th><th>health</th><th>weight</th><th>in flight</th><th>outlier</th></tr>",
         );
+        for n in &s.dns {
+            out.push_str("<tr class=\"dns\"><td colspan=\"5\">");
+            let _ = write!(out, "{} ", n.kind);
+            escape(&mut out, &n.name);
+            out.push_str(" → ");
+            escape(&mut out, &if n.addresses.is_empty() { "nothing yet".to_string() } else { n.addresses.join(", ") });
+            let _ = write!(out, " <span class=\"muted\">TTL {} s</span>", n.ttl_secs);
+            if let Some(e) = &n.error {
+                out.push_str(" <span class=\"failed\">");
+                escape(&mut out, e);
+                out.push_str("</span>");
+            }
+            out.push_str("</td></tr>");
+        }
         if s.backends.is_empty() {
             out.push_str("<tr><td colspan=\"5\" class=\"down\">no backends</td></tr>");
         }
@@ -395,6 +415,7 @@ mod tests {
                 ],
                 circuit: Some("open"),
                 discovery_sync_age_secs: None,
+                dns: Vec::new(),
             }],
             nats: None,
             consul: Some(Link { state: "ok", detail: "0 failed requests since start".into() }),

@@ -10,7 +10,8 @@
 //! `GetFile`/`GetItem` echo the path/name; `WatchOrders` streams `count` events, then ends with
 //! `fail_with`; `UploadOrders` counts; `Chat` echoes; `Fail` answers the asked status (with a
 //! google.rpc.BadRequest in grpc-status-details-bin when `with_details`); `Echo` answers the
-//! payload (or `reply_size` bytes), text, order, request metadata and `grpc-timeout`.
+//! payload (or `reply_size` bytes), text, order, request metadata and `grpc-timeout`, after
+//! `delay_ms`.
 //!
 //! Usage: `siger-grpc-echo --descriptors shop.pb [--listen 127.0.0.1:0]`; prints
 //! `listening on <addr>` on stdout.
@@ -279,8 +280,15 @@ impl UnaryService<DynamicMessage> for Handler {
     type Future = BoxFuture<Result<Response<DynamicMessage>, Status>>;
 
     fn call(&mut self, req: Request<DynamicMessage>) -> Self::Future {
+        let delay = match req.get_ref().get_field_by_name("delay_ms").as_deref() {
+            Some(Value::I32(ms)) if *ms > 0 => std::time::Duration::from_millis(*ms as u64),
+            _ => std::time::Duration::ZERO,
+        };
         let result = self.unary(req).map(Response::new);
-        Box::pin(async move { result })
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            result
+        })
     }
 }
 

@@ -1,15 +1,15 @@
 //! Settings of protocol translation on a route (docs/grpc.md), as plain data:
-//! `grpc_transcode` (REST/JSON ↔ gRPC) and `grpc_web` (a boolean on the route). The descriptors
-//! are only named here; `grpc::Transcoder::from_settings` loads them where a snapshot is built.
-//!
-//! Not yet part of the route model: the route's raw struct gains
-//! `grpc_transcode: Option<RawGrpcTranscode>` and `grpc_web: Option<bool>` when the config
-//! restructuring (issue 26) lands; until then these types are used by the transcoder's tests.
-#![cfg_attr(not(test), allow(dead_code))]
+//! `grpc_transcode` (REST/JSON ↔ gRPC) and `grpc_web` (a boolean on the route). The descriptor
+//! set is read here as bytes ([`GrpcTranscode::descriptors`]); `grpc::Transcoder::build` turns
+//! it into a transcoder where a snapshot is compiled.
 
 use super::units::ByteSize;
+use super::LoadedFile;
 use serde::Deserialize;
 use std::path::PathBuf;
+
+/// The largest descriptor file read (a large API's set is a few MiB).
+pub const MAX_DESCRIPTOR_BYTES: u64 = 64 << 20;
 
 /// The largest gRPC message accepted by default, either way (gRPC's own default receive limit).
 pub(crate) const DEFAULT_MAX_MESSAGE: u64 = 4 << 20;
@@ -26,6 +26,18 @@ pub(crate) struct RawGrpcTranscode {
     pub(crate) proto_field_names: Option<bool>,
     pub(crate) ignore_unknown_query_parameters: Option<bool>,
     pub(crate) max_message: Option<ByteSize>,
+}
+
+/// A route's `grpc_transcode`: its settings and the descriptor set as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcTranscode {
+    /// The key of the section, e.g. `routes[0].grpc_transcode` (errors of the set's contents
+    /// are reported under its `.descriptors` or `.services`).
+    pub key: String,
+    /// What to expose and how to print it.
+    pub settings: GrpcTranscodeSettings,
+    /// The FileDescriptorSet, as read (key `{key}.descriptors`).
+    pub descriptors: LoadedFile,
 }
 
 /// A route's REST/JSON ↔ gRPC transcoding.
@@ -50,7 +62,7 @@ pub struct GrpcTranscodeSettings {
 
 impl GrpcTranscodeSettings {
     /// Check a raw section; errors are `(key under grpc_transcode, message)`.
-    pub(crate) fn from_raw(raw: RawGrpcTranscode) -> Result<Self, Vec<(&'static str, String)>> {
+    pub(crate) fn from_raw(raw: &RawGrpcTranscode) -> Result<Self, Vec<(&'static str, String)>> {
         let mut errors = Vec::new();
         if raw.descriptors.trim().is_empty() {
             errors.push(("descriptors", "name the FileDescriptorSet file".to_string()));
@@ -73,8 +85,8 @@ impl GrpcTranscodeSettings {
             return Err(errors);
         }
         Ok(GrpcTranscodeSettings {
-            descriptors: PathBuf::from(raw.descriptors),
-            services: raw.services,
+            descriptors: PathBuf::from(&raw.descriptors),
+            services: raw.services.clone(),
             print_defaults: raw.print_defaults.unwrap_or(false),
             proto_field_names: raw.proto_field_names.unwrap_or(false),
             ignore_unknown_query_parameters: raw.ignore_unknown_query_parameters.unwrap_or(false),
@@ -99,7 +111,7 @@ mod tests {
 
     fn parse(yaml: &str) -> Result<GrpcTranscodeSettings, Vec<(&'static str, String)>> {
         let raw: RawGrpcTranscode = serde_yaml::from_str(yaml).map_err(|e| vec![("", e.to_string())])?;
-        GrpcTranscodeSettings::from_raw(raw)
+        GrpcTranscodeSettings::from_raw(&raw)
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! the file gives those keys their lines, so its messages read like the loader's own.
 
 mod config_source;
-mod grpc;
+pub(crate) mod grpc;
 mod model;
 mod plans;
 mod raw;
@@ -23,7 +23,7 @@ pub(crate) use validate::is_always_allowed_host;
 pub(crate) use validate::redact_url;
 
 pub use config_source::*;
-pub use grpc::GrpcTranscodeSettings;
+pub use grpc::{GrpcTranscode, GrpcTranscodeSettings, MAX_DESCRIPTOR_BYTES};
 pub use model::*;
 pub use plans::*;
 pub(crate) use source::{Environment, ProcessEnv};

@@ -22,6 +22,7 @@ pub(crate) struct RawConfig {
     pub(crate) auth: Option<RawAuth>,
     pub(crate) rate_limit: Option<RawRateLimit>,
     pub(crate) consul: Option<RawConsul>,
+    pub(crate) dns: Option<RawDns>,
     pub(crate) nats: Option<RawNats>,
     pub(crate) jobs: Option<RawJobs>,
     pub(crate) cache: Option<RawCache>,
@@ -68,6 +69,8 @@ pub(crate) struct RawListenerDetail {
     pub(crate) hsts: Option<RawHsts>,
     pub(crate) redirect_https: Option<u16>,
     pub(crate) h2c: Option<bool>,
+    pub(crate) proxy_protocol: Option<bool>,
+    pub(crate) proxy_protocol_from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,6 +215,14 @@ pub(crate) struct RawLimitRule {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    #[serde(default)]
+    pub(crate) servers: Vec<String>,
+    pub(crate) timeout: Option<ConfDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RawConsul {
     pub(crate) address: String,
     pub(crate) token: Option<String>,
@@ -306,6 +317,7 @@ pub(crate) struct RawStream {
 pub(crate) struct RawService {
     pub(crate) targets: Option<Vec<RawTarget>>,
     pub(crate) discovery: Option<RawDiscovery>,
+    pub(crate) dns_srv: Option<String>,
     pub(crate) lb: Option<String>,
     pub(crate) hash_key: Option<String>,
     pub(crate) health_check: Option<RawHealthCheck>,
@@ -445,6 +457,8 @@ pub(crate) struct RawRoute {
     pub(crate) schemes: Option<Vec<String>>,
     pub(crate) validate: Option<RawValidate>,
     pub(crate) aggregate: Option<RawAggregate>,
+    pub(crate) grpc_transcode: Option<super::grpc::RawGrpcTranscode>,
+    pub(crate) grpc_web: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -66,10 +66,7 @@ impl GatewayStatus {
     }
 }
 
-/// Now, as the store's reports write it.
-pub fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
-}
+pub use crate::timestamp::now_rfc3339;
 
 /// The status key of `gateway` for the document `key`.
 pub fn status_key(key: &str, gateway: &str) -> String {

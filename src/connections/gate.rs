@@ -1,8 +1,9 @@
 //! The downstream connection before Pingora reads a request from it.
 //!
 //! [`ConnectionGate`] admits each accepted connection under `limits.max_connections` and
-//! `max_connections_per_ip`, runs its TLS handshake under the deadlines of a request head (TLS
-//! listeners are plain TCP ones to Pingora), and wraps its stream in the request clock of
+//! `max_connections_per_ip`, reads its PROXY protocol header on `proxy_protocol` listeners
+//! ([`crate::proxy_protocol`]) and runs its TLS handshake, each under the deadlines of a request
+//! head (TLS listeners are plain TCP ones to Pingora), and wraps its stream in the request clock of
 //! [`crate::connections`] (header, body and send deadlines, eviction of idle and stalled
 //! connections at the bound), then serves it in a task of its own (Pingora's per-connection
 //! task is several KiB and ends). It serves HTTP/1 connections itself, request after request:
@@ -226,26 +227,64 @@ async fn wait_for_request(stream: &mut Guarded, connections: &Connections, shutd
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        // A trusted proxy's connection carries many clients: not bounded per IP.
-        let client = connections::peer_ip(&stream).filter(|ip| !self.connections.trusts(ip));
-        let ticket = match self.connections.admit(client, false) {
+        let peer = connections::peer_ip(&stream);
+        // Looked up only when some listener has TLS or the PROXY protocol.
+        let local =
+            if self.tls.is_empty() && !self.connections.any_proxy_protocol() { None } else { local_addr(&stream) };
+        // Headers are read only from the balancers listed, when they are.
+        let proxied = match local.and_then(|a| self.connections.proxy_protocol_sender(a, peer)) {
+            None => false,
+            Some(true) => true,
+            Some(false) => {
+                crate::proxy_protocol::refuse_sender(peer, &self.connections.metrics().proxy_protocol);
+                return None;
+            }
+        };
+        // A trusted proxy's connection carries many clients: not bounded per IP. Nor is a load
+        // balancer's; its PROXY header names the client, charged once it is read.
+        let client = peer.filter(|ip| !proxied && !self.connections.trusts(ip));
+        let mut ticket = match self.connections.admit(client, false) {
             Ok(ticket) => ticket,
             Err(refusal) => {
                 log::debug!("connection from {client:?} closed at once: {refusal:?}");
                 return None;
             }
         };
-        let tls = if self.tls.is_empty() { None } else { local_addr(&stream).and_then(|a| self.tls.for_local(a)) };
+        let idle = self.connections.idle_timeout();
+        let stream = if proxied {
+            // Before TLS: the header comes first on the connection.
+            let metrics = &self.connections.metrics().proxy_protocol;
+            let stream =
+                match ticket.handshake(stream, idle, |s| crate::proxy_protocol::read_header(s, peer, metrics)).await {
+                    Ok(stream) => stream,
+                    Err(cut) => {
+                        if matches!(cut, HandshakeCut::TimedOut) {
+                            metrics.timed_out.inc();
+                        }
+                        log::debug!("PROXY header did not come whole: {cut}");
+                        return None;
+                    }
+                };
+            let client = connections::peer_ip(&stream).filter(|ip| !self.connections.trusts(ip));
+            if let Err(refusal) = ticket.charge_client(client) {
+                log::debug!("connection from {client:?} closed after its PROXY header: {refusal:?}");
+                return None;
+            }
+            stream
+        } else {
+            stream
+        };
+        let tls = if self.tls.is_empty() { None } else { local.and_then(|a| self.tls.for_local(a)) };
         let stream = match tls {
             None => stream,
             // Here, not in the connection's own task: this future is freed once that is spawned.
-            Some(tls) => match ticket.handshake(stream, self.connections.idle_timeout(), |s| tls.run(s)).await {
+            Some(tls) => match ticket.handshake(stream, idle, |s| tls.run(s)).await {
                 Ok(stream) => stream,
                 Err(cut) => {
                     if matches!(cut, HandshakeCut::TimedOut) {
                         tls.timed_out();
                     }
-                    log::debug!("TLS handshake from {client:?} did not complete: {cut}");
+                    log::debug!("TLS handshake did not complete: {cut}");
                     return None;
                 }
             },

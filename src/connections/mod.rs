@@ -27,7 +27,7 @@ pub(crate) use stream::*;
 
 pub(crate) use gate::{AtTheBound, ConnectionGate, IdleLimited};
 
-use crate::config::{Limits, TrustedProxies};
+use crate::config::{Limits, Listener, TrustedProxies};
 use crate::errors::GatewayError;
 use crate::forwarding;
 use arc_swap::ArcSwap;
@@ -78,6 +78,8 @@ pub(crate) struct Connections {
     idle_secs: AtomicU64,
     /// `trusted_proxies`: their connections carry many clients, so are not bounded per IP.
     trusted: ArcSwap<TrustedProxies>,
+    /// The listeners with `proxy_protocol`: their socket and `proxy_protocol_from`.
+    proxied: ArcSwap<Vec<(std::net::SocketAddr, TrustedProxies)>>,
     open: AtomicUsize,
     /// `now_ms` before which no connection can be evicted (the last scan found none).
     no_eviction_before: AtomicU64,
@@ -89,7 +91,12 @@ pub(crate) struct Connections {
 }
 
 impl Connections {
-    pub(crate) fn new(limits: &Limits, trusted: &TrustedProxies, metrics: ConnectionMetrics) -> Arc<Self> {
+    pub(crate) fn new(
+        limits: &Limits,
+        trusted: &TrustedProxies,
+        listeners: &[Listener],
+        metrics: ConnectionMetrics,
+    ) -> Arc<Self> {
         let connections = Connections {
             max_total: AtomicUsize::new(0),
             max_per_ip: AtomicUsize::new(0),
@@ -99,6 +106,7 @@ impl Connections {
             max_header_bytes: AtomicUsize::new(0),
             idle_secs: AtomicU64::new(0),
             trusted: ArcSwap::from_pointee(TrustedProxies::default()),
+            proxied: ArcSwap::from_pointee(Vec::new()),
             open: AtomicUsize::new(0),
             no_eviction_before: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
@@ -106,15 +114,17 @@ impl Connections {
             per_ip: Mutex::new(HashMap::new()),
             metrics,
         };
-        connections.apply(limits, trusted);
+        connections.apply(limits, trusted, listeners);
         Arc::new(connections)
     }
 
-    /// Take the limits and trusted proxies of a (re)loaded configuration; open connections
-    /// keep their limits until their next request.
-    pub(crate) fn apply(&self, limits: &Limits, trusted: &TrustedProxies) {
+    /// Take the limits, trusted proxies and PROXY protocol listeners of a (re)loaded
+    /// configuration; open connections keep their limits until their next request.
+    pub(crate) fn apply(&self, limits: &Limits, trusted: &TrustedProxies, listeners: &[Listener]) {
         self.idle_secs.store(limits.idle_timeout.as_secs(), Ordering::Relaxed);
         self.trusted.store(Arc::new(trusted.clone()));
+        let proxied = listeners.iter().filter(|l| l.proxy_protocol);
+        self.proxied.store(Arc::new(proxied.map(|l| (l.socket, l.proxy_protocol_from.clone())).collect()));
         self.max_total.store(limits.max_connections, Ordering::Relaxed);
         self.max_per_ip.store(limits.max_connections_per_ip.unwrap_or(0), Ordering::Relaxed);
         self.header_timeout_ms.store(limits.header_timeout.as_millis() as u64, Ordering::Relaxed);
@@ -140,6 +150,28 @@ impl Connections {
         self.trusted.load().contains(ip)
     }
 
+    /// Whether some listener reads PROXY protocol headers.
+    pub(crate) fn any_proxy_protocol(&self) -> bool {
+        !self.proxied.load().is_empty()
+    }
+
+    /// For a connection to `local` from `peer`: `None` when the listener that accepted it has
+    /// no `proxy_protocol` (matched as TLS listeners are, see
+    /// [`crate::tls::Handshakes::for_local`]); else whether its header may be read, i.e. `peer`
+    /// is one of the listener's `proxy_protocol_from` (any peer when that is empty).
+    pub(crate) fn proxy_protocol_sender(&self, local: std::net::SocketAddr, peer: Option<IpAddr>) -> Option<bool> {
+        let proxied = self.proxied.load();
+        let exact = proxied.iter().find(|(socket, _)| *socket == local);
+        let any = || proxied.iter().find(|(s, _)| s.port() == local.port() && s.ip().is_unspecified());
+        let (_, from) = exact.or_else(any)?;
+        Some(from.is_empty() || peer.is_some_and(|ip| from.contains(&ip)))
+    }
+
+    /// The counters of the bounds, deadlines and PROXY headers.
+    pub(crate) fn metrics(&self) -> &ConnectionMetrics {
+        &self.metrics
+    }
+
     pub(crate) fn send_timeout(&self) -> Duration {
         Duration::from_millis(self.send_timeout_ms.load(Ordering::Relaxed))
     }
@@ -162,18 +194,7 @@ impl Connections {
     /// proxy). At the bound the oldest idle connections are closed to make room; without
     /// idle ones the new connection is refused. `untimed`: HTTP/2, no request clock.
     pub(crate) fn admit(self: &Arc<Self>, client: Option<IpAddr>, untimed: bool) -> Result<Ticket, Refusal> {
-        let per_ip = self.max_per_ip.load(Ordering::Relaxed);
-        let block = client.filter(|_| per_ip > 0).map(forwarding::client_block);
-        if let Some(block) = block {
-            let mut counts = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            let n = counts.entry(block).or_insert(0);
-            if *n >= per_ip {
-                drop(counts);
-                self.metrics.refused_per_ip.inc();
-                return Err(Refusal::PerIp);
-            }
-            *n += 1;
-        }
+        let block = self.charge_ip(client)?;
         let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
         if open > self.max_total.load(Ordering::Relaxed) && !self.evict_idle() {
             self.open.fetch_sub(1, Ordering::AcqRel);
@@ -218,6 +239,24 @@ impl Connections {
                 false
             }
         }
+    }
+
+    /// Count a connection against `client`'s block under `max_connections_per_ip`: the block
+    /// charged (`None` when not bounded), or the refusal (counted).
+    fn charge_ip(&self, client: Option<IpAddr>) -> Result<Option<IpAddr>, Refusal> {
+        let per_ip = self.max_per_ip.load(Ordering::Relaxed);
+        let block = client.filter(|_| per_ip > 0).map(forwarding::client_block);
+        if let Some(block) = block {
+            let mut counts = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = counts.entry(block).or_insert(0);
+            if *n >= per_ip {
+                drop(counts);
+                self.metrics.refused_per_ip.inc();
+                return Err(Refusal::PerIp);
+            }
+            *n += 1;
+        }
+        Ok(block)
     }
 
     fn release_ip(&self, block: Option<IpAddr>) {
@@ -303,7 +342,7 @@ pub(crate) struct Ticket {
     connections: Arc<Connections>,
 }
 
-/// Why a TLS handshake on an admitted connection did not complete.
+/// Why a TLS handshake (or a PROXY header) on an admitted connection did not complete.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HandshakeCut {
     /// Nothing arrived within `idle_timeout`, or the handshake took longer than
@@ -319,11 +358,19 @@ pub(crate) enum HandshakeCut {
 }
 
 impl Ticket {
-    /// Run a TLS `handshake` on this admitted connection's `stream` under the deadlines of a
-    /// request head: its first bytes must come within `idle` (as a request's on a new plain
-    /// connection), the rest within `header_timeout` of them, and meanwhile it may be closed at
-    /// the bound like a head still arriving. Pingora would allow a handshake 60 s, uncounted.
-    /// The connection then waits for its first request (or is an untimed HTTP/2 one).
+    /// Count this connection, admitted without a client (its peer, a load balancer, sends the
+    /// PROXY protocol), against the bound of the `client` its header named.
+    pub(crate) fn charge_client(&mut self, client: Option<IpAddr>) -> Result<(), Refusal> {
+        self.block = self.connections.charge_ip(client)?;
+        Ok(())
+    }
+
+    /// Run a TLS `handshake` (or the read of a PROXY header) on this admitted connection's
+    /// `stream` under the deadlines of a request head: its first bytes must come within `idle`
+    /// (as a request's on a new plain connection), the rest within `header_timeout` of them, and
+    /// meanwhile it may be closed at the bound like a head still arriving. Pingora would allow a
+    /// handshake 60 s, uncounted. The connection then waits for its first request (or is an
+    /// untimed HTTP/2 one).
     pub(crate) async fn handshake<F>(
         &self,
         mut stream: Stream,

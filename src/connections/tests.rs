@@ -13,6 +13,11 @@ fn metrics() -> ConnectionMetrics {
         body_timeouts: counter("body_timeouts"),
         send_timeouts: counter("send_timeouts"),
         heads_too_large: counter("heads_too_large"),
+        proxy_protocol: crate::observability::ProxyProtocolMetrics {
+            invalid: counter("invalid"),
+            closed: counter("closed"),
+            timed_out: counter("timed_out"),
+        },
     }
 }
 
@@ -33,7 +38,7 @@ fn ip(s: &str) -> Option<IpAddr> {
 
 #[test]
 fn per_ip_bound_counts_ipv6_by_its_64_and_frees_on_close() {
-    let c = Connections::new(&limits(100, Some(2)), &TrustedProxies::default(), metrics());
+    let c = Connections::new(&limits(100, Some(2)), &TrustedProxies::default(), &[], metrics());
     let a = c.admit(ip("2001:db8::1"), false).unwrap();
     let _b = c.admit(ip("2001:db8::2"), false).unwrap();
     assert_eq!(c.admit(ip("2001:db8::3"), false).unwrap_err(), Refusal::PerIp);
@@ -106,7 +111,7 @@ fn header_fields_are_counted_only_in_heads_that_could_hold_too_many() {
 
 #[test]
 fn at_the_bound_the_longest_waiting_connection_gives_way() {
-    let c = Connections::new(&limits(4, None), &TrustedProxies::default(), metrics());
+    let c = Connections::new(&limits(4, None), &TrustedProxies::default(), &[], metrics());
     let idle = waiting(&c, Phase::Idle, 5_000);
     let slow_head = waiting(&c, Phase::Head, 8_000);
     let active = waiting(&c, Phase::Idle, 10); // between two requests of a busy client
@@ -125,7 +130,7 @@ fn at_the_bound_the_longest_waiting_connection_gives_way() {
 
 #[test]
 fn at_the_bound_without_a_candidate_new_connections_are_refused_before_setup() {
-    let c = Connections::new(&limits(2, None), &TrustedProxies::default(), metrics());
+    let c = Connections::new(&limits(2, None), &TrustedProxies::default(), &[], metrics());
     let _a = waiting(&c, Phase::Done, 0);
     assert!(!c.refuse_early(), "below the bound");
     let _b = waiting(&c, Phase::Idle, 10);
@@ -139,7 +144,7 @@ fn at_the_bound_without_a_candidate_new_connections_are_refused_before_setup() {
 
 #[test]
 fn evictions_follow_the_wait_order_across_rescans() {
-    let c = Connections::new(&limits(200, None), &TrustedProxies::default(), metrics());
+    let c = Connections::new(&limits(200, None), &TrustedProxies::default(), &[], metrics());
     // Connection i has waited 10 s + i × 10 ms: the last is the oldest.
     let old: Vec<Ticket> = (0..200).map(|i| waiting(&c, Phase::Idle, 10_000 + i * 10)).collect();
     let _first = waiting(&c, Phase::Done, 0);
@@ -163,7 +168,7 @@ fn guarded(c: &Arc<Connections>) -> (Guarded, tokio::io::DuplexStream, Arc<Conn>
 
 #[tokio::test]
 async fn a_trickled_head_gets_408_at_the_deadline() {
-    let c = Connections::new(&limits(10, None), &TrustedProxies::default(), metrics());
+    let c = Connections::new(&limits(10, None), &TrustedProxies::default(), &[], metrics());
     let (mut stream, mut client, conn) = guarded(&c);
     client.write_all(b"GET / HT").await.unwrap();
     let mut buf = [0u8; 64];
@@ -182,7 +187,7 @@ async fn a_trickled_head_gets_408_at_the_deadline() {
 
 #[tokio::test]
 async fn a_stalled_body_fails_its_read_and_is_remembered() {
-    let c = Connections::new(&limits(10, None), &TrustedProxies::default(), metrics());
+    let c = Connections::new(&limits(10, None), &TrustedProxies::default(), &[], metrics());
     let (mut stream, mut client, conn) = guarded(&c);
     client.write_all(b"POST / HTTP/1.1\r\n\r\n").await.unwrap();
     let mut buf = [0u8; 64];
@@ -196,7 +201,7 @@ async fn a_stalled_body_fails_its_read_and_is_remembered() {
 
 #[tokio::test]
 async fn an_idle_connection_is_not_clocked_and_ends_when_evicted() {
-    let c = Connections::new(&limits(1, None), &TrustedProxies::default(), metrics());
+    let c = Connections::new(&limits(1, None), &TrustedProxies::default(), &[], metrics());
     let (mut stream, _client, conn) = guarded(&c);
     conn.since_ms.store(now_ms() - 2_000, Ordering::Relaxed);
     let reader = tokio::spawn(async move {
@@ -212,7 +217,7 @@ async fn an_idle_connection_is_not_clocked_and_ends_when_evicted() {
 
 #[tokio::test]
 async fn a_head_is_handed_over_alone_and_what_follows_it_is_read_after_it() {
-    let c = Connections::new(&limits(10, None), &TrustedProxies::default(), metrics());
+    let c = Connections::new(&limits(10, None), &TrustedProxies::default(), &[], metrics());
     let (mut stream, mut client, _conn) = guarded(&c);
     let idle = Duration::from_secs(5);
     client.write_all(b"\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\nbodyGET /b HTTP/1.1\r\n\r\n").await.unwrap();
@@ -227,7 +232,7 @@ async fn a_head_is_handed_over_alone_and_what_follows_it_is_read_after_it() {
 
 #[tokio::test]
 async fn bytes_arriving_while_a_whole_request_is_answered_wait_for_the_next_head() {
-    let c = Connections::new(&limits(10, None), &TrustedProxies::default(), metrics());
+    let c = Connections::new(&limits(10, None), &TrustedProxies::default(), &[], metrics());
     let (mut stream, mut client, conn) = guarded(&c);
     let idle = Duration::from_secs(5);
     client.write_all(b"GET /a HTTP/1.1\r\n\r\n").await.unwrap();
@@ -263,7 +268,7 @@ fn upgraded_in(conn: &Arc<Conn>) {
 async fn heads_with_too_many_fields_and_reads_past_the_bound_are_answered_431() {
     let mut l = limits(10, None);
     l.max_header_bytes = 8 << 10;
-    let c = Connections::new(&l, &TrustedProxies::default(), metrics());
+    let c = Connections::new(&l, &TrustedProxies::default(), &[], metrics());
     // More fields than Pingora parses, in one whole head.
     let (mut stream, mut client, _conn) = guarded(&c);
     let mut head = String::from("GET / HTTP/1.1\r\n");
@@ -302,7 +307,7 @@ async fn heads_with_too_many_fields_and_reads_past_the_bound_are_answered_431() 
 
 #[tokio::test]
 async fn an_h2c_preface_is_read_whole_under_the_head_clock() {
-    let c = Connections::new(&limits(10, None), &TrustedProxies::default(), metrics());
+    let c = Connections::new(&limits(10, None), &TrustedProxies::default(), &[], metrics());
     let (mut stream, mut client, conn) = guarded(&c);
     client.write_all(&H2_PREFACE[..18]).await.unwrap();
     let rest = tokio::spawn(async move {
@@ -339,7 +344,7 @@ async fn an_h2c_preface_is_read_whole_under_the_head_clock() {
 
 #[tokio::test]
 async fn a_write_the_client_does_not_take_fails_at_the_send_timeout_one_it_takes_does_not() {
-    let c = Connections::new(&limits(10, None), &TrustedProxies::default(), metrics());
+    let c = Connections::new(&limits(10, None), &TrustedProxies::default(), &[], metrics());
     // A client reading 1 KiB every 100 ms keeps writes moving past the 300 ms send_timeout.
     let (mut stream, mut client, conn) = guarded(&c);
     let reader = tokio::spawn(async move {
@@ -367,7 +372,7 @@ async fn a_write_the_client_does_not_take_fails_at_the_send_timeout_one_it_takes
 async fn at_the_bound_a_writer_the_client_stopped_taking_gives_way() {
     let mut l = limits(1, None);
     l.send_timeout = Duration::from_secs(60);
-    let c = Connections::new(&l, &TrustedProxies::default(), metrics());
+    let c = Connections::new(&l, &TrustedProxies::default(), &[], metrics());
     let (mut stream, _client, conn) = guarded(&c);
     conn.enter(Phase::Done);
     let writer = tokio::spawn(async move { stream.write_all(&[7u8; 64 << 10]).await });
@@ -394,7 +399,7 @@ async fn tcp_pair() -> (tokio::net::TcpStream, Stream) {
 
 #[tokio::test]
 async fn a_tls_handshake_is_counted_and_meets_the_idle_and_head_deadlines() {
-    let c = Connections::new(&limits(2, None), &TrustedProxies::default(), metrics());
+    let c = Connections::new(&limits(2, None), &TrustedProxies::default(), &[], metrics());
     // The stand-in handshake reads five bytes.
     async fn five_bytes(mut s: Stream) -> pingora::Result<Stream> {
         let mut b = [0u8; 5];

@@ -1,6 +1,7 @@
-//! Service discovery beyond static `targets`: Consul ([`consul`]) publishes each discovered
-//! service's instances into its pool's [`MembershipFeed`](crate::upstream::MembershipFeed);
-//! the pool (in [`upstream`](crate::upstream)) does the rest.
+//! Service discovery beyond static `targets`: Consul ([`consul`]) and DNS ([`dns`]: host names
+//! in `targets`, `dns_srv`) publish each service's members into its pool's
+//! [`MembershipFeed`](crate::upstream::MembershipFeed); the pool (in
+//! [`upstream`](crate::upstream)) does the rest.
 //!
 //! [`DiscoveryControl`] is how a configuration generation says which services it wants
 //! watched: the Consul background service follows that wish, starting a watch for each new
@@ -8,6 +9,7 @@
 //! that left, while the watches of unchanged services keep running across reloads.
 
 pub(crate) mod consul;
+pub(crate) mod dns;
 
 use crate::config::{ConsulDiscovery, ConsulSettings, ServiceSettings};
 use crate::upstream::{MembershipFeed, Pool};
@@ -73,11 +75,15 @@ impl DiscoveryControl {
     /// Load the saved instances of every discovered service nothing is known about yet, so
     /// routing works before Consul answers (or while it is down).
     pub(crate) fn seed(&self, services: &[ServiceSettings], pools: &[Arc<Pool>]) {
-        for (spec, pool) in Self::specs(services, pools).iter().zip(pools.iter().filter(|p| p.feed().is_some())) {
+        for spec in Self::specs(services, pools) {
+            // DNS-backed pools have feeds too: find this spec's pool by its feed.
+            let Some(pool) = pools.iter().find(|p| p.feed().is_some_and(|f| f.id() == spec.feed.id())) else {
+                continue;
+            };
             if spec.feed.current().is_some() {
                 continue;
             }
-            match self.store(spec).as_ref().map(Store::load) {
+            match self.store(&spec).as_ref().map(Store::load) {
                 Some(Ok(Some(targets))) => {
                     log::info!(
                         "service {}: {} instance(s) loaded from its state file until Consul answers",

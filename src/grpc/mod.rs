@@ -29,17 +29,17 @@ pub use response::{Format, ResponseBody};
 pub use status::{Code, GrpcStatus};
 pub use template::{Template, TemplateError};
 
-use crate::config::GrpcTranscodeSettings;
+use crate::config::{Findings, GrpcTranscode, GrpcTranscodeSettings};
 use bytes::Bytes;
 use http::Method;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, SerializeOptions};
 use rules::{Binding, Table};
+use sha2::Digest;
 use std::path::Path;
 use std::sync::Arc;
 
-/// The largest descriptor file read (a large API's set is a few MiB).
-pub const MAX_DESCRIPTOR_BYTES: u64 = 64 << 20;
+pub use crate::config::MAX_DESCRIPTOR_BYTES;
 
 /// The options every call of one route shares.
 #[derive(Debug)]
@@ -56,9 +56,35 @@ pub struct Transcoder {
     pool: DescriptorPool,
     table: Arc<Table>,
     options: Arc<Options>,
+    /// What it was built from: equal settings and descriptor bytes build the same transcoder
+    /// (a reload compares routes).
+    source: Arc<(GrpcTranscodeSettings, [u8; 32])>,
+}
+
+impl PartialEq for Transcoder {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
 }
 
 impl Transcoder {
+    /// Build a route's transcoder from the descriptor set its config read; a set that does not
+    /// decode is reported under `{key}.descriptors`, a service, field or binding it lacks under
+    /// `{key}.services`.
+    pub(crate) fn build(transcode: &GrpcTranscode, findings: &mut Findings) -> Option<Transcoder> {
+        let file = &transcode.descriptors;
+        let shown = file.path.display().to_string();
+        Self::from_bytes(&transcode.settings, &shown, &file.bytes)
+            .map_err(|e| {
+                let sub = match e {
+                    LoadError::Read { .. } | LoadError::Decode { .. } => "descriptors",
+                    _ => "services",
+                };
+                findings.error(format!("{}.{sub}", transcode.key), e.to_string())
+            })
+            .ok()
+    }
+
     /// Load `settings.descriptors` (relative to `base_dir` unless absolute) and build.
     pub fn from_settings(settings: &GrpcTranscodeSettings, base_dir: &Path) -> Result<Transcoder, LoadError> {
         let path = if settings.descriptors.is_absolute() {
@@ -89,7 +115,13 @@ impl Transcoder {
             ignore_unknown_query: settings.ignore_unknown_query_parameters,
             max_message: usize::try_from(settings.max_message).unwrap_or(usize::MAX),
         };
-        Ok(Transcoder { pool, table: Arc::new(table), options: Arc::new(options) })
+        let digest: [u8; 32] = sha2::Sha256::digest(bytes).into();
+        Ok(Transcoder {
+            pool,
+            table: Arc::new(table),
+            options: Arc::new(options),
+            source: Arc::new((settings.clone(), digest)),
+        })
     }
 
     /// The method bound to `verb` and `path` (no query). Client- and bidirectional-streaming

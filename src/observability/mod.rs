@@ -5,5 +5,6 @@ pub mod logger;
 pub(crate) mod metrics;
 
 pub(crate) use metrics::{
-    AuthMetrics, ConfigMetrics, ConnectionMetrics, ConsulMetrics, Metrics, SpanMetrics, TlsMetrics, UsageMetrics,
+    AuthMetrics, ConfigMetrics, ConnectionMetrics, ConsulMetrics, Metrics, ProxyProtocolMetrics, SpanMetrics,
+    TlsMetrics, UsageMetrics,
 };

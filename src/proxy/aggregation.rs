@@ -2,7 +2,8 @@
 //! (authentication, roles and rate limit as for any route): each part's path rendered from
 //! its template, the parts fetched in parallel (`crate::aggregate`), and one JSON answer.
 
-use super::{refuse, respond, RequestState};
+use super::local::{refuse, respond};
+use super::RequestState;
 use crate::aggregate::{self, Merged, PartFailure, PartRequest};
 use crate::answer::LocalAnswer;
 use crate::config::AggregateSettings;
@@ -28,7 +29,8 @@ pub(super) async fn handle(
     }
     let req = session.req_header();
     let host = req.headers.get(http::header::HOST).cloned();
-    let headers = part_headers(snap, state, req, host.as_ref(), route.forward_authorization);
+    let mut headers = forwarded_headers(snap, state, req, host.as_ref(), route.forward_authorization);
+    headers.push((http::header::ACCEPT, HeaderValue::from_static("application/json")));
     let spans: Vec<Option<SpanId>> =
         settings.parts.iter().map(|_| state.trace.as_ref().map(|_| crate::trace::context::new_span_id())).collect();
     let requests = part_requests(settings, state, &route.label, &headers, &spans);
@@ -108,9 +110,10 @@ fn part_requests(
         .collect()
 }
 
-/// What every part request carries: the request id, the client as forwarded headers, the
-/// verified identity, and the client's `Authorization` when the route forwards it.
-fn part_headers(
+/// What every request the gateway makes for a client carries (aggregation parts, gRPC calls):
+/// the request id, the client as forwarded headers, the verified identity, and the client's
+/// `Authorization` when the route forwards it.
+pub(super) fn forwarded_headers(
     snap: &Snapshot,
     state: &RequestState,
     req: &RequestHeader,
@@ -131,7 +134,6 @@ fn part_headers(
     if let Some(host) = host {
         out.push((HeaderName::from_static("x-forwarded-host"), host.clone()));
     }
-    out.push((http::header::ACCEPT, HeaderValue::from_static("application/json")));
     if let Some(identity) = &state.identity {
         out.extend(identity.forward.iter().cloned());
     }

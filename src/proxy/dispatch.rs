@@ -1,5 +1,6 @@
 //! `request_filter`'s first step: which route a request is for, and what the gateway does
-//! with it (proxy, answer the health check, a preflight, jobs or an aggregation).
+//! with it (proxy, answer the health check, a preflight, jobs, an aggregation or a gRPC
+//! translation).
 
 use super::RequestState;
 use crate::config::RouteTarget;
@@ -22,6 +23,8 @@ pub(super) enum Decision {
     Preflight,
     /// An aggregation route: answered here from its parts.
     Aggregate,
+    /// A route with `grpc_transcode` or `grpc_web`: translated and answered here.
+    Grpc(super::grpc::Translation),
 }
 
 /// Route the request and check what can be checked before authentication.
@@ -81,6 +84,14 @@ pub(super) fn decide(snap: &Snapshot, req: &RequestHeader, state: &mut RequestSt
         RouteTarget::Jobs | RouteTarget::JobStatus => return Ok(Decision::Jobs),
         RouteTarget::Aggregate(_) => return Ok(Decision::Aggregate),
         RouteTarget::Service(_) | RouteTarget::Split(_) => {}
+    }
+    if route.grpc_transcode.is_some() || route.grpc_web {
+        let content_type = req.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if let Some(translation) =
+            super::grpc::translation(route.grpc_transcode.is_some(), route.grpc_web, content_type.unwrap_or_default())
+        {
+            return Ok(Decision::Grpc(translation));
+        }
     }
     let upstream_path = routing::upstream_path(&path, &route.path, route.strip_prefix);
     // Rewrite the request target only when it changes: a prefix was stripped, the path was

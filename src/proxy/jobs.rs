@@ -4,7 +4,8 @@
 //! [`Jobs::publish`]; and of `GET /jobs/submit/<job_id>` (the 202's `Location`), answered by
 //! [`Jobs::status`]. The rules themselves live in `crate::jobs`.
 
-use super::{refuse, respond, RequestState};
+use super::local::{refuse, respond};
+use super::RequestState;
 use crate::answer::LocalAnswer;
 use crate::config::{JobsSettings, RouteTarget};
 use crate::errors::GatewayError;
@@ -18,7 +19,7 @@ use pingora::prelude::*;
 use std::time::Duration;
 
 /// How a submission ended before a 202.
-enum Failure {
+pub(super) enum Failure {
     /// Answer with this error.
     Answer(GatewayError),
     /// Answer with this error; `siger_jobs_failed_total` already counts it (publish failures).
@@ -169,7 +170,7 @@ async fn submit(
 
 /// Read the whole body, refusing at the first byte over `limit` (the rest is never read: the
 /// connection is closed) and anything slower than `timeout` in total.
-async fn read_body(
+pub(super) async fn read_body(
     session: &mut Session,
     limit: u64,
     declared: Option<u64>,

@@ -12,13 +12,16 @@ mod attempts;
 mod ctx;
 mod dispatch;
 mod fill;
+mod grpc;
 mod jobs;
+mod local;
 mod policies;
 mod validation;
 
 pub(crate) use ctx::{RequestCtx, RequestState};
 
 use dispatch::{decide, Decision};
+use local::{add_rate_limit_headers, refuse, respond};
 
 use crate::answer::LocalAnswer;
 use crate::config::RouteTarget;
@@ -27,10 +30,8 @@ use crate::errors::{GatewayError, UpstreamErrorKind};
 use crate::forwarding;
 use crate::framing;
 use crate::observability::access;
-use crate::ratelimit;
 use crate::routing;
 use crate::runtime::Runtime;
-use crate::snapshot::Snapshot;
 use crate::tls::ConnInfo;
 use crate::trace::context::{TRACEPARENT, TRACESTATE};
 use crate::upstream::attempt::RetryReason;
@@ -51,45 +52,6 @@ impl Gateway {
     /// The proxy of a runtime.
     pub(crate) fn new(runtime: Arc<Runtime>) -> Self {
         Gateway { runtime }
-    }
-}
-
-/// Write an answer the gateway makes itself: the one place every such answer passes, so
-/// what they all carry (request id, rate-limit headers) is added once.
-async fn respond(session: &mut Session, snap: &Snapshot, state: &RequestState, mut answer: LocalAnswer) -> Result<()> {
-    if !answer.has_header("x-request-id") {
-        answer = answer.header("X-Request-Id", state.request_id.as_str());
-    }
-    let mut head = answer.response_header();
-    add_rate_limit_headers(&mut head, state.rate_limit.as_ref());
-    policies::on_local_answer(snap, state, session.req_header(), &mut head);
-    policies::no_compression(session, state);
-    if let Some(value) = &state.hsts {
-        head.insert_header(http::header::STRICT_TRANSPORT_SECURITY, value.clone())?;
-    }
-    if answer.close {
-        session.set_keepalive(None);
-    }
-    let head_only = session.req_header().method == http::Method::HEAD || answer.body.is_empty();
-    session.write_response_header(Box::new(head), head_only).await?;
-    if !head_only {
-        session.write_response_body(Some(answer.body), true).await?;
-    }
-    Ok(())
-}
-
-/// Answer a refusal, and remember its code for the access log.
-async fn refuse(session: &mut Session, snap: &Snapshot, state: &mut RequestState, err: &GatewayError) -> Result<()> {
-    state.error_code = Some(err.code());
-    respond(session, snap, state, err.answer(&state.request_id)).await
-}
-
-/// `RateLimit-*` headers of an admitted request (ARCHITECTURE.md §4).
-fn add_rate_limit_headers(resp: &mut ResponseHeader, decision: Option<&ratelimit::Decision>) {
-    if let Some(d) = decision.filter(|d| d.allowed) {
-        let _ = resp.insert_header("RateLimit-Limit", d.limit);
-        let _ = resp.insert_header("RateLimit-Remaining", d.remaining);
-        let _ = resp.insert_header("RateLimit-Reset", d.reset);
     }
 }
 
@@ -188,7 +150,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         let decision = match decide(snap, session.req_header(), state) {
-            Ok(d @ (Decision::Proxy | Decision::Jobs | Decision::Aggregate)) => {
+            Ok(d @ (Decision::Proxy | Decision::Jobs | Decision::Aggregate | Decision::Grpc(_))) => {
                 // A cache's background revalidation repeats a request already admitted.
                 let background = session.subrequest_ctx.is_some();
                 self.admit(snap, session.req_header(), state, background).await.map(|_| d)
@@ -233,6 +195,7 @@ impl ProxyHttp for Gateway {
                 }
                 _ => refuse(session, snap, state, &GatewayError::Internal).await.map(|_| true),
             },
+            Ok(Decision::Grpc(translation)) => grpc::handle(snap, translation, session, state).await,
             Ok(Decision::Jobs) => match (&self.runtime.jobs, &snap.config.jobs) {
                 (Some(link), Some(settings)) => jobs::handle(&self.runtime, snap, link, settings, session, state).await,
                 _ => refuse(session, snap, state, &GatewayError::NoRoute).await.map(|_| true),

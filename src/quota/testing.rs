@@ -3,7 +3,7 @@
 //! standing in for the rate limiter's store until the wiring gives it `invoke`.
 //!
 //! The servers run on ports held with `SO_REUSEADDR` until they listen (as
-//! `tests/support/ports.rs` does), in their own temp dir, without persistence; killed on drop.
+//! `tests/suite/support/ports.rs` does), in their own temp dir, without persistence; killed on drop.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::scripts::Scripts;

@@ -11,6 +11,7 @@
 use crate::auth::api_keys::ApiKeyTable;
 use crate::auth::telegram::TelegramVerifier;
 use crate::config::{Config, Findings, RateLimitStore};
+use crate::grpc::Transcoder;
 use crate::policy::schema::BodySchema;
 use crate::ratelimit::RedisStore;
 use crate::tls::{ListenerMaterial, UpstreamTlsMaterial};
@@ -30,6 +31,8 @@ pub(crate) struct Compiled {
     pub(crate) telegram: Option<Arc<TelegramVerifier>>,
     /// Each route's request body schema, by route id.
     pub(crate) schemas: Vec<Option<BodySchema>>,
+    /// Each route's REST/JSON ↔ gRPC transcoder (`grpc_transcode`), by route id.
+    pub(crate) transcoders: Vec<Option<Transcoder>>,
     /// The schema of job payloads (`jobs.schema`).
     pub(crate) jobs_schema: Option<BodySchema>,
     /// The shared rate-limit store's clients (`rate_limit.store: redis`), not connected yet.
@@ -66,6 +69,11 @@ pub(crate) fn compile(config: &Config) -> (Compiled, Findings) {
             .routes
             .iter()
             .map(|r| r.validate.as_ref().and_then(|s| BodySchema::compile(s, &mut f)))
+            .collect(),
+        transcoders: config
+            .routes
+            .iter()
+            .map(|r| r.grpc_transcode.as_ref().and_then(|t| Transcoder::build(t, &mut f)))
             .collect(),
     };
     (compiled, f)

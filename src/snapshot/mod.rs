@@ -161,6 +161,11 @@ impl Snapshot {
         self.compiled.schemas.get(id).and_then(Option::as_ref)
     }
 
+    /// A route's REST/JSON ↔ gRPC transcoder (`grpc_transcode`).
+    pub(crate) fn transcoder(&self, id: RouteId) -> Option<&crate::grpc::Transcoder> {
+        self.compiled.transcoders.get(id).and_then(Option::as_ref)
+    }
+
     /// The schema job payloads must match.
     pub(crate) fn jobs_schema(&self) -> Option<&BodySchema> {
         self.compiled.jobs_schema.as_ref()

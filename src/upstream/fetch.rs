@@ -1,7 +1,8 @@
-//! Requests the gateway makes to a service itself and reads whole before it answers its client:
-//! aggregation parts today; a transcoded gRPC call or a response to transform are the same
-//! shape (Pingora writes a proxied answer's head before its body filters run, so an answer that
-//! must be judged whole before the client hears anything is fetched here instead).
+//! Requests the gateway makes to a service itself before it answers its client: aggregation
+//! parts and transcoded gRPC calls ([`fetch`] reads the answer whole; [`open`] only its head,
+//! for an answer streamed on as it arrives). Pingora writes a proxied answer's head before its
+//! body filters run, so an answer that must be judged before the client hears anything is
+//! fetched here instead.
 //!
 //! A fetch goes through the same machinery as a proxied request, by the attempt engine
 //! ([`super::attempt`]): the service's pool (balancing, health, outlier ejection), its circuit
@@ -69,14 +70,63 @@ pub(crate) struct Report {
 /// service retries is retried on another backend first); `Err` when no answer came: no usable
 /// backend, the circuit refused, or the last attempt failed to connect, broke or timed out.
 pub(crate) async fn fetch(s: &Service<'_>, request: &Fetch<'_>, report: &mut Report) -> Result<Fetched, GatewayError> {
+    let idle_timeout = s.settings.idle_timeout;
     let mut attempts = Attempts::default();
+    attempt_all(s, request, &mut attempts, report, |peer| async move { exchange(&peer, request, idle_timeout).await })
+        .await
+}
+
+/// Send `request` to the service `s` and read the answer's head only: its body and trailers
+/// are the caller's to read as they arrive (a streamed gRPC call), then [`Opened::release`].
+/// Attempts, retries and verdicts as [`fetch`]'s, judged by the head's status, recorded in
+/// `attempts` (the request's own, read by its access log line and spans).
+pub(crate) async fn open(
+    s: &Service<'_>,
+    request: &Fetch<'_>,
+    attempts: &mut Attempts,
+    report: &mut Report,
+) -> Result<Opened, GatewayError> {
+    attempt_all(s, request, attempts, report, |peer| async move { open_one(peer, request).await }).await
+}
+
+/// What one attempt's answer is to the engine: the status it judges.
+trait Answered {
+    fn status(&self) -> u16;
+}
+
+impl Answered for Fetched {
+    fn status(&self) -> u16 {
+        Fetched::status(self)
+    }
+}
+
+impl Answered for Opened {
+    fn status(&self) -> u16 {
+        self.session.response_header().map_or(0, |h| h.status.as_u16())
+    }
+}
+
+/// The attempt loop of [`fetch`] and [`open`]: `attempt` is one try on one backend's peer.
+async fn attempt_all<T, F, Fut>(
+    s: &Service<'_>,
+    request: &Fetch<'_>,
+    attempts: &mut Attempts,
+    report: &mut Report,
+    mut attempt: F,
+) -> Result<T, GatewayError>
+where
+    T: Answered,
+    F: FnMut(HttpPeer) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
     let mut backend = attempts.start(s, request.hash)?;
     // The body is kept whole, so only the method decides whether it may be sent again.
     let idempotent = request.head.method.is_idempotent();
     loop {
         *report = Report { backend: Some(backend), status: None, attempts: attempts.count() };
         let peer = s.peer(backend, request.response_timeout);
-        let outcome = exchange(&peer, request, s.settings.idle_timeout).await;
+        let read_timeout = peer.options.read_timeout;
+        let outcome = attempt(peer).await;
         let retry = match &outcome {
             Ok(answer) => {
                 report.status = Some(answer.status());
@@ -113,7 +163,7 @@ pub(crate) async fn fetch(s: &Service<'_>, request: &Fetch<'_>, report: &mut Rep
             }
             (Err(failure), None) => {
                 attempts.finish(s);
-                return Err(GatewayError::upstream(&failure.error, peer.options.read_timeout));
+                return Err(GatewayError::upstream(&failure.error, read_timeout));
             }
         }
     }
@@ -142,12 +192,26 @@ fn connector() -> &'static Connector {
     CONNECTOR.get_or_init(|| Connector::new(None))
 }
 
-/// One attempt: send the request to `peer` and read the answer whole (its body up to the
-/// bound), with the peer's read and write timeouts as a proxied request has them.
-async fn exchange(peer: &HttpPeer, request: &Fetch<'_>, idle_timeout: Option<Duration>) -> Result<Fetched, Failure> {
+/// A request whose answer's head was read ([`open`]); its body and trailers are the caller's
+/// to read.
+pub(crate) struct Opened {
+    pub(crate) session: HttpSession,
+    peer: HttpPeer,
+}
+
+impl Opened {
+    /// The answer was read whole: the connection may serve another request (kept at most
+    /// `idle_timeout`, the service's).
+    pub(crate) async fn release(self, idle_timeout: Option<Duration>) {
+        connector().release_http_session(self.session, &self.peer, idle_timeout).await;
+    }
+}
+
+/// Connect to `peer` and send the request, with the peer's read and write timeouts as a
+/// proxied request has them; then wait for the answer's head.
+async fn send(peer: &HttpPeer, request: &Fetch<'_>) -> Result<HttpSession, Failure> {
     let at = |stage| move |error| Failure { stage, error };
-    let connector = connector();
-    let (mut session, _reused) = connector.get_http_session(peer).await.map_err(at(Stage::Connect))?;
+    let (mut session, _reused) = connector().get_http_session(peer).await.map_err(at(Stage::Connect))?;
     session.set_read_timeout(peer.options.read_timeout);
     session.set_write_timeout(peer.options.write_timeout);
     session.write_request_header(Box::new(request.head.clone())).await.map_err(at(Stage::Sent))?;
@@ -156,6 +220,23 @@ async fn exchange(peer: &HttpPeer, request: &Fetch<'_>, idle_timeout: Option<Dur
     }
     session.finish_request_body().await.map_err(at(Stage::Sent))?;
     session.read_response_header().await.map_err(at(Stage::Sent))?;
+    if session.response_header().is_none() {
+        return Err(at(Stage::Sent)(pingora::Error::explain(pingora::ErrorType::InvalidHTTPHeader, "no head")));
+    }
+    Ok(session)
+}
+
+/// One attempt of [`open`]: the answer's head read, the rest left to the caller.
+async fn open_one(peer: HttpPeer, request: &Fetch<'_>) -> Result<Opened, Failure> {
+    let session = send(&peer, request).await?;
+    Ok(Opened { session, peer })
+}
+
+/// One attempt of [`fetch`]: send the request to `peer` and read the answer whole (its body up
+/// to the bound).
+async fn exchange(peer: &HttpPeer, request: &Fetch<'_>, idle_timeout: Option<Duration>) -> Result<Fetched, Failure> {
+    let at = |stage| move |error| Failure { stage, error };
+    let mut session = send(peer, request).await?;
     let head = match session.response_header() {
         Some(head) => Box::new(head.clone()),
         None => return Err(at(Stage::Sent)(pingora::Error::explain(pingora::ErrorType::InvalidHTTPHeader, "no head"))),
@@ -174,7 +255,7 @@ async fn exchange(peer: &HttpPeer, request: &Fetch<'_>, idle_timeout: Option<Dur
         _ => None,
     };
     if !oversized {
-        connector.release_http_session(session, peer, idle_timeout).await;
+        connector().release_http_session(session, peer, idle_timeout).await;
     }
     Ok(Fetched { head, body: (!oversized).then(|| body.freeze()), trailers })
 }

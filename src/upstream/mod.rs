@@ -92,7 +92,7 @@ impl Upstreams {
                     .get(&s.name)
                     .cloned()
                     .unwrap_or_else(|| Arc::new(ServiceState::new(&s.name, s.health_check.as_ref(), tls)));
-                let feed = s.discovery.as_ref().map(|query| state.feed_for(query));
+                let feed = s.member_source().map(|source| state.feed_for(&source));
                 Arc::new(Pool::build(s, tls, state, feed, before.map(|p| p.as_ref())))
             })
             .collect()
@@ -108,7 +108,7 @@ impl Upstreams {
         for (id, (settings, pool)) in services.iter().zip(pools).enumerate() {
             pool.state.set_health_settings(settings.health_check.as_ref(), tls.get(id).and_then(Option::as_ref));
             // Ejections end with outlier detection, and with the backend's membership.
-            match (&settings.outlier_detection, &settings.discovery) {
+            match (&settings.outlier_detection, &settings.member_source()) {
                 (None, _) => pool.state.outliers.retain(|_| false),
                 (Some(_), None) => pool.state.outliers.retain(|a| settings.targets.iter().any(|t| t.addr == *a)),
                 (Some(_), Some(_)) => {}
@@ -118,7 +118,7 @@ impl Upstreams {
             if !before.iter().any(|p| Arc::ptr_eq(p, pool)) {
                 pool.state.health_changed.notify_one();
             }
-            let discovered = settings.discovery.clone().zip(pool.feed().cloned());
+            let discovered = settings.member_source().zip(pool.feed().cloned());
             pool.state.follow(discovered);
             states.insert(settings.name.clone(), pool.state.clone());
         }

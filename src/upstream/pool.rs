@@ -1,5 +1,5 @@
 //! One generation's pool of a service: a Pingora `LoadBalancer` over its membership (static
-//! targets or a Consul feed) with the selection the service asked for, plus what Pingora
+//! targets or a Consul or DNS feed) with the selection the service asked for, plus what Pingora
 //! lacks: least-connections selection, retry-aware picking, first-probe admission and slow
 //! start of discovered backends.
 //!
@@ -13,7 +13,9 @@ use super::balance::{InFlightGuard, LeastConn};
 use super::feed::MembershipFeed;
 use super::health;
 use super::service::ServiceState;
-use crate::config::{ConsulDiscovery, HealthCheckSettings, LbAlgorithm, ServiceSettings, Target, UpstreamTransport};
+use crate::config::{
+    ConsulDiscovery, DnsDiscovery, HealthCheckSettings, LbAlgorithm, ServiceSettings, Target, UpstreamTransport,
+};
 use crate::tls::UpstreamTlsMaterial;
 use async_trait::async_trait;
 use pingora::lb::discovery::{ServiceDiscovery, Static};
@@ -40,6 +42,8 @@ pub(crate) enum Membership {
     Targets(Vec<Target>),
     /// `discovery.consul`.
     Consul(ConsulDiscovery),
+    /// Host names in `targets`, or `dns_srv`.
+    Dns(DnsDiscovery),
 }
 
 /// The balancer families (a consistent-hash key is read per request, not part of the pool).
@@ -65,8 +69,9 @@ impl PoolKey {
     /// The key of a service's settings.
     pub(crate) fn of(settings: &ServiceSettings) -> Self {
         PoolKey {
-            membership: match &settings.discovery {
-                Some(query) => Membership::Consul(query.clone()),
+            membership: match settings.member_source() {
+                Some(crate::config::MemberSource::Consul(query)) => Membership::Consul(query),
+                Some(crate::config::MemberSource::Dns(names)) => Membership::Dns(names),
                 None => Membership::Targets(settings.targets.clone()),
             },
             selection: match settings.lb {

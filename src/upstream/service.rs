@@ -1,7 +1,7 @@
 //! What one service keeps for as long as its name stays in the config, across reloads: the
 //! health of its backends (a Pingora `HealthRegistry` every generation's pool contributes to),
 //! the check that probes them (swapped in place when its settings change), least-conn
-//! counters, and the membership feed of a Consul-backed service.
+//! counters, and the membership feed of a Consul- or DNS-backed service.
 //!
 //! Pools are rebuilt when a service's membership or balancing changes; because they all
 //! register with this one registry, a backend a new pool shares with the old one keeps the
@@ -13,7 +13,7 @@ use super::feed::MembershipFeed;
 use super::health;
 use super::outlier::OutlierTable;
 use super::retry::RetryBudget;
-use crate::config::{ConsulDiscovery, HealthCheckSettings};
+use crate::config::{HealthCheckSettings, MemberSource};
 use crate::tls::UpstreamTlsMaterial;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
@@ -31,7 +31,7 @@ pub(crate) struct ServiceState {
     check: Arc<ArcSwap<Box<dyn HealthCheck + Send + Sync>>>,
     settings: ArcSwapOption<HealthCheckSettings>,
     pub(crate) least_conn: Arc<LeastConn>,
-    discovered: Mutex<Option<(ConsulDiscovery, MembershipFeed)>>,
+    discovered: Mutex<Option<(MemberSource, MembershipFeed)>>,
     /// Wakes the health loop when its settings change.
     pub(crate) health_changed: Notify,
     /// Passive outlier detection's per-backend records.
@@ -92,10 +92,10 @@ impl ServiceState {
         self.health_changed.notify_one();
     }
 
-    /// The feed for a Consul query: the one this service already follows when the query is
-    /// the same (its members are known), else a new, empty one. Nothing is recorded until
+    /// The feed for a member source (a Consul query, DNS names): the one this service already
+    /// follows when the source is the same (its members are known), else a new, empty one. Nothing is recorded until
     /// [`ServiceState::follow`], so a reload that is refused changes nothing.
-    pub(crate) fn feed_for(&self, query: &ConsulDiscovery) -> MembershipFeed {
+    pub(crate) fn feed_for(&self, query: &MemberSource) -> MembershipFeed {
         let current = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
         match current.as_ref() {
             Some((q, feed)) if q == query => feed.clone(),
@@ -104,7 +104,7 @@ impl ServiceState {
     }
 
     /// Record the query and feed the current config uses (or none).
-    pub(crate) fn follow(&self, discovered: Option<(ConsulDiscovery, MembershipFeed)>) {
+    pub(crate) fn follow(&self, discovered: Option<(MemberSource, MembershipFeed)>) {
         *self.discovered.lock().unwrap_or_else(|p| p.into_inner()) = discovered;
     }
 

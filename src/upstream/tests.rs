@@ -9,6 +9,7 @@ fn settings(lb: LbAlgorithm, slow_start: Option<Duration>) -> ServiceSettings {
     ServiceSettings {
         name: "web".into(),
         discovery: Some(ConsulDiscovery { service: "web".into(), tags: Vec::new() }),
+        dns: None,
         lb,
         read_timeout: Duration::from_secs(1),
         slow_start,
@@ -88,6 +89,7 @@ fn static_service(name: &str, ports: &[u16]) -> ServiceSettings {
         name: name.into(),
         targets: ports.iter().map(|p| t(*p)).collect(),
         discovery: None,
+        dns: None,
         ..settings(LbAlgorithm::RoundRobin, None)
     }
 }

@@ -77,6 +77,8 @@ pub struct Config {
     pub rate_limit: RateLimitSettings,
     /// Consul connection, needed by services with `discovery.consul` and by registration.
     pub consul: Option<ConsulSettings>,
+    /// How host names in `targets` and `dns_srv` are resolved.
+    pub dns: DnsSettings,
     /// NATS connection, needed by jobs.
     pub nats: Option<NatsSettings>,
     /// The `/jobs/submit` short-circuit.

@@ -52,6 +52,11 @@ pub struct RouteSettings {
     pub schemes: Vec<Scheme>,
     /// JSON Schema the request body must match, as read (`policy::schema` compiles it).
     pub validate: Option<LoadedFile>,
+    /// REST/JSON ↔ gRPC transcoding (docs/grpc.md): settings and descriptors as read
+    /// (`grpc::Transcoder` is built from them with the snapshot).
+    pub grpc_transcode: Option<super::super::GrpcTranscode>,
+    /// gRPC-Web requests are translated to gRPC.
+    pub grpc_web: bool,
 }
 
 /// Each key's documented default (docs/config.md `routes`), written once: a route to the first
@@ -81,6 +86,8 @@ impl Default for RouteSettings {
             cache: None,
             schemes: vec![Scheme::Jwt],
             validate: None,
+            grpc_transcode: None,
+            grpc_web: false,
         }
     }
 }

@@ -69,6 +69,46 @@ pub struct ConsulDiscovery {
     pub tags: Vec<String>,
 }
 
+/// Membership resolved through DNS: host names in `targets` (A and AAAA) or `dns_srv`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsDiscovery {
+    /// IP literals listed beside the names: members whatever DNS says.
+    pub fixed: Vec<Target>,
+    /// Host names of `targets`, each with its port and weight.
+    pub names: Vec<DnsName>,
+    /// `dns_srv`: targets, ports and weights from SRV records.
+    pub srv: Option<String>,
+}
+
+/// A host name of `targets`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsName {
+    /// The name as configured (resolved for A and AAAA).
+    pub host: String,
+    /// Port of every address it resolves to.
+    pub port: u16,
+    /// Weight of every address it resolves to.
+    pub weight: u32,
+}
+
+/// The resolver DNS-backed services use (`dns`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Name servers asked instead of the system's (`/etc/resolv.conf`); empty: the system's.
+    pub servers: Vec<SocketAddr>,
+    /// How long one look-up may take before it counts as failed.
+    pub timeout: Duration,
+}
+
+/// Where a dynamic service's members come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberSource {
+    /// `discovery.consul`.
+    Consul(ConsulDiscovery),
+    /// Host names in `targets`, or `dns_srv`.
+    Dns(DnsDiscovery),
+}
+
 /// One upstream service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSettings {
@@ -78,6 +118,9 @@ pub struct ServiceSettings {
     pub targets: Vec<Target>,
     /// Consul discovery.
     pub discovery: Option<ConsulDiscovery>,
+    /// DNS-resolved membership (host names in `targets`, or `dns_srv`); `targets` then holds
+    /// nothing.
+    pub dns: Option<DnsDiscovery>,
     /// Balancing.
     pub lb: LbAlgorithm,
     /// Active health checks.
@@ -116,6 +159,7 @@ impl Default for ServiceSettings {
             name: String::new(),
             targets: Vec::new(),
             discovery: None,
+            dns: None,
             lb: LbAlgorithm::RoundRobin,
             health_check: None,
             transport: UpstreamTransport::default(),
@@ -128,6 +172,18 @@ impl Default for ServiceSettings {
             idle_timeout: None,
             retries: 1,
             slow_start: None,
+        }
+    }
+}
+
+impl ServiceSettings {
+    /// Where the members come from when they can change while running (`None`: static
+    /// `targets` of IP addresses).
+    pub fn member_source(&self) -> Option<MemberSource> {
+        match (&self.discovery, &self.dns) {
+            (Some(consul), _) => Some(MemberSource::Consul(consul.clone())),
+            (None, Some(dns)) => Some(MemberSource::Dns(dns.clone())),
+            (None, None) => None,
         }
     }
 }

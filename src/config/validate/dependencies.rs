@@ -2,6 +2,28 @@
 
 use super::*;
 
+/// `dns`: the name servers DNS-backed services ask (default: the system's resolv.conf).
+pub(super) fn check_dns(raw: Option<&RawDns>, p: &mut Problems) -> DnsSettings {
+    let Some(raw) = raw else { return DnsSettings { servers: Vec::new(), timeout: DNS_TIMEOUT } };
+    let mut servers = Vec::new();
+    for (i, text) in raw.servers.iter().enumerate() {
+        let path = format!("dns.servers[{i}]");
+        match text.parse::<SocketAddr>().or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53))) {
+            Ok(addr) if servers.contains(&addr) => p.add(path, format!("`{addr}` is listed twice")),
+            Ok(addr) => servers.push(addr),
+            Err(_) => p.add(path, format!("`{text}` is not an IP address or IP:port")),
+        }
+    }
+    let timeout = dur(&raw.timeout, DNS_TIMEOUT);
+    if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(30) {
+        p.add("dns.timeout", "must be between 100ms and 30s");
+    }
+    DnsSettings { servers, timeout }
+}
+
+/// Longest wait for one DNS answer by default.
+const DNS_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub(super) fn check_consul(raw: &RawConsul, p: &mut Problems) -> Option<ConsulSettings> {
     check_http_url("consul.address", &raw.address, p);
     let wait = dur(&raw.wait, Duration::from_secs(30));

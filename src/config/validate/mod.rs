@@ -22,7 +22,7 @@ mod server;
 mod services;
 
 use auth::{check_api_keys, check_identity_headers, check_jwt, check_telegram};
-use dependencies::{check_consul, check_nats};
+use dependencies::{check_consul, check_dns, check_nats};
 use jobs::check_jobs;
 pub(crate) use jobs::subject_matches;
 use limits::{check_rate_limit, check_rule};
@@ -80,6 +80,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
     .collect();
     let rate_limit = check_rate_limit(raw.rate_limit.as_ref(), base, &mut p);
     let consul = raw.consul.as_ref().and_then(|c| check_consul(c, &mut p));
+    let dns = check_dns(raw.dns.as_ref(), &mut p);
     let nats = raw.nats.as_ref().and_then(|n| check_nats(n, base, &mut p));
     let jobs = raw.jobs.as_ref().and_then(|j| check_jobs(j, base, &mut p));
     let services = check_services(&raw.services, consul.is_some(), base, &mut p);
@@ -112,6 +113,9 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
     if nats.is_some() && jobs.is_none() {
         p.warn("nats", "configured, but only `jobs` uses NATS and there is no `jobs` section");
     }
+    if raw.dns.is_some() && services.iter().all(|s| s.dns.is_none()) {
+        p.warn("dns", "configured, but no service names a host in `targets` or uses `dns_srv`");
+    }
     if consul.as_ref().is_some_and(|c| c.register.is_none()) && services.iter().all(|s| s.discovery.is_none()) {
         p.warn("consul", "configured, but no service uses `discovery.consul` and there is no `register`");
     }
@@ -131,6 +135,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
         telegram,
         rate_limit,
         consul,
+        dns,
         nats,
         jobs,
         services,

@@ -2,6 +2,7 @@
 
 use super::policies::{check_compress, check_cors, check_header_rules, check_route_cache, Direction};
 use super::*;
+use crate::config::{GrpcTranscode, GrpcTranscodeSettings, MAX_DESCRIPTOR_BYTES};
 
 pub(super) fn check_routes(
     raw: &[RawRoute],
@@ -83,8 +84,14 @@ pub(super) fn check_routes(
                 .validate
                 .as_ref()
                 .and_then(|v| read_file(&format!("{base}.validate.schema"), base_dir, &v.schema, p)),
+            grpc_transcode: r
+                .grpc_transcode
+                .as_ref()
+                .and_then(|g| check_grpc_transcode(&format!("{base}.grpc_transcode"), g, base_dir, p)),
+            grpc_web: r.grpc_web.unwrap_or(false),
         };
         check_route_policies(&base, &route, p);
+        check_grpc_route(&base, r, &route, services, p);
         let peers = same_place.entry((route.path.clone(), route.host.clone())).or_default();
         if let Some(j) = peers.iter().copied().find(|j| overlaps(&out[*j], &route)) {
             p.add(
@@ -190,6 +197,72 @@ fn check_route_policies(base: &str, route: &RouteSettings, p: &mut Problems) {
     if route.cache.is_some() && route.methods.as_ref().is_some_and(|ms| !reads(ms)) {
         p.warn(format!("{base}.cache"), "only GET and HEAD answers are cached, and this route allows neither");
     }
+}
+
+/// A route with `grpc_transcode` or `grpc_web`: one service, spoken to over HTTP/2, and no
+/// policy that transcoded calls would skip.
+fn check_grpc_route(base: &str, r: &RawRoute, route: &RouteSettings, services: &[ServiceSettings], p: &mut Problems) {
+    if route.grpc_transcode.is_some() || route.grpc_web {
+        let key = if route.grpc_web { format!("{base}.grpc_web") } else { format!("{base}.grpc_transcode") };
+        match route.target {
+            // gRPC needs HTTP/2 to the backend (trailers).
+            RouteTarget::Service(id) if r.service.is_some() && !services.get(id).is_some_and(|s| s.transport.http2) => {
+                p.add(
+                    key,
+                    format!("service `{}` must set `http2: true`: gRPC needs HTTP/2 to the backend", services[id].name),
+                )
+            }
+            RouteTarget::Service(_) => {}
+            _ => p.add(key, "needs `service` (one gRPC service; not `split` or `aggregate`)"),
+        }
+    }
+    if route.grpc_transcode.is_some() {
+        // Transcoded requests are answered by the gateway itself: nothing is silently skipped.
+        for (set, name) in [
+            (route.validate.is_some(), "validate"),
+            (route.cache.is_some(), "cache"),
+            (route.compress.is_some(), "compress"),
+        ] {
+            if set {
+                p.add(format!("{base}.{name}"), "does not apply to transcoded gRPC calls; remove it from this route");
+            }
+        }
+    }
+}
+
+/// `grpc_transcode`: the settings checked and the descriptor set read (its contents are
+/// checked where the transcoder is built, `grpc::Transcoder::build`, under this key; a reload
+/// reads the file again).
+fn check_grpc_transcode(
+    key: &str,
+    raw: &crate::config::grpc::RawGrpcTranscode,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<GrpcTranscode> {
+    let settings = match GrpcTranscodeSettings::from_raw(raw) {
+        Ok(s) => s,
+        Err(errors) => {
+            for (sub, message) in errors {
+                p.add(format!("{key}.{sub}"), message);
+            }
+            return None;
+        }
+    };
+    let file_key = format!("{key}.descriptors");
+    let path = resolve_file(base_dir, &raw.descriptors);
+    let read = |reason: String| format!("cannot read the descriptor set `{}`: {reason}", path.display());
+    let bytes = match std::fs::metadata(&path) {
+        Ok(m) if m.len() > MAX_DESCRIPTOR_BYTES => {
+            Err(read(format!("{} bytes, over the limit of {MAX_DESCRIPTOR_BYTES}", m.len())))
+        }
+        Ok(_) => std::fs::read(&path).map_err(|e| read(e.to_string())),
+        Err(e) => Err(read(e.to_string())),
+    };
+    let bytes = bytes.map_err(|e| p.add(&file_key, e)).ok()?;
+    use sha2::Digest;
+    p.files.push(FileDigest { path: path.clone(), sha256: sha2::Sha256::digest(&bytes).into() });
+    let descriptors = LoadedFile { key: file_key, path, bytes: Arc::from(bytes) };
+    Some(GrpcTranscode { key: key.to_string(), settings, descriptors })
 }
 
 /// Routes' targets: the services by name, and the splits and aggregations routes define.

@@ -118,7 +118,24 @@ pub(super) fn check_listeners(raw: &[RawListener], base: &Path, p: &mut Problems
                 None => continue,
             },
         };
-        out.push(Listener { addr, socket, mode });
+        let proxy_protocol = detail.and_then(|d| d.proxy_protocol).unwrap_or(false);
+        if proxy_protocol && matches!(mode, ListenerMode::RedirectHttps { .. }) {
+            p.add(
+                format!("listen[{i}].proxy_protocol"),
+                "is not supported on a redirect listener yet; redirect in the load balancer, or send this port without the PROXY protocol",
+            );
+        }
+        let from = detail.and_then(|d| d.proxy_protocol_from.as_deref());
+        let from_key = format!("listen[{i}].proxy_protocol_from");
+        let proxy_protocol_from = from.map(|list| check_nets(&from_key, list, p)).unwrap_or_default();
+        match from {
+            Some(_) if !proxy_protocol => p.add(&from_key, "only applies with `proxy_protocol: true`"),
+            Some([]) => {
+                p.add(&from_key, "list the load balancers' CIDRs, or leave the key out to read headers from any peer")
+            }
+            _ => {}
+        }
+        out.push(Listener { addr, socket, mode, proxy_protocol, proxy_protocol_from });
     }
     for (i, l) in out.iter().enumerate() {
         if let ListenerMode::RedirectHttps { port } = l.mode {
@@ -258,6 +275,11 @@ pub(super) fn check_ca_file(key: &str, file: &str, base: &Path, p: &mut Problems
 }
 
 pub(super) fn check_trusted(raw: &[String], p: &mut Problems) -> TrustedProxies {
+    check_nets("trusted_proxies", raw, p)
+}
+
+/// A list of CIDRs or IP addresses at `key`.
+fn check_nets(key: &str, raw: &[String], p: &mut Problems) -> TrustedProxies {
     let mut nets = Vec::new();
     for (i, s) in raw.iter().enumerate() {
         if let Ok(net) = s.parse::<IpNet>() {
@@ -265,7 +287,7 @@ pub(super) fn check_trusted(raw: &[String], p: &mut Problems) -> TrustedProxies 
         } else if let Ok(ip) = s.parse::<IpAddr>() {
             nets.push(IpNet::from(ip));
         } else {
-            p.add(format!("trusted_proxies[{i}]"), format!("`{s}` is not a CIDR (e.g. 10.0.0.0/8) or an IP address"));
+            p.add(format!("{key}[{i}]"), format!("`{s}` is not a CIDR (e.g. 10.0.0.0/8) or an IP address"));
         }
     }
     TrustedProxies(nets)

@@ -2,20 +2,78 @@
 
 use super::*;
 
-pub(super) fn parse_target(path: &str, addr: &str, p: &mut Problems) -> Option<SocketAddr> {
+/// `ip:port`, `[v6]:port` or `localhost:port`.
+fn literal_target(addr: &str) -> Option<SocketAddr> {
     if let Ok(s) = addr.parse::<SocketAddr>() {
         return Some(s);
     }
-    if let Some(port) = addr.strip_prefix("localhost:") {
-        if let Ok(port) = port.parse::<u16>() {
-            return Some(SocketAddr::from(([127, 0, 0, 1], port)));
+    let port = addr.strip_prefix("localhost:")?.parse::<u16>().ok()?;
+    Some(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// A target of a service: an address, or a host name resolved through DNS.
+enum ParsedTarget {
+    Addr(SocketAddr),
+    Name(String, u16),
+}
+
+fn parse_service_target(path: &str, addr: &str, p: &mut Problems) -> Option<ParsedTarget> {
+    if let Some(s) = literal_target(addr) {
+        return Some(ParsedTarget::Addr(s));
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        p.add(path, format!("`{addr}` needs a port: `host:port` or `ip:port`"));
+        return None;
+    };
+    let port = match port.parse::<u16>() {
+        Ok(port) if port > 0 => port,
+        _ => {
+            p.add(path, format!("`{addr}`: `{port}` is not a port (1-65535)"));
+            return None;
+        }
+    };
+    if let Err(why) = check_dns_name(host, false) {
+        p.add(path, format!("`{addr}` is neither an IP:port address nor host:port ({why})"));
+        return None;
+    }
+    Some(ParsedTarget::Name(host.trim_end_matches('.').to_ascii_lowercase(), port))
+}
+
+/// A DNS name as RFC 1035 allows it (letters, digits, `-` inside labels of at most 63
+/// characters, 253 in all); `_` only where SRV names put it (`service_labels`).
+fn check_dns_name(name: &str, service_labels: bool) -> Result<(), String> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > 253 {
+        return Err("a host name has 1 to 253 characters".into());
+    }
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Err("an IPv6 address goes in brackets: `[::1]:80`".into());
+    }
+    for (i, label) in name.split('.').enumerate() {
+        let body = if service_labels && i < 2 { label.strip_prefix('_').unwrap_or(label) } else { label };
+        if label.is_empty() || label.len() > 63 {
+            return Err(format!("label `{label}` must have 1 to 63 characters"));
+        }
+        if !body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || body.starts_with('-') || body.ends_with('-')
+        {
+            return Err(format!("label `{label}` may only use letters, digits and inner `-`"));
         }
     }
-    p.add(
-        path,
-        format!("`{addr}` is not an IP:port address (hostnames are not resolved; use Consul discovery for names)"),
-    );
-    None
+    Ok(())
+}
+
+/// `dns_srv`: `_service._proto.name` (RFC 2782).
+fn check_srv_name(path: &str, name: &str, p: &mut Problems) -> Option<String> {
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.len() < 3 || !labels[0].starts_with('_') || !labels[1].starts_with('_') {
+        p.add(path, format!("`{name}` is not an SRV name like `_http._tcp.orders.internal`"));
+        return None;
+    }
+    if let Err(why) = check_dns_name(name, true) {
+        p.add(path, format!("`{name}`: {why}"));
+        return None;
+    }
+    Some(name.trim_end_matches('.').to_ascii_lowercase())
 }
 
 pub(super) fn check_services(
@@ -30,10 +88,14 @@ pub(super) fn check_services(
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
             p.add(&base, format!("service name `{name}` may only use letters, digits, `-`, `_`, `.`"));
         }
-        let (targets, discovery) = check_membership(&base, s, have_consul, p);
+        let Membership { targets, discovery, dns, one_host } = check_membership(&base, s, have_consul, p);
         let lb = check_balancing(&base, s, p);
         let transport = UpstreamTransport {
-            tls: s.tls.as_ref().and_then(|t| check_upstream_tls(&base, t, base_dir, p)).map(Arc::new),
+            tls: s
+                .tls
+                .as_ref()
+                .and_then(|t| check_upstream_tls(&base, t, one_host.as_deref(), base_dir, p))
+                .map(Arc::new),
             http2: s.http2.unwrap_or(false),
         };
         let health_check = s.health_check.as_ref().map(|h| check_health_check(&base, name, h, &transport, p));
@@ -50,6 +112,7 @@ pub(super) fn check_services(
             name: name.clone(),
             targets,
             discovery,
+            dns,
             lb,
             health_check,
             transport,
@@ -67,34 +130,31 @@ pub(super) fn check_services(
     out
 }
 
-/// `targets` (addresses, weights 1–1000, each once) or `discovery` (Consul): exactly one.
-fn check_membership(
-    base: &str,
-    s: &RawService,
-    have_consul: bool,
-    p: &mut Problems,
-) -> (Vec<Target>, Option<ConsulDiscovery>) {
-    let mut targets = Vec::new();
-    if let Some(list) = &s.targets {
-        if list.is_empty() {
-            p.add(format!("{base}.targets"), "list at least one target");
+/// A service's members: static `targets`, Consul `discovery`, or DNS (host names in
+/// `targets`, `dns_srv`).
+struct Membership {
+    targets: Vec<Target>,
+    discovery: Option<ConsulDiscovery>,
+    dns: Option<DnsDiscovery>,
+    /// The one host name all backends are reached through (the default SNI), if there is one.
+    one_host: Option<String>,
+}
+
+/// `targets` (addresses or host names, weights 1–1000, each once), `dns_srv` or `discovery`
+/// (Consul): exactly one.
+fn check_membership(base: &str, s: &RawService, have_consul: bool, p: &mut Problems) -> Membership {
+    let (mut targets, names) = check_targets(base, s, p);
+    let srv = s.dns_srv.as_deref().and_then(|n| check_srv_name(&format!("{base}.dns_srv"), n, p));
+    // Backends reached through one host name are that host to TLS: it is the default SNI
+    // and the name their certificates are checked against (not the address it resolved to).
+    let one_host = match names.as_slice() {
+        [first, rest @ ..] if targets.is_empty() && srv.is_none() && rest.iter().all(|n| n.host == first.host) => {
+            Some(first.host.clone())
         }
-        for (i, t) in list.iter().enumerate() {
-            let (addr, weight, path) = match t {
-                RawTarget::Plain(a) => (a.as_str(), 1, format!("{base}.targets[{i}]")),
-                RawTarget::Weighted(w) => (w.addr.as_str(), w.weight.unwrap_or(1), format!("{base}.targets[{i}].addr")),
-            };
-            if weight == 0 || weight > 1000 {
-                p.add(format!("{base}.targets[{i}].weight"), "must be between 1 and 1000");
-            }
-            if let Some(addr) = parse_target(&path, addr, p) {
-                if targets.iter().any(|t: &Target| t.addr == addr) {
-                    p.add(&path, format!("`{addr}` is listed twice"));
-                }
-                targets.push(Target { addr, weight: weight.clamp(1, 1000) });
-            }
-        }
-    }
+        _ => None,
+    };
+    let dns =
+        (!names.is_empty() || srv.is_some()).then(|| DnsDiscovery { fixed: std::mem::take(&mut targets), names, srv });
     let discovery = s.discovery.as_ref().map(|d| {
         if !have_consul {
             p.add(format!("{base}.discovery"), "Consul discovery needs a top-level `consul` section");
@@ -104,12 +164,52 @@ fn check_membership(
         }
         ConsulDiscovery { service: d.consul.clone(), tags: d.tags.clone() }
     });
-    match (&s.targets, &discovery) {
-        (None, None) => p.add(base, "needs `targets` or `discovery`"),
-        (Some(_), Some(_)) => p.add(base, "has both `targets` and `discovery`; choose one"),
+    match (&s.targets, &discovery, &s.dns_srv) {
+        (None, None, None) => p.add(base, "needs `targets`, `dns_srv` or `discovery`"),
+        (Some(_), Some(_), _) => p.add(base, "has both `targets` and `discovery`; choose one"),
+        (_, Some(_), Some(_)) => p.add(base, "has both `dns_srv` and `discovery`; choose one"),
+        (Some(_), None, Some(_)) => {
+            p.add(base, "has both `targets` and `dns_srv` (SRV records name the targets); choose one")
+        }
         _ => {}
     }
-    (targets, discovery)
+    Membership { targets, discovery, dns, one_host }
+}
+
+/// `targets`: the IP addresses and the host names listed, each with its weight.
+fn check_targets(base: &str, s: &RawService, p: &mut Problems) -> (Vec<Target>, Vec<DnsName>) {
+    let mut targets = Vec::new();
+    let mut names: Vec<DnsName> = Vec::new();
+    let Some(list) = &s.targets else { return (targets, names) };
+    if list.is_empty() {
+        p.add(format!("{base}.targets"), "list at least one target");
+    }
+    for (i, t) in list.iter().enumerate() {
+        let (addr, weight, path) = match t {
+            RawTarget::Plain(a) => (a.as_str(), 1, format!("{base}.targets[{i}]")),
+            RawTarget::Weighted(w) => (w.addr.as_str(), w.weight.unwrap_or(1), format!("{base}.targets[{i}].addr")),
+        };
+        if weight == 0 || weight > 1000 {
+            p.add(format!("{base}.targets[{i}].weight"), "must be between 1 and 1000");
+        }
+        let weight = weight.clamp(1, 1000);
+        match parse_service_target(&path, addr, p) {
+            Some(ParsedTarget::Addr(addr)) => {
+                if targets.iter().any(|t: &Target| t.addr == addr) {
+                    p.add(&path, format!("`{addr}` is listed twice"));
+                }
+                targets.push(Target { addr, weight });
+            }
+            Some(ParsedTarget::Name(host, port)) => {
+                if names.iter().any(|n| n.host == host && n.port == port) {
+                    p.add(&path, format!("`{host}:{port}` is listed twice"));
+                }
+                names.push(DnsName { host, port, weight });
+            }
+            None => {}
+        }
+    }
+    (targets, names)
 }
 
 /// `lb` and, for `consistent_hash`, `hash_key`.
@@ -242,7 +342,13 @@ fn check_slow_start(base: &str, s: &RawService, lb: &LbAlgorithm, p: &mut Proble
 
 /// `services.<name>.tls`. Verification is never off by accident: `verify: false` needs
 /// `accept_unverified: true` beside it.
-fn check_upstream_tls(base: &str, raw: &RawUpstreamTls, base_dir: &Path, p: &mut Problems) -> Option<UpstreamTls> {
+fn check_upstream_tls(
+    base: &str,
+    raw: &RawUpstreamTls,
+    default_sni: Option<&str>,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<UpstreamTls> {
     let default = RawUpstreamTlsDetail::default();
     let t = match raw {
         RawUpstreamTls::Enabled(false) => return None,
@@ -250,7 +356,7 @@ fn check_upstream_tls(base: &str, raw: &RawUpstreamTls, base_dir: &Path, p: &mut
         RawUpstreamTls::Detailed(d) => d,
     };
     let key = format!("{base}.tls");
-    let sni = t.sni.as_ref().map(|s| s.trim().to_ascii_lowercase());
+    let sni = t.sni.as_ref().map(|s| s.trim().to_ascii_lowercase()).or_else(|| default_sni.map(str::to_string));
     if let Some(sni) = &sni {
         if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
             p.add(format!("{key}.sni"), format!("`{sni}` is not a DNS name or IP address"));

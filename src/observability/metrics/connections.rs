@@ -17,6 +17,40 @@ pub(crate) struct ConnectionMetrics {
     /// Heads answered 431 before a session: past `limits.max_header_bytes` while arriving, or
     /// with more header fields than Pingora parses.
     pub(crate) heads_too_large: IntCounter,
+    /// PROXY header rejections.
+    pub(crate) proxy_protocol: ProxyProtocolMetrics,
+}
+
+/// Connections closed without a valid PROXY header, by reason.
+#[derive(Debug, Clone)]
+pub(crate) struct ProxyProtocolMetrics {
+    /// The opening bytes were not a valid header.
+    pub(crate) invalid: IntCounter,
+    /// The client closed (or reset) the connection before its header was whole (a TCP health
+    /// check that connects and closes counts here).
+    pub(crate) closed: IntCounter,
+    /// No header within `limits.idle_timeout`, or not whole within `header_timeout` of its
+    /// first byte.
+    pub(crate) timed_out: IntCounter,
+}
+
+impl ProxyProtocolMetrics {
+    fn register(registry: &Registry) -> Self {
+        let rejected = counter_vec(
+            registry,
+            "siger_proxy_protocol_rejected_total",
+            "Connections on proxy_protocol listeners closed without a valid PROXY header: invalid (other \
+             bytes, malformed, too long, or a peer outside proxy_protocol_from), closed (the client left \
+             first; TCP health checks), timeout (none within limits.idle_timeout, or not whole within \
+             header_timeout of its first byte)",
+            &["reason"],
+        );
+        ProxyProtocolMetrics {
+            invalid: rejected.with_label_values(&["invalid"]),
+            closed: rejected.with_label_values(&["closed"]),
+            timed_out: rejected.with_label_values(&["timeout"]),
+        }
+    }
 }
 
 impl ConnectionMetrics {
@@ -50,6 +84,7 @@ impl ConnectionMetrics {
                 "siger_request_heads_too_large_total",
                 "Request heads answered 431 before a session: past limits.max_header_bytes while still arriving, or with more than 256 header fields",
             ),
+            proxy_protocol: ProxyProtocolMetrics::register(registry),
         }
     }
 }

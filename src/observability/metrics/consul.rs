@@ -1,7 +1,8 @@
-//! Consul: failed requests and the age of each discovered service's last sync.
+//! Discovery: failed Consul requests, the age of each discovered service's last sync, and
+//! failed DNS look-ups of DNS-backed services.
 
-use super::{counter, gauge_vec};
-use prometheus::{IntCounter, IntGaugeVec, Registry};
+use super::{counter, counter_vec, gauge_vec};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Registry};
 
 /// The Consul families.
 #[derive(Clone)]
@@ -10,6 +11,8 @@ pub(crate) struct ConsulMetrics {
     pub(crate) errors: IntCounter,
     /// Seconds since the last successful Consul sync, per service.
     pub(crate) sync_age: IntGaugeVec,
+    /// Failed DNS look-ups of DNS-backed services, per service.
+    pub(crate) dns_lookup_failures: IntCounterVec,
 }
 
 impl ConsulMetrics {
@@ -20,6 +23,12 @@ impl ConsulMetrics {
                 registry,
                 "siger_consul_last_sync_age_seconds",
                 "Seconds since the last successful Consul sync",
+                &["service"],
+            ),
+            dns_lookup_failures: counter_vec(
+                registry,
+                "siger_dns_lookup_failures_total",
+                "Failed DNS look-ups of service targets (the last good addresses are kept)",
                 &["service"],
             ),
         }

@@ -171,6 +171,7 @@ impl Metrics {
                 let _ = family.remove_label_values(&[n]);
             }
             let _ = self.consul.sync_age.remove_label_values(&[n]);
+            let _ = self.consul.dns_lookup_failures.remove_label_values(&[n]);
         }
     }
 }

@@ -29,7 +29,7 @@ mod usage;
 
 pub(crate) use auth::AuthMetrics;
 pub(crate) use cache::CacheMetrics;
-pub(crate) use connections::ConnectionMetrics;
+pub(crate) use connections::{ConnectionMetrics, ProxyProtocolMetrics};
 pub(crate) use consul::ConsulMetrics;
 pub(crate) use generation::ConfigMetrics;
 pub(crate) use jobs::JobMetrics;
