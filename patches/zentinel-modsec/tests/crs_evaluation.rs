@@ -112,6 +112,25 @@ fn a_paranoia_gate_does_not_swallow_the_blocking_evaluation() {
 }
 
 #[test]
+fn skip_after_to_the_adjacent_marker_resumes_right_there() {
+    // CRS 3.3.4's REQUEST-903.9001 ends with rule 9001000 followed directly
+    // by its marker. The marker's index equals the position after the
+    // skipping rule, which used to read as "behind", ending the whole phase:
+    // with stock CRS no later rule ran and nothing was ever detected.
+    assert_eq!(
+        matched(
+            "SecAction \"id:1,phase:1,pass,nolog,skipAfter:M\"\n\
+             SecMarker M\n\
+             SecRule REQUEST_METHOD \"@streq POST\" \"id:2,phase:1,pass,nolog\"\n\
+             SecAction \"id:3,phase:2,pass,nolog,skipAfter:N\"\n\
+             SecMarker N\n\
+             SecRule ARGS \"@rx hello\" \"id:4,phase:2,pass,nolog\""
+        ),
+        vec!["1", "2", "3", "4"]
+    );
+}
+
+#[test]
 fn a_skip_that_is_not_taken_leaves_the_phase_intact() {
     assert_eq!(
         matched(

@@ -420,7 +420,10 @@ impl Transaction {
             // Handle skipAfter
             if let Some(ref marker) = skip_after {
                 if let Some(marker_idx) = self.ruleset.marker(marker, phase) {
-                    if marker_idx > idx {
+                    // `>=`: a marker right after the rule that skipped sits at
+                    // that rule's index + 1, which is where `idx` already is;
+                    // resuming there is the (empty) skip, not a jump backwards.
+                    if marker_idx >= idx {
                         idx = marker_idx;
                         skip_after = None;
                         continue;
