@@ -97,3 +97,30 @@ fn rules_after_a_failed_chain_still_run() {
     // The chain fails on the method, but rule 2 still matches and blocks.
     assert!(blocked(rules, "/admin", "GET"));
 }
+
+/// Rule ids the transaction reports as matched.
+fn matched(rules: &str, uri: &str, method: &str) -> Vec<String> {
+    let msc = ModSecurity::from_string(rules).expect("rules should load");
+    let mut tx = msc.new_transaction();
+    tx.process_uri(uri, method, "HTTP/1.1").unwrap();
+    tx.add_request_header("Host", "example.com").unwrap();
+    tx.process_request_headers().unwrap();
+    tx.process_request_body().unwrap();
+    tx.matched_rules().to_vec()
+}
+
+#[test]
+fn matched_rules_lists_a_chain_only_when_it_completes() {
+    // The starter's id used to be recorded as soon as the starter itself
+    // matched, so a chain whose later link failed was reported as matched:
+    // CRS 920170, 920171, 920180 and 920450 showed up on every clean GET.
+    let rules = "SecRuleEngine DetectionOnly\n\
+         SecRule REQUEST_URI \"@contains admin\" \"id:1,phase:1,pass,chain\"\n\
+         SecRule REQUEST_METHOD \"@streq GET\" \"chain\"\n\
+         SecRule REQUEST_HEADERS:Host \"@streq example.com\"\n\
+         SecRule REQUEST_URI \"@contains admin\" \"id:2,phase:1,pass\"";
+
+    assert_eq!(matched(rules, "/admin", "GET"), vec!["1", "2"]);
+    assert_eq!(matched(rules, "/admin", "POST"), vec!["2"]);
+    assert_eq!(matched(rules, "/public", "GET"), Vec::<String>::new());
+}

@@ -497,11 +497,6 @@ impl Transaction {
                 // Execute actions
                 let action_result = execute_actions(&rule.actions, None, &captures);
 
-                // Track matched rule
-                if let Some(ref id) = rule.id {
-                    self.matched_rules.push(id.clone());
-                }
-
                 if rule.is_chain {
                     // A link that expects more links after it. Hold the
                     // starter's actions: nothing may fire until the whole
@@ -518,12 +513,22 @@ impl Transaction {
                 // Either a standalone rule, or the final link of a chain that
                 // has now matched in full. A completed chain executes the
                 // starter's actions, not the last link's.
-                let action_result = if chain_state.in_chain {
+                // A chain matches as one rule, under its starter's id, and only
+                // once every link has matched: a starter whose later links
+                // failed did not match, and links carry no id of their own.
+                let (action_result, matched_id) = if chain_state.in_chain {
+                    let start = chain_state.chain_start.unwrap_or(idx);
                     chain_state.reset();
-                    pending_chain_actions.take().unwrap_or(action_result)
+                    (
+                        pending_chain_actions.take().unwrap_or(action_result),
+                        rules[start].id.clone(),
+                    )
                 } else {
-                    action_result
+                    (action_result, rule.id.clone())
                 };
+                if let Some(id) = matched_id {
+                    self.matched_rules.push(id);
+                }
 
                 // Apply setvar operations
                 for op in &action_result.setvar_ops {
