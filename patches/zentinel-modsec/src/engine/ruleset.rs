@@ -1,6 +1,6 @@
 //! Compiled ruleset for efficient rule matching.
 
-use crate::error::Result;
+use crate::error::{Error, Result, SourceLocation};
 use crate::operators::{compile_operator, Operator};
 use crate::parser::{
     Action, Directive, FlowAction, MetadataAction, OperatorName, OperatorSpec, Parser,
@@ -216,13 +216,15 @@ impl CompiledRuleset {
                         continue;
                     }
 
-                    let transformations = extract_transformations(&rule.actions)?;
+                    let transformations = extract_transformations(&rule.actions)
+                        .map_err(|e| at_rule(e, &id, &rule.location))?;
 
                     report_unimplemented_variables(&rule.variables, &id);
 
                     let operator_spec = rule.operator.clone();
                     let (operator, operator_negated) =
-                        compile_operator_reporting(&rule.operator, &id)?;
+                        compile_operator_reporting(&rule.operator, &id)
+                            .map_err(|e| at_rule(e, &id, &rule.location))?;
 
                     let compiled = CompiledRule {
                         id,
@@ -263,7 +265,8 @@ impl CompiledRuleset {
                     // SecAction is like a rule that always matches
                     let phase = extract_phase(&sec_action.actions);
                     let id = extract_id(&sec_action.actions);
-                    let transformations = extract_transformations(&sec_action.actions)?;
+                    let transformations = extract_transformations(&sec_action.actions)
+                        .map_err(|e| at_rule(e, &id, &sec_action.location))?;
 
                     // Create a rule with unconditional match operator
                     let operator_spec = OperatorSpec {
@@ -333,6 +336,14 @@ impl Default for CompiledRuleset {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A compile error of one rule, made to name the rule and where it is
+/// written: an unknown transformation or a missing `@pmFromFile` data file
+/// otherwise says what is wrong but not which of the CRS's rules has it.
+fn at_rule(error: Error, id: &Option<String>, location: &SourceLocation) -> Error {
+    let rule = id.as_deref().map_or(String::new(), |id| format!("rule {id}: "));
+    Error::parse(format!("{rule}{error}"), location.to_string())
 }
 
 /// Extract phase from actions, defaulting to Phase 2.

@@ -71,10 +71,25 @@ impl Parser {
 
     /// Parse a configuration string with file location.
     pub fn parse_with_location(&mut self, input: &str, file: Option<&Path>) -> Result<()> {
-        self.location.file = file.map(|p| p.to_path_buf());
-        self.location.line = 1;
-        self.location.column = 1;
+        // An `Include` parses the included file with this same parser: keep
+        // the including file's location to restore afterwards, or the rest of
+        // that file would be reported (and resolve relative paths) as if it
+        // were the included one.
+        let including = std::mem::replace(
+            &mut self.location,
+            SourceLocation {
+                file: file.map(|p| p.to_path_buf()),
+                line: 1,
+                column: 1,
+            },
+        );
+        let parsed = self.parse_tokens(input);
+        self.location = including;
+        parsed
+    }
 
+    /// Parse every directive of one input, at `self.location`.
+    fn parse_tokens(&mut self, input: &str) -> Result<()> {
         let mut lexer = Lexer::new(input);
 
         while let Some(token) = lexer.next_token() {
@@ -83,7 +98,9 @@ impl Parser {
 
             match token.kind {
                 TokenKind::Directive(name) => {
-                    let directive = self.parse_directive(&name, &mut lexer)?;
+                    let directive = self
+                        .parse_directive(&name, &mut lexer)
+                        .map_err(|e| self.located(e))?;
                     self.directives.push(directive);
                 }
                 TokenKind::Comment => {
@@ -102,6 +119,21 @@ impl Parser {
         }
 
         Ok(())
+    }
+
+    /// An error raised while parsing the directive at `self.location`, made
+    /// to say where that directive is.
+    ///
+    /// Variable, operator and action parsers report what is wrong (`unknown
+    /// action: ...`) but not where: with a few thousand lines of CRS loaded,
+    /// that leaves the operator to search every file. Errors that already
+    /// carry a location (a parse error, or one from an included file) pass
+    /// through unchanged.
+    fn located(&self, error: Error) -> Error {
+        match error {
+            Error::Parse { .. } | Error::RuleFileLoad { .. } => error,
+            other => Error::parse(other.to_string(), self.location.to_string()),
+        }
     }
 
     /// Parse a configuration file.
