@@ -91,3 +91,21 @@ fn a_missing_data_file_names_the_rule_and_its_line() {
     assert!(error.contains(&format!("{path}:2:")), "{error}");
     assert!(error.contains("rule 930120"), "{error}");
 }
+
+#[test]
+fn an_include_that_matches_nothing_is_an_error_and_include_optional_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "a.conf", "\nInclude missing/*.conf\n");
+    let error = load_error(&path);
+    assert!(error.contains("matches no file"), "{error}");
+    assert!(error.contains(&format!("{path}:2:")), "{error}");
+    let path = write(dir.path(), "b.conf", "Include /nonexistent/rules.conf\n");
+    assert!(load_error(&path).contains("matches no file"));
+
+    let path = write(
+        dir.path(),
+        "c.conf",
+        "IncludeOptional missing/*.conf\nSecRule ARGS \"@rx a\" \"id:1,phase:2,pass\"\n",
+    );
+    assert_eq!(ModSecurity::from_file(&path).expect("loads").rule_count(), 1);
+}

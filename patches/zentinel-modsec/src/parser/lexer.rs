@@ -178,9 +178,11 @@ impl<'a> Lexer<'a> {
                     return None;
                 }
 
-                // Check if this is a directive (at start of line, starts with Sec or Include)
+                // Check if this is a directive (at start of line, starts with Sec or
+                // is Include / IncludeOptional)
+                let lower = word.to_lowercase();
                 let kind = if was_at_line_start
-                    && (word.to_lowercase().starts_with("sec") || word.to_lowercase() == "include")
+                    && (lower.starts_with("sec") || lower == "include" || lower == "includeoptional")
                 {
                     TokenKind::Directive(word)
                 } else {

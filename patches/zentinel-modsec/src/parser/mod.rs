@@ -147,14 +147,22 @@ impl Parser {
 
     /// Parse files matching a glob pattern.
     pub fn parse_glob(&mut self, pattern: &str) -> Result<()> {
+        self.parse_matching(pattern).map(|_| ())
+    }
+
+    /// Parse the files matching a glob pattern, in the glob's (sorted) order,
+    /// returning how many there were.
+    fn parse_matching(&mut self, pattern: &str) -> Result<usize> {
         let paths = glob::glob(pattern)
             .map_err(|e| Error::parse(format!("invalid glob pattern: {}", e), pattern))?;
 
+        let mut parsed = 0;
         for entry in paths {
             match entry {
                 Ok(path) => {
                     if path.is_file() {
                         self.parse_file(&path)?;
+                        parsed += 1;
                     }
                 }
                 Err(e) => {
@@ -163,7 +171,7 @@ impl Parser {
             }
         }
 
-        Ok(())
+        Ok(parsed)
     }
 
     /// Get the parsed directives.
@@ -188,7 +196,8 @@ impl Parser {
             "secruleupdatetargetbyid" => self.parse_secruleupdatetargetbyid(lexer),
             "secrequestbodyaccess" => self.parse_boolean_directive(lexer, "SecRequestBodyAccess"),
             "secresponsebodyaccess" => self.parse_boolean_directive(lexer, "SecResponseBodyAccess"),
-            "include" => self.parse_include(lexer),
+            "include" => self.parse_include(lexer, false),
+            "includeoptional" => self.parse_include(lexer, true),
             // Recognized engine-config/metadata directives that have no effect on
             // rule evaluation — skip quietly rather than warning.
             "seccomponentsignature" | "seccollectiontimeout" => {
@@ -426,8 +435,12 @@ impl Parser {
         }
     }
 
-    /// Parse an Include directive.
-    fn parse_include(&mut self, lexer: &mut Lexer) -> Result<Directive> {
+    /// Parse an Include (or IncludeOptional) directive.
+    ///
+    /// As in ModSecurity and Apache, `Include` of a path or pattern that
+    /// matches no file is an error -- a misspelt path would otherwise load
+    /// nothing, silently -- and `IncludeOptional` is the form that allows it.
+    fn parse_include(&mut self, lexer: &mut Lexer, optional: bool) -> Result<Directive> {
         let path = self.expect_argument(lexer, "Include path")?;
 
         // Resolve relative paths (including globs) against the including file's
@@ -447,7 +460,13 @@ impl Parser {
             };
 
         // Parse the included file(s)
-        self.parse_glob(&resolved_path)?;
+        let parsed = self.parse_matching(&resolved_path)?;
+        if parsed == 0 && !optional {
+            return Err(Error::parse(
+                format!("Include {resolved_path} matches no file"),
+                self.location.to_string(),
+            ));
+        }
 
         Ok(Directive::Include(resolved_path.into()))
     }
