@@ -433,3 +433,32 @@ fn an_unsupported_ctl_does_not_disable_the_engine() {
 
     assert!(blocked(rules, "/attack"));
 }
+
+// ---------------------------------------------------------------------------
+// Controls applied by the embedder rather than by a rule.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn an_embedder_can_remove_rules_for_one_transaction() {
+    use zentinel_modsec::engine::CtlDirective;
+    use zentinel_modsec::parser::ControlAction;
+
+    let msc = engine(
+        "SecRuleEngine On\n\
+         SecRule REQUEST_URI \"@contains /\" \"id:2,phase:1,pass\"\n\
+         SecRule REQUEST_URI \"@contains /\" \"id:3,phase:2,deny\"",
+    );
+    let mut tx = msc.new_transaction();
+    tx.apply_control(CtlDirective::parse(&ControlAction {
+        directive: "ruleRemoveById".to_string(),
+        value: "3,1-2".to_string(),
+    }));
+    tx.process_uri("/", "GET", "HTTP/1.1").unwrap();
+    tx.process_request_headers().unwrap();
+    tx.process_request_body().unwrap();
+    assert!(!tx.has_intervention());
+    assert!(tx.matched_rules().is_empty());
+
+    // The removal belongs to that transaction only.
+    assert!(blocked_on(&msc, "/"));
+}

@@ -164,6 +164,16 @@ impl Transaction {
         self.request.server_name = name.to_string();
     }
 
+    /// Apply a `ctl:` directive from outside the rules, exactly as if a rule
+    /// had fired it before the first phase.
+    ///
+    /// This is how an embedder excludes rules for one route, host or tenant
+    /// (`ruleRemoveById`, `ruleRemoveTargetById`) without compiling a ruleset
+    /// per exclusion list or generating a SecRule per route.
+    pub fn apply_control(&mut self, directive: CtlDirective) {
+        self.controls.apply(directive);
+    }
+
     /// Every variable that caused a rule to match, in order.
     ///
     /// Pairs with [`matched_rules`](Self::matched_rules): that says which
