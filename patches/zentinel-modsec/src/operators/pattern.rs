@@ -8,6 +8,16 @@ use aho_corasick::AhoCorasick;
 use once_cell::sync::OnceCell;
 use regex::Regex;
 
+/// The lazy DFA's cache for one `@rx` pattern, per thread, allocated as
+/// states are built.
+///
+/// The `regex` crate's default (2 MiB) is too small for the largest CRS
+/// patterns: 941160 (an `on*=` event-handler list behind `[\s\S]*`) cannot
+/// build a single DFA state set in it, so every search of it fell back to the
+/// bounded backtracker -- about 20x slower, and over a quarter of all
+/// instructions a small JSON request cost. 4 MiB suffices; 8 leaves headroom.
+const LAZY_DFA_CACHE: usize = 8 << 20;
+
 /// Regex operator (@rx) with lazy compilation.
 ///
 /// The pattern's *syntax* is validated when the rule is loaded, but the
@@ -63,7 +73,10 @@ impl RxOperator {
     #[inline]
     fn get_regex(&self) -> Option<&Regex> {
         self.compiled
-            .get_or_init(|| match Regex::new(&self.pattern_str) {
+            .get_or_init(|| match regex::RegexBuilder::new(&self.pattern_str)
+                .dfa_size_limit(LAZY_DFA_CACHE)
+                .build()
+            {
                 Ok(regex) => Some(regex),
                 Err(e) => {
                     tracing::error!(
@@ -84,6 +97,13 @@ impl Operator for RxOperator {
             return OperatorResult::no_match();
         };
 
+        // Most evaluations do not match. `is_match` answers that with the
+        // lazy DFA and no allocation; `captures` always runs a capturing
+        // engine (the bounded backtracker, which clears a visited set sized by
+        // the input) and allocates the groups. So capture only on a match.
+        if !regex.is_match(value) {
+            return OperatorResult::no_match();
+        }
         if let Some(captures) = regex.captures(value) {
             let matched_value = captures.get(0).map(|m| m.as_str().to_string());
             let capture_groups: Vec<String> = captures

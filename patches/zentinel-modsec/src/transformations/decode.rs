@@ -30,8 +30,13 @@ pub struct UrlDecodeUni;
 
 impl Transformation for UrlDecodeUni {
     fn transform<'a>(&self, input: &'a str) -> Cow<'a, str> {
+        // Nothing to decode without a '%': the common case, answered without
+        // copying the input.
+        if !input.contains('%') {
+            return Cow::Borrowed(input);
+        }
         // Handle %uXXXX unicode escapes in addition to standard URL encoding
-        let mut result = String::new();
+        let mut result = String::with_capacity(input.len());
         let mut chars = input.chars().peekable();
         let mut modified = false;
 
@@ -164,6 +169,10 @@ pub struct HtmlEntityDecode;
 
 impl Transformation for HtmlEntityDecode {
     fn transform<'a>(&self, input: &'a str) -> Cow<'a, str> {
+        // Every entity starts with an ampersand.
+        if !input.contains('&') {
+            return Cow::Borrowed(input);
+        }
         let decoded = html_escape::decode_html_entities(input);
         if decoded == input {
             Cow::Borrowed(input)
@@ -182,7 +191,11 @@ pub struct JsDecode;
 
 impl Transformation for JsDecode {
     fn transform<'a>(&self, input: &'a str) -> Cow<'a, str> {
-        let mut result = String::new();
+        // Every escape starts with a backslash.
+        if !input.contains('\\') {
+            return Cow::Borrowed(input);
+        }
+        let mut result = String::with_capacity(input.len());
         let mut chars = input.chars().peekable();
         let mut modified = false;
 
@@ -262,7 +275,11 @@ pub struct CssDecode;
 
 impl Transformation for CssDecode {
     fn transform<'a>(&self, input: &'a str) -> Cow<'a, str> {
-        let mut result = String::new();
+        // Every escape starts with a backslash.
+        if !input.contains('\\') {
+            return Cow::Borrowed(input);
+        }
+        let mut result = String::with_capacity(input.len());
         let mut chars = input.chars().peekable();
         let mut modified = false;
 
@@ -340,5 +357,17 @@ mod tests {
         let t = JsDecode;
         assert_eq!(t.transform(r"\x3cscript\x3e"), "<script>");
         assert_eq!(t.transform(r"\u003c"), "<");
+    }
+
+    #[test]
+    fn input_without_escapes_is_answered_without_a_copy() {
+        let borrowed = |t: &dyn Transformation, s: &str| matches!(t.transform(s), Cow::Borrowed(_));
+        for t in [&UrlDecodeUni as &dyn Transformation, &JsDecode, &CssDecode, &HtmlEntityDecode] {
+            assert!(borrowed(t, "Ada Lovelace <ada@example.com>"), "{}", t.name());
+        }
+        assert_eq!(UrlDecodeUni.transform("%u0041%42"), "AB");
+        assert_eq!(JsDecode.transform(r"\u0041"), "A");
+        assert_eq!(CssDecode.transform(r"\41 b"), "Ab");
+        assert_eq!(HtmlEntityDecode.transform("&lt;"), "<");
     }
 }

@@ -8,6 +8,11 @@ pub struct Lowercase;
 
 impl Transformation for Lowercase {
     fn transform<'a>(&self, input: &'a str) -> Cow<'a, str> {
+        // ASCII without capitals is its own lowercase; only other input
+        // needs the Unicode conversion and a copy.
+        if input.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+            return Cow::Borrowed(input);
+        }
         let lower = input.to_lowercase();
         if lower == input {
             Cow::Borrowed(input)
@@ -44,7 +49,16 @@ pub struct CompressWhitespace;
 
 impl Transformation for CompressWhitespace {
     fn transform<'a>(&self, input: &'a str) -> Cow<'a, str> {
-        let mut result = String::new();
+        // ASCII whose only whitespace is single spaces is already compressed.
+        // (`char::is_whitespace` includes \x0b, which `u8::is_ascii_whitespace`
+        // does not: the bytes are listed.)
+        if input.is_ascii()
+            && !input.bytes().any(|b| matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
+            && !input.contains("  ")
+        {
+            return Cow::Borrowed(input);
+        }
+        let mut result = String::with_capacity(input.len());
         let mut last_was_space = false;
         let mut modified = false;
 
@@ -185,7 +199,12 @@ pub struct NormalizePath;
 
 impl Transformation for NormalizePath {
     fn transform<'a>(&self, input: &'a str) -> Cow<'a, str> {
-        let mut result = String::new();
+        // Without a separator there is one segment, which only `.` and `..`
+        // change.
+        if !input.contains(['/', '\\']) && input != "." && input != ".." {
+            return Cow::Borrowed(input);
+        }
+        let mut result = String::with_capacity(input.len());
         let mut modified = false;
 
         // Replace backslashes with forward slashes
@@ -445,6 +464,17 @@ impl Transformation for CmdLine {
     /// `in\(`, with no space, so `for %v in (set) do cmd` only matches once
     /// `in (set)` has become `in(set)`.
     fn transform<'a>(&self, input: &'a str) -> Cow<'a, str> {
+        // ASCII with nothing the steps below delete, collapse or lowercase is
+        // returned as it is.
+        let unchanged = |b: u8| {
+            b.is_ascii()
+                && !b.is_ascii_uppercase()
+                && !matches!(b, b'\\' | b'"' | b'\'' | b'^' | b',' | b';' | b'/' | b'(')
+                && !matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+        };
+        if input.bytes().all(unchanged) {
+            return Cow::Borrowed(input);
+        }
         let mut result = String::with_capacity(input.len());
         // Whether the last character written was a space we introduced, and so
         // may still be removed by a following `/` or `(`.
@@ -654,5 +684,26 @@ mod tests {
         assert_eq!(t.transform("cat /etc/passwd"), "cat/etc/passwd");
         // Nothing to change: borrowed, not reallocated.
         assert!(matches!(t.transform("already normal"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn unchanged_input_is_answered_without_a_copy() {
+        // The fast paths: input that none of the steps would change comes back
+        // borrowed; input just outside them still goes through every step.
+        let borrowed = |t: &dyn Transformation, s: &str| matches!(t.transform(s), Cow::Borrowed(_));
+        assert!(borrowed(&Lowercase, "ada@example.com 42"));
+        assert_eq!(Lowercase.transform("Ada"), "ada");
+        assert_eq!(Lowercase.transform("ÄDA"), "äda");
+        assert!(borrowed(&CompressWhitespace, "gift wrap, deliver after 5pm"));
+        assert_eq!(CompressWhitespace.transform("a  b"), "a b");
+        assert_eq!(CompressWhitespace.transform("a\x0bb"), "a b");
+        assert_eq!(CompressWhitespace.transform("a\u{a0}b"), "a b");
+        assert!(borrowed(&NormalizePath, "ord_7f3a9c21"));
+        assert_eq!(NormalizePath.transform(".."), "");
+        assert_eq!(NormalizePath.transform("a\\..\\b"), "b");
+        assert!(borrowed(&CmdLine, "sku-00001"));
+        assert_eq!(CmdLine.transform("SKU-00001"), "sku-00001");
+        assert_eq!(CmdLine.transform("a b"), "a b");
+        assert_eq!(CmdLine.transform("a\x0c(b"), "a(b");
     }
 }

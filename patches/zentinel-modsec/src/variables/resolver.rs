@@ -4,8 +4,9 @@ use super::{RequestData, ResponseData, TxCollection};
 use crate::parser::{Selection, VariableName, VariableSpec, XmlTarget};
 use once_cell::sync::Lazy;
 use regex::Regex;
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 /// Compile a regex written in rule text (an `ARGS:/.../` selection or a
 /// `!ARGS:/.../` exclusion), once per pattern.
@@ -17,13 +18,15 @@ use std::sync::RwLock;
 ///
 /// Patterns come only from loaded rules, so the cache is bounded by the rule
 /// set. A pattern that does not compile is cached as `None` and never matches,
-/// as before. `Regex` clones share the compiled program.
-fn cached_regex(pattern: &str) -> Option<Regex> {
-    static CACHE: Lazy<RwLock<HashMap<String, Option<Regex>>>> = Lazy::new(Default::default);
+/// as before. The regex is shared rather than cloned: a cloned `Regex` shares
+/// the compiled program but gets a pool of its own, so every clone built a new
+/// search cache (lazy DFA included) on its first use -- once per call here.
+fn cached_regex(pattern: &str) -> Option<Arc<Regex>> {
+    static CACHE: Lazy<RwLock<HashMap<String, Option<Arc<Regex>>>>> = Lazy::new(Default::default);
     if let Some(hit) = CACHE.read().unwrap_or_else(|e| e.into_inner()).get(pattern) {
         return hit.clone();
     }
-    let compiled = Regex::new(pattern).ok();
+    let compiled = Regex::new(pattern).ok().map(Arc::new);
     CACHE
         .write()
         .unwrap_or_else(|e| e.into_inner())
@@ -66,155 +69,146 @@ impl<'a> VariableResolver<'a> {
     }
 
     /// Resolve a variable specification to values.
+    ///
+    /// Each value is paired with its name as ModSecurity writes it
+    /// (`ARGS:q`, `REQUEST_URI`). [`resolve_values`](Self::resolve_values) is
+    /// the same without copying.
     pub fn resolve(&self, spec: &VariableSpec) -> Vec<(String, String)> {
-        let values = self.resolve_variable(spec.name, &spec.selection);
+        self.resolve_values(spec)
+            .into_iter()
+            .map(|r| (r.name.to_string(), r.value.into_owned()))
+            .collect()
+    }
 
-        // Apply exclusions
-        if spec.exclusions.is_empty() {
-            values
-        } else {
-            values
-                .into_iter()
-                .filter(|(k, _)| !spec.exclusions.iter().any(|e| exclusion_matches(k, e)))
-                .collect()
+    /// Resolve a variable specification to values borrowed from the
+    /// transaction, with their names kept in parts.
+    ///
+    /// A rule is evaluated against every value it targets, and most never
+    /// match: formatting a `COLLECTION:key` name and copying each value for
+    /// all of them was about half of the instructions a request cost. Names
+    /// are assembled only when a value matches or an exclusion asks.
+    pub fn resolve_values(&self, spec: &VariableSpec) -> Vec<Resolved<'a>> {
+        let mut values = self.resolve_variable(spec.name, &spec.selection);
+
+        // Apply exclusions. A rule's exclusions are attached to each of its
+        // variables (`ARGS|REQUEST_COOKIES|!REQUEST_COOKIES:/__utm/`), and the
+        // values of one variable all belong to one collection: only the
+        // exclusions naming that collection need testing, value by value.
+        let Some(collection) = values.first().map(|r| r.name.collection.clone()) else {
+            return values;
+        };
+        let relevant: Vec<&str> = spec
+            .exclusions
+            .iter()
+            .map(String::as_str)
+            .filter(|e| {
+                let excluded = e.split_once(':').map_or(*e, |(c, _)| c);
+                excluded.eq_ignore_ascii_case(&collection)
+            })
+            .collect();
+        if !relevant.is_empty() {
+            values.retain(|r| !relevant.iter().any(|e| exclusion_matches(&r.name, e)));
         }
+        values
     }
 
     /// Resolve a variable by name.
-    fn resolve_variable(
-        &self,
-        name: VariableName,
-        selection: &Option<Selection>,
-    ) -> Vec<(String, String)> {
+    fn resolve_variable(&self, name: VariableName, selection: &Option<Selection>) -> Vec<Resolved<'a>> {
+        let request: &'a RequestData = self.request;
+        let response: &'a ResponseData = self.response;
         match name {
             // Request variables
-            VariableName::RequestUri => {
-                vec![("REQUEST_URI".to_string(), self.request.uri.clone())]
-            }
-            VariableName::RequestUriRaw => {
-                vec![("REQUEST_URI_RAW".to_string(), self.request.uri_raw.clone())]
-            }
-            VariableName::RequestMethod => {
-                vec![("REQUEST_METHOD".to_string(), self.request.method.clone())]
-            }
-            VariableName::RequestProtocol => {
-                vec![(
-                    "REQUEST_PROTOCOL".to_string(),
-                    self.request.protocol.clone(),
-                )]
-            }
-            VariableName::QueryString => {
-                vec![(
-                    "QUERY_STRING".to_string(),
-                    self.request.query_string.clone(),
-                )]
-            }
-            VariableName::RequestFilename => {
-                vec![("REQUEST_FILENAME".to_string(), self.request.path.clone())]
-            }
+            VariableName::RequestUri => scalar("REQUEST_URI", request.uri.as_str()),
+            VariableName::RequestUriRaw => scalar("REQUEST_URI_RAW", request.uri_raw.as_str()),
+            VariableName::RequestMethod => scalar("REQUEST_METHOD", request.method.as_str()),
+            VariableName::RequestProtocol => scalar("REQUEST_PROTOCOL", request.protocol.as_str()),
+            VariableName::QueryString => scalar("QUERY_STRING", request.query_string.as_str()),
+            VariableName::RequestFilename => scalar("REQUEST_FILENAME", request.path.as_str()),
             VariableName::RequestLine => {
                 // The request line as it arrived. CRS 920100 tests this with a
                 // negated regex, so leaving it unresolved made that rule match
                 // every request rather than none.
-                let uri = if self.request.uri_raw.is_empty() {
-                    &self.request.uri
+                let uri = if request.uri_raw.is_empty() {
+                    &request.uri
                 } else {
-                    &self.request.uri_raw
+                    &request.uri_raw
                 };
-                vec![(
-                    "REQUEST_LINE".to_string(),
-                    format!("{} {} {}", self.request.method, uri, self.request.protocol),
-                )]
+                scalar(
+                    "REQUEST_LINE",
+                    format!("{} {} {}", request.method, uri, request.protocol),
+                )
             }
             VariableName::RequestBasename => {
                 // Final path segment. ModSecurity splits on both separators, so
                 // a Windows-style path does not hide the basename.
-                let basename = self
-                    .request
-                    .path
-                    .rsplit(['/', '\\'])
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                vec![("REQUEST_BASENAME".to_string(), basename)]
+                let basename = request.path.rsplit(['/', '\\']).next().unwrap_or("");
+                scalar("REQUEST_BASENAME", basename)
             }
             VariableName::ArgsCombinedSize => {
                 use super::collection::Collection;
-                let size: usize = [&self.request.args_get, &self.request.args_post]
+                let size: usize = [&request.args_get, &request.args_post]
                     .iter()
                     .flat_map(|c| c.all())
                     .map(|(name, value)| name.len() + value.len())
                     .sum();
-                vec![("ARGS_COMBINED_SIZE".to_string(), size.to_string())]
+                scalar("ARGS_COMBINED_SIZE", size.to_string())
             }
-            VariableName::RequestBody => {
-                vec![("REQUEST_BODY".to_string(), self.request.body_str())]
-            }
+            VariableName::RequestBody => scalar("REQUEST_BODY", request.body_str()),
             VariableName::RequestBodyLength => {
-                vec![(
-                    "REQUEST_BODY_LENGTH".to_string(),
-                    self.request.body_length().to_string(),
-                )]
+                scalar("REQUEST_BODY_LENGTH", request.body_length().to_string())
             }
 
             // Collections
             VariableName::Args => self.resolve_collection_from_all_args(selection),
             VariableName::ArgsGet => {
-                self.resolve_collection(&self.request.args_get, "ARGS_GET", selection)
+                self.resolve_collection(&request.args_get, "ARGS_GET", selection)
             }
             VariableName::ArgsPost => {
-                self.resolve_collection(&self.request.args_post, "ARGS_POST", selection)
+                self.resolve_collection(&request.args_post, "ARGS_POST", selection)
             }
             VariableName::ArgsNames => self.resolve_collection_names(
-                &[&self.request.args_get, &self.request.args_post],
+                &[&request.args_get, &request.args_post],
                 "ARGS_NAMES",
                 selection,
             ),
-            VariableName::ArgsGetNames => self.resolve_collection_names(
-                &[&self.request.args_get],
-                "ARGS_GET_NAMES",
-                selection,
-            ),
-            VariableName::ArgsPostNames => self.resolve_collection_names(
-                &[&self.request.args_post],
-                "ARGS_POST_NAMES",
-                selection,
-            ),
+            VariableName::ArgsGetNames => {
+                self.resolve_collection_names(&[&request.args_get], "ARGS_GET_NAMES", selection)
+            }
+            VariableName::ArgsPostNames => {
+                self.resolve_collection_names(&[&request.args_post], "ARGS_POST_NAMES", selection)
+            }
             VariableName::RequestHeaders => {
-                self.resolve_collection_ci(&self.request.headers, "REQUEST_HEADERS", selection)
+                self.resolve_collection_ci(&request.headers, "REQUEST_HEADERS", selection)
             }
             VariableName::RequestHeadersNames => self.resolve_collection_names(
-                &[&self.request.headers],
+                &[&request.headers],
                 "REQUEST_HEADERS_NAMES",
                 selection,
             ),
             VariableName::RequestCookies => {
-                self.resolve_collection(&self.request.cookies, "REQUEST_COOKIES", selection)
+                self.resolve_collection(&request.cookies, "REQUEST_COOKIES", selection)
             }
             VariableName::RequestCookiesNames => self.resolve_collection_names(
-                &[&self.request.cookies],
+                &[&request.cookies],
                 "REQUEST_COOKIES_NAMES",
                 selection,
             ),
 
             // Multipart body processor results
             VariableName::MultipartPartHeaders => self.resolve_collection(
-                &self.request.multipart_part_headers,
+                &request.multipart_part_headers,
                 "MULTIPART_PART_HEADERS",
                 selection,
             ),
-            VariableName::Files => self.resolve_collection(&self.request.files, "FILES", selection),
+            VariableName::Files => self.resolve_collection(&request.files, "FILES", selection),
             VariableName::FilesNames => {
-                self.resolve_collection_names(&[&self.request.files], "FILES_NAMES", selection)
+                self.resolve_collection_names(&[&request.files], "FILES_NAMES", selection)
             }
             VariableName::ReqBodyProcessor => {
-                if self.request.body_processor.is_empty() {
+                if request.body_processor.is_empty() {
                     vec![]
                 } else {
-                    vec![(
-                        "REQBODY_PROCESSOR".to_string(),
-                        self.request.body_processor.clone(),
-                    )]
+                    scalar("REQBODY_PROCESSOR", request.body_processor.as_str())
                 }
             }
 
@@ -228,38 +222,24 @@ impl<'a> VariableResolver<'a> {
             // find it. REQBODY_ERROR_MSG is absent unless there is a message,
             // matching ModSecurity.
             VariableName::ReqBodyError | VariableName::ReqBodyProcessorError => {
-                let flag = if self.request.body_error.is_some() {
-                    "1"
-                } else {
-                    "0"
-                };
-                vec![("REQBODY_ERROR".to_string(), flag.to_string())]
+                let flag = if request.body_error.is_some() { "1" } else { "0" };
+                scalar("REQBODY_ERROR", flag)
             }
             VariableName::ReqBodyErrorMsg | VariableName::ReqBodyProcessorErrorMsg => {
-                match &self.request.body_error {
-                    Some(msg) => vec![("REQBODY_ERROR_MSG".to_string(), msg.clone())],
+                match &request.body_error {
+                    Some(msg) => scalar("REQBODY_ERROR_MSG", msg.as_str()),
                     None => vec![],
                 }
             }
 
             // Response variables
-            VariableName::ResponseStatus => {
-                vec![(
-                    "RESPONSE_STATUS".to_string(),
-                    self.response.status.to_string(),
-                )]
-            }
-            VariableName::ResponseBody => {
-                vec![("RESPONSE_BODY".to_string(), self.response.body_str())]
-            }
+            VariableName::ResponseStatus => scalar("RESPONSE_STATUS", response.status.to_string()),
+            VariableName::ResponseBody => scalar("RESPONSE_BODY", response.body_str()),
             VariableName::ResponseContentType => {
-                vec![(
-                    "RESPONSE_CONTENT_TYPE".to_string(),
-                    self.response.content_type.clone(),
-                )]
+                scalar("RESPONSE_CONTENT_TYPE", response.content_type.as_str())
             }
             VariableName::ResponseHeaders => {
-                self.resolve_collection_ci(&self.response.headers, "RESPONSE_HEADERS", selection)
+                self.resolve_collection_ci(&response.headers, "RESPONSE_HEADERS", selection)
             }
 
             // TX collection
@@ -268,49 +248,30 @@ impl<'a> VariableResolver<'a> {
             VariableName::Tx => self.resolve_tx_collection(selection),
 
             // Client/Server info
-            VariableName::RemoteAddr => {
-                vec![("REMOTE_ADDR".to_string(), self.request.client_ip.clone())]
-            }
-            VariableName::RemotePort => {
-                vec![(
-                    "REMOTE_PORT".to_string(),
-                    self.request.client_port.to_string(),
-                )]
-            }
-            VariableName::ServerName => {
-                vec![("SERVER_NAME".to_string(), self.request.server_name.clone())]
-            }
-            VariableName::ServerAddr => {
-                vec![("SERVER_ADDR".to_string(), self.request.server_addr.clone())]
-            }
-            VariableName::ServerPort => {
-                vec![(
-                    "SERVER_PORT".to_string(),
-                    self.request.server_port.to_string(),
-                )]
-            }
+            VariableName::RemoteAddr => scalar("REMOTE_ADDR", request.client_ip.as_str()),
+            VariableName::RemotePort => scalar("REMOTE_PORT", request.client_port.to_string()),
+            VariableName::ServerName => scalar("SERVER_NAME", request.server_name.as_str()),
+            VariableName::ServerAddr => scalar("SERVER_ADDR", request.server_addr.as_str()),
+            VariableName::ServerPort => scalar("SERVER_PORT", request.server_port.to_string()),
 
             // Matched variables
-            VariableName::MatchedVar => {
-                if let Some(v) = self.matched_var {
-                    vec![("MATCHED_VAR".to_string(), v.to_string())]
-                } else {
-                    vec![]
-                }
-            }
+            VariableName::MatchedVar => match self.matched_var {
+                Some(v) => scalar("MATCHED_VAR", v),
+                None => vec![],
+            },
             VariableName::MatchedVars => self
                 .matched_vars
                 .iter()
-                .map(|(k, v)| (format!("MATCHED_VARS:{}", k), v.clone()))
+                .map(|(k, v)| Resolved::member("MATCHED_VARS", k.as_str(), v.as_str()))
                 .collect(),
             VariableName::MatchedVarName => match self.matched_vars.last() {
-                Some((name, _)) => vec![("MATCHED_VAR_NAME".to_string(), name.clone())],
+                Some((name, _)) => scalar("MATCHED_VAR_NAME", name.as_str()),
                 None => vec![],
             },
             VariableName::MatchedVarsNames => self
                 .matched_vars
                 .iter()
-                .map(|(k, _)| (format!("MATCHED_VARS_NAMES:{}", k), k.clone()))
+                .map(|(k, _)| Resolved::member("MATCHED_VARS_NAMES", k.as_str(), k.as_str()))
                 .collect(),
 
             // Default - empty
@@ -321,30 +282,30 @@ impl<'a> VariableResolver<'a> {
     /// Resolve a collection with optional selection.
     fn resolve_collection(
         &self,
-        collection: &super::collection::HashMapCollection,
-        prefix: &str,
+        collection: &'a super::collection::HashMapCollection,
+        prefix: &'static str,
         selection: &Option<Selection>,
-    ) -> Vec<(String, String)> {
+    ) -> Vec<Resolved<'a>> {
         self.resolve_collection_inner(collection, prefix, selection, false)
     }
 
     /// Resolve a collection where keys are matched case-insensitively (HTTP headers).
     fn resolve_collection_ci(
         &self,
-        collection: &super::collection::HashMapCollection,
-        prefix: &str,
+        collection: &'a super::collection::HashMapCollection,
+        prefix: &'static str,
         selection: &Option<Selection>,
-    ) -> Vec<(String, String)> {
+    ) -> Vec<Resolved<'a>> {
         self.resolve_collection_inner(collection, prefix, selection, true)
     }
 
     fn resolve_collection_inner(
         &self,
-        collection: &super::collection::HashMapCollection,
-        prefix: &str,
+        collection: &'a super::collection::HashMapCollection,
+        prefix: &'static str,
         selection: &Option<Selection>,
         lowercase_key: bool,
-    ) -> Vec<(String, String)> {
+    ) -> Vec<Resolved<'a>> {
         use super::collection::Collection;
 
         match selection {
@@ -357,7 +318,7 @@ impl<'a> VariableResolver<'a> {
                 if let Some(values) = collection.get(&lookup) {
                     values
                         .into_iter()
-                        .map(|v| (format!("{}:{}", prefix, key), v.to_string()))
+                        .map(|v| Resolved::member(prefix, key.clone(), v))
                         .collect()
                 } else {
                     vec![]
@@ -368,7 +329,7 @@ impl<'a> VariableResolver<'a> {
                     collection
                         .get_regex(&re)
                         .into_iter()
-                        .map(|(k, v)| (format!("{}:{}", prefix, k), v.to_string()))
+                        .map(|(k, v)| Resolved::member(prefix, k, v))
                         .collect()
                 } else {
                     vec![]
@@ -377,12 +338,11 @@ impl<'a> VariableResolver<'a> {
             None => collection
                 .all()
                 .into_iter()
-                .map(|(k, v)| (format!("{}:{}", prefix, k), v.to_string()))
+                .map(|(k, v)| Resolved::member(prefix, k, v))
                 .collect(),
         }
     }
 
-    /// Resolve ARGS collection (GET + POST combined).
     /// Resolve an `XML:` target against the flattened XML body.
     ///
     /// The XML body processor flattens element text to `xml.<path>` and
@@ -393,7 +353,7 @@ impl<'a> VariableResolver<'a> {
     /// Values are reported under their XPath-style name -- `xml.order.item.@id`
     /// is reported as `XML:/order/item/@id` -- so `%{MATCHED_VAR_NAME}` in a
     /// rule's `logdata` names the node the way the rule addressed it.
-    fn resolve_xml(&self, selection: &Option<Selection>) -> Vec<(String, String)> {
+    fn resolve_xml(&self, selection: &Option<Selection>) -> Vec<Resolved<'a>> {
         use super::collection::Collection;
 
         let Some(target) = XmlTarget::from_selection(selection.as_ref()) else {
@@ -402,7 +362,8 @@ impl<'a> VariableResolver<'a> {
             return vec![];
         };
 
-        self.request
+        let request: &'a RequestData = self.request;
+        request
             .args_post
             .all()
             .into_iter()
@@ -419,20 +380,23 @@ impl<'a> VariableResolver<'a> {
                 if !wanted {
                     return None;
                 }
-                Some((
-                    format!("XML:/{}", path.replace('.', "/")),
-                    value.to_string(),
+                Some(Resolved::member(
+                    "XML",
+                    format!("/{}", path.replace('.', "/")),
+                    value,
                 ))
             })
             .collect()
     }
 
-    fn resolve_collection_from_all_args(
-        &self,
-        selection: &Option<Selection>,
-    ) -> Vec<(String, String)> {
-        let mut result = self.resolve_collection(&self.request.args_get, "ARGS", selection);
-        result.extend(self.resolve_collection(&self.request.args_post, "ARGS", selection));
+    fn resolve_collection_from_all_args(&self, selection: &Option<Selection>) -> Vec<Resolved<'a>> {
+        let request: &'a RequestData = self.request;
+        let mut result = self.resolve_collection(&request.args_get, "ARGS", selection);
+        let post = self.resolve_collection(&request.args_post, "ARGS", selection);
+        if result.is_empty() {
+            return post;
+        }
+        result.extend(post);
         result
     }
 
@@ -441,10 +405,10 @@ impl<'a> VariableResolver<'a> {
     /// matching ModSecurity).
     fn resolve_collection_names(
         &self,
-        collections: &[&super::collection::HashMapCollection],
-        prefix: &str,
+        collections: &[&'a super::collection::HashMapCollection],
+        prefix: &'static str,
         selection: &Option<Selection>,
-    ) -> Vec<(String, String)> {
+    ) -> Vec<Resolved<'a>> {
         use super::collection::Collection;
 
         let mut result = Vec::new();
@@ -458,7 +422,7 @@ impl<'a> VariableResolver<'a> {
                     None => true,
                 };
                 if selected {
-                    result.push((format!("{}:{}", prefix, key), key.to_string()));
+                    result.push(Resolved::member(prefix, key, key));
                 }
             }
         }
@@ -466,15 +430,16 @@ impl<'a> VariableResolver<'a> {
     }
 
     /// Resolve TX collection.
-    fn resolve_tx_collection(&self, selection: &Option<Selection>) -> Vec<(String, String)> {
+    fn resolve_tx_collection(&self, selection: &Option<Selection>) -> Vec<Resolved<'a>> {
         use super::collection::Collection;
 
+        let tx: &'a TxCollection = self.tx;
         match selection {
             Some(Selection::Key(key)) => {
-                if let Some(values) = self.tx.get(key) {
+                if let Some(values) = tx.get(key) {
                     values
                         .into_iter()
-                        .map(|v| (format!("TX:{}", key), v.to_string()))
+                        .map(|v| Resolved::member("TX", key.clone(), v))
                         .collect()
                 } else {
                     vec![]
@@ -482,23 +447,81 @@ impl<'a> VariableResolver<'a> {
             }
             Some(Selection::Regex(pattern)) => {
                 if let Some(re) = cached_regex(pattern) {
-                    self.tx
-                        .get_regex(&re)
+                    tx.get_regex(&re)
                         .into_iter()
-                        .map(|(k, v)| (format!("TX:{}", k), v.to_string()))
+                        .map(|(k, v)| Resolved::member("TX", k, v))
                         .collect()
                 } else {
                     vec![]
                 }
             }
-            None => self
-                .tx
+            None => tx
                 .all()
                 .into_iter()
-                .map(|(k, v)| (format!("TX:{}", k), v.to_string()))
+                .map(|(k, v)| Resolved::member("TX", k, v))
                 .collect(),
         }
     }
+}
+
+/// The name of a resolved value: `COLLECTION:key` for a collection member, the
+/// variable's name otherwise. Kept in parts, and written out only when needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedName<'a> {
+    /// `ARGS`, `REQUEST_HEADERS`, `TX`, `REQUEST_URI`, ...
+    pub collection: Cow<'a, str>,
+    /// The member's key, for a collection member.
+    pub key: Option<Cow<'a, str>>,
+}
+
+impl std::fmt::Display for ResolvedName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{}:{}", self.collection, key),
+            None => f.write_str(&self.collection),
+        }
+    }
+}
+
+/// One value a variable resolved to, borrowed from the transaction where it can be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved<'a> {
+    /// Its name.
+    pub name: ResolvedName<'a>,
+    /// The value.
+    pub value: Cow<'a, str>,
+}
+
+impl<'a> Resolved<'a> {
+    /// A value of a variable that is not a collection, or a count.
+    pub fn scalar(name: impl Into<Cow<'a, str>>, value: impl Into<Cow<'a, str>>) -> Self {
+        Resolved {
+            name: ResolvedName {
+                collection: name.into(),
+                key: None,
+            },
+            value: value.into(),
+        }
+    }
+
+    fn member(
+        collection: &'static str,
+        key: impl Into<Cow<'a, str>>,
+        value: impl Into<Cow<'a, str>>,
+    ) -> Self {
+        Resolved {
+            name: ResolvedName {
+                collection: Cow::Borrowed(collection),
+                key: Some(key.into()),
+            },
+            value: value.into(),
+        }
+    }
+}
+
+/// A variable that is not a collection resolves to this one value.
+fn scalar<'a>(name: &'static str, value: impl Into<Cow<'a, str>>) -> Vec<Resolved<'a>> {
+    vec![Resolved::scalar(name, value)]
 }
 
 /// Check whether a resolved variable key (e.g. `ARGS:password`) is excluded by
@@ -509,13 +532,13 @@ impl<'a> VariableResolver<'a> {
 /// - `COLLECTION:key` — excludes that member (key compared case-insensitively);
 /// - `COLLECTION:/regex/` — excludes members whose key matches the regex;
 /// - `COLLECTION` — excludes the entire collection.
-fn exclusion_matches(key: &str, exclusion: &str) -> bool {
+fn exclusion_matches(name: &ResolvedName<'_>, exclusion: &str) -> bool {
     match exclusion.split_once(':') {
         Some((excl_coll, excl_sel)) => {
-            let Some((key_coll, key_member)) = key.split_once(':') else {
+            let Some(key_member) = name.key.as_deref() else {
                 return false;
             };
-            if !key_coll.eq_ignore_ascii_case(excl_coll) {
+            if !name.collection.eq_ignore_ascii_case(excl_coll) {
                 return false;
             }
             if excl_sel.len() > 2 && excl_sel.starts_with('/') && excl_sel.ends_with('/') {
@@ -526,16 +549,28 @@ fn exclusion_matches(key: &str, exclusion: &str) -> bool {
                 key_member.eq_ignore_ascii_case(excl_sel)
             }
         }
-        None => {
-            let key_coll = key.split_once(':').map(|(c, _)| c).unwrap_or(key);
-            key_coll.eq_ignore_ascii_case(exclusion)
-        }
+        None => name.collection.eq_ignore_ascii_case(exclusion),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{cached_regex, exclusion_matches};
+    use super::{cached_regex, exclusion_matches, ResolvedName};
+
+    /// Whether the value named `name` (`COLLECTION:key` or a bare name) is excluded.
+    fn excluded(name: &str, exclusion: &str) -> bool {
+        let name = match name.split_once(':') {
+            Some((collection, key)) => ResolvedName {
+                collection: collection.into(),
+                key: Some(key.into()),
+            },
+            None => ResolvedName {
+                collection: name.into(),
+                key: None,
+            },
+        };
+        exclusion_matches(&name, exclusion)
+    }
 
     #[test]
     fn test_cached_regex_compiles_once_and_keeps_invalid_patterns_dead() {
@@ -545,18 +580,18 @@ mod tests {
         // An invalid pattern stays a never-matching selection, cached or not.
         assert!(cached_regex("(unclosed").is_none());
         assert!(cached_regex("(unclosed").is_none());
-        assert!(!exclusion_matches("ARGS:x", "ARGS:/(unclosed/"));
+        assert!(!excluded("ARGS:x", "ARGS:/(unclosed/"));
     }
 
     #[test]
     fn test_exclusion_exact_key() {
-        assert!(exclusion_matches("ARGS:password", "ARGS:password"));
-        assert!(exclusion_matches("ARGS:Password", "ARGS:password"));
+        assert!(excluded("ARGS:password", "ARGS:password"));
+        assert!(excluded("ARGS:Password", "ARGS:password"));
         // Must NOT be a prefix/substring match.
-        assert!(!exclusion_matches("ARGS:password2", "ARGS:password"));
-        assert!(!exclusion_matches("ARGS:xpassword", "ARGS:password"));
+        assert!(!excluded("ARGS:password2", "ARGS:password"));
+        assert!(!excluded("ARGS:xpassword", "ARGS:password"));
         // Different collection.
-        assert!(!exclusion_matches(
+        assert!(!excluded(
             "REQUEST_COOKIES:password",
             "ARGS:password"
         ));
@@ -565,15 +600,15 @@ mod tests {
     #[test]
     fn test_exclusion_regex_key() {
         // CRS pattern: SecRuleUpdateTargetById 941100 "!REQUEST_COOKIES:/^_ga(?:_\w+)?$/"
-        assert!(exclusion_matches(
+        assert!(excluded(
             "REQUEST_COOKIES:_ga_ABC123",
             r"REQUEST_COOKIES:/^_ga(?:_\w+)?$/"
         ));
-        assert!(exclusion_matches(
+        assert!(excluded(
             "REQUEST_COOKIES:_ga",
             r"REQUEST_COOKIES:/^_ga(?:_\w+)?$/"
         ));
-        assert!(!exclusion_matches(
+        assert!(!excluded(
             "REQUEST_COOKIES:session",
             r"REQUEST_COOKIES:/^_ga(?:_\w+)?$/"
         ));
@@ -581,7 +616,34 @@ mod tests {
 
     #[test]
     fn test_exclusion_whole_collection() {
-        assert!(exclusion_matches("ARGS:anything", "ARGS"));
-        assert!(!exclusion_matches("ARGS_NAMES:anything", "ARGS"));
+        assert!(excluded("ARGS:anything", "ARGS"));
+        assert!(!excluded("ARGS_NAMES:anything", "ARGS"));
+    }
+
+    #[test]
+    fn values_are_borrowed_and_names_written_on_demand() {
+        use super::{RequestData, ResponseData, TxCollection, VariableResolver};
+        use std::borrow::Cow;
+
+        let mut request = RequestData::new();
+        request.set_uri("/search?q=shoes&page=2");
+        request.add_header("Cookie", "__utma=1; session=abc");
+        let (response, tx) = (ResponseData::new(), TxCollection::new());
+        let resolver = VariableResolver::new(&request, &response, &tx, None, &[], &[]);
+
+        let spec = crate::parser::parse_single_variable("ARGS").expect("ARGS");
+        let args = resolver.resolve_values(&spec);
+        assert_eq!(args.len(), 2);
+        assert!(args.iter().all(|r| matches!(r.value, Cow::Borrowed(_))));
+        let mut named = resolver.resolve(&spec);
+        named.sort();
+        assert_eq!(named, [("ARGS:page".to_string(), "2".to_string()), ("ARGS:q".into(), "shoes".into())]);
+
+        // An exclusion naming another collection leaves these values alone;
+        // one naming this collection applies.
+        let mut cookies = crate::parser::parse_single_variable("REQUEST_COOKIES").expect("cookies");
+        cookies.exclusions = vec!["ARGS:q".into(), "REQUEST_COOKIES:/__utm/".into()];
+        let kept: Vec<String> = resolver.resolve(&cookies).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(kept, ["REQUEST_COOKIES:session"]);
     }
 }
