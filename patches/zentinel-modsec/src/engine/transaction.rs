@@ -283,12 +283,14 @@ impl Transaction {
             // to inspect. An injection payload was blocked in a form body and
             // passed unexamined in a JSON body.
             self.process_json_body();
-        } else {
+        } else if ct_lower.starts_with("application/x-www-form-urlencoded") {
             self.request.parse_form_body();
-            if ct_lower.starts_with("application/x-www-form-urlencoded") {
-                self.request.body_processor = "URLENCODED".to_string();
-            }
+            self.request.body_processor = "URLENCODED".to_string();
         }
+        // Any other body has no body processor, as in ModSecurity: the rules
+        // see it whole, as REQUEST_BODY, and no arguments. Parsing it as a
+        // form turned text and binary uploads into junk arguments -- a NUL
+        // byte in an image made CRS 920270 refuse it.
 
         self.run_phase(Phase::RequestBody)?;
         Ok(())
