@@ -51,7 +51,10 @@ impl RxOperator {
             });
         }
 
-        if let Err(e) = regex_syntax::Parser::new().parse(pattern) {
+        // Rules are written for PCRE: rewrite the forms the regex crate reads
+        // otherwise (see `pcre`).
+        let translated = super::pcre::translate(pattern);
+        if let Err(e) = regex_syntax::Parser::new().parse(&translated) {
             return Err(Error::RegexCompile {
                 pattern: pattern.to_string(),
                 source: regex::Error::Syntax(e.to_string()),
@@ -59,7 +62,7 @@ impl RxOperator {
         }
 
         Ok(Self {
-            pattern_str: pattern.to_string(),
+            pattern_str: translated.into_owned(),
             compiled: OnceCell::new(),
         })
     }
