@@ -68,21 +68,49 @@ fn three_link_chain_requires_all_three() {
 }
 
 #[test]
-fn setvar_on_the_starter_only_applies_when_the_chain_completes() {
-    // The starter sets an anomaly score; a later rule denies on that score.
-    // A partial chain match must leave the score untouched.
+fn setvars_run_when_their_rule_matches_and_the_disruptive_action_waits_for_the_chain() {
+    // ModSecurity (libmodsecurity's RuleWithActions) runs a matching rule's
+    // setvars "independent of the chained rule result": a starter's setvar
+    // applies as soon as the starter matches, even if a later link then
+    // fails. Only the disruptive action (and ctl, flow, logging) waits for
+    // the whole chain -- which `chain_does_not_block_when_a_later_link_fails`
+    // checks. Rules rely on it: a link reads what the starter set.
     let rules = "SecRuleEngine On\n\
          SecRule REQUEST_URI \"@contains admin\" \"id:1,phase:1,pass,nolog,setvar:tx.score=5,chain\"\n\
          SecRule REQUEST_METHOD \"@streq GET\"\n\
          SecRule TX:score \"@ge 5\" \"id:2,phase:1,deny\"";
 
+    assert!(blocked(rules, "/admin", "GET"), "complete chain sets the score");
     assert!(
-        blocked(rules, "/admin", "GET"),
-        "complete chain should set the score"
+        blocked(rules, "/admin", "POST"),
+        "the starter matched, so its setvar ran although the chain failed"
     );
-    assert!(
-        !blocked(rules, "/admin", "POST"),
-        "partial chain match must not apply the starter's setvar"
+    assert!(!blocked(rules, "/public", "GET"), "the starter did not match");
+}
+
+#[test]
+fn a_link_reads_what_the_starter_captured_and_set() {
+    // CRS 920420's shape: the starter captures the media type into
+    // tx.content_type; the link checks it against the allowed list; the
+    // link carries the score.
+    let rules = "SecRuleEngine On\n\
+         SecAction \"id:1,phase:1,pass,nolog,setvar:tx.allowed=|text/plain|\"\n\
+         SecRule REQUEST_HEADERS:Content-Type \"@rx ^[^;\\s]+\" \
+           \"id:2,phase:1,pass,capture,setvar:'tx.content_type=|%{tx.0}|',chain\"\n\
+         SecRule TX:content_type \"!@within %{tx.allowed}\" \"setvar:tx.score=5\"\n\
+         SecRule TX:score \"@ge 5\" \"id:3,phase:1,deny\"";
+    let run = |content_type: &str| {
+        let msc = ModSecurity::from_string(rules).expect("rules should load");
+        let mut tx = msc.new_transaction();
+        tx.process_uri("/", "POST", "HTTP/1.1").unwrap();
+        tx.add_request_header("Content-Type", content_type).unwrap();
+        tx.process_request_headers().unwrap();
+        (tx.has_intervention(), tx.matched_rules().to_vec())
+    };
+    assert_eq!(run("text/plain; charset=utf-8"), (false, vec!["1".to_string()]));
+    assert_eq!(
+        run("my-new-content-type"),
+        (true, vec!["1".to_string(), "2".into(), "3".into()])
     );
 }
 
@@ -123,4 +151,23 @@ fn matched_rules_lists_a_chain_only_when_it_completes() {
     assert_eq!(matched(rules, "/admin", "GET"), vec!["1", "2"]);
     assert_eq!(matched(rules, "/admin", "POST"), vec!["2"]);
     assert_eq!(matched(rules, "/public", "GET"), Vec::<String>::new());
+}
+
+#[test]
+fn a_macro_reads_any_collection_not_only_tx() {
+    // CRS 931130's link: `!@endsWith .%{request_headers.host}`. Expanding
+    // only TX macros left `.`, so a URL to the site's own host matched.
+    let rules = "SecRuleEngine On\n\
+         SecRule ARGS \"@endsWith .%{request_headers.host}\" \"id:1,phase:2,deny\"";
+    let run = |arg: &str| {
+        let msc = ModSecurity::from_string(rules).expect("rules should load");
+        let mut tx = msc.new_transaction();
+        tx.process_uri(&format!("/?x={arg}"), "GET", "HTTP/1.1").unwrap();
+        tx.add_request_header("Host", "example.com").unwrap();
+        tx.process_request_headers().unwrap();
+        tx.process_request_body().unwrap();
+        tx.has_intervention()
+    };
+    assert!(run("cdn.example.com"));
+    assert!(!run("cdn.example.org"));
 }

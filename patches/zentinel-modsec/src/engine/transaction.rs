@@ -513,12 +513,31 @@ impl Transaction {
 
             if matched {
                 // Execute actions
-                let action_result = execute_actions(&rule.actions, None, &captures);
+                let mut action_result = execute_actions(&rule.actions, None, &captures);
+
+                // `capture`: the match and its groups become TX:0..TX:9, for
+                // this rule's setvars and for the rules after it.
+                if has_capture(rule) {
+                    let whole = outcome.matched_variable.as_ref().and_then(|v| v.portion.clone());
+                    self.store_captures(whole, &captures);
+                }
+
+                // A matching rule's setvars run at once, whether or not it
+                // is part of a chain that has yet to complete: ModSecurity
+                // runs them "independent of the chained rule result"
+                // (libmodsecurity's RuleWithActions). A chain's later links
+                // read what the earlier ones set -- CRS 920420 captures the
+                // media type into tx.content_type for its second link to
+                // check -- and its last link may carry the score (920420
+                // again). Everything else waits for the whole chain.
+                for op in std::mem::take(&mut action_result.setvar_ops) {
+                    self.apply_setvar(&op);
+                }
 
                 if rule.is_chain {
                     // A link that expects more links after it. Hold the
-                    // starter's actions: nothing may fire until the whole
-                    // chain has matched.
+                    // starter's remaining actions: nothing else may fire
+                    // until the whole chain has matched.
                     if !chain_state.in_chain {
                         chain_state.start_chain(idx);
                         pending_chain_actions = Some(action_result);
@@ -530,10 +549,10 @@ impl Transaction {
 
                 // Either a standalone rule, or the final link of a chain that
                 // has now matched in full. A completed chain executes the
-                // starter's actions, not the last link's.
-                // A chain matches as one rule, under its starter's id, and only
-                // once every link has matched: a starter whose later links
-                // failed did not match, and links carry no id of their own.
+                // starter's actions (its disruptive action, ctl and flow), and
+                // matches as one rule, under its starter's id: a starter whose
+                // later links failed did not match, and links carry no id of
+                // their own.
                 let (action_result, matched_id) = if chain_state.in_chain {
                     let start = chain_state.chain_start.unwrap_or(idx);
                     chain_state.reset();
@@ -546,11 +565,6 @@ impl Transaction {
                 };
                 if let Some(id) = matched_id {
                     self.matched_rules.push(id);
-                }
-
-                // Apply setvar operations
-                for op in &action_result.setvar_ops {
-                    self.apply_setvar(op);
                 }
 
                 // Apply ctl: overrides before the disruptive action below, so
@@ -807,10 +821,24 @@ impl Transaction {
         Ok(RuleOutcome::no_match())
     }
 
-    /// Expand `%{...}` macros in an operator argument against current TX state.
+    /// Store a match and its groups as TX:0 (the whole match) and TX:1..TX:9,
+    /// as the `capture` action does.
+    fn store_captures(&mut self, whole: Option<String>, groups: &[String]) {
+        use crate::variables::MutableCollection;
+        if let Some(whole) = whole {
+            self.tx.set("0".to_string(), whole);
+        }
+        for (i, group) in groups.iter().take(9).enumerate() {
+            self.tx.set((i + 1).to_string(), group.clone());
+        }
+    }
+
+    /// Expand `%{...}` macros in an operator argument or setvar value.
     ///
-    /// Only the `TX`/`tx` collection is resolved (the source of operator-argument
-    /// macros in CRS, e.g. thresholds and `tx.allowed_methods`); an unresolved
+    /// `%{tx.name}` reads the TX collection (thresholds, `tx.allowed_methods`);
+    /// any other `%{collection.key}` or `%{VARIABLE}` is resolved like a rule
+    /// target (`%{request_headers.host}` as `REQUEST_HEADERS:host`, CRS
+    /// 931130; `%{MATCHED_VAR}`), taking its first value. An unresolved
     /// macro expands to an empty string, matching ModSecurity behaviour.
     fn expand_operator_macros(&self, arg: &str) -> String {
         // Compiled once: this runs on every evaluation of an operator whose
@@ -821,20 +849,47 @@ impl Transaction {
         MACRO
             .replace_all(arg, |caps: &regex::Captures| {
                 let inner = &caps[1];
-                let (collection, name) = match inner.split_once('.') {
-                    Some((c, n)) => (c.to_ascii_lowercase(), n),
-                    None => ("tx".to_string(), inner),
-                };
-                if collection == "tx" {
-                    self.tx
+                match inner.split_once('.') {
+                    Some((c, name)) if c.eq_ignore_ascii_case("tx") => self
+                        .tx
                         .get(name)
                         .and_then(|v| v.first().map(|s| s.to_string()))
-                        .unwrap_or_default()
-                } else {
-                    String::new()
+                        .unwrap_or_default(),
+                    Some((c, name)) => self.first_value_of(&format!("{c}:{name}")),
+                    // A bare name is a variable (`%{MATCHED_VAR}`), or else
+                    // a TX key, as this engine has always read it.
+                    None => match crate::parser::parse_single_variable(inner) {
+                        Ok(_) => self.first_value_of(inner),
+                        Err(_) => self
+                            .tx
+                            .get(inner)
+                            .and_then(|v| v.first().map(|s| s.to_string()))
+                            .unwrap_or_default(),
+                    },
                 }
             })
             .into_owned()
+    }
+
+    /// The first value a rule target (`REQUEST_HEADERS:host`) resolves to now,
+    /// or an empty string.
+    fn first_value_of(&self, target: &str) -> String {
+        let Ok(spec) = crate::parser::parse_single_variable(target) else {
+            return String::new();
+        };
+        let resolver = VariableResolver::new(
+            &self.request,
+            &self.response,
+            &self.tx,
+            self.matched_vars.last().map(|(_, value)| value.as_str()),
+            &self.matched_vars,
+            &self.captures,
+        );
+        resolver
+            .resolve_values(&spec)
+            .first()
+            .map(|r| r.value.to_string())
+            .unwrap_or_default()
     }
 
     /// Apply a setvar operation.
@@ -859,6 +914,13 @@ impl Transaction {
             self.anomaly_score.sync_from_tx(&self.tx);
         }
     }
+}
+
+/// Whether a rule has the `capture` action.
+fn has_capture(rule: &CompiledRule) -> bool {
+    rule.actions
+        .iter()
+        .any(|a| matches!(a, crate::parser::Action::Data(crate::parser::DataAction::Capture)))
 }
 
 /// Interpret an already-expanded setvar right-hand side into a concrete
