@@ -9,12 +9,14 @@ mod raw;
 mod source;
 mod units;
 mod validate;
+mod waf;
 pub(crate) use validate::redact_url;
 
 pub use model::*;
 pub(crate) use source::{Environment, ProcessEnv};
 pub(crate) use units::parse_duration;
 pub(crate) use validate::subject_matches;
+pub use waf::{OnLargeBody, RouteWaf, WafMode, WafSettings, DEBIAN_CRS_RULES, MAX_INSPECTED_BODY};
 
 use source::LineIndex;
 use std::fmt;
