@@ -8,7 +8,8 @@
 //! publish-with-ack) for callers [`auth`] verified. [`config`] is parsed once into
 //! validated types; [`app`] assembles the Pingora server; [`admin`] serves `/health`, `/ready`
 //! and `/metrics`; [`discovery`] (Consul) feeds pool membership and registers the gateway;
-//! [`lifecycle`] drains in-flight requests on shutdown.
+//! [`lifecycle`] drains in-flight requests on shutdown. [`waf`] inspects requests with the OWASP
+//! Core Rule Set.
 
 #![warn(missing_docs, unreachable_pub)]
 
@@ -43,3 +44,4 @@ pub mod tls;
 pub(crate) mod trace;
 pub mod upgrade;
 pub(crate) mod upstream;
+pub mod waf;
