@@ -368,3 +368,14 @@ async fn a_full_queue_refuses_at_once_and_an_abandoned_wait_frees_its_place() {
     assert!(running.await.expect("the inspection task").is_ok());
     assert_eq!(inspector.running(), 0);
 }
+
+#[test]
+fn the_crs_refuses_content_types_outside_its_list() {
+    // CRS 3.3.4 allows `application/json` but not `+json` types (JSON:API, merge-patch): an API
+    // using them lists them in crs-setup.conf (rule 900220, docs/waf.md).
+    let v = verdict(&post("/api/items", "application/vnd.api+json", br#"{"data":{"type":"items"}}"#));
+    assert!(v.blocked && v.rules.contains(&920420), "{v:?}");
+    assert_eq!(verdict(&json("/api/items", r#"{"data":{"type":"items"}}"#)), Verdict::default());
+    // Methods beyond GET HEAD POST OPTIONS are allowed by Siger's default (not the CRS's).
+    assert_eq!(verdict(&api("DELETE", "/api/items/7")), Verdict::default());
+}
