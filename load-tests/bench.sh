@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Core proxy benchmark: wrk against a fixed-response backend directly, and through nginx, a bare
-# Pingora proxy and Siger, each proxy pinned alone on CPU 1 with one worker, wrk and the backend
+# Core proxy benchmark: wrk against a fixed-response backend directly, and through nginx, HAProxy,
+# a bare Pingora proxy and Siger, each proxy pinned alone on CPU 1 with one worker, wrk and the backend
 # pinned on CPU 0. Targets alternate over ROUNDS rounds; medians and ratios are printed.
 #
 # Siger runs three ways: `siger` (a public route: routing, request ids, forwarded headers, access
@@ -25,7 +25,14 @@
 #   nginx-handshake / siger-handshake  a new TLS connection per request (wrk, Connection: close):
 #                                      CPU-µs per request ≈ per full handshake (no resumption)
 #   nginx-h2 / siger-h2                HTTP/2 over TLS, 16 connections × 16 streams (h2load)
+#   haproxy / haproxy-https / haproxy-handshake / haproxy-h2
+#                                      HAProxy (nbthread 1, server keep-alive `http-reuse always`,
+#                                      no TLS session cache or tickets) doing the same
 # Each TLS target's ratio is to its nginx counterpart (vs_nginx).
+#
+# The side-by-side engine run (issue 33): the plain route, TLS keep-alive and HTTP/2 against
+# both nginx and HAProxy in one run:
+#   SUITE=engine load-tests/bench.sh
 #
 # Edge policies (`SUITE=policies`): nginx with proxy_cache and gzip configured like Siger's
 # `siger-edge` process (routes with a cache, gzip level 6, header rules + CORS):
@@ -51,6 +58,7 @@ CONNS=${CONNS:-64}
 ROUNDS=${ROUNDS:-3}
 case ${SUITE:-} in
   tls) DEFAULT_TARGETS="nginx siger nginx-https siger-https nginx-handshake siger-handshake nginx-h2 siger-h2" ;;
+  engine) DEFAULT_TARGETS="direct nginx haproxy bare-pingora siger nginx-https haproxy-https siger-https nginx-h2 haproxy-h2 siger-h2" ;;
   resilience) DEFAULT_TARGETS="bare-pingora siger siger-resilient" ;;
   policies) DEFAULT_TARGETS="nginx siger nginx-cache-hit siger-cache-hit nginx-cache-miss siger-cache-miss nginx-gzip siger-gzip siger-policies" ;;
   tracing) DEFAULT_TARGETS="bare-pingora siger siger-trace-all siger-trace-1pct" ;;
@@ -59,8 +67,8 @@ esac
 TARGETS=${TARGETS:-$DEFAULT_TARGETS}
 SIGER_BIN=${SIGER_BIN:-./target/release/siger}
 
-./scripts/install-deps nginx wrk h2load:nghttp2-client openssl
-for tool in taskset nginx wrk curl h2load openssl; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
+./scripts/install-deps nginx haproxy wrk h2load:nghttp2-client openssl
+for tool in taskset nginx haproxy wrk curl h2load openssl; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
 echo "building release binaries..." >&2
 cargo build --release --quiet --bin siger --example bare-pingora --example otlp-sink
 
@@ -134,6 +142,40 @@ NGX
 taskset -c 1 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
 PIDS+=($!)
 PID[nginx]=$!
+
+# HAProxy as a proxy, configured like nginx: one thread, server connections kept and reused,
+# TLS 1.2/1.3 with the same certificate and no session resumption, h2 by ALPN.
+PORT[haproxy]=$(free_port)
+PORT[haproxy-tls]=$(free_port)
+mkdir -p "$WORK/haproxy"
+cat "$WORK/tls.pem" "$WORK/tls.key" > "$WORK/haproxy/tls.pem"
+cat > "$WORK/haproxy/haproxy.cfg" <<HAP
+global
+  nbthread 1
+  maxconn 8192
+  pidfile $WORK/haproxy/haproxy.pid
+  tune.ssl.cachesize 0
+  ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+  http-reuse always
+frontend plain
+  bind 127.0.0.1:${PORT[haproxy]}
+  default_backend nginx_backend
+frontend tls
+  bind 127.0.0.1:${PORT[haproxy-tls]} ssl crt $WORK/haproxy/tls.pem alpn h2,http/1.1
+  default_backend nginx_backend
+backend nginx_backend
+  server backend 127.0.0.1:$BACKEND maxconn 4096
+HAP
+haproxy -c -q -f "$WORK/haproxy/haproxy.cfg"
+taskset -c 1 haproxy -db -f "$WORK/haproxy/haproxy.cfg" 2>"$WORK/haproxy/haproxy.log" &
+PIDS+=($!)
+PID[haproxy]=$!
 
 PORT[bare-pingora]=$(free_port)
 taskset -c 1 ./target/release/examples/bare-pingora "127.0.0.1:${PORT[bare-pingora]}" "127.0.0.1:$BACKEND" 1 2>"$WORK/bare.log" &
@@ -210,7 +252,7 @@ for name in $SIGERS; do
   PID[$name]=$!
 done
 
-for t in direct nginx nginx-tls bare-pingora $SIGERS; do wait_port "${PORT[$t]}"; done
+for t in direct nginx nginx-tls haproxy haproxy-tls bare-pingora $SIGERS; do wait_port "${PORT[$t]}"; done
 for name in $SIGERS; do wait_ready "${ADMIN[$name]}"; done
 NGINX_WORKERS=$(pgrep -P "${PID[nginx]}" | tr '\n' ' ')
 
@@ -218,6 +260,7 @@ NGINX_WORKERS=$(pgrep -P "${PID[nginx]}" | tr '\n' ' ')
 server_of() {
   case $1 in
     nginx-*) echo nginx ;;
+    haproxy-*) echo haproxy ;;
     siger-https | siger-handshake | siger-h2) echo siger-tls ;;
     siger-cache-hit | siger-cache-miss | siger-gzip | siger-policies) echo siger-edge ;;
     *) echo "$1" ;;
@@ -239,6 +282,7 @@ url_of() {
     nginx-gzip | siger-gzip) echo "http://127.0.0.1:${PORT[$(server_of "$1")]}/json10k" ;;
     siger-policies) echo "http://127.0.0.1:${PORT[siger-edge]}/policies" ;;
     nginx-*) echo "https://127.0.0.1:${PORT[nginx-tls]}/" ;;
+    haproxy-*) echo "https://127.0.0.1:${PORT[haproxy-tls]}/" ;;
     siger-https | siger-handshake | siger-h2) echo "https://127.0.0.1:${PORT[siger-tls]}/" ;;
     *) echo "http://127.0.0.1:${PORT[$1]}/" ;;
   esac
@@ -328,18 +372,28 @@ done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2fx", a / b }'; }
 echo
 echo "medians of $ROUNDS rounds, ${DURATION}s each, $CONNS connections (proxy alone on CPU 1, wrk + backend on CPU 0)"
-printf "%-15s %10s %9s %9s %12s %9s %9s %9s\n" target req/s p50_ms p99_ms cpu_us/req vs_nginx vs_bare vs_siger
+printf "%-17s %10s %9s %9s %12s %9s %10s %9s %9s\n" target req/s p50_ms p99_ms cpu_us/req vs_nginx vs_haproxy vs_bare vs_siger
 # A TLS target is compared with nginx doing the same (siger-h2 with nginx-h2, …).
 nginx_peer() {
   case $1 in
     siger-https | siger-handshake | siger-h2 | siger-cache-* | siger-gzip) echo "nginx-${1#siger-}" ;;
+    haproxy-*) echo "nginx-${1#haproxy-}" ;;
     nginx-*) echo "$1" ;;
     *) echo nginx ;;
   esac
 }
+# … and with HAProxy doing the same (siger-https with haproxy-https, …).
+haproxy_peer() {
+  case $1 in
+    siger-https | siger-handshake | siger-h2) echo "haproxy-${1#siger-}" ;;
+    nginx-* | haproxy-*) echo "haproxy-${1#*-}" ;;
+    *) echo haproxy ;;
+  esac
+}
 for t in "${TLIST[@]}"; do
-  printf "%-15s %10s %9s %9s %12s %9s %9s %9s\n" "$t" "${M_RPS[$t]}" "${M_P50[$t]}" "${M_P99[$t]}" "${M_CPU[$t]}" \
-    "$(ratio "${M_CPU[$t]}" "${M_CPU[$(nginx_peer "$t")]:--}")" "$(ratio "${M_CPU[$t]}" "${M_CPU[bare-pingora]:--}")" \
+  printf "%-17s %10s %9s %9s %12s %9s %10s %9s %9s\n" "$t" "${M_RPS[$t]}" "${M_P50[$t]}" "${M_P99[$t]}" "${M_CPU[$t]}" \
+    "$(ratio "${M_CPU[$t]}" "${M_CPU[$(nginx_peer "$t")]:--}")" "$(ratio "${M_CPU[$t]}" "${M_CPU[$(haproxy_peer "$t")]:--}")" \
+    "$(ratio "${M_CPU[$t]}" "${M_CPU[bare-pingora]:--}")" \
     "$(ratio "${M_CPU[$t]}" "${M_CPU[siger]:--}")"
 done
 if [[ " ${TLIST[*]} " == *" siger-cache-hit "* ]] && [[ " ${TLIST[*]} " == *" siger-cache-miss "* ]]; then

@@ -8,7 +8,9 @@
 #   load-tests/instructions.sh                         # N=20000 requests, 8 connections
 #   TARGETS="bare-pingora siger" load-tests/instructions.sh
 #   SKIP_BUILD=1 SIGER_BIN=/path/to/other/siger load-tests/instructions.sh   # compare a build
+#   SKIP_BUILD=1 BARE_BIN=/path/to/other/bare-pingora …                       # (bare Pingora too)
 #   KEEP_CALLGRIND=/tmp/profiles load-tests/instructions.sh    # keep profiles for callgrind_annotate
+#   SIGER_SERVER_EXTRA="work_stealing: false" load-tests/instructions.sh   # extra server: keys
 #
 # Extra Siger targets are named siger-<variant>, with their YAML in SIGER_VARIANT_<variant>
 # (routes and policies added to the plain config), e.g.
@@ -22,6 +24,7 @@ N=${N:-20000}
 CONNS=${CONNS:-8}
 TARGETS=${TARGETS:-"bare-pingora siger siger-hs256"}
 SIGER_BIN=$(realpath "${SIGER_BIN:-./target/release/siger}")
+BARE_BIN=$(realpath "${BARE_BIN:-./target/release/examples/bare-pingora}")
 
 ./scripts/install-deps nginx valgrind h2load:nghttp2-client
 for tool in nginx valgrind callgrind_control h2load; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
@@ -62,7 +65,7 @@ for target in $TARGETS; do
   auth=()
   case $target in
     bare-pingora)
-      cmd=("$ROOT/target/release/examples/bare-pingora" "127.0.0.1:$port" "127.0.0.1:$BACKEND" 1)
+      cmd=("$BARE_BIN" "127.0.0.1:$port" "127.0.0.1:$BACKEND" 1)
       ;;
     siger*)
       variant=${target#siger}
@@ -74,7 +77,7 @@ for target in $TARGETS; do
       fi
       admin=$(free_port)
       cat > "$WORK/$target.yaml" <<YAML
-server: {threads: 1, pid_file: $WORK/$target.pid, upgrade_sock: $WORK/$target.sock, grace_period: 0s, graceful_shutdown_timeout: 1s}
+server: {threads: 1, pid_file: $WORK/$target.pid, upgrade_sock: $WORK/$target.sock, grace_period: 0s, graceful_shutdown_timeout: 1s${SIGER_SERVER_EXTRA:+, $SIGER_SERVER_EXTRA}}
 listen: ["127.0.0.1:$port"]
 admin: {listen: "127.0.0.1:$admin"}
 $extra

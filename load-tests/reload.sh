@@ -121,7 +121,7 @@ echo "the same while reloading every 1.5 s..." >&2
     sleep 1.5
     v=$((v + 1))
     WATCH=false write_config "$v"
-    curl -fsS -X POST "http://127.0.0.1:$ADMIN/config/reload" >/dev/null
+    curl -fsS -X POST -H "Content-Type: application/json" "http://127.0.0.1:$ADMIN/config/reload" >/dev/null
   done
 ) &
 RELOADER=$!

@@ -12,7 +12,7 @@ use crate::ratelimit::LimitSweeper;
 use crate::redirect::RedirectHttps;
 use crate::reload::{ConfigWatcher, HangupReload};
 use crate::runtime::Runtime;
-use crate::tls::CertWatcher;
+use crate::tls::{CertWatcher, Handshakes};
 use crate::trace::export::SpanExporter;
 use crate::upstream::PoolsService;
 use async_trait::async_trait;
@@ -79,12 +79,13 @@ impl BackgroundService for LogWriter {
 }
 
 /// A proxy service over the runtime (no listeners yet); `h2c` also accepts HTTP/2 with prior
-/// knowledge on its plain listeners.
+/// knowledge on its plain listeners; `tls` are the handshakes of its TLS listeners.
 fn proxy_service(
     name: &str,
     server: &Server,
     runtime: &Arc<Runtime>,
     h2c: bool,
+    tls: Handshakes,
 ) -> Service<ConnectionGate<IdleLimited<pingora::proxy::HttpProxy<Gateway>>>> {
     let cfg = &runtime.current().config;
     let mut gateway = pingora::proxy::http_proxy(&server.configuration, Gateway::new(runtime.clone()));
@@ -95,7 +96,7 @@ fn proxy_service(
     gateway.server_options = Some(options);
     gateway.h2_options = Some(h2_limits(&cfg.limits));
     let app = IdleLimited::new(gateway, runtime.idle_secs.clone(), runtime.connections.clone());
-    let mut service = Service::new(name.to_string(), ConnectionGate::new(app, runtime.clone()));
+    let mut service = Service::new(name.to_string(), ConnectionGate::new(app, runtime.clone(), tls));
     service.set_connection_filter(Arc::new(AtTheBound(runtime.connections.clone())));
     service
 }
@@ -147,25 +148,27 @@ pub fn run(config: Config, path: &Path, launch: Launch) {
 
     // Plain and TLS listeners share one proxy service; h2c listeners need their own (the h2c
     // preface check is per service) and redirect listeners answer without proxying.
-    let mut proxy = proxy_service("siger proxy", &server, &runtime, false);
+    // TLS listeners are plain TCP ones to Pingora: the connection gate admits each connection
+    // before its handshake and runs it under the head deadlines (see `crate::tls::Handshakes`).
+    let Some(handshakes) = runtime.tls.handshakes(cfg) else {
+        log::error!("TLS settings could not be built");
+        logger::flush();
+        std::process::exit(1);
+    };
+    let mut proxy = proxy_service("siger proxy", &server, &runtime, false, handshakes);
     let mut h2c = None;
     // Each client connection's read buffer (`limits.read_buffer`): what it holds while idle.
     let buffer = L4BufferSettings::default().read(cfg.limits.read_buffer);
     let endpoint = |addr: &str| ListenerConfig::tcp(addr).l4_buffer(buffer);
-    for (index, listener) in cfg.listeners.iter().enumerate() {
+    for listener in &cfg.listeners {
         match &listener.mode {
             ListenerMode::Plain { h2c: false } => proxy.add_listener(endpoint(&listener.addr)),
             ListenerMode::Plain { h2c: true } => h2c
-                .get_or_insert_with(|| proxy_service("siger proxy (h2c)", &server, &runtime, true))
+                .get_or_insert_with(|| {
+                    proxy_service("siger proxy (h2c)", &server, &runtime, true, Handshakes::default())
+                })
                 .add_listener(endpoint(&listener.addr)),
-            ListenerMode::Tls(_) => match runtime.tls.listener_settings(index) {
-                Some(settings) => proxy.add_listener(endpoint(&listener.addr).tls(settings)),
-                None => {
-                    log::error!("listen[{index}] {}: TLS settings could not be built", listener.addr);
-                    logger::flush();
-                    std::process::exit(1);
-                }
-            },
+            ListenerMode::Tls(_) => proxy.add_listener(endpoint(&listener.addr)),
             ListenerMode::RedirectHttps { port } => {
                 let app = RedirectHttps { port: *port, access_log: cfg.access_log };
                 let mut service = Service::new(format!("siger redirect {}", listener.addr), app);

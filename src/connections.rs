@@ -1,16 +1,20 @@
 //! Client connections (ARCHITECTURE.md §7.8): how many the process holds, in all and per
-//! client IP; which idle ones give way at the bound; and the deadlines of each request's head
-//! and body.
+//! client IP; which idle or stalled ones give way at the bound; and the deadlines of each TLS
+//! handshake, request head and body, and of each write of the answer.
 //!
 //! Pingora reads a request head and body with a timeout per read, so a client that trickles a
 //! byte at a time holds its connection until the head reaches Pingora's 1 MiB limit, and a
-//! body has no overall deadline. Every client stream is therefore wrapped in a [`Guarded`]
-//! stream that knows the phase of the request in progress: the first byte of a head starts the
-//! head clock, the proxy's hooks move the phase on ([`head_read`], [`body_read`]), and a read
-//! that would wait past the phase's deadline ends the request instead. The hooks find their
-//! connection through a task-local: HTTP/1 requests run in their connection's task. Each
-//! HTTP/2 stream runs in a task of its own with its own clock ([`serve_h2_stream`]); h2
-//! connections are bounded by their stream settings and idle timeout.
+//! body has no overall deadline; it writes an answer without any, so a client that stops
+//! reading holds its connection, and the backend connection under it, for ever. Every client
+//! stream is therefore wrapped in a [`Guarded`] stream that knows the phase of the request in
+//! progress: the first byte of a head starts the head clock, the proxy's hooks move the phase
+//! on ([`head_read`], [`body_read`], [`upgraded`]), a read that would wait past the phase's
+//! deadline ends the request instead, and a write that waits `limits.send_timeout` without
+//! progress ends the connection. The hooks find their connection through a task-local: HTTP/1
+//! requests run in their connection's task. Each HTTP/2 stream runs in a task of its own with
+//! its own body clock ([`serve_h2_stream`]) and Pingora's write timeout; h2 connections are
+//! bounded by their stream settings and idle timeout. A TLS connection is admitted before its
+//! handshake, which runs under the deadlines of a head ([`Ticket::handshake`]).
 
 use crate::config::Limits;
 use crate::errors::GatewayError;
@@ -51,9 +55,10 @@ enum Phase {
     Head = 1,
     /// The head is read; its body is not: `body_timeout` runs.
     Body = 2,
-    /// Head and body are read (or the answer is underway): no deadline of ours.
+    /// Head and body are read: no deadline of ours, and bytes that arrive now are the next
+    /// request's (pipelined), kept for it rather than read by the session being answered.
     Done = 3,
-    /// An HTTP/2 connection: its streams are not clocked here.
+    /// An HTTP/2 or upgraded (WebSocket) connection: not clocked here, nothing kept back.
     Untimed = 4,
 }
 
@@ -98,6 +103,9 @@ pub(crate) struct Conn {
     waker: AtomicWaker,
     /// The request's body missed `body_timeout` (the proxy answers 408).
     body_timed_out: AtomicBool,
+    /// When a write to the client began to wait (`now_ms`, 0: not waiting): a client that has
+    /// stopped reading, closed at `send_timeout` and evictable at the bound.
+    write_stalled_since: AtomicU64,
 }
 
 impl Conn {
@@ -108,6 +116,7 @@ impl Conn {
             evict: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             body_timed_out: AtomicBool::new(false),
+            write_stalled_since: AtomicU64::new(0),
         }
     }
 
@@ -125,10 +134,23 @@ impl Conn {
         if self.phase() != Phase::Untimed {
             self.since_ms.store(now_ms(), Ordering::Relaxed);
             self.phase.store(phase as u8, Ordering::Relaxed);
-            if phase == Phase::Body {
-                // An HTTP/2 stream's deadline watch waits for this (see `serve_h2_stream`).
+            if matches!(phase, Phase::Body | Phase::Untimed) {
+                // An HTTP/2 stream's deadline watch waits for its body phase (see
+                // `serve_h2_stream`); a read holding bytes back waits for an upgrade.
                 self.waker.wake();
             }
+        }
+    }
+
+    /// Since when the connection has waited for its client, if it has: for a request (idle
+    /// keep-alive), for the rest of a head, or for a write the client does not take.
+    fn waiting_since(&self) -> Option<u64> {
+        if self.evict.load(Ordering::Relaxed) {
+            return None;
+        }
+        match self.write_stalled_since.load(Ordering::Relaxed) {
+            0 => matches!(self.phase(), Phase::Idle | Phase::Head).then(|| self.since_ms.load(Ordering::Relaxed)),
+            stalled => Some(stalled),
         }
     }
 }
@@ -141,18 +163,25 @@ pub(crate) fn request_starting() {
     });
 }
 
-/// The request head is read; `has_body` when a body follows (`Content-Length` > 0 or chunked).
+/// The request head is read; `has_body` when the session has a body to read (HTTP/1:
+/// `Content-Length` > 0 or chunked; HTTP/2: HEADERS without END_STREAM).
 pub(crate) fn head_read(has_body: bool) {
     let _ = CONNECTION.try_with(|c| c.enter(if has_body { Phase::Body } else { Phase::Done }));
 }
 
-/// The request body is read whole, or the answer is underway: its deadline no longer applies.
+/// The request body is read whole: its deadline no longer applies.
 pub(crate) fn body_read() {
     let _ = CONNECTION.try_with(|c| {
         if c.phase() == Phase::Body {
             c.enter(Phase::Done)
         }
     });
+}
+
+/// The answer switches the connection to another protocol (`101 Switching Protocols`): what the
+/// client sends from now on is that protocol's, read as it comes, without deadlines.
+pub(crate) fn upgraded() {
+    let _ = CONNECTION.try_with(|c| c.enter(Phase::Untimed));
 }
 
 /// Whether this task's request failed because its body missed `body_timeout`.
@@ -216,7 +245,10 @@ pub(crate) struct ConnectionMetrics {
     pub(crate) evicted: IntCounter,
     pub(crate) header_timeouts: IntCounter,
     pub(crate) body_timeouts: IntCounter,
-    /// Heads answered 431 while still arriving, past `limits.max_header_bytes`.
+    /// Connections closed because a write to the client made no progress for `send_timeout`.
+    pub(crate) send_timeouts: IntCounter,
+    /// Heads answered 431 before a session: past `limits.max_header_bytes` while arriving, or
+    /// with more header fields than Pingora parses.
     pub(crate) heads_too_large: IntCounter,
 }
 
@@ -237,6 +269,8 @@ pub(crate) struct Connections {
     max_per_ip: AtomicUsize,
     header_timeout_ms: AtomicU64,
     body_timeout_ms: AtomicU64,
+    send_timeout_ms: AtomicU64,
+    max_header_bytes: AtomicUsize,
     open: AtomicUsize,
     /// `now_ms` before which no connection can be evicted (the last scan found none).
     no_eviction_before: AtomicU64,
@@ -254,6 +288,8 @@ impl Connections {
             max_per_ip: AtomicUsize::new(0),
             header_timeout_ms: AtomicU64::new(0),
             body_timeout_ms: AtomicU64::new(0),
+            send_timeout_ms: AtomicU64::new(0),
+            max_header_bytes: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             no_eviction_before: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
@@ -272,6 +308,14 @@ impl Connections {
         self.max_per_ip.store(limits.max_connections_per_ip.unwrap_or(0), Ordering::Relaxed);
         self.header_timeout_ms.store(limits.header_timeout.as_millis() as u64, Ordering::Relaxed);
         self.body_timeout_ms.store(limits.body_timeout.as_millis() as u64, Ordering::Relaxed);
+        self.send_timeout_ms.store(limits.send_timeout.as_millis() as u64, Ordering::Relaxed);
+        self.max_header_bytes.store(limits.max_header_bytes, Ordering::Relaxed);
+    }
+
+    /// `limits.send_timeout`: how long a write to a client may wait without progress (for
+    /// HTTP/2 streams, Pingora's write timeout).
+    pub(crate) fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_timeout_ms.load(Ordering::Relaxed))
     }
 
     /// Whether a connection just accepted would be refused at the total bound: the process is
@@ -318,10 +362,12 @@ impl Connections {
         Ok(Ticket { id, block, conn, connections: self.clone() })
     }
 
-    /// Close the connection that has waited longest without being served, if it has waited at
-    /// least [`EVICTABLE_AFTER`]: an idle keep-alive connection, or a head still arriving (a
-    /// slowloris otherwise holds its place for up to `header_timeout`). A connection serving
-    /// a request, or between requests for less than that (an active client), is never chosen.
+    /// Close the connection that has waited longest for its client, if it has waited at least
+    /// [`EVICTABLE_AFTER`]: an idle keep-alive connection, a head (or TLS handshake) still
+    /// arriving (a slowloris otherwise holds its place for up to `header_timeout`), or an
+    /// answer the client does not read (it would hold its place, and a backend connection, for
+    /// up to `send_timeout`). A connection serving a request, or between requests for less than
+    /// that (an active client), is never chosen.
     /// One per new connection, so refusals cannot cascade. False when none can go; then no
     /// scan is made again before one could.
     fn evict_idle(&self) -> bool {
@@ -360,6 +406,16 @@ impl Connections {
         }
     }
 
+    /// `limits.max_header_bytes`.
+    fn max_header_bytes(&self) -> usize {
+        self.max_header_bytes.load(Ordering::Relaxed)
+    }
+
+    /// When a write that has waited since `stalled_ms` is given up.
+    fn send_deadline(&self, stalled_ms: u64) -> Instant {
+        epoch() + Duration::from_millis(stalled_ms + self.send_timeout_ms.load(Ordering::Relaxed))
+    }
+
     fn deadline(&self, conn: &Conn, phase: Phase) -> Instant {
         let timeout = match phase {
             Phase::Head => self.header_timeout_ms.load(Ordering::Relaxed),
@@ -385,14 +441,10 @@ impl Registry {
     /// The open connection that has waited longest and is not chosen already, with the time
     /// it began waiting; it stays first until it is evicted, served or closed.
     fn oldest_waiting(&mut self) -> Option<(u64, Arc<Conn>)> {
-        fn waiting_since(conn: &Conn) -> Option<u64> {
-            let waiting = matches!(conn.phase(), Phase::Idle | Phase::Head) && !conn.evict.load(Ordering::Relaxed);
-            waiting.then(|| conn.since_ms.load(Ordering::Relaxed))
-        }
         for rescanned in [false, true] {
             while let Some(&(id, since)) = self.oldest.last() {
                 // Closed, served or waiting afresh since it was found: no longer its turn.
-                if let Some(conn) = self.open.get(&id).filter(|c| waiting_since(c) == Some(since)) {
+                if let Some(conn) = self.open.get(&id).filter(|c| c.waiting_since() == Some(since)) {
                     return Some((since, conn.clone()));
                 }
                 self.oldest.pop();
@@ -401,7 +453,7 @@ impl Registry {
                 break;
             }
             let mut waiting: Vec<(u64, u64)> =
-                self.open.iter().filter_map(|(id, c)| waiting_since(c).map(|since| (*id, since))).collect();
+                self.open.iter().filter_map(|(id, c)| c.waiting_since().map(|since| (*id, since))).collect();
             if waiting.len() > EVICTION_BATCH {
                 waiting.select_nth_unstable_by_key(EVICTION_BATCH, |&(_, since)| since);
                 waiting.truncate(EVICTION_BATCH);
@@ -425,6 +477,64 @@ pub(crate) struct Ticket {
     connections: Arc<Connections>,
 }
 
+/// Why a TLS handshake on an admitted connection did not complete.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandshakeCut {
+    /// Nothing arrived within `idle_timeout`, or the handshake took longer than
+    /// `header_timeout` from its first byte.
+    #[error("timed out")]
+    TimedOut,
+    /// Closed to make room at the bound.
+    #[error("closed at max_connections")]
+    Evicted,
+    /// The handshake failed (the client left, spoke something else, or was refused).
+    #[error("{0}")]
+    Failed(Box<pingora::Error>),
+}
+
+impl Ticket {
+    /// Run a TLS `handshake` on this admitted connection's `stream` under the deadlines of a
+    /// request head: its first bytes must come within `idle` (as a request's on a new plain
+    /// connection), the rest within `header_timeout` of them, and meanwhile it may be closed at
+    /// the bound like a head still arriving. Pingora would allow a handshake 60 s, uncounted.
+    /// The connection then waits for its first request (or is an untimed HTTP/2 one).
+    pub(crate) async fn handshake<F>(
+        &self,
+        mut stream: Stream,
+        idle: Duration,
+        handshake: impl FnOnce(Stream) -> F,
+    ) -> Result<Stream, HandshakeCut>
+    where
+        F: Future<Output = pingora::Result<Stream>>,
+    {
+        let conn = &self.conn;
+        let evicted = || {
+            std::future::poll_fn(|cx| match conn.evicted(cx) {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            })
+        };
+        // A read of zero bytes waits for the first bytes and leaves them in the read buffer.
+        let first_bytes = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_read(cx, &mut ReadBuf::new(&mut [])));
+        tokio::select! {
+            biased;
+            _ = first_bytes => {}
+            _ = evicted() => return Err(HandshakeCut::Evicted),
+            _ = tokio::time::sleep(idle) => return Err(HandshakeCut::TimedOut),
+        }
+        conn.enter(Phase::Head);
+        let deadline = tokio::time::Instant::from_std(self.connections.deadline(conn, Phase::Head));
+        let tls = tokio::select! {
+            biased;
+            done = handshake(stream) => done.map_err(HandshakeCut::Failed)?,
+            _ = evicted() => return Err(HandshakeCut::Evicted),
+            _ = tokio::time::sleep_until(deadline) => return Err(HandshakeCut::TimedOut),
+        };
+        conn.enter(if tls.selected_alpn_proto() == Some(ALPN::H2) { Phase::Untimed } else { Phase::Idle });
+        Ok(tls)
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         let c = &self.connections;
@@ -436,8 +546,9 @@ impl Drop for Ticket {
 }
 
 /// At the bound, a connection may be closed for a new one once it has waited this long for a
-/// request (idle keep-alive) or for the rest of its head (a legitimate head arrives in
-/// milliseconds). Active clients are between requests for far less.
+/// request (idle keep-alive), for the rest of its head (a legitimate head arrives in
+/// milliseconds) or for its client to take a write. Active clients are between requests for
+/// far less.
 const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
 
 /// How long, and for how many bytes, a connection answered early is read on before it closes
@@ -445,20 +556,53 @@ const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 
-/// The HTTP/2 client preface: such a connection has no HTTP/1 heads to clock.
-const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+/// The HTTP/2 client preface (RFC 9113 §3.4), which opens an h2c connection.
+pub(crate) const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Whether `head`, whose first `looked_at` bytes were looked at already, has an empty line
-/// ("\n\n" or "\n\r\n"): the end of a request head. An empty line before the request line
-/// (which HTTP lets a server skip) also counts, so the answer may be a false "yes", never a
-/// false "no".
-pub(crate) fn may_end_head(head: &[u8], looked_at: usize) -> bool {
+/// Header fields Pingora parses in a request head (its `MAX_HEADERS`); a head with more gets
+/// Pingora's bare 400, so the gate answers it first.
+const MAX_HEADER_FIELDS: usize = 256;
+
+/// Drop the empty lines before a request line ("\r\n" or "\n"; RFC 9112 §2.2 lets a server
+/// skip them, as httparse does), so that they cannot pass for the end of the head. A lone
+/// "\r" is kept until what follows it arrives. Returns how many bytes were dropped.
+pub(crate) fn skip_empty_lines(head: &mut BytesMut) -> usize {
+    use bytes::Buf;
+    let mut skipped = 0;
+    loop {
+        let n = match head.first() {
+            Some(b'\n') => 1,
+            Some(b'\r') if head.get(1) == Some(&b'\n') => 2,
+            _ => return skipped,
+        };
+        head.advance(n);
+        skipped += n;
+    }
+}
+
+/// Where the head that starts `head` (its request line first: see [`skip_empty_lines`]) ends,
+/// just past its empty line ("\n\n" or "\n\r\n", as httparse ends one), if it holds it. The
+/// first `looked_at` bytes were looked at already and hold no end.
+pub(crate) fn head_end(head: &[u8], looked_at: usize) -> Option<usize> {
     // Two bytes back, so an end split across reads is found.
     let from = looked_at.saturating_sub(2).min(head.len());
-    memchr::memchr_iter(b'\n', &head[from..]).any(|at| {
+    memchr::memchr_iter(b'\n', &head[from..]).find_map(|at| {
         let after = &head[from + at + 1..];
-        after.starts_with(b"\n") || after.starts_with(b"\r\n")
+        if after.starts_with(b"\n") {
+            Some(from + at + 2)
+        } else if after.starts_with(b"\r\n") {
+            Some(from + at + 3)
+        } else {
+            None
+        }
     })
+}
+
+/// Whether a whole head has more header fields than Pingora parses: every line but the request
+/// line and the empty one is a field (httparse refuses folded lines), and a field line takes at
+/// least three bytes, so shorter heads are not counted.
+fn too_many_fields(head: &[u8]) -> bool {
+    head.len() > MAX_HEADER_FIELDS * 3 && memchr::memchr_iter(b'\n', head).count() > MAX_HEADER_FIELDS + 2
 }
 
 /// The head buffer's first size: Pingora's own for a request head.
@@ -477,10 +621,25 @@ pub(crate) struct Guarded {
     /// The deadline timer, made the first time a read has to wait in a clocked phase (a
     /// request whose head and body arrive at once never needs one).
     timer: Option<Pin<Box<Sleep>>>,
-    /// The 408 being written after a missed header deadline, and how much of it is out.
-    timeout_answer: Option<(Vec<u8>, usize)>,
-    /// The first bytes were looked at for the HTTP/2 preface.
-    seen_first_bytes: bool,
+    /// The `send_timeout` timer, made the first time a write has to wait.
+    send_timer: Option<Pin<Box<Sleep>>>,
+    /// A write is waiting (the client is not reading); `Conn::write_stalled_since` says since when.
+    write_stalled: bool,
+    /// Something was written since the current head began: an answer of the stream's own
+    /// would be spliced into it, so a head refused then only fails the read.
+    wrote: bool,
+    /// An answer written by the stream itself (a 408 at the header deadline, a 431 for a head
+    /// Pingora reads on past `max_header_bytes`), how much of it is out and whether it is the
+    /// 408; the read fails once it is out.
+    early_answer: Option<(Vec<u8>, usize, bool)>,
+    /// Bytes read from the client but not consumed yet, served before the socket's: what
+    /// follows the head Pingora was given (a body, a pipelined request), a request that
+    /// arrived while the previous one was answered, or an h2c preface.
+    unread: Option<BytesMut>,
+    /// The length of a head the gate took for whole, and what Pingora read on from it: should
+    /// its parser want more, that is held to `max_header_bytes` too (`None` while the gate
+    /// reads the head).
+    head_read_on: Option<usize>,
 }
 
 impl std::fmt::Debug for Guarded {
@@ -491,7 +650,17 @@ impl std::fmt::Debug for Guarded {
 
 impl Guarded {
     pub(crate) fn new(inner: Stream, ticket: Ticket) -> Self {
-        Guarded { inner, ticket, timer: None, timeout_answer: None, seen_first_bytes: false }
+        Guarded {
+            inner,
+            ticket,
+            timer: None,
+            send_timer: None,
+            write_stalled: false,
+            wrote: false,
+            early_answer: None,
+            unread: None,
+            head_read_on: None,
+        }
     }
 
     /// The connection's shared state (for [`serve`]).
@@ -499,11 +668,29 @@ impl Guarded {
         self.ticket.conn.clone()
     }
 
+    /// Put `bytes` back before anything not yet read (an h2c preface, for Pingora's HTTP/2).
+    pub(crate) fn unread(&mut self, mut bytes: BytesMut) {
+        if let Some(rest) = self.unread.take() {
+            bytes.extend_from_slice(&rest);
+        }
+        if !bytes.is_empty() {
+            self.unread = Some(bytes);
+        }
+    }
+
+    /// Serve the connection from now on without clocks or bytes held back (HTTP/2).
+    pub(crate) fn untimed(&self) {
+        self.ticket.conn.enter(Phase::Untimed);
+    }
+
     /// Wait until the stream can be read (data, end of stream or an error: true) or it is
     /// evicted at the bound with nothing arrived (false), without consuming anything: a read of
     /// zero bytes fills the connection's read buffer (`limits.read_buffer`) and leaves the
     /// bytes there for the request's reader.
     pub(crate) async fn readable(&mut self) -> bool {
+        if self.unread.is_some() {
+            return true;
+        }
         std::future::poll_fn(|cx| {
             let conn = &self.ticket.conn;
             match Pin::new(&mut self.inner).poll_read(cx, &mut ReadBuf::new(&mut [])) {
@@ -515,44 +702,74 @@ impl Guarded {
         .await
     }
 
-    /// Read a request head into a buffer of its own, until it holds an empty line (the head's
-    /// end, or a harmless false start that Pingora's parser reads on from): the bytes a new
-    /// Pingora session is to parse first. `None` when the connection is to close instead: its
-    /// client left, fell silent for `idle` between two reads or was evicted mid-head, the head
-    /// missed `header_timeout` (the 408 is written by [`Self::poll_read`]) or grew past
-    /// `max_header_bytes` (looked up only for a head that takes more than one read; answered
-    /// 431 here, so the buffer is bounded by it, not by Pingora's 1 MiB).
+    /// Read a request head into a buffer of its own, up to and including its empty line: the
+    /// bytes a new Pingora session is to parse first. What arrived after it (a body, pipelined
+    /// requests) stays in the stream for the session's reads and the next head. Empty lines
+    /// before the request line are dropped. `None` when the connection is to close instead:
+    /// its client left, fell silent for `idle` between two reads or was evicted mid-head, the
+    /// head missed `header_timeout` (the 408 is written by [`Self::poll_read`]), grew past
+    /// `max_header_bytes` (looked up only for a head that takes more than one read, skipped
+    /// empty lines counted) or has more fields than Pingora parses (answered 431 here, so the
+    /// buffer is bounded by the limit, not by Pingora's 1 MiB).
+    ///
+    /// `h2c`: the connection may open with the HTTP/2 preface; the whole preface is then
+    /// returned with what followed it.
     ///
     /// A slowloris trickling its head a byte at a time then costs one read per byte, not a pass
     /// through Pingora's parser with a timer each, and an evicted or abandoned head closes
     /// without a Pingora session, error path and log line. A head that arrives whole is read
     /// once, into the buffer Pingora would have allocated for it.
-    pub(crate) async fn read_head(&mut self, idle: Duration, max_header_bytes: impl Fn() -> usize) -> Option<BytesMut> {
+    pub(crate) async fn read_head(&mut self, idle: Duration, h2c: bool) -> Option<BytesMut> {
         use tokio::io::AsyncReadExt;
-        let mut head = BytesMut::with_capacity(HEAD_BUFFER);
+        self.head_read_on = None;
+        self.wrote = false;
+        let mut head = match self.unread.take() {
+            // A request that arrived while the previous one was answered: its clock runs from now.
+            Some(pipelined) => {
+                self.ticket.conn.enter(Phase::Head);
+                pipelined
+            }
+            None => BytesMut::with_capacity(HEAD_BUFFER),
+        };
         // The timer is registered only if a read has to wait, and is moved on lazily when it
         // fires: a byte that arrives costs a clock read, not a timer.
         let silence = tokio::time::sleep(idle);
         tokio::pin!(silence);
         let mut last_read = tokio::time::Instant::now();
         let mut limit = None;
+        let mut skipped = 0;
+        let mut looked_at = 0usize;
         loop {
-            let looked_at = head.len();
+            if !head.is_empty() {
+                if head[0] == b'\r' || head[0] == b'\n' {
+                    let dropped = skip_empty_lines(&mut head);
+                    skipped += dropped;
+                    looked_at = looked_at.saturating_sub(dropped);
+                }
+                if h2c && H2_PREFACE.starts_with(&head[..head.len().min(H2_PREFACE.len())]) {
+                    // Not looked at for the end of a head: should the bytes turn out not to
+                    // be the preface, the scan starts from the beginning.
+                    if head.len() >= H2_PREFACE.len() {
+                        return Some(head);
+                    }
+                } else if let Some(end) = head_end(&head, looked_at) {
+                    return self.hand_over(head, end).await;
+                } else {
+                    let limit = *limit.get_or_insert_with(|| self.ticket.connections.max_header_bytes());
+                    // The empty line ending a head is not counted in `max_header_bytes`.
+                    if head.len() + skipped > limit + 4 {
+                        self.ticket.connections.metrics.heads_too_large.inc();
+                        self.answer_and_close(GatewayError::HeadersTooLarge { limit }).await;
+                        return None;
+                    }
+                    looked_at = head.len();
+                }
+            }
             tokio::select! {
                 biased;
                 read = self.read_buf(&mut head) => match read {
                     Ok(0) | Err(_) => return None,
-                    Ok(_) if may_end_head(&head, looked_at) => return Some(head),
-                    Ok(_) => {
-                        let limit = *limit.get_or_insert_with(&max_header_bytes);
-                        // The empty line ending a head is not counted in `max_header_bytes`.
-                        if head.len() > limit + 4 {
-                            self.ticket.connections.metrics.heads_too_large.inc();
-                            self.answer_and_close(GatewayError::HeadersTooLarge { limit }).await;
-                            return None;
-                        }
-                        last_read = tokio::time::Instant::now();
-                    }
+                    Ok(_) => last_read = tokio::time::Instant::now(),
                 },
                 () = &mut silence => {
                     if last_read + idle <= tokio::time::Instant::now() {
@@ -562,6 +779,21 @@ impl Guarded {
                 }
             }
         }
+    }
+
+    /// The head `head[..end]` is whole: keep what follows it, and refuse it if it has more
+    /// fields than Pingora parses.
+    async fn hand_over(&mut self, mut head: BytesMut, end: usize) -> Option<BytesMut> {
+        if end < head.len() {
+            self.unread = Some(head.split_off(end));
+        }
+        if too_many_fields(&head) {
+            self.ticket.connections.metrics.heads_too_large.inc();
+            self.answer_and_close(GatewayError::TooManyHeaderFields { limit: MAX_HEADER_FIELDS }).await;
+            return None;
+        }
+        self.head_read_on = Some(head.len());
+        Some(head)
     }
 
     /// Answer a request cut short before all of it was read (nothing else was written for
@@ -599,24 +831,24 @@ impl Guarded {
     /// Poll the deadline of `phase`; ready when it passed.
     fn poll_deadline(&mut self, cx: &mut Context<'_>, phase: Phase) -> Poll<()> {
         let deadline = tokio::time::Instant::from_std(self.ticket.connections.deadline(&self.ticket.conn, phase));
-        let timer = match &mut self.timer {
-            Some(timer) => {
-                if timer.deadline() != deadline {
-                    timer.as_mut().reset(deadline);
-                }
-                timer
-            }
-            None => self.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
-        };
-        timer.as_mut().poll(cx)
+        poll_timer(&mut self.timer, deadline, cx)
     }
 
-    /// The head missed `header_timeout`: write a 408 (nothing else was written for this
-    /// request), then fail the read so Pingora closes the connection.
-    fn poll_header_timeout(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let (bytes, written) = self.timeout_answer.get_or_insert_with(|| {
-            self.ticket.connections.metrics.header_timeouts.inc();
-            (early_answer(GatewayError::RequestTimeout), 0)
+    /// Write the answer `refuse` makes, and counts, (nothing else was written for this
+    /// request), then fail the read so Pingora closes the connection: a head that missed
+    /// `header_timeout` (408), or one Pingora reads on past `max_header_bytes` (431).
+    fn poll_early_answer(
+        &mut self,
+        cx: &mut Context<'_>,
+        refuse: fn(&Connections) -> GatewayError,
+    ) -> Poll<io::Result<()>> {
+        let connections = &self.ticket.connections;
+        let wrote = self.wrote;
+        let (bytes, written, timed_out) = self.early_answer.get_or_insert_with(|| {
+            let error = refuse(connections);
+            let timed_out = matches!(error, GatewayError::RequestTimeout);
+            // An answer is under way already: the connection just closes.
+            (if wrote { Vec::new() } else { early_answer(error) }, 0, timed_out)
         });
         while *written < bytes.len() {
             match Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]) {
@@ -626,27 +858,145 @@ impl Guarded {
                 Poll::Pending => return Poll::Pending,
             }
         }
+        let timed_out = *timed_out;
         let _ = ready!(Pin::new(&mut self.inner).poll_flush(cx));
-        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request head not received within header_timeout")))
+        Poll::Ready(Err(if timed_out {
+            io::Error::new(io::ErrorKind::TimedOut, "request head not received within header_timeout")
+        } else {
+            io::Error::new(io::ErrorKind::InvalidData, "request head past max_header_bytes")
+        }))
+    }
+
+    /// The head missed `header_timeout`: answer 408 (see [`Self::poll_early_answer`]).
+    fn poll_header_timeout(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_early_answer(cx, |c| {
+            c.metrics.header_timeouts.inc();
+            GatewayError::RequestTimeout
+        })
+    }
+
+    /// Pingora read on from a head the gate took for whole (its parser disagreed on the end):
+    /// count what it reads against `max_header_bytes`; past it, answer 431 (see
+    /// [`Self::poll_early_answer`]).
+    fn poll_head_read_on(&mut self, cx: &mut Context<'_>, read: usize) -> Poll<io::Result<()>> {
+        let Some(head) = &mut self.head_read_on else { return Poll::Ready(Ok(())) };
+        *head += read;
+        // The empty line ending a head is not counted in `max_header_bytes`.
+        if *head <= self.ticket.connections.max_header_bytes() + 4 {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_early_answer(cx, |c| {
+            c.metrics.heads_too_large.inc();
+            GatewayError::HeadersTooLarge { limit: c.max_header_bytes() }
+        })
+    }
+
+    /// A write could not go out: the client is not reading. Pending until `send_timeout` has
+    /// passed since the stall began, or the connection was chosen to close at the bound; then
+    /// the error that ends the write (and the connection).
+    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let conn = &self.ticket.conn;
+        if !self.write_stalled {
+            self.write_stalled = true;
+            conn.write_stalled_since.store(now_ms().max(1), Ordering::Relaxed);
+        }
+        if conn.evicted(cx) {
+            return Poll::Ready(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed at max_connections: the client does not read its answer",
+            ));
+        }
+        let connections = &self.ticket.connections;
+        let since = conn.write_stalled_since.load(Ordering::Relaxed);
+        let deadline = tokio::time::Instant::from_std(connections.send_deadline(since));
+        ready!(poll_timer(&mut self.send_timer, deadline, cx));
+        connections.metrics.send_timeouts.inc();
+        Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "no write progress within send_timeout"))
+    }
+
+    /// Run a write operation on the client's stream; one that waits is clocked by
+    /// [`Self::poll_stalled`], one that completes ends the stall.
+    fn poll_send<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut Stream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match op(Pin::new(&mut self.inner), cx) {
+            Poll::Pending => self.poll_stalled(cx).map(Err),
+            done => {
+                self.wrote = true;
+                if self.write_stalled {
+                    self.write_stalled = false;
+                    self.ticket.conn.write_stalled_since.store(0, Ordering::Relaxed);
+                }
+                done
+            }
+        }
+    }
+}
+
+/// Poll the lazily made `timer` for `deadline` (moved there if it was set for another); ready
+/// when it passed.
+fn poll_timer(timer: &mut Option<Pin<Box<Sleep>>>, deadline: tokio::time::Instant, cx: &mut Context<'_>) -> Poll<()> {
+    let timer = match timer {
+        Some(timer) => {
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            timer
+        }
+        None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+    };
+    timer.as_mut().poll(cx)
+}
+
+/// Copy from `unread` into `buf` what fits; `unread` is dropped once empty.
+fn take_unread(unread: &mut Option<BytesMut>, buf: &mut ReadBuf<'_>) {
+    if let Some(bytes) = unread {
+        let n = bytes.len().min(buf.remaining());
+        buf.put_slice(&bytes.split_to(n));
+        if bytes.is_empty() {
+            *unread = None;
+        }
     }
 }
 
 impl AsyncRead for Guarded {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.timeout_answer.is_some() {
-            return this.poll_header_timeout(cx);
+        if this.early_answer.is_some() {
+            return this.poll_early_answer(cx, |_| GatewayError::Internal);
         }
         let conn = this.ticket.conn.clone();
         let phase = conn.phase();
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        let polled = match this.unread {
+            // The next request's first bytes: kept for it (see `Phase::Done`).
+            Some(_) if phase == Phase::Done => {
+                conn.waker.register(cx.waker());
+                return Poll::Pending;
+            }
+            Some(_) => {
+                take_unread(&mut this.unread, buf);
+                Poll::Ready(Ok(()))
+            }
+            None => Pin::new(&mut this.inner).poll_read(cx, buf),
+        };
+        match polled {
             Poll::Ready(Ok(())) => {
-                let read = &buf.filled()[before..];
-                if phase == Phase::Idle && !read.is_empty() {
-                    let h2 = !this.seen_first_bytes && read.starts_with(H2_PREFACE_START);
-                    this.seen_first_bytes = true;
-                    conn.enter(if h2 { Phase::Untimed } else { Phase::Head });
+                let read = buf.filled().len() - before;
+                match phase {
+                    Phase::Idle if read > 0 => conn.enter(Phase::Head),
+                    Phase::Head if this.head_read_on.is_some() => return this.poll_head_read_on(cx, read),
+                    Phase::Done if read > 0 => {
+                        // A pipelined request arriving while this one is answered: Pingora
+                        // would take it for bytes after the end of this request and fail it.
+                        this.unread = Some(BytesMut::from(&buf.filled()[before..]));
+                        buf.set_filled(before);
+                        conn.waker.register(cx.waker());
+                        return Poll::Pending;
+                    }
+                    _ => {}
                 }
                 Poll::Ready(Ok(()))
             }
@@ -678,15 +1028,15 @@ impl AsyncRead for Guarded {
 
 impl AsyncWrite for Guarded {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        self.poll_send(cx, |inner, cx| inner.poll_write(cx, buf))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        self.poll_send(cx, |inner, cx| inner.poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        self.poll_send(cx, |inner, cx| inner.poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -694,7 +1044,7 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        self.poll_send(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -705,7 +1055,10 @@ impl AsyncWrite for Guarded {
 #[async_trait::async_trait]
 impl Shutdown for Guarded {
     async fn shutdown(&mut self) {
-        self.inner.shutdown().await
+        // Through `poll_shutdown`: flushing to a client that does not read meets send_timeout.
+        if let Err(e) = tokio::io::AsyncWriteExt::shutdown(self).await {
+            log::debug!("client connection shutdown: {e}");
+        }
     }
 }
 
@@ -765,8 +1118,23 @@ impl GetSocketDigest for Guarded {
 
 #[async_trait::async_trait]
 impl Peek for Guarded {
+    /// Pingora's look for the h2c preface: from the bytes put back, read on as needed.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        use tokio::io::AsyncReadExt;
+        let mut unread = self.unread.take().unwrap_or_default();
+        let peeked = loop {
+            if unread.len() >= buf.len() {
+                buf.copy_from_slice(&unread[..buf.len()]);
+                break Ok(true);
+            }
+            match self.inner.read_buf(&mut unread).await {
+                Ok(0) => break Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.unread(unread);
+        peeked
     }
 }
 
@@ -794,6 +1162,7 @@ mod tests {
             evicted: counter("evicted"),
             header_timeouts: counter("header_timeouts"),
             body_timeouts: counter("body_timeouts"),
+            send_timeouts: counter("send_timeouts"),
             heads_too_large: counter("heads_too_large"),
         }
     }
@@ -806,6 +1175,7 @@ mod tests {
         limits.max_connections_per_ip = per_ip;
         limits.header_timeout = Duration::from_millis(300);
         limits.body_timeout = Duration::from_millis(300);
+        limits.send_timeout = Duration::from_millis(300);
         limits
     }
 
@@ -839,23 +1209,51 @@ mod tests {
     fn the_end_of_a_head_is_found_however_the_reads_split_it() {
         let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody";
         let end = head.len() - 4;
-        // Every split into two reads: the head may end only once its empty line is all there.
+        // Every split into two reads: the head ends only once its empty line is all there.
         for split in 0..=head.len() {
-            let first = may_end_head(&head[..split], 0);
-            assert_eq!(first, split >= end, "first read of {split} bytes");
-            if !first {
-                assert!(may_end_head(head, split), "second read after {split} bytes");
+            let first = head_end(&head[..split], 0);
+            assert_eq!(first, (split >= end).then_some(end), "first read of {split} bytes");
+            if first.is_none() {
+                assert_eq!(head_end(head, split), Some(end), "second read after {split} bytes");
             }
         }
         // One byte per read (a slowloris): found exactly at the last byte of the empty line.
-        let found = (1..=head.len()).find(|&n| may_end_head(&head[..n], n - 1));
+        let found = (1..=head.len()).find(|&n| head_end(&head[..n], n - 1).is_some());
         assert_eq!(found, Some(end));
         // Bare line feeds end a head too; a line feed with no empty line does not.
-        assert!(may_end_head(b"GET / HTTP/1.0\n\n", 0));
-        assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: x\r\n", 0));
-        assert!(!may_end_head(b"", 0));
+        assert_eq!(head_end(b"GET / HTTP/1.0\n\nnext", 0), Some(16));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: x\n\r\n", 0), Some(26));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: x\r\n", 0), None);
+        assert_eq!(head_end(b"", 0), None);
         // Looked-at bytes past the end (a caller's slip) are not a panic.
-        assert!(!may_end_head(b"ab", 5));
+        assert_eq!(head_end(b"ab", 5), None);
+    }
+
+    #[test]
+    fn empty_lines_before_a_request_line_are_dropped_as_httparse_skips_them() {
+        let mut head = BytesMut::from(&b"\r\n\n\r\nGET / HTTP/1.1\r\n"[..]);
+        assert_eq!(skip_empty_lines(&mut head), 5);
+        assert_eq!(&head[..], b"GET / HTTP/1.1\r\n");
+        // A lone CR waits for what follows it; a CR before anything else is not an empty line.
+        let mut head = BytesMut::from(&b"\r\n\r"[..]);
+        assert_eq!((skip_empty_lines(&mut head), &head[..]), (2, &b"\r"[..]));
+        let mut head = BytesMut::from(&b"\rGET"[..]);
+        assert_eq!((skip_empty_lines(&mut head), &head[..]), (0, &b"\rGET"[..]));
+    }
+
+    #[test]
+    fn header_fields_are_counted_only_in_heads_that_could_hold_too_many() {
+        let head = |fields: usize| {
+            let mut h = String::from("GET / HTTP/1.1\r\n");
+            for i in 0..fields {
+                h.push_str(&format!("X-{i}: v\r\n"));
+            }
+            h + "\r\n"
+        };
+        assert!(!too_many_fields(head(256).as_bytes()));
+        assert!(too_many_fields(head(257).as_bytes()));
+        // Short heads are not scanned: 257 field lines take more bytes than this.
+        assert!(!too_many_fields(&b"\n".repeat(MAX_HEADER_FIELDS * 3)));
     }
 
     #[test]
@@ -965,14 +1363,230 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_h2_preface_turns_the_clock_off() {
+    async fn a_head_is_handed_over_alone_and_what_follows_it_is_read_after_it() {
+        let c = Connections::new(&limits(10, None), metrics());
+        let (mut stream, mut client, _conn) = guarded(&c);
+        let idle = Duration::from_secs(5);
+        client.write_all(b"\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\nbodyGET /b HTTP/1.1\r\n\r\n").await.unwrap();
+        let head = stream.read_head(idle, false).await.unwrap();
+        assert_eq!(&head[..], b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", "empty lines dropped, the rest kept");
+        let mut body = [0u8; 4];
+        stream.read_exact(&mut body).await.unwrap();
+        assert_eq!(&body, b"body");
+        let next = stream.read_head(idle, false).await.unwrap();
+        assert_eq!(&next[..], b"GET /b HTTP/1.1\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn bytes_arriving_while_a_whole_request_is_answered_wait_for_the_next_head() {
         let c = Connections::new(&limits(10, None), metrics());
         let (mut stream, mut client, conn) = guarded(&c);
-        client.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
-        let mut buf = [0u8; 64];
-        assert_eq!(stream.read(&mut buf).await.unwrap(), 24);
+        let idle = Duration::from_secs(5);
+        client.write_all(b"GET /a HTTP/1.1\r\n\r\n").await.unwrap();
+        stream.read_head(idle, false).await.unwrap();
+        conn.enter(Phase::Done);
+        client.write_all(b"GET /b HTTP/1.1\r\n\r\n").await.unwrap();
+        // Pingora's look for the client leaving (a one-byte read) does not take them...
+        let mut probe = [0u8; 1];
+        assert!(tokio::time::timeout(Duration::from_millis(200), stream.read(&mut probe)).await.is_err());
+        assert!(tokio::time::timeout(Duration::from_millis(50), stream.read(&mut probe)).await.is_err());
+        // ...the next head gets them whole.
+        let next = stream.read_head(idle, false).await.unwrap();
+        assert_eq!(&next[..], b"GET /b HTTP/1.1\r\n\r\n");
+        // An upgraded connection's bytes are read as they come; a client leaving is seen.
+        conn.enter(Phase::Done);
+        upgraded_in(&conn);
+        client.write_all(b"frame").await.unwrap();
+        let mut frame = [0u8; 5];
+        stream.read_exact(&mut frame).await.unwrap();
+        assert_eq!(&frame, b"frame");
+        let (mut stream, client, conn) = guarded(&c);
+        conn.enter(Phase::Done);
+        drop(client);
+        assert_eq!(stream.read(&mut probe).await.unwrap(), 0);
+    }
+
+    fn upgraded_in(conn: &Arc<Conn>) {
+        CONNECTION.sync_scope(conn.clone(), upgraded);
         assert_eq!(conn.phase(), Phase::Untimed);
-        let waited = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await;
-        assert!(waited.is_err(), "no deadline on an HTTP/2 connection");
+    }
+
+    #[tokio::test]
+    async fn heads_with_too_many_fields_and_reads_past_the_bound_are_answered_431() {
+        let mut l = limits(10, None);
+        l.max_header_bytes = 8 << 10;
+        let c = Connections::new(&l, metrics());
+        // More fields than Pingora parses, in one whole head.
+        let (mut stream, mut client, _conn) = guarded(&c);
+        let mut head = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..300 {
+            head.push_str(&format!("X-{i}: v\r\n"));
+        }
+        client.write_all(format!("{head}\r\n").as_bytes()).await.unwrap();
+        let reader = tokio::spawn(async move { stream.read_head(Duration::from_secs(5), false).await });
+        let mut answer = vec![0u8; 1024];
+        let n = client.read(&mut answer).await.unwrap();
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 431 ") && text.contains("more than 256 header fields"), "{text}");
+        drop(client);
+        assert!(reader.await.unwrap().is_none());
+        // A parser that wants more than the gate found reads on within the same bound.
+        let (mut stream, mut client, conn) = guarded(&c);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        stream.read_head(Duration::from_secs(5), false).await.unwrap();
+        assert_eq!(conn.phase(), Phase::Head);
+        let pad = vec![b'a'; 1 << 10];
+        let mut buf = vec![0u8; 1 << 10];
+        let mut read = 0;
+        let err = loop {
+            client.write_all(&pad).await.unwrap();
+            match stream.read(&mut buf).await {
+                Ok(n) => read += n,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(((7 << 10)..=(8 << 10) + 4).contains(&read), "{read}");
+        let n = client.read(&mut answer).await.unwrap();
+        assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 431 "));
+        assert_eq!(c.metrics.heads_too_large.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_h2c_preface_is_read_whole_under_the_head_clock() {
+        let c = Connections::new(&limits(10, None), metrics());
+        let (mut stream, mut client, conn) = guarded(&c);
+        client.write_all(&H2_PREFACE[..18]).await.unwrap();
+        let rest = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            client.write_all(&H2_PREFACE[18..]).await.unwrap();
+            client.write_all(b"\0\0\0\x04").await.unwrap();
+            client
+        });
+        let head = stream.read_head(Duration::from_secs(5), true).await.unwrap();
+        assert!(head.starts_with(H2_PREFACE), "{head:?}");
+        assert_eq!(conn.phase(), Phase::Head);
+        // Put back for Pingora, which peeks at it and then reads it.
+        stream.unread(head);
+        stream.untimed();
+        let mut peeked = [0u8; 24];
+        assert!(stream.try_peek(&mut peeked).await.unwrap());
+        assert_eq!(&peeked, H2_PREFACE);
+        let mut all = [0u8; 28];
+        stream.read_exact(&mut all).await.unwrap();
+        assert_eq!(&all[..24], H2_PREFACE);
+        drop(rest.await.unwrap());
+        // Bytes that start like the preface and then differ are a head like any other.
+        let (mut stream, mut client, _conn) = guarded(&c);
+        client.write_all(&H2_PREFACE[..18]).await.unwrap();
+        let rest = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            client.write_all(b"XY").await.unwrap();
+            client
+        });
+        let head = stream.read_head(Duration::from_secs(5), true).await.unwrap();
+        assert_eq!(&head[..], &H2_PREFACE[..18]);
+        drop(rest.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_write_the_client_does_not_take_fails_at_the_send_timeout_one_it_takes_does_not() {
+        let c = Connections::new(&limits(10, None), metrics());
+        // A client reading 1 KiB every 100 ms keeps writes moving past the 300 ms send_timeout.
+        let (mut stream, mut client, conn) = guarded(&c);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let mut got = 0;
+            while got < 16 << 10 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                got += client.read(&mut buf).await.unwrap();
+            }
+            client
+        });
+        stream.write_all(&[7u8; 16 << 10]).await.unwrap();
+        let client = reader.await.unwrap();
+        assert_eq!(conn.write_stalled_since.load(Ordering::Relaxed), 0);
+        // A client that stops reading: the write fails once it has waited send_timeout.
+        let started = Instant::now();
+        let err = stream.write_all(&[7u8; 64 << 10]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(290), "{:?}", started.elapsed());
+        assert_eq!(c.metrics.send_timeouts.get(), 1);
+        drop(client);
+    }
+
+    #[tokio::test]
+    async fn at_the_bound_a_writer_the_client_stopped_taking_gives_way() {
+        let mut l = limits(1, None);
+        l.send_timeout = Duration::from_secs(60);
+        let c = Connections::new(&l, metrics());
+        let (mut stream, _client, conn) = guarded(&c);
+        conn.enter(Phase::Done);
+        let writer = tokio::spawn(async move { stream.write_all(&[7u8; 64 << 10]).await });
+        while conn.write_stalled_since.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(c.admit(None, false).unwrap_err(), Refusal::Total, "stalled for less than a second");
+        c.no_eviction_before.store(0, Ordering::Relaxed);
+        conn.write_stalled_since.store(now_ms() - 2_000, Ordering::Relaxed);
+        let _new = c.admit(None, false).unwrap();
+        let err = writer.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+        assert_eq!(c.metrics.evicted.get(), 1);
+    }
+
+    /// A loopback TCP connection: the client's end, and the server's as Pingora accepts it (a
+    /// buffered stream, whose read of zero bytes waits for the first bytes).
+    async fn tcp_pair() -> (tokio::net::TcpStream, Stream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, Box::new(pingora::protocols::l4::stream::Stream::from(server)))
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_is_counted_and_meets_the_idle_and_head_deadlines() {
+        let c = Connections::new(&limits(2, None), metrics());
+        // The stand-in handshake reads five bytes.
+        async fn five_bytes(mut s: Stream) -> pingora::Result<Stream> {
+            let mut b = [0u8; 5];
+            s.read_exact(&mut b).await.map_err(|e| pingora::Error::because(pingora::ErrorType::ReadError, "", e))?;
+            Ok(s)
+        }
+        let idle = Duration::from_millis(200);
+        // Nothing sent: cut at idle_timeout.
+        let (_client, server) = tcp_pair().await;
+        let ticket = c.admit(None, false).unwrap();
+        let started = Instant::now();
+        let cut = ticket.handshake(server, idle, five_bytes).await.unwrap_err();
+        assert!(matches!(cut, HandshakeCut::TimedOut), "{cut:?}");
+        assert!(started.elapsed() < Duration::from_millis(290), "idle: {:?}", started.elapsed());
+        drop(ticket);
+        // Started, then stalled: cut at header_timeout (300 ms) from the first byte.
+        let (mut client, server) = tcp_pair().await;
+        let ticket = c.admit(None, false).unwrap();
+        client.write_all(b"ab").await.unwrap();
+        let started = Instant::now();
+        let cut = ticket.handshake(server, idle, five_bytes).await.unwrap_err();
+        assert!(matches!(cut, HandshakeCut::TimedOut), "{cut:?}");
+        assert!(started.elapsed() >= Duration::from_millis(290), "head: {:?}", started.elapsed());
+        drop(ticket);
+        // Completed: the connection waits for its first request.
+        let (mut client, server) = tcp_pair().await;
+        let ticket = c.admit(None, false).unwrap();
+        client.write_all(b"abcde").await.unwrap();
+        assert!(ticket.handshake(server, idle, five_bytes).await.is_ok());
+        assert_eq!(ticket.conn.phase(), Phase::Idle);
+        drop(ticket);
+        let _other = c.admit(None, false).unwrap();
+        // At the bound, one waiting for its handshake long enough gives way.
+        let (_client, server) = tcp_pair().await;
+        let waiting = c.admit(None, false).unwrap();
+        waiting.conn.since_ms.store(now_ms() - 2_000, Ordering::Relaxed);
+        let cut = tokio::join!(waiting.handshake(server, Duration::from_secs(5), five_bytes), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.admit(None, false).map(|_| ())
+        });
+        assert!(matches!(cut, (Err(HandshakeCut::Evicted), Ok(()))), "{cut:?}");
     }
 }

@@ -26,6 +26,20 @@ pub(crate) enum GatewayError {
     /// No route owns the path.
     #[error("no route for this path")]
     NoRoute,
+    /// Nothing answers to this path (admin endpoints, a job that is not the caller's).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request contradicts what it would change (an idempotency key reused with another
+    /// payload).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request names a host this listener does not answer for (the admin listener's
+    /// defence against DNS rebinding).
+    #[error("{0}")]
+    MisdirectedRequest(String),
+    /// A configuration reload was refused; the running configuration keeps serving.
+    #[error("the new configuration was refused ({} problem(s)); the running configuration keeps serving", .0.len())]
+    ConfigRefused(Vec<String>),
     /// A route owns the path but not the method.
     #[error("method not allowed here")]
     MethodNotAllowed {
@@ -62,6 +76,12 @@ pub(crate) enum GatewayError {
     #[error("request headers exceed {limit} bytes")]
     HeadersTooLarge {
         /// The limit in bytes.
+        limit: usize,
+    },
+    /// More header fields than the gateway parses.
+    #[error("request has more than {limit} header fields")]
+    TooManyHeaderFields {
+        /// The limit in fields.
         limit: usize,
     },
     /// Wrong `Content-Type`.
@@ -164,13 +184,16 @@ impl GatewayError {
             Self::UnsupportedTransferCoding => 501,
             Self::MissingToken | Self::InvalidToken { .. } => 401,
             Self::Forbidden(_) => 403,
-            Self::NoRoute => 404,
+            Self::NoRoute | Self::NotFound(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::RequestTimeout => 408,
+            Self::Conflict(_) => 409,
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType(_) => 415,
+            Self::MisdirectedRequest(_) => 421,
+            Self::ConfigRefused(_) => 422,
             Self::RateLimited { .. } => 429,
-            Self::HeadersTooLarge { .. } => 431,
+            Self::HeadersTooLarge { .. } | Self::TooManyHeaderFields { .. } => 431,
             Self::Internal => 500,
             Self::BadGateway { .. } => 502,
             Self::NoHealthyBackend { .. } | Self::Unavailable { .. } => 503,
@@ -187,13 +210,16 @@ impl GatewayError {
             Self::MissingToken => "missing_token",
             Self::InvalidToken { .. } => "invalid_token",
             Self::Forbidden(_) => "forbidden",
-            Self::NoRoute => "not_found",
+            Self::NoRoute | Self::NotFound(_) => "not_found",
+            Self::MisdirectedRequest(_) => "misdirected_request",
+            Self::Conflict(_) => "conflict",
+            Self::ConfigRefused(_) => "config_refused",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::RequestTimeout => "request_timeout",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
-            Self::HeadersTooLarge { .. } => "request_header_fields_too_large",
+            Self::HeadersTooLarge { .. } | Self::TooManyHeaderFields { .. } => "request_header_fields_too_large",
             Self::Internal => "internal_error",
             Self::BadGateway { .. } => "bad_gateway",
             Self::NoHealthyBackend { .. } | Self::Unavailable { .. } => "service_unavailable",
@@ -213,6 +239,7 @@ impl GatewayError {
                 | Self::UnsupportedTransferCoding
                 | Self::PayloadTooLarge { .. }
                 | Self::HeadersTooLarge { .. }
+                | Self::TooManyHeaderFields { .. }
                 | Self::RequestTimeout
         )
     }
@@ -269,11 +296,15 @@ impl GatewayError {
 
     /// The answer: status, JSON body and the headers this failure calls for.
     pub(crate) fn answer(&self, request_id: &str) -> LocalAnswer {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": self.code(),
             "message": self.message(),
             "request_id": request_id,
         });
+        if let Self::ConfigRefused(errors) = self {
+            // Every problem, each naming its key and line, for the operator to fix at once.
+            body["errors"] = serde_json::json!(errors);
+        }
         let answer = LocalAnswer::json(self.status(), &body);
         let answer = match self {
             Self::MethodNotAllowed { allow } => answer.header("Allow", join_methods(allow)),

@@ -119,6 +119,22 @@ pub(crate) fn protected_headers(
     names
 }
 
+/// Whether the request's own `X-Forwarded-Proto` goes upstream: only from a trusted proxy in
+/// front (which knows the scheme its client used); otherwise the gateway tells the listener's,
+/// [`listener_proto`]. The response cache keys on the same choice.
+pub(crate) fn passes_forwarded_proto(headers: &HeaderMap, from_trusted: bool) -> bool {
+    from_trusted && headers.contains_key("x-forwarded-proto")
+}
+
+/// The scheme of the listener a request arrived on, as `X-Forwarded-Proto` names it.
+pub(crate) fn listener_proto(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 /// A client-sent `X-Request-Id` is kept when it is 1–128 characters of `[A-Za-z0-9._:-]`.
 pub(crate) fn is_sane_request_id(id: &[u8]) -> bool {
     (1..=128).contains(&id.len())

@@ -7,7 +7,9 @@
 //!
 //! Targets: path normalisation (also differentially, against an independent model of how a
 //! backend resolves a path), header templates, the config loader, bearer / `tma` / API-key
-//! credentials, Content-Length framing, JSON Schema input.
+//! credentials, Content-Length framing, JSON Schema input, the connection gate's end of a
+//! request head (differentially, against httparse, the parser Pingora runs on what the gate
+//! hands it), and body transforms (`allow` / `deny` against an independent model, forms).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -414,6 +416,7 @@ mod framing {
 mod schema {
     use super::*;
     use crate::policy::schema::BodySchema;
+    use crate::policy::strict_json;
     use serde_json::Value;
     use std::path::Path;
 
@@ -468,6 +471,19 @@ mod schema {
                 prop_assert!(schema.check_value(&parsed).is_ok());
             }
         }
+
+        #[test]
+        fn whatever_serde_json_writes_is_strict_and_no_bytes_panic_the_scan(
+            value in json_value(),
+            garbage in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            // One name per object, every number the shortest form of its double.
+            let bytes = serde_json::to_vec(&value).unwrap();
+            prop_assert_eq!(strict_json::check(&bytes), Ok(()));
+            let pretty = serde_json::to_vec_pretty(&value).unwrap();
+            prop_assert_eq!(strict_json::check(&pretty), Ok(()));
+            let _ = strict_json::check(&garbage);
+        }
     }
 }
 
@@ -520,6 +536,327 @@ mod trace_context {
                 prop_assert!(state.len() <= 512);
                 prop_assert!(state.bytes().all(|b| (0x20..0x7f).contains(&b)));
                 prop_assert!(state.split(',').map(str::trim).filter(|m| !m.is_empty()).all(|m| m.contains('=')));
+            }
+        }
+    }
+}
+
+mod request_heads {
+    use super::*;
+    use crate::connections::{head_end, skip_empty_lines};
+    use bytes::BytesMut;
+
+    const PIECES: &[&str] = &[
+        "GET", "POST", " ", " ", "/", "/a?b", "*", "HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "\r\n", "\r\n", "\n", "\n",
+        "\r", "Host: x", "X-A: b", "X:", ": v", "\t", "a", "%", "|", "\0", "é", "PRI",
+    ];
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Where the gate ends a head (empty lines before it dropped) is where httparse ends it,
+        /// and where httparse wants more bytes the gate has not seen an end either: Pingora's
+        /// parser never reads on from a head the gate handed it (should it, what it reads is held
+        /// to the same bound: `Guarded::poll_head_read_on`).
+        #[test]
+        fn the_gate_ends_a_head_where_httparse_does(head in pieces_or_any(PIECES, 24)) {
+            let mut buf = BytesMut::from(head.as_bytes());
+            let skipped = skip_empty_lines(&mut buf);
+            let gate = head_end(&buf, 0).map(|end| skipped + end);
+            let mut fields = [httparse::EMPTY_HEADER; 64];
+            match httparse::Request::new(&mut fields).parse(head.as_bytes()) {
+                Ok(httparse::Status::Complete(end)) => prop_assert_eq!(gate, Some(end)),
+                Ok(httparse::Status::Partial) => prop_assert_eq!(gate, None),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+mod transform {
+    use super::*;
+    use crate::config::{ResponseTransformSettings, TransformSettings};
+    use crate::transform::{Transform, TransformError};
+    use serde_json::{Map, Value};
+
+    /// Names that look alike once escaped (`~` is `~0`, `/` is `~1`), an index-like name, the
+    /// wildcard's own spelling, and arbitrary text.
+    const NAMES: &[&str] = &["a", "b", "id", "0", "1", "01", "*", "~", "/", "~0", "~1", "a/b", "m~n", ""];
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![8 => proptest::sample::select(NAMES).prop_map(str::to_string), 1 => any::<String>()]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            name().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::btree_map(name(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    const FORM_PIECES: &[&str] =
+        &["a", "b", "=", "=", "&", "&", "[", "]", "[]", "[0]", "[1]", "[x]", "%5B", "%5D", "+", "%", "%FF", "0", "1"];
+
+    /// A pointer as unescaped tokens (`*` is the wildcard) and as written in a config.
+    fn pointer() -> impl Strategy<Value = (Vec<String>, String)> {
+        proptest::collection::vec(name(), 1..5).prop_map(|tokens| {
+            let text: String =
+                tokens
+                    .iter()
+                    .map(|t| {
+                        if t == "*" {
+                            "/*".to_string()
+                        } else {
+                            format!("/{}", t.replace('~', "~0").replace('/', "~1"))
+                        }
+                    })
+                    .collect();
+            (tokens, text)
+        })
+    }
+
+    /// JSON text of `v`; with `escape`, every ASCII letter, digit, `~`, `/` and `*` of a member
+    /// name is written as `\u00XX`, so names match only once decoded.
+    fn write(v: &Value, escape: bool, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                out.push('{');
+                for (i, (k, c)) in map.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    if escape {
+                        out.push('"');
+                        for ch in k.chars() {
+                            if ch.is_ascii_alphanumeric() || matches!(ch, '~' | '/' | '*') {
+                                out.push_str(&format!("\\u{:04x}", ch as u32));
+                            } else {
+                                let quoted = serde_json::to_string(&ch.to_string()).unwrap();
+                                out.push_str(&quoted[1..quoted.len() - 1]);
+                            }
+                        }
+                        out.push('"');
+                    } else {
+                        out.push_str(&serde_json::to_string(k).unwrap());
+                    }
+                    out.push(':');
+                    write(c, escape, out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, c) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(c, escape, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    /// The model's token match, written apart from the gateway's: an element's index is a
+    /// name only as Rust prints the number.
+    fn selects(token: &str, step: Step<'_>) -> bool {
+        token == "*"
+            || match step {
+                Step::Member(k) => token == k,
+                Step::Element(i) => token == i.to_string(),
+            }
+    }
+
+    #[derive(Clone, Copy)]
+    enum Step<'a> {
+        Member(&'a str),
+        Element(usize),
+    }
+
+    fn children<'v>(v: &'v Value) -> Vec<(Step<'v>, &'v Value)> {
+        match v {
+            Value::Object(m) => m.iter().map(|(k, c)| (Step::Member(k), c)).collect(),
+            Value::Array(a) => a.iter().enumerate().map(|(i, c)| (Step::Element(i), c)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn rebuild(v: &Value, kept: Vec<(Step<'_>, Value)>) -> Value {
+        match v {
+            Value::Object(_) => Value::Object(
+                kept.into_iter()
+                    .map(|(s, c)| (if let Step::Member(k) = s { k.to_string() } else { unreachable!() }, c))
+                    .collect::<Map<_, _>>(),
+            ),
+            _ => Value::Array(kept.into_iter().map(|(_, c)| c).collect()),
+        }
+    }
+
+    /// `allow` as the docs state it: a listed value whole; a container on the way with only
+    /// its selected contents; nothing else.
+    fn allow_model(v: &Value, pointers: &[&[String]]) -> Option<Value> {
+        if pointers.iter().any(|p| p.is_empty()) {
+            return Some(v.clone());
+        }
+        if !(v.is_object() || v.is_array()) {
+            return None;
+        }
+        let kept = children(v)
+            .into_iter()
+            .filter_map(|(step, c)| {
+                let below: Vec<&[String]> = pointers.iter().filter(|p| selects(&p[0], step)).map(|p| &p[1..]).collect();
+                if below.is_empty() {
+                    None
+                } else {
+                    allow_model(c, &below).map(|c| (step, c))
+                }
+            })
+            .collect();
+        Some(rebuild(v, kept))
+    }
+
+    /// `deny` as the docs state it: every selected value gone, the rest as it was.
+    fn deny_model(v: &Value, pointers: &[&[String]]) -> Option<Value> {
+        if pointers.iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        if !(v.is_object() || v.is_array()) {
+            return Some(v.clone());
+        }
+        let kept = children(v)
+            .into_iter()
+            .filter_map(|(step, c)| {
+                let below: Vec<&[String]> = pointers.iter().filter(|p| selects(&p[0], step)).map(|p| &p[1..]).collect();
+                if below.is_empty() {
+                    Some((step, c.clone()))
+                } else {
+                    deny_model(c, &below).map(|c| (step, c))
+                }
+            })
+            .collect();
+        Some(rebuild(v, kept))
+    }
+
+    /// Every path to a leaf of `v`, and whether that leaf is an empty object or array.
+    fn leaf_paths<'v>(v: &'v Value, path: &mut Vec<Step<'v>>, out: &mut Vec<(Vec<Step<'v>>, bool)>) {
+        let kids = children(v);
+        if kids.is_empty() {
+            out.push((path.clone(), v.is_object() || v.is_array()));
+        }
+        for (step, c) in kids {
+            path.push(step);
+            leaf_paths(c, path, out);
+            path.pop();
+        }
+    }
+
+    fn response(allow: Option<Vec<String>>, deny: Option<Vec<String>>) -> crate::transform::ResponseTransform {
+        let settings = TransformSettings {
+            request: None,
+            response: Some(ResponseTransformSettings { allow, deny, ..Default::default() }),
+        };
+        Transform::from_settings(&settings).unwrap().response.unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn allow_lets_nothing_through_outside_its_list(
+            doc in json_value(),
+            pointers in proptest::collection::vec(pointer(), 1..5),
+            escape in any::<bool>(),
+        ) {
+            let mut text = String::new();
+            write(&doc, escape, &mut text);
+            let t = response(Some(pointers.iter().map(|(_, p)| p.clone()).collect()), None);
+            let tokens: Vec<&[String]> = pointers.iter().map(|(t, _)| t.as_slice()).collect();
+            let out = match t.apply_body(text.as_bytes()) {
+                Ok(out) => out,
+                Err(e) => {
+                    // Only a top-level string, number, boolean or null has no field to keep.
+                    prop_assert!(matches!(e, TransformError::Shape { .. }) && !(doc.is_object() || doc.is_array()), "{e}");
+                    return Ok(());
+                }
+            };
+            let out: Value = serde_json::from_slice(&out).expect("the output is JSON");
+            prop_assert_eq!(Some(out.clone()), allow_model(&doc, &tokens));
+            // And directly: every leaf kept lies under a listed pointer (array positions may
+            // have moved, so any index-like token matches any position here), and every empty
+            // container kept is on the way to one.
+            let mut paths = Vec::new();
+            leaf_paths(&out, &mut Vec::new(), &mut paths);
+            let step_matches = |token: &String, step: &Step<'_>| match step {
+                Step::Member(k) => token == "*" || token == k,
+                Step::Element(_) => token == "*" || token.parse::<usize>().is_ok_and(|i| i.to_string() == *token),
+            };
+            for (path, empty_container) in paths {
+                let along = |p: &&[String]| p.iter().zip(&path).all(|(t, s)| step_matches(t, s));
+                let covered = tokens.iter().filter(|p| p.len() <= path.len()).any(along);
+                let on_the_way = empty_container && tokens.iter().filter(|p| p.len() > path.len()).any(along);
+                prop_assert!(covered || on_the_way, "{} → {}: a value outside {:?}", text, out, pointers);
+            }
+        }
+
+        #[test]
+        fn deny_removes_every_listed_field(
+            doc in json_value().prop_filter("a container", |v| v.is_object() || v.is_array()),
+            pointers in proptest::collection::vec(pointer(), 1..5),
+            escape in any::<bool>(),
+        ) {
+            let mut text = String::new();
+            write(&doc, escape, &mut text);
+            let t = response(None, Some(pointers.iter().map(|(_, p)| p.clone()).collect()));
+            let tokens: Vec<&[String]> = pointers.iter().map(|(t, _)| t.as_slice()).collect();
+            let out: Value = serde_json::from_slice(&t.apply_body(text.as_bytes()).unwrap()).expect("the output is JSON");
+            prop_assert_eq!(Some(out.clone()), deny_model(&doc, &tokens));
+            // And directly: a listed pointer that names no array position reaches nothing.
+            for p in tokens.iter().filter(|p| p.iter().all(|t| t == "*" || t.parse::<usize>().map_or(true, |i| i.to_string() != *t))) {
+                let mut found = vec![&out];
+                for token in p.iter() {
+                    found = found.into_iter().flat_map(children).filter(|(s, _)| selects(token, *s)).map(|(_, c)| c).collect();
+                }
+                prop_assert!(found.is_empty(), "{} → {}: {:?} still there", text, out, p);
+            }
+        }
+
+        #[test]
+        fn forms_read_back_as_they_are_written(form in pieces_or_any(FORM_PIECES, 16)) {
+            use crate::transform::form;
+            // Whatever a form reads as (or a clear refusal), written as a form it reads the same.
+            let Ok(read) = form::decode(form.as_bytes()) else { return Ok(()) };
+            let json = read.into_value().unwrap();
+            let written = form::encode(crate::transform::node::Node::Value(json.clone())).unwrap();
+            let again = form::decode(written.as_bytes()).unwrap().into_value().unwrap();
+            prop_assert_eq!(json, again, "{} → {}", form, written);
+        }
+
+        #[test]
+        fn repeated_names_in_an_edited_object_are_refused(
+            doc in proptest::collection::btree_map(name(), json_value(), 1..5),
+            pick in any::<proptest::sample::Index>(),
+            pointers in proptest::collection::vec(pointer(), 1..3),
+        ) {
+            // The top level is always edited: the same name twice there never passes.
+            let (key, value) = doc.iter().nth(pick.index(doc.len())).unwrap();
+            let mut text = String::new();
+            write(&Value::Object(doc.clone().into_iter().collect()), false, &mut text);
+            let twice = format!("{{{}:{},{}", serde_json::to_string(key).unwrap(), value, &text[1..]);
+            let list: Vec<String> = pointers.iter().map(|(_, p)| p.clone()).collect();
+            for t in [response(Some(list.clone()), None), response(None, Some(list))] {
+                let refused = matches!(t.apply_body(twice.as_bytes()), Err(TransformError::RepeatedName { .. }));
+                prop_assert!(refused);
             }
         }
     }

@@ -35,12 +35,32 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Manpages { out, date }) = &cli.command {
+        return match siger::cli::write_manual_pages(out, date.as_deref()) {
+            Ok(pages) => {
+                for page in pages {
+                    println!("{}", page.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("siger manpages: cannot write into {}: {e}", out.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Config(command)) = &cli.command {
+        return siger::config_store::command::run(command, &cli.conf);
+    }
     if let Some(Command::Apikey { consumer, roles }) = &cli.command {
         let roles: Vec<String> = roles.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect();
         let (key, entry) = auth::api_keys::new_key(consumer, &roles);
         println!("key:   {key}");
         println!("entry: {entry}");
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Usage(args)) = &cli.command {
+        return siger::usage::command(&cli.conf, args);
     }
     let config = match config::load(&cli.conf) {
         Ok(c) => c,

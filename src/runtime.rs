@@ -246,7 +246,8 @@ impl Runtime {
         let mut refused: Vec<String> = [
             ("server", old_server == new_server),
             ("listen", listener_shapes(old) == listener_shapes(new)),
-            ("admin", old.admin == new.admin),
+            // The listener is handed over, never re-bound; `allowed_hosts` applies on reload.
+            ("admin.listen", old.admin.as_ref().map(|a| &a.listen) == new.admin.as_ref().map(|a| &a.listen)),
             ("limits.keepalive_requests", old.limits.keepalive_requests == new.limits.keepalive_requests),
             ("limits.read_buffer", old.limits.read_buffer == new.limits.read_buffer),
             (

@@ -129,6 +129,7 @@ pub(crate) fn collect(runtime: &Runtime) -> Status {
                     format!("aggregate {}", parts.join(", "))
                 }
                 RouteTarget::Jobs => "jobs".into(),
+                RouteTarget::JobStatus => "job status".into(),
             },
             auth: match r.auth {
                 AuthMode::Required => "required",

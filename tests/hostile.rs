@@ -1,11 +1,15 @@
-//! Hostile load at the edge (issue 18, ARCHITECTURE.md §7.8): connection bounds in all and
-//! per client IP (idle keep-alive connections give way first), the whole-head deadline against
-//! trickled heads, the whole-body deadline against trickled bodies, and HTTP/2 stream bounds.
+//! Hostile load at the edge (issues 18 and 25, ARCHITECTURE.md §7.8): connection bounds in all
+//! and per client IP (idle keep-alive connections and stalled readers give way first), the
+//! whole-head deadline against trickled heads, the whole-body deadline against trickled bodies,
+//! `send_timeout` against clients that stop reading, TLS handshakes under the same bounds as
+//! heads, the connection gate on h2c listeners, HTTP/2 stream bounds, and pipelining.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -335,13 +339,15 @@ fn limits_are_checked_and_reloadable() {
     assert!(closed_within(&mut second, Duration::from_secs(2)), "per-IP bound of the reloaded config");
     // Bad values name their key.
     gw.rewrite(&format!(
-        "{HEAD}limits: {{max_connections: 0, header_timeout: 10ms}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
+        "{HEAD}limits: {{max_connections: 0, header_timeout: 10ms, send_timeout: 2h}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
         echo.addr
     ));
     let refused = gw.reload();
     let text = String::from_utf8_lossy(&refused.body);
     assert_eq!(refused.status, 422, "{text}");
-    assert!(text.contains("limits.max_connections") && text.contains("limits.header_timeout"), "{text}");
+    for key in ["limits.max_connections", "limits.header_timeout", "limits.send_timeout"] {
+        assert!(text.contains(key), "{key}: {text}");
+    }
 }
 
 /// A gateway with an h2c listener and `limits` (YAML flow-map entries), in front of `echo`.
@@ -423,4 +429,371 @@ fn an_http2_stream_whose_body_stalls_is_reset_at_the_body_timeout() {
         assert_eq!(response.await.unwrap().status(), 200);
     });
     assert_eq!(metric_of(&gw, "siger_request_timeouts_total{phase=\"body\"}"), 1.0);
+}
+
+/// Every response on `s` until the server closes it (or 10 s pass), parsed in order.
+fn responses_until_close(s: &mut TcpStream) -> Vec<RawResponse> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut bytes = Vec::new();
+    let _ = s.read_to_end(&mut bytes);
+    let mut out = Vec::new();
+    let mut rest = &bytes[..];
+    while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&rest[..end]).into_owned();
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let headers: Vec<(String, String)> = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+            .collect();
+        let len = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let body_end = (end + 4 + len).min(rest.len());
+        out.push(RawResponse { status, headers, body: rest[end + 4..body_end].to_vec() });
+        rest = &rest[body_end..];
+    }
+    out
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let echo = Echo::start("api");
+    let gw = gateway(&echo, "header_timeout: 5s");
+    // Three requests in one write: each is answered, in order.
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let paths: Vec<String> =
+        responses_until_close(&mut s).iter().map(|r| r.json()["path"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(paths, ["/a", "/b", "/c"], "one write");
+    // The next request sent while the first is still being answered.
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(b"GET /slow?delay_ms=400 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    s.write_all(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let answers = responses_until_close(&mut s);
+    let paths: Vec<String> = answers.iter().map(|r| r.json()["path"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(paths, ["/slow", "/next"], "sent during the first answer");
+}
+
+#[test]
+fn more_than_256_header_fields_get_a_json_answer_from_the_gate() {
+    let echo = Echo::start("api");
+    let gw = gateway(&echo, "max_header_bytes: 64KiB");
+    let mut head = String::from("GET /x HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..300 {
+        head.push_str(&format!("X-F{i}: v\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let r = read_response(&mut s).expect("an answer");
+    assert_eq!(r.status, 431, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"], "request_header_fields_too_large");
+    assert!(r.json()["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    // 256 fields are proxied (the echo backend, hyper, refuses more than 100 itself).
+    let mut head = String::from("GET /fields256 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for i in 0..254 {
+        head.push_str(&format!("X-F{i}: v\r\n"));
+    }
+    head.push_str("\r\n");
+    let r = raw_request(gw.addr, head.as_bytes());
+    assert!(!String::from_utf8_lossy(&r.body).contains("request_header_fields_too_large"), "{r:?}");
+    assert!(eventually(Duration::from_secs(5), || gw
+        .access_lines()
+        .iter()
+        .any(|l| l["path"] == "/fields256" && l["attempts"] == 1)));
+}
+
+#[test]
+fn leading_empty_lines_neither_end_the_head_nor_lift_its_bound() {
+    let echo = Echo::start("api");
+    let gw = gateway(&echo, "max_header_bytes: 4KiB, header_timeout: 10s");
+    // Empty lines before the request line are skipped (RFC 9112 §2.2)...
+    let r = raw_request(gw.addr, b"\r\n\r\n\nGET /x?fixed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200);
+    // ...and do not end the head early: a head growing past the bound after them is answered
+    // 431 while it arrives, as without them.
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"\r\n\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = Instant::now();
+    for i in 0..8 {
+        if s.write_all(format!("X-Pad-{i}: {}\r\n", "p".repeat(1000)).as_bytes()).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = read_response(&mut s).expect("an answer before header_timeout");
+    assert_eq!(r.status, 431, "{}", String::from_utf8_lossy(&r.body));
+    assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
+    // Empty lines alone count toward the bound too.
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(&b"\r\n".repeat(3000));
+    let r = read_response(&mut s).expect("an answer before header_timeout");
+    assert_eq!(r.status, 431);
+}
+
+#[test]
+fn http1_on_an_h2c_listener_goes_through_the_connection_gate() {
+    let echo = Echo::start("api");
+    let gw = h2c_gateway(&echo, "max_header_bytes: 4KiB, header_timeout: 10s");
+    // A head growing past the bound is answered 431 while it arrives.
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = Instant::now();
+    for i in 0..8 {
+        if s.write_all(format!("X-Pad-{i}: {}\r\n", "p".repeat(1000)).as_bytes()).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = read_response(&mut s).expect("an answer before header_timeout");
+    assert_eq!(r.status, 431, "{}", String::from_utf8_lossy(&r.body));
+    assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
+    assert_eq!(metric_of(&gw, "siger_request_heads_too_large_total"), 1.0);
+    // A request shorter than the HTTP/2 preface is answered at once (the preface is not waited
+    // for), and keep-alive requests follow on the same connection.
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    s.write_all(b"GET /x HTTP/1.1\r\n\r\n").unwrap();
+    let r = read_response(&mut s).expect("an answer");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+    assert_eq!(r.status, 400, "no Host: {}", String::from_utf8_lossy(&r.body));
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /x?fixed HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s).expect("an answer").status, 200);
+    s.write_all(b"GET /x?fixed HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s).expect("a second answer").status, 200);
+    // HTTP/2 with prior knowledge is still served on the same listener.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = h2_client(gw.addr).await;
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::get(format!("http://{}/x?fixed", gw.addr)).body(()).unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        assert_eq!(response.await.unwrap().status(), 200);
+    });
+}
+
+/// A backend that answers every request with a body it never finishes (chunked, without a
+/// last chunk), written as fast as the connection takes it, and counts the connections it saw closed under
+/// it (its write failed).
+struct Firehose {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+}
+
+impl Firehose {
+    fn start() -> Firehose {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (a, c) = (accepted.clone(), closed.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                a.fetch_add(1, Ordering::SeqCst);
+                let closed = c.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                        line.clear();
+                    }
+                    let mut conn = conn;
+                    let mut chunk = b"10000\r\n".to_vec();
+                    chunk.extend_from_slice(&[b'f'; 64 << 10]);
+                    chunk.extend_from_slice(b"\r\n");
+                    let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+                    if conn.write_all(head).is_ok() {
+                        while conn.write_all(&chunk).is_ok() {}
+                    }
+                    closed.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Firehose { addr, accepted, closed }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+/// A gateway routing `/big` to `fire` and everything else to `echo`; `listen` is the listener
+/// list (YAML) and `limits` flow-map entries.
+fn firehose_gateway(echo: &Echo, fire: &Firehose, listen: &str, limits: &str) -> Gateway {
+    Gateway::start_raw(&firehose_config(echo, fire, listen, limits))
+}
+
+fn firehose_config(echo: &Echo, fire: &Firehose, listen: &str, limits: &str) -> String {
+    format!(
+        "server:\n  threads: 2\n  pid_file: {{{{DIR}}}}/siger.pid\n  upgrade_sock: {{{{DIR}}}}/upgrade.sock\n  grace_period: 0s\n  graceful_shutdown_timeout: 2s\nlisten: {listen}\nadmin:\n  listen: \"{{{{ADMIN}}}}\"\nlimits: {{{limits}}}\nservices:\n  api: {{targets: [\"{}\"]}}\n  big: {{targets: [\"{}\"], read_timeout: 120s}}\nroutes:\n  - {{path: /big, service: big, auth: public}}\n  - {{path: /, service: api, auth: public}}\n",
+        echo.addr, fire.addr
+    )
+}
+
+#[test]
+fn a_client_that_stops_reading_is_closed_at_the_send_timeout_and_its_backend_released() {
+    let echo = Echo::start("api");
+    let fire = Firehose::start();
+    let gw = firehose_gateway(&echo, &fire, "[\"{{LISTEN}}\"]", "");
+    // send_timeout (60 s by default) follows reloads.
+    gw.rewrite(&firehose_config(&echo, &fire, "[\"{{LISTEN}}\"]", "send_timeout: 2s"));
+    assert_eq!(gw.reload().status, 200);
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // A client that reads keeps its response coming, however often the gateway's writes wait.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut got = 0usize;
+    let reading = Instant::now();
+    while reading.elapsed() < Duration::from_secs(3) {
+        got += s.read(&mut buf).expect("the response keeps coming while the client reads");
+    }
+    assert!(got > 8 << 20, "{got} bytes in 3 s");
+    assert_eq!(fire.closed(), 0);
+    // Then it stops reading: once the socket buffers are full, nothing is written for
+    // send_timeout and the connection closes, with the backend connection under it.
+    let stopped = Instant::now();
+    assert!(eventually(Duration::from_secs(15), || fire.closed() == 1), "the backend connection is still held");
+    let took = stopped.elapsed();
+    assert!(took >= Duration::from_secs(2), "closed after {took:?}, before send_timeout");
+    assert!(closed_within(&mut s, Duration::from_secs(10)), "the client connection is closed");
+    assert_eq!(metric_of(&gw, "siger_request_timeouts_total{phase=\"send\"}"), 1.0);
+    assert_eq!(get(gw.addr, "/x").status, 200);
+}
+
+#[test]
+fn at_max_connections_a_client_that_stopped_reading_gives_way() {
+    let echo = Echo::start("api");
+    let fire = Firehose::start();
+    let gw = firehose_gateway(&echo, &fire, "[\"{{LISTEN}}\"]", "max_connections: 2");
+    // Two clients ask for the endless body and never read it.
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(gw.addr).unwrap();
+            s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(10), || fire.accepted() == 2));
+    // Once their writes have waited over a second (their socket buffers fill first), a new
+    // client closes the one stalled longest (and its backend connection) and is served.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        eventually(Duration::from_secs(15), || http_get_status(gw.addr, "/x?fixed") == Some(200)),
+        "a new client is served"
+    );
+    assert!(eventually(Duration::from_secs(5), || fire.closed() == 1), "the evicted reader's backend is released");
+    assert_eq!(metric_of(&gw, "siger_connections_evicted_total"), 1.0);
+    drop(stalled);
+}
+
+#[test]
+fn an_http2_stream_at_a_zero_window_is_reset_at_the_send_timeout() {
+    let echo = Echo::start("api");
+    let fire = Firehose::start();
+    let listen = "[{addr: \"{{LISTEN}}\", h2c: true}]";
+    let gw = firehose_gateway(&echo, &fire, listen, "send_timeout: 2s");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        // The client grants no flow-control window to the streams it opens.
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (client, connection) =
+            h2::client::Builder::new().initial_window_size(0).handshake::<_, bytes::Bytes>(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut bodies = Vec::new();
+        for _ in 0..3 {
+            let mut client = client.clone().ready().await.unwrap();
+            let request = http::Request::get(format!("http://{}/big", gw.addr)).body(()).unwrap();
+            let (response, _) = client.send_request(request, true).unwrap();
+            let response = response.await.unwrap();
+            assert_eq!(response.status(), 200);
+            bodies.push(response.into_body());
+        }
+        let started = Instant::now();
+        // Each stream is reset once it has sat at the zero window for send_timeout.
+        for mut body in bodies {
+            let outcome = tokio::time::timeout(Duration::from_secs(15), body.data()).await.expect("the stream ends");
+            assert!(!matches!(outcome, Some(Ok(_))), "no data fits a zero window");
+        }
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(1500), "reset after {took:?}");
+    });
+    assert!(eventually(Duration::from_secs(5), || fire.closed() == 3), "backend connections released");
+}
+
+/// An established TCP connection to `addr` that sends nothing.
+fn silent(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+#[test]
+fn tls_handshakes_count_against_max_connections_and_meet_the_head_deadlines() {
+    let pki = support::pki::Pki::new("Edge CA");
+    let cert = pki.server("a", &["a.test"], 365);
+    let echo = Echo::start("api");
+    let gw = Gateway::start_raw(&format!(
+        "server:\n  threads: 2\n  pid_file: {{{{DIR}}}}/siger.pid\n  upgrade_sock: {{{{DIR}}}}/upgrade.sock\n  grace_period: 0s\nlisten:\n  - addr: \"{{{{LISTEN}}}}\"\n    certs:\n      - {{cert: {}, key: {}}}\nadmin:\n  listen: \"{{{{ADMIN}}}}\"\nlimits: {{max_connections: 4, idle_timeout: 4s, header_timeout: 1s}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
+        cert.cert.display(),
+        cert.key.display(),
+        echo.addr
+    ));
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.ca()).unwrap()).unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .tls_certs_only([ca])
+        .resolve("a.test", gw.addr)
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = format!("https://a.test:{}/x?fixed", gw.addr.port());
+    // Connections that have not finished their handshake are counted.
+    let opened = Instant::now();
+    let mut quiet: Vec<TcpStream> = (0..4).map(|_| silent(gw.addr)).collect();
+    assert!(eventually(Duration::from_secs(5), || metric_of(&gw, "siger_connections_open") == 4.0), "{}", scrape(&gw));
+    // At the bound, one that has waited over a second gives way to a new client, which is served.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(client.get(&url).send().expect("served over TLS").status(), 200);
+    assert_eq!(metric_of(&gw, "siger_connections_evicted_total"), 1.0);
+    // The others are closed at idle_timeout, not after Pingora's 60 s handshake timeout.
+    for s in quiet.iter_mut() {
+        assert!(closed_within(s, Duration::from_secs(8)), "a silent TLS connection is still open");
+    }
+    let took = opened.elapsed();
+    assert!(took >= Duration::from_millis(3500) && took < Duration::from_secs(9), "closed after {took:?}");
+    // A handshake that starts and stalls is cut at header_timeout from its first byte.
+    let mut partial = silent(gw.addr);
+    partial.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+    let started = Instant::now();
+    assert!(closed_within(&mut partial, Duration::from_secs(8)), "a stalled handshake is still open");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(700) && took < Duration::from_millis(3500), "cut after {took:?}");
+    let timeouts = format!("siger_tls_handshakes_total{{listener=\"{}\",result=\"timeout\"}}", gw.addr);
+    // Three silent ones and the stalled one (counted just after the socket closes).
+    assert!(eventually(Duration::from_secs(2), || metric_of(&gw, &timeouts) == 4.0), "{}", scrape(&gw));
+    assert_eq!(client.get(&url).send().expect("still served").status(), 200);
 }

@@ -263,20 +263,40 @@ fn expect_100_continue_only_after_the_header_checks() {
     assert_eq!(read_response(&mut s).unwrap().status, 401, "refused without inviting the body");
 }
 
+/// `config` with extra lines in the `jobs` section (e.g. `status_roles`, `consumer`).
+fn config_jobs(nats_url: &str, echo: SocketAddr, stream_extra: &str, jobs_extra: &str) -> String {
+    config(nats_url, echo, "", stream_extra).replace("  ack_timeout: 1s\n", &format!("  ack_timeout: 1s\n{jobs_extra}"))
+}
+
 #[test]
 fn same_idempotency_key_gives_same_job_and_one_message() {
     let nats = NatsServer::start();
-    let (_echo, gw) = start(&nats);
+    let (echo, gw) = start(&nats);
     let alice = token("alice", &["user"]);
     let first = submit_with(&gw, &alice, br#"{"n": 1}"#, &[("Idempotency-Key", "order-42")]);
     assert_eq!(first.status, 202);
-    let retry = submit_with(&gw, &alice, br#"{"n": 2}"#, &[("Idempotency-Key", "order-42")]);
-    assert_eq!(retry.status, 202);
+    let retry = submit_with(&gw, &alice, br#"{"n": 1}"#, &[("Idempotency-Key", "order-42")]);
+    assert_eq!(retry.status, 202, "{}", String::from_utf8_lossy(&retry.body));
     let (a, b) = (first.json(), retry.json());
     assert_eq!(a["job_id"], b["job_id"], "same job id for the retry");
     assert_eq!(a["seq"], b["seq"], "the duplicate reports the original seq");
     assert_eq!((a["duplicate"].as_bool(), b["duplicate"].as_bool()), (Some(false), Some(true)));
     assert_eq!(uuid::Uuid::parse_str(a["job_id"].as_str().unwrap()).unwrap().get_version_num(), 8);
+
+    // The same key with another job is a conflict, never a silent duplicate: on this gateway,
+    // on another one, and on one started afterwards (nothing is remembered in memory).
+    let other = Gateway::start(&config(&nats.url(), echo.addr, "", ""));
+    wait_ready(&other);
+    for (gw, body) in [(&gw, &br#"{"n": 2}"#[..]), (&other, br#"{"n": 2}"#), (&gw, br#"{"n":1}"#)] {
+        let r = submit_with(gw, &alice, body, &[("Idempotency-Key", "order-42")]);
+        assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        assert_eq!(v["error"], "conflict", "{v}");
+        assert!(v["message"].as_str().unwrap().contains(a["job_id"].as_str().unwrap()), "{v}");
+        assert!(v["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+    let same_elsewhere = submit_with(&other, &alice, br#"{"n": 1}"#, &[("Idempotency-Key", "order-42")]);
+    assert_eq!((same_elsewhere.status, same_elsewhere.json()["duplicate"].as_bool()), (202, Some(true)));
 
     // The key is scoped per user.
     let bob = submit_with(&gw, &token("bob", &["user"]), br#"{"n": 3}"#, &[("Idempotency-Key", "order-42")]);
@@ -285,8 +305,114 @@ fn same_idempotency_key_gives_same_job_and_one_message() {
 
     let stored = nats.messages("JOBS");
     assert_eq!(stored.len(), 2, "{stored:?}");
-    assert_eq!(stored[0].payload["job"], serde_json::json!({"n": 1}), "the first body wins");
+    assert_eq!(stored[0].payload["job"], serde_json::json!({"n": 1}), "the first body stays");
     assert_eq!(metric_of(&gw, "siger_jobs_published_total"), 2.0, "duplicates are not counted as published");
+    assert_eq!(metric_of(&gw, "siger_jobs_failed_total{reason=\"idempotency_conflict\"}"), 2.0);
+}
+
+#[test]
+fn a_conflict_is_told_even_once_a_work_queue_consumed_the_job() {
+    let nats = NatsServer::start();
+    // A work-queue stream: a job leaves the stream when the scheduler acknowledges it.
+    nats.create_stream(async_nats::jetstream::stream::Config {
+        name: "JOBS".into(),
+        subjects: vec!["jobs.>".into()],
+        retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    });
+    let echo = Echo::start("echo");
+    let gw = Gateway::start(&config(&nats.url(), echo.addr, "", ", create: false"));
+    wait_ready(&gw);
+    let alice = token("alice", &["user"]);
+    let first = submit_with(&gw, &alice, br#"{"render": 1}"#, &[("Idempotency-Key", "wq-1")]);
+    assert_eq!(first.status, 202, "{}", String::from_utf8_lossy(&first.body));
+    nats.take_and_ack("JOBS", "scheduler", |_| {}, |_| {});
+    assert!(nats.messages("JOBS").is_empty(), "consumed");
+
+    let other = submit_with(&gw, &alice, br#"{"render": 2}"#, &[("Idempotency-Key", "wq-1")]);
+    assert_eq!(other.status, 409, "{}", String::from_utf8_lossy(&other.body));
+    let retry = submit_with(&gw, &alice, br#"{"render": 1}"#, &[("Idempotency-Key", "wq-1")]);
+    assert_eq!(retry.status, 202, "{}", String::from_utf8_lossy(&retry.body));
+    assert_eq!(retry.json()["duplicate"], true);
+    assert!(nats.messages("JOBS").is_empty(), "nothing stored again");
+}
+
+#[test]
+fn the_location_of_a_202_answers_the_jobs_status() {
+    let nats = NatsServer::start();
+    let (echo, gw) = start(&nats);
+    let alice = token("alice", &["user"]);
+    let r = submit_with(&gw, &alice, br#"{"render": "frame-1"}"#, &[]);
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let job_id = r.json()["job_id"].as_str().unwrap().to_string();
+    let location = r.header("location").unwrap().to_string();
+    let read = |gw: &Gateway, auth: &str| request(gw.addr, "GET", &location, &[("Authorization", auth)], b"");
+
+    let status = read(&gw, &alice);
+    assert_eq!(status.status, 200, "{}", String::from_utf8_lossy(&status.body));
+    let v = status.json();
+    let submitted_at = nats.messages("JOBS")[0].payload["submitted_at"].clone();
+    assert_eq!(
+        v,
+        serde_json::json!({"job_id": job_id, "stream": "JOBS", "seq": 1, "submitted_at": submitted_at, "state": "stored"})
+    );
+    assert!(status.header("x-request-id").is_some());
+
+    // Only its submitter (or a role in jobs.status_roles, below); anyone else is told it does
+    // not exist.
+    let ops = token("carol", &["ops"]);
+    assert_eq!(read(&gw, &ops).status, 404);
+    let bob = read(&gw, &token("bob", &["user"]));
+    assert_eq!((bob.status, bob.json()["error"].as_str()), (404, Some("not_found")));
+    let unknown =
+        request(gw.addr, "GET", &format!("/jobs/submit/{}", uuid::Uuid::now_v7()), &[("Authorization", &alice)], b"");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"], "not_found");
+    assert_eq!(request(gw.addr, "GET", "/jobs/submit/not-a-job", &[("Authorization", &alice)], b"").status, 404);
+    assert_eq!(request(gw.addr, "GET", &location, &[], b"").status, 401, "same authentication as submissions");
+    let head = request(gw.addr, "HEAD", &location, &[("Authorization", &alice)], b"");
+    assert_eq!(head.status, 200);
+    let post =
+        request(gw.addr, "POST", &location, &[("Authorization", &alice), ("Content-Type", "application/json")], b"{}");
+    assert_eq!((post.status, post.header("allow")), (405, Some("GET, HEAD")));
+
+    // Status roles and the scheduler's consumer apply on reload; the consumer has taken
+    // nothing yet: stored.
+    let text = config_jobs(&nats.url(), echo.addr, "", "  status_roles: [ops]\n  consumer: scheduler\n");
+    gw.rewrite(&format!("{HEAD}{text}"));
+    assert_eq!(gw.reload().status, 200, "{}", gw.logs());
+    nats.create_consumer("JOBS", "scheduler");
+    assert_eq!(read(&gw, &ops).json()["job_id"], job_id.as_str());
+    assert_eq!(read(&gw, &alice).json()["state"], "stored");
+
+    // Any gateway of the fleet answers, including one started after the submission.
+    let other = Gateway::start(&text);
+    wait_ready(&other);
+    assert_eq!(read(&other, &alice).json()["state"], "stored");
+
+    // The scheduler takes it (delivered), then acknowledges it.
+    let (addr, location2, alice2) = (gw.addr, location.clone(), alice.clone());
+    let state = move || {
+        request(addr, "GET", &location2, &[("Authorization", &alice2)], b"").json()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let state2 = state.clone();
+    nats.take_and_ack(
+        "JOBS",
+        "scheduler",
+        move |_| assert_eq!(state(), "delivered"),
+        move |_| assert_eq!(state2(), "acknowledged"),
+    );
+
+    // A consumer the config names but JetStream does not have: 503, not a guess.
+    other.rewrite(&format!("{HEAD}{}", config_jobs(&nats.url(), echo.addr, "", "  consumer: nobody\n")));
+    assert_eq!(other.reload().status, 200, "{}", other.logs());
+    let missing = read(&other, &alice);
+    assert_eq!(missing.status, 503, "{}", String::from_utf8_lossy(&missing.body));
+    assert!(missing.json()["message"].as_str().unwrap().contains("jobs.consumer `nobody`"), "{}", missing.json());
 }
 
 #[test]
@@ -635,6 +761,14 @@ fn job_payloads_are_checked_against_jobs_schema() {
     assert!(r.json()["message"].as_str().unwrap().contains("/kind"), "{}", r.json());
     let r = submit(&gw, r#"{"w": 1}"#);
     assert_eq!(r.status, 400, "{}", r.json());
+    // Strict JSON as on validating routes: a consumer reading the first `kind` would run a
+    // job the schema never saw; a decimal consumer reads more than a double holds.
+    let r = submit(&gw, r#"{"kind": "delete-everything", "kind": "resize"}"#);
+    assert_eq!(r.status, 400, "{}", r.json());
+    assert!(r.json()["message"].as_str().unwrap().contains("duplicate name at `/kind`"), "{}", r.json());
+    let r = submit(&gw, r#"{"kind": "resize", "w": 100.0000000000000001}"#);
+    assert_eq!(r.status, 400, "{}", r.json());
+    assert!(r.json()["message"].as_str().unwrap().contains("/w"), "{}", r.json());
 }
 
 #[test]

@@ -1,7 +1,8 @@
-//! The Debian package (`scripts/package-deb`, built around the binary under test), installed on
-//! this machine with dpkg: files, owners and modes, the `siger` user, the conffile, `siger -t`
-//! on the installed config (as root and as the service user), an upgrade that keeps a local
-//! edit, `dpkg --remove` (the config stays) and `dpkg --purge` (the config goes).
+//! The Debian package (`scripts/package-deb`, built around the binary under test) and its debug
+//! symbols: lintian from Debian finds no error and no warning in either; installed on this
+//! machine with dpkg: files, owners and modes, the manual pages, the `siger` user, the conffile,
+//! `siger -t` on the installed config (as root and as the service user), an upgrade that keeps a
+//! local edit, `dpkg --remove` (the config stays) and `dpkg --purge` (the config goes).
 //!
 //! The test changes the system, so it needs root: it fails (it does not skip) without it, and CI
 //! runs as root. A lock keeps two runs from overlapping, it refuses to start when siger is
@@ -18,6 +19,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Who the test packages name as maintainer (a reserved domain: lintian checks the form).
+const MAINTAINER: &str = "Siger package test <package-test@siger.invalid>";
 const CONFIG: &str = "/etc/siger/siger.yaml";
 /// What the test appends to the installed config: a valid key, so `siger -t` still passes.
 const EDIT: &str = "trusted_proxies: [10.0.0.0/8]   # local edit (tests/package.rs)\n";
@@ -46,14 +49,25 @@ fn debian_package_installs_upgrades_removes_and_purges() {
     let arch = stdout(Command::new("dpkg").arg("--print-architecture")).trim().to_string();
 
     let out = tempfile::tempdir().unwrap();
-    let deb = package(out.path(), None);
+    let (deb, dbgsym) = package(out.path(), None);
     assert_eq!(deb.file_name().unwrap().to_str().unwrap(), format!("siger_{VERSION}_{arch}.deb"));
-    check_archive(&deb);
+    assert_eq!(dbgsym.file_name().unwrap().to_str().unwrap(), format!("siger-dbgsym_{VERSION}_{arch}.deb"));
+    // lintian takes a while: it reads the packages while dpkg works below.
+    let lintian = Command::new("lintian")
+        .args(["--fail-on", "error,warning", "--no-tag-display-limit"])
+        .args([&deb, &dbgsym])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("lintian (./scripts/install-deps installs it)");
+    check_archive(&deb, &dbgsym);
 
     let _purge = PurgeOnDrop;
-    dpkg(&["--install", deb.to_str().unwrap()]);
+    dpkg(&["--install", deb.to_str().unwrap(), dbgsym.to_str().unwrap()]);
     assert_eq!(package_status().as_deref(), Some("installed"));
     check_installed_files();
+    check_manual_and_debug_symbols();
     check_user(user_existed);
     check_conffile_and_config();
 
@@ -68,8 +82,8 @@ fn debian_package_installs_upgrades_removes_and_purges() {
     // asking (stdin is closed: a prompt would fail the install).
     let newer = format!("{VERSION}+test1");
     let out2 = tempfile::tempdir().unwrap();
-    let deb2 = package(out2.path(), Some(&newer));
-    dpkg(&["--install", deb2.to_str().unwrap()]);
+    let (deb2, dbgsym2) = package(out2.path(), Some(&newer));
+    dpkg(&["--install", deb2.to_str().unwrap(), dbgsym2.to_str().unwrap()]);
     assert_eq!(stdout(Command::new("dpkg-query").args(["-W", "-f=${Version}", "siger"])), newer);
     assert_eq!(std::fs::read_to_string(CONFIG).unwrap(), config, "the upgrade must keep the local edit");
     assert!(!Path::new("/etc/siger/siger.yaml.dpkg-dist").exists(), "no new conffile version to offer");
@@ -78,7 +92,7 @@ fn debian_package_installs_upgrades_removes_and_purges() {
     expect_mode("/etc/siger", 0o750, root, siger);
 
     // Remove: the program goes, configuration, state and logs stay.
-    dpkg(&["--remove", "siger"]);
+    dpkg(&["--remove", "siger-dbgsym", "siger"]);
     assert_eq!(package_status().as_deref(), Some("config-files"));
     for gone in ["/usr/bin/siger", "/usr/lib/systemd/system/siger.service", "/usr/share/siger"] {
         assert!(!Path::new(gone).exists(), "{gone} must be gone after dpkg --remove");
@@ -103,28 +117,49 @@ fn debian_package_installs_upgrades_removes_and_purges() {
         "dpkg --purge must drop deb-systemd-helper's state"
     );
     assert!(getent("passwd", "siger").is_some(), "the siger user is kept on purge (packaging/debian/postrm)");
+
+    let lintian = lintian.wait_with_output().unwrap();
+    let said = text(&lintian);
+    let tags: Vec<&str> = said.lines().filter(|l| l.starts_with("E: ") || l.starts_with("W: ")).collect();
+    assert!(lintian.status.success() && tags.is_empty(), "lintian on the packages ({}):\n{said}", lintian.status);
 }
 
-/// `scripts/package-deb` around the test binary, uncompressed (the debug binary is large and
-/// the archive never leaves this machine); the path of the .deb it printed.
-fn package(out: &Path, version: Option<&str>) -> PathBuf {
+/// `scripts/package-deb` around the test binary, with the fastest compression lintian accepts
+/// (the debug binary is large and the archive never leaves this machine); the paths of the .deb
+/// and the -dbgsym .deb it printed.
+fn package(out: &Path, version: Option<&str>) -> (PathBuf, PathBuf) {
     let mut cmd = Command::new(format!("{}/scripts/package-deb", env!("CARGO_MANIFEST_DIR")));
-    cmd.args(["--binary", support::SIGER, "--compression", "none", "--out"]).arg(out);
+    cmd.args([
+        "--binary",
+        support::SIGER,
+        "--compression",
+        "gzip",
+        "--level",
+        "1",
+        "--maintainer",
+        MAINTAINER,
+        "--out",
+    ])
+    .arg(out);
     if let Some(version) = version {
         cmd.args(["--version", version]);
     }
     let printed = stdout(&mut cmd);
-    let deb = PathBuf::from(printed.lines().last().unwrap_or_default());
-    assert!(deb.is_file(), "package-deb printed {printed:?}, not a .deb");
-    deb
+    let debs: Vec<PathBuf> = printed.lines().map(PathBuf::from).collect();
+    assert!(debs.len() == 2 && debs.iter().all(|d| d.is_file()), "package-deb printed {printed:?}, not two .debs");
+    (debs[0].clone(), debs[1].clone())
 }
 
-/// The archive's control fields and the files that dpkg's path-exclude settings could keep
-/// off the disk (documentation).
-fn check_archive(deb: &Path) {
-    let fields = stdout(Command::new("dpkg-deb").arg("--field").arg(deb).args(["Package", "Depends"]));
+/// The archive's control fields, the files that dpkg's path-exclude settings could keep off the
+/// disk (documentation, manual pages), and the debug symbols split off the binary.
+fn check_archive(deb: &Path, dbgsym: &Path) {
+    let fields = stdout(Command::new("dpkg-deb").arg("--field").arg(deb).args(["Package", "Depends", "Maintainer"]));
     assert!(fields.contains("Package: siger"), "{fields}");
     assert!(fields.contains("libc6 (>= 2.") && fields.contains("passwd"), "Depends: {fields}");
+    assert!(fields.contains(&format!("Maintainer: {MAINTAINER}")), "{fields}");
+    let fields = stdout(Command::new("dpkg-deb").arg("--field").arg(dbgsym).args(["Package", "Depends", "Build-Ids"]));
+    assert!(fields.contains("Package: siger-dbgsym"), "{fields}");
+    assert!(fields.contains(&format!("Depends: siger (= {VERSION})")), "{fields}");
     let conffiles = stdout(Command::new("dpkg-deb").arg("--info").arg(deb).arg("conffiles"));
     assert_eq!(conffiles, format!("{CONFIG}\n"));
     let contents = stdout(Command::new("dpkg-deb").arg("--contents").arg(deb));
@@ -134,10 +169,37 @@ fn check_archive(deb: &Path) {
         "./usr/share/doc/siger/ARCHITECTURE.md",
         "./usr/share/doc/siger/systemd.md",
         "./usr/share/doc/siger/copyright",
+        "./usr/share/doc/siger/changelog.gz",
+        "./usr/share/man/man8/siger.8.gz",
+        "./usr/share/man/man8/siger-upgrade.8.gz",
+        "./usr/share/lintian/overrides/siger",
     ] {
         assert!(contents.lines().any(|l| l.ends_with(file)), "the package lacks {file}:\n{contents}");
     }
     assert!(contents.lines().all(|l| l.contains(" root/root ")), "every file is root's in the archive:\n{contents}");
+    // Debian's standard modes in the archive; postinst narrows them (check_installed_files).
+    for (mode, file) in [("drwxr-xr-x", "./etc/siger/"), ("-rw-r--r--", "./etc/siger/siger.yaml")] {
+        assert!(contents.lines().any(|l| l.starts_with(mode) && l.ends_with(file)), "{file} {mode}:\n{contents}");
+    }
+}
+
+/// The manual pages as man reads them, and the debug symbols found by the binary's build id.
+fn check_manual_and_debug_symbols() {
+    let page = stdout(Command::new("man").args(["--warnings", "-P", "cat", "8", "siger"]).env("MANWIDTH", "100"));
+    for needle in ["siger - API gateway", "--conf", "SIGNALS", "SIGHUP", "EXIT STATUS", "siger-upgrade(8)"] {
+        assert!(page.contains(needle), "man 8 siger lacks {needle:?}:\n{page}");
+    }
+    let sections = stdout(Command::new("readelf").args(["--sections", "--wide", "/usr/bin/siger"]));
+    assert!(
+        [".debug_info", ".debug_line", ".symtab"].iter().all(|s| !sections.contains(s)),
+        "/usr/bin/siger is not stripped:\n{sections}"
+    );
+    assert!(sections.contains(".gnu_debuglink"), "{sections}");
+    let notes = stdout(Command::new("readelf").args(["--notes", "/usr/bin/siger"]));
+    let build_id = notes.lines().find_map(|l| l.trim().strip_prefix("Build ID: ")).expect("a build id").trim();
+    let debug = format!("/usr/lib/debug/.build-id/{}/{}.debug", &build_id[..2], &build_id[2..]);
+    let sections = stdout(Command::new("readelf").args(["--sections", "--wide", &debug]));
+    assert!(sections.contains(".debug_line") && sections.contains(".symtab"), "{debug}:\n{sections}");
 }
 
 fn check_installed_files() {
@@ -163,6 +225,7 @@ fn check_installed_files() {
 
     let unit = std::fs::read_to_string("/usr/lib/systemd/system/siger.service").unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/siger -d -c /etc/siger/siger.yaml"), "{unit}");
+    assert!(unit.contains("Documentation=man:siger(8) "), "{unit}");
     assert!(!unit.contains("/usr/local"), "the packaged unit runs /usr/bin/siger:\n{unit}");
     let shipped = std::fs::read_to_string(format!("{}/packaging/debian/siger.yaml", env!("CARGO_MANIFEST_DIR")));
     assert_eq!(std::fs::read_to_string(CONFIG).unwrap(), shipped.unwrap());
@@ -231,7 +294,7 @@ impl Drop for PurgeOnDrop {
             return;
         }
         let out = Command::new("dpkg")
-            .args(["--purge", "--force-remove-reinstreq", "siger"])
+            .args(["--purge", "--force-remove-reinstreq", "siger-dbgsym", "siger"])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdin(Stdio::null())
             .output();

@@ -45,9 +45,9 @@ fn node_in_use(gw: &Gateway) -> Option<String> {
         .and_then(|l| l.split('"').nth(1).map(String::from))
 }
 
-#[test]
-fn limits_stay_shared_through_a_sentinel_failover() {
-    let mut master = RedisServer::start();
+/// A master, its replica and three sentinels (quorum 2) that agree on the master `siger`.
+fn sentinel_deployment() -> (RedisServer, RedisServer, Vec<RedisServer>) {
+    let master = RedisServer::start();
     let replica_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let replica = RedisServer::start_with(
         replica_addr,
@@ -61,10 +61,20 @@ fn limits_stay_shared_through_a_sentinel_failover() {
         "sentinels never agreed: {}",
         sentinels[0].command("SENTINEL ckquorum siger")
     );
+    (master, replica, sentinels)
+}
+
+/// The `redis` section for `sentinels` with a check timeout of `timeout`.
+fn sentinel_settings(sentinels: &[RedisServer], timeout: &str) -> String {
     let list: Vec<String> = sentinels.iter().map(|s| format!("\"{}\"", s.addr)).collect();
+    format!("{{sentinels: [{}], master_name: siger, timeout: {timeout}}}", list.join(", "))
+}
+
+#[test]
+fn limits_stay_shared_through_a_sentinel_failover() {
+    let (mut master, replica, sentinels) = sentinel_deployment();
     let echo = Echo::start("api");
-    let (gw1, gw2) =
-        gateways(&echo, &format!("{{sentinels: [{}], master_name: siger, timeout: 100ms}}", list.join(", ")));
+    let (gw1, gw2) = gateways(&echo, &sentinel_settings(&sentinels, "100ms"));
 
     let before = admitted((&gw1, &gw2), "before", 60);
     assert!((30..=33).contains(&before), "admitted {before} of 60 for a limit of 30 across two gateways");
@@ -114,6 +124,104 @@ fn limits_stay_shared_through_a_sentinel_failover() {
     let after = admitted((&gw1, &gw2), "after", 60);
     assert!((30..=33).contains(&after), "admitted {after} of 60 after the failover");
     assert!(metric_of(&gw1, "siger_rate_limit_store_errors_total") > 0.0);
+}
+
+/// Two gateways idle through a failover, then a burst: counted exactly on the new master.
+/// `planned`: `SENTINEL FAILOVER` demotes the live master (checks there fail read-only);
+/// otherwise the master is killed (the connection to it is dead).
+fn idle_gateways_count_on_the_new_master_at_once(planned: bool) {
+    let (mut master, replica, sentinels) = sentinel_deployment();
+    let echo = Echo::start("api");
+    // `allow`: a check that fails lets the request through uncounted, so any failed check after
+    // the failover shows as over-admission. A 1 h window: no boundary falls inside a burst.
+    let config = format!(
+        "rate_limit:\n  store: redis\n  redis: {}\n  on_store_error: allow\n  default: {{requests: 30, per: 1h, key: \"header:X-Client\"}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
+        sentinel_settings(&sentinels, "250ms"),
+        echo.addr
+    );
+    let (gw1, gw2) = (Gateway::start(&config), Gateway::start(&config));
+    assert_eq!(admitted((&gw1, &gw2), "before", 60), 30);
+    assert_eq!(node_in_use(&gw1), Some(master.addr.to_string()));
+    assert_eq!(node_in_use(&gw2), Some(master.addr.to_string()));
+
+    // The sentinels promote the replica while neither gateway has traffic: both still hold a
+    // connection to the old master.
+    if planned {
+        assert!(sentinels[0].command("SENTINEL FAILOVER siger").starts_with("+OK"));
+    } else {
+        master.kill();
+    }
+    let promoted = |s: &RedisServer| {
+        s.command("SENTINEL get-master-addr-by-name siger").contains(&replica.addr.port().to_string())
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || sentinels.iter().all(promoted)
+            && replica.command("ROLE").contains("master")
+            && (!planned || master.command("ROLE").contains("slave"))),
+        "no failover: {}",
+        sentinels[0].command("SENTINEL get-master-addr-by-name siger")
+    );
+
+    // The first check of each meets the old master's error, learns the new master and counts there.
+    let after = admitted((&gw1, &gw2), "after", 60);
+    assert_eq!(after, 30, "admitted {after} of 60 right after the failover (limit 30)\n{}", gw1.logs());
+    assert_eq!(node_in_use(&gw1), Some(replica.addr.to_string()));
+    assert_eq!(node_in_use(&gw2), Some(replica.addr.to_string()));
+    assert_eq!(metric_of(&gw1, "siger_rate_limit_store_errors_total"), 0.0);
+    assert_eq!(metric_of(&gw2, "siger_rate_limit_store_errors_total"), 0.0);
+}
+
+#[test]
+fn gateways_idle_while_the_master_dies_count_on_the_new_one_at_once() {
+    idle_gateways_count_on_the_new_master_at_once(false);
+}
+
+#[test]
+fn gateways_idle_while_the_master_is_demoted_count_on_the_new_one_at_once() {
+    idle_gateways_count_on_the_new_master_at_once(true);
+}
+
+/// Scripts the server ran or refused (`EVAL` and `EVALSHA`), from `INFO commandstats`.
+fn script_calls(server: &RedisServer) -> u64 {
+    server
+        .command("INFO commandstats")
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_eval:") || l.starts_with("cmdstat_evalsha:"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_master_answering_errors_is_asked_once_per_cool_down() {
+    let (master, _replica, sentinels) = sentinel_deployment();
+    let echo = Echo::start("api");
+    let gw = Gateway::start(&format!(
+        "rate_limit:\n  store: redis\n  redis: {}\n  on_store_error: allow\n  default: {{requests: 1000, per: 1h, key: \"header:X-Client\"}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
+        sentinel_settings(&sentinels, "250ms"),
+        echo.addr
+    ));
+    assert_eq!(get_with(gw.addr, "/x", &[("X-Client", "c")]).status, 200);
+    assert_eq!(node_in_use(&gw), Some(master.addr.to_string()));
+    // The master stays the master (the sentinels see it answer) but refuses every write.
+    assert!(master.command("CONFIG SET maxmemory 1").starts_with("+OK"));
+    let before = script_calls(&master);
+    let started = Instant::now();
+    for _ in 0..60 {
+        assert_eq!(get_with(gw.addr, "/x", &[("X-Client", "c")]).status, 200, "on_store_error: allow");
+    }
+    let took = started.elapsed();
+    let calls = script_calls(&master) - before;
+    // One failed check per 250 ms cool-down: finding the same master again is no reason to
+    // ask it again at once.
+    let bound = took.as_millis() as u64 / 250 + 2;
+    assert!(calls <= bound, "{calls} scripts in {took:?} against a failing master (at most {bound})");
+    assert!(metric_of(&gw, "siger_rate_limit_store_errors_total") >= 60.0);
+    assert!(master.command("CONFIG SET maxmemory 0").starts_with("+OK"));
+    assert!(eventually(Duration::from_secs(5), || {
+        let errors = metric_of(&gw, "siger_rate_limit_store_errors_total");
+        get_with(gw.addr, "/x", &[("X-Client", "c")]);
+        metric_of(&gw, "siger_rate_limit_store_errors_total") == errors
+    }));
 }
 
 #[test]

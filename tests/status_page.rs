@@ -1,15 +1,20 @@
 //! The admin status page (ARCHITECTURE.md §7.6) in a real headless browser: Debian's Chromium
 //! loads `GET /` from the admin listener and the DOM it renders is compared with `GET /status`.
+//! And what a browser must not be made to do to the admin listener: a page of another origin
+//! posting to it, a rebound DNS name reading it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::time::Duration;
 use support::*;
 
-/// The DOM Chromium renders for `url` (headless, isolated profile, no network beyond loopback).
-fn rendered_dom(url: &str) -> String {
+/// The DOM Chromium renders for `url` (headless, isolated profile, no network beyond loopback),
+/// with `extra` flags.
+fn rendered_dom(url: &str, extra: &[&str]) -> String {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new("chromium")
         .args([
@@ -24,6 +29,7 @@ fn rendered_dom(url: &str) -> String {
             "--timeout=10000",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
         .args(["--dump-dom", url])
         .output()
         .expect("chromium runs (scripts/install-deps installs it)");
@@ -68,7 +74,7 @@ routes:
     assert!(eventually(Duration::from_secs(10), || backend(&status(), &dead)["healthy"] == false), "{}", status());
 
     let json = status();
-    let dom = rendered_dom(&format!("http://{}/", gw.admin));
+    let dom = rendered_dom(&format!("http://{}/", gw.admin), &[]);
     // Every route, as the JSON lists it.
     let routes = json["routes"].as_array().unwrap();
     assert_eq!(routes.len(), 2);
@@ -104,7 +110,7 @@ routes:
     let json = status();
     assert_eq!(json["last_reload"]["result"], "failed");
     assert_eq!(json["generation"], 1);
-    let dom = rendered_dom(&format!("http://{}/", gw.admin));
+    let dom = rendered_dom(&format!("http://{}/", gw.admin), &[]);
     assert!(dom.contains("<span id=\"last-reload\" class=\"failed\">failed</span>"), "{dom}");
 }
 
@@ -130,4 +136,131 @@ fn status_answers_only_reads_and_never_shows_secrets() {
     assert_eq!(post.header("allow"), Some("GET, HEAD"));
     // Never on the public listener.
     assert_eq!(get(gw.addr, "/status").status, 404);
+}
+
+/// A one-page web site on loopback, another origin than the admin listener (the attacker's):
+/// every request is answered with `html`.
+fn serve_page(html: String) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(100) {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut head = [0u8; 8192];
+            let _ = stream.read(&mut head);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
+                html.len()
+            );
+        }
+    });
+    addr
+}
+
+/// A GET naming `host` in its `Host` header.
+fn get_as(addr: SocketAddr, path: &str, host: &str, headers: &[(&str, &str)]) -> RawResponse {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    raw_request(addr, req.as_bytes())
+}
+
+fn cached_gateway(echo: &Echo) -> Gateway {
+    Gateway::start(&format!(
+        "services:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /c, service: s, auth: public, cache: {{ttl: 60s}}}}\n",
+        echo.addr
+    ))
+}
+
+#[test]
+fn a_page_of_another_origin_can_neither_purge_the_cache_nor_reload() {
+    let echo = Echo::start("echo");
+    let gw = cached_gateway(&echo);
+    get(gw.addr, "/c/a");
+    assert_eq!(get(gw.addr, "/c/a").header("x-cache"), Some("HIT"));
+
+    // What a malicious page can send without a CORS preflight: `no-cors` fetches with a
+    // text/plain body, and a form posted as text/plain.
+    let admin = format!("http://{}", gw.admin);
+    let page = serve_page(format!(
+        r#"<!doctype html><html><body><p id="out">pending</p>
+<iframe name="sink"></iframe>
+<form id="f" method="POST" enctype="text/plain" target="sink" action="{admin}/config/reload"><input name='{{"a":"' value='"}}'></form>
+<script>
+document.getElementById("f").submit();
+Promise.allSettled([
+  fetch("{admin}/cache/purge", {{method: "POST", mode: "no-cors", body: '{{"all": true}}'}}),
+  fetch("{admin}/config/reload", {{method: "POST", mode: "no-cors", body: "{{}}"}}),
+]).then(r => {{ document.getElementById("out").textContent = "sent " + r.map(x => x.status).join(","); }});
+</script></body></html>"#
+    ));
+    let dom = rendered_dom(&format!("http://{page}/"), &["--virtual-time-budget=5000"]);
+    assert!(dom.contains("sent fulfilled,fulfilled"), "the requests went out: {dom}");
+
+    assert_eq!(get(gw.addr, "/c/a").header("x-cache"), Some("HIT"), "the cache was not purged");
+    let config = get(gw.admin, "/config").json();
+    assert_eq!(config["last_reload"], serde_json::Value::Null, "no reload happened: {config}");
+    assert_eq!(metric_of(&gw, "siger_config_reloads_total{result=\"ok\"}"), 0.0);
+}
+
+#[test]
+fn a_rebound_name_reads_nothing_from_the_admin_listener() {
+    let echo = Echo::start("echo");
+    let gw = cached_gateway(&echo);
+    // DNS rebinding: the attacker's name now resolves to the admin listener, and the browser
+    // (same origin: rebind.test) would hand the attacker's script whatever it answers.
+    let rules = "--host-resolver-rules=MAP rebind.test 127.0.0.1";
+    for path in ["/status", "/config", "/metrics", "/"] {
+        let dom = rendered_dom(&format!("http://rebind.test:{}{path}", gw.admin.port()), &[rules]);
+        assert!(dom.contains("misdirected_request") && dom.contains("request_id"), "{path}: {dom}");
+        assert!(!dom.contains("generation") && !dom.contains("siger_"), "{path}: {dom}");
+    }
+    // The same through a name the operator listed (applied on reload).
+    let listed = format!(
+        "admin:\n  listen: \"{{{{ADMIN}}}}\"\n  allowed_hosts: [\"*.rebind.test\"]\nservices:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /c, service: s, auth: public}}\n",
+        echo.addr
+    );
+    gw.rewrite(&(HEAD.replace("admin:\n  listen: \"{{ADMIN}}\"\n", "") + &listed));
+    assert_eq!(gw.reload().status, 200, "{}", gw.logs());
+    let rules = "--host-resolver-rules=MAP gw1.rebind.test 127.0.0.1";
+    let dom = rendered_dom(&format!("http://gw1.rebind.test:{}/status", gw.admin.port()), &[rules]);
+    assert!(dom.contains("generation"), "{dom}");
+}
+
+#[test]
+fn admin_refusals_are_json_errors_with_a_request_id() {
+    let echo = Echo::start("echo");
+    let gw = cached_gateway(&echo);
+    let check = |r: &RawResponse, status: u16, code: &str| {
+        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+        let body = r.json();
+        assert_eq!(body["error"], code, "{body}");
+        let id = body["request_id"].as_str().unwrap_or_default();
+        assert!(!id.is_empty() && r.header("x-request-id") == Some(id), "{body}");
+    };
+    let text = [("Content-Type", "text/plain")];
+    check(&request(gw.admin, "POST", "/config/reload", &text, b"{}"), 415, "unsupported_media_type");
+    check(&request(gw.admin, "POST", "/cache/purge", &[], br#"{"all": true}"#), 415, "unsupported_media_type");
+    check(&get_as(gw.admin, "/status", "evil.example", &[]), 421, "misdirected_request");
+    check(&get_with(gw.admin, "/config", &[("Origin", "http://evil.example")]), 403, "forbidden");
+    check(&get(gw.admin, "/nothing"), 404, "not_found");
+    check(&request(gw.admin, "DELETE", "/config/reload", &[], b""), 405, "method_not_allowed");
+    let json = [("Content-Type", "application/json")];
+    check(&request(gw.admin, "POST", "/cache/purge", &json, b"not json"), 400, "bad_request");
+    check(&request(gw.admin, "POST", "/cache/purge", &json, br#"{"path": "/elsewhere"}"#), 404, "not_found");
+    // Probes answer whatever name a balancer uses; the operator's own calls go through.
+    assert_eq!(get_as(gw.admin, "/health", "node-7.internal", &[]).status, 200);
+    assert_eq!(get_as(gw.admin, "/status", "localhost:1", &[("Origin", "http://localhost:1")]).status, 200);
+    let purge = request(gw.admin, "POST", "/cache/purge", &json, br#"{"all": true}"#);
+    assert_eq!(purge.status, 200, "{}", String::from_utf8_lossy(&purge.body));
+    assert!(purge.header("x-request-id").is_some());
+    // A refused reload lists every problem, through the same mapping.
+    std::fs::write(&gw.config_path, "listen: [oops\n").unwrap();
+    let refused = gw.reload();
+    check(&refused, 422, "config_refused");
+    assert!(refused.json()["errors"].as_array().is_some_and(|e| !e.is_empty()), "{}", refused.json());
 }

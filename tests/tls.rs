@@ -216,7 +216,8 @@ fn client_certificates_are_required_and_their_subject_forwarded() {
     );
     assert_eq!((code, summary.as_str()), (0, "2 200"), "{out}");
     let seen = json_body(&out);
-    assert_eq!(seen["headers"]["x-client-cert-subject"], serde_json::json!(["CN=alice, O=Example"]));
+    // RFC 4514: the last RDN first (alice's certificate lists CN, then O).
+    assert_eq!(seen["headers"]["x-client-cert-subject"], serde_json::json!(["O=Example,CN=alice"]));
     assert!(
         metric_of(&gw, &format!("siger_tls_handshakes_total{{listener=\"{}\",result=\"client_cert\"}}", gw.addr))
             >= 1.0
@@ -227,6 +228,53 @@ fn client_certificates_are_required_and_their_subject_forwarded() {
     let r = get_with(plain, "/x", &[("X-Client-Cert-Subject", "CN=admin")]);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["headers"].get("x-client-cert-subject"), None);
+}
+
+#[test]
+fn client_certificate_subjects_are_escaped_so_no_value_passes_for_another_attribute() {
+    let pki = Pki::new("Client CA");
+    let server = pki.server("srv", &["api.test"], 365);
+    // A CN that imitates another organisation; a multi-valued RDN; a value with a leading `#`,
+    // a CR LF that would split the header, non-ASCII and a trailing space.
+    let mallory = pki.client("mallory", "/O=Example/CN=mallory, O=Admins");
+    let admins = pki.client("admins", "/O=Example/O=Admins/CN=mallory");
+    let bob = pki.client_multivalued("bob", "/O=Example/CN=bob+UID=42");
+    let carol = pki.client_multivalued("carol", "/O=Example/OU=#ops\r\nX-Admin: 1 é ");
+    let echo = Echo::start("e1");
+    let gw = Gateway::start_raw(&format!(
+        "{SERVER}listen:\n  - {{addr: \"{{{{LISTEN}}}}\", cert: {}, key: {}, client_ca: {}}}\n{}",
+        p(&server.cert),
+        p(&server.key),
+        p(&pki.ca()),
+        routes(&format!("  web: {{targets: [\"{}\"]}}\n", echo.addr)),
+    ));
+    let subject_of = |who: &support::pki::Issued| {
+        let (code, summary, out) = curl_https(
+            gw.addr,
+            "api.test",
+            "/x",
+            &pki.ca(),
+            &["--cert", who.cert.to_str().unwrap(), "--key", who.key.to_str().unwrap()],
+        );
+        assert_eq!((code, summary.as_str()), (0, "2 200"), "{out}");
+        let seen = json_body(&out);
+        assert_eq!(seen["headers"].get("x-admin"), None, "{seen}");
+        let values = seen["headers"]["x-client-cert-subject"].as_array().cloned().unwrap_or_default();
+        assert_eq!(values.len(), 1, "{seen}");
+        values[0].as_str().unwrap().to_string()
+    };
+
+    let forged = subject_of(&mallory);
+    assert_eq!(forged, r"CN=mallory\, O=Admins,O=Example");
+    assert_eq!(subject_of(&admins), "CN=mallory,O=Admins,O=Example");
+    assert_ne!(forged, subject_of(&admins), "a common name cannot pass for an organisation");
+    // The attributes of a multi-valued RDN in their (DER) order.
+    assert_eq!(subject_of(&bob), "CN=bob+UID=42,O=Example");
+    assert_eq!(subject_of(&carol), r"OU=\#ops\0D\0AX-Admin: 1 \C3\A9\ ,O=Example");
+    // The string OpenSSL writes for these certificates (what backends' RFC 4514 parsers read).
+    for who in [&mallory, &admins, &carol] {
+        assert_eq!(subject_of(who), pki.rfc4514_subject(who));
+    }
 }
 
 #[test]

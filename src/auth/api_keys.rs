@@ -87,6 +87,7 @@ impl ApiKeyTable {
             claims.insert("consumer".into(), Value::String(consumer.to_string()));
             claims.insert("roles".into(), Value::Array(entry.roles.iter().cloned().map(Value::String).collect()));
             let identity = Identity {
+                scheme: super::Scheme::ApiKey,
                 sub: Some(consumer.to_string()),
                 roles: entry.roles.clone(),
                 claims,

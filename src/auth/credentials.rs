@@ -7,9 +7,10 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName};
 
 /// A way to authenticate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Scheme {
     /// `Authorization: Bearer <JWT>`.
+    #[default]
     Jwt,
     /// The API key header.
     ApiKey,

@@ -36,7 +36,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Who a verified token says the caller is.
 #[derive(Debug, Default)]
 pub(crate) struct Identity {
-    /// `sub` claim.
+    /// How the caller authenticated: a JWT `sub`, an API-key consumer and a Telegram user id
+    /// are names in different namespaces.
+    pub(crate) scheme: Scheme,
+    /// `sub` claim (the consumer of an API key, the user id of Telegram initData).
     pub(crate) sub: Option<String>,
     /// Roles from `roles_claim`.
     pub(crate) roles: Vec<String>,

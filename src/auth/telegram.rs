@@ -135,7 +135,13 @@ impl TelegramSettings {
                 Some(Err(())) => return Err(Rejection::BadClaim(claim.clone())),
             }
         }
-        Ok(Identity { sub: Some(sub), roles: self.roles.clone(), claims: all, forward })
+        Ok(Identity {
+            scheme: super::Scheme::Telegram,
+            sub: Some(sub),
+            roles: self.roles.clone(),
+            claims: all,
+            forward,
+        })
     }
 }
 

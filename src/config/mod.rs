@@ -4,21 +4,30 @@
 //! keys rejected) → `validate` (semantic checks and cross-references). Every error carries the key
 //! path and, where the file has it, the line.
 
+mod config_source;
+mod grpc;
 mod model;
+mod plans;
 mod raw;
 mod source;
+mod transform;
 mod units;
 mod validate;
 mod waf;
+pub(crate) use validate::is_always_allowed_host;
 pub(crate) use validate::redact_url;
 
+pub use config_source::*;
+pub use grpc::GrpcTranscodeSettings;
 pub use model::*;
+pub use plans::*;
 pub(crate) use source::{Environment, ProcessEnv};
+pub use transform::*;
 pub(crate) use units::parse_duration;
 pub(crate) use validate::subject_matches;
 pub use waf::{OnLargeBody, RouteWaf, WafMode, WafSettings, DEBIAN_CRS_RULES, MAX_INSPECTED_BODY};
 
-use source::LineIndex;
+pub(crate) use source::LineIndex;
 use std::fmt;
 use std::path::Path;
 

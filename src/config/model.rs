@@ -29,6 +29,11 @@ pub enum RouteTarget {
     /// proxied. Added by validation after the file's routes, so it shares their matching,
     /// authentication, roles and rate limits.
     Jobs,
+    /// `GET <jobs.path>/<job_id>`: a job's status, read from JetStream (the 202's `Location`).
+    /// Added beside [`RouteTarget::Jobs`] on the same path for every method but POST, with its
+    /// own label, no route-level roles (the submitter or `jobs.status_roles` may read) and
+    /// `rate_limit.default`.
+    JobStatus,
 }
 
 /// The whole, validated configuration.
@@ -273,6 +278,9 @@ pub struct AdminSettings {
     pub listen: String,
     /// The parsed address.
     pub socket: SocketAddr,
+    /// Host names (lower-case, no trailing dot; `*.example.com` for any name under it) admin
+    /// requests may carry in `Host` besides IP literals and `localhost` names.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// CIDRs of proxies in front of us whose `X-Forwarded-For` we believe.
@@ -329,6 +337,10 @@ pub struct Limits {
     /// The whole request body must arrive within this from the end of its head (408 JSON
     /// where nothing was answered yet, else close).
     pub body_timeout: Duration,
+    /// A write of an answer that makes no progress for this long closes the client's
+    /// connection (and the backend connection under it); an HTTP/2 stream that cannot send
+    /// for this long (its flow-control window stays shut) is reset.
+    pub send_timeout: Duration,
     /// Concurrent streams an HTTP/2 client may open on one connection.
     pub h2_max_concurrent_streams: u32,
 }
@@ -653,6 +665,11 @@ pub struct JobsSettings {
     pub rate_limit: Option<LimitRule>,
     /// JSON Schema every job payload must match.
     pub schema: Option<crate::policy::schema::BodySchema>,
+    /// Roles that may read any job's status (besides the identity that submitted it).
+    pub status_roles: Vec<String>,
+    /// The scheduler's durable consumer on the stream: job status says `delivered` and
+    /// `acknowledged` from its progress.
+    pub consumer: Option<String>,
 }
 
 /// Load-balancing algorithm of a service.

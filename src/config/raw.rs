@@ -104,6 +104,8 @@ pub(crate) struct RawHstsDetail {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     pub(crate) listen: String,
+    #[serde(default)]
+    pub(crate) allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +121,7 @@ pub(crate) struct RawLimits {
     pub(crate) max_connections_per_ip: Option<u64>,
     pub(crate) header_timeout: Option<ConfDuration>,
     pub(crate) body_timeout: Option<ConfDuration>,
+    pub(crate) send_timeout: Option<ConfDuration>,
     pub(crate) h2_max_concurrent_streams: Option<u32>,
 }
 
@@ -281,6 +284,9 @@ pub(crate) struct RawJobs {
     pub(crate) body_timeout: Option<ConfDuration>,
     pub(crate) rate_limit: Option<RawLimitRule>,
     pub(crate) schema: Option<String>,
+    #[serde(default)]
+    pub(crate) status_roles: Vec<String>,
+    pub(crate) consumer: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,7 +2,9 @@
 //! the client gets `202` only once JetStream acknowledged it (ARCHITECTURE.md §4, §6 Jobs).
 //!
 //! * [`request`] — the pure rules: content type, `Idempotency-Key`, body, job id, envelope.
-//! * [`stream`] — stream bootstrap (create or verify, never change).
+//! * [`stream`] — stream bootstrap (create or verify, never change), and the job index bucket.
+//! * [`status`] — following a job: its index entry, who may read it, its state, and telling
+//!   a retry from another job under the same `Idempotency-Key`.
 //! * [`service`] — the NATS connection: one shared client, made after Pingora's daemon fork by
 //!   a task started with the proxy service ([`service::WithNats`]), with reconnect, stream
 //!   bootstrap and drain on shutdown.
@@ -13,16 +15,19 @@
 
 pub mod request;
 pub(crate) mod service;
+pub(crate) mod status;
 pub(crate) mod stream;
 
 use crate::config::{JobsSettings, NatsSettings};
 use crate::errors::GatewayError;
 use crate::observability::Metrics;
 use async_nats::connection::State;
-use async_nats::jetstream::context::{Context, PublishErrorKind};
+use async_nats::jetstream::context::{ConsumerInfoErrorKind, Context, PublishErrorKind};
+use async_nats::jetstream::kv;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
+use status::{IndexEntry, JobState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -51,6 +56,10 @@ pub(crate) struct Jobs {
     pub(crate) link: OnceLock<Link>,
     /// Why the stream is not as configured (`None` when verified).
     stream_problem: Mutex<Option<String>>,
+    /// The job index (job id → sequence), once found or created.
+    index: OnceLock<kv::Store>,
+    /// Why the index is not usable (`None` when it is).
+    index_problem: Mutex<Option<String>>,
     /// Submissions between [`Jobs::begin`] and the end of their response.
     inflight: AtomicUsize,
     /// Signalled on every (re)connect so the stream is verified again.
@@ -78,6 +87,12 @@ pub(crate) struct Submission<'a> {
     pub(crate) traceparent: Option<http::HeaderValue>,
     /// W3C `tracestate` header passed on with it.
     pub(crate) tracestate: Option<&'a str>,
+    /// The envelope's `submitted_at` (recorded in the index).
+    pub(crate) submitted_at: &'a str,
+    /// The client's job, to compare with what a de-duplicated publish had stored.
+    pub(crate) job: &'a [u8],
+    /// The job id came from an `Idempotency-Key`: a later submission may reuse it.
+    pub(crate) keyed: bool,
 }
 
 /// A job JetStream acknowledged.
@@ -89,6 +104,16 @@ pub(crate) struct Accepted {
     pub(crate) seq: u64,
     /// JetStream recognised the `Nats-Msg-Id` within the duplicate window: nothing new stored.
     pub(crate) duplicate: bool,
+}
+
+/// `200` of `GET <jobs.path>/<job_id>`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct JobStatus {
+    pub(crate) job_id: String,
+    pub(crate) stream: String,
+    pub(crate) seq: u64,
+    pub(crate) submitted_at: String,
+    pub(crate) state: &'static str,
 }
 
 /// Why a publish did not end in an ack.
@@ -117,6 +142,15 @@ pub(crate) enum PublishFailure {
     /// JetStream refused the message.
     #[error("the job queue refused the job: {0}")]
     Refused(String),
+    /// The `Idempotency-Key` already named another job (a different payload): nothing stored.
+    #[error("this Idempotency-Key was already used for another job ({job_id}); use a new key for a different job")]
+    Conflict {
+        /// The job the key names.
+        job_id: String,
+    },
+    /// The publish was de-duplicated, but the stored job could not be read to compare it.
+    #[error("the job queue could not confirm that this retry is the stored job; retry with the same Idempotency-Key")]
+    Unconfirmed,
 }
 
 impl PublishFailure {
@@ -129,6 +163,8 @@ impl PublishFailure {
             Self::TooLarge { .. } => "too_large",
             Self::Overloaded => "overloaded",
             Self::Refused(_) => "publish_error",
+            Self::Conflict { .. } => "idempotency_conflict",
+            Self::Unconfirmed => "ack_timeout",
         }
     }
 }
@@ -137,6 +173,7 @@ impl From<PublishFailure> for GatewayError {
     fn from(f: PublishFailure) -> Self {
         let retry_after = match f {
             PublishFailure::TooLarge { limit } => return GatewayError::PayloadTooLarge { limit },
+            PublishFailure::Conflict { .. } => return GatewayError::Conflict(f.to_string()),
             PublishFailure::Disconnected => RETRY_DISCONNECTED,
             PublishFailure::NoStream => RETRY_NO_STREAM,
             _ => RETRY_PUBLISH,
@@ -181,6 +218,8 @@ impl Jobs {
             subject,
             link: OnceLock::new(),
             stream_problem: Mutex::new(Some("not verified yet (waiting for NATS)".into())),
+            index: OnceLock::new(),
+            index_problem: Mutex::new(Some("not found yet (waiting for NATS)".into())),
             inflight: AtomicUsize::new(0),
             connected: tokio::sync::Notify::new(),
             shutdown_wait,
@@ -208,6 +247,20 @@ impl Jobs {
         }
     }
 
+    /// The index is usable (`Err`: why not).
+    pub(crate) fn set_index(&self, index: Result<kv::Store, String>) {
+        let problem = match index {
+            Ok(store) => {
+                let _ = self.index.set(store);
+                None
+            }
+            Err(e) => Some(e),
+        };
+        if let Ok(mut p) = self.index_problem.lock() {
+            *p = problem;
+        }
+    }
+
     /// What keeps jobs from being ready (`/ready`'s `missing` entries).
     pub(crate) fn readiness_problems(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -216,6 +269,9 @@ impl Jobs {
         }
         if let Some(p) = self.stream_problem.lock().ok().and_then(|p| p.clone()) {
             out.push(format!("jobs stream {}: {p}", self.settings.stream.name));
+        }
+        if let Some(p) = self.index_problem.lock().ok().and_then(|p| p.clone()) {
+            out.push(format!("jobs index {}: {p}", status::index_bucket(&self.settings.stream.name)));
         }
         out
     }
@@ -245,8 +301,19 @@ impl Jobs {
     }
 
     async fn publish_inner(&self, submission: Submission<'_>, metrics: &Metrics) -> Result<Accepted, PublishFailure> {
-        let Submission { job_id, user_id, request_id, payload, job_len, settings, traceparent, tracestate } =
-            submission;
+        let Submission {
+            job_id,
+            user_id,
+            request_id,
+            payload,
+            job_len,
+            settings,
+            traceparent,
+            tracestate,
+            submitted_at,
+            job,
+            keyed,
+        } = submission;
         let link = self.link.get().ok_or(PublishFailure::Disconnected)?;
         // Queuing into a dead connection would hold the client until the timeout and might
         // still publish later; answering now is clearer.
@@ -272,6 +339,7 @@ impl Jobs {
             Subject::from(settings.subject.as_str())
         };
         let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
         let attempt = async {
             let ack = link.js.send_publish(subject, message).await?;
             ack.await
@@ -298,7 +366,154 @@ impl Jobs {
         if !ack.duplicate {
             metrics.jobs_published.inc();
         }
-        Ok(Accepted { stream: ack.stream, seq: ack.sequence, duplicate: ack.duplicate })
+        let accepted = Accepted { stream: ack.stream, seq: ack.sequence, duplicate: ack.duplicate };
+        let entry = if accepted.duplicate {
+            match self.stored_under(link, job_id, &accepted, job, deadline).await? {
+                Some(entry) => entry,
+                // Confirmed from the index, which therefore already holds it.
+                None => return Ok(accepted),
+            }
+        } else {
+            IndexEntry {
+                stream: accepted.stream.clone(),
+                seq: accepted.seq,
+                user_id: user_id.to_string(),
+                submitted_at: submitted_at.to_string(),
+                job_sha256: keyed.then(|| status::job_digest(job)),
+            }
+        };
+        self.record(job_id, &entry, deadline).await;
+        Ok(accepted)
+    }
+
+    /// A de-duplicated publish: JetStream stored a job under this id before and only says
+    /// where. Read it back: the same job is a retry (its index entry, to write again in case an
+    /// earlier write was lost; `None` when the index itself confirmed it), another job is a
+    /// conflict. Never answers "duplicate" without having compared.
+    async fn stored_under(
+        &self,
+        link: &Link,
+        job_id: &str,
+        accepted: &Accepted,
+        job: &[u8],
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<IndexEntry>, PublishFailure> {
+        let conflict = || PublishFailure::Conflict { job_id: job_id.to_string() };
+        let stream = link.js.get_stream_no_info(&accepted.stream).await.map_err(|_| PublishFailure::Unconfirmed)?;
+        match tokio::time::timeout_at(deadline, stream.get_raw_message(accepted.seq)).await {
+            Ok(Ok(message)) => {
+                let Some((stored, user_id, submitted_at)) = status::stored_job(&message.payload) else {
+                    return Err(conflict());
+                };
+                if stored.as_bytes() != job {
+                    return Err(conflict());
+                }
+                Ok(Some(IndexEntry {
+                    stream: accepted.stream.clone(),
+                    seq: accepted.seq,
+                    user_id,
+                    submitted_at,
+                    job_sha256: Some(status::job_digest(job)),
+                }))
+            }
+            // Consumed (a work-queue stream) or removed: the index kept the job's digest.
+            Ok(Err(e)) if e.kind() == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound => {
+                match self.index_entry(job_id, deadline).await {
+                    Ok(Some(entry)) if entry.job_sha256.as_deref() == Some(&status::job_digest(job)) => Ok(None),
+                    Ok(Some(_)) => Err(conflict()),
+                    Ok(None) | Err(_) => Err(PublishFailure::Unconfirmed),
+                }
+            }
+            Ok(Err(_)) | Err(_) => Err(PublishFailure::Unconfirmed),
+        }
+    }
+
+    /// Write a job's index entry. The job is stored whatever happens here, so a failure is
+    /// logged, not answered: the 202 stands, only its `Location` would not find the job.
+    async fn record(&self, job_id: &str, entry: &IndexEntry, deadline: tokio::time::Instant) {
+        let Some(index) = self.index.get() else {
+            log::warn!(
+                "job {job_id} stored as {} #{} but the job index is not ready: its status cannot be read",
+                entry.stream,
+                entry.seq
+            );
+            return;
+        };
+        let value = Bytes::from(serde_json::to_vec(entry).unwrap_or_default());
+        // At least a moment for the write even when the publish used up the ack timeout.
+        let deadline = deadline.max(tokio::time::Instant::now() + Duration::from_millis(250));
+        match tokio::time::timeout_at(deadline, index.put(job_id, value)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => log::warn!("job {job_id}: index entry not written ({e}): its status cannot be read"),
+            Err(_) => log::warn!("job {job_id}: index entry not written in time: its status cannot be read"),
+        }
+    }
+
+    /// The index entry of a job (`Ok(None)`: no such job).
+    async fn index_entry(
+        &self,
+        job_id: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<IndexEntry>, GatewayError> {
+        let unavailable = |why: &str| GatewayError::Unavailable {
+            message: format!("job status is unavailable ({why})"),
+            retry_after: RETRY_PUBLISH,
+        };
+        let index = self.index.get().ok_or_else(|| unavailable("the job index is not ready"))?;
+        match tokio::time::timeout_at(deadline, index.get(job_id)).await {
+            Ok(Ok(Some(value))) => Ok(serde_json::from_slice(&value).ok()),
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(e)) => Err(unavailable(&e.to_string())),
+            Err(_) => Err(unavailable("no answer from the job queue in time")),
+        }
+    }
+
+    /// `GET <jobs.path>/<job_id>`: the job as JetStream knows it, for its submitter or a role
+    /// in `jobs.status_roles`; anyone else, like an unknown id, is told there is no such job.
+    pub(crate) async fn status(
+        &self,
+        settings: &JobsSettings,
+        job_id: &str,
+        identity: Option<&crate::auth::Identity>,
+    ) -> Result<JobStatus, GatewayError> {
+        let link = self.link.get().filter(|_| self.is_connected()).ok_or(PublishFailure::Disconnected)?;
+        let deadline = tokio::time::Instant::now() + settings.ack_timeout;
+        let no_such_job = || GatewayError::NotFound(format!("no job {job_id}"));
+        let entry = self.index_entry(job_id, deadline).await?.ok_or_else(no_such_job)?;
+        if !status::may_read(&entry.user_id, identity, &settings.status_roles) {
+            return Err(no_such_job());
+        }
+        let state = match &settings.consumer {
+            None => JobState::Stored,
+            Some(consumer) => {
+                let unavailable = |why: String| GatewayError::Unavailable {
+                    message: format!("job state is unavailable: {why}"),
+                    retry_after: RETRY_PUBLISH,
+                };
+                let stream = link.js.get_stream_no_info(&entry.stream).await.map_err(|e| unavailable(e.to_string()))?;
+                match tokio::time::timeout_at(deadline, stream.consumer_info(consumer)).await {
+                    Ok(Ok(info)) => {
+                        status::state(entry.seq, info.delivered.stream_sequence, info.ack_floor.stream_sequence)
+                    }
+                    Ok(Err(e)) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+                        log::warn!("jobs.consumer `{consumer}` does not exist on stream {}", entry.stream);
+                        return Err(unavailable(format!(
+                            "jobs.consumer `{consumer}` does not exist on stream {}",
+                            entry.stream
+                        )));
+                    }
+                    Ok(Err(e)) => return Err(unavailable(e.to_string())),
+                    Err(_) => return Err(unavailable("no answer from the job queue in time".into())),
+                }
+            }
+        };
+        Ok(JobStatus {
+            job_id: job_id.to_string(),
+            stream: entry.stream,
+            seq: entry.seq,
+            submitted_at: entry.submitted_at,
+            state: state.as_str(),
+        })
     }
 }
 
@@ -326,6 +541,8 @@ mod tests {
             max_body: 1024,
             ack_timeout: Duration::from_secs(1),
             body_timeout: Duration::from_secs(1),
+            status_roles: vec![],
+            consumer: None,
         };
         let nats = NatsSettings {
             url: "nats://127.0.0.1:1".into(),
@@ -344,8 +561,13 @@ mod tests {
         let p = j.readiness_problems();
         assert_eq!(p[0], "nats: disconnected");
         assert!(p[1].starts_with("jobs stream JOBS: "), "{p:?}");
+        assert!(p[2].starts_with("jobs index siger_jobs_JOBS: "), "{p:?}");
         j.set_stream_problem(None);
-        assert_eq!(j.readiness_problems(), ["nats: disconnected"]);
+        j.set_index(Err("cannot create the bucket: denied".into()));
+        assert_eq!(
+            j.readiness_problems(),
+            ["nats: disconnected", "jobs index siger_jobs_JOBS: cannot create the bucket: denied"]
+        );
     }
 
     #[test]
@@ -390,6 +612,9 @@ mod tests {
                     settings: &j.settings,
                     traceparent: None,
                     tracestate: None,
+                    submitted_at: "2026-01-02T03:04:05.678Z",
+                    job: b"{}",
+                    keyed: false,
                 },
                 &metrics,
             )

@@ -12,8 +12,9 @@ use super::stream::{self, StreamCheck};
 use super::{Jobs, Link};
 use crate::config::NatsSettings;
 use crate::lifecycle::Lifecycle;
+use crate::nats::{credentials, redact, server_addrs};
 use async_nats::jetstream::context::ContextBuilder;
-use async_nats::{ConnectOptions, Event, ServerAddr};
+use async_nats::{ConnectOptions, Event};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -92,42 +93,8 @@ pub(crate) fn reconnect_delay(attempts: usize) -> Duration {
     base.mul_f64(rand::random_range(0.8..1.2))
 }
 
-/// Server list from `nats.url` (comma separated).
-pub(crate) fn server_addrs(url: &str) -> Result<Vec<ServerAddr>, String> {
-    url.split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(|u| u.parse::<ServerAddr>().map_err(|e| format!("nats.url `{u}`: {e}")))
-        .collect()
-}
-
-/// `nats.url` for logs: credentials in the URL (`nats://user:pass@host`) are masked.
-pub(crate) fn redact(urls: &str) -> String {
-    urls.split(',')
-        .map(|u| {
-            let u = u.trim();
-            match (u.find("://"), u.rfind('@')) {
-                (Some(s), Some(at)) if at > s => format!("{}***{}", &u[..s + 3], &u[at..]),
-                _ => u.to_string(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 async fn connect_options(n: &NatsSettings, jobs: &Arc<Jobs>) -> Result<ConnectOptions, String> {
-    let mut options = match &n.credentials_file {
-        Some(path) => ConnectOptions::with_credentials_file(path)
-            .await
-            .map_err(|e| format!("nats.credentials_file {}: {e}", path.display()))?,
-        None => ConnectOptions::new(),
-    };
-    if let Some(token) = &n.token {
-        options = options.token(token.clone());
-    }
-    if let Some((user, password)) = &n.user_password {
-        options = options.user_and_password(user.clone(), password.clone());
-    }
+    let options = credentials(n.credentials_file.as_deref(), n.token.as_deref(), n.user_password.as_ref()).await?;
     let events = Arc::clone(jobs);
     let event_log = Arc::new(EventLog::default());
     Ok(options
@@ -181,7 +148,8 @@ impl NatsService {
         }
     }
 
-    /// Verify (or create) the stream; retried with back-off while connected.
+    /// Verify (or create) the stream, then find (or create) the job index; retried with
+    /// back-off while connected.
     async fn bootstrap(&self, link: &Link) {
         let jobs = &self.jobs;
         let name = &jobs.settings.stream.name;
@@ -209,7 +177,16 @@ impl NatsService {
                         StreamCheck::Missing => Some("does not exist (jobs.stream.create is false)".into()),
                     });
                     self.check_max_payload(link);
-                    return;
+                    if jobs.index.get().is_some() {
+                        return;
+                    }
+                    match stream::ensure_index(&link.js, &jobs.settings).await {
+                        Ok(index) => return jobs.set_index(Ok(index)),
+                        Err(e) => {
+                            log::warn!("jobs index: {e}; job status cannot be read yet; retrying in {delay:?}");
+                            jobs.set_index(Err(e));
+                        }
+                    }
                 }
                 Err(e) => {
                     log::warn!("jobs stream {name}: {e}; retrying in {delay:?}");
@@ -352,17 +329,5 @@ mod tests {
         for n in [10, 100, usize::MAX] {
             assert!(reconnect_delay(n) <= MAX_RECONNECT_DELAY.mul_f64(1.2));
         }
-    }
-
-    #[test]
-    fn credentials_in_urls_are_masked() {
-        assert_eq!(redact("nats://u:p@a:4222, nats://b:4222"), "nats://***@a:4222,nats://b:4222");
-        assert_eq!(redact("tls://tok@h"), "tls://***@h");
-    }
-
-    #[test]
-    fn server_list() {
-        assert_eq!(server_addrs("nats://a:4222, nats://b:4223").expect("ok").len(), 2);
-        assert!(server_addrs("nats://a:notaport").is_err());
     }
 }

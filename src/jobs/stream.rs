@@ -1,11 +1,15 @@
 //! Stream bootstrap: with `jobs.stream.create` the stream is created when missing, and an
 //! existing one is compared with the config. A difference is reported (error log + `/ready`),
 //! never "fixed": changing retention or storage of a live stream is an operator's decision.
-//! Uses only the 2.9 stream API (STREAM.INFO / STREAM.CREATE).
+//! Uses only the 2.9 stream API (STREAM.INFO / STREAM.CREATE). The job index (see
+//! `jobs::status`) is a key-value bucket Siger owns (`crate::nats`): found, or created alike
+//! with the stream.
 
 use crate::config::{subject_matches, JobsSettings, StreamSettings, StreamStorage};
+use crate::nats::{open_or_create_bucket, BucketLayout, BucketOpened};
 use async_nats::jetstream::context::Context;
 use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{Config, StorageType};
 use async_nats::jetstream::ErrorCode;
 use std::collections::BTreeSet;
@@ -143,6 +147,30 @@ pub(crate) async fn ensure(js: &Context, jobs: &JobsSettings) -> Result<StreamCh
     }
 }
 
+/// The job index's key-value bucket: one entry per job id, kept as long as the stream keeps
+/// jobs, stored and replicated as the stream is.
+pub(crate) fn index_layout(s: &StreamSettings) -> BucketLayout {
+    BucketLayout {
+        bucket: super::status::index_bucket(&s.name),
+        description: format!("Siger job index: job id -> sequence in stream {}", s.name),
+        history: 1,
+        max_age: s.max_age,
+        storage: storage_type(s.storage),
+        replicas: s.replicas,
+    }
+}
+
+/// Find the job index bucket, creating it when missing (another gateway may create it at the
+/// same moment: then theirs is used).
+pub(crate) async fn ensure_index(js: &Context, jobs: &JobsSettings) -> Result<kv::Store, String> {
+    let layout = index_layout(&jobs.stream);
+    let (store, opened) = open_or_create_bucket(js, &layout).await?;
+    if opened == BucketOpened::Created {
+        log::info!("jobs index {}: created", layout.bucket);
+    }
+    Ok(store)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +194,8 @@ mod tests {
             max_body: 1 << 20,
             ack_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
+            status_roles: vec![],
+            consumer: None,
         }
     }
 

@@ -39,6 +39,7 @@ pub(crate) const JOB_FAILURE_REASONS: &[&str] = &[
     "invalid_request",
     "unsupported_media_type",
     "body_timeout",
+    "idempotency_conflict",
 ];
 
 /// The unmatched-request route label.
@@ -289,7 +290,7 @@ impl Metrics {
         let timeouts = counter_vec(
             &registry,
             "siger_request_timeouts_total",
-            "Requests whose head or body missed limits.header_timeout or body_timeout",
+            "Requests whose head or body missed limits.header_timeout or body_timeout (phase header, body), and client connections closed when a write made no progress for limits.send_timeout (phase send)",
             &["phase"],
         );
         let connections = crate::connections::ConnectionMetrics {
@@ -303,10 +304,11 @@ impl Metrics {
             ),
             header_timeouts: timeouts.with_label_values(&["header"]),
             body_timeouts: timeouts.with_label_values(&["body"]),
+            send_timeouts: timeouts.with_label_values(&["send"]),
             heads_too_large: counter(
                 &registry,
                 "siger_request_heads_too_large_total",
-                "Request heads answered 431 while still arriving, past limits.max_header_bytes",
+                "Request heads answered 431 before a session: past limits.max_header_bytes while still arriving, or with more than 256 header fields",
             ),
         };
         let rate_limit_redis_node = register(
@@ -340,7 +342,8 @@ impl Metrics {
         let tls_handshakes = counter_vec(
             &registry,
             "siger_tls_handshakes_total",
-            "TLS handshakes per listener by result: ok, or the reason they were refused (tls_version, client_cert); \
+            "TLS handshakes per listener by result: ok, the reason they were refused (tls_version, client_cert), or timeout \
+             (nothing within limits.idle_timeout, or not complete within header_timeout of the first byte); \
              client_hellos minus these are handshakes that failed otherwise (no shared cipher, client abort)",
             &["listener", "result"],
         );

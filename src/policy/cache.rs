@@ -9,21 +9,24 @@
 //! the object. Entries carry a purge tag (route and path) so an admin purge removes every
 //! variant of a path — every `Vary` value, every user of a per-user route.
 
+use crate::auth::Identity;
 use crate::config::RouteCache;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use lru::LruCache;
 use pingora::cache::key::{CacheHashKey, CacheKey, HashBinary};
+use pingora::cache::lock::LockStatus;
 use pingora::cache::storage::{
     HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeTarget, PurgeType, Storage,
 };
 use pingora::cache::trace::SpanHandle;
-use pingora::cache::{CacheMeta, NoCacheReason, PurgeOutcome, RespCacheable};
+use pingora::cache::{CacheMeta, CachePhase, NoCacheReason, PurgeOutcome, RespCacheable};
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 /// Shards of the table: an insert or lookup locks one.
 const SHARDS: usize = 16;
@@ -35,10 +38,56 @@ const READ_CHUNK: usize = 64 * 1024;
 struct Entry {
     /// `CacheMeta::serialize()` (pingora-cache's metadata is not `Clone`).
     meta: (Vec<u8>, Vec<u8>),
+    /// What deciding whether a request must fetch this entry needs, kept apart so that
+    /// decision costs no deserialisation.
+    shape: Arc<Shape>,
     body: Bytes,
     /// Route and path: what an admin purge names.
     purge_tag: u64,
     size: usize,
+}
+
+/// Of a stored entry: when it needs fetching again, and what selects it among a path's
+/// variants ([`MemStorage::shape`]).
+#[derive(Debug)]
+pub(crate) struct Shape {
+    /// The variance the entry was stored with (`None`: its route varies on nothing).
+    pub(crate) variance: Option<HashBinary>,
+    /// The end of its freshness.
+    pub(crate) fresh_until: SystemTime,
+    /// How long after `fresh_until` it may be served while one background request refreshes it.
+    pub(crate) stale_while_revalidate: Duration,
+    /// The stored answer's `Vary` and `Cache-Control` lines: what a request's variant is
+    /// computed from.
+    pub(crate) selectors: http::HeaderMap,
+}
+
+impl Shape {
+    fn of(meta: &CacheMeta) -> Shape {
+        let mut selectors = http::HeaderMap::new();
+        for name in [http::header::VARY, http::header::CACHE_CONTROL] {
+            for value in meta.headers().get_all(&name) {
+                selectors.append(name.clone(), value.clone());
+            }
+        }
+        Shape {
+            variance: meta.variance(),
+            fresh_until: meta.fresh_until(),
+            stale_while_revalidate: Duration::from_secs(u64::from(meta.stale_while_revalidate_sec())),
+            selectors,
+        }
+    }
+
+    /// Bytes it holds beyond the fixed overhead.
+    fn size(&self) -> usize {
+        self.selectors.iter().map(|(k, v)| k.as_str().len() + v.len()).sum()
+    }
+
+    /// Whether a request reading it must fetch it: it is past its freshness and, unless the
+    /// route serves stale answers while revalidating (`serves_stale`), past that window too.
+    pub(crate) fn must_fetch(&self, now: SystemTime, serves_stale: bool) -> bool {
+        now >= self.fresh_until && !(serves_stale && now < self.fresh_until + self.stale_while_revalidate)
+    }
 }
 
 #[derive(Default)]
@@ -149,6 +198,14 @@ impl MemStorage {
         }
     }
 
+    /// The shape of the entry stored under `key` (its variance included), if any; the entry's
+    /// recency is left alone.
+    pub(crate) fn shape(&self, key: &CacheKey) -> Option<Arc<Shape>> {
+        let hash = key.combined_bin();
+        let mut shard = lock(self.shard(&hash));
+        shard.map().peek(&hash).map(|e| e.shape.clone())
+    }
+
     /// Remove every entry with this purge tag (all its variants); returns how many.
     pub(crate) fn purge_tag(&self, tag: u64) -> usize {
         let mut removed = 0;
@@ -184,15 +241,150 @@ impl MemStorage {
 /// The cache lock: concurrent misses for one key wait for the first one's response instead
 /// of each going upstream. A writer that takes longer than this lets the others compete again.
 pub(crate) fn cache_lock() -> &'static pingora::cache::lock::CacheKeyLockImpl {
-    static LOCK: OnceLock<pingora::cache::lock::CacheLock> = OnceLock::new();
-    LOCK.get_or_init(|| pingora::cache::lock::CacheLock::new(std::time::Duration::from_secs(10)))
+    static LOCK: OnceLock<Lock> = OnceLock::new();
+    LOCK.get_or_init(|| Lock(pingora::cache::lock::CacheLock::new(Duration::from_secs(10))))
+}
+
+/// Pingora's cache lock, with what a writer's own refusals tell the requests waiting on it.
+struct Lock(pingora::cache::lock::CacheLock);
+
+impl pingora::cache::lock::CacheKeyLock for Lock {
+    fn lock(&self, key: &CacheKey, stale_writer: bool) -> pingora::cache::lock::Locked {
+        self.0.lock(key, stale_writer)
+    }
+
+    fn release(&self, key: &CacheKey, permit: pingora::cache::lock::WritePermit, reason: LockStatus) {
+        self.0.release(key, permit, reason);
+    }
+
+    fn custom_lock_status(&self, reason: &'static str) -> LockStatus {
+        refusal_lock_status(reason)
+    }
+}
+
+/// What waiters are told when the writer's answer was refused for one of our reasons.
+fn refusal_lock_status(reason: &'static str) -> LockStatus {
+    match reason {
+        // The writer's answer was its own; the next request's may be everyone's: elect a new
+        // writer (Pingora's default sends every waiter upstream uncached).
+        UNKEYED_CREDENTIALS => LockStatus::TransientError,
+        _ => LockStatus::GiveUp,
+    }
+}
+
+/// What the requests waiting on a fill's lock are told when the request that held it ends in
+/// `phase`: look again (`Done`), compete for a new fill (`TransientError`), or fetch on their
+/// own (`GiveUp`: the answer is not cacheable).
+pub(crate) fn lock_status_after(phase: CachePhase) -> LockStatus {
+    match phase {
+        CachePhase::Miss
+        | CachePhase::Expired
+        | CachePhase::Hit
+        | CachePhase::Stale
+        | CachePhase::StaleUpdating
+        | CachePhase::Revalidated
+        | CachePhase::RevalidatedNoCache(_) => LockStatus::Done,
+        CachePhase::Disabled(
+            NoCacheReason::OriginNotCache | NoCacheReason::ResponseTooLarge | NoCacheReason::PredictedResponseTooLarge,
+        ) => LockStatus::GiveUp,
+        CachePhase::Disabled(NoCacheReason::Custom(reason)) => refusal_lock_status(reason),
+        _ => LockStatus::TransientError,
+    }
+}
+
+/// A fill's cache lock held outside Pingora's own bookkeeping (by a background request that
+/// fetches for others): released once, with what the fill came to, or — dropped unreleased —
+/// as a transient failure so the waiters elect another writer.
+pub(crate) struct HeldLock {
+    key: CacheKey,
+    permit: Option<pingora::cache::lock::WritePermit>,
+}
+
+impl HeldLock {
+    /// Hold `permit`, the lock of `key`.
+    pub(crate) fn new(key: CacheKey, permit: pingora::cache::lock::WritePermit) -> Self {
+        HeldLock { key, permit: Some(permit) }
+    }
+
+    /// Release it: the holder ended in `phase`.
+    pub(crate) fn release(mut self, phase: CachePhase) {
+        if let Some(permit) = self.permit.take() {
+            cache_lock().release(&self.key, permit, lock_status_after(phase));
+        }
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            cache_lock().release(&self.key, permit, LockStatus::TransientError);
+        }
+    }
+}
+
+impl std::fmt::Debug for HeldLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldLock").field("held", &self.permit.is_some()).finish()
+    }
+}
+
+/// Which slot of a path a request reads: the primary holds the first variant stored; the
+/// others sit in secondary slots under their variance (as pingora-cache looks them up).
+pub(crate) fn slot(primary: Option<HashBinary>, request: Option<HashBinary>) -> Option<HashBinary> {
+    match request {
+        Some(v) if primary != Some(v) => Some(v),
+        _ => None,
+    }
 }
 
 /// Remembers keys whose responses were not cacheable, so the next request for one goes
-/// straight upstream instead of queueing behind the cache lock.
+/// straight upstream instead of queueing behind the cache lock. An answer kept from others
+/// because of its request's credentials says nothing about the next request's.
 pub(crate) fn predictor() -> &'static pingora::cache::predictor::Predictor<16> {
     static PREDICTOR: OnceLock<pingora::cache::predictor::Predictor<16>> = OnceLock::new();
-    PREDICTOR.get_or_init(|| pingora::cache::predictor::Predictor::new(1024, None))
+    PREDICTOR.get_or_init(|| pingora::cache::predictor::Predictor::new(1024, Some(|r| r == UNKEYED_CREDENTIALS)))
+}
+
+/// Who a cached answer on a route that is not `auth: public` belongs to (unless the answer is
+/// `Cache-Control: public`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner<'a> {
+    /// No credentials (an `auth: optional` route): the entry of every anonymous caller.
+    Anonymous,
+    /// A verified caller: a name within its scheme (a JWT `sub`, an API-key consumer and a
+    /// Telegram user id are different namespaces).
+    Named {
+        /// The scheme's config name.
+        scheme: &'static str,
+        /// The caller's name in it.
+        name: &'a str,
+    },
+    /// A verified caller without a name (a JWT without `sub`, or with an empty one): it cannot
+    /// be told apart from other such callers, so nothing is cached for it or served to it.
+    Unnamed,
+}
+
+/// The owner of the entries a caller reads and fills.
+pub(crate) fn owner(identity: Option<&Identity>) -> Owner<'_> {
+    match identity {
+        None => Owner::Anonymous,
+        Some(i) => match i.sub.as_deref() {
+            Some(name) if !name.is_empty() => Owner::Named { scheme: i.scheme.name(), name },
+            _ => Owner::Unnamed,
+        },
+    }
+}
+
+/// Why an answer to a request with credentials the cache key does not hold was not stored.
+pub(crate) const UNKEYED_CREDENTIALS: &str = "request-credentials";
+
+/// Whether the request sent upstream carries credentials the cache key does not hold: any
+/// `Cookie`, and an `Authorization` unless it is the caller the entry is keyed by
+/// (`keyed_by_authorization`: a JWT or Telegram caller on a route that is not public). Such a
+/// request's answer may be that caller's own (RFC 9111 §3.5).
+pub(crate) fn unkeyed_credentials(upstream: &http::HeaderMap, keyed_by_authorization: bool) -> bool {
+    upstream.contains_key(http::header::COOKIE)
+        || (!keyed_by_authorization && upstream.contains_key(http::header::AUTHORIZATION))
 }
 
 /// The purge tag of a route's path: FNV-1a over the route label and the path with its query.
@@ -233,6 +425,7 @@ impl Storage for MemStorage {
             storage: self,
             key: key.combined_bin(),
             meta: meta.serialize()?,
+            shape: Arc::new(Shape::of(meta)),
             body: BytesMut::new(),
             purge_tag,
             generation: self.generation.load(Ordering::Acquire),
@@ -255,8 +448,9 @@ impl Storage for MemStorage {
         let mut shard = lock(self.shard(&hash));
         let Some(old) = shard.map().peek(&hash).cloned() else { return Ok(false) };
         // A revalidation (304) refreshed the metadata; the body stays.
-        let size = old.body.len() + serialized.0.len() + serialized.1.len() + ENTRY_OVERHEAD;
-        let entry = Entry { meta: serialized, body: old.body.clone(), purge_tag: old.purge_tag, size };
+        let shape = Arc::new(Shape::of(meta));
+        let size = old.body.len() + serialized.0.len() + serialized.1.len() + shape.size() + ENTRY_OVERHEAD;
+        let entry = Entry { meta: serialized, shape, body: old.body.clone(), purge_tag: old.purge_tag, size };
         shard.bytes = shard.bytes - old.size + size;
         self.bytes.fetch_add(size, Ordering::Relaxed);
         self.bytes.fetch_sub(old.size, Ordering::Relaxed);
@@ -330,6 +524,7 @@ struct Fill {
     storage: &'static MemStorage,
     key: HashBinary,
     meta: (Vec<u8>, Vec<u8>),
+    shape: Arc<Shape>,
     body: BytesMut,
     purge_tag: u64,
     generation: u64,
@@ -346,13 +541,13 @@ impl HandleMiss for Fill {
     }
 
     async fn finish(self: Box<Self>) -> Result<MissFinishType> {
-        let Fill { storage, key, meta, body, purge_tag, generation } = *self;
-        let size = body.len() + meta.0.len() + meta.1.len() + ENTRY_OVERHEAD;
+        let Fill { storage, key, meta, shape, body, purge_tag, generation } = *self;
+        let size = body.len() + meta.0.len() + meta.1.len() + shape.size() + ENTRY_OVERHEAD;
         if storage.generation.load(Ordering::Acquire) != generation {
             // Everything was purged while this response was being fetched.
             return Ok(MissFinishType::Created(0));
         }
-        let entry = Entry { meta, body: body.freeze(), purge_tag, size };
+        let entry = Entry { meta, shape, body: body.freeze(), purge_tag, size };
         if !storage.insert(key, entry) {
             return Err(storage_error("response larger than the cache can hold"));
         }
@@ -363,9 +558,16 @@ impl HandleMiss for Fill {
 /// Whether a response on a caching route (`settings`) is stored, and for how long: what the response's
 /// `Cache-Control` (or `Expires`) says, else the route's `ttl`. Never stored: statuses other
 /// than 200, 203, 204, 301, 308, 404 and 410; `no-store` and `private`; `Set-Cookie`;
-/// `Vary: *`; and, on a compressing route, a body the upstream encoded although it was asked
-/// for the plain one.
-pub(crate) fn storable(settings: &RouteCache, compresses: bool, resp: &ResponseHeader) -> RespCacheable {
+/// `Vary: *`; on a compressing route, a body the upstream encoded although it was asked for the
+/// plain one; and, when the request carried credentials the key does not hold
+/// (`unkeyed_credentials`), an answer that does not say a shared cache may keep it (`public`,
+/// `s-maxage` or `must-revalidate`, RFC 9111 §3.5).
+pub(crate) fn storable(
+    settings: &RouteCache,
+    compresses: bool,
+    unkeyed_credentials: bool,
+    resp: &ResponseHeader,
+) -> RespCacheable {
     use pingora::cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
     let refuse = |why: &'static str| RespCacheable::Uncacheable(NoCacheReason::Custom(why));
     if !matches!(resp.status.as_u16(), 200 | 203 | 204 | 301 | 308 | 404 | 410) {
@@ -392,6 +594,11 @@ pub(crate) fn storable(settings: &RouteCache, compresses: bool, resp: &ResponseH
     let cc = CacheControl::from_resp_headers(resp);
     if cc.as_ref().is_some_and(|c| c.is_cacheable() == Cacheable::No) {
         return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    if unkeyed_credentials
+        && !cc.as_ref().is_some_and(|c| c.public() || c.must_revalidate() || c.s_maxage().ok().flatten().is_some())
+    {
+        return refuse(UNKEYED_CREDENTIALS);
     }
     let now = std::time::SystemTime::now();
     let fresh_until = match cc.as_ref().and_then(|c| c.fresh_duration()) {
@@ -447,7 +654,7 @@ mod tests {
             max_entry: 1 << 20,
         };
         let stored = |r: &ResponseHeader, compresses: bool| {
-            matches!(storable(&settings, compresses, r), RespCacheable::Cacheable(_))
+            matches!(storable(&settings, compresses, false, r), RespCacheable::Cacheable(_))
         };
         assert!(stored(&response(200, &[]), false));
         for never in [
@@ -463,7 +670,7 @@ mod tests {
         let encoded = response(200, &[("content-encoding", "gzip")]);
         assert!(stored(&encoded, false) && !stored(&encoded, true), "compressing routes store plain bodies only");
         let RespCacheable::Cacheable(meta) =
-            storable(&settings, false, &response(200, &[("cache-control", "no-cache")]))
+            storable(&settings, false, false, &response(200, &[("cache-control", "no-cache")]))
         else {
             panic!("no-cache is stored")
         };
@@ -472,9 +679,105 @@ mod tests {
         assert!(is_public(&response(200, &[("cache-control", "max-age=5, Public")]).headers));
     }
 
+    #[test]
+    fn answers_to_requests_with_unkeyed_credentials_are_kept_only_when_shareable() {
+        let settings = RouteCache {
+            ttl: std::time::Duration::from_secs(60),
+            stale_while_revalidate: std::time::Duration::ZERO,
+            stale_if_error: std::time::Duration::ZERO,
+            vary: Vec::new(),
+            max_entry: 1 << 20,
+        };
+        let stored = |r: &ResponseHeader| matches!(storable(&settings, false, true, r), RespCacheable::Cacheable(_));
+        assert!(!stored(&response(200, &[])));
+        assert!(!stored(&response(200, &[("cache-control", "max-age=60")])));
+        for shareable in ["public", "max-age=5, s-maxage=60", "must-revalidate"] {
+            assert!(stored(&response(200, &[("cache-control", shareable)])), "{shareable}");
+        }
+        assert!(!stored(&response(200, &[("cache-control", "public, no-store")])));
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, http::HeaderValue::from_static(v));
+            }
+            h
+        };
+        assert!(!unkeyed_credentials(&headers(&[("accept", "*/*")]), false));
+        assert!(unkeyed_credentials(&headers(&[("cookie", "a=1")]), true), "a cookie is never the key");
+        assert!(unkeyed_credentials(&headers(&[("authorization", "Basic eDp5")]), false));
+        assert!(!unkeyed_credentials(&headers(&[("authorization", "Bearer t")]), true), "the keyed caller");
+    }
+
+    #[test]
+    fn callers_own_entries_by_scheme_and_name() {
+        use crate::auth::Scheme;
+        let named =
+            |scheme, sub: Option<&str>| Identity { scheme, sub: sub.map(str::to_string), ..Identity::default() };
+        assert_eq!(owner(None), Owner::Anonymous);
+        let jwt = named(Scheme::Jwt, Some("acme"));
+        let key = named(Scheme::ApiKey, Some("acme"));
+        assert_eq!(owner(Some(&jwt)), Owner::Named { scheme: "jwt", name: "acme" });
+        assert_ne!(owner(Some(&jwt)), owner(Some(&key)), "one name, two schemes: two owners");
+        assert_eq!(owner(Some(&named(Scheme::Jwt, None))), Owner::Unnamed);
+        assert_eq!(owner(Some(&named(Scheme::Jwt, Some("")))), Owner::Unnamed);
+    }
+
+    #[test]
+    fn a_request_fetches_its_variant_when_absent_or_stale_beyond_revalidation() {
+        let (a, b) = ([1u8; 16], [2u8; 16]);
+        assert_eq!(slot(None, None), None, "no variance: the primary");
+        assert_eq!(slot(Some(a), Some(a)), None, "the primary holds this variant");
+        assert_eq!(slot(Some(a), Some(b)), Some(b));
+        assert_eq!(slot(None, Some(b)), Some(b));
+        assert_eq!(slot(Some(a), None), None);
+        let now = SystemTime::now();
+        let shape = |fresh_for: i64, swr: u64| Shape {
+            variance: None,
+            fresh_until: if fresh_for >= 0 {
+                now + Duration::from_secs(fresh_for as u64)
+            } else {
+                now - Duration::from_secs(fresh_for.unsigned_abs())
+            },
+            stale_while_revalidate: Duration::from_secs(swr),
+            selectors: http::HeaderMap::new(),
+        };
+        assert!(!shape(10, 0).must_fetch(now, true));
+        assert!(shape(-1, 0).must_fetch(now, true));
+        assert!(!shape(-1, 30).must_fetch(now, true), "served stale while one refresh runs");
+        assert!(shape(-1, 30).must_fetch(now, false), "the route does not serve stale");
+        assert!(shape(-60, 30).must_fetch(now, true), "past the window");
+    }
+
+    #[test]
+    fn a_held_lock_tells_its_waiters_what_the_fill_came_to() {
+        use pingora::cache::lock::Locked;
+        assert_eq!(lock_status_after(CachePhase::Miss), LockStatus::Done);
+        assert_eq!(lock_status_after(CachePhase::Disabled(NoCacheReason::OriginNotCache)), LockStatus::GiveUp);
+        assert_eq!(lock_status_after(CachePhase::Disabled(NoCacheReason::UpstreamError)), LockStatus::TransientError);
+        assert_eq!(
+            lock_status_after(CachePhase::Disabled(NoCacheReason::Custom(UNKEYED_CREDENTIALS))),
+            LockStatus::TransientError
+        );
+        let key = CacheKey::new("held-lock-test", "");
+        let Locked::Write(permit) = cache_lock().lock(&key, false) else { panic!("a new key is free") };
+        let Locked::Read(waiter) = cache_lock().lock(&key, false) else { panic!("taken") };
+        drop(HeldLock::new(key.clone(), permit));
+        assert_eq!(waiter.lock_status(), LockStatus::TransientError, "dropped unreleased: elect another writer");
+        let Locked::Write(permit) = cache_lock().lock(&key, false) else { panic!("free again") };
+        let Locked::Read(waiter) = cache_lock().lock(&key, false) else { panic!("taken") };
+        HeldLock::new(key.clone(), permit).release(CachePhase::Miss);
+        assert_eq!(waiter.lock_status(), LockStatus::Done);
+    }
+
     fn entry(size: usize, tag: u64) -> Entry {
         Entry {
             meta: (Vec::new(), Vec::new()),
+            shape: Arc::new(Shape {
+                variance: None,
+                fresh_until: SystemTime::UNIX_EPOCH,
+                stale_while_revalidate: Duration::ZERO,
+                selectors: http::HeaderMap::new(),
+            }),
             body: Bytes::from(vec![0u8; size]),
             purge_tag: tag,
             size: size + ENTRY_OVERHEAD,

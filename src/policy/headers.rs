@@ -38,11 +38,17 @@ pub(crate) enum TemplateError {
 }
 
 impl Template {
-    /// Parse `text`: `$name` runs of `[A-Za-z0-9_.]` are variables, `$$` is a literal `$`.
+    /// Parse a header value template: [`Template::parse_text`] over text a header can hold.
     pub(crate) fn parse(text: &str) -> Result<Self, TemplateError> {
         if HeaderValue::from_str(&text.replace('$', "")).is_err() {
             return Err(TemplateError::NotHeaderText);
         }
+        Self::parse_text(text)
+    }
+
+    /// Parse `text` (any text: body templates hold what a JSON string can): `$name` runs of
+    /// `[A-Za-z0-9_.]` are variables, `$$` is a literal `$`.
+    pub(crate) fn parse_text(text: &str) -> Result<Self, TemplateError> {
         let mut pieces = Vec::new();
         let mut literal = String::new();
         let mut chars = text.char_indices().peekable();
@@ -114,6 +120,14 @@ impl Template {
             }
         });
         (!dot_segment.get()).then_some(path)
+    }
+
+    /// The text for one request, variables as they are (for bodies, where the caller encodes).
+    pub(crate) fn render_text(&self, vars: &Vars<'_>) -> String {
+        if let [Piece::Text(t)] = self.0.as_slice() {
+            return t.clone();
+        }
+        self.render_with(vars, |v, out| out.push_str(v))
     }
 
     fn render_with(&self, vars: &Vars<'_>, value: impl Fn(&str, &mut String)) -> String {

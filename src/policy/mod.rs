@@ -6,10 +6,12 @@
 //! - [`cors`]: preflights and the CORS headers of every answer.
 //! - [`compress`]: which responses Pingora's compression module encodes, and how.
 //! - [`cache`]: the response cache (pingora-cache over a bounded in-memory storage of ours).
-//! - [`schema`]: JSON Schema validation of request bodies (ARCHITECTURE.md §7.5).
+//! - [`schema`]: JSON Schema validation of request bodies (ARCHITECTURE.md §7.5), over
+//!   [`strict_json`]: no repeated names, no number a double cannot hold.
 
 pub mod cache;
 pub mod compress;
 pub mod cors;
 pub mod headers;
 pub mod schema;
+pub mod strict_json;

@@ -1,8 +1,10 @@
 //! JSON Schema validation of request bodies (ARCHITECTURE.md §7.5) with the `jsonschema` crate:
 //! a schema is compiled once when the configuration loads (a schema that does not compile is a
 //! config error naming the file); a body is checked once it is complete and answered 400 with
-//! the JSON pointer of the first failing instance and why.
+//! the JSON pointer of the first failing instance and why. A body must also be strict JSON
+//! ([`strict_json`]): what the schema checks is then what any backend reads.
 
+use super::strict_json::{self, Strictness};
 use serde_json::Value;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -36,6 +38,17 @@ pub enum BodyRejection {
     /// Not JSON at all.
     #[error("the body is not JSON: {0}")]
     NotJson(String),
+    /// A name twice in one object: backends differ on which one counts.
+    #[error("the body has a duplicate name at `{0}`: a name may appear once in an object")]
+    DuplicateName(String),
+    /// A number the validator (a double) would read as another value than a decimal backend.
+    #[error("the body has a number at `{pointer}` that a double cannot hold exactly: {number}")]
+    InexactNumber {
+        /// JSON pointer of the number.
+        pointer: String,
+        /// The number as written.
+        number: String,
+    },
     /// JSON that the schema refuses.
     #[error("the body does not match the schema at `{pointer}`: {reason}")]
     Invalid {
@@ -68,13 +81,17 @@ impl BodySchema {
         })
     }
 
-    /// Check a complete body.
+    /// Check a complete body: JSON, strict, and what the schema asks.
     pub fn check(&self, body: &[u8]) -> Result<(), BodyRejection> {
         let value: Value = serde_json::from_slice(body).map_err(|e| BodyRejection::NotJson(e.to_string()))?;
+        strict_json::check(body).map_err(|e| match e {
+            Strictness::DuplicateName(pointer) => BodyRejection::DuplicateName(pointer),
+            Strictness::InexactNumber { pointer, number } => BodyRejection::InexactNumber { pointer, number },
+        })?;
         self.check_value(&value)
     }
 
-    /// Check a parsed body.
+    /// Check a parsed body against the schema alone (its text was checked by [`Self::check`]).
     pub fn check_value(&self, value: &Value) -> Result<(), BodyRejection> {
         // The boolean check is several times cheaper than collecting an error: valid bodies,
         // the common case, never pay for error paths.
@@ -135,6 +152,22 @@ mod tests {
         }
         assert!(matches!(s.check(br#"{}"#), Err(BodyRejection::Invalid { pointer, .. }) if pointer == "/"));
         assert!(matches!(s.check(b"{nope"), Err(BodyRejection::NotJson(_))));
+    }
+
+    #[test]
+    fn bodies_must_be_strict_json() {
+        let s = schema(r#"{"type":"object","properties":{"qty":{"type":"integer","minimum":0,"maximum":100}}}"#);
+        assert_eq!(s.check(br#"{"qty":5}"#), Ok(()));
+        // Last-wins would read 5; a first-wins backend reads -1.
+        assert_eq!(s.check(br#"{"qty":-1,"qty":5}"#), Err(BodyRejection::DuplicateName("/qty".into())));
+        // A double reads 100; a decimal backend reads more than the maximum.
+        let inexact = s.check(br#"{"qty":100.0000000000000001}"#);
+        assert!(
+            matches!(inexact, Err(BodyRejection::InexactNumber { ref pointer, .. }) if pointer == "/qty"),
+            "{inexact:?}"
+        );
+        // Not JSON is said first.
+        assert!(matches!(s.check(br#"{"qty":1,"qty":2"#), Err(BodyRejection::NotJson(_))));
     }
 
     #[test]

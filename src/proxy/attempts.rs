@@ -50,7 +50,7 @@ pub(crate) fn start(
     let split = match route.target {
         RouteTarget::Service(id) => return start_on(snap, session, state, id),
         RouteTarget::Split(id) => &snap.config.splits[id],
-        RouteTarget::Jobs | RouteTarget::Aggregate(_) => return Err(GatewayError::Internal),
+        RouteTarget::Jobs | RouteTarget::JobStatus | RouteTarget::Aggregate(_) => return Err(GatewayError::Internal),
     };
     let sticky = split.sticky.as_ref().and_then(|k| sticky_value(k, session.req_header(), state));
     let mut last = GatewayError::Internal;

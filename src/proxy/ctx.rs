@@ -60,6 +60,20 @@ pub(crate) struct RequestState {
     pub(crate) compressing: bool,
     /// `request_filter`: normalised path and query, the cache key's (caching routes only).
     pub(crate) cache_path: Option<String>,
+    /// `request_cache_filter`: the cache key, when computed ahead of `cache_key_callback`.
+    pub(crate) cache_key: Option<pingora::cache::CacheKey>,
+    /// `request_cache_filter`: this request's fetch was handed to a background subrequest, and
+    /// it waits on the lock for the entry ([`super::fill`]).
+    pub(crate) handed_off: bool,
+    /// `should_serve_stale`: the HTTP/2 request's version, lent out as HTTP/1.1 while Pingora
+    /// copies the request into a background refresh; `response_filter` gives it back.
+    pub(crate) lent_version: Option<http::Version>,
+    /// `request_cache_filter`: this background subrequest fetches under a lock it holds for
+    /// the requests waiting on it; `logging` releases it.
+    pub(crate) background_fill: Option<crate::policy::cache::HeldLock>,
+    /// `upstream_request_filter`: the request sent upstream carries credentials the cache key
+    /// does not hold (a `Cookie`, or an `Authorization` that is not the keyed caller).
+    pub(crate) unkeyed_credentials: bool,
     /// `request_filter`: the body is held until complete and checked against the route's
     /// schema (`request_body_filter` releases it once valid).
     pub(crate) validation: Option<super::validation::HeldBody>,
@@ -82,8 +96,6 @@ pub(crate) struct RequestState {
     pub(crate) identity: Option<Arc<Identity>>,
     /// `request_filter`: the rate-limit verdict; `response_filter` turns it into headers.
     pub(crate) rate_limit: Option<ratelimit::Decision>,
-    /// `request_body_filter`: body bytes seen so far (for `max_body`).
-    pub(crate) body_bytes: u64,
     /// The peer of the next attempt, picked ahead (the first by `proxy_upstream_filter`, a
     /// status retry's by `upstream_response_filter`) and handed to `upstream_peer`.
     pub(crate) picked_peer: Option<Box<HttpPeer>>,
@@ -140,6 +152,11 @@ impl RequestCtx {
                 preflight: false,
                 compressing: false,
                 cache_path: None,
+                unkeyed_credentials: false,
+                cache_key: None,
+                background_fill: None,
+                handed_off: false,
+                lent_version: None,
                 validation: None,
                 service: None,
                 breaker: None,
@@ -149,7 +166,6 @@ impl RequestCtx {
                 upstream_uri: None,
                 identity: None,
                 rate_limit: None,
-                body_bytes: 0,
                 picked_peer: None,
                 tried: Vec::new(),
                 attempt: Attempt::default(),

@@ -1,28 +1,34 @@
 //! The downstream connection before Pingora reads a request from it.
 //!
 //! [`ConnectionGate`] admits each accepted connection under `limits.max_connections` and
-//! `max_connections_per_ip` and wraps its stream in the request clock of [`crate::connections`]
-//! (header and body deadlines, eviction of idle connections at the bound), then serves it in a
-//! task of its own (Pingora's per-connection task is several KiB and ends). It serves HTTP/1
-//! connections itself, request after request: between requests it waits for the next one's
-//! first bytes outside Pingora, so an idle keep-alive connection holds its stream and a small
-//! future, not Pingora's per-request state and futures (tens of KiB); it then reads the whole
-//! head ([`read_head`]) and only a complete head gets a Pingora session. HTTP/2 (ALPN or an
-//! h2c listener) goes to Pingora's own connection handling.
+//! `max_connections_per_ip`, runs its TLS handshake under the deadlines of a request head (TLS
+//! listeners are plain TCP ones to Pingora), and wraps its stream in the request clock of
+//! [`crate::connections`] (header, body and send deadlines, eviction of idle and stalled
+//! connections at the bound), then serves it in a task of its own (Pingora's per-connection
+//! task is several KiB and ends). It serves HTTP/1 connections itself, request after request:
+//! between requests it waits for the next one's first bytes outside Pingora, so an idle
+//! keep-alive connection holds its stream and a small future, not Pingora's per-request state
+//! and futures (tens of KiB); it then reads the whole head ([`read_head`]) and only a complete
+//! head gets a Pingora session. HTTP/2 (ALPN, or the preface on an h2c listener, found by the
+//! same head read) goes to Pingora's own connection handling.
 //!
 //! [`IdleLimited`] gives every session `limits.idle_timeout` (Pingora's default is a fixed 60 s)
-//! and each HTTP/2 stream its own body deadline.
+//! and each HTTP/2 stream its own body deadline and `send_timeout`.
 
-use crate::connections::{self, Connections, Guarded};
+use crate::connections::{self, Connections, Guarded, HandshakeCut, H2_PREFACE};
 use crate::runtime::Runtime;
+use crate::tls::Handshakes;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::listeners::ConnectionFilter;
 use pingora::protocols::http::v1::server::HttpSession as HttpSessionV1;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::{Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,21 +50,33 @@ impl<A> IdleLimited<A> {
 
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for IdleLimited<A> {
-    async fn process_new_http(
-        self: &Arc<Self>,
+    // Not an `async fn`: an HTTP/1 request is handed the inner app's future as it is, instead of
+    // a second boxed future (allocated, and the session copied into it) wrapped around it.
+    fn process_new_http<'app, 'watch, 'future>(
+        self: &'app Arc<Self>,
         mut session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+        shutdown: &'watch ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'future>>
+    where
+        'app: 'future,
+        'watch: 'future,
+        Self: 'future,
+    {
         if matches!(session, ServerSession::H2(_)) {
-            return connections::serve_h2_stream(&self.connections, self.inner.process_new_http(session, shutdown))
-                .await
-                .flatten();
+            // A stream whose flow-control window stays shut cannot send: Pingora's write
+            // timeout ends it (an HTTP/1 connection's writes are clocked by its stream).
+            session.set_write_timeout(Some(self.connections.send_timeout()));
+            return Box::pin(async move {
+                connections::serve_h2_stream(&self.connections, self.inner.process_new_http(session, shutdown))
+                    .await
+                    .flatten()
+            });
         }
         // Keep-alive off means the connection is closing (shutdown, `Connection: close`): leave it.
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(self.idle_secs.load(Ordering::Relaxed)));
         }
-        self.inner.process_new_http(session, shutdown).await
+        self.inner.process_new_http(session, shutdown)
     }
 
     fn h2_options(&self) -> Option<pingora::protocols::http::v2::server::H2Options> {
@@ -95,47 +113,57 @@ impl ConnectionFilter for AtTheBound {
 pub(crate) struct ConnectionGate<A> {
     inner: Arc<A>,
     runtime: Arc<Runtime>,
+    /// The handshakes of the TLS listeners among this service's.
+    tls: Handshakes,
 }
 
 impl<A> ConnectionGate<A> {
-    pub(crate) fn new(inner: A, runtime: Arc<Runtime>) -> Self {
-        ConnectionGate { inner: Arc::new(inner), runtime }
+    pub(crate) fn new(inner: A, runtime: Arc<Runtime>, tls: Handshakes) -> Self {
+        ConnectionGate { inner: Arc::new(inner), runtime, tls }
     }
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
     /// Serve an admitted connection until it closes: HTTP/1 request after request in
-    /// [`Self::serve_http1`]; HTTP/2 (ALPN or an h2c listener) in Pingora's handling.
+    /// [`Self::serve_http1`]; HTTP/2 (ALPN, or the preface on an h2c listener) in Pingora's
+    /// handling ([`Self::serve_h2`]).
     async fn serve_connection(self: &Arc<Self>, stream: Box<Guarded>, shutdown: &ShutdownWatch) {
         let conn = stream.conn();
-        let options = self.inner.server_options();
-        let alpn = stream.selected_alpn_proto();
-        let http1 = matches!(alpn, None | Some(ALPN::H1)) && !options.is_some_and(|o| o.h2c || o.force_custom);
-        if http1 {
-            return connections::serve(conn, self.serve_http1(stream, shutdown)).await;
+        if stream.selected_alpn_proto() == Some(ALPN::H2) {
+            return connections::serve(conn, self.serve_h2(stream, shutdown)).await;
         }
-        connections::serve(conn, async {
-            // Pingora's connection loop: a stream handed back is served again.
-            let mut next = ServerApp::process_new(&self.inner, stream, shutdown).await;
-            while let Some(stream) = next {
-                next = ServerApp::process_new(&self.inner, stream, shutdown).await;
-            }
-        })
-        .await
+        connections::serve(conn, self.serve_http1(stream, shutdown)).await
+    }
+
+    /// Pingora's connection loop: a stream handed back is served again.
+    async fn serve_h2(self: &Arc<Self>, stream: Box<Guarded>, shutdown: &ShutdownWatch) {
+        let mut next = ServerApp::process_new(&self.inner, stream, shutdown).await;
+        while let Some(stream) = next {
+            next = ServerApp::process_new(&self.inner, stream, shutdown).await;
+        }
     }
 
     /// Serve an HTTP/1 connection's requests one after another (Pingora's loop for HTTP apps,
-    /// with the wait for each request moved out of the request's state).
+    /// with the wait for each request moved out of the request's state). On an h2c listener a
+    /// connection that opens with the HTTP/2 preface goes to [`Self::serve_h2`] instead.
     async fn serve_http1(self: &Arc<Self>, mut stream: Box<Guarded>, shutdown: &ShutdownWatch) {
         let mut settings: Option<HttpPersistentSettings> = None;
+        let mut h2c = self.inner.server_options().is_some_and(|o| o.h2c) && stream.get_ssl_digest().is_none();
         loop {
             connections::request_starting();
             // A new connection's first request is served even when shutdown has begun (the
             // client connected before the listener closed); an idle keep-alive one closes.
             let reused = settings.is_some();
-            let Some(head) = read_head(&mut stream, &self.runtime, reused.then_some(shutdown)).await else {
+            let Some(head) = read_head(&mut stream, &self.runtime, reused.then_some(shutdown), h2c).await else {
                 return;
             };
+            if h2c && head.starts_with(H2_PREFACE) {
+                // Pingora looks for the preface again, and reads it, from the bytes put back.
+                stream.unread(head);
+                stream.untimed();
+                return self.serve_h2(stream, shutdown).await;
+            }
+            h2c = false;
             // Pingora parses the gathered head before it reads from the stream again.
             let mut http1 = HttpSessionV1::new(stream);
             http1.set_pipelined_prefix(head);
@@ -160,14 +188,19 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
 }
 
 /// The next request's whole head, read by the connection's stream before any Pingora session
-/// exists ([`Guarded::read_head`]); `None` when the connection is to close instead: it stayed
-/// idle (see [`wait_for_request`]) or the head did not come whole.
-async fn read_head(stream: &mut Guarded, runtime: &Runtime, shutdown: Option<&ShutdownWatch>) -> Option<BytesMut> {
+/// exists ([`Guarded::read_head`]; `h2c`: or the HTTP/2 preface); `None` when the connection
+/// is to close instead: it stayed idle (see [`wait_for_request`]) or the head did not come whole.
+async fn read_head(
+    stream: &mut Guarded,
+    runtime: &Runtime,
+    shutdown: Option<&ShutdownWatch>,
+    h2c: bool,
+) -> Option<BytesMut> {
     if !wait_for_request(stream, runtime, shutdown).await {
         return None;
     }
     let idle = Duration::from_secs(runtime.idle_secs.load(Ordering::Relaxed));
-    stream.read_head(idle, || runtime.current().config.limits.max_header_bytes).await
+    stream.read_head(idle, h2c).await
 }
 
 /// Wait until the next request's first bytes arrive (true), or the connection is to close:
@@ -200,12 +233,29 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
         // A trusted proxy's connection carries many clients: not bounded per IP.
         let client =
             connections::peer_ip(&stream).filter(|ip| !self.runtime.current().config.trusted_proxies.contains(ip));
-        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
-        let ticket = match self.runtime.connections.admit(client, h2) {
+        let ticket = match self.runtime.connections.admit(client, false) {
             Ok(ticket) => ticket,
             Err(refusal) => {
                 log::debug!("connection from {client:?} closed at once: {refusal:?}");
                 return None;
+            }
+        };
+        let tls = if self.tls.is_empty() { None } else { local_addr(&stream).and_then(|a| self.tls.for_local(a)) };
+        let stream = match tls {
+            None => stream,
+            // Here, not in the connection's own task: this future is freed once that is spawned.
+            Some(tls) => {
+                let idle = Duration::from_secs(self.runtime.idle_secs.load(Ordering::Relaxed));
+                match ticket.handshake(stream, idle, |s| tls.run(s)).await {
+                    Ok(stream) => stream,
+                    Err(cut) => {
+                        if matches!(cut, HandshakeCut::TimedOut) {
+                            tls.timed_out();
+                        }
+                        log::debug!("TLS handshake from {client:?} did not complete: {cut}");
+                        return None;
+                    }
+                }
             }
         };
         // The connection is served in a task of its own and Pingora's per-connection task
@@ -220,5 +270,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
 
     async fn cleanup(&self) {
         ServerApp::cleanup(&*self.inner).await
+    }
+}
+
+/// The local address a connection came in on (which listener accepted it).
+fn local_addr(stream: &Stream) -> Option<std::net::SocketAddr> {
+    match stream.get_socket_digest()?.local_addr()? {
+        SocketAddr::Inet(addr) => Some(*addr),
+        _ => None,
     }
 }

@@ -1,11 +1,12 @@
 //! The HTTP side of `/jobs/submit`, run from `request_filter` once the jobs route admitted the
 //! request (method, authentication, roles and rate limit are checked as for any route):
 //! headers, the body (read here, so it is consumed — fine, jobs never reach a backend), then
-//! [`Jobs::publish`]. The rules themselves live in `crate::jobs`.
+//! [`Jobs::publish`]; and of `GET /jobs/submit/<job_id>` (the 202's `Location`), answered by
+//! [`Jobs::status`]. The rules themselves live in `crate::jobs`.
 
 use super::{refuse, respond, RequestState};
 use crate::answer::LocalAnswer;
-use crate::config::JobsSettings;
+use crate::config::{JobsSettings, RouteTarget};
 use crate::errors::GatewayError;
 use crate::jobs::{rejection_reason, request, Accepted, Jobs, PublishFailure, Submission};
 use crate::observability::logger;
@@ -41,6 +42,44 @@ pub(super) async fn handle(
     session: &mut Session,
     state: &mut RequestState,
 ) -> Result<bool> {
+    let (route_path, target) = match state.route.map(|id| snap.route(id)) {
+        Some(route) => (route.path.as_str(), route.target),
+        None => return refuse(session, snap, state, &GatewayError::Internal).await.map(|_| true),
+    };
+    // Both jobs routes own the jobs path and everything under it: the path says which resource
+    // is meant, the route (matched by method) what is asked of it.
+    let path =
+        crate::routing::normalize_path(session.req_header().uri.path()).map_err(|_| Error::new(InternalError))?;
+    let rest = crate::routing::route_path(&path).strip_prefix(route_path).unwrap_or_default().to_string();
+    let submitting = rest.is_empty() || rest == "/";
+    let reading = matches!(session.req_header().method, http::Method::GET | http::Method::HEAD);
+    if target == RouteTarget::JobStatus && !session.is_body_done() && !session.is_body_empty() {
+        // Nothing here reads a body: close rather than drain it.
+        session.set_keepalive(None);
+    }
+    match (target, submitting) {
+        (RouteTarget::JobStatus, false) if reading => {
+            let answer = match crate::jobs::status::job_id_of(&rest) {
+                Some(id) => jobs.status(settings, &id, state.identity.as_deref()).await,
+                None => Err(GatewayError::NotFound(format!("no job here: job status is at {route_path}/<job_id>"))),
+            };
+            return match answer {
+                Ok(status) => {
+                    let body = serde_json::to_value(&status).unwrap_or_default();
+                    respond(session, snap, state, LocalAnswer::json(200, &body)).await.map(|_| true)
+                }
+                Err(err) => refuse(session, snap, state, &err).await.map(|_| true),
+            };
+        }
+        (RouteTarget::Jobs, true) => {}
+        (_, submitting) => {
+            let allow = if submitting { vec![http::Method::POST] } else { vec![http::Method::GET, http::Method::HEAD] };
+            if !session.is_body_done() && !session.is_body_empty() {
+                session.set_keepalive(None);
+            }
+            return refuse(session, snap, state, &GatewayError::MethodNotAllowed { allow }).await.map(|_| true);
+        }
+    }
     let _inflight = jobs.begin();
     let err = match submit(runtime, jobs, settings, session, state).await {
         Ok((job_id, accepted)) => {
@@ -95,9 +134,8 @@ async fn submit(
     let body = read_body(session, limit, declared, settings.body_timeout).await?;
     let job = request::parse_job(&body)?;
     if let Some(schema) = &settings.schema {
-        let value: serde_json::Value = serde_json::from_str(job.get())
-            .map_err(|e| GatewayError::BadRequest(format!("the job is not JSON: {e}")))?;
-        schema.check_value(&value).map_err(|e| GatewayError::BadRequest(format!("job: {e}")))?;
+        // The job as stored, checked as a validating route checks a body (strict JSON too).
+        schema.check(job.get().as_bytes()).map_err(|e| GatewayError::BadRequest(format!("job: {e}")))?;
     }
 
     let user = state.identity.as_ref().and_then(|i| i.sub.as_deref()).unwrap_or("");
@@ -120,6 +158,9 @@ async fn submit(
         // The job's consumer continues the trace from the gateway's span.
         traceparent: state.trace.as_ref().map(|t| t.traceparent(t.span_id)),
         tracestate: state.trace.as_ref().and_then(|t| t.tracestate()),
+        submitted_at: &submitted_at,
+        job: job.get().as_bytes(),
+        keyed: key.is_some(),
     };
     let accepted = jobs.publish(submission, &runtime.metrics).await.map_err(|f| Failure::Counted(f.into()))?;
     Ok((job_id, accepted))

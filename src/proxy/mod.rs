@@ -10,6 +10,7 @@ mod aggregation;
 mod attempts;
 mod ctx;
 mod downstream;
+mod fill;
 mod jobs;
 mod policies;
 mod validation;
@@ -36,7 +37,7 @@ use crate::tls::ConnInfo;
 use crate::trace::context::{TRACEPARENT, TRACESTATE};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, HOST, TRANSFER_ENCODING};
+use http::header::{AUTHORIZATION, HOST};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::Peer;
@@ -183,7 +184,7 @@ fn decide(snap: &Snapshot, req: &RequestHeader, state: &mut RequestState) -> Res
         return Err(GatewayError::PayloadTooLarge { limit: route.max_body });
     }
     match route.target {
-        RouteTarget::Jobs => return Ok(Decision::Jobs),
+        RouteTarget::Jobs | RouteTarget::JobStatus => return Ok(Decision::Jobs),
         RouteTarget::Aggregate(_) => return Ok(Decision::Aggregate),
         RouteTarget::Service(_) | RouteTarget::Split(_) => {}
     }
@@ -311,6 +312,9 @@ impl ProxyHttp for Gateway {
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
+        // From the session, not the headers: an HTTP/2 stream has a body unless its HEADERS
+        // ended it, whatever `content-length` says or omits.
+        let has_body = !session.is_body_empty();
         let req = session.req_header();
         state.request_id = match req.headers.get("x-request-id") {
             Some(id) if forwarding::is_sane_request_id(id.as_bytes()) => {
@@ -335,7 +339,7 @@ impl ProxyHttp for Gateway {
         } else {
             framing::inspect(req).and_then(|declared| {
                 state.declared_length = declared;
-                connections::head_read(declared.is_some_and(|n| n > 0) || req.headers.contains_key(TRANSFER_ENCODING));
+                connections::head_read(has_body);
                 let requires_host = req.version != http::Version::HTTP_10 && req.version != http::Version::HTTP_09;
                 let host = req.headers.get(HOST).map(|h| h.as_bytes());
                 routing::request_host(req.raw_path(), req.uri.authority().map(|a| a.as_str()), host, requires_host)
@@ -374,7 +378,8 @@ impl ProxyHttp for Gateway {
         match decision {
             Ok(Decision::Proxy) => {
                 let route = snap.route(state.route.ok_or_else(|| Error::new(InternalError))?);
-                let checked = match validation::start(route, session.req_header(), state.declared_length) {
+                let has_body = !session.is_body_empty();
+                let checked = match validation::start(route, session.req_header(), has_body, state.declared_length) {
                     Ok(Some(mut held)) => match held.read_ahead(session, route, state.declared_length).await {
                         Ok(()) => Ok(Some(held)),
                         Err(validation::ReadAheadError::Refused(err)) => Err(err),
@@ -418,7 +423,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end: bool,
         ctx: &mut Self::CTX,
@@ -427,18 +432,20 @@ impl ProxyHttp for Gateway {
         if end {
             connections::body_read();
         }
-        if let (Some(chunk), Some(route)) = (body.as_ref(), state.route) {
-            state.body_bytes += chunk.len() as u64;
+        if let Some(route) = state.route {
+            // What was read from the client, not what passes here: a retry passes the
+            // retry buffer again.
             let limit = snap.route(route).max_body;
-            if state.body_bytes > limit {
+            if session.body_bytes_read() as u64 > limit {
                 state.refusal = Some(GatewayError::PayloadTooLarge { limit });
                 return Error::e_explain(HTTPStatus(413), "request body over max_body");
             }
         }
         if let (Some(held), Some(route)) = (state.validation.as_mut(), state.route) {
             if let Err(err) = held.take(snap.route(route), body, end) {
+                let status = err.status();
                 state.refusal = Some(err);
-                return Error::e_explain(HTTPStatus(400), "request body does not match the route's schema");
+                return Error::e_explain(HTTPStatus(status), "request body refused by the route's validation");
             }
         }
         Ok(())
@@ -468,7 +475,7 @@ impl ProxyHttp for Gateway {
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         if let Some(held) = state.validation.as_mut() {
-            held.restart();
+            held.restart(session.as_ref().retry_buffer_truncated());
         }
         if let Some(peer) = state.picked_peer.take() {
             return Ok(peer);
@@ -549,7 +556,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let (snap, state) = (&*ctx.snapshot, &ctx.state);
+        let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         if let Some(uri) = state.upstream_uri.clone() {
             upstream.set_uri(uri);
         }
@@ -600,9 +607,8 @@ impl ProxyHttp for Gateway {
         if state.route.is_some_and(|r| !snap.route(r).forward_authorization) {
             upstream.remove_header(&AUTHORIZATION);
         }
-        if !(from_trusted && upstream.headers.contains_key("x-forwarded-proto")) {
-            let tls = state.tls.is_some();
-            upstream.insert_header("X-Forwarded-Proto", if tls { "https" } else { "http" })?;
+        if !forwarding::passes_forwarded_proto(&upstream.headers, from_trusted) {
+            upstream.insert_header("X-Forwarded-Proto", forwarding::listener_proto(state.tls.is_some()))?;
         }
         // Only a certificate this gateway verified names the client: copies sent by clients
         // (or proxies in front) never pass.
@@ -621,11 +627,14 @@ impl ProxyHttp for Gateway {
                 upstream.remove_header("X-Forwarded-Host");
             }
         }
-        if state.validation.as_ref().is_some_and(|v| v.released()) {
-            // The body was read (and `100 Continue` answered) before the upstream was asked.
+        if state.validation.as_ref().is_some_and(|v| v.continued()) {
+            // The gateway answered `100 Continue` itself before the upstream was asked.
             upstream.remove_header(&http::header::EXPECT);
         }
         policies::on_upstream_request(snap, session, state, upstream);
+        if session.cache.enabled() {
+            state.unkeyed_credentials = policies::unkeyed_credentials(snap, state, upstream);
+        }
         Ok(())
     }
 
@@ -668,7 +677,11 @@ impl ProxyHttp for Gateway {
         upstream: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        fill::restore_version(session, &mut ctx.state);
         let (snap, state) = (&*ctx.snapshot, &ctx.state);
+        if upstream.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            connections::upgraded();
+        }
         upstream.insert_header("X-Request-Id", state.request_id.as_str())?;
         add_rate_limit_headers(upstream, state.rate_limit.as_ref());
         if let Some(value) = &state.hsts {
@@ -679,28 +692,49 @@ impl ProxyHttp for Gateway {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
-        let (snap, state) = (&*ctx.snapshot, &ctx.state);
+        let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         let Some(cache) = state.route.and_then(|r| snap.route(r).cache.as_ref()) else { return Ok(()) };
+        // A request with a body (whatever its headers say: chunked, or an HTTP/2 stream
+        // without `content-length`) is answered by the backend: the key does not see the body.
+        if !session.is_body_empty() {
+            return Ok(());
+        }
         let req = session.req_header();
         let method_ok = req.method == http::Method::GET || req.method == http::Method::HEAD;
-        if !method_ok || state.declared_length.is_some_and(|l| l > 0) || req.headers.contains_key(http::header::UPGRADE)
-        {
+        if !method_ok || req.headers.contains_key(http::header::UPGRADE) || !policies::cache_enabled_for(snap, state) {
             return Ok(());
         }
         let mut overrides = pingora::cache::CacheOptionOverrides::default();
         overrides.wait_timeout = Some(std::time::Duration::from_secs(10));
+        // A background fill already holds its key's lock: it must not wait on it.
+        let background_fill = fill::adopt(session);
+        let lock = if background_fill.is_some() { None } else { Some(crate::policy::cache::cache_lock()) };
         session.cache.enable(
             crate::policy::cache::storage(),
             None,
             Some(crate::policy::cache::predictor()),
-            Some(crate::policy::cache::cache_lock()),
+            lock,
             Some(overrides),
         );
         session.cache.set_max_file_size_bytes(cache.max_entry as usize);
+        state.background_fill = background_fill;
+        if state.background_fill.is_none() && session.subrequest_spawner.is_some() {
+            let key = policies::cache_key(snap, session, state)
+                .ok_or_else(|| Error::explain(InternalError, "cache enabled on a request without a cache key"))?;
+            state.handed_off = fill::hand_off(snap, session, state, &key);
+            state.cache_key = Some(key);
+        }
         Ok(())
     }
 
+    fn allow_spawning_subrequest(&self, session: &Session, _ctx: &Self::CTX) -> bool {
+        fill::may_hand_off(session)
+    }
+
     fn cache_key_callback(&self, session: &Session, ctx: &mut Self::CTX) -> Result<pingora::cache::CacheKey> {
+        if let Some(key) = ctx.state.cache_key.take() {
+            return Ok(key);
+        }
         policies::cache_key(&ctx.snapshot, session, &ctx.state)
             .ok_or_else(|| Error::explain(InternalError, "cache enabled on a request without a cache key"))
     }
@@ -711,7 +745,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
         req: &RequestHeader,
     ) -> Option<pingora::cache::key::HashBinary> {
-        policies::cache_variance(&ctx.snapshot, &ctx.state, meta, req)
+        policies::cache_variance(&ctx.snapshot, &ctx.state, meta.headers(), req)
     }
 
     fn response_cache_filter(
@@ -723,16 +757,23 @@ impl ProxyHttp for Gateway {
         Ok(policies::cacheable(&ctx.snapshot, &ctx.state, resp))
     }
 
-    fn should_serve_stale(&self, _session: &mut Session, ctx: &mut Self::CTX, error: Option<&Error>) -> bool {
+    fn should_serve_stale(&self, session: &mut Session, ctx: &mut Self::CTX, error: Option<&Error>) -> bool {
         match error {
             // Stale-if-error: the entry's own window decides (Pingora checks it).
             Some(e) => e.esource() == &ErrorSource::Upstream,
             // Stale-while-revalidate, when the route allows it.
-            None => ctx
-                .state
-                .route
-                .and_then(|r| ctx.snapshot.route(r).cache.as_ref())
-                .is_some_and(|c| !c.stale_while_revalidate.is_zero()),
+            None => {
+                let serves = ctx
+                    .state
+                    .route
+                    .and_then(|r| ctx.snapshot.route(r).cache.as_ref())
+                    .is_some_and(|c| !c.stale_while_revalidate.is_zero());
+                if serves && session.cache.is_cache_lock_writer() {
+                    // Pingora hands the refresh to a background subrequest next.
+                    fill::lend_http1_version(session, &mut ctx.state);
+                }
+                serves
+            }
         }
     }
 
@@ -772,6 +813,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        fill::restore_version(session, &mut ctx.state);
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         state.attempt.slot = None;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
@@ -788,8 +830,15 @@ impl ProxyHttp for Gateway {
         let unanswered = state.attempt.status.is_none().then_some("cancelled");
         attempts::record_span(snap, state, upstream_error.or(unanswered));
         let elapsed = state.started.elapsed();
-        if let Some(route) = state.route.filter(|r| snap.route(*r).cache.is_some()) {
-            snap.metrics.cache_result(route, policies::cache_result(session.cache.phase()));
+        // A background request (a fill or a revalidation) is counted by the client request it
+        // serves, not as one more.
+        let background = session.subrequest_ctx.is_some();
+        if let Some(route) = state.route.filter(|r| !background && snap.route(*r).cache.is_some()) {
+            snap.metrics.cache_result(route, policies::cache_result(session.cache.phase(), state.handed_off));
+        }
+        // A background fill tells the requests waiting on it what it came to.
+        if let Some(held) = state.background_fill.take() {
+            held.release(session.cache.phase());
         }
         let req = session.req_header();
         snap.metrics.observe_request(&self.runtime.metrics, state.route, &req.method, status, elapsed.as_secs_f64());

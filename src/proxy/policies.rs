@@ -5,13 +5,14 @@
 use super::RequestState;
 use crate::answer::LocalAnswer;
 use crate::config::RouteSettings;
+use crate::forwarding;
 use crate::policy::cache::{self, purge_tag, PurgeTag};
 use crate::policy::compress;
 use crate::policy::cors;
 use crate::policy::headers::Vars;
 use crate::snapshot::Snapshot;
 use pingora::cache::key::{CacheKey, HashBinary};
-use pingora::cache::{CacheMeta, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder};
+use pingora::cache::{CachePhase, NoCacheReason, RespCacheable, VarianceBuilder};
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
 use pingora::protocols::http::compression::Algorithm;
@@ -67,7 +68,7 @@ pub(super) fn on_response(snap: &Snapshot, session: &mut Session, state: &Reques
         }
     }
     if route.cache.is_some() {
-        let _ = resp.insert_header("X-Cache", cache_result(session.cache.phase()));
+        let _ = resp.insert_header("X-Cache", cache_result(session.cache.phase(), state.handed_off));
     }
     if let Some(cors) = &route.cors {
         cors::apply(resp, cors.response(&session.req_header().headers));
@@ -77,9 +78,12 @@ pub(super) fn on_response(snap: &Snapshot, session: &mut Session, state: &Reques
     }
 }
 
-/// `X-Cache` (and the `result` label of `siger_cache_requests_total`) for a cache phase.
-pub(super) fn cache_result(phase: CachePhase) -> &'static str {
+/// `X-Cache` (and the `result` label of `siger_cache_requests_total`) for a cache phase;
+/// `handed_off`: the request's fetch was made for it in the background ([`super::fill`]), so
+/// the entry it was answered from is its own miss.
+pub(super) fn cache_result(phase: CachePhase, handed_off: bool) -> &'static str {
     match phase {
+        CachePhase::Hit if handed_off => "MISS",
         CachePhase::Hit | CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "HIT",
         CachePhase::Miss | CachePhase::Expired => "MISS",
         CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
@@ -109,6 +113,10 @@ pub(super) fn on_upstream_request(
 /// was known (and ignores q-values): it is handed just the encoding chosen here.
 pub(super) fn enable_compression(snap: &Snapshot, session: &mut Session, state: &mut RequestState) {
     let Some(settings) = route(snap, state).and_then(|r| r.compress.as_ref()) else { return };
+    // A background request's answer goes to no client.
+    if session.subrequest_ctx.is_some() {
+        return;
+    }
     let Some(encoding) = settings.choose(&session.req_header().headers) else { return };
     let Some(ctx) = session.downstream_modules_ctx.get_mut::<ResponseCompression>() else { return };
     let algorithm = match encoding {
@@ -134,43 +142,54 @@ pub(super) fn no_compression(session: &mut Session, state: &RequestState) {
     }
 }
 
-/// The cache key of a request on a caching route: route, host, normalised path and query
-/// (length-prefixed so no two different triples run together); GET and HEAD share it. The
-/// purge tag rides along for the storage.
+/// The cache key of a request on a caching route: route, the host and scheme the upstream is
+/// told (`Host` — which `X-Forwarded-Host` repeats — exactly as sent, port and case included, and
+/// `X-Forwarded-Proto`), normalised path and query. A backend builds links and redirects from
+/// that host and scheme and may pick a virtual host by them, so an answer built for one spelling
+/// is never served to another. Parts are length-prefixed so no two different lists run together;
+/// GET and HEAD share the key. The purge tag (route and path, every host) rides along for the
+/// storage.
 pub(super) fn cache_key(snap: &Snapshot, session: &Session, state: &RequestState) -> Option<CacheKey> {
     let route = route(snap, state)?;
     let path = state.cache_path.as_deref()?;
-    let host = session
-        .req_header()
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(crate::routing::host_without_port)
-        .unwrap_or_default();
-    let mut primary = Vec::with_capacity(route.label.len() + host.len() + path.len() + 32);
-    for part in [route.label.as_bytes(), host.as_bytes(), path.as_bytes()] {
+    let headers = &session.req_header().headers;
+    let host = headers.get(http::header::HOST).map_or(&b""[..], |h| h.as_bytes());
+    let from_trusted = snap.config.trusted_proxies.contains(&state.peer_ip);
+    let mut primary = Vec::with_capacity(route.label.len() + host.len() + path.len() + 64);
+    let mut push = |part: &[u8]| {
         primary.extend_from_slice(&(part.len() as u64).to_be_bytes());
         primary.extend_from_slice(part);
+    };
+    push(route.label.as_bytes());
+    push(host);
+    if forwarding::passes_forwarded_proto(headers, from_trusted) {
+        for proto in headers.get_all("x-forwarded-proto") {
+            push(proto.as_bytes());
+        }
+    } else {
+        push(forwarding::listener_proto(state.tls.is_some()).as_bytes());
     }
+    push(path.as_bytes());
     let mut key = CacheKey::new(primary, "");
     key.extensions.insert(PurgeTag(purge_tag(&route.label, path)));
     Some(key)
 }
 
 /// What selects among a path's cached variants: the route's `vary` headers and the response's
-/// own `Vary`; the accepted encodings when the route does not compress (the upstream may
-/// have); and, on authenticated routes, who asked — unless the response is
+/// own `Vary` (`response`: the headers of the stored or arriving answer); the accepted encodings
+/// when the route does not compress (the upstream may have); and, on routes that are not
+/// public, who asked ([`cache::Owner`]: scheme and name) — unless the response is
 /// `Cache-Control: public`.
 pub(super) fn cache_variance(
     snap: &Snapshot,
     state: &RequestState,
-    meta: &CacheMeta,
+    response: &http::HeaderMap,
     req: &RequestHeader,
 ) -> Option<HashBinary> {
     let route = route(snap, state)?;
     let cache = route.cache.as_ref()?;
     let mut names: Vec<String> = cache.vary.iter().map(|h| h.as_str().to_string()).collect();
-    for line in meta.headers().get_all(http::header::VARY) {
+    for line in response.get_all(http::header::VARY) {
         if let Ok(text) = line.to_str() {
             names.extend(text.split(',').map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()));
         }
@@ -191,11 +210,39 @@ pub(super) fn cache_variance(
     if route.compress.is_none() {
         variance.add_owned_name_value("siger-accept-encoding".into(), accepted_encodings(&req.headers).into_bytes());
     }
-    if route.auth != crate::config::AuthMode::Public && !cache::is_public(meta.headers()) {
-        let who = state.identity.as_ref().and_then(|i| i.sub.clone()).unwrap_or_default();
-        variance.add_owned_name_value("siger-identity".into(), who.into_bytes());
+    if route.auth != crate::config::AuthMode::Public && !cache::is_public(response) {
+        match cache::owner(state.identity.as_deref()) {
+            cache::Owner::Named { scheme, name } => {
+                variance.add_value("siger-identity-scheme", scheme);
+                variance.add_value("siger-identity", name);
+            }
+            cache::Owner::Anonymous => variance.add_value("siger-identity", ""),
+            // Never cached ([`cache_enabled_for`]); should one get here, it matches nothing
+            // another caller stored.
+            cache::Owner::Unnamed => variance.add_value("siger-identity-scheme", "unnamed"),
+        }
     }
     variance.finalize()
+}
+
+/// Whether a caching route's cache is used for this caller: not for one that cannot be told
+/// apart from others ([`cache::Owner::Unnamed`]) on a route whose entries are per caller.
+pub(super) fn cache_enabled_for(snap: &Snapshot, state: &RequestState) -> bool {
+    route(snap, state).is_some_and(|r| {
+        r.auth == crate::config::AuthMode::Public || cache::owner(state.identity.as_deref()) != cache::Owner::Unnamed
+    })
+}
+
+/// Whether the request going upstream carries credentials the cache key does not hold (see
+/// [`cache::unkeyed_credentials`]): its answer is stored only if it says it may be shared.
+pub(super) fn unkeyed_credentials(snap: &Snapshot, state: &RequestState, upstream: &RequestHeader) -> bool {
+    let Some(route) = route(snap, state).filter(|r| r.cache.is_some()) else { return false };
+    let keyed_by_authorization = route.auth != crate::config::AuthMode::Public
+        && state
+            .identity
+            .as_ref()
+            .is_some_and(|i| matches!(i.scheme, crate::auth::Scheme::Jwt | crate::auth::Scheme::Telegram));
+    cache::unkeyed_credentials(&upstream.headers, keyed_by_authorization)
 }
 
 /// The encodings a client accepts, as a canonical list (`br,gzip`): variants are kept per
@@ -220,7 +267,7 @@ fn accepted_encodings(headers: &http::HeaderMap) -> String {
 pub(super) fn cacheable(snap: &Snapshot, state: &RequestState, resp: &ResponseHeader) -> RespCacheable {
     match route(snap, state) {
         Some(route) => match &route.cache {
-            Some(settings) => cache::storable(settings, route.compress.is_some(), resp),
+            Some(settings) => cache::storable(settings, route.compress.is_some(), state.unkeyed_credentials, resp),
             None => RespCacheable::Uncacheable(NoCacheReason::NeverEnabled),
         },
         None => RespCacheable::Uncacheable(NoCacheReason::NeverEnabled),

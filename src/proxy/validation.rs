@@ -1,12 +1,25 @@
 //! Where a route's JSON Schema meets the request: the media type is checked with the head,
-//! then the body is checked whole before the backend gets it.
+//! then the body is checked whole before the backend gets any of it.
 //!
-//! A body that fits Pingora's 64 KiB retry buffer (by `Content-Length`, or chunked and ending
-//! within it) is read in `request_filter`, before any backend is contacted: an invalid one is
-//! answered 400 and no backend ever hears of the request; a valid one is sent from the retry
-//! buffer. A larger body is held back in `request_body_filter` until complete, checked, then
-//! released in one piece: an invalid one never reaches the backend either, but the backend
-//! has the request head by then and sees its connection closed.
+//! Whether there is a body comes from the session (an HTTP/2 stream without END_STREAM on
+//! its HEADERS has one whatever its headers say), never from `Content-Length` or
+//! `Transfer-Encoding` alone. Methods that carry a body (POST, PUT, PATCH) are always checked;
+//! on the others a body that turns out empty is no body, and the media type is asked for
+//! only once a byte arrives.
+//!
+//! A body that fits Pingora's 64 KiB retry buffer is read in `request_filter`, before any
+//! backend is contacted: an invalid one is answered 400 and no backend ever hears of the
+//! request; a valid one is sent from the retry buffer. A larger body is held back in
+//! `request_body_filter` until complete, checked, then released in one piece: an invalid one
+//! never reaches the backend either, but the backend has the request head by then and sees
+//! its connection closed.
+//!
+//! No byte of the body is lost between the two: what was read ahead is either still in
+//! Pingora's retry buffer (which Pingora sends through `request_body_filter` again) or, once
+//! that buffer overflowed, only in the held body, which then keeps it for every attempt.
+//! Pingora reads no more of a body it has seen end and sends nothing it no longer buffers, so
+//! the read-ahead never consumes the end of a body past the buffer: over HTTP/2, where a
+//! DATA frame may end the body, it stops a frame short of the buffer's end.
 
 use crate::config::RouteSettings;
 use crate::errors::GatewayError;
@@ -19,40 +32,54 @@ use pingora::proxy::Session;
 /// Pingora's retry buffer (`BODY_BUF_LIMIT`): what it can send again by itself.
 const RETRY_BUFFER: u64 = 64 * 1024;
 
+/// The largest DATA frame an HTTP/2 client may send us: `SETTINGS_MAX_FRAME_SIZE`, left at
+/// its initial value (RFC 9113 §6.5.2; `app::h2_limits` does not raise it). Pingora hands a
+/// stream's body on one frame at a time.
+const H2_MAX_FRAME: u64 = 16 * 1024;
+
 /// A body being held for validation.
 #[derive(Debug, Default)]
 pub(crate) struct HeldBody {
     bytes: BytesMut,
     /// Checked and released: later passes (a retry resending the body) go through as they are.
     released: bool,
+    /// A method without a body of its own: an empty body is no body (nothing to check).
+    optional: bool,
+    /// `Content-Type` says JSON (checked at the first byte when the body is optional).
+    json: bool,
+    /// The gateway answered `Expect: 100-continue` itself.
+    continued: bool,
 }
 
-/// Whether the route validates this request's body, checking its media type: methods that
-/// carry a body (POST, PUT, PATCH) always, others when they have one.
+/// Whether the route validates this request's body, checking its media type. `has_body`: the
+/// session may have a body to read (see the module notes); `declared`: `Content-Length`.
 pub(crate) fn start(
     route: &RouteSettings,
     req: &RequestHeader,
+    has_body: bool,
     declared: Option<u64>,
 ) -> Result<Option<HeldBody>, GatewayError> {
     if route.validate.is_none() {
         return Ok(None);
     }
-    let has_body = declared.is_some_and(|n| n > 0) || req.headers.contains_key(http::header::TRANSFER_ENCODING);
     let body_method = req.method == Method::POST || req.method == Method::PUT || req.method == Method::PATCH;
     if !has_body && !body_method {
         return Ok(None);
     }
-    if !schema::is_json(req.headers.get(http::header::CONTENT_TYPE)) {
-        return Err(GatewayError::UnsupportedMediaType(
-            "this route takes JSON: send Content-Type: application/json".into(),
-        ));
+    let held = HeldBody {
+        optional: !body_method,
+        json: schema::is_json(req.headers.get(http::header::CONTENT_TYPE)),
+        ..HeldBody::default()
+    };
+    if body_method || declared.is_some_and(|n| n > 0) {
+        held.media_type()?;
     }
-    Ok(Some(HeldBody::default()))
+    Ok(Some(held))
 }
 
 impl HeldBody {
     /// Read a body that fits the retry buffer now and check it (see the module notes). A
-    /// larger body (chunked beyond the buffer) keeps what was read and is held as it streams.
+    /// larger body keeps what was read and is held as it streams.
     pub(crate) async fn read_ahead(
         &mut self,
         session: &mut Session,
@@ -71,38 +98,47 @@ impl HeldBody {
         if expects_continue {
             // The client waits for this before sending the body read here.
             session.write_continue_response().await.map_err(ReadAheadError::Read)?;
+            self.continued = true;
         }
+        let read_limit = if session.as_ref().is_http2() { RETRY_BUFFER - H2_MAX_FRAME } else { RETRY_BUFFER };
         loop {
             match session.read_request_body().await {
                 Ok(Some(chunk)) => {
-                    if self.bytes.len() as u64 + chunk.len() as u64 > route.max_body {
-                        return Err(ReadAheadError::Refused(GatewayError::PayloadTooLarge { limit: route.max_body }));
+                    self.append(route, &chunk).map_err(ReadAheadError::Refused)?;
+                    if session.is_body_done() {
+                        if session.as_ref().retry_buffer_truncated() {
+                            // Pingora would send none of it (see the module notes): refuse
+                            // rather than leave the backend waiting for a body.
+                            log::error!("a validated body ended past the retry buffer in the read-ahead");
+                            return Err(ReadAheadError::Refused(GatewayError::Internal));
+                        }
+                        break;
                     }
-                    self.bytes.extend_from_slice(&chunk);
-                    if self.bytes.len() as u64 > RETRY_BUFFER {
+                    if self.bytes.len() as u64 > read_limit {
+                        // The rest streams through `request_body_filter`.
                         return Ok(());
                     }
                 }
-                Ok(None) => {
-                    crate::connections::body_read();
-                    break;
-                }
+                Ok(None) => break,
                 Err(e) => return Err(ReadAheadError::Read(e)),
             }
         }
+        crate::connections::body_read();
         let mut end = None;
         self.take(route, &mut end, true).map_err(ReadAheadError::Refused)?;
         Ok(())
     }
 
-    /// Checked and on its way (the body was complete before any backend was asked).
-    pub(crate) fn released(&self) -> bool {
-        self.released
+    /// The client's `Expect: 100-continue` is answered: the backend must not answer it again.
+    pub(crate) fn continued(&self) -> bool {
+        self.continued
     }
 
-    /// A new upstream attempt resends the body from the start.
-    pub(crate) fn restart(&mut self) {
-        if !self.released {
+    /// A new upstream attempt. Pingora sends its retry buffer again when it still holds the
+    /// whole body read so far (`truncated` false): the held copy starts over. Once the buffer
+    /// overflowed Pingora sends nothing again, and the held bytes are the only copy.
+    pub(crate) fn restart(&mut self, truncated: bool) {
+        if !self.released && !truncated {
             self.bytes.clear();
         }
     }
@@ -119,19 +155,41 @@ impl HeldBody {
             return Ok(());
         }
         if let Some(data) = chunk.take() {
-            self.bytes.extend_from_slice(&data);
+            self.append(route, &data)?;
         }
         if !end {
             *chunk = Some(Bytes::new());
             return Ok(());
         }
         let body = std::mem::take(&mut self.bytes).freeze();
-        if let Some(schema) = &route.validate {
+        if let Some(schema) = route.validate.as_ref().filter(|_| !(self.optional && body.is_empty())) {
             schema.check(&body).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         }
         self.released = true;
         *chunk = Some(body);
         Ok(())
+    }
+
+    /// Hold `data`, within the route's `max_body` and once the media type is known to be JSON.
+    fn append(&mut self, route: &RouteSettings, data: &[u8]) -> Result<(), GatewayError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if self.bytes.is_empty() {
+            self.media_type()?;
+        }
+        if self.bytes.len() as u64 + data.len() as u64 > route.max_body {
+            return Err(GatewayError::PayloadTooLarge { limit: route.max_body });
+        }
+        self.bytes.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn media_type(&self) -> Result<(), GatewayError> {
+        if self.json {
+            return Ok(());
+        }
+        Err(GatewayError::UnsupportedMediaType("this route takes JSON: send Content-Type: application/json".into()))
     }
 }
 

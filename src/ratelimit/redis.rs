@@ -8,8 +8,9 @@
 //!
 //! Behind Sentinel the master is asked of the sentinels (in a task of its own, so a slow answer
 //! never holds a request longer than the timeout) and asked again after any failure: a failover
-//! shows as errors from the old master (gone, or demoted and read-only), and the next check
-//! after the cool-down follows the sentinels to the new one. A Redis Cluster is reached through
+//! shows as errors from the old master (gone, or demoted and read-only). The check that met the
+//! error runs again on the master the sentinels name if they answer within its timeout, and a
+//! master found during a cool-down ends it: requests are counted wherever a master is known. A Redis Cluster is reached through
 //! the crate's cluster client, which follows MOVED/ASK and slot changes itself; a limit's key
 //! carries a hash tag, so it lives in one slot whatever the key's other characters are.
 
@@ -87,11 +88,23 @@ pub(crate) struct RedisStore {
     script: redis::Script,
     /// Unix milliseconds before which Redis is not asked.
     skip_until_ms: AtomicU64,
+    /// Sentinel and cluster deployments: the finder's generation when the last check failed and
+    /// the node it failed on; a connection found since, to another node, ends the cool-down.
+    failed: Mutex<Option<(u64, Option<Arc<str>>)>>,
 }
 
 /// Our CA for the data nodes' certificates.
 fn certificates(ca: &[u8]) -> redis::TlsCertificates {
     redis::TlsCertificates { client_tls: None, root_cert: Some(ca.to_vec()) }
+}
+
+/// A connection the finder found: the link, the node it goes to (`cluster` for a cluster) and
+/// its generation.
+#[derive(Clone)]
+struct Found {
+    link: Link,
+    node: Arc<str>,
+    generation: u64,
 }
 
 /// A connection to the master (Sentinel) or the cluster, and what found it.
@@ -113,8 +126,8 @@ impl Clone for Link {
 /// deployment, one search at a time, in a task requests do not wait on beyond their timeout.
 struct Finder {
     how: How,
-    /// The connection in use, the node it goes to (`cluster` for a cluster) and its generation.
-    current: Mutex<Option<(Link, String, u64)>>,
+    /// The connection in use.
+    current: Mutex<Option<Found>>,
     /// Generations of found connections (a failure forgets only the one it happened on).
     generation: AtomicU64,
     searching: AtomicBool,
@@ -203,22 +216,44 @@ impl Finder {
         }))
     }
 
-    fn current(&self) -> Option<(Link, u64)> {
-        self.current.lock().ok()?.as_ref().map(|(link, _, generation)| (link.clone(), *generation))
+    fn current(&self) -> Option<Found> {
+        self.current.lock().ok()?.clone()
     }
 
     /// The node in use, for metrics.
     fn node(&self) -> Option<String> {
-        self.current.lock().ok()?.as_ref().map(|(_, node, _)| node.clone())
+        self.current.lock().ok()?.as_ref().map(|f| f.node.to_string())
     }
 
     /// Forget the connection of `generation` (a failure on it), not one found since.
     fn forget(&self, generation: u64) {
         if let Ok(mut current) = self.current.lock() {
-            if current.as_ref().is_some_and(|(_, _, g)| *g == generation) {
+            if current.as_ref().is_some_and(|f| f.generation == generation) {
                 *current = None;
             }
         }
+    }
+
+    /// The connection in use; with `failed`, only one found after it that goes to another node
+    /// (the same node would fail alike: a master answering errors is not asked twice). When
+    /// there is none, a search is started (unless one runs) and waited for until `deadline`.
+    async fn usable(self: &Arc<Self>, failed: Option<&Found>, deadline: tokio::time::Instant) -> Option<Found> {
+        let usable = |current: Option<Found>| {
+            current.filter(|c| failed.is_none_or(|f| c.generation > f.generation && c.node != f.node))
+        };
+        // Registered before the search starts, so its end cannot be missed.
+        let found = self.found.notified();
+        if let Some(current) = usable(self.current()) {
+            return Some(current);
+        }
+        self.search();
+        let _ = tokio::time::timeout_at(deadline, found).await;
+        usable(self.current())
+    }
+
+    /// Whether a connection to another node than `node` was found after `generation`.
+    fn found_since(&self, generation: u64, node: Option<&Arc<str>>) -> bool {
+        self.current().is_some_and(|c| c.generation > generation && Some(&c.node) != node)
     }
 
     /// Start a search unless one is running.
@@ -235,7 +270,7 @@ impl Finder {
                         log::info!("rate limit store: using {node}");
                     }
                     if let Ok(mut current) = finder.current.lock() {
-                        *current = Some((link, node, generation));
+                        *current = Some(Found { link, node: node.into(), generation });
                     }
                 }
                 Err(e) if !finder.failing.swap(true, Ordering::Relaxed) => {
@@ -288,6 +323,7 @@ impl RedisStore {
             finder: Finder::build(settings, settings.timeout)?.map(Arc::new),
             script: redis::Script::new(SCRIPT),
             skip_until_ms: AtomicU64::new(0),
+            failed: Mutex::new(None),
         })
     }
 
@@ -344,7 +380,16 @@ impl RedisStore {
     /// Count one request for `key` if it fits in `limit` per `per`.
     pub(crate) async fn check(&self, key: &str, limit: u64, per: Duration) -> Result<Decision, StoreError> {
         if now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
-            return Err(StoreError::CoolingDown);
+            // A connection to another node found since the failure (the sentinels named the new
+            // master) ends the cool-down: it spares requests a failing node, not a live one.
+            let failed = self.failed.lock().ok().and_then(|f| f.clone());
+            let moved_on = match (&self.finder, failed) {
+                (Some(finder), Some((generation, node))) => finder.found_since(generation, node.as_ref()),
+                _ => false,
+            };
+            if !moved_on {
+                return Err(StoreError::CoolingDown);
+            }
         }
         let result = self.eval(key, limit, per).await;
         if result.is_err() {
@@ -360,30 +405,7 @@ impl RedisStore {
                 let mut conn = self.single(url)?;
                 self.run(&mut conn, key, limit, per_ms, tokio::time::Instant::now() + self.timeout).await?
             }
-            (Some(finder), _) => {
-                // One deadline for the wait and the script: a check never takes longer.
-                let deadline = tokio::time::Instant::now() + self.timeout;
-                let found = finder.found.notified();
-                let (link, generation) = match finder.current() {
-                    Some(current) => current,
-                    None => {
-                        // Wait for the search, but never beyond the check's timeout.
-                        finder.search();
-                        let _ = tokio::time::timeout_at(deadline, found).await;
-                        finder.current().ok_or(StoreError::Redis("no master or cluster connection yet".into()))?
-                    }
-                };
-                let result = match link {
-                    Link::Master(mut conn) => self.run(&mut conn, key, limit, per_ms, deadline).await,
-                    Link::Cluster(mut conn) => self.run(&mut conn, key, limit, per_ms, deadline).await,
-                };
-                if result.is_err() && matches!(self.settings.topology, RedisTopology::Sentinel { .. }) {
-                    // The master may be gone or demoted: ask the sentinels again.
-                    finder.forget(generation);
-                    finder.search();
-                }
-                result?
-            }
+            (Some(finder), _) => self.eval_found(finder, key, limit, per_ms).await?,
             (None, _) => return Err(StoreError::Client("no connection for this topology".into())),
         };
         let [admitted, prev, curr, elapsed] = reply[..] else {
@@ -395,6 +417,66 @@ impl RedisStore {
             fraction: (elapsed.max(0) as f64 / per_ms as f64).min(1.0),
         };
         Ok(super::window::decide(admitted == 1, limit, per, usage))
+    }
+
+    /// A check on a Sentinel or cluster deployment; a failure is remembered with its node.
+    async fn eval_found(
+        &self,
+        finder: &Arc<Finder>,
+        key: &str,
+        limit: u64,
+        per_ms: u64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let fail = |node: Option<Arc<str>>, e: StoreError| {
+            if let Ok(mut failed) = self.failed.lock() {
+                *failed = Some((finder.generation.load(Ordering::Relaxed), node));
+            }
+            Err(e)
+        };
+        // One deadline for the waits and the scripts: a check never takes longer.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let Some(found) = finder.usable(None, deadline).await else {
+            return fail(None, StoreError::Redis("no master or cluster connection yet".into()));
+        };
+        let e = match self.run_on(found.link.clone(), key, limit, per_ms, deadline).await {
+            Ok(reply) => return Ok(reply),
+            Err(e) if !matches!(self.settings.topology, RedisTopology::Sentinel { .. }) => {
+                return fail(Some(found.node), e)
+            }
+            Err(e) => e,
+        };
+        // The master may be gone or demoted: ask the sentinels again, and when they name another
+        // master within this check's time, count there. A gateway idle through a failover finds
+        // its dead connection on its first check; letting that check (and the cool-down after
+        // it) skip Redis would admit requests nobody counts while the new master is known.
+        finder.forget(found.generation);
+        let retry = match finder.usable(Some(&found), deadline).await {
+            Some(retry) if tokio::time::Instant::now() < deadline => retry,
+            _ => return fail(Some(found.node), e),
+        };
+        match self.run_on(retry.link.clone(), key, limit, per_ms, deadline).await {
+            Ok(reply) => Ok(reply),
+            Err(e) => {
+                finder.forget(retry.generation);
+                finder.search();
+                fail(Some(retry.node), e)
+            }
+        }
+    }
+
+    /// Run the script on the connection of `link`, answered by `deadline`.
+    async fn run_on(
+        &self,
+        link: Link,
+        key: &str,
+        limit: u64,
+        per_ms: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<i64>, StoreError> {
+        match link {
+            Link::Master(mut conn) => self.run(&mut conn, key, limit, per_ms, deadline).await,
+            Link::Cluster(mut conn) => self.run(&mut conn, key, limit, per_ms, deadline).await,
+        }
     }
 
     /// Run the script on `conn`, answered by `deadline`.

@@ -10,6 +10,11 @@
 //! [`TlsEdge`] owns the per-listener resolvers and verifiers for the life of the process:
 //! Pingora's listeners and their `TlsSettings` are fixed at start, so reloads and rotated
 //! files change what those objects hand out, never the objects.
+//!
+//! The handshakes themselves are not Pingora's listeners': TLS listeners are plain TCP ones,
+//! and the connection gate runs each handshake ([`Handshakes`]) after admitting the
+//! connection, so that a connection mid-handshake counts against `limits.max_connections` and
+//! meets the deadlines of a request head instead of Pingora's fixed, uncounted 60 s.
 
 mod accept;
 mod client_auth;
@@ -26,7 +31,8 @@ use crate::observability::Metrics;
 use accept::CaptureConnInfo;
 use async_trait::async_trait;
 use client_auth::ClientAuth;
-use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::tls::{Acceptor, TlsSettings};
+use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use prometheus::IntCounter;
@@ -35,6 +41,7 @@ use rustls::RootCertStore;
 use sha2::{Digest, Sha256};
 use sni::{CertTable, SniResolver};
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -67,6 +74,8 @@ pub(crate) struct ListenerCounters {
     pub(crate) refused_version: IntCounter,
     /// Refused: the client certificate did not verify.
     pub(crate) refused_client_cert: IntCounter,
+    /// Cut: no first bytes within `idle_timeout`, or not complete within `header_timeout`.
+    pub(crate) timed_out: IntCounter,
 }
 
 impl ListenerCounters {
@@ -76,6 +85,7 @@ impl ListenerCounters {
             completed: metrics.tls_handshakes(listener, "ok"),
             refused_version: metrics.tls_handshakes(listener, "tls_version"),
             refused_client_cert: metrics.tls_handshakes(listener, "client_cert"),
+            timed_out: metrics.tls_handshakes(listener, "timeout"),
         }
     }
 }
@@ -159,6 +169,18 @@ impl TlsEdge {
             settings.enable_h2();
         }
         Some(settings)
+    }
+
+    /// The handshakes of the TLS listeners of `config` (the starting one), for the connection
+    /// gate; `None` when one listener's settings cannot be built.
+    pub(crate) fn handshakes(&self, config: &Config) -> Option<Handshakes> {
+        let mut out = Vec::with_capacity(self.listeners.len());
+        for l in &self.listeners {
+            let socket = config.listeners.get(l.index)?.socket;
+            let acceptor = self.listener_settings(l.index)?.build();
+            out.push(ListenerHandshake { socket, acceptor, counters: l.counters.clone() });
+        }
+        Some(Handshakes(out))
     }
 
     /// Serve what `config` names (at start and after every reload; its files were loaded and
@@ -341,5 +363,49 @@ impl BackgroundService for CertWatcher {
                 log::error!("certificate watcher: a poll panicked; polling again in {CERT_POLL:?}");
             }
         }
+    }
+}
+
+/// One TLS listener's handshake (its resolver, verifier, ALPN and post-handshake hook).
+pub(crate) struct ListenerHandshake {
+    /// The listener's address; an unspecified IP stands for every local address on its port.
+    socket: SocketAddr,
+    acceptor: Acceptor,
+    counters: Arc<ListenerCounters>,
+}
+
+impl ListenerHandshake {
+    /// Run the handshake on a connection accepted by this listener.
+    pub(crate) async fn run(&self, stream: Stream) -> pingora::Result<Stream> {
+        // Pingora's plain listeners hand over their own L4 stream, boxed.
+        let l4 = stream
+            .into_any()
+            .downcast::<pingora::protocols::l4::stream::Stream>()
+            .map_err(|_| pingora::Error::explain(pingora::ErrorType::InternalError, "not a TCP stream"))?;
+        Ok(Box::new(self.acceptor.tls_handshake(*l4).await?))
+    }
+
+    /// Count a handshake cut at its deadline.
+    pub(crate) fn timed_out(&self) {
+        self.counters.timed_out.inc();
+    }
+}
+
+/// The handshakes of the process's TLS listeners, found by the local address a connection came
+/// in on (listeners are plain TCP ones to Pingora).
+#[derive(Default)]
+pub(crate) struct Handshakes(Vec<ListenerHandshake>);
+
+impl Handshakes {
+    /// The handshake of the listener that accepted a connection to `local`: the one bound to
+    /// exactly that address, else the one bound to the unspecified address on its port (the
+    /// kernel delivers to the most specific bind; two listeners never share an address).
+    pub(crate) fn for_local(&self, local: SocketAddr) -> Option<&ListenerHandshake> {
+        let exact = self.0.iter().find(|h| h.socket == local);
+        exact.or_else(|| self.0.iter().find(|h| h.socket.port() == local.port() && h.socket.ip().is_unspecified()))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }

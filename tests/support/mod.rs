@@ -147,6 +147,20 @@ impl Gateway {
         gw
     }
 
+    /// Start with a full template (placeholders as in [`render`]) that `place` writes where it
+    /// likes under the gateway's temp dir (given the dir and the rendered text); `place`
+    /// returns the path `-c` names. For layouts other than one plain file (e.g. a Kubernetes
+    /// ConfigMap volume, with its symlinks).
+    pub fn start_placed(template: &str, place: impl FnOnce(&Path, &str) -> PathBuf) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config_path = place(dir.path(), &render(template, addr, admin, dir.path()));
+        let mut gw = Gateway { child: None, addr, admin, dir, config_path };
+        gw.spawn(&[], &[]);
+        gw
+    }
+
     /// Replace the config file with `template` (placeholders as in [`render`], with this
     /// gateway's addresses), written to a temporary file and renamed into place, as editors
     /// and deploy tools do.
@@ -159,7 +173,7 @@ impl Gateway {
 
     /// `POST /config/reload` on the admin listener.
     pub fn reload(&self) -> RawResponse {
-        request(self.admin, "POST", "/config/reload", &[], b"")
+        request(self.admin, "POST", "/config/reload", &[("Content-Type", "application/json")], b"")
     }
 
     /// The config generation in force (admin `GET /config`).

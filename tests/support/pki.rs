@@ -68,20 +68,39 @@ impl Pki {
             .map(|n| if n.parse::<std::net::IpAddr>().is_ok() { format!("IP:{n}") } else { format!("DNS:{n}") })
             .collect::<Vec<_>>()
             .join(",");
-        self.issue(file, &format!("/CN={}", names[0]), &san, "serverAuth", days)
+        self.issue(file, &format!("/CN={}", names[0]), &san, "serverAuth", days, &[])
     }
 
     /// A client certificate with subject `subject` (e.g. `/CN=alice/O=Example`).
     pub fn client(&self, file: &str, subject: &str) -> Issued {
-        self.issue(file, subject, "DNS:client.invalid", "clientAuth", 365)
+        self.issue(file, subject, "DNS:client.invalid", "clientAuth", 365, &[])
     }
 
-    fn issue(&self, file: &str, subject: &str, san: &str, eku: &str, days: u32) -> Issued {
+    /// A client certificate whose `subject` is read as UTF-8, with `+` joining the attributes
+    /// of a multi-valued RDN (`/O=Example/CN=bob+UID=42`).
+    pub fn client_multivalued(&self, file: &str, subject: &str) -> Issued {
+        self.issue(file, subject, "DNS:client.invalid", "clientAuth", 365, &["-utf8", "-multivalue-rdn"])
+    }
+
+    /// The subject of an issued certificate as OpenSSL writes it in RFC 2253/4514 form.
+    pub fn rfc4514_subject(&self, issued: &Issued) -> String {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+            .arg(&issued.cert)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim_end().strip_prefix("subject=").unwrap_or(&text).to_string()
+    }
+
+    fn issue(&self, file: &str, subject: &str, san: &str, eku: &str, days: u32, req_flags: &[&str]) -> Issued {
         let dir = self.dir.path();
         let (key, csr, ext, pem) =
             (format!("{file}.key"), format!("{file}.csr"), format!("{file}.ext"), format!("{file}.pem"));
         self.key(&key);
-        openssl(&["req", "-new", "-key", &key, "-subj", subject, "-out", &csr], dir);
+        let mut req = vec!["req", "-new", "-key", &key, "-subj", subject, "-out", &csr];
+        req.extend_from_slice(req_flags);
+        openssl(&req, dir);
         std::fs::write(
             dir.join(&ext),
             format!(

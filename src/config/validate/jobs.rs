@@ -85,6 +85,22 @@ pub(super) fn check_jobs(raw: &RawJobs, base: &Path, p: &mut Problems) -> Option
             p.add(format!("jobs.roles[{i}]"), "role names cannot be empty");
         }
     }
+    for (i, role) in raw.status_roles.iter().enumerate() {
+        if role.trim().is_empty() {
+            p.add(format!("jobs.status_roles[{i}]"), "role names cannot be empty");
+        }
+    }
+    if let Some(consumer) = &raw.consumer {
+        if consumer.is_empty()
+            || consumer.contains(['.', '*', '>', '/', '\\'])
+            || consumer.contains(char::is_whitespace)
+        {
+            p.add(
+                "jobs.consumer",
+                format!("`{consumer}` is not a valid durable consumer name (no . * > / \\ or spaces)"),
+            );
+        }
+    }
     let rate_limit = raw.rate_limit.as_ref().and_then(|r| check_rule("jobs.rate_limit", r, p));
     let schema = raw.schema.as_deref().and_then(|f| check_schema("jobs.schema", base, f, p));
     Some(JobsSettings {
@@ -105,5 +121,7 @@ pub(super) fn check_jobs(raw: &RawJobs, base: &Path, p: &mut Problems) -> Option
         ack_timeout,
         body_timeout,
         rate_limit,
+        status_roles: raw.status_roles.clone(),
+        consumer: raw.consumer.clone(),
     })
 }

@@ -27,7 +27,8 @@ use jobs::check_jobs;
 pub(crate) use jobs::subject_matches;
 use limits::{check_rate_limit, check_rule};
 use routes::check_routes;
-use server::{check_limits, check_listeners, check_server, check_trusted};
+pub(crate) use server::is_always_allowed_host;
+use server::{check_admin, check_limits, check_listeners, check_server, check_trusted};
 use services::check_services;
 
 /// What checking the file found: errors and warnings as (key path, reason), and every file
@@ -58,13 +59,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
     let mut p = Problems::default();
     let server = check_server(&raw.server, &mut p);
     let listeners = check_listeners(&raw.listen, base, &mut p);
-    let admin = raw.admin.as_ref().and_then(|a| {
-        let socket = parse_socket("admin.listen", &a.listen, &mut p)?;
-        if listeners.iter().any(|l| l.socket == socket) {
-            p.add("admin.listen", "must differ from every public listener: admin endpoints are never served publicly");
-        }
-        Some(AdminSettings { listen: a.listen.clone(), socket })
-    });
+    let admin = raw.admin.as_ref().and_then(|a| check_admin(a, &listeners, &mut p));
     let trusted_proxies = check_trusted(&raw.trusted_proxies, &mut p);
     let limits = check_limits(&raw.limits, &mut p);
     let auth = raw.auth.as_ref().and_then(|a| a.jwt.as_ref()).and_then(|j| check_jwt(j, base, &mut p));
@@ -94,7 +89,9 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
     let cache = policies::check_cache(raw.cache.as_ref(), &routes, &mut p);
     let tracing = raw.tracing.as_ref().map(|t| dependencies::check_tracing(t, &mut p));
     if let Some(jobs) = &jobs {
-        routes.push(jobs_route(jobs, &routes, &rate_limit, &mut p));
+        let [submit, status] = jobs_routes(jobs, &routes, &rate_limit, &mut p);
+        routes.push(submit);
+        routes.push(status);
     }
     if let Some(auth) = &auth {
         check_identity_headers(auth, &services, &routes, &rate_limit, &mut p);
@@ -151,16 +148,26 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
 /// The reserved jobs path as a route: matched like any route (other methods get 405 with
 /// `Allow: POST`, even under a catch-all), authenticated, role-checked and rate-limited like
 /// one, and answered by publishing instead of proxying.
-fn jobs_route(
+/// The submission route (`POST <jobs.path>`) and the status route (`GET <jobs.path>/<job_id>`),
+/// both owning the jobs path and what is under it.
+fn jobs_routes(
     jobs: &JobsSettings,
     routes: &[RouteSettings],
     rate_limit: &RateLimitSettings,
     p: &mut Problems,
-) -> RouteSettings {
-    if let Some(i) = routes.iter().position(|r| r.path == jobs.path && r.host.is_none()) {
-        p.add("jobs.path", format!("`{}` is also routes[{i}].path: the jobs path is reserved", jobs.path));
+) -> [RouteSettings; 2] {
+    let under = format!("{}/", jobs.path);
+    if let Some(i) = routes.iter().position(|r| (r.path == jobs.path || r.path.starts_with(&under)) && r.host.is_none())
+    {
+        p.add(
+            "jobs.path",
+            format!(
+                "`{}` is reserved (job status lives under it), but routes[{i}].path is `{}`",
+                jobs.path, routes[i].path
+            ),
+        );
     }
-    RouteSettings {
+    let submit = RouteSettings {
         name: None,
         label: jobs.path.clone(),
         path: jobs.path.clone(),
@@ -182,7 +189,20 @@ fn jobs_route(
         cache: None,
         schemes: vec![crate::auth::Scheme::Jwt],
         validate: None,
-    }
+    };
+    // Every method but POST: the jobs handler answers a status for GET and HEAD under the
+    // path, and 405 with the resource's own `Allow` for the rest (the route table would list
+    // both routes' methods).
+    let status = RouteSettings {
+        label: format!("{}/{{job_id}}", jobs.path),
+        methods: None,
+        target: RouteTarget::JobStatus,
+        // Who may read is decided per job: its submitter, or a role in `jobs.status_roles`.
+        roles: Vec::new(),
+        rate_limit: rate_limit.default.clone(),
+        ..submit.clone()
+    };
+    [submit, status]
 }
 
 /// A URL for an error message: credentials (`user:pass@`) and the query are left out.

@@ -42,6 +42,61 @@ pub(super) fn check_server(raw: &RawServer, p: &mut Problems) -> ServerSettings 
     }
 }
 
+pub(super) fn check_admin(raw: &RawAdmin, listeners: &[Listener], p: &mut Problems) -> Option<AdminSettings> {
+    let socket = parse_socket("admin.listen", &raw.listen, p)?;
+    if listeners.iter().any(|l| l.socket == socket) {
+        p.add("admin.listen", "must differ from every public listener: admin endpoints are never served publicly");
+    }
+    if !socket.ip().is_loopback() {
+        p.warn(
+            "admin.listen",
+            format!(
+                "`{}` is not a loopback address: anyone who can reach it can reload the configuration, purge the cache and read /metrics and /status (no authentication); bind 127.0.0.1 or [::1], or firewall the port",
+                raw.listen
+            ),
+        );
+    }
+    let mut allowed_hosts = Vec::with_capacity(raw.allowed_hosts.len());
+    for (i, entry) in raw.allowed_hosts.iter().enumerate() {
+        let key = format!("admin.allowed_hosts[{i}]");
+        match admin_host_pattern(entry) {
+            Ok(pattern) if is_always_allowed_host(&pattern) => p.warn(
+                key,
+                format!("`{entry}` is always allowed (IP addresses and localhost names are): listing it has no effect"),
+            ),
+            Ok(pattern) => allowed_hosts.push(pattern),
+            Err(why) => p.add(key, format!("`{entry}` {why}")),
+        }
+    }
+    Some(AdminSettings { listen: raw.listen.clone(), socket, allowed_hosts })
+}
+
+/// An `admin.allowed_hosts` entry as it is matched: a DNS name, optionally `*.` first (any name
+/// under it), lower-case, without a trailing dot. IP literals pass (they are always allowed).
+fn admin_host_pattern(entry: &str) -> Result<String, &'static str> {
+    let name = entry.trim().trim_end_matches('.').to_ascii_lowercase();
+    if is_always_allowed_host(&name) {
+        return Ok(name);
+    }
+    if name.contains("://") || name.contains('/') {
+        return Err("must be a host name, not a URL");
+    }
+    if name.contains(':') {
+        return Err("must be a host name without a port (the port is not checked)");
+    }
+    let bare = name.strip_prefix("*.").unwrap_or(&name);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if bare.is_empty() || bare.len() > 253 || !bare.split('.').all(label_ok) {
+        return Err("must be a DNS name such as `gw1.example.com`, or `*.example.com` for any name under it");
+    }
+    Ok(name)
+}
+
 pub(super) fn check_listeners(raw: &[RawListener], base: &Path, p: &mut Problems) -> Vec<Listener> {
     if raw.is_empty() {
         p.add("listen", "at least one listener is required");
@@ -278,6 +333,10 @@ pub(super) fn check_limits(raw: &RawLimits, p: &mut Problems) -> Limits {
     if !(Duration::from_millis(100)..=Duration::from_secs(86_400)).contains(&body_timeout) {
         p.add("limits.body_timeout", "must be between 100ms and 24h");
     }
+    let send_timeout = dur(&raw.send_timeout, Duration::from_secs(60));
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&send_timeout) {
+        p.add("limits.send_timeout", "must be between 1s and 1h");
+    }
     let h2_max_concurrent_streams = raw.h2_max_concurrent_streams.unwrap_or(128);
     if !(1..=65_535).contains(&h2_max_concurrent_streams) {
         p.add("limits.h2_max_concurrent_streams", "must be between 1 and 65535");
@@ -287,6 +346,7 @@ pub(super) fn check_limits(raw: &RawLimits, p: &mut Problems) -> Limits {
         max_connections_per_ip: raw.max_connections_per_ip.map(|n| n as usize),
         header_timeout,
         body_timeout,
+        send_timeout,
         h2_max_concurrent_streams,
         max_body,
         max_header_bytes: max_header_bytes as usize,
@@ -295,4 +355,13 @@ pub(super) fn check_limits(raw: &RawLimits, p: &mut Problems) -> Limits {
         underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
         read_buffer: read_buffer as usize,
     }
+}
+
+/// Hosts the admin listener answers for whatever `admin.allowed_hosts` lists (and that listing
+/// there only earns a `-t` warning): IP literals (a rebinding attack needs a name: a page whose origin is an IP address was
+/// served by that address) and `localhost` names (RFC 6761: they only ever mean loopback).
+pub(crate) fn is_always_allowed_host(name: &str) -> bool {
+    name.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
 }

@@ -1,0 +1,22 @@
+//! One configuration for a fleet (ARCHITECTURE §8.6): the keys every gateway shares live in a
+//! NATS JetStream key-value store, one document per revision; each gateway keeps on its disk a
+//! bootstrap file with what it needs to start (`server`, `listen`, `admin`, `nats`,
+//! `config_source`).
+//!
+//! - [`document`]: splitting a whole file into bootstrap and document, merging them back with
+//!   line numbers kept, and the check (`-t`'s) of a merged configuration;
+//! - [`store`]: the bucket — read, compare-and-set push, history, status reports, following;
+//! - [`follow`]: the cursor that makes following miss nothing and apply nothing twice;
+//! - [`status`]: the gateways' reports and the drift table of `siger config status`;
+//! - [`cache`]: the last applied revision on disk, for a start-up with the store unreachable;
+//! - [`command`]: `siger config push|history|diff|rollback|status|watch|split`.
+//!
+//! The gateway side (apply a followed revision through the snapshot swap, report it, cache it)
+//! is wired into the runtime in a later step: docs/fleet.md describes it.
+
+pub mod cache;
+pub mod command;
+pub mod document;
+pub mod follow;
+pub mod status;
+pub mod store;
