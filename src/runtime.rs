@@ -67,6 +67,8 @@ pub(crate) struct Runtime {
     /// without one, a plain request pays nothing for compression; adding the first
     /// `compress` route then needs a new process.
     pub(crate) compression: bool,
+    /// Runs request inspections off the reactor, bounded for the whole process (docs/waf.md).
+    pub(crate) inspector: crate::waf::Inspector,
     reloading: tokio::sync::Mutex<()>,
     last_reload: Mutex<Option<ReloadReport>>,
     generations: AtomicU64,
@@ -123,6 +125,7 @@ impl Runtime {
         Arc::new(Runtime {
             tls,
             compression,
+            inspector: crate::waf::Inspector::for_this_machine(),
             idle_secs: Arc::new(AtomicU64::new(snapshot.config.limits.idle_timeout.as_secs())),
             connections: Connections::new(&snapshot.config.limits, metrics.connections.clone()),
             spans: Default::default(),

@@ -77,6 +77,8 @@ pub struct Config {
     pub aggregates: Vec<AggregateSettings>,
     /// OpenTelemetry tracing (`tracing`); `None`: off, and client trace headers pass untouched.
     pub tracing: Option<TracingSettings>,
+    /// Request inspection's compiled rules (`waf:`), loaded only when a route inspects.
+    pub waf: Option<super::WafRules>,
     /// Settings that parse but have no effect (e.g. `redis_url` with `store: local`): printed
     /// by `siger -t` and logged on load, never refused.
     pub warnings: Vec<super::ConfigError>,
@@ -899,6 +901,8 @@ pub struct RouteSettings {
     pub schemes: Vec<crate::auth::Scheme>,
     /// JSON Schema the request body must match.
     pub validate: Option<crate::policy::schema::BodySchema>,
+    /// Request inspection (`waf`, `waf_exclude`; docs/waf.md).
+    pub waf: super::RouteWaf,
 }
 
 /// Index of an aggregation in [`Config::aggregates`].

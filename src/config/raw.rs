@@ -26,6 +26,7 @@ pub(crate) struct RawConfig {
     pub(crate) jobs: Option<RawJobs>,
     pub(crate) cache: Option<RawCache>,
     pub(crate) tracing: Option<RawTracing>,
+    pub(crate) waf: Option<super::waf::RawWaf>,
     #[serde(default)]
     pub(crate) services: BTreeMap<String, RawService>,
     #[serde(default)]
@@ -445,6 +446,8 @@ pub(crate) struct RawRoute {
     pub(crate) schemes: Option<Vec<String>>,
     pub(crate) validate: Option<RawValidate>,
     pub(crate) aggregate: Option<RawAggregate>,
+    pub(crate) waf: Option<super::waf::WafMode>,
+    pub(crate) waf_exclude: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

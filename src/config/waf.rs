@@ -6,12 +6,10 @@
 //! is wired into `raw.rs`/`validate`: each check returns the settings and the problems it found
 //! as (key path, reason), the shape `validate::Problems` collects.
 
-// Wired into the config model in the next step of issue 30; until then only tests use the
-// mirrors and checks.
-#![cfg_attr(not(test), allow(dead_code))]
-
-use super::units::ByteSize;
+use super::units::{ByteSize, ConfDuration};
 use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The rule files of Debian's `modsecurity-crs` package (CRS 3.3.4), in its own load order
 /// (`/usr/share/modsecurity-crs/owasp-crs.load`): the setup, the operator's exclusions before
@@ -43,6 +41,26 @@ pub struct WafSettings {
     pub max_body: u64,
     /// What a larger body gets (default `block`).
     pub on_large_body: OnLargeBody,
+    /// The longest one inspection may take, waiting for a worker included (default 2s): past
+    /// it a `block` route refuses the request (fails closed), a `detect` route forwards it.
+    pub timeout: Duration,
+}
+
+/// The `waf:` settings with the rule set compiled from them: shared by every route that
+/// inspects, rebuilt (rule files re-read) by each reload.
+#[derive(Debug, Clone)]
+pub struct WafRules {
+    /// The settings.
+    pub settings: WafSettings,
+    /// The compiled rules.
+    pub rules: Arc<crate::waf::RuleSet>,
+}
+
+impl PartialEq for WafRules {
+    /// Two loads are never the same rule set: the files may have changed in between.
+    fn eq(&self, other: &Self) -> bool {
+        self.settings == other.settings && Arc::ptr_eq(&self.rules, &other.rules)
+    }
 }
 
 impl Default for WafSettings {
@@ -53,6 +71,7 @@ impl Default for WafSettings {
             inbound_anomaly_threshold: 5,
             max_body: 128 << 10,
             on_large_body: OnLargeBody::Block,
+            timeout: Duration::from_secs(2),
         }
     }
 }
@@ -99,6 +118,7 @@ pub(crate) struct RawWaf {
     pub(crate) inbound_anomaly_threshold: Option<u32>,
     pub(crate) max_body: Option<ByteSize>,
     pub(crate) on_large_body: Option<OnLargeBody>,
+    pub(crate) timeout: Option<ConfDuration>,
 }
 
 /// Serde mirror of a route's `waf` and `waf_exclude` keys.
@@ -149,12 +169,17 @@ impl RawWaf {
         if max_body == 0 || max_body > MAX_INSPECTED_BODY {
             found.error("waf.max_body", format!("{max_body} bytes: must be from 1 byte to 1MiB"));
         }
+        let timeout = self.timeout.map_or(defaults.timeout, |t| t.0);
+        if timeout.is_zero() {
+            found.error("waf.timeout", "must be positive");
+        }
         let settings = WafSettings {
             rules,
             paranoia_level,
             inbound_anomaly_threshold,
             max_body,
             on_large_body: self.on_large_body.unwrap_or(defaults.on_large_body),
+            timeout,
         };
         (settings, found)
     }

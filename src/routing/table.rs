@@ -168,6 +168,7 @@ mod tests {
             cache: None,
             schemes: vec![crate::auth::Scheme::Jwt],
             validate: None,
+            waf: Default::default(),
         }
     }
 

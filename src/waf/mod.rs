@@ -25,6 +25,20 @@ pub use inspect::{Cause, Exclusions, Verdict};
 pub use request::{Body, Request};
 pub use runner::{InspectError, Inspector};
 
+/// What a verdict does to a request on a route in `mode` (never `Off`: such a route is not
+/// inspected): whether it is refused, and the `action` label it is counted under in
+/// `siger_waf_matches_total` (`None`: nothing matched, nothing counted).
+pub fn outcome(mode: crate::config::WafMode, verdict: &Verdict) -> (bool, Option<&'static str>) {
+    let refused = mode == crate::config::WafMode::Block && verdict.blocked;
+    let matched = verdict.blocked || !verdict.rules.is_empty();
+    let action = match (matched, refused) {
+        (false, _) => None,
+        (true, true) => Some("block"),
+        (true, false) => Some("detect"),
+    };
+    (refused, action)
+}
+
 use crate::config::WafSettings;
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;

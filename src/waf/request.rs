@@ -56,6 +56,32 @@ impl Request {
         }
     }
 
+    /// The request line and headers of a request as the proxy received it, from the client
+    /// `client` (after `trusted_proxies`). The target is the origin form (path and query as
+    /// received, still percent-encoded) whatever form the client sent.
+    pub fn from_head(head: &pingora::http::RequestHeader, client: std::net::IpAddr) -> Request {
+        let protocol = match head.version {
+            http::Version::HTTP_09 => "HTTP/0.9",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_2 => "HTTP/2.0",
+            http::Version::HTTP_3 => "HTTP/3.0",
+            _ => "HTTP/1.1",
+        };
+        let uri = head.uri.path_and_query().map_or_else(|| String::from_utf8_lossy(head.raw_path()).into_owned(), |p| p.as_str().to_string());
+        let mut request = Request::new(head.method.as_str(), uri, protocol);
+        request.client = Some(SocketAddr::new(client, 0));
+        // HTTP/2 carries the host in `:authority`; the rules read it as `Host`.
+        if head.headers.get(http::header::HOST).is_none() {
+            if let Some(authority) = head.uri.authority() {
+                request.headers.push(("Host".to_string(), authority.as_str().to_string()));
+            }
+        }
+        for (name, value) in &head.headers {
+            request.headers.push((name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()));
+        }
+        request
+    }
+
     /// Add a header line.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Request {
         self.headers.push((name.into(), value.into()));
@@ -102,6 +128,21 @@ mod tests {
         assert_eq!(Body::classify(body.clone(), None, 6), Body::TooLarge(7));
         assert_eq!(Body::classify(Bytes::new(), Some(0), 7), Body::None);
         assert_eq!(Body::classify(Bytes::new(), None, 7), Body::None);
+    }
+
+    #[test]
+    fn a_proxied_head_is_read_as_received() {
+        let mut head = pingora::http::RequestHeader::build("GET", b"/a%20b?q=1", None).expect("a head");
+        head.insert_header("Cookie", "s=1").expect("a header");
+        let r = Request::from_head(&head, "192.0.2.7".parse().expect("an ip"));
+        assert_eq!((r.method.as_str(), r.uri.as_str(), r.protocol.as_str()), ("GET", "/a%20b?q=1", "HTTP/1.1"));
+        assert_eq!(r.headers, [("cookie".to_string(), "s=1".to_string())]);
+        assert_eq!(r.client.map(|c| c.ip().to_string()).as_deref(), Some("192.0.2.7"));
+        let mut h2 = pingora::http::RequestHeader::build("POST", b"https://api.example.com/x", None).expect("a head");
+        h2.set_version(http::Version::HTTP_2);
+        let r = Request::from_head(&h2, "::1".parse().expect("an ip"));
+        assert_eq!((r.uri.as_str(), r.protocol.as_str()), ("/x", "HTTP/2.0"));
+        assert_eq!(r.headers, [("Host".to_string(), "api.example.com".to_string())]);
     }
 
     #[test]

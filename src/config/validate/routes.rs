@@ -201,7 +201,11 @@ pub(super) fn check_routes(
                 .validate
                 .as_ref()
                 .and_then(|v| check_schema(&format!("{base}.validate.schema"), base_dir, &v.schema, p)),
+            waf: super::waf::check_route_waf(&base, r, p),
         };
+        if route.waf.mode != crate::config::WafMode::Off && matches!(route.target, RouteTarget::Aggregate(_)) {
+            p.add(format!("{base}.waf"), "an aggregation route is answered by the gateway: nothing to inspect");
+        }
         if route.validate.is_some() && matches!(route.target, RouteTarget::Aggregate(_)) {
             p.add(format!("{base}.validate"), "an aggregation route reads no request body");
         }
