@@ -27,16 +27,17 @@ pub use runner::{InspectError, Inspector};
 
 /// What a verdict does to a request on a route in `mode` (never `Off`: such a route is not
 /// inspected): whether it is refused, and the `action` label it is counted under in
-/// `siger_waf_matches_total` (`None`: nothing matched, nothing counted).
+/// `siger_waf_matches_total`: `block` (refused) or `detect` (would have been, forwarded).
+/// `None`: the verdict lets it through (rules that matched below the threshold are in the
+/// access log only: a numeric `Host` alone scores 3).
 pub fn outcome(mode: crate::config::WafMode, verdict: &Verdict) -> (bool, Option<&'static str>) {
-    let refused = mode == crate::config::WafMode::Block && verdict.blocked;
-    let matched = verdict.blocked || !verdict.rules.is_empty();
-    let action = match (matched, refused) {
-        (false, _) => None,
-        (true, true) => Some("block"),
-        (true, false) => Some("detect"),
-    };
-    (refused, action)
+    if !verdict.blocked {
+        return (false, None);
+    }
+    match mode {
+        crate::config::WafMode::Block => (true, Some("block")),
+        _ => (false, Some("detect")),
+    }
 }
 
 use crate::config::WafSettings;
