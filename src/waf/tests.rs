@@ -379,3 +379,18 @@ fn the_crs_refuses_content_types_outside_its_list() {
     // Methods beyond GET HEAD POST OPTIONS are allowed by Siger's default (not the CRS's).
     assert_eq!(verdict(&api("DELETE", "/api/items/7")), Verdict::default());
 }
+
+#[test]
+fn a_verdict_refuses_only_on_a_block_route_and_counts_what_reached_the_threshold() {
+    use crate::config::WafMode;
+    let refuse = Verdict { score: 8, rules: vec![942100, 949110], blocked: true, cause: Some(Cause::Rule(949110)) };
+    assert_eq!(outcome(WafMode::Block, &refuse), (true, Some("block")));
+    assert_eq!(outcome(WafMode::Detect, &refuse), (false, Some("detect")));
+    // Below the threshold: forwarded everywhere, counted nowhere (the access log has it).
+    let low = Verdict { score: 3, rules: vec![920350], blocked: false, cause: None };
+    assert_eq!(outcome(WafMode::Block, &low), (false, None));
+    assert_eq!(outcome(WafMode::Detect, &Verdict::default()), (false, None));
+    // Inspection that could not run refuses on a block route (fails closed).
+    let failed = Verdict { blocked: true, cause: Some(Cause::Engine("timed out".into())), ..Verdict::default() };
+    assert_eq!(outcome(WafMode::Block, &failed), (true, Some("block")));
+}

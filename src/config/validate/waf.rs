@@ -61,7 +61,9 @@ pub(super) fn check_waf(raw: Option<&RawWaf>, routes: &[RouteSettings], base: &P
             return None;
         }
     };
-    let unsupported: Vec<u32> = rules.warnings().iter().filter_map(|w| w.rule).collect();
+    let mut unsupported: Vec<u32> = rules.warnings().iter().filter_map(|w| w.rule).collect();
+    unsupported.sort_unstable();
+    unsupported.dedup();
     if !unsupported.is_empty() {
         p.warn(
             "waf.rules",
