@@ -91,11 +91,23 @@ fn attacks_in_query_body_cookie_and_header_are_refused_without_naming_the_rule(g
         ("XSS in the query", get_with(a, xss_query, &[BROWSER])),
         (
             "SQL injection in a JSON body",
-            request(a, "POST", "/block/items", &[BROWSER, JSON], br#"{"name":"x","id":"1' UNION SELECT password FROM users--"}"#),
+            request(
+                a,
+                "POST",
+                "/block/items",
+                &[BROWSER, JSON],
+                br#"{"name":"x","id":"1' UNION SELECT password FROM users--"}"#,
+            ),
         ),
         (
             "XSS in a JSON body",
-            request(a, "PUT", "/block/items/7", &[BROWSER, JSON], br#"{"bio":"<script>alert(document.cookie)</script>"}"#),
+            request(
+                a,
+                "PUT",
+                "/block/items/7",
+                &[BROWSER, JSON],
+                br#"{"bio":"<script>alert(document.cookie)</script>"}"#,
+            ),
         ),
         (
             "SQL injection in a form body",
@@ -106,7 +118,10 @@ fn attacks_in_query_body_cookie_and_header_are_refused_without_naming_the_rule(g
             "XSS in the Referer header",
             get_with(a, "/block/me", &[BROWSER, ("Referer", "http://example.com/?q=<script>alert(1)</script>")]),
         ),
-        ("a scanner's User-Agent", get_with(a, "/block/me", &[("User-Agent", "sqlmap/1.7.2#stable (https://sqlmap.org)")])),
+        (
+            "a scanner's User-Agent",
+            get_with(a, "/block/me", &[("User-Agent", "sqlmap/1.7.2#stable (https://sqlmap.org)")]),
+        ),
     ];
     for (what, r) in &cases {
         assert_blocked(&gw, what, r);
@@ -126,7 +141,14 @@ fn detect_forwards_and_logs_what_matched(gw: &Gateway) {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let line = access_line(&gw, r.header("x-request-id").unwrap());
     assert!(line["waf_score"].as_u64().unwrap_or(0) >= 5, "{line}");
-    assert!(line["waf_rules"].as_array().unwrap().iter().any(|r| r.as_u64().is_some_and(|id| (942000..943000).contains(&id))), "{line}");
+    assert!(
+        line["waf_rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_u64().is_some_and(|id| (942000..943000).contains(&id))),
+        "{line}"
+    );
     assert_ne!(line["backend"], "-");
     assert!(gw.logs().contains("matched, forwarded"), "{}", gw.logs());
     assert_eq!(metric_of(&gw, "siger_waf_matches_total{action=\"detect\",route=\"/detect\"}"), 1.0);
@@ -134,7 +156,11 @@ fn detect_forwards_and_logs_what_matched(gw: &Gateway) {
     // test's numeric Host, 127.0.0.1:port) matches.
     let r = get_with(gw.addr, "/detect/items?page=2", &[BROWSER]);
     let line = access_line(&gw, r.header("x-request-id").unwrap());
-    assert_eq!((line["waf_score"].as_u64(), line["waf_rules"].clone()), (Some(3), serde_json::json!([920350])), "{line}");
+    assert_eq!(
+        (line["waf_score"].as_u64(), line["waf_rules"].clone()),
+        (Some(3), serde_json::json!([920350])),
+        "{line}"
+    );
     assert_eq!(metric_of(&gw, "siger_waf_matches_total{action=\"detect\",route=\"/detect\"}"), 1.0);
 }
 
@@ -149,7 +175,18 @@ fn ordinary_json_api_traffic_passes_a_block_route_and_an_exclusion_lets_a_false_
         ("PATCH JSON", request(a, "PATCH", "/block/orders/42", &[BROWSER, JSON], br#"{"paid":false}"#)),
         ("DELETE", request(a, "DELETE", "/block/orders/42", &[BROWSER], b"")),
         ("POST form", request(a, "POST", "/block/login", &[BROWSER, FORM], b"user=ada&password=s3cret%21&remember=1")),
-        ("a bearer token and cookies", get_with(a, "/block/me", &[BROWSER, ("Authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2lnbmF0dXJl"), ("Cookie", "session=6f1c2a9e; theme=dark")])),
+        (
+            "a bearer token and cookies",
+            get_with(
+                a,
+                "/block/me",
+                &[
+                    BROWSER,
+                    ("Authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2lnbmF0dXJl"),
+                    ("Cookie", "session=6f1c2a9e; theme=dark"),
+                ],
+            ),
+        ),
     ];
     for (what, r) in &cases {
         assert_eq!(r.status, 200, "{what}: {}", String::from_utf8_lossy(&r.body));
@@ -231,7 +268,8 @@ fn bodies_past_max_body_follow_on_large_body_and_rules_reload_with_the_config() 
     // A rule file that does not compile: the reload is refused naming the file and line, and
     // the running rules keep serving.
     let bad = gw.dir.path().join("local.conf");
-    std::fs::write(&bad, "# local rules\n\nSecRule ARGS \"@rx evil\" \"id:1000001,phase:2,deny,bogus_action\"\n").unwrap();
+    std::fs::write(&bad, "# local rules\n\nSecRule ARGS \"@rx evil\" \"id:1000001,phase:2,deny,bogus_action\"\n")
+        .unwrap();
     let with_local = "waf:\n  max_body: 4KiB\n  rules:\n    - /etc/modsecurity/crs/crs-setup.conf\n    - local.conf\n    - /usr/share/modsecurity-crs/rules/REQUEST-*.conf\n";
     gw.rewrite(&config(echo.addr, with_local));
     let r = reload(&gw);

@@ -554,7 +554,8 @@ impl Metrics {
                 .iter()
                 .map(|r| {
                     (r.waf.mode != crate::config::WafMode::Off).then(|| {
-                        ["block", "detect"].map(|action| self.waf_matches.with_label_values(&[r.label.as_str(), action]))
+                        ["block", "detect"]
+                            .map(|action| self.waf_matches.with_label_values(&[r.label.as_str(), action]))
                     })
                 })
                 .collect(),

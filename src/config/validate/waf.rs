@@ -4,8 +4,8 @@
 
 use super::super::waf::{Found, RawRouteWaf, RawWaf};
 use super::Problems;
-use crate::config::{RouteSettings, RouteWaf, WafMode, WafRules};
 use crate::config::raw::RawRoute;
+use crate::config::{RouteSettings, RouteWaf, WafMode, WafRules};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -28,7 +28,12 @@ pub(super) fn check_route_waf(base: &str, r: &RawRoute, p: &mut Problems) -> Rou
 
 /// The `waf:` section, compiled when a route inspects (`None` otherwise: a gateway without
 /// inspecting routes loads no rules and pays nothing).
-pub(super) fn check_waf(raw: Option<&RawWaf>, routes: &[RouteSettings], base: &Path, p: &mut Problems) -> Option<WafRules> {
+pub(super) fn check_waf(
+    raw: Option<&RawWaf>,
+    routes: &[RouteSettings],
+    base: &Path,
+    p: &mut Problems,
+) -> Option<WafRules> {
     let inspecting = routes.iter().any(|r| r.waf.mode != WafMode::Off);
     if !inspecting {
         if raw.is_some() {
