@@ -5,6 +5,8 @@
 //! lets a false positive through; bodies past `waf.max_body` follow `on_large_body`; the rules
 //! reload with the config and a rule file that does not compile is named with its line.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use bytes::Bytes;
@@ -124,22 +126,22 @@ fn attacks_in_query_body_cookie_and_header_are_refused_without_naming_the_rule(g
         ),
     ];
     for (what, r) in &cases {
-        assert_blocked(&gw, what, r);
+        assert_blocked(gw, what, r);
     }
     // The same requests on a route without inspection reach the backend.
     let plain = get_with(a, &sqli_query.replacen("/block", "/plain", 1), &[BROWSER]);
     assert_eq!(plain.status, 200);
-    let line = access_line(&gw, plain.header("x-request-id").unwrap());
+    let line = access_line(gw, plain.header("x-request-id").unwrap());
     assert!(line.get("waf_score").is_none() && line.get("waf_rules").is_none(), "{line}");
     // Counted by route and action.
-    let n = metric_of(&gw, "siger_waf_matches_total{action=\"block\",route=\"/block\"}");
-    assert_eq!(n, cases.len() as f64, "{}", scrape(&gw));
+    let n = metric_of(gw, "siger_waf_matches_total{action=\"block\",route=\"/block\"}");
+    assert_eq!(n, cases.len() as f64, "{}", scrape(gw));
 }
 
 fn detect_forwards_and_logs_what_matched(gw: &Gateway) {
     let r = get_with(gw.addr, "/detect/items?id=1%27%20UNION%20SELECT%20password%20FROM%20users--", &[BROWSER]);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let line = access_line(&gw, r.header("x-request-id").unwrap());
+    let line = access_line(gw, r.header("x-request-id").unwrap());
     assert!(line["waf_score"].as_u64().unwrap_or(0) >= 5, "{line}");
     assert!(
         line["waf_rules"]
@@ -151,17 +153,17 @@ fn detect_forwards_and_logs_what_matched(gw: &Gateway) {
     );
     assert_ne!(line["backend"], "-");
     assert!(gw.logs().contains("matched, forwarded"), "{}", gw.logs());
-    assert_eq!(metric_of(&gw, "siger_waf_matches_total{action=\"detect\",route=\"/detect\"}"), 1.0);
+    assert_eq!(metric_of(gw, "siger_waf_matches_total{action=\"detect\",route=\"/detect\"}"), 1.0);
     // A clean request is logged below the threshold and counted nowhere: only 920350 (the
     // test's numeric Host, 127.0.0.1:port) matches.
     let r = get_with(gw.addr, "/detect/items?page=2", &[BROWSER]);
-    let line = access_line(&gw, r.header("x-request-id").unwrap());
+    let line = access_line(gw, r.header("x-request-id").unwrap());
     assert_eq!(
         (line["waf_score"].as_u64(), line["waf_rules"].clone()),
         (Some(3), serde_json::json!([920350])),
         "{line}"
     );
-    assert_eq!(metric_of(&gw, "siger_waf_matches_total{action=\"detect\",route=\"/detect\"}"), 1.0);
+    assert_eq!(metric_of(gw, "siger_waf_matches_total{action=\"detect\",route=\"/detect\"}"), 1.0);
 }
 
 fn ordinary_json_api_traffic_passes_a_block_route_and_an_exclusion_lets_a_false_positive_through(gw: &Gateway) {
@@ -190,20 +192,20 @@ fn ordinary_json_api_traffic_passes_a_block_route_and_an_exclusion_lets_a_false_
     ];
     for (what, r) in &cases {
         assert_eq!(r.status, 200, "{what}: {}", String::from_utf8_lossy(&r.body));
-        let line = access_line(&gw, r.header("x-request-id").unwrap());
+        let line = access_line(gw, r.header("x-request-id").unwrap());
         assert!(line["waf_score"].as_u64().unwrap_or(99) < 5, "{what}: {line}");
     }
     // English prose this engine reads as SQL (942100, libinjection): refused on the block
     // route, passed where the route excludes the rule.
     let prose = br#"{"text":"Please select the best option, or order by date"}"#;
     let r = request(a, "POST", "/block/notes", &[BROWSER, JSON], prose);
-    assert_blocked(&gw, "the false positive", &r);
+    assert_blocked(gw, "the false positive", &r);
     let r = request(a, "POST", "/excluded/upload", &[BROWSER, JSON], prose);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["bytes"].as_u64(), Some(prose.len() as u64));
     // The exclusion removes one rule: other attacks on that route are still refused.
     let r = get_with(a, "/excluded/search?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E", &[BROWSER]);
-    assert_blocked(&gw, "XSS on the route with an exclusion", &r);
+    assert_blocked(gw, "XSS on the route with an exclusion", &r);
 }
 
 /// A chunked HTTP/1.1 body (no Content-Length).

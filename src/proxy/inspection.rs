@@ -24,7 +24,7 @@ pub(crate) fn body_limit(snap: &Snapshot, route: &RouteSettings, declared: Optio
         return None;
     }
     let max_body = snap.config.waf.as_ref()?.settings.max_body;
-    (!declared.is_some_and(|n| n > max_body)).then_some(max_body)
+    declared.is_none_or(|n| n <= max_body).then_some(max_body)
 }
 
 /// The body as inspection sees it: `bytes` read (the whole body, or nothing yet), classified
