@@ -25,7 +25,7 @@ pub(crate) use source::{Environment, ProcessEnv};
 pub use transform::*;
 pub(crate) use units::parse_duration;
 pub(crate) use validate::subject_matches;
-pub use waf::{OnLargeBody, RouteWaf, WafMode, WafRules, WafSettings, DEBIAN_CRS_RULES, MAX_INSPECTED_BODY};
+pub use waf::{OnLargeBody, RouteWaf, WafMode, WafSettings, DEBIAN_CRS_RULES, MAX_INSPECTED_BODY};
 
 pub(crate) use source::LineIndex;
 use std::fmt;

@@ -77,8 +77,9 @@ pub struct Config {
     pub aggregates: Vec<AggregateSettings>,
     /// OpenTelemetry tracing (`tracing`); `None`: off, and client trace headers pass untouched.
     pub tracing: Option<TracingSettings>,
-    /// Request inspection's compiled rules (`waf:`), loaded only when a route inspects.
-    pub waf: Option<super::WafRules>,
+    /// Request inspection's settings (`waf:`), present only when a route inspects; the rules
+    /// are compiled from them by `crate::waf::compile` (`-t`, start, reload).
+    pub waf: Option<super::WafSettings>,
     /// Settings that parse but have no effect (e.g. `redis_url` with `store: local`): printed
     /// by `siger -t` and logged on load, never refused.
     pub warnings: Vec<super::ConfigError>,

@@ -8,7 +8,6 @@
 
 use super::units::{ByteSize, ConfDuration};
 use serde::Deserialize;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The rule files of Debian's `modsecurity-crs` package (CRS 3.3.4), in its own load order
@@ -44,23 +43,6 @@ pub struct WafSettings {
     /// The longest one inspection may take, waiting for a worker included (default 2s): past
     /// it a `block` route refuses the request (fails closed), a `detect` route forwards it.
     pub timeout: Duration,
-}
-
-/// The `waf:` settings with the rule set compiled from them: shared by every route that
-/// inspects, rebuilt (rule files re-read) by each reload.
-#[derive(Debug, Clone)]
-pub struct WafRules {
-    /// The settings.
-    pub settings: WafSettings,
-    /// The compiled rules.
-    pub rules: Arc<crate::waf::RuleSet>,
-}
-
-impl PartialEq for WafRules {
-    /// Two loads are never the same rule set: the files may have changed in between.
-    fn eq(&self, other: &Self) -> bool {
-        self.settings == other.settings && Arc::ptr_eq(&self.rules, &other.rules)
-    }
 }
 
 impl Default for WafSettings {

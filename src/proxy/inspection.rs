@@ -23,14 +23,14 @@ pub(crate) fn body_limit(snap: &Snapshot, route: &RouteSettings, declared: Optio
     if route.waf.mode == WafMode::Off {
         return None;
     }
-    let max_body = snap.config.waf.as_ref()?.settings.max_body;
+    let max_body = snap.config.waf.as_ref()?.max_body;
     declared.is_none_or(|n| n <= max_body).then_some(max_body)
 }
 
 /// The body as inspection sees it: `bytes` read (the whole body, or nothing yet), classified
 /// against `waf.max_body` with the declared length.
 pub(crate) fn body(snap: &Snapshot, bytes: Option<Bytes>, declared: Option<u64>) -> Body {
-    let max_body = snap.config.waf.as_ref().map_or(0, |w| w.settings.max_body);
+    let max_body = snap.config.waf.as_ref().map_or(0, |w| w.max_body);
     Body::classify(bytes.unwrap_or_default(), declared, max_body)
 }
 
@@ -46,18 +46,18 @@ pub(crate) async fn inspect(
     body: Body,
 ) -> Result<(), GatewayError> {
     let route = snap.route(route_id);
-    let verdict = match snap.config.waf.as_ref() {
-        // Validation loads the rules whenever a route inspects; fail closed regardless.
-        None => failed("no rules are loaded".into()),
-        Some(waf) => {
+    let verdict = match (snap.waf.as_ref(), snap.config.waf.as_ref()) {
+        // The snapshot has rules whenever a route inspects; fail closed regardless.
+        (None, _) | (_, None) => failed("no rules are loaded".into()),
+        (Some(rules), Some(settings)) => {
             let mut request = Request::from_head(head, state.client_ip);
             request.body = body;
             let exclusions = Exclusions::new(&route.waf.exclude);
-            let run = runtime.inspector.inspect(Arc::clone(&waf.rules), request, exclusions);
-            match tokio::time::timeout(waf.settings.timeout, run).await {
+            let run = runtime.inspector.inspect(Arc::clone(rules), request, exclusions);
+            match tokio::time::timeout(settings.timeout, run).await {
                 Ok(Ok(verdict)) => verdict,
                 Ok(Err(e)) => failed(e.to_string()),
-                Err(_) => failed(format!("no verdict within waf.timeout ({:?})", waf.settings.timeout)),
+                Err(_) => failed(format!("no verdict within waf.timeout ({:?})", settings.timeout)),
             }
         }
     };

@@ -14,6 +14,7 @@
 //! support of the CRS 3.3.4 is listed in `docs/waf.md`, and reported per rule at load
 //! ([`RuleSet::warnings`]).
 
+mod compile;
 mod inspect;
 mod load;
 mod request;
@@ -21,6 +22,7 @@ mod runner;
 #[cfg(test)]
 mod tests;
 
+pub use compile::compile;
 pub use inspect::{Cause, Exclusions, Verdict};
 pub use request::{Body, Request};
 pub use runner::{InspectError, Inspector};
