@@ -341,7 +341,6 @@ fn previous_digest(previous: &Snapshot, path: &Path) -> Option<[u8; 32]> {
 
 /// Build a snapshot (nothing is swapped or committed here).
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 fn build_snapshot(
     generation: u64,
     config: Config,
