@@ -119,15 +119,16 @@ const H2_PENDING_RESETS: usize = 20;
 const H2_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// Build and run the server until it shuts down (SIGTERM, SIGINT or an upgrade hand-over).
-/// `path` is the config file `config` was read from (reloads read it again).
-pub fn run(config: Config, path: &Path, launch: Launch) {
+/// `path` is the config file `config` was read from (reloads read it again); `waf` the rule set
+/// `crate::waf::compile` made of it.
+pub fn run(config: Config, waf: Option<Arc<crate::waf::RuleSet>>, path: &Path, launch: Launch) {
     let conf = server_conf(&config, launch);
     let opt = Opt { upgrade: launch.upgrade, daemon: launch.daemon, nocapture: false, test: false, conf: None };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     // Receive inherited listeners first: the old process waits only a few seconds (§6.4).
     server.bootstrap();
 
-    let runtime = Runtime::start(config, path);
+    let runtime = Runtime::start(config, waf, path);
     let snap = runtime.current();
     let cfg = &snap.config;
 

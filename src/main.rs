@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     if let Some(Command::Usage(args)) = &cli.command {
         return siger::usage::command(&cli.conf, args);
     }
-    let config = match config::load(&cli.conf) {
+    let mut config = match config::load(&cli.conf) {
         Ok(c) => c,
         Err(errors) => {
             eprint!("{errors}");
@@ -84,6 +84,14 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Request inspection's rules, compiled here so `-t` reports a rule file that does not load.
+    let waf = match siger::waf::compile(&mut config, &cli.conf) {
+        Ok(rules) => rules,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
     for warning in &config.warnings {
         eprintln!("{}: warning: {warning}", cli.conf.display());
     }
@@ -101,6 +109,6 @@ fn main() -> ExitCode {
     logger::init();
     // Reloads read the file again, and the daemon runs from `/`: keep its absolute path.
     let path = std::path::absolute(&cli.conf).unwrap_or_else(|_| cli.conf.clone());
-    app::run(config, &path, app::Launch { daemon: cli.daemon, upgrade: cli.upgrade });
+    app::run(config, waf, &path, app::Launch { daemon: cli.daemon, upgrade: cli.upgrade });
     ExitCode::SUCCESS
 }

@@ -70,6 +70,8 @@ pub(crate) struct Runtime {
     /// without one, a plain request pays nothing for compression; adding the first
     /// `compress` route then needs a new process.
     pub(crate) compression: bool,
+    /// Runs request inspections off the reactor, bounded for the whole process (docs/waf.md).
+    pub(crate) inspector: crate::waf::Inspector,
     reloading: tokio::sync::Mutex<()>,
     last_reload: Mutex<Option<ReloadReport>>,
     generations: AtomicU64,
@@ -94,7 +96,7 @@ fn unix_seconds(t: SystemTime) -> f64 {
 impl Runtime {
     /// The runtime of a process started with `config` (read from `path`). Keys that fail to
     /// load leave authentication unavailable (503) rather than stopping the start.
-    pub(crate) fn start(config: Config, path: &Path) -> Arc<Runtime> {
+    pub(crate) fn start(config: Config, waf: Option<Arc<crate::waf::RuleSet>>, path: &Path) -> Arc<Runtime> {
         let jobs = match (&config.jobs, &config.nats) {
             (Some(jobs), Some(nats)) => {
                 let wait = config.server.grace_period + config.server.graceful_shutdown_timeout;
@@ -114,7 +116,7 @@ impl Runtime {
         let upstreams = Upstreams::default();
         let limits = LimitStores::default();
         let source = source_of(path, &config);
-        let snapshot = build_snapshot(1, config, source, auth, &upstreams, &limits, &metrics, &[]);
+        let snapshot = build_snapshot(1, config, waf, source, auth, &upstreams, &limits, &metrics, &[]);
         discovery.seed(&snapshot);
         upstreams.commit(&snapshot.config.services, &snapshot.pools);
         limits.commit(&snapshot.limiter, &snapshot.config);
@@ -129,6 +131,7 @@ impl Runtime {
         Arc::new(Runtime {
             tls,
             compression,
+            inspector: crate::waf::Inspector::for_this_machine(),
             idle_secs: Arc::new(AtomicU64::new(snapshot.config.limits.idle_timeout.as_secs())),
             connections: Connections::new(&snapshot.config.limits, metrics.connections.clone()),
             spans: Default::default(),
@@ -188,10 +191,15 @@ impl Runtime {
         // Reading and checking a large file takes a while: not on a runtime thread (the admin
         // listener has one, and keeps answering /health meanwhile).
         let file = path.clone();
-        let loaded = tokio::task::spawn_blocking(move || config::load(&file))
-            .await
-            .map_err(|e| vec![format!("loading the configuration failed: {e}")])?;
-        let config = loaded.map_err(|e| e.errors.iter().map(ConfigError::to_string).collect::<Vec<_>>())?;
+        // Compiling request inspection's rules takes about a second: with the file, off the runtime.
+        let loaded = tokio::task::spawn_blocking(move || {
+            let mut config = config::load(&file)?;
+            let waf = crate::waf::compile(&mut config, &file)?;
+            Ok::<_, config::ConfigErrors>((config, waf))
+        })
+        .await
+        .map_err(|e| vec![format!("loading the configuration failed: {e}")])?;
+        let (config, waf) = loaded.map_err(|e| e.errors.iter().map(ConfigError::to_string).collect::<Vec<_>>())?;
         let source = source_of(&path, &config);
         let refused = self.upgrade_only_changes(&previous.config, &config);
         if !refused.is_empty() {
@@ -205,6 +213,7 @@ impl Runtime {
         let snapshot = build_snapshot(
             generation,
             config,
+            waf,
             source,
             auth,
             &self.upstreams,
@@ -345,6 +354,7 @@ fn previous_digest(previous: &Snapshot, path: &Path) -> Option<[u8; 32]> {
 fn build_snapshot(
     generation: u64,
     config: Config,
+    waf: Option<Arc<crate::waf::RuleSet>>,
     source: Source,
     auth: Option<Arc<Authenticator>>,
     upstreams: &Upstreams,
@@ -372,6 +382,7 @@ fn build_snapshot(
     let protected_headers = forwarding::protected_headers(identity_headers.iter().cloned(), key_headers);
     Snapshot {
         generation,
+        waf,
         routes: RouteTable::new(&config.routes),
         metrics: metrics.for_config(&config, generation),
         pools,

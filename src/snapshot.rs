@@ -37,6 +37,8 @@ pub(crate) struct Snapshot {
     pub(crate) generation: u64,
     /// The validated config.
     pub(crate) config: Config,
+    /// Request inspection's compiled rules (`config.waf`), when a route inspects.
+    pub(crate) waf: Option<Arc<crate::waf::RuleSet>>,
     /// Where it came from.
     pub(crate) source: Source,
     /// Route lookup structure.

@@ -79,6 +79,9 @@ pub struct Config {
     pub aggregates: Vec<AggregateSettings>,
     /// OpenTelemetry tracing (`tracing`); `None`: off, and client trace headers pass untouched.
     pub tracing: Option<TracingSettings>,
+    /// Request inspection's settings (`waf:`), present only when a route inspects; the rules
+    /// are compiled from them by `crate::waf::compile` (`-t`, start, reload).
+    pub waf: Option<super::WafSettings>,
     /// Settings that parse but have no effect (e.g. `redis_url` with `store: local`): printed
     /// by `siger -t` and logged on load, never refused.
     pub warnings: Vec<super::ConfigError>,
@@ -964,6 +967,8 @@ pub struct RouteSettings {
     pub grpc_transcode: Option<crate::grpc::Transcoder>,
     /// gRPC-Web requests are translated to gRPC.
     pub grpc_web: bool,
+    /// Request inspection (`waf`, `waf_exclude`; docs/waf.md).
+    pub waf: super::RouteWaf,
 }
 
 /// Index of an aggregation in [`Config::aggregates`].

@@ -100,6 +100,9 @@ pub(crate) struct Metrics {
     circuit_state: IntGaugeVec,
     circuit_refusals: IntCounterVec,
     cache_requests: IntCounterVec,
+    /// Inspected requests something matched, by route and action (`block`: refused,
+    /// `detect`: forwarded).
+    waf_matches: IntCounterVec,
     aggregate_parts: IntCounterVec,
     cache_bytes: IntGauge,
     cache_entries: IntGauge,
@@ -133,6 +136,8 @@ pub(crate) struct ConfigMetrics {
     rate_limited: Vec<IntCounter>,
     /// Per caching route: HIT, MISS, STALE, BYPASS (empty for other routes).
     cache_results: Vec<Option<[IntCounter; 4]>>,
+    /// Per inspecting route: `block`, `detect` (`None` for other routes).
+    waf_matches: Vec<Option<[IntCounter; 2]>>,
     upstream_errors: Vec<Vec<IntCounter>>,
     /// Per service: retries by reason (connect, reset, status), budget refusals, ejections,
     /// circuit refusals (open, max_in_flight).
@@ -406,6 +411,12 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let waf_matches = counter_vec(
+            &registry,
+            "siger_waf_matches_total",
+            "Inspected requests that matched rules, by route and action (block: refused, detect: forwarded)",
+            &["route", "action"],
+        );
         let cache_requests = counter_vec(
             &registry,
             "siger_cache_requests_total",
@@ -471,6 +482,7 @@ impl Metrics {
             circuit_state,
             circuit_refusals,
             cache_requests,
+            waf_matches,
             aggregate_parts,
             cache_bytes,
             cache_entries,
@@ -550,6 +562,16 @@ impl Metrics {
                     })
                 })
                 .collect(),
+            waf_matches: config
+                .routes
+                .iter()
+                .map(|r| {
+                    (r.waf.mode != crate::config::WafMode::Off).then(|| {
+                        ["block", "detect"]
+                            .map(|action| self.waf_matches.with_label_values(&[r.label.as_str(), action]))
+                    })
+                })
+                .collect(),
             upstream_errors: service_names
                 .iter()
                 .map(|s| {
@@ -590,6 +612,9 @@ impl Metrics {
         for label in old.route_labels.iter().filter(|l| !kept.contains(l)) {
             for result in ["hit", "miss", "stale", "bypass"] {
                 let _ = self.cache_requests.remove_label_values(&[label.as_str(), result]);
+            }
+            for action in ["block", "detect"] {
+                let _ = self.waf_matches.remove_label_values(&[label.as_str(), action]);
             }
             let _ = self.durations.remove_label_values(&[label.as_str()]);
             let _ = self.rate_limited.remove_label_values(&[label.as_str()]);
@@ -749,6 +774,13 @@ impl ConfigMetrics {
                 _ => 3,
             };
             counters[i].inc();
+        }
+    }
+
+    /// An inspected request that matched (`block`: refused, `detect`: forwarded).
+    pub(crate) fn waf_match(&self, route: usize, action: &str) {
+        if let Some(Some(counters)) = self.waf_matches.get(route) {
+            counters[usize::from(action != "block")].inc();
         }
     }
 

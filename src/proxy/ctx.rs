@@ -77,6 +77,9 @@ pub(crate) struct RequestState {
     /// `request_filter`: the body is held until complete and checked against the route's
     /// schema (`request_body_filter` releases it once valid).
     pub(crate) validation: Option<super::validation::HeldBody>,
+    /// `request_filter` or `request_body_filter`: request inspection's verdict (inspecting
+    /// routes), for the access log.
+    pub(crate) waf: Option<crate::waf::Verdict>,
     /// `proxy_upstream_filter`: the service proxied to (a split route's choice).
     pub(crate) service: Option<ServiceId>,
     /// `proxy_upstream_filter`: admitted by the service's circuit breaker (held until done).
@@ -158,6 +161,7 @@ impl RequestCtx {
                 handed_off: false,
                 lent_version: None,
                 validation: None,
+                waf: None,
                 service: None,
                 breaker: None,
                 attempts: 0,

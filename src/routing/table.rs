@@ -170,6 +170,7 @@ mod tests {
             validate: None,
             grpc_transcode: None,
             grpc_web: false,
+            waf: Default::default(),
         }
     }
 

@@ -206,6 +206,7 @@ pub(super) fn check_routes(
                 .as_ref()
                 .and_then(|g| check_grpc_transcode(&format!("{base}.grpc_transcode"), g, base_dir, p)),
             grpc_web: r.grpc_web.unwrap_or(false),
+            waf: super::waf::check_route_waf(&base, r, p),
         };
         if route.grpc_transcode.is_some() || route.grpc_web {
             let key = if route.grpc_web { format!("{base}.grpc_web") } else { format!("{base}.grpc_transcode") };
@@ -240,6 +241,9 @@ pub(super) fn check_routes(
                     );
                 }
             }
+        }
+        if route.waf.mode != crate::config::WafMode::Off && matches!(route.target, RouteTarget::Aggregate(_)) {
+            p.add(format!("{base}.waf"), "an aggregation route is answered by the gateway: nothing to inspect");
         }
         if route.validate.is_some() && matches!(route.target, RouteTarget::Aggregate(_)) {
             p.add(format!("{base}.validate"), "an aggregation route reads no request body");
