@@ -12,6 +12,10 @@
 #   KEEP_CALLGRIND=/tmp/profiles load-tests/instructions.sh    # keep profiles for callgrind_annotate
 #   SIGER_SERVER_EXTRA="work_stealing: false" load-tests/instructions.sh   # extra server: keys
 #
+# A request body (every target POSTs it as JSON; nginx answers POST like GET), fewer requests
+# and a shorter warm-up for expensive routes, e.g. request inspection (docs/waf.md, "Cost"):
+#   BODY_FILE=/tmp/order-1k.json N=500 WARM=50 TARGETS="siger siger-waf" load-tests/instructions.sh
+#
 # Extra Siger targets are named siger-<variant>, with their YAML in SIGER_VARIANT_<variant>
 # (routes and policies added to the plain config), e.g.
 #   SIGER_VARIANT_hs256='auth: …' TARGETS="siger siger-hs256" load-tests/instructions.sh
@@ -26,6 +30,7 @@ ROOT=$(pwd)
 source load-tests/lib.sh
 
 N=${N:-20000}
+WARM=${WARM:-2000}
 CONNS=${CONNS:-8}
 TARGETS=${TARGETS:-"bare-pingora siger siger-hs256"}
 SIGER_BIN=$(realpath "${SIGER_BIN:-./target/release/siger}")
@@ -49,6 +54,13 @@ SIGER_VARIANT_resilient=${SIGER_VARIANT_resilient:-"services:
   backend: {targets: [\"{{BACKEND}}\"], retry_on: [connect, 502, 503], retry_budget: 20%, outlier_detection: {consecutive_failures: 5}, circuit_breaker: {max_in_flight: 100000}}
 routes:
   - {name: bench, path: /, service: backend, auth: public}"}
+# Request inspection: Debian's CRS 3.3.4 at paranoia level 1 on the route, in block mode.
+# (waf.timeout raised: under callgrind one inspection takes seconds, and a block route fails closed.)
+SIGER_VARIANT_waf=${SIGER_VARIANT_waf:-"waf: {max_body: 128KiB, timeout: 10m}
+services:
+  backend: {targets: [\"{{BACKEND}}\"]}
+routes:
+  - {name: bench, path: /, service: backend, auth: public, waf: block}"}
 # Two header rules and CORS on the route.
 SIGER_VARIANT_policies=${SIGER_VARIANT_policies:-"services:
   backend: {targets: [\"{{BACKEND}}\"]}
@@ -143,12 +155,16 @@ YAML
       auth+=(-d "$WORK/$target.body" -H "Content-Type: application/json")
     fi
   fi
+  if [ -n "${BODY_FILE:-}" ]; then
+    auth+=(-d "$BODY_FILE" -H "Content-Type: application/json")
+  fi
   (cd "$WORK" && exec valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" "${cmd[@]}" 2>"$WORK/$target.log" >/dev/null) &
   PIDS+=($!)
   vg=$!
-  for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  # Up to 10 minutes: compiling the CRS under callgrind takes minutes.
+  for _ in $(seq 1 6000); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   # The valgrind process is the target process (valgrind execs in place).
-  h2load --h1 -n 2000 -c "$CONNS" ${auth[@]+"${auth[@]}"} "http://127.0.0.1:$port$url_path" >/dev/null
+  h2load --h1 -n "$WARM" -c "$CONNS" ${auth[@]+"${auth[@]}"} "http://127.0.0.1:$port$url_path" >/dev/null
   callgrind_control --zero "$vg" >/dev/null
   h2load --h1 -n "$N" -c "$CONNS" ${auth[@]+"${auth[@]}"} "http://127.0.0.1:$port$url_path" > "$WORK/$target.h2load"
   served=$(awk '/^requests:/ {print $8}' "$WORK/$target.h2load")

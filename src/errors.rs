@@ -58,6 +58,10 @@ pub(crate) enum GatewayError {
     /// Authenticated, but without a required role.
     #[error("{0}")]
     Forbidden(String),
+    /// Refused by request inspection (`waf: block`). Never says which rule or what matched:
+    /// that would teach a prober how to get around the rules (the access log has them).
+    #[error("the request was refused by request inspection")]
+    RequestBlocked,
     /// Over a rate limit.
     #[error("rate limit exceeded")]
     RateLimited {
@@ -195,7 +199,7 @@ impl GatewayError {
             Self::BadPath(_) | Self::BadTarget(_) | Self::BadRequest(_) => 400,
             Self::UnsupportedTransferCoding => 501,
             Self::MissingToken | Self::InvalidToken { .. } => 401,
-            Self::Forbidden(_) => 403,
+            Self::Forbidden(_) | Self::RequestBlocked => 403,
             Self::NoRoute | Self::NotFound(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::RequestTimeout => 408,
@@ -224,6 +228,7 @@ impl GatewayError {
             Self::MissingToken => "missing_token",
             Self::InvalidToken { .. } => "invalid_token",
             Self::Forbidden(_) => "forbidden",
+            Self::RequestBlocked => "request_blocked",
             Self::NoRoute | Self::NotFound(_) => "not_found",
             Self::MisdirectedRequest(_) => "misdirected_request",
             Self::Conflict(_) => "conflict",

@@ -8,7 +8,8 @@
 //! publish-with-ack) for callers [`auth`] verified. [`config`] is parsed once into
 //! validated types; [`app`] assembles the Pingora server; [`admin`] serves `/health`, `/ready`
 //! and `/metrics`; [`discovery`] (Consul) feeds pool membership and registers the gateway;
-//! [`lifecycle`] drains in-flight requests on shutdown.
+//! [`lifecycle`] drains in-flight requests on shutdown. [`waf`] inspects requests with the OWASP
+//! Core Rule Set.
 
 #![warn(missing_docs, unreachable_pub)]
 
@@ -58,6 +59,7 @@ pub(crate) mod trace;
 pub(crate) mod transform;
 pub mod upgrade;
 pub(crate) mod upstream;
+pub mod waf;
 // The core of issue 29 (usage records), wired into the proxy, admin and status in a later step;
 // `siger usage` is wired.
 #[allow(dead_code)]

@@ -89,6 +89,7 @@ impl ServeHttp for RedirectHttps {
                 attempts: 0,
                 user: None,
                 trace_id: None,
+                waf: None,
             });
         }
         answer.into_http()

@@ -72,6 +72,8 @@ pub(crate) struct Runtime {
     /// without one, a plain request pays nothing for compression; adding the first
     /// `compress` route then needs a new process.
     pub(crate) compression: bool,
+    /// Runs request inspections off the reactor, bounded for the whole process (docs/waf.md).
+    pub(crate) inspector: crate::waf::Inspector,
     reloading: tokio::sync::Mutex<()>,
     last_reload: Mutex<Option<ReloadReport>>,
     generations: AtomicU64,
@@ -128,6 +130,7 @@ impl Runtime {
         Arc::new(Runtime {
             tls,
             compression,
+            inspector: crate::waf::Inspector::for_this_machine(),
             connections: Connections::new(
                 &snapshot.config.limits,
                 &snapshot.config.trusted_proxies,
@@ -193,6 +196,7 @@ impl Runtime {
         // Reading and checking a large file takes a while: not on a runtime thread (the admin
         // listener has one, and keeps answering /health meanwhile).
         let file = path.clone();
+        // Compiling request inspection's rules takes about a second: with the file, off the runtime.
         let loaded = tokio::task::spawn_blocking(move || snapshot::check(&file))
             .await
             .map_err(|e| vec![format!("loading the configuration failed: {e}")])?;

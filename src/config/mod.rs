@@ -19,6 +19,7 @@ mod source;
 mod transform;
 mod units;
 mod validate;
+mod waf;
 pub(crate) use validate::is_always_allowed_host;
 pub(crate) use validate::redact_url;
 
@@ -30,6 +31,7 @@ pub(crate) use source::{Environment, ProcessEnv};
 pub use transform::*;
 pub(crate) use units::parse_duration;
 pub(crate) use validate::subject_matches;
+pub use waf::{OnLargeBody, RouteWaf, WafMode, WafSettings, DEBIAN_CRS_RULES, MAX_INSPECTED_BODY};
 
 pub(crate) use source::LineIndex;
 use std::fmt;

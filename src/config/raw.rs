@@ -27,6 +27,7 @@ pub(crate) struct RawConfig {
     pub(crate) jobs: Option<RawJobs>,
     pub(crate) cache: Option<RawCache>,
     pub(crate) tracing: Option<RawTracing>,
+    pub(crate) waf: Option<super::waf::RawWaf>,
     #[serde(default)]
     pub(crate) services: BTreeMap<String, RawService>,
     #[serde(default)]
@@ -459,6 +460,8 @@ pub(crate) struct RawRoute {
     pub(crate) aggregate: Option<RawAggregate>,
     pub(crate) grpc_transcode: Option<super::grpc::RawGrpcTranscode>,
     pub(crate) grpc_web: Option<bool>,
+    pub(crate) waf: Option<super::waf::WafMode>,
+    pub(crate) waf_exclude: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

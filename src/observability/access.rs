@@ -52,6 +52,8 @@ pub(crate) struct AccessLine<'a> {
     pub(crate) user: Option<&'a str>,
     /// The request's trace (tracing on).
     pub(crate) trace_id: Option<opentelemetry::trace::TraceId>,
+    /// Request inspection's verdict (inspecting routes): `waf_score`, `waf_rules`.
+    pub(crate) waf: Option<&'a crate::waf::Verdict>,
 }
 
 /// The protocol as the access log names it.
@@ -183,6 +185,18 @@ impl AccessLine<'_> {
             out.push_str(",\"error\":");
             push_json_str(out, e);
         }
+        if let Some(verdict) = self.waf {
+            out.push_str(",\"waf_score\":");
+            push_u64(out, u64::from(verdict.score));
+            out.push_str(",\"waf_rules\":[");
+            for (i, rule) in verdict.rules.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_u64(out, u64::from(*rule));
+            }
+            out.push(']');
+        }
         if self.attempts > 0 {
             out.push_str(",\"attempts\":");
             push_u64(out, u64::from(self.attempts));
@@ -221,6 +235,7 @@ mod tests {
 
     #[test]
     fn renders_valid_json_with_escapes() {
+        let verdict = crate::waf::Verdict { score: 10, rules: vec![942100, 949110], ..Default::default() };
         let line = AccessLine {
             request_id: "r-1",
             client_ip: "127.0.0.1",
@@ -240,6 +255,7 @@ mod tests {
             attempts: 2,
             user: Some("acme"),
             trace_id: Some(opentelemetry::trace::TraceId::from_bytes([0xab; 16])),
+            waf: Some(&verdict),
         };
         let mut out = String::new();
         line.render(&mut out);
@@ -254,6 +270,7 @@ mod tests {
         assert_eq!(v["attempts"], 2);
         assert_eq!(v["user"], "acme");
         assert_eq!(v["trace_id"], "abababababababababababababababab");
+        assert_eq!((v["waf_score"].as_u64(), v["waf_rules"][1].as_u64()), (Some(10), Some(949110)));
         assert_eq!(v["tls_version"], "TLSv1.3");
         assert!(v["time"].as_str().is_some_and(|t| t.len() == 24 && t.ends_with('Z')));
     }

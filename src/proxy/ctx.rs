@@ -76,6 +76,9 @@ pub(crate) struct RequestState {
     /// `request_filter`: the body is held until complete and checked against the route's
     /// schema (`request_body_filter` releases it once valid).
     pub(crate) validation: Option<super::validation::HeldBody>,
+    /// `request_filter` or `request_body_filter`: request inspection's verdict (inspecting
+    /// routes), for the access log.
+    pub(crate) waf: Option<crate::waf::Verdict>,
     /// From `proxy_upstream_filter` on: the service proxied to and the attempts at it.
     pub(crate) upstream: Upstream,
     /// `request_filter`: path and query to send upstream, when they differ from the client's.
@@ -138,6 +141,7 @@ impl RequestCtx {
                 handed_off: false,
                 lent_version: None,
                 validation: None,
+                waf: None,
                 upstream: Upstream::default(),
                 upstream_uri: None,
                 identity: None,

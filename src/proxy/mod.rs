@@ -13,6 +13,7 @@ mod ctx;
 mod dispatch;
 mod fill;
 mod grpc;
+mod inspection;
 mod jobs;
 mod local;
 mod policies;
@@ -24,7 +25,7 @@ use dispatch::{decide, Decision};
 use local::{add_rate_limit_headers, refuse, respond};
 
 use crate::answer::LocalAnswer;
-use crate::config::RouteTarget;
+use crate::config::{RouteTarget, WafMode};
 use crate::connections;
 use crate::errors::{GatewayError, UpstreamErrorKind};
 use crate::forwarding;
@@ -159,15 +160,29 @@ impl ProxyHttp for Gateway {
         };
         match decision {
             Ok(Decision::Proxy) => {
-                let route = snap.route(state.route.ok_or_else(|| Error::new(InternalError))?);
-                let (has_body, schema) = (!session.is_body_empty(), state.route.and_then(|id| snap.schema(id)));
-                let checked = match validation::start(schema, session.req_header(), has_body, state.declared_length) {
-                    Ok(Some(mut held)) => match held.read_ahead(session, route, state.declared_length).await {
-                        Ok(()) => Ok(Some(held)),
+                let route_id = state.route.ok_or_else(|| Error::new(InternalError))?;
+                let route = snap.route(route_id);
+                let has_body = !session.is_body_empty();
+                let declared = state.declared_length;
+                let inspect = inspection::body_limit(snap, route, declared);
+                let schema = snap.schema(route_id);
+                let checked = match validation::start(schema, session.req_header(), has_body, declared, inspect) {
+                    Ok(Some(mut held)) => match held.read_ahead(session, route, declared).await {
+                        Ok(body) => Ok((Some(held), body)),
                         Err(validation::ReadAheadError::Refused(err)) => Err(err),
                         Err(validation::ReadAheadError::Read(e)) => return Err(e),
                     },
-                    other => other,
+                    Ok(None) => Ok((None, None)),
+                    Err(err) => Err(err),
+                };
+                let checked = match checked {
+                    // Inspected now unless the body is still streaming into the held copy.
+                    Ok((held, body)) if route.waf.mode != WafMode::Off && (held.is_none() || body.is_some()) => {
+                        let body = inspection::body(snap, body, declared);
+                        let head = session.req_header();
+                        inspection::inspect(&self.runtime, snap, route_id, state, head, body).await.map(|_| held)
+                    }
+                    other => other.map(|(held, _)| held),
                 };
                 match checked {
                     Ok(held) => state.validation = held,
@@ -224,11 +239,31 @@ impl ProxyHttp for Gateway {
                 return Error::e_explain(HTTPStatus(413), "request body over max_body");
             }
         }
+        let mut to_inspect = None;
         if let (Some(held), Some(route)) = (state.validation.as_mut(), state.route) {
-            if let Err(err) = held.take(snap.route(route), body, end) {
-                let status = err.status();
-                state.refusal = Some(err);
-                return Error::e_explain(HTTPStatus(status), "request body refused by the route's validation");
+            match held.take(snap.route(route), body, end) {
+                Err(err) => {
+                    let status = err.status();
+                    state.refusal = Some(err);
+                    return Error::e_explain(HTTPStatus(status), "request body refused by the route's validation");
+                }
+                Ok(validation::Held::Whole(bytes)) => to_inspect = Some((route, Some(bytes), state.declared_length)),
+                Ok(validation::Held::Overflow(length)) => to_inspect = Some((route, None, Some(length))),
+                Ok(_) => {}
+            }
+        }
+        if let Some((route, bytes, length)) = to_inspect {
+            if snap.route(route).waf.mode != WafMode::Off && state.waf.is_none() {
+                let body = match bytes {
+                    Some(bytes) => inspection::body(snap, Some(bytes), length),
+                    None => crate::waf::Body::TooLarge(length.unwrap_or(0)),
+                };
+                let head = session.req_header();
+                if let Err(err) = inspection::inspect(&self.runtime, snap, route, state, head, body).await {
+                    let status = err.status();
+                    state.refusal = Some(err);
+                    return Error::e_explain(HTTPStatus(status), "request refused by request inspection");
+                }
             }
         }
         Ok(())
@@ -648,6 +683,7 @@ impl ProxyHttp for Gateway {
             attempts: state.upstream.attempts.count(),
             user: state.identity.as_ref().and_then(|i| i.sub.as_deref()),
             trace_id,
+            waf: state.waf.as_ref(),
         };
         access::write(&line);
     }

@@ -1,5 +1,7 @@
 //! Where a route's JSON Schema meets the request: the media type is checked with the head,
-//! then the body is checked whole before the backend gets any of it.
+//! then the body is checked whole before the backend gets any of it. Request inspection
+//! (`waf`, docs/waf.md) holds the body the same way, up to `waf.max_body`: [`Held`] hands the
+//! whole body (or the news that it outgrew the limit) to `proxy::inspection`.
 //!
 //! Whether there is a body comes from the session (an HTTP/2 stream without END_STREAM on
 //! its HEADERS has one whatever its headers say), never from `Content-Length` or
@@ -51,44 +53,72 @@ pub(crate) struct HeldBody {
     json: bool,
     /// The gateway answered `Expect: 100-continue` itself.
     continued: bool,
+    /// The route validates the body against a schema (otherwise the body is held only to be
+    /// inspected).
+    validates: bool,
+    /// Held only to be inspected: past this many bytes (`waf.max_body`) holding stops and
+    /// everything held goes on ([`Held::Overflow`]).
+    inspect_up_to: Option<u64>,
 }
 
-/// Whether the route validates this request's body, checking its media type. `has_body`: the
-/// session may have a body to read (see the module notes); `declared`: `Content-Length`.
+/// What [`HeldBody::take`] did with a chunk.
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// Holding: nothing goes upstream yet.
+    Holding,
+    /// Released before: the chunk passes as it is.
+    Released,
+    /// The body is complete (and valid): it is in the chunk, and here for inspection.
+    Whole(Bytes),
+    /// A body held only for inspection outgrew `waf.max_body` at this many bytes: everything
+    /// held is in the chunk, and the rest streams.
+    Overflow(u64),
+}
+
+/// Whether the route holds this request's body: to validate it (checking its media type now),
+/// or to inspect it (`inspect`: `Some(waf.max_body)`). `has_body`: the session may have a body
+/// to read (see the module notes); `declared`: `Content-Length`.
 pub(crate) fn start(
     schema: Option<&schema::BodySchema>,
     req: &RequestHeader,
     has_body: bool,
     declared: Option<u64>,
+    inspect: Option<u64>,
 ) -> Result<Option<HeldBody>, GatewayError> {
-    let Some(schema) = schema else { return Ok(None) };
+    let validates = schema.is_some();
     let body_method = req.method == Method::POST || req.method == Method::PUT || req.method == Method::PATCH;
+    if !validates && (inspect.is_none() || !has_body) {
+        return Ok(None);
+    }
     if !has_body && !body_method {
         return Ok(None);
     }
     let held = HeldBody {
-        schema: Some(schema.clone()),
+        schema: schema.cloned(),
         optional: !body_method,
         json: schema::is_json(req.headers.get(http::header::CONTENT_TYPE)),
+        validates,
+        inspect_up_to: if validates { None } else { inspect },
         ..HeldBody::default()
     };
-    if body_method || declared.is_some_and(|n| n > 0) {
+    if validates && (body_method || declared.is_some_and(|n| n > 0)) {
         held.media_type()?;
     }
     Ok(Some(held))
 }
 
 impl HeldBody {
-    /// Read a body that fits the retry buffer now and check it (see the module notes). A
-    /// larger body keeps what was read and is held as it streams.
+    /// Read a body that fits the retry buffer now and check it (see the module notes): the
+    /// whole body when it was read. A larger body keeps what was read and is held as it
+    /// streams (`None`).
     pub(crate) async fn read_ahead(
         &mut self,
         session: &mut Session,
         route: &RouteSettings,
         declared: Option<u64>,
-    ) -> Result<(), ReadAheadError> {
+    ) -> Result<Option<Bytes>, ReadAheadError> {
         if declared.is_some_and(|n| n > RETRY_BUFFER) {
-            return Ok(());
+            return Ok(None);
         }
         session.as_mut().enable_retry_buffering();
         let expects_continue = session
@@ -117,7 +147,7 @@ impl HeldBody {
                     }
                     if self.bytes.len() as u64 > read_limit {
                         // The rest streams through `request_body_filter`.
-                        return Ok(());
+                        return Ok(None);
                     }
                 }
                 Ok(None) => break,
@@ -126,8 +156,10 @@ impl HeldBody {
         }
         crate::connections::body_read();
         let mut end = None;
-        self.take(route, &mut end, true).map_err(ReadAheadError::Refused)?;
-        Ok(())
+        match self.take(route, &mut end, true).map_err(ReadAheadError::Refused)? {
+            Held::Whole(body) => Ok(Some(body)),
+            _ => Ok(None),
+        }
     }
 
     /// The client's `Expect: 100-continue` is answered: the backend must not answer it again.
@@ -151,24 +183,34 @@ impl HeldBody {
         route: &RouteSettings,
         chunk: &mut Option<Bytes>,
         end: bool,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<Held, GatewayError> {
         if self.released {
-            return Ok(());
+            return Ok(Held::Released);
         }
         if let Some(data) = chunk.take() {
+            if self.inspect_up_to.is_some_and(|limit| self.bytes.len() as u64 + data.len() as u64 > limit) {
+                // Too large to inspect: nothing more is held; what was goes on with this chunk
+                // (Pingora no longer buffers it for a retry either way).
+                self.bytes.extend_from_slice(&data);
+                self.released = true;
+                let body = std::mem::take(&mut self.bytes).freeze();
+                let length = body.len() as u64;
+                *chunk = Some(body);
+                return Ok(Held::Overflow(length));
+            }
             self.append(route, &data)?;
         }
         if !end {
             *chunk = Some(Bytes::new());
-            return Ok(());
+            return Ok(Held::Holding);
         }
         let body = std::mem::take(&mut self.bytes).freeze();
         if let Some(schema) = self.schema.as_ref().filter(|_| !(self.optional && body.is_empty())) {
             schema.check(&body).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         }
         self.released = true;
-        *chunk = Some(body);
-        Ok(())
+        *chunk = Some(body.clone());
+        Ok(Held::Whole(body))
     }
 
     /// Hold `data`, within the route's `max_body` and once the media type is known to be JSON.
@@ -176,7 +218,7 @@ impl HeldBody {
         if data.is_empty() {
             return Ok(());
         }
-        if self.bytes.is_empty() {
+        if self.bytes.is_empty() && self.validates {
             self.media_type()?;
         }
         if self.bytes.len() as u64 + data.len() as u64 > route.max_body {

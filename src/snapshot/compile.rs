@@ -15,6 +15,7 @@ use crate::grpc::Transcoder;
 use crate::policy::schema::BodySchema;
 use crate::ratelimit::RedisStore;
 use crate::tls::{ListenerMaterial, UpstreamTlsMaterial};
+use crate::waf::RuleSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -37,6 +38,8 @@ pub(crate) struct Compiled {
     pub(crate) jobs_schema: Option<BodySchema>,
     /// The shared rate-limit store's clients (`rate_limit.store: redis`), not connected yet.
     pub(crate) redis: Option<Arc<RedisStore>>,
+    /// Request inspection's compiled rules (`waf`), when a route inspects.
+    pub(crate) waf: Option<Arc<RuleSet>>,
 }
 
 /// Build everything `config` needs beyond its plain data, in file order. What cannot be built
@@ -70,6 +73,7 @@ pub(crate) fn compile(config: &Config) -> (Compiled, Findings) {
             .iter()
             .map(|r| r.validate.as_ref().and_then(|s| BodySchema::compile(s, &mut f)))
             .collect(),
+        waf: RuleSet::build(config, &mut f),
         transcoders: config
             .routes
             .iter()

@@ -161,6 +161,11 @@ impl Snapshot {
         self.compiled.schemas.get(id).and_then(Option::as_ref)
     }
 
+    /// Request inspection's compiled rules (`config.waf`), when a route inspects.
+    pub(crate) fn waf(&self) -> Option<&Arc<crate::waf::RuleSet>> {
+        self.compiled.waf.as_ref()
+    }
+
     /// A route's REST/JSON ↔ gRPC transcoder (`grpc_transcode`).
     pub(crate) fn transcoder(&self, id: RouteId) -> Option<&crate::grpc::Transcoder> {
         self.compiled.transcoders.get(id).and_then(Option::as_ref)

@@ -36,3 +36,5 @@ mod scale_out;
 mod status_page;
 mod tls;
 mod tracing;
+mod waf;
+mod waf_crs;

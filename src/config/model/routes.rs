@@ -57,6 +57,8 @@ pub struct RouteSettings {
     pub grpc_transcode: Option<super::super::GrpcTranscode>,
     /// gRPC-Web requests are translated to gRPC.
     pub grpc_web: bool,
+    /// Request inspection (`waf`, `waf_exclude`; docs/waf.md).
+    pub waf: super::super::RouteWaf,
 }
 
 /// Each key's documented default (docs/config.md `routes`), written once: a route to the first
@@ -88,6 +90,7 @@ impl Default for RouteSettings {
             validate: None,
             grpc_transcode: None,
             grpc_web: false,
+            waf: Default::default(),
         }
     }
 }

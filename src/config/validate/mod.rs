@@ -20,6 +20,7 @@ mod policies;
 mod routes;
 mod server;
 mod services;
+mod waf;
 
 use auth::{check_api_keys, check_identity_headers, check_jwt, check_telegram};
 use dependencies::{check_consul, check_dns, check_nats};
@@ -89,6 +90,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
         check_routes(&raw.routes, &services, &limits, &schemes, &identity, base, &mut p);
     let cache = policies::check_cache(raw.cache.as_ref(), &routes, &mut p);
     let tracing = raw.tracing.as_ref().map(|t| dependencies::check_tracing(t, &mut p));
+    let waf = waf::check_waf(raw.waf.as_ref(), &routes, base, &mut p);
     if let Some(jobs) = &jobs {
         let [submit, status] = jobs_routes(jobs, &routes, &rate_limit, &mut p);
         routes.push(submit);
@@ -144,6 +146,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
         aggregates,
         cache,
         tracing,
+        waf,
         warnings: Vec::new(),
         files: p.files.clone(),
     };

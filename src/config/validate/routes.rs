@@ -89,6 +89,7 @@ pub(super) fn check_routes(
                 .as_ref()
                 .and_then(|g| check_grpc_transcode(&format!("{base}.grpc_transcode"), g, base_dir, p)),
             grpc_web: r.grpc_web.unwrap_or(false),
+            waf: super::waf::check_route_waf(&base, r, p),
         };
         check_route_policies(&base, &route, p);
         check_grpc_route(&base, r, &route, services, p);
@@ -190,6 +191,9 @@ fn check_auth_mode(base: &str, r: &RawRoute, p: &mut Problems) -> AuthMode {
 
 /// What the policies of a built route say about each other.
 fn check_route_policies(base: &str, route: &RouteSettings, p: &mut Problems) {
+    if route.waf.mode != crate::config::WafMode::Off && matches!(route.target, RouteTarget::Aggregate(_)) {
+        p.add(format!("{base}.waf"), "an aggregation route is answered by the gateway: nothing to inspect");
+    }
     if route.validate.is_some() && matches!(route.target, RouteTarget::Aggregate(_)) {
         p.add(format!("{base}.validate"), "an aggregation route reads no request body");
     }

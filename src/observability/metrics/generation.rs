@@ -19,6 +19,8 @@ const RETRY_REASONS: [&str; 3] = ["connect", "reset", "status"];
 
 /// Results of `siger_cache_requests_total`.
 const CACHE_RESULTS: [&str; 4] = ["hit", "miss", "stale", "bypass"];
+/// Actions of `siger_waf_matches_total`.
+const WAF_ACTIONS: [&str; 2] = ["block", "detect"];
 
 /// The unmatched-request route label.
 const NO_ROUTE: &str = "-";
@@ -49,6 +51,8 @@ pub(crate) struct ConfigMetrics {
     rate_limited: Vec<IntCounter>,
     /// Per caching route: HIT, MISS, STALE, BYPASS (empty for other routes).
     cache_results: Vec<Option<[IntCounter; 4]>>,
+    /// Per inspecting route: `block`, `detect` (`None` for other routes).
+    waf_matches: Vec<Option<[IntCounter; 2]>>,
     upstream_errors: Vec<Vec<IntCounter>>,
     /// Per service: retries by reason (connect, reset, status), budget refusals, ejections,
     /// circuit refusals (open, max_in_flight).
@@ -105,6 +109,15 @@ impl Metrics {
                     })
                 })
                 .collect(),
+            waf_matches: config
+                .routes
+                .iter()
+                .map(|r| {
+                    (r.waf.mode != crate::config::WafMode::Off).then(|| {
+                        WAF_ACTIONS.map(|action| self.waf.matches.with_label_values(&[r.label.as_str(), action]))
+                    })
+                })
+                .collect(),
             upstream_errors: service_names
                 .iter()
                 .map(|s| {
@@ -145,6 +158,9 @@ impl Metrics {
         for label in old.route_labels.iter().filter(|l| !kept.contains(l)) {
             for result in CACHE_RESULTS {
                 let _ = self.cache.requests.remove_label_values(&[label.as_str(), result]);
+            }
+            for action in WAF_ACTIONS {
+                let _ = self.waf.matches.remove_label_values(&[label.as_str(), action]);
             }
             let _ = self.limits.rate_limited.remove_label_values(&[label.as_str()]);
             self.requests.forget_route(label);
@@ -216,6 +232,13 @@ impl ConfigMetrics {
             }
         });
         self.durations[r].observe(seconds);
+    }
+
+    /// An inspected request that matched (`block`: refused, `detect`: forwarded).
+    pub(crate) fn waf_match(&self, route: usize, action: &str) {
+        if let Some(Some(counters)) = self.waf_matches.get(route) {
+            counters[usize::from(action != "block")].inc();
+        }
     }
 
     /// A request on a caching route and what the cache did (`HIT`, `MISS`, `STALE`, `BYPASS`).

@@ -4,7 +4,7 @@
 //!
 //! [`Metrics`] is the process's registry and its metric families, one small `Clone` struct per
 //! family (requests, limits, upstream, auth, jobs, Consul, reloads, cache, TLS, connections,
-//! spans, quotas, usage); it outlives config reloads, and a background service takes the family it counts
+//! spans, quotas, usage, request inspection); it outlives config reloads, and a background service takes the family it counts
 //! into rather than the whole bundle. [`ConfigMetrics`] holds one config generation's handles
 //! (per route and per service), resolved when the generation is built so the hot path touches
 //! only counters' atomics; `siger_requests_total` children are cached per thread on top. When
@@ -26,6 +26,7 @@ mod spans;
 mod tls;
 mod upstream;
 mod usage;
+mod waf;
 
 pub(crate) use auth::AuthMetrics;
 pub(crate) use cache::CacheMetrics;
@@ -41,6 +42,7 @@ pub(crate) use spans::SpanMetrics;
 pub(crate) use tls::TlsMetrics;
 pub(crate) use upstream::UpstreamMetrics;
 pub(crate) use usage::UsageMetrics;
+pub(crate) use waf::WafMetrics;
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -80,6 +82,8 @@ pub(crate) struct Metrics {
     pub(crate) connections: ConnectionMetrics,
     /// Spans exported and dropped.
     pub(crate) spans: SpanMetrics,
+    /// Request inspection's matches.
+    pub(crate) waf: WafMetrics,
     /// Quotas, per plan (read once quotas are wired, issue 29).
     #[allow(dead_code)]
     pub(crate) quota: QuotaMetrics,
@@ -168,6 +172,7 @@ impl Metrics {
             tls: TlsMetrics::register(&registry),
             connections: ConnectionMetrics::register(&registry),
             spans: SpanMetrics::register(&registry),
+            waf: WafMetrics::register(&registry),
             quota: QuotaMetrics::register(&registry),
             usage: UsageMetrics::register(&registry),
             log_dropped,

@@ -178,6 +178,12 @@ impl Gateway {
         Self::start_env(template, &[])
     }
 
+    /// Start with a full template, allowing `wait` for the start (a config that compiles the
+    /// WAF's rule set takes seconds in a debug build on a busy machine).
+    pub fn start_raw_within(template: &str, wait: Duration) -> Gateway {
+        Self::launch_within(template, &[], [Reserved::new(), Reserved::new()], wait)
+    }
+
     /// Start with extra environment variables.
     pub fn start_env(template: &str, env: &[(&str, &str)]) -> Gateway {
         Self::launch(template, env, [Reserved::new(), Reserved::new()])
@@ -189,12 +195,16 @@ impl Gateway {
     }
 
     fn launch(template: &str, env: &[(&str, &str)], ports: [Reserved; 2]) -> Gateway {
+        Self::launch_within(template, env, ports, Duration::from_secs(20))
+    }
+
+    fn launch_within(template: &str, env: &[(&str, &str)], ports: [Reserved; 2], wait: Duration) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let (addr, admin) = (ports[0].addr(), ports[1].addr());
         let config_path = dir.path().join("siger.yaml");
         std::fs::write(&config_path, render(template, addr, admin, dir.path())).unwrap();
         let mut gw = Gateway { child: None, addr, admin, dir, config_path, _ports: ports };
-        gw.spawn(&[], env);
+        gw.spawn_within(&[], env, wait);
         gw
     }
 
@@ -239,6 +249,11 @@ impl Gateway {
 
     /// Launch the binary with extra args and wait for the admin listener.
     pub fn spawn(&mut self, args: &[&str], env: &[(&str, &str)]) {
+        self.spawn_within(args, env, Duration::from_secs(20));
+    }
+
+    /// [`Gateway::spawn`], waiting at most `wait` for the admin listener.
+    pub fn spawn_within(&mut self, args: &[&str], env: &[(&str, &str)], wait: Duration) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let mut cmd = Command::new(SIGER);
         cmd.arg("-c").arg(&self.config_path).args(args).stdout(Stdio::null()).stderr(log);
@@ -250,7 +265,7 @@ impl Gateway {
         }
         self.child = Some(cmd.spawn().expect("spawn siger"));
         let admin = self.admin;
-        let ok = eventually(Duration::from_secs(20), || {
+        let ok = eventually(wait, || {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("siger exited with {status} during start-up:\n{}", self.logs());
             }
