@@ -44,8 +44,8 @@ pub(crate) struct Fetched {
     pub(crate) head: Box<ResponseHeader>,
     /// `None`: larger than [`Fetch::max_body`] (the connection is not reused).
     pub(crate) body: Option<Bytes>,
-    /// The trailers that ended the answer (HTTP/2: a gRPC call's `grpc-status`), for the
-    /// gRPC transcoding glue to come (docs/grpc.md); aggregation parts have none to read.
+    /// The trailers that ended the answer (HTTP/2), read so the stream ends whole; no caller
+    /// reads them yet (aggregation parts have none; gRPC calls stream through [`open`]).
     #[allow(dead_code)]
     pub(crate) trailers: Option<Box<HeaderMap>>,
 }
