@@ -69,7 +69,7 @@ impl AdminApp {
                 metrics.set_consul_sync_age(pool.name(), age);
             }
         }
-        metrics.set_in_flight(self.runtime.lifecycle.inflight());
+        metrics.set_in_flight(self.runtime.lifecycle.in_flight());
         let cache = crate::policy::cache::storage();
         metrics.set_cache_usage(cache.bytes(), cache.len());
         metrics.set_redis_node(snap.limiter.redis_node().as_deref());

@@ -1,20 +1,21 @@
 //! Aggregation routes (ARCHITECTURE.md §7.5): the gateway answers the route itself by calling
 //! each part's service in parallel and merging the JSON answers under the parts' keys.
 //!
-//! Parts go through the same machinery as proxied requests (`crate::upstream::exchange`: the
-//! service's pool, breaker, retry policy, transport and timeouts). A part
-//! that cannot be answered, answers non-2xx, or answers something other than a JSON document
-//! within the route's `max_body` has failed.
+//! Parts go through the same attempt engine as proxied requests ([`crate::upstream::fetch`]):
+//! the service's pool (balancing, health, outlier ejection), its circuit breaker, its retry
+//! policy and budget, its transport (TLS, HTTP/2) and timeouts, with the same metrics and log
+//! lines. A part that cannot be answered, answers non-2xx, or answers something other than a
+//! JSON document within the route's `max_body` has failed.
 
 use crate::config::{AggregateSettings, OnFailure};
-use crate::snapshot::Snapshot;
-use crate::upstream::exchange::{connector, exchange, AttemptError, Report};
-use bytes::BytesMut;
+use crate::upstream;
+use crate::upstream::attempt::Service;
+use crate::upstream::fetch::{Fetch, Report};
 use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
-use pingora::upstreams::peer::HttpPeer;
 use serde_json::{Map, Value};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Instant;
 
 /// The header that marks a partial answer.
 pub(crate) const COMPLETED_HEADER: &str = "Siger-Completed";
@@ -30,8 +31,16 @@ pub(crate) struct PartRequest {
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// What became of one part, for its span.
-pub(crate) type PartReport = Report;
+/// What became of one part, for its span: when it ran, the backend of its last attempt, the
+/// status it answered and how many attempts it took.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PartReport {
+    pub(crate) started: Instant,
+    pub(crate) ended: Instant,
+    pub(crate) backend: Option<SocketAddr>,
+    pub(crate) status: Option<u16>,
+    pub(crate) attempts: u32,
+}
 
 /// Why a part has no value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,15 +106,14 @@ pub(crate) fn merge(settings: &AggregateSettings, results: Vec<Result<Value, Par
     Merged::Answer { body: Value::Object(body), complete: failures.is_empty() }
 }
 
-/// Fetch one part from `service` (its pool, breaker and retry policy), the body bounded by
-/// `max_body`. The caller bounds the whole by the route's timeout.
+/// Fetch one part from `service` through the attempt engine (its pool, breaker and retry
+/// policy), the body bounded by `max_body`. The caller bounds the whole by the route's timeout.
 pub(crate) async fn fetch(
-    snap: &Snapshot,
-    service: usize,
+    service: &Service<'_>,
     part: &PartRequest,
     host: Option<&HeaderValue>,
     max_body: u64,
-    report: &mut PartReport,
+    report: &mut Report,
 ) -> Result<Value, PartFailure> {
     let mut head = RequestHeader::build("GET", part.path.as_bytes(), None)
         .map_err(|_| PartFailure::Unavailable("the part's path cannot be sent".into()))?;
@@ -115,68 +123,41 @@ pub(crate) async fn fetch(
     for (name, value) in &part.headers {
         let _ = head.insert_header(name.clone(), value.clone());
     }
-    let idle_timeout = snap.service(service).idle_timeout;
-    let head = &head;
-    let result = exchange(snap, service, true, None, report, |peer| attempt(peer, head, max_body, idle_timeout)).await;
-    match result {
-        Ok((status, _)) if !(200..300).contains(&status) => Err(PartFailure::Status(status)),
-        Ok((_, Some(body))) => Ok(body),
-        Ok((_, None)) => Err(PartFailure::NotJson),
-        Err(why) => Err(PartFailure::Unavailable(why.message)),
+    // The route's timeout bounds the whole (see `fetch_all`); parts are not hashed.
+    let request = Fetch { head: &head, body: None, max_body, response_timeout: None, hash: &[] };
+    let answer =
+        upstream::fetch::fetch(service, &request, report).await.map_err(|e| PartFailure::Unavailable(e.message()))?;
+    match (answer.status(), &answer.body) {
+        (status, _) if !(200..300).contains(&status) => Err(PartFailure::Status(status)),
+        (_, Some(body)) => serde_json::from_slice::<Value>(body).map_err(|_| PartFailure::NotJson),
+        (_, None) => Err(PartFailure::NotJson),
     }
-}
-
-/// One request to one backend: (status, the body as JSON when it is JSON within `max_body`).
-async fn attempt(
-    peer: HttpPeer,
-    head: &RequestHeader,
-    max_body: u64,
-    idle_timeout: Option<Duration>,
-) -> Result<(u16, Option<Value>), AttemptError> {
-    let connector = connector();
-    let (mut session, _reused) = connector.get_http_session(&peer).await.map_err(|_| AttemptError::Connect)?;
-    session.write_request_header(Box::new(head.clone())).await.map_err(|_| AttemptError::Reset)?;
-    session.finish_request_body().await.map_err(|_| AttemptError::Reset)?;
-    session.read_response_header().await.map_err(|_| AttemptError::Reset)?;
-    let status = session.response_header().map_or(0, |r| r.status.as_u16());
-    let mut body = BytesMut::new();
-    let mut oversized = false;
-    while let Some(chunk) = session.read_response_body().await.map_err(|_| AttemptError::Read)? {
-        if body.len() as u64 + chunk.len() as u64 > max_body {
-            oversized = true;
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let value = if oversized { None } else { serde_json::from_slice::<Value>(&body).ok() };
-    if !oversized {
-        connector.release_http_session(session, &peer, idle_timeout).await;
-    }
-    Ok((status, value))
 }
 
 /// Run every part in parallel within the route's timeout (a part still running then is
 /// [`PartFailure::Timeout`]), each with its report.
-pub(crate) async fn fetch_all(
-    snap: &Snapshot,
+pub(crate) async fn fetch_all<'a>(
+    services: impl Fn(usize) -> Service<'a>,
     settings: &AggregateSettings,
     requests: Vec<Result<PartRequest, PartFailure>>,
     host: Option<&HeaderValue>,
     max_body: u64,
 ) -> Vec<(Result<Value, PartFailure>, PartReport)> {
     let deadline = tokio::time::Instant::now() + settings.timeout;
+    let services = &services;
     let futures = requests.into_iter().map(|part| async move {
-        let mut report = Report::new();
+        let started = Instant::now();
+        let mut fetched = Report::default();
         let result = match part {
             Err(failure) => Err(failure),
             Ok(part) => {
-                let service = settings.parts[part.index].service;
-                let fetched = fetch(snap, service, &part, host, max_body, &mut report);
-                tokio::time::timeout_at(deadline, fetched).await.unwrap_or(Err(PartFailure::Timeout))
+                let service = services(settings.parts[part.index].service);
+                let fetching = fetch(&service, &part, host, max_body, &mut fetched);
+                tokio::time::timeout_at(deadline, fetching).await.unwrap_or(Err(PartFailure::Timeout))
             }
         };
-        report.ended = Instant::now();
-        (result, report)
+        let Report { backend, status, attempts } = fetched;
+        (result, PartReport { started, ended: Instant::now(), backend, status, attempts })
     });
     futures::future::join_all(futures).await
 }
@@ -187,6 +168,7 @@ mod tests {
     use crate::config::AggregatePart;
     use crate::policy::headers::Template;
     use serde_json::json;
+    use std::time::Duration;
 
     fn settings(on_failure: OnFailure) -> AggregateSettings {
         let part =

@@ -2,19 +2,21 @@
 
 use crate::admin::AdminApp;
 use crate::auth::KeyRefreshService;
-use crate::config::Config;
-use crate::config::ListenerMode;
+use crate::config::{Config, ConfigErrors, ListenerMode};
+use crate::connections::{AtTheBound, ConnectionGate, IdleLimited};
 use crate::jobs::service::{NatsService, WithNats};
 use crate::lifecycle::Drain;
-use crate::observability::logger;
-use crate::proxy::{AtTheBound, ConnectionGate, Gateway, IdleLimited};
-use crate::ratelimit::LimitSweeper;
+use crate::observability::{logger, Metrics};
+use crate::proxy::Gateway;
+use crate::ratelimit::{LimitStores, LimitSweeper};
 use crate::redirect::RedirectHttps;
-use crate::reload::{ConfigWatcher, HangupReload};
+use crate::reload::{ConfigWatcher, HangupReload, Reload};
 use crate::runtime::Runtime;
+pub use crate::snapshot::Checked;
+use crate::snapshot::Snapshot;
 use crate::tls::{CertWatcher, Handshakes};
 use crate::trace::export::SpanExporter;
-use crate::upstream::PoolsService;
+use crate::upstream::{PoolsService, Upstreams};
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
@@ -95,8 +97,8 @@ fn proxy_service(
     options.h2_idle_timeout = Some(cfg.limits.idle_timeout);
     gateway.server_options = Some(options);
     gateway.h2_options = Some(h2_limits(&cfg.limits));
-    let app = IdleLimited::new(gateway, runtime.idle_secs.clone(), runtime.connections.clone());
-    let mut service = Service::new(name.to_string(), ConnectionGate::new(app, runtime.clone(), tls));
+    let app = IdleLimited::new(gateway, runtime.connections.clone());
+    let mut service = Service::new(name.to_string(), ConnectionGate::new(app, runtime.connections.clone(), tls));
     service.set_connection_filter(Arc::new(AtTheBound(runtime.connections.clone())));
     service
 }
@@ -118,17 +120,37 @@ const H2_PENDING_RESETS: usize = 20;
 /// Streams the server may reset for a client's protocol errors before the connection ends.
 const H2_LOCAL_ERROR_RESETS: usize = 1024;
 
+/// Load, validate and compile the config file at `path`: what `-t`, a start, `siger token`
+/// and `siger upgrade` all read, with every problem named by key and line.
+pub fn check(path: &Path) -> Result<Checked, ConfigErrors> {
+    crate::snapshot::check(path)
+}
+
+/// `siger -t`: build the generation a start would serve from `checked` (read from `path`) —
+/// route table, pools, limits, verifiers, metric handles — and drop it unserved. Nothing
+/// listens or connects: pools run no health checks, the Redis store does not connect and no
+/// JWKS URL is fetched.
+pub fn dry_run(checked: Checked, path: &Path) {
+    let auth = crate::runtime::starting_auth(&checked.config);
+    let source = crate::snapshot::Source {
+        path: path.to_path_buf(),
+        sha256: String::new(),
+        loaded_at: std::time::SystemTime::now(),
+    };
+    let (upstreams, limits, metrics) = (Upstreams::default(), LimitStores::default(), Metrics::new());
+    drop(Snapshot::build(1, checked, source, auth, &upstreams, &limits, &metrics, &[]));
+}
+
 /// Build and run the server until it shuts down (SIGTERM, SIGINT or an upgrade hand-over).
-/// `path` is the config file `config` was read from (reloads read it again); `waf` the rule set
-/// `crate::waf::compile` made of it.
-pub fn run(config: Config, waf: Option<Arc<crate::waf::RuleSet>>, path: &Path, launch: Launch) {
-    let conf = server_conf(&config, launch);
+/// `path` is the config file `checked` was read from (reloads read it again).
+pub fn run(checked: Checked, path: &Path, launch: Launch) {
+    let conf = server_conf(&checked.config, launch);
     let opt = Opt { upgrade: launch.upgrade, daemon: launch.daemon, nocapture: false, test: false, conf: None };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     // Receive inherited listeners first: the old process waits only a few seconds (§6.4).
     server.bootstrap();
 
-    let runtime = Runtime::start(config, waf, path);
+    let runtime = Runtime::start(checked, path);
     let snap = runtime.current();
     let cfg = &snap.config;
 
@@ -136,24 +158,28 @@ pub fn run(config: Config, waf: Option<Arc<crate::waf::RuleSet>>, path: &Path, l
     let drain = Drain::new(runtime.lifecycle.clone(), cfg.server.grace_period, cfg.server.graceful_shutdown_timeout);
     server.add_service(background_service("drain", drain));
     server.add_service(background_service("upstream pools", PoolsService::new(&runtime.upstreams)));
-    let dns = crate::discovery::dns::DnsService::new(&runtime.dns, runtime.metrics.dns_lookup_failures.clone());
+    let dns = crate::discovery::dns::DnsService::new(&runtime.dns, runtime.metrics.consul.dns_lookup_failures.clone());
     server.add_service(background_service("dns", dns));
-    server.add_service(background_service("rate limit sweeper", LimitSweeper::new(runtime.clone())));
-    server.add_service(background_service("jwks refresh", KeyRefreshService::new(runtime.clone())));
-    server.add_service(background_service("reload on SIGHUP", HangupReload::new(runtime.clone())));
-    server.add_service(background_service("config watcher", ConfigWatcher::new(runtime.clone())));
+    server.add_service(background_service("rate limit sweeper", LimitSweeper::new(runtime.limits.clone())));
+    let keys = KeyRefreshService::new(runtime.authenticator.subscribe(), runtime.metrics.auth.clone());
+    server.add_service(background_service("jwks refresh", keys));
+    let reloader: Arc<dyn Reload> = runtime.clone();
+    server.add_service(background_service("reload on SIGHUP", HangupReload::new(reloader.clone())));
+    server.add_service(background_service("config watcher", ConfigWatcher::new(reloader)));
     // Always there, so a reload can switch tracing on.
-    server.add_service(background_service("span export", SpanExporter::new(runtime.clone())));
+    let spans = SpanExporter::new(runtime.spans.clone(), runtime.metrics.spans.clone(), runtime.tracing.subscribe());
+    server.add_service(background_service("span export", spans));
 
     if !runtime.tls.is_empty() {
-        server.add_service(background_service("tls certificates", CertWatcher::new(runtime.clone())));
+        let watcher = CertWatcher::new(runtime.tls.clone(), runtime.metrics.tls.clone());
+        server.add_service(background_service("tls certificates", watcher));
     }
 
     // Plain and TLS listeners share one proxy service; h2c listeners need their own (the h2c
     // preface check is per service) and redirect listeners answer without proxying.
     // TLS listeners are plain TCP ones to Pingora: the connection gate admits each connection
     // before its handshake and runs it under the head deadlines (see `crate::tls::Handshakes`).
-    let Some(handshakes) = runtime.tls.handshakes(cfg) else {
+    let Some(handshakes) = runtime.tls.handshakes(&cfg.listeners) else {
         log::error!("TLS settings could not be built");
         logger::flush();
         std::process::exit(1);
@@ -196,7 +222,7 @@ pub fn run(config: Config, waf: Option<Arc<crate::waf::RuleSet>>, path: &Path, l
 
     // Consul: the discovery and registration services; the run arguments deregister on
     // SIGTERM but not on upgrade.
-    let run_args = crate::discovery::consul::install(&mut server, &runtime);
+    let run_args = crate::discovery::consul::install(&mut server, &runtime.discovery, cfg, &runtime.metrics.consul);
     drop(snap);
     server.run(run_args);
     log::info!("siger stopped");

@@ -276,17 +276,24 @@ impl GatewayError {
                 HTTPStatus(code) => Some(Self::from_status(*code)),
                 _ => Some(Self::BadRequest("malformed request".into())),
             },
-            ErrorSource::Upstream => Some(match &e.etype {
-                ConnectTimedout | ReadTimedout | WriteTimedout => {
-                    Self::GatewayTimeout { after: if e.etype == ConnectTimedout { None } else { read_timeout } }
-                }
-                HTTPStatus(code) => Self::from_status(*code),
-                _ => Self::BadGateway { kind: UpstreamErrorKind::of(e), detail: e.etype.as_str().to_string() },
-            }),
+            ErrorSource::Upstream => Some(Self::upstream(e, read_timeout)),
             _ => Some(match &e.etype {
                 HTTPStatus(code) => Self::from_status(*code),
                 _ => Self::Internal,
             }),
+        }
+    }
+
+    /// Map a failure talking to an upstream (`read_timeout`: the one that bounded the wait for
+    /// its answer, named when a read timed out).
+    pub(crate) fn upstream(e: &PingoraError, read_timeout: Option<Duration>) -> Self {
+        use ErrorType::*;
+        match &e.etype {
+            ConnectTimedout | ReadTimedout | WriteTimedout => {
+                Self::GatewayTimeout { after: if e.etype == ConnectTimedout { None } else { read_timeout } }
+            }
+            HTTPStatus(code) => Self::from_status(*code),
+            _ => Self::BadGateway { kind: UpstreamErrorKind::of(e), detail: e.etype.as_str().to_string() },
         }
     }
 

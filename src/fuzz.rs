@@ -31,7 +31,7 @@ fn pieces_or_any(pieces: &'static [&'static str], max: usize) -> impl Strategy<V
 
 mod paths {
     use super::*;
-    use crate::routing::normalize::{normalize_path, route_path};
+    use crate::normalize::{normalize_path, route_path};
 
     const PIECES: &[&str] = &[
         "/", "/", "/", ".", "..", "%2e", "%2E", "%2e%2e", ".%2e", "%2f", "%2F", "%5c", "%00", ";", ";x=1", "a",
@@ -167,7 +167,7 @@ mod templates {
             // As a path piece between two fixed segments, a value never adds or removes one.
             let path = Template::parse(&format!("/a/{variable}/b")).ok();
             if let Some(rendered) = path.and_then(|t| t.render_path(&vars)) {
-                if let Ok(normalized) = crate::routing::normalize::normalize_path(&rendered) {
+                if let Ok(normalized) = crate::normalize::normalize_path(&rendered) {
                     let segments: Vec<&str> = normalized.split('/').filter(|s| !s.is_empty()).collect();
                     prop_assert_eq!(segments.first().copied(), Some("a"), "{}", rendered);
                     prop_assert_eq!(segments.last().copied(), Some("b"), "{}", rendered);
@@ -263,7 +263,7 @@ mod credentials {
     use super::*;
     use crate::auth::api_keys::ApiKeyTable;
     use crate::auth::credentials::presented;
-    use crate::auth::telegram::TelegramSettings;
+    use crate::auth::telegram::{TelegramSettings, TelegramVerifier};
     use crate::auth::token::bearer;
     use http::{HeaderMap, HeaderName, HeaderValue};
     use std::time::Duration;
@@ -343,7 +343,12 @@ mod credentials {
 
         #[test]
         fn telegram_init_data_never_verifies_unsigned(data in pieces_or_any(PIECES, 16)) {
-            let settings = TelegramSettings::new("1:bot-token", Duration::from_secs(3600), Vec::new(), Vec::new());
+            let settings = TelegramVerifier::new(&TelegramSettings {
+                bot_token: "1:bot-token".into(),
+                max_age: Duration::from_secs(3600),
+                roles: Vec::new(),
+                forward: Vec::new(),
+            });
             prop_assert!(settings.verify(&data, 1).is_err());
         }
 

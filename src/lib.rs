@@ -18,6 +18,7 @@ mod aggregate;
 pub(crate) mod answer;
 pub mod app;
 pub mod auth;
+pub(crate) mod backoff;
 pub mod cli;
 pub mod config;
 // The fleet's config store (issue 31, core): `siger config …`; the runtime follows it in a
@@ -35,6 +36,7 @@ pub mod jobs;
 pub(crate) mod jose;
 pub(crate) mod lifecycle;
 pub(crate) mod nats;
+pub(crate) mod normalize;
 pub mod observability;
 pub mod policy;
 pub(crate) mod proxy;

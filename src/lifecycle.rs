@@ -20,17 +20,17 @@ use tokio::sync::watch;
 /// Process-wide counters the drain logic waits on.
 #[derive(Debug, Default)]
 pub(crate) struct Lifecycle {
-    inflight: AtomicUsize,
+    in_flight: AtomicUsize,
     cleanups: AtomicUsize,
 }
 
 /// Held by a request while it is in flight.
 #[derive(Debug)]
-pub(crate) struct InflightRequest(Arc<Lifecycle>);
+pub(crate) struct InFlightRequest(Arc<Lifecycle>);
 
-impl Drop for InflightRequest {
+impl Drop for InFlightRequest {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -51,14 +51,14 @@ impl Lifecycle {
     }
 
     /// Count one request in flight until the guard drops.
-    pub(crate) fn request(self: &Arc<Self>) -> InflightRequest {
-        self.inflight.fetch_add(1, Ordering::Relaxed);
-        InflightRequest(self.clone())
+    pub(crate) fn request(self: &Arc<Self>) -> InFlightRequest {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightRequest(self.clone())
     }
 
     /// Requests in flight now.
-    pub(crate) fn inflight(&self) -> usize {
-        self.inflight.load(Ordering::Relaxed)
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Register a shutdown task; exit waits (bounded) until its guard drops.
@@ -98,15 +98,15 @@ impl BackgroundService for Drain {
         let began = Instant::now();
         log::info!(
             "shutting down: {} request(s) in flight; waiting up to {:?}",
-            self.lifecycle.inflight(),
+            self.lifecycle.in_flight(),
             self.grace_period + self.timeout
         );
         tokio::time::sleep(self.grace_period).await;
         let deadline = began + self.grace_period + self.timeout;
-        while (self.lifecycle.inflight() > 0 || self.lifecycle.cleanups_pending() > 0) && Instant::now() < deadline {
+        while (self.lifecycle.in_flight() > 0 || self.lifecycle.cleanups_pending() > 0) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let left = self.lifecycle.inflight();
+        let left = self.lifecycle.in_flight();
         if left > 0 {
             log::warn!("shutdown timeout reached with {left} request(s) still in flight; they are cut");
         } else {
@@ -190,12 +190,12 @@ mod tests {
         let l = Lifecycle::new();
         let a = l.request();
         let b = l.request();
-        assert_eq!(l.inflight(), 2);
+        assert_eq!(l.in_flight(), 2);
         drop(a);
-        assert_eq!(l.inflight(), 1);
+        assert_eq!(l.in_flight(), 1);
         let c = l.cleanup();
         assert_eq!(l.cleanups_pending(), 1);
         drop((b, c));
-        assert_eq!((l.inflight(), l.cleanups_pending()), (0, 0));
+        assert_eq!((l.in_flight(), l.cleanups_pending()), (0, 0));
     }
 }

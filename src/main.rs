@@ -1,6 +1,6 @@
 use clap::Parser;
 use siger::cli::{Cli, Command};
-use siger::{app, auth, config, observability::logger};
+use siger::{app, auth, observability::logger};
 use std::process::ExitCode;
 
 // glibc malloc/free was ~20% of a request's instructions in a callgrind profile; mimalloc's
@@ -62,13 +62,14 @@ fn main() -> ExitCode {
     if let Some(Command::Usage(args)) = &cli.command {
         return siger::usage::command(&cli.conf, args);
     }
-    let mut config = match config::load(&cli.conf) {
+    let checked = match app::check(&cli.conf) {
         Ok(c) => c,
         Err(errors) => {
             eprint!("{errors}");
             return ExitCode::from(EX_CONFIG);
         }
     };
+    let config = checked.config();
     if let Some(Command::Token { sub, roles, ttl, private_key, alg, kid }) = &cli.command {
         let signer =
             auth::mint::Signer { private_key: private_key.as_deref(), alg: alg.as_deref(), kid: kid.as_deref() };
@@ -84,31 +85,26 @@ fn main() -> ExitCode {
             }
         };
     }
-    // Request inspection's rules, compiled here so `-t` reports a rule file that does not load.
-    let waf = match siger::waf::compile(&mut config, &cli.conf) {
-        Ok(rules) => rules,
-        Err(errors) => {
-            eprint!("{errors}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
     for warning in &config.warnings {
         eprintln!("{}: warning: {warning}", cli.conf.display());
     }
+    // Reloads read the file again, and the daemon runs from `/`: keep its absolute path.
+    let path = std::path::absolute(&cli.conf).unwrap_or_else(|_| cli.conf.clone());
     if cli.test {
         let jobs = config.jobs.as_ref().map(|j| format!(", jobs at {}", j.path)).unwrap_or_default();
-        eprintln!(
+        let summary = format!(
             "{}: configuration OK ({} listeners, {} services, {} routes{jobs})",
             cli.conf.display(),
             config.listeners.len(),
             config.services.len(),
             config.routes.len() - usize::from(config.jobs.is_some()),
         );
+        // What a start would build, built and dropped: `-t` refuses what a start would.
+        app::dry_run(checked, &path);
+        eprintln!("{summary}");
         return ExitCode::SUCCESS;
     }
     logger::init();
-    // Reloads read the file again, and the daemon runs from `/`: keep its absolute path.
-    let path = std::path::absolute(&cli.conf).unwrap_or_else(|_| cli.conf.clone());
-    app::run(config, waf, &path, app::Launch { daemon: cli.daemon, upgrade: cli.upgrade });
+    app::run(checked, &path, app::Launch { daemon: cli.daemon, upgrade: cli.upgrade });
     ExitCode::SUCCESS
 }

@@ -17,11 +17,11 @@
 //! header (a v1 header's request, a client that sent both in one segment) go back to the
 //! stream for TLS or HTTP to read.
 
+use crate::observability::ProxyProtocolMetrics;
 use bytes::BytesMut;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
-use prometheus::IntCounter;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,38 +129,6 @@ pub(crate) fn decode(header: &[u8]) -> Result<Carried, Invalid> {
 /// that IPv4 address (in logs, keys and `X-Forwarded-For` alike).
 fn ipv6_client(ip: std::net::Ipv6Addr, port: u16) -> SocketAddr {
     SocketAddr::new(ip.to_ipv4_mapped().map_or(ip.into(), Into::into), port)
-}
-
-/// Connections closed without a valid header, by reason.
-#[derive(Debug, Clone)]
-pub(crate) struct ProxyProtocolMetrics {
-    /// The opening bytes were not a valid header.
-    pub(crate) invalid: IntCounter,
-    /// The client closed (or reset) the connection before its header was whole (a TCP health
-    /// check that connects and closes counts here).
-    pub(crate) closed: IntCounter,
-    /// No header within `limits.idle_timeout`, or not whole within `header_timeout` of its
-    /// first byte.
-    pub(crate) timed_out: IntCounter,
-}
-
-impl ProxyProtocolMetrics {
-    /// `siger_proxy_protocol_rejected_total{reason}`, registered in `registry`.
-    #[allow(clippy::expect_used)]
-    pub(crate) fn register(registry: &prometheus::Registry) -> Self {
-        let help = "Connections on proxy_protocol listeners closed without a valid PROXY header: invalid (other \
-                    bytes, malformed, too long, or a peer outside proxy_protocol_from), closed (the client left \
-                    first; TCP health checks), timeout (none within limits.idle_timeout, or not whole within \
-                    header_timeout of its first byte)";
-        let opts = prometheus::Opts::new("siger_proxy_protocol_rejected_total", help);
-        let rejected = prometheus::IntCounterVec::new(opts, &["reason"]).expect("a valid metric");
-        registry.register(Box::new(rejected.clone())).expect("registered once");
-        ProxyProtocolMetrics {
-            invalid: rejected.with_label_values(&["invalid"]),
-            closed: rejected.with_label_values(&["closed"]),
-            timed_out: rejected.with_label_values(&["timeout"]),
-        }
-    }
 }
 
 /// Why [`read_header`] closed a connection.

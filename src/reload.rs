@@ -1,7 +1,7 @@
 //! What triggers a configuration reload besides the admin endpoint: `SIGHUP` (Pingora traps
 //! QUIT, TERM and INT, not HUP) and, with `server.watch_config`, a change to the config file or
-//! any file it names (ARCHITECTURE.md §7.1). The reload itself is
-//! [`Runtime::reload`](crate::runtime::Runtime::reload).
+//! any file it names (ARCHITECTURE.md §7.1). The reload itself is whatever implements
+//! [`Reload`] (the runtime): the triggers hold that, not the process's whole state.
 //!
 //! The watcher polls rather than subscribing to inotify: inotify misses bind-mounted single
 //! files and the symlink swaps of Kubernetes ConfigMaps, and a stat of a handful of files every
@@ -11,13 +11,11 @@
 //! serving) and the finished write, a change of its own, is applied next.
 
 use crate::config::FileDigest;
-use crate::runtime::Runtime;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use sha2::{Digest, Sha256};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +25,30 @@ const POLL: Duration = Duration::from_millis(250);
 const SETTLE_POLLS: u32 = 2;
 /// Every this many polls the contents are hashed too, in case a change kept size and mtime.
 const HASH_EVERY: u32 = 20;
+
+/// What a reload trigger needs of the process: to reload, and to see which files the
+/// configuration in force was read from.
+#[async_trait]
+pub(crate) trait Reload: Send + Sync {
+    /// Reload the config file; the new generation, or every reason it was refused.
+    async fn reload(&self, trigger: &'static str) -> Result<u64, Vec<String>>;
+
+    /// The configuration in force, as the file watcher sees it.
+    fn in_force(&self) -> InForce;
+}
+
+/// The configuration in force, as the file watcher sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct InForce {
+    /// Its generation.
+    pub(crate) generation: u64,
+    /// `server.watch_config`.
+    pub(crate) watch_config: bool,
+    /// The config file.
+    pub(crate) path: PathBuf,
+    /// The config file and every file it names, with the digests they were read with.
+    pub(crate) files: Vec<FileDigest>,
+}
 
 /// Catch SIGHUP from the start, so a signal sent during start-up (or while an upgrade waits for
 /// the old process's sockets) does not terminate the process, its default action; until
@@ -38,13 +60,13 @@ pub(crate) fn catch_hangups_early() {
 
 /// Reloads on `SIGHUP`.
 pub(crate) struct HangupReload {
-    runtime: Arc<Runtime>,
+    reloader: Arc<dyn Reload>,
 }
 
 impl HangupReload {
-    /// Reload `runtime` on every `SIGHUP`.
-    pub(crate) fn new(runtime: Arc<Runtime>) -> Self {
-        HangupReload { runtime }
+    /// Reload through `reloader` on every `SIGHUP`.
+    pub(crate) fn new(reloader: Arc<dyn Reload>) -> Self {
+        HangupReload { reloader }
     }
 }
 
@@ -68,7 +90,7 @@ impl BackgroundService for HangupReload {
                         return;
                     }
                     log::info!("SIGHUP: reloading the configuration");
-                    let _ = self.runtime.reload("SIGHUP").await;
+                    let _ = self.reloader.reload("SIGHUP").await;
                 }
                 _ = shutdown.changed() => return,
             }
@@ -94,23 +116,15 @@ fn stamp(path: &Path) -> Stamp {
     }
 }
 
-/// Whether any file's contents differ from the digest the configuration was read with (a
-/// missing file differs).
-pub(crate) fn contents_changed(files: &[FileDigest]) -> bool {
-    files
-        .iter()
-        .any(|f| std::fs::read(&f.path).map_or(true, |bytes| <[u8; 32]>::from(Sha256::digest(&bytes)) != f.sha256))
-}
-
 /// Reloads when the config file or a file it names changes (`server.watch_config`).
 pub(crate) struct ConfigWatcher {
-    runtime: Arc<Runtime>,
+    reloader: Arc<dyn Reload>,
 }
 
 impl ConfigWatcher {
-    /// Watch the files of `runtime`'s configuration in force.
-    pub(crate) fn new(runtime: Arc<Runtime>) -> Self {
-        ConfigWatcher { runtime }
+    /// Watch the files of the configuration in force, reloading through `reloader`.
+    pub(crate) fn new(reloader: Arc<dyn Reload>) -> Self {
+        ConfigWatcher { reloader }
     }
 }
 
@@ -135,21 +149,21 @@ impl BackgroundService for ConfigWatcher {
                 _ = tokio::time::sleep(POLL) => {}
                 _ = shutdown.changed() => return,
             }
-            let snap = self.runtime.current();
-            if !snap.config.server.watch_config {
+            let in_force = self.reloader.in_force();
+            if !in_force.watch_config {
                 watched = None;
                 continue;
             }
-            let w = match watched.as_mut().filter(|w| w.generation == snap.generation) {
+            let w = match watched.as_mut().filter(|w| w.generation == in_force.generation) {
                 Some(w) => w,
                 None => {
-                    let files = snap.config.files.clone();
+                    let files = in_force.files.clone();
                     let stamps = files.iter().map(|f| stamp(&f.path)).collect();
                     // A change made while the generation was being loaded is caught by the
                     // first content check once the files have settled.
                     changing = true;
                     unchanged_polls = 0;
-                    watched.insert(Watched { generation: snap.generation, files, stamps, tried: false })
+                    watched.insert(Watched { generation: in_force.generation, files, stamps, tried: false })
                 }
             };
             polls = polls.wrapping_add(1);
@@ -168,12 +182,12 @@ impl BackgroundService for ConfigWatcher {
                 continue;
             }
             changing = false;
-            if !contents_changed(&w.files) {
+            if !FileDigest::any_changed(&w.files) {
                 continue;
             }
             w.tried = true;
-            log::info!("watch_config: {} (or a file it names) changed; reloading", snap.source.path.display());
-            let _ = self.runtime.reload("watch_config").await;
+            log::info!("watch_config: {} (or a file it names) changed; reloading", in_force.path.display());
+            let _ = self.reloader.reload("watch_config").await;
         }
     }
 }

@@ -8,18 +8,17 @@
 //! snapshot keeps serving; the error is logged, counted and reported to whoever asked.
 
 use crate::auth::Authenticator;
-use crate::config::{self, Config, ConfigError};
+use crate::config::{Config, ConfigError, FileDigest, TracingSettings};
 use crate::connections::Connections;
 use crate::discovery::dns::DnsControl;
 use crate::discovery::DiscoveryControl;
-use crate::forwarding;
 use crate::jobs::Jobs;
 use crate::lifecycle::Lifecycle;
 use crate::observability::Metrics;
 use crate::ratelimit::LimitStores;
-use crate::routing::RouteTable;
-use crate::snapshot::{Snapshot, Source};
+use crate::snapshot::{self, Checked, Snapshot, Source};
 use crate::tls::TlsEdge;
+use crate::trace::export::SpanQueue;
 use crate::upstream::Upstreams;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
@@ -27,6 +26,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 
 /// Longest wait for a new `jwks_url` to answer during a reload.
 const JWKS_PREFETCH: Duration = Duration::from_secs(5);
@@ -54,18 +54,20 @@ pub(crate) struct Runtime {
     /// The NATS link of `/jobs/submit`, when the process started with jobs configured.
     pub(crate) jobs: Option<Arc<Jobs>>,
     pub(crate) upstreams: Upstreams,
-    pub(crate) limits: LimitStores,
+    pub(crate) limits: Arc<LimitStores>,
     pub(crate) discovery: DiscoveryControl,
+    /// The authenticator in force, for the key refresher (sent at start and on every commit).
+    pub(crate) authenticator: watch::Sender<Option<Arc<Authenticator>>>,
+    /// `tracing` in force, for the span exporter (sent at start and on every commit).
+    pub(crate) tracing: watch::Sender<Option<TracingSettings>>,
     /// The DNS-backed services followed, and what their names resolved to.
     pub(crate) dns: DnsControl,
-    /// `limits.idle_timeout` in seconds, read by every new downstream session.
-    pub(crate) idle_secs: Arc<AtomicU64>,
     /// Client connections: their bounds and request deadlines.
     pub(crate) connections: Arc<Connections>,
     /// Finished spans waiting for the exporter.
-    pub(crate) spans: crate::trace::export::SpanQueue,
+    pub(crate) spans: Arc<SpanQueue>,
     /// TLS listeners' certificates and client-certificate checks.
-    pub(crate) tls: TlsEdge,
+    pub(crate) tls: Arc<TlsEdge>,
     /// Pingora's response-compression module is installed (a route compressed at start-up):
     /// without one, a plain request pays nothing for compression; adding the first
     /// `compress` route then needs a new process.
@@ -94,9 +96,10 @@ fn unix_seconds(t: SystemTime) -> f64 {
 }
 
 impl Runtime {
-    /// The runtime of a process started with `config` (read from `path`). Keys that fail to
+    /// The runtime of a process started with `checked` (read from `path`). Keys that fail to
     /// load leave authentication unavailable (503) rather than stopping the start.
-    pub(crate) fn start(config: Config, waf: Option<Arc<crate::waf::RuleSet>>, path: &Path) -> Arc<Runtime> {
+    pub(crate) fn start(checked: Checked, path: &Path) -> Arc<Runtime> {
+        let config = &checked.config;
         let jobs = match (&config.jobs, &config.nats) {
             (Some(jobs), Some(nats)) => {
                 let wait = config.server.grace_period + config.server.graceful_shutdown_timeout;
@@ -104,37 +107,39 @@ impl Runtime {
             }
             _ => None,
         };
-        let auth = config.auth.as_ref().and_then(|s| match Authenticator::new(s) {
-            Ok(a) => Some(Arc::new(a)),
-            Err(e) => {
-                log::error!("auth.jwt: {e}; routes that need authentication will answer 503");
-                None
-            }
-        });
+        let auth = starting_auth(config);
         let discovery = DiscoveryControl::new(config.consul.clone());
         let metrics = Metrics::new();
         let upstreams = Upstreams::default();
-        let limits = LimitStores::default();
-        let source = source_of(path, &config);
-        let snapshot = build_snapshot(1, config, waf, source, auth, &upstreams, &limits, &metrics, &[]);
-        discovery.seed(&snapshot);
-        upstreams.commit(&snapshot.config.services, &snapshot.pools);
+        let limits = Arc::new(LimitStores::default());
+        let source = source_of(path, config);
+        let snapshot = Snapshot::build(1, checked, source, auth, &upstreams, &limits, &metrics, &[]);
+        let (services, upstream_tls) = (&snapshot.config.services, &snapshot.compiled.upstream_tls);
+        discovery.seed(services, &snapshot.pools);
+        upstreams.commit(services, upstream_tls, &snapshot.pools);
         limits.commit(&snapshot.limiter, &snapshot.config);
-        discovery.want(&snapshot);
+        discovery.want(services, &snapshot.pools);
         let dns = DnsControl::default();
-        dns.prime_at_start(&snapshot, &metrics.dns_lookup_failures);
-        dns.want(&snapshot);
+        dns.prime_at_start(&snapshot.config, &snapshot.pools, &metrics.consul.dns_lookup_failures);
+        dns.want(&snapshot.config, &snapshot.pools);
         metrics.loaded(1, unix_seconds(snapshot.source.loaded_at));
-        let tls = TlsEdge::new(&snapshot.config, &metrics);
+        let (listeners, files) = (&snapshot.config.listeners, &snapshot.config.files);
+        let tls = Arc::new(TlsEdge::new(listeners, &snapshot.compiled.listener_tls, files, &metrics.tls));
         crate::policy::cache::storage().set_limit(snapshot.config.cache.max_memory as usize);
         let compression = snapshot.config.routes.iter().any(|r| r.compress.is_some());
         Arc::new(Runtime {
             tls,
             compression,
             inspector: crate::waf::Inspector::for_this_machine(),
-            idle_secs: Arc::new(AtomicU64::new(snapshot.config.limits.idle_timeout.as_secs())),
-            connections: Connections::new(&snapshot.config.limits, metrics.connections.clone()),
+            connections: Connections::new(
+                &snapshot.config.limits,
+                &snapshot.config.trusted_proxies,
+                &snapshot.config.listeners,
+                metrics.connections.clone(),
+            ),
             spans: Default::default(),
+            authenticator: watch::channel(snapshot.auth.clone()).0,
+            tracing: watch::channel(snapshot.config.tracing.clone()).0,
             current: ArcSwap::from_pointee(snapshot),
             metrics,
             lifecycle: Lifecycle::new(),
@@ -192,56 +197,47 @@ impl Runtime {
         // listener has one, and keeps answering /health meanwhile).
         let file = path.clone();
         // Compiling request inspection's rules takes about a second: with the file, off the runtime.
-        let loaded = tokio::task::spawn_blocking(move || {
-            let mut config = config::load(&file)?;
-            let waf = crate::waf::compile(&mut config, &file)?;
-            Ok::<_, config::ConfigErrors>((config, waf))
-        })
-        .await
-        .map_err(|e| vec![format!("loading the configuration failed: {e}")])?;
-        let (config, waf) = loaded.map_err(|e| e.errors.iter().map(ConfigError::to_string).collect::<Vec<_>>())?;
-        let source = source_of(&path, &config);
-        let refused = self.upgrade_only_changes(&previous.config, &config);
+        let loaded = tokio::task::spawn_blocking(move || snapshot::check(&file))
+            .await
+            .map_err(|e| vec![format!("loading the configuration failed: {e}")])?;
+        let checked = loaded.map_err(|e| e.errors.iter().map(ConfigError::to_string).collect::<Vec<_>>())?;
+        let config = &checked.config;
+        let source = source_of(&path, config);
+        let refused = self.upgrade_only_changes(&previous.config, config);
         if !refused.is_empty() {
             return Err(refused);
         }
         for w in &config.warnings {
             log::warn!("{}: {w}", path.display());
         }
-        let auth = plan_auth(&config, &previous).await.map_err(|e| vec![e])?;
+        let auth = plan_auth(config, &previous).await.map_err(|e| vec![e])?;
         let generation = self.generations.load(Ordering::Relaxed) + 1;
-        let snapshot = build_snapshot(
-            generation,
-            config,
-            waf,
-            source,
-            auth,
-            &self.upstreams,
-            &self.limits,
-            &self.metrics,
-            &previous.pools,
-        );
-        self.discovery.prepare(&snapshot, DISCOVERY_PRIME).await;
-        self.dns.prepare(&snapshot, DISCOVERY_PRIME).await;
+        let (upstreams, limits, metrics) = (&self.upstreams, &self.limits, &self.metrics);
+        let snapshot = Snapshot::build(generation, checked, source, auth, upstreams, limits, metrics, &previous.pools);
+        self.discovery.prepare(&snapshot.config.services, &snapshot.pools, DISCOVERY_PRIME).await;
+        self.dns.prepare(&snapshot.config, &snapshot.pools, DISCOVERY_PRIME).await;
         // A file rewritten while it was read (an editor or copy still at work) is not applied:
         // what was read may be a mix of old and new. The finished write is a change of its own.
-        if crate::reload::contents_changed(&snapshot.config.files) {
-            self.dns.want(&previous);
+        if FileDigest::any_changed(&snapshot.config.files) {
+            self.dns.want(&previous.config, &previous.pools);
             return Err(vec!["the configuration changed while it was being read (a write still in progress?); \
                              nothing was applied"
                 .to_string()]);
         }
         // Everything is built: from here on nothing can fail.
         self.generations.store(generation, Ordering::Relaxed);
-        self.upstreams.commit(&snapshot.config.services, &snapshot.pools);
+        self.upstreams.commit(&snapshot.config.services, &snapshot.compiled.upstream_tls, &snapshot.pools);
         self.limits.commit(&snapshot.limiter, &snapshot.config);
-        self.discovery.want(&snapshot);
-        self.dns.want(&snapshot);
-        self.idle_secs.store(snapshot.config.limits.idle_timeout.as_secs(), Ordering::Relaxed);
-        self.connections.apply(&snapshot.config.limits);
+        self.discovery.want(&snapshot.config.services, &snapshot.pools);
+        self.dns.want(&snapshot.config, &snapshot.pools);
+        let listeners = &snapshot.config.listeners;
+        self.connections.apply(&snapshot.config.limits, &snapshot.config.trusted_proxies, listeners);
         let snapshot = Arc::new(snapshot);
         self.current.store(snapshot.clone());
-        self.tls.apply(&snapshot.config, &self.metrics);
+        self.authenticator.send_replace(snapshot.auth.clone());
+        self.tracing.send_replace(snapshot.config.tracing.clone());
+        let (listeners, files) = (&snapshot.config.listeners, &snapshot.config.files);
+        self.tls.apply(listeners, &snapshot.compiled.listener_tls, files, &self.metrics.tls);
         crate::policy::cache::storage().set_limit(snapshot.config.cache.max_memory as usize);
         // After the swap: new requests already use the new generation.
         let discovered: Vec<String> =
@@ -302,10 +298,39 @@ impl Runtime {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::reload::Reload for Runtime {
+    async fn reload(&self, trigger: &'static str) -> Result<u64, Vec<String>> {
+        Runtime::reload(self, trigger).await
+    }
+
+    fn in_force(&self) -> crate::reload::InForce {
+        let snap = self.current();
+        crate::reload::InForce {
+            generation: snap.generation,
+            watch_config: snap.config.server.watch_config,
+            path: snap.source.path.clone(),
+            files: snap.config.files.clone(),
+        }
+    }
+}
+
 /// What of the listeners only a new process can change (certificates, `min_tls`, `client_ca`
 /// and `hsts` apply on reload).
 fn listener_shapes(config: &Config) -> Vec<(String, &'static str, bool, Option<u16>)> {
     config.listeners.iter().map(|l| l.fixed_shape()).collect()
+}
+
+/// The authenticator of the starting config: one whose keys fail to load leaves
+/// authentication unavailable (503) rather than stopping the start.
+pub(crate) fn starting_auth(config: &Config) -> Option<Arc<Authenticator>> {
+    config.auth.as_ref().and_then(|s| match Authenticator::new(s) {
+        Ok(a) => Some(Arc::new(a)),
+        Err(e) => {
+            log::error!("auth.jwt: {e}; routes that need authentication will answer 503");
+            None
+        }
+    })
 }
 
 /// The authenticator of a reloaded config: the same one when `auth.jwt` and the key files it
@@ -347,52 +372,6 @@ fn file_digest(path: &Path) -> Option<[u8; 32]> {
 /// The digest of a key file as the previous generation's authenticator read it.
 fn previous_digest(previous: &Snapshot, path: &Path) -> Option<[u8; 32]> {
     previous.auth.as_ref().and_then(|a| a.file_digest(path))
-}
-
-/// Build a snapshot (nothing is swapped or committed here).
-#[allow(clippy::too_many_arguments)]
-fn build_snapshot(
-    generation: u64,
-    config: Config,
-    waf: Option<Arc<crate::waf::RuleSet>>,
-    source: Source,
-    auth: Option<Arc<Authenticator>>,
-    upstreams: &Upstreams,
-    limits: &LimitStores,
-    metrics: &Metrics,
-    previous_pools: &[Arc<crate::upstream::Pool>],
-) -> Snapshot {
-    let pools = upstreams.plan(&config.services, previous_pools);
-    let limiter = limits.plan(&config);
-    let key_headers = config
-        .routes
-        .iter()
-        .filter_map(|r| r.rate_limit.as_ref())
-        .chain(config.rate_limit.default.as_ref())
-        .filter_map(|rule| match &rule.key {
-            crate::config::LimitKey::Header(h) => Some(h.clone()),
-            _ => None,
-        })
-        .chain(config.services.iter().filter_map(|s| match &s.lb {
-            crate::config::LbAlgorithm::ConsistentHash(crate::config::HashKey::Header(h)) => Some(h.clone()),
-            _ => None,
-        }))
-        .collect::<Vec<_>>();
-    let identity_headers = config.identity_headers();
-    let protected_headers = forwarding::protected_headers(identity_headers.iter().cloned(), key_headers);
-    Snapshot {
-        generation,
-        waf,
-        routes: RouteTable::new(&config.routes),
-        metrics: metrics.for_config(&config, generation),
-        pools,
-        auth,
-        limiter,
-        protected_headers,
-        identity_headers,
-        source,
-        config,
-    }
 }
 
 /// Log what a reload changed, by route label and service name.

@@ -186,7 +186,7 @@ pub(crate) fn collect(runtime: &Runtime) -> Status {
         }
     });
     let consul = config.consul.as_ref().map(|_| {
-        let errors = runtime.metrics.consul_errors.get();
+        let errors = runtime.metrics.consul.errors.get();
         let stale: Vec<&str> = config
             .services
             .iter()
@@ -211,7 +211,7 @@ pub(crate) fn collect(runtime: &Runtime) -> Status {
         config_file: snap.source.path.display().to_string(),
         last_reload,
         connections_open: runtime.metrics.connections.open.get(),
-        in_flight: runtime.lifecycle.inflight(),
+        in_flight: runtime.lifecycle.in_flight(),
         routes,
         services,
         nats,

@@ -51,7 +51,8 @@ fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 /// Run the upgrade sequence; returns the new main PID.
 pub fn upgrade(conf: &Path, old_pid: Option<i32>) -> Result<i32, UpgradeError> {
-    let config: Config = config::load(conf)?;
+    let checked = crate::snapshot::check(conf)?;
+    let config: &Config = checked.config();
     let pid_file = config.server.pid_file.clone();
     let old = match old_pid.or_else(|| read_pid(&pid_file)) {
         Some(pid) if alive(pid) => pid,

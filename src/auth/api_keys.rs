@@ -8,6 +8,7 @@
 //! beyond the bucket (and a digest reveals nothing about a key).
 
 use super::{Identity, Rejection};
+use crate::config::{ApiKeySettings, Findings};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// The header consumers are forwarded in.
-pub(crate) const CONSUMER_HEADER: HeaderName = HeaderName::from_static("x-consumer");
+pub(crate) use crate::config::CONSUMER_HEADER;
 
 /// Longest key accepted (generated keys are 47 bytes).
 const MAX_KEY_BYTES: usize = 512;
@@ -58,6 +59,24 @@ impl PartialEq for ApiKeyTable {
 }
 
 impl ApiKeyTable {
+    /// The table of `auth.api_keys.file`, as the config read it; problems are reported under
+    /// its key (an empty table is a warning: every key is refused).
+    pub(crate) fn load(settings: &ApiKeySettings, findings: &mut Findings) -> Option<Self> {
+        let file = &settings.file;
+        match Self::parse(&file.bytes) {
+            Ok(table) => {
+                if table.len == 0 {
+                    findings.warn(&file.key, format!("{} lists no keys: every API key is refused", file.shown()));
+                }
+                Some(table)
+            }
+            Err(e) => {
+                findings.error(&file.key, format!("{}: {e}", file.shown()));
+                None
+            }
+        }
+    }
+
     /// Parse a keys file: a YAML list of `{sha256, consumer, roles}`. Errors name the entry.
     pub(crate) fn parse(text: &[u8]) -> Result<Self, String> {
         let entries: Vec<RawEntry> = if text.iter().all(u8::is_ascii_whitespace) {

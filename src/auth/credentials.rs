@@ -6,33 +6,7 @@ use super::Rejection;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName};
 
-/// A way to authenticate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Scheme {
-    /// `Authorization: Bearer <JWT>`.
-    #[default]
-    Jwt,
-    /// The API key header.
-    ApiKey,
-    /// `Authorization: tma <initData>`.
-    Telegram,
-}
-
-impl Scheme {
-    /// The config spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            Scheme::Jwt => "jwt",
-            Scheme::ApiKey => "api_key",
-            Scheme::Telegram => "telegram",
-        }
-    }
-
-    /// From the config spelling.
-    pub fn from_name(name: &str) -> Option<Self> {
-        [Scheme::Jwt, Scheme::ApiKey, Scheme::Telegram].into_iter().find(|s| s.name() == name)
-    }
-}
+pub use crate::config::Scheme;
 
 /// The credentials of a request.
 #[derive(Debug, PartialEq, Eq)]

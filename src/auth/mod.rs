@@ -20,8 +20,7 @@ pub use credentials::Scheme;
 
 use crate::config::{AuthMode, JwtSettings};
 use crate::errors::GatewayError;
-use crate::observability::Metrics;
-use crate::runtime::Runtime;
+use crate::observability::{AuthMetrics, Metrics};
 use async_trait::async_trait;
 use cache::{TokenCache, TokenDigest};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -32,6 +31,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 
 /// Who a verified token says the caller is.
 #[derive(Debug, Default)]
@@ -265,7 +265,7 @@ impl Authenticator {
         let claims = match (result, &self.keys, &header.kid) {
             (Err(Rejection::UnknownKid), Some(store), Some(kid)) => match store.refetch_for_unknown_kid(kid).await {
                 Some(refresh) => {
-                    report_refresh(&refresh, metrics);
+                    report_refresh(&refresh, &metrics.auth);
                     keyset = Some(store.current());
                     self.verifier.verify(token, &header, keyset.as_deref().map_or(&empty, |k| k.as_ref()))
                 }
@@ -292,10 +292,10 @@ impl Authenticator {
 pub(crate) struct Verifiers<'a> {
     /// JWT (`None` when not configured, or when its keys failed to load at start-up).
     pub(crate) jwt: Option<&'a Authenticator>,
-    /// `auth.api_keys`.
-    pub(crate) api_keys: Option<&'a crate::config::ApiKeySettings>,
+    /// `auth.api_keys`: the header that carries a key, and the table of the keys file.
+    pub(crate) api_keys: Option<(&'a HeaderName, &'a api_keys::ApiKeyTable)>,
     /// `auth.telegram`.
-    pub(crate) telegram: Option<&'a telegram::TelegramSettings>,
+    pub(crate) telegram: Option<&'a telegram::TelegramVerifier>,
 }
 
 /// Authenticate a request on a route that accepts `schemes` in `mode` (not public): the one
@@ -308,7 +308,7 @@ pub(crate) async fn authenticate(
     headers: &HeaderMap,
     metrics: &Metrics,
 ) -> Result<Option<Arc<Identity>>, AuthError> {
-    let api_key_header = verifiers.api_keys.map(|k| &k.header);
+    let api_key_header = verifiers.api_keys.map(|(header, _)| header);
     let (scheme, data) = match credentials::presented(headers, api_key_header)? {
         credentials::Presented::Nothing if mode == AuthMode::Optional => return Ok(None),
         credentials::Presented::Nothing => return Err(AuthError::Missing),
@@ -323,7 +323,7 @@ pub(crate) async fn authenticate(
             None => Err(AuthError::KeysUnavailable),
         },
         Scheme::ApiKey => match verifiers.api_keys {
-            Some(keys) => Ok(keys.table.authenticate(headers, &keys.header)?),
+            Some((header, table)) => Ok(table.authenticate(headers, header)?),
             None => Err(AuthError::Missing),
         },
         Scheme::Telegram => match verifiers.telegram {
@@ -333,10 +333,10 @@ pub(crate) async fn authenticate(
     }
 }
 
-fn report_refresh(refresh: &Refresh, metrics: &Metrics) {
+fn report_refresh(refresh: &Refresh, metrics: &AuthMetrics) {
     for e in &refresh.errors {
         log::warn!("JWKS refresh failed (keeping the last good keys): {e}");
-        metrics.auth_failure("jwks_refresh");
+        metrics.failure("jwks_refresh");
     }
 }
 
@@ -344,13 +344,15 @@ fn report_refresh(refresh: &Refresh, metrics: &Metrics) {
 /// has never answered), for the authenticator of the configuration in force (a reload may
 /// replace it). Runs after Pingora's daemon fork, like every client.
 pub(crate) struct KeyRefreshService {
-    runtime: Arc<Runtime>,
+    /// The authenticator of the configuration in force (the runtime sends each new one).
+    current: watch::Receiver<Option<Arc<Authenticator>>>,
+    metrics: AuthMetrics,
 }
 
 impl KeyRefreshService {
-    /// Refresh the keys of the runtime's configuration in force.
-    pub(crate) fn new(runtime: Arc<Runtime>) -> Self {
-        KeyRefreshService { runtime }
+    /// Refresh the keys of whichever authenticator `current` holds.
+    pub(crate) fn new(current: watch::Receiver<Option<Arc<Authenticator>>>, metrics: AuthMetrics) -> Self {
+        KeyRefreshService { current, metrics }
     }
 }
 
@@ -364,8 +366,8 @@ impl BackgroundService for KeyRefreshService {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => return,
             }
-            let snap = self.runtime.current();
-            let Some(auth) = snap.auth.as_ref() else {
+            let current = self.current.borrow().clone();
+            let Some(auth) = current.as_ref() else {
                 delay = Duration::from_secs(5);
                 continue;
             };
@@ -375,7 +377,7 @@ impl BackgroundService for KeyRefreshService {
             };
             if delay > Duration::ZERO || !store.url_loaded() {
                 let refresh = store.refresh().await;
-                report_refresh(&refresh, &self.runtime.metrics);
+                report_refresh(&refresh, &self.metrics);
             }
             delay =
                 if store.url_loaded() { auth.refresh_every } else { auth.refresh_every.min(Duration::from_secs(2)) };

@@ -6,6 +6,7 @@
 //! The user's `id` becomes `sub`; the user's other fields and the launch fields are claims.
 
 use super::{claims, Identity, Rejection};
+pub use crate::config::TelegramSettings;
 use http::{HeaderName, HeaderValue};
 use ring::hmac;
 use serde_json::{Map, Value};
@@ -18,23 +19,21 @@ pub(crate) const MAX_INIT_DATA: usize = 8 * 1024;
 /// How far `auth_date` may be ahead of our clock (clock skew).
 const FUTURE_LEEWAY: u64 = 60;
 
-/// The secret derived from a bot token, and what to accept.
+/// The secret derived from a bot token, and what to accept: `auth.telegram` made ready.
 #[derive(Clone)]
-pub struct TelegramSettings {
+pub struct TelegramVerifier {
     key: hmac::Key,
-    /// sha256 of the bot token, to compare configurations without keeping the token.
-    token_digest: [u8; 32],
     /// Oldest `auth_date` accepted.
-    pub max_age: Duration,
+    max_age: Duration,
     /// Roles every Telegram user gets.
-    pub roles: Vec<String>,
+    roles: Vec<String>,
     /// Claims sent upstream as headers (claim name → header).
-    pub forward: Vec<(String, HeaderName)>,
+    forward: Vec<(String, HeaderName)>,
 }
 
-impl fmt::Debug for TelegramSettings {
+impl fmt::Debug for TelegramVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TelegramSettings")
+        f.debug_struct("TelegramVerifier")
             .field("max_age", &self.max_age)
             .field("roles", &self.roles)
             .field("forward", &self.forward)
@@ -42,28 +41,16 @@ impl fmt::Debug for TelegramSettings {
     }
 }
 
-impl PartialEq for TelegramSettings {
-    fn eq(&self, other: &Self) -> bool {
-        self.token_digest == other.token_digest
-            && self.max_age == other.max_age
-            && self.roles == other.roles
-            && self.forward == other.forward
-    }
-}
-
-impl TelegramSettings {
-    /// Settings for a bot token.
-    pub fn new(bot_token: &str, max_age: Duration, roles: Vec<String>, forward: Vec<(String, HeaderName)>) -> Self {
+impl TelegramVerifier {
+    /// The verifier of `auth.telegram` (its bot token's key derived once).
+    pub fn new(settings: &TelegramSettings) -> Self {
         let web_app_data = hmac::Key::new(hmac::HMAC_SHA256, b"WebAppData");
-        let secret = hmac::sign(&web_app_data, bot_token.as_bytes());
-        let mut token_digest = [0u8; 32];
-        token_digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bot_token.as_bytes()).as_ref());
-        TelegramSettings {
+        let secret = hmac::sign(&web_app_data, settings.bot_token.as_bytes());
+        TelegramVerifier {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_ref()),
-            token_digest,
-            max_age,
-            roles,
-            forward,
+            max_age: settings.max_age,
+            roles: settings.roles.clone(),
+            forward: settings.forward.clone(),
         }
     }
 
@@ -171,13 +158,17 @@ mod tests {
     const USER: &str =
         r#"{"id":279058397,"first_name":"Vlad","username":"vlad","language_code":"en","is_premium":true}"#;
 
-    fn settings() -> TelegramSettings {
-        TelegramSettings::new(
-            BOT,
-            Duration::from_secs(3600),
-            vec!["tg".into()],
-            vec![("username".into(), HeaderName::from_static("x-telegram-username"))],
-        )
+    fn verifier(bot_token: &str, roles: Vec<String>, forward: Vec<(String, HeaderName)>) -> TelegramVerifier {
+        TelegramVerifier::new(&TelegramSettings {
+            bot_token: bot_token.into(),
+            max_age: Duration::from_secs(3600),
+            roles,
+            forward,
+        })
+    }
+
+    fn settings() -> TelegramVerifier {
+        verifier(BOT, vec!["tg".into()], vec![("username".into(), HeaderName::from_static("x-telegram-username"))])
     }
 
     fn signed(auth_date: u64) -> String {
@@ -205,7 +196,7 @@ mod tests {
         let good = signed(now);
         let tampered = good.replace("vlad", "vlaf");
         assert_eq!(s.verify(&tampered, now).err(), Some(Rejection::BadSignature));
-        let other_bot = TelegramSettings::new("999:other", Duration::from_secs(3600), vec![], vec![]);
+        let other_bot = verifier("999:other", vec![], vec![]);
         assert_eq!(other_bot.verify(&good, now).err(), Some(Rejection::BadSignature));
         assert_eq!(s.verify(&signed(now - 3601), now).err(), Some(Rejection::Expired));
         assert_eq!(s.verify(&signed(now + 3600), now).err(), Some(Rejection::NotYetValid));

@@ -1,10 +1,15 @@
 //! Settings of protocol translation on a route (docs/grpc.md), as plain data:
-//! `grpc_transcode` (REST/JSON ↔ gRPC) and `grpc_web` (a boolean on the route). The descriptors
-//! are only named here; `grpc::Transcoder::from_settings` loads them where a snapshot is built.
+//! `grpc_transcode` (REST/JSON ↔ gRPC) and `grpc_web` (a boolean on the route). The descriptor
+//! set is read here as bytes ([`GrpcTranscode::descriptors`]); `grpc::Transcoder::build` turns
+//! it into a transcoder where a snapshot is compiled.
 
 use super::units::ByteSize;
+use super::LoadedFile;
 use serde::Deserialize;
 use std::path::PathBuf;
+
+/// The largest descriptor file read (a large API's set is a few MiB).
+pub const MAX_DESCRIPTOR_BYTES: u64 = 64 << 20;
 
 /// The largest gRPC message accepted by default, either way (gRPC's own default receive limit).
 pub(crate) const DEFAULT_MAX_MESSAGE: u64 = 4 << 20;
@@ -21,6 +26,18 @@ pub(crate) struct RawGrpcTranscode {
     pub(crate) proto_field_names: Option<bool>,
     pub(crate) ignore_unknown_query_parameters: Option<bool>,
     pub(crate) max_message: Option<ByteSize>,
+}
+
+/// A route's `grpc_transcode`: its settings and the descriptor set as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcTranscode {
+    /// The key of the section, e.g. `routes[0].grpc_transcode` (errors of the set's contents
+    /// are reported under its `.descriptors` or `.services`).
+    pub key: String,
+    /// What to expose and how to print it.
+    pub settings: GrpcTranscodeSettings,
+    /// The FileDescriptorSet, as read (key `{key}.descriptors`).
+    pub descriptors: LoadedFile,
 }
 
 /// A route's REST/JSON ↔ gRPC transcoding.

@@ -1,8 +1,14 @@
 //! Configuration: one YAML file (ARCHITECTURE.md §3) parsed once into the validated [`Config`].
 //!
 //! Loading order: read the file → YAML tree → `${VAR}` interpolation → typed raw structs (unknown
-//! keys rejected) → `validate` (semantic checks and cross-references). Every error carries the key
-//! path and, where the file has it, the line.
+//! keys rejected) → `validate` (semantic checks and cross-references, every file the config
+//! names read into a [`LoadedFile`]). Every error carries the key path and, where the file has
+//! it, the line.
+//!
+//! The result is plain data. What needs more than parsing (certificates, key tables, schemas,
+//! store clients) is built by the module that uses it, from the settings and bytes here, where
+//! a snapshot is built; such a builder reports into [`Findings`] by key, and the [`Locator`] of
+//! the file gives those keys their lines, so its messages read like the loader's own.
 
 mod config_source;
 pub(crate) mod grpc;
@@ -18,7 +24,7 @@ pub(crate) use validate::is_always_allowed_host;
 pub(crate) use validate::redact_url;
 
 pub use config_source::*;
-pub use grpc::GrpcTranscodeSettings;
+pub use grpc::{GrpcTranscode, GrpcTranscodeSettings, MAX_DESCRIPTOR_BYTES};
 pub use model::*;
 pub use plans::*;
 pub(crate) use source::{Environment, ProcessEnv};
@@ -73,8 +79,66 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// Problems found by a module building working objects from settings: `(key, message)` pairs,
+/// keyed as the loader keys its own (`listen[0].certs[1].cert`), given their lines by the
+/// [`Locator`] of the file.
+#[derive(Debug, Default)]
+pub struct Findings {
+    errors: Vec<Finding>,
+    warnings: Vec<Finding>,
+}
+
+/// One problem: the key it is at and the message.
+pub type Finding = (String, String);
+
+impl Findings {
+    /// Something that makes the configuration unusable.
+    pub fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push((key.into(), message.into()));
+    }
+
+    /// Something worth saying that changes nothing.
+    pub fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push((key.into(), message.into()));
+    }
+
+    /// Whether an error was found.
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
+    }
+
+    /// The errors and the warnings, for a caller that reports them itself (a file watcher).
+    pub fn into_parts(self) -> (Vec<Finding>, Vec<Finding>) {
+        (self.errors, self.warnings)
+    }
+}
+
+/// Where each key of one config file is: gives [`Findings`] their lines.
+#[derive(Debug)]
+pub struct Locator(LineIndex);
+
+impl Locator {
+    /// The errors and warnings of `findings`, each with its line, in file order.
+    pub fn locate(&self, findings: Findings) -> (Vec<ConfigError>, Vec<ConfigError>) {
+        let located = |list: Vec<(String, String)>| {
+            let mut out: Vec<ConfigError> = list
+                .into_iter()
+                .map(|(path, message)| ConfigError { line: self.0.line_of(&path), path, message })
+                .collect();
+            out.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            out
+        };
+        (located(findings.errors), located(findings.warnings))
+    }
+}
+
 /// Load and validate a config file, with the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_located(path).map(|(config, _)| config)
+}
+
+/// [`load`], with the [`Locator`] of the file for what is built from the config next.
+pub fn load_located(path: &Path) -> Result<(Config, Locator), ConfigErrors> {
     load_with_env(path, &ProcessEnv)
 }
 
@@ -84,7 +148,7 @@ pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
 pub const MAX_NESTING: usize = 32;
 
 /// Load and validate a config file with an explicit environment (tests).
-pub(crate) fn load_with_env(path: &Path, env: &dyn Environment) -> Result<Config, ConfigErrors> {
+pub(crate) fn load_with_env(path: &Path, env: &dyn Environment) -> Result<(Config, Locator), ConfigErrors> {
     let file = path.display().to_string();
     let whole = |message: String| ConfigErrors {
         file: file.clone(),
@@ -99,15 +163,25 @@ pub(crate) fn load_with_env(path: &Path, env: &dyn Environment) -> Result<Config
     // and re-reads them (JWKS files, reloads) long after start.
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let base = absolute.parent().unwrap_or_else(|| Path::new("/"));
-    let mut config = parse(&text, base, env).map_err(|errors| ConfigErrors { file, errors })?;
+    let (mut config, locator) = parse_located(&text, base, env).map_err(|errors| ConfigErrors { file, errors })?;
     use sha2::Digest;
     let own = FileDigest { path: absolute.clone(), sha256: sha2::Sha256::digest(text.as_bytes()).into() };
     config.files.insert(0, own);
-    Ok(config)
+    Ok((config, locator))
 }
 
 /// Parse config text; relative file paths in it resolve against `base`.
+#[cfg(test)]
 pub(crate) fn parse(text: &str, base: &Path, env: &dyn Environment) -> Result<Config, Vec<ConfigError>> {
+    parse_located(text, base, env).map(|(config, _)| config)
+}
+
+/// [`parse`], with the [`Locator`] of the text.
+pub(crate) fn parse_located(
+    text: &str,
+    base: &Path,
+    env: &dyn Environment,
+) -> Result<(Config, Locator), Vec<ConfigError>> {
     let lines = LineIndex::build(text);
     let located = |path: String, message: String| ConfigError { line: lines.line_of(&path), path, message };
     if lines.max_depth > MAX_NESTING {
@@ -167,7 +241,7 @@ pub(crate) fn parse(text: &str, base: &Path, env: &dyn Environment) -> Result<Co
     match validate::validate(raw, base) {
         Ok((mut config, problems)) => {
             config.warnings = in_file_order(problems.warnings);
-            Ok(config)
+            Ok((config, Locator(lines)))
         }
         Err(problems) => Err(in_file_order(problems.errors)),
     }
@@ -223,6 +297,31 @@ mod tests {
         assert_eq!(c.services[0].lb, LbAlgorithm::RoundRobin);
         assert_eq!(c.limits.max_body, 10 << 20);
         assert_eq!(c.server.grace_period, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_minimal_entry_validates_to_its_default() {
+        let c = parse(MINIMAL, Path::new("."), &env()).expect("valid");
+        assert_eq!(c.limits, Limits::default());
+        let echo = ServiceSettings {
+            name: "echo".into(),
+            targets: vec![Target { addr: "127.0.0.1:9001".parse().expect("addr"), weight: 1 }],
+            ..ServiceSettings::default()
+        };
+        assert_eq!(c.services[0], echo);
+        let route = RouteSettings {
+            label: "/".into(),
+            path: "/".into(),
+            auth: AuthMode::Public,
+            schemes: vec![Scheme::Jwt],
+            ..RouteSettings::default()
+        };
+        assert_eq!(c.routes[0], route);
+        // Empty sections take every default.
+        let text = MINIMAL.replace("    targets:", "    outlier_detection: {}\n    circuit_breaker: {}\n    targets:");
+        let c = parse(&text, Path::new("."), &env()).expect("valid");
+        assert_eq!(c.services[0].outlier_detection, Some(OutlierSettings::default()));
+        assert_eq!(c.services[0].circuit_breaker, Some(BreakerSettings::default()));
     }
 
     #[test]

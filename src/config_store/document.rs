@@ -410,15 +410,16 @@ pub struct Checked {
 impl Merged {
     /// Check the configuration exactly as `-t` checks a file (the same loader, the same size
     /// limit, the files it names read from this host's disk); problems name the part they are
-    /// in. The one call of the loader for stored documents: when the snapshot builder's check
-    /// replaces `config::parse` for `-t`, it replaces it here.
+    /// in. The one call of the check for stored documents: the same one `-t` makes (validate,
+    /// then build the working objects of a generation).
     pub fn check(&self) -> Result<Checked, Vec<ConfigErrors>> {
         if self.text.len() as u64 > MAX_CONFIG_BYTES {
             let message = format!("the configuration has {} bytes; a config may have at most 4MiB", self.text.len());
             return Err(vec![errors(&self.document, vec![ConfigError { path: String::new(), line: None, message }])]);
         }
-        match crate::config::parse(&self.text, &self.base, &crate::config::ProcessEnv) {
-            Ok(mut config) => {
+        match crate::snapshot::check_text(&self.text, &self.base) {
+            Ok(checked) => {
+                let mut config = checked.config;
                 let warnings = self.attribute(std::mem::take(&mut config.warnings));
                 Ok(Checked { config, warnings })
             }

@@ -19,9 +19,10 @@ mod watch;
 pub(crate) use persist::Store;
 pub(crate) use register::{Registrar, ShutdownSignals};
 
-use crate::config::{ConsulSettings, Target};
+use super::DiscoveryControl;
+use crate::config::{Config, ConsulSettings, Target};
 use crate::lifecycle::{spawn_supervised, Running};
-use crate::runtime::Runtime;
+use crate::observability::ConsulMetrics;
 use async_trait::async_trait;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -362,15 +363,20 @@ fn truncate(s: &str) -> String {
 /// Wire Consul into the server: add the discovery and registration background services, and
 /// return run arguments whose signal handling deregisters on shutdown but not on upgrade.
 /// Without a `consul` section this only returns the defaults. (Discovered pools were seeded
-/// from their state files when the runtime was built.)
-pub(crate) fn install(server: &mut Server, runtime: &Arc<Runtime>) -> RunArgs {
-    let Some(settings) = runtime.discovery.settings().cloned() else { return RunArgs::default() };
-    let service = DiscoveryService { settings: settings.clone(), runtime: runtime.clone() };
+/// from their state files when the runtime was built.) `config` is the starting one: the
+/// registration advertises its listeners.
+pub(crate) fn install(
+    server: &mut Server,
+    control: &DiscoveryControl,
+    config: &Config,
+    metrics: &ConsulMetrics,
+) -> RunArgs {
+    let Some(settings) = control.settings().cloned() else { return RunArgs::default() };
+    let service = DiscoveryService { settings: settings.clone(), control: control.clone(), metrics: metrics.clone() };
     server.add_service(background_service("consul discovery", service));
-    let current = runtime.current();
-    let registrar = settings.register.as_ref().map(|r| Arc::new(Registrar::new(&settings, r, &current.config)));
+    let registrar = settings.register.as_ref().map(|r| Arc::new(Registrar::new(&settings, r, config)));
     if let Some(registrar) = &registrar {
-        let service = register::RegistrationService::new(registrar.clone(), runtime.clone());
+        let service = register::RegistrationService::new(registrar.clone(), metrics.clone());
         server.add_service(background_service("consul registration", service));
     }
     RunArgs { shutdown_signal: Box::new(ShutdownSignals::new(registrar)) }
@@ -381,7 +387,8 @@ pub(crate) fn install(server: &mut Server, runtime: &Arc<Runtime>) -> RunArgs {
 /// those of unchanged services running.
 struct DiscoveryService {
     settings: ConsulSettings,
-    runtime: Arc<Runtime>,
+    control: DiscoveryControl,
+    metrics: ConsulMetrics,
 }
 
 #[async_trait]
@@ -394,7 +401,7 @@ impl BackgroundService for DiscoveryService {
                 return;
             }
         };
-        let mut wanted = self.runtime.discovery.subscribe();
+        let mut wanted = self.control.subscribe();
         // Each watch is supervised (restarted after a panic) and stopped by dropping its handle.
         let mut running: HashMap<String, (watch::WatchKey, Running)> = HashMap::new();
         loop {
@@ -405,13 +412,13 @@ impl BackgroundService for DiscoveryService {
                 let handle = match running.remove(&spec.name) {
                     Some((k, handle)) if k == key => handle,
                     _ => {
-                        let w = Arc::new(watch::Watch::new(spec, self.runtime.discovery.store(spec)));
-                        let (client, runtime, wait) = (client.clone(), self.runtime.clone(), self.settings.wait);
+                        let w = Arc::new(watch::Watch::new(spec, self.control.store(spec)));
+                        let (client, metrics, wait) = (client.clone(), self.metrics.clone(), self.settings.wait);
                         spawn_supervised(spec.name.clone(), move |mut stop| {
-                            let (w, client, runtime) = (w.clone(), client.clone(), runtime.clone());
+                            let (w, client, metrics) = (w.clone(), client.clone(), metrics.clone());
                             async move {
                                 tokio::select! {
-                                    _ = w.run(&client, wait, &runtime.metrics) => {}
+                                    _ = w.run(&client, wait, &metrics) => {}
                                     _ = stop.changed() => {}
                                 }
                             }

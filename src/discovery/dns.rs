@@ -17,10 +17,9 @@
 
 pub(crate) mod names;
 
-use crate::config::{DnsDiscovery, DnsSettings};
+use crate::config::{Config, DnsDiscovery, DnsSettings};
 use crate::lifecycle::{spawn_supervised, Running};
-use crate::snapshot::Snapshot;
-use crate::upstream::MembershipFeed;
+use crate::upstream::{MembershipFeed, Pool};
 use async_trait::async_trait;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::proto::rr::RData;
@@ -100,23 +99,23 @@ impl Default for DnsControl {
 }
 
 impl DnsControl {
-    fn wanted_by(snapshot: &Snapshot) -> Wanted {
-        let specs = snapshot
-            .config
+    fn wanted_by(config: &Config, pools: &[Arc<Pool>]) -> Wanted {
+        let specs = config
             .services
             .iter()
-            .zip(&snapshot.pools)
+            .zip(pools)
             .filter_map(|(s, pool)| {
                 let source = s.dns.clone().filter(|_| s.discovery.is_none())?;
                 Some(DnsSpec { name: s.name.clone(), source, feed: pool.feed()?.clone() })
             })
             .collect();
-        Wanted { settings: snapshot.config.dns.clone(), specs }
+        Wanted { settings: config.dns.clone(), specs }
     }
 
-    /// Follow exactly the DNS-backed services of `snapshot`, with its `dns` settings.
-    pub(crate) fn want(&self, snapshot: &Snapshot) {
-        let wanted = Self::wanted_by(snapshot);
+    /// Follow exactly the DNS-backed services of `config` (whose pools are `pools`), with its
+    /// `dns` settings.
+    pub(crate) fn want(&self, config: &Config, pools: &[Arc<Pool>]) {
+        let wanted = Self::wanted_by(config, pools);
         self.reports
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -124,11 +123,11 @@ impl DnsControl {
         self.wanted.send_replace(Arc::new(wanted));
     }
 
-    /// Before `snapshot` is swapped in: start the loops of its new DNS-backed services and wait
-    /// (at most `prime`) for their first answers, so a service that changed its names does not
-    /// answer 503 while the first look-up is on the way.
-    pub(crate) async fn prepare(&self, snapshot: &Snapshot, prime: Duration) {
-        let fresh: Vec<MembershipFeed> = Self::wanted_by(snapshot)
+    /// Before `config` (with `pools`) is swapped in: start the loops of its new DNS-backed
+    /// services and wait (at most `prime`) for their first answers, so a service that changed
+    /// its names does not answer 503 while the first look-up is on the way.
+    pub(crate) async fn prepare(&self, config: &Config, pools: &[Arc<Pool>], prime: Duration) {
+        let fresh: Vec<MembershipFeed> = Self::wanted_by(config, pools)
             .specs
             .into_iter()
             .filter(|s| s.feed.current().is_none())
@@ -137,12 +136,12 @@ impl DnsControl {
         if fresh.is_empty() {
             return;
         }
-        self.want(snapshot);
+        self.want(config, pools);
         let deadline = Instant::now() + prime;
         while fresh.iter().any(|f| f.current().is_none()) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        for pool in snapshot.pools.iter().filter(|p| p.feed().is_some()) {
+        for pool in pools.iter().filter(|p| p.feed().is_some()) {
             pool.refresh_now();
         }
     }
@@ -152,12 +151,12 @@ impl DnsControl {
         self.reports.lock().unwrap_or_else(|p| p.into_inner()).get(service).cloned().unwrap_or_default()
     }
 
-    /// Resolve every name of `snapshot` once, before the listeners open (a blocking call, on a
+    /// Resolve every name of `config` (with `pools`) once, before the listeners open (a blocking call, on a
     /// runtime of its own, made before Pingora forks). A name that cannot be resolved is
     /// reported loudly; the gateway still starts — its service answers 503 and `/ready` says
     /// why until the name resolves (retried in the background from the first second on).
-    pub(crate) fn prime_at_start(&self, snapshot: &Snapshot, failures: &IntCounterVec) {
-        let wanted = Self::wanted_by(snapshot);
+    pub(crate) fn prime_at_start(&self, config: &Config, pools: &[Arc<Pool>], failures: &IntCounterVec) {
+        let wanted = Self::wanted_by(config, pools);
         // Inside a runtime (not the binary's start-up) the background loop does the first round.
         if wanted.specs.is_empty() || tokio::runtime::Handle::try_current().is_ok() {
             return;
@@ -202,7 +201,7 @@ impl DnsControl {
             });
             futures::future::join_all(rounds).await;
         });
-        for pool in snapshot.pools.iter().filter(|p| p.feed().is_some()) {
+        for pool in pools.iter().filter(|p| p.feed().is_some()) {
             pool.refresh_now();
         }
     }

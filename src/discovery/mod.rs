@@ -11,9 +11,8 @@
 pub(crate) mod consul;
 pub(crate) mod dns;
 
-use crate::config::{ConsulDiscovery, ConsulSettings};
-use crate::snapshot::Snapshot;
-use crate::upstream::MembershipFeed;
+use crate::config::{ConsulDiscovery, ConsulSettings, ServiceSettings};
+use crate::upstream::{MembershipFeed, Pool};
 use consul::Store;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,17 +29,18 @@ pub(crate) struct WatchSpec {
     pub(crate) feed: MembershipFeed,
 }
 
-/// The watches the configuration in force wants.
-#[derive(Debug)]
+/// The watches the configuration in force wants. Clones share the wish (the runtime states
+/// it, the Consul service follows it).
+#[derive(Debug, Clone)]
 pub(crate) struct DiscoveryControl {
     settings: Option<ConsulSettings>,
-    wanted: watch::Sender<Arc<Vec<WatchSpec>>>,
+    wanted: Arc<watch::Sender<Arc<Vec<WatchSpec>>>>,
 }
 
 impl DiscoveryControl {
     /// Control for the process's `consul` section (changing it needs a new process).
     pub(crate) fn new(settings: Option<ConsulSettings>) -> Self {
-        DiscoveryControl { settings, wanted: watch::channel(Arc::new(Vec::new())).0 }
+        DiscoveryControl { settings, wanted: Arc::new(watch::channel(Arc::new(Vec::new())).0) }
     }
 
     /// The `consul` section the process runs with.
@@ -53,12 +53,11 @@ impl DiscoveryControl {
         self.wanted.subscribe()
     }
 
-    fn specs(snapshot: &Snapshot) -> Vec<WatchSpec> {
-        snapshot
-            .config
-            .services
+    /// The discovered services of a generation: its services and their pools, in one order.
+    fn specs(services: &[ServiceSettings], pools: &[Arc<Pool>]) -> Vec<WatchSpec> {
+        services
             .iter()
-            .zip(&snapshot.pools)
+            .zip(pools)
             .filter_map(|(s, pool)| {
                 let query = s.discovery.clone()?;
                 Some(WatchSpec { name: s.name.clone(), query, feed: pool.feed()?.clone() })
@@ -75,10 +74,10 @@ impl DiscoveryControl {
 
     /// Load the saved instances of every discovered service nothing is known about yet, so
     /// routing works before Consul answers (or while it is down).
-    pub(crate) fn seed(&self, snapshot: &Snapshot) {
-        for spec in Self::specs(snapshot) {
+    pub(crate) fn seed(&self, services: &[ServiceSettings], pools: &[Arc<Pool>]) {
+        for spec in Self::specs(services, pools) {
             // DNS-backed pools have feeds too: find this spec's pool by its feed.
-            let Some(pool) = snapshot.pools.iter().find(|p| p.feed().is_some_and(|f| f.id() == spec.feed.id())) else {
+            let Some(pool) = pools.iter().find(|p| p.feed().is_some_and(|f| f.id() == spec.feed.id())) else {
                 continue;
             };
             if spec.feed.current().is_some() {
@@ -104,27 +103,28 @@ impl DiscoveryControl {
         }
     }
 
-    /// Watch exactly the discovered services of `snapshot`.
-    pub(crate) fn want(&self, snapshot: &Snapshot) {
-        self.wanted.send_replace(Arc::new(Self::specs(snapshot)));
+    /// Watch exactly the discovered services among `services` (whose pools are `pools`).
+    pub(crate) fn want(&self, services: &[ServiceSettings], pools: &[Arc<Pool>]) {
+        self.wanted.send_replace(Arc::new(Self::specs(services, pools)));
     }
 
-    /// Before `snapshot` is swapped in: seed its new discovered services, start their watches
-    /// and wait (at most `prime`) for Consul's first answer, so a service that moved to Consul
-    /// does not answer 503 while its first query is on the way.
-    pub(crate) async fn prepare(&self, snapshot: &Snapshot, prime: Duration) {
-        self.seed(snapshot);
+    /// Before a generation (`services` and their `pools`) is swapped in: seed its new
+    /// discovered services, start their watches and wait (at most `prime`) for Consul's first
+    /// answer, so a service that moved to Consul does not answer 503 while its first query is
+    /// on the way.
+    pub(crate) async fn prepare(&self, services: &[ServiceSettings], pools: &[Arc<Pool>], prime: Duration) {
+        self.seed(services, pools);
         let fresh: Vec<MembershipFeed> =
-            Self::specs(snapshot).into_iter().filter(|s| s.feed.current().is_none()).map(|s| s.feed).collect();
+            Self::specs(services, pools).into_iter().filter(|s| s.feed.current().is_none()).map(|s| s.feed).collect();
         if fresh.is_empty() || self.settings.is_none() {
             return;
         }
-        self.want(snapshot);
+        self.want(services, pools);
         let deadline = Instant::now() + prime;
         while fresh.iter().any(|f| f.current().is_none()) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        for pool in snapshot.pools.iter().filter(|p| p.feed().is_some()) {
+        for pool in pools.iter().filter(|p| p.feed().is_some()) {
             pool.refresh_now();
         }
     }

@@ -29,7 +29,7 @@ pub use response::{Format, ResponseBody};
 pub use status::{Code, GrpcStatus};
 pub use template::{Template, TemplateError};
 
-use crate::config::GrpcTranscodeSettings;
+use crate::config::{Findings, GrpcTranscode, GrpcTranscodeSettings};
 use bytes::Bytes;
 use http::Method;
 use prost::Message;
@@ -39,8 +39,7 @@ use sha2::Digest;
 use std::path::Path;
 use std::sync::Arc;
 
-/// The largest descriptor file read (a large API's set is a few MiB).
-pub const MAX_DESCRIPTOR_BYTES: u64 = 64 << 20;
+pub use crate::config::MAX_DESCRIPTOR_BYTES;
 
 /// The options every call of one route shares.
 #[derive(Debug)]
@@ -69,6 +68,23 @@ impl PartialEq for Transcoder {
 }
 
 impl Transcoder {
+    /// Build a route's transcoder from the descriptor set its config read; a set that does not
+    /// decode is reported under `{key}.descriptors`, a service, field or binding it lacks under
+    /// `{key}.services`.
+    pub(crate) fn build(transcode: &GrpcTranscode, findings: &mut Findings) -> Option<Transcoder> {
+        let file = &transcode.descriptors;
+        let shown = file.path.display().to_string();
+        Self::from_bytes(&transcode.settings, &shown, &file.bytes)
+            .map_err(|e| {
+                let sub = match e {
+                    LoadError::Read { .. } | LoadError::Decode { .. } => "descriptors",
+                    _ => "services",
+                };
+                findings.error(format!("{}.{sub}", transcode.key), e.to_string())
+            })
+            .ok()
+    }
+
     /// Load `settings.descriptors` (relative to `base_dir` unless absolute) and build.
     pub fn from_settings(settings: &GrpcTranscodeSettings, base_dir: &Path) -> Result<Transcoder, LoadError> {
         let path = if settings.descriptors.is_absolute() {

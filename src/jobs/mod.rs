@@ -61,7 +61,7 @@ pub(crate) struct Jobs {
     /// Why the index is not usable (`None` when it is).
     index_problem: Mutex<Option<String>>,
     /// Submissions between [`Jobs::begin`] and the end of their response.
-    inflight: AtomicUsize,
+    in_flight: AtomicUsize,
     /// Signalled on every (re)connect so the stream is verified again.
     pub(crate) connected: tokio::sync::Notify,
     /// How long shutdown waits for in-flight submissions before draining the connection.
@@ -199,9 +199,9 @@ pub(crate) fn rejection_reason(e: &GatewayError) -> Option<&'static str> {
 
 /// Counts a submission as in flight until dropped (shutdown waits for these).
 #[derive(Debug)]
-pub(crate) struct InflightGuard<'a>(&'a AtomicUsize);
+pub(crate) struct InFlightGuard<'a>(&'a AtomicUsize);
 
-impl Drop for InflightGuard<'_> {
+impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -220,20 +220,20 @@ impl Jobs {
             stream_problem: Mutex::new(Some("not verified yet (waiting for NATS)".into())),
             index: OnceLock::new(),
             index_problem: Mutex::new(Some("not found yet (waiting for NATS)".into())),
-            inflight: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
             connected: tokio::sync::Notify::new(),
             shutdown_wait,
         }
     }
 
     /// Mark a submission in flight for the life of the guard.
-    pub(crate) fn begin(&self) -> InflightGuard<'_> {
-        self.inflight.fetch_add(1, Ordering::AcqRel);
-        InflightGuard(&self.inflight)
+    pub(crate) fn begin(&self) -> InFlightGuard<'_> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(&self.in_flight)
     }
 
-    pub(crate) fn inflight(&self) -> usize {
-        self.inflight.load(Ordering::Acquire)
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
     /// Whether the shared client is connected right now.
@@ -362,9 +362,9 @@ impl Jobs {
                 });
             }
         };
-        metrics.jobs_publish_seconds.observe(started.elapsed().as_secs_f64());
+        metrics.jobs.publish_seconds.observe(started.elapsed().as_secs_f64());
         if !ack.duplicate {
-            metrics.jobs_published.inc();
+            metrics.jobs.published.inc();
         }
         let accepted = Accepted { stream: ack.stream, seq: ack.sequence, duplicate: ack.duplicate };
         let entry = if accepted.duplicate {
@@ -571,14 +571,14 @@ mod tests {
     }
 
     #[test]
-    fn inflight_guard_counts() {
+    fn in_flight_guard_counts() {
         let j = jobs();
         {
             let _a = j.begin();
             let _b = j.begin();
-            assert_eq!(j.inflight(), 2);
+            assert_eq!(j.in_flight(), 2);
         }
-        assert_eq!(j.inflight(), 0);
+        assert_eq!(j.in_flight(), 0);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 use super::stream::{self, StreamCheck};
 use super::{Jobs, Link};
+use crate::backoff::Backoff;
 use crate::config::NatsSettings;
 use crate::lifecycle::Lifecycle;
 use crate::nats::{credentials, redact, server_addrs};
@@ -82,15 +83,15 @@ impl EventLog {
     }
 }
 
-/// Reconnect back-off: immediately, then 100 ms doubling to [`MAX_RECONNECT_DELAY`], with
-/// ±20 % jitter so a fleet of gateways does not reconnect in lock-step.
+/// Reconnect back-off (the client counts the attempts): the first two at once, then the
+/// shared back-off from 100 ms up to [`MAX_RECONNECT_DELAY`], jittered so a fleet of gateways
+/// does not reconnect in lock-step.
 pub(crate) fn reconnect_delay(attempts: usize) -> Duration {
     if attempts <= 1 {
         return Duration::ZERO;
     }
-    let exp = (attempts - 2).min(16) as u32;
-    let base = Duration::from_millis(100).saturating_mul(1 << exp).min(MAX_RECONNECT_DELAY);
-    base.mul_f64(rand::random_range(0.8..1.2))
+    let n = u32::try_from(attempts - 2).unwrap_or(u32::MAX);
+    Backoff::nth(n, Duration::from_millis(100), MAX_RECONNECT_DELAY, rand::random::<f64>())
 }
 
 async fn connect_options(n: &NatsSettings, jobs: &Arc<Jobs>) -> Result<ConnectOptions, String> {
@@ -116,7 +117,7 @@ impl NatsService {
     /// Make the client (it connects in the background). Only option errors fail here, e.g. an
     /// unreadable credentials file; those are retried so a fixed file is picked up.
     async fn connect(&self, shutdown: &mut ShutdownWatch) -> Option<Link> {
-        let mut delay = Duration::from_millis(500);
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
             let made = async {
                 let addrs = server_addrs(&self.jobs.nats.url)?;
@@ -136,15 +137,15 @@ impl NatsService {
                     return Some(Link { client, js });
                 }
                 Err(e) => {
+                    let delay = backoff.next();
                     log::error!("{e}; retrying in {delay:?}");
                     self.jobs.set_stream_problem(Some(e));
+                    tokio::select! {
+                        _ = shutdown.changed() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
                 }
             }
-            tokio::select! {
-                _ = shutdown.changed() => return None,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(30));
         }
     }
 
@@ -153,8 +154,9 @@ impl NatsService {
     async fn bootstrap(&self, link: &Link) {
         let jobs = &self.jobs;
         let name = &jobs.settings.stream.name;
-        let mut delay = Duration::from_millis(250);
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
         loop {
+            let delay = backoff.next();
             if !jobs.is_connected() {
                 return;
             }
@@ -194,7 +196,6 @@ impl NatsService {
                 }
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
 
@@ -214,11 +215,11 @@ impl NatsService {
     /// the client is dropped on exit.
     async fn shut_down(&self, link: &Link) {
         let deadline = Instant::now() + self.jobs.shutdown_wait;
-        while self.jobs.inflight() > 0 && Instant::now() < deadline {
+        while self.jobs.in_flight() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if self.jobs.inflight() > 0 {
-            log::warn!("nats: {} job submissions still in flight at shutdown", self.jobs.inflight());
+        if self.jobs.in_flight() > 0 {
+            log::warn!("nats: {} job submissions still in flight at shutdown", self.jobs.in_flight());
         }
         if tokio::time::timeout(SHUTDOWN_STEP, link.client.flush()).await.is_err() {
             log::warn!("nats: flush did not finish within {SHUTDOWN_STEP:?}");
@@ -325,9 +326,10 @@ mod tests {
         assert_eq!(reconnect_delay(0), Duration::ZERO);
         assert_eq!(reconnect_delay(1), Duration::ZERO);
         let second = reconnect_delay(2);
-        assert!(second >= Duration::from_millis(80) && second <= Duration::from_millis(120), "{second:?}");
+        assert!(second >= Duration::from_millis(50) && second <= Duration::from_millis(100), "{second:?}");
         for n in [10, 100, usize::MAX] {
-            assert!(reconnect_delay(n) <= MAX_RECONNECT_DELAY.mul_f64(1.2));
+            let d = reconnect_delay(n);
+            assert!(d >= MAX_RECONNECT_DELAY / 2 && d <= MAX_RECONNECT_DELAY, "{d:?}");
         }
     }
 }

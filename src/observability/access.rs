@@ -153,7 +153,7 @@ impl AccessLine<'_> {
         }
         if let Some(trace_id) = self.trace_id {
             let mut field = *b",\"trace_id\":\"00000000000000000000000000000000\"";
-            crate::trace::context::hex_into(&trace_id.to_bytes(), &mut field[13..45]);
+            let _ = hex::encode_to_slice(trace_id.to_bytes(), &mut field[13..45]);
             out.push_str(std::str::from_utf8(&field).unwrap_or_default());
         }
         match self.backend {

@@ -4,4 +4,7 @@ pub(crate) mod access;
 pub mod logger;
 pub(crate) mod metrics;
 
-pub(crate) use metrics::{ConfigMetrics, Metrics};
+pub(crate) use metrics::{
+    AuthMetrics, ConfigMetrics, ConnectionMetrics, ConsulMetrics, Metrics, ProxyProtocolMetrics, SpanMetrics,
+    TlsMetrics, UsageMetrics,
+};

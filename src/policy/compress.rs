@@ -4,66 +4,10 @@
 //! preference, and which responses are left alone (small, already encoded, `no-transform`,
 //! ranges).
 
+pub use crate::config::{CompressSettings, Encoding};
 use http::{HeaderMap, HeaderValue};
 
-/// An encoding Siger produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    /// `zstd`.
-    Zstd,
-    /// `br`.
-    Brotli,
-    /// `gzip`.
-    Gzip,
-}
-
-impl Encoding {
-    /// The `Content-Encoding` token.
-    pub fn token(self) -> &'static str {
-        match self {
-            Encoding::Zstd => "zstd",
-            Encoding::Brotli => "br",
-            Encoding::Gzip => "gzip",
-        }
-    }
-
-    /// From a token (case-insensitive).
-    pub fn from_token(t: &str) -> Option<Self> {
-        [Encoding::Zstd, Encoding::Brotli, Encoding::Gzip].into_iter().find(|e| e.token().eq_ignore_ascii_case(t))
-    }
-}
-
-/// A route's compression.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CompressSettings {
-    /// Encodings offered, most preferred first.
-    pub encodings: Vec<Encoding>,
-    /// Responses smaller than this (by `Content-Length`) are sent as they are.
-    pub min_size: u64,
-    /// Levels: zstd, br, gzip.
-    pub levels: [u32; 3],
-}
-
-impl Default for CompressSettings {
-    fn default() -> Self {
-        CompressSettings {
-            encodings: vec![Encoding::Zstd, Encoding::Brotli, Encoding::Gzip],
-            min_size: 1024,
-            levels: [3, 4, 6],
-        }
-    }
-}
-
 impl CompressSettings {
-    /// The level of `e`.
-    pub fn level(&self, e: Encoding) -> u32 {
-        match e {
-            Encoding::Zstd => self.levels[0],
-            Encoding::Brotli => self.levels[1],
-            Encoding::Gzip => self.levels[2],
-        }
-    }
-
     /// The encoding for a client's `Accept-Encoding`: among ours the client accepts (q > 0,
     /// named or by `*`), the one with the client's highest q, ties to our preference.
     pub(crate) fn choose(&self, headers: &HeaderMap) -> Option<Encoding> {

@@ -3,33 +3,8 @@
 //! CORS route for a listed origin — errors included, so a browser can read a 401 or a 429 —
 //! and `Vary: Origin` on all of them.
 
+pub use crate::config::{CorsSettings, Origins};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-
-/// Which origins a route accepts.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Origins {
-    /// Any origin (`*`); never with credentials.
-    Any,
-    /// Exactly these (`scheme://host[:port]`, lower-case).
-    List(Vec<HeaderValue>),
-}
-
-/// A route's CORS policy, with its header values built once.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CorsSettings {
-    /// Accepted origins.
-    pub origins: Origins,
-    /// `Access-Control-Allow-Methods`.
-    pub methods: HeaderValue,
-    /// `Access-Control-Allow-Headers` (none: only CORS-safelisted request headers).
-    pub headers: Option<HeaderValue>,
-    /// `Access-Control-Expose-Headers`.
-    pub expose: Option<HeaderValue>,
-    /// `Access-Control-Allow-Credentials: true`.
-    pub credentials: bool,
-    /// `Access-Control-Max-Age` (seconds).
-    pub max_age: Option<HeaderValue>,
-}
 
 const ALLOW_ORIGIN: HeaderName = http::header::ACCESS_CONTROL_ALLOW_ORIGIN;
 

@@ -1,99 +1,15 @@
 //! Header rules (ARCHITECTURE.md §7.4): `set`, `add` and `remove` on the request sent upstream
 //! and on the response sent to the client, with values built from templates compiled once per
 //! configuration (`$request_id`, `$client_ip`, `$route`, `$duration_ms`, `$claim_<name>`).
+//! The rules and templates are plain data of the config (parsed there); rendering and applying
+//! them per request is here.
 
+pub(crate) use crate::config::TemplateError;
+pub use crate::config::{HeaderRules, Piece, Template};
 use http::{HeaderName, HeaderValue};
 use std::time::Duration;
 
-/// A piece of a header value template.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Piece {
-    /// Text as written.
-    Text(String),
-    /// The request id.
-    RequestId,
-    /// The client IP (after `trusted_proxies`).
-    ClientIp,
-    /// The route's label.
-    Route,
-    /// Milliseconds since the request started.
-    DurationMs,
-    /// A verified JWT claim (empty when absent or anonymous).
-    Claim(String),
-}
-
-/// A header value with variables, parsed once.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Template(pub Vec<Piece>);
-
-/// Why a template was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum TemplateError {
-    /// `$something` that is not a known variable.
-    #[error("unknown variable `${0}` (known: $request_id, $client_ip, $route, $duration_ms, $claim_<name>)")]
-    UnknownVariable(String),
-    /// Bytes a header value cannot hold.
-    #[error("text a header value cannot hold (control characters)")]
-    NotHeaderText,
-}
-
 impl Template {
-    /// Parse a header value template: [`Template::parse_text`] over text a header can hold.
-    pub(crate) fn parse(text: &str) -> Result<Self, TemplateError> {
-        if HeaderValue::from_str(&text.replace('$', "")).is_err() {
-            return Err(TemplateError::NotHeaderText);
-        }
-        Self::parse_text(text)
-    }
-
-    /// Parse `text` (any text: body templates hold what a JSON string can): `$name` runs of
-    /// `[A-Za-z0-9_.]` are variables, `$$` is a literal `$`.
-    pub(crate) fn parse_text(text: &str) -> Result<Self, TemplateError> {
-        let mut pieces = Vec::new();
-        let mut literal = String::new();
-        let mut chars = text.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
-            if c != '$' {
-                literal.push(c);
-                continue;
-            }
-            if chars.peek().is_some_and(|(_, n)| *n == '$') {
-                chars.next();
-                literal.push('$');
-                continue;
-            }
-            let start = i + 1;
-            let mut end = start;
-            while let Some((j, n)) = chars.peek().copied() {
-                if n.is_ascii_alphanumeric() || n == '_' || n == '.' {
-                    end = j + n.len_utf8();
-                    chars.next();
-                } else {
-                    break;
-                }
-            }
-            let name = &text[start..end];
-            let piece = match name {
-                "request_id" => Piece::RequestId,
-                "client_ip" => Piece::ClientIp,
-                "route" => Piece::Route,
-                "duration_ms" => Piece::DurationMs,
-                _ => match name.strip_prefix("claim_").filter(|c| !c.is_empty()) {
-                    Some(claim) => Piece::Claim(claim.to_string()),
-                    None => return Err(TemplateError::UnknownVariable(name.to_string())),
-                },
-            };
-            if !literal.is_empty() {
-                pieces.push(Piece::Text(std::mem::take(&mut literal)));
-            }
-            pieces.push(piece);
-        }
-        if !literal.is_empty() {
-            pieces.push(Piece::Text(literal));
-        }
-        Ok(Template(pieces))
-    }
-
     /// The value for one request (`None` when a variable's value cannot be a header value).
     pub(crate) fn render(&self, vars: &Vars<'_>) -> Option<HeaderValue> {
         if let [Piece::Text(t)] = self.0.as_slice() {
@@ -162,23 +78,7 @@ pub(crate) struct Vars<'a> {
     pub(crate) claim: &'a dyn Fn(&str) -> Option<String>,
 }
 
-/// The rules for one direction of one route.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct HeaderRules {
-    /// Replace (or create) these headers.
-    pub set: Vec<(HeaderName, Template)>,
-    /// Append these values (kept beside existing ones).
-    pub add: Vec<(HeaderName, Template)>,
-    /// Remove these headers.
-    pub remove: Vec<HeaderName>,
-}
-
 impl HeaderRules {
-    /// No rule at all.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
-    }
-
     /// Apply to a header map through `edit` (Pingora keeps header-name case beside the map, so
     /// the caller applies each change through its own setters): removals, then sets, then adds.
     pub(crate) fn apply(&self, vars: &Vars<'_>, edit: &mut dyn HeaderEdit) {

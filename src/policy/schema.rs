@@ -5,6 +5,7 @@
 //! ([`strict_json`]): what the schema checks is then what any backend reads.
 
 use super::strict_json::{self, Strictness};
+use crate::config::{Findings, LoadedFile};
 use serde_json::Value;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,12 @@ pub enum BodyRejection {
 }
 
 impl BodySchema {
+    /// Compile the schema file the config read (`routes[].validate.schema`, `jobs.schema`); a
+    /// schema that does not compile is reported under its key.
+    pub(crate) fn compile(file: &LoadedFile, findings: &mut Findings) -> Option<Self> {
+        Self::from_bytes(&file.path, &file.bytes).map_err(|e| findings.error(&file.key, e)).ok()
+    }
+
     /// Read and compile a schema file (JSON; draft from `$schema`, 2020-12 when absent).
     /// References to other files or URLs are not fetched.
     pub fn load(path: &Path) -> Result<Self, String> {

@@ -2,7 +2,8 @@
 //! (authentication, roles and rate limit as for any route): each part's path rendered from
 //! its template, the parts fetched in parallel (`crate::aggregate`), and one JSON answer.
 
-use super::{refuse, respond, RequestState};
+use super::local::{refuse, respond};
+use super::RequestState;
 use crate::aggregate::{self, Merged, PartFailure, PartRequest};
 use crate::answer::LocalAnswer;
 use crate::config::AggregateSettings;
@@ -33,7 +34,7 @@ pub(super) async fn handle(
     let spans: Vec<Option<SpanId>> =
         settings.parts.iter().map(|_| state.trace.as_ref().map(|_| crate::trace::context::new_span_id())).collect();
     let requests = part_requests(settings, state, &route.label, &headers, &spans);
-    let fetched = aggregate::fetch_all(snap, settings, requests, host.as_ref(), route.max_body).await;
+    let fetched = aggregate::fetch_all(|id| snap.upstream(id), settings, requests, host.as_ref(), route.max_body).await;
     let mut results = Vec::with_capacity(fetched.len());
     for ((part, span), (result, report)) in settings.parts.iter().zip(spans).zip(fetched) {
         let outcome = match &result {

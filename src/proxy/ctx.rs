@@ -3,14 +3,13 @@
 use crate::auth::Identity;
 use crate::config::{RouteId, ServiceId};
 use crate::errors::GatewayError;
-use crate::lifecycle::InflightRequest;
+use crate::lifecycle::InFlightRequest;
 use crate::ratelimit;
 use crate::snapshot::Snapshot;
 use crate::tls::ConnInfo;
-use crate::upstream::breaker::Ticket;
-use crate::upstream::InflightGuard;
+use crate::upstream::attempt::Attempts;
 use pingora::upstreams::peer::HttpPeer;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +31,7 @@ pub(crate) struct RequestState {
     pub(crate) started: Instant,
     /// `new_ctx`: counts this request as in flight for graceful shutdown (held for its drop).
     #[allow(dead_code)]
-    pub(crate) drain_guard: Option<InflightRequest>,
+    pub(crate) drain_guard: Option<InFlightRequest>,
     /// `early_request_filter`: the id returned to the client and sent upstream.
     pub(crate) request_id: String,
     /// `early_request_filter`: the TCP peer.
@@ -80,18 +79,8 @@ pub(crate) struct RequestState {
     /// `request_filter` or `request_body_filter`: request inspection's verdict (inspecting
     /// routes), for the access log.
     pub(crate) waf: Option<crate::waf::Verdict>,
-    /// `proxy_upstream_filter`: the service proxied to (a split route's choice).
-    pub(crate) service: Option<ServiceId>,
-    /// `proxy_upstream_filter`: admitted by the service's circuit breaker (held until done).
-    pub(crate) breaker: Option<Ticket>,
-    /// Upstream attempts made (the first and each retry).
-    pub(crate) attempts: u32,
-    /// How the last attempt ended: `Some(true)` failed (connect error, timeout, reset, 5xx),
-    /// `Some(false)` answered; what the circuit breaker counts.
-    pub(crate) last_attempt_failed: Option<bool>,
-    /// `upstream_response_filter` turned a response into a retry: `error_while_proxy` keeps it
-    /// retryable.
-    pub(crate) retrying_status: bool,
+    /// From `proxy_upstream_filter` on: the service proxied to and the attempts at it.
+    pub(crate) upstream: Upstream,
     /// `request_filter`: path and query to send upstream, when they differ from the client's.
     pub(crate) upstream_uri: Option<http::Uri>,
     /// `request_filter`: the verified caller (`None` = anonymous); read by `upstream_peer`
@@ -99,15 +88,6 @@ pub(crate) struct RequestState {
     pub(crate) identity: Option<Arc<Identity>>,
     /// `request_filter`: the rate-limit verdict; `response_filter` turns it into headers.
     pub(crate) rate_limit: Option<ratelimit::Decision>,
-    /// The peer of the next attempt, picked ahead (the first by `proxy_upstream_filter`, a
-    /// status retry's by `upstream_response_filter`) and handed to `upstream_peer`.
-    pub(crate) picked_peer: Option<Box<HttpPeer>>,
-    /// `fail_to_connect`: backends that failed to connect (never picked again for this request).
-    pub(crate) tried: Vec<SocketAddr>,
-    /// `upstream_peer`: the current upstream attempt, reset for each one.
-    pub(crate) attempt: Attempt,
-    /// `upstream_response_filter`: time to the upstream's response headers.
-    pub(crate) upstream_duration: Option<Duration>,
     /// Any phase: a refusal decided by the gateway (not an upstream failure), answered by
     /// `fail_to_proxy`.
     pub(crate) refusal: Option<GatewayError>,
@@ -115,29 +95,29 @@ pub(crate) struct RequestState {
     pub(crate) error_code: Option<&'static str>,
 }
 
-/// One upstream attempt. A retry starts a fresh one, so a connect failure on the first
-/// backend never colours how a timeout on the second is answered.
+/// The upstream side of a proxied request.
 #[derive(Debug, Default)]
-pub(crate) struct Attempt {
-    /// The backend.
-    pub(crate) backend: Option<SocketAddr>,
-    /// least_conn in-flight slot, released when the attempt ends.
-    pub(crate) slot: Option<InflightGuard>,
-    /// When it started.
-    pub(crate) started: Option<Instant>,
-    /// Its client span, sent upstream as the parent in `traceparent` (tracing on).
+pub(crate) struct Upstream {
+    /// `proxy_upstream_filter`: the service proxied to (a split route's choice).
+    pub(crate) service: Option<ServiceId>,
+    /// The attempts at it (backends, breaker ticket, outcomes): the attempt engine's record.
+    pub(crate) attempts: Attempts,
+    /// The peer of the next attempt, picked ahead (the first by `proxy_upstream_filter`, a
+    /// status retry's by `upstream_response_filter`) and handed to `upstream_peer`.
+    pub(crate) picked_peer: Option<Box<HttpPeer>>,
+    /// `upstream_response_filter` turned a response into a retry: `error_while_proxy` keeps it
+    /// retryable.
+    pub(crate) retrying_status: bool,
+    /// The current attempt's client span, sent upstream as the parent in `traceparent`
+    /// (tracing on).
     pub(crate) span: Option<opentelemetry::trace::SpanId>,
-    /// The status the backend answered.
-    pub(crate) status: Option<u16>,
-    /// How it failed to connect (`fail_to_connect`); answered if no backend is left to try.
-    pub(crate) connect_error: Option<GatewayError>,
-    /// Its failure is already counted in `siger_upstream_errors_total`.
-    pub(crate) error_counted: bool,
+    /// `upstream_response_filter`: time to the upstream's response headers.
+    pub(crate) duration: Option<Duration>,
 }
 
 impl RequestCtx {
     /// A fresh context on `snapshot`; the clock starts now.
-    pub(crate) fn new(snapshot: Arc<Snapshot>, drain_guard: InflightRequest) -> Self {
+    pub(crate) fn new(snapshot: Arc<Snapshot>, drain_guard: InFlightRequest) -> Self {
         RequestCtx {
             snapshot,
             state: RequestState {
@@ -162,18 +142,10 @@ impl RequestCtx {
                 lent_version: None,
                 validation: None,
                 waf: None,
-                service: None,
-                breaker: None,
-                attempts: 0,
-                last_attempt_failed: None,
-                retrying_status: false,
+                upstream: Upstream::default(),
                 upstream_uri: None,
                 identity: None,
                 rate_limit: None,
-                picked_peer: None,
-                tried: Vec::new(),
-                attempt: Attempt::default(),
-                upstream_duration: None,
                 refusal: None,
                 error_code: None,
             },

@@ -1,7 +1,8 @@
 //! Routes with `grpc_transcode` or `grpc_web` (docs/grpc.md), answered from `request_filter`
 //! once the route admitted the request (authentication, roles, rate limit as on any route):
 //! the request body read whole (bounded by the route's `max_body`) and translated by
-//! `crate::grpc`, the call made through the service's pool (`crate::upstream::exchange`), and
+//! `crate::grpc`, the call made through the service's pool by the one attempt engine
+//! (`crate::upstream::fetch::open`), and
 //! the answer translated back as it arrives. A native gRPC request (`application/grpc`) on
 //! these routes is not translated: it is proxied as it is.
 //!
@@ -11,13 +12,14 @@
 
 use super::aggregation::forwarded_headers;
 use super::jobs::{read_body, Failure};
-use super::{policies, refuse, respond, start_stream, RequestState};
+use super::local::{local_head, refuse, respond, start_stream};
+use super::{policies, RequestState};
 use crate::answer::LocalAnswer;
 use crate::config::{RouteSettings, RouteTarget};
 use crate::errors::{GatewayError, UpstreamErrorKind};
 use crate::grpc::{self, web, CallError, Code, Format, GrpcStatus};
 use crate::snapshot::Snapshot;
-use crate::upstream::exchange::{self, Opened, Report};
+use crate::upstream::fetch::{self, Fetch, Opened, Report};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST};
 use http::{HeaderMap, HeaderName};
@@ -55,7 +57,7 @@ pub(super) async fn handle(
     let RouteTarget::Service(service) = route.target else {
         return refuse(session, snap, state, &GatewayError::Internal).await.map(|_| true);
     };
-    state.service = Some(service);
+    state.upstream.service = Some(service);
     let body = match read_body(session, route.max_body, state.declared_length, snap.config.limits.body_timeout).await {
         Ok(body) => body,
         Err(Failure::Gone(e)) => return Err(e),
@@ -107,7 +109,7 @@ async fn transcode(
     session: &mut Session,
     state: &mut RequestState,
 ) -> std::result::Result<(), Outcome> {
-    let transcoder = route.grpc_transcode.as_ref().ok_or(Outcome::Refuse(GatewayError::Internal))?;
+    let transcoder = state.route.and_then(|id| snap.transcoder(id)).ok_or(Outcome::Refuse(GatewayError::Internal))?;
     let pool = transcoder.pool();
     let fail = |e: CallError| Outcome::Refuse(GatewayError::from_grpc(e, pool));
     let req = session.req_header();
@@ -123,11 +125,12 @@ async fn transcode(
             None => std::future::pending().await,
         }
     };
-    let Opened { session: mut upstream, peer } = tokio::select! {
+    let mut opened = tokio::select! {
         opened = call_service(snap, service, route, &head, message, state) => opened?,
         _ = within(deadline) => return Err(Outcome::Refuse(GatewayError::GatewayTimeout { after: route.timeout })),
     };
-    let (http_status, head_status) = answer_head(&upstream);
+    let upstream = &mut opened.session;
+    let (http_status, head_status) = answer_head(upstream);
     if http_status != 200 && head_status.is_none() {
         // Not a gRPC answer: the code gRPC infers from the HTTP status.
         let status = GrpcStatus {
@@ -151,7 +154,7 @@ async fn transcode(
                 session.write_response_body(Some(out), false).await.map_err(ReadError::Client)?;
             }
         }
-        read_trailers(&mut upstream).await.map_err(ReadError::Upstream)
+        read_trailers(upstream).await.map_err(ReadError::Upstream)
     };
     let read = tokio::select! {
         read = read => read,
@@ -170,7 +173,7 @@ async fn transcode(
         }
         Err(ReadError::Call(e)) => return Err(fail(e)),
     };
-    exchange::connector().release_http_session(upstream, &peer, snap.service(service).idle_timeout).await;
+    opened.release(snap.service(service).idle_timeout).await;
     let status = trailers.as_ref().and_then(GrpcStatus::from_headers).or(head_status);
     match answer.finish(status.as_ref(), &state.request_id) {
         Ok(tail) if started => session.write_response_body(Some(tail), true).await.map_err(Outcome::Broken),
@@ -213,8 +216,9 @@ async fn grpc_web(
     let path = crate::routing::normalize_path(req.uri.path()).map_err(|e| Outcome::Refuse(e.into()))?;
     let path = crate::routing::upstream_path(&path, &route.path, route.strip_prefix).to_string();
     let head = upstream_head(snap, route, session, state, &path, &upstream_type, true)?;
-    let Opened { session: mut upstream, peer } = call_service(snap, service, route, &head, message, state).await?;
-    let (http_status, head_status) = answer_head(&upstream);
+    let mut opened = call_service(snap, service, route, &head, message, state).await?;
+    let upstream = &mut opened.session;
+    let (http_status, head_status) = answer_head(upstream);
     let upstream_head = upstream.response_header().cloned();
     let answer_type = web::response_content_type(
         upstream_head.as_ref().and_then(|h| h.headers.get(CONTENT_TYPE)).and_then(|v| v.to_str().ok()),
@@ -254,7 +258,7 @@ async fn grpc_web(
             }
         }
         let frame = encode(web::trailer_frame(&trailers));
-        let mut head = super::local_head(session, snap, state, &answer)?;
+        let mut head = local_head(session, snap, state, &answer)?;
         head.insert_header(http::header::CONTENT_LENGTH, frame.len())?;
         for (name, value) in &trailers {
             head.insert_header(name.clone(), value.clone())?;
@@ -267,8 +271,8 @@ async fn grpc_web(
     while let Some(chunk) = upstream.read_response_body().await? {
         session.write_response_body(Some(encode(chunk)), false).await?;
     }
-    let trailers = read_trailers(&mut upstream).await?;
-    exchange::connector().release_http_session(upstream, &peer, snap.service(service).idle_timeout).await;
+    let trailers = read_trailers(upstream).await?;
+    opened.release(snap.service(service).idle_timeout).await;
     let trailers = trailers.filter(|t| t.contains_key("grpc-status")).unwrap_or_else(|| {
         let mut t = HeaderMap::new();
         t.insert("grpc-status", (Code::Internal as i32).into());
@@ -279,8 +283,11 @@ async fn grpc_web(
     Ok(())
 }
 
-/// The call through the service's pool, breaker and retry policy; `state` records the backend
-/// and attempts for the access log.
+/// The call through the one attempt engine (the service's pool, breaker and retry policy),
+/// its answer's head read; the attempts are the request's own (`state.upstream`), read by its
+/// access log line. A gRPC call is not known to be idempotent: only an attempt that never
+/// reached a backend is tried again. Each wait for the answer is bounded by the route's
+/// `timeout`.
 async fn call_service(
     snap: &Snapshot,
     service: usize,
@@ -289,34 +296,13 @@ async fn call_service(
     message: Bytes,
     state: &mut RequestState,
 ) -> std::result::Result<Opened, Outcome> {
-    let mut report = Report::new();
-    // A gRPC call is not known to be idempotent: only an attempt that never reached a backend
-    // is tried again.
-    let result = exchange::exchange(snap, service, false, route.timeout, &mut report, |peer| {
-        exchange::open(peer, head, message.clone())
-    })
-    .await;
-    state.attempts = report.attempts;
-    state.attempt.backend = report.backend;
-    state.attempt.status = report.status;
-    state.upstream_duration = Some(report.started.elapsed());
-    if let Err(why) = &result {
-        let kind = if why.timed_out { UpstreamErrorKind::Timeout } else { UpstreamErrorKind::Connect };
-        snap.metrics.upstream_error(service, kind);
-        state.attempt.error_counted = true;
-    }
-    if let Err(why) = &result {
-        let kind = if why.timed_out { UpstreamErrorKind::Timeout } else { UpstreamErrorKind::Connect };
-        snap.metrics.upstream_error(service, kind);
-        state.attempt.error_counted = true;
-    }
-    match result {
-        Ok((_, opened)) => Ok(opened),
-        Err(why) if why.timed_out => Err(Outcome::Refuse(GatewayError::GatewayTimeout { after: route.timeout })),
-        Err(why) => {
-            Err(Outcome::Refuse(GatewayError::BadGateway { kind: UpstreamErrorKind::Connect, detail: why.message }))
-        }
-    }
+    let started = std::time::Instant::now();
+    state.upstream.service = Some(service);
+    let request = Fetch { head, body: Some(message), max_body: 0, response_timeout: route.timeout, hash: &[] };
+    let mut report = Report::default();
+    let result = fetch::open(&snap.upstream(service), &request, &mut state.upstream.attempts, &mut report).await;
+    state.upstream.duration = Some(started.elapsed());
+    result.map_err(Outcome::Refuse)
 }
 
 /// The answer's HTTP status and the gRPC status its head carries (a trailers-only answer).

@@ -46,7 +46,7 @@ pub(crate) async fn inspect(
     body: Body,
 ) -> Result<(), GatewayError> {
     let route = snap.route(route_id);
-    let verdict = match (snap.waf.as_ref(), snap.config.waf.as_ref()) {
+    let verdict = match (snap.waf(), snap.config.waf.as_ref()) {
         // The snapshot has rules whenever a route inspects; fail closed regardless.
         (None, _) | (_, None) => failed("no rules are loaded".into()),
         (Some(rules), Some(settings)) => {

@@ -4,7 +4,8 @@
 //! [`Jobs::publish`]; and of `GET /jobs/submit/<job_id>` (the 202's `Location`), answered by
 //! [`Jobs::status`]. The rules themselves live in `crate::jobs`.
 
-use super::{refuse, respond, RequestState};
+use super::local::{refuse, respond};
+use super::RequestState;
 use crate::answer::LocalAnswer;
 use crate::config::{JobsSettings, RouteTarget};
 use crate::errors::GatewayError;
@@ -80,8 +81,8 @@ pub(super) async fn handle(
             return refuse(session, snap, state, &GatewayError::MethodNotAllowed { allow }).await.map(|_| true);
         }
     }
-    let _inflight = jobs.begin();
-    let err = match submit(runtime, jobs, settings, session, state).await {
+    let _in_flight = jobs.begin();
+    let err = match submit(runtime, jobs, settings, snap.jobs_schema(), session, state).await {
         Ok((job_id, accepted)) => {
             return respond(session, snap, state, accepted_answer(settings, &job_id, &accepted)).await.map(|_| true)
         }
@@ -106,6 +107,7 @@ async fn submit(
     runtime: &Runtime,
     jobs: &Jobs,
     settings: &JobsSettings,
+    schema: Option<&crate::policy::schema::BodySchema>,
     session: &mut Session,
     state: &mut RequestState,
 ) -> std::result::Result<(String, Accepted), Failure> {
@@ -133,7 +135,7 @@ async fn submit(
     }
     let body = read_body(session, limit, declared, settings.body_timeout).await?;
     let job = request::parse_job(&body)?;
-    if let Some(schema) = &settings.schema {
+    if let Some(schema) = schema {
         // The job as stored, checked as a validating route checks a body (strict JSON too).
         schema.check(job.get().as_bytes()).map_err(|e| GatewayError::BadRequest(format!("job: {e}")))?;
     }

@@ -6,43 +6,41 @@
 //! [`RequestCtx::snapshot`] by `new_ctx`); every phase reads that snapshot, never the
 //! runtime's current one, so a reload mid-request changes nothing for it.
 
+mod admission;
 mod aggregation;
 mod attempts;
 mod ctx;
-mod downstream;
+mod dispatch;
 mod fill;
 mod grpc;
 mod inspection;
 mod jobs;
+mod local;
 mod policies;
 mod validation;
 
-pub(crate) use attempts::RetryReason;
+pub(crate) use ctx::{RequestCtx, RequestState};
 
-pub(crate) use ctx::{Attempt, RequestCtx, RequestState};
-pub(crate) use downstream::{AtTheBound, ConnectionGate, IdleLimited};
+use dispatch::{decide, Decision};
+use local::{add_rate_limit_headers, refuse, respond};
 
 use crate::answer::LocalAnswer;
-use crate::auth;
-use crate::config::{AuthMode, HashKey, RouteTarget, WafMode};
+use crate::config::{RouteTarget, WafMode};
 use crate::connections;
 use crate::errors::{GatewayError, UpstreamErrorKind};
 use crate::forwarding;
 use crate::framing;
 use crate::observability::access;
-use crate::policy::cors;
-use crate::ratelimit::{self, Outcome, StoreError};
-use crate::routing::{self, RouteMatch, TargetError};
+use crate::routing;
 use crate::runtime::Runtime;
-use crate::snapshot::Snapshot;
 use crate::tls::ConnInfo;
 use crate::trace::context::{TRACEPARENT, TRACESTATE};
+use crate::upstream::attempt::RetryReason;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HOST};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
-use pingora::upstreams::peer::Peer;
 use std::sync::Arc;
 
 /// The gateway's proxy logic.
@@ -55,73 +53,6 @@ impl Gateway {
     /// The proxy of a runtime.
     pub(crate) fn new(runtime: Arc<Runtime>) -> Self {
         Gateway { runtime }
-    }
-}
-
-/// Write an answer the gateway makes itself: the one place every such answer passes, so
-/// what they all carry (request id, rate-limit headers) is added once.
-async fn respond(session: &mut Session, snap: &Snapshot, state: &RequestState, answer: LocalAnswer) -> Result<()> {
-    let head = local_head(session, snap, state, &answer)?;
-    if answer.close {
-        session.set_keepalive(None);
-    }
-    let head_only = session.req_header().method == http::Method::HEAD || answer.body.is_empty();
-    session.write_response_header(Box::new(head), head_only).await?;
-    if !head_only {
-        session.write_response_body(Some(answer.body), true).await?;
-    }
-    Ok(())
-}
-
-/// The head of an answer the gateway makes itself, with what every such answer carries
-/// (request id, rate-limit headers, the route's CORS and response rules, HSTS).
-fn local_head(
-    session: &mut Session,
-    snap: &Snapshot,
-    state: &RequestState,
-    answer: &LocalAnswer,
-) -> Result<ResponseHeader> {
-    let mut head = answer.response_header();
-    if !answer.has_header("x-request-id") {
-        head.insert_header("X-Request-Id", state.request_id.as_str())?;
-    }
-    add_rate_limit_headers(&mut head, state.rate_limit.as_ref());
-    policies::on_local_answer(snap, state, session.req_header(), &mut head);
-    policies::no_compression(session, state);
-    if let Some(value) = &state.hsts {
-        head.insert_header(http::header::STRICT_TRANSPORT_SECURITY, value.clone())?;
-    }
-    Ok(head)
-}
-
-/// Start an answer the gateway writes as it goes (a transcoded stream): `answer`'s head with
-/// what every local answer carries, its body length unknown (chunked on HTTP/1.1). The caller
-/// writes the body with `write_response_body`, the last chunk with `end_of_stream`.
-async fn start_stream(
-    session: &mut Session,
-    snap: &Snapshot,
-    state: &RequestState,
-    answer: &LocalAnswer,
-) -> Result<()> {
-    let mut head = local_head(session, snap, state, answer)?;
-    head.remove_header(&http::header::CONTENT_LENGTH);
-    // HTTP/2 drops it; HTTP/1.1 needs it to keep the connection.
-    head.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-    session.write_response_header(Box::new(head), false).await
-}
-
-/// Answer a refusal, and remember its code for the access log.
-async fn refuse(session: &mut Session, snap: &Snapshot, state: &mut RequestState, err: &GatewayError) -> Result<()> {
-    state.error_code = Some(err.code());
-    respond(session, snap, state, err.answer(&state.request_id)).await
-}
-
-/// `RateLimit-*` headers of an admitted request (ARCHITECTURE.md §4).
-fn add_rate_limit_headers(resp: &mut ResponseHeader, decision: Option<&ratelimit::Decision>) {
-    if let Some(d) = decision.filter(|d| d.allowed) {
-        let _ = resp.insert_header("RateLimit-Limit", d.limit);
-        let _ = resp.insert_header("RateLimit-Remaining", d.remaining);
-        let _ = resp.insert_header("RateLimit-Reset", d.reset);
     }
 }
 
@@ -144,194 +75,6 @@ fn request_head_bytes(req: &RequestHeader) -> usize {
         + req.uri.authority().map_or(0, |a| a.as_str().len() + 8);
     let line = req.method.as_str().len() + target + 12;
     req.headers.iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
-}
-
-/// What `request_filter` decided.
-enum Decision {
-    /// Proxy to the matched route's service.
-    Proxy,
-    /// Answer the public health check.
-    Health,
-    /// The reserved jobs path: answered here, never proxied.
-    Jobs,
-    /// A CORS preflight on a route with `cors`: answered here, before authentication.
-    Preflight,
-    /// An aggregation route: answered here from its parts.
-    Aggregate,
-    /// A route with `grpc_transcode` or `grpc_web`: translated and answered here.
-    Grpc(grpc::Translation),
-}
-
-/// Route the request and check what can be checked before authentication.
-fn decide(snap: &Snapshot, req: &RequestHeader, state: &mut RequestState) -> Result<Decision, GatewayError> {
-    let raw_path = req.uri.path();
-    let path = routing::normalize_path(raw_path)?;
-    // Routes match without `;` path parameters, as servlet containers resolve them.
-    let route_path = routing::route_path(&path);
-    if route_path == "/health" && (req.method == http::Method::GET || req.method == http::Method::HEAD) {
-        return Ok(Decision::Health);
-    }
-    // Lower-casing the host costs an allocation; only pay it when a route names a host.
-    let host = if snap.routes.has_host_routes() {
-        let host = req
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .map(routing::host_without_port);
-        // An HTTP/1.0 request without Host would reach the backend's default virtual host,
-        // which may be one a host route protects.
-        if host.is_none() {
-            return Err(GatewayError::BadTarget(TargetError::MissingHost));
-        }
-        host
-    } else {
-        None
-    };
-    // A preflight is routed by the method it asks about; it is the gateway's to answer only
-    // on a route with `cors` (elsewhere it is an OPTIONS request like any other).
-    if let Some(asked) = cors::preflight_method(&req.method, &req.headers) {
-        if let RouteMatch::Found(id) = snap.routes.lookup(host.as_deref(), &asked, &route_path, &req.headers) {
-            if snap.route(id).cors.is_some() {
-                state.route = Some(id);
-                state.preflight = true;
-                return Ok(Decision::Preflight);
-            }
-        }
-    }
-    let id = match snap.routes.lookup(host.as_deref(), &req.method, &route_path, &req.headers) {
-        RouteMatch::Found(id) => id,
-        RouteMatch::MethodNotAllowed { allow } => return Err(GatewayError::MethodNotAllowed { allow }),
-        RouteMatch::NotFound => return Err(GatewayError::NoRoute),
-    };
-    state.route = Some(id);
-    let route = snap.route(id);
-    if route.cache.is_some() {
-        state.cache_path = Some(match req.uri.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_string(),
-        });
-    }
-    if state.declared_length.is_some_and(|len| len > route.max_body) {
-        return Err(GatewayError::PayloadTooLarge { limit: route.max_body });
-    }
-    match route.target {
-        RouteTarget::Jobs | RouteTarget::JobStatus => return Ok(Decision::Jobs),
-        RouteTarget::Aggregate(_) => return Ok(Decision::Aggregate),
-        RouteTarget::Service(_) | RouteTarget::Split(_) => {}
-    }
-    if route.grpc_transcode.is_some() || route.grpc_web {
-        let content_type = req.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        if let Some(translation) =
-            grpc::translation(route.grpc_transcode.is_some(), route.grpc_web, content_type.unwrap_or_default())
-        {
-            return Ok(Decision::Grpc(translation));
-        }
-    }
-    let upstream_path = routing::upstream_path(&path, &route.path, route.strip_prefix);
-    // Rewrite the request target only when it changes: a prefix was stripped, the path was
-    // normalised, or the client used the absolute form (`GET http://host/path`, whose
-    // authority became the Host header in `early_request_filter`).
-    if upstream_path != raw_path || req.raw_path().first() != Some(&b'/') {
-        let uri = match req.uri.query() {
-            Some(q) => format!("{upstream_path}?{q}"),
-            None => upstream_path.to_string(),
-        };
-        state.upstream_uri =
-            Some(uri.parse().map_err(|_| GatewayError::BadRequest("request target cannot be forwarded".into()))?);
-    }
-    Ok(Decision::Proxy)
-}
-
-impl Gateway {
-    /// Authentication, roles and the rate limit of the matched route (in that order), the
-    /// same for proxied routes and the jobs route.
-    async fn admit(
-        &self,
-        snap: &Snapshot,
-        req: &RequestHeader,
-        state: &mut RequestState,
-        background: bool,
-    ) -> Result<(), GatewayError> {
-        let Some(route_id) = state.route else { return Ok(()) };
-        let route = snap.route(route_id);
-        let metrics = &self.runtime.metrics;
-        if route.auth != AuthMode::Public {
-            if snap.auth.is_none() && snap.config.auth.is_some() && route.schemes.contains(&auth::Scheme::Jwt) {
-                // Keys failed to load at start-up: fail closed.
-                return Err(GatewayError::Unavailable {
-                    message: "authentication is unavailable".into(),
-                    retry_after: 1,
-                });
-            }
-            let verifiers = snap.verifiers();
-            let verdict = match auth::authenticate(&verifiers, &route.schemes, route.auth, &req.headers, metrics).await
-            {
-                Ok(identity) => auth::authorize(identity.as_deref(), &route.roles).map(|_| identity),
-                Err(e) => Err(e),
-            };
-            match verdict {
-                Ok(identity) => state.identity = identity,
-                Err(e) => {
-                    metrics.auth_failure(e.metric_reason());
-                    return Err(e.into());
-                }
-            }
-            // A job belongs to someone: a token without `sub` cannot own one.
-            if route.target == RouteTarget::Jobs
-                && state.identity.as_ref().is_none_or(|i| i.sub.as_deref().is_none_or(str::is_empty))
-            {
-                metrics.auth_failure("invalid_token");
-                return Err(GatewayError::InvalidToken {
-                    reason: "the token has no `sub` claim to own the job".into(),
-                });
-            }
-        }
-        let Some(rule) = snap.limiter.rule(route_id).filter(|_| !background) else { return Ok(()) };
-        let key = ratelimit::client_key(&rule.key, state.identity.as_deref(), state.client_ip, &req.headers)?;
-        match snap.limiter.check(route_id, &key).await {
-            Outcome::Unlimited => Ok(()),
-            Outcome::Checked(d) => {
-                state.rate_limit = Some(d);
-                if d.allowed {
-                    return Ok(());
-                }
-                snap.metrics.rate_limited(Some(route_id));
-                Err(GatewayError::RateLimited { retry_after: d.reset, limit: d.limit })
-            }
-            Outcome::StoreFailed { allow, error } => {
-                metrics.rate_limit_store_errors.inc();
-                // While cooling down the failure was already logged.
-                if !matches!(error, StoreError::CoolingDown) {
-                    log::warn!("rate limit store failed ({}): {error}", if allow { "allowing" } else { "denying" });
-                }
-                if allow {
-                    Ok(())
-                } else {
-                    Err(GatewayError::Unavailable { message: "rate limit store unavailable".into(), retry_after: 1 })
-                }
-            }
-        }
-    }
-}
-
-/// Bytes consistent hashing hashes for this request.
-fn hash_key(key: &HashKey, session: &Session, state: &RequestState) -> Result<Vec<u8>, GatewayError> {
-    let ip = || state.client_ip_text.as_bytes().to_vec();
-    Ok(match key {
-        HashKey::Ip => ip(),
-        HashKey::Path => state
-            .upstream_uri
-            .as_ref()
-            .map_or_else(|| session.req_header().uri.path().as_bytes().to_vec(), |u| u.path().as_bytes().to_vec()),
-        HashKey::Header(name) => forwarding::single_line(&session.req_header().headers, name)?
-            .map(|v| v.as_bytes().to_vec())
-            .unwrap_or_else(ip),
-        // A verified claim only; anonymous requests (or tokens without it) use the IP.
-        HashKey::Claim(name) => {
-            state.identity.as_ref().and_then(|i| i.claim_text(name)).map(String::into_bytes).unwrap_or_else(ip)
-        }
-    })
 }
 
 #[async_trait]
@@ -422,7 +165,8 @@ impl ProxyHttp for Gateway {
                 let has_body = !session.is_body_empty();
                 let declared = state.declared_length;
                 let inspect = inspection::body_limit(snap, route, declared);
-                let checked = match validation::start(route, session.req_header(), has_body, declared, inspect) {
+                let schema = snap.schema(route_id);
+                let checked = match validation::start(schema, session.req_header(), has_body, declared, inspect) {
                     Ok(Some(mut held)) => match held.read_ahead(session, route, declared).await {
                         Ok(body) => Ok((Some(held), body)),
                         Err(validation::ReadAheadError::Refused(err)) => Err(err),
@@ -532,7 +276,7 @@ impl ProxyHttp for Gateway {
         // connection (Pingora closes it after any error raised in its upstream loop).
         match attempts::start(snap, session, state) {
             Ok(peer) => {
-                state.picked_peer = Some(peer);
+                state.upstream.picked_peer = Some(peer);
                 Ok(true)
             }
             Err(err) => {
@@ -551,15 +295,14 @@ impl ProxyHttp for Gateway {
         if let Some(held) = state.validation.as_mut() {
             held.restart(session.as_ref().retry_buffer_truncated());
         }
-        if let Some(peer) = state.picked_peer.take() {
+        if let Some(peer) = state.upstream.picked_peer.take() {
             return Ok(peer);
         }
         match attempts::next_peer(snap, session, state) {
             Ok(peer) => Ok(peer),
             Err(err) => {
+                // Only a failed attempt leads here: its failure is counted already.
                 let status = err.status();
-                // The connect failures were counted as they happened.
-                state.attempt.error_counted = true;
                 state.refusal = Some(err);
                 Error::e_explain(HTTPStatus(status), "no backend left to try")
             }
@@ -569,20 +312,15 @@ impl ProxyHttp for Gateway {
     fn fail_to_connect(
         &self,
         session: &mut Session,
-        peer: &HttpPeer,
+        _peer: &HttpPeer,
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
-        let Some(service) = state.service else { return e };
-        if let Some(addr) = peer.address().as_inet() {
-            state.tried.push(*addr);
-        }
-        snap.metrics.upstream_error(service, UpstreamErrorKind::of(&e));
-        state.attempt.error_counted = true;
-        state.attempt.connect_error = GatewayError::from_pingora(&e, None);
+        let Some(service) = attempts::service(snap, state) else { return e };
+        let error = GatewayError::from_pingora(&e, None);
+        state.upstream.attempts.connect_failed(&service, UpstreamErrorKind::of(&e), error);
         attempts::record_span(snap, state, Some(UpstreamErrorKind::Connect.label()));
-        attempts::attempt_failed(snap, state);
         // Nothing was sent upstream yet, so another backend is safe for any method.
         if attempts::may_retry(snap, session, state, RetryReason::Connect) {
             e.set_retry(true);
@@ -600,18 +338,16 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if std::mem::take(&mut state.retrying_status) {
+        if std::mem::take(&mut state.upstream.retrying_status) {
             // Our own error from `upstream_response_filter`: its retry is decided and counted.
             e.set_retry(true);
             return e;
         }
         let kind = UpstreamErrorKind::of(&e);
-        if let Some(service) = state.service {
-            snap.metrics.upstream_error(service, kind);
-            state.attempt.error_counted = true;
+        if let Some(service) = attempts::service(snap, state) {
+            state.upstream.attempts.failed(&service, kind);
         }
         attempts::record_span(snap, state, Some(kind.label()));
-        attempts::attempt_failed(snap, state);
         if kind == UpstreamErrorKind::Reset && attempts::may_retry(snap, session, state, RetryReason::Reset) {
             e.set_retry(true);
         } else if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
@@ -653,7 +389,7 @@ impl ProxyHttp for Gateway {
         upstream.insert_header("X-Request-Id", state.request_id.as_str())?;
         if let Some(trace) = &state.trace {
             // The backend continues from this attempt's span.
-            let traceparent = trace.traceparent(state.attempt.span.unwrap_or(trace.span_id));
+            let traceparent = trace.traceparent(state.upstream.span.unwrap_or(trace.span_id));
             upstream.insert_header(TRACEPARENT, traceparent)?;
             match trace.tracestate() {
                 Some(value) => upstream.insert_header(TRACESTATE, value)?,
@@ -719,26 +455,17 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
-        state.upstream_duration = state.attempt.started.map(|t| t.elapsed());
+        state.upstream.duration = state.upstream.attempts.started().map(|t| t.elapsed());
         let status = upstream.status.as_u16();
-        state.attempt.status = Some(status);
-        if status < 500 {
-            attempts::attempt_succeeded(snap, state);
-            return Ok(());
-        }
-        if let Some(service) = state.service {
-            snap.metrics.upstream_error(service, UpstreamErrorKind::Status5xx);
-        }
-        attempts::attempt_failed(snap, state);
+        let Some(service) = attempts::service(snap, state) else { return Ok(()) };
+        state.upstream.attempts.answered(&service, status);
         // A `retry_on` status goes to another backend when one is left and the request can be
         // sent again; otherwise this answer is the client's.
-        if attempts::retries_status(snap, state, status)
-            && attempts::may_retry(snap, session, state, RetryReason::Status)
-        {
+        if status >= 500 && attempts::may_retry(snap, session, state, RetryReason::Status) {
             attempts::record_span(snap, state, None);
             if let Ok(peer) = attempts::next_peer(snap, session, state) {
-                state.picked_peer = Some(peer);
-                state.retrying_status = true;
+                state.upstream.picked_peer = Some(peer);
+                state.upstream.retrying_status = true;
                 return Error::e_explain(HTTPStatus(status), "retried on another backend");
             }
         }
@@ -858,7 +585,7 @@ impl ProxyHttp for Gateway {
             return FailToProxy { error_code: sent.status.as_u16(), can_reuse_downstream: false };
         }
         let read_timeout = state.route.and_then(|r| {
-            let service = snap.service(state.service?);
+            let service = snap.service(state.upstream.service?);
             let route = snap.route(r);
             Some(route.timeout.map_or(service.read_timeout, |t| t.min(service.read_timeout)))
         });
@@ -889,11 +616,12 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         fill::restore_version(session, &mut ctx.state);
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
-        state.attempt.slot = None;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        attempts::finish(snap, state);
-        let service = state.service;
-        if let (Some(e), Some(service), false) = (e, service, state.attempt.error_counted) {
+        if let Some(service) = attempts::service(snap, state) {
+            state.upstream.attempts.finish(&service);
+        }
+        let service = state.upstream.service;
+        if let (Some(e), Some(service), false) = (e, service, state.upstream.attempts.counted()) {
             if e.esource == ErrorSource::Upstream {
                 snap.metrics.upstream_error(service, UpstreamErrorKind::of(e));
             }
@@ -901,7 +629,7 @@ impl ProxyHttp for Gateway {
         let upstream_error = e.filter(|e| e.esource == ErrorSource::Upstream).map(|e| UpstreamErrorKind::of(e).label());
         // An attempt still open at the end either answered (its status is recorded) or was
         // given up when the client left.
-        let unanswered = state.attempt.status.is_none().then_some("cancelled");
+        let unanswered = state.upstream.attempts.status().is_none().then_some("cancelled");
         attempts::record_span(snap, state, upstream_error.or(unanswered));
         let elapsed = state.started.elapsed();
         // A background request (a fill or a revalidation) is counted by the client request it
@@ -943,16 +671,16 @@ impl ProxyHttp for Gateway {
             path: req.uri.path(),
             route: route.map_or("-", |r| r.label.as_str()),
             service: service.map_or("-", |s| snap.service(s).name.as_str()),
-            backend: state.attempt.backend,
+            backend: state.upstream.attempts.backend(),
             status,
             bytes_in: session.body_bytes_read(),
             bytes_out: session.body_bytes_sent(),
             duration: elapsed,
-            upstream_duration: state.upstream_duration,
+            upstream_duration: state.upstream.duration,
             error: state.error_code,
             http_version: access::http_version(req.version),
             tls_version: state.tls.as_ref().map(|t| t.version),
-            attempts: state.attempts,
+            attempts: state.upstream.attempts.count(),
             user: state.identity.as_ref().and_then(|i| i.sub.as_deref()),
             trace_id,
             waf: state.waf.as_ref(),

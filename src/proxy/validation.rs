@@ -42,6 +42,8 @@ const H2_MAX_FRAME: u64 = 16 * 1024;
 /// A body being held for validation.
 #[derive(Debug, Default)]
 pub(crate) struct HeldBody {
+    /// The route's schema (the snapshot's, shared).
+    schema: Option<schema::BodySchema>,
     bytes: BytesMut,
     /// Checked and released: later passes (a retry resending the body) go through as they are.
     released: bool,
@@ -77,13 +79,13 @@ pub(crate) enum Held {
 /// or to inspect it (`inspect`: `Some(waf.max_body)`). `has_body`: the session may have a body
 /// to read (see the module notes); `declared`: `Content-Length`.
 pub(crate) fn start(
-    route: &RouteSettings,
+    schema: Option<&schema::BodySchema>,
     req: &RequestHeader,
     has_body: bool,
     declared: Option<u64>,
     inspect: Option<u64>,
 ) -> Result<Option<HeldBody>, GatewayError> {
-    let validates = route.validate.is_some();
+    let validates = schema.is_some();
     let body_method = req.method == Method::POST || req.method == Method::PUT || req.method == Method::PATCH;
     if !validates && (inspect.is_none() || !has_body) {
         return Ok(None);
@@ -92,6 +94,7 @@ pub(crate) fn start(
         return Ok(None);
     }
     let held = HeldBody {
+        schema: schema.cloned(),
         optional: !body_method,
         json: schema::is_json(req.headers.get(http::header::CONTENT_TYPE)),
         validates,
@@ -202,7 +205,7 @@ impl HeldBody {
             return Ok(Held::Holding);
         }
         let body = std::mem::take(&mut self.bytes).freeze();
-        if let Some(schema) = route.validate.as_ref().filter(|_| !(self.optional && body.is_empty())) {
+        if let Some(schema) = self.schema.as_ref().filter(|_| !(self.optional && body.is_empty())) {
             schema.check(&body).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         }
         self.released = true;

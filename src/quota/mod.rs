@@ -7,7 +7,7 @@
 //! The pure cores: [`calendar`] (windows, an injectable [`Clock`]), [`plan`] (compiled plans,
 //! a request's plan and tenant), [`store`] (the counters: local, or one atomic script per check
 //! on the rate limiter's Redis through [`scripts::Scripts`]), [`board`] (quota use for the status
-//! page), [`metrics`] (per-plan series only). [`Quotas`] holds one configuration's plans over
+//! page), `observability::metrics::quota` (per-plan series only). [`Quotas`] holds one configuration's plans over
 //! the store, which outlives configurations.
 //!
 //! Not wired yet: the proxy's request phase calls [`Quotas::check`] after authentication and the
@@ -15,7 +15,6 @@
 
 pub(crate) mod board;
 pub(crate) mod calendar;
-pub(crate) mod metrics;
 pub(crate) mod plan;
 pub(crate) mod scripts;
 pub(crate) mod store;
@@ -29,8 +28,8 @@ pub(crate) use plan::{PlanId, Plans, Resolved};
 pub(crate) use store::{CheckError, Decision, QuotaStore};
 
 use crate::config::{CalendarWindow, OnStoreError};
+use crate::observability::metrics::{Counted, PlanCounters, QuotaMetrics};
 use board::QuotaBoard;
-use metrics::{Counted, PlanCounters, QuotaMetrics};
 use std::sync::Arc;
 
 /// The answer for one request.

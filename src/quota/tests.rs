@@ -4,10 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::calendar::{span, SystemClock, TestClock};
-use super::metrics::QuotaMetrics;
 use super::testing::{PlainScripts, TestRedis};
 use super::*;
 use crate::config::{ConsumersSettings, PlanSettings, PlansSettings, QuotaSettings};
+use crate::observability::metrics::QuotaMetrics;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_millis(500);

@@ -79,23 +79,16 @@ impl Default for LimitStores {
 
 impl LimitStores {
     /// The limits of `config`, reusing the tables of unchanged limits and the Redis store when
-    /// its URL and timeout are the same. Changes nothing yet (see [`LimitStores::commit`]).
-    pub(crate) fn plan(&self, config: &Config) -> RateLimiter {
+    /// its settings are the same (its connections stay warm); otherwise `fresh`, the store the
+    /// snapshot built for this config. Changes nothing yet (see [`LimitStores::commit`]).
+    pub(crate) fn plan(&self, config: &Config, fresh: Option<&Arc<RedisStore>>) -> RateLimiter {
         let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         let redis = match &config.rate_limit.store {
             RateLimitStore::Redis(settings) => {
                 let current = self.redis.lock().unwrap_or_else(|p| p.into_inner());
                 match current.as_ref() {
                     Some(store) if store.settings() == settings => Some(store.clone()),
-                    _ => match RedisStore::new(settings) {
-                        Ok(store) => Some(Arc::new(store)),
-                        Err(e) => {
-                            // Validation built the same clients, so only a bug gets here; the
-                            // limits then count per instance.
-                            log::error!("rate limit store: {e}; limits are per instance");
-                            None
-                        }
-                    },
+                    _ => fresh.cloned(),
                 }
             }
             RateLimitStore::Local => None,
@@ -243,13 +236,13 @@ pub(crate) fn client_key(
 
 /// Sweeps the local limit tables every second.
 pub(crate) struct LimitSweeper {
-    runtime: Arc<crate::runtime::Runtime>,
+    stores: Arc<LimitStores>,
 }
 
 impl LimitSweeper {
-    /// Sweep the tables of `runtime`.
-    pub(crate) fn new(runtime: Arc<crate::runtime::Runtime>) -> Self {
-        LimitSweeper { runtime }
+    /// Sweep the tables of `stores`.
+    pub(crate) fn new(stores: Arc<LimitStores>) -> Self {
+        LimitSweeper { stores }
     }
 }
 
@@ -258,7 +251,7 @@ impl pingora::services::background::BackgroundService for LimitSweeper {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => self.runtime.limits.sweep(),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => self.stores.sweep(),
                 _ = shutdown.changed() => return,
             }
         }

@@ -15,7 +15,7 @@
 //! carries a hash tag, so it lives in one slot whatever the key's other characters are.
 
 use super::window::{Decision, Usage};
-use crate::config::{RedisSettings, RedisTopology};
+use crate::config::{Findings, RedisSettings, RedisTopology};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
@@ -166,8 +166,8 @@ impl Finder {
                 }
                 if let Some(ca) = &settings.ca {
                     builder = builder
-                        .set_client_to_redis_certificates(certificates(ca))
-                        .set_client_to_sentinel_certificates(certificates(ca));
+                        .set_client_to_redis_certificates(certificates(&ca.bytes))
+                        .set_client_to_sentinel_certificates(certificates(&ca.bytes));
                 }
                 How::Sentinel(tokio::sync::Mutex::new(builder.build().map_err(|e| e.to_string())?))
             }
@@ -198,7 +198,7 @@ impl Finder {
                     builder = builder.tls(mode);
                 }
                 if let Some(ca) = &settings.ca {
-                    builder = builder.certs(certificates(ca));
+                    builder = builder.certs(certificates(&ca.bytes));
                 }
                 How::Cluster(builder.build().map_err(|e| e.to_string())?)
             }
@@ -314,6 +314,19 @@ fn now_ms() -> u64 {
 
 impl RedisStore {
     /// A store for `settings`; nothing connects until the first check.
+    /// The store of `rate_limit.redis`, its clients built (no connection yet) exactly as the
+    /// limiter uses them, so a setting the client refuses is reported under its key rather than
+    /// found at the first request; the CA file's certificates are checked too.
+    pub(crate) fn load(settings: &RedisSettings, findings: &mut Findings) -> Option<Self> {
+        if let Some(ca) = &settings.ca {
+            if let Err(e) = crate::tls::material::certificates(&ca.bytes) {
+                findings.error(&ca.key, format!("{}: {e}", ca.shown()));
+                return None;
+            }
+        }
+        Self::new(settings).map_err(|e| findings.error("rate_limit.redis", e)).ok()
+    }
+
     pub(crate) fn new(settings: &RedisSettings) -> Result<Self, String> {
         Ok(RedisStore {
             settings: settings.clone(),
@@ -352,7 +365,7 @@ impl RedisStore {
                 info = info.set_redis_settings(redis);
             }
             let client = match &self.settings.ca {
-                Some(ca) => redis::Client::build_with_tls(info, certificates(ca)),
+                Some(ca) => redis::Client::build_with_tls(info, certificates(&ca.bytes)),
                 None => redis::Client::open(info),
             }
             .map_err(|e| e.to_string())?;

@@ -1,11 +1,11 @@
 //! Routing: normalise the request path, then find the route by longest prefix, host and method.
 //! Pure functions over plain types; the proxy calls [`Router::route`].
 
-pub(crate) mod normalize;
 mod table;
 mod target;
 
-pub(crate) use normalize::{normalize_path, route_path, PathError};
+// Path normalisation is a leaf of its own (config checks route paths with it); routing re-exports it.
+pub(crate) use crate::normalize::{normalize_path, route_path, PathError};
 pub(crate) use table::{RouteMatch, RouteTable};
 pub(crate) use target::{request_host, TargetError};
 

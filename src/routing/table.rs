@@ -147,30 +147,13 @@ mod tests {
 
     fn route(path: &str, host: Option<&str>, methods: Option<&[Method]>) -> RouteSettings {
         RouteSettings {
-            name: None,
             label: path.into(),
             path: path.into(),
             methods: methods.map(|m| m.to_vec()),
             host: host.map(str::to_string),
-            match_headers: Vec::new(),
-            target: crate::config::RouteTarget::Service(0),
             auth: AuthMode::Public,
-            roles: vec![],
-            strip_prefix: false,
-            rate_limit: None,
             max_body: 0,
-            timeout: None,
-            forward_authorization: true,
-            request_headers: Default::default(),
-            response_headers: Default::default(),
-            cors: None,
-            compress: None,
-            cache: None,
-            schemes: vec![crate::auth::Scheme::Jwt],
-            validate: None,
-            grpc_transcode: None,
-            grpc_web: false,
-            waf: Default::default(),
+            ..RouteSettings::default()
         }
     }
 

@@ -1,8 +1,9 @@
 //! TLS at the edge (ARCHITECTURE.md §7.2): certificates chosen by SNI, client certificates,
 //! and certificates rotated on disk without a restart.
 //!
-//! - [`material`]: PEM → checked certificates, keys and CA bundles (config validation uses it,
-//!   so `-t` refuses what a listener could not serve).
+//! - [`material`]: PEM → checked certificates, keys and CA bundles.
+//! - `compile`: a configuration's listeners' and upstreams' material from the files it read,
+//!   built where a snapshot is built, so `-t` refuses what a listener could not serve.
 //! - [`sni`]: the per-listener certificate table and rustls resolver, swapped atomically.
 //! - [`client_auth`]: the per-listener client-certificate verifier, swapped atomically.
 //! - [`accept`]: what a connection's handshake tells its requests (listener, client subject).
@@ -18,16 +19,17 @@
 
 mod accept;
 mod client_auth;
+mod compile;
 pub(crate) mod material;
 mod sni;
 
 pub(crate) use accept::ConnInfo;
-pub(crate) use material::{ca_bundle, client_identity, serving_cert, Part};
+pub(crate) use compile::{ListenerMaterial, UpstreamTlsMaterial};
 pub use material::{CaBundle, ClientIdentity, ServingCert};
 pub use sni::MinTls;
 
-use crate::config::{Config, TlsListener};
-use crate::observability::Metrics;
+use crate::config::{FileDigest, Findings, Listener, TlsListener};
+use crate::observability::TlsMetrics;
 use accept::CaptureConnInfo;
 use async_trait::async_trait;
 use client_auth::ClientAuth;
@@ -37,7 +39,6 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use prometheus::IntCounter;
 use rustls::crypto::CryptoProvider;
-use rustls::RootCertStore;
 use sha2::{Digest, Sha256};
 use sni::{CertTable, SniResolver};
 use std::collections::BTreeSet;
@@ -79,13 +80,13 @@ pub(crate) struct ListenerCounters {
 }
 
 impl ListenerCounters {
-    fn new(metrics: &Metrics, listener: &str) -> Self {
+    fn new(metrics: &TlsMetrics, listener: &str) -> Self {
         ListenerCounters {
-            client_hellos: metrics.tls_client_hellos(listener),
-            completed: metrics.tls_handshakes(listener, "ok"),
-            refused_version: metrics.tls_handshakes(listener, "tls_version"),
-            refused_client_cert: metrics.tls_handshakes(listener, "client_cert"),
-            timed_out: metrics.tls_handshakes(listener, "timeout"),
+            client_hellos: metrics.client_hellos(listener),
+            completed: metrics.handshakes(listener, "ok"),
+            refused_version: metrics.handshakes(listener, "tls_version"),
+            refused_client_cert: metrics.handshakes(listener, "client_cert"),
+            timed_out: metrics.handshakes(listener, "timeout"),
         }
     }
 }
@@ -104,6 +105,8 @@ struct ListenerTls {
 
 #[derive(Default)]
 struct Served {
+    /// The listener's settings in force (their files are the ones watched).
+    settings: Option<TlsListener>,
     certs: Vec<ServingCert>,
     /// SHA-256 of each file last looked at (loaded or refused), so a refused file is not
     /// retried, and logged, every second until it changes again.
@@ -125,17 +128,22 @@ impl std::fmt::Debug for TlsEdge {
 }
 
 impl TlsEdge {
-    /// The TLS listeners of the starting configuration, serving its certificates.
-    pub(crate) fn new(config: &Config, metrics: &Metrics) -> Self {
-        let listeners = config
-            .listeners
+    /// The TLS listeners of the starting configuration (`listeners`, with the `material` its
+    /// snapshot built for them, by index), serving their certificates.
+    pub(crate) fn new(
+        listeners: &[Listener],
+        material: &[Option<Arc<ListenerMaterial>>],
+        files: &[FileDigest],
+        metrics: &TlsMetrics,
+    ) -> Self {
+        let edge_listeners = listeners
             .iter()
             .enumerate()
             .filter_map(|(index, l)| {
                 let tls = l.tls()?;
+                let built = material.get(index)?.as_ref()?;
                 let counters = Arc::new(ListenerCounters::new(metrics, &l.addr));
-                let table =
-                    CertTable::new(&tls.certs.iter().map(|c| c.loaded.clone()).collect::<Vec<_>>(), tls.min_tls)?;
+                let table = CertTable::new(&built.certs, tls.min_tls)?;
                 Some(ListenerTls {
                     index,
                     addr: l.addr.clone(),
@@ -147,8 +155,8 @@ impl TlsEdge {
                 })
             })
             .collect();
-        let edge = TlsEdge { listeners, expiry_names: Mutex::new(BTreeSet::new()) };
-        edge.apply(config, metrics);
+        let edge = TlsEdge { listeners: edge_listeners, expiry_names: Mutex::new(BTreeSet::new()) };
+        edge.apply(listeners, material, files, metrics);
         edge
     }
 
@@ -171,60 +179,59 @@ impl TlsEdge {
         Some(settings)
     }
 
-    /// The handshakes of the TLS listeners of `config` (the starting one), for the connection
-    /// gate; `None` when one listener's settings cannot be built.
-    pub(crate) fn handshakes(&self, config: &Config) -> Option<Handshakes> {
+    /// The handshakes of the TLS listeners among `listeners` (the starting configuration's),
+    /// for the connection gate; `None` when one listener's settings cannot be built.
+    pub(crate) fn handshakes(&self, listeners: &[Listener]) -> Option<Handshakes> {
         let mut out = Vec::with_capacity(self.listeners.len());
         for l in &self.listeners {
-            let socket = config.listeners.get(l.index)?.socket;
+            let socket = listeners.get(l.index)?.socket;
             let acceptor = self.listener_settings(l.index)?.build();
             out.push(ListenerHandshake { socket, acceptor, counters: l.counters.clone() });
         }
         Some(Handshakes(out))
     }
 
-    /// Serve what `config` names (at start and after every reload; its files were loaded and
-    /// checked by validation).
-    pub(crate) fn apply(&self, config: &Config, metrics: &Metrics) {
+    /// Serve what a configuration names: its `listeners`, the `material` its snapshot built
+    /// for them (by index) and the digests of the `files` it read (at start and after every
+    /// reload).
+    pub(crate) fn apply(
+        &self,
+        listeners: &[Listener],
+        material: &[Option<Arc<ListenerMaterial>>],
+        files: &[FileDigest],
+        metrics: &TlsMetrics,
+    ) {
         for l in &self.listeners {
-            let Some(tls) = config.listeners.get(l.index).and_then(|c| c.tls()) else { continue };
-            let certs: Vec<ServingCert> = tls.certs.iter().map(|c| c.loaded.clone()).collect();
+            let Some(tls) = listeners.get(l.index).and_then(|c| c.tls()) else { continue };
+            let Some(built) = material.get(l.index).and_then(Option::as_ref) else { continue };
             let seen = watched_files(tls)
                 .into_iter()
-                .filter_map(|path| config.files.iter().find(|f| f.path == path).map(|f| (path, f.sha256)))
+                .filter_map(|path| files.iter().find(|f| f.path == path).map(|f| (path, f.sha256)))
                 .collect();
-            let roots = tls.client_ca.as_ref().map(|c| c.bundle.roots.clone());
-            self.serve(l, certs, tls.min_tls, roots, seen);
+            self.serve(l, tls.clone(), built, seen);
         }
         self.export_expiry(metrics);
     }
 
-    fn serve(
-        &self,
-        l: &ListenerTls,
-        certs: Vec<ServingCert>,
-        min_tls: MinTls,
-        client_roots: Option<Arc<RootCertStore>>,
-        seen: Vec<(PathBuf, [u8; 32])>,
-    ) {
-        if let Some(table) = CertTable::new(&certs, min_tls) {
+    fn serve(&self, l: &ListenerTls, settings: TlsListener, built: &ListenerMaterial, seen: Vec<(PathBuf, [u8; 32])>) {
+        if let Some(table) = CertTable::new(&built.certs, settings.min_tls) {
             l.resolver.swap(table);
         }
-        if let Err(e) = l.client_auth.require(client_roots) {
+        if let Err(e) = l.client_auth.require(built.client_roots.clone()) {
             log::error!("{}: client_ca not applied: {e}", l.addr);
         }
         let mut served = l.served.lock().unwrap_or_else(|p| p.into_inner());
-        *served = Served { certs, seen };
+        *served = Served { settings: Some(settings), certs: built.certs.clone(), seen };
     }
 
     /// Look at the certificate files of the configuration in force; load those that changed.
     /// A pair that does not load (half-written, key and certificate from different
     /// rotations, expired) is refused and the listener keeps what it serves.
-    fn poll_files(&self, config: &Config, metrics: &Metrics) {
+    fn poll_files(&self, metrics: &TlsMetrics) {
         let mut changed = false;
         for l in &self.listeners {
-            let Some(tls) = config.listeners.get(l.index).and_then(|c| c.tls()) else { continue };
-            let files = watched_files(tls);
+            let Some(settings) = l.served.lock().unwrap_or_else(|p| p.into_inner()).settings.clone() else { continue };
+            let files = watched_files(&settings);
             let contents: Vec<Option<Vec<u8>>> = files.iter().map(|f| std::fs::read(f).ok()).collect();
             let seen: Vec<(PathBuf, [u8; 32])> = files
                 .iter()
@@ -238,17 +245,17 @@ impl TlsEdge {
                 }
                 served.seen = seen.clone();
             }
-            match load_listener(tls, &files, &contents) {
-                Ok((certs, client_ca)) => {
-                    let names: Vec<String> = certs.iter().map(cert_label).collect();
+            match load_listener(&settings, &files, contents) {
+                Ok((fresh, built)) => {
+                    let names: Vec<String> = built.certs.iter().map(cert_label).collect();
                     log::info!("{}: certificates reloaded from disk ({})", l.addr, names.join(", "));
-                    metrics.tls_cert_reload("ok");
-                    self.serve(l, certs, tls.min_tls, client_ca.map(|c| c.roots), seen);
+                    metrics.cert_reload("ok");
+                    self.serve(l, fresh, &built, seen);
                     changed = true;
                 }
                 Err(why) => {
                     log::error!("{}: new certificate files refused, the current ones keep serving: {why}", l.addr);
-                    metrics.tls_cert_reload("refused");
+                    metrics.cert_reload("refused");
                 }
             }
         }
@@ -258,20 +265,20 @@ impl TlsEdge {
     }
 
     /// `siger_tls_cert_expiry_seconds{name}` for every certificate served now.
-    fn export_expiry(&self, metrics: &Metrics) {
+    fn export_expiry(&self, metrics: &TlsMetrics) {
         let now = SystemTime::now();
         let mut names = BTreeSet::new();
         for l in &self.listeners {
             let served = l.served.lock().unwrap_or_else(|p| p.into_inner());
             for cert in &served.certs {
                 let name = cert_label(cert);
-                metrics.tls_cert_expiry(&name, cert.seconds_left(now));
+                metrics.cert_expiry(&name, cert.seconds_left(now));
                 names.insert(name);
             }
         }
         let mut exported = self.expiry_names.lock().unwrap_or_else(|p| p.into_inner());
         for gone in exported.difference(&names) {
-            metrics.forget_tls_cert(gone);
+            metrics.forget_cert(gone);
         }
         *exported = names;
     }
@@ -282,45 +289,34 @@ impl TlsEdge {
 fn watched_files(tls: &TlsListener) -> Vec<PathBuf> {
     tls.certs
         .iter()
-        .flat_map(|c| [c.cert.clone(), c.key.clone()])
+        .flat_map(|c| [c.cert.path.clone(), c.key.path.clone()])
         .chain(tls.client_ca.as_ref().map(|c| c.path.clone()))
         .collect()
 }
 
-/// Load every pair (and the client CA) of a listener from file contents read just now, in
-/// the order of [`watched_files`].
+/// A listener's settings with file contents read just now (in the order of
+/// [`watched_files`]), and the material they hold, checked as a configuration's are.
 fn load_listener(
     tls: &TlsListener,
     files: &[PathBuf],
-    contents: &[Option<Vec<u8>>],
-) -> Result<(Vec<ServingCert>, Option<CaBundle>), String> {
-    let read = |i: usize| -> Result<&[u8], String> {
-        contents[i].as_deref().ok_or_else(|| format!("cannot read `{}`", files[i].display()))
-    };
-    let now = SystemTime::now();
-    let mut certs = Vec::with_capacity(tls.certs.len());
-    for (j, _) in tls.certs.iter().enumerate() {
-        let (cert_i, key_i) = (2 * j, 2 * j + 1);
-        let cert = serving_cert(read(cert_i)?, read(key_i)?, &provider(), now).map_err(|(part, e)| {
-            let file = match part {
-                Part::Cert => &files[cert_i],
-                Part::Key => &files[key_i],
-            };
-            format!("`{}` {e}", file.display())
-        })?;
-        if let Some(warning) = cert.expiry_warning(now) {
-            log::warn!("`{}` {warning}", files[cert_i].display());
-        }
-        certs.push(cert);
+    contents: Vec<Option<Vec<u8>>>,
+) -> Result<(TlsListener, ListenerMaterial), String> {
+    let mut fresh = tls.clone();
+    let slots = fresh.certs.iter_mut().flat_map(|c| [&mut c.cert, &mut c.key]).chain(fresh.client_ca.as_mut());
+    for ((slot, path), bytes) in slots.zip(files).zip(contents) {
+        let bytes = bytes.ok_or_else(|| format!("cannot read `{}`", path.display()))?;
+        slot.bytes = Arc::from(bytes);
     }
-    let client_ca = match tls.client_ca {
-        Some(_) => {
-            let i = files.len() - 1;
-            Some(ca_bundle(read(i)?).map_err(|e| format!("`{}` {e}", files[i].display()))?)
-        }
-        None => None,
-    };
-    Ok((certs, client_ca))
+    let mut findings = Findings::default();
+    let built = ListenerMaterial::build(&fresh, SystemTime::now(), &mut findings);
+    let (errors, warnings) = findings.into_parts();
+    for (_, warning) in warnings {
+        log::warn!("{warning}");
+    }
+    match built {
+        Some(built) => Ok((fresh, built)),
+        None => Err(errors.into_iter().map(|(_, e)| e).collect::<Vec<_>>().join("; ")),
+    }
 }
 
 /// A certificate's name in metrics and logs: its first DNS name, else its subject.
@@ -331,12 +327,14 @@ fn cert_label(cert: &ServingCert) -> String {
 /// Checks the certificate files of TLS listeners every second and keeps the expiry gauges
 /// current (runs only when some listener speaks TLS).
 pub(crate) struct CertWatcher {
-    runtime: Arc<crate::runtime::Runtime>,
+    edge: Arc<TlsEdge>,
+    metrics: TlsMetrics,
 }
 
 impl CertWatcher {
-    pub(crate) fn new(runtime: Arc<crate::runtime::Runtime>) -> Self {
-        CertWatcher { runtime }
+    /// Watch the files `edge` serves from, counting into `metrics`.
+    pub(crate) fn new(edge: Arc<TlsEdge>, metrics: TlsMetrics) -> Self {
+        CertWatcher { edge, metrics }
     }
 }
 
@@ -350,13 +348,12 @@ impl BackgroundService for CertWatcher {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let runtime = self.runtime.clone();
+            let (edge, metrics) = (self.edge.clone(), self.metrics.clone());
             // File reads and PEM parsing block: keep them off the service's runtime. A panic
             // ends that one poll (the join error), not the watcher.
             let polled = tokio::task::spawn_blocking(move || {
-                let snapshot = runtime.current();
-                runtime.tls.poll_files(&snapshot.config, &runtime.metrics);
-                runtime.tls.export_expiry(&runtime.metrics);
+                edge.poll_files(&metrics);
+                edge.export_expiry(&metrics);
             })
             .await;
             if polled.is_err() {

@@ -10,15 +10,7 @@ use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The lowest TLS version a listener accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub enum MinTls {
-    /// TLS 1.2 and 1.3 (rustls supports nothing older).
-    #[default]
-    Tls12,
-    /// TLS 1.3 only.
-    Tls13,
-}
+pub use crate::config::MinTls;
 
 /// One listener's certificates by name.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ pub(crate) const TRACESTATE: http::HeaderName = http::HeaderName::from_static("t
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// `bytes` as lower-case hex into `out` (twice as long).
-pub(crate) fn hex_into(bytes: &[u8], out: &mut [u8]) {
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
     for (i, b) in bytes.iter().enumerate() {
         out[2 * i] = HEX[usize::from(b >> 4)];
         out[2 * i + 1] = HEX[usize::from(b & 15)];

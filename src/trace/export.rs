@@ -10,7 +10,7 @@
 //! exports nothing (opentelemetry-rust#2673).
 
 use super::text;
-use crate::runtime::Runtime;
+use crate::config::TracingSettings;
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
@@ -18,10 +18,10 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use prometheus::IntCounter;
 use prost::Message;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// Most spans in one export request.
 const BATCH: usize = 512;
@@ -32,13 +32,7 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Wait before the one retry of a batch the collector could not take right then.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
 
-/// `siger_trace_spans_exported_total` and `siger_trace_spans_dropped_total{reason}`.
-#[derive(Debug)]
-pub(crate) struct SpanMetrics {
-    pub(crate) exported: IntCounter,
-    pub(crate) queue_full: IntCounter,
-    pub(crate) export_failed: IntCounter,
-}
+pub(crate) use crate::observability::SpanMetrics;
 
 /// Finished spans waiting for export, at most `tracing.queue_size`.
 #[derive(Debug, Default)]
@@ -80,20 +74,28 @@ impl SpanQueue {
 /// The background service that sends queued spans to the collector of the configuration in
 /// force (a reload that changes the endpoint or service name applies to the next batch).
 pub(crate) struct SpanExporter {
-    runtime: Arc<Runtime>,
+    queue: Arc<SpanQueue>,
+    metrics: SpanMetrics,
+    /// `tracing` of the configuration in force (the runtime sends each reload's).
+    settings: watch::Receiver<Option<TracingSettings>>,
     /// Where the last batch went (spans queued before tracing was switched off still go there).
     last: Mutex<Option<(String, String)>>,
 }
 
 impl SpanExporter {
-    pub(crate) fn new(runtime: Arc<Runtime>) -> Self {
-        SpanExporter { runtime, last: Mutex::new(None) }
+    /// Export what `queue` holds to the collector `settings` names, counting into `metrics`.
+    pub(crate) fn new(
+        queue: Arc<SpanQueue>,
+        metrics: SpanMetrics,
+        settings: watch::Receiver<Option<TracingSettings>>,
+    ) -> Self {
+        SpanExporter { queue, metrics, settings, last: Mutex::new(None) }
     }
 
     /// The collector and service name for the next batch.
     fn destination(&self) -> Option<(String, String)> {
         let mut last = self.last.lock().ok()?;
-        if let Some(t) = self.runtime.current().config.tracing.as_ref() {
+        if let Some(t) = self.settings.borrow().as_ref() {
             *last = Some((t.otlp_endpoint.clone(), t.service_name.clone()));
         }
         last.clone()
@@ -101,7 +103,7 @@ impl SpanExporter {
 
     /// Send one batch; spans the collector did not take are counted as dropped.
     async fn send(&self, client: &reqwest::Client, batch: Vec<Span>) {
-        let metrics = &self.runtime.metrics.spans;
+        let metrics = &self.metrics;
         let n = batch.len() as u64;
         let Some((endpoint, service_name)) = self.destination() else {
             metrics.export_failed.inc_by(n);
@@ -183,7 +185,7 @@ async fn post(client: &reqwest::Client, endpoint: &str, body: Vec<u8>) -> Result
 #[async_trait]
 impl BackgroundService for SpanExporter {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let queue = &self.runtime.spans;
+        let queue = &self.queue;
         let client =
             match reqwest::Client::builder().timeout(EXPORT_TIMEOUT).connect_timeout(Duration::from_secs(2)).build() {
                 Ok(client) => client,
@@ -219,6 +221,7 @@ impl BackgroundService for SpanExporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus::IntCounter;
 
     fn span() -> Span {
         Span { trace_id: vec![1; 16], span_id: vec![1; 8], name: "x".into(), ..Default::default() }

@@ -3,16 +3,19 @@
 //! the backend with the fewest in-flight requests per unit of weight.
 
 use super::Selected;
+use crate::config::HashKey;
+use crate::errors::GatewayError;
 use dashmap::DashMap;
+use http::HeaderMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Releases one in-flight slot of a backend when dropped (the request ended or was retried).
 #[derive(Debug)]
-pub(crate) struct InflightGuard(Arc<AtomicUsize>);
+pub(crate) struct InFlightGuard(Arc<AtomicUsize>);
 
-impl Drop for InflightGuard {
+impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -21,28 +24,28 @@ impl Drop for InflightGuard {
 /// In-flight counters of one service.
 #[derive(Debug, Default)]
 pub(crate) struct LeastConn {
-    inflight: DashMap<SocketAddr, Arc<AtomicUsize>>,
+    in_flight: DashMap<SocketAddr, Arc<AtomicUsize>>,
     /// Rotates the scan start so equally loaded backends share the traffic.
     cursor: AtomicUsize,
 }
 
 impl LeastConn {
     fn counter(&self, addr: SocketAddr) -> Arc<AtomicUsize> {
-        if let Some(c) = self.inflight.get(&addr) {
+        if let Some(c) = self.in_flight.get(&addr) {
             return c.clone();
         }
-        self.inflight.entry(addr).or_default().clone()
+        self.in_flight.entry(addr).or_default().clone()
     }
 
     /// Requests in flight to `addr` now.
     pub(crate) fn in_flight(&self, addr: &SocketAddr) -> usize {
-        self.inflight.get(addr).map_or(0, |c| c.load(Ordering::Relaxed))
+        self.in_flight.get(addr).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// Forget counters of backends that left the pool once nothing is in flight to them, so
     /// address churn cannot grow the table without bound.
     pub(crate) fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
-        self.inflight.retain(|addr, count| keep(addr) || count.load(Ordering::Relaxed) > 0);
+        self.in_flight.retain(|addr, count| keep(addr) || count.load(Ordering::Relaxed) > 0);
     }
 
     /// Choose among `candidates` (already filtered to healthy, untried backends), given as
@@ -72,8 +75,29 @@ impl LeastConn {
         }
         let (addr, counter, _) = best?;
         counter.fetch_add(1, Ordering::Relaxed);
-        Some(Selected { addr, guard: Some(InflightGuard(counter)) })
+        Some(Selected { addr, guard: Some(InFlightGuard(counter)) })
     }
+}
+
+/// The bytes consistent hashing hashes for a request: the client IP (`client_ip`, as text), the
+/// path sent upstream, a header (the IP without it; more than one line is refused), or a
+/// verified claim (`claim`; the IP for anonymous callers and tokens without it).
+pub(crate) fn hash_key(
+    key: &HashKey,
+    headers: &HeaderMap,
+    path: &str,
+    client_ip: &str,
+    claim: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<u8>, GatewayError> {
+    let ip = || client_ip.as_bytes().to_vec();
+    Ok(match key {
+        HashKey::Ip => ip(),
+        HashKey::Path => path.as_bytes().to_vec(),
+        HashKey::Header(name) => {
+            crate::forwarding::single_line(headers, name)?.map(|v| v.as_bytes().to_vec()).unwrap_or_else(ip)
+        }
+        HashKey::Claim(name) => claim(name).map(String::into_bytes).unwrap_or_else(ip),
+    })
 }
 
 #[cfg(test)]
@@ -100,6 +124,25 @@ mod tests {
         let picks: Vec<Selected> = (0..8).map(|_| lc.select([a, heavy].into_iter()).expect("pick")).collect();
         let on_heavy = picks.iter().filter(|s| s.addr.port() == 3).count();
         assert_eq!(on_heavy, 6, "weight 3 carries three times the in-flight load");
+    }
+
+    #[test]
+    fn hash_keys_fall_back_to_the_client_ip() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user", "u1".parse().expect("value"));
+        let no_claim = |_: &str| None;
+        let key = |k: &HashKey, headers: &HeaderMap| hash_key(k, headers, "/p", "10.0.0.1", no_claim);
+        assert_eq!(key(&HashKey::Ip, &headers).expect("ip"), b"10.0.0.1");
+        assert_eq!(key(&HashKey::Path, &headers).expect("path"), b"/p");
+        let header = HashKey::Header("x-user".parse().expect("name"));
+        assert_eq!(key(&header, &headers).expect("header"), b"u1");
+        assert_eq!(key(&header, &HeaderMap::new()).expect("absent"), b"10.0.0.1");
+        headers.append("x-user", "u2".parse().expect("value"));
+        assert_eq!(key(&header, &headers).expect_err("two lines").status(), 400);
+        let claim = HashKey::Claim("tenant".into());
+        assert_eq!(key(&claim, &headers).expect("anonymous"), b"10.0.0.1");
+        let tenant = |name: &str| (name == "tenant").then(|| "acme".to_string());
+        assert_eq!(hash_key(&claim, &headers, "/p", "10.0.0.1", tenant).expect("claim"), b"acme");
     }
 
     #[test]

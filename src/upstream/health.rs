@@ -5,15 +5,20 @@
 
 use super::pool::transport_peer;
 use crate::config::HealthCheckSettings;
+use crate::tls::UpstreamTlsMaterial;
 use async_trait::async_trait;
 use pingora::connectors::http::Connector as HttpConnector;
 use pingora::connectors::TransportConnector;
 use pingora::lb::health_check::HealthCheck;
 use pingora::lb::Backend;
 use pingora::prelude::*;
+use std::sync::Arc;
 
-/// A check as configured.
-pub(crate) fn build(settings: &HealthCheckSettings) -> Box<dyn HealthCheck + Send + Sync> {
+/// A check as configured; `tls` is the material the snapshot built for the service's TLS.
+pub(crate) fn build(
+    settings: &HealthCheckSettings,
+    tls: Option<Arc<UpstreamTlsMaterial>>,
+) -> Box<dyn HealthCheck + Send + Sync> {
     let request = settings.path.as_ref().and_then(|path| {
         let mut req = RequestHeader::build("GET", path.as_bytes(), None).ok()?;
         req.insert_header("Host", settings.host.as_str()).ok()?;
@@ -24,7 +29,7 @@ pub(crate) fn build(settings: &HealthCheckSettings) -> Box<dyn HealthCheck + Sen
         Some(req) => Probe::Http { req, connector: Box::new(HttpConnector::new(None)) },
         None => Probe::Connect { connector: TransportConnector::new(None) },
     };
-    Box::new(Check { settings: settings.clone(), probe })
+    Box::new(Check { settings: settings.clone(), tls, probe })
 }
 
 enum Probe {
@@ -34,6 +39,7 @@ enum Probe {
 
 struct Check {
     settings: HealthCheckSettings,
+    tls: Option<Arc<UpstreamTlsMaterial>>,
     probe: Probe,
 }
 
@@ -43,7 +49,7 @@ impl Check {
             return Error::e_explain(InternalError, "health checks need an IP backend");
         };
         let timeout = self.settings.timeout;
-        let mut peer = transport_peer(&self.settings.transport, addr);
+        let mut peer = transport_peer(&self.settings.transport, self.tls.as_deref(), addr);
         peer.options.connection_timeout = Some(timeout);
         peer.options.total_connection_timeout = Some(timeout);
         peer.options.read_timeout = Some(timeout);

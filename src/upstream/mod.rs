@@ -13,10 +13,11 @@
 //! and, for discovered pools, the loop that applies membership changes and probes newcomers.
 
 mod admission;
+pub(crate) mod attempt;
 mod balance;
 pub(crate) mod breaker;
-pub(crate) mod exchange;
 mod feed;
+pub(crate) mod fetch;
 mod health;
 pub(crate) mod outlier;
 mod pool;
@@ -24,13 +25,14 @@ mod retry;
 mod service;
 pub(crate) mod split;
 
-pub(crate) use balance::InflightGuard;
+pub(crate) use balance::{hash_key, InFlightGuard};
 pub(crate) use feed::MembershipFeed;
 pub(crate) use pool::{Pool, PoolKey, Selected};
 pub(crate) use service::ServiceState;
 
 use crate::config::ServiceSettings;
 use crate::lifecycle::{spawn_supervised, Running};
+use crate::tls::UpstreamTlsMaterial;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -48,6 +50,9 @@ pub(crate) fn now_ms() -> u64 {
 
 /// The pools of the config in force, shared with the background loops.
 type Current = Arc<Vec<Arc<Pool>>>;
+
+/// The TLS material a snapshot built for one service (`None`: plain TCP).
+pub(crate) type TlsSlot = Option<Arc<UpstreamTlsMaterial>>;
 
 /// Every service's lasting state and the pools in force.
 pub(crate) struct Upstreams {
@@ -68,14 +73,17 @@ impl Default for Upstreams {
 }
 
 impl Upstreams {
-    /// The pools for `services` (in their order): a service whose [`PoolKey`] is the same as
-    /// in `previous` keeps that pool; any other gets a new one on the service's lasting state.
-    /// Changes nothing yet (see [`Upstreams::commit`]).
-    pub(crate) fn plan(&self, services: &[ServiceSettings], previous: &[Arc<Pool>]) -> Vec<Arc<Pool>> {
+    /// The pools for `services` (in their order; `tls`: the material the snapshot built for
+    /// each service's TLS): a service whose [`PoolKey`] is the same as in `previous` keeps that
+    /// pool; any other gets a new one on the service's lasting state. Changes nothing yet (see
+    /// [`Upstreams::commit`]).
+    pub(crate) fn plan(&self, services: &[ServiceSettings], tls: &[TlsSlot], previous: &[Arc<Pool>]) -> Vec<Arc<Pool>> {
         let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         services
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(id, s)| {
+                let tls = tls.get(id).and_then(Option::as_ref);
                 let before = previous.iter().find(|p| p.name() == s.name);
                 if let Some(pool) = before.filter(|p| p.key == PoolKey::of(s)) {
                     return pool.clone();
@@ -83,9 +91,9 @@ impl Upstreams {
                 let state = states
                     .get(&s.name)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(ServiceState::new(&s.name, s.health_check.as_ref())));
+                    .unwrap_or_else(|| Arc::new(ServiceState::new(&s.name, s.health_check.as_ref(), tls)));
                 let feed = s.member_source().map(|source| state.feed_for(&source));
-                Arc::new(Pool::build(s, state, feed, before.map(|p| p.as_ref())))
+                Arc::new(Pool::build(s, tls, state, feed, before.map(|p| p.as_ref())))
             })
             .collect()
     }
@@ -93,12 +101,12 @@ impl Upstreams {
     /// Make `pools` (built by [`Upstreams::plan`] for `services`) the ones in force: services
     /// no longer configured are forgotten, health checks follow their new settings, and the
     /// background loops are told.
-    pub(crate) fn commit(&self, services: &[ServiceSettings], pools: &[Arc<Pool>]) {
+    pub(crate) fn commit(&self, services: &[ServiceSettings], tls: &[TlsSlot], pools: &[Arc<Pool>]) {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         states.clear();
         let before = self.current.borrow().clone();
-        for (settings, pool) in services.iter().zip(pools) {
-            pool.state.set_health_settings(settings.health_check.as_ref());
+        for (id, (settings, pool)) in services.iter().zip(pools).enumerate() {
+            pool.state.set_health_settings(settings.health_check.as_ref(), tls.get(id).and_then(Option::as_ref));
             // Ejections end with outlier detection, and with the backend's membership.
             match (&settings.outlier_detection, &settings.member_source()) {
                 (None, _) => pool.state.outliers.retain(|_| false),

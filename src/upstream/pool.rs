@@ -9,13 +9,14 @@
 //! admission table over.
 
 use super::admission::Admission;
-use super::balance::{InflightGuard, LeastConn};
+use super::balance::{InFlightGuard, LeastConn};
 use super::feed::MembershipFeed;
 use super::health;
 use super::service::ServiceState;
 use crate::config::{
     ConsulDiscovery, DnsDiscovery, HealthCheckSettings, LbAlgorithm, ServiceSettings, Target, UpstreamTransport,
 };
+use crate::tls::UpstreamTlsMaterial;
 use async_trait::async_trait;
 use pingora::lb::discovery::{ServiceDiscovery, Static};
 use pingora::lb::health_check::HealthCheck;
@@ -100,7 +101,7 @@ pub(crate) struct Selected {
     /// The backend's address.
     pub(crate) addr: SocketAddr,
     /// In-flight accounting for least_conn; released on drop.
-    pub(crate) guard: Option<InflightGuard>,
+    pub(crate) guard: Option<InFlightGuard>,
 }
 
 /// One service's pool of backends in one config generation.
@@ -166,10 +167,12 @@ where
 }
 
 impl Pool {
-    /// Build a pool for `settings` on the service's lasting `state`. A discovered pool follows
-    /// `feed`; `previous` (the service's pool before a reload) hands over its admission table.
+    /// Build a pool for `settings` (with the material the snapshot built for its TLS) on the
+    /// service's lasting `state`. A discovered pool follows `feed`; `previous` (the service's
+    /// pool before a reload) hands over its admission table.
     pub(crate) fn build(
         settings: &ServiceSettings,
+        tls: Option<&Arc<UpstreamTlsMaterial>>,
         state: Arc<ServiceState>,
         feed: Option<MembershipFeed>,
         previous: Option<&Pool>,
@@ -191,7 +194,7 @@ impl Pool {
             Dynamic {
                 feed,
                 admission: Arc::new(admission),
-                probe: settings.health_check.as_ref().map(health::build),
+                probe: settings.health_check.as_ref().map(|h| health::build(h, tls.cloned())),
                 probe_settings: settings.health_check.clone(),
             }
         });
@@ -326,10 +329,16 @@ impl Pool {
         }
     }
 
-    /// The peer for a selected backend, with the service's timeouts. `response_timeout` (the
-    /// route's `timeout`) bounds the wait for the response when shorter than `read_timeout`.
-    pub(crate) fn peer(s: &ServiceSettings, addr: SocketAddr, response_timeout: Option<Duration>) -> HttpPeer {
-        let mut peer = transport_peer(&s.transport, addr);
+    /// The peer for a selected backend, with the service's transport (`tls`: the material the
+    /// snapshot built for it) and timeouts. `response_timeout` (the route's `timeout`) bounds
+    /// the wait for the response when shorter than `read_timeout`.
+    pub(crate) fn peer(
+        s: &ServiceSettings,
+        tls: Option<&UpstreamTlsMaterial>,
+        addr: SocketAddr,
+        response_timeout: Option<Duration>,
+    ) -> HttpPeer {
+        let mut peer = transport_peer(&s.transport, tls, addr);
         peer.options.connection_timeout = Some(s.connect_timeout);
         peer.options.read_timeout = Some(response_timeout.map_or(s.read_timeout, |t| t.min(s.read_timeout)));
         peer.options.write_timeout = s.write_timeout;
@@ -495,7 +504,11 @@ const H2_STREAMS_PER_CONNECTION: usize = 100;
 /// TLS always verifies unless the config explicitly accepted unverified backends, and always
 /// has a server name (the configured SNI, else the backend's IP: with rustls an empty one
 /// fails every connect, with OpenSSL it would skip verification).
-pub(crate) fn transport_peer(transport: &UpstreamTransport, addr: SocketAddr) -> HttpPeer {
+pub(crate) fn transport_peer(
+    transport: &UpstreamTransport,
+    material: Option<&UpstreamTlsMaterial>,
+    addr: SocketAddr,
+) -> HttpPeer {
     let mut peer = match &transport.tls {
         None => HttpPeer::new(addr, false, String::new()),
         Some(tls) => {
@@ -503,9 +516,11 @@ pub(crate) fn transport_peer(transport: &UpstreamTransport, addr: SocketAddr) ->
             let mut peer = HttpPeer::new(addr, true, sni);
             peer.options.verify_cert = tls.verify;
             peer.options.verify_hostname = tls.verify;
-            peer.options.ca = tls.ca.as_ref().map(|c| c.bundle.pingora.clone());
-            peer.client_cert_key = tls.client.as_ref().map(|c| c.identity.cert_key.clone());
-            peer.group_key = tls.group_key;
+            if let Some(material) = material {
+                peer.options.ca = material.ca.as_ref().map(|c| c.pingora.clone());
+                peer.client_cert_key = material.client.as_ref().map(|c| c.cert_key.clone());
+                peer.group_key = material.group_key;
+            }
             peer
         }
     };

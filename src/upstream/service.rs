@@ -14,6 +14,7 @@ use super::health;
 use super::outlier::OutlierTable;
 use super::retry::RetryBudget;
 use crate::config::{HealthCheckSettings, MemberSource};
+use crate::tls::UpstreamTlsMaterial;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use pingora::lb::health_check::HealthCheck;
@@ -48,15 +49,19 @@ impl std::fmt::Debug for ServiceState {
 }
 
 impl ServiceState {
-    /// A fresh state; its health check is `settings` (or none).
-    pub(crate) fn new(name: &str, settings: Option<&HealthCheckSettings>) -> Self {
+    /// A fresh state; its health check is `settings` (or none), over the service's `tls`.
+    pub(crate) fn new(
+        name: &str,
+        settings: Option<&HealthCheckSettings>,
+        tls: Option<&Arc<UpstreamTlsMaterial>>,
+    ) -> Self {
         // Health follows the address alone: a weight change must not reset it.
         let health = Arc::new(HealthRegistry::with_equivalence(|b: &Backend| {
             let mut hasher = DefaultHasher::new();
             b.addr.hash(&mut hasher);
             hasher.finish()
         }));
-        let check = Arc::new(ArcSwap::from_pointee(build_check(settings)));
+        let check = Arc::new(ArcSwap::from_pointee(build_check(settings, tls)));
         health.set_health_check(Box::new(SwappableCheck { service: name.to_string(), current: check.clone() }));
         ServiceState {
             name: name.to_string(),
@@ -72,12 +77,17 @@ impl ServiceState {
         }
     }
 
-    /// Apply changed health-check settings (on a reload that keeps this service).
-    pub(crate) fn set_health_settings(&self, settings: Option<&HealthCheckSettings>) {
+    /// Apply changed health-check settings (on a reload that keeps this service). The TLS
+    /// material is built from files the settings hold, so equal settings mean equal material.
+    pub(crate) fn set_health_settings(
+        &self,
+        settings: Option<&HealthCheckSettings>,
+        tls: Option<&Arc<UpstreamTlsMaterial>>,
+    ) {
         if self.settings.load().as_deref() == settings {
             return;
         }
-        self.check.store(Arc::new(build_check(settings)));
+        self.check.store(Arc::new(build_check(settings, tls)));
         self.settings.store(settings.cloned().map(Arc::new));
         self.health_changed.notify_one();
     }
@@ -109,9 +119,12 @@ impl ServiceState {
     }
 }
 
-fn build_check(settings: Option<&HealthCheckSettings>) -> Box<dyn HealthCheck + Send + Sync> {
+fn build_check(
+    settings: Option<&HealthCheckSettings>,
+    tls: Option<&Arc<UpstreamTlsMaterial>>,
+) -> Box<dyn HealthCheck + Send + Sync> {
     match settings {
-        Some(s) => health::build(s),
+        Some(s) => health::build(s, tls.cloned()),
         None => Box::new(Unchecked),
     }
 }

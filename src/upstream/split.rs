@@ -1,7 +1,8 @@
 //! Weighted traffic splits over services (canaries, blue/green): which service a request goes
 //! to, and which ones take it when that one has no usable backend.
 
-use crate::config::{ServiceId, TrafficSplit};
+use crate::config::{ServiceId, StickyKey, TrafficSplit};
+use http::HeaderMap;
 
 /// FNV-1a: a stable hash, so a sticky value maps to the same service in every gateway process
 /// and across upgrades (std's hasher promises neither).
@@ -29,6 +30,28 @@ pub(crate) fn order(split: &TrafficSplit, sticky: Option<&[u8]>, random: u64) ->
     std::iter::once(split.services[chosen].0).chain(rest.into_iter().map(|(s, _)| s)).collect()
 }
 
+/// The value a sticky split hashes: the header (one line), the cookie or the verified claim
+/// (`claim`). `None`: the request has none, and is drawn at random.
+pub(crate) fn sticky_value(
+    key: &StickyKey,
+    headers: &HeaderMap,
+    claim: impl Fn(&str) -> Option<String>,
+) -> Option<Vec<u8>> {
+    match key {
+        StickyKey::Header(name) => {
+            crate::forwarding::single_line(headers, name).ok().flatten().map(|v| v.as_bytes().to_vec())
+        }
+        StickyKey::Cookie(name) => headers.get_all(http::header::COOKIE).iter().find_map(|line| {
+            let line = line.to_str().ok()?;
+            line.split(';').find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                (k == name).then(|| v.as_bytes().to_vec())
+            })
+        }),
+        StickyKey::Claim(name) => claim(name).map(String::into_bytes),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,6 +67,23 @@ mod tests {
         assert!((900..1100).contains(&canary), "{canary}");
         assert_eq!(order(&s, None, 95), vec![8, 7], "the other service is the fallback");
         assert_eq!(order(&s, None, 5), vec![7, 8]);
+    }
+
+    #[test]
+    fn sticky_values_come_from_a_header_a_cookie_or_a_claim() {
+        let mut headers = HeaderMap::new();
+        headers.insert("cookie", "a=1; canary=yes; b=2".parse().expect("value"));
+        headers.insert("x-group", "g7".parse().expect("value"));
+        let none = |_: &str| None;
+        let cookie = StickyKey::Cookie("canary".into());
+        assert_eq!(sticky_value(&cookie, &headers, none), Some(b"yes".to_vec()));
+        assert_eq!(sticky_value(&StickyKey::Cookie("absent".into()), &headers, none), None);
+        let header = StickyKey::Header("x-group".parse().expect("name"));
+        assert_eq!(sticky_value(&header, &headers, none), Some(b"g7".to_vec()));
+        headers.append("x-group", "g8".parse().expect("value"));
+        assert_eq!(sticky_value(&header, &headers, none), None, "two lines: no sticky value");
+        let claim = StickyKey::Claim("sub".into());
+        assert_eq!(sticky_value(&claim, &headers, |_: &str| Some("alice".into())), Some(b"alice".to_vec()));
     }
 
     #[test]

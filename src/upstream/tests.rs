@@ -8,26 +8,17 @@ use std::time::Duration;
 fn settings(lb: LbAlgorithm, slow_start: Option<Duration>) -> ServiceSettings {
     ServiceSettings {
         name: "web".into(),
-        targets: Vec::new(),
         discovery: Some(ConsulDiscovery { service: "web".into(), tags: Vec::new() }),
         dns: None,
         lb,
-        health_check: None,
-        transport: Default::default(),
-        outlier_detection: None,
-        circuit_breaker: None,
-        retry: Default::default(),
-        connect_timeout: Duration::from_secs(1),
         read_timeout: Duration::from_secs(1),
-        write_timeout: None,
-        idle_timeout: None,
-        retries: 1,
         slow_start,
+        ..ServiceSettings::default()
     }
 }
 
 fn discovered(s: &ServiceSettings, feed: MembershipFeed) -> Pool {
-    Pool::build(s, Arc::new(ServiceState::new(&s.name, None)), Some(feed), None)
+    Pool::build(s, None, Arc::new(ServiceState::new(&s.name, None, None)), Some(feed), None)
 }
 
 fn t(port: u16) -> Target {
@@ -107,21 +98,21 @@ fn static_service(name: &str, ports: &[u16]) -> ServiceSettings {
 fn a_plan_keeps_unchanged_pools_and_shares_state_with_rebuilt_ones() {
     let upstreams = Upstreams::default();
     let first = [static_service("a", &[1]), static_service("b", &[2])];
-    let pools = upstreams.plan(&first, &[]);
-    upstreams.commit(&first, &pools);
+    let pools = upstreams.plan(&first, &[], &[]);
+    upstreams.commit(&first, &[], &pools);
     // `a` unchanged but for a timeout: same pool. `b` gets a target: a new pool, same state.
     let mut second = [static_service("a", &[1]), static_service("b", &[2, 3])];
     second[0].read_timeout = Duration::from_secs(9);
-    let next = upstreams.plan(&second, &pools);
+    let next = upstreams.plan(&second, &[], &pools);
     assert!(Arc::ptr_eq(&next[0], &pools[0]));
     assert!(!Arc::ptr_eq(&next[1], &pools[1]));
     assert!(Arc::ptr_eq(&next[1].state, &pools[1].state), "health and counters carry over");
     assert_eq!(next[1].members().len(), 2);
-    upstreams.commit(&second, &next);
+    upstreams.commit(&second, &[], &next);
     // A service that leaves and comes back starts afresh.
     let third = [static_service("a", &[1])];
-    let after = upstreams.plan(&third, &next);
-    upstreams.commit(&third, &after);
-    let back = upstreams.plan(&second, &after);
+    let after = upstreams.plan(&third, &[], &next);
+    upstreams.commit(&third, &[], &after);
+    let back = upstreams.plan(&second, &[], &after);
     assert!(!Arc::ptr_eq(&back[1].state, &pools[1].state));
 }

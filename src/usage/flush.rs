@@ -120,7 +120,7 @@ impl Flusher {
         result.pending = self.pending.values().map(VecDeque::len).sum();
         let records = self.pending_records();
         self.meter.set_pending(records);
-        self.metrics.report(&result, records);
+        self.metrics.flushed(result.failed, records);
         let dropped = self.meter.dropped();
         self.metrics.dropped.inc_by(dropped.saturating_sub(self.reported_drops));
         self.reported_drops = dropped;
@@ -152,7 +152,7 @@ impl Flusher {
             }
         }
         let _exit_waits = lifecycle.as_ref().map(|l| l.cleanup());
-        while lifecycle.as_ref().is_some_and(|l| l.inflight() > 0) {
+        while lifecycle.as_ref().is_some_and(|l| l.in_flight() > 0) {
             self.flush().await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

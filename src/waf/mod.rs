@@ -22,7 +22,6 @@ mod runner;
 #[cfg(test)]
 mod tests;
 
-pub use compile::compile;
 pub use inspect::{Cause, Exclusions, Verdict};
 pub use request::{Body, Request};
 pub use runner::{InspectError, Inspector};

@@ -241,3 +241,63 @@ routes:
         "{metrics}"
     );
 }
+
+/// Aggregation parts go through the proxy's attempt engine: the same breaker refusal (message and
+/// metric), the same count of failed attempts, the same outlier ejection with its log line.
+#[test]
+fn aggregation_parts_meet_the_breaker_and_outlier_detection_as_proxied_requests_do() {
+    let slow = Echo::start("slow");
+    request(slow.addr, "POST", "/__control/delay/1500", &[], b"");
+    let users = Echo::start("users");
+    let dead_port = DeadPort::new();
+    let dead = dead_port.port();
+    let gw = Gateway::start(&format!(
+        r#"services:
+  slow: {{targets: ["{slow}"], read_timeout: 10s, circuit_breaker: {{max_in_flight: 1}}}}
+  flaky: {{targets: ["127.0.0.1:{dead}", "{users}"], lb: round_robin, retries: 1, outlier_detection: {{consecutive_failures: 1, max_ejected_percent: 50}}}}
+routes:
+  - {{path: /slow, service: slow, auth: public}}
+  - path: /both
+    auth: public
+    aggregate:
+      timeout: 5s
+      on_failure: fail
+      parts:
+        - {{key: held, service: slow, path: /held}}
+  - path: /flaky
+    auth: public
+    aggregate:
+      parts:
+        - {{key: user, service: flaky, path: /users/me}}
+"#,
+        slow = slow.addr,
+        users = users.addr,
+    ));
+    // One proxied request holds the slow service's only slot.
+    let addr = gw.addr;
+    let held = std::thread::spawn(move || get(addr, "/slow/x").status);
+    assert!(eventually(Duration::from_secs(5), || served(&slow) == 1), "the proxied request reached its backend");
+    let r = get(gw.addr, "/both");
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    let message = r.json()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("held: service slow is at its limit of concurrent requests"), "{message}");
+    assert_eq!(
+        metric_of(&gw, "siger_circuit_refusals_total{reason=\"max_in_flight\",service=\"slow\"}"),
+        1.0,
+        "counted as the proxy counts it"
+    );
+    assert_eq!(held.join().unwrap(), 200);
+
+    // Every part is answered (the refused backend is retried on the other), the refused one
+    // is counted as a failed attempt and ejected, as a proxied request's would be.
+    for _ in 0..4 {
+        let r = get(gw.addr, "/flaky");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["user"]["backend"], "users");
+    }
+    assert!(metric_of(&gw, "siger_upstream_errors_total{kind=\"connect\",service=\"flaky\"}") >= 1.0);
+    assert!(metric_of(&gw, "siger_upstream_retries_total{reason=\"connect\",service=\"flaky\"}") >= 1.0);
+    assert!(metric_of(&gw, "siger_backend_ejections_total{service=\"flaky\"}") >= 1.0);
+    let logged = format!("service flaky: backend 127.0.0.1:{dead} ejected for");
+    assert!(eventually(Duration::from_secs(2), || gw.logs().contains(&logged)), "{}", gw.logs());
+}

@@ -322,6 +322,8 @@ fn a_unary_call_past_the_route_timeout_is_a_504_and_no_backend_a_502() {
     );
     let series = "siger_upstream_errors_total{kind=\"connect\",service=\"orders\"}";
     assert!(eventually(Duration::from_secs(10), || metric(&scrape(&gw), series).is_some_and(|n| n >= 1.0)), "{series}");
+    // One backend, one failed attempt: counted once, as a proxied request's would be.
+    assert_eq!(metric(&scrape(&gw), series), Some(1.0), "{series}");
 }
 
 /// A gRPC-Web request of `message` (JSON of the method's input) to `method`; the answer's

@@ -21,8 +21,10 @@ const MAX_FN_LINES: usize = 120;
 
 /// The request path, which the config model must not depend on (ARCHITECTURE §8.1).
 const REQUEST_PATH: &[&str] = &["auth", "policy", "tls", "ratelimit", "routing", "upstream", "proxy"];
-/// What `config` may use: `jose` is a leaf byte parser shared by `-t` and the verifier.
-const CONFIG_MAY_USE: &[&str] = &["jose"];
+/// What `config` may use: leaves that import nothing of the crate. `jose` is the byte parser
+/// shared by `-t` and the verifier, `normalize` the path normalisation that route paths are
+/// checked with and requests are routed on.
+const CONFIG_MAY_USE: &[&str] = &["jose", "normalize"];
 /// The modules that may hold the whole `Runtime`: itself, the assembly, the operator's view and
 /// the `ProxyHttp` glue. Everything else receives what it uses.
 const MAY_HOLD_RUNTIME: &[&str] = &["runtime", "app", "admin", "status", "proxy"];
@@ -33,34 +35,7 @@ const MAY_HOLD_RUNTIME: &[&str] = &["runtime", "app", "admin", "status", "proxy"
 #[test]
 fn no_cycle_among_top_level_modules() {
     // Today's cycle (modgraph.py src agrees); issue 26 cuts it.
-    const KNOWN: &[&str] = &[
-        "aggregate",
-        "auth",
-        "config",
-        "connections",
-        "discovery",
-        "errors",
-        "forwarding",
-        "framing",
-        "grpc",
-        "jobs",
-        "lifecycle",
-        "observability",
-        "policy",
-        "proxy",
-        "ratelimit",
-        "reload",
-        "routing",
-        "runtime",
-        "snapshot",
-        "tls",
-        "trace",
-        "upstream",
-        // Issue 30: `waf` reads its settings from `config` (WafSettings, WafMode) and the proxy
-        // and access log read its verdict. It leaves the cycle when its core takes settings of
-        // its own, converted where the rule set is compiled (follow-up, like the others here).
-        "waf",
-    ];
+    const KNOWN: &[&str] = &[];
     let tree = Tree::read();
     let edges = tree.edges();
     let graph = graph_of(&edges);
@@ -86,7 +61,7 @@ fn no_cycle_among_top_level_modules() {
 #[test]
 fn config_imports_nothing_from_the_request_path() {
     // config's imports today beyond `jose`; issue 26 makes config plain data.
-    const KNOWN: &[&str] = &["auth", "grpc", "policy", "ratelimit", "routing", "tls"];
+    const KNOWN: &[&str] = &[];
     let tree = Tree::read();
     let mut found = BTreeMap::new();
     let mut report = String::new();
@@ -103,15 +78,7 @@ fn config_imports_nothing_from_the_request_path() {
 #[test]
 fn background_services_take_what_they_use() {
     // Files outside runtime/app/admin/status/proxy that reach for `crate::runtime` today.
-    const KNOWN: &[&str] = &[
-        "src/auth/mod.rs",
-        "src/discovery/consul.rs",
-        "src/discovery/consul/register.rs",
-        "src/ratelimit/mod.rs",
-        "src/reload.rs",
-        "src/tls/mod.rs",
-        "src/trace/export.rs",
-    ];
+    const KNOWN: &[&str] = &[];
     let tree = Tree::read();
     let mut found = BTreeMap::new();
     let mut report = String::new();
@@ -127,12 +94,7 @@ fn background_services_take_what_they_use() {
 #[test]
 fn no_source_file_over_700_lines() {
     // Lines without test items, today.
-    const KNOWN: &[(&str, usize)] = &[
-        ("src/config/model.rs", 1052),
-        ("src/connections.rs", 1164),
-        ("src/observability/metrics.rs", 837),
-        ("src/proxy/mod.rs", 962),
-    ];
+    const KNOWN: &[(&str, usize)] = &[];
     let tree = Tree::read_all();
     let found: BTreeMap<String, usize> =
         tree.files.iter().map(|f| (f.rel.clone(), f.lines())).filter(|(_, lines)| *lines > MAX_FILE_LINES).collect();
@@ -141,11 +103,7 @@ fn no_source_file_over_700_lines() {
 
 #[test]
 fn no_function_over_120_lines() {
-    const KNOWN: &[(&str, usize)] = &[
-        ("src/config/validate/routes.rs check_routes", 260),
-        ("src/config/validate/services.rs check_services", 209),
-        ("src/observability/metrics.rs Metrics::new", 299),
-    ];
+    const KNOWN: &[(&str, usize)] = &[];
     let tree = Tree::read_all();
     let mut found = BTreeMap::new();
     for file in &tree.files {

@@ -52,7 +52,7 @@ pub(super) fn check_jwt(raw: &RawJwt, base: &Path, p: &mut Problems) -> Option<J
         }
         (Some(s), None) => Some(s.clone()),
         (None, Some(f)) => read_file("auth.jwt.secret_file", base, f, p)
-            .map(|(_, text)| text.trim_end_matches(['\r', '\n']).to_string()),
+            .map(|file| text(&file).trim_end_matches(['\r', '\n']).to_string()),
         (None, None) => None,
     };
     let has_hmac = algorithms.iter().any(|a| a.is_hmac());
@@ -78,21 +78,23 @@ pub(super) fn check_jwt(raw: &RawJwt, base: &Path, p: &mut Problems) -> Option<J
         p.warn("auth.jwt", "a public key or JWKS is configured but only HS* algorithms are allowed, so it is not used");
     }
     let jose: Vec<jsonwebtoken::Algorithm> = algorithms.iter().map(|a| a.jose()).collect();
+    // The same parser the verifier's key store uses (`jose` is a leaf both share), so `-t`
+    // refuses what the verifier could not load.
     let public_key_file = raw.public_key_file.as_ref().and_then(|f| {
-        let (path, text) = read_file("auth.jwt.public_key_file", base, f, p)?;
-        if !text.contains("-----BEGIN") {
-            p.add("auth.jwt.public_key_file", format!("`{}` is not a PEM file", path.display()));
-        } else if let Err(e) = crate::jose::parse_pem(text.as_bytes(), &jose) {
-            p.add("auth.jwt.public_key_file", format!("`{}`: {e}", path.display()));
+        let file = read_file("auth.jwt.public_key_file", base, f, p)?;
+        if !text(&file).contains("-----BEGIN") {
+            p.add("auth.jwt.public_key_file", format!("{} is not a PEM file", file.shown()));
+        } else if let Err(e) = crate::jose::parse_pem(&file.bytes, &jose) {
+            p.add("auth.jwt.public_key_file", format!("{}: {e}", file.shown()));
         }
-        Some(path)
+        Some(file.path)
     });
     let jwks_file = raw.jwks_file.as_ref().and_then(|f| {
-        let (path, text) = read_file("auth.jwt.jwks_file", base, f, p)?;
-        if let Err(e) = crate::jose::parse_jwks(text.as_bytes()) {
-            p.add("auth.jwt.jwks_file", format!("`{}`: {e}", path.display()));
+        let file = read_file("auth.jwt.jwks_file", base, f, p)?;
+        if let Err(e) = crate::jose::parse_jwks(&file.bytes) {
+            p.add("auth.jwt.jwks_file", format!("{}: {e}", file.shown()));
         }
-        Some(path)
+        Some(file.path)
     });
     if let Some(url) = &raw.jwks_url {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
@@ -175,7 +177,7 @@ fn check_forward(key: &str, raw: &BTreeMap<String, String>, p: &mut Problems) ->
     for (claim, header) in raw {
         let path = format!("{key}.{claim}");
         if let Some(h) = check_header_name(&path, header, p) {
-            if RESERVED_HEADERS.contains(&h.as_str()) || h == crate::auth::api_keys::CONSUMER_HEADER {
+            if RESERVED_HEADERS.contains(&h.as_str()) || h == CONSUMER_HEADER {
                 p.add(&path, format!("`{header}` is reserved by the gateway and cannot carry a claim"));
             } else if !seen.insert(h.clone()) {
                 p.add(&path, format!("header `{header}` already carries another claim"));
@@ -188,41 +190,26 @@ fn check_forward(key: &str, raw: &BTreeMap<String, String>, p: &mut Problems) ->
 }
 
 /// `auth.api_keys`: the header (not one the gateway or HTTP gives a meaning) and the keys file,
-/// read now (and again on every reload).
+/// read now (and again on every reload; `auth::api_keys` parses it).
 pub(super) fn check_api_keys(raw: &RawApiKeys, base: &Path, p: &mut Problems) -> Option<ApiKeySettings> {
     let header = check_header_name("auth.api_keys.header", raw.header.as_deref().unwrap_or("X-Api-Key"), p)?;
-    if RESERVED_HEADERS.contains(&header.as_str()) || header == crate::auth::api_keys::CONSUMER_HEADER {
+    if RESERVED_HEADERS.contains(&header.as_str()) || header == CONSUMER_HEADER {
         p.add("auth.api_keys.header", format!("`{header}` has another meaning; name a header of its own (X-Api-Key)"));
         return None;
     }
-    let (path, text) = read_file("auth.api_keys.file", base, &raw.file, p)?;
-    match crate::auth::api_keys::ApiKeyTable::parse(text.as_bytes()) {
-        Ok(table) => {
-            if table.len == 0 {
-                p.warn("auth.api_keys.file", format!("`{}` lists no keys: every API key is refused", path.display()));
-            }
-            Some(ApiKeySettings { header, file: path, table: std::sync::Arc::new(table) })
-        }
-        Err(e) => {
-            p.add("auth.api_keys.file", format!("`{}`: {e}", path.display()));
-            None
-        }
-    }
+    let file = read_file("auth.api_keys.file", base, &raw.file, p)?;
+    Some(ApiKeySettings { header, file })
 }
 
 /// `auth.telegram`: the bot token (inline or from a file), `max_age`, roles and forwarded claims.
-pub(super) fn check_telegram(
-    raw: &RawTelegram,
-    base: &Path,
-    p: &mut Problems,
-) -> Option<crate::auth::telegram::TelegramSettings> {
+pub(super) fn check_telegram(raw: &RawTelegram, base: &Path, p: &mut Problems) -> Option<TelegramSettings> {
     let token = match (&raw.bot_token, &raw.bot_token_file) {
         (Some(_), Some(_)) => {
             p.add("auth.telegram.bot_token_file", "set `bot_token` or `bot_token_file`, not both");
             None
         }
         (Some(t), None) => Some(t.trim().to_string()),
-        (None, Some(f)) => read_file("auth.telegram.bot_token_file", base, f, p).map(|(_, t)| t.trim().to_string()),
+        (None, Some(f)) => read_file("auth.telegram.bot_token_file", base, f, p).map(|f| text(&f).trim().to_string()),
         (None, None) => {
             p.add("auth.telegram", "needs `bot_token` (or `bot_token_file`)");
             None
@@ -241,5 +228,5 @@ pub(super) fn check_telegram(
         p.add("auth.telegram.max_age", "must be between 1s and 7d (initData older than that is a replay risk)");
     }
     let forward = check_forward("auth.telegram.forward", &raw.forward, p);
-    Some(crate::auth::telegram::TelegramSettings::new(&token, max_age, raw.roles.clone(), forward))
+    Some(TelegramSettings { bot_token: token, max_age, roles: raw.roles.clone(), forward })
 }

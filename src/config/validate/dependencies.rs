@@ -79,11 +79,11 @@ pub(super) fn check_nats(raw: &RawNats, base: &Path, p: &mut Problems) -> Option
         }
     }
     let credentials_file = raw.credentials_file.as_ref().and_then(|f| {
-        let (path, text) = read_file("nats.credentials_file", base, f, p)?;
-        if !text.contains("BEGIN NATS USER JWT") {
-            p.add("nats.credentials_file", format!("`{}` is not a NATS .creds file", path.display()));
+        let file = read_file("nats.credentials_file", base, f, p)?;
+        if !text(&file).contains("BEGIN NATS USER JWT") {
+            p.add("nats.credentials_file", format!("{} is not a NATS .creds file", file.shown()));
         }
-        Some(path)
+        Some(file.path)
     });
     let user_password = match (&raw.user, &raw.password) {
         (Some(u), Some(pw)) => Some((u.clone(), pw.clone())),

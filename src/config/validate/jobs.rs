@@ -102,7 +102,7 @@ pub(super) fn check_jobs(raw: &RawJobs, base: &Path, p: &mut Problems) -> Option
         }
     }
     let rate_limit = raw.rate_limit.as_ref().and_then(|r| check_rule("jobs.rate_limit", r, p));
-    let schema = raw.schema.as_deref().and_then(|f| check_schema("jobs.schema", base, f, p));
+    let schema = raw.schema.as_deref().and_then(|f| read_file("jobs.schema", base, f, p));
     Some(JobsSettings {
         schema,
         path,

@@ -125,24 +125,14 @@ fn check_redis(raw: &RawRateLimit, base: &Path, p: &mut Problems) -> Option<Redi
     };
     let ca = redis.ca_file.as_ref().and_then(|file| {
         let key = "rate_limit.redis.ca_file";
-        let (_, text) = read_file(key, base, file, p)?;
+        let file = read_file(key, base, file, p)?;
         if !tls {
             p.add(key, "only used with TLS (`tls: true` or a `rediss://` URL)");
         }
-        if let Err(e) = crate::tls::material::certificates(text.as_bytes()) {
-            p.add(key, format!("`{file}`: {e}"));
-            return None;
-        }
-        Some(text.into_bytes())
+        Some(file)
     });
-    let settings = RedisSettings { topology, password, tls, ca, timeout };
-    // The clients are built (no connection yet) exactly as the limiter will build them, so a
-    // setting the client refuses is named here rather than found at the first request.
-    if let Err(e) = crate::ratelimit::RedisStore::new(&settings) {
-        p.add("rate_limit.redis", e);
-        return None;
-    }
-    Some(settings)
+    // The clients (and the CA's certificates) are checked where the limiter builds them.
+    Some(RedisSettings { topology, password, tls, ca, timeout })
 }
 
 fn check_redis_url(key: &str, url: &str, p: &mut Problems) -> Option<String> {
@@ -155,7 +145,7 @@ fn check_redis_url(key: &str, url: &str, p: &mut Problems) -> Option<String> {
     }
 }
 
-fn check_redis_timeout(key: &str, raw: &Option<crate::config::units::ConfDuration>, p: &mut Problems) -> Duration {
+fn check_redis_timeout(key: &str, raw: &Option<super::super::units::ConfDuration>, p: &mut Problems) -> Duration {
     let timeout = dur(raw, Duration::from_millis(50));
     if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(10) {
         p.add(key, "must be between 1ms and 10s (a check never waits longer)");

@@ -3,7 +3,7 @@
 
 use super::model::*;
 use super::raw::*;
-use crate::routing::normalize_path;
+use crate::normalize::normalize_path;
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -71,10 +71,10 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
     }
     // The schemes routes may name: those configured (a section with errors counts, so its
     // routes are not reported a second time).
-    let schemes: Vec<crate::auth::Scheme> = [
-        (crate::auth::Scheme::Jwt, raw.auth.as_ref().is_some_and(|a| a.jwt.is_some())),
-        (crate::auth::Scheme::ApiKey, raw.auth.as_ref().is_some_and(|a| a.api_keys.is_some())),
-        (crate::auth::Scheme::Telegram, raw.auth.as_ref().is_some_and(|a| a.telegram.is_some())),
+    let schemes: Vec<Scheme> = [
+        (Scheme::Jwt, raw.auth.as_ref().is_some_and(|a| a.jwt.is_some())),
+        (Scheme::ApiKey, raw.auth.as_ref().is_some_and(|a| a.api_keys.is_some())),
+        (Scheme::Telegram, raw.auth.as_ref().is_some_and(|a| a.telegram.is_some())),
     ]
     .into_iter()
     .filter_map(|(s, on)| on.then_some(s))
@@ -176,30 +176,15 @@ fn jobs_routes(
         );
     }
     let submit = RouteSettings {
-        name: None,
         label: jobs.path.clone(),
         path: jobs.path.clone(),
         methods: Some(vec![Method::POST]),
-        host: None,
-        match_headers: Vec::new(),
         target: RouteTarget::Jobs,
-        auth: AuthMode::Required,
         roles: jobs.roles.clone(),
-        strip_prefix: false,
         rate_limit: jobs.rate_limit.clone().or_else(|| rate_limit.default.clone()),
         max_body: jobs.max_body,
-        timeout: None,
         forward_authorization: false,
-        request_headers: Default::default(),
-        response_headers: Default::default(),
-        cors: None,
-        compress: None,
-        cache: None,
-        schemes: vec![crate::auth::Scheme::Jwt],
-        validate: None,
-        grpc_transcode: None,
-        grpc_web: false,
-        waf: Default::default(),
+        ..RouteSettings::default()
     };
     // Every method but POST: the jobs handler answers a status for GET and HEAD under the
     // path, and 405 with the resource's own `Allow` for the rest (the route table would list
@@ -251,33 +236,26 @@ fn resolve_file(base: &Path, file: &str) -> PathBuf {
     }
 }
 
-/// The file must exist and be readable; returns its text (and remembers it for
-/// `watch_config`).
-fn read_file(path: &str, base: &Path, file: &str, p: &mut Problems) -> Option<(PathBuf, String)> {
+/// The file at `key` must exist and be readable text; returns it as read (and remembers its
+/// digest for `watch_config`). What it holds is checked by the module that uses it.
+fn read_file(key: &str, base: &Path, file: &str, p: &mut Problems) -> Option<LoadedFile> {
     let resolved = resolve_file(base, file);
     match std::fs::read_to_string(&resolved) {
         Ok(text) => {
             use sha2::Digest;
             p.files.push(FileDigest { path: resolved.clone(), sha256: sha2::Sha256::digest(text.as_bytes()).into() });
-            Some((resolved, text))
+            Some(LoadedFile { key: key.to_string(), path: resolved, bytes: Arc::from(text.into_bytes()) })
         }
         Err(e) => {
-            p.add(path, format!("cannot read `{}`: {e}", resolved.display()));
+            p.add(key, format!("cannot read `{}`: {e}", resolved.display()));
             None
         }
     }
 }
 
-/// A JSON Schema file, compiled (a schema that does not compile is an error naming the file).
-fn check_schema(key: &str, base: &Path, file: &str, p: &mut Problems) -> Option<crate::policy::schema::BodySchema> {
-    let (path, text) = read_file(key, base, file, p)?;
-    match crate::policy::schema::BodySchema::from_bytes(&path, text.as_bytes()) {
-        Ok(schema) => Some(schema),
-        Err(e) => {
-            p.add(key, e);
-            None
-        }
-    }
+/// The text of a file [`read_file`] read (it was read as UTF-8).
+fn text(file: &LoadedFile) -> &str {
+    std::str::from_utf8(&file.bytes).unwrap_or_default()
 }
 
 fn check_header_name(path: &str, name: &str, p: &mut Problems) -> Option<HeaderName> {
@@ -338,24 +316,6 @@ mod tests {
         for key in ["services.s.hash_key", "rate_limit.default.key", "routes[0].rate_limit.key"] {
             assert!(found.iter().any(|p| p.starts_with(key) && p.contains("claim")), "{key}: {found:?}");
         }
-    }
-
-    #[test]
-    fn redis_topologies_build_their_clients() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = |redis: &str| {
-            format!("listen: [\"127.0.0.1:1\"]\nrate_limit:\n  store: redis\n  redis: {redis}\nservices:\n  s: {{targets: [\"127.0.0.1:2\"]}}\nroutes:\n  - {{path: /, service: s, auth: public}}\n")
-        };
-        for ok in [
-            "{sentinels: [\"127.0.0.1:26379\", \"[::1]:26380\"], master_name: m, tls: true, password: pw}",
-            "{cluster_nodes: [\"[::1]:7000\", \"127.0.0.1:7001\"], tls: true}",
-            "{url: \"rediss://:pw@cache:6380/0\"}",
-        ] {
-            let found = problems(&config(ok), dir.path());
-            assert!(found.is_empty(), "{ok}: {found:?}");
-        }
-        let found = problems(&config("{cluster_nodes: []}"), dir.path());
-        assert!(found.iter().any(|p| p.starts_with("rate_limit.redis.cluster_nodes")), "{found:?}");
     }
 
     #[test]

@@ -2,9 +2,6 @@
 //! `cache`: edge policies, compiled once.
 
 use super::*;
-use crate::policy::compress::{CompressSettings, Encoding};
-use crate::policy::cors::{CorsSettings, Origins};
-use crate::policy::headers::{HeaderRules, Template};
 
 /// Which way a rule set goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use super::policies::{check_compress, check_cors, check_header_rules, check_route_cache, Direction};
 use super::*;
-use crate::auth::Scheme;
+use crate::config::{GrpcTranscode, GrpcTranscodeSettings, MAX_DESCRIPTOR_BYTES};
 
 pub(super) fn check_routes(
     raw: &[RawRoute],
@@ -13,141 +13,24 @@ pub(super) fn check_routes(
     base_dir: &Path,
     p: &mut Problems,
 ) -> (Vec<RouteSettings>, Vec<TrafficSplit>, Vec<AggregateSettings>) {
-    let index: HashMap<&str, usize> = services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let mut targets = Targets {
+        services,
+        index: services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect(),
+        splits: Vec::new(),
+        aggregates: Vec::new(),
+    };
     let mut out: Vec<RouteSettings> = Vec::new();
-    let mut splits: Vec<TrafficSplit> = Vec::new();
-    let mut aggregates: Vec<AggregateSettings> = Vec::new();
     let mut names = HashSet::new();
     // Routes by (path, host): only those can conflict, so the check stays linear in routes.
     let mut same_place: HashMap<(String, Option<String>), Vec<usize>> = HashMap::new();
     for (i, r) in raw.iter().enumerate() {
         let base = format!("routes[{i}]");
-        let path = match normalize_path(&r.path) {
-            Ok(_) if r.path.contains(';') => {
-                p.add(
-                    format!("{base}.path"),
-                    format!("`{}`: routes match paths without their `;` parameters; remove them", r.path),
-                );
-                r.path.clone()
-            }
-            Ok(n) if r.path.starts_with('/') && (n == r.path || format!("{n}/") == r.path) => {
-                if n.len() > 1 {
-                    n.trim_end_matches('/').to_string()
-                } else {
-                    n.into_owned()
-                }
-            }
-            _ => {
-                p.add(format!("{base}.path"), format!("`{}` must be an absolute, normalised path (no `.`/`..` segments, `//` or %-escapes of unreserved characters)", r.path));
-                r.path.clone()
-            }
-        };
-        let methods = r.methods.as_ref().map(|ms| {
-            if ms.is_empty() {
-                p.add(format!("{base}.methods"), "list at least one method, or remove the key to allow all");
-            }
-            let mut out: Vec<Method> = Vec::new();
-            for (j, m) in ms.iter().enumerate() {
-                let upper = m.to_ascii_uppercase();
-                match Method::from_bytes(upper.as_bytes()) {
-                    Ok(method) if upper == *m && !out.contains(&method) => out.push(method),
-                    Ok(_) if upper != *m => {
-                        p.add(format!("{base}.methods[{j}]"), format!("write methods in upper case: `{upper}`"))
-                    }
-                    Ok(_) => p.add(format!("{base}.methods[{j}]"), format!("`{m}` is listed twice")),
-                    Err(_) => p.add(format!("{base}.methods[{j}]"), format!("`{m}` is not an HTTP method")),
-                }
-            }
-            out
-        });
-        let host = r.host.as_ref().map(|h| {
-            let h = h.trim().to_ascii_lowercase();
-            let valid = !h.is_empty()
-                && !h.contains(['/', ' ', '@'])
-                && h.parse::<http::uri::Authority>().is_ok()
-                && !h.contains(':');
-            if !valid {
-                p.add(format!("{base}.host"), format!("`{h}` is not a host name (no port, scheme or path)"));
-            }
-            h
-        });
-        let service_id = |key: String, name: &str, p: &mut Problems| match index.get(name) {
-            Some(id) => *id,
-            None => {
-                let known: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-                p.add(
-                    key,
-                    format!(
-                        "unknown service `{name}` (defined: {})",
-                        if known.is_empty() { "none".into() } else { known.join(", ") }
-                    ),
-                );
-                0
-            }
-        };
-        let target = match (&r.service, &r.split) {
-            (None, None) if r.aggregate.is_some() => {
-                let raw_aggregate = r.aggregate.as_ref().expect("checked");
-                aggregates.push(check_aggregate(&format!("{base}.aggregate"), raw_aggregate, &service_id, p));
-                RouteTarget::Aggregate(aggregates.len() - 1)
-            }
-            (_, _) if r.aggregate.is_some() => {
-                p.add(&base, "has `aggregate` and `service`/`split`; an aggregation route names its services per part");
-                RouteTarget::Service(0)
-            }
-            (Some(name), None) => {
-                if r.sticky.is_some() {
-                    p.add(format!("{base}.sticky"), "only applies to `split` routes");
-                }
-                RouteTarget::Service(service_id(format!("{base}.service"), name, p))
-            }
-            (None, Some(list)) => {
-                let mut chosen: Vec<(ServiceId, u32)> = Vec::new();
-                for (j, entry) in list.iter().enumerate() {
-                    let id = service_id(format!("{base}.split[{j}].service"), &entry.service, p);
-                    if entry.weight == 0 || entry.weight > 10_000 {
-                        p.add(format!("{base}.split[{j}].weight"), "must be between 1 and 10000");
-                    }
-                    if chosen.iter().any(|(c, _)| *c == id) && index.contains_key(entry.service.as_str()) {
-                        p.add(format!("{base}.split[{j}].service"), format!("`{}` is listed twice", entry.service));
-                    }
-                    chosen.push((id, entry.weight.clamp(1, 10_000)));
-                }
-                if list.len() < 2 {
-                    p.add(format!("{base}.split"), "list at least two services (or use `service`)");
-                }
-                let sticky = r.sticky.as_deref().and_then(|s| check_sticky(&format!("{base}.sticky"), s, p));
-                splits.push(TrafficSplit { services: chosen, sticky });
-                RouteTarget::Split(splits.len() - 1)
-            }
-            (Some(_), Some(_)) => {
-                p.add(&base, "has both `service` and `split`; choose one");
-                RouteTarget::Service(0)
-            }
-            (None, None) => {
-                p.add(&base, "needs `service`, `split` or `aggregate`");
-                RouteTarget::Service(0)
-            }
-        };
-        let mut match_headers: Vec<(HeaderName, http::HeaderValue)> = Vec::new();
-        for (name, value) in r.match_headers.iter().flatten() {
-            let key = format!("{base}.match_headers.{name}");
-            let Some(header) = check_header_name(&key, name, p) else { continue };
-            match http::HeaderValue::from_str(value) {
-                Ok(v) => match_headers.push((header, v)),
-                Err(_) => p.add(key, "is not a valid header value"),
-            }
-        }
-        match_headers.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        let auth = match r.auth.as_deref().unwrap_or("required") {
-            "required" => AuthMode::Required,
-            "optional" => AuthMode::Optional,
-            "public" => AuthMode::Public,
-            other => {
-                p.add(format!("{base}.auth"), format!("`{other}` is not one of required, optional, public"));
-                AuthMode::Required
-            }
-        };
+        let path = check_route_path(&base, &r.path, p);
+        let methods = r.methods.as_ref().map(|ms| check_methods(&base, ms, p));
+        let host = r.host.as_ref().map(|h| check_host(&base, h, p));
+        let target = targets.check(&base, r, p);
+        let match_headers = check_match_headers(&base, r, p);
+        let auth = check_auth_mode(&base, r, p);
         let route_schemes = check_schemes(&base, r, auth, schemes, p);
         if !r.roles.is_empty() && auth == AuthMode::Public {
             p.add(format!("{base}.roles"), "a public route has no identity to check roles against");
@@ -200,7 +83,7 @@ pub(super) fn check_routes(
             validate: r
                 .validate
                 .as_ref()
-                .and_then(|v| check_schema(&format!("{base}.validate.schema"), base_dir, &v.schema, p)),
+                .and_then(|v| read_file(&format!("{base}.validate.schema"), base_dir, &v.schema, p)),
             grpc_transcode: r
                 .grpc_transcode
                 .as_ref()
@@ -208,50 +91,8 @@ pub(super) fn check_routes(
             grpc_web: r.grpc_web.unwrap_or(false),
             waf: super::waf::check_route_waf(&base, r, p),
         };
-        if route.grpc_transcode.is_some() || route.grpc_web {
-            let key = if route.grpc_web { format!("{base}.grpc_web") } else { format!("{base}.grpc_transcode") };
-            match route.target {
-                // gRPC needs HTTP/2 to the backend (trailers).
-                RouteTarget::Service(id)
-                    if r.service.is_some() && !services.get(id).is_some_and(|s| s.transport.http2) =>
-                {
-                    p.add(
-                        key,
-                        format!(
-                            "service `{}` must set `http2: true`: gRPC needs HTTP/2 to the backend",
-                            services[id].name
-                        ),
-                    )
-                }
-                RouteTarget::Service(_) => {}
-                _ => p.add(key, "needs `service` (one gRPC service; not `split` or `aggregate`)"),
-            }
-        }
-        if route.grpc_transcode.is_some() {
-            // Transcoded requests are answered by the gateway itself: nothing is silently skipped.
-            for (set, name) in [
-                (route.validate.is_some(), "validate"),
-                (route.cache.is_some(), "cache"),
-                (route.compress.is_some(), "compress"),
-            ] {
-                if set {
-                    p.add(
-                        format!("{base}.{name}"),
-                        "does not apply to transcoded gRPC calls; remove it from this route",
-                    );
-                }
-            }
-        }
-        if route.waf.mode != crate::config::WafMode::Off && matches!(route.target, RouteTarget::Aggregate(_)) {
-            p.add(format!("{base}.waf"), "an aggregation route is answered by the gateway: nothing to inspect");
-        }
-        if route.validate.is_some() && matches!(route.target, RouteTarget::Aggregate(_)) {
-            p.add(format!("{base}.validate"), "an aggregation route reads no request body");
-        }
-        let reads = |ms: &Vec<Method>| ms.iter().any(|m| m == Method::GET || m == Method::HEAD);
-        if route.cache.is_some() && route.methods.as_ref().is_some_and(|ms| !reads(ms)) {
-            p.warn(format!("{base}.cache"), "only GET and HEAD answers are cached, and this route allows neither");
-        }
+        check_route_policies(&base, &route, p);
+        check_grpc_route(&base, r, &route, services, p);
         let peers = same_place.entry((route.path.clone(), route.host.clone())).or_default();
         if let Some(j) = peers.iter().copied().find(|j| overlaps(&out[*j], &route)) {
             p.add(
@@ -262,7 +103,257 @@ pub(super) fn check_routes(
         peers.push(out.len());
         out.push(route);
     }
-    (out, splits, aggregates)
+    (out, targets.splits, targets.aggregates)
+}
+
+/// `path`: absolute and normalised, without `;` parameters (a trailing `/` is dropped).
+fn check_route_path(base: &str, path: &str, p: &mut Problems) -> String {
+    match normalize_path(path) {
+        Ok(_) if path.contains(';') => {
+            p.add(
+                format!("{base}.path"),
+                format!("`{path}`: routes match paths without their `;` parameters; remove them"),
+            );
+            path.to_string()
+        }
+        Ok(n) if path.starts_with('/') && (n == path || format!("{n}/") == path) => {
+            if n.len() > 1 {
+                n.trim_end_matches('/').to_string()
+            } else {
+                n.into_owned()
+            }
+        }
+        _ => {
+            p.add(format!("{base}.path"), format!("`{path}` must be an absolute, normalised path (no `.`/`..` segments, `//` or %-escapes of unreserved characters)"));
+            path.to_string()
+        }
+    }
+}
+
+/// `methods`: at least one, upper case, each once.
+fn check_methods(base: &str, ms: &[String], p: &mut Problems) -> Vec<Method> {
+    if ms.is_empty() {
+        p.add(format!("{base}.methods"), "list at least one method, or remove the key to allow all");
+    }
+    let mut out: Vec<Method> = Vec::new();
+    for (j, m) in ms.iter().enumerate() {
+        let upper = m.to_ascii_uppercase();
+        match Method::from_bytes(upper.as_bytes()) {
+            Ok(method) if upper == *m && !out.contains(&method) => out.push(method),
+            Ok(_) if upper != *m => {
+                p.add(format!("{base}.methods[{j}]"), format!("write methods in upper case: `{upper}`"))
+            }
+            Ok(_) => p.add(format!("{base}.methods[{j}]"), format!("`{m}` is listed twice")),
+            Err(_) => p.add(format!("{base}.methods[{j}]"), format!("`{m}` is not an HTTP method")),
+        }
+    }
+    out
+}
+
+/// `host`: a host name (lower-cased), no port, scheme or path.
+fn check_host(base: &str, h: &str, p: &mut Problems) -> String {
+    let h = h.trim().to_ascii_lowercase();
+    let valid =
+        !h.is_empty() && !h.contains(['/', ' ', '@']) && h.parse::<http::uri::Authority>().is_ok() && !h.contains(':');
+    if !valid {
+        p.add(format!("{base}.host"), format!("`{h}` is not a host name (no port, scheme or path)"));
+    }
+    h
+}
+
+/// `match_headers`: valid names and values, sorted by name.
+fn check_match_headers(base: &str, r: &RawRoute, p: &mut Problems) -> Vec<(HeaderName, http::HeaderValue)> {
+    let mut match_headers: Vec<(HeaderName, http::HeaderValue)> = Vec::new();
+    for (name, value) in r.match_headers.iter().flatten() {
+        let key = format!("{base}.match_headers.{name}");
+        let Some(header) = check_header_name(&key, name, p) else { continue };
+        match http::HeaderValue::from_str(value) {
+            Ok(v) => match_headers.push((header, v)),
+            Err(_) => p.add(key, "is not a valid header value"),
+        }
+    }
+    match_headers.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    match_headers
+}
+
+/// `auth`: required (the default), optional or public.
+fn check_auth_mode(base: &str, r: &RawRoute, p: &mut Problems) -> AuthMode {
+    match r.auth.as_deref().unwrap_or("required") {
+        "required" => AuthMode::Required,
+        "optional" => AuthMode::Optional,
+        "public" => AuthMode::Public,
+        other => {
+            p.add(format!("{base}.auth"), format!("`{other}` is not one of required, optional, public"));
+            AuthMode::Required
+        }
+    }
+}
+
+/// What the policies of a built route say about each other.
+fn check_route_policies(base: &str, route: &RouteSettings, p: &mut Problems) {
+    if route.waf.mode != crate::config::WafMode::Off && matches!(route.target, RouteTarget::Aggregate(_)) {
+        p.add(format!("{base}.waf"), "an aggregation route is answered by the gateway: nothing to inspect");
+    }
+    if route.validate.is_some() && matches!(route.target, RouteTarget::Aggregate(_)) {
+        p.add(format!("{base}.validate"), "an aggregation route reads no request body");
+    }
+    let reads = |ms: &Vec<Method>| ms.iter().any(|m| m == Method::GET || m == Method::HEAD);
+    if route.cache.is_some() && route.methods.as_ref().is_some_and(|ms| !reads(ms)) {
+        p.warn(format!("{base}.cache"), "only GET and HEAD answers are cached, and this route allows neither");
+    }
+}
+
+/// A route with `grpc_transcode` or `grpc_web`: one service, spoken to over HTTP/2, and no
+/// policy that transcoded calls would skip.
+fn check_grpc_route(base: &str, r: &RawRoute, route: &RouteSettings, services: &[ServiceSettings], p: &mut Problems) {
+    if route.grpc_transcode.is_some() || route.grpc_web {
+        let key = if route.grpc_web { format!("{base}.grpc_web") } else { format!("{base}.grpc_transcode") };
+        match route.target {
+            // gRPC needs HTTP/2 to the backend (trailers).
+            RouteTarget::Service(id) if r.service.is_some() && !services.get(id).is_some_and(|s| s.transport.http2) => {
+                p.add(
+                    key,
+                    format!("service `{}` must set `http2: true`: gRPC needs HTTP/2 to the backend", services[id].name),
+                )
+            }
+            RouteTarget::Service(_) => {}
+            _ => p.add(key, "needs `service` (one gRPC service; not `split` or `aggregate`)"),
+        }
+    }
+    if route.grpc_transcode.is_some() {
+        // Transcoded requests are answered by the gateway itself: nothing is silently skipped.
+        for (set, name) in [
+            (route.validate.is_some(), "validate"),
+            (route.cache.is_some(), "cache"),
+            (route.compress.is_some(), "compress"),
+        ] {
+            if set {
+                p.add(format!("{base}.{name}"), "does not apply to transcoded gRPC calls; remove it from this route");
+            }
+        }
+    }
+}
+
+/// `grpc_transcode`: the settings checked and the descriptor set read (its contents are
+/// checked where the transcoder is built, `grpc::Transcoder::build`, under this key; a reload
+/// reads the file again).
+fn check_grpc_transcode(
+    key: &str,
+    raw: &crate::config::grpc::RawGrpcTranscode,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<GrpcTranscode> {
+    let settings = match GrpcTranscodeSettings::from_raw(raw) {
+        Ok(s) => s,
+        Err(errors) => {
+            for (sub, message) in errors {
+                p.add(format!("{key}.{sub}"), message);
+            }
+            return None;
+        }
+    };
+    let file_key = format!("{key}.descriptors");
+    let path = resolve_file(base_dir, &raw.descriptors);
+    let read = |reason: String| format!("cannot read the descriptor set `{}`: {reason}", path.display());
+    let bytes = match std::fs::metadata(&path) {
+        Ok(m) if m.len() > MAX_DESCRIPTOR_BYTES => {
+            Err(read(format!("{} bytes, over the limit of {MAX_DESCRIPTOR_BYTES}", m.len())))
+        }
+        Ok(_) => std::fs::read(&path).map_err(|e| read(e.to_string())),
+        Err(e) => Err(read(e.to_string())),
+    };
+    let bytes = bytes.map_err(|e| p.add(&file_key, e)).ok()?;
+    use sha2::Digest;
+    p.files.push(FileDigest { path: path.clone(), sha256: sha2::Sha256::digest(&bytes).into() });
+    let descriptors = LoadedFile { key: file_key, path, bytes: Arc::from(bytes) };
+    Some(GrpcTranscode { key: key.to_string(), settings, descriptors })
+}
+
+/// Routes' targets: the services by name, and the splits and aggregations routes define.
+struct Targets<'a> {
+    services: &'a [ServiceSettings],
+    index: HashMap<&'a str, usize>,
+    splits: Vec<TrafficSplit>,
+    aggregates: Vec<AggregateSettings>,
+}
+
+impl Targets<'_> {
+    /// The service named `name` (reported at `key` when there is none).
+    fn service_id(&self, key: String, name: &str, p: &mut Problems) -> ServiceId {
+        match self.index.get(name) {
+            Some(id) => *id,
+            None => {
+                let known: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+                p.add(
+                    key,
+                    format!(
+                        "unknown service `{name}` (defined: {})",
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    ),
+                );
+                0
+            }
+        }
+    }
+
+    /// `service`, `split` (with `sticky`) or `aggregate`: exactly one.
+    fn check(&mut self, base: &str, r: &RawRoute, p: &mut Problems) -> RouteTarget {
+        match (&r.service, &r.split, &r.aggregate) {
+            (None, None, Some(raw_aggregate)) => {
+                let aggregate = check_aggregate(
+                    &format!("{base}.aggregate"),
+                    raw_aggregate,
+                    &|k, n, p| self.service_id(k, n, p),
+                    p,
+                );
+                self.aggregates.push(aggregate);
+                RouteTarget::Aggregate(self.aggregates.len() - 1)
+            }
+            (_, _, Some(_)) => {
+                p.add(base, "has `aggregate` and `service`/`split`; an aggregation route names its services per part");
+                RouteTarget::Service(0)
+            }
+            (Some(name), None, None) => {
+                if r.sticky.is_some() {
+                    p.add(format!("{base}.sticky"), "only applies to `split` routes");
+                }
+                RouteTarget::Service(self.service_id(format!("{base}.service"), name, p))
+            }
+            (None, Some(list), None) => {
+                let split = self.check_split(base, list, r.sticky.as_deref(), p);
+                self.splits.push(split);
+                RouteTarget::Split(self.splits.len() - 1)
+            }
+            (Some(_), Some(_), None) => {
+                p.add(base, "has both `service` and `split`; choose one");
+                RouteTarget::Service(0)
+            }
+            (None, None, None) => {
+                p.add(base, "needs `service`, `split` or `aggregate`");
+                RouteTarget::Service(0)
+            }
+        }
+    }
+
+    /// `split`: at least two known services, each once, weights 1–10000; `sticky`.
+    fn check_split(&self, base: &str, list: &[RawSplit], sticky: Option<&str>, p: &mut Problems) -> TrafficSplit {
+        let mut chosen: Vec<(ServiceId, u32)> = Vec::new();
+        for (j, entry) in list.iter().enumerate() {
+            let id = self.service_id(format!("{base}.split[{j}].service"), &entry.service, p);
+            if entry.weight == 0 || entry.weight > 10_000 {
+                p.add(format!("{base}.split[{j}].weight"), "must be between 1 and 10000");
+            }
+            if chosen.iter().any(|(c, _)| *c == id) && self.index.contains_key(entry.service.as_str()) {
+                p.add(format!("{base}.split[{j}].service"), format!("`{}` is listed twice", entry.service));
+            }
+            chosen.push((id, entry.weight.clamp(1, 10_000)));
+        }
+        if list.len() < 2 {
+            p.add(format!("{base}.split"), "list at least two services (or use `service`)");
+        }
+        let sticky = sticky.and_then(|s| check_sticky(&format!("{base}.sticky"), s, p));
+        TrafficSplit { services: chosen, sticky }
+    }
 }
 
 /// The credentials a route accepts: `schemes` (default `[jwt]`), each configured under `auth`.
@@ -348,7 +439,7 @@ fn check_aggregate(
             p.add(format!("{base}.key"), format!("`{}` is used twice", part.key));
         }
         let service = service_id(format!("{base}.service"), &part.service, p);
-        let path = match crate::policy::headers::Template::parse(&part.path) {
+        let path = match Template::parse(&part.path) {
             Ok(t) if part.path.starts_with('/') && !part.path.contains(char::is_whitespace) => t,
             Ok(t) => {
                 p.add(format!("{base}.path"), "must be an absolute path (`/users/$claim_sub`)");
@@ -356,43 +447,12 @@ fn check_aggregate(
             }
             Err(e) => {
                 p.add(format!("{base}.path"), e.to_string());
-                crate::policy::headers::Template(Vec::new())
+                Template(Vec::new())
             }
         };
         parts.push(AggregatePart { key: part.key.clone(), service, path });
     }
     AggregateSettings { timeout, on_failure, parts }
-}
-
-/// `grpc_transcode`: the settings checked, then the descriptors loaded and every rule read
-/// (so a set that does not load, a missing service or field, or two methods on one path is a
-/// `-t` error, and a reload reads the file again).
-fn check_grpc_transcode(
-    key: &str,
-    raw: &crate::config::grpc::RawGrpcTranscode,
-    base_dir: &Path,
-    p: &mut Problems,
-) -> Option<crate::grpc::Transcoder> {
-    let settings = match crate::config::GrpcTranscodeSettings::from_raw(raw) {
-        Ok(s) => s,
-        Err(errors) => {
-            for (sub, message) in errors {
-                p.add(format!("{key}.{sub}"), message);
-            }
-            return None;
-        }
-    };
-    match crate::grpc::Transcoder::from_settings(&settings, base_dir) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let sub = match e {
-                crate::grpc::LoadError::Read { .. } | crate::grpc::LoadError::Decode { .. } => "descriptors",
-                _ => "services",
-            };
-            p.add(format!("{key}.{sub}"), e.to_string());
-            None
-        }
-    }
 }
 
 /// `header:<Name>`, `cookie:<name>` or `claim:<name>`.

@@ -213,22 +213,22 @@ fn listener_mode(d: &RawListenerDetail, base_key: &str, base: &Path, p: &mut Pro
     let certs: Vec<CertFiles> =
         pairs.iter().filter_map(|(key, cert, k)| check_cert_pair(key, cert, k, base, p)).collect();
     let min_tls = match &d.min_tls {
-        None => crate::tls::MinTls::Tls12,
+        None => MinTls::Tls12,
         Some(v) => {
             let text = match v {
                 RawVersion::Text(t) => t.trim().trim_start_matches("TLSv").to_string(),
                 RawVersion::Number(n) => format!("{n:.1}"),
             };
             match text.as_str() {
-                "1.2" => crate::tls::MinTls::Tls12,
-                "1.3" => crate::tls::MinTls::Tls13,
+                "1.2" => MinTls::Tls12,
+                "1.3" => MinTls::Tls13,
                 "1.0" | "1.1" => {
                     p.add(format!("{base_key}.min_tls"), "TLS 1.0 and 1.1 are not supported; use \"1.2\" or \"1.3\"");
-                    crate::tls::MinTls::Tls12
+                    MinTls::Tls12
                 }
                 _ => {
                     p.add(format!("{base_key}.min_tls"), format!("`{text}` is not \"1.2\" or \"1.3\""));
-                    crate::tls::MinTls::Tls12
+                    MinTls::Tls12
                 }
             }
         }
@@ -261,46 +261,17 @@ fn hsts_value(raw: &RawHsts, key: &str, p: &mut Problems) -> http::HeaderValue {
     http::HeaderValue::from_str(&value).unwrap_or(http::HeaderValue::from_static("max-age=0"))
 }
 
-/// Read and check a certificate chain and its key (`key_base.cert`, `key_base.key`).
-pub(super) fn check_cert_pair(
-    key_base: &str,
-    cert: &str,
-    key: &str,
-    base: &Path,
-    p: &mut Problems,
-) -> Option<CertFiles> {
-    let cert_read = read_file(&format!("{key_base}.cert"), base, cert, p);
-    let key_read = read_file(&format!("{key_base}.key"), base, key, p);
-    let ((cert_path, cert_text), (key_path, key_text)) = (cert_read?, key_read?);
-    let now = std::time::SystemTime::now();
-    match crate::tls::serving_cert(cert_text.as_bytes(), key_text.as_bytes(), &crate::tls::provider(), now) {
-        Ok(loaded) => {
-            if let Some(warning) = loaded.expiry_warning(now) {
-                p.warn(format!("{key_base}.cert"), format!("`{}` {warning}", cert_path.display()));
-            }
-            Some(CertFiles { cert: cert_path, key: key_path, loaded })
-        }
-        Err((part, e)) => {
-            let (k, path) = match part {
-                crate::tls::Part::Cert => ("cert", &cert_path),
-                crate::tls::Part::Key => ("key", &key_path),
-            };
-            p.add(format!("{key_base}.{k}"), format!("`{}` {e}", path.display()));
-            None
-        }
-    }
+/// Read a certificate chain and its key (`key_base.cert`, `key_base.key`); the `tls` module
+/// checks that they belong together.
+fn check_cert_pair(key_base: &str, cert: &str, key: &str, base: &Path, p: &mut Problems) -> Option<CertFiles> {
+    let cert = read_file(&format!("{key_base}.cert"), base, cert, p);
+    let key = read_file(&format!("{key_base}.key"), base, key, p);
+    Some(CertFiles { cert: cert?, key: key? })
 }
 
-/// Read and check a CA bundle.
+/// Read a CA bundle (the `tls` module parses it).
 pub(super) fn check_ca_file(key: &str, file: &str, base: &Path, p: &mut Problems) -> Option<CaFile> {
-    let (path, text) = read_file(key, base, file, p)?;
-    match crate::tls::ca_bundle(text.as_bytes()) {
-        Ok(bundle) => Some(CaFile { path, bundle }),
-        Err(e) => {
-            p.add(key, format!("`{}` {e}", path.display()));
-            None
-        }
-    }
+    read_file(key, base, file, p)
 }
 
 pub(super) fn check_trusted(raw: &[String], p: &mut Problems) -> TrustedProxies {
@@ -323,43 +294,44 @@ fn check_nets(key: &str, raw: &[String], p: &mut Problems) -> TrustedProxies {
 }
 
 pub(super) fn check_limits(raw: &RawLimits, p: &mut Problems) -> Limits {
-    let max_body = raw.max_body.map(|s| s.0).unwrap_or(10 << 20);
-    let max_header_bytes = raw.max_header_bytes.map(|s| s.0).unwrap_or(16 << 10);
+    let d = Limits::default();
+    let max_body = raw.max_body.map_or(d.max_body, |s| s.0);
+    let max_header_bytes = raw.max_header_bytes.map_or(d.max_header_bytes as u64, |s| s.0);
     // Pingora reads at most 1 MiB of request header; a bigger limit could never be reached.
     if !(1024..=(1 << 20)).contains(&max_header_bytes) {
         p.add("limits.max_header_bytes", "must be between 1KiB and 1MiB");
     }
-    let idle_timeout = dur(&raw.idle_timeout, Duration::from_secs(60));
+    let idle_timeout = dur(&raw.idle_timeout, d.idle_timeout);
     if idle_timeout < Duration::from_secs(1) {
         p.add("limits.idle_timeout", "must be at least 1s (keep-alive timeouts have second granularity)");
     }
     if raw.keepalive_requests == Some(0) {
         p.add("limits.keepalive_requests", "must be at least 1");
     }
-    let read_buffer = raw.read_buffer.map_or(4 << 10, |s| s.0);
+    let read_buffer = raw.read_buffer.map_or(d.read_buffer as u64, |s| s.0);
     if !(1024..=(64 << 10)).contains(&read_buffer) {
         p.add("limits.read_buffer", "must be between 1KiB and 64KiB");
     }
-    let max_connections = raw.max_connections.unwrap_or(10_000);
+    let max_connections = raw.max_connections.unwrap_or(d.max_connections as u64);
     if !(1..=10_000_000).contains(&max_connections) {
         p.add("limits.max_connections", "must be between 1 and 10000000");
     }
     if matches!(raw.max_connections_per_ip, Some(n) if n == 0 || n > max_connections) {
         p.add("limits.max_connections_per_ip", "must be at least 1 and at most limits.max_connections");
     }
-    let header_timeout = dur(&raw.header_timeout, Duration::from_secs(10));
+    let header_timeout = dur(&raw.header_timeout, d.header_timeout);
     if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&header_timeout) {
         p.add("limits.header_timeout", "must be between 100ms and 5m");
     }
-    let body_timeout = dur(&raw.body_timeout, Duration::from_secs(60));
+    let body_timeout = dur(&raw.body_timeout, d.body_timeout);
     if !(Duration::from_millis(100)..=Duration::from_secs(86_400)).contains(&body_timeout) {
         p.add("limits.body_timeout", "must be between 100ms and 24h");
     }
-    let send_timeout = dur(&raw.send_timeout, Duration::from_secs(60));
+    let send_timeout = dur(&raw.send_timeout, d.send_timeout);
     if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&send_timeout) {
         p.add("limits.send_timeout", "must be between 1s and 1h");
     }
-    let h2_max_concurrent_streams = raw.h2_max_concurrent_streams.unwrap_or(128);
+    let h2_max_concurrent_streams = raw.h2_max_concurrent_streams.unwrap_or(d.h2_max_concurrent_streams);
     if !(1..=65_535).contains(&h2_max_concurrent_streams) {
         p.add("limits.h2_max_concurrent_streams", "must be between 1 and 65535");
     }
@@ -374,7 +346,7 @@ pub(super) fn check_limits(raw: &RawLimits, p: &mut Problems) -> Limits {
         max_header_bytes: max_header_bytes as usize,
         idle_timeout,
         keepalive_requests: raw.keepalive_requests,
-        underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
+        underscores_in_headers: raw.underscores_in_headers.unwrap_or(d.underscores_in_headers),
         read_buffer: read_buffer as usize,
     }
 }

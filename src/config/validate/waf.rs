@@ -1,6 +1,7 @@
 //! `waf:` and the routes' `waf`/`waf_exclude`, as plain settings (`config::waf` checks them).
-//! The rule files are compiled by `crate::waf::compile` after validation — by `-t`, start and
-//! reload alike — which names a rule file that does not compile with its line.
+//! The rule files are compiled by `waf::RuleSet::build` with the snapshot, after validation —
+//! by `-t`, start and reload alike — which names a rule file that does not compile with its
+//! line.
 
 use super::super::waf::{Found, RawRouteWaf, RawWaf};
 use super::Problems;

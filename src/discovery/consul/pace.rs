@@ -1,6 +1,6 @@
 //! The pacing rules of a blocking-query loop, kept pure so they can be tested without a clock:
-//! Consul's index rules, a token bucket so a churning index cannot become a busy loop, and
-//! jittered exponential back-off after errors.
+//! Consul's index rules and a token bucket so a churning index cannot become a busy loop
+//! (errors back off with [`crate::backoff::Backoff`]).
 
 use std::time::{Duration, Instant};
 
@@ -53,44 +53,6 @@ impl Pace {
     }
 }
 
-/// Exponential back-off with jitter: the n-th consecutive failure waits a random time in
-/// `[cap/2, cap]` with `cap = min(base·2ⁿ, max)`, so a fleet does not retry in lock-step.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    failures: u32,
-    base: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    /// Back-off starting at `base`, never above `max`.
-    pub(crate) fn new(base: Duration, max: Duration) -> Self {
-        Backoff { failures: 0, base, max }
-    }
-
-    /// Delay before the next attempt; `unit` ∈ [0, 1) is the jitter draw.
-    pub(crate) fn next_with(&mut self, unit: f64) -> Duration {
-        let cap = self.base.saturating_mul(1u32 << self.failures.min(16)).min(self.max);
-        self.failures = self.failures.saturating_add(1);
-        cap / 2 + cap.mul_f64(unit.clamp(0.0, 1.0) / 2.0)
-    }
-
-    /// Delay before the next attempt, randomly jittered.
-    pub(crate) fn next(&mut self) -> Duration {
-        self.next_with(rand::random::<f64>())
-    }
-
-    /// Consecutive failures so far.
-    pub(crate) fn failures(&self) -> u32 {
-        self.failures
-    }
-
-    /// A success: start over.
-    pub(crate) fn reset(&mut self) {
-        self.failures = 0;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,21 +98,5 @@ mod tests {
             now += Duration::from_millis(1);
         }
         assert!((12..=14).contains(&sent), "{sent} queries in 10 s");
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        let mut b = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
-        assert_eq!(b.next_with(0.0), Duration::from_millis(125));
-        assert_eq!(b.next_with(1.0), Duration::from_millis(500));
-        let d = b.next_with(0.5);
-        assert_eq!(d, Duration::from_millis(750));
-        for _ in 0..40 {
-            assert!(b.next() <= Duration::from_secs(10));
-        }
-        assert!(b.next_with(0.0) >= Duration::from_secs(5), "capped range is [max/2, max]");
-        b.reset();
-        assert_eq!(b.failures(), 0);
-        assert_eq!(b.next_with(0.0), Duration::from_millis(125));
     }
 }

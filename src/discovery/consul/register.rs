@@ -14,10 +14,10 @@
 //!   owns the same ID `<name>-<address>-<port>` and keeps the registration; the old process
 //!   only stops maintaining it.
 
-use super::pace::Backoff;
 use super::{go_duration, CheckBody, ConsulClient, RegisterBody};
+use crate::backoff::Backoff;
 use crate::config::{Config, ConsulRegistration, ConsulSettings};
-use crate::runtime::Runtime;
+use crate::observability::ConsulMetrics;
 use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch, UnixShutdownSignalWatch};
 use pingora::services::background::BackgroundService;
@@ -181,7 +181,7 @@ impl Registrar {
     }
 
     /// Keep the registration in place until stopped.
-    async fn maintain(&self, metrics: &crate::observability::Metrics) {
+    async fn maintain(&self, metrics: &ConsulMetrics) {
         self.wait_for_listeners().await;
         let client = match ConsulClient::new(&self.settings) {
             Ok(c) => c,
@@ -203,7 +203,7 @@ impl Registrar {
                     self.pause(VERIFY_EVERY).await;
                 }
                 Err(e) => {
-                    metrics.consul_errors.inc();
+                    metrics.errors.inc();
                     if backoff.failures() == 0 {
                         log::warn!("consul registration of {} failed, retrying in the background: {e}", self.body.id);
                     } else {
@@ -251,13 +251,13 @@ impl Registrar {
 /// Background service keeping the registration alive.
 pub(crate) struct RegistrationService {
     registrar: Arc<Registrar>,
-    runtime: Arc<Runtime>,
+    metrics: ConsulMetrics,
 }
 
 impl RegistrationService {
-    /// Maintain `registrar` (metrics from `state`).
-    pub(crate) fn new(registrar: Arc<Registrar>, runtime: Arc<Runtime>) -> Self {
-        RegistrationService { registrar, runtime }
+    /// Maintain `registrar`, counting failed requests into `metrics`.
+    pub(crate) fn new(registrar: Arc<Registrar>, metrics: ConsulMetrics) -> Self {
+        RegistrationService { registrar, metrics }
     }
 }
 
@@ -265,7 +265,7 @@ impl RegistrationService {
 impl BackgroundService for RegistrationService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         tokio::select! {
-            _ = self.registrar.maintain(&self.runtime.metrics) => {}
+            _ = self.registrar.maintain(&self.metrics) => {}
             _ = async { while !*shutdown.borrow_and_update() { if shutdown.changed().await.is_err() { break } } } => {}
         }
     }

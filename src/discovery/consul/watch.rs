@@ -8,12 +8,13 @@
 //! and the loop retries with jittered exponential back-off. The first query after a failure
 //! is non-blocking so a recovered Consul is read at once.
 
-use super::pace::{next_index, Backoff, Pace};
+use super::pace::{next_index, Pace};
 use super::persist::Store;
 use super::{candidates, Candidate, ConsulClient, ConsulError};
+use crate::backoff::Backoff;
 use crate::config::{ConsulDiscovery, Target};
 use crate::discovery::WatchSpec;
-use crate::observability::Metrics;
+use crate::observability::ConsulMetrics;
 use crate::upstream::MembershipFeed;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -73,7 +74,7 @@ struct Streak {
 
 impl Watch {
     /// Follow the service until the future is dropped (at shutdown).
-    pub(crate) async fn run(&self, client: &ConsulClient, wait: Duration, metrics: &Metrics) {
+    pub(crate) async fn run(&self, client: &ConsulClient, wait: Duration, metrics: &ConsulMetrics) {
         let mut index = 0u64;
         let mut pace = Pace::new(BURST, SUSTAINED_EVERY, Instant::now());
         let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
@@ -96,7 +97,7 @@ impl Watch {
             let answer = match answer {
                 Ok(a) => a,
                 Err(e) => {
-                    metrics.consul_errors.inc();
+                    metrics.errors.inc();
                     // Read the current state at once when Consul is back, and never block on
                     // an index from before the outage (Consul may have restarted lower).
                     index = 0;

@@ -16,8 +16,8 @@
 //! [`IdleLimited`] gives every session `limits.idle_timeout` (Pingora's default is a fixed 60 s)
 //! and each HTTP/2 stream its own body deadline and `send_timeout`.
 
-use crate::connections::{self, Connections, Guarded, HandshakeCut, H2_PREFACE};
-use crate::runtime::Runtime;
+use super::{Connections, Guarded, HandshakeCut, H2_PREFACE};
+use crate::connections;
 use crate::tls::Handshakes;
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -30,22 +30,19 @@ use pingora::protocols::{Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-/// An HTTP app whose sessions wait at most `idle_secs` for each read of a request head.
+/// An HTTP app whose sessions wait at most `limits.idle_timeout` for each read of a request
+/// head.
 pub(crate) struct IdleLimited<A> {
     inner: Arc<A>,
-    idle_secs: Arc<AtomicU64>,
     connections: Arc<Connections>,
 }
 
 impl<A> IdleLimited<A> {
-    /// Wrap `inner`; `idle_secs` is `limits.idle_timeout` (validated ≥ 1 s), which a config
-    /// reload may change.
-    pub(crate) fn new(inner: A, idle_secs: Arc<AtomicU64>, connections: Arc<Connections>) -> Self {
-        IdleLimited { inner: Arc::new(inner), idle_secs, connections }
+    /// Wrap `inner`; the idle timeout is the one `connections` holds now (a reload may change it).
+    pub(crate) fn new(inner: A, connections: Arc<Connections>) -> Self {
+        IdleLimited { inner: Arc::new(inner), connections }
     }
 }
 
@@ -75,7 +72,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for IdleLimited<A> 
         }
         // Keep-alive off means the connection is closing (shutdown, `Connection: close`): leave it.
         if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(self.idle_secs.load(Ordering::Relaxed)));
+            session.set_keepalive(Some(self.connections.idle_secs()));
         }
         self.inner.process_new_http(session, shutdown)
     }
@@ -113,14 +110,14 @@ impl ConnectionFilter for AtTheBound {
 /// admitted one is served through its [`Guarded`] stream, counted until it closes.
 pub(crate) struct ConnectionGate<A> {
     inner: Arc<A>,
-    runtime: Arc<Runtime>,
+    connections: Arc<Connections>,
     /// The handshakes of the TLS listeners among this service's.
     tls: Handshakes,
 }
 
 impl<A> ConnectionGate<A> {
-    pub(crate) fn new(inner: A, runtime: Arc<Runtime>, tls: Handshakes) -> Self {
-        ConnectionGate { inner: Arc::new(inner), runtime, tls }
+    pub(crate) fn new(inner: A, connections: Arc<Connections>, tls: Handshakes) -> Self {
+        ConnectionGate { inner: Arc::new(inner), connections, tls }
     }
 }
 
@@ -155,7 +152,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
             // A new connection's first request is served even when shutdown has begun (the
             // client connected before the listener closed); an idle keep-alive one closes.
             let reused = settings.is_some();
-            let Some(head) = read_head(&mut stream, &self.runtime, reused.then_some(shutdown), h2c).await else {
+            let Some(head) = read_head(&mut stream, &self.connections, reused.then_some(shutdown), h2c).await else {
                 return;
             };
             if h2c && head.starts_with(H2_PREFACE) {
@@ -172,7 +169,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
             match settings.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
                 None => {
-                    let keepalive = (!*shutdown.borrow()).then(|| self.runtime.idle_secs.load(Ordering::Relaxed));
+                    let keepalive = (!*shutdown.borrow()).then(|| self.connections.idle_secs());
                     session.set_keepalive(keepalive);
                     let limit = self.inner.server_options().and_then(|o| o.keepalive_request_limit);
                     session.set_keepalive_reuses_remaining(limit);
@@ -193,23 +190,22 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionGate<A> {
 /// is to close instead: it stayed idle (see [`wait_for_request`]) or the head did not come whole.
 async fn read_head(
     stream: &mut Guarded,
-    runtime: &Runtime,
+    connections: &Connections,
     shutdown: Option<&ShutdownWatch>,
     h2c: bool,
 ) -> Option<BytesMut> {
-    if !wait_for_request(stream, runtime, shutdown).await {
+    if !wait_for_request(stream, connections, shutdown).await {
         return None;
     }
-    let idle = Duration::from_secs(runtime.idle_secs.load(Ordering::Relaxed));
-    stream.read_head(idle, h2c).await
+    stream.read_head(connections.idle_timeout(), h2c).await
 }
 
 /// Wait until the next request's first bytes arrive (true), or the connection is to close:
 /// `limits.idle_timeout` passed, it was evicted at the bound or, with `shutdown`, the process
 /// is shutting down. Bytes that already arrived are served either way. A connection whose
 /// client left reads as ready and ends in Pingora's read.
-async fn wait_for_request(stream: &mut Guarded, runtime: &Runtime, shutdown: Option<&ShutdownWatch>) -> bool {
-    let idle = Duration::from_secs(runtime.idle_secs.load(Ordering::Relaxed));
+async fn wait_for_request(stream: &mut Guarded, connections: &Connections, shutdown: Option<&ShutdownWatch>) -> bool {
+    let idle = connections.idle_timeout();
     let mut shutdown = shutdown.cloned();
     let shutting_down = async {
         match shutdown.as_mut() {
@@ -232,41 +228,32 @@ async fn wait_for_request(stream: &mut Guarded, runtime: &Runtime, shutdown: Opt
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let peer = connections::peer_ip(&stream);
-        let (proxied, local, client) = {
-            let snap = self.runtime.current();
-            let config = &snap.config;
-            // Looked up only when some listener has TLS or the PROXY protocol.
-            let local = if self.tls.is_empty() && !config.listeners.iter().any(|l| l.proxy_protocol) {
-                None
-            } else {
-                local_addr(&stream)
-            };
-            let listener = local.and_then(|a| proxy_protocol_listener(&config.listeners, a));
-            let proxied = listener.is_some();
-            // Headers are read only from the balancers listed, when they are.
-            let sender = listener.map(|l| &l.proxy_protocol_from).filter(|from| !from.is_empty());
-            if let Some(from) = sender {
-                if !peer.is_some_and(|ip| from.contains(&ip)) {
-                    crate::proxy_protocol::refuse_sender(peer, &self.runtime.metrics.proxy_protocol);
-                    return None;
-                }
+        // Looked up only when some listener has TLS or the PROXY protocol.
+        let local =
+            if self.tls.is_empty() && !self.connections.any_proxy_protocol() { None } else { local_addr(&stream) };
+        // Headers are read only from the balancers listed, when they are.
+        let proxied = match local.and_then(|a| self.connections.proxy_protocol_sender(a, peer)) {
+            None => false,
+            Some(true) => true,
+            Some(false) => {
+                crate::proxy_protocol::refuse_sender(peer, &self.connections.metrics().proxy_protocol);
+                return None;
             }
-            // A trusted proxy's connection carries many clients: not bounded per IP. Nor is a
-            // load balancer's; its PROXY header names the client, charged once it is read.
-            let client = peer.filter(|ip| !proxied && !config.trusted_proxies.contains(ip));
-            (proxied, local, client)
         };
-        let mut ticket = match self.runtime.connections.admit(client, false) {
+        // A trusted proxy's connection carries many clients: not bounded per IP. Nor is a load
+        // balancer's; its PROXY header names the client, charged once it is read.
+        let client = peer.filter(|ip| !proxied && !self.connections.trusts(ip));
+        let mut ticket = match self.connections.admit(client, false) {
             Ok(ticket) => ticket,
             Err(refusal) => {
                 log::debug!("connection from {client:?} closed at once: {refusal:?}");
                 return None;
             }
         };
-        let idle = Duration::from_secs(self.runtime.idle_secs.load(Ordering::Relaxed));
+        let idle = self.connections.idle_timeout();
         let stream = if proxied {
             // Before TLS: the header comes first on the connection.
-            let metrics = &self.runtime.metrics.proxy_protocol;
+            let metrics = &self.connections.metrics().proxy_protocol;
             let stream =
                 match ticket.handshake(stream, idle, |s| crate::proxy_protocol::read_header(s, peer, metrics)).await {
                     Ok(stream) => stream,
@@ -278,8 +265,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
                         return None;
                     }
                 };
-            let trusted = &self.runtime.current().config.trusted_proxies;
-            let client = connections::peer_ip(&stream).filter(|ip| !trusted.contains(ip));
+            let client = connections::peer_ip(&stream).filter(|ip| !self.connections.trusts(ip));
             if let Err(refusal) = ticket.charge_client(client) {
                 log::debug!("connection from {client:?} closed after its PROXY header: {refusal:?}");
                 return None;
@@ -316,18 +302,6 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
     async fn cleanup(&self) {
         ServerApp::cleanup(&*self.inner).await
     }
-}
-
-/// The listener that accepted a connection to `local`, if it has `proxy_protocol` (matched as
-/// TLS listeners are, see [`crate::tls::Handshakes::for_local`]).
-fn proxy_protocol_listener(
-    listeners: &[crate::config::Listener],
-    local: std::net::SocketAddr,
-) -> Option<&crate::config::Listener> {
-    let exact = listeners.iter().find(|l| l.socket == local);
-    let listener =
-        exact.or_else(|| listeners.iter().find(|l| l.socket.port() == local.port() && l.socket.ip().is_unspecified()));
-    listener.filter(|l| l.proxy_protocol)
 }
 
 /// The local address a connection came in on (which listener accepted it).

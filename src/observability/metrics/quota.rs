@@ -2,12 +2,12 @@
 //! partner program has thousands of consumers; a label per consumer would make every scrape
 //! carry all of them forever. Who used what is the usage API's answer, not the scrape's.
 //!
-//! The families are made here and registered into the process registry by the wiring
-//! (`observability::Metrics` owns the registry); [`PlanCounters`] are the children of one
-//! configuration's plans, resolved once so a check touches only an atomic.
+//! A family of the process's [`Metrics`](super::Metrics), registered with the others;
+//! [`PlanCounters`] are the children of one configuration's plans, resolved once so a check
+//! touches only an atomic.
 
 use prometheus::core::Collector;
-use prometheus::{IntCounter, IntCounterVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 /// The outcome labels of `siger_quota_requests_total`.
 pub(crate) const RESULTS: [&str; 4] = ["allowed", "exceeded", "store_error_allowed", "store_error_denied"];
@@ -49,7 +49,16 @@ impl Default for QuotaMetrics {
 }
 
 impl QuotaMetrics {
-    /// The families, for the process registry.
+    pub(super) fn register(registry: &Registry) -> Self {
+        let metrics = QuotaMetrics::default();
+        for collector in metrics.collectors() {
+            // Names are static and unique: registration cannot fail.
+            let _ = registry.register(collector);
+        }
+        metrics
+    }
+
+    /// The families, for a registry.
     pub(crate) fn collectors(&self) -> Vec<Box<dyn Collector>> {
         vec![Box::new(self.requests.clone()), Box::new(self.units.clone()), Box::new(self.unknown_plan.clone())]
     }
