@@ -1,5 +1,5 @@
 //! Settings of request inspection (docs/waf.md): the `waf:` section and the per-route
-//! `waf` and `waf_exclude` keys, as plain data. `crate::waf` turns them into a compiled rule set;
+//! `waf` and `waf_exclude` keys, as plain data. `src/waf` turns them into a compiled rule set;
 //! nothing here reads a rule file.
 //!
 //! The serde mirrors (`RawWaf`, `RawRouteWaf`) and their checks live here too until the section

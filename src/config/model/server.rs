@@ -41,7 +41,7 @@ pub struct Listener {
     pub socket: SocketAddr,
     /// What the listener speaks.
     pub mode: ListenerMode,
-    /// Connections open with a PROXY header naming the client (`crate::proxy_protocol`).
+    /// Connections open with a PROXY header naming the client (`src/proxy_protocol.rs`).
     pub proxy_protocol: bool,
     /// The only peers whose PROXY headers are read (`proxy_protocol_from`); empty: any peer.
     pub proxy_protocol_from: TrustedProxies,
