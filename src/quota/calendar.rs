@@ -78,20 +78,15 @@ impl Span {
     }
 }
 
-/// `2026-12-01T00:00:00Z`.
+/// `2026-12-01T00:00:00Z`: the one RFC 3339 printer, from a window's Unix seconds.
 pub(crate) fn rfc3339(unix_secs: i64) -> String {
-    match OffsetDateTime::from_unix_timestamp(unix_secs) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            t.year(),
-            t.month() as u8,
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        Err(_) => unix_secs.to_string(),
-    }
+    let offset = std::time::Duration::from_secs(unix_secs.unsigned_abs());
+    let at = if unix_secs >= 0 {
+        std::time::UNIX_EPOCH.checked_add(offset)
+    } else {
+        std::time::UNIX_EPOCH.checked_sub(offset)
+    };
+    at.map(crate::timestamp::rfc3339).unwrap_or_else(|| unix_secs.to_string())
 }
 
 /// The UTC day of an instant.
