@@ -60,7 +60,12 @@ fn the_container_image_serves_ready_as_a_non_root_user_and_drains_on_sigterm() {
     assert!(ready, "/ready did not answer 200:\n{}", podman.logs());
     assert_eq!(get(admin, "/ready").json()["ready"], true);
     assert_eq!(http_get_status(admin, "/health"), Some(200));
-    let public = get(format!("127.0.0.1:{http}").parse().unwrap(), "/anything");
+    // /ready speaks for the gateway; the runtime's port forwarding of the public port may
+    // trail it by a moment.
+    let public_addr: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    let forwarded = eventually(Duration::from_secs(10), || http_get_status(public_addr, "/anything").is_some());
+    assert!(forwarded, "the public port never answered:\n{}", podman.logs());
+    let public = get(public_addr, "/anything");
     assert_eq!(
         (public.status, public.json()["error"].as_str()),
         (404, Some("not_found")),

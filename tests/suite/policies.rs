@@ -283,8 +283,10 @@ fn a_burst_of_misses_makes_one_upstream_request_and_memory_stays_bounded() {
         peaks.push(gw.peak_rss_kib());
     }
     assert!(metric_of(&gw, "siger_cache_bytes") <= 2.0 * 1024.0 * 1024.0);
-    assert!(peaks.windows(2).all(|w| w[0] > 0 && w[0] <= w[1]), "peak RSS (KiB) read as {peaks:?}");
-    let grown = (peaks[1] - peaks[0]).min(peaks[2] - peaks[1]);
+    // VmHWM is read from per-thread counters the kernel folds in lazily, so a later reading
+    // can come out a few pages lower: growth is never negative.
+    assert!(peaks.iter().all(|&p| p > 0), "peak RSS (KiB) read as {peaks:?}");
+    let grown = peaks[1].saturating_sub(peaks[0]).min(peaks[2].saturating_sub(peaks[1]));
     assert!(grown < 5 * 1024, "peak RSS (KiB) after each 20 MiB round: {peaks:?}");
 }
 
