@@ -134,3 +134,16 @@ pub struct TracingSettings {
     /// Most spans waiting for export; beyond it spans are dropped and counted.
     pub queue_size: usize,
 }
+
+impl Default for TracingSettings {
+    /// The documented defaults: 10 % of new traces, service `siger`, 4096 queued spans; the
+    /// endpoint has none (it is required).
+    fn default() -> Self {
+        TracingSettings {
+            otlp_endpoint: String::new(),
+            service_name: "siger".into(),
+            sample_ratio: 0.1,
+            queue_size: 4096,
+        }
+    }
+}

@@ -32,6 +32,32 @@ pub struct ServerSettings {
     pub watch_config: bool,
 }
 
+impl Default for ServerSettings {
+    /// The documented defaults (docs/config.md, `server`): one thread per CPU, runtime files in
+    /// the temporary directory, 5 s grace and 10 s graceful shutdown.
+    fn default() -> Self {
+        ServerSettings {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pid_file: runtime_file("siger.pid"),
+            upgrade_sock: runtime_file("siger_upgrade.sock"),
+            error_log: None,
+            user: None,
+            group: None,
+            grace_period: Duration::from_secs(5),
+            graceful_shutdown_timeout: Duration::from_secs(10),
+            work_stealing: true,
+            upstream_keepalive_pool_size: 128,
+            watch_config: false,
+        }
+    }
+}
+
+/// Default place for the pid file and upgrade socket when the config names none: the system
+/// temp dir (`TMPDIR`), as Pingora does. Production configs set both (systemd `RuntimeDirectory`).
+fn runtime_file(name: &str) -> String {
+    std::env::temp_dir().join(name).to_string_lossy().into_owned()
+}
+
 /// One public listener.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listener {

@@ -51,6 +51,22 @@ pub struct HealthCheckSettings {
     pub transport: UpstreamTransport,
 }
 
+impl Default for HealthCheckSettings {
+    /// The documented defaults: a TCP connect every 5 s with a 1 s timeout, healthy after one
+    /// success, unhealthy after two failures. `host` is the service's name once validated.
+    fn default() -> Self {
+        HealthCheckSettings {
+            path: None,
+            host: String::new(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            healthy: 1,
+            unhealthy: 2,
+            transport: UpstreamTransport::default(),
+        }
+    }
+}
+
 /// A static backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

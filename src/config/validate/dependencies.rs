@@ -118,15 +118,16 @@ pub(super) fn check_nats(raw: &RawNats, base: &Path, p: &mut Problems) -> Option
 /// `tracing`: an http(s) collector URL, a ratio in [0, 1], a queue between 64 and 1,000,000.
 pub(super) fn check_tracing(raw: &RawTracing, p: &mut Problems) -> TracingSettings {
     check_http_url("tracing.otlp_endpoint", &raw.otlp_endpoint, p);
-    let sample_ratio = raw.sample_ratio.unwrap_or(0.1);
+    let d = TracingSettings::default();
+    let sample_ratio = raw.sample_ratio.unwrap_or(d.sample_ratio);
     if !(0.0..=1.0).contains(&sample_ratio) {
         p.add("tracing.sample_ratio", "must be between 0 and 1");
     }
-    let service_name = raw.service_name.clone().unwrap_or_else(|| "siger".into());
+    let service_name = raw.service_name.clone().unwrap_or(d.service_name);
     if service_name.trim().is_empty() {
         p.add("tracing.service_name", "must not be empty");
     }
-    let queue_size = raw.queue_size.unwrap_or(4096);
+    let queue_size = raw.queue_size.unwrap_or(d.queue_size);
     if !(64..=1_000_000).contains(&queue_size) {
         p.add("tracing.queue_size", "must be between 64 and 1000000 spans");
     }

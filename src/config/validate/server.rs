@@ -2,19 +2,14 @@
 
 use super::*;
 
-/// Default place for the pid file and upgrade socket when the config names none: the system
-/// temp dir (`TMPDIR`), as Pingora does. Production configs set both (systemd `RuntimeDirectory`).
-pub(super) fn runtime_file(name: &str) -> String {
-    std::env::temp_dir().join(name).to_string_lossy().into_owned()
-}
-
 pub(super) fn check_server(raw: &RawServer, p: &mut Problems) -> ServerSettings {
-    let threads = raw.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let d = ServerSettings::default();
+    let threads = raw.threads.unwrap_or(d.threads);
     if threads == 0 || threads > 1024 {
         p.add("server.threads", "must be between 1 and 1024");
     }
-    let grace_period = dur(&raw.grace_period, Duration::from_secs(5));
-    let graceful_shutdown_timeout = dur(&raw.graceful_shutdown_timeout, Duration::from_secs(10));
+    let grace_period = dur(&raw.grace_period, d.grace_period);
+    let graceful_shutdown_timeout = dur(&raw.graceful_shutdown_timeout, d.graceful_shutdown_timeout);
     for (key, value) in [
         ("server.pid_file", &raw.pid_file),
         ("server.upgrade_sock", &raw.upgrade_sock),
@@ -29,16 +24,16 @@ pub(super) fn check_server(raw: &RawServer, p: &mut Problems) -> ServerSettings 
     }
     ServerSettings {
         threads: threads.max(1),
-        pid_file: raw.pid_file.clone().unwrap_or_else(|| runtime_file("siger.pid")),
-        upgrade_sock: raw.upgrade_sock.clone().unwrap_or_else(|| runtime_file("siger_upgrade.sock")),
+        pid_file: raw.pid_file.clone().unwrap_or(d.pid_file),
+        upgrade_sock: raw.upgrade_sock.clone().unwrap_or(d.upgrade_sock),
         error_log: raw.error_log.clone(),
         user: raw.user.clone(),
         group: raw.group.clone(),
         grace_period,
         graceful_shutdown_timeout,
-        work_stealing: raw.work_stealing.unwrap_or(true),
-        upstream_keepalive_pool_size: raw.upstream_keepalive_pool_size.unwrap_or(128),
-        watch_config: raw.watch_config.unwrap_or(false),
+        work_stealing: raw.work_stealing.unwrap_or(d.work_stealing),
+        upstream_keepalive_pool_size: raw.upstream_keepalive_pool_size.unwrap_or(d.upstream_keepalive_pool_size),
+        watch_config: raw.watch_config.unwrap_or(d.watch_config),
     }
 }
 

@@ -270,16 +270,17 @@ fn check_health_check(
             p.add(format!("{base}.health_check.path"), "must start with `/`");
         }
     }
-    let interval = dur(&h.interval, Duration::from_secs(5));
-    let timeout = dur(&h.timeout, Duration::from_secs(1));
+    let d = HealthCheckSettings::default();
+    let interval = dur(&h.interval, d.interval);
+    let timeout = dur(&h.timeout, d.timeout);
     if interval < Duration::from_millis(100) {
         p.add(format!("{base}.health_check.interval"), "must be at least 100ms");
     }
     if timeout.is_zero() || timeout > interval {
         p.add(format!("{base}.health_check.timeout"), "must be positive and not longer than the interval");
     }
-    let healthy = h.healthy.unwrap_or(1);
-    let unhealthy = h.unhealthy.unwrap_or(2);
+    let healthy = h.healthy.unwrap_or(d.healthy);
+    let unhealthy = h.unhealthy.unwrap_or(d.unhealthy);
     if healthy == 0 || healthy > 100 {
         p.add(format!("{base}.health_check.healthy"), "must be between 1 and 100");
     }
