@@ -1,7 +1,8 @@
 //! Every answer the gateway writes itself — errors, the public health check, the jobs 202, the
 //! admin endpoints — is built here as a [`LocalAnswer`], so what every such answer carries
 //! (JSON framing, `Cache-Control`, the request id, a closing connection) is decided once, and
-//! headers that later policies add to every answer are added in one place.
+//! headers that later policies add to every answer are added in one place. [`Stamp`] is the
+//! one place that decides what every answer carries, proxied or the gateway's own.
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
@@ -67,7 +68,8 @@ impl LocalAnswer {
         self
     }
 
-    /// Whether a header of this name is set.
+    /// Whether a header of this name is set (tests read answers with it).
+    #[cfg(test)]
     pub(crate) fn has_header(&self, name: &str) -> bool {
         self.headers.iter().any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
     }
@@ -124,9 +126,72 @@ impl LocalAnswer {
     }
 }
 
+/// What every answer carries, the backend's and the gateway's own alike: the request id, the
+/// `RateLimit-*` headers of an admitted request, and the listener's `Strict-Transport-Security`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp<'a> {
+    pub(crate) request_id: &'a str,
+    pub(crate) rate_limit: Option<RateLimitHeaders>,
+    pub(crate) hsts: Option<&'a HeaderValue>,
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (ARCHITECTURE.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateLimitHeaders {
+    pub(crate) limit: u64,
+    pub(crate) remaining: u64,
+    pub(crate) reset: u64,
+}
+
+impl Stamp<'_> {
+    /// Put them on `head`, replacing what a backend sent under the same names: a backend's own
+    /// request id or rate-limit figures would contradict the gateway's.
+    pub(crate) fn apply(&self, head: &mut ResponseHeader) -> pingora::Result<()> {
+        head.insert_header("X-Request-Id", self.request_id)?;
+        if let Some(r) = self.rate_limit {
+            head.insert_header("RateLimit-Limit", r.limit)?;
+            head.insert_header("RateLimit-Remaining", r.remaining)?;
+            head.insert_header("RateLimit-Reset", r.reset)?;
+        }
+        if let Some(value) = self.hsts {
+            head.insert_header(http::header::STRICT_TRANSPORT_SECURITY, value.clone())?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_answer_carries_the_stamp() {
+        let hsts = HeaderValue::from_static("max-age=63072000");
+        let stamp = Stamp {
+            request_id: "req-9",
+            rate_limit: Some(RateLimitHeaders { limit: 10, remaining: 3, reset: 5 }),
+            hsts: Some(&hsts),
+        };
+        let mut backend = ResponseHeader::build(200, None).expect("head");
+        backend.insert_header("X-Request-Id", "backend-id").expect("header");
+        backend.insert_header("RateLimit-Remaining", "999").expect("header");
+        stamp.apply(&mut backend).expect("apply");
+        let mut own = LocalAnswer::json(429, &serde_json::json!({})).response_header();
+        stamp.apply(&mut own).expect("apply");
+        for head in [&backend, &own] {
+            let get = |n: &str| head.headers.get(n).map(|v| v.to_str().expect("text").to_owned());
+            assert_eq!(get("x-request-id").as_deref(), Some("req-9"));
+            assert_eq!(head.headers.get_all("x-request-id").iter().count(), 1);
+            assert_eq!(get("ratelimit-limit").as_deref(), Some("10"));
+            assert_eq!(get("ratelimit-remaining").as_deref(), Some("3"));
+            assert_eq!(get("ratelimit-reset").as_deref(), Some("5"));
+            assert_eq!(get("strict-transport-security").as_deref(), Some("max-age=63072000"));
+        }
+        let bare = Stamp { request_id: "r", rate_limit: None, hsts: None };
+        let mut head = ResponseHeader::build(200, None).expect("head");
+        bare.apply(&mut head).expect("apply");
+        assert_eq!(head.headers.len(), 1);
+    }
 
     #[test]
     fn json_answers_are_framed_and_uncached() {

@@ -3,6 +3,7 @@
 
 use crate::config::{canonical_ip, TrustedProxies};
 use http::header::{GetAll, HeaderMap, HeaderName, HeaderValue};
+use pingora::http::RequestHeader;
 use std::borrow::Cow;
 use std::net::IpAddr;
 
@@ -230,9 +231,199 @@ pub(crate) fn forwarded_for(peer: IpAddr, existing: Option<&str>, trusted: &Trus
     }
 }
 
+/// What the upstream is told about the request, as plain values: the head the gateway sends
+/// is rewritten from these alone ([`rewrite`]), so the rules are read and tested here rather
+/// than in the proxy's phases.
+#[derive(Debug)]
+pub(crate) struct Forwarding<'a> {
+    /// The TCP peer (or the PROXY protocol's client).
+    pub(crate) peer: IpAddr,
+    /// The client behind `trusted_proxies`, as text.
+    pub(crate) client: &'a str,
+    pub(crate) request_id: &'a str,
+    pub(crate) trusted: &'a TrustedProxies,
+    /// `limits.underscores_in_headers`.
+    pub(crate) underscores_allowed: bool,
+    /// Names whose underscore spelling never passes ([`protected_headers`]).
+    pub(crate) protected: &'a [HeaderName],
+    /// Whether the request arrived over TLS.
+    pub(crate) tls: bool,
+    /// The subject of a client certificate this gateway verified.
+    pub(crate) client_subject: Option<&'a HeaderValue>,
+    /// Headers that carry a verified identity: client-sent copies never pass.
+    pub(crate) identity_headers: &'a [HeaderName],
+    /// The API key header: the gateway's credential, never the backend's.
+    pub(crate) api_key_header: Option<&'a HeaderName>,
+    /// The verified caller's identity headers.
+    pub(crate) identity: &'a [(HeaderName, HeaderValue)],
+    /// The route passes the client's `Authorization` on.
+    pub(crate) forward_authorization: bool,
+    /// The gateway answered `100 Continue` itself, so `Expect` is spent.
+    pub(crate) continued: bool,
+}
+
+/// The client-cert subject header (`X-Client-Cert-Subject`).
+pub(crate) const CLIENT_CERT_SUBJECT: &str = "x-client-cert-subject";
+
+/// Rewrite the head sent upstream per `f`: drop override and underscore headers, then set the
+/// forwarding headers, the verified identity and nothing a client could have forged in their
+/// place.
+pub(crate) fn rewrite(head: &mut RequestHeader, f: &Forwarding<'_>) -> pingora::Result<()> {
+    let from_trusted = f.trusted.contains(&f.peer);
+    for name in headers_to_drop(&head.headers, from_trusted, f.underscores_allowed, f.protected) {
+        head.remove_header(&name);
+    }
+    let chain = if from_trusted {
+        let existing = combined_lines(head.headers.get_all("x-forwarded-for"));
+        forwarded_for(f.peer, existing.as_deref(), f.trusted)
+    } else {
+        // From an untrusted peer the chain is just the peer, which is the client.
+        f.client.to_owned()
+    };
+    head.insert_header("X-Forwarded-For", chain)?;
+    head.insert_header("X-Real-IP", f.client)?;
+    head.insert_header("X-Request-Id", f.request_id)?;
+    // Claim headers: client-sent copies are dropped on every route, public ones included, so
+    // upstream identity headers can only come from a verified token. The names come from the
+    // config, not the authenticator: stripping must not depend on keys loading.
+    for name in f.identity_headers {
+        head.remove_header(name);
+    }
+    if let Some(name) = f.api_key_header {
+        head.remove_header(name);
+    }
+    for (name, value) in f.identity {
+        head.insert_header(name.clone(), value.clone())?;
+    }
+    if !f.forward_authorization {
+        head.remove_header(&http::header::AUTHORIZATION);
+    }
+    if !passes_forwarded_proto(&head.headers, from_trusted) {
+        head.insert_header("X-Forwarded-Proto", listener_proto(f.tls))?;
+    }
+    // Only a certificate this gateway verified names the client: copies sent by clients (or
+    // proxies in front) never pass.
+    match f.client_subject {
+        Some(subject) => head.insert_header(CLIENT_CERT_SUBJECT, subject.clone())?,
+        None => {
+            head.remove_header(CLIENT_CERT_SUBJECT);
+        }
+    }
+    // Always the host that was routed, even from a trusted proxy: a backend that believes
+    // X-Forwarded-Host must act on the host the gateway authenticated for.
+    match head.headers.get(http::header::HOST).cloned() {
+        Some(host) => head.insert_header("X-Forwarded-Host", host)?,
+        None => {
+            head.remove_header("X-Forwarded-Host");
+        }
+    }
+    if f.continued {
+        head.remove_header(&http::header::EXPECT);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn forwarding<'a>(trusted: &'a TrustedProxies, peer: &str) -> Forwarding<'a> {
+        Forwarding {
+            peer: peer.parse().expect("ip"),
+            client: "203.0.113.9",
+            request_id: "req-1",
+            trusted,
+            underscores_allowed: false,
+            protected: &[],
+            tls: false,
+            client_subject: None,
+            identity_headers: &[],
+            api_key_header: None,
+            identity: &[],
+            forward_authorization: true,
+            continued: false,
+        }
+    }
+
+    fn head(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut head = RequestHeader::build("GET", b"/", None).expect("head");
+        for (name, value) in headers {
+            head.append_header(name.to_string(), *value).expect("header");
+        }
+        head
+    }
+
+    fn get<'h>(head: &'h RequestHeader, name: &str) -> Option<&'h str> {
+        head.headers.get(name).map(|v| v.to_str().expect("text"))
+    }
+
+    #[test]
+    fn an_untrusted_peer_forges_nothing() {
+        let none = trusted(&[]);
+        let mut h = head(&[
+            ("host", "api.example"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            (CLIENT_CERT_SUBJECT, "CN=admin"),
+            ("x_user", "x"),
+        ]);
+        rewrite(&mut h, &forwarding(&none, "203.0.113.9")).expect("rewrite");
+        assert_eq!(get(&h, "x-forwarded-for"), Some("203.0.113.9"));
+        assert_eq!(get(&h, "x-real-ip"), Some("203.0.113.9"));
+        assert_eq!(get(&h, "x-request-id"), Some("req-1"));
+        assert_eq!(get(&h, "x-forwarded-proto"), Some("http"));
+        assert_eq!(get(&h, "x-forwarded-host"), Some("api.example"));
+        assert_eq!(get(&h, CLIENT_CERT_SUBJECT), None);
+        assert_eq!(get(&h, "x_user"), None);
+    }
+
+    #[test]
+    fn a_trusted_proxy_extends_its_chain_and_keeps_its_scheme() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let mut h = head(&[("x-forwarded-for", "198.51.100.7"), ("x-forwarded-proto", "https")]);
+        let f = Forwarding { client: "198.51.100.7", tls: false, ..forwarding(&t, "10.0.0.1") };
+        rewrite(&mut h, &f).expect("rewrite");
+        assert_eq!(get(&h, "x-forwarded-for"), Some("198.51.100.7, 10.0.0.1"));
+        assert_eq!(get(&h, "x-real-ip"), Some("198.51.100.7"));
+        assert_eq!(get(&h, "x-forwarded-proto"), Some("https"));
+        // No Host to route by: no X-Forwarded-Host either.
+        assert_eq!(get(&h, "x-forwarded-host"), None);
+    }
+
+    #[test]
+    fn identity_comes_from_the_gateway_only() {
+        let none = trusted(&[]);
+        let claim = HeaderName::from_static("x-user");
+        let key = HeaderName::from_static("x-api-key");
+        let verified = [(claim.clone(), HeaderValue::from_static("alice"))];
+        let subject = HeaderValue::from_static("CN=client");
+        let mut h = head(&[
+            ("x-user", "root"),
+            ("x-api-key", "secret"),
+            ("authorization", "Bearer t"),
+            ("expect", "100-continue"),
+        ]);
+        let f = Forwarding {
+            identity_headers: std::slice::from_ref(&claim),
+            api_key_header: Some(&key),
+            identity: &verified,
+            forward_authorization: false,
+            continued: true,
+            tls: true,
+            client_subject: Some(&subject),
+            ..forwarding(&none, "203.0.113.9")
+        };
+        rewrite(&mut h, &f).expect("rewrite");
+        assert_eq!(h.headers.get_all("x-user").iter().count(), 1);
+        assert_eq!(get(&h, "x-user"), Some("alice"));
+        assert_eq!(get(&h, "x-api-key"), None);
+        assert_eq!(get(&h, "authorization"), None);
+        assert_eq!(get(&h, "expect"), None);
+        assert_eq!(get(&h, "x-forwarded-proto"), Some("https"));
+        assert_eq!(get(&h, CLIENT_CERT_SUBJECT), Some("CN=client"));
+    }
 
     fn trusted(nets: &[&str]) -> TrustedProxies {
         TrustedProxies(nets.iter().map(|n| n.parse().expect("cidr")).collect())

@@ -53,7 +53,7 @@ impl Gateway {
             }
         }
         let Some(rule) = snap.limiter.rule(route_id).filter(|_| !background) else { return Ok(()) };
-        let key = ratelimit::client_key(&rule.key, state.identity.as_deref(), state.client_ip, &req.headers)?;
+        let key = ratelimit::client_key(&rule.key, state.identity.as_deref(), state.client.ip, &req.headers)?;
         match snap.limiter.check(route_id, &key).await {
             Outcome::Unlimited => Ok(()),
             Outcome::Checked(d) => {

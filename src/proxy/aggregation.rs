@@ -87,7 +87,7 @@ fn part_requests(
     let claim = |name: &str| state.identity.as_ref().and_then(|i| i.claim_text(name));
     let vars = Vars {
         request_id: &state.request_id,
-        client_ip: &state.client_ip_text,
+        client_ip: &state.client.ip_text,
         route,
         elapsed: state.started.elapsed(),
         claim: &claim,
@@ -125,11 +125,11 @@ pub(super) fn forwarded_headers(
     if let Some(v) = text(&state.request_id) {
         out.push((HeaderName::from_static("x-request-id"), v));
     }
-    if let Some(v) = text(&state.client_ip_text) {
+    if let Some(v) = text(&state.client.ip_text) {
         out.push((HeaderName::from_static("x-forwarded-for"), v.clone()));
         out.push((HeaderName::from_static("x-real-ip"), v));
     }
-    let proto = if state.tls.is_some() { "https" } else { "http" };
+    let proto = if state.client.tls.is_some() { "https" } else { "http" };
     out.push((HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(proto)));
     if let Some(host) = host {
         out.push((HeaderName::from_static("x-forwarded-host"), host.clone()));

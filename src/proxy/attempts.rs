@@ -77,7 +77,7 @@ fn hash(s: &Service<'_>, session: &Session, state: &RequestState) -> Result<Vec<
     let LbAlgorithm::ConsistentHash(key) = &s.settings.lb else { return Ok(Vec::new()) };
     let req = session.req_header();
     let path = state.upstream_uri.as_ref().map_or_else(|| req.uri.path(), |u| u.path());
-    upstream::hash_key(key, &req.headers, path, &state.client_ip_text, claim(state))
+    upstream::hash_key(key, &req.headers, path, &state.client.ip_text, claim(state))
 }
 
 /// The peer of an attempt at `backend` (the route's `timeout` bounds the wait for the answer),

@@ -1,5 +1,6 @@
 //! Per-request state carried between Pingora's phases.
 
+use crate::answer::{RateLimitHeaders, Stamp};
 use crate::auth::Identity;
 use crate::config::{RouteId, ServiceId};
 use crate::errors::GatewayError;
@@ -34,17 +35,8 @@ pub(crate) struct RequestState {
     pub(crate) drain_guard: Option<InFlightRequest>,
     /// `early_request_filter`: the id returned to the client and sent upstream.
     pub(crate) request_id: String,
-    /// `early_request_filter`: the TCP peer.
-    pub(crate) peer_ip: IpAddr,
-    /// `early_request_filter`: the client after `trusted_proxies` rules.
-    pub(crate) client_ip: IpAddr,
-    /// `early_request_filter`: `client_ip` as text (used in headers, logs and hashing).
-    pub(crate) client_ip_text: String,
-    /// `early_request_filter`: what the connection's TLS handshake recorded (`None`: plain).
-    pub(crate) tls: Option<ConnInfo>,
-    /// `early_request_filter`: `Strict-Transport-Security` for every answer (TLS listeners
-    /// with `hsts`).
-    pub(crate) hsts: Option<http::HeaderValue>,
+    /// `early_request_filter`: who is asking, and over what connection.
+    pub(crate) client: Client,
     /// `early_request_filter`: the body length `Content-Length` announces (`None`: no body,
     /// or chunked).
     pub(crate) declared_length: Option<u64>,
@@ -53,26 +45,12 @@ pub(crate) struct RequestState {
     pub(crate) trace: Option<crate::trace::RequestTrace>,
     /// `request_filter`: the matched route.
     pub(crate) route: Option<RouteId>,
+    /// The response cache's view of the request (caching routes).
+    pub(crate) cache: CacheState,
     /// `request_filter`: a CORS preflight answered by the gateway.
     pub(crate) preflight: bool,
     /// `request_filter`: Pingora's compression module is on for this response.
     pub(crate) compressing: bool,
-    /// `request_filter`: normalised path and query, the cache key's (caching routes only).
-    pub(crate) cache_path: Option<String>,
-    /// `request_cache_filter`: the cache key, when computed ahead of `cache_key_callback`.
-    pub(crate) cache_key: Option<pingora::cache::CacheKey>,
-    /// `request_cache_filter`: this request's fetch was handed to a background subrequest, and
-    /// it waits on the lock for the entry ([`super::fill`]).
-    pub(crate) handed_off: bool,
-    /// `should_serve_stale`: the HTTP/2 request's version, lent out as HTTP/1.1 while Pingora
-    /// copies the request into a background refresh; `response_filter` gives it back.
-    pub(crate) lent_version: Option<http::Version>,
-    /// `request_cache_filter`: this background subrequest fetches under a lock it holds for
-    /// the requests waiting on it; `logging` releases it.
-    pub(crate) background_fill: Option<crate::policy::cache::HeldLock>,
-    /// `upstream_request_filter`: the request sent upstream carries credentials the cache key
-    /// does not hold (a `Cookie`, or an `Authorization` that is not the keyed caller).
-    pub(crate) unkeyed_credentials: bool,
     /// `request_filter`: the body is held until complete and checked against the route's
     /// schema (`request_body_filter` releases it once valid).
     pub(crate) validation: Option<super::validation::HeldBody>,
@@ -93,6 +71,56 @@ pub(crate) struct RequestState {
     pub(crate) refusal: Option<GatewayError>,
     /// The error code answered, for the access log.
     pub(crate) error_code: Option<&'static str>,
+}
+
+impl RequestState {
+    /// What every answer to this request carries ([`Stamp`]).
+    pub(crate) fn stamp(&self) -> Stamp<'_> {
+        let rate_limit = self.rate_limit.as_ref().filter(|d| d.allowed).map(|d| RateLimitHeaders {
+            limit: d.limit,
+            remaining: d.remaining,
+            reset: d.reset,
+        });
+        Stamp { request_id: &self.request_id, rate_limit, hsts: self.client.hsts.as_ref() }
+    }
+}
+
+/// Who is asking: the connection's peer, the client behind `trusted_proxies`, and the TLS
+/// session the request came over.
+#[derive(Debug)]
+pub(crate) struct Client {
+    /// `early_request_filter`: the TCP peer.
+    pub(crate) peer: IpAddr,
+    /// `early_request_filter`: the client after `trusted_proxies` rules.
+    pub(crate) ip: IpAddr,
+    /// `early_request_filter`: `ip` as text (used in headers, logs and hashing).
+    pub(crate) ip_text: String,
+    /// `early_request_filter`: what the connection's TLS handshake recorded (`None`: plain).
+    pub(crate) tls: Option<ConnInfo>,
+    /// `early_request_filter`: `Strict-Transport-Security` for every answer (TLS listeners
+    /// with `hsts`).
+    pub(crate) hsts: Option<http::HeaderValue>,
+}
+
+/// What the response cache learns about a request, from `request_filter` to `logging`.
+#[derive(Debug, Default)]
+pub(crate) struct CacheState {
+    /// `request_filter`: normalised path and query, the cache key's (caching routes only).
+    pub(crate) path: Option<String>,
+    /// `request_cache_filter`: the cache key, when computed ahead of `cache_key_callback`.
+    pub(crate) key: Option<pingora::cache::CacheKey>,
+    /// `request_cache_filter`: this request's fetch was handed to a background subrequest, and
+    /// it waits on the lock for the entry ([`super::fill`]).
+    pub(crate) handed_off: bool,
+    /// `should_serve_stale`: the HTTP/2 request's version, lent out as HTTP/1.1 while Pingora
+    /// copies the request into a background refresh; `response_filter` gives it back.
+    pub(crate) lent_version: Option<http::Version>,
+    /// `request_cache_filter`: this background subrequest fetches under a lock it holds for
+    /// the requests waiting on it; `logging` releases it.
+    pub(crate) background_fill: Option<crate::policy::cache::HeldLock>,
+    /// `upstream_request_filter`: the request sent upstream carries credentials the cache key
+    /// does not hold (a `Cookie`, or an `Authorization` that is not the keyed caller).
+    pub(crate) unkeyed_credentials: bool,
 }
 
 /// The upstream side of a proxied request.
@@ -124,22 +152,19 @@ impl RequestCtx {
                 started: Instant::now(),
                 drain_guard: Some(drain_guard),
                 request_id: String::new(),
-                peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                client_ip_text: String::new(),
-                tls: None,
-                hsts: None,
+                client: Client {
+                    peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    ip_text: String::new(),
+                    tls: None,
+                    hsts: None,
+                },
+                cache: CacheState::default(),
                 declared_length: None,
                 trace: None,
                 route: None,
                 preflight: false,
                 compressing: false,
-                cache_path: None,
-                unkeyed_credentials: false,
-                cache_key: None,
-                background_fill: None,
-                handed_off: false,
-                lent_version: None,
                 validation: None,
                 waf: None,
                 upstream: Upstream::default(),

@@ -72,7 +72,7 @@ pub(super) fn decide(snap: &Snapshot, req: &RequestHeader, state: &mut RequestSt
     state.route = Some(id);
     let route = snap.route(id);
     if route.cache.is_some() {
-        state.cache_path = Some(match req.uri.query() {
+        state.cache.path = Some(match req.uri.query() {
             Some(q) => format!("{path}?{q}"),
             None => path.to_string(),
         });

@@ -95,15 +95,15 @@ pub(super) fn hand_off(snap: &Snapshot, session: &mut Session, state: &RequestSt
 /// stale-while-revalidate refresh of an HTTP/2 request never ran, and its lock dangled). The
 /// request is HTTP/1.1 while Pingora copies it; [`restore_version`] gives its version back.
 pub(super) fn lend_http1_version(session: &mut Session, state: &mut RequestState) {
-    if session.as_downstream().is_http2() && state.lent_version.is_none() {
-        state.lent_version = Some(session.req_header().version);
+    if session.as_downstream().is_http2() && state.cache.lent_version.is_none() {
+        state.cache.lent_version = Some(session.req_header().version);
         session.req_header_mut().set_version(http::Version::HTTP_11);
     }
 }
 
 /// Undo [`lend_http1_version`].
 pub(super) fn restore_version(session: &mut Session, state: &mut RequestState) {
-    if let Some(version) = state.lent_version.take() {
+    if let Some(version) = state.cache.lent_version.take() {
         session.req_header_mut().set_version(version);
     }
 }

@@ -50,7 +50,7 @@ pub(crate) async fn inspect(
         // The snapshot has rules whenever a route inspects; fail closed regardless.
         (None, _) | (_, None) => failed("no rules are loaded".into()),
         (Some(rules), Some(settings)) => {
-            let mut request = Request::from_head(head, state.client_ip);
+            let mut request = Request::from_head(head, state.client.ip);
             request.body = body;
             let exclusions = Exclusions::new(&route.waf.exclude);
             let run = runtime.inspector.inspect(Arc::clone(rules), request, exclusions);

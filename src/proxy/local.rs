@@ -5,7 +5,6 @@
 use super::{policies, RequestState};
 use crate::answer::LocalAnswer;
 use crate::errors::GatewayError;
-use crate::ratelimit;
 use crate::snapshot::Snapshot;
 use pingora::prelude::*;
 
@@ -38,15 +37,9 @@ pub(super) fn local_head(
     answer: &LocalAnswer,
 ) -> Result<ResponseHeader> {
     let mut head = answer.response_header();
-    if !answer.has_header("x-request-id") {
-        head.insert_header("X-Request-Id", state.request_id.as_str())?;
-    }
-    add_rate_limit_headers(&mut head, state.rate_limit.as_ref());
+    state.stamp().apply(&mut head)?;
     policies::on_local_answer(snap, state, session.req_header(), &mut head);
     policies::no_compression(session, state);
-    if let Some(value) = &state.hsts {
-        head.insert_header(http::header::STRICT_TRANSPORT_SECURITY, value.clone())?;
-    }
     Ok(head)
 }
 
@@ -75,13 +68,4 @@ pub(super) async fn refuse(
 ) -> Result<()> {
     state.error_code = Some(err.code());
     respond(session, snap, state, err.answer(&state.request_id)).await
-}
-
-/// `RateLimit-*` headers of an admitted request (ARCHITECTURE.md §4).
-pub(super) fn add_rate_limit_headers(resp: &mut ResponseHeader, decision: Option<&ratelimit::Decision>) {
-    if let Some(d) = decision.filter(|d| d.allowed) {
-        let _ = resp.insert_header("RateLimit-Limit", d.limit);
-        let _ = resp.insert_header("RateLimit-Remaining", d.remaining);
-        let _ = resp.insert_header("RateLimit-Reset", d.reset);
-    }
 }

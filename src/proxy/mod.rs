@@ -22,7 +22,7 @@ mod validation;
 pub(crate) use ctx::{RequestCtx, RequestState};
 
 use dispatch::{decide, Decision};
-use local::{add_rate_limit_headers, refuse, respond};
+use local::{refuse, respond};
 
 use crate::answer::LocalAnswer;
 use crate::config::{RouteTarget, WafMode};
@@ -34,11 +34,10 @@ use crate::observability::access;
 use crate::routing;
 use crate::runtime::Runtime;
 use crate::tls::ConnInfo;
-use crate::trace::context::{TRACEPARENT, TRACESTATE};
 use crate::upstream::attempt::RetryReason;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, HOST};
+use http::header::HOST;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use std::sync::Arc;
@@ -57,7 +56,6 @@ impl Gateway {
 }
 
 /// The verified client certificate's subject, forwarded upstream.
-const CLIENT_CERT_SUBJECT: &str = "x-client-cert-subject";
 
 /// What the TLS handshake of this request's connection recorded (`None` on plain listeners).
 fn conn_info(session: &Session) -> Option<&ConnInfo> {
@@ -107,15 +105,15 @@ impl ProxyHttp for Gateway {
         };
         state.trace = snap.config.tracing.as_ref().map(|t| crate::trace::RequestTrace::start(t, &req.headers));
         if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
-            state.peer_ip = peer.ip();
+            state.client.peer = peer.ip();
         }
         if let Some(info) = conn_info(session) {
-            state.hsts = snap.config.listeners.get(info.listener).and_then(|l| l.tls()?.hsts.clone());
-            state.tls = Some(info.clone());
+            state.client.hsts = snap.config.listeners.get(info.listener).and_then(|l| l.tls()?.hsts.clone());
+            state.client.tls = Some(info.clone());
         }
         let xff = forwarding::combined_lines(req.headers.get_all("x-forwarded-for"));
-        state.client_ip = forwarding::client_ip(state.peer_ip, xff.as_deref(), &snap.config.trusted_proxies);
-        state.client_ip_text = forwarding::ip_text(state.client_ip);
+        state.client.ip = forwarding::client_ip(state.client.peer, xff.as_deref(), &snap.config.trusted_proxies);
+        state.client.ip_text = forwarding::ip_text(state.client.ip);
         let limits = &snap.config.limits;
         let checked = if request_head_bytes(req) > limits.max_header_bytes {
             Err(GatewayError::HeadersTooLarge { limit: limits.max_header_bytes })
@@ -371,79 +369,30 @@ impl ProxyHttp for Gateway {
             upstream.set_uri(uri);
         }
         let config = &snap.config;
-        let trusted = &config.trusted_proxies;
-        let from_trusted = trusted.contains(&state.peer_ip);
-        let underscores = config.limits.underscores_in_headers;
-        for name in forwarding::headers_to_drop(&upstream.headers, from_trusted, underscores, &snap.protected_headers) {
-            upstream.remove_header(&name);
-        }
-        if from_trusted {
-            let existing = forwarding::combined_lines(upstream.headers.get_all("x-forwarded-for"));
-            let chain = forwarding::forwarded_for(state.peer_ip, existing.as_deref(), trusted);
-            upstream.insert_header("X-Forwarded-For", chain)?;
-        } else {
-            // From an untrusted peer the chain is just the peer, which is the client.
-            upstream.insert_header("X-Forwarded-For", state.client_ip_text.as_str())?;
-        }
-        upstream.insert_header("X-Real-IP", state.client_ip_text.as_str())?;
-        upstream.insert_header("X-Request-Id", state.request_id.as_str())?;
+        let identity = state.identity.as_deref().map_or(&[][..], |i| &i.forward[..]);
+        let forwarding = forwarding::Forwarding {
+            peer: state.client.peer,
+            client: &state.client.ip_text,
+            request_id: &state.request_id,
+            trusted: &config.trusted_proxies,
+            underscores_allowed: config.limits.underscores_in_headers,
+            protected: &snap.protected_headers,
+            tls: state.client.tls.is_some(),
+            client_subject: state.client.tls.as_ref().and_then(|t| t.client_subject.as_ref()),
+            identity_headers: &snap.identity_headers,
+            api_key_header: config.api_keys.as_ref().map(|keys| &keys.header),
+            identity,
+            forward_authorization: state.route.is_none_or(|r| snap.route(r).forward_authorization),
+            continued: state.validation.as_ref().is_some_and(|v| v.continued()),
+        };
+        forwarding::rewrite(upstream, &forwarding)?;
         if let Some(trace) = &state.trace {
             // The backend continues from this attempt's span.
-            let traceparent = trace.traceparent(state.upstream.span.unwrap_or(trace.span_id));
-            upstream.insert_header(TRACEPARENT, traceparent)?;
-            match trace.tracestate() {
-                Some(value) => upstream.insert_header(TRACESTATE, value)?,
-                None if upstream.headers.contains_key(TRACESTATE) => {
-                    upstream.remove_header(&TRACESTATE);
-                }
-                None => {}
-            }
-        }
-        // Claim headers: client-sent copies are dropped on every route, public ones included,
-        // so upstream identity headers can only come from a verified token. The names come
-        // from the config, not the authenticator: stripping must not depend on keys loading.
-        for name in &snap.identity_headers {
-            upstream.remove_header(name);
-        }
-        // An API key is the gateway's credential, never the backend's.
-        if let Some(keys) = &config.api_keys {
-            upstream.remove_header(&keys.header);
-        }
-        if let Some(identity) = &state.identity {
-            for (name, value) in &identity.forward {
-                upstream.insert_header(name.clone(), value.clone())?;
-            }
-        }
-        if state.route.is_some_and(|r| !snap.route(r).forward_authorization) {
-            upstream.remove_header(&AUTHORIZATION);
-        }
-        if !forwarding::passes_forwarded_proto(&upstream.headers, from_trusted) {
-            upstream.insert_header("X-Forwarded-Proto", forwarding::listener_proto(state.tls.is_some()))?;
-        }
-        // Only a certificate this gateway verified names the client: copies sent by clients
-        // (or proxies in front) never pass.
-        match state.tls.as_ref().and_then(|t| t.client_subject.clone()) {
-            Some(subject) => upstream.insert_header(CLIENT_CERT_SUBJECT, subject)?,
-            None if upstream.headers.contains_key(CLIENT_CERT_SUBJECT) => {
-                upstream.remove_header(CLIENT_CERT_SUBJECT);
-            }
-            None => {}
-        }
-        // Always the host that was routed, even from a trusted proxy: a backend that believes
-        // X-Forwarded-Host must act on the host the gateway authenticated for.
-        match upstream.headers.get(HOST).cloned() {
-            Some(host) => upstream.insert_header("X-Forwarded-Host", host)?,
-            None => {
-                upstream.remove_header("X-Forwarded-Host");
-            }
-        }
-        if state.validation.as_ref().is_some_and(|v| v.continued()) {
-            // The gateway answered `100 Continue` itself before the upstream was asked.
-            upstream.remove_header(&http::header::EXPECT);
+            trace.propagate(upstream, state.upstream.span.unwrap_or(trace.span_id))?;
         }
         policies::on_upstream_request(snap, session, state, upstream);
         if session.cache.enabled() {
-            state.unkeyed_credentials = policies::unkeyed_credentials(snap, state, upstream);
+            state.cache.unkeyed_credentials = policies::unkeyed_credentials(snap, state, upstream);
         }
         Ok(())
     }
@@ -483,11 +432,7 @@ impl ProxyHttp for Gateway {
         if upstream.status == http::StatusCode::SWITCHING_PROTOCOLS {
             connections::upgraded();
         }
-        upstream.insert_header("X-Request-Id", state.request_id.as_str())?;
-        add_rate_limit_headers(upstream, state.rate_limit.as_ref());
-        if let Some(value) = &state.hsts {
-            upstream.insert_header(http::header::STRICT_TRANSPORT_SECURITY, value.clone())?;
-        }
+        state.stamp().apply(upstream)?;
         policies::on_response(snap, session, state, upstream);
         Ok(())
     }
@@ -518,12 +463,12 @@ impl ProxyHttp for Gateway {
             Some(overrides),
         );
         session.cache.set_max_file_size_bytes(cache.max_entry as usize);
-        state.background_fill = background_fill;
-        if state.background_fill.is_none() && session.subrequest_spawner.is_some() {
+        state.cache.background_fill = background_fill;
+        if state.cache.background_fill.is_none() && session.subrequest_spawner.is_some() {
             let key = policies::cache_key(snap, session, state)
                 .ok_or_else(|| Error::explain(InternalError, "cache enabled on a request without a cache key"))?;
-            state.handed_off = fill::hand_off(snap, session, state, &key);
-            state.cache_key = Some(key);
+            state.cache.handed_off = fill::hand_off(snap, session, state, &key);
+            state.cache.key = Some(key);
         }
         Ok(())
     }
@@ -533,7 +478,7 @@ impl ProxyHttp for Gateway {
     }
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut Self::CTX) -> Result<pingora::cache::CacheKey> {
-        if let Some(key) = ctx.state.cache_key.take() {
+        if let Some(key) = ctx.state.cache.key.take() {
             return Ok(key);
         }
         policies::cache_key(&ctx.snapshot, session, &ctx.state)
@@ -636,10 +581,10 @@ impl ProxyHttp for Gateway {
         // serves, not as one more.
         let background = session.subrequest_ctx.is_some();
         if let Some(route) = state.route.filter(|r| !background && snap.route(*r).cache.is_some()) {
-            snap.metrics.cache_result(route, policies::cache_result(session.cache.phase(), state.handed_off));
+            snap.metrics.cache_result(route, policies::cache_result(session.cache.phase(), state.cache.handed_off));
         }
         // A background fill tells the requests waiting on it what it came to.
-        if let Some(held) = state.background_fill.take() {
+        if let Some(held) = state.cache.background_fill.take() {
             held.release(session.cache.phase());
         }
         let req = session.req_header();
@@ -653,7 +598,7 @@ impl ProxyHttp for Gateway {
                 route: route.map(|r| r.label.as_str()),
                 service: service.map(|s| snap.service(s).name.as_str()),
                 status,
-                client_ip: &state.client_ip_text,
+                client_ip: &state.client.ip_text,
                 request_id: &state.request_id,
                 error: state.error_code,
             };
@@ -666,7 +611,7 @@ impl ProxyHttp for Gateway {
         }
         let line = access::AccessLine {
             request_id: &state.request_id,
-            client_ip: &state.client_ip_text,
+            client_ip: &state.client.ip_text,
             method: req.method.as_str(),
             path: req.uri.path(),
             route: route.map_or("-", |r| r.label.as_str()),
@@ -679,7 +624,7 @@ impl ProxyHttp for Gateway {
             upstream_duration: state.upstream.duration,
             error: state.error_code,
             http_version: access::http_version(req.version),
-            tls_version: state.tls.as_ref().map(|t| t.version),
+            tls_version: state.client.tls.as_ref().map(|t| t.version),
             attempts: state.upstream.attempts.count(),
             user: state.identity.as_ref().and_then(|i| i.sub.as_deref()),
             trace_id,

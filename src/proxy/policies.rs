@@ -26,7 +26,7 @@ fn with_vars<T>(snap: &Snapshot, state: &RequestState, f: impl FnOnce(&Vars<'_>)
     let claim = |name: &str| state.identity.as_ref().and_then(|i| i.claim_text(name));
     let vars = Vars {
         request_id: &state.request_id,
-        client_ip: &state.client_ip_text,
+        client_ip: &state.client.ip_text,
         route: route(snap, state).map_or("-", |r| r.label.as_str()),
         elapsed: state.started.elapsed(),
         claim: &claim,
@@ -68,7 +68,7 @@ pub(super) fn on_response(snap: &Snapshot, session: &mut Session, state: &Reques
         }
     }
     if route.cache.is_some() {
-        let _ = resp.insert_header("X-Cache", cache_result(session.cache.phase(), state.handed_off));
+        let _ = resp.insert_header("X-Cache", cache_result(session.cache.phase(), state.cache.handed_off));
     }
     if let Some(cors) = &route.cors {
         cors::apply(resp, cors.response(&session.req_header().headers));
@@ -151,10 +151,10 @@ pub(super) fn no_compression(session: &mut Session, state: &RequestState) {
 /// storage.
 pub(super) fn cache_key(snap: &Snapshot, session: &Session, state: &RequestState) -> Option<CacheKey> {
     let route = route(snap, state)?;
-    let path = state.cache_path.as_deref()?;
+    let path = state.cache.path.as_deref()?;
     let headers = &session.req_header().headers;
     let host = headers.get(http::header::HOST).map_or(&b""[..], |h| h.as_bytes());
-    let from_trusted = snap.config.trusted_proxies.contains(&state.peer_ip);
+    let from_trusted = snap.config.trusted_proxies.contains(&state.client.peer);
     let mut primary = Vec::with_capacity(route.label.len() + host.len() + path.len() + 64);
     let mut push = |part: &[u8]| {
         primary.extend_from_slice(&(part.len() as u64).to_be_bytes());
@@ -167,7 +167,7 @@ pub(super) fn cache_key(snap: &Snapshot, session: &Session, state: &RequestState
             push(proto.as_bytes());
         }
     } else {
-        push(forwarding::listener_proto(state.tls.is_some()).as_bytes());
+        push(forwarding::listener_proto(state.client.tls.is_some()).as_bytes());
     }
     push(path.as_bytes());
     let mut key = CacheKey::new(primary, "");
@@ -267,7 +267,9 @@ fn accepted_encodings(headers: &http::HeaderMap) -> String {
 pub(super) fn cacheable(snap: &Snapshot, state: &RequestState, resp: &ResponseHeader) -> RespCacheable {
     match route(snap, state) {
         Some(route) => match &route.cache {
-            Some(settings) => cache::storable(settings, route.compress.is_some(), state.unkeyed_credentials, resp),
+            Some(settings) => {
+                cache::storable(settings, route.compress.is_some(), state.cache.unkeyed_credentials, resp)
+            }
             None => RespCacheable::Uncacheable(NoCacheReason::NeverEnabled),
         },
         None => RespCacheable::Uncacheable(NoCacheReason::NeverEnabled),

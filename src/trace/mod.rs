@@ -137,6 +137,20 @@ impl RequestTrace {
         self.tracestate.as_deref()
     }
 
+    /// Tell the backend to continue from `span` (this attempt's client span): `traceparent`,
+    /// and the caller's `tracestate` or none (a client-sent one without a valid parent is
+    /// never passed on).
+    pub(crate) fn propagate(&self, head: &mut pingora::http::RequestHeader, span: SpanId) -> pingora::Result<()> {
+        head.insert_header(context::TRACEPARENT, self.traceparent(span))?;
+        match self.tracestate() {
+            Some(value) => head.insert_header(context::TRACESTATE, value)?,
+            None => {
+                head.remove_header(&context::TRACESTATE);
+            }
+        }
+        Ok(())
+    }
+
     /// Record a finished child span (nothing when the request is not sampled).
     pub(crate) fn child(&mut self, span: ChildSpan<'_>) {
         if !self.sampled {
@@ -259,6 +273,24 @@ mod tests {
             h.append(*k, v.parse().expect("value"));
         }
         h
+    }
+
+    #[test]
+    fn the_backend_continues_from_the_attempt_span() {
+        let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let trace = RequestTrace::start(&settings(1.0), &headers(&[("traceparent", caller), ("tracestate", "k=v")]));
+        let mut head = pingora::http::RequestHeader::build("GET", b"/", None).expect("head");
+        let attempt = SpanId::from_bytes([7; 8]);
+        trace.propagate(&mut head, attempt).expect("propagate");
+        let sent = head.headers.get("traceparent").expect("traceparent").to_str().expect("text");
+        assert_eq!(sent, "00-0af7651916cd43dd8448eb211c80319c-0707070707070707-01");
+        assert_eq!(head.headers.get("tracestate").expect("tracestate"), "k=v");
+        // A tracestate without a valid parent is not the caller's to pass on.
+        let fresh = RequestTrace::start(&settings(1.0), &headers(&[("tracestate", "k=v")]));
+        let mut head = pingora::http::RequestHeader::build("GET", b"/", None).expect("head");
+        head.insert_header("tracestate", "forged=1").expect("header");
+        fresh.propagate(&mut head, fresh.span_id).expect("propagate");
+        assert!(head.headers.get("tracestate").is_none());
     }
 
     fn server<'a>(status: u16) -> ServerSpan<'a> {
