@@ -151,6 +151,28 @@ fn readme_layout_names_existing_paths() {
     ratchet("paths in README's Layout that do not exist", KNOWN, &found, "");
 }
 
+#[test]
+fn readme_layout_names_every_top_level_module() {
+    const KNOWN: &[&str] = &[];
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let named: BTreeSet<String> =
+        layout_paths(&readme).into_iter().map(|p| p.trim_end_matches('/').to_string()).collect();
+    let mut found = BTreeMap::new();
+    for entry in std::fs::read_dir(root().join("src")).expect("src/") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+        // lib.rs declares the modules and fuzz.rs holds property tests: neither is a room.
+        if name == "lib.rs" || name == "fuzz.rs" || !(path.is_dir() || name.ends_with(".rs")) {
+            continue;
+        }
+        let rel = format!("src/{name}");
+        if !named.iter().any(|n| *n == rel || n.starts_with(&format!("{rel}/"))) {
+            found.insert(rel, "in src/, not in README.md's Layout".to_string());
+        }
+    }
+    ratchet("top-level modules missing from README's Layout", KNOWN, &found, "");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ratchets
 
