@@ -224,6 +224,15 @@ fn a_push_is_served_by_three_gateways_within_a_second() {
             gw.logs()
         );
     }
+    // A reload (SIGHUP, watch_config, the admin endpoint) merges the bootstrap file read again
+    // with the revision in force: the routes stay.
+    let gw = &fleet.gateways[2];
+    let generation = gw.generation();
+    let answer = gw.reload();
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(gw.generation(), generation + 1);
+    assert_eq!(http_get_status(gw.addr, "/v1"), Some(200));
+    assert_eq!(source(gw)["revision"], r1);
     // Every gateway reported it: `siger config status` sees the fleet in step.
     assert!(
         eventually(Duration::from_secs(10), || {
@@ -397,6 +406,10 @@ fn with_every_nats_node_down_gateways_keep_serving_and_a_restart_starts_from_the
     let took = fleet.push_and_measure("v2", Duration::from_secs(30));
     eprintln!("first push after the outage → served, per gateway: {took:?}");
     for gw in &fleet.gateways {
+        // Each revision applied once: the watch resumed after the last one seen.
+        let applied = |r: u64| gw.logs().matches(&format!("revision {r} applied (")).count();
+        assert!(eventually(Duration::from_secs(5), || applied(took.revision) == 1), "{}", gw.logs());
+        assert_eq!(applied(r1), 1, "revision {r1} is not applied again after the outage:\n{}", gw.logs());
         assert_eq!(source(gw)["revision"], took.revision);
         assert_eq!(source(gw)["from_cache"], false);
         assert_eq!(metric_of(gw, &connected), 1.0);
@@ -478,4 +491,21 @@ fn twenty_pushes_under_load_fail_no_request() {
         assert_eq!(source(gw)["revision"].as_u64(), Some(last));
     }
     assert!(median(&latencies) <= WITHIN, "median push → applied on all: {:?}", median(&latencies));
+}
+
+#[test]
+fn a_bucket_made_anew_is_a_new_history_that_every_gateway_follows() {
+    let fleet = Fleet::start(|_, _| {});
+    let old = fleet.push_and_measure("v1", Duration::from_secs(10)).revision;
+    fleet.push_and_measure("v2", Duration::from_secs(10));
+    fleet.nats[0].delete_stream("KV_cfg");
+    // The push makes the bucket again: its revisions start over, below those seen.
+    let took = fleet.push_and_measure("v3", Duration::from_secs(30));
+    eprintln!("first push to the new bucket → served, per gateway: {took:?}");
+    assert!(took.revision <= old, "a new history starts over ({} after {old})", took.revision);
+    for gw in &fleet.gateways {
+        assert_eq!(source(gw)["revision"], took.revision);
+        assert_eq!(http_get_status(gw.addr, "/v2"), Some(404));
+        assert!(eventually(Duration::from_secs(5), || gw.logs().contains("a new history")), "{}", gw.logs());
+    }
 }
