@@ -64,6 +64,12 @@ fn siger_config(bootstrap: &Path, args: &[&str]) -> (i32, String) {
     (status.code().unwrap_or(-1), out)
 }
 
+/// `siger -t -c <file>`: (exit code, stderr).
+fn check(file: &Path) -> (i32, String) {
+    let out = Command::new(SIGER).arg("-t").arg("-c").arg(file).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// Three gateways following the bucket of a three-node cluster, and the echo backend the
 /// documents route to.
 struct Fleet {
@@ -392,6 +398,11 @@ fn with_every_nats_node_down_gateways_keep_serving_and_a_restart_starts_from_the
     assert!(eventually(Duration::from_secs(5), || gw.logs().contains(&line)), "{}", gw.logs());
     assert!(gw.logs().contains("unreachable at start-up"), "{}", gw.logs());
 
+    // `-t` checks the bootstrap file and the cache file's revision, without the store.
+    let (code, out) = check(&gw.config_path);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("the cache file's revision {r1} OK")), "{out}");
+
     // A new gateway with no cache file serves nothing and is not ready until the store is back.
     let newcomer = Gateway::start_raw(&bootstrap(&fleet.nats, "gw-new"));
     assert_eq!(ready(&newcomer), 503);
@@ -508,4 +519,34 @@ fn a_bucket_made_anew_is_a_new_history_that_every_gateway_follows() {
         assert_eq!(http_get_status(gw.addr, "/v2"), Some(404));
         assert!(eventually(Duration::from_secs(5), || gw.logs().contains("a new history")), "{}", gw.logs());
     }
+}
+
+#[test]
+fn a_bootstrap_file_holding_a_key_of_the_store_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("siger.yaml");
+    let cache = dir.path().join("cache.json");
+    let text = format!(
+        "listen: [\"127.0.0.1:1\"]\nnats: {{url: \"nats://127.0.0.1:1\"}}\nconfig_source:\n  nats_kv: {{bucket: {BUCKET}, key: {KEY}}}\n  cache_file: {}\nroutes: []\n",
+        cache.display()
+    );
+    std::fs::write(&file, text).unwrap();
+    let (code, out) = check(&file);
+    assert_eq!(code, 78, "{out}");
+    assert!(out.contains("routes (line 6): belongs in the store"), "{out}");
+    // A start refuses it the same way, before it reaches for the store.
+    let start = Command::new(SIGER).arg("-c").arg(&file).output().unwrap();
+    assert_eq!(start.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&start.stderr).contains("routes (line 6): belongs in the store"));
+
+    // Without `nats` there is no way to the store.
+    std::fs::write(&file, format!("listen: [\"127.0.0.1:1\"]\nconfig_source:\n  nats_kv: {{bucket: {BUCKET}, key: {KEY}}}\n  cache_file: {}\n", cache.display())).unwrap();
+    let (code, out) = check(&file);
+    assert_eq!(code, 78, "{out}");
+    assert!(out.contains("needs a `nats` section"), "{out}");
+    // Fixed, and with no cache file yet: OK.
+    std::fs::write(&file, format!("listen: [\"127.0.0.1:1\"]\nnats: {{url: \"nats://127.0.0.1:1\"}}\nconfig_source:\n  nats_kv: {{bucket: {BUCKET}, key: {KEY}}}\n  cache_file: {}\n", cache.display())).unwrap();
+    let (code, out) = check(&file);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("bootstrap file OK (store cfg/gw; no cache file yet)"), "{out}");
 }
