@@ -90,6 +90,9 @@ pub(crate) struct Fleet {
     pub(crate) bootstrap: PathBuf,
     pub(crate) settings: ConfigSourceSettings,
     nats: NatsSettings,
+    /// `config_source.cache_file`, a relative name resolved against the bootstrap file's
+    /// directory (a daemon runs from `/`).
+    cache_file: PathBuf,
     /// This gateway's name in the status keys.
     pub(crate) gateway: String,
     state: Mutex<State>,
@@ -167,6 +170,24 @@ pub(crate) fn load_alone(fleet: &Fleet) -> Result<Checked, Vec<String>> {
     generation(&bootstrap.as_merged(), &fleet.bootstrap, &text)
 }
 
+/// Why the cache file cannot be written where it is named (`None`: it can): its directory must
+/// exist and take a new file, found by making (and removing) one there.
+fn unwritable(cache_file: &Path) -> Option<String> {
+    let dir = cache_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Some(format!("the directory {} does not exist", dir.display()));
+    }
+    let name = cache_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let probe = dir.join(format!(".{name}.{}.probe", std::process::id()));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) => Some(format!("cannot write into {}: {e}", dir.display())),
+    }
+}
+
 /// SHA-256 (hex) of a document: what `GET /config` shows as the configuration's digest.
 pub(crate) fn digest(document: &str) -> String {
     hex::encode(Sha256::digest(document.as_bytes()))
@@ -184,8 +205,17 @@ impl Fleet {
             return Err(whole(path, "config_source: needs a `nats` section to reach the store"));
         };
         let gateway = gateway_id(settings.gateway_id.as_deref());
+        let cache_file = bootstrap.base.join(&settings.cache_file);
+        if let Some(message) = unwritable(&cache_file) {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let key = "config_source.cache_file";
+            let line = crate::config::LineIndex::build(&text).line_of(key);
+            let errors = vec![ConfigError { path: key.into(), line, message }];
+            return Err(vec![ConfigErrors { file: path.display().to_string(), errors }]);
+        }
         Ok(Fleet {
             bootstrap: path.to_path_buf(),
+            cache_file,
             settings,
             nats,
             gateway,
@@ -264,6 +294,18 @@ impl Fleet {
     fn seen(&self, revision: Option<u64>) {
         self.state().latest_seen = revision;
     }
+
+    /// The store answered: its key is at `revision`. A configuration from the cache file that
+    /// is this revision is now confirmed; a newer one shows as drift until it is applied.
+    fn store_at(&self, revision: u64) {
+        let mut state = self.state();
+        if state.latest_seen.is_none_or(|seen| seen < revision) {
+            state.latest_seen = Some(revision);
+        }
+        if state.running.as_ref().is_some_and(|r| r.revision == revision) {
+            state.from_cache = false;
+        }
+    }
 }
 
 /// Start-up of a gateway whose bootstrap file names a `config_source` (docs/fleet.md): the
@@ -297,7 +339,7 @@ pub fn start(path: &Path) -> Result<Start, Vec<ConfigErrors>> {
         Ok(None) => log::warn!("config store {name}: the store holds no revision yet"),
         Err(e) => log::warn!("config store {name} unreachable at start-up ({e}); trying the cache file"),
     }
-    let cache_file = &fleet.settings.cache_file;
+    let cache_file = &fleet.cache_file;
     match cache::read(cache_file) {
         Ok(cached) if cached.bucket != fleet.settings.nats_kv.bucket || cached.key != fleet.settings.nats_kv.key => {
             log::warn!(
@@ -343,7 +385,7 @@ pub fn start(path: &Path) -> Result<Start, Vec<ConfigErrors>> {
 /// then the cache file's revision merged with it when there is one. The summary line.
 pub fn test(path: &Path) -> Result<String, Vec<ConfigErrors>> {
     let fleet = Fleet::read(path)?;
-    let cache_file = &fleet.settings.cache_file;
+    let cache_file = &fleet.cache_file;
     if !cache_file.exists() {
         return Ok(format!("bootstrap file OK (store {}; no cache file yet)", fleet.name()));
     }
@@ -405,11 +447,11 @@ fn newest_at_start(fleet: &Fleet) -> Result<Option<StoredRevision>, String> {
 fn write_cache(fleet: &Fleet, revision: u64, document: &str) {
     let kv = &fleet.settings.nats_kv;
     let cached = CachedRevision::new(&kv.bucket, &kv.key, revision, document);
-    if let Err(e) = cache::write(&fleet.settings.cache_file, &cached) {
+    if let Err(e) = cache::write(&fleet.cache_file, &cached) {
         log::error!(
             "config store {}: cannot write the cache file {} ({e}); a start with the store down will not find revision {revision}",
             fleet.name(),
-            fleet.settings.cache_file.display()
+            fleet.cache_file.display()
         );
     }
 }
@@ -463,6 +505,9 @@ impl Follower {
     async fn run(&self) {
         let store = self.connect().await;
         self.connected(store.connected());
+        if let Ok(Some(current)) = store.current().await {
+            self.fleet.store_at(current.revision);
+        }
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let mut cursor = std::mem::take(&mut *self.fleet.cursor.lock().unwrap_or_else(|p| p.into_inner()));
         let follower = store.clone();
@@ -580,22 +625,31 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn fleet() -> Fleet {
+    const BOOT: &str = "listen: [\"127.0.0.1:1\"]\nnats: {url: \"nats://127.0.0.1:1\"}\nconfig_source:\n  nats_kv: {bucket: cfg, key: gw}\n  cache_file: cache.json\n  gateway_id: eu-1\n";
+
+    fn fleet() -> (Fleet, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("siger.yaml");
-        std::fs::write(
-            &path,
-            "listen: [\"127.0.0.1:1\"]\nnats: {url: \"nats://127.0.0.1:1\"}\nconfig_source:\n  nats_kv: {bucket: cfg, key: gw}\n  cache_file: /nonexistent/cache.json\n  gateway_id: eu-1\n",
-        )
-        .unwrap();
-        let fleet = Fleet::read(&path).unwrap();
-        std::mem::forget(dir);
-        fleet
+        std::fs::write(&path, BOOT).unwrap();
+        (Fleet::read(&path).unwrap(), dir)
+    }
+
+    #[test]
+    fn the_cache_file_resolves_next_to_the_bootstrap_file_and_its_directory_must_exist() {
+        let (fleet, dir) = fleet();
+        assert_eq!(fleet.cache_file, dir.path().join("cache.json"));
+        let path = dir.path().join("other.yaml");
+        std::fs::write(&path, BOOT.replace("cache.json", "missing/cache.json")).unwrap();
+        let e = Fleet::read(&path).unwrap_err();
+        assert_eq!((e[0].errors[0].path.as_str(), e[0].errors[0].line), ("config_source.cache_file", Some(5)));
+        assert!(e[0].errors[0].message.contains("does not exist"), "{}", e[0]);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "no probe file is left behind: {names:?}");
     }
 
     #[test]
     fn a_report_names_the_refused_revision_until_a_newer_one_applies() {
-        let fleet = fleet();
+        let (fleet, _dir) = fleet();
         assert!(fleet.readiness_problem().is_some(), "nothing applied: not ready");
         fleet.now_running(3, Arc::from("routes: []\n"));
         assert_eq!(fleet.readiness_problem(), None);

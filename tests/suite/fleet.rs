@@ -411,6 +411,10 @@ fn with_every_nats_node_down_gateways_keep_serving_and_a_restart_starts_from_the
     for n in fleet.nats.iter_mut() {
         n.start_again();
     }
+    // The restarted gateway's revision from the cache file is confirmed by the store.
+    let gw = &fleet.gateways[0];
+    assert!(eventually(Duration::from_secs(30), || source(gw)["from_cache"] == false), "{}", source(gw));
+    assert_eq!(source(gw)["drift"], false);
     // Back: the newcomer takes the store's revision 1 (it had none), everyone takes the next push.
     assert!(eventually(Duration::from_secs(30), || ready(&newcomer) == 200), "{}", newcomer.logs());
     fleet.gateways.push(newcomer);
