@@ -554,3 +554,42 @@ fn a_bootstrap_file_holding_a_key_of_the_store_is_refused_with_its_line() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("bootstrap file OK (store cfg/gw; no cache file yet)"), "{out}");
 }
+
+#[test]
+fn an_upgraded_gateway_starts_from_the_store_and_follows_it() {
+    let mut fleet = Fleet::start(|_, _| {});
+    let r1 = fleet.push_and_measure("v1", Duration::from_secs(10)).revision;
+    let gw = &mut fleet.gateways[0];
+    let old = gw.pid();
+    let log = gw.dir.path().join("upgrade.log");
+    let status = Command::new(SIGER)
+        .arg("upgrade")
+        .arg("-c")
+        .arg(&gw.config_path)
+        .arg("--pid")
+        .arg(old.to_string())
+        .stdout(Stdio::null())
+        // The new daemon inherits stderr: a file, not a pipe that stays open while it lives.
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let new: u32 = std::fs::read_to_string(gw.dir.path().join("siger.pid")).unwrap().trim().parse().unwrap();
+    assert_ne!(new, old);
+    assert_eq!(gw.wait_exit(Duration::from_secs(20)), Some(0), "the old process hands over and exits");
+    let kill_new = || {
+        let _ = Command::new("kill").arg("-KILL").arg(new.to_string()).status();
+    };
+    let served = eventually(Duration::from_secs(10), || http_get_status(gw.addr, "/v1") == Some(200));
+    let source0 = source(gw);
+    if !served || source0["revision"] != r1 || source0["from_cache"] != false {
+        kill_new();
+        panic!("the new process serves revision {r1} from the store: {source0}");
+    }
+    // It follows the store: the next push reaches it.
+    let took = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fleet.push_and_measure("v2", Duration::from_secs(10))
+    }));
+    kill_new();
+    assert!(took.is_ok(), "the upgraded gateway follows the store");
+}
