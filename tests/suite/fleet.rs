@@ -353,6 +353,34 @@ fn a_gateway_missing_a_certificate_refuses_and_reports_while_the_others_apply() 
 }
 
 #[test]
+fn a_revision_needing_a_restart_or_not_valid_is_refused_by_every_gateway_which_keeps_serving() {
+    let fleet = Fleet::start(|_, _| {});
+    let r1 = fleet.push_and_measure("v1", Duration::from_secs(10)).revision;
+    // Valid (push checks it as -t does), but only a new process can change the read buffer.
+    let restart = format!("limits: {{read_buffer: 8KiB}}\n{}", document(&fleet.echo, "v2", ""));
+    let (code, out) = fleet.push("v2", &restart, &[]);
+    assert_eq!(code, 0, "{out}");
+    let r2 = written(&out);
+    // Not a document at all, written behind `push`'s back.
+    let r3 = fleet.nats[0].with_js(async |js| {
+        let kv = js.get_key_value(BUCKET).await.unwrap();
+        kv.put(KEY, "routes: [\n".into()).await.unwrap()
+    });
+    for gw in &fleet.gateways {
+        assert!(eventually(Duration::from_secs(10), || source(gw)["refused"]["revision"] == r3), "{}", source(gw));
+        let line = format!("revision {r2} refused; revision {r1} keeps serving");
+        assert!(eventually(Duration::from_secs(5), || gw.logs().contains(&line)), "{}", gw.logs());
+        assert!(gw.logs().contains("limits.read_buffer: changed; applies only to a new process"), "{}", gw.logs());
+        let errors = source(gw)["refused"]["errors"].to_string();
+        assert!(errors.contains(&format!("cfg/gw revision {r3}")) && errors.contains("not valid YAML"), "{errors}");
+        assert_eq!(source(gw)["revision"], r1);
+        assert_eq!(http_get_status(gw.addr, "/v1"), Some(200));
+        assert_eq!(http_get_status(gw.addr, "/v2"), Some(404));
+        assert_eq!(ready(gw), 200);
+    }
+}
+
+#[test]
 fn a_push_while_the_stream_leader_is_killed_reaches_every_gateway() {
     let mut fleet = Fleet::start(|_, _| {});
     fleet.push_and_measure("v1", Duration::from_secs(10));
