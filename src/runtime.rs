@@ -89,17 +89,16 @@ impl std::fmt::Debug for Runtime {
 }
 
 /// Where `config` came from: `path`, whose digest `config::load` recorded first in `files`;
-/// with a config store, the digest is the running revision's document's.
-fn source_of(path: &Path, config: &Config, fleet: Option<&Fleet>) -> Source {
-    let sha256 = match fleet {
-        Some(fleet) => fleet.running().map(|(_, document)| crate::config_store::gateway::digest(&document)),
-        None => config.files.first().map(|f| hex::encode(f.sha256)),
+/// with a config store's `document`, that document's digest.
+fn source_of(path: &Path, config: &Config, document: Option<&str>) -> Source {
+    let sha256 = match document {
+        Some(document) => crate::config_store::gateway::digest(document),
+        None => config.files.first().map(|f| hex::encode(f.sha256)).unwrap_or_default(),
     };
-    Source { path: path.to_path_buf(), sha256: sha256.unwrap_or_default(), loaded_at: SystemTime::now() }
+    Source { path: path.to_path_buf(), sha256, loaded_at: SystemTime::now() }
 }
 
-/// What a reload loads: the config file again, or with a config store a revision of its
-/// document (`None`: the one in force) merged with the bootstrap file read again.
+/// A revision of the config store's document, as a reload merges it with the bootstrap file.
 #[derive(Debug, Clone)]
 pub(crate) struct Revision {
     pub(crate) number: u64,
@@ -127,7 +126,8 @@ impl Runtime {
         let metrics = Metrics::new();
         let upstreams = Upstreams::default();
         let limits = Arc::new(LimitStores::default());
-        let source = source_of(path, config, fleet.as_deref());
+        let running = fleet.as_ref().and_then(|f| f.running());
+        let source = source_of(path, config, running.as_ref().map(|(_, document)| &**document));
         let snapshot = Snapshot::build(1, checked, source, auth, &upstreams, &limits, &metrics, &[]);
         let (services, upstream_tls) = (&snapshot.config.services, &snapshot.compiled.upstream_tls);
         discovery.seed(services, &snapshot.pools);
@@ -240,10 +240,7 @@ impl Runtime {
         .map_err(|e| vec![format!("loading the configuration failed: {e}")])?;
         let checked = loaded?;
         let config = &checked.config;
-        let mut source = source_of(&path, config, self.fleet.as_deref());
-        if let Some(r) = &revision {
-            source.sha256 = crate::config_store::gateway::digest(&r.document);
-        }
+        let source = source_of(&path, config, revision.as_ref().map(|r| &*r.document));
         let refused = self.upgrade_only_changes(&previous.config, config);
         if !refused.is_empty() {
             return Err(refused);

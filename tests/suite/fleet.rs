@@ -214,8 +214,11 @@ fn a_push_is_served_by_three_gateways_within_a_second() {
         assert!(*t <= WITHIN, "gateway {i} served the pushed route after {t:?}, not within {WITHIN:?}");
     }
     let r1 = took.revision;
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(document(&fleet.echo, "v1", "").as_bytes()));
     for gw in &fleet.gateways {
         assert_eq!(ready(gw), 200);
+        assert_eq!(get(gw.admin, "/config").json()["sha256"], digest.as_str(), "the document in force");
         let source = source(gw);
         assert_eq!((source["revision"].as_u64(), source["drift"].as_bool()), (Some(r1), Some(false)), "{source}");
         assert_eq!(source["from_cache"], false);
