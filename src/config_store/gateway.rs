@@ -291,8 +291,15 @@ impl Fleet {
         state.refused = Some((revision, errors));
     }
 
-    fn seen(&self, revision: Option<u64>) {
-        self.state().latest_seen = revision;
+    /// The watch delivered `revision`: the newest seen, unless the store said of a newer one.
+    fn seen(&self, revision: u64) {
+        let mut state = self.state();
+        state.latest_seen = state.latest_seen.max(Some(revision));
+    }
+
+    /// A new history: what was seen belongs to the old one.
+    fn new_history(&self) {
+        self.state().latest_seen = None;
     }
 
     /// The store answered: its key is at `revision`. A configuration from the cache file that
@@ -319,7 +326,7 @@ pub fn start(path: &Path) -> Result<Start, Vec<ConfigErrors>> {
     match newest_at_start(&fleet) {
         Ok(Some(newest)) => {
             cursor = Some(newest.revision);
-            fleet.seen(Some(newest.revision));
+            fleet.seen(newest.revision);
             match load(&fleet, newest.revision, &newest.document) {
                 Ok(checked) => {
                     log::info!("config store {name}: starting with revision {}", newest.revision);
@@ -548,7 +555,7 @@ impl Follower {
         let name = self.fleet.name();
         match followed {
             Followed::Apply(revision) => {
-                self.fleet.seen(Some(revision.revision));
+                self.fleet.seen(revision.revision);
                 let document: Arc<str> = Arc::from(revision.document.as_str());
                 match self.runtime.apply_revision(revision.revision, document.clone()).await {
                     Ok(generation) => {
@@ -566,20 +573,20 @@ impl Follower {
                 }
             }
             Followed::Superseded(revision) => {
-                self.fleet.seen(Some(revision));
+                self.fleet.seen(revision);
                 log::info!("config store {name}: revision {revision} skipped, a newer revision follows");
                 return None;
             }
             Followed::Deleted(revision) => {
-                self.fleet.seen(Some(revision));
+                self.fleet.seen(revision);
                 self.refuse(revision, vec!["the key was deleted: the running configuration stays".into()]);
             }
             Followed::Unreadable { revision, why } => {
-                self.fleet.seen(Some(revision));
+                self.fleet.seen(revision);
                 self.refuse(revision, vec![format!("{name} revision {revision}: {why}")]);
             }
             Followed::NewHistory { .. } => {
-                self.fleet.seen(None);
+                self.fleet.new_history();
                 return None;
             }
         }
@@ -655,14 +662,14 @@ mod tests {
         assert_eq!(fleet.readiness_problem(), None);
         let r = fleet.report();
         assert_eq!((r.revision, r.result, r.running), (3, Outcome::Applied, 3));
-        fleet.seen(Some(4));
+        fleet.seen(4);
         fleet.refused(4, vec!["cfg/gw revision 4: listen: bad".into()]);
         let r = fleet.report();
         assert_eq!((r.revision, r.result, r.running, r.errors.len()), (4, Outcome::Refused, 3, 1));
         let view = fleet.view();
         assert!(view.drift && view.refused.as_ref().unwrap().revision == 4, "{view:?}");
         fleet.now_running(5, Arc::from("routes: []\n"));
-        fleet.seen(Some(5));
+        fleet.seen(5);
         let view = fleet.view();
         assert!(!view.drift && view.refused.is_none(), "{view:?}");
         assert_eq!(fleet.report().result, Outcome::Applied);
