@@ -33,7 +33,8 @@ impl AdminApp {
 
     fn ready(&self) -> LocalAnswer {
         let snap = self.runtime.current();
-        let missing = snap.readiness_problems(self.runtime.jobs.as_deref());
+        let mut missing = snap.readiness_problems(self.runtime.jobs.as_deref());
+        missing.extend(self.runtime.fleet.as_ref().and_then(|f| f.readiness_problem()));
         // Open circuits are reported, not a reason to take the gateway out of a balancer.
         let circuits: serde_json::Map<String, serde_json::Value> = snap
             .config
@@ -140,6 +141,7 @@ impl AdminApp {
                 "loaded_at": rfc3339(snap.source.loaded_at),
                 "watch_config": snap.config.server.watch_config,
                 "last_reload": last,
+                "source": self.runtime.fleet.as_ref().map(|f| f.view()),
             }),
         )
     }

@@ -144,13 +144,23 @@ pub fn dry_run(checked: Checked, path: &Path) {
 /// Build and run the server until it shuts down (SIGTERM, SIGINT or an upgrade hand-over).
 /// `path` is the config file `checked` was read from (reloads read it again).
 pub fn run(checked: Checked, path: &Path, launch: Launch) {
+    serve(checked, path, launch, None);
+}
+
+/// [`run`] for a gateway that follows a config store (`config_source`): `start` is what its
+/// start-up found (docs/fleet.md); a background service follows the store from there.
+pub fn run_fleet(start: crate::config_store::gateway::Start, path: &Path, launch: Launch) {
+    serve(start.checked, path, launch, Some(start.fleet));
+}
+
+fn serve(checked: Checked, path: &Path, launch: Launch, fleet: Option<Arc<crate::config_store::gateway::Fleet>>) {
     let conf = server_conf(&checked.config, launch);
     let opt = Opt { upgrade: launch.upgrade, daemon: launch.daemon, nocapture: false, test: false, conf: None };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     // Receive inherited listeners first: the old process waits only a few seconds (§6.4).
     server.bootstrap();
 
-    let runtime = Runtime::start(checked, path);
+    let runtime = Runtime::start(checked, path, fleet);
     let snap = runtime.current();
     let cfg = &snap.config;
 
@@ -163,6 +173,10 @@ pub fn run(checked: Checked, path: &Path, launch: Launch) {
     server.add_service(background_service("rate limit sweeper", LimitSweeper::new(runtime.limits.clone())));
     let keys = KeyRefreshService::new(runtime.authenticator.subscribe(), runtime.metrics.auth.clone());
     server.add_service(background_service("jwks refresh", keys));
+    if let Some(fleet) = &runtime.fleet {
+        let follower = crate::config_store::gateway::Follower::new(runtime.clone(), fleet.clone());
+        server.add_service(background_service("config store", follower));
+    }
     let reloader: Arc<dyn Reload> = runtime.clone();
     server.add_service(background_service("reload on SIGHUP", HangupReload::new(reloader.clone())));
     server.add_service(background_service("config watcher", ConfigWatcher::new(reloader)));

@@ -1,6 +1,6 @@
 use clap::Parser;
 use siger::cli::{Cli, Command};
-use siger::{app, auth, observability::logger};
+use siger::{app, auth, config_store, observability::logger};
 use std::process::ExitCode;
 
 // glibc malloc/free was ~20% of a request's instructions in a callgrind profile; mimalloc's
@@ -62,6 +62,9 @@ fn main() -> ExitCode {
     if let Some(Command::Usage(args)) = &cli.command {
         return siger::usage::command(&cli.conf, args);
     }
+    if cli.command.is_none() && config_store::gateway::configured(&cli.conf) {
+        return follow_a_store(&cli);
+    }
     let checked = match app::check(&cli.conf) {
         Ok(c) => c,
         Err(errors) => {
@@ -107,4 +110,37 @@ fn main() -> ExitCode {
     logger::init();
     app::run(checked, &path, app::Launch { daemon: cli.daemon, upgrade: cli.upgrade });
     ExitCode::SUCCESS
+}
+
+/// A gateway whose `-c` file is a bootstrap file (`config_source`): `-t` checks it (and the
+/// cache file's revision); a start takes the store's newest revision, else the cache file's,
+/// else the bootstrap file alone (docs/fleet.md).
+fn follow_a_store(cli: &Cli) -> ExitCode {
+    let path = std::path::absolute(&cli.conf).unwrap_or_else(|_| cli.conf.clone());
+    let invalid = |errors: Vec<siger::config::ConfigErrors>| {
+        for e in errors {
+            eprint!("{e}");
+        }
+        ExitCode::from(EX_CONFIG)
+    };
+    if cli.test {
+        return match config_store::gateway::test(&path) {
+            Ok(summary) => {
+                eprintln!("{}: {summary}", cli.conf.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => invalid(errors),
+        };
+    }
+    logger::init();
+    match config_store::gateway::start(&path) {
+        Ok(start) => {
+            app::run_fleet(start, &path, app::Launch { daemon: cli.daemon, upgrade: cli.upgrade });
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            logger::flush();
+            invalid(errors)
+        }
+    }
 }

@@ -9,6 +9,7 @@
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, FileDigest, TracingSettings};
+use crate::config_store::gateway::Fleet;
 use crate::connections::Connections;
 use crate::discovery::dns::DnsControl;
 use crate::discovery::DiscoveryControl;
@@ -74,6 +75,8 @@ pub(crate) struct Runtime {
     pub(crate) compression: bool,
     /// Runs request inspections off the reactor, bounded for the whole process (docs/waf.md).
     pub(crate) inspector: crate::waf::Inspector,
+    /// The config store this gateway follows (`config_source`), if any.
+    pub(crate) fleet: Option<Arc<Fleet>>,
     reloading: tokio::sync::Mutex<()>,
     last_reload: Mutex<Option<ReloadReport>>,
     generations: AtomicU64,
@@ -85,10 +88,21 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// Where `config` came from: `path`, whose digest `config::load` recorded first in `files`.
-fn source_of(path: &Path, config: &Config) -> Source {
-    let sha256 = config.files.first().map(|f| hex::encode(f.sha256)).unwrap_or_default();
+/// Where `config` came from: `path`, whose digest `config::load` recorded first in `files`;
+/// with a config store's `document`, that document's digest.
+fn source_of(path: &Path, config: &Config, document: Option<&str>) -> Source {
+    let sha256 = match document {
+        Some(document) => crate::config_store::gateway::digest(document),
+        None => config.files.first().map(|f| hex::encode(f.sha256)).unwrap_or_default(),
+    };
     Source { path: path.to_path_buf(), sha256, loaded_at: SystemTime::now() }
+}
+
+/// A revision of the config store's document, as a reload merges it with the bootstrap file.
+#[derive(Debug, Clone)]
+pub(crate) struct Revision {
+    pub(crate) number: u64,
+    pub(crate) document: Arc<str>,
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {
@@ -98,7 +112,7 @@ fn unix_seconds(t: SystemTime) -> f64 {
 impl Runtime {
     /// The runtime of a process started with `checked` (read from `path`). Keys that fail to
     /// load leave authentication unavailable (503) rather than stopping the start.
-    pub(crate) fn start(checked: Checked, path: &Path) -> Arc<Runtime> {
+    pub(crate) fn start(checked: Checked, path: &Path, fleet: Option<Arc<Fleet>>) -> Arc<Runtime> {
         let config = &checked.config;
         let jobs = match (&config.jobs, &config.nats) {
             (Some(jobs), Some(nats)) => {
@@ -112,7 +126,8 @@ impl Runtime {
         let metrics = Metrics::new();
         let upstreams = Upstreams::default();
         let limits = Arc::new(LimitStores::default());
-        let source = source_of(path, config);
+        let running = fleet.as_ref().and_then(|f| f.running());
+        let source = source_of(path, config, running.as_ref().map(|(_, document)| &**document));
         let snapshot = Snapshot::build(1, checked, source, auth, &upstreams, &limits, &metrics, &[]);
         let (services, upstream_tls) = (&snapshot.config.services, &snapshot.compiled.upstream_tls);
         discovery.seed(services, &snapshot.pools);
@@ -131,6 +146,7 @@ impl Runtime {
             tls,
             compression,
             inspector: crate::waf::Inspector::for_this_machine(),
+            fleet,
             connections: Connections::new(
                 &snapshot.config.limits,
                 &snapshot.config.trusted_proxies,
@@ -168,8 +184,18 @@ impl Runtime {
     /// Returns the new generation, or every reason it was refused (the same messages as
     /// `siger -t`). Reloads run one at a time.
     pub(crate) async fn reload(&self, trigger: &'static str) -> Result<u64, Vec<String>> {
+        self.reload_with(trigger, None).await
+    }
+
+    /// Apply revision `number` of the config store's document (merged with the bootstrap file)
+    /// through the same reload: all of it, or nothing.
+    pub(crate) async fn apply_revision(&self, number: u64, document: Arc<str>) -> Result<u64, Vec<String>> {
+        self.reload_with("config store", Some(Revision { number, document })).await
+    }
+
+    async fn reload_with(&self, trigger: &'static str, revision: Option<Revision>) -> Result<u64, Vec<String>> {
         let _one_at_a_time = self.reloading.lock().await;
-        let result = self.try_reload().await;
+        let result = self.try_reload(revision).await;
         let at = SystemTime::now();
         match &result {
             Ok(generation) => {
@@ -190,19 +216,31 @@ impl Runtime {
         result
     }
 
-    async fn try_reload(&self) -> Result<u64, Vec<String>> {
+    async fn try_reload(&self, revision: Option<Revision>) -> Result<u64, Vec<String>> {
         let previous = self.current();
         let path = previous.source.path.clone();
+        // With a config store: the revision given, else the one in force (a SIGHUP or a change
+        // of the bootstrap file merges it with the file read again).
+        let revision = match &self.fleet {
+            Some(fleet) => revision.or_else(|| fleet.running().map(|(number, document)| Revision { number, document })),
+            None => None,
+        };
         // Reading and checking a large file takes a while: not on a runtime thread (the admin
         // listener has one, and keeps answering /health meanwhile).
         let file = path.clone();
+        let fleet = self.fleet.clone();
+        let merging = revision.clone();
         // Compiling request inspection's rules takes about a second: with the file, off the runtime.
-        let loaded = tokio::task::spawn_blocking(move || snapshot::check(&file))
-            .await
-            .map_err(|e| vec![format!("loading the configuration failed: {e}")])?;
-        let checked = loaded.map_err(|e| e.errors.iter().map(ConfigError::to_string).collect::<Vec<_>>())?;
+        let loaded = tokio::task::spawn_blocking(move || match (fleet, merging) {
+            (Some(fleet), Some(r)) => crate::config_store::gateway::load(&fleet, r.number, &r.document),
+            (Some(fleet), None) => crate::config_store::gateway::load_alone(&fleet),
+            (None, _) => snapshot::check(&file).map_err(|e| e.errors.iter().map(ConfigError::to_string).collect()),
+        })
+        .await
+        .map_err(|e| vec![format!("loading the configuration failed: {e}")])?;
+        let checked = loaded?;
         let config = &checked.config;
-        let source = source_of(&path, config);
+        let source = source_of(&path, config, revision.as_ref().map(|r| &*r.document));
         let refused = self.upgrade_only_changes(&previous.config, config);
         if !refused.is_empty() {
             return Err(refused);
@@ -234,6 +272,9 @@ impl Runtime {
         self.connections.apply(&snapshot.config.limits, &snapshot.config.trusted_proxies, listeners);
         let snapshot = Arc::new(snapshot);
         self.current.store(snapshot.clone());
+        if let (Some(fleet), Some(r)) = (&self.fleet, revision) {
+            fleet.now_running(r.number, r.document);
+        }
         self.authenticator.send_replace(snapshot.auth.clone());
         self.tracing.send_replace(snapshot.config.tracing.clone());
         let (listeners, files) = (&snapshot.config.listeners, &snapshot.config.files);

@@ -28,6 +28,8 @@ pub(crate) struct Status {
     pub(crate) services: Vec<Service>,
     pub(crate) nats: Option<Link>,
     pub(crate) consul: Option<Link>,
+    /// The config store followed (`config_source`), if any.
+    pub(crate) source: Option<crate::config_store::gateway::SourceView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -216,6 +218,7 @@ pub(crate) fn collect(runtime: &Runtime) -> Status {
         services,
         nats,
         consul,
+        source: runtime.fleet.as_ref().map(|f| f.view()),
     }
 }
 
@@ -279,6 +282,9 @@ pub(crate) fn render_html(status: &Status) -> String {
         ". Open connections: {}, requests in flight: {}. Refreshes every {REFRESH_SECS} s.</p>",
         status.connections_open, status.in_flight
     );
+    if let Some(source) = &status.source {
+        render_source(&mut out, source);
+    }
 
     out.push_str("<h2>Services</h2>");
     for s in &status.services {
@@ -366,6 +372,42 @@ pub(crate) fn render_html(status: &Status) -> String {
     out
 }
 
+/// The config store line: the revision in force, the newest seen, a refusal and its reasons.
+fn render_source(out: &mut String, source: &crate::config_store::gateway::SourceView) {
+    out.push_str("<p id=\"source\">Config store <code>");
+    escape(out, &format!("{}/{}", source.bucket, source.key));
+    out.push_str("</code> (gateway <code>");
+    escape(out, &source.gateway_id);
+    out.push_str("</code>): ");
+    match source.revision {
+        Some(r) => {
+            let _ = write!(out, "revision <b id=\"source-revision\">{r}</b> in force");
+        }
+        None => out.push_str("<span class=\"failed\">no revision applied yet</span>"),
+    }
+    if source.from_cache {
+        out.push_str(" (from the cache file)");
+    }
+    if let Some(seen) = source.latest_seen {
+        let _ = write!(out, ", newest seen {seen}");
+    }
+    let (class, word) = if source.drift { ("failed", "drift") } else { ("ok", "in step") };
+    let _ = write!(out, ", <span id=\"source-drift\" class=\"{class}\">{word}</span>");
+    if !source.connected {
+        out.push_str(", <span class=\"failed\">store unreachable</span>");
+    }
+    out.push('.');
+    if let Some(refused) = &source.refused {
+        let _ = write!(out, "<br><span class=\"failed\">revision {} refused:</span>", refused.revision);
+        for e in &refused.errors {
+            out.push_str("<br><span class=\"failed\">");
+            escape(out, e);
+            out.push_str("</span>");
+        }
+    }
+    out.push_str("</p>");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,6 +461,7 @@ mod tests {
             }],
             nats: None,
             consul: Some(Link { state: "ok", detail: "0 failed requests since start".into() }),
+            source: None,
         }
     }
 

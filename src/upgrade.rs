@@ -51,8 +51,19 @@ fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 /// Run the upgrade sequence; returns the new main PID.
 pub fn upgrade(conf: &Path, old_pid: Option<i32>) -> Result<i32, UpgradeError> {
-    let checked = crate::snapshot::check(conf)?;
-    let config: &Config = checked.config();
+    // A bootstrap file (`config_source`) is checked alone: the new process takes its
+    // configuration from the store (or its cache file) as any start does.
+    let config: Config = if crate::config_store::gateway::configured(conf) {
+        let bootstrap = crate::config_store::document::Bootstrap::read(conf)?;
+        let whole = |found: Vec<config::ConfigErrors>| config::ConfigErrors {
+            file: conf.display().to_string(),
+            errors: found.into_iter().flat_map(|e| e.errors).collect(),
+        };
+        bootstrap.alone().map_err(whole)?.config
+    } else {
+        crate::snapshot::check(conf)?.config
+    };
+    let config = &config;
     let pid_file = config.server.pid_file.clone();
     let old = match old_pid.or_else(|| read_pid(&pid_file)) {
         Some(pid) if alive(pid) => pid,

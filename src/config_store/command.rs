@@ -116,10 +116,7 @@ fn with_store(command: &ConfigCommand, path: &Path) -> Result<(), Failure> {
 /// Print a check's warnings and its summary line.
 fn report_checked(checked: &Checked, what: &str) {
     for part in &checked.warnings {
-        // The loader does not know `config_source` yet, and so warns that only `jobs` would
-        // use `nats`; the store does. (Gone when config_source is a key of the schema.)
-        let unused_nats = |w: &&ConfigError| w.path == "nats" && w.message.contains("only `jobs` uses NATS");
-        for w in part.errors.iter().filter(|w| !unused_nats(w)) {
+        for w in part.errors.iter().filter(|w| !super::document::unused_nats(w)) {
             eprintln!("{}: warning: {w}", part.file);
         }
     }

@@ -307,15 +307,20 @@ impl Bootstrap {
 
     /// The bootstrap file alone, checked as a configuration (its listeners, admin, nats).
     pub fn alone(&self) -> Result<Checked, Vec<ConfigErrors>> {
+        self.as_merged().check()
+    }
+
+    /// The bootstrap file alone, as a configuration text to check (a gateway that has no
+    /// revision yet serves it: listeners, admin, no routes).
+    pub(crate) fn as_merged(&self) -> Merged {
         let own = Origin::File(self.path.clone());
-        let merged = Merged {
+        Merged {
             text: self.text.clone(),
             document_lines: 0,
             document: own.clone(),
             bootstrap: own,
             base: self.base.clone(),
-        };
-        merged.check()
+        }
     }
 
     /// The bootstrap file and `document` as one configuration text (the document first, so its
@@ -350,6 +355,12 @@ impl Bootstrap {
         let bootstrap = Origin::File(self.path.clone());
         Ok(Merged { text, document_lines, document: origin, bootstrap, base: self.base.clone() })
     }
+}
+
+/// The loader's warning that only `jobs` would use `nats`: it does not know `config_source`
+/// (its lines are left out of the checked text), which uses `nats` too.
+pub(crate) fn unused_nats(warning: &ConfigError) -> bool {
+    warning.path == "nats" && warning.message.contains("only `jobs` uses NATS")
 }
 
 /// `config_source` of a bootstrap text, or (key path, message) for the first problem.
@@ -413,15 +424,22 @@ impl Merged {
     /// in. The one call of the check for stored documents: the same one `-t` makes (validate,
     /// then build the working objects of a generation).
     pub fn check(&self) -> Result<Checked, Vec<ConfigErrors>> {
+        let (checked, warnings) = self.generation()?;
+        Ok(Checked { config: checked.config, warnings })
+    }
+
+    /// [`check`](Self::check), keeping what the check built: the ingredients of a generation
+    /// a gateway swaps in (the same call, so a gateway refuses exactly what `push` refuses).
+    /// The warnings, given back to their parts, are taken out of the configuration.
+    pub(crate) fn generation(&self) -> Result<(crate::snapshot::Checked, Vec<ConfigErrors>), Vec<ConfigErrors>> {
         if self.text.len() as u64 > MAX_CONFIG_BYTES {
             let message = format!("the configuration has {} bytes; a config may have at most 4MiB", self.text.len());
             return Err(vec![errors(&self.document, vec![ConfigError { path: String::new(), line: None, message }])]);
         }
         match crate::snapshot::check_text(&self.text, &self.base) {
-            Ok(checked) => {
-                let mut config = checked.config;
-                let warnings = self.attribute(std::mem::take(&mut config.warnings));
-                Ok(Checked { config, warnings })
+            Ok(mut checked) => {
+                let warnings = self.attribute(std::mem::take(&mut checked.config.warnings));
+                Ok((checked, warnings))
             }
             Err(found) => Err(self.attribute(found)),
         }

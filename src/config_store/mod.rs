@@ -11,12 +11,13 @@
 //! - [`cache`]: the last applied revision on disk, for a start-up with the store unreachable;
 //! - [`command`]: `siger config push|history|diff|rollback|status|watch|split`.
 //!
-//! The gateway side (apply a followed revision through the snapshot swap, report it, cache it)
-//! is wired into the runtime in a later step: docs/fleet.md describes it.
+//! - [`gateway`]: a gateway's side — start from the store (or the cache file), follow it,
+//!   apply each revision through the snapshot swap, report what it did.
 
 pub mod cache;
 pub mod command;
 pub mod document;
 pub mod follow;
+pub mod gateway;
 pub mod status;
 pub mod store;

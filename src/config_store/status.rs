@@ -38,7 +38,7 @@ pub struct GatewayStatus {
     pub errors: Vec<String>,
     /// When it decided (RFC 3339, UTC).
     pub time: String,
-    /// The revision it serves (0: none yet, or a configuration from its cache file only).
+    /// The revision it serves, from the store or its cache file (0: none yet).
     pub running: u64,
     /// The gateway's Siger version.
     #[serde(default)]

@@ -543,6 +543,11 @@ impl ConfigStore {
         }
     }
 
+    /// Whether the connection to a NATS server is up (it reconnects on its own).
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// Flush what was written and close the connection.
     pub async fn close(self) {
         let _ = tokio::time::timeout(REQUEST_TIMEOUT, self.client.drain()).await;

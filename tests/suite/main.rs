@@ -12,6 +12,7 @@ mod config_check;
 mod config_store;
 mod consul;
 mod dns;
+mod fleet;
 mod grpc_gateway;
 mod grpc_transcode;
 mod harness;
