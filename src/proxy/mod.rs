@@ -9,6 +9,7 @@
 mod admission;
 mod aggregation;
 mod attempts;
+mod body_transform;
 mod ctx;
 mod dispatch;
 mod fill;
@@ -161,28 +162,70 @@ impl ProxyHttp for Gateway {
         match decision {
             Ok(Decision::Proxy) => {
                 let route_id = state.route.ok_or_else(|| Error::new(InternalError))?;
+                let snapshot = Arc::clone(&ctx.snapshot);
+                let transform = snapshot.transform(route_id);
+                if let Some(t) = transform {
+                    if let Some(response) = &t.response {
+                        return self.proxy_transformed(session, ctx, response, t.request.as_ref()).await;
+                    }
+                }
+                let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
                 let route = snap.route(route_id);
                 let has_body = !session.is_body_empty();
                 let declared = state.declared_length;
                 let inspect = inspection::body_limit(snap, route, declared);
                 let schema = snap.schema(route_id);
-                let checked = match validation::start(schema, session.req_header(), has_body, declared, inspect) {
-                    Ok(Some(mut held)) => match held.read_ahead(session, route, declared).await {
-                        Ok(body) => Ok((Some(held), body)),
-                        Err(validation::ReadAheadError::Refused(err)) => Err(err),
-                        Err(validation::ReadAheadError::Read(e)) => return Err(e),
-                    },
-                    Ok(None) => Ok((None, None)),
-                    Err(err) => Err(err),
-                };
+                let request_transform = transform.and_then(|t| t.request.as_ref());
+                if request_transform.is_some()
+                    && has_body
+                    && !crate::transform::RequestTransform::accepts(body_transform::content_type(session.req_header()))
+                {
+                    let ct = body_transform::content_type(session.req_header()).unwrap_or_default().to_string();
+                    let err = body_transform::request_error(crate::transform::TransformError::UnsupportedMediaType(ct));
+                    session.set_keepalive(None);
+                    return refuse(session, snap, state, &err).await.map(|_| true);
+                }
+                let transforms = request_transform.is_some();
+                let checked =
+                    match validation::start(schema, session.req_header(), has_body, declared, inspect, transforms) {
+                        Ok(Some(mut held)) => match held.read_ahead(session, route, declared).await {
+                            Ok(body) => Ok((Some(held), body)),
+                            Err(validation::ReadAheadError::Refused(err)) => Err(err),
+                            Err(validation::ReadAheadError::Read(e)) => return Err(e),
+                        },
+                        Ok(None) => Ok((None, None)),
+                        Err(err) => Err(err),
+                    };
                 let checked = match checked {
                     // Inspected now unless the body is still streaming into the held copy.
                     Ok((held, body)) if route.waf.mode != WafMode::Off && (held.is_none() || body.is_some()) => {
-                        let body = inspection::body(snap, body, declared);
+                        let inspected = inspection::body(snap, body.clone(), declared);
                         let head = session.req_header();
-                        inspection::inspect(&self.runtime, snap, route_id, state, head, body).await.map(|_| held)
+                        inspection::inspect(&self.runtime, snap, route_id, state, head, inspected)
+                            .await
+                            .map(|_| (held, body))
                     }
-                    other => other.map(|(held, _)| held),
+                    other => other,
+                };
+                // A body read whole is transformed now, so the head sent upstream has its length.
+                let checked = match (checked, request_transform) {
+                    (Ok((held, body)), Some(t)) => {
+                        let sent = match (&held, body) {
+                            (_, Some(body)) => {
+                                let ct = body_transform::content_type(session.req_header());
+                                body_transform::request_body(snap, state, t, ct, &body).map(|b| {
+                                    b.map_or(body_transform::SentBody::Unchanged, body_transform::SentBody::Known)
+                                })
+                            }
+                            (Some(_), None) => Ok(body_transform::SentBody::Streaming),
+                            (None, None) => Ok(body_transform::SentBody::Unchanged),
+                        };
+                        sent.map(|sent| {
+                            state.sent_body = Some(sent);
+                            held
+                        })
+                    }
+                    (other, _) => other.map(|(held, _)| held),
                 };
                 match checked {
                     Ok(held) => state.validation = held,
@@ -252,6 +295,7 @@ impl ProxyHttp for Gateway {
                 Ok(_) => {}
             }
         }
+        let whole = to_inspect.as_ref().and_then(|(_, bytes, _)| bytes.clone());
         if let Some((route, bytes, length)) = to_inspect {
             if snap.route(route).waf.mode != WafMode::Off && state.waf.is_none() {
                 let body = match bytes {
@@ -265,6 +309,9 @@ impl ProxyHttp for Gateway {
                     return Error::e_explain(HTTPStatus(status), "request refused by request inspection");
                 }
             }
+        }
+        if state.sent_body.is_some() {
+            self.transform_request_chunk(session, body, end, whole, ctx)?;
         }
         Ok(())
     }
@@ -442,6 +489,10 @@ impl ProxyHttp for Gateway {
             upstream.remove_header(&http::header::EXPECT);
         }
         policies::on_upstream_request(snap, session, state, upstream);
+        if let (Some(sent), Some(t)) = (&state.sent_body, state.route.and_then(|r| snap.transform(r)?.request.as_ref()))
+        {
+            body_transform::on_upstream_request(sent, t, upstream);
+        }
         if session.cache.enabled() {
             state.unkeyed_credentials = policies::unkeyed_credentials(snap, state, upstream);
         }
