@@ -189,6 +189,15 @@ impl Gateway {
             return Err(request_error(TransformError::UnsupportedMediaType(ct)).into());
         }
         let declared = ctx.state.declared_length;
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if has_body && expects_continue {
+            // The client waits for this before sending the body read here.
+            session.write_continue_response().await.map_err(Failure::Gone)?;
+        }
         let body = if has_body {
             read_body(session, route.max_body, declared, snap.config.limits.body_timeout).await?
         } else {
@@ -252,7 +261,9 @@ impl Gateway {
         };
         let mut report = crate::upstream::fetch::Report::default();
         let started = std::time::Instant::now();
-        let fetched = crate::upstream::fetch::fetch(&upstream, &fetch, &mut report).await?;
+        let fetched =
+            crate::upstream::fetch::fetch_recorded(&upstream, &fetch, &mut state.upstream.attempts, &mut report)
+                .await?;
         state.upstream.duration = Some(started.elapsed());
         let status = fetched.status();
         let answered = transform_answer(&snap, state, response, session.req_header(), fetched);

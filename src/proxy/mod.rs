@@ -162,14 +162,15 @@ impl ProxyHttp for Gateway {
         match decision {
             Ok(Decision::Proxy) => {
                 let route_id = state.route.ok_or_else(|| Error::new(InternalError))?;
-                let snapshot = Arc::clone(&ctx.snapshot);
-                let transform = snapshot.transform(route_id);
-                if let Some(t) = transform {
-                    if let Some(response) = &t.response {
-                        return self.proxy_transformed(session, ctx, response, t.request.as_ref()).await;
-                    }
+                if snap.transform(route_id).is_some_and(|t| t.response.is_some()) {
+                    // The snapshot is held apart from the context the fetch updates.
+                    let snapshot = Arc::clone(&ctx.snapshot);
+                    let t = snapshot.transform(route_id).ok_or_else(|| Error::new(InternalError))?;
+                    let response = t.response.as_ref().ok_or_else(|| Error::new(InternalError))?;
+                    return self.proxy_transformed(session, ctx, response, t.request.as_ref()).await;
                 }
                 let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
+                let transform = snap.transform(route_id);
                 let route = snap.route(route_id);
                 let has_body = !session.is_body_empty();
                 let declared = state.declared_length;

@@ -399,3 +399,47 @@ fn check_names_bad_pointers_allow_with_deny_and_unknown_variables_with_their_lin
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("routes[0].transform.response.allow[1] (line 10)"), "{stderr}");
 }
+
+#[test]
+fn aggregation_parts_take_allow_rename_and_unwrap() {
+    let echo = Echo::start("b1");
+    let gw = Gateway::start(&format!(
+        r#"services:
+  s: {{targets: ["{}"]}}
+routes:
+  - path: /both
+    auth: public
+    aggregate:
+      parts:
+        - {{key: a, service: s, path: /a, transform: {{allow: [/path, /method], rename: {{/method: /verb}}}}}}
+        - {{key: h, service: s, path: /h, transform: {{unwrap: /headers, allow: [/accept]}}}}
+        - {{key: bad, service: s, path: "/x?fixed", transform: {{allow: [/path]}}}}
+"#,
+        echo.addr
+    ));
+    let resp = get(gw.addr, "/both");
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.header("siger-completed"), Some("false"), "the untransformable part failed");
+    assert_eq!(
+        body_json(&resp),
+        json!({"a": {"path": "/a", "verb": "GET"}, "h": {"accept": ["application/json"]}, "bad": null})
+    );
+}
+
+#[test]
+fn compression_sees_the_transformed_body() {
+    let echo = Echo::start("b1");
+    let gw = Gateway::start(&format!(
+        "services:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /z, service: s, auth: public, strip_prefix: true, compress: {{algorithms: [gzip], min_size: 10}}, transform: {{response: {{allow: [/headers], wrap: data}}}}}}\n",
+        echo.addr
+    ));
+    let resp = get_with(gw.addr, "/z/x", &[("Accept-Encoding", "gzip"), ("X-Pad", &"p".repeat(600))]);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-encoding"), Some("gzip"), "{:?}", resp.headers);
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&resp.body[..]).read_to_string(&mut text).unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["data"]["headers"]["x-pad"][0].as_str().unwrap().len(), 600);
+    assert_eq!(body.as_object().unwrap().len(), 1);
+    assert!(body["data"].get("path").is_none());
+}
