@@ -173,13 +173,15 @@ impl Gateway {
         }
     }
 
-    async fn fetch_transformed(
+    /// The request body of a fetched exchange: read whole within `max_body`, checked by the
+    /// route's schema and inspection as on any route (they see the client's bytes), then
+    /// transformed (`request`). With the Content-Type to send when it changed.
+    async fn read_request(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        response: &ResponseTransform,
         request: Option<&RequestTransform>,
-    ) -> std::result::Result<bool, Failure> {
+    ) -> std::result::Result<(Bytes, Option<&'static str>), Failure> {
         let snap = std::sync::Arc::clone(&ctx.snapshot);
         let route_id = ctx.state.route.ok_or(GatewayError::Internal)?;
         let route = snap.route(route_id);
@@ -230,6 +232,20 @@ impl Gateway {
             Some(b) => (b.body, b.content_type),
             None => (body, None),
         };
+        Ok((body, sent_type))
+    }
+
+    async fn fetch_transformed(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        response: &ResponseTransform,
+        request: Option<&RequestTransform>,
+    ) -> std::result::Result<bool, Failure> {
+        let snap = std::sync::Arc::clone(&ctx.snapshot);
+        let route = snap.route(ctx.state.route.ok_or(GatewayError::Internal)?);
+        let has_body = !session.is_body_empty();
+        let (body, sent_type) = self.read_request(session, ctx, request).await?;
         // The head as the proxy path would send it (forwarding, identity, header rules).
         let mut head = session.req_header().clone();
         self.upstream_request_filter(session, &mut head, ctx).await.map_err(|_| GatewayError::Internal)?;
