@@ -226,6 +226,20 @@ fn responses_are_filtered_renamed_and_wrapped_with_an_exact_length() {
     assert_eq!(body["path"], "/items");
     assert_exact_length(&resp);
 
+    // A range of a JSON document cannot be transformed: the backend is asked for the whole,
+    // and the client gets the whole transformed body.
+    let resp = get_with(gw.addr, "/resp/items", &[("Range", "bytes=0-3")]);
+    assert_eq!(resp.status, 200);
+    assert_eq!(body_json(&resp)["data"]["path"], "/items");
+    assert!(resp.header("content-range").is_none());
+    let seen = body_json(&get_with(gw.addr, "/unwrap/items", &[("Range", "bytes=0-3"), ("If-Range", "\"x\"")]));
+    assert!(seen.get("range").is_none() && seen.get("if-range").is_none(), "{seen}");
+    assert_eq!(seen["accept-encoding"], json!(["identity"]));
+    // HEAD: the backend's head, without the length of a body that was never transformed.
+    let resp = request(gw.addr, "HEAD", "/resp/items", &[], b"");
+    assert_eq!(resp.status, 200);
+    assert!(resp.body.is_empty());
+
     // `unwrap` then `allow` with `/*/`: the first value of every header echo received.
     let resp = get_with(gw.addr, "/unwrap/items", &[("X-Two", "a"), ("X-Two", "b")]);
     let body = body_json(&resp);
@@ -442,4 +456,27 @@ fn compression_sees_the_transformed_body() {
     assert_eq!(body["data"]["headers"]["x-pad"][0].as_str().unwrap().len(), 600);
     assert_eq!(body.as_object().unwrap().len(), 1);
     assert!(body["data"].get("path").is_none());
+}
+
+#[test]
+fn a_fetched_exchange_still_validates_the_clients_body() {
+    let echo = Echo::start("b1");
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("order.json");
+    std::fs::write(&schema, r#"{"type": "object", "required": ["qty"], "properties": {"qty": {"type": "integer"}}}"#)
+        .unwrap();
+    let gw = Gateway::start(&format!(
+        "services:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /v, service: s, auth: public, strip_prefix: true, validate: {{schema: {}}}, transform: {{request: {{rename: {{/qty: /quantity}}}}, response: {{allow: [/body]}}}}}}\n",
+        echo.addr,
+        schema.display()
+    ));
+    // The schema sees the client's body (before the rename), the backend the renamed one.
+    let resp = request(gw.addr, "POST", "/v/o", &[("Content-Type", "application/json")], br#"{"qty": 2}"#);
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(body_json(&resp), json!({"body": "{\"quantity\":2}"}));
+    let resp = request(gw.addr, "POST", "/v/o", &[("Content-Type", "application/json")], br#"{"qty": "two"}"#);
+    assert_eq!(resp.status, 400);
+    let resp = request(gw.addr, "POST", "/v/o", &[("Content-Type", "text/plain")], b"qty=2");
+    assert_eq!(resp.status, 415);
+    assert_eq!(get(echo.addr, "/__control/served").json()["served"], 1, "refused bodies never reached the backend");
 }
