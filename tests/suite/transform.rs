@@ -480,3 +480,36 @@ fn a_fetched_exchange_still_validates_the_clients_body() {
     assert_eq!(resp.status, 415);
     assert_eq!(get(echo.addr, "/__control/served").json()["served"], 1, "refused bodies never reached the backend");
 }
+
+#[test]
+fn a_retried_request_sends_the_transformed_body_again_and_chunked_bodies_are_transformed() {
+    // e1 answers 503 to everything, e2 serves: requests that start at e1 are retried at e2.
+    let e1 = Echo::start("e1");
+    let e2 = Echo::start("e2");
+    assert_eq!(request(e1.addr, "POST", "/__control/status/503", &[], b"").status, 200);
+    let gw = Gateway::start(&format!(
+        "services:\n  s: {{targets: [\"{}\", \"{}\"], retry_on: [503], retries: 1}}\nroutes:\n  - {{path: /t, service: s, auth: public, strip_prefix: true, transform: {{request: {{remove: [/internal], format: form}}}}}}\n",
+        e1.addr, e2.addr
+    ));
+    let body = br#"{"internal": "x", "name": "Ada"}"#;
+    for _ in 0..4 {
+        let resp = request(gw.addr, "PUT", "/t/o", &[("Content-Type", "application/json")], body);
+        assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+        assert_eq!(resp.json()["backend"], "e2");
+        assert_eq!(resp.json()["body"], "name=Ada");
+        assert_eq!(sent_header(&resp, "content-length").as_deref(), Some("8"));
+    }
+    assert!(metric_of(&gw, "siger_upstream_retries_total{reason=\"status\",service=\"s\"}") >= 1.0);
+    // A chunked body from the client: read whole, sent with its new length.
+    let mut raw = b"PUT /t/o HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for part in body.chunks(7) {
+        raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        raw.extend_from_slice(part);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let resp = raw_request(gw.addr, &raw);
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.json()["body"], "name=Ada");
+    assert_eq!(sent_header(&resp, "content-length").as_deref(), Some("8"));
+}
