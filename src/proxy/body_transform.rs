@@ -282,7 +282,8 @@ impl Gateway {
                 .await?;
         state.upstream.duration = Some(started.elapsed());
         let status = fetched.status();
-        let answered = transform_answer(&snap, state, response, session.req_header(), fetched);
+        let head_only = session.req_header().method == http::Method::HEAD;
+        let answered = with_vars(&snap, state, |vars| transform_answer(response, head_only, fetched, vars));
         let (mut head, body) = match answered {
             Ok(answer) => answer,
             Err(reason) => {
@@ -318,21 +319,20 @@ impl Gateway {
 /// The client's answer from the backend's: status remapped, body decoded and transformed,
 /// headers made consistent with it. `Err`: why it cannot be transformed (a 502).
 fn transform_answer(
-    snap: &Snapshot,
-    state: &RequestState,
     transform: &ResponseTransform,
-    req: &RequestHeader,
+    head_only: bool,
     fetched: crate::upstream::fetch::Fetched,
+    vars: &Vars<'_>,
 ) -> std::result::Result<(ResponseHeader, Bytes), TransformError> {
     let status = fetched.status();
     let backend = &fetched.head;
     let limit = transform.max_body();
-    let no_body = req.method == http::Method::HEAD || matches!(status, 204 | 304) || status < 200;
+    let no_body = head_only || matches!(status, 204 | 304) || status < 200;
     let (body, content_type) = if no_body {
         (Bytes::new(), None)
     } else if transform.replaces_body(status) {
         // The backend's body is not read at all (an HTML error page becomes clean JSON).
-        let out = with_vars(snap, state, |vars| transform.apply(status, None, &[], vars))?;
+        let out = transform.apply(status, None, &[], vars)?;
         (out.body, out.content_type)
     } else {
         let raw = fetched.body.ok_or(TransformError::TooLarge { limit })?;
@@ -342,7 +342,7 @@ fn transform_answer(
             None => raw,
         };
         let ct = backend.headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("(not text)"));
-        let out = with_vars(snap, state, |vars| transform.apply(status, ct, &decoded, vars))?;
+        let out = transform.apply(status, ct, &decoded, vars)?;
         (out.body, out.content_type)
     };
     let mut head = ResponseHeader::build(transform.status(status), Some(backend.headers.len()))
@@ -359,4 +359,103 @@ fn transform_answer(
         let _ = head.insert_header(header::CONTENT_LENGTH, body.len());
     }
     Ok((head, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ResponseTransformSettings, StatusRuleSettings, TransformSettings};
+    use crate::transform::Transform;
+    use crate::upstream::fetch::Fetched;
+    use std::io::Write;
+
+    fn response(settings: ResponseTransformSettings) -> ResponseTransform {
+        let settings = TransformSettings { request: None, response: Some(settings) };
+        Transform::from_settings(&settings).expect("valid").response.expect("response")
+    }
+
+    fn fetched(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Fetched {
+        let mut head = ResponseHeader::build(status, None).expect("head");
+        for (k, v) in headers {
+            head.append_header(k.to_string(), *v).expect("header");
+        }
+        Fetched { head: Box::new(head), body: Some(Bytes::copy_from_slice(body)), trailers: None }
+    }
+
+    fn answer(t: &ResponseTransform, head_only: bool, f: Fetched) -> Result<(ResponseHeader, Bytes), TransformError> {
+        let claim = |_: &str| None;
+        let vars =
+            Vars { request_id: "r1", client_ip: "127.0.0.1", route: "/", elapsed: Default::default(), claim: &claim };
+        transform_answer(t, head_only, f, &vars)
+    }
+
+    fn header<'a>(head: &'a ResponseHeader, name: &str) -> Option<&'a str> {
+        head.headers.get(name).map(|v| v.to_str().expect("text"))
+    }
+
+    #[test]
+    fn a_coded_answer_is_decoded_and_its_head_describes_the_new_body() {
+        let t = response(ResponseTransformSettings { allow: Some(vec!["/id".into()]), ..Default::default() });
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(br#"{"id": 1, "secret": "s"}"#).expect("write");
+        let body = gz.finish().expect("gzip");
+        let length = body.len().to_string();
+        let f = fetched(
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+                ("content-length", &length),
+                ("etag", "\"v1\""),
+                ("content-md5", "x"),
+                ("connection", "close"),
+                ("last-modified", "Mon, 07 Dec 2026 00:00:00 GMT"),
+                ("cache-control", "max-age=60"),
+            ],
+            &body,
+        );
+        let (head, out) = answer(&t, false, f).expect("transformed");
+        assert_eq!(&out[..], br#"{"id":1}"#);
+        assert_eq!(header(&head, "content-length"), Some("8"));
+        for gone in ["content-encoding", "etag", "content-md5", "connection"] {
+            assert_eq!(header(&head, gone), None, "{gone}");
+        }
+        assert_eq!(header(&head, "cache-control"), Some("max-age=60"));
+        assert!(header(&head, "last-modified").is_some());
+        assert_eq!(header(&head, "content-type"), Some("application/json"));
+    }
+
+    #[test]
+    fn statuses_remap_and_bodiless_answers_keep_no_length() {
+        let mut status = std::collections::BTreeMap::new();
+        status.insert(409, StatusRuleSettings::Status(422));
+        let t = response(ResponseTransformSettings { status, ..Default::default() });
+        let (head, out) = answer(&t, false, fetched(409, &[], br#"{"a": 1}"#)).expect("remapped");
+        assert_eq!(head.status.as_u16(), 422);
+        assert_eq!(&out[..], br#"{"a":1}"#);
+        // No Content-Type from the backend: the answer says JSON.
+        assert_eq!(header(&head, "content-type"), Some("application/json"));
+        let (head, out) = answer(&t, true, fetched(200, &[("content-length", "999")], b"")).expect("HEAD");
+        assert!(out.is_empty() && header(&head, "content-length").is_none());
+        let (head, _) = answer(&t, false, fetched(204, &[], b"")).expect("204");
+        assert_eq!(head.status.as_u16(), 204);
+    }
+
+    #[test]
+    fn what_cannot_be_transformed_is_an_error_never_the_body() {
+        let t = response(ResponseTransformSettings { max_body: Some(16), ..Default::default() });
+        let too_large = Fetched { body: None, ..fetched(200, &[], b"") };
+        assert_eq!(answer(&t, false, too_large).err(), Some(TransformError::TooLarge { limit: 16 }));
+        let html = fetched(200, &[("content-type", "text/html")], b"<p>");
+        assert!(matches!(answer(&t, false, html), Err(TransformError::NotJson(_))));
+        let coded = fetched(200, &[("content-encoding", "compress")], b"{}");
+        assert!(matches!(answer(&t, false, coded), Err(TransformError::Decode(_))));
+    }
+
+    #[test]
+    fn request_errors_map_to_the_clients_statuses() {
+        assert_eq!(request_error(TransformError::TooLarge { limit: 5 }).status(), 413);
+        assert_eq!(request_error(TransformError::UnsupportedMediaType("text/plain".into())).status(), 415);
+        assert_eq!(request_error(TransformError::NotJson("x".into())).status(), 400);
+    }
 }
