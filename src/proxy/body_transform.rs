@@ -250,6 +250,12 @@ impl Gateway {
         let mut head = session.req_header().clone();
         self.upstream_request_filter(session, &mut head, ctx).await.map_err(|_| GatewayError::Internal)?;
         let state = &mut ctx.state;
+        // Sent as the gateway's own request (HTTP/1.1, or HTTP/2 to an `http2` service): an
+        // HTTP/2 client's head carries its version and an absolute target.
+        head.set_version(http::Version::HTTP_11);
+        if let Some(target) = head.uri.path_and_query().and_then(|t| t.as_str().parse::<http::Uri>().ok()) {
+            head.set_uri(target);
+        }
         head.remove_header(&header::TRANSFER_ENCODING);
         head.remove_header(&header::EXPECT);
         // A part of a JSON document cannot be transformed; a coded one costs a decode.

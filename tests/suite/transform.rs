@@ -513,3 +513,28 @@ fn a_retried_request_sends_the_transformed_body_again_and_chunked_bodies_are_tra
     assert_eq!(resp.json()["body"], "name=Ada");
     assert_eq!(sent_header(&resp, "content-length").as_deref(), Some("8"));
 }
+
+#[test]
+fn transforms_hold_over_http2() {
+    let echo = Echo::start("b1");
+    let gw = Gateway::start_raw(&format!(
+        "server:\n  threads: 2\n  pid_file: {{{{DIR}}}}/siger.pid\n  upgrade_sock: {{{{DIR}}}}/upgrade.sock\n  grace_period: 0s\nlisten:\n  - {{addr: \"{{{{LISTEN}}}}\", h2c: true}}\nadmin:\n  listen: \"{{{{ADMIN}}}}\"\nservices:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /f, service: s, auth: public, strip_prefix: true, transform: {{request: {{format: form, remove: [/internal]}}}}}}\n  - {{path: /r, service: s, auth: public, strip_prefix: true, transform: {{request: {{remove: [/internal]}}, response: {{allow: [/body, /version]}}}}}}\n",
+        echo.addr
+    ));
+    let client = reqwest::blocking::Client::builder().http2_prior_knowledge().build().unwrap();
+    let body = r#"{"internal": 1, "name": "Ada"}"#;
+    let resp = client.post(gw.url("/f/o")).header("content-type", "application/json").body(body).send().unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let seen: Value = resp.json().unwrap();
+    assert_eq!(seen["body"], "name=Ada");
+    assert_eq!(seen["headers"]["content-length"][0], "8");
+    let resp = client.post(gw.url("/r/o")).header("content-type", "application/json").body(body).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let length = resp.headers()["content-length"].to_str().unwrap().to_string();
+    let text = resp.text().unwrap();
+    assert_eq!(length, text.len().to_string());
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        json!({"body": "{\"name\":\"Ada\"}", "version": "HTTP/1.1"})
+    );
+}
