@@ -218,7 +218,8 @@ impl ProxyHttp for Gateway {
                 Ok(_) => {}
             }
         }
-        let whole = to_inspect.as_ref().and_then(|(_, bytes, _)| bytes.clone());
+        // The client's whole body, for a transform (inspection sees it as the client sent it).
+        let whole = state.sent_body.as_ref().and(to_inspect.as_ref()).and_then(|(_, bytes, _)| bytes.clone());
         if let Some((route, bytes, length)) = to_inspect {
             if snap.route(route).waf.mode != WafMode::Off && state.waf.is_none() {
                 let body = match bytes {
@@ -412,9 +413,10 @@ impl ProxyHttp for Gateway {
             upstream.remove_header(&http::header::EXPECT);
         }
         policies::on_upstream_request(snap, session, state, upstream);
-        if let (Some(sent), Some(t)) = (&state.sent_body, state.route.and_then(|r| snap.transform(r)?.request.as_ref()))
-        {
-            body_transform::on_upstream_request(sent, t, upstream);
+        if let Some(sent) = &state.sent_body {
+            if let Some(t) = state.route.and_then(|r| snap.transform(r)?.request.as_ref()) {
+                body_transform::on_upstream_request(sent, t, upstream);
+            }
         }
         if session.cache.enabled() {
             state.unkeyed_credentials = policies::unkeyed_credentials(snap, state, upstream);
