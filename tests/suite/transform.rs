@@ -412,6 +412,27 @@ fn check_names_bad_pointers_allow_with_deny_and_unknown_variables_with_their_lin
     let out = std::process::Command::new(SIGER).arg("-t").arg("-c").arg(&path).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("routes[0].transform.response.allow[1] (line 10)"), "{stderr}");
+    // What a transform cannot be combined with (yet) is named, not silently skipped.
+    std::fs::write(
+        &path,
+        "listen: [\"127.0.0.1:1\"]\nservices:\n  s: {targets: [\"127.0.0.1:2\"]}\nroutes:\n  - {path: /c, service: s, auth: public, cache: {ttl: 60s}, transform: {response: {wrap: data}}}\n  - {path: /a, auth: public, aggregate: {parts: [{key: k, service: s, path: /k, transform: {allow: [/a], deny: [/b]}}]}, transform: {response: {wrap: data}}}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(SIGER).arg("-t").arg("-c").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for expected in ["routes[0].cache (line 5)", "routes[1].transform (line 6)"] {
+        assert!(stderr.contains(expected), "`{expected}` in:\n{stderr}");
+    }
+    // An aggregation part's transform is checked as a route's, named below the part.
+    std::fs::write(
+        &path,
+        "listen: [\"127.0.0.1:1\"]\nservices:\n  s: {targets: [\"127.0.0.1:2\"]}\nroutes:\n  - path: /a\n    auth: public\n    aggregate:\n      parts:\n        - key: k\n          service: s\n          path: /k\n          transform:\n            allow: [/a]\n            deny: [/b]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(SIGER).arg("-t").arg("-c").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("routes[0].aggregate.parts[0].transform.deny (line 14)"), "{stderr}");
 }
 
 #[test]
