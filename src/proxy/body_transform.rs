@@ -246,6 +246,8 @@ impl Gateway {
         let route = snap.route(ctx.state.route.ok_or(GatewayError::Internal)?);
         let has_body = !session.is_body_empty();
         let (body, sent_type) = self.read_request(session, ctx, request).await?;
+        // The exchange is the request's upstream attempt: its client span is the backend's parent.
+        ctx.state.upstream.span = ctx.state.trace.as_ref().map(|_| crate::trace::context::new_span_id());
         // The head as the proxy path would send it (forwarding, identity, header rules).
         let mut head = session.req_header().clone();
         self.upstream_request_filter(session, &mut head, ctx).await.map_err(|_| GatewayError::Internal)?;
@@ -284,9 +286,10 @@ impl Gateway {
         let mut report = crate::upstream::fetch::Report::default();
         let started = std::time::Instant::now();
         let fetched =
-            crate::upstream::fetch::fetch_recorded(&upstream, &fetch, &mut state.upstream.attempts, &mut report)
-                .await?;
+            crate::upstream::fetch::fetch_recorded(&upstream, &fetch, &mut state.upstream.attempts, &mut report).await;
         state.upstream.duration = Some(started.elapsed());
+        attempts::record_span(&snap, state, fetched.as_ref().err().map(GatewayError::code));
+        let fetched = fetched?;
         let status = fetched.status();
         let head_only = session.req_header().method == http::Method::HEAD;
         let answered = with_vars(&snap, state, |vars| transform_answer(response, head_only, fetched, vars));

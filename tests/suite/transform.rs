@@ -565,3 +565,25 @@ fn transforms_hold_over_http2() {
         json!({"body": "{\"name\":\"Ada\"}", "version": "HTTP/1.1"})
     );
 }
+
+#[test]
+fn a_fetched_exchange_is_the_traces_upstream_span() {
+    let otlp = crate::support::otlp::OtlpReceiver::start();
+    let echo = Echo::start("b1");
+    let gw = Gateway::start(&format!(
+        "tracing: {{otlp_endpoint: \"{}\", service_name: edge-test, sample_ratio: 1.0}}\nservices:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /t, service: s, auth: public, strip_prefix: true, transform: {{response: {{allow: [/headers/traceparent]}}}}}}\n",
+        otlp.endpoint(),
+        echo.addr
+    ));
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let resp = get_with(gw.addr, "/t/x", &[("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))]);
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let sent = body_json(&resp)["headers"]["traceparent"][0].as_str().unwrap().to_string();
+    let backend_parent = sent.split('-').nth(2).unwrap().to_string();
+    assert!(eventually(Duration::from_secs(10), || otlp.trace(trace).len() >= 2), "{:?}", otlp.spans());
+    let spans = otlp.trace(trace);
+    let client = spans.iter().find(|s| s.span_id() == backend_parent).unwrap_or_else(|| panic!("{spans:?}"));
+    let server = spans.iter().find(|s| s.span_id() == client.parent_span_id()).expect("the server span is its parent");
+    assert_eq!(server.attr("http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(client.attr("http.response.status_code").as_deref(), Some("200"));
+}
