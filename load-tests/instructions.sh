@@ -24,6 +24,9 @@
 # proxied to nginx's JSON answer) and siger-grpc (the same request transcoded to gRPC for
 # siger-grpc-echo; the backend's own work is not counted), e.g.
 #   TARGETS="siger-json siger-grpc" load-tests/instructions.sh
+# Also siger-transform (GET /json2k, a 2 KiB JSON answer filtered by `allow` with two fields
+# renamed) and siger-json2k (the same answer untransformed), the issue-28 comparison:
+#   TARGETS="siger-json2k siger-transform" load-tests/instructions.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -81,6 +84,18 @@ routes:
   - {name: bench, path: /, service: orders, auth: public, grpc_transcode: {descriptors: {{DESCRIPTORS}}, services: [shop.v1.Orders]}}"}
 REQUEST_PATH_grpc=/shop.v1.Orders/GetOrder
 REQUEST_BODY_grpc=$GET_ORDER
+# Body transformation (docs/transform.md): a 2 KiB JSON order filtered with `allow` and two
+# fields renamed (transform), against the same route untransformed (json2k).
+SIGER_VARIANT_transform=${SIGER_VARIANT_transform:-"services:
+  backend: {targets: [\"{{BACKEND}}\"]}
+routes:
+  - {name: bench, path: /, service: backend, auth: public, transform: {response: {allow: [/id, /status, /created_at, /items], rename: {/status: /state, /created_at: /createdAt}}}}"}
+REQUEST_PATH_transform=/json2k
+SIGER_VARIANT_json2k=${SIGER_VARIANT_json2k:-"services:
+  backend: {targets: [\"{{BACKEND}}\"]}
+routes:
+  - {name: bench, path: /, service: backend, auth: public}"}
+REQUEST_PATH_json2k=/json2k
 if [[ " $TARGETS " == *" siger-grpc "* ]]; then
   [ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin siger-grpc-echo
   ./tests/fixtures/grpc/descriptors "$WORK/shop.pb"

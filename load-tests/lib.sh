@@ -80,9 +80,18 @@ http {
     location = /shop.v1.Orders/GetOrder { default_type application/json; return 200 '{"id":"42","shop":"s1","status":"PENDING"}'; }
     # 10 KiB of JSON for compression benchmarks (gzip, br, zstd).
     location = /json10k { default_type application/json; alias $WORK/backend-$port/10k.json; }
+    # A 2 KiB JSON object (an order with items) for body transformation (instructions.sh:
+    # siger-transform vs siger-json2k).
+    location = /json2k { default_type application/json; alias $WORK/backend-$port/2k.json; }
   }
 }
 NGX
+  # An order: a few top-level fields, items until about 2 KiB, and fields a filter drops.
+  awk 'BEGIN { srand(11); printf "{\"id\":\"ord-42\",\"status\":\"PENDING\",\"created_at\":\"2026-12-07T00:00:00Z\",\"internal\":{\"shard\":7,\"trace\":\"abc\"},\"items\":["; n = 140
+    for (i = 0; n < 2040; i++) {
+      r = sprintf("%s{\"id\":%d,\"name\":\"item-%06d\",\"price\":%.2f,\"qty\":%d}", i ? "," : "", i, int(rand() * 1e6), rand() * 100, 1 + int(rand() * 5))
+      printf "%s", r; n += length(r) }
+    printf "],\"debug\":\"%s\"}", "x" }' > "$WORK/backend-$port/2k.json"
   # Records with varied ids, names and amounts: about as compressible as an API's JSON.
   awk 'BEGIN { srand(7); printf "["; n = 0
     while (n < 10240 - 120) {
@@ -92,7 +101,7 @@ NGX
     printf "]" }' > "$WORK/backend-$port/10k.json"
   # nginx workers run as nobody: the file must be readable through mktemp's 0700 directory.
   chmod 755 "$WORK" "$WORK/backend-$port"
-  chmod 644 "$WORK/backend-$port/10k.json"
+  chmod 644 "$WORK/backend-$port/10k.json" "$WORK/backend-$port/2k.json"
   if [ -n "$cpu" ]; then
     taskset -c "$cpu" nginx -p "$WORK/backend-$port" -c "$WORK/backend-$port/nginx.conf" &
   else

@@ -8,6 +8,7 @@
 //! JSON document within the route's `max_body` has failed.
 
 use crate::config::{AggregateSettings, OnFailure};
+use crate::transform::ResponseTransform;
 use crate::upstream;
 use crate::upstream::attempt::Service;
 use crate::upstream::fetch::{Fetch, Report};
@@ -113,6 +114,7 @@ pub(crate) async fn fetch(
     part: &PartRequest,
     host: Option<&HeaderValue>,
     max_body: u64,
+    transform: Option<&ResponseTransform>,
     report: &mut Report,
 ) -> Result<Value, PartFailure> {
     let mut head = RequestHeader::build("GET", part.path.as_bytes(), None)
@@ -129,7 +131,18 @@ pub(crate) async fn fetch(
         upstream::fetch::fetch(service, &request, report).await.map_err(|e| PartFailure::Unavailable(e.message()))?;
     match (answer.status(), &answer.body) {
         (status, _) if !(200..300).contains(&status) => Err(PartFailure::Status(status)),
-        (_, Some(body)) => serde_json::from_slice::<Value>(body).map_err(|_| PartFailure::NotJson),
+        // A part's `transform` works on the answer's bytes; one that cannot be transformed has
+        // failed as an answer that is not JSON has.
+        (_, Some(body)) => match transform {
+            Some(t) => {
+                let transformed = t.apply_body(body).map_err(|e| {
+                    log::warn!("aggregation part {}: the answer cannot be transformed: {e}", part.path);
+                    PartFailure::NotJson
+                })?;
+                serde_json::from_slice::<Value>(&transformed).map_err(|_| PartFailure::NotJson)
+            }
+            None => serde_json::from_slice::<Value>(body).map_err(|_| PartFailure::NotJson),
+        },
         (_, None) => Err(PartFailure::NotJson),
     }
 }
@@ -142,9 +155,11 @@ pub(crate) async fn fetch_all<'a>(
     requests: Vec<Result<PartRequest, PartFailure>>,
     host: Option<&HeaderValue>,
     max_body: u64,
+    transforms: impl Fn(usize) -> Option<&'a ResponseTransform>,
 ) -> Vec<(Result<Value, PartFailure>, PartReport)> {
     let deadline = tokio::time::Instant::now() + settings.timeout;
     let services = &services;
+    let transforms = &transforms;
     let futures = requests.into_iter().map(|part| async move {
         let started = Instant::now();
         let mut fetched = Report::default();
@@ -152,7 +167,7 @@ pub(crate) async fn fetch_all<'a>(
             Err(failure) => Err(failure),
             Ok(part) => {
                 let service = services(settings.parts[part.index].service);
-                let fetching = fetch(&service, &part, host, max_body, &mut fetched);
+                let fetching = fetch(&service, &part, host, max_body, transforms(part.index), &mut fetched);
                 tokio::time::timeout_at(deadline, fetching).await.unwrap_or(Err(PartFailure::Timeout))
             }
         };
@@ -171,8 +186,12 @@ mod tests {
     use std::time::Duration;
 
     fn settings(on_failure: OnFailure) -> AggregateSettings {
-        let part =
-            |key: &str| AggregatePart { key: key.into(), service: 0, path: Template::parse("/x").expect("template") };
+        let part = |key: &str| AggregatePart {
+            key: key.into(),
+            service: 0,
+            path: Template::parse("/x").expect("template"),
+            transform: None,
+        };
         AggregateSettings { timeout: Duration::from_secs(2), on_failure, parts: vec![part("user"), part("wallet")] }
     }
 

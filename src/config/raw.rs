@@ -462,6 +462,7 @@ pub(crate) struct RawRoute {
     pub(crate) grpc_web: Option<bool>,
     pub(crate) waf: Option<super::waf::WafMode>,
     pub(crate) waf_exclude: Option<Vec<u32>>,
+    pub(crate) transform: Option<super::TransformSettings>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -484,6 +485,7 @@ pub(crate) struct RawPart {
     pub(crate) key: String,
     pub(crate) service: String,
     pub(crate) path: String,
+    pub(crate) transform: Option<super::PartTransformSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]

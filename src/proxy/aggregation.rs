@@ -34,7 +34,14 @@ pub(super) async fn handle(
     let spans: Vec<Option<SpanId>> =
         settings.parts.iter().map(|_| state.trace.as_ref().map(|_| crate::trace::context::new_span_id())).collect();
     let requests = part_requests(settings, state, &route.label, &headers, &spans);
-    let fetched = aggregate::fetch_all(|id| snap.upstream(id), settings, requests, host.as_ref(), route.max_body).await;
+    let aggregate_id = match route.target {
+        crate::config::RouteTarget::Aggregate(id) => id,
+        _ => return refuse(session, snap, state, &GatewayError::Internal).await.map(|_| true),
+    };
+    let transforms = |part: usize| snap.part_transform(aggregate_id, part).map(|t| &**t);
+    let fetched =
+        aggregate::fetch_all(|id| snap.upstream(id), settings, requests, host.as_ref(), route.max_body, transforms)
+            .await;
     let mut results = Vec::with_capacity(fetched.len());
     for ((part, span), (result, report)) in settings.parts.iter().zip(spans).zip(fetched) {
         let outcome = match &result {

@@ -72,8 +72,28 @@ fn claim(state: &RequestState) -> impl Fn(&str) -> Option<String> + '_ {
     |name| state.identity.as_ref().and_then(|i| i.claim_text(name))
 }
 
+/// The service a request the gateway fetches itself goes to (a transformed answer): the route's,
+/// or a split's choice (the fetch's own attempts fall back among that service's backends).
+pub(crate) fn chosen_service(
+    snap: &Snapshot,
+    session: &Session,
+    state: &RequestState,
+) -> Result<ServiceId, GatewayError> {
+    let route = snap.route(state.route.ok_or(GatewayError::Internal)?);
+    match route.target {
+        RouteTarget::Service(id) => Ok(id),
+        RouteTarget::Split(id) => {
+            let split = &snap.config.splits[id];
+            let sticky =
+                split.sticky.as_ref().and_then(|k| split::sticky_value(k, &session.req_header().headers, claim(state)));
+            split::order(split, sticky.as_deref(), rand::random()).first().copied().ok_or(GatewayError::Internal)
+        }
+        RouteTarget::Jobs | RouteTarget::JobStatus | RouteTarget::Aggregate(_) => Err(GatewayError::Internal),
+    }
+}
+
 /// What consistent hashing hashes for this request (nothing for other balancers).
-fn hash(s: &Service<'_>, session: &Session, state: &RequestState) -> Result<Vec<u8>, GatewayError> {
+pub(crate) fn hash(s: &Service<'_>, session: &Session, state: &RequestState) -> Result<Vec<u8>, GatewayError> {
     let LbAlgorithm::ConsistentHash(key) = &s.settings.lb else { return Ok(Vec::new()) };
     let req = session.req_header();
     let path = state.upstream_uri.as_ref().map_or_else(|| req.uri.path(), |u| u.path());

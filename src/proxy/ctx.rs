@@ -54,6 +54,9 @@ pub(crate) struct RequestState {
     /// `request_filter`: the body is held until complete and checked against the route's
     /// schema (`request_body_filter` releases it once valid).
     pub(crate) validation: Option<super::validation::HeldBody>,
+    /// `request_filter` (or `request_body_filter`, for a body held as it streams): the body a
+    /// `transform.request` route sends upstream.
+    pub(crate) sent_body: Option<super::body_transform::SentBody>,
     /// `request_filter` or `request_body_filter`: request inspection's verdict (inspecting
     /// routes), for the access log.
     pub(crate) waf: Option<crate::waf::Verdict>,
@@ -166,6 +169,7 @@ impl RequestCtx {
                 preflight: false,
                 compressing: false,
                 validation: None,
+                sent_body: None,
                 waf: None,
                 upstream: Upstream::default(),
                 upstream_uri: None,

@@ -9,6 +9,7 @@
 mod admission;
 mod aggregation;
 mod attempts;
+mod body_transform;
 mod ctx;
 mod dispatch;
 mod fill;
@@ -17,6 +18,7 @@ mod inspection;
 mod jobs;
 mod local;
 mod policies;
+mod proxied;
 mod validation;
 
 pub(crate) use ctx::{RequestCtx, RequestState};
@@ -157,43 +159,7 @@ impl ProxyHttp for Gateway {
             other => other,
         };
         match decision {
-            Ok(Decision::Proxy) => {
-                let route_id = state.route.ok_or_else(|| Error::new(InternalError))?;
-                let route = snap.route(route_id);
-                let has_body = !session.is_body_empty();
-                let declared = state.declared_length;
-                let inspect = inspection::body_limit(snap, route, declared);
-                let schema = snap.schema(route_id);
-                let checked = match validation::start(schema, session.req_header(), has_body, declared, inspect) {
-                    Ok(Some(mut held)) => match held.read_ahead(session, route, declared).await {
-                        Ok(body) => Ok((Some(held), body)),
-                        Err(validation::ReadAheadError::Refused(err)) => Err(err),
-                        Err(validation::ReadAheadError::Read(e)) => return Err(e),
-                    },
-                    Ok(None) => Ok((None, None)),
-                    Err(err) => Err(err),
-                };
-                let checked = match checked {
-                    // Inspected now unless the body is still streaming into the held copy.
-                    Ok((held, body)) if route.waf.mode != WafMode::Off && (held.is_none() || body.is_some()) => {
-                        let body = inspection::body(snap, body, declared);
-                        let head = session.req_header();
-                        inspection::inspect(&self.runtime, snap, route_id, state, head, body).await.map(|_| held)
-                    }
-                    other => other.map(|(held, _)| held),
-                };
-                match checked {
-                    Ok(held) => state.validation = held,
-                    Err(err) => {
-                        if !session.is_body_empty() && !session.is_body_done() {
-                            session.set_keepalive(None);
-                        }
-                        return refuse(session, snap, state, &err).await.map(|_| true);
-                    }
-                }
-                policies::enable_compression(snap, session, state);
-                Ok(false)
-            }
+            Ok(Decision::Proxy) => self.start_proxied(session, ctx).await,
             Ok(Decision::Preflight) => {
                 let route = snap.route(state.route.ok_or_else(|| Error::new(InternalError))?);
                 match policies::preflight_answer(route, session.req_header()) {
@@ -250,6 +216,8 @@ impl ProxyHttp for Gateway {
                 Ok(_) => {}
             }
         }
+        // The client's whole body, for a transform (inspection sees it as the client sent it).
+        let whole = state.sent_body.as_ref().and(to_inspect.as_ref()).and_then(|(_, bytes, _)| bytes.clone());
         if let Some((route, bytes, length)) = to_inspect {
             if snap.route(route).waf.mode != WafMode::Off && state.waf.is_none() {
                 let body = match bytes {
@@ -263,6 +231,9 @@ impl ProxyHttp for Gateway {
                     return Error::e_explain(HTTPStatus(status), "request refused by request inspection");
                 }
             }
+        }
+        if state.sent_body.is_some() {
+            self.transform_request_chunk(session, body, end, whole, ctx)?;
         }
         Ok(())
     }
@@ -391,6 +362,11 @@ impl ProxyHttp for Gateway {
             trace.propagate(upstream, state.upstream.span.unwrap_or(trace.span_id))?;
         }
         policies::on_upstream_request(snap, session, state, upstream);
+        if let Some(sent) = &state.sent_body {
+            if let Some(t) = state.route.and_then(|r| snap.transform(r)?.request.as_ref()) {
+                body_transform::on_upstream_request(sent, t, upstream);
+            }
+        }
         if session.cache.enabled() {
             state.cache.unkeyed_credentials = policies::unkeyed_credentials(snap, state, upstream);
         }

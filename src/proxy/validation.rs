@@ -76,7 +76,7 @@ pub(crate) enum Held {
 }
 
 /// Whether the route holds this request's body: to validate it (checking its media type now),
-/// or to inspect it (`inspect`: `Some(waf.max_body)`). `has_body`: the session may have a body
+/// to transform it (`transforms`: held whole), or to inspect it (`inspect`: `Some(waf.max_body)`). `has_body`: the session may have a body
 /// to read (see the module notes); `declared`: `Content-Length`.
 pub(crate) fn start(
     schema: Option<&schema::BodySchema>,
@@ -84,10 +84,11 @@ pub(crate) fn start(
     has_body: bool,
     declared: Option<u64>,
     inspect: Option<u64>,
+    transforms: bool,
 ) -> Result<Option<HeldBody>, GatewayError> {
     let validates = schema.is_some();
     let body_method = req.method == Method::POST || req.method == Method::PUT || req.method == Method::PATCH;
-    if !validates && (inspect.is_none() || !has_body) {
+    if !validates && !transforms && (inspect.is_none() || !has_body) {
         return Ok(None);
     }
     if !has_body && !body_method {
@@ -98,7 +99,8 @@ pub(crate) fn start(
         optional: !body_method,
         json: schema::is_json(req.headers.get(http::header::CONTENT_TYPE)),
         validates,
-        inspect_up_to: if validates { None } else { inspect },
+        // A body to transform is held whole (bounded by `max_body`), whatever inspection's bound.
+        inspect_up_to: if validates || transforms { None } else { inspect },
         ..HeldBody::default()
     };
     if validates && (body_method || declared.is_some_and(|n| n > 0)) {

@@ -15,6 +15,7 @@ use crate::grpc::Transcoder;
 use crate::policy::schema::BodySchema;
 use crate::ratelimit::RedisStore;
 use crate::tls::{ListenerMaterial, UpstreamTlsMaterial};
+use crate::transform::{ResponseTransform, SettingsError, Transform};
 use crate::waf::RuleSet;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -40,6 +41,10 @@ pub(crate) struct Compiled {
     pub(crate) redis: Option<Arc<RedisStore>>,
     /// Request inspection's compiled rules (`waf`), when a route inspects.
     pub(crate) waf: Option<Arc<RuleSet>>,
+    /// Each route's body transformation (`transform`), by route id.
+    pub(crate) transforms: Vec<Option<Arc<Transform>>>,
+    /// Each aggregation part's `transform`, by aggregation id then part.
+    pub(crate) part_transforms: Vec<Vec<Option<Arc<ResponseTransform>>>>,
 }
 
 /// Build everything `config` needs beyond its plain data, in file order. What cannot be built
@@ -79,8 +84,54 @@ pub(crate) fn compile(config: &Config) -> (Compiled, Findings) {
             .iter()
             .map(|r| r.grpc_transcode.as_ref().and_then(|t| Transcoder::build(t, &mut f)))
             .collect(),
+        transforms: config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let settings = r.transform.as_ref()?;
+                report(Transform::from_settings(settings), &format!("routes[{i}].transform"), &mut f).map(Arc::new)
+            })
+            .collect(),
+        part_transforms: part_transforms(config, &mut f),
     };
     (compiled, f)
+}
+
+/// A compiled transform, or its problems reported under `base` (the block's key).
+fn report<T>(compiled: Result<T, Vec<SettingsError>>, base: &str, f: &mut Findings) -> Option<T> {
+    compiled
+        .map_err(|problems| {
+            for problem in problems {
+                let key = if problem.key.is_empty() { base.to_string() } else { format!("{base}.{}", problem.key) };
+                f.error(key, problem.message);
+            }
+        })
+        .ok()
+}
+
+/// Each aggregation part's `transform`, keyed as the route that holds the aggregation.
+fn part_transforms(config: &Config, f: &mut Findings) -> Vec<Vec<Option<Arc<ResponseTransform>>>> {
+    let route_of = |id: usize| {
+        config.routes.iter().position(|r| matches!(r.target, crate::config::RouteTarget::Aggregate(a) if a == id))
+    };
+    config
+        .aggregates
+        .iter()
+        .enumerate()
+        .map(|(id, aggregate)| {
+            aggregate
+                .parts
+                .iter()
+                .enumerate()
+                .map(|(i, part)| {
+                    let settings = part.transform.as_ref()?;
+                    let base = format!("routes[{}].aggregate.parts[{i}].transform", route_of(id).unwrap_or(id));
+                    report(ResponseTransform::for_part(settings), &base, f).map(Arc::new)
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]

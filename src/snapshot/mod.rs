@@ -161,6 +161,20 @@ impl Snapshot {
         self.compiled.schemas.get(id).and_then(Option::as_ref)
     }
 
+    /// A route's body transformation (`transform`, docs/transform.md).
+    pub(crate) fn transform(&self, id: RouteId) -> Option<&crate::transform::Transform> {
+        self.compiled.transforms.get(id).and_then(Option::as_deref)
+    }
+
+    /// An aggregation part's `transform`.
+    pub(crate) fn part_transform(
+        &self,
+        aggregate: usize,
+        part: usize,
+    ) -> Option<&Arc<crate::transform::ResponseTransform>> {
+        self.compiled.part_transforms.get(aggregate)?.get(part)?.as_ref()
+    }
+
     /// Request inspection's compiled rules (`config.waf`), when a route inspects.
     pub(crate) fn waf(&self) -> Option<&Arc<crate::waf::RuleSet>> {
         self.compiled.waf.as_ref()

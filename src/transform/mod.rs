@@ -313,6 +313,21 @@ impl RequestTransform {
         RequestTransform { format: s.format, rename, remove: (!remove.is_empty()).then(|| PathTree::new(&remove)), set }
     }
 
+    /// The Content-Type of what [`apply`](Self::apply) produces (for a head sent before the
+    /// body is known).
+    pub(crate) fn content_type(&self) -> &'static str {
+        match self.format {
+            BodyFormat::Json => JSON,
+            BodyFormat::Form => FORM,
+        }
+    }
+
+    /// Whether a request of `content_type` can be transformed at all (JSON, a form, or none
+    /// said): checked with the head, before the body is read.
+    pub(crate) fn accepts(content_type: Option<&str>) -> bool {
+        content_type.is_none_or(|ct| media(ct) != Media::Other)
+    }
+
     /// Transform a request body of `content_type` (JSON, or a form turned into JSON), at most
     /// `limit` bytes. `Ok(None)`: the body is empty and is sent as it is (`set` does not make
     /// a body for a request that has none). A body without a Content-Type is read as JSON.

@@ -76,6 +76,18 @@ pub(crate) async fn fetch(s: &Service<'_>, request: &Fetch<'_>, report: &mut Rep
         .await
 }
 
+/// [`fetch`], its attempts recorded in `attempts` (the request's own, read by its access log
+/// line and spans): a client's request the gateway fetches itself (a transformed answer).
+pub(crate) async fn fetch_recorded(
+    s: &Service<'_>,
+    request: &Fetch<'_>,
+    attempts: &mut Attempts,
+    report: &mut Report,
+) -> Result<Fetched, GatewayError> {
+    let idle_timeout = s.settings.idle_timeout;
+    attempt_all(s, request, attempts, report, |peer| async move { exchange(&peer, request, idle_timeout).await }).await
+}
+
 /// Send `request` to the service `s` and read the answer's head only: its body and trailers
 /// are the caller's to read as they arrive (a streamed gRPC call), then [`Opened::release`].
 /// Attempts, retries and verdicts as [`fetch`]'s, judged by the head's status, recorded in

@@ -37,5 +37,6 @@ mod scale_out;
 mod status_page;
 mod tls;
 mod tracing;
+mod transform;
 mod waf;
 mod waf_crs;

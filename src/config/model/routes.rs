@@ -59,6 +59,9 @@ pub struct RouteSettings {
     pub grpc_web: bool,
     /// Request inspection (`waf`, `waf_exclude`; docs/waf.md).
     pub waf: super::super::RouteWaf,
+    /// Body transformation (docs/transform.md), as written (`transform::Transform` is
+    /// compiled from it with the snapshot).
+    pub transform: Option<super::super::TransformSettings>,
 }
 
 /// Each key's documented default (docs/config.md `routes`), written once: a route to the first
@@ -91,6 +94,7 @@ impl Default for RouteSettings {
             grpc_transcode: None,
             grpc_web: false,
             waf: Default::default(),
+            transform: None,
         }
     }
 }
@@ -118,6 +122,8 @@ pub struct AggregatePart {
     pub service: ServiceId,
     /// Path and query, with the §7.4 template variables (values percent-encoded).
     pub path: Template,
+    /// `allow`/`deny`, `rename`, `unwrap` on the part's answer (docs/transform.md), as written.
+    pub transform: Option<super::super::PartTransformSettings>,
 }
 
 /// What a failed part does.

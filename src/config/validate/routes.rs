@@ -90,6 +90,7 @@ pub(super) fn check_routes(
                 .and_then(|g| check_grpc_transcode(&format!("{base}.grpc_transcode"), g, base_dir, p)),
             grpc_web: r.grpc_web.unwrap_or(false),
             waf: super::waf::check_route_waf(&base, r, p),
+            transform: r.transform.clone(),
         };
         check_route_policies(&base, &route, p);
         check_grpc_route(&base, r, &route, services, p);
@@ -197,6 +198,17 @@ fn check_route_policies(base: &str, route: &RouteSettings, p: &mut Problems) {
     if route.validate.is_some() && matches!(route.target, RouteTarget::Aggregate(_)) {
         p.add(format!("{base}.validate"), "an aggregation route reads no request body");
     }
+    if route.transform.is_some() && !matches!(route.target, RouteTarget::Service(_) | RouteTarget::Split(_)) {
+        p.add(
+            format!("{base}.transform"),
+            "transforms bodies proxied to a `service` or `split`; an aggregation part takes its own `transform`",
+        );
+    }
+    if route.transform.as_ref().is_some_and(|t| t.response.is_some()) && route.cache.is_some() {
+        // A transformed answer is fetched whole and answered by the gateway (so that an
+        // untransformable one is a 502, not a cut body), which the proxy cache does not see.
+        p.add(format!("{base}.cache"), "is not supported together with `transform.response` yet; remove one");
+    }
     let reads = |ms: &Vec<Method>| ms.iter().any(|m| m == Method::GET || m == Method::HEAD);
     if route.cache.is_some() && route.methods.as_ref().is_some_and(|ms| !reads(ms)) {
         p.warn(format!("{base}.cache"), "only GET and HEAD answers are cached, and this route allows neither");
@@ -226,6 +238,7 @@ fn check_grpc_route(base: &str, r: &RawRoute, route: &RouteSettings, services: &
             (route.validate.is_some(), "validate"),
             (route.cache.is_some(), "cache"),
             (route.compress.is_some(), "compress"),
+            (route.transform.is_some(), "transform"),
         ] {
             if set {
                 p.add(format!("{base}.{name}"), "does not apply to transcoded gRPC calls; remove it from this route");
@@ -450,7 +463,7 @@ fn check_aggregate(
                 Template(Vec::new())
             }
         };
-        parts.push(AggregatePart { key: part.key.clone(), service, path });
+        parts.push(AggregatePart { key: part.key.clone(), service, path, transform: part.transform.clone() });
     }
     AggregateSettings { timeout, on_failure, parts }
 }
