@@ -484,7 +484,7 @@ impl Follower {
     async fn connect(&self) -> ConfigStore {
         let mut failures = 0u32;
         loop {
-            match ConfigStore::connect(&self.fleet.nats, &self.fleet.settings.nats_kv, true).await {
+            match ConfigStore::connect_to_follow(&self.fleet.nats, &self.fleet.settings.nats_kv).await {
                 Ok((store, warnings)) => {
                     for w in warnings {
                         log::warn!("config store: {w}");

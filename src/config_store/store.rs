@@ -24,6 +24,9 @@ use time::OffsetDateTime;
 
 /// How long one request to the store may take before it is retried or reported.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// The same for a gateway's follower, which retries for ever: a request lost in a stream leader
+/// election is given up sooner, so the watch restarts soon after the new leader is elected.
+const FOLLOW_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a push keeps trying when the store does not confirm it.
 pub const PUSH_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a read (or opening the bucket) is retried: a stream leader election takes seconds.
@@ -200,6 +203,24 @@ impl ConfigStore {
         source: &NatsKvSource,
         create: bool,
     ) -> Result<(ConfigStore, Vec<String>), StoreError> {
+        Self::connect_timed(nats, source, create, REQUEST_TIMEOUT).await
+    }
+
+    /// [`connect`](Self::connect) for a gateway that follows the key (the bucket created when
+    /// missing), its requests given up after [`FOLLOW_REQUEST_TIMEOUT`].
+    pub async fn connect_to_follow(
+        nats: &NatsSettings,
+        source: &NatsKvSource,
+    ) -> Result<(ConfigStore, Vec<String>), StoreError> {
+        Self::connect_timed(nats, source, true, FOLLOW_REQUEST_TIMEOUT).await
+    }
+
+    async fn connect_timed(
+        nats: &NatsSettings,
+        source: &NatsKvSource,
+        create: bool,
+        request_timeout: Duration,
+    ) -> Result<(ConfigStore, Vec<String>), StoreError> {
         let addrs = crate::nats::server_addrs(&nats.url).map_err(StoreError)?;
         let options = crate::nats::credentials(
             nats.credentials_file.as_deref(),
@@ -211,11 +232,11 @@ impl ConfigStore {
         let client = options
             .name(format!("siger {} config", env!("CARGO_PKG_VERSION")))
             .connection_timeout(nats.connect_timeout)
-            .request_timeout(Some(REQUEST_TIMEOUT))
+            .request_timeout(Some(request_timeout))
             .connect(addrs)
             .await
             .map_err(|e| StoreError(format!("cannot reach NATS at {}: {e}", crate::nats::redact(&nats.url))))?;
-        let js = ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client.clone());
+        let js = ContextBuilder::new().timeout(request_timeout).build(client.clone());
         let layout = layout(source);
         let (kv, warnings) = if create {
             let opened =
@@ -454,7 +475,8 @@ impl ConfigStore {
                     if failures == 1 || failures % 30 == 0 {
                         log::warn!("config store {}: {e}; watching again", self.name());
                     }
-                    let pause = Duration::from_millis(200).saturating_mul(failures.min(10));
+                    // At most half a second: the first attempt after an election succeeds.
+                    let pause = Duration::from_millis(100).saturating_mul(failures.min(5));
                     tokio::time::sleep(pause).await;
                 }
             }
