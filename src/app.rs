@@ -174,7 +174,11 @@ fn serve(checked: Checked, path: &Path, launch: Launch, fleet: Option<Arc<crate:
     let keys = KeyRefreshService::new(runtime.authenticator.subscribe(), runtime.metrics.auth.clone());
     server.add_service(background_service("jwks refresh", keys));
     if let Some(fleet) = &runtime.fleet {
-        let follower = crate::config_store::gateway::Follower::new(runtime.clone(), fleet.clone());
+        let follower = crate::config_store::gateway::Follower::new(
+            runtime.clone(),
+            runtime.metrics.reloads.clone(),
+            fleet.clone(),
+        );
         server.add_service(background_service("config store", follower));
     }
     let reloader: Arc<dyn Reload> = runtime.clone();

@@ -189,9 +189,6 @@ impl Runtime {
 
     /// Apply revision `number` of the config store's document (merged with the bootstrap file)
     /// through the same reload: all of it, or nothing.
-    pub(crate) async fn apply_revision(&self, number: u64, document: Arc<str>) -> Result<u64, Vec<String>> {
-        self.reload_with("config store", Some(Revision { number, document })).await
-    }
 
     async fn reload_with(&self, trigger: &'static str, revision: Option<Revision>) -> Result<u64, Vec<String>> {
         let _one_at_a_time = self.reloading.lock().await;
@@ -440,4 +437,11 @@ fn log_changes(old: &Config, new: &Config) {
         r_after.difference(&r_before).count(),
         r_before.difference(&r_after).count(),
     );
+}
+
+#[async_trait::async_trait]
+impl crate::config_store::gateway::Apply for Runtime {
+    async fn apply_revision(&self, number: u64, document: Arc<str>) -> Result<u64, Vec<String>> {
+        self.reload_with("config store", Some(Revision { number, document })).await
+    }
 }

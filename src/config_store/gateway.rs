@@ -12,7 +12,7 @@ use super::follow::Cursor;
 use super::status::{gateway_id, GatewayStatus, Outcome, STATUS_REFRESH};
 use super::store::{ConfigStore, Followed, StoredRevision};
 use crate::config::{ConfigError, ConfigErrors, ConfigSourceSettings, FileDigest, NatsSettings};
-use crate::runtime::Runtime;
+use crate::observability::metrics::ReloadMetrics;
 use crate::snapshot::Checked;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -463,20 +463,30 @@ fn write_cache(fleet: &Fleet, revision: u64, document: &str) {
     }
 }
 
+/// Where the follower applies a revision: the process's one reload path (the runtime's, the
+/// same as SIGHUP's), given to it rather than reached for, so the store needs nothing of the
+/// runtime.
+#[async_trait]
+pub(crate) trait Apply: Send + Sync {
+    /// Apply the document of revision `number` whole; the generation now serving, or why not.
+    async fn apply_revision(&self, number: u64, document: Arc<str>) -> Result<u64, Vec<String>>;
+}
+
 /// The background service that follows the store and applies its revisions.
 pub(crate) struct Follower {
-    runtime: Arc<Runtime>,
+    apply: Arc<dyn Apply>,
+    metrics: ReloadMetrics,
     fleet: Arc<Fleet>,
 }
 
 impl Follower {
-    pub(crate) fn new(runtime: Arc<Runtime>, fleet: Arc<Fleet>) -> Self {
-        Follower { runtime, fleet }
+    pub(crate) fn new(apply: Arc<dyn Apply>, metrics: ReloadMetrics, fleet: Arc<Fleet>) -> Self {
+        Follower { apply, metrics, fleet }
     }
 
     fn connected(&self, connected: bool) {
         let kv = &self.fleet.settings.nats_kv;
-        self.runtime.metrics.reloads.source_connected(&kv.bucket, &kv.key, connected);
+        self.metrics.source_connected(&kv.bucket, &kv.key, connected);
         self.fleet.state().connected = connected;
     }
 
@@ -557,13 +567,13 @@ impl Follower {
             Followed::Apply(revision) => {
                 self.fleet.seen(revision.revision);
                 let document: Arc<str> = Arc::from(revision.document.as_str());
-                match self.runtime.apply_revision(revision.revision, document.clone()).await {
+                match self.apply.apply_revision(revision.revision, document.clone()).await {
                     Ok(generation) => {
                         let fleet = self.fleet.clone();
                         let number = revision.revision;
                         let cached = tokio::task::spawn_blocking(move || write_cache(&fleet, number, &document));
                         let _ = cached.await;
-                        self.runtime.metrics.reloads.source_revision(&kv.bucket, &kv.key, revision.revision);
+                        self.metrics.source_revision(&kv.bucket, &kv.key, revision.revision);
                         log::info!(
                             "config store {name}: revision {} applied (generation {generation})",
                             revision.revision
@@ -601,7 +611,7 @@ impl Follower {
             self.fleet.name(),
             errors.join("\n  ")
         );
-        self.runtime.metrics.reloads.source_refused(&kv.bucket, &kv.key);
+        self.metrics.source_refused(&kv.bucket, &kv.key);
         self.fleet.refused(revision, errors);
     }
 }
@@ -619,7 +629,7 @@ impl BackgroundService for Follower {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let kv = &self.fleet.settings.nats_kv;
         let running = self.fleet.running().map_or(0, |(r, _)| r);
-        self.runtime.metrics.reloads.source_revision(&kv.bucket, &kv.key, running);
+        self.metrics.source_revision(&kv.bucket, &kv.key, running);
         tokio::select! {
             _ = self.run() => {}
             _ = shutdown.changed() => {}
