@@ -65,7 +65,13 @@ fn main() -> ExitCode {
     if cli.command.is_none() && config_store::gateway::configured(&cli.conf) {
         return follow_a_store(&cli);
     }
-    let checked = match app::check(&cli.conf) {
+    // A command beside a gateway that follows a store reads what this host last applied.
+    let checked = if config_store::gateway::configured(&cli.conf) {
+        config_store::gateway::applied(&cli.conf).map_err(|errors| errors.iter().map(ToString::to_string).collect())
+    } else {
+        app::check(&cli.conf).map_err(|errors| errors.to_string())
+    };
+    let checked = match checked {
         Ok(c) => c,
         Err(errors) => {
             eprint!("{errors}");

@@ -388,6 +388,23 @@ pub fn start(path: &Path) -> Result<Start, Vec<ConfigErrors>> {
     Ok(Start { checked, fleet: Arc::new(fleet) })
 }
 
+/// The configuration this host last applied, for commands run beside a gateway (`siger token`,
+/// `siger usage`): the bootstrap file merged with the cache file's revision, or the bootstrap
+/// file alone when no revision was applied here yet.
+pub fn applied(path: &Path) -> Result<Checked, Vec<ConfigErrors>> {
+    let fleet = Fleet::read(path)?;
+    let bootstrap = Bootstrap::read(path).map_err(|e| vec![e])?;
+    let merged = match cache::read(&fleet.cache_file) {
+        Ok(cached) => {
+            let origin = Origin::Revision { bucket: cached.bucket, key: cached.key, revision: cached.revision };
+            bootstrap.merge(&cached.document, origin).map_err(|e| vec![e])?
+        }
+        Err(_) if !fleet.cache_file.exists() => bootstrap.as_merged(),
+        Err(why) => return Err(whole(&fleet.cache_file, &why)),
+    };
+    merged.generation().map(|(checked, _)| checked)
+}
+
 /// `siger -t` on a bootstrap file: the file alone (listeners, admin, nats, `config_source`),
 /// then the cache file's revision merged with it when there is one. The summary line.
 pub fn test(path: &Path) -> Result<String, Vec<ConfigErrors>> {

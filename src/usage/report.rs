@@ -44,7 +44,14 @@ fn run(conf: &Path, args: &UsageArgs) -> Result<String, (u8, String)> {
     let base = match &args.admin {
         Some(url) => url.trim_end_matches('/').to_string(),
         None => {
-            let config = crate::config::load(conf).map_err(|e| (78, e.to_string()))?;
+            // Beside a gateway that follows a config store, the bootstrap file names the admin.
+            let config = if crate::config_store::gateway::configured(conf) {
+                let checked = crate::config_store::gateway::applied(conf)
+                    .map_err(|e| (78, e.iter().map(ToString::to_string).collect::<String>()))?;
+                checked.config
+            } else {
+                crate::config::load(conf).map_err(|e| (78, e.to_string()))?
+            };
             let admin = config.admin.as_ref().ok_or_else(|| {
                 (78, format!("{} has no admin listener; pass --admin http://host:port", conf.display()))
             })?;

@@ -631,3 +631,45 @@ fn an_upgraded_gateway_starts_from_the_store_and_follows_it() {
     kill_new();
     assert!(took.is_ok(), "the upgraded gateway follows the store");
 }
+
+#[test]
+fn commands_beside_a_following_gateway_read_what_it_last_applied() {
+    // No store is needed: `siger token` reads the bootstrap file and the cache file.
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, dead) = (Reserved::new(), DeadPort::new());
+    let cache = dir.path().join("cache.json");
+    let bootstrap = dir.path().join("siger.yaml");
+    let text = format!(
+        "listen: [\"127.0.0.1:{}\"]\nnats:\n  url: nats://127.0.0.1:{}\nconfig_source:\n  nats_kv: {{bucket: {BUCKET}, key: {KEY}}}\n  cache_file: {}\n",
+        listen.port(),
+        dead.port(),
+        cache.display()
+    );
+    std::fs::write(&bootstrap, text).unwrap();
+    let token = |dir: &Path| {
+        let out = Command::new(SIGER).args(["token", "--sub", "alice", "-c"]).arg(dir).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Nothing applied yet: the bootstrap file alone, which has no `auth` — said as such.
+    let (code, _, err) = token(&bootstrap);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(!err.contains("unknown key"), "the bootstrap file is read as one: {err}");
+    // The last applied revision holds the signing key: a token it verifies.
+    let document = "auth:\n  jwt: {algorithms: [HS256], secret: \"fleet-secret-0123456789abcdef0123456789\", issuer: fleet}\nroutes: []\n";
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(document.as_bytes()))
+    };
+    let cached = serde_json::json!({
+        "bucket": BUCKET, "key": KEY, "revision": 7, "applied_at": "2026-12-07T00:00:00Z",
+        "sha256": sha, "document": document,
+    });
+    std::fs::write(&cache, cached.to_string()).unwrap();
+    let (code, jwt, err) = token(&bootstrap);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(jwt.split('.').count(), 3, "a JWT on stdout: {jwt:?}");
+}
