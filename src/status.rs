@@ -28,6 +28,9 @@ pub(crate) struct Status {
     pub(crate) services: Vec<Service>,
     pub(crate) nats: Option<Link>,
     pub(crate) consul: Option<Link>,
+    /// The partner program's usage (docs/plans.md "Status page"); absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) usage: Option<crate::usage::view::UsageView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -216,7 +219,21 @@ pub(crate) fn collect(runtime: &Runtime) -> Status {
         services,
         nats,
         consul,
+        usage: None,
     }
+}
+
+/// [`collect`], with the usage section when the configuration has a partner program (one
+/// store round trip for today's top consumers).
+pub(crate) async fn collect_with_usage(runtime: &Runtime) -> Status {
+    let mut status = collect(runtime);
+    let snap = runtime.current();
+    if let Some(program) = &snap.program {
+        let board = &runtime.partners.board;
+        status.usage =
+            Some(crate::usage::view::collect(program.usage(), board, program.minutes(), program.now_ms()).await);
+    }
+    status
 }
 
 /// Text safe inside HTML elements and attribute values.
@@ -362,7 +379,11 @@ pub(crate) fn render_html(status: &Status) -> String {
         }
         out.push_str("</tr>");
     }
-    out.push_str("</table></body></html>\n");
+    out.push_str("</table>");
+    if let Some(usage) = &status.usage {
+        out.push_str(&crate::usage::view::render(usage));
+    }
+    out.push_str("</body></html>\n");
     out
 }
 
@@ -419,6 +440,7 @@ mod tests {
             }],
             nats: None,
             consul: Some(Link { state: "ok", detail: "0 failed requests since start".into() }),
+            usage: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Header rules (ARCHITECTURE.md §7.4): `set`, `add` and `remove` on the request sent upstream
 //! and on the response sent to the client, with values built from templates compiled once per
-//! configuration (`$request_id`, `$client_ip`, `$route`, `$duration_ms`, `$claim_<name>`).
+//! configuration (`$request_id`, `$client_ip`, `$route`, `$duration_ms`, `$tenant`, `$claim_<name>`).
 //! The rules and templates are plain data of the config (parsed there); rendering and applying
 //! them per request is here.
 
@@ -63,6 +63,11 @@ impl Template {
                         value(&v, &mut out);
                     }
                 }
+                Piece::Tenant => {
+                    if let Some(tenant) = vars.tenant {
+                        value(tenant, &mut out);
+                    }
+                }
             }
         }
         out
@@ -76,6 +81,8 @@ pub(crate) struct Vars<'a> {
     pub(crate) route: &'a str,
     pub(crate) elapsed: Duration,
     pub(crate) claim: &'a dyn Fn(&str) -> Option<String>,
+    /// The consumer's tenant (`$tenant`).
+    pub(crate) tenant: Option<&'a str>,
 }
 
 impl HeaderRules {
@@ -135,6 +142,7 @@ mod tests {
             route: "catalog",
             elapsed: Duration::from_micros(12_345),
             claim,
+            tenant: Some("acme"),
         }
     }
 

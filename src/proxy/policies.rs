@@ -30,6 +30,7 @@ fn with_vars<T>(snap: &Snapshot, state: &RequestState, f: impl FnOnce(&Vars<'_>)
         route: route(snap, state).map_or("-", |r| r.label.as_str()),
         elapsed: state.started.elapsed(),
         claim: &claim,
+        tenant: state.member.as_ref().and_then(|m| m.tenant.as_deref()),
     };
     f(&vars)
 }

@@ -10,12 +10,13 @@
 //! page), `observability::metrics::quota` (per-plan series only). [`Quotas`] holds one configuration's plans over
 //! the store, which outlives configurations.
 //!
-//! Not wired yet: the proxy's request phase calls [`Quotas::check`] after authentication and the
-//! rate limit; see docs/plans.md "Wiring" for the steps.
+//! Wired by [`program`]: the proxy's request phase resolves the consumer's plan after
+//! authentication and checks its quota after the rate limits; `logging` records its usage.
 
 pub(crate) mod board;
 pub(crate) mod calendar;
 pub(crate) mod plan;
+pub(crate) mod program;
 pub(crate) mod scripts;
 pub(crate) mod store;
 #[cfg(test)]

@@ -59,6 +59,8 @@ pub struct RouteSettings {
     pub grpc_web: bool,
     /// Request inspection (`waf`, `waf_exclude`; docs/waf.md).
     pub waf: super::super::RouteWaf,
+    /// `quota_cost`: how many units of a plan's quota one request counts as (docs/plans.md).
+    pub quota_cost: u64,
 }
 
 /// Each key's documented default (docs/config.md `routes`), written once: a route to the first
@@ -91,6 +93,7 @@ impl Default for RouteSettings {
             grpc_transcode: None,
             grpc_web: false,
             waf: Default::default(),
+            quota_cost: 1,
         }
     }
 }
