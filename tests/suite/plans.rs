@@ -390,3 +390,49 @@ fn the_status_page_shows_usage_in_a_browser() {
     assert!(section.contains("<svg"), "{section}");
     assert!(!dom.contains("src=\"http") && !dom.contains("href=\"http"), "no external assets");
 }
+
+/// What a gateway gathered since its last flush is written when it hands over to an upgraded
+/// process and when it stops (SIGTERM), however long `flush_interval` is.
+#[test]
+fn usage_is_written_before_an_upgrade_hands_over_and_at_shutdown() {
+    let echo = Echo::start("api");
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_file(dir.path(), "pro");
+    let redis = RedisServer::start();
+    let mut gw = Gateway::start(&format!(
+        "auth:\n  api_keys: {{file: {keys}}}\nrate_limit:\n  store: redis\n  redis: {{url: \"{}\"}}\nplans:\n  pro: {{quota: {{requests: 1000, per: month}}}}\nusage: {{store: redis, flush_interval: 5m}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api, schemes: [api_key]}}\n",
+        redis.url(),
+        echo.addr
+    ));
+    let day = date_of(now_ms() / 86_400_000);
+    let written = || {
+        let value = redis.command(&format!("HGET siger:usage:{{c:acme}}:{day} 2xx|/"));
+        value.lines().find_map(|l| l.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    assert_eq!(statuses(&[&gw], "/x", 3), [200, 200, 200]);
+    assert_eq!(written(), 0, "nothing is written before the interval");
+
+    let log = gw.dir.path().join("upgrade.log");
+    let status = Command::new(SIGER)
+        .arg("upgrade")
+        .arg("-c")
+        .arg(&gw.config_path)
+        .arg("--pid")
+        .arg(gw.pid().to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(gw.wait_exit(Duration::from_secs(20)).is_some(), "the old process exits");
+    assert_eq!(written(), 3, "the old process wrote its requests before it left\n{}", gw.logs());
+
+    let pid_file = gw.dir.path().join("siger.pid");
+    let daemon: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert_eq!(statuses(&[&gw], "/x", 2), [200, 200]);
+    assert!(Command::new("kill").args(["-TERM", &daemon.to_string()]).status().unwrap().success());
+    // Gone, or a zombie its adoptive parent has not reaped yet.
+    let stopped = || std::fs::read_to_string(format!("/proc/{daemon}/stat")).map_or(true, |s| s.contains(") Z "));
+    assert!(eventually(Duration::from_secs(20), stopped), "the upgraded process stops");
+    assert_eq!(written(), 5, "the upgraded process wrote its requests at shutdown");
+}
