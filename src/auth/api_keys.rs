@@ -240,5 +240,22 @@ mod tests {
         assert!(e.contains("entry 1") && e.contains("twice"), "{e}");
         let e = ApiKeyTable::parse(b"- {sha256: x, consumer: a, extra: 1}").expect_err("error");
         assert!(e.contains("extra"), "{e}");
+        let e = ApiKeyTable::parse(format!("- {{sha256: {d}, consumer: a, tenant: \"a b\"}}").as_bytes())
+            .expect_err("error");
+        assert!(e.contains("entry 0") && e.contains("not a tenant name"), "{e}");
+        let e =
+            ApiKeyTable::parse(format!("- {{sha256: {d}, consumer: \"telegram:1\"}}").as_bytes()).expect_err("error");
+        assert!(e.contains("entry 0") && e.contains("Telegram"), "{e}");
+    }
+
+    #[test]
+    fn entries_name_their_plan_and_tenant() {
+        let (key, entry) = new_key("acme", &[]);
+        let entry = entry.replace('}', ", plan: pro, tenant: acme-corp}");
+        let table = ApiKeyTable::parse(format!("{entry}\n").as_bytes()).expect("parses");
+        assert_eq!(table.named_plans(), [(0, Arc::from("pro"))]);
+        let header = HeaderName::from_static("x-api-key");
+        let id = table.authenticate(&headers("x-api-key", &[&key]), &header).expect("ok").expect("some");
+        assert_eq!((id.plan.as_deref(), id.tenant.as_deref()), (Some("pro"), Some("acme-corp")));
     }
 }

@@ -154,6 +154,10 @@ mod tests {
                 .expect("valid");
         assert_eq!(t.render(&vars(&claim)).expect("value"), "id=r-1 ip=10.0.0.1 r=catalog t=12.345 ten=acme x= $5");
         assert_eq!(Template::parse("plain").expect("valid"), Template(vec![Piece::Text("plain".into())]));
+        let tenant = Template::parse("org=$tenant").expect("valid");
+        assert_eq!(tenant.render(&vars(&claim)).expect("value"), "org=acme");
+        let without = Vars { tenant: None, ..vars(&claim) };
+        assert_eq!(tenant.render(&without).expect("value"), "org=");
         assert!(matches!(Template::parse("$nope"), Err(TemplateError::UnknownVariable(v)) if v == "nope"));
         assert_eq!(Template::parse("a\nb"), Err(TemplateError::NotHeaderText));
     }

@@ -83,7 +83,7 @@ impl Gateway {
                 None => None,
             };
             let quota = program.check(&member, route.quota_cost).await?;
-            state.rate_limit = partner::headers(&[route_limit, plan_limit], quota);
+            state.rate_limit = partner::headers(route_limit, plan_limit, quota);
         } else {
             state.rate_limit = route_limit;
         }

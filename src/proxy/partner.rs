@@ -24,13 +24,20 @@ pub(super) fn member(program: &Program, identity: &Identity) -> Result<Option<Me
     program.member(&who).map(Some)
 }
 
-/// The `RateLimit-*` headers of a request admitted by the rate limits `rates` and its quota:
-/// one set, of the policy closest to refusing it.
-pub(super) fn headers(rates: &[Option<Decision>], quota: Option<LimitHeaders>) -> Option<Decision> {
-    let as_headers = |d: &Decision| LimitHeaders { limit: d.limit, remaining: d.remaining, reset: d.reset };
-    let mut all: Vec<Option<LimitHeaders>> = rates.iter().map(|r| r.as_ref().map(as_headers)).collect();
-    all.push(quota);
-    closest(&all).map(|h| Decision { allowed: true, limit: h.limit, remaining: h.remaining, reset: h.reset })
+/// The `RateLimit-*` headers of a request admitted by its route's rate limit, its plan's and
+/// its quota: one set, of the policy closest to refusing it.
+pub(super) fn headers(
+    route: Option<Decision>,
+    plan: Option<Decision>,
+    quota: Option<LimitHeaders>,
+) -> Option<Decision> {
+    let as_headers = |d: Decision| LimitHeaders { limit: d.limit, remaining: d.remaining, reset: d.reset };
+    closest(&[route.map(as_headers), plan.map(as_headers), quota]).map(|h| Decision {
+        allowed: true,
+        limit: h.limit,
+        remaining: h.remaining,
+        reset: h.reset,
+    })
 }
 
 /// Record a finished request in its route's minutes and its consumer's usage.

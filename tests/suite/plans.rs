@@ -413,6 +413,7 @@ fn usage_is_written_before_an_upgrade_hands_over_and_at_shutdown() {
     assert_eq!(written(), 0, "nothing is written before the interval");
 
     let log = gw.dir.path().join("upgrade.log");
+    let old = gw.pid();
     let status = Command::new(SIGER)
         .arg("upgrade")
         .arg("-c")
@@ -428,11 +429,19 @@ fn usage_is_written_before_an_upgrade_hands_over_and_at_shutdown() {
     assert_eq!(written(), 3, "the old process wrote its requests before it left\n{}", gw.logs());
 
     let pid_file = gw.dir.path().join("siger.pid");
-    let daemon: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid_in_file = || std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse::<u32>().ok());
+    // The new process writes its pid once it runs (the old one's may still be there).
+    assert!(eventually(Duration::from_secs(20), || pid_in_file().is_some_and(|p| p != old)));
+    let daemon = pid_in_file().unwrap();
     assert_eq!(statuses(&[&gw], "/x", 2), [200, 200]);
     assert!(Command::new("kill").args(["-TERM", &daemon.to_string()]).status().unwrap().success());
     // Gone, or a zombie its adoptive parent has not reaped yet.
     let stopped = || std::fs::read_to_string(format!("/proc/{daemon}/stat")).map_or(true, |s| s.contains(") Z "));
     assert!(eventually(Duration::from_secs(20), stopped), "the upgraded process stops");
-    assert_eq!(written(), 5, "the upgraded process wrote its requests at shutdown");
+    assert_eq!(
+        written(),
+        5,
+        "the upgraded process wrote its requests at shutdown\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 }
