@@ -15,7 +15,7 @@ use crate::discovery::DiscoveryControl;
 use crate::jobs::Jobs;
 use crate::lifecycle::Lifecycle;
 use crate::observability::Metrics;
-use crate::quota::program::PartnerStores;
+use crate::partner::PartnerStores;
 use crate::ratelimit::LimitStores;
 use crate::snapshot::{self, Checked, Snapshot, Source};
 use crate::tls::TlsEdge;

@@ -379,11 +379,8 @@ pub(crate) fn render_html(status: &Status) -> String {
         }
         out.push_str("</tr>");
     }
-    out.push_str("</table>");
-    if let Some(usage) = &status.usage {
-        out.push_str(&crate::usage::view::render(usage));
-    }
-    out.push_str("</body></html>\n");
+    let usage = status.usage.as_ref().map(crate::usage::view::render).unwrap_or_default();
+    let _ = writeln!(out, "</table>{usage}</body></html>");
     out
 }
 

@@ -110,7 +110,7 @@ impl ApiKeyTable {
                     "entry {i}: `consumer` names starting `telegram:` are Telegram users' (docs/plans.md)"
                 ));
             }
-            if let Some(tenant) = entry.tenant.as_deref().filter(|t| !crate::quota::plan::is_name(t)) {
+            if let Some(tenant) = entry.tenant.as_deref().filter(|t| !crate::config::is_plan_or_tenant_name(t)) {
                 return Err(format!(
                     "entry {i}: `tenant` `{tenant}` is not a tenant name (1 to 64 of A-Z a-z 0-9 . _ -)"
                 ));

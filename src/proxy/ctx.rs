@@ -89,7 +89,7 @@ pub(crate) struct RequestState {
     /// `request_filter`: the rate-limit verdict; `response_filter` turns it into headers.
     pub(crate) rate_limit: Option<ratelimit::Decision>,
     /// Who the request counts as in the partner program (consumer, plan, tenant).
-    pub(crate) member: Option<crate::quota::program::Member>,
+    pub(crate) member: Option<crate::partner::Member>,
     /// Any phase: a refusal decided by the gateway (not an upstream failure), answered by
     /// `fail_to_proxy`.
     pub(crate) refusal: Option<GatewayError>,

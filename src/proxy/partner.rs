@@ -5,7 +5,7 @@
 use super::RequestState;
 use crate::auth::Identity;
 use crate::errors::GatewayError;
-use crate::quota::program::{closest, Credential, Member, Program};
+use crate::partner::{closest, Credential, Member, Program};
 use crate::quota::LimitHeaders;
 use crate::ratelimit::Decision;
 

@@ -536,15 +536,3 @@ struct Call<'a> {
     keys: &'a [String],
     args: &'a [String],
 }
-
-#[async_trait::async_trait]
-impl crate::quota::scripts::Scripts for RedisStore {
-    async fn invoke(
-        &self,
-        script: &redis::Script,
-        keys: &[String],
-        args: &[String],
-    ) -> Result<redis::Value, StoreError> {
-        RedisStore::invoke(self, script, keys, args).await
-    }
-}

@@ -102,8 +102,15 @@ fn compile_plans(config: &Config, keys: Option<&ApiKeyTable>, f: &mut Findings) 
         }
         return None;
     }
-    // The plain checks reported any problem already (this runs only when they passed).
-    let plans = Plans::compile(&config.plans, &config.consumers).ok()?;
+    let plans = match Plans::compile(&config.plans, &config.consumers) {
+        Ok(plans) => plans,
+        Err(problems) => {
+            for problem in problems {
+                f.error(problem.key, problem.message);
+            }
+            return None;
+        }
+    };
     if let Some(file) = &config.api_keys {
         for (entry, plan) in named.iter().filter(|(_, plan)| plans.find(plan).is_none()) {
             f.error(&file.file.key, format!("{}: entry {entry}: plan `{plan}` is not a plan", file.file.shown()));

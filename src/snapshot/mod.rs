@@ -21,8 +21,8 @@ use crate::config::{self, Config, ConfigErrors, RouteId, RouteSettings, ServiceI
 use crate::forwarding;
 use crate::jobs::Jobs;
 use crate::observability::{ConfigMetrics, Metrics};
+use crate::partner::{PartnerStores, Program};
 use crate::policy::schema::BodySchema;
-use crate::quota::program::{PartnerStores, Program};
 use crate::ratelimit::{LimitStores, RateLimiter};
 use crate::routing::RouteTable;
 use crate::upstream::{Pool, Upstreams};

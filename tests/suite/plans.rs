@@ -161,7 +161,7 @@ fn plans_come_from_the_key_file_then_the_claim_then_the_default() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_file(dir.path(), "pro");
     let gw = Gateway::start(&format!(
-        "{}  api_keys: {{file: {keys}}}\nplans:\n  free: {{quota: {{requests: 3, per: day}}}}\n  pro: {{quota: {{requests: 100, per: month}}, rate_limit: {{requests: 50, per: 1m}}}}\nconsumers: {{plan_claim: tier, default_plan: free, tenant_claim: org}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /search, service: api, schemes: [api_key, jwt], quota_cost: 10, request_headers: {{set: {{X-Tenant: \"$tenant\"}}}}}}\n  - {{path: /, service: api, schemes: [api_key, jwt], request_headers: {{set: {{X-Tenant: \"$tenant\"}}}}}}\n",
+        "{}  api_keys: {{file: {keys}}}\nplans:\n  free: {{quota: {{requests: 3, per: day}}}}\n  pro: {{quota: {{requests: 100, per: month}}, rate_limit: {{requests: 50, per: 1m}}}}\n  tiny: {{rate_limit: {{requests: 2, per: 1m}}}}\nconsumers: {{plan_claim: tier, default_plan: free, tenant_claim: org}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /search, service: api, schemes: [api_key, jwt], quota_cost: 10, request_headers: {{set: {{X-Tenant: \"$tenant\"}}}}}}\n  - {{path: /, service: api, schemes: [api_key, jwt], request_headers: {{set: {{X-Tenant: \"$tenant\"}}}}}}\n",
         hs_auth(""),
         echo.addr
     ));
@@ -193,6 +193,13 @@ fn plans_come_from_the_key_file_then_the_claim_then_the_default() {
     let r = get_with(gw.addr, "/x", &[("Authorization", &token(gold))]);
     assert_eq!((r.status, number(&r, "RateLimit-Limit")), (200, 3));
     assert_eq!(metric_of(&gw, "siger_quota_unknown_plan_total"), 1.0);
+    // A plan with only a rate limit: counted per consumer, refused as rate_limited.
+    let mut tiny = claims("erin", &[]);
+    tiny["tier"] = "tiny".into();
+    let tiny = token(tiny);
+    let got: Vec<RawResponse> = (0..3).map(|_| get_with(gw.addr, "/x", &[("Authorization", &tiny)])).collect();
+    assert_eq!(got.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 200, 429]);
+    assert_eq!((got[0].header("RateLimit-Limit"), got[2].json()["error"].as_str()), (Some("2"), Some("rate_limited")));
     // A tenant claim that is not a tenant name is refused, not forwarded without a tenant.
     let mut odd = claims("dave", &[]);
     odd["org"] = "a/b".into();

@@ -1,7 +1,7 @@
 //! `plans`, `consumers`, `usage` and the routes' `quota_cost` (docs/plans.md "What `-t`
-//! checks"): what the file alone can say. The plans are compiled by `quota::Plans::compile`
-//! (its problems are named by key); the API-key file's `plan` and `tenant` entries are checked
-//! against them where that file is read (the snapshot's compile step).
+//! checks"): what the settings alone say. The plans are compiled by `quota::Plans::compile` in
+//! the snapshot's compile step (its problems are named by key), where the API-key file's `plan`
+//! entries are checked against them.
 
 use super::Problems;
 use crate::config::raw::RawConfig;
@@ -14,30 +14,15 @@ const MIN_RETENTION: Duration = Duration::from_secs(86_400);
 const FLUSH_BOUNDS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
 
 pub(super) fn check_plans(raw: &RawConfig, routes: &[RouteSettings], rate_limit: &RateLimitSettings, p: &mut Problems) {
-    let consumers = raw.consumers.clone().unwrap_or_default();
-    match crate::quota::Plans::compile(&raw.plans, &consumers) {
-        Ok(plans) => {
-            let smallest =
-                plans.all().iter().filter_map(|plan| plan.quota.map(|q| (q.requests, plan.name.clone()))).min();
-            for (i, route) in routes.iter().enumerate() {
-                if route.quota_cost == 1 {
-                    continue;
-                }
-                let key = format!("routes[{i}].quota_cost");
-                if route.auth == AuthMode::Public {
-                    p.warn(&key, "a public route has no consumer: no plan's quota counts its requests");
-                } else if let Some((requests, name)) = smallest.as_ref().filter(|(r, _)| route.quota_cost > *r) {
-                    p.warn(
-                        &key,
-                        format!("is more than plan `{name}`'s quota of {requests}: its consumers are always refused"),
-                    );
-                }
-            }
-        }
-        Err(problems) => {
-            for problem in problems {
-                p.add(problem.key, problem.message);
-            }
+    // The plans themselves are compiled (and their problems named) with the snapshot, by
+    // `quota::Plans::compile`.
+    let smallest = raw.plans.iter().filter_map(|(name, plan)| plan.quota.map(|q| (q.requests, name))).min();
+    for (i, route) in routes.iter().enumerate().filter(|(_, r)| r.quota_cost > 1) {
+        let key = format!("routes[{i}].quota_cost");
+        if route.auth == AuthMode::Public {
+            p.warn(&key, "a public route has no consumer: no plan's quota counts its requests");
+        } else if let Some((requests, name)) = smallest.filter(|(r, _)| route.quota_cost > *r) {
+            p.warn(&key, format!("is more than plan `{name}`'s quota of {requests}: its consumers are always refused"));
         }
     }
     if raw.consumers.is_some() && raw.plans.is_empty() {

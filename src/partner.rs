@@ -1,4 +1,4 @@
-//! The partner program of one configuration, wired (docs/plans.md): who a request counts as
+//! The partner program (docs/plans.md), wired over `quota` and `usage`: who a request counts as
 //! and on which plan, its quota check, and its usage record. [`PartnerStores`] is what outlives
 //! configurations (the local counters, the usage meter, the quota board, the clock); a
 //! [`Program`] is one configuration's view over them, built with the snapshot. A configuration
@@ -7,14 +7,14 @@
 //! The request phases call [`Program::member`] after authentication, [`Program::check`] after
 //! the rate limit, and [`Program::record`] in `logging`; each takes plain values.
 
-use super::board::QuotaBoard;
-use super::calendar::{day_of, Clock, SystemClock};
-use super::plan::{consumer_name, Resolved};
-use super::store::{LocalCounters, QuotaStore, DEFAULT_MAX_CONSUMERS};
-use super::{nearest, LimitHeaders, Outcome, PlanId, Plans, Quotas};
 use crate::config::{Config, RateLimitStore, SharedStoreKind, UsageSettings};
 use crate::errors::GatewayError;
 use crate::observability::metrics::{QuotaMetrics, UsageMetrics};
+use crate::quota::board::QuotaBoard;
+use crate::quota::calendar::{day_of, Clock, SystemClock};
+use crate::quota::plan::{consumer_name, Resolved};
+use crate::quota::store::{LocalCounters, QuotaStore, DEFAULT_MAX_CONSUMERS};
+use crate::quota::{nearest, CheckError, LimitHeaders, Outcome, PlanId, Plans, Quotas};
 use crate::ratelimit::RedisStore;
 use crate::usage::flush::FlushTarget;
 use crate::usage::meter::UsageMeter;
@@ -314,14 +314,15 @@ impl Program {
 /// What a quota check's outcome means for the request.
 fn answer(outcome: Outcome) -> Result<Option<LimitHeaders>, GatewayError> {
     if let Some(refusal) = outcome.refusal() {
-        return Err(GatewayError::QuotaExceeded(refusal));
+        let message = refusal.message();
+        return Err(GatewayError::QuotaExceeded { retry_after: refusal.retry_after, limit: refusal.limit, message });
     }
     match outcome {
         Outcome::Checked(d) => Ok(Some(LimitHeaders::from(&d))),
         Outcome::Unmetered => Ok(None),
         Outcome::StoreFailed { allow, error } => {
             // While the store cools down after a failure, the failure was already logged.
-            if !matches!(error, super::CheckError::Store(crate::ratelimit::StoreError::CoolingDown)) {
+            if !matches!(error, CheckError::Store(crate::ratelimit::StoreError::CoolingDown)) {
                 log::warn!("quota store failed ({}): {error}", if allow { "allowing" } else { "denying" });
             }
             if allow {
