@@ -132,6 +132,7 @@ impl PartnerStores {
             labels,
             clock: self.clock.clone(),
             flush_interval: settings.flush_interval,
+            retention: settings.retention,
         })
     }
 
@@ -150,6 +151,10 @@ impl PartnerStores {
     pub(crate) fn commit(&self, program: Option<&Program>, previous: Option<&Plans>) {
         if let Some(program) = program {
             *self.minutes.lock().unwrap_or_else(|p| p.into_inner()) = Some(program.minutes.clone());
+            // The local store's records outlive reloads; a reloaded retention applies to them.
+            if let UsageStore::Local(records) = &*program.usage {
+                records.set_retention(program.retention);
+            }
             self.flush_target
                 .store(Arc::new(FlushTarget { store: program.usage.clone(), interval: program.flush_interval }));
         }
@@ -222,6 +227,7 @@ pub(crate) struct Program {
     labels: Vec<Arc<str>>,
     clock: Arc<dyn Clock>,
     flush_interval: std::time::Duration,
+    retention: std::time::Duration,
 }
 
 /// Who an authenticated request counts as.
