@@ -495,3 +495,23 @@ fn a_quota_keeps_counting_through_a_sentinel_failover() {
     }
     assert_eq!((last, admitted.get()), (429, 5), "the promoted replica kept the 3 used before the failover");
 }
+
+/// Without a default plan, a token naming a plan the gateway does not offer is refused (403),
+/// never let through unmetered; a token naming none has no plan and no quota.
+#[test]
+fn an_unknown_plan_without_a_default_is_refused() {
+    let echo = Echo::start("api");
+    let gw = Gateway::start(&format!(
+        "{}plans:\n  free: {{quota: {{requests: 1, per: day}}}}\nconsumers: {{plan_claim: tier}}\nservices:\n  api: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /, service: api}}\n",
+        hs_auth(""),
+        echo.addr
+    ));
+    let mut gold = claims("carol", &[]);
+    gold["tier"] = "gold".into();
+    let r = get_with(gw.addr, "/x", &[("Authorization", &format!("Bearer {}", hs256(&gold)))]);
+    assert_eq!((r.status, r.json()["error"].as_str()), (403, Some("forbidden")), "{}", gw.logs());
+    assert_eq!(metric_of(&gw, "siger_quota_unknown_plan_total"), 1.0);
+    let plain = format!("Bearer {}", hs256(&claims("dave", &[])));
+    let got: Vec<u16> = (0..3).map(|_| get_with(gw.addr, "/x", &[("Authorization", &plain)]).status).collect();
+    assert_eq!(got, [200, 200, 200], "no plan: no quota");
+}
