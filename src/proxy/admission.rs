@@ -56,12 +56,11 @@ impl Gateway {
         if background {
             return Ok(());
         }
-        let member = match (&snap.program, state.identity.as_deref()) {
+        // Known before any refusal: a refused request is in its consumer's usage too.
+        state.member = match (&snap.program, state.identity.as_deref()) {
             (Some(program), Some(identity)) => partner::member(program, identity)?,
             _ => None,
         };
-        // Known before any refusal: a refused request is in its consumer's usage too.
-        state.member = member.clone();
         let route_limit = match snap.limiter.rule(route_id) {
             Some(rule) => {
                 let key = ratelimit::client_key(&rule.key, state.identity.as_deref(), state.client_ip, &req.headers)?;
@@ -69,7 +68,7 @@ impl Gateway {
             }
             None => None,
         };
-        if let (Some(program), Some(member)) = (&snap.program, member) {
+        if let (Some(program), Some(member)) = (&snap.program, state.member.as_ref()) {
             let plan_limit = match member.plan {
                 Some(plan) => {
                     let key = ratelimit::client_key(
@@ -82,7 +81,7 @@ impl Gateway {
                 }
                 None => None,
             };
-            let quota = program.check(&member, route.quota_cost).await?;
+            let quota = program.check(member, route.quota_cost).await?;
             state.rate_limit = partner::headers(route_limit, plan_limit, quota);
         } else {
             state.rate_limit = route_limit;
