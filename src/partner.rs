@@ -380,6 +380,24 @@ mod tests {
         assert_eq!(answer(Outcome::Unmetered).expect("no quota"), None);
     }
 
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "listen: [\"127.0.0.1:1\"]\n{extra}services:\n  s: {{targets: [\"127.0.0.1:2\"]}}\nroutes:\n  - {{path: /, service: s, auth: public}}\n"
+        );
+        crate::config::parse(&text, std::path::Path::new("."), &std::collections::HashMap::new()).expect("valid")
+    }
+
+    #[test]
+    fn without_plans_and_usage_there_is_no_program_and_usage_alone_follows_its_settings() {
+        let stores = PartnerStores::new(QuotaMetrics::default(), UsageMetrics::default());
+        assert!(stores.program(&config(""), None, None).is_none(), "a request pays nothing");
+        let program = stores.program(&config("usage: {flush_interval: 2s}\n"), None, None).expect("a program");
+        assert!(program.plans().is_none());
+        stores.commit(Some(&program), None);
+        assert_eq!(stores.flush_target.load().interval, std::time::Duration::from_secs(2));
+        assert!(Arc::ptr_eq(&stores.flush_target.load().store, program.usage()), "the flusher writes where it reads");
+    }
+
     #[test]
     fn one_set_of_headers_the_closest_to_refusing() {
         let rate = LimitHeaders { limit: 10, remaining: 9, reset: 1 };
