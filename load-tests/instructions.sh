@@ -27,6 +27,13 @@
 # Also siger-transform (GET /json2k, a 2 KiB JSON answer filtered by `allow` with two fields
 # renamed) and siger-json2k (the same answer untransformed), the issue-28 comparison:
 #   TARGETS="siger-json2k siger-transform" load-tests/instructions.sh
+# And siger-plan (docs/plans.md): siger-hs256's route with its consumer on a plan — a monthly
+# quota and the plan's rate limit instead of the route's, usage metered — against siger-hs256
+# (the same route with only a rate limit), both with local stores:
+#   TARGETS="siger-hs256 siger-plan" load-tests/instructions.sh
+# With `rate_limit.store: redis` a request of siger-plan costs two Redis round trips (the
+# plan's rate limit and the quota, one script each) where siger-hs256's costs one; usage adds
+# none per request (one script per consumer and day, and one per day, every flush_interval).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -52,6 +59,13 @@ wait_port "$BACKEND"
 SECRET="bench-secret-0123456789abcdef0123456789abcdef"
 SIGER_VARIANT_hs256=${SIGER_VARIANT_hs256:-"auth: {jwt: {algorithms: [HS256], secret: \"$SECRET\", issuer: bench}}
 rate_limit: {store: local, default: {requests: 1000000000, per: 1m, key: consumer}}"}
+# The same route and consumer on a plan: a quota and a rate limit (docs/plans.md).
+SIGER_VARIANT_plan=${SIGER_VARIANT_plan:-"auth: {jwt: {algorithms: [HS256], secret: \"$SECRET\", issuer: bench}}
+rate_limit: {store: local}
+plans:
+  bench: {quota: {requests: 1000000000, per: month}, rate_limit: {requests: 1000000000, per: 1m}}
+consumers: {default_plan: bench}
+usage: {store: local}"}
 # Outlier detection, a circuit breaker, retry_on and a retry budget on the service.
 SIGER_VARIANT_resilient=${SIGER_VARIANT_resilient:-"services:
   backend: {targets: [\"{{BACKEND}}\"], retry_on: [connect, 502, 503], retry_budget: 20%, outlier_detection: {consecutive_failures: 5}, circuit_breaker: {max_in_flight: 100000}}

@@ -153,6 +153,20 @@ impl AdminApp {
         }
     }
 
+    /// `GET /usage` (docs/plans.md "Reading usage"): the usage store's records, JSON or CSV.
+    async fn usage(&self, session: &ServerSession) -> Result<LocalAnswer, GatewayError> {
+        let snap = self.runtime.current();
+        let Some(program) = &snap.program else {
+            return Err(GatewayError::NotFound(
+                "no usage is recorded: the configuration has no `plans` or `usage`".into(),
+            ));
+        };
+        let req = session.req_header();
+        let today = crate::quota::calendar::day_of(program.now_ms());
+        let accept = req.headers.get(http::header::ACCEPT);
+        crate::usage::query::answer(program.usage(), req.uri.query(), accept, today).await
+    }
+
     /// The answer of one admin request, once [`admit`] let it through.
     async fn serve(
         &self,
@@ -167,27 +181,29 @@ impl AdminApp {
             ("/metrics", true) => self.metrics(),
             ("/config", true) => self.config(),
             ("/status", true) => {
-                LocalAnswer::json(200, &serde_json::to_value(crate::status::collect(&self.runtime)).unwrap_or_default())
+                let status = crate::status::collect_with_usage(&self.runtime).await;
+                LocalAnswer::json(200, &serde_json::to_value(status).unwrap_or_default())
             }
             ("/", true) => LocalAnswer::bytes(
                 200,
                 "text/html; charset=utf-8",
-                Bytes::from(crate::status::render_html(&crate::status::collect(&self.runtime))),
+                Bytes::from(crate::status::render_html(&crate::status::collect_with_usage(&self.runtime).await)),
             )
             // The page needs nothing but its own inline styles.
             .header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
             .header("Cache-Control", "no-store"),
+            ("/usage", true) => self.usage(session).await?,
             ("/config/reload", _) if method == Method::POST => self.reload().await?,
             ("/cache/purge", _) if method == Method::POST => self.purge(session).await?,
             ("/config/reload" | "/cache/purge", _) => {
                 return Err(GatewayError::MethodNotAllowed { allow: vec![Method::POST] })
             }
-            ("/" | "/status" | "/health" | "/ready" | "/metrics" | "/config", false) => {
+            ("/" | "/status" | "/health" | "/ready" | "/metrics" | "/config" | "/usage", false) => {
                 return Err(GatewayError::MethodNotAllowed { allow: vec![Method::GET, Method::HEAD] })
             }
             _ => {
                 return Err(GatewayError::NotFound(
-                    "admin endpoints: GET / /status /health /ready /metrics /config, POST /config/reload /cache/purge"
+                    "admin endpoints: GET / /status /health /ready /metrics /config /usage, POST /config/reload /cache/purge"
                         .into(),
                 ))
             }

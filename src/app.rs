@@ -138,7 +138,8 @@ pub fn dry_run(checked: Checked, path: &Path) {
         loaded_at: std::time::SystemTime::now(),
     };
     let (upstreams, limits, metrics) = (Upstreams::default(), LimitStores::default(), Metrics::new());
-    drop(Snapshot::build(1, checked, source, auth, &upstreams, &limits, &metrics, &[]));
+    let partners = crate::partner::PartnerStores::new(metrics.quota.clone(), metrics.usage.clone());
+    drop(Snapshot::build(1, checked, source, auth, &upstreams, &limits, &metrics, &[], &partners));
 }
 
 /// Build and run the server until it shuts down (SIGTERM, SIGINT or an upgrade hand-over).
@@ -171,6 +172,8 @@ fn serve(checked: Checked, path: &Path, launch: Launch, fleet: Option<Arc<crate:
     let dns = crate::discovery::dns::DnsService::new(&runtime.dns, runtime.metrics.consul.dns_lookup_failures.clone());
     server.add_service(background_service("dns", dns));
     server.add_service(background_service("rate limit sweeper", LimitSweeper::new(runtime.limits.clone())));
+    let partners = crate::partner::PartnerService::new(runtime.partners.clone(), runtime.lifecycle.clone());
+    server.add_service(background_service("usage flusher", partners));
     let keys = KeyRefreshService::new(runtime.authenticator.subscribe(), runtime.metrics.auth.clone());
     server.add_service(background_service("jwks refresh", keys));
     if let Some(fleet) = &runtime.fleet {

@@ -70,6 +70,16 @@ pub(crate) enum GatewayError {
         /// The limit's request count (`RateLimit-Limit`).
         limit: u64,
     },
+    /// Over the quota of the consumer's plan (docs/plans.md "Headers").
+    #[error("{message}")]
+    QuotaExceeded {
+        /// Seconds to the window's end (`Retry-After`, `RateLimit-Reset`).
+        retry_after: u64,
+        /// The quota (`RateLimit-Limit`).
+        limit: u64,
+        /// What the quota is and when it resets.
+        message: String,
+    },
     /// Body larger than allowed.
     #[error("request body exceeds {limit} bytes")]
     PayloadTooLarge {
@@ -208,7 +218,7 @@ impl GatewayError {
             Self::UnsupportedMediaType(_) => 415,
             Self::MisdirectedRequest(_) => 421,
             Self::ConfigRefused(_) => 422,
-            Self::RateLimited { .. } => 429,
+            Self::RateLimited { .. } | Self::QuotaExceeded { .. } => 429,
             Self::HeadersTooLarge { .. } | Self::TooManyHeaderFields { .. } => 431,
             Self::Internal => 500,
             Self::BadGateway { .. } => 502,
@@ -238,6 +248,7 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::HeadersTooLarge { .. } | Self::TooManyHeaderFields { .. } => "request_header_fields_too_large",
             Self::Internal => "internal_error",
             Self::BadGateway { .. } => "bad_gateway",
@@ -370,6 +381,14 @@ impl GatewayError {
                 ),
             ),
             Self::RateLimited { retry_after, limit } => {
+                let reset = (*retry_after).max(1);
+                answer
+                    .header("Retry-After", reset)
+                    .header("RateLimit-Limit", *limit)
+                    .header("RateLimit-Remaining", 0)
+                    .header("RateLimit-Reset", reset)
+            }
+            Self::QuotaExceeded { retry_after, limit, .. } => {
                 let reset = (*retry_after).max(1);
                 answer
                     .header("Retry-After", reset)

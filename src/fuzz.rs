@@ -159,7 +159,7 @@ mod templates {
         ) {
             let Ok(template) = Template::parse(&text) else { return Ok(()) };
             let claim_of = |_: &str| Some(claim.clone());
-            let vars = Vars { request_id: "rid", client_ip: ip, route: "r", elapsed: Duration::from_millis(3), claim: &claim_of };
+            let vars = Vars { request_id: "rid", client_ip: ip, route: "r", elapsed: Duration::from_millis(3), claim: &claim_of, tenant: None };
             // A rendered header value is always valid header text (or refused as a whole).
             if let Some(value) = template.render(&vars) {
                 prop_assert!(!value.as_bytes().iter().any(|b| matches!(b, b'\r' | b'\n' | 0)));

@@ -38,11 +38,10 @@ pub(crate) mod lifecycle;
 pub(crate) mod nats;
 pub(crate) mod normalize;
 pub mod observability;
+pub(crate) mod partner;
 pub mod policy;
 pub(crate) mod proxy;
 pub(crate) mod proxy_protocol;
-// The core of issue 29 (plans and quotas), wired into the proxy, admin and status in a later step.
-#[allow(dead_code)]
 pub(crate) mod quota;
 pub(crate) mod ratelimit;
 pub(crate) mod redirect;
@@ -59,8 +58,5 @@ pub(crate) mod trace;
 pub(crate) mod transform;
 pub mod upgrade;
 pub(crate) mod upstream;
-pub mod waf;
-// The core of issue 29 (usage records), wired into the proxy, admin and status in a later step;
-// `siger usage` is wired.
-#[allow(dead_code)]
 pub mod usage;
+pub mod waf;

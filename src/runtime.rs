@@ -16,6 +16,7 @@ use crate::discovery::DiscoveryControl;
 use crate::jobs::Jobs;
 use crate::lifecycle::Lifecycle;
 use crate::observability::Metrics;
+use crate::partner::PartnerStores;
 use crate::ratelimit::LimitStores;
 use crate::snapshot::{self, Checked, Snapshot, Source};
 use crate::tls::TlsEdge;
@@ -56,6 +57,8 @@ pub(crate) struct Runtime {
     pub(crate) jobs: Option<Arc<Jobs>>,
     pub(crate) upstreams: Upstreams,
     pub(crate) limits: Arc<LimitStores>,
+    /// Quota counters, usage records and their clock (docs/plans.md), kept across reloads.
+    pub(crate) partners: Arc<PartnerStores>,
     pub(crate) discovery: DiscoveryControl,
     /// The authenticator in force, for the key refresher (sent at start and on every commit).
     pub(crate) authenticator: watch::Sender<Option<Arc<Authenticator>>>,
@@ -126,13 +129,15 @@ impl Runtime {
         let metrics = Metrics::new();
         let upstreams = Upstreams::default();
         let limits = Arc::new(LimitStores::default());
+        let partners = Arc::new(PartnerStores::new(metrics.quota.clone(), metrics.usage.clone()));
         let running = fleet.as_ref().and_then(|f| f.running());
         let source = source_of(path, config, running.as_ref().map(|(_, document)| &**document));
-        let snapshot = Snapshot::build(1, checked, source, auth, &upstreams, &limits, &metrics, &[]);
+        let snapshot = Snapshot::build(1, checked, source, auth, &upstreams, &limits, &metrics, &[], &partners);
         let (services, upstream_tls) = (&snapshot.config.services, &snapshot.compiled.upstream_tls);
         discovery.seed(services, &snapshot.pools);
         upstreams.commit(services, upstream_tls, &snapshot.pools);
         limits.commit(&snapshot.limiter, &snapshot.config);
+        partners.commit(snapshot.program.as_ref(), None);
         discovery.want(services, &snapshot.pools);
         let dns = DnsControl::default();
         dns.prime_at_start(&snapshot.config, &snapshot.pools, &metrics.consul.dns_lookup_failures);
@@ -162,6 +167,7 @@ impl Runtime {
             jobs,
             upstreams,
             limits,
+            partners,
             discovery,
             dns,
             reloading: tokio::sync::Mutex::new(()),
@@ -248,7 +254,17 @@ impl Runtime {
         let auth = plan_auth(config, &previous).await.map_err(|e| vec![e])?;
         let generation = self.generations.load(Ordering::Relaxed) + 1;
         let (upstreams, limits, metrics) = (&self.upstreams, &self.limits, &self.metrics);
-        let snapshot = Snapshot::build(generation, checked, source, auth, upstreams, limits, metrics, &previous.pools);
+        let snapshot = Snapshot::build(
+            generation,
+            checked,
+            source,
+            auth,
+            upstreams,
+            limits,
+            metrics,
+            &previous.pools,
+            &self.partners,
+        );
         self.discovery.prepare(&snapshot.config.services, &snapshot.pools, DISCOVERY_PRIME).await;
         self.dns.prepare(&snapshot.config, &snapshot.pools, DISCOVERY_PRIME).await;
         // A file rewritten while it was read (an editor or copy still at work) is not applied:
@@ -263,6 +279,7 @@ impl Runtime {
         self.generations.store(generation, Ordering::Relaxed);
         self.upstreams.commit(&snapshot.config.services, &snapshot.compiled.upstream_tls, &snapshot.pools);
         self.limits.commit(&snapshot.limiter, &snapshot.config);
+        self.partners.commit(snapshot.program.as_ref(), previous.compiled.plans.as_deref());
         self.discovery.want(&snapshot.config.services, &snapshot.pools);
         self.dns.want(&snapshot.config, &snapshot.pools);
         let listeners = &snapshot.config.listeners;

@@ -30,6 +30,9 @@ pub(crate) struct Status {
     pub(crate) consul: Option<Link>,
     /// The config store followed (`config_source`), if any.
     pub(crate) source: Option<crate::config_store::gateway::SourceView>,
+    /// The partner program's usage (docs/plans.md "Status page"); absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) usage: Option<crate::usage::view::UsageView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -219,7 +222,21 @@ pub(crate) fn collect(runtime: &Runtime) -> Status {
         nats,
         consul,
         source: runtime.fleet.as_ref().map(|f| f.view()),
+        usage: None,
     }
+}
+
+/// [`collect`], with the usage section when the configuration has a partner program (one
+/// store round trip for today's top consumers).
+pub(crate) async fn collect_with_usage(runtime: &Runtime) -> Status {
+    let mut status = collect(runtime);
+    let snap = runtime.current();
+    if let Some(program) = &snap.program {
+        let board = &runtime.partners.board;
+        status.usage =
+            Some(crate::usage::view::collect(program.usage(), board, program.minutes(), program.now_ms()).await);
+    }
+    status
 }
 
 /// Text safe inside HTML elements and attribute values.
@@ -368,7 +385,8 @@ pub(crate) fn render_html(status: &Status) -> String {
         }
         out.push_str("</tr>");
     }
-    out.push_str("</table></body></html>\n");
+    let usage = status.usage.as_ref().map(crate::usage::view::render).unwrap_or_default();
+    let _ = writeln!(out, "</table>{usage}</body></html>");
     out
 }
 
@@ -462,6 +480,7 @@ mod tests {
             nats: None,
             consul: Some(Link { state: "ok", detail: "0 failed requests since start".into() }),
             source: None,
+            usage: None,
         }
     }
 

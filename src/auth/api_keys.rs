@@ -32,6 +32,10 @@ struct RawEntry {
     consumer: String,
     #[serde(default)]
     roles: Vec<String>,
+    /// The consumer's plan (checked against `plans` where the file is loaded).
+    plan: Option<String>,
+    /// The consumer's tenant (`$tenant`).
+    tenant: Option<String>,
 }
 
 /// Keys by the first 8 bytes of their digest: (full digest, the consumer's identity).
@@ -44,6 +48,8 @@ pub struct ApiKeyTable {
     file_digest: [u8; 32],
     /// Number of keys.
     pub len: usize,
+    /// The plans entries name: (entry number, plan).
+    plans: Vec<(usize, Arc<str>)>,
 }
 
 impl fmt::Debug for ApiKeyTable {
@@ -82,9 +88,11 @@ impl ApiKeyTable {
         let entries: Vec<RawEntry> = if text.iter().all(u8::is_ascii_whitespace) {
             Vec::new()
         } else {
-            serde_yaml::from_slice(text).map_err(|e| format!("not a list of {{sha256, consumer, roles}}: {e}"))?
+            serde_yaml::from_slice(text)
+                .map_err(|e| format!("not a list of {{sha256, consumer, roles, plan, tenant}}: {e}"))?
         };
         let mut buckets = Buckets::new();
+        let mut plans = Vec::new();
         for (i, entry) in entries.iter().enumerate() {
             let mut digest = [0u8; 32];
             if hex::decode_to_slice(entry.sha256.trim(), &mut digest).is_err() {
@@ -96,6 +104,20 @@ impl ApiKeyTable {
             };
             if consumer.is_empty() || consumer.len() > 128 {
                 return Err(format!("entry {i}: `consumer` must be 1 to 128 characters"));
+            }
+            if consumer.starts_with("telegram:") {
+                return Err(format!(
+                    "entry {i}: `consumer` names starting `telegram:` are Telegram users' (docs/plans.md)"
+                ));
+            }
+            if let Some(tenant) = entry.tenant.as_deref().filter(|t| !crate::config::is_plan_or_tenant_name(t)) {
+                return Err(format!(
+                    "entry {i}: `tenant` `{tenant}` is not a tenant name (1 to 64 of A-Z a-z 0-9 . _ -)"
+                ));
+            }
+            let plan: Option<Arc<str>> = entry.plan.as_deref().map(Arc::from);
+            if let Some(plan) = &plan {
+                plans.push((i, plan.clone()));
             }
             let bucket = buckets.entry(prefix(&digest)).or_default();
             if bucket.iter().any(|(d, _)| *d == digest) {
@@ -111,10 +133,17 @@ impl ApiKeyTable {
                 roles: entry.roles.clone(),
                 claims,
                 forward: vec![(CONSUMER_HEADER, value)],
+                plan,
+                tenant: entry.tenant.as_deref().map(Arc::from),
             };
             bucket.push((digest, Arc::new(identity)));
         }
-        Ok(ApiKeyTable { buckets, file_digest: Sha256::digest(text).into(), len: entries.len() })
+        Ok(ApiKeyTable { buckets, file_digest: Sha256::digest(text).into(), len: entries.len(), plans })
+    }
+
+    /// The plans the entries name, with their entry numbers (`-t` checks them against `plans`).
+    pub(crate) fn named_plans(&self) -> &[(usize, Arc<str>)] {
+        &self.plans
     }
 
     /// The consumer of the key in `header`; `Ok(None)` when the request has none.
@@ -211,5 +240,22 @@ mod tests {
         assert!(e.contains("entry 1") && e.contains("twice"), "{e}");
         let e = ApiKeyTable::parse(b"- {sha256: x, consumer: a, extra: 1}").expect_err("error");
         assert!(e.contains("extra"), "{e}");
+        let e = ApiKeyTable::parse(format!("- {{sha256: {d}, consumer: a, tenant: \"a b\"}}").as_bytes())
+            .expect_err("error");
+        assert!(e.contains("entry 0") && e.contains("not a tenant name"), "{e}");
+        let e =
+            ApiKeyTable::parse(format!("- {{sha256: {d}, consumer: \"telegram:1\"}}").as_bytes()).expect_err("error");
+        assert!(e.contains("entry 0") && e.contains("Telegram"), "{e}");
+    }
+
+    #[test]
+    fn entries_name_their_plan_and_tenant() {
+        let (key, entry) = new_key("acme", &[]);
+        let entry = entry.replace('}', ", plan: pro, tenant: acme-corp}");
+        let table = ApiKeyTable::parse(format!("{entry}\n").as_bytes()).expect("parses");
+        assert_eq!(table.named_plans(), [(0, Arc::from("pro"))]);
+        let header = HeaderName::from_static("x-api-key");
+        let id = table.authenticate(&headers("x-api-key", &[&key]), &header).expect("ok").expect("some");
+        assert_eq!((id.plan.as_deref(), id.tenant.as_deref()), (Some("pro"), Some("acme-corp")));
     }
 }

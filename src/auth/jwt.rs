@@ -170,7 +170,10 @@ impl Verifier {
             }
         }
         let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-        Ok((Identity { scheme: super::Scheme::Jwt, sub, roles, claims, forward }, exp.saturating_add(self.leeway)))
+        Ok((
+            Identity { scheme: super::Scheme::Jwt, sub, roles, claims, forward, plan: None, tenant: None },
+            exp.saturating_add(self.leeway),
+        ))
     }
 }
 

@@ -47,6 +47,10 @@ pub(crate) struct Identity {
     pub(crate) claims: Map<String, Value>,
     /// Headers sent upstream, from `auth.jwt.forward`.
     pub(crate) forward: Vec<(HeaderName, HeaderValue)>,
+    /// The plan the API-key file names for this consumer (docs/plans.md); it wins over a claim.
+    pub(crate) plan: Option<Arc<str>>,
+    /// The tenant the API-key file names (`$tenant`).
+    pub(crate) tenant: Option<Arc<str>>,
 }
 
 impl Identity {

@@ -128,6 +128,8 @@ impl TelegramVerifier {
             roles: self.roles.clone(),
             claims: all,
             forward,
+            plan: None,
+            tenant: None,
         })
     }
 }

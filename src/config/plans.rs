@@ -2,8 +2,8 @@
 //! read straight from the file. The `quota` module turns them into working objects
 //! (`quota::Plans::compile`) where a snapshot is built; `usage` reads [`UsageSettings`] as it is.
 //!
-//! Not yet read by the loader: `raw.rs` gains `plans`, `consumers`, `usage` at the top level and
-//! `quota_cost` on a route, and `-t` checks what [`PlanSettings`] cannot say alone (see
+//! `raw.rs` reads them (`plans`, `consumers`, `usage` at the top level, `quota_cost` on a
+//! route) and `validate/plans.rs` checks what [`PlanSettings`] cannot say alone (see
 //! docs/plans.md "What `-t` checks"). Every struct rejects unknown keys, as the rest of the file
 //! does.
 
@@ -138,6 +138,19 @@ fn default_flush_interval() -> Duration {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     Ok(ConfDuration::deserialize(d)?.0)
+}
+
+/// Longest plan or tenant name.
+const MAX_NAME: usize = 64;
+
+/// Whether `name` is a plan or tenant name: 1 to 64 of `A-Z a-z 0-9 . _ -`. Such a name is
+/// safe in a header value, a path segment, a metric label and a Redis key.
+pub fn is_plan_or_tenant_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name != "."
+        && name != ".."
 }
 
 /// `routes[].quota_cost`: how many requests one request of the route counts as (default 1).

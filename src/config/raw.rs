@@ -29,6 +29,10 @@ pub(crate) struct RawConfig {
     pub(crate) tracing: Option<RawTracing>,
     pub(crate) waf: Option<super::waf::RawWaf>,
     #[serde(default)]
+    pub(crate) plans: super::plans::PlansSettings,
+    pub(crate) consumers: Option<super::plans::ConsumersSettings>,
+    pub(crate) usage: Option<super::plans::UsageSettings>,
+    #[serde(default)]
     pub(crate) services: BTreeMap<String, RawService>,
     #[serde(default)]
     pub(crate) routes: Vec<RawRoute>,
@@ -463,6 +467,7 @@ pub(crate) struct RawRoute {
     pub(crate) waf: Option<super::waf::WafMode>,
     pub(crate) waf_exclude: Option<Vec<u32>>,
     pub(crate) transform: Option<super::TransformSettings>,
+    pub(crate) quota_cost: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -124,6 +124,8 @@ mod tests {
             claims: Default::default(),
             forward: Vec::new(),
             scheme: Default::default(),
+            plan: None,
+            tenant: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Header rules (ARCHITECTURE.md §7.4): `set`, `add` and `remove` on the request sent upstream
 //! and on the response sent to the client, with values built from templates compiled once per
-//! configuration (`$request_id`, `$client_ip`, `$route`, `$duration_ms`, `$claim_<name>`).
+//! configuration (`$request_id`, `$client_ip`, `$route`, `$duration_ms`, `$tenant`, `$claim_<name>`).
 //! The rules and templates are plain data of the config (parsed there); rendering and applying
 //! them per request is here.
 
@@ -63,6 +63,11 @@ impl Template {
                         value(&v, &mut out);
                     }
                 }
+                Piece::Tenant => {
+                    if let Some(tenant) = vars.tenant {
+                        value(tenant, &mut out);
+                    }
+                }
             }
         }
         out
@@ -76,6 +81,8 @@ pub(crate) struct Vars<'a> {
     pub(crate) route: &'a str,
     pub(crate) elapsed: Duration,
     pub(crate) claim: &'a dyn Fn(&str) -> Option<String>,
+    /// The consumer's tenant (`$tenant`).
+    pub(crate) tenant: Option<&'a str>,
 }
 
 impl HeaderRules {
@@ -135,6 +142,7 @@ mod tests {
             route: "catalog",
             elapsed: Duration::from_micros(12_345),
             claim,
+            tenant: Some("acme"),
         }
     }
 
@@ -146,6 +154,10 @@ mod tests {
                 .expect("valid");
         assert_eq!(t.render(&vars(&claim)).expect("value"), "id=r-1 ip=10.0.0.1 r=catalog t=12.345 ten=acme x= $5");
         assert_eq!(Template::parse("plain").expect("valid"), Template(vec![Piece::Text("plain".into())]));
+        let tenant = Template::parse("org=$tenant").expect("valid");
+        assert_eq!(tenant.render(&vars(&claim)).expect("value"), "org=acme");
+        let without = Vars { tenant: None, ..vars(&claim) };
+        assert_eq!(tenant.render(&without).expect("value"), "org=");
         assert!(matches!(Template::parse("$nope"), Err(TemplateError::UnknownVariable(v)) if v == "nope"));
         assert_eq!(Template::parse("a\nb"), Err(TemplateError::NotHeaderText));
     }

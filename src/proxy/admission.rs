@@ -1,10 +1,11 @@
 //! Who may make a request: authentication, roles and the rate limit of the matched route.
 
-use super::{Gateway, RequestState};
+use super::{partner, Gateway, RequestState};
 use crate::auth;
-use crate::config::{AuthMode, RouteTarget};
+use crate::config::{AuthMode, LimitKey, RouteId, RouteTarget};
 use crate::errors::GatewayError;
-use crate::ratelimit::{self, Outcome, StoreError};
+use crate::observability::Metrics;
+use crate::ratelimit::{self, Decision, Outcome, StoreError};
 use crate::snapshot::Snapshot;
 use pingora::http::RequestHeader;
 
@@ -52,29 +53,71 @@ impl Gateway {
                 });
             }
         }
-        let Some(rule) = snap.limiter.rule(route_id).filter(|_| !background) else { return Ok(()) };
-        let key = ratelimit::client_key(&rule.key, state.identity.as_deref(), state.client.ip, &req.headers)?;
-        match snap.limiter.check(route_id, &key).await {
-            Outcome::Unlimited => Ok(()),
-            Outcome::Checked(d) => {
-                state.rate_limit = Some(d);
-                if d.allowed {
-                    return Ok(());
-                }
-                snap.metrics.rate_limited(Some(route_id));
-                Err(GatewayError::RateLimited { retry_after: d.reset, limit: d.limit })
+        if background {
+            return Ok(());
+        }
+        // Known before any refusal: a refused request is in its consumer's usage too.
+        state.member = match (&snap.program, state.identity.as_deref()) {
+            (Some(program), Some(identity)) => partner::member(program, identity)?,
+            _ => None,
+        };
+        let route_limit = match snap.limiter.rule(route_id) {
+            Some(rule) => {
+                let key = ratelimit::client_key(&rule.key, state.identity.as_deref(), state.client.ip, &req.headers)?;
+                limited(snap, metrics, route_id, snap.limiter.check(route_id, &key).await)?
             }
-            Outcome::StoreFailed { allow, error } => {
-                metrics.rate_limit_store_errors.inc();
-                // While cooling down the failure was already logged.
-                if !matches!(error, StoreError::CoolingDown) {
-                    log::warn!("rate limit store failed ({}): {error}", if allow { "allowing" } else { "denying" });
+            None => None,
+        };
+        if let (Some(program), Some(member)) = (&snap.program, state.member.as_ref()) {
+            let plan_limit = match member.plan {
+                Some(plan) => {
+                    let key = ratelimit::client_key(
+                        &LimitKey::Consumer,
+                        state.identity.as_deref(),
+                        state.client.ip,
+                        &req.headers,
+                    )?;
+                    limited(snap, metrics, route_id, snap.limiter.check_plan(plan, &key).await)?
                 }
-                if allow {
-                    Ok(())
-                } else {
-                    Err(GatewayError::Unavailable { message: "rate limit store unavailable".into(), retry_after: 1 })
-                }
+                None => None,
+            };
+            let quota = program.check(member, route.quota_cost).await?;
+            state.rate_limit = partner::headers(route_limit, plan_limit, quota);
+        } else {
+            state.rate_limit = route_limit;
+        }
+        Ok(())
+    }
+}
+
+/// What a rate limit's outcome means for the request: the decision of an admitted request (its
+/// `RateLimit-*` headers), or the refusal (counted on `route`, whether its own limit or its
+/// consumer's plan's refused it).
+fn limited(
+    snap: &Snapshot,
+    metrics: &Metrics,
+    route: RouteId,
+    outcome: Outcome,
+) -> Result<Option<Decision>, GatewayError> {
+    match outcome {
+        Outcome::Unlimited => Ok(None),
+        Outcome::Checked(d) => {
+            if d.allowed {
+                return Ok(Some(d));
+            }
+            snap.metrics.rate_limited(Some(route));
+            Err(GatewayError::RateLimited { retry_after: d.reset, limit: d.limit })
+        }
+        Outcome::StoreFailed { allow, error } => {
+            metrics.rate_limit_store_errors.inc();
+            // While cooling down the failure was already logged.
+            if !matches!(error, StoreError::CoolingDown) {
+                log::warn!("rate limit store failed ({}): {error}", if allow { "allowing" } else { "denying" });
+            }
+            if allow {
+                Ok(None)
+            } else {
+                Err(GatewayError::Unavailable { message: "rate limit store unavailable".into(), retry_after: 1 })
             }
         }
     }

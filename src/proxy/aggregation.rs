@@ -98,6 +98,7 @@ fn part_requests(
         route,
         elapsed: state.started.elapsed(),
         claim: &claim,
+        tenant: state.member.as_ref().and_then(|m| m.tenant.as_deref()),
     };
     settings
         .parts

@@ -16,7 +16,8 @@
 
 use super::jobs::{read_body, Failure};
 use super::local::refuse;
-use super::{attempts, inspection, policies, Gateway, RequestCtx, RequestState};
+use super::policies::{self, with_vars};
+use super::{attempts, inspection, Gateway, RequestCtx, RequestState};
 use crate::config::WafMode;
 use crate::errors::{GatewayError, UpstreamErrorKind};
 use crate::policy::headers::Vars;
@@ -45,19 +46,6 @@ pub(crate) fn request_error(e: TransformError) -> GatewayError {
         TransformError::UnsupportedMediaType(_) => GatewayError::UnsupportedMediaType(e.to_string()),
         other => GatewayError::BadRequest(format!("the body cannot be transformed: {other}")),
     }
-}
-
-/// The §7.4 variables of this request, for `set` and `status` bodies.
-fn with_vars<T>(snap: &Snapshot, state: &RequestState, f: impl FnOnce(&Vars<'_>) -> T) -> T {
-    let claim = |name: &str| state.identity.as_ref().and_then(|i| i.claim_text(name));
-    let vars = Vars {
-        request_id: &state.request_id,
-        client_ip: &state.client.ip_text,
-        route: state.route.map_or("-", |r| snap.route(r).label.as_str()),
-        elapsed: state.started.elapsed(),
-        claim: &claim,
-    };
-    f(&vars)
 }
 
 /// Transform a whole request body (the route has `transform.request`).

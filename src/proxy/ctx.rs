@@ -69,6 +69,8 @@ pub(crate) struct RequestState {
     pub(crate) identity: Option<Arc<Identity>>,
     /// `request_filter`: the rate-limit verdict; `response_filter` turns it into headers.
     pub(crate) rate_limit: Option<ratelimit::Decision>,
+    /// Who the request counts as in the partner program (consumer, plan, tenant).
+    pub(crate) member: Option<crate::partner::Member>,
     /// Any phase: a refusal decided by the gateway (not an upstream failure), answered by
     /// `fail_to_proxy`.
     pub(crate) refusal: Option<GatewayError>,
@@ -175,6 +177,7 @@ impl RequestCtx {
                 upstream_uri: None,
                 identity: None,
                 rate_limit: None,
+                member: None,
                 refusal: None,
                 error_code: None,
             },

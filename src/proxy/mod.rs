@@ -17,6 +17,7 @@ mod grpc;
 mod inspection;
 mod jobs;
 mod local;
+mod partner;
 mod policies;
 mod proxied;
 mod validation;
@@ -562,6 +563,9 @@ impl ProxyHttp for Gateway {
         // A background fill tells the requests waiting on it what it came to.
         if let Some(held) = state.cache.background_fill.take() {
             held.release(session.cache.phase());
+        }
+        if let Some(program) = snap.program.as_ref().filter(|_| !background) {
+            partner::record(program, state, status, session.body_bytes_read() as u64, session.body_bytes_sent() as u64);
         }
         let req = session.req_header();
         snap.metrics.observe_request(&self.runtime.metrics, state.route, &req.method, status, elapsed.as_secs_f64());

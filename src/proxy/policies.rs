@@ -22,7 +22,8 @@ fn route<'a>(snap: &'a Snapshot, state: &RequestState) -> Option<&'a RouteSettin
     state.route.map(|r| snap.route(r))
 }
 
-fn with_vars<T>(snap: &Snapshot, state: &RequestState, f: impl FnOnce(&Vars<'_>) -> T) -> T {
+/// The §7.4 variables of this request (header rules, transform templates).
+pub(super) fn with_vars<T>(snap: &Snapshot, state: &RequestState, f: impl FnOnce(&Vars<'_>) -> T) -> T {
     let claim = |name: &str| state.identity.as_ref().and_then(|i| i.claim_text(name));
     let vars = Vars {
         request_id: &state.request_id,
@@ -30,6 +31,7 @@ fn with_vars<T>(snap: &Snapshot, state: &RequestState, f: impl FnOnce(&Vars<'_>)
         route: route(snap, state).map_or("-", |r| r.label.as_str()),
         elapsed: state.started.elapsed(),
         claim: &claim,
+        tenant: state.member.as_ref().and_then(|m| m.tenant.as_deref()),
     };
     f(&vars)
 }

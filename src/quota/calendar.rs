@@ -67,6 +67,7 @@ impl Span {
         (left_ms.max(0) as u64).div_ceil(1000).max(1)
     }
 
+    #[cfg(test)]
     /// The window's start as RFC 3339 (`2026-12-01T00:00:00Z`), for messages and rows.
     pub(crate) fn start_text(&self) -> String {
         rfc3339(self.start)

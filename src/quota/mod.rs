@@ -10,8 +10,8 @@
 //! page), `observability::metrics::quota` (per-plan series only). [`Quotas`] holds one configuration's plans over
 //! the store, which outlives configurations.
 //!
-//! Not wired yet: the proxy's request phase calls [`Quotas::check`] after authentication and the
-//! rate limit; see docs/plans.md "Wiring" for the steps.
+//! Wired by `crate::partner`: the proxy's request phase resolves the consumer's plan after
+//! authentication and checks its quota after the rate limits; `logging` records its usage.
 
 pub(crate) mod board;
 pub(crate) mod calendar;
@@ -79,6 +79,7 @@ impl Outcome {
         }
     }
 
+    #[cfg(test)]
     /// Whether the request may pass its quota.
     pub(crate) fn passes(&self) -> bool {
         match self {
@@ -171,11 +172,6 @@ impl Quotas {
     /// The plans.
     pub(crate) fn plans(&self) -> &Plans {
         &self.plans
-    }
-
-    /// Now, by this configuration's clock (Unix ms).
-    pub(crate) fn now_ms(&self) -> i64 {
-        self.clock.now_ms()
     }
 
     /// Count one request of `consumer` on `plan` as `cost` units (the route's `quota_cost`).

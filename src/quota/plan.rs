@@ -76,17 +76,9 @@ pub(crate) enum TenantError {
     },
 }
 
-/// Longest plan or tenant name.
-const MAX_NAME: usize = 64;
-
-/// Whether `name` is a plan or tenant name: 1 to 64 of `A-Z a-z 0-9 . _ -`. Such a name is
-/// safe in a header value, a path segment, a metric label and a Redis key.
+/// Whether `name` is a plan or tenant name (see `config::is_plan_or_tenant_name`).
 pub(crate) fn is_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        && name != "."
-        && name != ".."
+    crate::config::is_plan_or_tenant_name(name)
 }
 
 impl Plans {
@@ -149,11 +141,6 @@ impl Plans {
             default_plan,
             tenant_claim: consumers.tenant_claim.clone(),
         })
-    }
-
-    /// Whether there is any plan (else nothing of this module runs for a request).
-    pub(crate) fn is_empty(&self) -> bool {
-        self.plans.is_empty()
     }
 
     /// Every plan, in name order (for per-plan metrics).

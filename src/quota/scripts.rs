@@ -22,6 +22,19 @@ pub(crate) trait Scripts: Send + Sync + std::fmt::Debug {
     ) -> Result<redis::Value, StoreError>;
 }
 
+/// The rate limiter's store runs quota and usage scripts as it runs its own checks.
+#[async_trait::async_trait]
+impl Scripts for crate::ratelimit::RedisStore {
+    async fn invoke(
+        &self,
+        script: &redis::Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<redis::Value, StoreError> {
+        crate::ratelimit::RedisStore::invoke(self, script, keys, args).await
+    }
+}
+
 /// Longest consumer name kept verbatim in a key; longer ones are hashed.
 const MAX_PLAIN: usize = 96;
 

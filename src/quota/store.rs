@@ -234,6 +234,7 @@ impl LocalCounters {
         }
     }
 
+    #[cfg(test)]
     /// Consumers held.
     pub(crate) fn len(&self) -> usize {
         self.held.load(Ordering::Relaxed)

@@ -53,6 +53,8 @@ struct RouteLimit {
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
     routes: Vec<Option<RouteLimit>>,
+    /// Each plan's rate limit (counted per consumer), by plan id (docs/plans.md).
+    plans: Vec<Option<RouteLimit>>,
     redis: Option<Arc<RedisStore>>,
     on_store_error: OnStoreError,
     budget: Arc<KeyBudget>,
@@ -81,7 +83,14 @@ impl LimitStores {
     /// The limits of `config`, reusing the tables of unchanged limits and the Redis store when
     /// its settings are the same (its connections stay warm); otherwise `fresh`, the store the
     /// snapshot built for this config. Changes nothing yet (see [`LimitStores::commit`]).
-    pub(crate) fn plan(&self, config: &Config, fresh: Option<&Arc<RedisStore>>) -> RateLimiter {
+    /// `plan_rules` are the rate limits of the configuration's plans, by plan id: each counts
+    /// in a namespace of its own (`plan:<name>`), as routes' limits do.
+    pub(crate) fn plan(
+        &self,
+        config: &Config,
+        fresh: Option<&Arc<RedisStore>>,
+        plan_rules: &[(&str, Option<&LimitRule>)],
+    ) -> RateLimiter {
         let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         let redis = match &config.rate_limit.store {
             RateLimitStore::Redis(settings) => {
@@ -109,7 +118,29 @@ impl LimitStores {
                 })
             })
             .collect();
-        RateLimiter { routes, redis, on_store_error: config.rate_limit.on_store_error, budget: self.budget.clone() }
+        let plans = plan_rules
+            .iter()
+            .map(|(name, rule)| {
+                rule.map(|rule| {
+                    let namespace =
+                        format!("plan:{}:{}/{}", serde_json::json!(name), rule.requests, rule.per.as_millis());
+                    let table = redis.is_none().then(|| {
+                        tables
+                            .get(&namespace)
+                            .cloned()
+                            .unwrap_or_else(|| Arc::new(LocalTable::new(rule.per, self.budget.clone())))
+                    });
+                    RouteLimit { namespace, table, rule: rule.clone() }
+                })
+            })
+            .collect();
+        RateLimiter {
+            routes,
+            plans,
+            redis,
+            on_store_error: config.rate_limit.on_store_error,
+            budget: self.budget.clone(),
+        }
     }
 
     /// Forget stale keys in every table (every second, so tables no request touches give
@@ -126,7 +157,7 @@ impl LimitStores {
     pub(crate) fn commit(&self, limiter: &RateLimiter, config: &Config) {
         let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         tables.clear();
-        for limit in limiter.routes.iter().flatten() {
+        for limit in limiter.routes.iter().chain(&limiter.plans).flatten() {
             if let Some(table) = &limit.table {
                 tables.insert(limit.namespace.clone(), table.clone());
             }
@@ -171,9 +202,24 @@ impl RateLimiter {
         self.routes.get(route).and_then(|r| r.as_ref()).map(|r| &r.rule)
     }
 
+    /// The shared store checks go to (`rate_limit.store: redis`): quotas and usage use it too.
+    pub(crate) fn redis_store(&self) -> Option<&Arc<RedisStore>> {
+        self.redis.as_ref()
+    }
+
     /// Count one request of `route` for the client `key` (see [`client_key`]).
     pub(crate) async fn check(&self, route: RouteId, key: &str) -> Outcome {
-        let Some(limit) = self.routes.get(route).and_then(|r| r.as_ref()) else { return Outcome::Unlimited };
+        self.check_limit(self.routes.get(route).and_then(|r| r.as_ref()), key).await
+    }
+
+    /// Count one request of a consumer (`key`, see [`client_key`] with `LimitKey::Consumer`)
+    /// against its plan's rate limit.
+    pub(crate) async fn check_plan(&self, plan: usize, key: &str) -> Outcome {
+        self.check_limit(self.plans.get(plan).and_then(|r| r.as_ref()), key).await
+    }
+
+    async fn check_limit(&self, limit: Option<&RouteLimit>, key: &str) -> Outcome {
+        let Some(limit) = limit else { return Outcome::Unlimited };
         let (requests, per) = (limit.rule.requests, limit.rule.per);
         match &self.redis {
             None => match &limit.table {

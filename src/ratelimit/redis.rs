@@ -392,6 +392,39 @@ impl RedisStore {
 
     /// Count one request for `key` if it fits in `limit` per `per`.
     pub(crate) async fn check(&self, key: &str, limit: u64, per: Duration) -> Result<Decision, StoreError> {
+        let per_ms = per.as_millis().max(1) as u64;
+        let reply = self.invoke(&self.script, &[key.to_string()], &[limit.to_string(), per_ms.to_string()]).await?;
+        let numbers: Option<Vec<i64>> = match &reply {
+            redis::Value::Array(items) => items
+                .iter()
+                .map(|v| match v {
+                    redis::Value::Int(n) => Some(*n),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        };
+        let Some([admitted, prev, curr, elapsed]) = numbers.as_deref().and_then(|n| <[i64; 4]>::try_from(n).ok())
+        else {
+            return Err(StoreError::Redis(format!("unexpected script reply {reply:?}")));
+        };
+        let usage = Usage {
+            prev: prev.max(0) as u64,
+            curr: curr.max(0) as u64,
+            fraction: (elapsed.max(0) as f64 / per_ms as f64).min(1.0),
+        };
+        Ok(super::window::decide(admitted == 1, limit, per, usage))
+    }
+
+    /// Run `script` with `keys` (one hash tag) and `args` on the store: the rate limits' checks,
+    /// and quotas' and usage's scripts, alike — one timeout, the cool-down after a failure,
+    /// the Sentinel retry on a new master and the Cluster link.
+    pub(crate) async fn invoke(
+        &self,
+        script: &redis::Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<redis::Value, StoreError> {
         if now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
             // A connection to another node found since the failure (the sentinels named the new
             // master) ends the cool-down: it spares requests a failing node, not a live one.
@@ -404,42 +437,27 @@ impl RedisStore {
                 return Err(StoreError::CoolingDown);
             }
         }
-        let result = self.eval(key, limit, per).await;
+        let call = Call { script, keys, args };
+        let result = self.eval(&call).await;
         if result.is_err() {
             self.skip_until_ms.store(now_ms() + COOL_DOWN.as_millis() as u64, Ordering::Relaxed);
         }
         result
     }
 
-    async fn eval(&self, key: &str, limit: u64, per: Duration) -> Result<Decision, StoreError> {
-        let per_ms = per.as_millis().max(1) as u64;
-        let reply = match (&self.finder, &self.settings.topology) {
+    async fn eval(&self, call: &Call<'_>) -> Result<redis::Value, StoreError> {
+        match (&self.finder, &self.settings.topology) {
             (None, RedisTopology::Single { url }) => {
                 let mut conn = self.single(url)?;
-                self.run(&mut conn, key, limit, per_ms, tokio::time::Instant::now() + self.timeout).await?
+                self.run(&mut conn, call, tokio::time::Instant::now() + self.timeout).await
             }
-            (Some(finder), _) => self.eval_found(finder, key, limit, per_ms).await?,
-            (None, _) => return Err(StoreError::Client("no connection for this topology".into())),
-        };
-        let [admitted, prev, curr, elapsed] = reply[..] else {
-            return Err(StoreError::Redis(format!("unexpected script reply {reply:?}")));
-        };
-        let usage = Usage {
-            prev: prev.max(0) as u64,
-            curr: curr.max(0) as u64,
-            fraction: (elapsed.max(0) as f64 / per_ms as f64).min(1.0),
-        };
-        Ok(super::window::decide(admitted == 1, limit, per, usage))
+            (Some(finder), _) => self.eval_found(finder, call).await,
+            (None, _) => Err(StoreError::Client("no connection for this topology".into())),
+        }
     }
 
-    /// A check on a Sentinel or cluster deployment; a failure is remembered with its node.
-    async fn eval_found(
-        &self,
-        finder: &Arc<Finder>,
-        key: &str,
-        limit: u64,
-        per_ms: u64,
-    ) -> Result<Vec<i64>, StoreError> {
+    /// A call on a Sentinel or cluster deployment; a failure is remembered with its node.
+    async fn eval_found(&self, finder: &Arc<Finder>, call: &Call<'_>) -> Result<redis::Value, StoreError> {
         let fail = |node: Option<Arc<str>>, e: StoreError| {
             if let Ok(mut failed) = self.failed.lock() {
                 *failed = Some((finder.generation.load(Ordering::Relaxed), node));
@@ -451,7 +469,7 @@ impl RedisStore {
         let Some(found) = finder.usable(None, deadline).await else {
             return fail(None, StoreError::Redis("no master or cluster connection yet".into()));
         };
-        let e = match self.run_on(found.link.clone(), key, limit, per_ms, deadline).await {
+        let e = match self.run_on(found.link.clone(), call, deadline).await {
             Ok(reply) => return Ok(reply),
             Err(e) if !matches!(self.settings.topology, RedisTopology::Sentinel { .. }) => {
                 return fail(Some(found.node), e)
@@ -467,7 +485,7 @@ impl RedisStore {
             Some(retry) if tokio::time::Instant::now() < deadline => retry,
             _ => return fail(Some(found.node), e),
         };
-        match self.run_on(retry.link.clone(), key, limit, per_ms, deadline).await {
+        match self.run_on(retry.link.clone(), call, deadline).await {
             Ok(reply) => Ok(reply),
             Err(e) => {
                 finder.forget(retry.generation);
@@ -477,35 +495,44 @@ impl RedisStore {
         }
     }
 
-    /// Run the script on the connection of `link`, answered by `deadline`.
+    /// Run the call on the connection of `link`, answered by `deadline`.
     async fn run_on(
         &self,
         link: Link,
-        key: &str,
-        limit: u64,
-        per_ms: u64,
+        call: &Call<'_>,
         deadline: tokio::time::Instant,
-    ) -> Result<Vec<i64>, StoreError> {
+    ) -> Result<redis::Value, StoreError> {
         match link {
-            Link::Master(mut conn) => self.run(&mut conn, key, limit, per_ms, deadline).await,
-            Link::Cluster(mut conn) => self.run(&mut conn, key, limit, per_ms, deadline).await,
+            Link::Master(mut conn) => self.run(&mut conn, call, deadline).await,
+            Link::Cluster(mut conn) => self.run(&mut conn, call, deadline).await,
         }
     }
 
-    /// Run the script on `conn`, answered by `deadline`.
+    /// Run the call on `conn`, answered by `deadline` (the script is sent by its hash; its body
+    /// only when the server lacks it).
     async fn run<C: ConnectionLike>(
         &self,
         conn: &mut C,
-        key: &str,
-        limit: u64,
-        per_ms: u64,
+        call: &Call<'_>,
         deadline: tokio::time::Instant,
-    ) -> Result<Vec<i64>, StoreError> {
-        let mut call = self.script.key(key);
-        call.arg(limit).arg(per_ms);
-        tokio::time::timeout_at(deadline, call.invoke_async(conn))
+    ) -> Result<redis::Value, StoreError> {
+        let mut invocation = call.script.prepare_invoke();
+        for key in call.keys {
+            invocation.key(key);
+        }
+        for arg in call.args {
+            invocation.arg(arg);
+        }
+        tokio::time::timeout_at(deadline, invocation.invoke_async(conn))
             .await
             .map_err(|_| StoreError::Timeout(self.timeout))?
             .map_err(|e| StoreError::Redis(e.to_string()))
     }
+}
+
+/// One script call: what a retry on another node repeats.
+struct Call<'a> {
+    script: &'a redis::Script,
+    keys: &'a [String],
+    args: &'a [String],
 }

@@ -13,6 +13,7 @@ use crate::auth::telegram::TelegramVerifier;
 use crate::config::{Config, Findings, RateLimitStore};
 use crate::grpc::Transcoder;
 use crate::policy::schema::BodySchema;
+use crate::quota::Plans;
 use crate::ratelimit::RedisStore;
 use crate::tls::{ListenerMaterial, UpstreamTlsMaterial};
 use crate::transform::{ResponseTransform, SettingsError, Transform};
@@ -45,6 +46,8 @@ pub(crate) struct Compiled {
     pub(crate) transforms: Vec<Option<Arc<Transform>>>,
     /// Each aggregation part's `transform`, by aggregation id then part.
     pub(crate) part_transforms: Vec<Vec<Option<Arc<ResponseTransform>>>>,
+    /// The plans and how consumers map to them (`plans`, `consumers`), when there are plans.
+    pub(crate) plans: Option<Arc<Plans>>,
 }
 
 /// Build everything `config` needs beyond its plain data, in file order. What cannot be built
@@ -52,13 +55,16 @@ pub(crate) struct Compiled {
 pub(crate) fn compile(config: &Config) -> (Compiled, Findings) {
     let mut f = Findings::default();
     let now = SystemTime::now();
+    let api_keys = config.api_keys.as_ref().and_then(|k| ApiKeyTable::load(k, &mut f)).map(Arc::new);
+    let plans = compile_plans(config, api_keys.as_deref(), &mut f);
     let compiled = Compiled {
+        plans,
         listener_tls: config
             .listeners
             .iter()
             .map(|l| l.tls().and_then(|tls| ListenerMaterial::build(tls, now, &mut f)).map(Arc::new))
             .collect(),
-        api_keys: config.api_keys.as_ref().and_then(|k| ApiKeyTable::load(k, &mut f)).map(Arc::new),
+        api_keys,
         telegram: config.telegram.as_ref().map(|t| Arc::new(TelegramVerifier::new(t))),
         redis: match &config.rate_limit.store {
             RateLimitStore::Redis(settings) => RedisStore::load(settings, &mut f).map(Arc::new),
@@ -132,6 +138,50 @@ fn part_transforms(config: &Config, f: &mut Findings) -> Vec<Vec<Option<Arc<Resp
                 .collect()
         })
         .collect()
+}
+
+/// The plans of `config` (`None` without any), with the API-key file's `plan` entries checked
+/// against them (key `auth.api_keys.file`, with the entry's number) and plans nothing names.
+fn compile_plans(config: &Config, keys: Option<&ApiKeyTable>, f: &mut Findings) -> Option<Arc<Plans>> {
+    let named = keys.map(ApiKeyTable::named_plans).unwrap_or_default();
+    if config.plans.is_empty() {
+        if let (Some(file), Some((entry, plan))) = (&config.api_keys, named.first()) {
+            f.error(
+                &file.file.key,
+                format!("{}: entry {entry}: plan `{plan}`, but there are no `plans`", file.file.shown()),
+            );
+        }
+        return None;
+    }
+    let plans = match Plans::compile(&config.plans, &config.consumers) {
+        Ok(plans) => plans,
+        Err(problems) => {
+            for problem in problems {
+                f.error(problem.key, problem.message);
+            }
+            return None;
+        }
+    };
+    if let Some(file) = &config.api_keys {
+        for (entry, plan) in named.iter().filter(|(_, plan)| plans.find(plan).is_none()) {
+            f.error(&file.file.key, format!("{}: entry {entry}: plan `{plan}` is not a plan", file.file.shown()));
+        }
+    }
+    for plan in plans.all() {
+        let is_default = config.consumers.default_plan.as_deref() == Some(&*plan.name);
+        if !is_default && !named.iter().any(|(_, p)| *p == plan.name) {
+            let how = if config.consumers.plan_claim.is_some() {
+                "only a token's claim can name it"
+            } else {
+                "nothing can name it (no `consumers.plan_claim`)"
+            };
+            f.warn(
+                format!("plans.{}", plan.name),
+                format!("is neither `consumers.default_plan` nor named in the API-key file: {how}"),
+            );
+        }
+    }
+    Some(Arc::new(plans))
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use crate::config::{self, Config, ConfigErrors, RouteId, RouteSettings, ServiceI
 use crate::forwarding;
 use crate::jobs::Jobs;
 use crate::observability::{ConfigMetrics, Metrics};
+use crate::partner::{PartnerStores, Program};
 use crate::policy::schema::BodySchema;
 use crate::ratelimit::{LimitStores, RateLimiter};
 use crate::routing::RouteTable;
@@ -110,6 +111,8 @@ pub(crate) struct Snapshot {
     pub(crate) identity_headers: Vec<HeaderName>,
     /// What was built from the settings (certificates, key tables, schemas, store clients).
     pub(crate) compiled: Compiled,
+    /// Plans, quotas and usage (`None` without `plans` and `usage`: requests pay nothing).
+    pub(crate) program: Option<Program>,
 }
 
 impl Snapshot {
@@ -126,10 +129,18 @@ impl Snapshot {
         limits: &LimitStores,
         metrics: &Metrics,
         previous_pools: &[Arc<Pool>],
+        partners: &PartnerStores,
     ) -> Snapshot {
         let Checked { config, compiled } = checked;
         let pools = upstreams.plan(&config.services, &compiled.upstream_tls, previous_pools);
-        let limiter = limits.plan(&config, compiled.redis.as_ref());
+        let plan_rules: Vec<(&str, Option<&crate::config::LimitRule>)> = compiled
+            .plans
+            .iter()
+            .flat_map(|plans| plans.all())
+            .map(|plan| (&*plan.name, plan.rate_limit.as_ref()))
+            .collect();
+        let limiter = limits.plan(&config, compiled.redis.as_ref(), &plan_rules);
+        let program = partners.program(&config, compiled.plans.as_ref(), limiter.redis_store());
         let identity_headers = config.identity_headers();
         let protected_headers = forwarding::protected_headers(identity_headers.iter().cloned(), key_headers(&config));
         Snapshot {
@@ -142,6 +153,7 @@ impl Snapshot {
             protected_headers,
             identity_headers,
             compiled,
+            program,
             source,
             config,
         }

@@ -24,8 +24,14 @@ fn with_vars<T>(f: impl FnOnce(&Vars<'_>) -> T) -> T {
         "age" => Some("42".to_string()),
         _ => None,
     };
-    let vars =
-        Vars { request_id: "req-1", client_ip: "10.0.0.1", route: "orders", elapsed: Duration::ZERO, claim: &claim };
+    let vars = Vars {
+        request_id: "req-1",
+        client_ip: "10.0.0.1",
+        route: "orders",
+        elapsed: Duration::ZERO,
+        claim: &claim,
+        tenant: None,
+    };
     f(&vars)
 }
 

@@ -157,8 +157,14 @@ mod tests {
             "org" => Some(r#"{"id":7}"#.to_string()),
             _ => None,
         };
-        let vars =
-            Vars { request_id: "r-1", client_ip: "10.0.0.1", route: "orders", elapsed: Duration::ZERO, claim: &claim };
+        let vars = Vars {
+            request_id: "r-1",
+            client_ip: "10.0.0.1",
+            route: "orders",
+            elapsed: Duration::ZERO,
+            claim: &claim,
+            tenant: None,
+        };
         f(&vars)
     }
 

@@ -35,8 +35,19 @@ pub(crate) struct Flushed {
 }
 
 /// Takes the meter's records and writes them.
+/// Where and how often a flusher writes: the configuration in force says, and a reload may
+/// change both (the store's records already pending go to the new one).
+#[derive(Debug)]
+pub(crate) struct FlushTarget {
+    /// The store.
+    pub(crate) store: Arc<UsageStore>,
+    /// `usage.flush_interval`.
+    pub(crate) interval: Duration,
+}
+
 #[derive(Debug)]
 pub(crate) struct Flusher {
+    target: Option<Arc<arc_swap::ArcSwap<FlushTarget>>>,
     meter: Arc<UsageMeter>,
     store: Arc<UsageStore>,
     /// This process's name in the store's sequence fields.
@@ -59,7 +70,17 @@ impl Flusher {
         // Random per process: an upgraded process, or a restarted one, never reuses the
         // sequence numbers of the one before.
         let writer = hex::encode(rand::random::<[u8; 8]>());
-        Flusher { meter, store, writer, seq: 0, pending: BTreeMap::new(), clock, metrics, reported_drops: 0 }
+        Flusher {
+            target: None,
+            meter,
+            store,
+            writer,
+            seq: 0,
+            pending: BTreeMap::new(),
+            clock,
+            metrics,
+            reported_drops: 0,
+        }
     }
 
     /// Records pending in the flusher.
@@ -68,7 +89,16 @@ impl Flusher {
     }
 
     /// Write what was gathered since the last flush, after what is pending.
+    /// Write where `target` says, as often as it says, from now on.
+    pub(crate) fn following(mut self, target: Arc<arc_swap::ArcSwap<FlushTarget>>) -> Self {
+        self.target = Some(target);
+        self
+    }
+
     pub(crate) async fn flush(&mut self) -> Flushed {
+        if let Some(target) = &self.target {
+            self.store = target.load().store.clone();
+        }
         let gathered = self.meter.take();
         if !gathered.is_empty() {
             self.seq += 1;
@@ -136,12 +166,11 @@ impl Flusher {
         mut stop: watch::Receiver<bool>,
         lifecycle: Option<Arc<Lifecycle>>,
     ) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
         while !*stop.borrow() {
+            // A followed target's interval is read each time: a reload changes it.
+            let wait = self.target.as_ref().map_or(interval, |t| t.load().interval);
             tokio::select! {
-                _ = tick.tick() => {
+                _ = tokio::time::sleep(wait) => {
                     self.flush().await;
                 }
                 changed = stop.changed() => {

@@ -131,6 +131,7 @@ impl UsageMeter {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    #[cfg(test)]
     /// Records held now (not yet taken).
     pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)

@@ -2,9 +2,6 @@
 
 use serde::Serialize;
 
-/// The status classes counted, in order.
-pub(crate) const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
-
 /// The fields of a record as the store names them: the classes, then `in` and `out`.
 pub(crate) const FIELDS: [&str; 6] = ["2xx", "3xx", "4xx", "5xx", "in", "out"];
 
@@ -19,7 +16,7 @@ pub(crate) struct Counts {
     pub(crate) bytes_out: u64,
 }
 
-/// Index in [`CLASSES`] of a status code: 1xx counts as 2xx, anything past 5xx as 5xx.
+/// Index of a status code's class (`2xx`, `3xx`, `4xx`, `5xx`): 1xx counts as 2xx, anything past 5xx as 5xx.
 pub(crate) fn class_of(status: u16) -> usize {
     usize::from(status / 100).clamp(2, 5) - 2
 }

@@ -352,7 +352,8 @@ type Days = BTreeMap<Date, BTreeMap<String, BTreeMap<String, Counts>>>;
 #[derive(Debug)]
 pub(crate) struct LocalUsage {
     days: Mutex<(Days, usize)>,
-    retention: Duration,
+    /// `usage.retention` in seconds (a reload may change it).
+    retention_secs: AtomicU64,
     limit: usize,
     /// Requests not kept because the store was full.
     pub(crate) dropped: AtomicU64,
@@ -361,7 +362,21 @@ pub(crate) struct LocalUsage {
 impl LocalUsage {
     /// A store keeping records `retention`, at most `limit` of them.
     pub(crate) fn new(retention: Duration, limit: usize) -> Self {
-        LocalUsage { days: Mutex::new((BTreeMap::new(), 0)), retention, limit, dropped: AtomicU64::new(0) }
+        LocalUsage {
+            days: Mutex::new((BTreeMap::new(), 0)),
+            retention_secs: AtomicU64::new(retention.as_secs()),
+            limit,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Keep records `retention` from now on (a reloaded `usage.retention`).
+    pub(crate) fn set_retention(&self, retention: Duration) {
+        self.retention_secs.store(retention.as_secs(), Ordering::Relaxed);
+    }
+
+    fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_secs.load(Ordering::Relaxed))
     }
 
     fn apply(&self, part: &Part, now_ms: i64) {
@@ -370,7 +385,7 @@ impl LocalUsage {
         let (days, held) = &mut *guard;
         // Days past their retention go first.
         let now = now_ms.div_euclid(1000);
-        while let Some(oldest) = days.keys().next().copied().filter(|d| expiry(*d, self.retention) <= now) {
+        while let Some(oldest) = days.keys().next().copied().filter(|d| expiry(*d, self.retention()) <= now) {
             if let Some(gone) = days.remove(&oldest) {
                 *held -= gone.values().map(BTreeMap::len).sum::<usize>();
             }

@@ -23,6 +23,7 @@ mod lifecycle;
 mod limits;
 mod observability;
 mod package;
+mod plans;
 mod platform;
 mod policies;
 mod probe;

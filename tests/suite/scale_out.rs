@@ -56,7 +56,7 @@ fn node_in_use(gw: &Gateway) -> Option<String> {
 }
 
 /// A master, its replica and three sentinels (quorum 2) that agree on the master `siger`.
-fn sentinel_deployment() -> (RedisServer, RedisServer, Vec<RedisServer>) {
+pub(crate) fn sentinel_deployment() -> (RedisServer, RedisServer, Vec<RedisServer>) {
     let master = RedisServer::start();
     let replica =
         RedisServer::start_with_own_port(&["--replicaof".into(), "127.0.0.1".into(), master.addr.port().to_string()]);
@@ -72,7 +72,7 @@ fn sentinel_deployment() -> (RedisServer, RedisServer, Vec<RedisServer>) {
 }
 
 /// The `redis` section for `sentinels` with a check timeout of `timeout`.
-fn sentinel_settings(sentinels: &[RedisServer], timeout: &str) -> String {
+pub(crate) fn sentinel_settings(sentinels: &[RedisServer], timeout: &str) -> String {
     let list: Vec<String> = sentinels.iter().map(|s| format!("\"{}\"", s.addr)).collect();
     format!("{{sentinels: [{}], master_name: siger, timeout: {timeout}}}", list.join(", "))
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// The DOM Chromium renders for `url` (headless, isolated profile, no network beyond loopback),
 /// with `extra` flags.
-fn rendered_dom(url: &str, extra: &[&str]) -> String {
+pub(crate) fn rendered_dom(url: &str, extra: &[&str]) -> String {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new("chromium")
         .args([

@@ -98,6 +98,12 @@ pub struct Config {
     /// Request inspection's settings (`waf:`), present only when a route inspects; the rules
     /// are compiled from them with the snapshot (`waf::RuleSet::build`).
     pub waf: Option<super::WafSettings>,
+    /// `plans` (docs/plans.md): compiled into `quota::Plans` with the snapshot.
+    pub plans: super::PlansSettings,
+    /// `consumers`: where a consumer's plan and tenant come from.
+    pub consumers: super::ConsumersSettings,
+    /// `usage`: usage records (`None`: recorded only when there are plans, in the local store).
+    pub usage: Option<super::UsageSettings>,
     /// Settings that parse but have no effect (e.g. `redis_url` with `store: local`): printed
     /// by `siger -t` and logged on load, never refused.
     pub warnings: Vec<super::ConfigError>,

@@ -18,6 +18,8 @@ pub enum Piece {
     DurationMs,
     /// A verified JWT claim (empty when absent or anonymous).
     Claim(String),
+    /// The consumer's tenant (docs/plans.md "Tenant isolation"; empty without one).
+    Tenant,
 }
 
 /// A header value with variables, parsed once.
@@ -28,7 +30,7 @@ pub struct Template(pub Vec<Piece>);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum TemplateError {
     /// `$something` that is not a known variable.
-    #[error("unknown variable `${0}` (known: $request_id, $client_ip, $route, $duration_ms, $claim_<name>)")]
+    #[error("unknown variable `${0}` (known: $request_id, $client_ip, $route, $duration_ms, $tenant, $claim_<name>)")]
     UnknownVariable(String),
     /// Bytes a header value cannot hold.
     #[error("text a header value cannot hold (control characters)")]
@@ -76,6 +78,7 @@ impl Template {
                 "client_ip" => Piece::ClientIp,
                 "route" => Piece::Route,
                 "duration_ms" => Piece::DurationMs,
+                "tenant" => Piece::Tenant,
                 _ => match name.strip_prefix("claim_").filter(|c| !c.is_empty()) {
                     Some(claim) => Piece::Claim(claim.to_string()),
                     None => return Err(TemplateError::UnknownVariable(name.to_string())),

@@ -62,6 +62,8 @@ pub struct RouteSettings {
     /// Body transformation (docs/transform.md), as written (`transform::Transform` is
     /// compiled from it with the snapshot).
     pub transform: Option<super::super::TransformSettings>,
+    /// `quota_cost`: how many units of a plan's quota one request counts as (docs/plans.md).
+    pub quota_cost: u64,
 }
 
 /// Each key's documented default (docs/config.md `routes`), written once: a route to the first
@@ -95,6 +97,7 @@ impl Default for RouteSettings {
             grpc_web: false,
             waf: Default::default(),
             transform: None,
+            quota_cost: 1,
         }
     }
 }

@@ -16,6 +16,7 @@ mod auth;
 mod dependencies;
 mod jobs;
 mod limits;
+mod plans;
 mod policies;
 mod routes;
 mod server;
@@ -91,6 +92,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
     let cache = policies::check_cache(raw.cache.as_ref(), &routes, &mut p);
     let tracing = raw.tracing.as_ref().map(|t| dependencies::check_tracing(t, &mut p));
     let waf = waf::check_waf(raw.waf.as_ref(), &routes, base, &mut p);
+    plans::check_plans(&raw, &routes, &rate_limit, &mut p);
     if let Some(jobs) = &jobs {
         let [submit, status] = jobs_routes(jobs, &routes, &rate_limit, &mut p);
         routes.push(submit);
@@ -147,6 +149,9 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<(Config, Problems)
         cache,
         tracing,
         waf,
+        plans: raw.plans,
+        consumers: raw.consumers.unwrap_or_default(),
+        usage: raw.usage,
         warnings: Vec::new(),
         files: p.files.clone(),
     };

@@ -91,6 +91,10 @@ pub(super) fn check_routes(
             grpc_web: r.grpc_web.unwrap_or(false),
             waf: super::waf::check_route_waf(&base, r, p),
             transform: r.transform.clone(),
+            quota_cost: super::super::quota_cost(r.quota_cost).unwrap_or_else(|message| {
+                p.add(format!("{base}.quota_cost"), message);
+                1
+            }),
         };
         check_route_policies(&base, &route, p);
         check_grpc_route(&base, r, &route, services, p);
