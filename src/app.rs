@@ -120,6 +120,19 @@ const H2_PENDING_RESETS: usize = 20;
 /// Streams the server may reset for a client's protocol errors before the connection ends.
 const H2_LOCAL_ERROR_RESETS: usize = 1024;
 
+/// The admin listener's address in the configuration at `path` (`None`: it has none); for a
+/// bootstrap file, in what this host last applied (`siger usage`).
+pub fn admin_address(path: &Path) -> Result<Option<std::net::SocketAddr>, String> {
+    let config = if crate::config_store::gateway::configured(path) {
+        let checked = crate::config_store::gateway::applied(path)
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<String>())?;
+        checked.config
+    } else {
+        crate::config::load(path).map_err(|e| e.to_string())?
+    };
+    Ok(config.admin.map(|admin| admin.socket))
+}
+
 /// Load, validate and compile the config file at `path`: what `-t`, a start, `siger token`
 /// and `siger upgrade` all read, with every problem named by key and line.
 pub fn check(path: &Path) -> Result<Checked, ConfigErrors> {

@@ -60,7 +60,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(Command::Usage(args)) = &cli.command {
-        return siger::usage::command(&cli.conf, args);
+        return siger::usage::command(&cli.conf, || app::admin_address(&cli.conf), args);
     }
     if cli.command.is_none() && config_store::gateway::configured(&cli.conf) {
         return follow_a_store(&cli);

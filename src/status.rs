@@ -190,24 +190,7 @@ pub(crate) fn collect(runtime: &Runtime) -> Status {
             detail: if problems.is_empty() { "stream verified".into() } else { problems.join("; ") },
         }
     });
-    let consul = config.consul.as_ref().map(|_| {
-        let errors = runtime.metrics.consul.errors.get();
-        let stale: Vec<&str> = config
-            .services
-            .iter()
-            .zip(&snap.pools)
-            .filter(|(s, p)| s.discovery.is_some() && p.readiness_problem().is_some())
-            .map(|(s, _)| s.name.as_str())
-            .collect();
-        Link {
-            state: if stale.is_empty() { "ok" } else { "errors" },
-            detail: if stale.is_empty() {
-                format!("{errors} failed requests since start")
-            } else {
-                format!("no usable members for {}; {errors} failed requests since start", stale.join(", "))
-            },
-        }
-    });
+    let consul = config.consul.as_ref().map(|_| consul_link(runtime, &snap));
     let last_reload = runtime.last_reload().map(|r| Reload::of(&r));
     Status {
         version: env!("CARGO_PKG_VERSION"),
@@ -223,6 +206,27 @@ pub(crate) fn collect(runtime: &Runtime) -> Status {
         consul,
         source: runtime.fleet.as_ref().map(|f| f.view()),
         usage: None,
+    }
+}
+
+/// The Consul line: failed requests since start, and services left without usable members.
+fn consul_link(runtime: &Runtime, snap: &crate::snapshot::Snapshot) -> Link {
+    let errors = runtime.metrics.consul.errors.get();
+    let stale: Vec<&str> = snap
+        .config
+        .services
+        .iter()
+        .zip(&snap.pools)
+        .filter(|(s, p)| s.discovery.is_some() && p.readiness_problem().is_some())
+        .map(|(s, _)| s.name.as_str())
+        .collect();
+    Link {
+        state: if stale.is_empty() { "ok" } else { "errors" },
+        detail: if stale.is_empty() {
+            format!("{errors} failed requests since start")
+        } else {
+            format!("no usable members for {}; {errors} failed requests since start", stale.join(", "))
+        },
     }
 }
 
@@ -305,58 +309,7 @@ pub(crate) fn render_html(status: &Status) -> String {
 
     out.push_str("<h2>Services</h2>");
     for s in &status.services {
-        let _ = write!(out, "<table class=\"service\" data-service=\"");
-        escape(&mut out, &s.name);
-        out.push_str("\"><tr><th colspan=\"5\">");
-        escape(&mut out, &s.name);
-        let _ = write!(out, " <span class=\"muted\">{} · ", s.lb);
-        escape(&mut out, &s.discovery);
-        let _ = write!(out, " · {} of {} healthy", s.healthy, s.backends.len());
-        if let Some(age) = s.discovery_sync_age_secs {
-            let _ = write!(out, " · synced {age} s ago");
-        }
-        out.push_str("</span>");
-        if let Some(circuit) = s.circuit {
-            let _ = write!(out, " circuit <span class=\"{circuit}\">{circuit}</span>");
-        }
-        out.push_str(
-            "</th></tr><tr><th>backend</th><th>health</th><th>weight</th><th>in flight</th><th>outlier</th></tr>",
-        );
-        for n in &s.dns {
-            out.push_str("<tr class=\"dns\"><td colspan=\"5\">");
-            let _ = write!(out, "{} ", n.kind);
-            escape(&mut out, &n.name);
-            out.push_str(" → ");
-            escape(&mut out, &if n.addresses.is_empty() { "nothing yet".to_string() } else { n.addresses.join(", ") });
-            let _ = write!(out, " <span class=\"muted\">TTL {} s</span>", n.ttl_secs);
-            if let Some(e) = &n.error {
-                out.push_str(" <span class=\"failed\">");
-                escape(&mut out, e);
-                out.push_str("</span>");
-            }
-            out.push_str("</td></tr>");
-        }
-        if s.backends.is_empty() {
-            out.push_str("<tr><td colspan=\"5\" class=\"down\">no backends</td></tr>");
-        }
-        for b in &s.backends {
-            out.push_str("<tr class=\"backend\">");
-            cell(&mut out, "address", &b.address);
-            if b.healthy {
-                cell(&mut out, "up", "up");
-            } else {
-                cell(&mut out, "down", "down");
-            }
-            cell(&mut out, "", &b.weight.to_string());
-            cell(&mut out, "", &b.in_flight.map_or_else(|| "–".into(), |n| n.to_string()));
-            if b.ejected {
-                cell(&mut out, "ejected", "ejected");
-            } else {
-                cell(&mut out, "muted", "–");
-            }
-            out.push_str("</tr>");
-        }
-        out.push_str("</table>");
+        render_service(&mut out, s);
     }
 
     out.push_str("<h2>Routes</h2><table id=\"routes\"><tr><th>route</th><th>host</th><th>methods</th><th>target</th><th>auth</th></tr>");
@@ -388,6 +341,60 @@ pub(crate) fn render_html(status: &Status) -> String {
     let usage = status.usage.as_ref().map(crate::usage::view::render).unwrap_or_default();
     let _ = writeln!(out, "</table>{usage}</body></html>");
     out
+}
+
+/// One service's table: its backends, DNS names, breaker and discovery.
+fn render_service(out: &mut String, s: &Service) {
+    let _ = write!(out, "<table class=\"service\" data-service=\"");
+    escape(out, &s.name);
+    out.push_str("\"><tr><th colspan=\"5\">");
+    escape(out, &s.name);
+    let _ = write!(out, " <span class=\"muted\">{} · ", s.lb);
+    escape(out, &s.discovery);
+    let _ = write!(out, " · {} of {} healthy", s.healthy, s.backends.len());
+    if let Some(age) = s.discovery_sync_age_secs {
+        let _ = write!(out, " · synced {age} s ago");
+    }
+    out.push_str("</span>");
+    if let Some(circuit) = s.circuit {
+        let _ = write!(out, " circuit <span class=\"{circuit}\">{circuit}</span>");
+    }
+    out.push_str("</th></tr><tr><th>backend</th><th>health</th><th>weight</th><th>in flight</th><th>outlier</th></tr>");
+    for n in &s.dns {
+        out.push_str("<tr class=\"dns\"><td colspan=\"5\">");
+        let _ = write!(out, "{} ", n.kind);
+        escape(out, &n.name);
+        out.push_str(" → ");
+        escape(out, &if n.addresses.is_empty() { "nothing yet".to_string() } else { n.addresses.join(", ") });
+        let _ = write!(out, " <span class=\"muted\">TTL {} s</span>", n.ttl_secs);
+        if let Some(e) = &n.error {
+            out.push_str(" <span class=\"failed\">");
+            escape(out, e);
+            out.push_str("</span>");
+        }
+        out.push_str("</td></tr>");
+    }
+    if s.backends.is_empty() {
+        out.push_str("<tr><td colspan=\"5\" class=\"down\">no backends</td></tr>");
+    }
+    for b in &s.backends {
+        out.push_str("<tr class=\"backend\">");
+        cell(out, "address", &b.address);
+        if b.healthy {
+            cell(out, "up", "up");
+        } else {
+            cell(out, "down", "down");
+        }
+        cell(out, "", &b.weight.to_string());
+        cell(out, "", &b.in_flight.map_or_else(|| "–".into(), |n| n.to_string()));
+        if b.ejected {
+            cell(out, "ejected", "ejected");
+        } else {
+            cell(out, "muted", "–");
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</table>");
 }
 
 /// The config store line: the revision in force, the newest seen, a refusal and its reasons.

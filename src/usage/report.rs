@@ -7,6 +7,7 @@ use super::store::{RowCounts, UsageRow};
 use crate::cli::UsageArgs;
 use crate::quota::calendar::parse_day;
 use std::fmt::Write;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,9 +22,10 @@ struct Answer {
 }
 
 /// Run `siger usage`; the exit code says how it went (0, 1 for a failed request, 78 for a
-/// configuration that names no admin listener).
-pub fn command(conf: &Path, args: &UsageArgs) -> ExitCode {
-    match run(conf, args) {
+/// configuration that names no admin listener). `admin` reads the admin listener from `conf`
+/// (only asked without `--admin`).
+pub fn command(conf: &Path, admin: impl FnOnce() -> Result<Option<SocketAddr>, String>, args: &UsageArgs) -> ExitCode {
+    match run(conf, admin, args) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
@@ -35,7 +37,11 @@ pub fn command(conf: &Path, args: &UsageArgs) -> ExitCode {
     }
 }
 
-fn run(conf: &Path, args: &UsageArgs) -> Result<String, (u8, String)> {
+fn run(
+    conf: &Path,
+    admin: impl FnOnce() -> Result<Option<SocketAddr>, String>,
+    args: &UsageArgs,
+) -> Result<String, (u8, String)> {
     for (flag, value) in [("--from", Some(&args.from)), ("--to", args.to.as_ref())] {
         if let Some(value) = value {
             parse_day(value).map_err(|e| (2, format!("{flag}: {e}")))?;
@@ -44,18 +50,10 @@ fn run(conf: &Path, args: &UsageArgs) -> Result<String, (u8, String)> {
     let base = match &args.admin {
         Some(url) => url.trim_end_matches('/').to_string(),
         None => {
-            // Beside a gateway that follows a config store, the bootstrap file names the admin.
-            let config = if crate::config_store::gateway::configured(conf) {
-                let checked = crate::config_store::gateway::applied(conf)
-                    .map_err(|e| (78, e.iter().map(ToString::to_string).collect::<String>()))?;
-                checked.config
-            } else {
-                crate::config::load(conf).map_err(|e| (78, e.to_string()))?
-            };
-            let admin = config.admin.as_ref().ok_or_else(|| {
+            let admin = admin().map_err(|e| (78, e))?.ok_or_else(|| {
                 (78, format!("{} has no admin listener; pass --admin http://host:port", conf.display()))
             })?;
-            format!("http://{}", admin.socket)
+            format!("http://{admin}")
         }
     };
     let url = format!("{base}/usage?{}", query_string(args));
