@@ -796,6 +796,7 @@ mod transform {
                 route: "/",
                 elapsed: std::time::Duration::ZERO,
                 claim: &claim,
+                tenant: None,
             };
             let out = match t.apply(200, Some("application/json"), text.as_bytes(), &vars) {
                 Ok(out) => out.body,

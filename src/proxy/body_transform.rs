@@ -377,8 +377,14 @@ mod tests {
 
     fn answer(t: &ResponseTransform, head_only: bool, f: Fetched) -> Result<(ResponseHeader, Bytes), TransformError> {
         let claim = |_: &str| None;
-        let vars =
-            Vars { request_id: "r1", client_ip: "127.0.0.1", route: "/", elapsed: Default::default(), claim: &claim };
+        let vars = Vars {
+            request_id: "r1",
+            client_ip: "127.0.0.1",
+            route: "/",
+            elapsed: Default::default(),
+            claim: &claim,
+            tenant: None,
+        };
         transform_answer(t, head_only, f, &vars)
     }
 

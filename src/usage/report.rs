@@ -181,6 +181,11 @@ pub(crate) fn table(rows: &[UsageRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With `--admin` the configuration is not read.
+    fn not_asked() -> Result<Option<SocketAddr>, String> {
+        panic!("the configuration was read although --admin was given")
+    }
     use crate::usage::record::Counts;
 
     fn row(day: &str, consumer: &str, route: &str, counts: Counts) -> UsageRow {
@@ -272,12 +277,12 @@ TOTAL                                  3    1    0    1    1  2.0 KiB  1.5 KiB
             csv: true,
             admin: Some(format!("{url}/")),
         };
-        let csv = run(Path::new("/nonexistent"), &args).expect("answered");
+        let csv = run(Path::new("/nonexistent"), not_asked, &args).expect("answered");
         assert_eq!(csv, "day,consumer,route,requests,2xx,3xx,4xx,5xx,bytes_in,bytes_out\r\n2026-12-01,acme,/orders,1,1,0,0,0,3,4\r\n");
         assert_eq!(targets.recv().expect("a request"), "/usage?from=2026-12-01&consumer=acme&format=json");
         // The endpoint refuses a `to` before `from`: the CLI says why, and fails.
         args.to = Some("2026-11-01".into());
-        let (code, message) = run(Path::new("/nonexistent"), &args).expect_err("refused");
+        let (code, message) = run(Path::new("/nonexistent"), not_asked, &args).expect_err("refused");
         assert_eq!(code, 1);
         assert!(message.ends_with("400 Bad Request: `to` (2026-11-01) is before `from` (2026-12-01)"), "{message}");
     }
@@ -294,7 +299,7 @@ TOTAL                                  3    1    0    1    1  2.0 KiB  1.5 KiB
             csv: false,
             admin: Some(format!("http://127.0.0.1:{port}")),
         };
-        let (code, message) = run(Path::new("/nonexistent"), &args).expect_err("refused");
+        let (code, message) = run(Path::new("/nonexistent"), not_asked, &args).expect_err("refused");
         assert_eq!(code, 1);
         assert!(message.to_lowercase().contains("connection refused"), "{message}");
     }
@@ -307,7 +312,7 @@ TOTAL                                  3    1    0    1    1  2.0 KiB  1.5 KiB
         std::fs::write(&conf, text).expect("write");
         let args =
             UsageArgs { consumer: None, from: "2026-12-01".into(), to: None, route: None, csv: false, admin: None };
-        let (code, message) = run(&conf, &args).expect_err("no admin listener");
+        let (code, message) = run(&conf, || crate::app::admin_address(&conf), &args).expect_err("no admin listener");
         assert_eq!(code, 78);
         assert!(message.contains("has no admin listener; pass --admin"), "{message}");
     }
@@ -322,7 +327,7 @@ TOTAL                                  3    1    0    1    1  2.0 KiB  1.5 KiB
             csv: false,
             admin: Some("http://127.0.0.1:1".into()),
         };
-        let (code, message) = run(Path::new("/nonexistent"), &args).expect_err("refused");
+        let (code, message) = run(Path::new("/nonexistent"), not_asked, &args).expect_err("refused");
         assert_eq!(code, 2);
         assert!(message.starts_with("--from: `2026-12-1` is not a date"), "{message}");
     }
