@@ -193,9 +193,6 @@ impl Runtime {
         self.reload_with(trigger, None).await
     }
 
-    /// Apply revision `number` of the config store's document (merged with the bootstrap file)
-    /// through the same reload: all of it, or nothing.
-
     async fn reload_with(&self, trigger: &'static str, revision: Option<Revision>) -> Result<u64, Vec<String>> {
         let _one_at_a_time = self.reloading.lock().await;
         let result = self.try_reload(revision).await;
@@ -458,6 +455,8 @@ fn log_changes(old: &Config, new: &Config) {
 
 #[async_trait::async_trait]
 impl crate::config_store::gateway::Apply for Runtime {
+    /// Apply revision `number` of the config store's document (merged with the bootstrap file)
+    /// through the same reload as SIGHUP: all of it, or nothing.
     async fn apply_revision(&self, number: u64, document: Arc<str>) -> Result<u64, Vec<String>> {
         self.reload_with("config store", Some(Revision { number, document })).await
     }
