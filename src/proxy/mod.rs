@@ -147,6 +147,10 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    // The routes that answer here (aggregation, gRPC transcoding, jobs) await futures many
+    // KiB large (upstream fetches, NATS publishes). Inline, they would make this phase's future
+    // as large, and Pingora boxes it by copy on every request (`async_trait`), plain proxied
+    // ones included; boxed, only those routes pay for their size.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         let decision = match decide(snap, session.req_header(), state) {
@@ -169,13 +173,15 @@ impl ProxyHttp for Gateway {
             Ok(Decision::Health) => respond(session, snap, state, health_answer()).await.map(|_| true),
             Ok(Decision::Aggregate) => match snap.route(state.route.ok_or_else(|| Error::new(InternalError))?).target {
                 RouteTarget::Aggregate(id) => {
-                    aggregation::handle(snap, &snap.config.aggregates[id], session, state).await
+                    Box::pin(aggregation::handle(snap, &snap.config.aggregates[id], session, state)).await
                 }
                 _ => refuse(session, snap, state, &GatewayError::Internal).await.map(|_| true),
             },
-            Ok(Decision::Grpc(translation)) => grpc::handle(snap, translation, session, state).await,
+            Ok(Decision::Grpc(translation)) => Box::pin(grpc::handle(snap, translation, session, state)).await,
             Ok(Decision::Jobs) => match (&self.runtime.jobs, &snap.config.jobs) {
-                (Some(link), Some(settings)) => jobs::handle(&self.runtime, snap, link, settings, session, state).await,
+                (Some(link), Some(settings)) => {
+                    Box::pin(jobs::handle(&self.runtime, snap, link, settings, session, state)).await
+                }
                 _ => refuse(session, snap, state, &GatewayError::NoRoute).await.map(|_| true),
             },
             Err(err) => refuse(session, snap, state, &err).await.map(|_| true),

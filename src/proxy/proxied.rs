@@ -18,7 +18,8 @@ impl Gateway {
             let snapshot = Arc::clone(&ctx.snapshot);
             let t = snapshot.transform(route_id).ok_or_else(|| Error::new(InternalError))?;
             let response = t.response.as_ref().ok_or_else(|| Error::new(InternalError))?;
-            return self.proxy_transformed(session, ctx, response, t.request.as_ref()).await;
+            // Boxed: a fetch's future is large, and only these routes should carry it.
+            return Box::pin(self.proxy_transformed(session, ctx, response, t.request.as_ref())).await;
         }
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         let transform = snap.transform(route_id);
