@@ -204,6 +204,11 @@ impl RuleSet {
         self.ids.len()
     }
 
+    /// How many rules the engine's literal prefilter covers (patches/README.md, section 10).
+    pub fn prefilter_stats(&self) -> zentinel_modsec::engine::PrefilterStats {
+        self.engine.ruleset().prefilter_stats()
+    }
+
     /// The ids of `ids` that are not rules of this set (a `waf_exclude` naming one excludes
     /// nothing: `-t` says so).
     pub fn unknown(&self, ids: &[u32]) -> Vec<u32> {
