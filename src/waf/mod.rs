@@ -90,6 +90,9 @@ pub enum WafError {
     /// A rule file does not parse or compile.
     #[error("{}: {message}", At(file, *line))]
     Rules {
+        /// The entry of `waf.rules` (by index) that loads the file, when it is one of theirs
+        /// (not the generated preamble): `-t` names that entry's line too.
+        entry: Option<usize>,
         /// The file with the offending directive.
         file: PathBuf,
         /// Its line, when known.
