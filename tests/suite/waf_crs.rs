@@ -332,12 +332,17 @@ fn the_prefilter_never_changes_what_matches() {
     let stats = rules.prefilter_stats();
     println!("prefilter: {stats:?}");
     assert!(stats.filtered > 100, "the prefilter covers too few rules to be what is tested: {stats:?}");
+    // 920450 (restricted headers) is left out of both: the engine stops a rule at its first
+    // matching value and iterates the request's headers in hash order, which differs from one
+    // transaction to the next, so which header name 920450 captures (and whether its chain then
+    // matches) varies between two runs of the same request, prefilter or not.
+    let unordered = Exclusions::new(&[920450]);
     let mut compared = 0;
     let mut differ = Vec::new();
     for case in cases() {
         let Some(request) = parse(&case.raw).or_else(|| parse(&escape_target(&case.raw)?)) else { continue };
-        let with = rules.inspect_with(&request, &Exclusions::none(), true);
-        let without = rules.inspect_with(&request, &Exclusions::none(), false);
+        let with = rules.inspect_with(&request, &unordered, true);
+        let without = rules.inspect_with(&request, &unordered, false);
         compared += 1;
         if with != without {
             differ.push((case.title.clone(), with, without));

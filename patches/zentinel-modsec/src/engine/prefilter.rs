@@ -20,6 +20,7 @@
 //! whose operator argument has a macro (compiled per evaluation), always run their operator.
 
 use super::ruleset::CompiledRule;
+use crate::parser::OperatorName;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use rustc_hash::FxHashMap;
 use std::collections::hash_map::Entry as MapEntry;
@@ -57,6 +58,9 @@ pub struct PrefilterStats {
     pub filtered: usize,
     /// Rules with targets that always run their operator.
     pub unfiltered: usize,
+    /// Of those, `@rx` rules: no finite set of literals of two bytes or more found in their
+    /// pattern, or a macro in it.
+    pub unfiltered_rx: usize,
 }
 
 impl Prefilter {
@@ -87,6 +91,7 @@ impl Prefilter {
             };
             let Some(set) = set else {
                 stats.unfiltered += 1;
+                stats.unfiltered_rx += usize::from(rule.operator_spec.name == OperatorName::Rx);
                 continue;
             };
             let slot = slots[chain];
