@@ -75,6 +75,7 @@ fn main() {
     let started = Instant::now();
     let rules = RuleSet::load(&WafSettings::default()).expect("Debian's CRS (scripts/install-deps)");
     eprintln!("loaded {} rules and warmed up in {:?}", rules.rule_count(), started.elapsed());
+    eprintln!("prefilter: {:?}", rules.prefilter_stats());
     let request = request(kind);
     for _ in 0..3 {
         rules.inspect(&request, &Exclusions::none());

@@ -17,9 +17,9 @@ impl RuleSet {
             Ok(rules) => rules,
             Err(e) => {
                 let key = match &e {
-                    WafError::NoMatch { index, .. } | WafError::BadPattern { index, .. } => {
-                        format!("waf.rules[{index}]")
-                    }
+                    WafError::NoMatch { index, .. }
+                    | WafError::BadPattern { index, .. }
+                    | WafError::Rules { entry: Some(index), .. } => format!("waf.rules[{index}]"),
                     _ => "waf.rules".to_string(),
                 };
                 findings.error(key, e.to_string());

@@ -61,7 +61,16 @@ impl RuleSet {
     /// Inspect one request (CPU work of milliseconds: run it off the reactor, see
     /// [`super::Inspector`]).
     pub fn inspect(&self, request: &Request, exclusions: &Exclusions) -> Verdict {
+        self.inspect_with(request, exclusions, true).0
+    }
+
+    /// [`RuleSet::inspect`] with the engine's prefilter (shared transformations, operators
+    /// skipped on values without their literals) on or off, and every rule id that matched,
+    /// `nolog` ones included: for the test that the prefilter never changes what matches.
+    #[doc(hidden)]
+    pub fn inspect_with(&self, request: &Request, exclusions: &Exclusions, prefilter: bool) -> (Verdict, Vec<String>) {
         let mut tx = self.engine.new_transaction();
+        tx.set_prefilter(prefilter);
         if let Some(directive) = &exclusions.0 {
             tx.apply_control(directive.clone());
         }
@@ -85,7 +94,7 @@ impl RuleSet {
             }
         };
         verdict.blocked = verdict.cause.is_some();
-        verdict
+        (verdict, tx.matched_rules().to_vec())
     }
 
     /// The matched rules that report, in order, once each.

@@ -90,6 +90,9 @@ pub enum WafError {
     /// A rule file does not parse or compile.
     #[error("{}: {message}", At(file, *line))]
     Rules {
+        /// The entry of `waf.rules` (by index) that loads the file, when it is one of theirs
+        /// (not the generated preamble): `-t` names that entry's line too.
+        entry: Option<usize>,
         /// The file with the offending directive.
         file: PathBuf,
         /// Its line, when known.
@@ -202,6 +205,11 @@ impl RuleSet {
     /// How many rules (with an id) the set has.
     pub fn rule_count(&self) -> usize {
         self.ids.len()
+    }
+
+    /// How many rules the engine's literal prefilter covers (patches/README.md, section 10).
+    pub fn prefilter_stats(&self) -> zentinel_modsec::engine::PrefilterStats {
+        self.engine.ruleset().prefilter_stats()
     }
 
     /// The ids of `ids` that are not rules of this set (a `waf_exclude` naming one excludes

@@ -255,9 +255,24 @@ fn load_errors_name_the_entry_file_and_line() {
         "SecRule ARGS \"@rx a\" \\\n  \"id:1,phase:2,pass\"\nSecRule ARGS \"@rx b\" \"id:2,frobnicate\"\n",
     )])
     .expect_err("an unknown action");
-    let WafError::Rules { file, line, message } = &err else { panic!("{err:?}") };
+    let WafError::Rules { entry, file, line, message } = &err else { panic!("{err:?}") };
     assert!(file.ends_with("a.conf") && *line == Some(3) && message.contains("frobnicate"), "{err}");
+    assert_eq!(*entry, Some(0), "{err:?}");
     assert!(err.to_string().contains("a.conf:3: "), "{err}");
+
+    // The entry of `waf.rules` that loads the file is named, for a parse error and for a rule
+    // that parses but does not compile (an unknown transformation).
+    for (bad, what) in [
+        ("SecRule ARGS \"@rx b\" \"id:2,frobnicate\"\n", "frobnicate"),
+        ("\nSecRule ARGS \"@rx b\" \"id:2,phase:2,pass,t:frobnicate\"\n", "frobnicate"),
+    ] {
+        let err =
+            custom(&[("ok.conf", "SecRule ARGS \"@rx a\" \"id:1,phase:2,pass\"\n"), ("b.conf", bad)]).expect_err(what);
+        assert!(
+            matches!(&err, WafError::Rules { entry: Some(1), file, line: Some(_), .. } if file.ends_with("b.conf")),
+            "{err:?}"
+        );
+    }
 
     let err = custom(&[("i.conf", "\nInclude /nonexistent/*.conf\n")]).expect_err("an Include of nothing");
     assert!(

@@ -280,7 +280,12 @@ fn bodies_past_max_body_follow_on_large_body_and_rules_reload_with_the_config() 
     assert_blocked(&gw, "after a refused reload", &r);
     let check = std::process::Command::new(SIGER).arg("-t").arg("-c").arg(&gw.config_path).output().unwrap();
     let said = String::from_utf8_lossy(&check.stderr).to_string() + &String::from_utf8_lossy(&check.stdout);
-    assert!(!check.status.success() && said.contains("local.conf:3"), "{said}");
+    // Both places: the entry of `waf.rules` that loads the file (its line in the config), and
+    // the rule file's line.
+    let written = std::fs::read_to_string(&gw.config_path).unwrap();
+    let entry_line = written.lines().position(|l| l.trim() == "- local.conf").expect("the entry") + 1;
+    let key = format!("waf.rules[1] (line {entry_line})");
+    assert!(!check.status.success() && said.contains(&key) && said.contains("local.conf:3"), "{key}: {said}");
 
     // Fixed, the local rule loads with the CRS and is enforced after the reload.
     std::fs::write(&bad, "# local rules\n\nSecRule ARGS \"@streq forbidden-value\" \"id:1000001,phase:2,deny,status:403,log,msg:'local'\"\n").unwrap();

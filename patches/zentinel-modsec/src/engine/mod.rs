@@ -4,12 +4,14 @@ pub mod chain;
 pub mod control;
 pub mod intervention;
 pub mod phase;
+pub mod prefilter;
 pub mod ruleset;
 pub mod scoring;
 pub mod transaction;
 
 pub use control::{CtlDirective, TransactionControls};
 pub use intervention::Intervention;
+pub use prefilter::PrefilterStats;
 pub use ruleset::{CompiledRuleset, Rules};
 pub use transaction::Transaction;
 

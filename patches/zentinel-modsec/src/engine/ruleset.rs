@@ -10,6 +10,7 @@ use crate::parser::{
 use crate::transformations::TransformationPipeline;
 
 use super::phase::Phase;
+use super::prefilter::{Prefilter, PrefilterStats};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -36,6 +37,11 @@ pub struct CompiledRule {
     pub is_chain: bool,
     /// Index of next rule in chain (if any).
     pub chain_next: Option<usize>,
+    /// Which distinct transformation chain of the ruleset `transformations` is (rules with the
+    /// same chain share its output per value, see `prefilter`).
+    pub chain: usize,
+    /// The rule's place in its chain's literal prefilter, when its operator has a literal set.
+    pub prefilter_slot: Option<u32>,
 }
 
 impl std::fmt::Debug for CompiledRule {
@@ -115,6 +121,9 @@ pub struct CompiledRuleset {
     rules: Rules,
     /// Rule engine mode.
     engine_mode: RuleEngineMode,
+    /// The rules' literal prefilter, per transformation chain.
+    prefilter: Prefilter,
+    prefilter_stats: PrefilterStats,
 }
 
 /// Rule engine operating mode.
@@ -135,6 +144,8 @@ impl CompiledRuleset {
         Self {
             rules: Rules::new(),
             engine_mode: RuleEngineMode::default(),
+            prefilter: Prefilter::default(),
+            prefilter_stats: PrefilterStats::default(),
         }
     }
 
@@ -237,6 +248,8 @@ impl CompiledRuleset {
                         actions: rule.actions,
                         is_chain,
                         chain_next: None,
+                        chain: 0,
+                        prefilter_slot: None,
                     };
 
                     let rules_for_phase = ruleset.rules.by_phase.entry(phase).or_default();
@@ -287,6 +300,8 @@ impl CompiledRuleset {
                         actions: sec_action.actions,
                         is_chain: false,
                         chain_next: None,
+                        chain: 0,
+                        prefilter_slot: None,
                     };
 
                     ruleset.rules.add(phase, compiled);
@@ -308,7 +323,22 @@ impl CompiledRuleset {
 
         apply_target_updates(&mut ruleset, &target_updates);
 
+        let (prefilter, stats) =
+            Prefilter::build(ruleset.rules.by_phase.values_mut().flat_map(|rules| rules.iter_mut()));
+        ruleset.prefilter = prefilter;
+        ruleset.prefilter_stats = stats;
+
         Ok(ruleset)
+    }
+
+    /// The rules' literal prefilter (see `prefilter`).
+    pub(crate) fn prefilter(&self) -> &Prefilter {
+        &self.prefilter
+    }
+
+    /// How many rules the literal prefilter covers.
+    pub fn prefilter_stats(&self) -> PrefilterStats {
+        self.prefilter_stats
     }
 
     /// Get rules for a phase.

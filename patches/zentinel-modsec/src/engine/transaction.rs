@@ -1,18 +1,20 @@
 //! Transaction processing for ModSecurity.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::chain::ChainState;
 use super::control::{CtlDirective, TransactionControls};
 use super::intervention::Intervention;
 use super::phase::Phase;
+use super::prefilter::Memo;
 use super::ruleset::{CompiledRule, CompiledRuleset, RuleEngineMode};
 use super::scoring::AnomalyScore;
 use crate::actions::{
     execute_actions, ActionResult, DisruptiveOutcome, FlowOutcome, SetVarOp, SetVarOperation,
 };
 use crate::error::Result;
-use crate::operators::{compile_operator, Operator};
+use crate::operators::{compile_operator, Operator, OperatorResult};
 use crate::parser::OperatorSpec;
 use crate::variables::{
     Collection, RequestData, Resolved, ResponseData, TxCollection, VariableResolver,
@@ -73,6 +75,10 @@ pub struct Transaction {
     /// whole transaction, because audit logging wants to answer "what did
     /// rule 942100 actually see" after the fact.
     matched_data: Vec<MatchedData>,
+    /// Transformed values and prefilter answers shared between rules (see `prefilter`).
+    memo: RefCell<Memo>,
+    /// Whether rules share transformed values and skip operators the prefilter rules out.
+    prefilter: bool,
 }
 
 /// The variable a rule matched on.
@@ -142,7 +148,16 @@ impl Transaction {
             captures: Vec::new(),
             controls: TransactionControls::default(),
             matched_data: Vec::new(),
+            memo: RefCell::new(Memo::default()),
+            prefilter: true,
         }
+    }
+
+    /// Evaluate every rule's transformations and operator on every value, without sharing
+    /// transformed values between rules or skipping operators by their literals (on by
+    /// default). The verdict is the same either way; this exists to check that it is.
+    pub fn set_prefilter(&mut self, enabled: bool) {
+        self.prefilter = enabled;
     }
 
     /// Set the client address, backing `REMOTE_ADDR` and `REMOTE_PORT`.
@@ -789,25 +804,37 @@ impl Transaction {
             rule.operator.as_ref()
         };
 
-        // Apply transformations and match
-        for Resolved { name, value } in all_values {
-            let transformed = rule.transformations.apply(&value);
-            let result = operator.execute(&transformed);
-
-            let final_match = if rule.operator_negated {
-                !result.matched
+        // Apply transformations and match. The operator runs on the transformed value; what
+        // it needs of it past the call (the value, on a match) is copied out.
+        let run = |transformed: &str, ruled_out: bool| {
+            let result = if ruled_out {
+                // The prefilter found none of the literals a match needs.
+                OperatorResult::no_match()
             } else {
-                result.matched
+                operator.execute(transformed)
+            };
+            let final_match = result.matched != rule.operator_negated;
+            let value = final_match.then(|| transformed.to_string());
+            (result, value)
+        };
+        // A macro operator is compiled here, not the rule's: its literals are not the rule's.
+        let shared = self.prefilter && std::ptr::addr_eq(operator, rule.operator.as_ref());
+        let mut memo = self.memo.borrow_mut();
+        for Resolved { name, value } in all_values {
+            let (result, transformed) = if shared {
+                memo.evaluate(self.ruleset.prefilter(), rule, &value, run)
+            } else {
+                run(&rule.transformations.apply(&value), false)
             };
 
-            if final_match {
+            if let Some(transformed) = transformed {
                 let matched = MatchedVariable {
                     name: name.to_string(),
                     // ModSecurity's MATCHED_VAR is the *variable's* value, not
                     // the portion the operator hit. The portion is reported
                     // separately, since an audit log wants both: the value to
                     // judge the match, the portion to see what triggered it.
-                    value: transformed.into_owned(),
+                    value: transformed,
                     portion: result.matched_value,
                 };
                 return Ok(RuleOutcome {
@@ -954,6 +981,40 @@ mod tests {
 
     fn make_ruleset(rules: &str) -> Arc<CompiledRuleset> {
         Arc::new(CompiledRuleset::from_string(rules).unwrap())
+    }
+
+    #[test]
+    fn the_prefilter_skips_operators_but_never_a_match() {
+        // Two rules share a chain (their transformed values are shared), a negated one is
+        // covered too, and a rule without literals (`\w+`) always runs.
+        let ruleset = make_ruleset(
+            r#"
+            SecRule ARGS "@rx (?i)union\s+select" "id:1,phase:2,t:none,t:urlDecodeUni,t:lowercase,pass,log"
+            SecRule ARGS "@pm evil wicked" "id:2,phase:2,t:none,t:urlDecodeUni,t:lowercase,pass,log"
+            SecRule ARGS "!@rx ^[a-z]+-ok$" "id:3,phase:2,t:none,t:lowercase,pass,log"
+            SecRule ARGS:w "@rx \w+" "id:4,phase:2,pass,log"
+        "#,
+        );
+        let stats = ruleset.prefilter_stats();
+        assert_eq!((stats.filtered, stats.unfiltered), (3, 1), "{stats:?}");
+        let matched = |query: &str, prefilter: bool| {
+            let mut tx = Transaction::new(Arc::clone(&ruleset), 403);
+            tx.set_prefilter(prefilter);
+            tx.process_uri(&format!("/?{query}"), "GET", "HTTP/1.1").unwrap();
+            tx.process_request_headers().unwrap();
+            tx.process_request_body().unwrap();
+            tx.matched_rules().to_vec()
+        };
+        for (query, expected) in [
+            ("a=fine-ok", vec![]),
+            ("a=1%20UNION%20%20SeLeCt%202", vec!["1", "3"]),
+            ("a=WICKED-ok", vec!["2"]),
+            ("a=Evil-ok&b=union%0aselect", vec!["1", "2", "3"]),
+            ("a=nothing-here&w=x", vec!["3", "4"]),
+        ] {
+            assert_eq!(matched(query, true), expected, "{query}");
+            assert_eq!(matched(query, false), expected, "{query} without the prefilter");
+        }
     }
 
     #[test]

@@ -132,6 +132,80 @@ impl Operator for RxOperator {
     fn supports_capture(&self) -> bool {
         true
     }
+
+    fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
+        required_literals(&self.pattern_str)
+    }
+}
+
+/// Shortest literal worth a prefilter: a one-byte literal occurs in nearly every value, so the
+/// rule would run anyway, after a scan that reports it at every occurrence.
+const MIN_PREFILTER_LITERAL: usize = 2;
+
+/// Literals of which every match of `pattern` contains at least one, as the `regex` crate
+/// compiles it (case-insensitive parts come out as their case variants). `None` when there is
+/// no finite set of useful ones: a match may be anything (`\\w+`), or empty, or one byte long.
+fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    required(&hir).map(|set| set.into_iter().collect())
+}
+
+type LiteralSet = std::collections::BTreeSet<Vec<u8>>;
+
+/// A required set for `hir` (see [`required_literals`]), the most selective one found:
+///
+/// - what `regex-syntax` extracts as the literals every match begins with, or ends with;
+/// - in a concatenation, any part's required set (a part's match lies inside the whole
+///   match), and the prefixes of the concatenation from each part on;
+/// - in an alternation, the union of the branches' sets (none if a branch has none);
+/// - a group, or a repetition of at least once, has its body's set.
+fn required(hir: &regex_syntax::hir::Hir) -> Option<LiteralSet> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    use regex_syntax::hir::{Hir, HirKind};
+    let extracted = |hir: &Hir, kind: ExtractKind| -> Option<LiteralSet> {
+        let seq = Extractor::new().kind(kind).extract(hir);
+        let literals = seq.literals()?;
+        let set: LiteralSet = literals.iter().map(|l| l.as_bytes().to_vec()).collect();
+        usable(&set).then_some(set)
+    };
+    let mut candidates = vec![
+        extracted(hir, ExtractKind::Prefix),
+        extracted(hir, ExtractKind::Suffix),
+    ];
+    match hir.kind() {
+        HirKind::Concat(parts) => {
+            for (i, part) in parts.iter().enumerate() {
+                candidates.push(required(part));
+                if i > 0 && matches!(part.kind(), HirKind::Literal(_) | HirKind::Class(_)) {
+                    candidates.push(extracted(&Hir::concat(parts[i..].to_vec()), ExtractKind::Prefix));
+                }
+            }
+        }
+        HirKind::Alternation(branches) => {
+            let mut union = LiteralSet::new();
+            for branch in branches {
+                union.extend(required(branch)?);
+            }
+            candidates.push(usable(&union).then_some(union));
+        }
+        HirKind::Capture(group) => candidates.push(required(&group.sub)),
+        HirKind::Repetition(repetition) if repetition.min >= 1 => {
+            candidates.push(required(&repetition.sub))
+        }
+        _ => {}
+    }
+    candidates.into_iter().flatten().max_by_key(selectivity)
+}
+
+/// A set worth a prefilter: not empty, every literal at least [`MIN_PREFILTER_LITERAL`] long.
+fn usable(set: &LiteralSet) -> bool {
+    !set.is_empty() && set.iter().all(|l| l.len() >= MIN_PREFILTER_LITERAL)
+}
+
+/// Longer shortest literal first (rarer in ordinary text), then fewer literals.
+fn selectivity(set: &LiteralSet) -> (usize, std::cmp::Reverse<usize>) {
+    let shortest = set.iter().map(Vec::len).min().unwrap_or(0);
+    (shortest.min(8), std::cmp::Reverse(set.len()))
 }
 
 /// Phrase match operator (@pm).
@@ -236,6 +310,11 @@ impl Operator for PmOperator {
     fn name(&self) -> &'static str {
         "pm"
     }
+
+    /// Exactly the phrases: the operator matches when one occurs, ASCII-case-insensitively.
+    fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
+        Some(self.patterns.iter().map(|p| p.as_bytes().to_vec()).collect())
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +334,30 @@ mod tests {
         let result = op.execute("user=john");
         assert!(result.matched);
         assert_eq!(result.captures, vec!["john"]);
+    }
+
+    #[test]
+    fn rx_required_literals_are_those_every_match_contains() {
+        let lits = |p: &str| RxOperator::new(p).unwrap().required_literals();
+        // Alternation of words: each one.
+        let mut words = lits("(?:select|union)\\s+all").unwrap();
+        words.sort();
+        assert_eq!(words, vec![b"select".to_vec(), b"union".to_vec()]);
+        // Case-insensitive: the variants, all of them containing the same letters.
+        let variants = lits("(?i)ab").unwrap();
+        assert!(variants.iter().all(|l| l.eq_ignore_ascii_case(b"ab")), "{variants:?}");
+        // No prefix but a suffix.
+        assert_eq!(lits("[a-z]+=javascript").unwrap(), vec![b"=javascript".to_vec()]);
+        // Neither, but a literal inside every match; in each branch of an alternation.
+        assert_eq!(lits("\\W+script\\W+").unwrap(), vec![b"script".to_vec()]);
+        let mut inner = lits("\\w+(?:\\W+abc|\\d+xyz\\s)").unwrap();
+        inner.sort();
+        assert_eq!(inner, vec![b"abc".to_vec(), b"xyz".to_vec()]);
+        // Nothing every match must contain, or only one byte of it.
+        assert_eq!(lits("\\w+"), None);
+        assert_eq!(lits("a?b?"), None);
+        assert_eq!(lits("[<>]"), None);
+        assert_eq!(lits("\\w+(?:abc|\\d+)"), None);
     }
 
     #[test]

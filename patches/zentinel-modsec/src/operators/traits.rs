@@ -52,4 +52,14 @@ pub trait Operator: Send + Sync {
     fn supports_capture(&self) -> bool {
         false
     }
+
+    /// Byte strings of which every value this operator matches contains at least one, compared
+    /// ASCII-case-insensitively; `None` when the operator has no such set (it must always run).
+    ///
+    /// A rule engine may skip the operator on a value that contains none of them (one
+    /// Aho-Corasick pass over a value stands in for many operators). An operator that returns a
+    /// set must never match a value without one of them.
+    fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
+        None
+    }
 }

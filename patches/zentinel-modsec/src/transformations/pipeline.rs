@@ -66,6 +66,12 @@ impl TransformationPipeline {
         current
     }
 
+    /// The transformations' names, in order: two pipelines with the same names give the same
+    /// output for every input (transformations are pure functions of their input).
+    pub fn names(&self) -> Vec<&'static str> {
+        self.transformations.iter().map(|t| t.name()).collect()
+    }
+
     /// Check if the pipeline is empty.
     pub fn is_empty(&self) -> bool {
         self.transformations.is_empty()
