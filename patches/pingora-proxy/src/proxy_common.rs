@@ -369,6 +369,12 @@ pub(crate) fn sanitize_h1_upstream_request(
     if policy == HttpUpstreamRequestPolicy::preserve() {
         return Ok(());
     }
+    // An ordinary request carries no hop-by-hop field (the upgrade fields and `Connection` are
+    // among them): nothing is nominated, stripped or upgraded, found in one pass over the names
+    // instead of a lookup of each.
+    if !req.headers.keys().any(is_standard_hop_by_hop) {
+        return Ok(());
+    }
 
     let nominations = policy
         .strip_connection_nominated
@@ -661,10 +667,14 @@ mod tests {
             ["Host: origin.example", "X-Also-Kept: 2", "X-Kept: 1"]
         );
 
-        // Nothing to remove: the request is left as it was.
+        // Nothing to remove: the request is left as it was, by either policy.
         let before = request.headers.clone();
         strip_standard_hop_by_hop_headers(&mut request);
         assert_eq!(request.headers, before);
+        for policy in [HttpUpstreamRequestPolicy::standard(), lenient_policy()] {
+            sanitize_h1_upstream_request(&mut request, policy, true).unwrap();
+            assert_eq!(request.headers, before);
+        }
 
         let mut upgrade = request_with_headers(&[
             ("Connection", "Upgrade"),
