@@ -53,6 +53,78 @@ impl Gateway {
     pub(crate) fn new(runtime: Arc<Runtime>) -> Self {
         Gateway { runtime }
     }
+
+    /// `request_filter`: route, admit, check and answer or let the request through.
+    async fn filter_request(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
+        let decision = match decide(snap, session.req_header(), state) {
+            Ok(d @ (Decision::Proxy | Decision::Jobs | Decision::Aggregate | Decision::Grpc(_))) => {
+                // A cache's background revalidation repeats a request already admitted.
+                let background = session.subrequest_ctx.is_some();
+                self.admit(snap, session.req_header(), state, background).await.map(|_| d)
+            }
+            other => other,
+        };
+        match decision {
+            Ok(Decision::Proxy) => {
+                let route_id = state.route.ok_or_else(|| Error::new(InternalError))?;
+                let route = snap.route(route_id);
+                let has_body = !session.is_body_empty();
+                let declared = state.declared_length;
+                let inspect = inspection::body_limit(snap, route, declared);
+                let schema = snap.schema(route_id);
+                let checked = match validation::start(schema, session.req_header(), has_body, declared, inspect) {
+                    Ok(Some(mut held)) => match held.read_ahead(session, route, declared).await {
+                        Ok(body) => Ok((Some(held), body)),
+                        Err(validation::ReadAheadError::Refused(err)) => Err(err),
+                        Err(validation::ReadAheadError::Read(e)) => return Err(e),
+                    },
+                    Ok(None) => Ok((None, None)),
+                    Err(err) => Err(err),
+                };
+                let checked = match checked {
+                    // Inspected now unless the body is still streaming into the held copy.
+                    Ok((held, body)) if route.waf.mode != WafMode::Off && (held.is_none() || body.is_some()) => {
+                        let body = inspection::body(snap, body, declared);
+                        let head = session.req_header();
+                        inspection::inspect(&self.runtime, snap, route_id, state, head, body).await.map(|_| held)
+                    }
+                    other => other.map(|(held, _)| held),
+                };
+                match checked {
+                    Ok(held) => state.validation = held,
+                    Err(err) => {
+                        if !session.is_body_empty() && !session.is_body_done() {
+                            session.set_keepalive(None);
+                        }
+                        return refuse(session, snap, state, &err).await.map(|_| true);
+                    }
+                }
+                policies::enable_compression(snap, session, state);
+                Ok(false)
+            }
+            Ok(Decision::Preflight) => {
+                let route = snap.route(state.route.ok_or_else(|| Error::new(InternalError))?);
+                match policies::preflight_answer(route, session.req_header()) {
+                    Some(answer) => respond(session, snap, state, answer).await.map(|_| true),
+                    None => refuse(session, snap, state, &GatewayError::NoRoute).await.map(|_| true),
+                }
+            }
+            Ok(Decision::Health) => respond(session, snap, state, health_answer()).await.map(|_| true),
+            Ok(Decision::Aggregate) => match snap.route(state.route.ok_or_else(|| Error::new(InternalError))?).target {
+                RouteTarget::Aggregate(id) => {
+                    aggregation::handle(snap, &snap.config.aggregates[id], session, state).await
+                }
+                _ => refuse(session, snap, state, &GatewayError::Internal).await.map(|_| true),
+            },
+            Ok(Decision::Grpc(translation)) => grpc::handle(snap, translation, session, state).await,
+            Ok(Decision::Jobs) => match (&self.runtime.jobs, &snap.config.jobs) {
+                (Some(link), Some(settings)) => jobs::handle(&self.runtime, snap, link, settings, session, state).await,
+                _ => refuse(session, snap, state, &GatewayError::NoRoute).await.map(|_| true),
+            },
+            Err(err) => refuse(session, snap, state, &err).await.map(|_| true),
+        }
+    }
 }
 
 /// The verified client certificate's subject, forwarded upstream.
@@ -60,6 +132,14 @@ impl Gateway {
 /// What the TLS handshake of this request's connection recorded (`None` on plain listeners).
 fn conn_info(session: &Session) -> Option<&ConnInfo> {
     session.digest()?.ssl_digest.as_ref()?.extension.get::<ConnInfo>()
+}
+
+/// A future made inside its box: the box is allocated first and `make` runs after, so the
+/// compiler writes the future's captured arguments straight into it. (`Box::pin(future)`
+/// makes the future first, on the stack, and copies all of its size into the box.)
+#[inline(always)]
+fn built_in_its_box<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
 /// `GET /health` on public listeners (for a balancer in front).
@@ -146,75 +226,23 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
-        let decision = match decide(snap, session.req_header(), state) {
-            Ok(d @ (Decision::Proxy | Decision::Jobs | Decision::Aggregate | Decision::Grpc(_))) => {
-                // A cache's background revalidation repeats a request already admitted.
-                let background = session.subrequest_ctx.is_some();
-                self.admit(snap, session.req_header(), state, background).await.map(|_| d)
-            }
-            other => other,
-        };
-        match decision {
-            Ok(Decision::Proxy) => {
-                let route_id = state.route.ok_or_else(|| Error::new(InternalError))?;
-                let route = snap.route(route_id);
-                let has_body = !session.is_body_empty();
-                let declared = state.declared_length;
-                let inspect = inspection::body_limit(snap, route, declared);
-                let schema = snap.schema(route_id);
-                let checked = match validation::start(schema, session.req_header(), has_body, declared, inspect) {
-                    Ok(Some(mut held)) => match held.read_ahead(session, route, declared).await {
-                        Ok(body) => Ok((Some(held), body)),
-                        Err(validation::ReadAheadError::Refused(err)) => Err(err),
-                        Err(validation::ReadAheadError::Read(e)) => return Err(e),
-                    },
-                    Ok(None) => Ok((None, None)),
-                    Err(err) => Err(err),
-                };
-                let checked = match checked {
-                    // Inspected now unless the body is still streaming into the held copy.
-                    Ok((held, body)) if route.waf.mode != WafMode::Off && (held.is_none() || body.is_some()) => {
-                        let body = inspection::body(snap, body, declared);
-                        let head = session.req_header();
-                        inspection::inspect(&self.runtime, snap, route_id, state, head, body).await.map(|_| held)
-                    }
-                    other => other.map(|(held, _)| held),
-                };
-                match checked {
-                    Ok(held) => state.validation = held,
-                    Err(err) => {
-                        if !session.is_body_empty() && !session.is_body_done() {
-                            session.set_keepalive(None);
-                        }
-                        return refuse(session, snap, state, &err).await.map(|_| true);
-                    }
-                }
-                policies::enable_compression(snap, session, state);
-                Ok(false)
-            }
-            Ok(Decision::Preflight) => {
-                let route = snap.route(state.route.ok_or_else(|| Error::new(InternalError))?);
-                match policies::preflight_answer(route, session.req_header()) {
-                    Some(answer) => respond(session, snap, state, answer).await.map(|_| true),
-                    None => refuse(session, snap, state, &GatewayError::NoRoute).await.map(|_| true),
-                }
-            }
-            Ok(Decision::Health) => respond(session, snap, state, health_answer()).await.map(|_| true),
-            Ok(Decision::Aggregate) => match snap.route(state.route.ok_or_else(|| Error::new(InternalError))?).target {
-                RouteTarget::Aggregate(id) => {
-                    aggregation::handle(snap, &snap.config.aggregates[id], session, state).await
-                }
-                _ => refuse(session, snap, state, &GatewayError::Internal).await.map(|_| true),
-            },
-            Ok(Decision::Grpc(translation)) => grpc::handle(snap, translation, session, state).await,
-            Ok(Decision::Jobs) => match (&self.runtime.jobs, &snap.config.jobs) {
-                (Some(link), Some(settings)) => jobs::handle(&self.runtime, snap, link, settings, session, state).await,
-                _ => refuse(session, snap, state, &GatewayError::NoRoute).await.map(|_| true),
-            },
-            Err(err) => refuse(session, snap, state, &err).await.map(|_| true),
-        }
+    // Written out rather than generated by `async_trait`, whose `Box::pin(async move { .. })`
+    // builds the future on the stack and copies it into its box: this one holds the state of
+    // every branch a request may take here (admission, validation, inspection, aggregation,
+    // gRPC, jobs) and is ≈ 15 KiB, copied on every request. The box is allocated first and the
+    // future made inside it, so only the captured arguments are written.
+    fn request_filter<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        session: &'life1 mut Session,
+        ctx: &'life2 mut Self::CTX,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        built_in_its_box(|| self.filter_request(session, ctx))
     }
 
     async fn request_body_filter(
