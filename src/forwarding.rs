@@ -459,7 +459,11 @@ mod tests {
         underscores_allowed: bool,
         protected: &[HeaderName],
     ) -> Vec<HeaderName> {
-        headers.keys().filter(|n| is_dropped(n.as_str(), from_trusted, underscores_allowed, protected)).cloned().collect()
+        headers
+            .keys()
+            .filter(|n| is_dropped(n.as_str(), from_trusted, underscores_allowed, protected))
+            .cloned()
+            .collect()
     }
 
     fn trusted(nets: &[&str]) -> TrustedProxies {
