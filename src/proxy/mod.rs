@@ -127,8 +127,6 @@ impl Gateway {
     }
 }
 
-/// The verified client certificate's subject, forwarded upstream.
-
 /// What the TLS handshake of this request's connection recorded (`None` on plain listeners).
 fn conn_info(session: &Session) -> Option<&ConnInfo> {
     session.digest()?.ssl_digest.as_ref()?.extension.get::<ConnInfo>()
