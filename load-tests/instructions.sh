@@ -34,6 +34,10 @@
 # With `rate_limit.store: redis` a request of siger-plan costs two Redis round trips (the
 # plan's rate limit and the quota, one script each) where siger-hs256's costs one; usage adds
 # none per request (one script per consumer and day, and one per day, every flush_interval).
+# TLS, on the plain route's config with a TLS listener (an ECDSA P-256 certificate made at start,
+# TLS 1.3): siger-https (HTTP/1.1 keep-alive over TLS) and siger-h2 (HTTP/2 by ALPN, H2_STREAMS
+# concurrent streams per connection, 16 unless told), e.g.
+#   TARGETS="siger siger-https siger-h2" load-tests/instructions.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -46,8 +50,8 @@ TARGETS=${TARGETS:-"bare-pingora siger siger-hs256"}
 SIGER_BIN=$(realpath "${SIGER_BIN:-./target/release/siger}")
 BARE_BIN=$(realpath "${BARE_BIN:-./target/release/examples/bare-pingora}")
 
-./scripts/install-deps nginx valgrind h2load:nghttp2-client
-for tool in nginx valgrind callgrind_control h2load; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
+./scripts/install-deps nginx valgrind h2load:nghttp2-client openssl
+for tool in nginx valgrind callgrind_control h2load openssl; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
 if [ -z "${SKIP_BUILD:-}" ]; then
   echo "building release binaries..." >&2
   cargo build --release --quiet --bin siger --example bare-pingora
@@ -128,11 +132,27 @@ dump_ir() {
   awk '/^(summary|totals):/ {print $2; exit}' "$file"
 }
 
+if [[ " $TARGETS " == *" siger-https "* || " $TARGETS " == *" siger-h2 "* ]]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WORK/tls.key" \
+    -out "$WORK/tls.pem" -days 2 -subj "/CN=bench.test" -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
+fi
+
 declare -A IPR
 for target in $TARGETS; do
   port=$(free_port)
   auth=()
   variant=""
+  scheme=http
+  # HTTP/1.1 unless the target speaks HTTP/2.
+  protocol=(--h1)
+  listen="\"127.0.0.1:$port\""
+  case $target in
+    siger-https | siger-h2)
+      scheme=https
+      listen="{addr: \"127.0.0.1:$port\", cert: $WORK/tls.pem, key: $WORK/tls.key}"
+      [ "$target" = siger-h2 ] && protocol=(-m "${H2_STREAMS:-16}")
+      ;;
+  esac
   case $target in
     bare-pingora)
       cmd=("$BARE_BIN" "127.0.0.1:$port" "127.0.0.1:$BACKEND" 1)
@@ -148,7 +168,7 @@ for target in $TARGETS; do
       admin=$(free_port)
       cat > "$WORK/$target.yaml" <<YAML
 server: {threads: 1, pid_file: $WORK/$target.pid, upgrade_sock: $WORK/$target.sock, grace_period: 0s, graceful_shutdown_timeout: 1s${SIGER_SERVER_EXTRA:+, $SIGER_SERVER_EXTRA}}
-listen: ["127.0.0.1:$port"]
+listen: [$listen]
 admin: {listen: "127.0.0.1:$admin"}
 $extra
 YAML
@@ -193,9 +213,9 @@ YAML
   # Up to 10 minutes: compiling the CRS under callgrind takes minutes.
   for _ in $(seq 1 6000); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   # The valgrind process is the target process (valgrind execs in place).
-  h2load --h1 -n "$WARM" -c "$CONNS" ${auth[@]+"${auth[@]}"} "http://127.0.0.1:$port$url_path" >/dev/null
+  h2load "${protocol[@]}" -n "$WARM" -c "$CONNS" ${auth[@]+"${auth[@]}"} "$scheme://127.0.0.1:$port$url_path" >/dev/null
   callgrind_control --zero "$vg" >/dev/null
-  h2load --h1 -n "$N" -c "$CONNS" ${auth[@]+"${auth[@]}"} "http://127.0.0.1:$port$url_path" > "$WORK/$target.h2load"
+  h2load "${protocol[@]}" -n "$N" -c "$CONNS" ${auth[@]+"${auth[@]}"} "$scheme://127.0.0.1:$port$url_path" > "$WORK/$target.h2load"
   served=$(awk '/^requests:/ {print $8}' "$WORK/$target.h2load")
   ir=$(dump_ir "$vg")
   # KEEP_CALLGRIND=dir keeps each target's profile for callgrind_annotate.

@@ -147,7 +147,7 @@ impl Stamp<'_> {
     /// Put them on `head`, replacing what a backend sent under the same names: a backend's own
     /// request id or rate-limit figures would contradict the gateway's.
     pub(crate) fn apply(&self, head: &mut ResponseHeader) -> pingora::Result<()> {
-        head.insert_header("X-Request-Id", self.request_id)?;
+        head.insert_header(&crate::forwarding::X_REQUEST_ID, self.request_id)?;
         if let Some(r) = self.rate_limit {
             head.insert_header("RateLimit-Limit", r.limit)?;
             head.insert_header("RateLimit-Remaining", r.remaining)?;

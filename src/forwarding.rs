@@ -3,7 +3,7 @@
 
 use crate::config::{canonical_ip, TrustedProxies};
 use http::header::{GetAll, HeaderMap, HeaderName, HeaderValue};
-use pingora::http::RequestHeader;
+use pingora::http::{CasedHeaderName, RequestHeader};
 use std::borrow::Cow;
 use std::net::IpAddr;
 
@@ -58,27 +58,16 @@ const OVERRIDE_HEADERS: &[&str] = &[
     "x-forwarded-server",
 ];
 
-/// Request headers to remove before the request goes upstream, found in one pass over the
-/// names: override headers from untrusted peers (see [`OVERRIDE_HEADERS`]), and names with
-/// `_`. CGI-style servers (PHP, WSGI, Rack) turn `X_User_Id` and `X-User-Id` into the same
-/// variable, so an underscore spelling would smuggle past the removal of a protected header
-/// (nginx drops them too: `underscores_in_headers off`). With `underscores_allowed`, only
-/// underscore spellings of `protected` and override names are removed.
-pub(crate) fn headers_to_drop(
-    headers: &HeaderMap,
-    from_trusted: bool,
-    underscores_allowed: bool,
-    protected: &[HeaderName],
-) -> Vec<HeaderName> {
-    let mut doomed = Vec::new();
-    for name in headers.keys() {
-        let n = name.as_str();
-        let overriding = !from_trusted && (n.starts_with("x-") || n == "forwarded") && OVERRIDE_HEADERS.contains(&n);
-        if overriding || (n.contains('_') && !underscore_allowed(n, underscores_allowed, protected)) {
-            doomed.push(name.clone());
-        }
-    }
-    doomed
+/// Whether a request header of this name is removed before the request goes upstream (one of
+/// [`rewrite`]'s removals, all found in one pass over the names): override headers from
+/// untrusted peers (see [`OVERRIDE_HEADERS`]), and names with `_`. CGI-style servers (PHP,
+/// WSGI, Rack) turn `X_User_Id` and `X-User-Id` into the same variable, so an underscore
+/// spelling would smuggle past the removal of a protected header (nginx drops them too:
+/// `underscores_in_headers off`). With `underscores_allowed`, only underscore spellings of
+/// `protected` and override names are removed.
+fn is_dropped(n: &str, from_trusted: bool, underscores_allowed: bool, protected: &[HeaderName]) -> bool {
+    let overriding = !from_trusted && (n.starts_with("x-") || n == "forwarded") && OVERRIDE_HEADERS.contains(&n);
+    overriding || (n.contains('_') && !underscore_allowed(n, underscores_allowed, protected))
 }
 
 fn underscore_allowed(name: &str, allowed: bool, protected: &[HeaderName]) -> bool {
@@ -171,7 +160,9 @@ pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
 
 /// A fresh request id (UUIDv7: time-ordered, so ids sort by arrival in logs).
 pub(crate) fn new_request_id() -> String {
-    uuid::Uuid::now_v7().hyphenated().to_string()
+    // Encoded into a stack buffer: `to_string` would go through the formatting machinery.
+    let mut text = uuid::Uuid::encode_buffer();
+    uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text).to_owned()
 }
 
 /// IPv6 clients count by their /64 (rate limits, connections per IP): one host usually holds
@@ -265,12 +256,52 @@ pub(crate) struct Forwarding<'a> {
 /// The client-cert subject header (`X-Client-Cert-Subject`).
 pub(crate) const CLIENT_CERT_SUBJECT: &str = "x-client-cert-subject";
 
+// The headers the gateway sets on every proxied request, each parsed once, with the case it is
+// sent in (named by a string, a header would be parsed and its lowercase copy allocated on
+// every insert).
+static X_FORWARDED_FOR: CasedHeaderName = CasedHeaderName::from_static("x-forwarded-for", "X-Forwarded-For");
+static X_REAL_IP: CasedHeaderName = CasedHeaderName::from_static("x-real-ip", "X-Real-IP");
+/// `X-Request-Id`, as it is sent upstream and to clients.
+pub(crate) static X_REQUEST_ID: CasedHeaderName = CasedHeaderName::from_static("x-request-id", "X-Request-Id");
+static X_FORWARDED_PROTO: CasedHeaderName = CasedHeaderName::from_static("x-forwarded-proto", "X-Forwarded-Proto");
+static X_FORWARDED_HOST: CasedHeaderName = CasedHeaderName::from_static("x-forwarded-host", "X-Forwarded-Host");
+static X_CLIENT_CERT_SUBJECT: CasedHeaderName = CasedHeaderName::from_static(CLIENT_CERT_SUBJECT, CLIENT_CERT_SUBJECT);
+
+/// The headers [`rewrite`] removes, found in one pass over the head's names: override and
+/// underscore headers ([`is_dropped`]), client-sent copies of the verified identity, the API
+/// key, `Authorization` when the route keeps it, `Expect` once answered, and the headers the
+/// gateway sets only from what it verified itself (`X-Client-Cert-Subject`, `X-Forwarded-Host`).
+/// Removing a name costs a hash into each of the head's two maps (values and the names' case)
+/// whether or not it is there; these are usually absent, so the usual list is empty.
+fn headers_to_remove(headers: &HeaderMap, f: &Forwarding<'_>, from_trusted: bool) -> Vec<HeaderName> {
+    let mut doomed = Vec::new();
+    for name in headers.keys() {
+        let n = name.as_str();
+        let removed = is_dropped(n, from_trusted, f.underscores_allowed, f.protected)
+            || n == CLIENT_CERT_SUBJECT
+            || n == "x-forwarded-host"
+            || f.identity_headers.contains(name)
+            || f.api_key_header == Some(name)
+            || (!f.forward_authorization && name == http::header::AUTHORIZATION)
+            || (f.continued && name == http::header::EXPECT);
+        if removed {
+            doomed.push(name.clone());
+        }
+    }
+    doomed
+}
+
 /// Rewrite the head sent upstream per `f`: drop override and underscore headers, then set the
 /// forwarding headers, the verified identity and nothing a client could have forged in their
 /// place.
 pub(crate) fn rewrite(head: &mut RequestHeader, f: &Forwarding<'_>) -> pingora::Result<()> {
     let from_trusted = f.trusted.contains(&f.peer);
-    for name in headers_to_drop(&head.headers, from_trusted, f.underscores_allowed, f.protected) {
+    // Claim headers: client-sent copies are dropped on every route, public ones included, so
+    // upstream identity headers can only come from a verified token. The names come from the
+    // config, not the authenticator: stripping must not depend on keys loading. Only a
+    // certificate this gateway verified names the client, and `X-Forwarded-Host` is always the
+    // host that was routed: copies sent by clients (or proxies in front) never pass.
+    for name in headers_to_remove(&head.headers, f, from_trusted) {
         head.remove_header(&name);
     }
     let chain = if from_trusted {
@@ -280,45 +311,22 @@ pub(crate) fn rewrite(head: &mut RequestHeader, f: &Forwarding<'_>) -> pingora::
         // From an untrusted peer the chain is just the peer, which is the client.
         f.client.to_owned()
     };
-    head.insert_header("X-Forwarded-For", chain)?;
-    head.insert_header("X-Real-IP", f.client)?;
-    head.insert_header("X-Request-Id", f.request_id)?;
-    // Claim headers: client-sent copies are dropped on every route, public ones included, so
-    // upstream identity headers can only come from a verified token. The names come from the
-    // config, not the authenticator: stripping must not depend on keys loading.
-    for name in f.identity_headers {
-        head.remove_header(name);
-    }
-    if let Some(name) = f.api_key_header {
-        head.remove_header(name);
-    }
+    head.insert_header(&X_FORWARDED_FOR, chain)?;
+    head.insert_header(&X_REAL_IP, f.client)?;
+    head.insert_header(&X_REQUEST_ID, f.request_id)?;
     for (name, value) in f.identity {
         head.insert_header(name.clone(), value.clone())?;
     }
-    if !f.forward_authorization {
-        head.remove_header(&http::header::AUTHORIZATION);
-    }
     if !passes_forwarded_proto(&head.headers, from_trusted) {
-        head.insert_header("X-Forwarded-Proto", listener_proto(f.tls))?;
+        head.insert_header(&X_FORWARDED_PROTO, listener_proto(f.tls))?;
     }
-    // Only a certificate this gateway verified names the client: copies sent by clients (or
-    // proxies in front) never pass.
-    match f.client_subject {
-        Some(subject) => head.insert_header(CLIENT_CERT_SUBJECT, subject.clone())?,
-        None => {
-            head.remove_header(CLIENT_CERT_SUBJECT);
-        }
+    if let Some(subject) = f.client_subject {
+        head.insert_header(&X_CLIENT_CERT_SUBJECT, subject.clone())?;
     }
     // Always the host that was routed, even from a trusted proxy: a backend that believes
     // X-Forwarded-Host must act on the host the gateway authenticated for.
-    match head.headers.get(http::header::HOST).cloned() {
-        Some(host) => head.insert_header("X-Forwarded-Host", host)?,
-        None => {
-            head.remove_header("X-Forwarded-Host");
-        }
-    }
-    if f.continued {
-        head.remove_header(&http::header::EXPECT);
+    if let Some(host) = head.headers.get(http::header::HOST).cloned() {
+        head.insert_header(&X_FORWARDED_HOST, host)?;
     }
     Ok(())
 }
@@ -423,6 +431,39 @@ mod tests {
         assert_eq!(get(&h, "expect"), None);
         assert_eq!(get(&h, "x-forwarded-proto"), Some("https"));
         assert_eq!(get(&h, CLIENT_CERT_SUBJECT), Some("CN=client"));
+    }
+
+    #[test]
+    fn client_copies_of_gateway_headers_never_pass_and_the_rest_keeps_its_order() {
+        let none = trusted(&[]);
+        let mut h = head(&[
+            ("accept", "*/*"),
+            ("x-forwarded-host", "evil.example"),
+            (CLIENT_CERT_SUBJECT, "CN=admin"),
+            (CLIENT_CERT_SUBJECT, "CN=root"),
+            ("user-agent", "t"),
+        ]);
+        let subject = HeaderValue::from_static("CN=client");
+        let f = Forwarding { client_subject: Some(&subject), ..forwarding(&none, "203.0.113.9") };
+        rewrite(&mut h, &f).expect("rewrite");
+        // No Host: no X-Forwarded-Host at all, not the client's.
+        assert_eq!(get(&h, "x-forwarded-host"), None);
+        assert_eq!(h.headers.get_all(CLIENT_CERT_SUBJECT).iter().collect::<Vec<_>>(), vec!["CN=client"]);
+        let names: Vec<&str> = h.headers.keys().map(|n| n.as_str()).take(2).collect();
+        assert_eq!(names, ["accept", "user-agent"]);
+    }
+
+    fn headers_to_drop(
+        headers: &HeaderMap,
+        from_trusted: bool,
+        underscores_allowed: bool,
+        protected: &[HeaderName],
+    ) -> Vec<HeaderName> {
+        headers
+            .keys()
+            .filter(|n| is_dropped(n.as_str(), from_trusted, underscores_allowed, protected))
+            .cloned()
+            .collect()
     }
 
     fn trusted(nets: &[&str]) -> TrustedProxies {

@@ -176,16 +176,49 @@ impl ConnectionNominations {
 }
 
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
-    req.remove_header(KEEP_ALIVE);
-    req.remove_header(PROXY_CONNECTION);
-    req.remove_header(&header::PROXY_AUTHENTICATE);
-    req.remove_header(&header::PROXY_AUTHORIZATION);
-    req.remove_header(&header::TE);
-    req.remove_header(&header::TRAILER);
-    req.remove_header(&header::TRANSFER_ENCODING);
-    req.remove_header(&header::CONNECTION);
-    req.remove_header(&header::UPGRADE);
-    req.remove_header(HTTP2_SETTINGS);
+    remove_headers_where(req, is_standard_hop_by_hop);
+}
+
+/// The hop-by-hop fields every proxy drops: RFC 9110 §7.6.1's, and the legacy
+/// `Keep-Alive`, `Proxy-Connection` and `HTTP2-Settings`.
+fn is_standard_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        KEEP_ALIVE
+            | PROXY_CONNECTION
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "connection"
+            | "upgrade"
+            | HTTP2_SETTINGS
+    )
+}
+
+/// The fields that carry an HTTP/1 upgrade handshake.
+fn is_upgrade_field(name: &HeaderName) -> bool {
+    matches!(name.as_str(), "connection" | "upgrade" | HTTP2_SETTINGS)
+}
+
+/// Remove every field whose name `doomed` picks, found in one pass over the names. Removing a
+/// name one `remove_header` at a time hashes it into both of the request's header maps whether
+/// or not it is there; the fields removed here are usually absent, so this usually removes
+/// nothing and hashes nothing.
+pub(crate) fn remove_headers_where(req: &mut RequestHeader, doomed: impl Fn(&HeaderName) -> bool) {
+    if !req.headers.keys().any(&doomed) {
+        return;
+    }
+    let names: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| doomed(name))
+        .cloned()
+        .collect();
+    for name in &names {
+        req.remove_header(name);
+    }
 }
 
 /// Set H1 `Host` from the URI or absolute-form authority.
@@ -336,6 +369,12 @@ pub(crate) fn sanitize_h1_upstream_request(
     if policy == HttpUpstreamRequestPolicy::preserve() {
         return Ok(());
     }
+    // An ordinary request carries no hop-by-hop field (the upgrade fields and `Connection` are
+    // among them): nothing is nominated, stripped or upgraded, found in one pass over the names
+    // instead of a lookup of each.
+    if !req.headers.keys().any(is_standard_hop_by_hop) {
+        return Ok(());
+    }
 
     let nominations = policy
         .strip_connection_nominated
@@ -360,19 +399,13 @@ pub(crate) fn sanitize_h1_upstream_request(
 
     match policy.h1_upgrade {
         H1UpgradePolicy::WebSocketOnly => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            remove_headers_where(req, is_upgrade_field);
             if websocket_upgrade {
                 req.insert_header(header::CONNECTION, "Upgrade")?;
                 req.insert_header(header::UPGRADE, "websocket")?;
             }
         }
-        H1UpgradePolicy::Deny => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
-        }
+        H1UpgradePolicy::Deny => remove_headers_where(req, is_upgrade_field),
         H1UpgradePolicy::Preserve => {}
     }
 
@@ -605,6 +638,53 @@ mod tests {
             .unwrap();
         set_h1_host_from_authority_if_absent(&mut custom).unwrap();
         assert_eq!(custom.headers[header::HOST], "custom.example");
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_removed_in_any_case_and_the_rest_kept_with_their_case() {
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        for (name, value) in [
+            ("Host", "origin.example"),
+            ("Keep-Alive", "timeout=5"),
+            ("X-Kept", "1"),
+            ("TE", "trailers"),
+            ("te", "gzip"),
+            ("Proxy-Authorization", "Basic x"),
+            ("Proxy-Connection", "keep-alive"),
+            ("X-Also-Kept", "2"),
+            ("HTTP2-Settings", "AAMAAABkAAQAAP__"),
+        ] {
+            request.append_header(name.to_string(), value).unwrap();
+        }
+        strip_standard_hop_by_hop_headers(&mut request);
+        let mut wire = vec![];
+        request.header_to_h1_wire(&mut wire);
+        // (removing a name moves the last field into its place, as `remove_header` always has)
+        let mut lines: Vec<&str> = std::str::from_utf8(&wire).unwrap().lines().collect();
+        lines.sort_unstable();
+        assert_eq!(
+            lines,
+            ["Host: origin.example", "X-Also-Kept: 2", "X-Kept: 1"]
+        );
+
+        // Nothing to remove: the request is left as it was, by either policy.
+        let before = request.headers.clone();
+        strip_standard_hop_by_hop_headers(&mut request);
+        assert_eq!(request.headers, before);
+        for policy in [HttpUpstreamRequestPolicy::standard(), lenient_policy()] {
+            sanitize_h1_upstream_request(&mut request, policy, true).unwrap();
+            assert_eq!(request.headers, before);
+        }
+
+        let mut upgrade = request_with_headers(&[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "h2c"),
+            ("HTTP2-Settings", "AAMAAABkAAQAAP__"),
+            ("Accept", "*/*"),
+        ]);
+        remove_headers_where(&mut upgrade, is_upgrade_field);
+        assert_eq!(upgrade.headers.len(), 1);
+        assert_eq!(upgrade.headers["accept"], "*/*");
     }
 
     #[test]

@@ -153,11 +153,12 @@ where
             }
             /* remove H1 specific headers */
             // https://github.com/hyperium/h2/blob/d3b9f1e36aadc1a7a6804e2f8e86d3fe4a244b4f/src/proto/streams/send.rs#L72
-            req.remove_header(&http::header::TRANSFER_ENCODING);
-            req.remove_header(&http::header::CONNECTION);
-            req.remove_header(&http::header::UPGRADE);
-            req.remove_header(KEEP_ALIVE);
-            req.remove_header(PROXY_CONNECTION);
+            remove_headers_where(&mut req, |name| {
+                matches!(
+                    name.as_str(),
+                    "transfer-encoding" | "connection" | "upgrade" | KEEP_ALIVE | PROXY_CONNECTION
+                )
+            });
         }
 
         /* turn it into h2 */
