@@ -126,6 +126,11 @@ impl LocalAnswer {
     }
 }
 
+/// `X-Request-Id`, spelt as the gateway sends it upstream and in every answer (a name made
+/// once: inserting it parses nothing).
+pub(crate) static X_REQUEST_ID: pingora::http::CasedHeaderName =
+    pingora::http::CasedHeaderName::from_static("x-request-id", "X-Request-Id");
+
 /// What every answer carries, the backend's and the gateway's own alike: the request id, the
 /// `RateLimit-*` headers of an admitted request, and the listener's `Strict-Transport-Security`.
 #[derive(Debug, Clone, Copy)]
@@ -147,7 +152,7 @@ impl Stamp<'_> {
     /// Put them on `head`, replacing what a backend sent under the same names: a backend's own
     /// request id or rate-limit figures would contradict the gateway's.
     pub(crate) fn apply(&self, head: &mut ResponseHeader) -> pingora::Result<()> {
-        head.insert_header(&crate::forwarding::X_REQUEST_ID, self.request_id)?;
+        head.insert_header(&X_REQUEST_ID, self.request_id)?;
         if let Some(r) = self.rate_limit {
             head.insert_header("RateLimit-Limit", r.limit)?;
             head.insert_header("RateLimit-Remaining", r.remaining)?;

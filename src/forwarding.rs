@@ -261,8 +261,6 @@ pub(crate) const CLIENT_CERT_SUBJECT: &str = "x-client-cert-subject";
 // every insert).
 static X_FORWARDED_FOR: CasedHeaderName = CasedHeaderName::from_static("x-forwarded-for", "X-Forwarded-For");
 static X_REAL_IP: CasedHeaderName = CasedHeaderName::from_static("x-real-ip", "X-Real-IP");
-/// `X-Request-Id`, as it is sent upstream and to clients.
-pub(crate) static X_REQUEST_ID: CasedHeaderName = CasedHeaderName::from_static("x-request-id", "X-Request-Id");
 static X_FORWARDED_PROTO: CasedHeaderName = CasedHeaderName::from_static("x-forwarded-proto", "X-Forwarded-Proto");
 static X_FORWARDED_HOST: CasedHeaderName = CasedHeaderName::from_static("x-forwarded-host", "X-Forwarded-Host");
 static X_CLIENT_CERT_SUBJECT: CasedHeaderName = CasedHeaderName::from_static(CLIENT_CERT_SUBJECT, CLIENT_CERT_SUBJECT);
@@ -313,7 +311,7 @@ pub(crate) fn rewrite(head: &mut RequestHeader, f: &Forwarding<'_>) -> pingora::
     };
     head.insert_header(&X_FORWARDED_FOR, chain)?;
     head.insert_header(&X_REAL_IP, f.client)?;
-    head.insert_header(&X_REQUEST_ID, f.request_id)?;
+    head.insert_header(&crate::answer::X_REQUEST_ID, f.request_id)?;
     for (name, value) in f.identity {
         head.insert_header(name.clone(), value.clone())?;
     }
