@@ -10,7 +10,7 @@
 //! page), `observability::metrics::quota` (per-plan series only). [`Quotas`] holds one configuration's plans over
 //! the store, which outlives configurations.
 //!
-//! Wired by `crate::partner`: the proxy's request phase resolves the consumer's plan after
+//! Wired by src/partner.rs: the proxy's request phase resolves the consumer's plan after
 //! authentication and checks its quota after the rate limits; `logging` records its usage.
 
 pub(crate) mod board;
