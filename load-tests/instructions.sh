@@ -9,12 +9,12 @@
 #   TARGETS="bare-pingora siger" load-tests/instructions.sh
 #   SKIP_BUILD=1 SIGER_BIN=/path/to/other/siger load-tests/instructions.sh   # compare a build
 #   SKIP_BUILD=1 BARE_BIN=/path/to/other/bare-pingora …                       # (bare Pingora too)
-#   KEEP_CALLGRIND=/tmp/profiles load-tests/instructions.sh    # keep profiles for callgrind_annotate
+#   KEEP_CALLGRIND=profiles load-tests/instructions.sh         # keep profiles for callgrind_annotate
 #   SIGER_SERVER_EXTRA="work_stealing: false" load-tests/instructions.sh   # extra server: keys
 #
 # A request body (every target POSTs it as JSON; nginx answers POST like GET), fewer requests
 # and a shorter warm-up for expensive routes, e.g. request inspection (docs/waf.md, "Cost"):
-#   BODY_FILE=/tmp/order-1k.json N=500 WARM=50 TARGETS="siger siger-waf" load-tests/instructions.sh
+#   BODY_FILE=order-1k.json N=500 WARM=50 TARGETS="siger siger-waf" load-tests/instructions.sh
 #
 # Extra Siger targets are named siger-<variant>, with their YAML in SIGER_VARIANT_<variant>
 # (routes and policies added to the plain config), e.g.
@@ -39,6 +39,9 @@
 # concurrent streams per connection, 16 unless told), e.g.
 #   TARGETS="siger siger-https siger-h2" load-tests/instructions.sh
 set -euo pipefail
+# Paths given relative to where the script was started, before it moves to the repository.
+[ -z "${BODY_FILE:-}" ] || BODY_FILE=$(realpath "$BODY_FILE")
+[ -z "${KEEP_CALLGRIND:-}" ] || KEEP_CALLGRIND=$(realpath -m "$KEEP_CALLGRIND")
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 source load-tests/lib.sh

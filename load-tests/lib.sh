@@ -3,7 +3,7 @@
 # exit), ports, readiness, CPU accounting and a fixed-response nginx backend. Loopback only.
 
 PIDS=()
-WORK=$(mktemp -d /tmp/siger-load.XXXXXX)
+WORK=$(mktemp -d -t siger-load.XXXXXX)
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
