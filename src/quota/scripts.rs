@@ -56,20 +56,6 @@ pub(crate) fn day_tag(day: &str) -> String {
     format!("{{d:{day}}}")
 }
 
-/// A reply as integers (`{1, 42}` → `[1, 42]`).
-pub(crate) fn integers(reply: &redis::Value) -> Option<Vec<i64>> {
-    match reply {
-        redis::Value::Array(items) => items
-            .iter()
-            .map(|v| match v {
-                redis::Value::Int(n) => Some(*n),
-                _ => None,
-            })
-            .collect(),
-        _ => None,
-    }
-}
-
 /// A reply as text (bulk strings, numbers as decimal).
 pub(crate) fn text(value: &redis::Value) -> Option<String> {
     match value {

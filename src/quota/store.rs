@@ -9,9 +9,9 @@
 //! what it used and gets the rest).
 
 use super::calendar::{self, Span};
-use super::scripts::{consumer_tag, integers, Scripts};
+use super::scripts::{consumer_tag, Scripts};
 use crate::config::{CalendarWindow, QuotaSettings};
-use crate::ratelimit::StoreError;
+use crate::ratelimit::{integers, StoreError};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};

@@ -9,7 +9,7 @@ mod redis;
 mod window;
 
 pub(crate) use local::{KeyBudget, LocalTable};
-pub(crate) use redis::{RedisStore, StoreError};
+pub(crate) use redis::{integers, RedisStore, StoreError};
 pub(crate) use window::Decision;
 
 use crate::auth::Identity;

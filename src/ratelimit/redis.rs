@@ -394,16 +394,7 @@ impl RedisStore {
     pub(crate) async fn check(&self, key: &str, limit: u64, per: Duration) -> Result<Decision, StoreError> {
         let per_ms = per.as_millis().max(1) as u64;
         let reply = self.invoke(&self.script, &[key.to_string()], &[limit.to_string(), per_ms.to_string()]).await?;
-        let numbers: Option<Vec<i64>> = match &reply {
-            redis::Value::Array(items) => items
-                .iter()
-                .map(|v| match v {
-                    redis::Value::Int(n) => Some(*n),
-                    _ => None,
-                })
-                .collect(),
-            _ => None,
-        };
+        let numbers = integers(&reply);
         let Some([admitted, prev, curr, elapsed]) = numbers.as_deref().and_then(|n| <[i64; 4]>::try_from(n).ok())
         else {
             return Err(StoreError::Redis(format!("unexpected script reply {reply:?}")));
@@ -535,4 +526,17 @@ struct Call<'a> {
     script: &'a redis::Script,
     keys: &'a [String],
     args: &'a [String],
+}
+/// A script's reply as integers (`{1, 42}` → `[1, 42]`); `None` for any other shape.
+pub(crate) fn integers(reply: &redis::Value) -> Option<Vec<i64>> {
+    match reply {
+        redis::Value::Array(items) => items
+            .iter()
+            .map(|v| match v {
+                redis::Value::Int(n) => Some(*n),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
 }

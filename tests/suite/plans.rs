@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support::jwt::{claims, hs256, hs_auth};
-use crate::support::redis_server::RedisServer;
+use crate::support::redis_server::{RedisCluster, RedisServer};
 use crate::support::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -121,36 +121,8 @@ fn a_quota_is_exact_across_two_gateways_and_resets_at_the_hour() {
 
 #[test]
 fn a_quota_is_exact_across_gateways_on_a_redis_cluster() {
-    // Each node's cluster bus port too (by default its port + 10000, which nobody holds).
-    let buses: Vec<Reserved> = (0..3).map(|_| Reserved::new()).collect();
-    let nodes: Vec<RedisServer> = buses
-        .iter()
-        .map(|bus| {
-            RedisServer::start_with_own_port(&[
-                "--cluster-enabled".into(),
-                "yes".into(),
-                "--cluster-config-file".into(),
-                "nodes.conf".into(),
-                "--cluster-port".into(),
-                bus.port().to_string(),
-                "--cluster-node-timeout".into(),
-                "2000".into(),
-            ])
-        })
-        .collect();
-    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
-    let created = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .expect("redis-cli");
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stdout));
-    assert!(eventually(Duration::from_secs(15), || nodes
-        .iter()
-        .all(|n| n.command("CLUSTER INFO").contains("cluster_state:ok"))));
-    let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
-    exact_across_gateways_at_the_boundary(&format!("{{cluster_nodes: [{}], timeout: 2s}}", list.join(", ")));
+    let cluster = RedisCluster::start();
+    exact_across_gateways_at_the_boundary(&format!("{{cluster_nodes: [{}], timeout: 2s}}", cluster.node_list()));
 }
 
 /// Plans from the key file, a claim, the default; `quota_cost`; one set of `RateLimit-*`;

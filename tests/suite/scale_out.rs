@@ -5,9 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
-use crate::support::redis_server::RedisServer;
+use crate::support::redis_server::{RedisCluster, RedisServer};
 use crate::support::*;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Two gateways sharing a 30 per 10 s limit per `X-Client`, through the `redis` section given.
@@ -243,37 +242,10 @@ fn a_master_answering_errors_is_asked_once_per_cool_down() {
 
 #[test]
 fn limits_are_shared_across_a_redis_cluster() {
-    // Each node's cluster bus port too (by default its port + 10000, which nobody holds).
-    let buses: Vec<Reserved> = (0..3).map(|_| Reserved::new()).collect();
-    let nodes: Vec<RedisServer> = buses
-        .iter()
-        .map(|bus| {
-            RedisServer::start_with_own_port(&[
-                "--cluster-enabled".into(),
-                "yes".into(),
-                "--cluster-config-file".into(),
-                "nodes.conf".into(),
-                "--cluster-port".into(),
-                bus.port().to_string(),
-                "--cluster-node-timeout".into(),
-                "2000".into(),
-            ])
-        })
-        .collect();
-    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
-    let created = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .expect("redis-cli");
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stdout));
-    assert!(eventually(Duration::from_secs(15), || nodes
-        .iter()
-        .all(|n| n.command("CLUSTER INFO").contains("cluster_state:ok"))));
-    let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    let cluster = RedisCluster::start();
+    let nodes = &cluster.nodes;
     let echo = Echo::start("api");
-    let (gw1, gw2) = gateways(&echo, &format!("{{cluster_nodes: [{}], timeout: 200ms}}", list.join(", ")));
+    let (gw1, gw2) = gateways(&echo, &format!("{{cluster_nodes: [{}], timeout: 200ms}}", cluster.node_list()));
     warm_up(&[&gw1, &gw2]);
     let errors_before = metric_of(&gw1, "siger_rate_limit_store_errors_total");
 

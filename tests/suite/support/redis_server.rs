@@ -198,3 +198,50 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A Redis Cluster of three masters, each with its cluster bus on a held port, created with
+/// `redis-cli --cluster create` and ready (`cluster_state:ok` on every node).
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    _buses: Vec<Reserved>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        // Each node's cluster bus port too (by default its port + 10000, which nobody holds).
+        let buses: Vec<Reserved> = (0..3).map(|_| Reserved::new()).collect();
+        let nodes: Vec<RedisServer> = buses
+            .iter()
+            .map(|bus| {
+                RedisServer::start_with_own_port(&[
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    "nodes.conf".into(),
+                    "--cluster-port".into(),
+                    bus.port().to_string(),
+                    "--cluster-node-timeout".into(),
+                    "2000".into(),
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stdout));
+        assert!(eventually(Duration::from_secs(15), || nodes
+            .iter()
+            .all(|n| n.command("CLUSTER INFO").contains("cluster_state:ok"))));
+        RedisCluster { nodes, _buses: buses }
+    }
+
+    /// The nodes as `rate_limit.redis.cluster_nodes` lists them: `"a:1", "b:2", "c:3"`.
+    pub fn node_list(&self) -> String {
+        let quoted: Vec<String> = self.nodes.iter().map(|n| format!("\"{}\"", n.addr)).collect();
+        quoted.join(", ")
+    }
+}
