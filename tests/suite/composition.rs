@@ -9,10 +9,6 @@ use crate::support::*;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 
-fn served(echo: &Echo) -> u64 {
-    get(echo.addr, "/__control/served").json()["served"].as_u64().unwrap()
-}
-
 const ORDER_SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
   "type": "object",
@@ -49,7 +45,7 @@ fn bodies_are_checked_against_the_schema_before_the_backend_sees_them() {
     let r = raw_request(gw.addr, chunked);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 
-    let before = served(&echo);
+    let before = echo.served();
     let r =
         request(gw.addr, "POST", "/orders/upload", &json, br#"{"items":[{"sku":"A","qty":2},{"sku":"B","qty":0}]}"#);
     assert_eq!(r.status, 400);
@@ -66,7 +62,7 @@ fn bodies_are_checked_against_the_schema_before_the_backend_sees_them() {
     assert_eq!(request(gw.addr, "POST", "/orders/upload", &json, big.as_bytes()).status, 413);
     let r = request(gw.addr, "POST", "/orders/upload", &json, b"");
     assert_eq!(r.status, 400, "an empty body is not an order");
-    assert_eq!(served(&echo), before, "no backend heard of a refused request");
+    assert_eq!(echo.served(), before, "no backend heard of a refused request");
     // Bodies beyond the 64 KiB read-ahead are held as they stream and checked whole.
     let items: Vec<String> = (0..3000).map(|i| format!(r#"{{"sku":"SKU-{i:06}","qty":{}}}"#, i % 9 + 1)).collect();
     let bulk = format!(r#"{{"items":[{}]}}"#, items.join(","));
@@ -276,7 +272,7 @@ routes:
     // One proxied request holds the slow service's only slot.
     let addr = gw.addr;
     let held = std::thread::spawn(move || get(addr, "/slow/x").status);
-    assert!(eventually(Duration::from_secs(5), || served(&slow) == 1), "the proxied request reached its backend");
+    assert!(eventually(Duration::from_secs(5), || slow.served() == 1), "the proxied request reached its backend");
     let r = get(gw.addr, "/both");
     assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
     let message = r.json()["message"].as_str().unwrap().to_string();

@@ -12,10 +12,6 @@ use crate::support::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn served(echo: &Echo) -> u64 {
-    get(echo.addr, "/__control/served").json()["served"].as_u64().unwrap()
-}
-
 fn bearer(sub: &str, extra: serde_json::Value) -> String {
     let mut c = claims(sub, &["user"]);
     for (k, v) in extra.as_object().unwrap() {
@@ -70,7 +66,7 @@ fn cors_preflights_are_answered_first_and_errors_carry_cors() {
         hs_auth(""),
         echo.addr
     ));
-    let before = served(&echo);
+    let before = echo.served();
     let preflight = |origin: &str| {
         request(
             gw.addr,
@@ -96,7 +92,7 @@ fn cors_preflights_are_answered_first_and_errors_carry_cors() {
     let r = preflight("https://evil.example.com");
     assert_eq!(r.status, 204);
     assert_eq!(r.header("access-control-allow-origin"), None);
-    assert_eq!(served(&echo), before, "preflights never reach the backend");
+    assert_eq!(echo.served(), before, "preflights never reach the backend");
     // A 401 for a listed origin still lets the browser read it.
     let r = get_with(gw.addr, "/api/items", &[("Origin", "https://app.example.com")]);
     assert_eq!(r.status, 401);
@@ -178,13 +174,13 @@ fn the_cache_serves_hits_and_never_stores_what_it_must_not() {
         hs_auth(""),
         echo.addr
     ));
-    let n = served(&echo);
+    let n = echo.served();
     let first = get(gw.addr, "/c/a");
     assert_eq!(first.header("x-cache"), Some("MISS"));
     let second = get(gw.addr, "/c/a");
     assert_eq!(second.header("x-cache"), Some("HIT"));
     assert_eq!(second.body, first.body);
-    assert_eq!(served(&echo), n + 1, "the hit did not reach the backend");
+    assert_eq!(echo.served(), n + 1, "the hit did not reach the backend");
     let head = request(gw.addr, "HEAD", "/c/a", &[], b"");
     assert_eq!(head.header("x-cache"), Some("HIT"), "HEAD after GET from the cache");
     assert!(head.body.is_empty());
@@ -222,12 +218,12 @@ fn the_cache_serves_hits_and_never_stores_what_it_must_not() {
     get(gw.addr, "/swr/x");
     // The 1 s TTL must run out; asking meanwhile would be the revalidation under test.
     std::thread::sleep(Duration::from_millis(1300));
-    let before = served(&echo);
+    let before = echo.served();
     let t = Instant::now();
     let stale = get(gw.addr, "/swr/x");
     assert_eq!(stale.header("x-cache"), Some("STALE"));
     assert!(t.elapsed() < Duration::from_millis(500));
-    assert!(eventually(Duration::from_secs(3), || served(&echo) == before + 1), "one background revalidation");
+    assert!(eventually(Duration::from_secs(3), || echo.served() == before + 1), "one background revalidation");
     assert!(eventually(Duration::from_secs(3), || get(gw.addr, "/swr/x").header("x-cache") == Some("HIT")));
 
     // A compressing, caching route stores the plain body and encodes per client.
@@ -249,13 +245,13 @@ fn a_burst_of_misses_makes_one_upstream_request_and_memory_stays_bounded() {
         "cache: {{max_memory: 2MiB}}\nservices:\n  s: {{targets: [\"{}\"], read_timeout: 10s}}\nroutes:\n  - {{path: /c, service: s, auth: public, strip_prefix: true, cache: {{ttl: 60s, max_entry: 120KiB}}}}\n",
         echo.addr
     ));
-    let before = served(&echo);
+    let before = echo.served();
     let addr = gw.addr;
     let handles: Vec<_> = (0..100).map(|_| std::thread::spawn(move || get(addr, "/c/cold").status)).collect();
     for h in handles {
         assert_eq!(h.join().unwrap(), 200);
     }
-    assert_eq!(served(&echo) - before, 1, "100 concurrent cold requests, one upstream request");
+    assert_eq!(echo.served() - before, 1, "100 concurrent cold requests, one upstream request");
 
     // Fill 3x over: 60 distinct 100 KiB responses into 2 MiB.
     let fill = |range: std::ops::Range<usize>| {
@@ -366,12 +362,12 @@ fn callers_that_cannot_be_told_apart_never_share_a_cached_answer() {
         }
     }
     // On an optional route the anonymous entry is the anonymous callers' only.
-    let n = served(&echo);
+    let n = echo.served();
     assert_eq!(get(gw.addr, "/opt/me").header("x-cache"), Some("MISS"));
     assert_eq!(get(gw.addr, "/opt/me").header("x-cache"), Some("HIT"));
     let r = get_with(gw.addr, "/opt/me", &[("Authorization", &token(no_sub.clone()))]);
     assert_eq!(r.header("x-cache"), Some("BYPASS"), "a token without sub is not the anonymous caller");
-    assert_eq!(served(&echo), n + 2);
+    assert_eq!(echo.served(), n + 2);
     // The same name from two schemes is two callers: JWT `sub: acme` and the API key of acme.
     let jwt_acme = token(claims("acme", &["user"]));
     assert_eq!(get_with(gw.addr, "/user/x", &[("Authorization", &jwt_acme)]).header("x-cache"), Some("MISS"));
@@ -482,24 +478,24 @@ fn a_client_that_never_reads_holds_nobody_behind_the_cache_lock() {
         assert_eq!(r.header("x-cache"), Some("HIT"), "{what}");
     };
     let path = format!("/c/bytes/{body_len}");
-    let before = served(&echo);
+    let before = echo.served();
     // 1. The miss of a new key is taken by a client that never reads.
     let _stalled = h2_stalled_request(&rt, gw.addr, &path, &[]);
-    assert!(eventually(Duration::from_secs(5), || served(&echo) == before + 1), "the miss went upstream");
+    assert!(eventually(Duration::from_secs(5), || echo.served() == before + 1), "the miss went upstream");
     prompt(&path, &[], "a new key");
-    assert_eq!(served(&echo), before + 1, "one upstream request");
+    assert_eq!(echo.served(), before + 1, "one upstream request");
     // 2. A variant (another set of accepted encodings) missing beside a cached one.
     let _stalled = h2_stalled_request(&rt, gw.addr, &path, &[("accept-encoding", "gzip")]);
-    assert!(eventually(Duration::from_secs(5), || served(&echo) == before + 2));
+    assert!(eventually(Duration::from_secs(5), || echo.served() == before + 2));
     prompt(&path, &[("Accept-Encoding", "gzip")], "a new variant");
     // 3. An entry past its freshness, fetched again.
     let short = format!("/short/bytes/{body_len}");
     assert_eq!(get(gw.addr, &short).header("x-cache"), Some("MISS"));
     // The 1 s TTL must run out; asking meanwhile would be the fetch under test.
     std::thread::sleep(Duration::from_millis(1300));
-    let before = served(&echo);
+    let before = echo.served();
     let _stalled = h2_stalled_request(&rt, gw.addr, &short, &[]);
-    assert!(eventually(Duration::from_secs(5), || served(&echo) == before + 1));
+    assert!(eventually(Duration::from_secs(5), || echo.served() == before + 1));
     prompt(&short, &[], "an expired entry");
 }
 
@@ -538,9 +534,9 @@ fn stale_answers_to_http2_clients_are_refreshed_in_the_background() {
     assert_eq!(h2_get(&rt, gw.addr, "/swr/x"), (200, Some("MISS".into())));
     // The 1 s TTL must run out; asking meanwhile would be the revalidation under test.
     std::thread::sleep(Duration::from_millis(1300));
-    let before = served(&echo);
+    let before = echo.served();
     assert_eq!(h2_get(&rt, gw.addr, "/swr/x"), (200, Some("STALE".into())));
-    assert!(eventually(Duration::from_secs(5), || served(&echo) == before + 1), "one background refresh");
+    assert!(eventually(Duration::from_secs(5), || echo.served() == before + 1), "one background refresh");
     assert!(eventually(Duration::from_secs(5), || h2_get(&rt, gw.addr, "/swr/x").1.as_deref() == Some("HIT")));
 }
 

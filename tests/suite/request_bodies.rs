@@ -52,10 +52,6 @@ fn sha(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn served(echo: &Echo) -> u64 {
-    get(echo.addr, "/__control/served").json()["served"].as_u64().unwrap()
-}
-
 /// An HTTP/1.1 request whose body is sent chunked, `chunk` bytes a chunk.
 fn chunked(
     addr: SocketAddr,
@@ -168,7 +164,7 @@ fn an_http2_body_without_content_length_is_validated_on_every_method() {
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway(&echo, dir.path(), "");
     let rt = runtime();
-    let before = served(&echo);
+    let before = echo.served();
     let invalid = br#"{"qty":-1,"pad":"x"}"#;
     for method in ["POST", "PUT", "PATCH", "GET", "DELETE", "OPTIONS"] {
         let r = rt.block_on(h2_exchange(gw.addr, method, "/v/upload", &[JSON], Some(invalid), 16 << 10, false));
@@ -190,7 +186,7 @@ fn an_http2_body_without_content_length_is_validated_on_every_method() {
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     let r = chunked(gw.addr, "DELETE", "/v/upload", &[("Content-Type", "text/plain")], invalid, 7);
     assert_eq!(r.status, 415, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(served(&echo), before, "no refused body reached the backend");
+    assert_eq!(echo.served(), before, "no refused body reached the backend");
 
     // Valid bodies pass, whole; a GET without a body (or with an empty one) needs no JSON.
     let valid = br#"{"qty":5,"pad":"ok"}"#;
@@ -334,7 +330,7 @@ fn a_body_with_duplicate_names_or_inexact_numbers_is_refused() {
     let echo = Echo::start("e1");
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway(&echo, dir.path(), "");
-    let before = served(&echo);
+    let before = echo.served();
     let post = |body: &[u8]| request(gw.addr, "POST", "/v/upload", &[("Content-Type", "application/json")], body);
     let r = post(br#"{"qty":-1,"pad":"x","qty":5}"#);
     assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("bad_request")));
@@ -351,7 +347,7 @@ fn a_body_with_duplicate_names_or_inexact_numbers_is_refused() {
         let message = r.json()["message"].as_str().unwrap().to_string();
         assert!(message.contains("/price") && message.contains(number), "{message}");
     }
-    assert_eq!(served(&echo), before, "no refused body reached the backend");
+    assert_eq!(echo.served(), before, "no refused body reached the backend");
     // Numbers a double holds exactly pass, as written.
     for number in ["0.1", "99.99", "1e2", "1E+2", "-0", "0.30000000000000004", "100.000", "18446744073709551615"] {
         let body = format!(r#"{{"pad":"x","price":{number}}}"#);

@@ -17,10 +17,6 @@ fn slow_down(echo: &Echo, ms: u64) {
     assert_eq!(request(echo.addr, "POST", &format!("/__control/delay/{ms}"), &[], b"").status, 200);
 }
 
-fn served(echo: &Echo) -> u64 {
-    get(echo.addr, "/__control/served").json()["served"].as_u64().unwrap()
-}
-
 fn targets(echoes: &[&Echo]) -> String {
     echoes.iter().map(|e| format!("\"{}\"", e.addr)).collect::<Vec<_>>().join(", ")
 }
@@ -28,12 +24,12 @@ fn targets(echoes: &[&Echo]) -> String {
 /// Requests to `gw` until `backend` serves one again (at most `within`): when the answer to
 /// that request came. Every other answer must be a success.
 fn returns_at(gw: &Gateway, backend: &Echo, within: Duration) -> Instant {
-    let before = served(backend);
+    let before = backend.served();
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         let status = get(gw.addr, "/x").status;
         let answered = Instant::now();
-        if served(backend) > before {
+        if backend.served() > before {
             return answered;
         }
         assert_eq!(status, 200, "only the ejected backend fails");
@@ -100,11 +96,11 @@ fn at_most_the_ejection_cap_and_a_failing_pool_still_answers() {
     }
     assert_eq!(metric_of(&gw, "siger_backends_ejected{service=\"s\"}"), 2.0, "50 % of 4");
     // The third failing backend is kept in (at the cap) and still gets its share.
-    let seen: Vec<u64> = echoes.iter().map(served).collect();
+    let seen: Vec<u64> = echoes.iter().map(Echo::served).collect();
     for _ in 0..20 {
         get(gw.addr, "/s/x");
     }
-    let grew = echoes.iter().zip(&seen).filter(|(e, before)| served(e) > **before).count();
+    let grew = echoes.iter().zip(&seen).filter(|(e, before)| e.served() > **before).count();
     assert_eq!(grew, 2, "the healthy backend and the failing one kept at the cap");
 
     // Every backend of `all` fails: both are ejected, yet requests still reach them (their
@@ -138,7 +134,7 @@ fn the_breaker_opens_answers_fast_probes_half_open_and_closes() {
     // A backend that now takes 2 s: an answer that waited on it would show, and the half-open
     // probes below stay in flight while the other requests arrive.
     slow_down(&backend, 2000);
-    let reached = served(&backend);
+    let reached = backend.served();
     // 1,000 requests on one keep-alive connection: all 503 at once, none reaches the backend.
     let mut stream = std::net::TcpStream::connect(gw.addr).unwrap();
     use std::io::Write;
@@ -151,7 +147,7 @@ fn the_breaker_opens_answers_fast_probes_half_open_and_closes() {
             assert_eq!(r.json()["error"], "service_unavailable");
         }
     }
-    assert_eq!(served(&backend), reached, "no request reached the backend while open");
+    assert_eq!(backend.served(), reached, "no request reached the backend while open");
     assert!(
         eventually(Duration::from_secs(5), || gw.access_lines().iter().filter(|l| l["status"] == 503).count() >= 1000)
     );
@@ -237,14 +233,14 @@ fn idempotent_requests_are_retried_on_status_within_the_budget() {
     for e in [&b2, &b3] {
         fail_with(e, 503);
     }
-    let before: u64 = [&b1, &b2, &b3].iter().map(|e| served(e)).sum();
+    let before: u64 = [&b1, &b2, &b3].iter().map(|e| e.served()).sum();
     let started = Instant::now();
     let n = 600;
     for _ in 0..n {
         assert_eq!(get(gw.addr, "/budgeted/x").status, 503);
     }
     let seconds = started.elapsed().as_secs_f64().ceil();
-    let reached = [&b1, &b2, &b3].iter().map(|e| served(e)).sum::<u64>() - before;
+    let reached = [&b1, &b2, &b3].iter().map(|e| e.served()).sum::<u64>() - before;
     let retries = reached - n;
     let allowed = (n as f64 * 0.2 + 3.0 * seconds + 3.0 + 30.0) as u64;
     assert!(retries <= allowed, "{retries} retries for {n} requests in {seconds}s (allowed {allowed})");

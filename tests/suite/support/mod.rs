@@ -71,6 +71,11 @@ pub struct Echo {
 
 impl Echo {
     /// Start on a port of its own.
+    /// How many requests this echo has answered (its control endpoint does not count itself).
+    pub fn served(&self) -> u64 {
+        get(self.addr, "/__control/served").json()["served"].as_u64().unwrap()
+    }
+
     pub fn start(name: &str) -> Echo {
         Self::start_with(name, &[])
     }
