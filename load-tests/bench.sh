@@ -42,6 +42,11 @@
 #   siger-policies                       two header rules + CORS (an Origin on every request),
 #                                        to be compared with the plain route (vs_siger)
 #
+# Body transformation (`SUITE=transform`, issue 28): a 2 KiB JSON answer filtered by `allow`
+# with two fields renamed, against the same answer untransformed (the same siger-edge process;
+# the ratio is printed below the table):
+#   siger-json2k / siger-transform
+#
 # Tracing (`SUITE=tracing`): the plain route with `tracing` on, exporting to an OTLP/HTTP
 # collector (the tests' receiver, `load-tests/otlp-sink.rs`, which decodes every export) on
 # CPU 0; compare with `siger` (vs_siger):
@@ -62,6 +67,7 @@ case ${SUITE:-} in
   resilience) DEFAULT_TARGETS="bare-pingora siger siger-resilient" ;;
   policies) DEFAULT_TARGETS="nginx siger nginx-cache-hit siger-cache-hit nginx-cache-miss siger-cache-miss nginx-gzip siger-gzip siger-policies" ;;
   tracing) DEFAULT_TARGETS="bare-pingora siger siger-trace-all siger-trace-1pct" ;;
+  transform) DEFAULT_TARGETS="siger-json2k siger-transform" ;;
   *) DEFAULT_TARGETS="direct nginx bare-pingora siger siger-hs256 siger-es256" ;;
 esac
 TARGETS=${TARGETS:-$DEFAULT_TARGETS}
@@ -230,6 +236,13 @@ cat >> "$WORK/siger-edge.yaml" <<YAML
     request_headers: {set: {X-Route: "\$route"}}
     response_headers: {set: {X-Response-Time: "\$duration_ms"}}
     cors: {origins: ["https://app.example.com"], expose: [X-Request-Id]}
+  - {name: json2k, path: /json2k, service: backend, auth: public}
+  - name: transform
+    path: /transformed
+    service: backend
+    auth: public
+    strip_prefix: true
+    transform: {response: {allow: [/id, /status, /created_at, /items], rename: {/status: /state, /created_at: /createdAt}}}
 cache: {max_memory: 256MiB}
 YAML
 # A new cache key for every request (cache-miss targets).
@@ -262,7 +275,7 @@ server_of() {
     nginx-*) echo nginx ;;
     haproxy-*) echo haproxy ;;
     siger-https | siger-handshake | siger-h2) echo siger-tls ;;
-    siger-cache-hit | siger-cache-miss | siger-gzip | siger-policies) echo siger-edge ;;
+    siger-cache-hit | siger-cache-miss | siger-gzip | siger-policies | siger-json2k | siger-transform) echo siger-edge ;;
     *) echo "$1" ;;
   esac
 }
@@ -281,6 +294,8 @@ url_of() {
     nginx-cache-* | siger-cache-*) echo "http://127.0.0.1:${PORT[$(server_of "$1")]}/cached/" ;;
     nginx-gzip | siger-gzip) echo "http://127.0.0.1:${PORT[$(server_of "$1")]}/json10k" ;;
     siger-policies) echo "http://127.0.0.1:${PORT[siger-edge]}/policies" ;;
+    siger-json2k) echo "http://127.0.0.1:${PORT[siger-edge]}/json2k" ;;
+    siger-transform) echo "http://127.0.0.1:${PORT[siger-edge]}/transformed/json2k" ;;
     nginx-*) echo "https://127.0.0.1:${PORT[nginx-tls]}/" ;;
     haproxy-*) echo "https://127.0.0.1:${PORT[haproxy-tls]}/" ;;
     siger-https | siger-handshake | siger-h2) echo "https://127.0.0.1:${PORT[siger-tls]}/" ;;
@@ -399,6 +414,9 @@ done
 if [[ " ${TLIST[*]} " == *" siger-cache-hit "* ]] && [[ " ${TLIST[*]} " == *" siger-cache-miss "* ]]; then
   echo "siger cache hit / miss: $(ratio "${M_CPU[siger-cache-hit]}" "${M_CPU[siger-cache-miss]}"); hit / plain proxied: $(ratio "${M_CPU[siger-cache-hit]}" "${M_CPU[siger]:--}")"
   curl -fsS "http://127.0.0.1:${ADMIN[siger-edge]}/metrics" | grep -E '^siger_cache_(requests_total|bytes|entries)' || true
+fi
+if [[ " ${TLIST[*]} " == *" siger-transform "* ]] && [[ " ${TLIST[*]} " == *" siger-json2k "* ]]; then
+  echo "siger transform / untransformed (2 KiB JSON): $(ratio "${M_CPU[siger-transform]}" "${M_CPU[siger-json2k]}") in CPU-µs per request"
 fi
 for name in siger-trace-all siger-trace-1pct; do
   if [[ " ${TLIST[*]} " == *" $name "* ]]; then
