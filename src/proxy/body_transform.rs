@@ -17,7 +17,7 @@
 use super::jobs::{read_body, Failure};
 use super::local::refuse;
 use super::policies::{self, with_vars};
-use super::{attempts, inspection, Gateway, RequestCtx, RequestState};
+use super::{attempts, fill, inspection, Gateway, RequestCtx, RequestState};
 use crate::config::WafMode;
 use crate::errors::{GatewayError, UpstreamErrorKind};
 use crate::policy::headers::Vars;
@@ -138,16 +138,19 @@ impl Gateway {
         Ok(())
     }
 
-    /// Answer a request on a route with `transform.response` (see the module notes);
-    /// `Ok(true)` unless the client vanished.
-    pub(super) async fn proxy_transformed(
+    /// Answer a request on a route with `transform.response` (see the module notes), once the
+    /// cache (if the route has one) has missed; `Ok(true)` unless the client vanished.
+    pub(super) async fn answer_transformed(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        response: &ResponseTransform,
-        request: Option<&RequestTransform>,
+        route: crate::config::RouteId,
     ) -> Result<bool> {
+        // The snapshot is held apart from the context the fetch updates.
         let snap = std::sync::Arc::clone(&ctx.snapshot);
+        let transform = snap.transform(route).ok_or_else(|| Error::new(InternalError))?;
+        let response = transform.response.as_ref().ok_or_else(|| Error::new(InternalError))?;
+        let request = transform.request.as_ref();
         match self.fetch_transformed(session, ctx, response, request).await {
             Ok(done) => Ok(done),
             Err(Failure::Gone(e)) => Err(e),
@@ -236,8 +239,14 @@ impl Gateway {
         let (body, sent_type) = self.read_request(session, ctx, request).await?;
         // The exchange is the request's upstream attempt: its client span is the backend's parent.
         ctx.state.upstream.span = ctx.state.trace.as_ref().map(|_| crate::trace::context::new_span_id());
+        // A miss (or a refetch) on a caching route stores the answer: the whole body is asked
+        // for, as Pingora asks for what it will store (GET for HEAD, no conditions).
+        let fills = fill::fills(session);
         // The head as the proxy path would send it (forwarding, identity, header rules).
         let mut head = session.req_header().clone();
+        if fills {
+            pingora::cache::filters::upstream::request_filter(&mut head, None);
+        }
         self.upstream_request_filter(session, &mut head, ctx).await.map_err(|_| GatewayError::Internal)?;
         let state = &mut ctx.state;
         // Sent as the gateway's own request (HTTP/1.1, or HTTP/2 to an `http2` service): an
@@ -279,8 +288,9 @@ impl Gateway {
         attempts::record_span(&snap, state, fetched.as_ref().err().map(GatewayError::code));
         let fetched = fetched?;
         let status = fetched.status();
-        let head_only = session.req_header().method == http::Method::HEAD;
-        let answered = with_vars(&snap, state, |vars| transform_answer(response, head_only, fetched, vars));
+        let head_request = session.req_header().method == http::Method::HEAD;
+        let answered =
+            with_vars(&snap, state, |vars| transform_answer(response, head_request && !fills, fetched, vars));
         let (mut head, body) = match answered {
             Ok(answer) => answer,
             Err(reason) => {
@@ -296,11 +306,15 @@ impl Gateway {
                 .into());
             }
         };
+        // Stored as transformed, before the gateway's own headers (a hit gets them from
+        // `response_filter`), and before the client is written to: the requests waiting on the
+        // key's lock need not wait for a slow reader.
+        fill::store(&snap, session, state, &head, &body).await;
+        state.cache.answered = Some(session.cache.phase());
         // What every answer carries, as `response_filter` adds it to a proxied one.
         let _ = state.stamp().apply(&mut head);
-        policies::enable_compression(&snap, session, state);
         policies::on_response(&snap, session, state, &mut head);
-        let head_only = body.is_empty();
+        let head_only = head_request || body.is_empty();
         session.write_response_header(Box::new(head), head_only).await.map_err(Failure::Gone)?;
         if !head_only {
             session.write_response_body(Some(body), true).await.map_err(Failure::Gone)?;

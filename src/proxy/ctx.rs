@@ -126,6 +126,17 @@ pub(crate) struct CacheState {
     /// `upstream_request_filter`: the request sent upstream carries credentials the cache key
     /// does not hold (a `Cookie`, or an `Authorization` that is not the keyed caller).
     pub(crate) unkeyed_credentials: bool,
+    /// `proxy_upstream_filter`: the gateway fetched and answered this request itself (a
+    /// `transform.response` route), in this cache phase; Pingora disables the cache of a
+    /// request it did not proxy, so `logging` reads the phase from here.
+    pub(crate) answered: Option<pingora::cache::CachePhase>,
+}
+
+impl CacheState {
+    /// The phase the request's cache ended in (what `X-Cache` said).
+    pub(crate) fn phase(&self, session: &pingora::proxy::Session) -> pingora::cache::CachePhase {
+        self.answered.unwrap_or_else(|| session.cache.phase())
+    }
 }
 
 /// The upstream side of a proxied request.

@@ -13,13 +13,18 @@
 //! never blocks. The request itself then waits on the lock like any other and is answered from
 //! the cache at its client's pace. The decision costs an HTTP/2 request on a caching route one
 //! look at the stored entry's shape ([`cache::Shape`]); HTTP/1 requests never come here.
+//!
+//! An answer the gateway fetches itself (a `transform.response` route) never passes Pingora's
+//! proxy loop, which is where Pingora fills the cache: [`store`] fills it the same way.
 
 use super::{policies, RequestState};
 use crate::policy::cache::{self, HeldLock};
 use crate::snapshot::Snapshot;
+use bytes::Bytes;
 use pingora::cache::key::CacheKey;
 use pingora::cache::lock::Locked;
 use pingora::cache::predictor::CacheablePredictor;
+use pingora::cache::{CachePhase, NoCacheReason, RespCacheable};
 use pingora::prelude::*;
 use pingora::proxy::subrequest;
 use std::time::SystemTime;
@@ -105,5 +110,64 @@ pub(super) fn lend_http1_version(session: &mut Session, state: &mut RequestState
 pub(super) fn restore_version(session: &mut Session, state: &mut RequestState) {
     if let Some(version) = state.cache.lent_version.take() {
         session.req_header_mut().set_version(version);
+    }
+}
+
+/// Whether this request fills the cache: its key missed, or its entry is due for a refetch.
+pub(super) fn fills(session: &Session) -> bool {
+    matches!(session.cache.phase(), CachePhase::Miss | CachePhase::Stale | CachePhase::Expired)
+}
+
+/// Store an answer the gateway fetched itself (a `transform.response` route's, made outside
+/// Pingora's proxy loop and so outside its cache fill) as Pingora stores a proxied one: judged
+/// by the route's cache rules, its variance recorded, written whole, the key's lock released
+/// for the requests waiting on it. `head` and `body` are the answer as transformed, before the
+/// gateway's own headers. A store that fails is logged; the client's answer does not depend
+/// on it.
+pub(super) async fn store(
+    snap: &Snapshot,
+    session: &mut Session,
+    state: &RequestState,
+    head: &ResponseHeader,
+    body: &Bytes,
+) {
+    let bypassing = session.cache.bypassing();
+    if !fills(session) && !bypassing {
+        return;
+    }
+    let meta = match policies::cacheable(snap, state, head) {
+        RespCacheable::Uncacheable(reason) => {
+            if !bypassing {
+                session.cache.response_became_uncacheable(reason);
+            }
+            session.cache.disable(reason);
+            return;
+        }
+        RespCacheable::Cacheable(meta) => meta,
+    };
+    if bypassing {
+        // Predicted uncacheable and found cacheable: the next request stores it.
+        session.cache.response_became_cacheable();
+        session.cache.disable(NoCacheReason::Deferred);
+        return;
+    }
+    if session.cache.max_file_size_bytes().is_some_and(|max| body.len() > max) {
+        session.cache.response_became_uncacheable(NoCacheReason::ResponseTooLarge);
+        session.cache.disable(NoCacheReason::ResponseTooLarge);
+        return;
+    }
+    let variance = policies::cache_variance(snap, state, meta.headers(), session.req_header());
+    session.cache.set_cache_meta(meta);
+    session.cache.update_variance(variance);
+    let written = async {
+        session.cache.set_miss_handler().await?;
+        if let Some(handler) = session.cache.miss_handler() {
+            handler.write_body(body.clone(), true).await?;
+        }
+        session.cache.finish_miss_handler().await
+    };
+    if let Err(e) = written.await {
+        log::warn!("request {}: the transformed answer was not stored in the cache: {e}", state.request_id);
+        session.cache.disable(NoCacheReason::StorageError);
     }
 }

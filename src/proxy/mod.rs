@@ -244,6 +244,12 @@ impl ProxyHttp for Gateway {
     }
 
     async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        if let Some(route) =
+            ctx.state.route.filter(|r| ctx.snapshot.transform(*r).is_some_and(|t| t.response.is_some()))
+        {
+            // Boxed: a fetch's future is large, and only these routes should carry it.
+            return Box::pin(self.answer_transformed(session, ctx, route)).await.map(|_| false);
+        }
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         // The first backend is chosen here rather than in `upstream_peer`: when there is none
         // (or the circuit is open), the 503 answered from this hook keeps the client's
@@ -562,11 +568,12 @@ impl ProxyHttp for Gateway {
         // serves, not as one more.
         let background = session.subrequest_ctx.is_some();
         if let Some(route) = state.route.filter(|r| !background && snap.route(*r).cache.is_some()) {
-            snap.metrics.cache_result(route, policies::cache_result(session.cache.phase(), state.cache.handed_off));
+            snap.metrics
+                .cache_result(route, policies::cache_result(state.cache.phase(session), state.cache.handed_off));
         }
         // A background fill tells the requests waiting on it what it came to.
         if let Some(held) = state.cache.background_fill.take() {
-            held.release(session.cache.phase());
+            held.release(state.cache.phase(session));
         }
         if let Some(program) = snap.program.as_ref().filter(|_| !background) {
             partner::record(program, state, status, session.body_bytes_read() as u64, session.body_bytes_sent() as u64);

@@ -1,12 +1,12 @@
 //! `request_filter` for a request proxied to a route's service: its body held, validated,
-//! inspected and (with `transform.request`) transformed before the backend hears of it, or,
-//! with `transform.response`, the whole exchange made by the gateway (`body_transform`).
+//! inspected and (with `transform.request`) transformed before the backend hears of it. With
+//! `transform.response`, the whole exchange is made by the gateway in `proxy_upstream_filter`
+//! once the cache has missed (`body_transform`).
 
 use super::local::refuse;
 use super::{body_transform, inspection, policies, validation, Gateway, RequestCtx};
 use crate::config::WafMode;
 use pingora::prelude::*;
-use std::sync::Arc;
 
 impl Gateway {
     /// The request is admitted to a proxied route: `Ok(false)` to proxy it, `Ok(true)` when it
@@ -14,12 +14,11 @@ impl Gateway {
     pub(super) async fn start_proxied(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let route_id = ctx.state.route.ok_or_else(|| Error::new(InternalError))?;
         if ctx.snapshot.transform(route_id).is_some_and(|t| t.response.is_some()) {
-            // The snapshot is held apart from the context the fetch updates.
-            let snapshot = Arc::clone(&ctx.snapshot);
-            let t = snapshot.transform(route_id).ok_or_else(|| Error::new(InternalError))?;
-            let response = t.response.as_ref().ok_or_else(|| Error::new(InternalError))?;
-            // Boxed: a fetch's future is large, and only these routes should carry it.
-            return Box::pin(self.proxy_transformed(session, ctx, response, t.request.as_ref())).await;
+            // The gateway makes the exchange itself, after the cache's lookup (a hit is served
+            // from the stored, transformed answer): `answer_transformed`.
+            let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
+            policies::enable_compression(snap, session, state);
+            return Ok(false);
         }
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         let transform = snap.transform(route_id);

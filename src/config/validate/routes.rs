@@ -208,11 +208,6 @@ fn check_route_policies(base: &str, route: &RouteSettings, p: &mut Problems) {
             "transforms bodies proxied to a `service` or `split`; an aggregation part takes its own `transform`",
         );
     }
-    if route.transform.as_ref().is_some_and(|t| t.response.is_some()) && route.cache.is_some() {
-        // A transformed answer is fetched whole and answered by the gateway (so that an
-        // untransformable one is a 502, not a cut body), which the proxy cache does not see.
-        p.add(format!("{base}.cache"), "is not supported together with `transform.response` yet; remove one");
-    }
     let reads = |ms: &Vec<Method>| ms.iter().any(|m| m == Method::GET || m == Method::HEAD);
     if route.cache.is_some() && route.methods.as_ref().is_some_and(|ms| !reads(ms)) {
         p.warn(format!("{base}.cache"), "only GET and HEAD answers are cached, and this route allows neither");
