@@ -42,7 +42,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::HOST;
 use pingora::prelude::*;
-use pingora::proxy::FailToProxy;
+use pingora::proxy::{box_in_place, FailToProxy};
 use std::sync::Arc;
 
 /// The gateway's proxy logic.
@@ -150,7 +150,8 @@ impl ProxyHttp for Gateway {
     // The routes that answer here (aggregation, gRPC transcoding, jobs) await futures many
     // KiB large (upstream fetches, NATS publishes). Inline, they would make this phase's future
     // as large, and Pingora boxes it by copy on every request (`async_trait`), plain proxied
-    // ones included; boxed, only those routes pay for their size.
+    // ones included; boxed in place (built in their allocation, not copied there), only those
+    // routes pay for them, with an allocation.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         let decision = match decide(snap, session.req_header(), state) {
@@ -173,14 +174,14 @@ impl ProxyHttp for Gateway {
             Ok(Decision::Health) => respond(session, snap, state, health_answer()).await.map(|_| true),
             Ok(Decision::Aggregate) => match snap.route(state.route.ok_or_else(|| Error::new(InternalError))?).target {
                 RouteTarget::Aggregate(id) => {
-                    Box::pin(aggregation::handle(snap, &snap.config.aggregates[id], session, state)).await
+                    box_in_place(|| aggregation::handle(snap, &snap.config.aggregates[id], session, state)).await
                 }
                 _ => refuse(session, snap, state, &GatewayError::Internal).await.map(|_| true),
             },
-            Ok(Decision::Grpc(translation)) => Box::pin(grpc::handle(snap, translation, session, state)).await,
+            Ok(Decision::Grpc(translation)) => box_in_place(|| grpc::handle(snap, translation, session, state)).await,
             Ok(Decision::Jobs) => match (&self.runtime.jobs, &snap.config.jobs) {
                 (Some(link), Some(settings)) => {
-                    Box::pin(jobs::handle(&self.runtime, snap, link, settings, session, state)).await
+                    box_in_place(|| jobs::handle(&self.runtime, snap, link, settings, session, state)).await
                 }
                 _ => refuse(session, snap, state, &GatewayError::NoRoute).await.map(|_| true),
             },
@@ -248,7 +249,7 @@ impl ProxyHttp for Gateway {
             ctx.state.route.filter(|r| ctx.snapshot.transform(*r).is_some_and(|t| t.response.is_some()))
         {
             // Boxed: a fetch's future is large, and only these routes should carry it.
-            return Box::pin(self.answer_transformed(session, ctx, route)).await.map(|_| false);
+            return box_in_place(|| self.answer_transformed(session, ctx, route)).await.map(|_| false);
         }
         let (snap, state) = (&*ctx.snapshot, &mut ctx.state);
         // The first backend is chosen here rather than in `upstream_peer`: when there is none

@@ -1557,8 +1557,12 @@ impl SubrequestSpawner {
 /// before its first poll. For a request's future, which holds every state of the proxy's
 /// request handling, that is a copy of ≈ 16 KiB per request. Allocating first and building the
 /// future inside the allocation lets the compiler write only the captured arguments.
+///
+/// Public for [ProxyHttp] implementations, whose filters may await large futures of their own
+/// on some requests only (an upstream fetch, a message publish): boxed with this, such a
+/// future costs those requests an allocation, not a copy of its whole size as well.
 #[inline(always)]
-fn box_in_place<F: Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+pub fn box_in_place<F: Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
     let mut slot = Box::<F>::new_uninit();
     slot.write(make());
     // SAFETY: `write` above initialized the value.
