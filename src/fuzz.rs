@@ -774,6 +774,87 @@ mod transform {
         Transform::from_settings(&settings).unwrap().response.unwrap()
     }
 
+    /// Tokens JSON is made of, and some it is not: texts that are often nearly JSON.
+    fn json_token() -> impl Strategy<Value = &'static str> {
+        proptest::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            " ",
+            "\n",
+            "\"a\"",
+            "\"\\n\"",
+            "\"\\u00e9\"",
+            "\"\\q\"",
+            "\"",
+            "\\",
+            "0",
+            "-1",
+            "1.5",
+            "2e3",
+            "01",
+            "1.",
+            "-",
+            "e",
+            "true",
+            "false",
+            "null",
+            "nul",
+            "\u{1}",
+            "x",
+            "é",
+        ])
+    }
+
+    fn serde_accepts(text: &[u8]) -> bool {
+        serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok()
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// The transform's JSON scanner (`transform::scan`) accepts exactly what serde_json
+        /// accepts, on texts made of JSON's tokens…
+        #[test]
+        fn the_json_scanner_agrees_with_serde_json_on_token_soup(tokens in proptest::collection::vec(json_token(), 0..24)) {
+            let text = tokens.concat();
+            prop_assert_eq!(crate::transform::scan::is_json(text.as_bytes()), serde_accepts(text.as_bytes()), "{:?}", text);
+        }
+
+        /// … and on documents serde_json writes, whole, cut short, or with one byte changed.
+        #[test]
+        fn the_json_scanner_agrees_with_serde_json_on_damaged_documents(
+            doc in json_value(),
+            pretty in any::<bool>(),
+            cut in any::<proptest::sample::Index>(),
+            at in any::<proptest::sample::Index>(),
+            byte in proptest::sample::select(b"{}[],:\"\\ 0-.eE+tfnx\x01".to_vec()),
+        ) {
+            let text = if pretty { serde_json::to_vec_pretty(&doc) } else { serde_json::to_vec(&doc) }.unwrap_or_default();
+            prop_assert!(crate::transform::scan::is_json(&text));
+            let short = &text[..cut.index(text.len() + 1)];
+            // The scanner is given UTF-8 (the body is checked first); so is serde_json here.
+            if std::str::from_utf8(short).is_ok() {
+                prop_assert_eq!(crate::transform::scan::is_json(short), serde_accepts(short), "{:?}", String::from_utf8_lossy(short));
+            }
+            if !text.is_empty() {
+                let mut changed = text.clone();
+                changed[at.index(text.len())] = byte;
+                if std::str::from_utf8(&changed).is_ok() {
+                    prop_assert_eq!(
+                        crate::transform::scan::is_json(&changed),
+                        serde_accepts(&changed),
+                        "{:?}",
+                        String::from_utf8_lossy(&changed)
+                    );
+                }
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(config())]
 

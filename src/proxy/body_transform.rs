@@ -334,6 +334,7 @@ fn transform_answer(
     let status = fetched.status();
     let backend = &fetched.head;
     let limit = transform.max_body();
+
     let no_body = head_only || matches!(status, 204 | 304) || status < 200;
     let (body, content_type) = if no_body {
         (Bytes::new(), None)
@@ -352,12 +353,18 @@ fn transform_answer(
         let out = transform.apply(status, ct, &decoded, vars)?;
         (out.body, out.content_type)
     };
-    let mut head = ResponseHeader::build(transform.status(status), Some(backend.headers.len()))
-        .map_err(|_| TransformError::NotJson("the status cannot be sent".into()))?;
-    for (name, value) in backend.headers.iter() {
-        if !dropped(name) {
-            let _ = head.append_header(name.clone(), value.clone());
-        }
+    // The backend's head, edited: what does not describe the new body goes (found in one pass
+    // over the names; a backend sends few of them), the rest keeps its order and case.
+    let mut head = *fetched.head;
+    head.set_version(http::Version::HTTP_11);
+    let remapped = transform.status(status);
+    if remapped != status {
+        head.set_status(remapped).map_err(|_| TransformError::NotJson("the status cannot be sent".into()))?;
+        let _ = head.set_reason_phrase(None);
+    }
+    let gone: Vec<HeaderName> = head.headers.keys().filter(|name| dropped(name)).cloned().collect();
+    for name in &gone {
+        head.remove_header(name);
     }
     if let Some(ct) = content_type {
         let _ = head.insert_header(header::CONTENT_TYPE, ct);

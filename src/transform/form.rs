@@ -81,21 +81,18 @@ fn flatten(
                 name.truncate(len);
             }
         }
-        Node::Raw(raw) => {
-            let text = raw.get();
-            match text.as_bytes().first() {
-                Some(b'"') => {
-                    let s: String = serde_json::from_str(text).map_err(|e| TransformError::NotJson(e.to_string()))?;
-                    form.append_pair(name, &s);
-                }
-                Some(b'n') => {
-                    form.append_pair(name, "");
-                }
-                _ => {
-                    form.append_pair(name, text);
-                }
+        Node::Raw(text) => match text.as_bytes().first() {
+            Some(b'"') => {
+                let s: String = serde_json::from_str(text).map_err(|e| TransformError::NotJson(e.to_string()))?;
+                form.append_pair(name, &s);
             }
-        }
+            Some(b'n') => {
+                form.append_pair(name, "");
+            }
+            _ => {
+                form.append_pair(name, text);
+            }
+        },
         Node::Value(value) => match value {
             Value::String(s) => {
                 form.append_pair(name, &s);

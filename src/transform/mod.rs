@@ -21,6 +21,7 @@ pub(crate) mod encoding;
 pub(crate) mod form;
 pub(crate) mod node;
 mod pointer;
+pub(crate) mod scan;
 #[cfg(test)]
 mod tests;
 mod value;

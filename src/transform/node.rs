@@ -3,27 +3,24 @@
 //! Parsing a whole body into `serde_json::Value` allocates every string and map of it; a
 //! transform that renames two top-level fields and filters a few more touches one object. So
 //! the body is parsed one level at a time: an object is a list of (name, raw value) pairs whose
-//! raw values are slices of the body, validated but not built, and an edit opens (`expand`) only
-//! the containers on its path. Writing copies untouched slices as they are, so the numbers,
+//! raw values are slices of the body, validated but not built ([`super::scan`]), and an edit
+//! opens (`expand`) only the containers on its path. Writing copies untouched slices as they are, so the numbers,
 //! escapes and spacing the backend wrote survive.
 //!
 //! A repeated member name in an object the transform opens is refused: which copy a client
 //! reads depends on its parser, and a filter must not pick one (the project's other JSON entry
 //! points refuse them too, `policy::strict_json`). Objects never opened pass as they are.
 
+use super::scan::{self, Next, ScanError};
 use super::TransformError;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
-use std::fmt;
 
 /// One value of the document.
 #[derive(Debug)]
 pub(crate) enum Node<'a> {
-    /// Not opened: the exact text of the value in the body (any JSON value).
-    Raw(&'a RawValue),
+    /// Not opened: the exact text of the value in the body (any JSON value, validated).
+    Raw(&'a str),
     /// An opened object, members in their order.
     Object(Vec<(Cow<'a, str>, Node<'a>)>),
     /// An opened array.
@@ -36,17 +33,22 @@ impl<'a> Node<'a> {
     /// Parse a whole body. The top level is opened at once (every transform edits it), in the
     /// same pass that validates the rest.
     pub(crate) fn parse(body: &'a [u8]) -> Result<Node<'a>, TransformError> {
-        // UTF-8 is checked once for the whole body (fast on ASCII), so the parser need not
-        // check each string and each raw slice again.
+        // UTF-8 is checked once for the whole body (fast on ASCII), so the scanner looks at
+        // ASCII structure only and every slice of it is text.
         let text = std::str::from_utf8(body).map_err(|e| TransformError::NotJson(format!("not UTF-8: {e}")))?;
-        let start = text.bytes().position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
-        let node = match start.map(|i| text.as_bytes()[i]) {
-            Some(b'{') => Node::Object(members(serde_json::from_str::<Members<'a>>(text))?),
-            Some(b'[') => Node::Array(
-                serde_json::from_str::<Vec<&'a RawValue>>(text).map_err(not_json)?.into_iter().map(Node::Raw).collect(),
-            ),
-            _ => Node::Raw(serde_json::from_str::<&'a RawValue>(text).map_err(not_json)?),
+        let b = text.as_bytes();
+        let start = scan::skip_ws(b, 0);
+        let (node, end) = match b.get(start) {
+            Some(b'{' | b'[') => open(text, start)?,
+            _ => {
+                let end = scan::value_end(b, start).map_err(not_json)?;
+                (Node::Raw(&text[start..end]), end)
+            }
         };
+        let rest = scan::skip_ws(b, end);
+        if rest != b.len() {
+            return Err(not_json(ScanError { at: rest, what: "trailing characters after the value" }));
+        }
         Ok(node)
     }
 
@@ -55,7 +57,7 @@ impl<'a> Node<'a> {
         match self {
             Node::Object(_) => Kind::Object,
             Node::Array(_) => Kind::Array,
-            Node::Raw(raw) => match raw.get().as_bytes().first() {
+            Node::Raw(raw) => match raw.as_bytes().first() {
                 Some(b'{') => Kind::Object,
                 Some(b'[') => Kind::Array,
                 _ => Kind::Scalar,
@@ -74,15 +76,9 @@ impl<'a> Node<'a> {
     /// Open an object or array (its members become nodes); scalars stay as they are.
     pub(crate) fn expand(&mut self) -> Result<(), TransformError> {
         match self {
-            Node::Raw(raw) => {
-                let text = raw.get();
-                match text.as_bytes().first() {
-                    Some(b'{') => *self = Node::Object(members(serde_json::from_str::<Members<'a>>(text))?),
-                    Some(b'[') => {
-                        let items = serde_json::from_str::<Vec<&'a RawValue>>(text).map_err(not_json)?;
-                        *self = Node::Array(items.into_iter().map(Node::Raw).collect());
-                    }
-                    _ => {}
+            Node::Raw(text) => {
+                if let Some(b'{' | b'[') = text.as_bytes().first() {
+                    *self = open(text, 0)?.0;
                 }
             }
             Node::Value(Value::Object(map)) => {
@@ -109,7 +105,7 @@ impl<'a> Node<'a> {
     /// Append the JSON text of this node to `out`.
     pub(crate) fn write(&self, out: &mut Vec<u8>) -> Result<(), TransformError> {
         match self {
-            Node::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+            Node::Raw(raw) => out.extend_from_slice(raw.as_bytes()),
             Node::Object(members) => {
                 out.push(b'{');
                 for (i, (key, value)) in members.iter().enumerate() {
@@ -140,7 +136,7 @@ impl<'a> Node<'a> {
     /// This node as a `serde_json::Value` (forms, tests).
     pub(crate) fn into_value(self) -> Result<Value, TransformError> {
         Ok(match self {
-            Node::Raw(raw) => serde_json::from_str(raw.get()).map_err(not_json)?,
+            Node::Raw(raw) => serde_json::from_str(raw).map_err(not_json)?,
             Node::Object(members) => {
                 let mut map = serde_json::Map::new();
                 for (k, v) in members {
@@ -176,8 +172,50 @@ impl Kind {
     }
 }
 
-fn not_json(e: serde_json::Error) -> TransformError {
+fn not_json(e: impl std::fmt::Display) -> TransformError {
     TransformError::NotJson(e.to_string())
+}
+
+/// Open the object or array that starts at `start` of `text` (valid UTF-8): its members or
+/// items as raw nodes, and the index after it.
+fn open<'a>(text: &'a str, start: usize) -> Result<(Node<'a>, usize), TransformError> {
+    let b = text.as_bytes();
+    let object = b[start] == b'{';
+    let mut i = scan::skip_ws(b, start + 1);
+    if b.get(i) == Some(if object { &b'}' } else { &b']' }) {
+        let empty = if object { Node::Object(Vec::new()) } else { Node::Array(Vec::new()) };
+        return Ok((empty, i + 1));
+    }
+    let mut members = Vec::new();
+    let mut items = Vec::new();
+    loop {
+        let name = if object {
+            let (after, (from, to), escaped) = scan::member_name(b, i).map_err(not_json)?;
+            i = scan::skip_ws(b, after);
+            Some(if escaped {
+                // Decoded (and its escapes checked: a name must be text) by serde_json.
+                let quoted = &text[from..to];
+                Cow::Owned(serde_json::from_str::<String>(quoted).map_err(not_json)?)
+            } else {
+                Cow::Borrowed(&text[from + 1..to - 1])
+            })
+        } else {
+            None
+        };
+        let end = scan::value_end(b, i).map_err(not_json)?;
+        let value = Node::Raw(&text[i..end]);
+        match name {
+            Some(name) => members.push((name, value)),
+            None => items.push(value),
+        }
+        match scan::next(b, end, object).map_err(not_json)? {
+            Next::More(at) => i = at,
+            Next::End(at) => {
+                let node = if object { Node::Object(unique(members)?) } else { Node::Array(items) };
+                return Ok((node, at));
+            }
+        }
+    }
 }
 
 /// A JSON string: as it is when nothing in it needs escaping (names read from the body were
@@ -193,9 +231,8 @@ fn write_string(text: &str, out: &mut Vec<u8>) -> Result<(), TransformError> {
     }
 }
 
-/// An object's members as parsed (names decoded, values raw); the repeated-name check follows.
-fn members<'a>(parsed: serde_json::Result<Members<'a>>) -> Result<Vec<(Cow<'a, str>, Node<'a>)>, TransformError> {
-    let Members(list) = parsed.map_err(not_json)?;
+/// An object's members as parsed (names decoded, values raw), refused when a name repeats.
+fn unique<'a>(list: Vec<(Cow<'a, str>, Node<'a>)>) -> Result<Vec<(Cow<'a, str>, Node<'a>)>, TransformError> {
     let repeated = if list.len() <= 16 {
         list.iter()
             .enumerate()
@@ -209,58 +246,6 @@ fn members<'a>(parsed: serde_json::Result<Members<'a>>) -> Result<Vec<(Cow<'a, s
         return Err(TransformError::RepeatedName { name: name.to_string() });
     }
     Ok(list)
-}
-
-/// One level of an object: names decoded (borrowed from the body when they hold no escape),
-/// values left raw.
-struct Members<'a>(Vec<(Cow<'a, str>, Node<'a>)>);
-
-impl<'de> Deserialize<'de> for Members<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct MembersVisitor;
-        impl<'de> Visitor<'de> for MembersVisitor {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut list = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(Name(name)) = map.next_key()? {
-                    list.push((name, Node::Raw(map.next_value::<&'de RawValue>()?)));
-                }
-                Ok(Members(list))
-            }
-            fn visit_seq<S: SeqAccess<'de>>(self, _: S) -> Result<Self::Value, S::Error> {
-                Err(de::Error::invalid_type(de::Unexpected::Seq, &self))
-            }
-        }
-        d.deserialize_map(MembersVisitor)
-    }
-}
-
-/// A member name, borrowed from the body when it holds no escape.
-struct Name<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Name<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct NameVisitor;
-        impl<'de> Visitor<'de> for NameVisitor {
-            type Value = Name<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Name(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Name(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Name(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(NameVisitor)
-    }
 }
 
 #[cfg(test)]
