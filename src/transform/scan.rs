@@ -282,7 +282,7 @@ fn literal(b: &[u8], i: usize, word: &'static [u8]) -> Result<usize, ScanError> 
 }
 
 /// Whether `text` is one JSON value, with whitespace around it allowed (tests: the
-/// differential property test in `crate::fuzz` compares it with serde_json).
+/// differential property test in src/fuzz.rs compares it with serde_json).
 #[cfg(test)]
 pub(crate) fn is_json(text: &[u8]) -> bool {
     let start = skip_ws(text, 0);
