@@ -973,10 +973,19 @@ fn insert_header_value<T>(
     Ok(())
 }
 
-/// A copy of `map` with room for `additional` more names, made at that size; `None` past the
-/// `http` crate's size limit.
+/// A copy of `map` with room for `additional` more names; `None` past the `http` crate's size
+/// limit.
+///
+/// When `map`'s table already has that room (a parser sized it with headroom) the copy is a
+/// clone, which keeps the table's size: no name is hashed again and adding `additional` names
+/// grows no table (only the list of entries, cloned at its length, may reallocate). Otherwise
+/// the copy is made at the size needed, each entry appended in order.
 fn map_with_headroom<T: Clone>(map: &HMap<T>, additional: usize) -> Option<HMap<T>> {
-    let mut copy = HMap::try_with_capacity(map.keys_len().checked_add(additional)?).ok()?;
+    let needed = map.keys_len().checked_add(additional)?;
+    if map.capacity() >= needed {
+        return Some(map.clone());
+    }
+    let mut copy = HMap::try_with_capacity(needed).ok()?;
     // in iteration order: names in their order, each name's values in theirs
     for (name, value) in map {
         copy.try_append(name.clone(), value.clone()).ok()?;
@@ -1188,6 +1197,41 @@ mod tests {
         assert_eq!(copy.get_reason_phrase(), Some("Made"));
         assert_eq!(copy.headers.get("server").unwrap(), "x");
         assert!(copy.headers.capacity() >= 5);
+    }
+
+    #[test]
+    fn a_map_with_room_is_cloned_and_one_without_is_made_larger() {
+        for size_hint in [Some(3 + 8), Some(1)] {
+            let mut req = RequestHeader::build("GET", b"/", size_hint).unwrap();
+            req.append_header("Host", "example.com").unwrap();
+            req.append_header("x-MULTI", "1").unwrap();
+            req.append_header("X-Multi", "2").unwrap();
+            req.append_header("Accept", "*/*").unwrap();
+            let mut copy = req.clone_with_headroom(8);
+            let (values, names) = (
+                copy.headers.capacity(),
+                copy.header_name_map.as_ref().unwrap().capacity(),
+            );
+            assert!(values >= 3 + 8 && names >= 3 + 8, "{size_hint:?}: {values} {names}");
+            if size_hint == Some(3 + 8) {
+                // cloned: the table keeps the size the parser gave it
+                assert_eq!(values, req.headers.capacity());
+            }
+            for i in 0..8 {
+                copy.insert_header(format!("X-Added-{i}"), "1").unwrap();
+            }
+            // no table grew while the headroom was used
+            assert_eq!(copy.headers.capacity(), values);
+            assert_eq!(copy.header_name_map.as_ref().unwrap().capacity(), names);
+            let (mut original, mut copied) = (vec![], vec![]);
+            req.header_to_h1_wire(&mut original);
+            copy.header_to_h1_wire(&mut copied);
+            let added: String = (0..8).map(|i| format!("X-Added-{i}: 1\r\n")).collect();
+            assert_eq!(
+                String::from_utf8(copied).unwrap(),
+                String::from_utf8(original).unwrap() + &added
+            );
+        }
     }
 
     #[test]
