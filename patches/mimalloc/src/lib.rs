@@ -170,20 +170,39 @@ mod tests {
     #[test]
     fn every_block_has_its_alignment_and_keeps_its_bytes() {
         let alloc = MiMalloc;
-        let sizes = [1, 7, 8, 12, 16, 24, 40, 100, 1000, 1025, 4096, 20_000, 300_000];
+        let sizes = [
+            1, 7, 8, 12, 16, 24, 40, 100, 1000, 1025, 4096, 20_000, 300_000,
+        ];
         for &size in sizes.iter() {
             for &align in [1, 2, 4, 8, 16, 32, 64, 128, 4096].iter() {
                 let layout = Layout::from_size_align(size, align).unwrap();
                 unsafe {
                     let p = alloc.alloc(layout);
-                    assert!(!p.is_null() && p as usize % align == 0, "alloc {} {}", size, align);
+                    assert!(
+                        !p.is_null() && p as usize % align == 0,
+                        "alloc {} {}",
+                        size,
+                        align
+                    );
                     p.write_bytes(0xa5, size);
                     let grown = alloc.realloc(p, layout, size * 3);
-                    assert!(!grown.is_null() && grown as usize % align == 0, "realloc {} {}", size, align);
-                    assert!(core::slice::from_raw_parts(grown, size).iter().all(|b| *b == 0xa5));
+                    assert!(
+                        !grown.is_null() && grown as usize % align == 0,
+                        "realloc {} {}",
+                        size,
+                        align
+                    );
+                    assert!(core::slice::from_raw_parts(grown, size)
+                        .iter()
+                        .all(|b| *b == 0xa5));
                     alloc.dealloc(grown, Layout::from_size_align(size * 3, align).unwrap());
                     let z = alloc.alloc_zeroed(layout);
-                    assert!(!z.is_null() && z as usize % align == 0, "alloc_zeroed {} {}", size, align);
+                    assert!(
+                        !z.is_null() && z as usize % align == 0,
+                        "alloc_zeroed {} {}",
+                        size,
+                        align
+                    );
                     assert!(core::slice::from_raw_parts(z, size).iter().all(|b| *b == 0));
                     alloc.dealloc(z, layout);
                 }
@@ -195,7 +214,10 @@ mod tests {
     fn only_alignments_every_block_has_use_the_plain_entry_points() {
         assert!(plain_is_aligned(16, 16) && plain_is_aligned(24, 8) && plain_is_aligned(1, 1));
         assert!(plain_is_aligned(4096, 16));
-        assert!(!plain_is_aligned(8, 16), "a block under 16 bytes may be only 8-aligned");
+        assert!(
+            !plain_is_aligned(8, 16),
+            "a block under 16 bytes may be only 8-aligned"
+        );
         assert!(!plain_is_aligned(4096, 32) && !plain_is_aligned(256, 128));
     }
 }
