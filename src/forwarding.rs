@@ -113,7 +113,7 @@ pub(crate) fn protected_headers(
 /// front (which knows the scheme its client used); otherwise the gateway tells the listener's,
 /// [`listener_proto`]. The response cache keys on the same choice.
 pub(crate) fn passes_forwarded_proto(headers: &HeaderMap, from_trusted: bool) -> bool {
-    from_trusted && headers.contains_key("x-forwarded-proto")
+    from_trusted && headers.contains_key(&X_FORWARDED_PROTO_NAME)
 }
 
 /// The scheme of the listener a request arrived on, as `X-Forwarded-Proto` names it.
@@ -253,6 +253,12 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) continued: bool,
 }
 
+/// Names looked up on every request, parsed once (looked up by a string, a name is parsed and
+/// checked first on every lookup).
+pub(crate) const X_REQUEST_ID_NAME: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_FORWARDED_FOR_NAME: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO_NAME: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 /// The client-cert subject header (`X-Client-Cert-Subject`).
 pub(crate) const CLIENT_CERT_SUBJECT: &str = "x-client-cert-subject";
 
@@ -303,7 +309,7 @@ pub(crate) fn rewrite(head: &mut RequestHeader, f: &Forwarding<'_>) -> pingora::
         head.remove_header(&name);
     }
     let chain = if from_trusted {
-        let existing = combined_lines(head.headers.get_all("x-forwarded-for"));
+        let existing = combined_lines(head.headers.get_all(&X_FORWARDED_FOR_NAME));
         forwarded_for(f.peer, existing.as_deref(), f.trusted)
     } else {
         // From an untrusted peer the chain is just the peer, which is the client.
@@ -316,7 +322,8 @@ pub(crate) fn rewrite(head: &mut RequestHeader, f: &Forwarding<'_>) -> pingora::
         head.insert_header(name.clone(), value.clone())?;
     }
     if !passes_forwarded_proto(&head.headers, from_trusted) {
-        head.insert_header(&X_FORWARDED_PROTO, listener_proto(f.tls))?;
+        // A static value: no copy, no check.
+        head.insert_header(&X_FORWARDED_PROTO, HeaderValue::from_static(listener_proto(f.tls)))?;
     }
     if let Some(subject) = f.client_subject {
         head.insert_header(&X_CLIENT_CERT_SUBJECT, subject.clone())?;

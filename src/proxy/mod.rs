@@ -98,7 +98,7 @@ impl ProxyHttp for Gateway {
         // ended it, whatever `content-length` says or omits.
         let has_body = !session.is_body_empty();
         let req = session.req_header();
-        state.request_id = match req.headers.get("x-request-id") {
+        state.request_id = match req.headers.get(&forwarding::X_REQUEST_ID_NAME) {
             Some(id) if forwarding::is_sane_request_id(id.as_bytes()) => {
                 String::from_utf8_lossy(id.as_bytes()).into_owned()
             }
@@ -112,7 +112,7 @@ impl ProxyHttp for Gateway {
             state.client.hsts = snap.config.listeners.get(info.listener).and_then(|l| l.tls()?.hsts.clone());
             state.client.tls = Some(info.clone());
         }
-        let xff = forwarding::combined_lines(req.headers.get_all("x-forwarded-for"));
+        let xff = forwarding::combined_lines(req.headers.get_all(&forwarding::X_FORWARDED_FOR_NAME));
         state.client.ip = forwarding::client_ip(state.client.peer, xff.as_deref(), &snap.config.trusted_proxies);
         state.client.ip_text = forwarding::ip_text(state.client.ip);
         let limits = &snap.config.limits;

@@ -450,6 +450,26 @@ impl RequestHeader {
             send_end_stream: self.send_end_stream,
         }
     }
+
+    /// `self` with room for at least `additional` more headers, a copy left in its place.
+    ///
+    /// When `self`'s maps already have the room (a parser sized them with headroom), `self`
+    /// itself is handed out and a clone is left behind: the header that is handed out, to have
+    /// headers added, keeps its maps' spare room in both the table and the list of entries (a
+    /// clone's list is made at its length, so adding to a clone reallocates it); the one left
+    /// behind only needs to be read. Otherwise this is [`Self::clone_with_headroom()`].
+    pub fn take_with_headroom(&mut self, additional: usize) -> Self {
+        let room = map_has_room(&self.base.headers, additional)
+            && self
+                .header_name_map
+                .as_ref()
+                .map_or(true, |names| map_has_room(names, additional));
+        if !room {
+            return self.clone_with_headroom(additional);
+        }
+        let copy = self.clone();
+        std::mem::replace(self, copy)
+    }
 }
 
 /// Header case is not recovered, because [ReqParts] keeps none, and neither is a
@@ -539,6 +559,21 @@ impl ResponseHeader {
             header_name_map,
             reason_phrase: self.reason_phrase.clone(),
         }
+    }
+
+    /// `self` with room for at least `additional` more headers, a copy left in its place (see
+    /// [`RequestHeader::take_with_headroom()`]).
+    pub fn take_with_headroom(&mut self, additional: usize) -> Self {
+        let room = map_has_room(&self.base.headers, additional)
+            && self
+                .header_name_map
+                .as_ref()
+                .map_or(true, |names| map_has_room(names, additional));
+        if !room {
+            return self.clone_with_headroom(additional);
+        }
+        let copy = self.clone();
+        std::mem::replace(self, copy)
     }
 }
 
@@ -973,15 +1008,30 @@ fn insert_header_value<T>(
     Ok(())
 }
 
-/// A copy of `map` with room for `additional` more names, made at that size; `None` past the
-/// `http` crate's size limit.
+/// A copy of `map` with room for `additional` more names; `None` past the `http` crate's size
+/// limit.
+///
+/// When `map`'s table already has that room (a parser sized it with headroom) the copy is a
+/// clone, which keeps the table's size: no name is hashed again and adding `additional` names
+/// grows no table (only the list of entries, cloned at its length, may reallocate). Otherwise
+/// the copy is made at the size needed, each entry appended in order.
 fn map_with_headroom<T: Clone>(map: &HMap<T>, additional: usize) -> Option<HMap<T>> {
+    if map_has_room(map, additional) {
+        return Some(map.clone());
+    }
     let mut copy = HMap::try_with_capacity(map.keys_len().checked_add(additional)?).ok()?;
     // in iteration order: names in their order, each name's values in theirs
     for (name, value) in map {
         copy.try_append(name.clone(), value.clone()).ok()?;
     }
     Some(copy)
+}
+
+/// Whether `additional` more names fit in `map`'s table without growing it.
+fn map_has_room<T>(map: &HMap<T>, additional: usize) -> bool {
+    map.keys_len()
+        .checked_add(additional)
+        .is_some_and(|needed| map.capacity() >= needed)
 }
 
 #[inline]
@@ -1188,6 +1238,88 @@ mod tests {
         assert_eq!(copy.get_reason_phrase(), Some("Made"));
         assert_eq!(copy.headers.get("server").unwrap(), "x");
         assert!(copy.headers.capacity() >= 5);
+    }
+
+    #[test]
+    fn a_map_with_room_is_cloned_and_one_without_is_made_larger() {
+        for size_hint in [Some(3 + 8), Some(1)] {
+            let mut req = RequestHeader::build("GET", b"/", size_hint).unwrap();
+            req.append_header("Host", "example.com").unwrap();
+            req.append_header("x-MULTI", "1").unwrap();
+            req.append_header("X-Multi", "2").unwrap();
+            req.append_header("Accept", "*/*").unwrap();
+            let mut copy = req.clone_with_headroom(8);
+            let (values, names) = (
+                copy.headers.capacity(),
+                copy.header_name_map.as_ref().unwrap().capacity(),
+            );
+            assert!(
+                values >= 3 + 8 && names >= 3 + 8,
+                "{size_hint:?}: {values} {names}"
+            );
+            if size_hint == Some(3 + 8) {
+                // cloned: the table keeps the size the parser gave it
+                assert_eq!(values, req.headers.capacity());
+            }
+            for i in 0..8 {
+                copy.insert_header(format!("X-Added-{i}"), "1").unwrap();
+            }
+            // no table grew while the headroom was used
+            assert_eq!(copy.headers.capacity(), values);
+            assert_eq!(copy.header_name_map.as_ref().unwrap().capacity(), names);
+            let (mut original, mut copied) = (vec![], vec![]);
+            req.header_to_h1_wire(&mut original);
+            copy.header_to_h1_wire(&mut copied);
+            let added: String = (0..8).map(|i| format!("X-Added-{i}: 1\r\n")).collect();
+            assert_eq!(
+                String::from_utf8(copied).unwrap(),
+                String::from_utf8(original).unwrap() + &added
+            );
+        }
+    }
+
+    #[test]
+    fn take_with_headroom_hands_out_the_header_and_leaves_a_copy() {
+        for size_hint in [Some(3 + 8), Some(1)] {
+            let mut req = RequestHeader::build("GET", b"/t?x", size_hint).unwrap();
+            req.append_header("Host", "example.com").unwrap();
+            req.append_header("x-MULTI", "1").unwrap();
+            req.append_header("X-Multi", "2").unwrap();
+            let mut before = vec![];
+            req.header_to_h1_wire(&mut before);
+            let mut taken = req.take_with_headroom(8);
+            let entries = taken.headers.capacity();
+            for i in 0..8 {
+                taken.insert_header(format!("X-Added-{i}"), "1").unwrap();
+            }
+            assert_eq!(
+                taken.headers.capacity(),
+                entries,
+                "{size_hint:?}: no table grew"
+            );
+            let (mut left, mut sent) = (vec![], vec![]);
+            req.header_to_h1_wire(&mut left);
+            taken.header_to_h1_wire(&mut sent);
+            assert_eq!(left, before, "the header left behind is unchanged");
+            let added: String = (0..8).map(|i| format!("X-Added-{i}: 1\r\n")).collect();
+            let expected = String::from_utf8(before).unwrap() + &added;
+            assert_eq!(String::from_utf8(sent).unwrap(), expected);
+            assert_eq!(
+                (taken.raw_path(), req.raw_path()),
+                (&b"/t?x"[..], &b"/t?x"[..])
+            );
+        }
+
+        let mut resp = ResponseHeader::build(200, Some(2 + 4)).unwrap();
+        resp.append_header("Server", "x").unwrap();
+        resp.append_header("content-length", "0").unwrap();
+        resp.set_reason_phrase(Some("Fine")).unwrap();
+        let mut taken = resp.take_with_headroom(4);
+        taken.insert_header("X-Request-Id", "1").unwrap();
+        assert_eq!(taken.get_reason_phrase(), Some("Fine"));
+        assert_eq!(resp.get_reason_phrase(), Some("Fine"));
+        assert_eq!(resp.headers.len(), 2);
+        assert_eq!(taken.headers.len(), 3);
     }
 
     #[test]

@@ -985,8 +985,13 @@ pub(crate) const UPSTREAM_HEADERS_HEADROOM: usize = 8;
 /// that size: without the headroom each header a filter adds grows both maps (values and
 /// case-preserving names) at every power of two, rehashing and reallocating them. The copy is
 /// made at its final size, so a proxy that adds nothing pays no more than for a clone.
-pub(crate) fn upstream_request_header(downstream: &RequestHeader) -> RequestHeader {
-    downstream.clone_with_headroom(UPSTREAM_HEADERS_HEADROOM)
+///
+/// When the downstream request's maps already have the room (the HTTP/1 parser makes them
+/// so), the parsed request itself becomes the upstream one and the session keeps a clone
+/// (`RequestHeader::take_with_headroom()`): the headers the filter adds then reallocate
+/// nothing, where a clone's list of entries, made at its length, would grow.
+pub(crate) fn upstream_request_header(downstream: &mut RequestHeader) -> RequestHeader {
+    downstream.take_with_headroom(UPSTREAM_HEADERS_HEADROOM)
 }
 
 #[cfg(test)]
@@ -999,7 +1004,7 @@ mod upstream_request_header_tests {
         downstream.append_header("Host", "example.com").unwrap();
         downstream.append_header("user-agent", "test").unwrap();
 
-        let mut upstream = upstream_request_header(&downstream);
+        let mut upstream = upstream_request_header(&mut downstream);
 
         let capacity = upstream.headers.capacity();
         assert!(capacity >= 2 + UPSTREAM_HEADERS_HEADROOM, "{capacity}");
@@ -1017,5 +1022,30 @@ mod upstream_request_header_tests {
             "{wire}"
         );
         assert_eq!(downstream.headers.len(), 2);
+        let mut left = vec![];
+        downstream.header_to_h1_wire(&mut left);
+        assert_eq!(
+            String::from_utf8(left).unwrap(),
+            "Host: example.com\r\nuser-agent: test\r\n"
+        );
+    }
+
+    #[test]
+    fn a_parsed_request_with_room_is_sent_and_a_copy_kept() {
+        let mut downstream = RequestHeader::build("GET", b"/", Some(1 + UPSTREAM_HEADERS_HEADROOM))
+            .unwrap();
+        downstream.append_header("Host", "example.com").unwrap();
+        let table = downstream.headers.capacity();
+        let mut upstream = upstream_request_header(&mut downstream);
+        // the parsed request's table, room included, went upstream
+        assert_eq!(upstream.headers.capacity(), table);
+        upstream.insert_header("X-Real-IP", "192.0.2.1").unwrap();
+        assert_eq!(upstream.headers.capacity(), table);
+        assert_eq!(downstream.headers.len(), 1);
+        assert_eq!(upstream.headers.len(), 2);
+        // taken again (a retry), the copy left behind serves as well
+        let again = upstream_request_header(&mut downstream);
+        assert_eq!(again.headers.get("host").unwrap(), "example.com");
+        assert_eq!(again.headers.len(), 1);
     }
 }

@@ -288,9 +288,11 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
+                        // Sized with room for the headers a proxy adds: the copy
+                        // `read_resp_header_parts()` hands out keeps it.
                         let mut response_header = match ResponseHeader::build(
                             resp.code.unwrap(),
-                            Some(resp.headers.len()),
+                            Some(resp.headers.len() + RESPONSE_HEADERS_HEADROOM),
                         ) {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),
@@ -444,12 +446,17 @@ impl HttpSession {
     /// response filters, the downstream writer's `Date` and `Connection`) usually adds some,
     /// and a clone is sized to the headers that arrived, so each added header would grow its
     /// maps.
+    ///
+    /// The header parsed is the one returned, with the room its maps were made with, and the
+    /// session keeps a clone of it (see `ResponseHeader::take_with_headroom()`): adding headers
+    /// to a clone would reallocate its list of entries.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
         // safe to unwrap because it is just read
-        let header = self.resp_header().unwrap();
-        let copy = header.clone_with_headroom(RESPONSE_HEADERS_HEADROOM);
-        Ok(Box::new(copy))
+        let header = self.response_header.as_mut().unwrap();
+        Ok(Box::new(
+            header.take_with_headroom(RESPONSE_HEADERS_HEADROOM),
+        ))
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read

@@ -330,12 +330,19 @@ fn from_digits(bytes: &[u8]) -> Option<u64> {
 /// 8.6](https://www.rfc-editor.org/rfc/rfc9110#section-8.6) this lets identical
 /// duplicates (e.g. `Content-Length: 42, 42`) be collapsed to a single value
 /// while genuinely conflicting framing is rejected.
+#[cfg(test)]
 pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
+    content_length_parse_values(headers.get_all(header::CONTENT_LENGTH))
+}
+
+/// [`content_length_parse_all`] on the `Content-Length` values already looked up (what
+/// [`content_length_for_framing`] uses).
+fn content_length_parse_values(values: header::GetAll<'_, HeaderValue>) -> Option<u64> {
     // If multiple Content-Length headers were sent, everything can still be
     // alright if they all contain the same value, and all parse correctly. If
     // not, then it's an error.
     let mut content_length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
+    for value in values {
         // A non-visible-ASCII value can't be a valid Content-Length, so the
         // framing is ambiguous.
         let line = value.to_str().ok()?;
@@ -356,8 +363,16 @@ pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
 /// rules: the reconciled value when valid, an error when a `Content-Length` is
 /// present but cannot be resolved to a single value (conflicting duplicates or
 /// an unparseable value), or `None` when the header is absent.
+///
+/// The header is looked up once: with no `Content-Length` line the answer is
+/// `None` at once, and with at least one, a value that does not resolve is an
+/// error (no second lookup to tell "absent" from "invalid").
 pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>> {
-    match content_length_parse_all(headers) {
+    let values = headers.get_all(header::CONTENT_LENGTH);
+    if values.iter().next().is_none() {
+        return Ok(None);
+    }
+    match content_length_parse_values(values) {
         Some(cl) => {
             // Content-Length frames the body, so a value that does not fit in
             // `usize` cannot be represented and must not be silently truncated
@@ -373,13 +388,12 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
                 )
             })
         }
-        None if headers.contains_key(header::CONTENT_LENGTH) => {
+        None => {
             // debug, not warn: per-message, client-influenced; avoids log floods
             // under adversarial load. The error is returned to the caller.
             debug!("invalid Content-Length header");
             Error::e_explain(InvalidHTTPHeader, "invalid Content-Length header")
         }
-        None => Ok(None),
     }
 }
 
@@ -557,6 +571,28 @@ mod test {
             err.context.as_ref().map(|c| c.as_str()),
             Some("invalid Content-Length header")
         );
+    }
+
+    #[test]
+    fn content_length_for_framing_tells_absent_from_invalid_in_any_line() {
+        // an empty value, a comma list with an empty member, and a bad line
+        // after a good one are all present-but-invalid, never absent
+        for lines in [&[""][..], &["5,"], &["5", "x"], &[" "], &["5", "5, 6"]] {
+            let mut headers = HMap::new();
+            for line in lines {
+                headers.append(CONTENT_LENGTH, (*line).try_into().unwrap());
+            }
+            assert!(
+                content_length_for_framing(&headers).is_err(),
+                "{lines:?} must be invalid"
+            );
+        }
+        let mut headers = HMap::new();
+        headers.append(http::header::CONTENT_TYPE, "text/plain".try_into().unwrap());
+        assert_eq!(content_length_for_framing(&headers).unwrap(), None);
+        headers.append(CONTENT_LENGTH, "7, 7".try_into().unwrap());
+        headers.append(CONTENT_LENGTH, "7".try_into().unwrap());
+        assert_eq!(content_length_for_framing(&headers).unwrap(), Some(7));
     }
 
     #[test]

@@ -73,6 +73,12 @@ impl ProxyTaskState {
     }
 }
 
+/// Headers a proxy typically adds to its copy of a request before sending it upstream (the
+/// forwarding headers, a request id, a trace context). A parsed request's header maps are made
+/// with room for them, and a copy made with `RequestHeader::clone_with_headroom()` keeps that
+/// room, so adding them grows no map.
+pub const REQUEST_HEADERS_HEADROOM: usize = 8;
+
 /// The HTTP 1.x server session
 pub struct HttpSession {
     underlying_stream: Stream,
@@ -353,7 +359,8 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            // room for what a proxy adds to its copy (which keeps it)
+                            Some(req.headers.len() + REQUEST_HEADERS_HEADROOM),
                         )?);
 
                         request_header.set_version(match req.version {
