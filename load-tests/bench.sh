@@ -17,6 +17,7 @@
 #   TARGETS="bare-pingora siger" ROUNDS=5 load-tests/bench.sh
 #   SIGER_SERVER_EXTRA="work_stealing: false" load-tests/bench.sh   # extra server: keys
 #   SIGER_BIN=/path/to/other/siger load-tests/bench.sh              # e.g. --no-default-features
+#   SKIP_BUILD=1 load-tests/bench.sh                                 # the release binaries as built
 #   SUITE=tls load-tests/bench.sh
 #
 # TLS (`SUITE=tls`, or name the targets): nginx and Siger terminate TLS with the same ECDSA P-256
@@ -75,8 +76,10 @@ SIGER_BIN=${SIGER_BIN:-./target/release/siger}
 
 ./scripts/install-deps nginx haproxy wrk h2load:nghttp2-client openssl
 for tool in taskset nginx haproxy wrk curl h2load openssl; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
-echo "building release binaries..." >&2
-cargo build --release --quiet --bin siger --example bare-pingora --example otlp-sink
+if [ -z "${SKIP_BUILD:-}" ]; then
+  echo "building release binaries..." >&2
+  cargo build --release --quiet --bin siger --example bare-pingora --example otlp-sink
+fi
 
 BACKEND=$(free_port)
 declare -A PORT PID

@@ -28,6 +28,10 @@ use http::header::{self, HeaderName};
 use pingora::prelude::*;
 use pingora::proxy::ProxyHttp;
 
+/// Headers the upstream copy of a request has room for: what `upstream_request_filter` adds
+/// (forwarding, identity, request id), as Pingora's proxy path sizes its own copy.
+const UPSTREAM_HEADROOM: usize = 8;
+
 /// The request body a `transform.request` route sends upstream.
 #[derive(Debug)]
 pub(crate) enum SentBody {
@@ -242,8 +246,10 @@ impl Gateway {
         // A miss (or a refetch) on a caching route stores the answer: the whole body is asked
         // for, as Pingora asks for what it will store (GET for HEAD, no conditions).
         let fills = fill::fills(session);
-        // The head as the proxy path would send it (forwarding, identity, header rules).
-        let mut head = session.req_header().clone();
+        // The head as the proxy path would send it (forwarding, identity, header rules), made
+        // as Pingora makes its upstream copy: the parsed head, with room for what is added,
+        // handed out and a copy left to the session.
+        let mut head = session.req_header_mut().take_with_headroom(UPSTREAM_HEADROOM);
         if fills {
             pingora::cache::filters::upstream::request_filter(&mut head, None);
         }
