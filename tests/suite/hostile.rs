@@ -356,8 +356,8 @@ fn limits_are_checked_and_reloadable() {
 
 /// A gateway with an h2c listener and `limits` (YAML flow-map entries), in front of `echo`.
 fn h2c_gateway(echo: &Echo, limits: &str) -> Gateway {
-    Gateway::start_raw(&format!(
-        "server:\n  threads: 2\n  pid_file: {{{{DIR}}}}/siger.pid\n  upgrade_sock: {{{{DIR}}}}/upgrade.sock\n  grace_period: 0s\nlisten:\n  - {{addr: \"{{{{LISTEN}}}}\", h2c: true}}\nadmin:\n  listen: \"{{{{ADMIN}}}}\"\nlimits: {{{limits}}}\nservices:\n  api: {{targets: [\"{}\"], read_timeout: 10s}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
+    Gateway::start_h2c(&format!(
+        "limits: {{{limits}}}\nservices:\n  api: {{targets: [\"{}\"], read_timeout: 10s}}\nroutes:\n  - {{path: /, service: api, auth: public}}\n",
         echo.addr
     ))
 }

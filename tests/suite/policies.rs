@@ -415,13 +415,6 @@ fn answers_to_requests_with_credentials_are_shared_only_when_the_response_allows
     assert_eq!(get_with(gw.addr, "/user/me", &[("Authorization", &alice)]).header("x-cache"), Some("HIT"));
 }
 
-/// A gateway with one h2c listener (HTTP/1 is served on it too) and these routes.
-fn h2c_gateway(routes: &str) -> Gateway {
-    Gateway::start_raw(&format!(
-        "server:\n  threads: 2\n  pid_file: {{{{DIR}}}}/siger.pid\n  upgrade_sock: {{{{DIR}}}}/upgrade.sock\n  grace_period: 0s\n  graceful_shutdown_timeout: 2s\nlisten:\n  - {{addr: \"{{{{LISTEN}}}}\", h2c: true}}\nadmin:\n  listen: \"{{{{ADMIN}}}}\"\n{routes}"
-    ))
-}
-
 /// An HTTP/2 stream that asked for a path and never reads a byte of the answer (its
 /// flow-control window is 0), its connection driven by a runtime while the test goes on.
 struct StalledStream {
@@ -462,7 +455,7 @@ fn h2_stalled_request(
 #[test]
 fn a_client_that_never_reads_holds_nobody_behind_the_cache_lock() {
     let echo = Echo::start("e1");
-    let gw = h2c_gateway(&format!(
+    let gw = Gateway::start_h2c(&format!(
         "services:\n  s: {{targets: [\"{}\"], read_timeout: 10s}}\nroutes:\n  - {{path: /c, service: s, auth: public, strip_prefix: true, cache: {{ttl: 60s}}}}\n  - {{path: /short, service: s, auth: public, strip_prefix: true, cache: {{ttl: 1s}}}}\n",
         echo.addr
     ));
@@ -526,7 +519,7 @@ fn h2_get(rt: &tokio::runtime::Runtime, addr: std::net::SocketAddr, path: &str) 
 #[test]
 fn stale_answers_to_http2_clients_are_refreshed_in_the_background() {
     let echo = Echo::start("e1");
-    let gw = h2c_gateway(&format!(
+    let gw = Gateway::start_h2c(&format!(
         "services:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /swr, service: s, auth: public, cache: {{ttl: 1s, stale_while_revalidate: 30s}}}}\n",
         echo.addr
     ));

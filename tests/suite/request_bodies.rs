@@ -29,8 +29,8 @@ const MAX_BODY: usize = 1 << 20;
 fn gateway(echo: &Echo, dir: &std::path::Path, limits: &str) -> Gateway {
     let schema = dir.join("pad.json");
     std::fs::write(&schema, PAD_SCHEMA).unwrap();
-    Gateway::start_raw(&format!(
-        "server:\n  threads: 2\n  pid_file: {{{{DIR}}}}/siger.pid\n  upgrade_sock: {{{{DIR}}}}/upgrade.sock\n  grace_period: 0s\nlisten:\n  - {{addr: \"{{{{LISTEN}}}}\", h2c: true}}\nadmin:\n  listen: \"{{{{ADMIN}}}}\"\nlimits: {{{limits}}}\nservices:\n  s: {{targets: [\"{}\"], read_timeout: 10s}}\nroutes:\n  - {{path: /v, service: s, auth: public, strip_prefix: true, max_body: {MAX_BODY}, validate: {{schema: {}}}}}\n  - {{path: /c, service: s, auth: public, strip_prefix: true, cache: {{ttl: 60s}}}}\n  - {{path: /p, service: s, auth: public, strip_prefix: true, max_body: {MAX_BODY}}}\n",
+    Gateway::start_h2c(&format!(
+        "limits: {{{limits}}}\nservices:\n  s: {{targets: [\"{}\"], read_timeout: 10s}}\nroutes:\n  - {{path: /v, service: s, auth: public, strip_prefix: true, max_body: {MAX_BODY}, validate: {{schema: {}}}}}\n  - {{path: /c, service: s, auth: public, strip_prefix: true, cache: {{ttl: 60s}}}}\n  - {{path: /p, service: s, auth: public, strip_prefix: true, max_body: {MAX_BODY}}}\n",
         echo.addr,
         schema.display()
     ))
@@ -372,8 +372,8 @@ fn a_retried_body_is_sent_whole_again_and_counted_once_against_max_body() {
     let dir = tempfile::tempdir().unwrap();
     let schema = dir.path().join("pad.json");
     std::fs::write(&schema, PAD_SCHEMA).unwrap();
-    let gw = Gateway::start_raw(&format!(
-        "server:\n  threads: 2\n  pid_file: {{{{DIR}}}}/siger.pid\n  upgrade_sock: {{{{DIR}}}}/upgrade.sock\n  grace_period: 0s\nlisten:\n  - {{addr: \"{{{{LISTEN}}}}\", h2c: true}}\nadmin:\n  listen: \"{{{{ADMIN}}}}\"\nservices:\n  s: {{targets: [\"{}\", \"{}\"], retry_on: [503], retries: 1}}\nroutes:\n  - {{path: /r, service: s, auth: public, strip_prefix: true, max_body: 60KiB}}\n  - {{path: /v, service: s, auth: public, strip_prefix: true, max_body: 60KiB, validate: {{schema: {}}}}}\n",
+    let gw = Gateway::start_h2c(&format!(
+        "services:\n  s: {{targets: [\"{}\", \"{}\"], retry_on: [503], retries: 1}}\nroutes:\n  - {{path: /r, service: s, auth: public, strip_prefix: true, max_body: 60KiB}}\n  - {{path: /v, service: s, auth: public, strip_prefix: true, max_body: 60KiB, validate: {{schema: {}}}}}\n",
         e1.addr,
         e2.addr,
         schema.display()

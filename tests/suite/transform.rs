@@ -538,8 +538,8 @@ fn a_retried_request_sends_the_transformed_body_again_and_chunked_bodies_are_tra
 #[test]
 fn transforms_hold_over_http2() {
     let echo = Echo::start("b1");
-    let gw = Gateway::start_raw(&format!(
-        "server:\n  threads: 2\n  pid_file: {{{{DIR}}}}/siger.pid\n  upgrade_sock: {{{{DIR}}}}/upgrade.sock\n  grace_period: 0s\nlisten:\n  - {{addr: \"{{{{LISTEN}}}}\", h2c: true}}\nadmin:\n  listen: \"{{{{ADMIN}}}}\"\nservices:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /f, service: s, auth: public, strip_prefix: true, transform: {{request: {{format: form, remove: [/internal]}}}}}}\n  - {{path: /r, service: s, auth: public, strip_prefix: true, transform: {{request: {{remove: [/internal]}}, response: {{allow: [/body, /version]}}}}}}\n",
+    let gw = Gateway::start_h2c(&format!(
+        "services:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /f, service: s, auth: public, strip_prefix: true, transform: {{request: {{format: form, remove: [/internal]}}}}}}\n  - {{path: /r, service: s, auth: public, strip_prefix: true, transform: {{request: {{remove: [/internal]}}, response: {{allow: [/body, /version]}}}}}}\n",
         echo.addr
     ));
     let client = reqwest::blocking::Client::builder().http2_prior_knowledge().build().unwrap();
@@ -659,8 +659,8 @@ fn the_cache_stores_the_transformed_answer() {
 #[test]
 fn an_http2_miss_on_a_transforming_cache_fills_in_the_background() {
     let echo = Echo::start("b1");
-    let gw = Gateway::start_raw(&format!(
-        "server:\n  threads: 2\n  pid_file: {{{{DIR}}}}/siger.pid\n  upgrade_sock: {{{{DIR}}}}/upgrade.sock\n  grace_period: 0s\nlisten:\n  - {{addr: \"{{{{LISTEN}}}}\", h2c: true}}\nadmin:\n  listen: \"{{{{ADMIN}}}}\"\nservices:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /t, service: s, auth: public, strip_prefix: true, cache: {{ttl: 60s}}, transform: {{response: {{allow: [/path, /version]}}}}}}\n",
+    let gw = Gateway::start_h2c(&format!(
+        "services:\n  s: {{targets: [\"{}\"]}}\nroutes:\n  - {{path: /t, service: s, auth: public, strip_prefix: true, cache: {{ttl: 60s}}, transform: {{response: {{allow: [/path, /version]}}}}}}\n",
         echo.addr
     ));
     let client = reqwest::blocking::Client::builder().http2_prior_knowledge().build().unwrap();

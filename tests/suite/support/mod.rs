@@ -172,7 +172,15 @@ pub fn render(template: &str, listen: SocketAddr, admin: SocketAddr, dir: &Path)
 /// The standard head of a test config: server settings, one listener, the admin listener.
 pub const HEAD: &str = "server:\n  threads: 2\n  pid_file: {{DIR}}/siger.pid\n  upgrade_sock: {{DIR}}/upgrade.sock\n  grace_period: 0s\n  graceful_shutdown_timeout: 2s\nlisten: [\"{{LISTEN}}\"]\nadmin:\n  listen: \"{{ADMIN}}\"\n";
 
+/// `HEAD` with its one listener serving HTTP/2 without TLS (h2c; HTTP/1 is served on it too).
+pub const H2C_HEAD: &str = "server:\n  threads: 2\n  pid_file: {{DIR}}/siger.pid\n  upgrade_sock: {{DIR}}/upgrade.sock\n  grace_period: 0s\n  graceful_shutdown_timeout: 2s\nlisten:\n  - {addr: \"{{LISTEN}}\", h2c: true}\nadmin:\n  listen: \"{{ADMIN}}\"\n";
+
 impl Gateway {
+    /// Start with `H2C_HEAD` + `body` and wait until the admin `/health` answers.
+    pub fn start_h2c(body: &str) -> Gateway {
+        Self::start_raw(&format!("{H2C_HEAD}{body}"))
+    }
+
     /// Start with `HEAD` + `body` and wait until the admin `/health` answers.
     pub fn start(body: &str) -> Gateway {
         Self::start_raw(&format!("{HEAD}{body}"))
