@@ -340,7 +340,6 @@ fn transform_answer(
     let status = fetched.status();
     let backend = &fetched.head;
     let limit = transform.max_body();
-
     let no_body = head_only || matches!(status, 204 | 304) || status < 200;
     let (body, content_type) = if no_body {
         (Bytes::new(), None)
