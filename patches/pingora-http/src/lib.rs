@@ -459,12 +459,11 @@ impl RequestHeader {
     /// clone's list is made at its length, so adding to a clone reallocates it); the one left
     /// behind only needs to be read. Otherwise this is [`Self::clone_with_headroom()`].
     pub fn take_with_headroom(&mut self, additional: usize) -> Self {
-        let room = map_has_room(&self.base.headers, additional)
-            && self
-                .header_name_map
-                .as_ref()
-                .map_or(true, |names| map_has_room(names, additional));
-        if !room {
+        if !maps_have_room(
+            &self.base.headers,
+            self.header_name_map.as_ref(),
+            additional,
+        ) {
             return self.clone_with_headroom(additional);
         }
         let copy = self.clone();
@@ -564,12 +563,11 @@ impl ResponseHeader {
     /// `self` with room for at least `additional` more headers, a copy left in its place (see
     /// [`RequestHeader::take_with_headroom()`]).
     pub fn take_with_headroom(&mut self, additional: usize) -> Self {
-        let room = map_has_room(&self.base.headers, additional)
-            && self
-                .header_name_map
-                .as_ref()
-                .map_or(true, |names| map_has_room(names, additional));
-        if !room {
+        if !maps_have_room(
+            &self.base.headers,
+            self.header_name_map.as_ref(),
+            additional,
+        ) {
             return self.clone_with_headroom(additional);
         }
         let copy = self.clone();
@@ -1028,6 +1026,12 @@ fn map_with_headroom<T: Clone>(map: &HMap<T>, additional: usize) -> Option<HMap<
 }
 
 /// Whether `additional` more names fit in `map`'s table without growing it.
+/// Whether a header's value map and, when it keeps header case, its name map both have room
+/// for `additional` more headers.
+fn maps_have_room<T>(values: &HMap<T>, names: Option<&CaseMap>, additional: usize) -> bool {
+    map_has_room(values, additional) && names.map_or(true, |names| map_has_room(names, additional))
+}
+
 fn map_has_room<T>(map: &HMap<T>, additional: usize) -> bool {
     map.keys_len()
         .checked_add(additional)
