@@ -42,6 +42,12 @@ pub struct CompiledRule {
     pub chain: usize,
     /// The rule's place in its chain's literal prefilter, when its operator has a literal set.
     pub prefilter_slot: Option<u32>,
+    /// The highest of the prefilter's value alphabets (`prefilter::LEVELS`) over which the
+    /// operator cannot match: it is not run on a transformed value made of that alphabet.
+    pub safe_level: Option<u8>,
+    /// Whether the prefilter can rule the whole rule out from what it knows of its variables'
+    /// values, without resolving them for this rule (see `prefilter::Summary`).
+    pub summarizable: bool,
 }
 
 impl std::fmt::Debug for CompiledRule {
@@ -250,6 +256,8 @@ impl CompiledRuleset {
                         chain_next: None,
                         chain: 0,
                         prefilter_slot: None,
+                        safe_level: None,
+                        summarizable: false,
                     };
 
                     let rules_for_phase = ruleset.rules.by_phase.entry(phase).or_default();
@@ -302,6 +310,8 @@ impl CompiledRuleset {
                         chain_next: None,
                         chain: 0,
                         prefilter_slot: None,
+                        safe_level: None,
+                        summarizable: false,
                     };
 
                     ruleset.rules.add(phase, compiled);

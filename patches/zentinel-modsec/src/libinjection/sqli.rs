@@ -486,30 +486,34 @@ fn generate_simple_fingerprint(input: &str) -> String {
     fp
 }
 
+/// What [`detect_sqli`] looks for first: it flags only input that contains one of these once
+/// lowercased (Unicode's lowercasing: `str::to_lowercase`).
+pub(crate) const INDICATORS: [&str; 19] = [
+    "'",
+    "\"",
+    "--",
+    "/*",
+    "union",
+    "select",
+    " or ",
+    " and ",
+    "1=1",
+    "'='",
+    ";",
+    "exec",
+    "drop",
+    "insert",
+    "update",
+    "delete",
+    "benchmark",
+    "sleep",
+    "waitfor",
+];
+
 /// Quick check for SQLi indicators.
 fn has_sqli_indicators(input: &str) -> bool {
     let lower = input.to_lowercase();
-
-    // Check for common SQLi patterns
-    lower.contains('\'')
-        || lower.contains('"')
-        || lower.contains("--")
-        || lower.contains("/*")
-        || lower.contains("union")
-        || lower.contains("select")
-        || lower.contains(" or ")
-        || lower.contains(" and ")
-        || lower.contains("1=1")
-        || lower.contains("'='")
-        || lower.contains(";")
-        || lower.contains("exec")
-        || lower.contains("drop")
-        || lower.contains("insert")
-        || lower.contains("update")
-        || lower.contains("delete")
-        || lower.contains("benchmark")
-        || lower.contains("sleep")
-        || lower.contains("waitfor")
+    INDICATORS.iter().any(|indicator| lower.contains(indicator))
 }
 
 /// Tokenize SQL-like input.

@@ -245,22 +245,26 @@ static DANGEROUS_SCHEMES_AC: Lazy<AhoCorasick> = Lazy::new(|| {
 });
 
 /// Quick-check patterns using Aho-Corasick for fast rejection.
+/// What [`detect_xss`] looks for first, ASCII case ignored: it flags only input that contains
+/// one of these.
+pub(crate) const INDICATORS: [&str; 13] = [
+    "<",
+    "javascript",
+    "vbscript",
+    "on",
+    "eval",
+    "innerhtml",
+    "outerhtml",
+    "document.",
+    "window.",
+    "%3c",
+    "&lt",
+    "\\x3c",
+    "\\u003c",
+];
+
 static QUICK_CHECK_AC: Lazy<AhoCorasick> = Lazy::new(|| {
-    let patterns = [
-        "<",
-        "javascript",
-        "vbscript",
-        "on",
-        "eval",
-        "innerhtml",
-        "outerhtml",
-        "document.",
-        "window.",
-        "%3c",
-        "&lt",
-        "\\x3c",
-        "\\u003c",
-    ];
+    let patterns = INDICATORS;
     AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::LeftmostFirst)

@@ -1,6 +1,6 @@
 //! Comparison operators (@contains, @eq, @gt, etc.).
 
-use super::traits::{Operator, OperatorResult};
+use super::traits::{ByteSet, Operator, OperatorResult};
 
 /// Contains operator (@contains).
 pub struct ContainsOperator {
@@ -27,6 +27,11 @@ impl Operator for ContainsOperator {
 
     fn name(&self) -> &'static str {
         "contains"
+    }
+
+    /// A match contains the argument, byte for byte.
+    fn matches_nothing_over(&self, alphabet: &ByteSet) -> bool {
+        !alphabet.contains_all(self.needle.as_bytes())
     }
 }
 
@@ -56,6 +61,11 @@ impl Operator for BeginsWithOperator {
     fn name(&self) -> &'static str {
         "beginsWith"
     }
+
+    /// A match contains the argument, byte for byte.
+    fn matches_nothing_over(&self, alphabet: &ByteSet) -> bool {
+        !alphabet.contains_all(self.prefix.as_bytes())
+    }
 }
 
 /// EndsWith operator (@endsWith).
@@ -84,6 +94,11 @@ impl Operator for EndsWithOperator {
     fn name(&self) -> &'static str {
         "endsWith"
     }
+
+    /// A match contains the argument, byte for byte.
+    fn matches_nothing_over(&self, alphabet: &ByteSet) -> bool {
+        !alphabet.contains_all(self.suffix.as_bytes())
+    }
 }
 
 /// String equals operator (@streq).
@@ -111,6 +126,11 @@ impl Operator for StreqOperator {
 
     fn name(&self) -> &'static str {
         "streq"
+    }
+
+    /// A match contains the argument, byte for byte.
+    fn matches_nothing_over(&self, alphabet: &ByteSet) -> bool {
+        !alphabet.contains_all(self.expected.as_bytes())
     }
 }
 

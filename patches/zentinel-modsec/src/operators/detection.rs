@@ -2,7 +2,7 @@
 //!
 //! These use our pure Rust libinjection implementation.
 
-use super::traits::{Operator, OperatorResult};
+use super::traits::{ByteSet, Operator, OperatorResult};
 use crate::libinjection;
 
 /// SQL injection detection operator (@detectSQLi).
@@ -21,6 +21,21 @@ impl Operator for DetectSqliOperator {
     fn name(&self) -> &'static str {
         "detectSQLi"
     }
+
+    /// The detector's first check: a value it flags contains one of these, after lowercasing
+    /// with Unicode's rules (hence ASCII values only).
+    fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
+        Some(
+            libinjection::sqli::INDICATORS
+                .iter()
+                .map(|i| i.as_bytes().to_vec())
+                .collect(),
+        )
+    }
+
+    fn literals_hold_for_ascii_only(&self) -> bool {
+        true
+    }
 }
 
 /// XSS detection operator (@detectXSS).
@@ -38,5 +53,21 @@ impl Operator for DetectXssOperator {
 
     fn name(&self) -> &'static str {
         "detectXSS"
+    }
+
+    /// The detector's first check, compared as the prefilter compares (ASCII case ignored).
+    fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
+        Some(
+            libinjection::xss::INDICATORS
+                .iter()
+                .map(|i| i.as_bytes().to_vec())
+                .collect(),
+        )
+    }
+
+    fn matches_nothing_over(&self, alphabet: &ByteSet) -> bool {
+        !libinjection::xss::INDICATORS
+            .iter()
+            .any(|i| alphabet.contains_all_ignoring_ascii_case(i.as_bytes()))
     }
 }

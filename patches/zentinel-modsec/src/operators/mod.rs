@@ -13,7 +13,7 @@ pub use comparison::{EqOperator, GeOperator, GtOperator, LeOperator, LtOperator}
 pub use detection::{DetectSqliOperator, DetectXssOperator};
 pub use network::IpMatchOperator;
 pub use pattern::{PmOperator, RxOperator};
-pub use traits::{Operator, OperatorResult};
+pub use traits::{ByteSet, Operator, OperatorResult};
 pub use validation::{ValidateUrlEncodingOperator, ValidateUtf8EncodingOperator};
 
 use crate::error::Result;
@@ -154,6 +154,17 @@ impl Operator for ValidateByteRangeOperator {
 
     fn name(&self) -> &'static str {
         "validateByteRange"
+    }
+
+    /// It matches a byte outside its ranges.
+    fn matches_nothing_over(&self, alphabet: &ByteSet) -> bool {
+        let allowed = self
+            .ranges
+            .iter()
+            .fold(ByteSet::default(), |set, &(low, high)| {
+                set.with_range(low, high)
+            });
+        alphabet.is_subset(&allowed)
     }
 }
 

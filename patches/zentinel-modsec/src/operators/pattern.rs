@@ -2,7 +2,7 @@
 //!
 //! Optimized with lazy regex compilation for fast rule parsing.
 
-use super::traits::{Operator, OperatorResult};
+use super::traits::{ByteSet, Operator, OperatorResult};
 use crate::error::{Error, Result};
 use aho_corasick::AhoCorasick;
 use once_cell::sync::OnceCell;
@@ -135,6 +135,34 @@ impl Operator for RxOperator {
 
     fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
         required_literals(&self.pattern_str)
+    }
+
+    fn matches_nothing_over(&self, alphabet: &ByteSet) -> bool {
+        regex_syntax::Parser::new()
+            .parse(&self.pattern_str)
+            .is_ok_and(|hir| !possible_over(&hir, alphabet))
+    }
+}
+
+/// Whether some string made only of bytes in `alphabet` (ASCII) can contain a match of `hir`.
+/// Zero-width assertions count as satisfiable, so this errs towards `true`. Case-insensitive
+/// parts are case classes by now, so they are judged byte by byte like the rest.
+fn possible_over(hir: &regex_syntax::hir::Hir, alphabet: &ByteSet) -> bool {
+    use regex_syntax::hir::{Class, HirKind};
+    let any_of = |low: u32, high: u32| (low..=high.min(127)).any(|b| alphabet.contains(b as u8));
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => true,
+        HirKind::Literal(literal) => alphabet.contains_all(&literal.0),
+        HirKind::Class(Class::Unicode(class)) => {
+            class.ranges().iter().any(|r| any_of(r.start().into(), r.end().into()))
+        }
+        HirKind::Class(Class::Bytes(class)) => {
+            class.ranges().iter().any(|r| any_of(r.start().into(), r.end().into()))
+        }
+        HirKind::Repetition(rep) => rep.min == 0 || possible_over(&rep.sub, alphabet),
+        HirKind::Capture(capture) => possible_over(&capture.sub, alphabet),
+        HirKind::Concat(parts) => parts.iter().all(|part| possible_over(part, alphabet)),
+        HirKind::Alternation(branches) => branches.iter().any(|b| possible_over(b, alphabet)),
     }
 }
 
@@ -315,6 +343,13 @@ impl Operator for PmOperator {
     fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
         Some(self.patterns.iter().map(|p| p.as_bytes().to_vec()).collect())
     }
+
+    fn matches_nothing_over(&self, alphabet: &ByteSet) -> bool {
+        !self
+            .patterns
+            .iter()
+            .any(|p| alphabet.contains_all_ignoring_ascii_case(p.as_bytes()))
+    }
 }
 
 #[cfg(test)]
@@ -334,6 +369,40 @@ mod tests {
         let result = op.execute("user=john");
         assert!(result.matched);
         assert_eq!(result.captures, vec!["john"]);
+    }
+
+    #[test]
+    fn an_operator_matches_nothing_over_an_alphabet_without_what_a_match_needs() {
+        let words = ByteSet::of(b" _-.")
+            .with_range(b'a', b'z')
+            .with_range(b'A', b'Z')
+            .with_range(b'0', b'9');
+        let nothing =
+            |pattern: &str, set: &ByteSet| RxOperator::new(pattern).unwrap().matches_nothing_over(set);
+        assert!(nothing("<script", &words));
+        assert!(nothing(r"(?i)java\s*script:", &words));
+        assert!(!nothing(r"(?i)java\s*script:", &words.with(b":")));
+        // One branch is enough; a repetition may be absent; a look-around is no obstacle.
+        assert!(!nothing(r"'|select", &words));
+        assert!(!nothing(r"\bx(?:;)*$", &words));
+        assert!(nothing(r"x(?:;)+", &words));
+        assert!(!nothing(r"\w+", &words));
+        assert!(nothing(r"[^\x00-\x7f]", &words));
+        // Case classes count either case.
+        assert!(!nothing(r"(?i)SELECT", &ByteSet::of(b"select")));
+        let values = ["plain words 12.5", "a-b_c", "<script>", "javascript:x", "'x'"];
+        for alphabet in [words, words.with(b"<:/;'")] {
+            for value in values.iter().filter(|v| alphabet.contains_all(v.as_bytes())) {
+                for pattern in ["<script", r"(?i)java\s*script:", "'|select", r"x(?:;)+"] {
+                    let op = RxOperator::new(pattern).unwrap();
+                    let never = op.matches_nothing_over(&alphabet);
+                    assert!(!(never && op.execute(value).matched), "{pattern} {value}");
+                }
+            }
+        }
+        let pm = PmOperator::new("sleep waitfor <x").unwrap();
+        assert!(!pm.matches_nothing_over(&ByteSet::of(b"SLEP")));
+        assert!(pm.matches_nothing_over(&ByteSet::of(b"slp<")));
     }
 
     #[test]

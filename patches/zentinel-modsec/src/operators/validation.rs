@@ -1,6 +1,6 @@
 //! Validation operators (@validateUrlEncoding, @validateUtf8Encoding).
 
-use super::traits::{Operator, OperatorResult};
+use super::traits::{ByteSet, Operator, OperatorResult};
 
 /// URL encoding validation operator (@validateUrlEncoding).
 pub struct ValidateUrlEncodingOperator;
@@ -16,6 +16,11 @@ impl Operator for ValidateUrlEncodingOperator {
 
     fn name(&self) -> &'static str {
         "validateUrlEncoding"
+    }
+
+    /// Only a `%` can be badly encoded.
+    fn matches_nothing_over(&self, alphabet: &ByteSet) -> bool {
+        !alphabet.contains(b'%')
     }
 }
 
@@ -35,6 +40,11 @@ impl Operator for ValidateUtf8EncodingOperator {
 
     fn name(&self) -> &'static str {
         "validateUtf8Encoding"
+    }
+
+    /// What it refuses is NUL and bytes outside ASCII.
+    fn matches_nothing_over(&self, alphabet: &ByteSet) -> bool {
+        alphabet.is_subset(&ByteSet::of(&[]).with_range(1, 127))
     }
 }
 

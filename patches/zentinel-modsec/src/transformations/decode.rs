@@ -1,6 +1,7 @@
 //! Decoding transformations.
 
 use super::Transformation;
+use crate::operators::ByteSet;
 use std::borrow::Cow;
 
 /// URL decode transformation.
@@ -22,6 +23,11 @@ impl Transformation for UrlDecode {
 
     fn name(&self) -> &'static str {
         "urlDecode"
+    }
+
+    /// Nothing to decode without a `%`.
+    fn keeps_substring_over(&self, alphabet: &ByteSet) -> bool {
+        !alphabet.contains(b'%')
     }
 }
 
@@ -91,6 +97,11 @@ impl Transformation for UrlDecodeUni {
 
     fn name(&self) -> &'static str {
         "urlDecodeUni"
+    }
+
+    /// Nothing to decode without a `%`.
+    fn keeps_substring_over(&self, alphabet: &ByteSet) -> bool {
+        !alphabet.contains(b'%')
     }
 }
 
@@ -184,6 +195,11 @@ impl Transformation for HtmlEntityDecode {
     fn name(&self) -> &'static str {
         "htmlEntityDecode"
     }
+
+    /// Every entity starts with `&`.
+    fn keeps_substring_over(&self, alphabet: &ByteSet) -> bool {
+        !alphabet.contains(b'&')
+    }
 }
 
 /// JavaScript decode transformation.
@@ -268,6 +284,11 @@ impl Transformation for JsDecode {
     fn name(&self) -> &'static str {
         "jsDecode"
     }
+
+    /// Every escape starts with a backslash.
+    fn keeps_substring_over(&self, alphabet: &ByteSet) -> bool {
+        !alphabet.contains(b'\\')
+    }
 }
 
 /// CSS decode transformation.
@@ -325,6 +346,11 @@ impl Transformation for CssDecode {
 
     fn name(&self) -> &'static str {
         "cssDecode"
+    }
+
+    /// Every escape starts with a backslash.
+    fn keeps_substring_over(&self, alphabet: &ByteSet) -> bool {
+        !alphabet.contains(b'\\')
     }
 }
 

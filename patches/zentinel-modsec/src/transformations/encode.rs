@@ -1,6 +1,7 @@
 //! Encoding transformations.
 
 use super::Transformation;
+use crate::operators::ByteSet;
 use std::borrow::Cow;
 
 /// Base64 encode transformation.
@@ -28,6 +29,11 @@ impl Transformation for HexEncode {
 
     fn name(&self) -> &'static str {
         "hexEncode"
+    }
+
+    /// Hexadecimal digits.
+    fn keeps_within(&self, alphabet: &ByteSet) -> bool {
+        alphabet.contains_all(b"0123456789abcdef")
     }
 }
 

@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::operators::ByteSet;
+
 /// Trait for transformations.
 pub trait Transformation: Send + Sync {
     /// Apply the transformation.
@@ -21,7 +23,25 @@ pub trait Transformation: Send + Sync {
 
     /// Get the transformation name.
     fn name(&self) -> &'static str;
+
+    /// Whether, for every input made only of bytes in `alphabet`, the output is a substring of
+    /// the input up to ASCII case (the input itself, usually). A prefilter may then judge the
+    /// input in place of the output: the output has no byte and, compared ASCII-case-
+    /// insensitively, no substring that the input has not. `false` when unknown.
+    fn keeps_substring_over(&self, _alphabet: &ByteSet) -> bool {
+        false
+    }
+
+    /// Whether, for every input made only of bytes in `alphabet` (ASCII, closed under ASCII
+    /// case, with the space), the output is made only of bytes in `alphabet` too. `false` when
+    /// unknown.
+    fn keeps_within(&self, alphabet: &ByteSet) -> bool {
+        self.keeps_substring_over(alphabet)
+    }
 }
+
+/// ASCII.
+const ASCII: ByteSet = ByteSet::of(&[]).with_range(0, 127);
 
 /// Create a transformation from a name.
 pub fn create_transformation(name: &str) -> Result<Arc<dyn Transformation>> {
@@ -93,6 +113,10 @@ impl Transformation for None_ {
     fn name(&self) -> &'static str {
         "none"
     }
+
+    fn keeps_substring_over(&self, _alphabet: &ByteSet) -> bool {
+        true
+    }
 }
 
 /// Length transformation (returns the length of the input).
@@ -105,5 +129,105 @@ impl Transformation for Length {
 
     fn name(&self) -> &'static str {
         "length"
+    }
+
+    /// A decimal number.
+    fn keeps_within(&self, alphabet: &ByteSet) -> bool {
+        alphabet.contains_all(b"0123456789")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `keeps_substring_over` and `keeps_within` claim, checked on many inputs over
+    /// alphabets of the kind a prefilter uses (ASCII, closed under case, with the space), with
+    /// and without the bytes that start an encoding.
+    #[test]
+    fn what_a_transformation_says_it_keeps_holds() {
+        let letters = ByteSet::of(b" ")
+            .with_range(b'a', b'z')
+            .with_range(b'A', b'Z')
+            .with_range(b'0', b'9');
+        let alphabets = [
+            letters.with(b"_-."),
+            letters.with(b"_-.,@+:"),
+            letters.with(b"_-.,@+:/;=*"),
+            letters.with(b"/\\.%&"),
+            letters.with(b"\t\n#*-/\\'\",;^("),
+        ];
+        let names = [
+            "urlDecode",
+            "urlDecodeUni",
+            "base64Decode",
+            "hexDecode",
+            "htmlEntityDecode",
+            "jsDecode",
+            "cssDecode",
+            "base64Encode",
+            "hexEncode",
+            "urlEncode",
+            "lowercase",
+            "uppercase",
+            "compressWhitespace",
+            "removeWhitespace",
+            "removeNulls",
+            "replaceNulls",
+            "trim",
+            "trimLeft",
+            "trimRight",
+            "normalizePath",
+            "normalizePathWin",
+            "removeComments",
+            "replaceComments",
+            "cmdLine",
+            "removeCommentsChar",
+            "md5",
+            "sha1",
+            "length",
+            "none",
+            "sqlHexDecode",
+            "utf8toUnicode",
+            "escapeSeqDecode",
+            "sha256",
+        ];
+        let mut seed: u64 = 7;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        let mut claims = 0;
+        for name in names {
+            let t = create_transformation(name).unwrap();
+            for alphabet in &alphabets {
+                let bytes: Vec<u8> = (0..=127u8).filter(|&b| alphabet.contains(b)).collect();
+                let (substring, within) =
+                    (t.keeps_substring_over(alphabet), t.keeps_within(alphabet));
+                claims += usize::from(substring) + usize::from(within);
+                for _ in 0..400 {
+                    let input: String = (0..next(24))
+                        .map(|_| bytes[next(bytes.len())] as char)
+                        .collect();
+                    let output = t.transform(&input);
+                    if substring {
+                        let (out, inp) = (output.to_ascii_lowercase(), input.to_ascii_lowercase());
+                        assert!(
+                            inp.contains(&out),
+                            "{name}: {output:?} is not a substring of {input:?}"
+                        );
+                    }
+                    if within {
+                        assert!(
+                            alphabet.contains_all(output.as_bytes()),
+                            "{name}: {output:?} left the alphabet of {input:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(claims > 40, "{claims}");
     }
 }

@@ -1,6 +1,7 @@
 //! Normalization transformations.
 
 use super::Transformation;
+use crate::operators::ByteSet;
 use std::borrow::Cow;
 
 /// Lowercase transformation.
@@ -24,6 +25,11 @@ impl Transformation for Lowercase {
     fn name(&self) -> &'static str {
         "lowercase"
     }
+
+    /// ASCII changes case only.
+    fn keeps_substring_over(&self, alphabet: &ByteSet) -> bool {
+        alphabet.is_subset(&super::ASCII)
+    }
 }
 
 /// Uppercase transformation.
@@ -41,6 +47,11 @@ impl Transformation for Uppercase {
 
     fn name(&self) -> &'static str {
         "uppercase"
+    }
+
+    /// ASCII changes case only.
+    fn keeps_substring_over(&self, alphabet: &ByteSet) -> bool {
+        alphabet.is_subset(&super::ASCII)
     }
 }
 
@@ -88,6 +99,11 @@ impl Transformation for CompressWhitespace {
     fn name(&self) -> &'static str {
         "compressWhitespace"
     }
+
+    /// Whitespace becomes a space; nothing else changes.
+    fn keeps_within(&self, alphabet: &ByteSet) -> bool {
+        alphabet.contains(b' ')
+    }
 }
 
 /// Remove whitespace transformation.
@@ -106,6 +122,11 @@ impl Transformation for RemoveWhitespace {
     fn name(&self) -> &'static str {
         "removeWhitespace"
     }
+
+    /// Removes only.
+    fn keeps_within(&self, _alphabet: &ByteSet) -> bool {
+        true
+    }
 }
 
 /// Remove null bytes transformation.
@@ -122,6 +143,11 @@ impl Transformation for RemoveNulls {
     fn name(&self) -> &'static str {
         "removeNulls"
     }
+
+    /// Only NUL is removed.
+    fn keeps_substring_over(&self, alphabet: &ByteSet) -> bool {
+        !alphabet.contains(0)
+    }
 }
 
 /// Replace null bytes with spaces transformation.
@@ -137,6 +163,11 @@ impl Transformation for ReplaceNulls {
 
     fn name(&self) -> &'static str {
         "replaceNulls"
+    }
+
+    /// Only NUL is replaced.
+    fn keeps_substring_over(&self, alphabet: &ByteSet) -> bool {
+        !alphabet.contains(0)
     }
 }
 
@@ -156,6 +187,11 @@ impl Transformation for Trim {
     fn name(&self) -> &'static str {
         "trim"
     }
+
+    /// A trimmed string is a substring.
+    fn keeps_substring_over(&self, _alphabet: &ByteSet) -> bool {
+        true
+    }
 }
 
 /// Trim left transformation.
@@ -174,6 +210,11 @@ impl Transformation for TrimLeft {
     fn name(&self) -> &'static str {
         "trimLeft"
     }
+
+    /// A trimmed string is a substring.
+    fn keeps_substring_over(&self, _alphabet: &ByteSet) -> bool {
+        true
+    }
 }
 
 /// Trim right transformation.
@@ -191,6 +232,11 @@ impl Transformation for TrimRight {
 
     fn name(&self) -> &'static str {
         "trimRight"
+    }
+
+    /// A trimmed string is a substring.
+    fn keeps_substring_over(&self, _alphabet: &ByteSet) -> bool {
+        true
     }
 }
 
@@ -263,6 +309,16 @@ impl Transformation for NormalizePath {
     fn name(&self) -> &'static str {
         "normalizePath"
     }
+
+    /// Without a separator, the input as it is (or nothing, for `.` and `..`).
+    fn keeps_substring_over(&self, alphabet: &ByteSet) -> bool {
+        !alphabet.contains(b'/') && !alphabet.contains(b'\\')
+    }
+
+    /// Segments of the input, joined with `/` (a backslash becomes one).
+    fn keeps_within(&self, alphabet: &ByteSet) -> bool {
+        !alphabet.contains(b'\\') || alphabet.contains(b'/')
+    }
 }
 
 /// Normalize path transformation (Windows-style).
@@ -283,6 +339,11 @@ impl Transformation for NormalizePathWin {
 
     fn name(&self) -> &'static str {
         "normalizePathWin"
+    }
+
+    /// Without a separator, the input as it is (or nothing, for `.` and `..`).
+    fn keeps_substring_over(&self, alphabet: &ByteSet) -> bool {
+        !alphabet.contains(b'/') && !alphabet.contains(b'\\')
     }
 }
 
@@ -318,6 +379,11 @@ impl Transformation for RemoveComments {
 
     fn name(&self) -> &'static str {
         "removeComments"
+    }
+
+    /// Removes only.
+    fn keeps_within(&self, _alphabet: &ByteSet) -> bool {
+        true
     }
 }
 
@@ -357,6 +423,11 @@ impl Transformation for ReplaceComments {
     fn name(&self) -> &'static str {
         "replaceComments"
     }
+
+    /// A comment becomes a space.
+    fn keeps_within(&self, alphabet: &ByteSet) -> bool {
+        alphabet.contains(b' ')
+    }
 }
 
 /// Remove comment characters transformation.
@@ -380,6 +451,11 @@ impl Transformation for RemoveCommentsChar {
 
     fn name(&self) -> &'static str {
         "removeCommentsChar"
+    }
+
+    /// Removes only.
+    fn keeps_within(&self, _alphabet: &ByteSet) -> bool {
+        true
     }
 }
 
@@ -441,6 +517,11 @@ impl Transformation for Utf8ToUnicode {
 
     fn name(&self) -> &'static str {
         "utf8ToUnicode"
+    }
+
+    /// A pass-through.
+    fn keeps_substring_over(&self, _alphabet: &ByteSet) -> bool {
+        true
     }
 }
 
@@ -521,6 +602,11 @@ impl Transformation for CmdLine {
 
     fn name(&self) -> &'static str {
         "cmdLine"
+    }
+
+    /// Removes, lowercases, and turns separators into a space.
+    fn keeps_within(&self, alphabet: &ByteSet) -> bool {
+        alphabet.contains(b' ') && alphabet.is_subset(&super::ASCII)
     }
 }
 
@@ -610,6 +696,11 @@ impl Transformation for EscapeSeqDecode {
 
     fn name(&self) -> &'static str {
         "escapeSeqDecode"
+    }
+
+    /// Every escape starts with a backslash.
+    fn keeps_substring_over(&self, alphabet: &ByteSet) -> bool {
+        !alphabet.contains(b'\\')
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::{create_transformation, Transformation};
 use crate::error::Result;
+use crate::operators::ByteSet;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -70,6 +71,23 @@ impl TransformationPipeline {
     /// output for every input (transformations are pure functions of their input).
     pub fn names(&self) -> Vec<&'static str> {
         self.transformations.iter().map(|t| t.name()).collect()
+    }
+
+    /// Whether, for every input made only of bytes in `alphabet`, the output is a substring of
+    /// the input up to ASCII case (see [`Transformation::keeps_substring_over`]; a substring of
+    /// a substring is one, over an alphabet closed under ASCII case).
+    pub fn keeps_substring_over(&self, alphabet: &ByteSet) -> bool {
+        self.transformations
+            .iter()
+            .all(|t| t.keeps_substring_over(alphabet))
+    }
+
+    /// Whether, for every input made only of bytes in `alphabet` (see
+    /// [`Transformation::keeps_within`]), the output is too.
+    pub fn keeps_within(&self, alphabet: &ByteSet) -> bool {
+        self.transformations
+            .iter()
+            .all(|t| t.keeps_within(alphabet))
     }
 
     /// Check if the pipeline is empty.
