@@ -137,9 +137,9 @@ pub use http::Extensions;
 use pingora_core::protocols::l4::socket::SocketAddr;
 use pingora_error::{ErrorType, OrErr, Result};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io::Result as IoResult;
 use std::net::ToSocketAddrs;
 use std::sync::atomic::{
@@ -157,7 +157,6 @@ pub mod selection;
 
 use discovery::ServiceDiscovery;
 use health_check::Health;
-use selection::UniqueIterator;
 use selection::{BackendIter, BackendSelection};
 
 pub mod prelude {
@@ -554,12 +553,92 @@ impl BackendReadiness {
 /// observations and manual enable/disable stay visible through every clone of a
 /// generation's snapshot, including one owned by an older selector.
 #[derive(Clone)]
-struct ReadinessSnapshot(Arc<HashMap<u64, BackendReadiness>>);
+struct ReadinessSnapshot(Arc<ReadinessMap>);
+
+/// Readiness by [`Backend::hash_key`], a hash already: the map uses it as its own hash.
+type ReadinessMap = HashMap<u64, BackendReadiness, BuildHasherDefault<HashKeyHasher>>;
+
+/// The hasher of maps and sets keyed by [`Backend::hash_key`]: the key is the hash.
+///
+/// `hash_key` is a SipHash of the backend's identity and the backends come from configuration
+/// or discovery, not from requests: hashing it again spreads nothing and protects nothing.
+#[derive(Default)]
+struct HashKeyHasher(u64);
+
+impl Hasher for HashKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // only `u64` keys are hashed with it; any other input still hashes deterministically
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// The backends a selection has looked at, by [`Backend::hash_key`]. Most selections accept
+/// the first candidate: the first key is kept inline and the set is only made for a second.
+#[derive(Default)]
+struct SeenBackends {
+    first: Option<u64>,
+    rest: HashSet<u64, BuildHasherDefault<HashKeyHasher>>,
+}
+
+impl SeenBackends {
+    /// Record `key`; `false` if it was seen before.
+    fn insert(&mut self, key: u64) -> bool {
+        match self.first {
+            None => {
+                self.first = Some(key);
+                true
+            }
+            Some(first) if first == key => false,
+            Some(_) => self.rest.insert(key),
+        }
+    }
+}
+
+/// What [`selection::UniqueIterator`] and a readiness lookup per candidate do, with one
+/// [`Backend::hash_key`] per candidate for both: walk `iter` (at most `max_iterations` steps),
+/// skip backends already seen, and return the first that `accept`s, told whether it is ready.
+fn select_unique<I, F>(
+    mut iter: I,
+    readiness: &ReadinessSnapshot,
+    max_iterations: usize,
+    accept: F,
+) -> Option<Backend>
+where
+    I: BackendIter,
+    F: Fn(&Backend, bool) -> bool,
+{
+    let mut seen = SeenBackends::default();
+    let mut steps = 0;
+    while let Some(backend) = iter.next() {
+        if steps >= max_iterations {
+            return None;
+        }
+        steps += 1;
+        let key = backend.hash_key();
+        if !seen.insert(key) {
+            continue;
+        }
+        if accept(backend, readiness.ready_by_key(key)) {
+            return Some(backend.clone());
+        }
+    }
+    None
+}
 
 impl ReadinessSnapshot {
     /// A snapshot with no known backends.
     fn empty() -> Self {
-        Self(Arc::new(HashMap::new()))
+        Self(Arc::new(ReadinessMap::default()))
     }
 
     /// Look up readiness by full backend identity.
@@ -571,6 +650,11 @@ impl ReadinessSnapshot {
     /// healthy.
     fn ready(&self, backend: &Backend) -> bool {
         self.get(backend).is_some_and(BackendReadiness::ready)
+    }
+
+    /// [`Self::ready`] for the backend whose [`Backend::hash_key`] is `key`.
+    fn ready_by_key(&self, key: u64) -> bool {
+        self.0.get(&key).is_some_and(BackendReadiness::ready)
     }
 }
 
@@ -712,7 +796,8 @@ impl Backends {
                 .health_registry
                 .update_view(self.view_id, Arc::clone(&new_backends));
 
-            let mut new_readiness = HashMap::with_capacity(new_backends.len());
+            let mut new_readiness =
+                ReadinessMap::with_capacity_and_hasher(new_backends.len(), Default::default());
             {
                 let mut handles = self.lock_enablement_handles();
                 // Opportunistically drop enablement handles that no readiness
@@ -1064,13 +1149,13 @@ where
         F: Fn(&Backend, bool) -> bool,
     {
         let selection = self.selector.load();
-        let mut iter = UniqueIterator::new(selection.iter(key), max_iterations);
-        while let Some(b) = iter.get_next() {
-            if accept(&b, self.backends.ready(&b)) {
-                return Some(b);
-            }
-        }
-        None
+        let state = self.backends.state.load();
+        select_unique(
+            selection.iter(key),
+            &state.readiness,
+            max_iterations,
+            accept,
+        )
     }
 
     /// Set the health check method. See [health_check].
@@ -1832,13 +1917,12 @@ where
         // destroy the retired selector and fire its release signal, so release
         // must not be signaled while an iterator still references the selector.
         let published = self.selectors.get(selector_index)?.selector.load();
-        let mut iter = UniqueIterator::new(published.selector.iter(key), max_iterations);
-        while let Some(backend) = iter.get_next() {
-            if accept(&backend, published.readiness.ready(&backend)) {
-                return Some(backend);
-            }
-        }
-        None
+        select_unique(
+            published.selector.iter(key),
+            &published.readiness,
+            max_iterations,
+            accept,
+        )
     }
 
     /// Set the health check implementation shared by every selector.
@@ -2287,6 +2371,62 @@ mod test {
         })
         .await
         .expect("selector builds did not start");
+    }
+
+    #[tokio::test]
+    async fn selection_offers_each_backend_once_with_its_readiness() {
+        let lb: LoadBalancer<selection::RoundRobin> =
+            LoadBalancer::try_from_iter(["127.0.0.1:81", "127.0.0.2:82", "127.0.0.3:83"]).unwrap();
+        let disabled = Backend::new("127.0.0.2:82").unwrap();
+        lb.backends().set_enable(&disabled, false);
+
+        // nothing accepted: every backend is offered once, though round robin repeats them
+        let offered = Mutex::new(Vec::new());
+        let none = lb.select_with(b"", 256, |b, ready| {
+            offered.lock().unwrap().push((b.clone(), ready));
+            false
+        });
+        assert!(none.is_none());
+        let mut offered = offered.into_inner().unwrap();
+        offered.sort_by(|a, b| a.0.cmp(&b.0));
+        let expected: Vec<(Backend, bool)> = ["127.0.0.1:81", "127.0.0.2:82", "127.0.0.3:83"]
+            .iter()
+            .map(|a| {
+                let b = Backend::new(a).unwrap();
+                let ready = b != disabled;
+                (b, ready)
+            })
+            .collect();
+        assert_eq!(offered, expected);
+
+        // at most max_iterations candidates
+        let count = AtomicUsize::new(0);
+        let none = lb.select_with(b"", 2, |_, _| {
+            count.fetch_add(1, Relaxed);
+            false
+        });
+        assert!(none.is_none());
+        assert_eq!(count.load(Relaxed), 2);
+
+        // the first accepted is returned; a disabled backend is never picked by readiness
+        for _ in 0..10 {
+            let picked = lb.select(b"", 256).unwrap();
+            assert_ne!(picked, disabled);
+        }
+        lb.backends().set_enable(&disabled, true);
+        let picked: BTreeSet<Backend> = (0..6).map(|_| lb.select(b"", 256).unwrap()).collect();
+        assert!(picked.contains(&disabled));
+    }
+
+    #[test]
+    fn seen_backends_tells_a_repeat_from_a_new_one() {
+        let mut seen = SeenBackends::default();
+        assert!(seen.insert(7));
+        assert!(!seen.insert(7));
+        assert!(seen.insert(8));
+        assert!(!seen.insert(8));
+        assert!(!seen.insert(7));
+        assert!(seen.insert(0));
     }
 
     #[tokio::test]
@@ -3761,7 +3901,7 @@ mod test {
 
         // A distinguishable readiness snapshot travels with the request, so the
         // abort path must restore it alongside membership and generation.
-        let readiness = ReadinessSnapshot(Arc::new(HashMap::from([(
+        let readiness = ReadinessSnapshot(Arc::new(ReadinessMap::from_iter([(
             backend.hash_key(),
             BackendReadiness {
                 enabled: Arc::new(AtomicBool::new(true)),
