@@ -354,8 +354,12 @@ mod tests {
         assert!(pool.sweeping.load(Ordering::Relaxed));
         open.store(false, Ordering::Relaxed);
         // the closed stream goes at the next sweep, with no request taking it
-        tokio::time::sleep(SWEEP_INTERVAL + Duration::from_millis(10)).await;
+        let started = Instant::now();
+        while pool.len() > 0 && started.elapsed() < SWEEP_INTERVAL * 5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(pool.len(), 0);
+        assert!(started.elapsed() >= SWEEP_INTERVAL / 2);
         assert_eq!(Arc::strong_count(&open), 1);
         // one sweeper (its handles on the pool are weak ones), whatever the number of releases
         let handles = Arc::weak_count(&pool);
