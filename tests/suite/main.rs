@@ -39,5 +39,6 @@ mod status_page;
 mod tls;
 mod tracing;
 mod transform;
+mod upstream_pool;
 mod waf;
 mod waf_crs;

@@ -155,6 +155,73 @@ ZZ\r\n",
         server.abort();
     }
 
+    /// Reads one request head (up to the blank line) from `stream`.
+    async fn read_head(stream: &mut tokio::net::TcpStream) {
+        let mut head = Vec::new();
+        let mut byte = [0];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_reused_unless_the_server_closed_it() {
+        const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (close_first, first_closing) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            // the first connection answers twice, then the server closes it while it is idle
+            let (mut first, _) = listener.accept().await.unwrap();
+            for _ in 0..2 {
+                read_head(&mut first).await;
+                first.write_all(OK).await.unwrap();
+            }
+            first_closing.await.unwrap();
+            drop(first);
+            // the next requests must come on a new connection
+            let (mut second, _) = listener.accept().await.unwrap();
+            loop {
+                read_head(&mut second).await;
+                second.write_all(OK).await.unwrap();
+            }
+        });
+
+        let connector = Connector::new(None);
+        let peer = HttpPeer::new(address, false, "".into());
+        let (mut http, reused) = connector.get_http_session(&peer).await.unwrap();
+        assert!(!reused);
+        get_http(&mut http, 200).await;
+        connector.release_http_session(http, &peer, None).await;
+
+        // idle and open: reused
+        let (mut http, reused) = connector.get_http_session(&peer).await.unwrap();
+        assert!(reused);
+        get_http(&mut http, 200).await;
+        connector.release_http_session(http, &peer, None).await;
+
+        // closed by the server while idle: never handed out, a new connection is made
+        close_first.send(()).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(connector.reused_http_session(&peer).await.is_none());
+        let (mut http, reused) = connector.get_http_session(&peer).await.unwrap();
+        assert!(!reused);
+        get_http(&mut http, 200).await;
+        connector.release_http_session(http, &peer, None).await;
+
+        // past its idle timeout: not handed out either
+        let (mut http, reused) = connector.get_http_session(&peer).await.unwrap();
+        assert!(reused);
+        get_http(&mut http, 200).await;
+        connector
+            .release_http_session(http, &peer, Some(std::time::Duration::from_millis(1)))
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(connector.reused_http_session(&peer).await.is_none());
+        server.abort();
+    }
+
     #[cfg(unix)]
     #[tokio::test]
     async fn test_reuse_rejects_fd_mismatch() {
