@@ -48,6 +48,12 @@
 # the ratio is printed below the table):
 #   siger-json2k / siger-transform
 #
+# Request inspection (`SUITE=waf`, issue 30): `POST` of a 1 KiB JSON order
+# (`load-tests/order-1k.json`) to the same siger-waf process on a route without inspection and
+# on one with `waf: block` (Debian's CRS 3.3.4 at paranoia level 1); the ratio is printed below
+# the table. Fewer connections than the inspector's queue (64 per CPU) keep it from refusing:
+#   CONNS=16 SUITE=waf load-tests/bench.sh             # siger-waf-off / siger-waf
+#
 # Tracing (`SUITE=tracing`): the plain route with `tracing` on, exporting to an OTLP/HTTP
 # collector (the tests' receiver, `load-tests/otlp-sink.rs`, which decodes every export) on
 # CPU 0; compare with `siger` (vs_siger):
@@ -69,6 +75,7 @@ case ${SUITE:-} in
   policies) DEFAULT_TARGETS="nginx siger nginx-cache-hit siger-cache-hit nginx-cache-miss siger-cache-miss nginx-gzip siger-gzip siger-policies" ;;
   tracing) DEFAULT_TARGETS="bare-pingora siger siger-trace-all siger-trace-1pct" ;;
   transform) DEFAULT_TARGETS="siger-json2k siger-transform" ;;
+  waf) DEFAULT_TARGETS="siger-waf-off siger-waf" ;;
   *) DEFAULT_TARGETS="direct nginx bare-pingora siger siger-hs256 siger-es256" ;;
 esac
 TARGETS=${TARGETS:-$DEFAULT_TARGETS}
@@ -248,6 +255,20 @@ cat >> "$WORK/siger-edge.yaml" <<YAML
     transform: {response: {allow: [/id, /status, /created_at, /items], rename: {/status: /state, /created_at: /createdAt}}}
 cache: {max_memory: 256MiB}
 YAML
+# Request inspection: started only when measured (loading the CRS takes a second and 20 MiB).
+if [[ " $TARGETS " == *" siger-waf"* ]]; then
+  siger_config siger-waf ""
+  cat >> "$WORK/siger-waf.yaml" <<YAML
+  - {name: nowaf, path: /nowaf, service: backend, auth: public}
+  - {name: waf, path: /waf, service: backend, auth: public, waf: block}
+waf: {}
+YAML
+  cat > "$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[$(cat "$ROOT/load-tests/order-1k.json")]]
+LUA
+fi
 # A new cache key for every request (cache-miss targets).
 cat > "$WORK/unique.lua" <<'LUA'
 counter = 0
@@ -262,6 +283,7 @@ TOKEN[siger-es256]=$("$SIGER_BIN" token -c "$WORK/siger-es256.yaml" --sub bench 
 # The access log is on and written (formatted, buffered, write(2)); it goes to /dev/null so
 # gigabytes of page cache and writeback do not add disk noise to the CPU figures.
 SIGERS="siger siger-tls siger-resilient siger-edge siger-hs256 siger-es256 siger-trace-all siger-trace-1pct"
+if [ -n "${PORT[siger-waf]:-}" ]; then SIGERS+=" siger-waf"; fi
 for name in $SIGERS; do
   taskset -c 1 "$SIGER_BIN" -c "$WORK/$name.yaml" 2>/dev/null &
   PIDS+=($!)
@@ -279,6 +301,7 @@ server_of() {
     haproxy-*) echo haproxy ;;
     siger-https | siger-handshake | siger-h2) echo siger-tls ;;
     siger-cache-hit | siger-cache-miss | siger-gzip | siger-policies | siger-json2k | siger-transform) echo siger-edge ;;
+    siger-waf-off) echo siger-waf ;;
     *) echo "$1" ;;
   esac
 }
@@ -299,6 +322,8 @@ url_of() {
     siger-policies) echo "http://127.0.0.1:${PORT[siger-edge]}/policies" ;;
     siger-json2k) echo "http://127.0.0.1:${PORT[siger-edge]}/json2k" ;;
     siger-transform) echo "http://127.0.0.1:${PORT[siger-edge]}/transformed/json2k" ;;
+    siger-waf-off) echo "http://127.0.0.1:${PORT[siger-waf]}/nowaf/orders" ;;
+    siger-waf) echo "http://127.0.0.1:${PORT[siger-waf]}/waf/orders" ;;
     nginx-*) echo "https://127.0.0.1:${PORT[nginx-tls]}/" ;;
     haproxy-*) echo "https://127.0.0.1:${PORT[haproxy-tls]}/" ;;
     siger-https | siger-handshake | siger-h2) echo "https://127.0.0.1:${PORT[siger-tls]}/" ;;
@@ -324,6 +349,7 @@ wrk_run() { # target duration [extra wrk args…]
     *-gzip) auth=(-H "Accept-Encoding: gzip") ;;
     *-cache-miss) auth=(-s "$WORK/unique.lua") ;;
     siger-policies) auth=(-H "Origin: https://app.example.com") ;;
+    siger-waf | siger-waf-off) auth=(-s "$WORK/post.lua") ;;
   esac
   taskset -c 0 wrk -t1 -c"$CONNS" -d"$duration" "${auth[@]}" "$@" "$(url_of "$target")"
 }
@@ -420,6 +446,10 @@ if [[ " ${TLIST[*]} " == *" siger-cache-hit "* ]] && [[ " ${TLIST[*]} " == *" si
 fi
 if [[ " ${TLIST[*]} " == *" siger-transform "* ]] && [[ " ${TLIST[*]} " == *" siger-json2k "* ]]; then
   echo "siger transform / untransformed (2 KiB JSON): $(ratio "${M_CPU[siger-transform]}" "${M_CPU[siger-json2k]}") in CPU-µs per request"
+fi
+if [[ " ${TLIST[*]} " == *" siger-waf "* ]] && [[ " ${TLIST[*]} " == *" siger-waf-off "* ]]; then
+  echo "siger waf: block / no inspection (POST 1 KiB JSON): $(ratio "${M_CPU[siger-waf]}" "${M_CPU[siger-waf-off]}") in CPU-µs per request"
+  curl -fsS "http://127.0.0.1:${ADMIN[siger-waf]}/metrics" | grep -E '^siger_waf_matches_total' || echo "siger_waf_matches_total: none (no request refused)"
 fi
 for name in siger-trace-all siger-trace-1pct; do
   if [[ " ${TLIST[*]} " == *" $name "* ]]; then
