@@ -697,14 +697,7 @@ impl Transaction {
         if !self.prefilter || !rule.summarizable {
             return false;
         }
-        let resolver = VariableResolver::new(
-            &self.request,
-            &self.response,
-            &self.tx,
-            self.matched_vars.last().map(|(_, value)| value.as_str()),
-            &self.matched_vars,
-            &self.captures,
-        );
+        let resolver = self.resolver();
         let mut memo = self.memo.borrow_mut();
         rule.variables.iter().all(|spec| {
             let Some(source) = summary_source(spec.name) else {
@@ -717,9 +710,9 @@ impl Transaction {
         })
     }
 
-    /// Evaluate a single rule.
-    fn evaluate_rule(&self, rule: &CompiledRule) -> Result<RuleOutcome> {
-        let resolver = VariableResolver::new(
+    /// The variables of this transaction as they stand.
+    fn resolver(&self) -> VariableResolver<'_> {
+        VariableResolver::new(
             &self.request,
             &self.response,
             &self.tx,
@@ -729,7 +722,12 @@ impl Transaction {
             self.matched_vars.last().map(|(_, value)| value.as_str()),
             &self.matched_vars,
             &self.captures,
-        );
+        )
+    }
+
+    /// Evaluate a single rule.
+    fn evaluate_rule(&self, rule: &CompiledRule) -> Result<RuleOutcome> {
+        let resolver = self.resolver();
 
         // Resolve variables from all specs.
         //
@@ -935,15 +933,7 @@ impl Transaction {
         let Ok(spec) = crate::parser::parse_single_variable(target) else {
             return String::new();
         };
-        let resolver = VariableResolver::new(
-            &self.request,
-            &self.response,
-            &self.tx,
-            self.matched_vars.last().map(|(_, value)| value.as_str()),
-            &self.matched_vars,
-            &self.captures,
-        );
-        resolver
+        self.resolver()
             .resolve_values(&spec)
             .first()
             .map(|r| r.value.to_string())
