@@ -40,7 +40,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault};
 
 /// Letters, digits, space and `_ - .`: names, ids, numbers, words.
-const WORDS: ByteSet = ByteSet::of(b" _-.").with_range(b'a', b'z').with_range(b'A', b'Z').with_range(b'0', b'9');
+const WORDS: ByteSet = ByteSet::ALPHANUMERIC.with(b" _-.");
 /// And `, @ +`: prose, e-mail addresses, phone numbers.
 const TEXT: ByteSet = WORDS.with(b",@+");
 /// And `:`: times, and what `javascript:` needs.

@@ -373,10 +373,7 @@ mod tests {
 
     #[test]
     fn an_operator_matches_nothing_over_an_alphabet_without_what_a_match_needs() {
-        let words = ByteSet::of(b" _-.")
-            .with_range(b'a', b'z')
-            .with_range(b'A', b'Z')
-            .with_range(b'0', b'9');
+        let words = ByteSet::ALPHANUMERIC.with(b" _-.");
         let nothing =
             |pattern: &str, set: &ByteSet| RxOperator::new(pattern).unwrap().matches_nothing_over(set);
         assert!(nothing("<script", &words));

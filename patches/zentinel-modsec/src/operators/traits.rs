@@ -83,6 +83,12 @@ pub trait Operator: Send + Sync {
 pub struct ByteSet([u64; 4]);
 
 impl ByteSet {
+    /// ASCII letters and digits.
+    pub const ALPHANUMERIC: ByteSet = ByteSet([0; 4])
+        .with_range(b'a', b'z')
+        .with_range(b'A', b'Z')
+        .with_range(b'0', b'9');
+
     /// The set of the given bytes.
     pub const fn of(bytes: &[u8]) -> ByteSet {
         ByteSet([0; 4]).with(bytes)

@@ -146,10 +146,7 @@ mod tests {
     /// and without the bytes that start an encoding.
     #[test]
     fn what_a_transformation_says_it_keeps_holds() {
-        let letters = ByteSet::of(b" ")
-            .with_range(b'a', b'z')
-            .with_range(b'A', b'Z')
-            .with_range(b'0', b'9');
+        let letters = ByteSet::ALPHANUMERIC.with(b" ");
         let alphabets = [
             letters.with(b"_-."),
             letters.with(b"_-.,@+:"),
