@@ -38,6 +38,13 @@ impl Drop for InFlightRequest {
 #[derive(Debug)]
 pub(crate) struct CleanupGuard(Arc<Lifecycle>);
 
+impl CleanupGuard {
+    /// Requests in flight now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.0.in_flight()
+    }
+}
+
 impl Drop for CleanupGuard {
     fn drop(&mut self) {
         self.0.cleanups.fetch_sub(1, Ordering::AcqRel);

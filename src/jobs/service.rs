@@ -12,7 +12,7 @@ use super::stream::{self, StreamCheck};
 use super::{Jobs, Link};
 use crate::backoff::Backoff;
 use crate::config::NatsSettings;
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{CleanupGuard, Lifecycle};
 use crate::nats::{credentials, redact, server_addrs};
 use async_nats::jetstream::context::ContextBuilder;
 use async_nats::{ConnectOptions, Event};
@@ -256,15 +256,16 @@ impl BackgroundService for NatsService {
 /// behaves exactly like that service (name, threads, listeners for upgrades, readiness).
 pub(crate) struct WithNats<S> {
     inner: S,
-    nats: Option<Arc<NatsService>>,
-    lifecycle: Arc<Lifecycle>,
+    /// The NATS service and its hold on the process's exit, registered when built so that a
+    /// signal during start-up cannot let the process exit before the service has drained.
+    nats: Option<(NatsService, CleanupGuard)>,
 }
 
 impl<S> WithNats<S> {
     /// Wrap `inner`; `nats` (if any) starts with it, after Pingora's fork. The process does not
     /// exit before the NATS service has flushed and drained (see `lifecycle::Drain`).
     pub(crate) fn new(inner: S, nats: Option<NatsService>, lifecycle: Arc<Lifecycle>) -> Self {
-        WithNats { inner, nats: nats.map(Arc::new), lifecycle }
+        WithNats { inner, nats: nats.map(|n| (n, lifecycle.cleanup())) }
     }
 }
 
@@ -277,9 +278,8 @@ impl<S: pingora::services::ServiceWithDependents> pingora::services::ServiceWith
         listeners_per_fd: usize,
         ready_notifier: pingora::services::ServiceReadyNotifier,
     ) {
-        if let Some(nats) = self.nats.clone() {
+        if let Some((nats, cleanup)) = self.nats.take() {
             let watch = shutdown.clone();
-            let cleanup = self.lifecycle.cleanup();
             tokio::spawn(async move {
                 nats.start(watch).await;
                 drop(cleanup);

@@ -9,7 +9,7 @@
 use super::meter::UsageMeter;
 use super::store::{parts, Part, Target, UsageStore};
 use super::UsageMetrics;
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::CleanupGuard;
 use crate::quota::Clock;
 use futures::StreamExt;
 use std::collections::{BTreeMap, VecDeque};
@@ -159,13 +159,10 @@ impl Flusher {
 
     /// Flush every `interval` until `stop` turns true; then flush until no request is in
     /// flight (each finished request's usage is written, not only those before the signal),
-    /// and once more, holding `lifecycle`'s exit until done (bounded).
-    pub(crate) async fn run(
-        mut self,
-        interval: Duration,
-        mut stop: watch::Receiver<bool>,
-        lifecycle: Option<Arc<Lifecycle>>,
-    ) {
+    /// and once more, holding the process's exit (`exit`) until done (bounded). `exit` is taken
+    /// before the process can be signalled: taken here, the drain could see nothing pending and
+    /// exit between the signal and this loop noticing it.
+    pub(crate) async fn run(mut self, interval: Duration, mut stop: watch::Receiver<bool>, exit: Option<CleanupGuard>) {
         while !*stop.borrow() {
             // A followed target's interval is read each time: a reload changes it.
             let wait = self.target.as_ref().map_or(interval, |t| t.load().interval);
@@ -180,8 +177,7 @@ impl Flusher {
                 }
             }
         }
-        let _exit_waits = lifecycle.as_ref().map(|l| l.cleanup());
-        while lifecycle.as_ref().is_some_and(|l| l.in_flight() > 0) {
+        while exit.as_ref().is_some_and(|e| e.in_flight() > 0) {
             self.flush().await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -183,7 +183,7 @@ async fn the_flush_at_shutdown_writes_the_rest() {
     let lifecycle = crate::lifecycle::Lifecycle::new();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     // An hour between flushes: only the shutdown writes.
-    let running = tokio::spawn(flusher.run(Duration::from_secs(3600), stopped, Some(lifecycle.clone())));
+    let running = tokio::spawn(flusher.run(Duration::from_secs(3600), stopped, Some(lifecycle.cleanup())));
     let mut expected = Expected::new();
     let in_flight = lifecycle.request();
     record(&meter, &clock, &mut expected, "acme", "/orders", 200, (1, 1));
