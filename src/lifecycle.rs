@@ -74,7 +74,8 @@ impl Lifecycle {
         CleanupGuard(self.clone())
     }
 
-    fn cleanups_pending(&self) -> usize {
+    /// Shutdown tasks not done yet.
+    pub(crate) fn cleanups_pending(&self) -> usize {
         self.cleanups.load(Ordering::Acquire)
     }
 }

@@ -370,6 +370,21 @@ mod tests {
         }
     }
 
+    /// The service holds the process's exit from when it is built, before any signal can come,
+    /// until its last flush: the drain cannot exit in between with usage unwritten.
+    #[tokio::test]
+    async fn the_service_holds_the_exit_from_when_it_is_built_until_its_last_flush() {
+        use pingora::services::background::BackgroundService;
+        let lifecycle = crate::lifecycle::Lifecycle::new();
+        let stores = PartnerStores::new(QuotaMetrics::default(), UsageMetrics::default());
+        let service = PartnerService::new(Arc::new(stores), lifecycle.clone());
+        assert_eq!(lifecycle.cleanups_pending(), 1, "held before the service starts");
+        let (_signal, shutdown) = tokio::sync::watch::channel(true);
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), service.start(shutdown)).await;
+        assert!(stopped.is_ok(), "the service stops on the signal");
+        assert_eq!(lifecycle.cleanups_pending(), 0, "released after the last flush");
+    }
+
     #[test]
     fn outcomes_map_to_headers_refusals_and_the_store_policy() {
         let passed = answer(Outcome::Checked(decision(true, 3, 10))).expect("passes");
