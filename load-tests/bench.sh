@@ -11,7 +11,7 @@
 #
 # The figure that ranks proxies is CPU-µs per request (utime+stime of the proxy's processes from
 # /proc, divided by requests completed): wrk + backend can saturate CPU 0 first, and then req/s
-# measures them rather than the proxy.
+# measures them rather than the proxy. `kernel_us` is the stime part of it.
 #
 #   load-tests/bench.sh                        # DURATION=10 CONNS=64 ROUNDS=3
 #   TARGETS="bare-pingora siger" ROUNDS=5 load-tests/bench.sh
@@ -19,6 +19,7 @@
 #   SIGER_BIN=/path/to/other/siger load-tests/bench.sh              # e.g. --no-default-features
 #   SKIP_BUILD=1 load-tests/bench.sh                                 # the release binaries as built
 #   SUITE=tls load-tests/bench.sh
+#   SYSCALLS=1 TARGETS="nginx siger" load-tests/bench.sh   # system calls per request (perf)
 #
 # TLS (`SUITE=tls`, or name the targets): nginx and Siger terminate TLS with the same ECDSA P-256
 # certificate (made at start), TLS 1.3, one worker each, pinned alike:
@@ -82,6 +83,7 @@ TARGETS=${TARGETS:-$DEFAULT_TARGETS}
 SIGER_BIN=${SIGER_BIN:-./target/release/siger}
 
 ./scripts/install-deps nginx haproxy wrk h2load:nghttp2-client openssl
+[ -z "${SYSCALLS:-}" ] || ./scripts/install-deps --only perf:linux-perf
 for tool in taskset nginx haproxy wrk curl h2load openssl; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
 if [ -z "${SKIP_BUILD:-}" ]; then
   echo "building release binaries..." >&2
@@ -364,29 +366,51 @@ h2_run() { # target duration
   awk '/^requests:/ && $10 + 0 > 0 {print "Socket errors: " $10 " failed"}' <<<"$out"
 }
 
-declare -A RPS P50 P99 CPU ERRS
+# SYSCALLS=1: count the proxy's system calls (and context switches) per request with perf's
+# tracepoints during each run (perf must be allowed to read them; the counting costs a little).
+SYSCALL_EVENTS=${SYSCALL_EVENTS:-raw_syscalls:sys_enter,context-switches,page-faults}
+for call in read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epoll_pwait epoll_ctl futex \
+  sched_yield accept4 close clock_gettime getsockopt setsockopt ioctl; do
+  SYSCALL_EVENTS+=",syscalls:sys_enter_$call"
+done
+declare -A RPS P50 P99 CPU SYS ERRS
 run_one() {
-  local target=$1 round=$2 out pids before after reqs
+  local target=$1 round=$2 out pids before after sys_before sys_after reqs
   pids=$(proxy_pids "$target")
   before=$(cpu_ticks $pids)
+  sys_before=$(sys_ticks $pids)
+  local counting=""
+  if [ -n "${SYSCALLS:-}" ] && [ -n "$pids" ]; then
+    perf stat -x, -o "$WORK/syscalls-$target-$round" -e "$SYSCALL_EVENTS" -p "$(tr ' ' ',' <<<"${pids% }")" &
+    counting=$!
+  fi
   if [[ $target == *-h2 ]]; then
     out=$(h2_run "$target" "$DURATION")
   else
     out=$(wrk_run "$target" "${DURATION}s" --latency)
   fi
   after=$(cpu_ticks $pids)
+  sys_after=$(sys_ticks $pids)
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  if [ -n "$counting" ]; then
+    kill -INT "$counting" && wait "$counting" || true
+    # Each counted event per request, largest first.
+    awk -F, -v r="$reqs" -v t="$target" '$1 ~ /^[0-9]+$/ && $1 > 0 {printf "  %-16s %-32s %8.2f per request\n", t, $3, $1 / r}' \
+      "$WORK/syscalls-$target-$round" | sort -k3 -g -r >&2
+  fi
   RPS[$target,$round]=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
   P50[$target,$round]=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
   P99[$target,$round]=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
   ERRS[$target,$round]=$(awk '/Non-2xx|Socket errors/ {printf "%s ", $0}' <<<"$out")
   if [ -n "$pids" ] && [ "$reqs" -gt 0 ]; then
     CPU[$target,$round]=$(awk -v t=$((after - before)) -v hz="$HZ" -v r="$reqs" 'BEGIN {printf "%.2f", t * 1e6 / hz / r}')
+    SYS[$target,$round]=$(awk -v t=$((sys_after - sys_before)) -v hz="$HZ" -v r="$reqs" 'BEGIN {printf "%.2f", t * 1e6 / hz / r}')
   else
     CPU[$target,$round]="-"
+    SYS[$target,$round]="-"
   fi
-  printf "round %d %-15s %8s req/s  p50 %7s ms  p99 %7s ms  cpu %6s us/req %s\n" "$round" "$target" \
-    "${RPS[$target,$round]}" "${P50[$target,$round]}" "${P99[$target,$round]}" "${CPU[$target,$round]}" "${ERRS[$target,$round]}" >&2
+  printf "round %d %-15s %8s req/s  p50 %7s ms  p99 %7s ms  cpu %6s us/req (kernel %6s) %s\n" "$round" "$target" \
+    "${RPS[$target,$round]}" "${P50[$target,$round]}" "${P99[$target,$round]}" "${CPU[$target,$round]}" "${SYS[$target,$round]}" "${ERRS[$target,$round]}" >&2
 }
 
 median() { tr ' ' '\n' | { grep -v '^-*$' || true; } | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else print a[int((NR + 1) / 2)]}'; }
@@ -405,18 +429,19 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-declare -A M_RPS M_P50 M_P99 M_CPU
+declare -A M_RPS M_P50 M_P99 M_CPU M_SYS
 for t in "${TLIST[@]}"; do
   M_RPS[$t]=$(for r in $(seq 1 "$ROUNDS"); do printf "%s " "${RPS[$t,$r]}"; done | median)
   M_P50[$t]=$(for r in $(seq 1 "$ROUNDS"); do printf "%s " "${P50[$t,$r]}"; done | median)
   M_P99[$t]=$(for r in $(seq 1 "$ROUNDS"); do printf "%s " "${P99[$t,$r]}"; done | median)
   M_CPU[$t]=$(for r in $(seq 1 "$ROUNDS"); do printf "%s " "${CPU[$t,$r]}"; done | median)
+  M_SYS[$t]=$(for r in $(seq 1 "$ROUNDS"); do printf "%s " "${SYS[$t,$r]}"; done | median)
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2fx", a / b }'; }
 echo
 echo "medians of $ROUNDS rounds, ${DURATION}s each, $CONNS connections (proxy alone on CPU 1, wrk + backend on CPU 0)"
-printf "%-17s %10s %9s %9s %12s %9s %10s %9s %9s\n" target req/s p50_ms p99_ms cpu_us/req vs_nginx vs_haproxy vs_bare vs_siger
+printf "%-17s %10s %9s %9s %12s %10s %9s %10s %9s %9s\n" target req/s p50_ms p99_ms cpu_us/req kernel_us vs_nginx vs_haproxy vs_bare vs_siger
 # A TLS target is compared with nginx doing the same (siger-h2 with nginx-h2, …).
 nginx_peer() {
   case $1 in
@@ -435,7 +460,7 @@ haproxy_peer() {
   esac
 }
 for t in "${TLIST[@]}"; do
-  printf "%-17s %10s %9s %9s %12s %9s %10s %9s %9s\n" "$t" "${M_RPS[$t]}" "${M_P50[$t]}" "${M_P99[$t]}" "${M_CPU[$t]}" \
+  printf "%-17s %10s %9s %9s %12s %10s %9s %10s %9s %9s\n" "$t" "${M_RPS[$t]}" "${M_P50[$t]}" "${M_P99[$t]}" "${M_CPU[$t]}" "${M_SYS[$t]}" \
     "$(ratio "${M_CPU[$t]}" "${M_CPU[$(nginx_peer "$t")]:--}")" "$(ratio "${M_CPU[$t]}" "${M_CPU[$(haproxy_peer "$t")]:--}")" \
     "$(ratio "${M_CPU[$t]}" "${M_CPU[bare-pingora]:--}")" \
     "$(ratio "${M_CPU[$t]}" "${M_CPU[siger]:--}")"

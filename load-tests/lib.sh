@@ -48,11 +48,15 @@ wait_ready() {
 }
 
 # utime+stime in clock ticks, summed over the given PIDs (all threads included).
-cpu_ticks() {
-  local total=0 pid
+cpu_ticks() { stat_ticks '$12 + $13' "$@"; }
+# stime alone (time in the kernel), the same way.
+sys_ticks() { stat_ticks '$13' "$@"; }
+stat_ticks() { # awk expression over /proc/PID/stat's fields after the command name, PIDs…
+  local expr=$1 total=0 pid
+  shift
   for pid in "$@"; do
     if [ -r "/proc/$pid/stat" ]; then
-      total=$((total + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")))
+      total=$((total + $(awk "{ sub(/.*\\) /, \"\"); print $expr }" "/proc/$pid/stat")))
     fi
   done
   echo "$total"
