@@ -201,7 +201,12 @@ fn serve(checked: Checked, path: &Path, launch: Launch, fleet: Option<Arc<crate:
     server.add_service(background_service("reload on SIGHUP", HangupReload::new(reloader.clone())));
     server.add_service(background_service("config watcher", ConfigWatcher::new(reloader)));
     // Always there, so a reload can switch tracing on.
-    let spans = SpanExporter::new(runtime.spans.clone(), runtime.metrics.spans.clone(), runtime.tracing.subscribe());
+    let spans = SpanExporter::new(
+        runtime.spans.clone(),
+        runtime.metrics.spans.clone(),
+        runtime.tracing.subscribe(),
+        &runtime.lifecycle,
+    );
     server.add_service(background_service("span export", spans));
 
     if !runtime.tls.is_empty() {

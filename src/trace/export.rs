@@ -11,6 +11,7 @@
 
 use super::text;
 use crate::config::TracingSettings;
+use crate::lifecycle::{CleanupGuard, Lifecycle};
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
@@ -80,16 +81,21 @@ pub(crate) struct SpanExporter {
     settings: watch::Receiver<Option<TracingSettings>>,
     /// Where the last batch went (spans queued before tracing was switched off still go there).
     last: Mutex<Option<(String, String)>>,
+    /// The hold on the process's exit, taken when built (before any signal can come) and let go
+    /// after the last export: the drain cannot exit with spans still queued.
+    exit: Mutex<Option<CleanupGuard>>,
 }
 
 impl SpanExporter {
-    /// Export what `queue` holds to the collector `settings` names, counting into `metrics`.
+    /// Export what `queue` holds to the collector `settings` names, counting into `metrics`;
+    /// `lifecycle`'s exit waits for the last export.
     pub(crate) fn new(
         queue: Arc<SpanQueue>,
         metrics: SpanMetrics,
         settings: watch::Receiver<Option<TracingSettings>>,
+        lifecycle: &Arc<Lifecycle>,
     ) -> Self {
-        SpanExporter { queue, metrics, settings, last: Mutex::new(None) }
+        SpanExporter { queue, metrics, settings, last: Mutex::new(None), exit: Mutex::new(Some(lifecycle.cleanup())) }
     }
 
     /// The collector and service name for the next batch.
@@ -185,6 +191,7 @@ async fn post(client: &reqwest::Client, endpoint: &str, body: Vec<u8>) -> Result
 #[async_trait]
 impl BackgroundService for SpanExporter {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let exit = self.exit.lock().ok().and_then(|mut e| e.take());
         let queue = &self.queue;
         let client =
             match reqwest::Client::builder().timeout(EXPORT_TIMEOUT).connect_timeout(Duration::from_secs(2)).build() {
@@ -195,11 +202,17 @@ impl BackgroundService for SpanExporter {
                 }
             };
         loop {
-            let stopping = tokio::select! {
-                _ = tokio::time::sleep(FLUSH_EVERY) => false,
-                _ = queue.ready.notified() => false,
-                _ = shutdown.changed() => true,
-            };
+            // Started after the signal, `changed` would never come: look at the value first.
+            let stopping = *shutdown.borrow()
+                || tokio::select! {
+                    _ = tokio::time::sleep(FLUSH_EVERY) => false,
+                    _ = queue.ready.notified() => false,
+                    _ = shutdown.changed() => true,
+                };
+            // Requests in flight at the signal end their spans after it: they go in the last export.
+            while stopping && exit.as_ref().is_some_and(|e| e.in_flight() > 0) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             // Everything queued goes out, a batch at a time; at shutdown once more, then stop.
             loop {
                 let batch = queue.take_batch();
@@ -227,13 +240,17 @@ mod tests {
         Span { trace_id: vec![1; 16], span_id: vec![1; 8], name: "x".into(), ..Default::default() }
     }
 
-    #[test]
-    fn a_full_queue_drops_and_counts_instead_of_growing() {
-        let metrics = SpanMetrics {
+    fn metrics() -> SpanMetrics {
+        SpanMetrics {
             exported: IntCounter::new("e", "e").expect("metric"),
             queue_full: IntCounter::new("q", "q").expect("metric"),
             export_failed: IntCounter::new("f", "f").expect("metric"),
-        };
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_growing() {
+        let metrics = metrics();
         let queue = SpanQueue::default();
         queue.push(vec![span(), span(), span()], 4, &metrics);
         queue.push(vec![span(), span()], 4, &metrics);
@@ -245,6 +262,28 @@ mod tests {
         queue.push(many, 10_000, &metrics);
         assert_eq!(queue.take_batch().len(), BATCH);
         assert_eq!(queue.take_batch().len(), 10);
+    }
+
+    /// The exporter holds the process's exit from when it is built; at the signal it waits for
+    /// the requests in flight (their spans end after it), exports, and then lets go.
+    #[tokio::test]
+    async fn the_last_export_waits_for_requests_in_flight_and_holds_the_exit() {
+        let lifecycle = Lifecycle::new();
+        let (_tracing, settings) = watch::channel(None);
+        let exporter = Arc::new(SpanExporter::new(Arc::new(SpanQueue::default()), metrics(), settings, &lifecycle));
+        assert_eq!(lifecycle.cleanups_pending(), 1, "held before the exporter starts");
+        let request = lifecycle.request();
+        let (_signal, shutdown) = watch::channel(true);
+        let running = tokio::spawn({
+            let exporter = exporter.clone();
+            async move { exporter.start(shutdown).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!running.is_finished(), "a request in flight holds the last export");
+        assert_eq!(lifecycle.cleanups_pending(), 1);
+        drop(request);
+        tokio::time::timeout(Duration::from_secs(5), running).await.expect("stops").expect("no panic");
+        assert_eq!(lifecycle.cleanups_pending(), 0, "released after the last export");
     }
 
     #[test]

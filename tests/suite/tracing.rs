@@ -276,3 +276,23 @@ fn a_collector_that_is_busy_gets_the_batch_again_and_rejections_are_counted() {
     ) == 3.0));
     assert_eq!(metric_of(&gw, "siger_trace_spans_exported_total"), 3.0);
 }
+
+/// A request still in flight at SIGTERM ends after it; its spans go in the last export before
+/// the process exits (the tests' gateways have `grace_period: 0s`: nothing else waits).
+#[test]
+fn spans_of_a_request_in_flight_at_shutdown_are_exported_before_exit() {
+    let otlp = OtlpReceiver::start();
+    let echo = Echo::start("echo");
+    let mut gw = gateway(&tracing_section(&otlp.endpoint(), 1.0), echo.addr, "", "");
+    let addr = gw.addr;
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let slow = std::thread::spawn(move || get_with(addr, "/api/slow?delay_ms=1500", &[("traceparent", &traceparent)]));
+    let in_flight = || metric(&scrape(&gw), "siger_requests_in_flight");
+    assert!(eventually(Duration::from_secs(5), || in_flight() == Some(1.0)), "the slow request is in flight");
+    gw.signal("TERM");
+    assert_eq!(slow.join().unwrap().status, 200, "the request in flight completes");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0), "{}", gw.logs());
+    // The process is gone: whatever it exported has arrived.
+    let spans = otlp.trace(CLIENT_TRACE);
+    assert_eq!(spans.len(), 2, "the request's server and upstream spans: {spans:?}\n{}", gw.logs());
+}
