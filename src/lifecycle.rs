@@ -45,6 +45,19 @@ impl CleanupGuard {
     }
 }
 
+/// A shutdown task registered when its service is built, before any signal can come, and
+/// claimed by the service when it starts: the drain cannot exit between the signal and the
+/// service noticing it.
+#[derive(Debug)]
+pub(crate) struct ReservedCleanup(std::sync::Mutex<Option<CleanupGuard>>);
+
+impl ReservedCleanup {
+    /// The guard, to the first caller: the service, when it starts.
+    pub(crate) fn claim(&self) -> Option<CleanupGuard> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 impl Drop for CleanupGuard {
     fn drop(&mut self) {
         self.0.cleanups.fetch_sub(1, Ordering::AcqRel);
@@ -72,6 +85,11 @@ impl Lifecycle {
     pub(crate) fn cleanup(self: &Arc<Self>) -> CleanupGuard {
         self.cleanups.fetch_add(1, Ordering::AcqRel);
         CleanupGuard(self.clone())
+    }
+
+    /// Register a shutdown task now for a service that starts later (see [`ReservedCleanup`]).
+    pub(crate) fn reserve_cleanup(self: &Arc<Self>) -> ReservedCleanup {
+        ReservedCleanup(std::sync::Mutex::new(Some(self.cleanup())))
     }
 
     /// Shutdown tasks not done yet.
@@ -205,5 +223,11 @@ mod tests {
         assert_eq!(l.cleanups_pending(), 1);
         drop((b, c));
         assert_eq!((l.in_flight(), l.cleanups_pending()), (0, 0));
+        let reserved = l.reserve_cleanup();
+        assert_eq!(l.cleanups_pending(), 1, "counted before it is claimed");
+        let claimed = reserved.claim();
+        assert!(claimed.is_some() && reserved.claim().is_none(), "claimed once");
+        drop(claimed);
+        assert_eq!(l.cleanups_pending(), 0);
     }
 }

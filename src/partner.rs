@@ -179,15 +179,14 @@ impl PartnerStores {
 /// write), and forgets ended local quota windows every minute.
 pub(crate) struct PartnerService {
     stores: Arc<PartnerStores>,
-    /// Registered when the service is built, so that a signal arriving before the flusher
-    /// looks cannot let the process exit with usage unwritten; the flusher drops it when done.
-    exit: std::sync::Mutex<Option<crate::lifecycle::CleanupGuard>>,
+    /// The process's exit waits for the flusher's last flush.
+    exit: crate::lifecycle::ReservedCleanup,
 }
 
 impl PartnerService {
     /// The service over `stores`, holding `lifecycle`'s exit through its last flush.
     pub(crate) fn new(stores: Arc<PartnerStores>, lifecycle: Arc<crate::lifecycle::Lifecycle>) -> Self {
-        PartnerService { stores, exit: std::sync::Mutex::new(Some(lifecycle.cleanup())) }
+        PartnerService { stores, exit: lifecycle.reserve_cleanup() }
     }
 }
 
@@ -198,7 +197,6 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 impl pingora::services::background::BackgroundService for PartnerService {
     async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
         let stores = &self.stores;
-        let exit = self.exit.lock().unwrap_or_else(|p| p.into_inner()).take();
         let target = stores.flush_target.load_full();
         let flusher = crate::usage::flush::Flusher::new(
             stores.meter.clone(),
@@ -214,7 +212,7 @@ impl pingora::services::background::BackgroundService for PartnerService {
             }
         };
         tokio::select! {
-            () = flusher.run(target.interval, shutdown, exit) => {}
+            () = flusher.run(target.interval, shutdown, self.exit.claim()) => {}
             () = sweeping => {}
         }
     }

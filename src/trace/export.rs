@@ -11,7 +11,7 @@
 
 use super::text;
 use crate::config::TracingSettings;
-use crate::lifecycle::{CleanupGuard, Lifecycle};
+use crate::lifecycle::{Lifecycle, ReservedCleanup};
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
@@ -81,9 +81,8 @@ pub(crate) struct SpanExporter {
     settings: watch::Receiver<Option<TracingSettings>>,
     /// Where the last batch went (spans queued before tracing was switched off still go there).
     last: Mutex<Option<(String, String)>>,
-    /// The hold on the process's exit, taken when built (before any signal can come) and let go
-    /// after the last export: the drain cannot exit with spans still queued.
-    exit: Mutex<Option<CleanupGuard>>,
+    /// The process's exit waits for the last export.
+    exit: ReservedCleanup,
 }
 
 impl SpanExporter {
@@ -95,7 +94,7 @@ impl SpanExporter {
         settings: watch::Receiver<Option<TracingSettings>>,
         lifecycle: &Arc<Lifecycle>,
     ) -> Self {
-        SpanExporter { queue, metrics, settings, last: Mutex::new(None), exit: Mutex::new(Some(lifecycle.cleanup())) }
+        SpanExporter { queue, metrics, settings, last: Mutex::new(None), exit: lifecycle.reserve_cleanup() }
     }
 
     /// The collector and service name for the next batch.
@@ -191,7 +190,7 @@ async fn post(client: &reqwest::Client, endpoint: &str, body: Vec<u8>) -> Result
 #[async_trait]
 impl BackgroundService for SpanExporter {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let exit = self.exit.lock().ok().and_then(|mut e| e.take());
+        let exit = self.exit.claim();
         let queue = &self.queue;
         let client =
             match reqwest::Client::builder().timeout(EXPORT_TIMEOUT).connect_timeout(Duration::from_secs(2)).build() {
