@@ -25,12 +25,7 @@ impl Operator for DetectSqliOperator {
     /// The detector's first check: a value it flags contains one of these, after lowercasing
     /// with Unicode's rules (hence ASCII values only).
     fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
-        Some(
-            libinjection::sqli::INDICATORS
-                .iter()
-                .map(|i| i.as_bytes().to_vec())
-                .collect(),
-        )
+        indicator_literals(&libinjection::sqli::INDICATORS)
     }
 
     fn literals_hold_for_ascii_only(&self) -> bool {
@@ -57,12 +52,7 @@ impl Operator for DetectXssOperator {
 
     /// The detector's first check, compared as the prefilter compares (ASCII case ignored).
     fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
-        Some(
-            libinjection::xss::INDICATORS
-                .iter()
-                .map(|i| i.as_bytes().to_vec())
-                .collect(),
-        )
+        indicator_literals(&libinjection::xss::INDICATORS)
     }
 
     fn matches_nothing_over(&self, alphabet: &ByteSet) -> bool {
@@ -70,4 +60,9 @@ impl Operator for DetectXssOperator {
             .iter()
             .any(|i| alphabet.contains_all_ignoring_ascii_case(i.as_bytes()))
     }
+}
+
+/// A detector's indicator list as the prefilter's literals.
+fn indicator_literals(indicators: &[&str]) -> Option<Vec<Vec<u8>>> {
+    Some(indicators.iter().map(|i| i.as_bytes().to_vec()).collect())
 }
